@@ -1,0 +1,60 @@
+"""Recurrent cells: one time step each, written from their equations.
+
+Cells are looked up by name through :func:`make_cell`; a class or a factory
+``(input_size, hidden_size, **options) -> RecurrentCell`` works wherever a name does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from .base import RecurrentCell, State
+from .gru import GRUCell, LayerNormGRUCell
+from .lstm import LayerNormLSTMCell, LSTMCell
+from .rnn import RNNCell
+
+CellFactory = Callable[..., RecurrentCell]
+CellSpec = str | CellFactory
+
+CELLS: dict[str, CellFactory] = {
+    "rnn": RNNCell,
+    "rnn_tanh": partial(RNNCell, nonlinearity="tanh"),
+    "rnn_relu": partial(RNNCell, nonlinearity="relu"),
+    "lstm": LSTMCell,
+    "peephole_lstm": partial(LSTMCell, peephole=True),
+    "layernorm_lstm": LayerNormLSTMCell,
+    "gru": GRUCell,
+    "gru_reset_before": partial(GRUCell, reset_after=False),
+    "layernorm_gru": LayerNormGRUCell,
+}
+
+
+def register_cell(name: str, factory: CellFactory) -> None:
+    """Make ``cell=name`` resolve to ``factory`` everywhere (layers, tasks, CLI)."""
+    CELLS[name] = factory
+
+
+def make_cell(spec: CellSpec, input_size: int, hidden_size: int, **options: Any) -> RecurrentCell:
+    """Build a cell from a registered name, a cell class or a factory.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones).
+    """
+    if isinstance(spec, str):
+        key = spec.lower().replace("-", "_")
+        if key not in CELLS:
+            raise ValueError(f"unknown cell {spec!r}; choose one of {', '.join(sorted(CELLS))} "
+                             "or pass a RecurrentCell class")
+        spec = CELLS[key]
+    cell = spec(input_size, hidden_size, **options)
+    if not isinstance(cell, RecurrentCell):
+        raise TypeError(f"cell factory returned {type(cell).__name__}, expected a RecurrentCell")
+    return cell
+
+
+__all__ = [
+    "CELLS", "CellSpec", "GRUCell", "LSTMCell", "LayerNormGRUCell", "LayerNormLSTMCell", "RNNCell",
+    "RecurrentCell", "State", "make_cell", "register_cell",
+]

@@ -1,0 +1,109 @@
+"""The cell contract: one time step of a recurrence.
+
+A cell maps ``(x_t, state_{t-1})`` to ``(output_t, state_t)``. It never loops over time:
+that is the scan's job (:mod:`rnnkit.scan`). To let the scan hoist the input projection out
+of the time loop, a cell splits its step in two:
+
+* :meth:`RecurrentCell.project_input` computes every term that depends only on ``x`` (for
+  standard cells ``W x + b``); it accepts any leading shape, so the scan calls it once on the
+  whole ``[B, T, I]`` sequence;
+* :meth:`RecurrentCell.recur` finishes the step from the projected input and the state.
+
+``forward(x_t, state)`` is simply ``recur(project_input(x_t), state)``.
+
+Shapes: ``B`` batch, ``I`` input size, ``H`` hidden size, ``P`` output size (``H`` unless the
+cell projects its output, as LSTMP does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+State = tuple[Tensor, ...]
+
+
+class RecurrentCell(nn.Module):
+    """Base class for one-step recurrent cells.
+
+    Subclasses set ``input_size``, ``hidden_size`` and ``output_size``, declare ``state_sizes``
+    (one entry per state tensor, the first being the recurrent output ``h``), list
+    ``gate_names`` (what ``return_gates`` reports) and implement :meth:`project_input` and
+    :meth:`recur`.
+
+    To write a new cell, subclass this, define the parameters in ``__init__`` and the math in
+    ``recur``; :class:`rnnkit.nn.Recurrent` then gives it masking, reversal, bidirectionality,
+    stacking, streaming and state handling. See ``docs/custom_cells.md``.
+    """
+
+    input_size: int
+    hidden_size: int
+    output_size: int
+    gate_names: tuple[str, ...] = ()
+
+    @property
+    def state_sizes(self) -> tuple[int, ...]:
+        """Feature size of each state tensor; the first one is the output ``h``."""
+        return (self.output_size,)
+
+    def initial_state(self, batch_size: int, *, dtype: torch.dtype | None = None,
+                      device: torch.device | str | None = None) -> State:
+        """Zero state for ``batch_size`` sequences."""
+        ref = next(iter(self.parameters()), None)
+        dtype = dtype or (ref.dtype if ref is not None else torch.get_default_dtype())
+        device = device or (ref.device if ref is not None else None)
+        return tuple(torch.zeros(batch_size, size, dtype=dtype, device=device) for size in self.state_sizes)
+
+    def project_input(self, x: Tensor) -> Tensor:
+        """Input-only part of the step for any leading shape ``[..., I] -> [..., G]``."""
+        raise NotImplementedError
+
+    def recur(self, x_proj: Tensor, state: State, *, recurrent_mask: Tensor | None = None,
+              return_gates: bool = False) -> tuple[Tensor, State, dict[str, Tensor] | None]:
+        """Finish one step.
+
+        Args:
+            x_proj: ``[B, G]`` projected input from :meth:`project_input`.
+            state: tuple of ``[B, state_sizes[k]]`` tensors from the previous step.
+            recurrent_mask: optional ``[B, P]`` multiplicative mask applied to ``h_{t-1}``
+                before the recurrent matrix multiply (variational recurrent dropout).
+            return_gates: also return the gate activations of this step.
+
+        Returns:
+            ``(output, new_state, gates)``; ``gates`` is ``None`` unless ``return_gates``.
+        """
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: State | Tensor | None = None, *,
+                return_gates: bool = False) -> Any:
+        """One time step: ``x`` is ``[B, I]``; returns ``(output, state)`` (and gates if asked)."""
+        if x.dim() != 2 or x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape [batch, {self.input_size}], "
+                f"got {list(x.shape)}"
+            )
+        if state is None:
+            state = self.initial_state(x.shape[0], dtype=x.dtype, device=x.device)
+        elif isinstance(state, Tensor):
+            state = (state,)
+        out, new_state, gates = self.recur(self.project_input(x), tuple(state), return_gates=return_gates)
+        if return_gates:
+            return out, new_state, gates
+        return out, new_state
+
+    def fused_mode(self) -> str | None:
+        """Name of the ``torch.nn`` fused kernel that computes exactly this cell, else ``None``."""
+        return None
+
+
+def init_uniform_(module: nn.Module, hidden_size: int) -> None:
+    """``torch.nn`` initialisation: every parameter ~ U(-1/sqrt(H), 1/sqrt(H))."""
+    bound = 1.0 / hidden_size**0.5 if hidden_size > 0 else 0.0
+    for p in module.parameters():
+        nn.init.uniform_(p, -bound, bound)
+
+
+def apply_mask(h: Tensor, mask: Tensor | None) -> Tensor:
+    return h if mask is None else h * mask

@@ -1,0 +1,505 @@
+"""Recurrent layers: cells run over time, stacked, in one or both directions.
+
+``RNN``, ``LSTM`` and ``GRU`` are drop-in replacements for their ``torch.nn`` namesakes: they
+subclass them, take the same constructor arguments, return the same values from
+``forward(input, hx)`` and keep identical parameter names, so state dicts load both ways. On top
+they accept ``lengths=`` or ``mask=`` (either padding side), any cell (``cell="layernorm_lstm"``
+or a cell class), ``return_gates``, variational input and recurrent dropout, zoneout, streaming
+``step`` and a stateful mode.
+
+Standard configurations run on ``torch.nn``'s fused kernels (oneDNN, cuDNN) and give the same
+numbers; everything else runs the reference scan. ``implementation`` chooses:
+``"auto"`` (fused when it computes this call exactly, else reference), ``"fused"`` (fail with the
+reason when it cannot) or ``"reference"``.
+
+Shapes: ``B`` batch, ``T`` time, ``D`` directions (2 if bidirectional), ``L`` layers,
+``P`` output features per direction (``proj_size`` or ``hidden_size``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from ..cells import CellSpec, RecurrentCell, make_cell
+from ..scan import check_lengths, check_mask, lengths_to_mask, padding_side, reference_scan, run_fused_masked
+
+Hidden = Tensor | tuple[Tensor, ...]
+IMPLEMENTATIONS = ("auto", "reference", "fused")
+
+
+def layer_param_name(cell_param: str, layer: int, reverse: bool) -> str:
+    """The ``torch.nn`` name of a cell parameter: ``weight_ih`` of layer 1, reverse -> ``weight_ih_l1_reverse``."""
+    return f"{cell_param.replace('.', '_')}_l{layer}{'_reverse' if reverse else ''}"
+
+
+def _check_rate(name: str, value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return float(value)
+
+
+class _RecurrentCore(nn.Module):
+    """Sequence plumbing shared by every recurrent layer (the cells hold the math)."""
+
+    # set by the concrete layer
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bias: bool
+    batch_first: bool
+    dropout: float
+    bidirectional: bool
+    training: bool
+    _torch_mode: str | None = None
+    _cells: list[RecurrentCell]
+    _bindings: list[tuple[nn.Module, str, str, bool]]
+
+    def _setup_recurrent(self, cell: CellSpec, cell_options: dict[str, Any] | None, *, input_dropout: float,
+                         recurrent_dropout: float, zoneout: float, implementation: str, stateful: bool,
+                         extra_cell_kwargs: dict[str, Any]) -> None:
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+        self.implementation = implementation
+        self.input_dropout = _check_rate("input_dropout", input_dropout)
+        self.recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout)
+        self.zoneout = _check_rate("zoneout", zoneout)
+        self.stateful = stateful
+        self.state: Hidden | None = None
+        self.cell_spec = cell
+        self.cell_options = dict(cell_options or {})
+        ref = next(iter(self.parameters()), None)
+        cells: list[RecurrentCell] = []
+        bindings: list[tuple[nn.Module, str, str, bool]] = []
+        for layer in range(self.num_layers):
+            in_size = self.input_size if layer == 0 else cells[0].output_size * self.num_directions
+            for direction in range(self.num_directions):
+                try:
+                    c = make_cell(cell, in_size, self.hidden_size, bias=self.bias,
+                                  **extra_cell_kwargs, **self.cell_options)
+                except TypeError as err:
+                    raise TypeError(f"cannot build cell {cell!r} with options "
+                                    f"{sorted({**extra_cell_kwargs, **self.cell_options})}: {err}") from None
+                if ref is not None:
+                    c = c.to(device=ref.device, dtype=ref.dtype)
+                self._check_cell(c, cell)
+                for name, tensor in list(c.named_parameters()) + list(c.named_buffers()):
+                    owner_name, _, leaf = name.rpartition(".")
+                    owner = c.get_submodule(owner_name) if owner_name else c
+                    lname = layer_param_name(name, layer, direction == 1)
+                    is_param = isinstance(tensor, nn.Parameter)
+                    if is_param:
+                        setattr(self, lname, tensor)
+                    else:
+                        self.register_buffer(lname, tensor)
+                    bindings.append((owner, leaf, lname, is_param))
+                cells.append(c)
+        # cells are views on this layer's parameters, not registered submodules: parameter names
+        # stay those of torch.nn, and _bind() re-points the cells after .to(), load_state_dict() etc.
+        object.__setattr__(self, "_cells", cells)
+        object.__setattr__(self, "_bindings", bindings)
+        modes = {c.fused_mode() for c in cells}
+        self._fused_cells = self._torch_mode is not None and modes == {self._torch_mode}
+
+    # -- structure -----------------------------------------------------------------------------
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """Features per direction of the output (``proj_size`` or ``hidden_size``)."""
+        return getattr(self, "proj_size", 0) or self.hidden_size
+
+    def _check_cell(self, cell: RecurrentCell, spec: CellSpec) -> None:
+        expected = self._expected_state_sizes()
+        if expected is not None and tuple(cell.state_sizes) != expected:
+            raise ValueError(f"cell {spec!r} carries states of sizes {tuple(cell.state_sizes)}, but "
+                             f"{type(self).__name__} carries {expected}; use the layer that matches the cell "
+                             "(rnnkit.nn.LSTM for LSTM-like cells, GRU or RNN for one-state cells) "
+                             "or rnnkit.nn.Recurrent")
+
+    def _expected_state_sizes(self) -> tuple[int, ...] | None:
+        return None
+
+    def cell(self, layer: int = 0, reverse: bool = False) -> RecurrentCell:
+        """The cell of ``layer`` and direction, bound to this layer's current parameters."""
+        self._bind()
+        return self._cells[layer * self.num_directions + int(reverse)]
+
+    def _bind(self) -> None:
+        for owner, leaf, lname, is_param in self._bindings:
+            store = owner._parameters if is_param else owner._buffers
+            store[leaf] = getattr(self, lname)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every cell with its own scheme (uniform, forget bias, unit layer-norm gains)."""
+        if not hasattr(self, "_cells"):
+            super().reset_parameters()  # type: ignore[misc]  # torch.nn.RNNBase.__init__ calls this first
+            return
+        self._bind()
+        for c in self._cells:
+            c.reset_parameters()  # type: ignore[operator]
+
+    # -- validation ----------------------------------------------------------------------------
+    def _check_input(self, x: Tensor) -> tuple[Tensor, bool]:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"input must be a torch.Tensor or PackedSequence, got {type(x).__name__}")
+        layout = "[batch, time, features]" if self.batch_first else "[time, batch, features]"
+        if x.dim() not in (2, 3):
+            raise ValueError(f"{type(self).__name__} expects input of shape {layout} or [time, features] "
+                             f"(unbatched), got rank {x.dim()} with shape {list(x.shape)}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"{type(self).__name__} expects {self.input_size} input features (input_size), "
+                             f"got {x.shape[-1]} (input shape {list(x.shape)}, layout {layout})")
+        ref = next(iter(self.parameters()), None)
+        if ref is not None and x.dtype != ref.dtype:
+            raise ValueError(f"input dtype {x.dtype} does not match the layer's parameters ({ref.dtype}); "
+                             f"convert the input (x.to({ref.dtype})) or the layer (layer.to({x.dtype}))")
+        if ref is not None and x.device != ref.device:
+            raise ValueError(f"input is on {x.device} but the layer is on {ref.device}; move one of them")
+        unbatched = x.dim() == 2
+        if unbatched:
+            x = x.unsqueeze(0 if self.batch_first else 1)
+        return x, unbatched
+
+    def _state_sizes(self) -> tuple[int, ...]:
+        return tuple(self._cells[0].state_sizes)
+
+    def _zeros(self, batch: int, like: Tensor) -> Hidden:
+        n = self.num_layers * self.num_directions
+        states = tuple(like.new_zeros(n, batch, s) for s in self._state_sizes())
+        return states if len(states) > 1 else states[0]
+
+    def _check_hx(self, hx: Hidden | None, batch: int, unbatched: bool, like: Tensor) -> Hidden | None:
+        if hx is None:
+            return None
+        sizes = self._state_sizes()
+        parts = (hx,) if isinstance(hx, Tensor) else tuple(hx)
+        if len(parts) != len(sizes):
+            raise ValueError(f"{type(self).__name__} expects hx with {len(sizes)} tensor(s), got {len(parts)}")
+        n = self.num_layers * self.num_directions
+        out = []
+        for k, (h, size) in enumerate(zip(parts, sizes)):
+            if unbatched:
+                if h.dim() != 2:
+                    raise ValueError(f"for unbatched input hx[{k}] must be 2-D [{n}, {size}], got {list(h.shape)}")
+                h = h.unsqueeze(1)
+            if tuple(h.shape) != (n, batch, size):
+                raise ValueError(f"hx[{k}] must have shape [num_layers*num_directions, batch, {size}] = "
+                                 f"[{n}, {batch}, {size}], got {list(h.shape)}")
+            if h.dtype != like.dtype or h.device != like.device:
+                raise ValueError(f"hx[{k}] is {h.dtype} on {h.device} but the input is {like.dtype} on {like.device}")
+            out.append(h)
+        return tuple(out) if len(out) > 1 else out[0]
+
+    def fused_unavailable_reason(self, mask: Tensor | None = None, return_gates: bool = False) -> str | None:
+        """Why the fused ``torch.nn`` kernel cannot compute this call exactly (``None`` if it can)."""
+        if not self._fused_cells:
+            return (f"cell {self.cell_spec!r} has no fused torch.nn kernel (only plain 'rnn', 'lstm' and "
+                    "'gru' cells without peepholes or layer norm do)")
+        if self.input_dropout or self.recurrent_dropout or self.zoneout:
+            return "variational input/recurrent dropout and zoneout run only in the reference scan"
+        if return_gates:
+            return "gate activations are recorded only by the reference scan"
+        if mask is not None and padding_side(mask) is None:
+            return "the mask has gaps: the fused kernel needs each sequence's real steps in one block"
+        return None
+
+    def _use_fused(self, mask: Tensor | None, return_gates: bool) -> bool:
+        if self.implementation == "reference":
+            return False
+        reason = self.fused_unavailable_reason(mask, return_gates)
+        if reason is not None and self.implementation == "fused":
+            raise ValueError(f"implementation='fused' cannot run this call: {reason}; "
+                             "use implementation='auto' to fall back to the reference scan")
+        return reason is None
+
+    # -- running -------------------------------------------------------------------------------
+    def forward(self, input: Tensor | PackedSequence, hx: Hidden | None = None, *, lengths: Tensor | None = None,
+                mask: Tensor | None = None, return_gates: bool = False) -> Any:
+        """Run the layer over a sequence.
+
+        Args:
+            input: ``[B, T, I]`` if ``batch_first`` else ``[T, B, I]``; ``[T, I]`` unbatched; or
+                a ``PackedSequence``.
+            hx: initial state in ``torch.nn`` layout, ``[L*D, B, P]`` (LSTM: a pair with the cell
+                state ``[L*D, B, H]``); zeros when omitted (or the carried state if ``stateful``).
+            lengths: ``[B]`` number of real steps per sequence (right padding).
+            mask: ``[B, T]`` bool, ``True`` on real steps; right or left padding (or, on the
+                reference scan, any pattern: masked steps are skipped).
+            return_gates: also return the gate activations (reference scan only).
+
+        Returns:
+            ``(output, h_n)`` like ``torch.nn``, and a dict of gates keyed ``"l{k}"`` /
+            ``"l{k}_reverse"`` when ``return_gates``. Outputs at padded steps are zero and ``h_n``
+            is taken at each sequence's last real step.
+        """
+        if isinstance(input, PackedSequence):
+            if lengths is not None or mask is not None:
+                raise ValueError("a PackedSequence already carries its lengths; do not pass lengths= or mask=")
+            return self._forward_packed(input, hx, return_gates)
+        x, unbatched = self._check_input(input)
+        x_bf = x if self.batch_first else x.transpose(0, 1)
+        batch, steps = x_bf.shape[0], x_bf.shape[1]
+        if batch == 0:
+            raise ValueError("empty batch: the input has batch size 0")
+        m = self._resolve_mask(lengths, mask, batch, steps, x.device)
+        hx = self._check_hx(hx, batch, unbatched, x)
+        if hx is None and self.stateful and self.state is not None:
+            hx = self._carried_state(batch)
+        out_bf, h_n, gates = self._run(x, x_bf, hx, m, return_gates)
+        if self.stateful:
+            self.state = tuple(h.detach() for h in h_n) if isinstance(h_n, tuple) else h_n.detach()
+        out = out_bf if self.batch_first else out_bf.transpose(0, 1)
+        if unbatched:
+            out = out.squeeze(0 if self.batch_first else 1)
+            h_n = tuple(h.squeeze(1) for h in h_n) if isinstance(h_n, tuple) else h_n.squeeze(1)
+        return (out, h_n, gates) if return_gates else (out, h_n)
+
+    def _resolve_mask(self, lengths: Tensor | None, mask: Tensor | None, batch: int, steps: int,
+                      device: torch.device) -> Tensor | None:
+        if lengths is not None and mask is not None:
+            raise ValueError("pass either lengths= or mask=, not both")
+        if lengths is not None:
+            lens = check_lengths(lengths, batch, steps, device)
+            return None if bool((lens == steps).all()) else lengths_to_mask(lens, steps)
+        if mask is not None:
+            m = check_mask(torch.as_tensor(mask), batch, steps, device)
+            return None if bool(m.all()) else m
+        return None
+
+    def _run(self, x: Tensor, x_bf: Tensor, hx: Hidden | None, mask: Tensor | None,
+             return_gates: bool) -> tuple[Tensor, Hidden, dict[str, dict[str, Tensor]] | None]:
+        if self._use_fused(mask, return_gates):
+            fused = super().forward  # type: ignore[misc]  # torch.nn.RNNBase.forward
+            if mask is None:
+                out, h_n = fused(x, hx)
+                return (out if self.batch_first else out.transpose(0, 1)), h_n, None
+            initial = hx if hx is not None else self._zeros(x_bf.shape[0], x_bf)
+            out_bf, h_n = run_fused_masked(fused, x_bf, hx, mask, initial)
+            return out_bf, h_n, None
+        return self._reference(x_bf, hx, mask, return_gates)
+
+    def _reference(self, x: Tensor, hx: Hidden | None, mask: Tensor | None,
+                   return_gates: bool) -> tuple[Tensor, Hidden, dict[str, dict[str, Tensor]] | None]:
+        self._bind()
+        batch = x.shape[0]
+        initial = self._zeros(batch, x) if hx is None else hx
+        parts = initial if isinstance(initial, tuple) else (initial,)
+        finals: list[tuple[Tensor, ...]] = []
+        gates_by_layer: dict[str, dict[str, Tensor]] = {}
+        layer_input = x
+        for layer in range(self.num_layers):
+            if self.training and self.input_dropout:  # one mask for all steps (Gal and Ghahramani 2016)
+                keep = 1.0 - self.input_dropout
+                layer_input = layer_input * torch.bernoulli(
+                    layer_input.new_full((batch, 1, layer_input.shape[-1]), keep)) / keep
+            outputs = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                cell = self._cells[index]
+                recurrent_mask = None
+                if self.training and self.recurrent_dropout:
+                    keep = 1.0 - self.recurrent_dropout
+                    recurrent_mask = torch.bernoulli(x.new_full((batch, cell.output_size), keep)) / keep
+                out, state, gates = reference_scan(
+                    cell, layer_input, tuple(p[index] for p in parts), mask=mask, reverse=direction == 1,
+                    recurrent_mask=recurrent_mask, zoneout_rate=self.zoneout, training=self.training,
+                    return_gates=return_gates)
+                outputs.append(out)
+                finals.append(state)
+                if gates is not None:
+                    gates_by_layer[f"l{layer}{'_reverse' if direction else ''}"] = gates
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        stacked = tuple(torch.stack([f[k] for f in finals], 0) for k in range(len(parts)))
+        h_n: Hidden = stacked if len(stacked) > 1 else stacked[0]
+        return layer_input, h_n, (gates_by_layer if return_gates else None)
+
+    def _forward_packed(self, packed: PackedSequence, hx: Hidden | None, return_gates: bool) -> Any:
+        if self._use_fused(None, return_gates):
+            if self.stateful and hx is None and self.state is not None:
+                hx = self._carried_state(int(packed.batch_sizes[0]))
+            out, h_n = super().forward(packed, hx)  # type: ignore[misc]
+            if self.stateful:
+                self.state = tuple(h.detach() for h in h_n) if isinstance(h_n, tuple) else h_n.detach()
+            return (out, h_n, None) if return_gates else (out, h_n)
+        padded, lengths = pad_packed_sequence(packed, batch_first=True)
+        if not self.batch_first:
+            padded = padded.transpose(0, 1)
+        result = self.forward(padded, hx, lengths=lengths.to(padded.device), return_gates=return_gates)
+        out = result[0] if self.batch_first else result[0].transpose(0, 1)
+        repacked = pack_padded_sequence(out, lengths, batch_first=True, enforce_sorted=False)
+        return (repacked, *result[1:])
+
+    # -- streaming -----------------------------------------------------------------------------
+    def step(self, x_t: Tensor, hx: Hidden | None = None) -> tuple[Tensor, Hidden]:
+        """Advance one time step: ``x_t`` is ``[B, I]`` (or ``[I]``); returns ``(output [B, P], h)``.
+
+        Running ``step`` T times equals ``forward`` on the T steps. With ``stateful=True`` and no
+        ``hx`` the carried state is used and updated.
+        """
+        if self.bidirectional:
+            raise ValueError("step() advances one time step forward; a bidirectional layer needs the whole "
+                             "sequence, so call forward() instead")
+        time_dim = 1 if self.batch_first else 0
+        if x_t.dim() == 1:
+            out, h = self.forward(x_t.unsqueeze(0), hx)
+            return out.squeeze(0), h
+        if x_t.dim() != 2:
+            raise ValueError(f"step() expects x_t of shape [batch, {self.input_size}], got {list(x_t.shape)}")
+        out, h = self.forward(x_t.unsqueeze(time_dim), hx)
+        return out.squeeze(time_dim), h
+
+    def _carried_state(self, batch: int) -> Hidden:
+        assert self.state is not None
+        first = self.state[0] if isinstance(self.state, tuple) else self.state
+        if first.shape[1] != batch:
+            raise ValueError(f"this stateful layer carries state for batch size {first.shape[1]} but got "
+                             f"{batch}; call reset_state() before changing the batch size")
+        return self.state
+
+    def reset_state(self, samples: Tensor | list[int] | None = None) -> None:
+        """Forget the carried state: all of it, or only ``samples`` (indices or a ``[B]`` bool mask)."""
+        if samples is None or self.state is None:
+            self.state = None
+            return
+        parts = self.state if isinstance(self.state, tuple) else (self.state,)
+        keep = torch.ones(parts[0].shape[1], dtype=torch.bool, device=parts[0].device)
+        keep[torch.as_tensor(samples, device=keep.device)] = False
+        cleared = tuple(p * keep.view(1, -1, 1) for p in parts)
+        self.state = cleared if len(cleared) > 1 else cleared[0]
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()  # type: ignore[misc]
+        if self.cell_spec not in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+            s += f", cell={getattr(self.cell_spec, '__name__', self.cell_spec)!r}"
+        for name in ("input_dropout", "recurrent_dropout", "zoneout"):
+            if getattr(self, name):
+                s += f", {name}={getattr(self, name)}"
+        if self.implementation != "auto":
+            s += f", implementation={self.implementation!r}"
+        return s + (", stateful=True" if self.stateful else "")
+
+
+_EXTRA_DOC = """
+    rnnkit extras (keyword-only):
+        cell: cell name (see ``rnnkit.cells.CELLS``), cell class or factory for every layer and direction.
+        cell_options: extra keyword arguments for the cell (e.g. ``{"forget_bias": 1.0}``).
+        input_dropout: variational dropout on each layer's input, one mask for all steps.
+        recurrent_dropout: variational dropout on ``h_{t-1}`` before the recurrent matmul.
+        zoneout: probability that a state unit keeps its previous value (Krueger et al. 2017).
+        implementation: ``"auto"``, ``"fused"`` or ``"reference"``.
+        stateful: carry the final state into the next call (see ``reset_state``).
+"""
+
+
+class RNN(_RecurrentCore, nn.RNN):
+    __doc__ = "Elman RNN layer, a drop-in ``torch.nn.RNN`` with rnnkit's extras.\n" + _EXTRA_DOC
+
+    def __init__(self, *args: Any, cell: CellSpec | None = None, cell_options: dict[str, Any] | None = None,
+                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0, zoneout: float = 0.0,
+                 implementation: str = "auto", stateful: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._torch_mode = self.mode
+        default = "rnn_tanh" if self.nonlinearity == "tanh" else "rnn_relu"
+        self._setup_recurrent(cell or default, cell_options, input_dropout=input_dropout,
+                              recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                              implementation=implementation, stateful=stateful, extra_cell_kwargs={})
+
+    def _expected_state_sizes(self) -> tuple[int, ...]:
+        return (self.hidden_size,)
+
+
+class LSTM(_RecurrentCore, nn.LSTM):
+    __doc__ = "LSTM layer, a drop-in ``torch.nn.LSTM`` with rnnkit's extras.\n" + _EXTRA_DOC
+
+    def __init__(self, *args: Any, cell: CellSpec | None = None, cell_options: dict[str, Any] | None = None,
+                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0, zoneout: float = 0.0,
+                 implementation: str = "auto", stateful: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._torch_mode = "LSTM"
+        extra = {"proj_size": self.proj_size} if self.proj_size else {}
+        self._setup_recurrent(cell or "lstm", cell_options, input_dropout=input_dropout,
+                              recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                              implementation=implementation, stateful=stateful, extra_cell_kwargs=extra)
+
+    def _expected_state_sizes(self) -> tuple[int, ...]:
+        return (self.proj_size or self.hidden_size, self.hidden_size)
+
+
+class GRU(_RecurrentCore, nn.GRU):
+    __doc__ = "GRU layer, a drop-in ``torch.nn.GRU`` with rnnkit's extras.\n" + _EXTRA_DOC
+
+    def __init__(self, *args: Any, cell: CellSpec | None = None, cell_options: dict[str, Any] | None = None,
+                 input_dropout: float = 0.0, recurrent_dropout: float = 0.0, zoneout: float = 0.0,
+                 implementation: str = "auto", stateful: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._torch_mode = "GRU"
+        self._setup_recurrent(cell or "gru", cell_options, input_dropout=input_dropout,
+                              recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                              implementation=implementation, stateful=stateful, extra_cell_kwargs={})
+
+    def _expected_state_sizes(self) -> tuple[int, ...]:
+        return (self.hidden_size,)
+
+
+class Recurrent(_RecurrentCore):
+    """A recurrent layer for any cell, including your own (reference scan).
+
+    Write a :class:`rnnkit.cells.RecurrentCell` (parameters in ``__init__``, the math in ``recur``)
+    and this layer gives it masks and lengths, reversal, bidirectionality, stacking, initial and
+    returned state, streaming ``step`` and stateful mode. The state is a tensor
+    ``[L*D, B, size]`` for one-state cells and a tuple of them otherwise.
+
+    Args:
+        cell: cell name, class or factory ``(input_size, hidden_size, bias=..., **options)``.
+        input_size: features per step.
+        hidden_size: the cell's hidden size.
+        num_layers: stacked layers.
+        bias: passed to the cell.
+        batch_first: ``[B, T, I]`` input (the default here; ``torch.nn`` layers default to time-first).
+        dropout: dropout between layers.
+        bidirectional: run a second stack of cells backwards and concatenate.
+
+    Example:
+        >>> layer = Recurrent("layernorm_gru", 8, 16, num_layers=2, bidirectional=True)
+        >>> out, h = layer(torch.randn(4, 10, 8), lengths=torch.tensor([10, 7, 3, 0]))
+    """
+
+    def __init__(self, cell: CellSpec, input_size: int, hidden_size: int, num_layers: int = 1, *,
+                 bias: bool = True, batch_first: bool = True, dropout: float = 0.0, bidirectional: bool = False,
+                 cell_options: dict[str, Any] | None = None, input_dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0, zoneout: float = 0.0, implementation: str = "auto",
+                 stateful: bool = False) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
+        self.dropout = _check_rate("dropout", dropout)
+        self._setup_recurrent(cell, cell_options, input_dropout=input_dropout,
+                              recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                              implementation="reference" if implementation == "auto" else implementation,
+                              stateful=stateful, extra_cell_kwargs={})
+        if self.implementation == "fused":
+            raise ValueError("rnnkit.nn.Recurrent runs the reference scan; use rnnkit.nn.LSTM, GRU or RNN "
+                             "for the fused torch.nn kernels")
+
+    @property
+    def output_size(self) -> int:
+        return self._cells[0].output_size if hasattr(self, "_cells") else self.hidden_size
+
+    def _state_sizes(self) -> tuple[int, ...]:
+        return tuple(self._cells[0].state_sizes)
+
+    def extra_repr(self) -> str:
+        name = getattr(self.cell_spec, "__name__", self.cell_spec)
+        return (f"{name!r}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, batch_first={self.batch_first}")

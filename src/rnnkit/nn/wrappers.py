@@ -1,0 +1,177 @@
+"""Layers built from recurrent layers: Bidirectional, Stack and Hierarchical."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..scan import check_lengths, check_mask, lengths_to_mask, reverse_padded
+
+MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+def _mask_from(lengths: Tensor | None, mask: Tensor | None, batch: int, steps: int,
+               device: torch.device) -> Tensor | None:
+    if lengths is not None and mask is not None:
+        raise ValueError("pass either lengths= or mask=, not both")
+    if lengths is not None:
+        return lengths_to_mask(check_lengths(lengths, batch, steps, device), steps)
+    if mask is not None:
+        return check_mask(torch.as_tensor(mask), batch, steps, device)
+    return None
+
+
+class Bidirectional(nn.Module):
+    """Run a unidirectional batch-first layer forwards and a fresh copy of it backwards.
+
+    The backward copy reads each sequence's real steps in reverse (padding stays where it is,
+    on either side) and its outputs are put back in time order before merging.
+
+    Args:
+        layer: a unidirectional recurrent layer with ``batch_first=True`` (e.g.
+            ``rnnkit.nn.LSTM(..., batch_first=True)`` or ``rnnkit.nn.Recurrent``).
+        merge: ``"concat"`` (default), ``"sum"``, ``"mul"``, ``"ave"``, or ``None`` for a pair.
+        backward_layer: optional layer for the backward direction (default: a re-initialised copy).
+
+    Returns from ``forward``: ``(output, (state_forward, state_backward))``.
+    """
+
+    def __init__(self, layer: nn.Module, merge: str | None = "concat", *,
+                 backward_layer: nn.Module | None = None) -> None:
+        super().__init__()
+        if merge not in MERGE_MODES:
+            raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
+        if getattr(layer, "bidirectional", False):
+            raise ValueError("Bidirectional wraps a unidirectional layer; this one already has bidirectional=True")
+        if not getattr(layer, "batch_first", True):
+            raise ValueError("Bidirectional needs a batch_first=True layer")
+        self.forward_layer = layer
+        if backward_layer is None:
+            backward_layer = copy.deepcopy(layer)
+            reset = getattr(backward_layer, "reset_parameters", None)
+            if callable(reset):
+                reset()
+        self.backward_layer = backward_layer
+        self.merge = merge
+
+    def forward(self, x: Tensor, hx: tuple[Any, Any] | None = None, *, lengths: Tensor | None = None,
+                mask: Tensor | None = None) -> tuple[Any, tuple[Any, Any]]:
+        m = _mask_from(lengths, mask, x.shape[0], x.shape[1], x.device) if x.dim() == 3 else None
+        h_f, h_b = hx if hx is not None else (None, None)
+        out_f, state_f = self.forward_layer(x, h_f, mask=m)
+        out_b, state_b = self.backward_layer(reverse_padded(x, m), h_b, mask=m)
+        out_b = reverse_padded(out_b, m)
+        return self._merge(out_f, out_b), (state_f, state_b)
+
+    def _merge(self, a: Tensor, b: Tensor) -> Any:
+        if self.merge == "concat":
+            return torch.cat([a, b], -1)
+        if self.merge == "sum":
+            return a + b
+        if self.merge == "mul":
+            return a * b
+        if self.merge == "ave":
+            return (a + b) / 2
+        return a, b
+
+
+class Stack(nn.Module):
+    """Recurrent layers applied one after another; they may differ in size and cell.
+
+    Every layer must be batch-first and take ``mask=``; the mask is passed to each layer.
+
+    Args:
+        layers: the layers, each consuming the previous one's output.
+        dropout: dropout between layers (not after the last).
+
+    Returns from ``forward``: ``(output, [state of each layer])``.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module], *, dropout: float = 0.0) -> None:
+        super().__init__()
+        if not layers:
+            raise ValueError("Stack needs at least one layer")
+        self.layers = nn.ModuleList(layers)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, states: Sequence[Any] | None = None, *, lengths: Tensor | None = None,
+                mask: Tensor | None = None) -> tuple[Tensor, list[Any]]:
+        m = _mask_from(lengths, mask, x.shape[0], x.shape[1], x.device)
+        if states is not None and len(states) != len(self.layers):
+            raise ValueError(f"states must have one entry per layer ({len(self.layers)}), got {len(states)}")
+        finals = []
+        for k, layer in enumerate(self.layers):
+            if k:
+                x = self.dropout(x)
+            x, state = layer(x, None if states is None else states[k], mask=m)
+            finals.append(state)
+        return x, finals
+
+
+def last_state_pooling(outputs: Tensor, state: Any, mask: Tensor | None) -> Tensor:
+    """The final hidden state of the top layer (both directions concatenated)."""
+    h = state[0] if isinstance(state, tuple) else state
+    if isinstance(h, tuple):  # Bidirectional returns (forward, backward)
+        parts = [s[0] if isinstance(s, tuple) else s for s in h]
+        return torch.cat([p[-1] for p in parts], -1)
+    return h[-1] if h.dim() == 3 else h
+
+
+class Hierarchical(nn.Module):
+    """Two-level encoder: an inner RNN encodes each segment, an outer RNN runs over segment vectors.
+
+    For documents: the inner layer reads the words of each sentence, the outer layer reads the
+    sentence vectors. Masks apply at both levels: padded words are skipped inside sentences,
+    empty sentences give zero vectors and padded sentences are skipped by the outer layer.
+
+    Args:
+        inner: batch-first recurrent layer over the units of one segment.
+        outer: batch-first recurrent layer over segment vectors.
+        pool: how a segment becomes one vector: ``"last"`` (final hidden state), ``"mean"`` or
+            ``"max"`` over real steps, or a module ``(outputs, mask) -> [N, F]`` such as attention.
+
+    Shapes in ``forward``: ``x`` ``[B, S, W, I]``; ``unit_lengths`` ``[B, S]`` (0 for padded
+    segments); ``segment_lengths`` ``[B]`` (defaults to the segments with a non-zero length).
+
+    Returns: ``(outer outputs [B, S, F], outer final state, segment vectors [B, S, F_inner])``.
+    """
+
+    def __init__(self, inner: nn.Module, outer: nn.Module, *, pool: str | nn.Module = "last") -> None:
+        super().__init__()
+        if isinstance(pool, str) and pool not in ("last", "mean", "max"):
+            raise ValueError(f"pool must be 'last', 'mean', 'max' or a module, got {pool!r}")
+        self.inner, self.outer, self.pool = inner, outer, pool
+
+    def forward(self, x: Tensor, unit_lengths: Tensor, segment_lengths: Tensor | None = None) -> tuple[Tensor, Any, Tensor]:
+        if x.dim() != 4:
+            raise ValueError(f"Hierarchical expects input [batch, segments, units, features], got {list(x.shape)}")
+        batch, segments, units, features = x.shape
+        if tuple(unit_lengths.shape) != (batch, segments):
+            raise ValueError(f"unit_lengths must have shape [{batch}, {segments}], got {list(unit_lengths.shape)}")
+        flat_lengths = check_lengths(unit_lengths.reshape(-1), batch * segments, units, x.device)
+        flat_mask = lengths_to_mask(flat_lengths, units)
+        flat_out, flat_state = self.inner(x.reshape(batch * segments, units, features), mask=flat_mask)
+        vectors = self._pool(flat_out, flat_state, flat_mask)
+        vectors = vectors * (flat_lengths > 0).unsqueeze(-1)  # empty segments -> zero vectors
+        vectors = vectors.view(batch, segments, -1)
+        if segment_lengths is None:
+            segment_mask = unit_lengths > 0
+        else:
+            seg = check_lengths(segment_lengths, batch, segments, x.device)
+            segment_mask = lengths_to_mask(seg, segments)
+        outputs, state = self.outer(vectors, mask=segment_mask)
+        return outputs, state, vectors
+
+    def _pool(self, outputs: Tensor, state: Any, mask: Tensor) -> Tensor:
+        if isinstance(self.pool, nn.Module):
+            return self.pool(outputs, mask)
+        if self.pool == "last":
+            return last_state_pooling(outputs, state, mask)
+        m = mask.unsqueeze(-1)
+        if self.pool == "mean":
+            return (outputs * m).sum(1) / m.sum(1).clamp(min=1)
+        return outputs.masked_fill(~m, float("-inf")).amax(1).nan_to_num(neginf=0.0)

@@ -1,0 +1,81 @@
+"""The reference scan: run any :class:`~rnnkit.cells.RecurrentCell` over time with a plain loop.
+
+It is the definition every fast path is tested against: masks of any shape, reversal that
+respects padding, the final state taken at each sequence's last real step, zeros at padded
+outputs, and zero-length sequences (their state stays the initial state).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..cells.base import RecurrentCell, State
+
+
+def zoneout(new: State, old: State, rate: float, training: bool) -> State:
+    """Zoneout (Krueger et al. 2017): each unit keeps its previous value with probability ``rate``.
+
+    In training a fresh Bernoulli mask per step; at inference the expectation
+    ``rate * old + (1 - rate) * new``.
+    """
+    if training:
+        return tuple(torch.where(torch.rand_like(n) < rate, o, n) for n, o in zip(new, old))
+    return tuple(rate * o + (1 - rate) * n for n, o in zip(new, old))
+
+
+def reference_scan(
+    cell: RecurrentCell,
+    x: Tensor,
+    state: State,
+    *,
+    mask: Tensor | None = None,
+    reverse: bool = False,
+    recurrent_mask: Tensor | None = None,
+    zoneout_rate: float = 0.0,
+    training: bool = False,
+    return_gates: bool = False,
+) -> tuple[Tensor, State, dict[str, Tensor] | None]:
+    """Run ``cell`` over a batch-first sequence.
+
+    Args:
+        cell: the one-step cell.
+        x: ``[B, T, I]`` inputs.
+        state: initial state, a tuple of ``[B, state_sizes[k]]`` tensors.
+        mask: optional ``[B, T]`` bool, ``True`` on real steps; masked steps are skipped.
+        reverse: process time from last to first (the real steps of each sequence in reverse).
+        recurrent_mask: optional ``[B, P]`` mask on ``h_{t-1}`` (variational recurrent dropout).
+        zoneout_rate: zoneout probability for every state tensor (0 disables it).
+        training: selects zoneout's training or inference behaviour.
+        return_gates: also collect the cell's gate activations.
+
+    Returns:
+        ``(outputs [B, T, P], final_state, gates)`` where ``gates`` maps each gate name to a
+        ``[B, T, H]`` tensor (zeros at masked steps), or ``None``.
+    """
+    batch, steps = x.shape[0], x.shape[1]
+    if steps == 0:
+        empty = x.new_zeros(batch, 0, cell.output_size)
+        gates = {g: x.new_zeros(batch, 0, cell.hidden_size) for g in cell.gate_names} if return_gates else None
+        return empty, state, gates
+    inputs = cell.project_input(x).unbind(1)  # one matmul for all steps: T x [B, G]
+    valid = mask.unsqueeze(-1).unbind(1) if mask is not None else None  # T x [B, 1]
+    outputs: list[Tensor] = [x] * steps
+    gate_steps: list[dict[str, Tensor]] = [{}] * steps
+    for t in range(steps - 1, -1, -1) if reverse else range(steps):
+        out, new, gates = cell.recur(inputs[t], state, recurrent_mask=recurrent_mask, return_gates=return_gates)
+        if zoneout_rate:
+            new = zoneout(new, state, zoneout_rate, training)
+            out = new[0]
+        if valid is not None:
+            keep = valid[t]
+            new = tuple(torch.where(keep, n, s) for n, s in zip(new, state))
+            out = out * keep
+            if gates is not None:
+                gates = {k: v * keep for k, v in gates.items()}
+        state = new
+        outputs[t] = out
+        if gates is not None:
+            gate_steps[t] = gates
+    stacked_gates = {k: torch.stack([g[k] for g in gate_steps], 1) for k in gate_steps[0]} if return_gates else None
+    return torch.stack(outputs, 1), state, stacked_gates
