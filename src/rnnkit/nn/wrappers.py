@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..scan import check_lengths, check_mask, lengths_to_mask, reverse_padded
+from .pooling import masked_max, masked_mean
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
@@ -168,10 +169,8 @@ class Hierarchical(nn.Module):
 
     def _pool(self, outputs: Tensor, state: Any, mask: Tensor) -> Tensor:
         if isinstance(self.pool, nn.Module):
-            return self.pool(outputs, mask)
+            pooled = self.pool(outputs, mask)
+            return pooled[0] if isinstance(pooled, tuple) else pooled  # AttentionPooling: (vector, weights)
         if self.pool == "last":
             return last_state_pooling(outputs, state, mask)
-        m = mask.unsqueeze(-1)
-        if self.pool == "mean":
-            return (outputs * m).sum(1) / m.sum(1).clamp(min=1)
-        return outputs.masked_fill(~m, float("-inf")).amax(1).nan_to_num(neginf=0.0)
+        return masked_mean(outputs, mask) if self.pool == "mean" else masked_max(outputs, mask)

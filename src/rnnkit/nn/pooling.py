@@ -1,0 +1,51 @@
+"""Sequence pooling: turn ``[B, T, F]`` outputs into one ``[B, F]`` vector, honouring the mask."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class AttentionPooling(nn.Module):
+    r"""Additive attention pooling (Bahdanau et al. 2015; Yang et al. 2016, sec. 2.2).
+
+    .. math::
+        u_t = \tanh(W h_t + b),\quad a_t = \frac{\exp(v^\top u_t)}{\sum_{s \in \text{real}} \exp(v^\top u_s)},
+        \quad y = \sum_t a_t h_t
+
+    Padded steps get weight 0. ``forward`` returns ``(pooled [B, F], weights [B, T])``; the
+    weights of the last call are kept in ``last_weights`` for inspection.
+    """
+
+    def __init__(self, features: int, attention_size: int | None = None) -> None:
+        super().__init__()
+        size = attention_size or features
+        self.project = nn.Linear(features, size)
+        self.score = nn.Linear(size, 1, bias=False)
+        self.last_weights: Tensor | None = None
+
+    def forward(self, outputs: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        scores = self.score(torch.tanh(self.project(outputs))).squeeze(-1)  # [B, T]
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.nan_to_num(0.0)  # rows with no real step
+        self.last_weights = weights.detach()
+        return torch.einsum("bt,btf->bf", weights, outputs), weights
+
+
+def masked_mean(outputs: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean over real steps (zeros for an empty sequence)."""
+    if mask is None:
+        return outputs.mean(1)
+    m = mask.unsqueeze(-1).to(outputs.dtype)
+    return (outputs * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def masked_max(outputs: Tensor, mask: Tensor | None) -> Tensor:
+    """Maximum over real steps (zeros for an empty sequence)."""
+    if mask is None:
+        return outputs.amax(1)
+    filled = outputs.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
+    return torch.where(mask.any(1, keepdim=True), filled, torch.zeros_like(filled))

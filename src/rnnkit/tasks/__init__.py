@@ -1,0 +1,39 @@
+"""Applications: one pipeline per task, all driven by the same command line.
+
+A task module defines ``NAME``, ``DESCRIPTION``, a ``Config`` dataclass (the config schema),
+``train(config, train_path, dev_path, run, log, progress)`` and a trained-model class with
+``load(run_dir)``, ``evaluate(path)`` and ``predict(inputs)``. Modules are imported only when
+their task is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+TASKS: dict[str, tuple[str, str]] = {
+    "text-classification": ("rnnkit.tasks.text_classification",
+                            "Sentiment analysis and text classification (CSV/TSV/JSONL, class folders, "
+                            "'label sentence' lines)"),
+}
+TRAINED_CLASS = {"text-classification": "TrainedTextClassifier"}
+
+
+def get_task(name: str) -> ModuleType:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(sorted(TASKS))} (see 'rnnkit tasks')")
+    return importlib.import_module(TASKS[name][0])
+
+
+def load_trained(run_dir: str) -> object:
+    """Load any trained task from its run folder (the task is read from ``model.json``)."""
+    from .run import RunDir, RunError
+
+    run = RunDir.open(run_dir)
+    task = run.read_json("model.json").get("task")
+    if task not in TASKS:
+        raise RunError(f"{run.path}/model.json names an unknown task {task!r}")
+    return getattr(get_task(task), TRAINED_CLASS[task]).load(run_dir)
+
+
+__all__ = ["TASKS", "get_task", "load_trained"]

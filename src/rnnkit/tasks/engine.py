@@ -1,0 +1,172 @@
+"""The training engine behind every task: Lightning underneath, plain callables on top.
+
+A task hands over its model, a loss function for a batch, a prediction function and a metric
+function; the engine runs the epochs with a progress bar, evaluates on the dev data after each
+epoch, keeps the best weights by the monitored dev metric (early stopping with patience),
+checkpoints them atomically as safetensors, and returns the per-epoch history. Lightning is
+imported here only, so ``--help``, ``predict`` and ``evaluate`` stay fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .run import RunDir, atomic_write_bytes
+
+LossFn = Callable[[nn.Module, Any], Tensor]
+PredictFn = Callable[[nn.Module, Any], tuple[Tensor, Tensor]]
+MetricFn = Callable[[Tensor, Tensor], dict[str, float]]
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+
+@dataclass
+class EngineOptions:
+    epochs: int = 5
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    clip_norm: float | None = 5.0
+    patience: int | None = 3
+    monitor: str = "accuracy"
+    mode: str = "max"
+    seed: int = 0
+    accelerator: str = "auto"
+    progress: bool = True
+
+
+def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def _lightning_module(model: nn.Module, loss_fn: LossFn, predict_fn: PredictFn, metric_fn: MetricFn,
+                      options: EngineOptions) -> Any:
+    import lightning.pytorch as pl
+
+    class TaskModule(pl.LightningModule):
+        """Tensor-level training of a task model (the task owns data and metrics)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self._preds: list[Tensor] = []
+            self._targets: list[Tensor] = []
+            self.dev_metrics: dict[str, float] = {}
+            self.loss_sum, self.loss_count = 0.0, 0
+
+        def on_train_epoch_start(self) -> None:
+            self.loss_sum, self.loss_count = 0.0, 0
+
+        def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+            loss = loss_fn(self.model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at batch {batch_idx}; lower "
+                                         "train.learning_rate or keep train.clip_norm set")
+            size = _batch_size(batch)
+            self.loss_sum += float(loss.detach()) * size
+            self.loss_count += size
+            self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=size)
+            return loss
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            preds, targets = predict_fn(self.model, batch)
+            self._preds.append(preds.detach().cpu())
+            self._targets.append(targets.detach().cpu())
+
+        def on_validation_epoch_end(self) -> None:
+            if not self._preds:
+                return
+            metrics = metric_fn(torch.cat(self._preds), torch.cat(self._targets))
+            self._preds.clear()
+            self._targets.clear()
+            self.dev_metrics = metrics
+            self.log_dict({f"dev_{k}": float(v) for k, v in metrics.items()}, prog_bar=True)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return make_optimizer(options.optimizer, self.model.parameters(), options.learning_rate,
+                                  options.weight_decay)
+
+    return TaskModule()
+
+
+def _batch_size(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, list | tuple) else getattr(batch, "inputs", batch)
+    return int(first.shape[0]) if isinstance(first, Tensor) else 1
+
+
+def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn, predict_fn: PredictFn,
+        metric_fn: MetricFn, options: EngineOptions, run: RunDir | None = None,
+        log: Callable[[str], None] = print) -> list[dict[str, float]]:
+    """Train ``model`` and leave it holding the best weights by ``options.monitor`` on dev.
+
+    Returns:
+        One dict per epoch: ``epoch``, ``train_loss``, ``seconds`` and ``dev_<metric>`` for each
+        metric.
+    """
+    import lightning.pytorch as pl
+
+    if options.epochs < 1:
+        raise ValueError(f"train.epochs must be >= 1, got {options.epochs}")
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    pl.seed_everything(options.seed, verbose=False)
+    module = _lightning_module(model, loss_fn, predict_fn, metric_fn, options)
+    history: list[dict[str, float]] = []
+    sign = 1.0 if options.mode == "max" else -1.0
+    state: dict[str, Any] = {"best": -math.inf, "best_weights": None, "bad_epochs": 0, "start": time.perf_counter()}
+
+    class Track(pl.Callback):
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            if trainer.sanity_checking:
+                return
+            metrics = pl_module.dev_metrics
+            row = {"epoch": trainer.current_epoch + 1,
+                   "train_loss": pl_module.loss_sum / max(pl_module.loss_count, 1),
+                   "seconds": time.perf_counter() - state["start"],
+                   **{f"dev_{k}": float(v) for k, v in metrics.items()}}
+            history.append(row)
+            score = sign * metrics.get(options.monitor, -sign * math.inf)
+            if score > state["best"]:
+                state["best"], state["bad_epochs"] = score, 0
+                state["best_weights"] = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                if run is not None:
+                    from safetensors.torch import save
+
+                    atomic_write_bytes(run.file("checkpoint-best.safetensors"), save(
+                        {k: v.contiguous() for k, v in state["best_weights"].items()}))
+            else:
+                state["bad_epochs"] += 1
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("dev_"))
+            log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, {shown} ({row['seconds']:.0f} s)")
+            if options.patience is not None and state["bad_epochs"] >= options.patience:
+                log(f"early stopping: dev {options.monitor} has not improved for {options.patience} epochs")
+                trainer.should_stop = True
+
+    trainer = pl.Trainer(
+        max_epochs=options.epochs, accelerator=options.accelerator, devices=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=options.progress, enable_model_summary=False,
+        num_sanity_val_steps=0, gradient_clip_val=options.clip_norm, callbacks=[Track()],
+        deterministic=False,
+    )
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=dev_loader)
+    if state["best_weights"] is not None:
+        model.load_state_dict(state["best_weights"])
+    model.cpu().eval()
+    return history

@@ -1,0 +1,124 @@
+"""The run folder: everything ``evaluate`` and ``predict`` need, written atomically.
+
+Layout::
+
+    config.yaml         the resolved config (replayable with --config)
+    model.json          task name, model hyperparameters, rnnkit and torch versions
+    model.safetensors   weights (never pickle)
+    <transform>.json    fitted preprocessing (text encoder, labels, scalers ...)
+    metrics.json        final metrics;  history.csv  per-epoch figures
+    report.md, *.png    the report and its plots;  train.log  the log
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+
+REQUIRED = ("config.yaml", "model.json", "model.safetensors")
+
+
+class RunError(ValueError):
+    """A run folder is missing, incomplete or corrupt."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunDir:
+    """A run folder being written (training) or read (evaluate, predict)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, root: str | Path, task: str, name: str | None = None) -> RunDir:
+        """A new folder ``root/<task>-<n>`` (or ``root/name``)."""
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        if name is None:
+            n = 1
+            while (root / f"{task}-{n}").exists():
+                n += 1
+            name = f"{task}-{n}"
+        path = root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing, complete run folder (one-line errors otherwise)."""
+        p = Path(path)
+        if not p.is_dir():
+            raise RunError(f"run folder not found: {p} (pass the folder printed by 'rnnkit train')")
+        missing = [name for name in REQUIRED if not (p / name).is_file()]
+        if missing:
+            raise RunError(f"run folder {p} is incomplete: missing {', '.join(missing)} "
+                           "(training was interrupted or files were removed; train again)")
+        return cls(p)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_text(self, name: str, text: str) -> Path:
+        atomic_write_bytes(self.file(name), text.encode("utf-8"))
+        return self.file(name)
+
+    def write_json(self, name: str, data: Any) -> Path:
+        return self.write_text(name, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+    def read_json(self, name: str) -> Any:
+        p = self.file(name)
+        if not p.is_file():
+            raise RunError(f"run folder {self.path} is incomplete: missing {name}")
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RunError(f"{p} is corrupt ({err.__class__.__name__}); train again") from None
+
+    def save_model(self, model: nn.Module, task: str, hyperparameters: dict[str, Any]) -> None:
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        atomic_write_bytes(self.file("model.safetensors"), save(tensors))
+        self.write_json("model.json", {"task": task, "hyperparameters": hyperparameters,
+                                       "rnnkit_version": __version__, "torch_version": torch.__version__})
+
+    def load_state(self) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load
+
+        p = self.file("model.safetensors")
+        try:
+            return load(p.read_bytes())
+        except Exception as err:  # safetensors raises its own error types for bad headers
+            raise RunError(f"{p} is corrupt or not a safetensors file ({str(err).splitlines()[0][:120]}); "
+                           "train again") from None
+
+    def load_into(self, model: nn.Module) -> nn.Module:
+        state = self.load_state()
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise RunError(f"{self.file('model.safetensors')} does not match the model in model.json "
+                           f"({str(err).splitlines()[0][:160]}); the run folder was mixed up or edited") from None
+        return model.eval()

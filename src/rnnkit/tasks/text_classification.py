@@ -1,0 +1,649 @@
+"""Sentiment analysis and text classification.
+
+Three layers, as in the rest of rnnkit: this module speaks in texts and labels (reading files,
+fitting the text encoder and label set, reports); :class:`TextClassifier` and
+:class:`HierarchicalAttentionNetwork` speak in tensors; ``rnnkit.nn`` runs the recurrences.
+
+Models:
+
+* ``architecture="rnn"``: embedding -> (bi)directional recurrent encoder of any cell and depth ->
+  pooling (``last`` state, ``mean``, ``max`` or ``attention``) -> dropout -> linear classifier.
+* ``architecture="han"``: hierarchical attention network (Yang et al. 2016): words -> sentence
+  vectors (BiRNN + attention), sentences -> document vector (BiRNN + attention) -> classifier.
+
+Multi-label data (``train.multi_label=true``, labels joined by ``data.label_separator``) trains
+with a sigmoid per class and binary cross-entropy.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..cells import CELLS
+from ..nn import AttentionPooling, Hierarchical, masked_max, masked_mean, recurrent_layer
+from .config import ConfigError, option, section
+from .run import RunDir, RunError
+
+NAME = "text-classification"
+DESCRIPTION = "Sentiment analysis and text classification (CSV/TSV/JSONL, class folders, 'label sentence' lines)"
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|<br\s*/?>|\n+")
+
+
+# -- configuration -----------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    format: Literal["auto", "csv", "tsv", "jsonl", "folders", "label-sentence"] = option(
+        "auto", "input format; auto: by extension (.csv .tsv .jsonl), folder or tar archive -> folders, else label-sentence")
+    text_column: str = option("text", "text column (CSV/TSV/JSONL): name, or 0-based index")
+    label_column: str = option("label", "label column (CSV/TSV/JSONL): name, or 0-based index")
+    member_prefix: str | None = option(None, "folder inside a tar archive or folder holding the class folders, e.g. aclImdb/train")
+    classes: list[str] = option([], "class folders to read (folders format); empty: all")
+    label_separator: str = option("|", "separator between labels of one text (multi-label)")
+    tokenizer: Literal["word", "char", "bpe", "wordpiece", "unigram"] = option("word", "tokenization")
+    lowercase: bool = option(True, "lowercase before tokenizing")
+    vocab_size: int = option(30000, "maximum vocabulary size (specials included)")
+    min_freq: int = option(2, "minimum count for a word to enter the vocabulary (word/char tokenizers)")
+    max_length: int = option(400, "tokens kept per text (rnn architecture); longer texts are cut, and the log says how many")
+    truncation: Literal["pre", "post"] = option("post", "post keeps the start of long texts, pre keeps the end")
+    max_sentences: int = option(30, "sentences kept per document (han architecture)")
+    max_sentence_length: int = option(60, "tokens kept per sentence (han architecture)")
+    dev_fraction: float = option(0.1, "fraction of training data held out as dev when --dev is not given")
+    encoding_errors: Literal["strict", "replace"] = option("strict", "undecodable bytes: strict stops with the file and line, replace substitutes U+FFFD")
+
+
+@dataclass
+class ModelConfig:
+    architecture: Literal["rnn", "han"] = option("rnn", "rnn: one recurrent encoder; han: hierarchical attention network")
+    cell: str = option("lstm", f"recurrent cell: {', '.join(sorted(CELLS))}")
+    embedding_dim: int = option(128, "word embedding size")
+    hidden_size: int = option(128, "hidden units per direction")
+    num_layers: int = option(1, "stacked recurrent layers")
+    bidirectional: bool = option(True, "read the text in both directions")
+    pooling: Literal["last", "mean", "max", "attention"] = option("max", "how the encoder outputs become one vector (rnn architecture)")
+    dropout: float = option(0.3, "dropout on embeddings, between layers and before the classifier")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = option(5, "maximum epochs")
+    batch_size: int = option(32, "texts per batch")
+    learning_rate: float = option(2e-3, "learning rate")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
+    weight_decay: float = option(0.0, "weight decay")
+    clip_norm: float | None = option(5.0, "clip the gradient norm to this (null: no clipping)")
+    patience: int | None = option(2, "stop after this many epochs without dev improvement (null: never)")
+    monitor: Literal["accuracy", "macro_f1", "micro_f1"] = option("accuracy", "dev metric that selects the best epoch")
+    bucketing: bool = option(True, "batch texts of similar length together (less padding)")
+    multi_label: bool = option(False, "each text may have several labels")
+    seed: int = option(0, "random seed (data split, initialisation, batching)")
+    accelerator: Literal["auto", "cpu", "gpu", "mps"] = option("auto", "device")
+
+
+@dataclass
+class Config:
+    data: DataConfig = section(DataConfig, "reading and preprocessing")
+    model: ModelConfig = section(ModelConfig, "the network")
+    train: TrainConfig = section(TrainConfig, "optimisation")
+
+    def validate(self) -> None:
+        if self.model.cell.lower().replace("-", "_") not in CELLS:
+            raise ConfigError(f"model.cell: {self.model.cell!r} is not valid; choose one of {', '.join(sorted(CELLS))}")
+        for key, value in (("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
+                           ("model.num_layers", self.model.num_layers), ("train.epochs", self.train.epochs),
+                           ("train.batch_size", self.train.batch_size), ("data.max_length", self.data.max_length),
+                           ("data.vocab_size", self.data.vocab_size)):
+            if value < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {value}")
+        if not 0 <= self.model.dropout < 1:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.model.dropout}")
+        if not 0 < self.data.dev_fraction < 1:
+            raise ConfigError(f"data.dev_fraction: must be in (0, 1), got {self.data.dev_fraction}")
+        if self.train.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate: must be > 0, got {self.train.learning_rate}")
+
+
+# -- models ------------------------------------------------------------------------------------
+class TextClassifier(nn.Module):
+    """Embedding -> recurrent encoder -> pooling -> classifier.
+
+    ``forward(ids [B, T], lengths [B])`` returns logits ``[B, C]``; ``last_attention`` holds the
+    attention weights ``[B, T]`` of the last call when ``pooling="attention"``.
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int, *, embedding_dim: int = 128, hidden_size: int = 128,
+                 num_layers: int = 1, bidirectional: bool = True, cell: str = "lstm", pooling: str = "max",
+                 dropout: float = 0.3, padding_idx: int = 0) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+        self.encoder = recurrent_layer(cell, embedding_dim, hidden_size, num_layers=num_layers,
+                                       bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+        features = hidden_size * (2 if bidirectional else 1)
+        self.pooling = pooling
+        self.attention = AttentionPooling(features) if pooling == "attention" else None
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(features, num_classes)
+        self.last_attention: Tensor | None = None
+
+    def embed(self, ids: Tensor) -> Tensor:
+        return self.dropout(self.embedding(ids))  # [B, T, E]
+
+    def forward(self, ids: Tensor, lengths: Tensor, embedded: Tensor | None = None) -> Tensor:
+        x = self.embed(ids) if embedded is None else embedded
+        mask = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)
+        outputs, state = self.encoder(x, mask=mask)  # [B, T, D*H]
+        if self.pooling == "attention":
+            assert self.attention is not None
+            pooled, self.last_attention = self.attention(outputs, mask)
+        elif self.pooling == "mean":
+            pooled = masked_mean(outputs, mask)
+        elif self.pooling == "max":
+            pooled = masked_max(outputs, mask)
+        else:
+            h = state[0] if isinstance(state, tuple) else state  # [L*D, B, H]
+            directions = 2 if getattr(self.encoder, "bidirectional", False) else 1
+            pooled = torch.cat(list(h[-directions:]), -1)
+        return self.classifier(self.dropout(pooled))  # [B, C]
+
+
+class HierarchicalAttentionNetwork(nn.Module):
+    """Yang et al. 2016: word encoder + word attention -> sentence encoder + sentence attention.
+
+    ``forward(ids [B, S, W], word_lengths [B, S])`` returns logits ``[B, C]``; the attention
+    weights of the last call are in ``word_attention.last_weights`` (``[B*S, W]``) and
+    ``sentence_attention.last_weights`` (``[B, S]``).
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int, *, embedding_dim: int = 128, hidden_size: int = 64,
+                 num_layers: int = 1, bidirectional: bool = True, cell: str = "gru", dropout: float = 0.3,
+                 padding_idx: int = 0) -> None:
+        super().__init__()
+        directions = 2 if bidirectional else 1
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+        self.sentence_attention = AttentionPooling(hidden_size * directions)
+        self.encoder = Hierarchical(
+            recurrent_layer(cell, embedding_dim, hidden_size, num_layers=num_layers, bidirectional=bidirectional),
+            recurrent_layer(cell, hidden_size * directions, hidden_size, num_layers=num_layers,
+                            bidirectional=bidirectional),
+            pool=AttentionPooling(hidden_size * directions))
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size * directions, num_classes)
+
+    @property
+    def word_attention(self) -> AttentionPooling:
+        pool = self.encoder.pool
+        assert isinstance(pool, AttentionPooling)
+        return pool
+
+    def forward(self, ids: Tensor, word_lengths: Tensor) -> Tensor:
+        x = self.dropout(self.embedding(ids))  # [B, S, W, E]
+        outputs, _, _ = self.encoder(x, word_lengths)  # [B, S, D*H]
+        document, _ = self.sentence_attention(outputs, word_lengths > 0)
+        return self.classifier(self.dropout(document))
+
+
+# -- data --------------------------------------------------------------------------------------
+def detect_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    name = path.name.lower()
+    if path.is_dir() or any(name.endswith(s) for s in (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2")):
+        return "folders"
+    for suffix, kind in ((".csv", "csv"), (".tsv", "tsv"), (".jsonl", "jsonl"), (".csv.gz", "csv"), (".tsv.gz", "tsv")):
+        if name.endswith(suffix):
+            return kind
+    return "label-sentence"
+
+
+def _column(value: str) -> str | int:
+    return int(value) if value.isdigit() else value
+
+
+def read_examples(path: str | Path, cfg: DataConfig, *, labelled: bool = True) -> list[Any]:
+    """Read a file into ``TextExample`` records (text, label, source) with the data layer."""
+    from ..data import text as readers
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"data file not found: {p}")
+    fmt = detect_format(p, cfg.format)
+    label_column = _column(cfg.label_column) if labelled else None
+    if fmt in ("csv", "tsv"):
+        return readers.read_delimited(p, _column(cfg.text_column), label_column,
+                                      delimiter="\t" if fmt == "tsv" else ",", errors=cfg.encoding_errors)
+    if fmt == "jsonl":
+        return readers.read_jsonl(p, cfg.text_column, cfg.label_column if labelled else None,
+                                  errors=cfg.encoding_errors)
+    if fmt == "folders":
+        return readers.read_class_folders(p, member_prefix=cfg.member_prefix, classes=cfg.classes or None,
+                                          errors=cfg.encoding_errors)
+    return readers.read_label_sentence(p, errors=cfg.encoding_errors)
+
+
+def _labels_of(example: Any, cfg: DataConfig, multi_label: bool) -> list[str]:
+    label = example.label
+    if label is None or str(label).strip() == "":
+        raise ConfigError(f"{example.source}: empty label; every training and dev text needs one")
+    return [s.strip() for s in str(label).split(cfg.label_separator) if s.strip()] if multi_label else [str(label)]
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in (part.strip() for part in _SENTENCE_SPLIT.split(text)) if s]
+
+
+class Preprocessor:
+    """Text encoder + label set, fitted on training data only and saved in the run folder."""
+
+    def __init__(self, encoder: Any, labels: Any, cfg: DataConfig, architecture: str, multi_label: bool) -> None:
+        self.encoder, self.labels, self.cfg = encoder, labels, cfg
+        self.architecture, self.multi_label = architecture, multi_label
+        self.truncated = 0
+        self.tokens_total = 0
+        self.tokens_kept = 0
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], labels: Sequence[list[str]], cfg: DataConfig, architecture: str,
+            multi_label: bool) -> Preprocessor:
+        from ..data.encoding import TextEncoder
+        from ..data.tokenizers import CharTokenizer, SubwordTokenizer, WordTokenizer
+        from ..data.vocab import LabelEncoder
+
+        if cfg.tokenizer == "word":
+            encoder = TextEncoder.fit(texts, WordTokenizer(lowercase=cfg.lowercase), min_freq=cfg.min_freq,
+                                      max_size=cfg.vocab_size)
+        elif cfg.tokenizer == "char":
+            encoder = TextEncoder.fit(texts, CharTokenizer(lowercase=cfg.lowercase), min_freq=cfg.min_freq,
+                                      max_size=cfg.vocab_size)
+        else:
+            tokenizer = SubwordTokenizer.train(texts, model=cfg.tokenizer, vocab_size=cfg.vocab_size,
+                                               lowercase=cfg.lowercase)
+            encoder = TextEncoder(tokenizer)
+        label_set = LabelEncoder.fit(label for ls in labels for label in ls)
+        return cls(encoder, label_set, cfg, architecture, multi_label)
+
+    def encode_labels(self, labels: Sequence[list[str]], sources: Sequence[str], split: str) -> Tensor:
+        known = set(self.labels.classes)
+        for ls, source in zip(labels, sources):
+            for label in ls:
+                if label not in known:
+                    raise ConfigError(f"{source}: label {label!r} appears in {split} data but not in training data "
+                                      f"(known: {', '.join(map(str, self.labels.classes))}); add training examples "
+                                      "or remove it")
+        if self.multi_label:
+            target = torch.zeros(len(labels), len(self.labels))
+            for row, ls in enumerate(labels):
+                target[row, self.labels.encode(ls)] = 1.0
+            return target
+        return torch.tensor([self.labels.encode(ls)[0] for ls in labels], dtype=torch.long)
+
+    def encode_texts(self, texts: Sequence[str]) -> list[Any]:
+        """Token ids per text (rnn) or per sentence (han), truncated as configured and counted."""
+        encoded: list[Any] = []
+        for text in texts:
+            if self.architecture == "han":
+                sentences = split_sentences(text)[: self.cfg.max_sentences]
+                ids = [self.encoder.encode(s)[: self.cfg.max_sentence_length] for s in sentences]
+                encoded.append(ids)
+                continue
+            ids = self.encoder.encode(text)
+            self.tokens_total += len(ids)
+            if len(ids) > self.cfg.max_length:
+                self.truncated += 1
+                ids = ids[: self.cfg.max_length] if self.cfg.truncation == "post" else ids[-self.cfg.max_length:]
+            self.tokens_kept += len(ids)
+            encoded.append(ids)
+        return encoded
+
+    def truncation_note(self) -> str:
+        if self.architecture == "han" or not self.tokens_total:
+            return ""
+        kept = self.tokens_kept / self.tokens_total
+        side = "first" if self.cfg.truncation == "post" else "last"
+        return (f"{self.truncated} texts longer than data.max_length={self.cfg.max_length} tokens kept their {side} "
+                f"{self.cfg.max_length} tokens; {kept:.1%} of all tokens were used")
+
+    def save(self, run: RunDir) -> None:
+        self.encoder.save(run.file("text_encoder.json"))
+        self.labels.save(run.file("labels.json"))
+        run.write_json("preprocessing.json", {"data": asdict(self.cfg), "architecture": self.architecture,
+                                              "multi_label": self.multi_label})
+
+    @classmethod
+    def load(cls, run: RunDir) -> Preprocessor:
+        from ..data.encoding import TextEncoder
+        from ..data.vocab import LabelEncoder
+
+        meta = run.read_json("preprocessing.json")
+        for name in ("text_encoder.json", "labels.json"):
+            if not run.file(name).is_file():
+                raise RunError(f"run folder {run.path} is incomplete: missing {name}; train again")
+        try:
+            encoder = TextEncoder.load(run.file("text_encoder.json"))
+            labels = LabelEncoder.load(run.file("labels.json"))
+        except Exception as err:
+            raise RunError(f"run folder {run.path}: preprocessing files are corrupt ({err}); train again") from None
+        return cls(encoder, labels, DataConfig(**meta["data"]), meta["architecture"], meta["multi_label"])
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    def __init__(self, ids: list[Any], targets: Tensor | None) -> None:
+        self.ids, self.targets = ids, targets
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any, int]:
+        return self.ids[index], (None if self.targets is None else self.targets[index]), index
+
+
+def collate_flat(items: Sequence[tuple[Any, Any, int]]) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    """Right-padded ids ``[B, T]``, lengths ``[B]``, targets, original indices."""
+    from ..data.padding import pad_batch
+
+    seqs = [torch.as_tensor(ids, dtype=torch.long) for ids, _, _ in items]
+    longest = max((len(s) for s in seqs), default=0)
+    if longest == 0:  # every text empty: one padded step so tensors keep a time axis
+        seqs = [torch.zeros(0, dtype=torch.long) for _ in seqs]
+        padded = torch.zeros(len(seqs), 1, dtype=torch.long)
+        lengths = torch.zeros(len(seqs), dtype=torch.long)
+    else:
+        padded, lengths, _ = pad_batch(seqs, padding="post", pad_value=0, dtype=torch.long)
+    targets = None if items[0][1] is None else torch.stack([torch.as_tensor(t) for _, t, _ in items])
+    return padded, lengths, targets, torch.tensor([i for _, _, i in items])
+
+
+def collate_nested(items: Sequence[tuple[Any, Any, int]]) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    """Documents as ``[B, S, W]`` ids with ``[B, S]`` sentence lengths (0 for padded sentences)."""
+    sentences = max((len(doc) for doc, _, _ in items), default=1) or 1
+    words = max((len(s) for doc, _, _ in items for s in doc), default=1) or 1
+    ids = torch.zeros(len(items), sentences, words, dtype=torch.long)
+    lengths = torch.zeros(len(items), sentences, dtype=torch.long)
+    for b, (doc, _, _) in enumerate(items):
+        for s, sent in enumerate(doc):
+            ids[b, s, : len(sent)] = torch.as_tensor(sent, dtype=torch.long)
+            lengths[b, s] = len(sent)
+    targets = None if items[0][1] is None else torch.stack([torch.as_tensor(t) for _, t, _ in items])
+    return ids, lengths, targets, torch.tensor([i for _, _, i in items])
+
+
+def make_loader(dataset: EncodedDataset, architecture: str, batch_size: int, *, shuffle: bool, bucketing: bool,
+                seed: int) -> torch.utils.data.DataLoader:
+    collate = collate_nested if architecture == "han" else collate_flat
+    if bucketing:
+        from ..data import BucketBatchSampler
+
+        lengths = [sum(len(s) for s in d) if architecture == "han" else len(d) for d in dataset.ids]
+        sampler = BucketBatchSampler(lengths, batch_size, shuffle=shuffle, seed=seed)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+                                       generator=generator)
+
+
+# -- metrics -----------------------------------------------------------------------------------
+def classification_metrics(scores: Tensor, targets: Tensor, multi_label: bool) -> dict[str, Any]:
+    """Accuracy, micro/macro F1, per-class precision/recall/F1 and the confusion matrix (torchmetrics)."""
+    import torchmetrics.functional.classification as tmf
+
+    num = scores.shape[1]
+    if multi_label:
+        t = targets.long()
+        return {
+            "accuracy": float(tmf.multilabel_exact_match(scores, t, num_labels=num)),
+            "micro_f1": float(tmf.multilabel_f1_score(scores, t, num_labels=num, average="micro")),
+            "macro_f1": float(tmf.multilabel_f1_score(scores, t, num_labels=num, average="macro")),
+            "per_class": {
+                "precision": tmf.multilabel_precision(scores, t, num_labels=num, average=None).tolist(),
+                "recall": tmf.multilabel_recall(scores, t, num_labels=num, average=None).tolist(),
+                "f1": tmf.multilabel_f1_score(scores, t, num_labels=num, average=None).tolist(),
+            },
+        }
+    preds = scores.argmax(-1)
+    num = max(num, 2)
+    return {
+        "accuracy": float((preds == targets).float().mean()),
+        "micro_f1": float(tmf.multiclass_f1_score(preds, targets, num_classes=num, average="micro")),
+        "macro_f1": float(tmf.multiclass_f1_score(preds, targets, num_classes=num, average="macro")),
+        "per_class": {
+            "precision": tmf.multiclass_precision(preds, targets, num_classes=num, average=None).tolist(),
+            "recall": tmf.multiclass_recall(preds, targets, num_classes=num, average=None).tolist(),
+            "f1": tmf.multiclass_f1_score(preds, targets, num_classes=num, average=None).tolist(),
+        },
+        "confusion_matrix": tmf.multiclass_confusion_matrix(preds, targets, num_classes=num).tolist(),
+    }
+
+
+# -- the trained classifier --------------------------------------------------------------------
+def build_model(hyper: dict[str, Any]) -> nn.Module:
+    kw = dict(hyper)
+    architecture = kw.pop("architecture")
+    if architecture == "han":
+        kw.pop("pooling", None)
+        return HierarchicalAttentionNetwork(**kw)
+    return TextClassifier(**kw)
+
+
+class TrainedTextClassifier:
+    """A model with its preprocessing: predict on raw texts, evaluate on labelled files."""
+
+    def __init__(self, model: nn.Module, prep: Preprocessor, batch_size: int = 64) -> None:
+        self.model, self.prep, self.batch_size = model.eval(), prep, batch_size
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> TrainedTextClassifier:
+        run = RunDir.open(run_dir)
+        meta = run.read_json("model.json")
+        if meta.get("task") != NAME:
+            raise RunError(f"{run.path} holds a {meta.get('task')!r} model, not {NAME!r}")
+        prep = Preprocessor.load(run)
+        model = build_model(meta["hyperparameters"])
+        return cls(run.load_into(model), prep)
+
+    def scores(self, encoded: list[Any]) -> Tensor:
+        """Class probabilities ``[N, C]`` in input order."""
+        loader = make_loader(EncodedDataset(encoded, None), self.prep.architecture, self.batch_size,
+                             shuffle=False, bucketing=False, seed=0)
+        out = []
+        with torch.no_grad():
+            for ids, lengths, _, _ in loader:
+                logits = self.model(ids, lengths)
+                out.append(torch.sigmoid(logits) if self.prep.multi_label else torch.softmax(logits, -1))
+        return torch.cat(out) if out else torch.zeros(0, len(self.prep.labels))
+
+    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """Label(s) and per-class probabilities for each text."""
+        probs = self.scores(self.prep.encode_texts(list(texts)))
+        classes = [str(c) for c in self.prep.labels.classes]
+        results = []
+        for text, row in zip(texts, probs.tolist()):
+            if self.prep.multi_label:
+                label: Any = [c for c, p in zip(classes, row) if p >= 0.5]
+            else:
+                label = classes[max(range(len(row)), key=row.__getitem__)]
+            results.append({"text": text, "label": label, "probabilities": dict(zip(classes, row))})
+        return results
+
+    def evaluate_examples(self, examples: Sequence[Any]) -> dict[str, Any]:
+        labels = [_labels_of(e, self.prep.cfg, self.prep.multi_label) for e in examples]
+        targets = self.prep.encode_labels(labels, [e.source for e in examples], "evaluation")
+        probs = self.scores(self.prep.encode_texts([e.text for e in examples]))
+        metrics = classification_metrics(probs, targets, self.prep.multi_label)
+        metrics["examples"] = len(examples)
+        return metrics
+
+    def evaluate(self, path: str | Path) -> dict[str, Any]:
+        return self.evaluate_examples(read_examples(path, self.prep.cfg))
+
+    def explain(self, text: str, top: int = 8) -> dict[str, Any]:
+        """Which tokens carried the decision: attention weights, or gradient x input saliency."""
+        prediction = self.predict([text])[0]
+        if self.prep.architecture == "han":
+            return {**prediction, "method": "sentence attention", "weights": self._han_attention(text)}
+        encoded = self.prep.encode_texts([text])[0]
+        ids = torch.tensor([encoded], dtype=torch.long)
+        lengths = torch.tensor([len(encoded)])
+        tokens = [self.prep.encoder.decode([i]) or "<unk>" for i in encoded]
+        model = self.model
+        assert isinstance(model, TextClassifier)
+        if model.pooling == "attention":
+            with torch.no_grad():
+                model(ids, lengths)
+            assert model.last_attention is not None
+            weights = model.last_attention[0].tolist()
+            method = "attention"
+        else:
+            embedded = model.embedding(ids).detach().requires_grad_(True)
+            logits = model(ids, lengths, embedded=embedded)
+            logits[0, logits[0].argmax()].backward()
+            assert embedded.grad is not None
+            weights = (embedded.grad * embedded).sum(-1).abs()[0].tolist()
+            total = sum(weights) or 1.0
+            weights = [w / total for w in weights]
+            method = "gradient x input saliency"
+        ranked = sorted(zip(tokens, weights), key=lambda tw: -tw[1])[:top]
+        return {**prediction, "method": method, "tokens": list(zip(tokens, weights)), "top_tokens": ranked}
+
+    def _han_attention(self, text: str) -> list[tuple[str, float]]:
+        encoded = self.prep.encode_texts([text])
+        self.scores(encoded)
+        model = self.model
+        assert isinstance(model, HierarchicalAttentionNetwork)
+        weights = model.sentence_attention.last_weights
+        sentences = split_sentences(text)[: self.prep.cfg.max_sentences]
+        return list(zip(sentences, weights[0].tolist())) if weights is not None else []
+
+
+# -- training ----------------------------------------------------------------------------------
+def _split_dev(examples: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_dev = max(1, int(round(len(examples) * fraction)))
+    dev = [examples[i] for i in sorted(order[:n_dev])]
+    train = [examples[i] for i in sorted(order[n_dev:])]
+    return train, dev
+
+
+def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
+          log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
+    """Read, preprocess, train with early stopping on dev, save everything into ``run``, report."""
+    from .engine import EngineOptions, fit
+    from .report import markdown_table, plot_confusion, plot_learning_curves
+
+    cfg, t = config, time.perf_counter()
+    torch.manual_seed(cfg.train.seed)
+    train_examples = read_examples(train_path, cfg.data)
+    if dev_path is not None:
+        dev_examples = read_examples(dev_path, cfg.data)
+    else:
+        train_examples, dev_examples = _split_dev(train_examples, cfg.data.dev_fraction, cfg.train.seed)
+        log(f"no --dev given: held out {len(dev_examples)} of the training texts (data.dev_fraction="
+            f"{cfg.data.dev_fraction}) for model selection")
+    if len(train_examples) < 2:
+        raise ConfigError(f"{train_path}: need at least 2 training texts, found {len(train_examples)}")
+    if not dev_examples:
+        raise ConfigError(f"{dev_path}: the dev data holds no texts")
+    multi = cfg.train.multi_label
+    train_labels = [_labels_of(e, cfg.data, multi) for e in train_examples]
+    prep = Preprocessor.fit([e.text for e in train_examples], train_labels, cfg.data, cfg.model.architecture, multi)
+    if len(prep.labels) < 2 and not multi:
+        raise ConfigError(f"{train_path}: only one label ({prep.labels.classes[0]!r}) in the training data; "
+                          "a classifier needs at least two")
+    y_train = prep.encode_labels(train_labels, [e.source for e in train_examples], "training")
+    y_dev = prep.encode_labels([_labels_of(e, cfg.data, multi) for e in dev_examples],
+                               [e.source for e in dev_examples], "dev")
+    x_train = prep.encode_texts([e.text for e in train_examples])
+    note = prep.truncation_note()
+    x_dev = prep.encode_texts([e.text for e in dev_examples])
+    counts = Counter(label for ls in train_labels for label in ls)
+    log(f"{len(train_examples)} training / {len(dev_examples)} dev texts, {len(prep.labels)} classes "
+        f"({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}), vocabulary {prep.encoder.vocab_size}")
+    if note:
+        log(note)
+
+    hyper = {"architecture": cfg.model.architecture, "vocab_size": prep.encoder.vocab_size,
+             "num_classes": len(prep.labels), "embedding_dim": cfg.model.embedding_dim,
+             "hidden_size": cfg.model.hidden_size, "num_layers": cfg.model.num_layers,
+             "bidirectional": cfg.model.bidirectional, "cell": cfg.model.cell, "pooling": cfg.model.pooling,
+             "dropout": cfg.model.dropout, "padding_idx": prep.encoder.pad_id}
+    model = build_model(hyper)
+    params = sum(p.numel() for p in model.parameters())
+    log(f"model: {cfg.model.architecture} with {cfg.model.cell} cells, {params:,} parameters")
+    arch = cfg.model.architecture
+    train_loader = make_loader(EncodedDataset(x_train, y_train), arch, cfg.train.batch_size, shuffle=True,
+                               bucketing=cfg.train.bucketing, seed=cfg.train.seed)
+    dev_loader = make_loader(EncodedDataset(x_dev, y_dev), arch, 2 * cfg.train.batch_size, shuffle=False,
+                             bucketing=False, seed=0)
+
+    def loss_fn(m: nn.Module, batch: Any) -> Tensor:
+        ids, lengths, targets, _ = batch
+        logits = m(ids, lengths)
+        return F.binary_cross_entropy_with_logits(logits, targets) if multi else F.cross_entropy(logits, targets)
+
+    def predict_fn(m: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
+        ids, lengths, targets, _ = batch
+        logits = m(ids, lengths)
+        return (torch.sigmoid(logits) if multi else torch.softmax(logits, -1)), targets
+
+    def metric_fn(scores: Tensor, targets: Tensor) -> dict[str, float]:
+        m = classification_metrics(scores, targets, multi)
+        return {k: m[k] for k in ("accuracy", "macro_f1", "micro_f1")}
+
+    options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate,
+                            optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
+                            clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor=cfg.train.monitor,
+                            mode="max", seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress)
+    history = fit(model, train_loader, dev_loader, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
+                  options=options, run=run, log=log)
+
+    prep.save(run)
+    run.save_model(model, NAME, hyper)
+    trained = TrainedTextClassifier(model, prep)
+    dev_metrics = trained.evaluate_examples(dev_examples)
+    seconds = time.perf_counter() - t
+    metrics = {"dev": dev_metrics, "train_seconds": seconds, "parameters": params,
+               "best_epoch": _best_epoch(history, cfg.train.monitor), "epochs_run": len(history)}
+    run.write_json("metrics.json", metrics)
+    run.write_text("history.csv", _history_csv(history))
+    curves = plot_learning_curves(history, run.file("learning_curves.png"))
+    classes = [str(c) for c in prep.labels.classes]
+    if "confusion_matrix" in dev_metrics:
+        plot_confusion(dev_metrics["confusion_matrix"], classes, run.file("confusion_matrix.png"))
+    per_class = dev_metrics["per_class"]
+    report = [f"# Text classification run: {run.path.name}", "",
+              f"Trained on `{train_path}` ({len(train_examples)} texts), selected on "
+              f"{'`' + str(dev_path) + '`' if dev_path else 'a held-out part of the training file'} "
+              f"({len(dev_examples)} texts) in {seconds:.0f} s; best epoch {metrics['best_epoch']} of {len(history)}.",
+              "", f"Model: {cfg.model.architecture}, cell {cfg.model.cell}, {params:,} parameters.", "",
+              (f"Truncation: {note}." if note else ""), "", "## Dev metrics", "",
+              markdown_table(["metric", "value"], [[k, dev_metrics[k]] for k in ("accuracy", "macro_f1", "micro_f1")]),
+              "", "## Per class (dev)", "",
+              markdown_table(["class", "precision", "recall", "f1"],
+                             [[c, per_class["precision"][i], per_class["recall"][i], per_class["f1"][i]]
+                              for i, c in enumerate(classes)]),
+              "", "## Learning curves", "", "![learning curves](learning_curves.png)" if curves else "", ""]
+    if "confusion_matrix" in dev_metrics:
+        report += ["## Confusion matrix (dev)", "", "![confusion matrix](confusion_matrix.png)", ""]
+    run.write_text("report.md", "\n".join(report))
+    return metrics
+
+
+def _best_epoch(history: list[dict[str, float]], monitor: str) -> int:
+    key = f"dev_{monitor}"
+    scored = [(row.get(key, -math.inf), -row["epoch"]) for row in history]
+    return int(-max(scored)[1]) if scored else 0
+
+
+def _history_csv(history: list[dict[str, float]]) -> str:
+    if not history:
+        return ""
+    keys = list(history[0])
+    return "\n".join([",".join(keys)] + [",".join(f"{row.get(k, '')}" for k in keys) for row in history]) + "\n"

@@ -1,0 +1,216 @@
+"""Text classification end to end through the CLI and the Python API, and its error paths."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rnnkit.cli import app
+from rnnkit.tasks.config import ConfigError, load_config
+from rnnkit.tasks.text_classification import (
+    Config,
+    TextClassifier,
+    TrainedTextClassifier,
+    classification_metrics,
+)
+
+runner = CliRunner()
+POSITIVE = ["great", "wonderful", "superb", "moving", "brilliant", "delightful"]
+NEGATIVE = ["awful", "boring", "dull", "terrible", "clumsy", "tedious"]
+FILLER = ["the", "film", "was", "a", "story", "and", "acting", "plot", "really", "quite", "this", "movie"]
+FAST = ["--set", "train.epochs=3", "--set", "model.hidden_size=16", "--set", "model.embedding_dim=16",
+        "--set", "data.min_freq=1", "--set", "train.learning_rate=0.01", "--set", "train.bucketing=false", "--quiet"]
+
+
+def _review(rng: random.Random, label: str) -> str:
+    words = rng.sample(FILLER, 5) + rng.sample(POSITIVE if label == "pos" else NEGATIVE, 2)
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def _write_csv(path: Path, n: int, seed: int, labels: tuple[str, ...] = ("pos", "neg")) -> Path:
+    rng = random.Random(seed)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["review", "sentiment"])
+        for i in range(n):
+            label = labels[i % len(labels)]
+            writer.writerow([_review(rng, label), label])
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("textclf")
+    train = _write_csv(root / "train.csv", 240, 1)
+    dev = _write_csv(root / "dev.csv", 60, 2)
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(train), "--dev", str(dev),
+                                 "--out", str(root / "runs"), "--name", "run", "--set", "data.text_column=review",
+                                 "--set", "data.label_column=sentiment", "--set", "model.pooling=attention", *FAST])
+    assert result.exit_code == 0, result.output
+    return root / "runs" / "run", dev
+
+
+def test_train_writes_a_complete_run_folder(trained_run):
+    run, _ = trained_run
+    for name in ("config.yaml", "model.json", "model.safetensors", "text_encoder.json", "labels.json",
+                 "metrics.json", "report.md", "learning_curves.png", "confusion_matrix.png", "train.log", "history.csv"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["dev"]["accuracy"] > 0.9  # the fixture's sentiment words are unambiguous
+    assert "## Dev metrics" in (run / "report.md").read_text()
+
+
+def test_evaluate_and_predict_from_the_run_folder_alone(trained_run):
+    run, dev = trained_run
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(dev), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["examples"] == 60 and metrics["accuracy"] > 0.9
+    result = runner.invoke(app, ["predict", str(run), "a wonderful and brilliant film", "--json"])
+    assert result.exit_code == 0, result.output
+    prediction = json.loads(result.output.splitlines()[0])
+    assert prediction["label"] == "pos"
+    assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-5
+    result = runner.invoke(app, ["predict", str(run), "dull and tedious", "--explain"])
+    assert result.exit_code == 0 and "attention" in result.output
+
+
+def test_reload_gives_identical_predictions(trained_run):
+    run, _ = trained_run
+    texts = ["great acting", "boring plot and awful acting", "", "words never seen before zzz"]
+    a = TrainedTextClassifier.load(run).predict(texts)
+    b = TrainedTextClassifier.load(run).predict(texts)
+    assert a == b
+    assert a[2]["label"] in ("pos", "neg")  # an empty text still gets a prediction
+
+
+def test_help_lists_every_command_and_tasks():
+    result = runner.invoke(app, ["--help"])
+    for command in ("train", "evaluate", "predict", "tasks", "demo"):
+        assert command in result.output
+    assert "text-classification" in runner.invoke(app, ["tasks"]).output
+    printed = runner.invoke(app, ["train", "text-classification", "--print-config", "--set", "model.cell=gru"])
+    assert "cell: gru" in printed.output and "model.pooling" in printed.output
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["model.cel=gru"], "unknown key model.cel; valid keys here"),
+    (["model.pooling=sum"], "choose one of 'last', 'mean', 'max', 'attention'"),
+    (["model.cell=transformer"], "model.cell: 'transformer' is not valid"),
+    (["train.epochs=many"], "train.epochs: expected an integer"),
+    (["model.dropout=1.5"], r"model.dropout: must be in \[0, 1\)"),
+])
+def test_bad_config_values_name_the_valid_choices(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(Config, None, overrides)
+
+
+def _train_error(tmp_path: Path, *args: str) -> str:
+    result = runner.invoke(app, ["train", "text-classification", "--out", str(tmp_path / "runs"), *args, *FAST])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_error_missing_file(tmp_path):
+    assert "not found" in _train_error(tmp_path, "--train", str(tmp_path / "nope.csv"))
+
+
+def test_error_missing_column(tmp_path):
+    train = _write_csv(tmp_path / "t.csv", 20, 0)
+    message = _train_error(tmp_path, "--train", str(train), "--set", "data.text_column=text",
+                           "--set", "data.label_column=sentiment")
+    assert "text" in message and "review" in message  # names the missing column and the ones that exist
+
+
+def test_error_label_seen_only_in_dev(tmp_path):
+    train = _write_csv(tmp_path / "t.csv", 40, 0)
+    dev = _write_csv(tmp_path / "d.csv", 9, 1, labels=("pos", "neg", "mixed"))
+    message = _train_error(tmp_path, "--train", str(train), "--dev", str(dev), "--set", "data.text_column=review",
+                           "--set", "data.label_column=sentiment")
+    assert "'mixed' appears in dev data but not in training data" in message
+
+
+def test_error_non_utf8_bytes_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"1 a fine film\n0 caf\xe9 was bad\n")
+    message = _train_error(tmp_path, "--train", str(bad))
+    assert "bad.txt" in message and "2" in message
+
+
+def test_empty_text_line_names_file_and_line(tmp_path):
+    data = tmp_path / "lines.txt"
+    data.write_text("1 good\n1 \n0 bad film\n")
+    message = _train_error(tmp_path, "--train", str(data))
+    assert "lines.txt:2" in message
+
+
+def test_empty_csv_texts_are_skipped_and_single_class_rejected(tmp_path):
+    data = tmp_path / "one.csv"
+    data.write_text("text,label\ngood,1\n,1\nfine film,1\nnice,1\n")
+    assert "only one label" in _train_error(tmp_path, "--train", str(data), "--set", "data.dev_fraction=0.3")
+
+
+def test_incomplete_and_corrupt_run_folders(trained_run, tmp_path):
+    run, _ = trained_run
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in run.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not a model")
+    result = runner.invoke(app, ["predict", str(broken), "x"])
+    assert result.exit_code == 2 and "corrupt" in result.output
+    (broken / "model.safetensors").unlink()
+    result = runner.invoke(app, ["predict", str(broken), "x"])
+    assert result.exit_code == 2 and "incomplete: missing model.safetensors" in result.output
+
+
+def test_model_pooling_options_and_metrics():
+    for pooling in ("last", "mean", "max", "attention"):
+        model = TextClassifier(50, 3, embedding_dim=8, hidden_size=6, pooling=pooling, cell="gru")
+        logits = model(torch.randint(1, 50, (4, 7)), torch.tensor([7, 3, 1, 0]))
+        assert logits.shape == (4, 3) and torch.isfinite(logits).all()
+    scores = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    targets = torch.tensor([0, 1, 1, 1])
+    m = classification_metrics(scores, targets, multi_label=False)
+    assert m["accuracy"] == 0.75
+    assert m["confusion_matrix"] == [[1, 0], [1, 2]]
+    assert abs(m["macro_f1"] - (2 / 3 + 0.8) / 2) < 1e-6
+
+
+def test_hierarchical_attention_network_and_multilabel(tmp_path):
+    rng = random.Random(0)
+    path = tmp_path / "docs.jsonl"
+    with path.open("w") as f:
+        for i in range(80):
+            labels = ["pos"] if i % 3 == 0 else (["neg"] if i % 3 == 1 else ["pos", "neg"])
+            sentences = [_review(rng, lab) + "." for lab in labels] + ["the film was a story."]
+            f.write(json.dumps({"text": " ".join(sentences), "label": "|".join(labels)}) + "\n")
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(path), "--out", str(tmp_path / "r"),
+                                 "--name", "han", "--set", "model.architecture=han", "--set", "train.multi_label=true",
+                                 "--set", "train.monitor=micro_f1", *FAST])
+    assert result.exit_code == 0, result.output
+    model = TrainedTextClassifier.load(tmp_path / "r" / "han")
+    out = model.predict(["great and wonderful. the film was dull and awful."])
+    assert set(out[0]["probabilities"]) == {"neg", "pos"}
+    explained = model.explain("great film. awful plot.")
+    assert explained["method"] == "sentence attention" and len(explained["weights"]) == 2
+
+
+@pytest.mark.data
+def test_sst2_end_to_end(shared_data, tmp_path):
+    sst = shared_data / "sst2"
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(sst / "stsa.binary.train"),
+                                 "--dev", str(sst / "stsa.binary.dev"), "--out", str(tmp_path), "--name", "sst",
+                                 "--set", "train.epochs=2", "--set", "model.hidden_size=64", "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "sst" / "metrics.json").read_text())
+    assert metrics["dev"]["accuracy"] > 0.70
