@@ -127,6 +127,7 @@ def _summary(console: object, run_path: object, metrics: dict) -> None:
 def evaluate(
     run: str = typer.Argument(..., help="Run folder written by 'rnnkit train'."),
     data: str = typer.Option(..., "--data", help="Labelled data in the training format."),
+    overrides: list[str] = typer.Option([], "--set", help="Change how --data is read: --set data.member_prefix=aclImdb/test"),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
     """Evaluate a trained run on labelled data (needs nothing but the run folder)."""
@@ -135,7 +136,7 @@ def evaluate(
     from .tasks import load_trained
 
     try:
-        metrics = load_trained(run).evaluate(data)  # type: ignore[attr-defined]
+        metrics = load_trained(run).evaluate(data, overrides)  # type: ignore[attr-defined]
     except _USER_ERRORS as err:
         raise _fail(err) from None
     if as_json:
@@ -170,6 +171,8 @@ def predict(
             texts += [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
         if not texts:
             raise ValueError("nothing to predict: give inputs as arguments or --file FILE")
+        if explain and not hasattr(model, "explain"):
+            raise ValueError("--explain is available for text-classification runs")
         results = [model.explain(t) for t in texts] if explain else model.predict(texts)  # type: ignore[attr-defined]
     except _USER_ERRORS as err:
         raise _fail(err) from None
@@ -177,9 +180,15 @@ def predict(
         if as_json:
             typer.echo(json.dumps(result))
             continue
-        probs = result["probabilities"]
-        best = max(probs.values())
-        typer.echo(f"{result['label']}\t{best:.3f}\t{result['text'][:80]}")
+        if "probabilities" in result:
+            probs = result["probabilities"]
+            typer.echo(f"{result['label']}\t{max(probs.values()):.3f}\t{str(result.get('text', ''))[:80]}")
+        elif "tags" in result:
+            typer.echo(" ".join(f"{tok}/{tag}" for tok, tag in zip(result["tokens"], result["tags"])))
+            for entity in result.get("entities", []):
+                typer.echo(f"  {entity['type']}\t{entity['text']}")
+        else:
+            typer.echo(json.dumps(result))
         if explain:
             top = ", ".join(f"{tok} ({w:.2f})" for tok, w in result.get("top_tokens", result.get("weights", []))[:8])
             typer.echo(f"  {result['method']}: {top}")

@@ -25,7 +25,7 @@ POSITIVE = ["great", "wonderful", "superb", "moving", "brilliant", "delightful"]
 NEGATIVE = ["awful", "boring", "dull", "terrible", "clumsy", "tedious"]
 FILLER = ["the", "film", "was", "a", "story", "and", "acting", "plot", "really", "quite", "this", "movie"]
 FAST = ["--set", "train.epochs=3", "--set", "model.hidden_size=16", "--set", "model.embedding_dim=16",
-        "--set", "data.min_freq=1", "--set", "train.learning_rate=0.01", "--set", "train.bucketing=false", "--quiet"]
+        "--set", "data.min_freq=1", "--set", "train.learning_rate=0.01", "--quiet"]
 
 
 def _review(rng: random.Random, label: str) -> str:

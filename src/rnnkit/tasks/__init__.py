@@ -15,8 +15,12 @@ TASKS: dict[str, tuple[str, str]] = {
     "text-classification": ("rnnkit.tasks.text_classification",
                             "Sentiment analysis and text classification (CSV/TSV/JSONL, class folders, "
                             "'label sentence' lines)"),
+    "tagging": ("rnnkit.tasks.tagging",
+                "Named-entity recognition and sequence labelling from CoNLL column files (BiLSTM-CRF)"),
+    "image-classification": ("rnnkit.tasks.image_classification", "Image recognition with images read as sequences (MNIST idx, npz, digits CSV; rows, pixels, permuted)"),
 }
-TRAINED_CLASS = {"text-classification": "TrainedTextClassifier"}
+TRAINED_CLASS = {"text-classification": "TrainedTextClassifier", "tagging": "TrainedTagger",
+                 "image-classification": "TrainedImageClassifier"}
 
 
 def get_task(name: str) -> ModuleType:

@@ -481,8 +481,15 @@ class TrainedTextClassifier:
         metrics["examples"] = len(examples)
         return metrics
 
-    def evaluate(self, path: str | Path) -> dict[str, Any]:
-        return self.evaluate_examples(read_examples(path, self.prep.cfg))
+    def evaluate(self, path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+        """Metrics on a labelled file; ``overrides`` (``data.key=value``) change how it is read,
+        e.g. ``data.member_prefix=aclImdb/test`` for the test folders of an archive."""
+        from .config import apply_overrides, from_dict
+
+        data = apply_overrides({"data": asdict(self.prep.cfg)}, list(overrides))
+        if set(data) != {"data"}:
+            raise ConfigError(f"evaluate --set accepts data.* keys only, got {sorted(set(data) - {'data'})}")
+        return self.evaluate_examples(read_examples(path, from_dict(DataConfig, data["data"], "data.")))
 
     def explain(self, text: str, top: int = 8) -> dict[str, Any]:
         """Which tokens carried the decision: attention weights, or gradient x input saliency."""

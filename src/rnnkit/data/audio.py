@@ -1,0 +1,685 @@
+"""Audio: reading wav files (folder or manifest), labels from file names, mono handling,
+resampling, and log-mel / MFCC features computed with ``torch.stft``.
+
+* :func:`list_audio_folder` lists a folder of audio files, taking labels (and any other
+  named fields) from the file names with a regex, e.g. FSDD's
+  ``<digit>_<speaker>_<index>.wav``; :func:`read_audio_manifest` reads a CSV of
+  ``path,label`` (or transcript) rows.
+* :func:`read_wav` loads one file with ``soundfile`` as float32 ``[T]``: stereo is
+  down-mixed (with a note) or rejected (``mono='error'``); an unreadable or empty file
+  raises an error naming it.
+* :func:`resample` is a windowed-sinc (Hann) polyphase resampler.
+* :class:`LogMelSpectrogram` and :class:`MFCC` are saveable feature extractors producing
+  ``[frames, features]`` (time-major for RNNs), with optional per-utterance normalization.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import DataError
+from .io import PathLike_, check_file, read_text
+from .serialization import JsonSerializable
+
+__all__ = [
+    "AudioClip",
+    "AudioItem",
+    "FSDD_PATTERN",
+    "MONO_POLICIES",
+    "read_wav",
+    "list_audio_folder",
+    "read_audio_manifest",
+    "resample",
+    "hz_to_mel",
+    "mel_to_hz",
+    "mel_filterbank",
+    "dct_matrix",
+    "normalize_utterance",
+    "LogMelSpectrogram",
+    "MFCC",
+]
+
+FSDD_PATTERN = r"(?P<label>\d+)_(?P<speaker>[^_]+)_(?P<index>\d+)\.wav"
+MONO_POLICIES = ("downmix", "first", "error")
+_AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+
+
+@dataclass
+class AudioClip:
+    """A loaded waveform.
+
+    Attributes:
+        waveform: float32 ``[T]`` samples in ``[-1, 1]``.
+        sample_rate: Samples per second.
+        path: Source file.
+        label: Label, if known.
+        notes: What was done on loading (down-mixing, resampling).
+    """
+
+    waveform: Tensor
+    sample_rate: int
+    path: str
+    label: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return float(self.waveform.shape[-1]) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class AudioItem:
+    """A not-yet-loaded audio file with its label and metadata.
+
+    Attributes:
+        path: The file.
+        label: Label (from the file name, folder or manifest), or ``None``.
+        metadata: Other fields (regex groups, manifest columns).
+    """
+
+    path: str
+    label: str | None
+    metadata: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def load(self, target_rate: int | None = None, mono: str = "downmix") -> AudioClip:
+        """Read the file (see :func:`read_wav`).
+
+        Args:
+            target_rate: Resample to this rate.
+            mono: Multi-channel policy.
+
+        Returns:
+            The clip, labelled.
+        """
+        clip = read_wav(self.path, target_rate=target_rate, mono=mono)
+        clip.label = self.label
+        return clip
+
+
+def read_wav(path: PathLike_, target_rate: int | None = None, mono: str = "downmix") -> AudioClip:
+    """Read an audio file as mono float32.
+
+    Args:
+        path: A file soundfile can read (wav, flac, ogg...).
+        target_rate: Resample to this rate (``None`` keeps the file's rate).
+        mono: For multi-channel files: ``'downmix'`` (average the channels, noted in
+            ``notes``), ``'first'`` (keep channel 0) or ``'error'``.
+
+    Returns:
+        An :class:`AudioClip`.
+    """
+    if mono not in MONO_POLICIES:
+        raise DataError(f"mono must be one of {MONO_POLICIES}, got {mono!r}", hint="use mono='downmix'")
+    p = check_file(path, "audio file")
+    try:
+        import soundfile as sf
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise DataError(
+            "reading audio needs the 'soundfile' package", path=p, hint="pip install 'rnnkit[audio]'"
+        ) from None
+    try:
+        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError by format
+        raise DataError(
+            f"cannot read audio ({type(exc).__name__}: {exc})",
+            path=p,
+            hint="check the file is a valid, complete audio file",
+        ) from None
+    if data.shape[0] == 0:
+        raise DataError("audio file contains no samples", path=p, hint="remove the empty file")
+    notes: list[str] = []
+    if data.shape[1] > 1:
+        if mono == "error":
+            raise DataError(
+                f"audio has {data.shape[1]} channels, expected mono",
+                path=p,
+                hint="pass mono='downmix' or 'first'",
+            )
+        if mono == "downmix":
+            notes.append(f"down-mixed {data.shape[1]} channels to mono")
+            data = data.mean(axis=1, keepdims=True)
+        else:
+            notes.append(f"kept channel 0 of {data.shape[1]}")
+            data = data[:, :1]
+    wave = torch.from_numpy(np.ascontiguousarray(data[:, 0]))
+    if target_rate is not None and int(target_rate) != int(rate):
+        wave = resample(wave, int(rate), int(target_rate))
+        notes.append(f"resampled {rate} Hz -> {target_rate} Hz")
+        rate = int(target_rate)
+    return AudioClip(wave, int(rate), str(p), None, tuple(notes))
+
+
+def list_audio_folder(
+    root: PathLike_,
+    pattern: str | None = FSDD_PATTERN,
+    *,
+    label_group: str = "label",
+    recursive: bool = False,
+    on_mismatch: str = "error",
+    extensions: Sequence[str] = _AUDIO_EXTENSIONS,
+) -> list[AudioItem]:
+    """List the audio files of a folder with labels taken from their names.
+
+    Args:
+        root: The folder.
+        pattern: Regex matched against the whole file name; its group ``label_group`` (or
+            group 1) is the label and named groups go to ``metadata``. ``None``: the label is
+            the parent folder's name (folder-per-class layout, implies ``recursive``).
+        label_group: Name of the label group.
+        recursive: Search sub-folders too.
+        on_mismatch: ``'error'`` or ``'skip'`` for files not matching ``pattern``.
+        extensions: File extensions to consider.
+
+    Returns:
+        Items sorted by path.
+    """
+    rp = Path(root)
+    if not rp.is_dir():
+        raise DataError("audio folder not found", path=rp, hint="check the path")
+    if on_mismatch not in ("error", "skip"):
+        raise DataError(
+            f"on_mismatch must be 'error' or 'skip', got {on_mismatch!r}", hint="use 'error' or 'skip'"
+        )
+    regex = None
+    if pattern is not None:
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise DataError(
+                f"invalid file-name pattern {pattern!r}: {exc}", hint="pass a valid regular expression"
+            ) from None
+    exts = {e.lower() for e in extensions}
+    files = rp.rglob("*") if (recursive or pattern is None) else rp.iterdir()
+    items: list[AudioItem] = []
+    for f in sorted(files):
+        if not f.is_file() or f.suffix.lower() not in exts:
+            continue
+        if regex is None:
+            items.append(AudioItem(str(f), f.parent.name if f.parent != rp else None, {}))
+            continue
+        m = regex.fullmatch(f.name)
+        if m is None:
+            if on_mismatch == "skip":
+                continue
+            raise DataError(
+                f"file name does not match the pattern {pattern!r}",
+                path=f,
+                hint="rename the file, fix the pattern, or pass on_mismatch='skip'",
+            )
+        groups = {k: v for k, v in m.groupdict().items() if v is not None}
+        if label_group in groups:
+            label: str | None = groups[label_group]
+        elif m.groups():
+            label = m.group(1)
+        else:
+            label = None
+        items.append(AudioItem(str(f), label, groups))
+    if not items:
+        raise DataError(
+            f"no audio files ({', '.join(sorted(exts))}) found",
+            path=rp,
+            hint="check the folder and extensions",
+        )
+    return items
+
+
+def read_audio_manifest(
+    path: PathLike_,
+    path_column: str = "path",
+    label_column: str | None = "label",
+    *,
+    delimiter: str | None = None,
+    check_exists: bool = True,
+) -> list[AudioItem]:
+    """Read a CSV/TSV manifest of audio files (paths relative to the manifest's folder).
+
+    Args:
+        path: The manifest.
+        path_column: Column of file paths.
+        label_column: Column of labels or transcripts (``None`` for none).
+        delimiter: Separator (default from the suffix: tab for ``.tsv``, else comma).
+        check_exists: Raise if a listed file does not exist.
+
+    Returns:
+        Items in manifest order; other columns go to ``metadata``.
+    """
+    p = check_file(path, "manifest")
+    if delimiter is None:
+        delimiter = "\t" if p.suffix.lower() in (".tsv", ".tab") else ","
+    reader = csv.DictReader(io.StringIO(read_text(p), newline=""), delimiter=delimiter)
+    header = reader.fieldnames or []
+    for col in (path_column, label_column):
+        if col is not None and col not in header:
+            raise DataError(
+                f"no column {col!r}; columns are {list(header)}",
+                path=p,
+                line=1,
+                hint="pass path_column=/label_column=",
+            )
+    items: list[AudioItem] = []
+    for row in reader:
+        line = reader.line_num
+        if None in row or any(v is None for v in row.values()):
+            raise DataError(
+                f"row has the wrong number of fields (header has {len(header)})",
+                path=p,
+                line=line,
+                hint="fix the row",
+            )
+        rel = row[path_column].strip()
+        if not rel:
+            raise DataError("empty path", path=p, line=line, hint="fill the path column")
+        fp = Path(rel) if Path(rel).is_absolute() else p.parent / rel
+        if check_exists and not fp.is_file():
+            raise DataError(
+                f"listed audio file {str(fp)!r} not found",
+                path=p,
+                line=line,
+                hint="fix the path (relative to the manifest)",
+            )
+        meta = {k: v for k, v in row.items() if k not in (path_column, label_column)}
+        items.append(AudioItem(str(fp), None if label_column is None else row[label_column], meta))
+    if not items:
+        raise DataError("manifest lists no files", path=p, hint="add rows")
+    return items
+
+
+def resample(
+    waveform: Tensor, orig_rate: int, new_rate: int, *, lowpass_filter_width: int = 6, rolloff: float = 0.99
+) -> Tensor:
+    """Resample with a Hann-windowed sinc filter (band-limited polyphase interpolation).
+
+    The rate ratio is reduced by its gcd; each of the ``new`` output phases gets its own
+    kernel of ``2 * width + orig`` taps applied with a strided convolution. The cutoff is
+    ``rolloff * min(orig, new) / 2``, so down-sampling removes content above the new Nyquist.
+
+    Args:
+        waveform: ``[..., T]`` float tensor.
+        orig_rate: Input rate (Hz).
+        new_rate: Output rate (Hz).
+        lowpass_filter_width: Zero crossings of the sinc on each side (sharper when larger).
+        rolloff: Cutoff as a fraction of the lower Nyquist frequency.
+
+    Returns:
+        ``[..., ceil(T * new / orig)]`` tensor.
+    """
+    if orig_rate <= 0 or new_rate <= 0:
+        raise DataError(
+            f"sample rates must be positive, got {orig_rate} -> {new_rate}", hint="pass rates in Hz"
+        )
+    if orig_rate == new_rate:
+        return waveform
+    g = math.gcd(int(orig_rate), int(new_rate))
+    orig, new = int(orig_rate) // g, int(new_rate) // g
+    dtype = waveform.dtype if waveform.is_floating_point() else torch.float32
+    base_freq = min(orig, new) * rolloff
+    width = math.ceil(lowpass_filter_width * orig / base_freq)
+    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
+    t = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + idx
+    t = (t * base_freq).clamp(-lowpass_filter_width, lowpass_filter_width)
+    window = torch.cos(t * math.pi / lowpass_filter_width / 2) ** 2
+    t = t * math.pi
+    scale = base_freq / orig
+    kernels = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t) * window * scale
+    kernels = kernels.to(dtype)
+    shape = waveform.shape
+    x = waveform.reshape(-1, shape[-1]).to(dtype)
+    length = shape[-1]
+    x = torch.nn.functional.pad(x, (width, width + orig))
+    y = torch.nn.functional.conv1d(x[:, None], kernels, stride=orig)  # [B, new, L]
+    y = y.transpose(1, 2).reshape(x.shape[0], -1)
+    target = math.ceil(new * length / orig)
+    return y[..., :target].reshape(*shape[:-1], -1)
+
+
+# ------------------------------------------------------------------------ mel / DCT
+
+_MEL_SCALES = ("htk", "slaney")
+
+
+def hz_to_mel(freq: Any, mel_scale: str = "htk") -> Any:
+    """Convert Hz to mels.
+
+    Args:
+        freq: Frequency (float, array or tensor).
+        mel_scale: ``'htk'`` (``2595 log10(1 + f/700)``) or ``'slaney'`` (linear below
+            1 kHz, logarithmic above, as in the Auditory Toolbox / librosa).
+
+    Returns:
+        Mels, same type.
+    """
+    if mel_scale == "htk":
+        return 2595.0 * np.log10(1.0 + np.asarray(freq, dtype=np.float64) / 700.0)
+    if mel_scale != "slaney":
+        raise DataError(
+            f"unknown mel_scale {mel_scale!r}; valid: {_MEL_SCALES}", hint="use 'htk' or 'slaney'"
+        )
+    f = np.asarray(freq, dtype=np.float64)
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    return np.where(
+        f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-12) / min_log_hz) / logstep, f / f_sp
+    )
+
+
+def mel_to_hz(mels: Any, mel_scale: str = "htk") -> Any:
+    """Convert mels to Hz (inverse of :func:`hz_to_mel`).
+
+    Args:
+        mels: Mel values.
+        mel_scale: ``'htk'`` or ``'slaney'``.
+
+    Returns:
+        Frequencies in Hz.
+    """
+    m = np.asarray(mels, dtype=np.float64)
+    if mel_scale == "htk":
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    if mel_scale != "slaney":
+        raise DataError(
+            f"unknown mel_scale {mel_scale!r}; valid: {_MEL_SCALES}", hint="use 'htk' or 'slaney'"
+        )
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def mel_filterbank(
+    n_freqs: int,
+    sample_rate: int,
+    n_mels: int,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    mel_scale: str = "htk",
+    norm: str | None = None,
+) -> Tensor:
+    """Triangular mel filters over the STFT frequency bins.
+
+    Filter ``m`` rises linearly from mel point ``m`` to ``m+1`` and falls to ``m+2`` (points
+    equally spaced in mels between ``f_min`` and ``f_max``, triangles drawn in Hz).
+
+    Args:
+        n_freqs: Number of STFT bins (``n_fft // 2 + 1``).
+        sample_rate: Sample rate (Hz).
+        n_mels: Number of filters.
+        f_min: Lowest frequency.
+        f_max: Highest frequency (default Nyquist).
+        mel_scale: ``'htk'`` or ``'slaney'``.
+        norm: ``None`` (peak 1) or ``'slaney'`` (each filter has unit area in Hz).
+
+    Returns:
+        float32 ``[n_freqs, n_mels]``.
+    """
+    f_max = sample_rate / 2 if f_max is None else f_max
+    if not 0 <= f_min < f_max <= sample_rate / 2:
+        raise DataError(
+            f"need 0 <= f_min < f_max <= sample_rate/2, got f_min={f_min}, f_max={f_max}, rate={sample_rate}",
+            hint="fix the mel range",
+        )
+    if norm not in (None, "slaney"):
+        raise DataError(f"norm must be None or 'slaney', got {norm!r}", hint="use None or 'slaney'")
+    all_freqs = np.linspace(0, sample_rate / 2, n_freqs)
+    m_pts = np.linspace(hz_to_mel(f_min, mel_scale), hz_to_mel(f_max, mel_scale), n_mels + 2)
+    f_pts = mel_to_hz(m_pts, mel_scale)
+    f_diff = np.diff(f_pts)
+    slopes = f_pts[None, :] - all_freqs[:, None]
+    down = -slopes[:, :-2] / f_diff[:-1]
+    up = slopes[:, 2:] / f_diff[1:]
+    fb = np.maximum(0.0, np.minimum(down, up))
+    if norm == "slaney":
+        fb *= 2.0 / (f_pts[2 : n_mels + 2] - f_pts[:n_mels])
+    return torch.as_tensor(fb, dtype=torch.float32)
+
+
+def dct_matrix(n_out: int, n_in: int, norm: str | None = "ortho") -> Tensor:
+    """DCT-II matrix: ``features @ D`` gives the first ``n_out`` DCT coefficients.
+
+    ``D[n, k] = cos(pi / n_in * (n + 0.5) * k)``, times ``sqrt(1/n_in)`` for ``k = 0`` and
+    ``sqrt(2/n_in)`` otherwise when ``norm='ortho'`` (times 2 when ``norm=None``).
+
+    Args:
+        n_out: Number of coefficients kept.
+        n_in: Input size (number of mel bands).
+        norm: ``'ortho'`` or ``None``.
+
+    Returns:
+        float32 ``[n_in, n_out]``.
+    """
+    if n_out > n_in:
+        raise DataError(f"cannot keep {n_out} DCT coefficients of {n_in} inputs", hint="use n_mfcc <= n_mels")
+    n = np.arange(n_in)[:, None]
+    k = np.arange(n_out)[None, :]
+    d = np.cos(np.pi / n_in * (n + 0.5) * k)
+    if norm == "ortho":
+        d[:, 0] *= math.sqrt(1.0 / n_in)
+        d[:, 1:] *= math.sqrt(2.0 / n_in)
+    elif norm is None:
+        d *= 2.0
+    else:
+        raise DataError(f"norm must be 'ortho' or None, got {norm!r}", hint="use 'ortho'")
+    return torch.as_tensor(d, dtype=torch.float32)
+
+
+def normalize_utterance(features: Tensor, eps: float = 1e-5) -> Tensor:
+    """Per-utterance mean and variance normalization over time, per feature (CMVN).
+
+    Args:
+        features: ``[frames, F]`` or ``[B, frames, F]``.
+        eps: Added to the standard deviation.
+
+    Returns:
+        Normalized features, same shape.
+    """
+    mean = features.mean(dim=-2, keepdim=True)
+    std = features.std(dim=-2, keepdim=True, unbiased=False)
+    return (features - mean) / (std + eps)
+
+
+class LogMelSpectrogram(JsonSerializable):
+    """Log-mel spectrogram ``[frames, n_mels]`` from ``torch.stft`` (Hann window, centred frames).
+
+    ``log(mel_filterbank^T |STFT|^power + log_offset)``, optionally normalized per utterance.
+
+    Args:
+        sample_rate: Expected input rate (Hz).
+        n_fft: FFT size (samples per frame).
+        hop_length: Samples between frames (default ``n_fft // 4``).
+        win_length: Window length (default ``n_fft``).
+        n_mels: Number of mel bands.
+        f_min: Lowest mel frequency.
+        f_max: Highest mel frequency (default Nyquist).
+        mel_scale: ``'htk'`` or ``'slaney'``.
+        mel_norm: ``None`` or ``'slaney'``.
+        power: 2 for power, 1 for magnitude.
+        log_offset: Added before the log.
+        normalize: ``'utterance'`` (per-utterance CMVN) or ``None``.
+        center: Pad so that frame ``t`` is centred on sample ``t * hop_length``.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_fft: int = 400,
+        hop_length: int | None = None,
+        win_length: int | None = None,
+        n_mels: int = 40,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        mel_scale: str = "htk",
+        mel_norm: str | None = None,
+        power: float = 2.0,
+        log_offset: float = 1e-6,
+        normalize: str | None = None,
+        center: bool = True,
+    ) -> None:
+        if normalize not in (None, "utterance"):
+            raise DataError(
+                f"normalize must be None or 'utterance', got {normalize!r}", hint="use 'utterance' or None"
+            )
+        self.sample_rate = int(sample_rate)
+        self.n_fft = int(n_fft)
+        self.hop_length = int(hop_length) if hop_length is not None else self.n_fft // 4
+        self.win_length = int(win_length) if win_length is not None else self.n_fft
+        if not 0 < self.win_length <= self.n_fft or self.hop_length < 1:
+            raise DataError(
+                f"need 0 < win_length <= n_fft and hop_length >= 1 (got {self.win_length}, {self.n_fft}, {self.hop_length})",
+                hint="fix the frame sizes",
+            )
+        self.n_mels = int(n_mels)
+        self.f_min = float(f_min)
+        self.f_max = None if f_max is None else float(f_max)
+        self.mel_scale = mel_scale
+        self.mel_norm = mel_norm
+        self.power = float(power)
+        self.log_offset = float(log_offset)
+        self.normalize = normalize
+        self.center = bool(center)
+        self._fb = mel_filterbank(
+            self.n_fft // 2 + 1, self.sample_rate, self.n_mels, self.f_min, self.f_max, mel_scale, mel_norm
+        )
+        self._window = torch.hann_window(self.win_length)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames produced for a clip of ``num_samples``.
+
+        Args:
+            num_samples: Clip length.
+
+        Returns:
+            Frame count.
+        """
+        if self.center:
+            return 1 + num_samples // self.hop_length
+        return 1 + (num_samples - self.n_fft) // self.hop_length
+
+    def power_spectrogram(self, waveform: Tensor) -> Tensor:
+        """``|STFT|^power`` as ``[..., frames, n_fft // 2 + 1]``.
+
+        Args:
+            waveform: ``[T]`` or ``[B, T]``.
+
+        Returns:
+            The spectrogram.
+        """
+        x = torch.as_tensor(waveform)
+        if not x.is_floating_point():
+            x = x.float()
+        if x.shape[-1] < self.n_fft:
+            raise DataError(
+                f"clip has {x.shape[-1]} samples, shorter than one frame (n_fft={self.n_fft}, "
+                f"{1000 * self.n_fft / self.sample_rate:.1f} ms)",
+                hint="pad short clips or use a smaller n_fft",
+            )
+        spec = torch.stft(
+            x.to(torch.float32),
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=self._window.to(x.device),
+            center=self.center,
+            pad_mode="reflect",
+            return_complex=True,
+        )
+        return spec.abs().pow(self.power).transpose(-1, -2)
+
+    def __call__(self, waveform: Tensor) -> Tensor:
+        """Compute features.
+
+        Args:
+            waveform: ``[T]`` or ``[B, T]`` at ``sample_rate``.
+
+        Returns:
+            ``[frames, n_mels]`` (or ``[B, frames, n_mels]``).
+        """
+        mel = self.power_spectrogram(waveform) @ self._fb.to(torch.as_tensor(waveform).device)
+        feats = torch.log(mel + self.log_offset)
+        if self.normalize == "utterance":
+            feats = normalize_utterance(feats)
+        return feats
+
+    def to_config(self) -> dict[str, Any]:
+        """Return the options."""
+        return {
+            "sample_rate": self.sample_rate,
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "win_length": self.win_length,
+            "n_mels": self.n_mels,
+            "f_min": self.f_min,
+            "f_max": self.f_max,
+            "mel_scale": self.mel_scale,
+            "mel_norm": self.mel_norm,
+            "power": self.power,
+            "log_offset": self.log_offset,
+            "normalize": self.normalize,
+            "center": self.center,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LogMelSpectrogram:
+        """Rebuild from :meth:`to_config` output."""
+        return cls(**config)
+
+
+class MFCC(JsonSerializable):
+    """Mel-frequency cepstral coefficients ``[frames, n_mfcc]``: DCT-II (orthonormal) of the
+    natural-log mel spectrogram, optionally normalized per utterance.
+
+    Args:
+        n_mfcc: Coefficients kept (including c0).
+        normalize: ``'utterance'`` or ``None`` (applied to the MFCCs).
+        **melspec: Options of :class:`LogMelSpectrogram` (its own ``normalize`` is off).
+    """
+
+    def __init__(self, n_mfcc: int = 13, normalize: str | None = None, **melspec: Any) -> None:
+        melspec.pop("normalize", None)
+        self.melspec = LogMelSpectrogram(**melspec)
+        if normalize not in (None, "utterance"):
+            raise DataError(
+                f"normalize must be None or 'utterance', got {normalize!r}", hint="use 'utterance' or None"
+            )
+        self.n_mfcc = int(n_mfcc)
+        self.normalize = normalize
+        self._dct = dct_matrix(self.n_mfcc, self.melspec.n_mels)
+
+    @property
+    def sample_rate(self) -> int:
+        """Expected input rate."""
+        return self.melspec.sample_rate
+
+    def __call__(self, waveform: Tensor) -> Tensor:
+        """Compute MFCCs.
+
+        Args:
+            waveform: ``[T]`` or ``[B, T]``.
+
+        Returns:
+            ``[frames, n_mfcc]`` (or batched).
+        """
+        feats = self.melspec(waveform) @ self._dct.to(torch.as_tensor(waveform).device)
+        if self.normalize == "utterance":
+            feats = normalize_utterance(feats)
+        return feats
+
+    def to_config(self) -> dict[str, Any]:
+        """Return the options."""
+        cfg = self.melspec.to_config()
+        cfg.pop("normalize")
+        return {"n_mfcc": self.n_mfcc, "normalize": self.normalize, **cfg}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MFCC:
+        """Rebuild from :meth:`to_config` output."""
+        return cls(**config)

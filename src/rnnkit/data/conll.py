@@ -1,0 +1,351 @@
+"""CoNLL column files and chunk tag schemes (IOB1, IOB2, BIOES).
+
+:func:`read_conll` reads whitespace- (or tab-) separated column files: one token per line,
+blank lines between sentences, ``-DOCSTART-`` lines skipped. Every line must have the same
+number of columns; a line that does not raises an error naming file and line.
+
+Tag schemes:
+
+* ``IOB1`` (CoNLL-2003 original): ``I-X`` inside chunks; ``B-X`` only to start a chunk
+  right after another ``X`` chunk.
+* ``IOB2`` (a.k.a. BIO): every chunk starts with ``B-X``.
+* ``BIOES`` (a.k.a. IOBES): ``S-X`` single-token chunks, ``B-X ... E-X`` longer ones.
+
+:func:`tags_to_spans` extracts chunks (lenient, like ``conlleval``: an ``I-X`` that cannot
+continue a chunk starts one), :func:`spans_to_tags` writes them in any scheme and
+:func:`convert_tags` goes between schemes through spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import DataError
+from .io import PathLike_, check_file, iter_lines
+
+__all__ = [
+    "TaggedSentence",
+    "Span",
+    "TAG_SCHEMES",
+    "read_conll",
+    "normalize_scheme",
+    "tags_to_spans",
+    "spans_to_tags",
+    "convert_tags",
+    "validate_tags",
+    "detect_scheme",
+]
+
+TAG_SCHEMES = ("IOB1", "IOB2", "BIOES")
+_ALIASES = {"IOB1": "IOB1", "IOB": "IOB1", "IOB2": "IOB2", "BIO": "IOB2", "BIOES": "BIOES", "IOBES": "BIOES"}
+
+
+@dataclass(frozen=True)
+class TaggedSentence:
+    """A sentence of a CoNLL file.
+
+    Attributes:
+        tokens: The tokens.
+        tags: One tag per token.
+        source: ``"file:line"`` of the sentence's first token.
+    """
+
+    tokens: tuple[str, ...]
+    tags: tuple[str, ...]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """A labelled chunk ``[start, end)`` over token positions.
+
+    Attributes:
+        start: First token index.
+        end: One past the last token index.
+        label: Chunk type (``PER``, ``LOC``...).
+    """
+
+    start: int
+    end: int
+    label: str
+
+
+def normalize_scheme(scheme: str) -> str:
+    """Return the canonical name of a tag scheme.
+
+    Args:
+        scheme: ``IOB1``, ``IOB2``, ``BIOES`` or an alias (``BIO``, ``IOB``, ``IOBES``),
+            any case.
+
+    Returns:
+        One of :data:`TAG_SCHEMES`.
+    """
+    canon = _ALIASES.get(str(scheme).upper())
+    if canon is None:
+        raise DataError(
+            f"unknown tag scheme {scheme!r}; valid schemes: {', '.join(TAG_SCHEMES)} (aliases: BIO=IOB2, IOBES=BIOES)",
+            hint="pass one of the valid schemes",
+        )
+    return canon
+
+
+def read_conll(
+    path: PathLike_,
+    token_column: int = 0,
+    tag_column: int = -1,
+    *,
+    separator: str | None = None,
+    docstart: str | None = "-DOCSTART-",
+    encoding: str = "utf-8",
+    errors: str = "strict",
+) -> list[TaggedSentence]:
+    """Read a CoNLL-style column file.
+
+    Args:
+        path: The file (plain or ``.gz``).
+        token_column: 0-based index of the token column (negative counts from the end).
+        tag_column: 0-based index of the tag column (default: the last one).
+        separator: Column separator (default: any whitespace; pass ``'\\t'`` for tokens
+            that contain spaces).
+        docstart: Token that marks document boundaries; those lines are skipped. ``None``
+            keeps them.
+        encoding: Text encoding.
+        errors: Decoding error policy.
+
+    Returns:
+        The sentences in file order.
+    """
+    p = check_file(path)
+    sentences: list[TaggedSentence] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    start_line = 0
+    ncols: int | None = None
+    ncols_line = 0
+
+    def flush() -> None:
+        nonlocal tokens, tags
+        if tokens:
+            sentences.append(TaggedSentence(tuple(tokens), tuple(tags), f"{p}:{start_line}"))
+        tokens, tags = [], []
+
+    for number, line in iter_lines(p, encoding=encoding, errors=errors):
+        fields = line.split(separator) if separator is not None else line.split()
+        if not fields or (separator is not None and not line.strip()):
+            flush()
+            continue
+        if docstart is not None and fields[0] == docstart:
+            flush()
+            continue
+        if ncols is None:
+            ncols, ncols_line = len(fields), number
+            for col, role in ((token_column, "token"), (tag_column, "tag")):
+                if not -ncols <= col < ncols:
+                    raise DataError(
+                        f"{role}_column={col} but lines have {ncols} columns",
+                        path=p,
+                        line=number,
+                        hint=f"choose a column between 0 and {ncols - 1}",
+                    )
+        elif len(fields) != ncols:
+            raise DataError(
+                f"line has {len(fields)} columns, expected {ncols} (as on line {ncols_line})",
+                path=p,
+                line=number,
+                hint="fix the line, or pass separator='\\t' if tokens contain spaces",
+            )
+        if not tokens:
+            start_line = number
+        tokens.append(fields[token_column])
+        tags.append(fields[tag_column])
+    flush()
+    return sentences
+
+
+def _split_tag(tag: str, position: int) -> tuple[str, str]:
+    if tag == "O":
+        return "O", ""
+    if len(tag) > 2 and tag[1] in "-_" and tag[0] in "BIES":
+        return tag[0], tag[2:]
+    raise DataError(
+        f"malformed tag {tag!r} at position {position}",
+        hint="tags must be 'O' or '<B|I|E|S>-<TYPE>' (e.g. B-PER)",
+    )
+
+
+def tags_to_spans(tags: Sequence[str], scheme: str = "IOB2") -> list[Span]:
+    """Extract labelled chunks from a tag sequence.
+
+    Lenient like ``conlleval``: an ``I-X`` (or ``E-X``) that cannot continue the current
+    chunk starts a new one, so malformed sequences still yield spans.
+
+    Args:
+        tags: One tag per token.
+        scheme: The tag scheme of ``tags``.
+
+    Returns:
+        Spans sorted by start.
+    """
+    scheme = normalize_scheme(scheme)
+    spans: list[Span] = []
+    start: int | None = None
+    label = ""
+    for i, tag in enumerate(tags):
+        prefix, typ = _split_tag(tag, i)
+        if scheme == "BIOES":
+            if prefix == "O":
+                if start is not None:
+                    spans.append(Span(start, i, label))
+                start = None
+            elif prefix == "S":
+                if start is not None:
+                    spans.append(Span(start, i, label))
+                spans.append(Span(i, i + 1, typ))
+                start = None
+            elif prefix == "B" or start is None or typ != label:
+                if start is not None:
+                    spans.append(Span(start, i, label))
+                start, label = i, typ
+                if prefix == "E":
+                    spans.append(Span(i, i + 1, typ))
+                    start = None
+            elif prefix == "E":
+                spans.append(Span(start, i + 1, label))
+                start = None
+            # prefix I continuing the chunk: nothing to do
+            continue
+        # IOB1 / IOB2 (E and S are treated as I and B for robustness)
+        if prefix == "O":
+            if start is not None:
+                spans.append(Span(start, i, label))
+            start = None
+            continue
+        begins = prefix in "BS" or start is None or typ != label
+        if begins:
+            if start is not None:
+                spans.append(Span(start, i, label))
+            start, label = i, typ
+    if start is not None:
+        spans.append(Span(start, len(tags), label))
+    return spans
+
+
+def spans_to_tags(spans: Sequence[Span], length: int, scheme: str = "IOB2") -> list[str]:
+    """Write chunks as a tag sequence.
+
+    Args:
+        spans: Non-overlapping spans within ``[0, length)``.
+        length: Number of tokens.
+        scheme: Output tag scheme.
+
+    Returns:
+        ``length`` tags.
+    """
+    scheme = normalize_scheme(scheme)
+    tags = ["O"] * length
+    ordered = sorted(spans)
+    prev_end, prev_label = -1, None
+    for span in ordered:
+        if not 0 <= span.start < span.end <= length:
+            raise DataError(f"span {span} outside [0, {length})", hint="check span boundaries")
+        if span.start < prev_end:
+            raise DataError(f"span {span} overlaps the previous span", hint="spans must not overlap")
+        n = span.end - span.start
+        if scheme == "IOB2":
+            tags[span.start] = f"B-{span.label}"
+            for j in range(span.start + 1, span.end):
+                tags[j] = f"I-{span.label}"
+        elif scheme == "IOB1":
+            adjacent = span.start == prev_end and prev_label == span.label
+            tags[span.start] = f"{'B' if adjacent else 'I'}-{span.label}"
+            for j in range(span.start + 1, span.end):
+                tags[j] = f"I-{span.label}"
+        else:
+            if n == 1:
+                tags[span.start] = f"S-{span.label}"
+            else:
+                tags[span.start] = f"B-{span.label}"
+                for j in range(span.start + 1, span.end - 1):
+                    tags[j] = f"I-{span.label}"
+                tags[span.end - 1] = f"E-{span.label}"
+        prev_end, prev_label = span.end, span.label
+    return tags
+
+
+def convert_tags(tags: Sequence[str], from_scheme: str, to_scheme: str) -> list[str]:
+    """Convert a tag sequence between schemes (through spans).
+
+    Args:
+        tags: Tags in ``from_scheme``.
+        from_scheme: Scheme of ``tags``.
+        to_scheme: Wanted scheme.
+
+    Returns:
+        The same chunks written in ``to_scheme``.
+    """
+    return spans_to_tags(tags_to_spans(tags, from_scheme), len(tags), to_scheme)
+
+
+def validate_tags(tags: Sequence[str], scheme: str) -> None:
+    """Check that ``tags`` is a well-formed sequence of ``scheme``; raise :class:`DataError` if not.
+
+    Args:
+        tags: Tag sequence.
+        scheme: Expected scheme.
+
+    Returns:
+        None.
+    """
+    scheme = normalize_scheme(scheme)
+    prev_prefix, prev_type = "O", ""
+    for i, tag in enumerate(tags):
+        prefix, typ = _split_tag(tag, i)
+        ok = True
+        if scheme in ("IOB1", "IOB2") and prefix in "ES":
+            ok = False
+        elif (scheme == "IOB2" and prefix == "I") or (scheme == "IOB1" and prefix == "B"):
+            ok = prev_prefix in "BI" and prev_type == typ
+        elif scheme == "BIOES":
+            open_chunk = prev_prefix in "BI"
+            if prefix in "IE":
+                ok = open_chunk and prev_type == typ
+            else:
+                ok = not open_chunk
+        if not ok:
+            raise DataError(
+                f"tag {tag!r} at position {i} cannot follow {tags[i - 1] if i else 'the start'!r} in {scheme}",
+                hint=f"fix the tags, or convert them with convert_tags(tags, <their scheme>, {scheme!r})",
+            )
+        prev_prefix, prev_type = prefix, typ
+    if scheme == "BIOES" and prev_prefix in "BI":
+        raise DataError(
+            f"{scheme} chunk not closed at the end (last tag {tags[-1]!r})",
+            hint="end chunks with E- or use S-",
+        )
+
+
+def detect_scheme(sentences: Sequence[Sequence[str]]) -> str:
+    """Guess the tag scheme of tagged sentences.
+
+    Args:
+        sentences: Tag sequences.
+
+    Returns:
+        ``'BIOES'`` if any ``E-``/``S-`` tag appears, ``'IOB1'`` if some chunk starts with
+        ``I-``, else ``'IOB2'``.
+    """
+    iob1 = False
+    for tags in sentences:
+        prev = "O"
+        for i, tag in enumerate(tags):
+            prefix, typ = _split_tag(tag, i)
+            if prefix in "ES":
+                return "BIOES"
+            if prefix == "I" and (prev == "O" or _split_tag(prev, i - 1)[1] != typ):
+                iob1 = True
+            prev = tag
+    return "IOB1" if iob1 else "IOB2"

@@ -1,0 +1,418 @@
+"""Readers for labelled text: CSV/TSV, JSON Lines, ``label sentence`` lines, and
+folder-per-class layouts (aclImdb's ``train/pos/*.txt``), also straight from a
+``.tar``/``.tar.gz``/``.tar.xz`` archive.
+
+Every reader returns a list of :class:`TextExample` (text, label, source). ``source`` is
+``"file:line"`` or ``"archive::member"`` so any example can be traced back to its origin.
+Undecodable bytes raise a one-line :class:`~rnnkit.data.errors.DataError` with file and line,
+unless ``errors="replace"`` is passed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import tarfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import DataError
+from .io import PathLike_, check_file, decode_bytes, iter_lines, read_text
+
+__all__ = [
+    "TextExample",
+    "read_delimited",
+    "read_jsonl",
+    "read_label_sentence",
+    "read_class_folders",
+    "texts_and_labels",
+]
+
+
+@dataclass(frozen=True)
+class TextExample:
+    """One labelled text.
+
+    Attributes:
+        text: The text.
+        label: Its label (as written in the source), or ``None`` for unlabelled data.
+        source: Where it came from (``"file:line"`` or ``"archive::member"``).
+    """
+
+    text: str
+    label: str | None
+    source: str
+
+
+def texts_and_labels(examples: Iterable[TextExample]) -> tuple[list[str], list[str | None]]:
+    """Split examples into parallel lists.
+
+    Args:
+        examples: Examples from any reader.
+
+    Returns:
+        ``(texts, labels)``.
+    """
+    texts: list[str] = []
+    labels: list[str | None] = []
+    for ex in examples:
+        texts.append(ex.text)
+        labels.append(ex.label)
+    return texts, labels
+
+
+def _resolve_column(
+    column: str | int, header: Sequence[str] | None, path: Path, role: str, ncols: int
+) -> int:
+    if isinstance(column, int):
+        index = column if column >= 0 else ncols + column
+        if not 0 <= index < ncols:
+            raise DataError(
+                f"{role} column index {column} out of range: the file has {ncols} columns",
+                path=path,
+                line=1,
+                hint=f"pick an index between 0 and {ncols - 1}",
+            )
+        return index
+    if header is None:
+        raise DataError(
+            f"{role} column {column!r} given by name but has_header=False",
+            path=path,
+            hint="pass the column index instead, or has_header=True",
+        )
+    if column not in header:
+        raise DataError(
+            f"no {role} column {column!r}; columns are {list(header)}",
+            path=path,
+            line=1,
+            hint=f"pass {role}_column= one of those names (or an index)",
+        )
+    return list(header).index(column)
+
+
+def read_delimited(
+    path: PathLike_,
+    text_column: str | int = "text",
+    label_column: str | int | None = "label",
+    *,
+    delimiter: str | None = None,
+    has_header: bool = True,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    skip_empty: bool = True,
+) -> list[TextExample]:
+    """Read a CSV or TSV file (plain or ``.gz``) with chosen text and label columns.
+
+    Args:
+        path: The file.
+        text_column: Column name (needs a header) or 0-based index of the text.
+        label_column: Column name or index of the label, or ``None`` for unlabelled data.
+        delimiter: Field separator; by default ``'\\t'`` for ``.tsv``/``.tab`` files and ``','``
+            otherwise.
+        has_header: Whether the first row holds column names.
+        encoding: Text encoding.
+        errors: ``'strict'`` (raise on undecodable bytes) or ``'replace'``.
+        skip_empty: Skip rows whose text is empty or whitespace.
+
+    Returns:
+        The examples in file order.
+    """
+    p = check_file(path)
+    if delimiter is None:
+        suffixes = [s.lower() for s in p.suffixes]
+        delimiter = "\t" if ".tsv" in suffixes or ".tab" in suffixes else ","
+    text = read_text(p, encoding=encoding, errors=errors)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        first = next(reader)
+    except StopIteration:
+        raise DataError("file is empty", path=p, hint="check the file was written completely") from None
+    except csv.Error as exc:
+        raise DataError(
+            f"malformed CSV: {exc}", path=p, line=1, hint="check quoting and the delimiter"
+        ) from None
+    ncols = len(first)
+    header = [h.strip() for h in first] if has_header else None
+    ti = _resolve_column(text_column, header, p, "text", ncols)
+    li = None if label_column is None else _resolve_column(label_column, header, p, "label", ncols)
+    rows: Iterable[list[str]] = reader if has_header else _prepend(first, reader)
+    out: list[TextExample] = []
+    try:
+        for row in rows:
+            line = reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != ncols:
+                raise DataError(
+                    f"row has {len(row)} fields, the header has {ncols}",
+                    path=p,
+                    line=line,
+                    hint=f"quote fields containing {delimiter!r} or fix the row",
+                )
+            value = row[ti]
+            if skip_empty and not value.strip():
+                continue
+            out.append(TextExample(value, None if li is None else row[li].strip(), f"{p}:{line}"))
+    except csv.Error as exc:
+        raise DataError(f"malformed CSV: {exc}", path=p, line=reader.line_num, hint="check quoting") from None
+    return out
+
+
+def _prepend(first: list[str], rest: Iterable[list[str]]) -> Iterable[list[str]]:
+    yield first
+    yield from rest
+
+
+def read_jsonl(
+    path: PathLike_,
+    text_field: str = "text",
+    label_field: str | None = "label",
+    *,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    skip_empty: bool = True,
+) -> list[TextExample]:
+    """Read a JSON Lines file (one object per line, plain or ``.gz``).
+
+    Args:
+        path: The file.
+        text_field: Key of the text.
+        label_field: Key of the label, or ``None``.
+        encoding: Text encoding.
+        errors: Decoding error policy.
+        skip_empty: Skip records whose text is empty.
+
+    Returns:
+        The examples in file order (labels converted to ``str``).
+    """
+    p = check_file(path)
+    out: list[TextExample] = []
+    for number, line in iter_lines(p, encoding=encoding, errors=errors):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"invalid JSON ({exc.msg} at column {exc.colno})",
+                path=p,
+                line=number,
+                hint="write one JSON object per line",
+            ) from None
+        if not isinstance(record, dict):
+            raise DataError(
+                f"expected a JSON object, got {type(record).__name__}",
+                path=p,
+                line=number,
+                hint="write one JSON object per line",
+            )
+        for key, role in ((text_field, "text"), (label_field, "label")):
+            if key is not None and key not in record:
+                raise DataError(
+                    f"no {role} field {key!r}; fields are {sorted(record)}",
+                    path=p,
+                    line=number,
+                    hint=f"pass {role}_field= one of those keys",
+                )
+        value = record[text_field]
+        if not isinstance(value, str):
+            raise DataError(
+                f"text field {text_field!r} is {type(value).__name__}, not a string",
+                path=p,
+                line=number,
+                hint="store the text as a JSON string",
+            )
+        if skip_empty and not value.strip():
+            continue
+        label = None if label_field is None else str(record[label_field])
+        out.append(TextExample(value, label, f"{p}:{number}"))
+    return out
+
+
+def read_label_sentence(
+    path: PathLike_,
+    *,
+    separator: str | None = None,
+    label_first: bool = True,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+) -> list[TextExample]:
+    """Read ``label sentence`` lines (SST-2's ``stsa.binary.*`` format, fastText-like files).
+
+    Args:
+        path: The file (plain or ``.gz``).
+        separator: What splits the label from the sentence (default: the first run of
+            whitespace).
+        label_first: ``False`` for ``sentence label`` lines (label after the last separator).
+        encoding: Text encoding.
+        errors: Decoding error policy.
+
+    Returns:
+        The examples in file order; blank lines are skipped.
+    """
+    p = check_file(path)
+    out: list[TextExample] = []
+    for number, line in iter_lines(p, encoding=encoding, errors=errors):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        parts = stripped.split(separator, 1) if label_first else stripped.rsplit(separator, 1)
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise DataError(
+                "expected 'label sentence' but found only one field",
+                path=p,
+                line=number,
+                hint="put the label and the sentence on the same line, separated by whitespace",
+            )
+        label, sentence = (parts[0], parts[1]) if label_first else (parts[1], parts[0])
+        out.append(TextExample(sentence.strip(), label.strip(), f"{p}:{number}"))
+    return out
+
+
+_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
+
+
+def _is_archive(p: Path) -> bool:
+    name = p.name.lower()
+    return p.is_file() and name.endswith(_ARCHIVE_SUFFIXES)
+
+
+def _natural_key(name: str) -> list[object]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def read_class_folders(
+    root: PathLike_,
+    *,
+    member_prefix: str | None = None,
+    classes: Sequence[str] | None = None,
+    pattern: str = "*.txt",
+    encoding: str = "utf-8",
+    errors: str = "strict",
+) -> list[TextExample]:
+    """Read a folder-per-class corpus (``root/<class>/<file>``), on disk or in a tar archive.
+
+    For an archive (``.tar``, ``.tar.gz``, ``.tar.xz``...) pass the folder inside it as
+    ``member_prefix`` (e.g. ``"aclImdb/train"``); the archive is streamed once, never
+    extracted to disk.
+
+    Args:
+        root: A folder, or a tar archive.
+        member_prefix: For archives: the folder inside the archive that holds the class
+            folders. For folders: an optional sub-folder of ``root``.
+        classes: Class folder names to read; default: every sub-folder holding files
+            matching ``pattern`` (others, like aclImdb's ``unsup``, can be left out by listing
+            the ones you want).
+        pattern: Glob pattern of the files to read inside each class folder.
+        encoding: Text encoding.
+        errors: Decoding error policy.
+
+    Returns:
+        Examples sorted by class then by file name (natural order), label = class folder name.
+    """
+    rp = Path(root)
+    if not rp.exists():
+        raise DataError("folder or archive not found", path=rp, hint="check the path")
+    if rp.is_dir():
+        base = rp / member_prefix if member_prefix else rp
+        if not base.is_dir():
+            raise DataError("folder not found", path=base, hint="check member_prefix")
+        return _read_class_dirs(base, classes, pattern, encoding, errors)
+    if _is_archive(rp):
+        return _read_class_archive(rp, member_prefix or "", classes, pattern, encoding, errors)
+    raise DataError(
+        "not a folder nor a tar archive",
+        path=rp,
+        hint=f"pass a folder or an archive ending in one of {', '.join(_ARCHIVE_SUFFIXES)}",
+    )
+
+
+def _read_class_dirs(
+    base: Path, classes: Sequence[str] | None, pattern: str, encoding: str, errors: str
+) -> list[TextExample]:
+    found = sorted(d.name for d in base.iterdir() if d.is_dir() and any(d.glob(pattern)))
+    wanted = list(classes) if classes is not None else found
+    missing = [c for c in wanted if not (base / c).is_dir()]
+    if missing:
+        raise DataError(
+            f"class folders {missing} not found; folders with {pattern!r} files: {found}",
+            path=base,
+            hint="pass classes= a subset of the existing folders",
+        )
+    if not wanted:
+        raise DataError(
+            f"no class sub-folders with {pattern!r} files", path=base, hint="check the path and pattern"
+        )
+    out: list[TextExample] = []
+    for label in sorted(wanted):
+        files = sorted(
+            (f for f in (base / label).glob(pattern) if f.is_file()), key=lambda f: _natural_key(f.name)
+        )
+        for f in files:
+            text = decode_bytes(f.read_bytes(), f, encoding=encoding, errors=errors)
+            out.append(TextExample(text, label, str(f)))
+    return out
+
+
+def _read_class_archive(
+    archive: Path, prefix: str, classes: Sequence[str] | None, pattern: str, encoding: str, errors: str
+) -> list[TextExample]:
+    prefix = prefix.strip("/")
+    wanted = None if classes is None else set(classes)
+    items: list[tuple[str, str, str]] = []
+    seen_dirs: set[str] = set()
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            for member in tar:
+                name = member.name
+                while name.startswith("./"):
+                    name = name[2:]
+                rel = PurePosixPath(name)
+                if prefix:
+                    try:
+                        rel = rel.relative_to(prefix)
+                    except ValueError:
+                        continue
+                parts = rel.parts
+                if len(parts) >= 1 and member.isdir():
+                    seen_dirs.add(parts[0])
+                if not member.isfile() or len(parts) != 2:
+                    continue
+                label, fname = parts
+                seen_dirs.add(label)
+                if not PurePosixPath(fname).match(pattern) or (wanted is not None and label not in wanted):
+                    continue
+                fobj = tar.extractfile(member)
+                if fobj is None:
+                    continue
+                source = f"{archive}::{member.name}"
+                items.append(
+                    (label, fname, decode_bytes(fobj.read(), source, encoding=encoding, errors=errors))
+                )
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DataError(
+            f"cannot read archive ({exc})", path=archive, hint="check the file is a complete tar archive"
+        ) from None
+    labels_found = sorted({label for label, _, _ in items})
+    if wanted is not None:
+        missing = sorted(wanted - set(labels_found))
+        if missing:
+            raise DataError(
+                f"class folders {missing} not found under {prefix or '/'!r} in the archive; folders there: {sorted(seen_dirs)}",
+                path=archive,
+                hint="check member_prefix and classes",
+            )
+    if not items:
+        raise DataError(
+            f"no {pattern!r} files in class folders under {prefix or '/'!r}; folders there: {sorted(seen_dirs)}",
+            path=archive,
+            hint="check member_prefix (e.g. 'aclImdb/train') and pattern",
+        )
+    items.sort(key=lambda it: (it[0], _natural_key(it[1])))
+    return [
+        TextExample(text, label, f"{archive}::{(prefix + '/') if prefix else ''}{label}/{fname}")
+        for label, fname, text in items
+    ]

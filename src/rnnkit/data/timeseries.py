@@ -1,0 +1,822 @@
+"""Reading time series from CSV (or Parquet) into regular, gap-free arrays.
+
+:func:`read_timeseries` reads a table with a time column, one or many target columns, an
+optional series-id column (several series in one file, "long" format), past covariates
+(known only up to the present) and known-future covariates (calendar features, planned
+values...). It then
+
+* parses timestamps (unparseable -> error naming file and line; duplicates -> error naming
+  both lines; out of order -> error unless ``sort=True``);
+* infers the sampling step (calendar-aware: monthly data stays monthly) or checks ``freq``;
+* detects gaps, reports them, and fills them with the chosen policy
+  (``'ffill'``, ``'interpolate'``, ``'zero'`` or ``'error'``);
+* fills NaN values (empty cells, ``NA``, ``nan``...) with the same policy.
+
+The result is a :class:`TimeSeriesDataset` of :class:`TimeSeries` plus one
+:class:`SeriesReport` per series recording what was filled, so nothing is silent.
+Pandas is optional: it is used only for Parquet files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+from .io import PathLike_, check_file, read_text
+
+__all__ = [
+    "FILL_POLICIES",
+    "TimeSeries",
+    "SeriesReport",
+    "TimeSeriesDataset",
+    "read_timeseries",
+    "fill_missing",
+    "parse_freq",
+]
+
+FILL_POLICIES = ("ffill", "interpolate", "zero", "error")
+MISSING_TOKENS = frozenset({"", "na", "nan", "null", "none", "n/a", "#n/a"})
+# Coarsest first; "calendar" units (Y, M) are exact in datetime64.
+_UNITS = ("Y", "M", "D", "h", "m", "s")
+_FREQ_UNITS = {
+    "y": ("Y", 1), "a": ("Y", 1), "ys": ("Y", 1), "ye": ("Y", 1),
+    "m": ("M", 1), "mon": ("M", 1),
+    "q": ("M", 3), "qs": ("M", 3), "qe": ("M", 3),
+    "w": ("D", 7), "d": ("D", 1), "h": ("h", 1),
+    "min": ("m", 1), "t": ("m", 1), "s": ("s", 1),
+}  # fmt: skip
+_UNIT_NAMES = {"Y": "Y", "M": "M", "D": "D", "h": "h", "m": "min", "s": "s"}
+
+
+def parse_freq(freq: str) -> tuple[int, str]:
+    """Parse a frequency string such as ``'1h'``, ``'15min'``, ``'D'``, ``'M'`` or ``'W'``.
+
+    Args:
+        freq: ``<count><unit>``; units: ``Y``/``A`` year, ``Q`` quarter, ``M``/``MS``/``ME``
+            month, ``W`` week, ``D`` day, ``h`` hour, ``min``/``T`` minute, ``s`` second
+            (a lone lowercase ``m`` is ambiguous and rejected).
+
+    Returns:
+        ``(step, numpy_unit)``, e.g. ``(15, 'm')`` for ``'15min'``.
+    """
+    m = re.fullmatch(r"\s*(\d*)\s*([A-Za-z]+)\s*", str(freq))
+    if m:
+        count = int(m.group(1)) if m.group(1) else 1
+        unit = m.group(2)
+        key = "m" if unit in ("M", "MS", "ME") else unit.lower()
+        if unit != "m" and key in _FREQ_UNITS and count > 0:
+            u, mult = _FREQ_UNITS[key]
+            return count * mult, u
+    raise DataError(
+        f"cannot understand freq {freq!r}",
+        hint="use e.g. '1h', '15min', 'D', 'W', 'M' (month), 'Q', 'Y'",
+    )
+
+
+def _freq_name(step: int, unit: str) -> str:
+    """Human name of a step, in the largest whole unit (``60`` minutes -> ``'1h'``)."""
+    for small, factor, big in (("s", 60, "m"), ("m", 60, "h"), ("h", 24, "D"), ("M", 12, "Y")):
+        if unit == small and step % factor == 0:
+            step, unit = step // factor, big
+    return f"{step}{_UNIT_NAMES.get(unit, unit)}"
+
+
+@dataclass
+class TimeSeries:
+    """One regular series.
+
+    Attributes:
+        series_id: Identifier (``'0'`` when the file holds one series).
+        time: Timestamps (``datetime64[s]``) or numeric steps, ``[N]``.
+        targets: ``[N, n_targets]`` float64 target values.
+        past_covariates: ``[N, P]`` float64 covariates known up to the present.
+        future_covariates: ``[N, F]`` float64 covariates known in advance.
+        target_names: Names of the target columns.
+        past_covariate_names: Names of the past covariates.
+        future_covariate_names: Names of the known-future covariates.
+        freq: Sampling step (e.g. ``'1h'``, ``'1M'``) or ``None``.
+    """
+
+    series_id: str
+    time: np.ndarray
+    targets: np.ndarray
+    past_covariates: np.ndarray
+    future_covariates: np.ndarray
+    target_names: tuple[str, ...]
+    past_covariate_names: tuple[str, ...] = ()
+    future_covariate_names: tuple[str, ...] = ()
+    freq: str | None = None
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def slice(self, start: int, stop: int) -> TimeSeries:
+        """Return steps ``[start, stop)`` as a new series (arrays are views).
+
+        Args:
+            start: First step.
+            stop: One past the last step.
+
+        Returns:
+            The sub-series.
+        """
+        return TimeSeries(
+            self.series_id,
+            self.time[start:stop],
+            self.targets[start:stop],
+            self.past_covariates[start:stop],
+            self.future_covariates[start:stop],
+            self.target_names,
+            self.past_covariate_names,
+            self.future_covariate_names,
+            self.freq,
+        )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        targets: Any,
+        *,
+        past_covariates: Any = None,
+        future_covariates: Any = None,
+        time: Any = None,
+        series_id: str = "0",
+        target_names: Sequence[str] | None = None,
+    ) -> TimeSeries:
+        """Build a series from arrays (no gap checks: the data is assumed regular).
+
+        Args:
+            targets: ``[N]`` or ``[N, n_targets]`` values.
+            past_covariates: ``[N, P]`` or ``None``.
+            future_covariates: ``[N, F]`` or ``None``.
+            time: ``[N]`` timestamps or ``None`` (steps ``0..N-1``).
+            series_id: Identifier.
+            target_names: Column names (default ``target_0``...).
+
+        Returns:
+            The series.
+        """
+        y = np.asarray(targets, dtype=np.float64)
+        if y.ndim == 1:
+            y = y[:, None]
+        if y.ndim != 2:
+            raise DataError(
+                f"targets must be [N] or [N, n_targets], got shape {y.shape}", hint="reshape the array"
+            )
+        n = y.shape[0]
+
+        def cov(a: Any) -> np.ndarray:
+            if a is None:
+                return np.zeros((n, 0))
+            arr = np.asarray(a, dtype=np.float64)
+            arr = arr[:, None] if arr.ndim == 1 else arr
+            if arr.shape[0] != n:
+                raise DataError(
+                    f"covariates have {arr.shape[0]} steps, targets {n}", hint="align covariates with targets"
+                )
+            return arr
+
+        names = (
+            tuple(target_names)
+            if target_names is not None
+            else tuple(f"target_{i}" for i in range(y.shape[1]))
+        )
+        pc, fc = cov(past_covariates), cov(future_covariates)
+        t = np.arange(n) if time is None else np.asarray(time)
+        return cls(
+            series_id,
+            t,
+            y,
+            pc,
+            fc,
+            names,
+            tuple(f"past_{i}" for i in range(pc.shape[1])),
+            tuple(f"future_{i}" for i in range(fc.shape[1])),
+        )
+
+
+@dataclass
+class SeriesReport:
+    """What :func:`read_timeseries` did to one series.
+
+    Attributes:
+        series_id: The series.
+        num_rows: Rows read from the file.
+        num_steps: Steps after filling gaps.
+        freq: Sampling step used (``None`` if not checked).
+        policy: The fill policy.
+        num_gaps: Number of gaps (runs of missing steps).
+        num_missing_steps: Steps inserted to fill gaps.
+        gaps: The first gaps as ``(last timestamp before, first timestamp after, missing
+            steps)``.
+        nan_filled: Per column, the number of NaN values found in the file and filled.
+        sorted_rows: Whether rows had to be sorted by time.
+    """
+
+    series_id: str
+    num_rows: int
+    num_steps: int
+    freq: str | None
+    policy: str
+    num_gaps: int = 0
+    num_missing_steps: int = 0
+    gaps: list[tuple[str, str, int]] = field(default_factory=list)
+    nan_filled: dict[str, int] = field(default_factory=dict)
+    sorted_rows: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as JSON-able data."""
+        return {
+            "series_id": self.series_id,
+            "num_rows": self.num_rows,
+            "num_steps": self.num_steps,
+            "freq": self.freq,
+            "policy": self.policy,
+            "num_gaps": self.num_gaps,
+            "num_missing_steps": self.num_missing_steps,
+            "gaps": [list(g) for g in self.gaps],
+            "nan_filled": dict(self.nan_filled),
+            "sorted_rows": self.sorted_rows,
+        }
+
+    def summary(self) -> str:
+        """Return a one-line human summary."""
+        nan = sum(self.nan_filled.values())
+        return (
+            f"series {self.series_id}: {self.num_rows} rows -> {self.num_steps} steps ({self.freq}), "
+            f"{self.num_gaps} gaps / {self.num_missing_steps} missing steps and {nan} NaN filled by {self.policy!r}"
+        )
+
+
+@dataclass
+class TimeSeriesDataset:
+    """Series read from one file, with their reports.
+
+    Attributes:
+        series: Series by id, in order of first appearance.
+        reports: One report per series.
+        source: The file read.
+    """
+
+    series: dict[str, TimeSeries]
+    reports: dict[str, SeriesReport]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __iter__(self) -> Iterator[TimeSeries]:
+        return iter(self.series.values())
+
+    def __getitem__(self, series_id: str) -> TimeSeries:
+        try:
+            return self.series[series_id]
+        except KeyError:
+            raise DataError(
+                f"no series {series_id!r}; series: {list(self.series)[:20]}",
+                path=self.source,
+                hint="pick an existing id",
+            ) from None
+
+    def only(self) -> TimeSeries:
+        """Return the single series (error if there are several).
+
+        Returns:
+            The series.
+        """
+        if len(self.series) != 1:
+            raise DataError(
+                f"the file holds {len(self.series)} series", path=self.source, hint="index by series id"
+            )
+        return next(iter(self.series.values()))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class _Table:
+    columns: dict[str, np.ndarray]
+    lines: np.ndarray  # line (CSV) or row (Parquet) number of each data row
+    path: Path
+    rows_are_lines: bool
+
+    def where(self, i: int) -> dict[str, Any]:
+        n = int(self.lines[i])
+        return {"path": self.path, "line": n} if self.rows_are_lines else {"path": self.path, "row": n}
+
+
+def _read_csv_table(path: Path, delimiter: str | None, encoding: str, wanted: Sequence[str]) -> _Table:
+    if delimiter is None:
+        delimiter = "\t" if any(s.lower() in (".tsv", ".tab") for s in path.suffixes) else ","
+    text = read_text(path, encoding=encoding)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise DataError("file is empty", path=path, hint="check the file") from None
+    _check_columns(header, wanted, path)
+    index = {name: header.index(name) for name in wanted}
+    cols: dict[str, list[str]] = {name: [] for name in wanted}
+    lines: list[int] = []
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(header):
+                raise DataError(
+                    f"row has {len(row)} fields, the header has {len(header)}",
+                    path=path,
+                    line=reader.line_num,
+                    hint="fix the row (quote fields that contain the delimiter)",
+                )
+            for name, j in index.items():
+                cols[name].append(row[j].strip())
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise DataError(
+            f"malformed CSV: {exc}", path=path, line=reader.line_num, hint="check quoting"
+        ) from None
+    return _Table({k: np.asarray(v, dtype=object) for k, v in cols.items()}, np.asarray(lines), path, True)
+
+
+def _read_parquet_table(path: Path, wanted: Sequence[str]) -> _Table:
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DataError(
+            "reading Parquet needs pandas and pyarrow, which are not installed",
+            path=path,
+            hint="pip install 'rnnkit[timeseries]' pyarrow, or convert the file to CSV",
+        ) from None
+    try:
+        frame = pd.read_parquet(path)
+    except ImportError as exc:
+        raise DataError(f"cannot read Parquet: {exc}", path=path, hint="pip install pyarrow") from None
+    header = [str(c) for c in frame.columns]
+    _check_columns(header, wanted, path)
+    cols: dict[str, np.ndarray] = {}
+    for name in wanted:
+        series = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(series.dtype):
+            if getattr(series.dt, "tz", None) is not None:
+                series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+            cols[name] = series.to_numpy(dtype="datetime64[s]")
+        elif pd.api.types.is_numeric_dtype(series.dtype):
+            cols[name] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            cols[name] = np.asarray(
+                ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in series],
+                dtype=object,
+            )
+    return _Table(cols, np.arange(1, len(frame) + 1), path, False)
+
+
+def _check_columns(header: Sequence[str], wanted: Sequence[str], path: Path) -> None:
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise DataError(
+            f"column(s) {missing} not found; columns are {list(header)}",
+            path=path,
+            line=1,
+            hint="pass column names exactly as in the header",
+        )
+
+
+def _parse_times(values: np.ndarray, table: _Table, column: str, time_format: str | None) -> np.ndarray:
+    if np.issubdtype(values.dtype, np.datetime64):
+        bad = np.flatnonzero(np.isnat(values))
+        if bad.size:
+            raise DataError(
+                f"missing timestamp in column {column!r}",
+                **table.where(int(bad[0])),
+                hint="remove the row or fill the timestamp",
+            )
+        return values.astype("datetime64[s]")
+    if time_format == "numeric":
+        out = np.empty(len(values), dtype=np.float64)
+        for i, v in enumerate(values):
+            try:
+                out[i] = float(v)
+            except (TypeError, ValueError):
+                out[i] = np.nan
+            if np.isnan(out[i]):
+                raise DataError(
+                    f"cannot parse {v!r} in time column {column!r} as a number",
+                    **table.where(i),
+                    hint="fix the value",
+                )
+        return out.astype(np.int64) if np.all(out == np.round(out)) else out
+    if time_format is not None:
+        parsed = np.empty(len(values), dtype="datetime64[s]")
+        for i, v in enumerate(values):
+            try:
+                parsed[i] = np.datetime64(datetime.strptime(str(v), time_format).replace(tzinfo=None), "s")
+            except ValueError:
+                raise DataError(
+                    f"cannot parse timestamp {v!r} in column {column!r} with time_format={time_format!r}",
+                    **table.where(i),
+                    hint="fix the value or pass the right time_format (strptime codes)",
+                ) from None
+        return parsed
+    strings = [str(v).strip() for v in values]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy warns when it converts UTC offsets
+        try:
+            fast = np.asarray(strings).astype("datetime64[s]")
+            if not np.isnat(fast).any():
+                return fast
+        except ValueError:
+            pass
+        parsed = np.empty(len(strings), dtype="datetime64[s]")
+        for i, v in enumerate(strings):
+            parsed[i] = _parse_one_time(v)
+            if np.isnat(parsed[i]):
+                raise DataError(
+                    f"cannot parse timestamp {v!r} in column {column!r}",
+                    **table.where(i),
+                    hint="use ISO 8601 (e.g. 2016-07-01 00:00:00) or pass time_format='%d/%m/%Y ...'",
+                )
+    return parsed
+
+
+def _parse_one_time(text: str) -> np.datetime64:
+    """Parse one ISO 8601 timestamp (offsets converted to UTC); NaT if it cannot be parsed."""
+    if not text:
+        return np.datetime64("NaT")
+    try:
+        return np.datetime64(text, "s")
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return np.datetime64("NaT")
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return np.datetime64(dt, "s")
+
+
+def _parse_values(values: np.ndarray, table: _Table, column: str) -> tuple[np.ndarray, int]:
+    if values.dtype.kind == "f":
+        out = values.astype(np.float64)
+        return out, int(np.isnan(out).sum())
+    cleaned = np.asarray(["nan" if str(v).strip().lower() in MISSING_TOKENS else str(v) for v in values])
+    try:
+        out = cleaned.astype(np.float64)
+    except ValueError:
+        for i, v in enumerate(cleaned):
+            try:
+                float(v)
+            except ValueError:
+                raise DataError(
+                    f"cannot parse {values[i]!r} in column {column!r} as a number",
+                    **table.where(i),
+                    hint="fix the value, or leave the cell empty / 'NA' to have it filled",
+                ) from None
+        raise
+    return out, int(np.isnan(out).sum())
+
+
+def _coarsest_unit(times: np.ndarray) -> str:
+    for unit in _UNITS:
+        if np.array_equal(times.astype(f"datetime64[{unit}]").astype(times.dtype), times):
+            return unit
+    return "s"
+
+
+def fill_missing(values: np.ndarray, policy: str) -> np.ndarray:
+    """Fill NaN values along axis 0 of ``[N, C]`` values.
+
+    Args:
+        values: Float array ``[N]`` or ``[N, C]`` (not modified).
+        policy: ``'ffill'`` (previous value; a leading NaN is an error), ``'interpolate'``
+            (linear; edges take the nearest value), ``'zero'`` or ``'error'`` (any NaN is an
+            error).
+
+    Returns:
+        The filled copy.
+    """
+    if policy not in FILL_POLICIES:
+        raise DataError(f"unknown fill policy {policy!r}; valid: {FILL_POLICIES}", hint="pick one of them")
+    out = np.array(values, dtype=np.float64, copy=True)
+    squeeze = out.ndim == 1
+    if squeeze:
+        out = out[:, None]
+    nan = np.isnan(out)
+    if not nan.any():
+        return out[:, 0] if squeeze else out
+    if policy == "error":
+        i, c = np.argwhere(nan)[0]
+        raise DataError(
+            f"missing value at step {i} (column {c})", hint="choose fill='ffill', 'interpolate' or 'zero'"
+        )
+    if policy == "zero":
+        out[nan] = 0.0
+    elif policy == "ffill":
+        for c in range(out.shape[1]):
+            col = out[:, c]
+            isnan = np.isnan(col)
+            if isnan[0]:
+                raise DataError(
+                    f"cannot forward-fill column {c}: it starts with a missing value",
+                    hint="use fill='interpolate' or 'zero'",
+                )
+            idx = np.where(~isnan, np.arange(len(col)), 0)
+            np.maximum.accumulate(idx, out=idx)
+            out[:, c] = col[idx]
+    else:
+        steps = np.arange(out.shape[0])
+        for c in range(out.shape[1]):
+            col = out[:, c]
+            ok = ~np.isnan(col)
+            if not ok.any():
+                raise DataError(
+                    f"column {c} has no value to interpolate from", hint="drop the column or use fill='zero'"
+                )
+            out[:, c] = np.interp(steps, steps[ok], col[ok])
+    return out[:, 0] if squeeze else out
+
+
+def read_timeseries(
+    path: PathLike_,
+    time_column: str | None,
+    target_columns: str | Sequence[str],
+    *,
+    series_id_column: str | None = None,
+    past_covariates: Sequence[str] = (),
+    future_covariates: Sequence[str] = (),
+    fill: str = "error",
+    freq: str | None = None,
+    time_format: str | None = None,
+    sort: bool = False,
+    regular: bool = True,
+    file_format: str | None = None,
+    delimiter: str | None = None,
+    encoding: str = "utf-8",
+    max_gaps_listed: int = 20,
+) -> TimeSeriesDataset:
+    """Read one or many time series from a CSV (or Parquet) table.
+
+    Args:
+        path: ``.csv``/``.tsv`` (plain or ``.gz``) or ``.parquet`` file.
+        time_column: Column of timestamps; ``None`` uses the row order (steps 0..N-1).
+        target_columns: One column name or several.
+        series_id_column: Column identifying the series in a long-format file.
+        past_covariates: Columns known only up to the present.
+        future_covariates: Columns known in advance (calendar, plans).
+        fill: Policy for gaps and NaN values: ``'ffill'``, ``'interpolate'``, ``'zero'``
+            or ``'error'`` (raise at the first one, naming the line).
+        freq: Expected step (``'1h'``, ``'D'``, ``'M'``...); default: the most common
+            difference between consecutive timestamps.
+        time_format: ``strptime`` format of the timestamps, or ``'numeric'`` for numbers;
+            default ISO 8601.
+        sort: Sort rows by time instead of raising on out-of-order timestamps.
+        regular: Check the timestamps lie on a regular grid and fill gaps. ``False`` keeps
+            the timestamps as they are (e.g. business days); NaN values are still filled.
+        file_format: ``'csv'`` or ``'parquet'`` (default: from the suffix).
+        delimiter: CSV delimiter (default ``','``, ``'\\t'`` for ``.tsv``).
+        encoding: Text encoding.
+        max_gaps_listed: How many gaps each report lists explicitly.
+
+    Returns:
+        A :class:`TimeSeriesDataset`.
+    """
+    if fill not in FILL_POLICIES:
+        raise DataError(f"unknown fill policy {fill!r}; valid: {FILL_POLICIES}", hint="pick one of them")
+    p = check_file(path)
+    targets = [target_columns] if isinstance(target_columns, str) else list(target_columns)
+    if not targets:
+        raise DataError(
+            "no target column given", path=p, hint="pass target_columns='name' or a list of names"
+        )
+    value_columns = targets + list(past_covariates) + list(future_covariates)
+    if len(set(value_columns)) != len(value_columns):
+        raise DataError(
+            f"a column is used twice among targets and covariates: {value_columns}",
+            path=p,
+            hint="list each column once",
+        )
+    wanted = list(value_columns)
+    if time_column is not None:
+        wanted.append(time_column)
+    if series_id_column is not None:
+        wanted.append(series_id_column)
+    wanted = list(dict.fromkeys(wanted))
+    fmt = file_format or ("parquet" if p.suffix.lower() in (".parquet", ".pq") else "csv")
+    if fmt == "parquet":
+        table = _read_parquet_table(p, wanted)
+    elif fmt == "csv":
+        table = _read_csv_table(p, delimiter, encoding, wanted)
+    else:
+        raise DataError(f"unknown file_format {file_format!r}", path=p, hint="use 'csv' or 'parquet'")
+    n_rows = len(table.lines)
+    if n_rows == 0:
+        raise DataError("no data rows", path=p, hint="check the file")
+    groups: dict[str, list[int]] = {}
+    if series_id_column is None:
+        groups["0"] = list(range(n_rows))
+    else:
+        for i, sid in enumerate(table.columns[series_id_column]):
+            groups.setdefault(str(sid), []).append(i)
+    times_all = (
+        None
+        if time_column is None
+        else _parse_times(table.columns[time_column], table, time_column, time_format)
+    )
+    parsed: dict[str, tuple[np.ndarray, int]] = {
+        c: _parse_values(table.columns[c], table, c) for c in value_columns
+    }
+    values_all = (
+        np.stack([parsed[c][0] for c in value_columns], axis=1) if value_columns else np.zeros((n_rows, 0))
+    )
+    multi = series_id_column is not None
+    unit_word = "line" if table.rows_are_lines else "row"
+    # Pass 1: order and duplicate checks per series.
+    ordered: dict[str, tuple[np.ndarray, np.ndarray | None, SeriesReport]] = {}
+    for sid, rows_list in groups.items():
+        rows = np.asarray(rows_list)
+        report = SeriesReport(sid, len(rows), len(rows), None, fill)
+        times = None if times_all is None else times_all[rows]
+        if times is not None and len(times) > 1:
+            diffs = np.diff(times)
+            back = np.flatnonzero(diffs < diffs.dtype.type(0))
+            if back.size:
+                if not sort:
+                    i = int(back[0]) + 1
+                    raise DataError(
+                        f"timestamp {times[i]} comes after {times[i - 1]} ({unit_word} {table.lines[rows[i - 1]]}): "
+                        "not in time order" + (f" in series {sid!r}" if multi else ""),
+                        **table.where(int(rows[i])),
+                        hint="sort the file by time or pass sort=True",
+                    )
+                order = np.argsort(times, kind="stable")
+                rows, times = rows[order], times[order]
+                report.sorted_rows = True
+                diffs = np.diff(times)
+            dup = np.flatnonzero(diffs == diffs.dtype.type(0))
+            if dup.size:
+                i = int(dup[0]) + 1
+                raise DataError(
+                    f"duplicate timestamp {times[i]} (also on {unit_word} {table.lines[rows[i - 1]]})"
+                    + (f" in series {sid!r}" if multi else ""),
+                    **table.where(int(rows[i])),
+                    hint="remove or aggregate duplicate rows"
+                    + ("" if multi else ", or pass series_id_column= for multi-series files"),
+                )
+        ordered[sid] = (rows, times, report)
+    # The grid (unit and step) is shared by every series of the file.
+    grid: tuple[str, int] | None = None
+    if times_all is not None and regular:
+        grid = _infer_grid([t for _, t, _ in ordered.values() if t is not None], freq, table)
+    # Pass 2: grid positions, gaps and missing values.
+    series: dict[str, TimeSeries] = {}
+    reports: dict[str, SeriesReport] = {}
+    nt, npc = len(targets), len(past_covariates)
+    for sid, (rows, times_opt, report) in ordered.items():
+        vals = values_all[rows]
+        times = np.arange(len(rows)) if times_opt is None else times_opt
+        n_steps = len(rows)
+        if grid is not None:
+            unit, step = grid
+            report.freq = _freq_name(step, unit) if unit else str(step)
+            positions = _grid_positions(times, rows, table, unit, step, freq, sid if multi else None)
+            n_steps = int(positions[-1]) + 1
+            jumps = np.flatnonzero(np.diff(positions) > 1)
+            report.num_gaps = int(jumps.size)
+            report.num_missing_steps = int(n_steps - len(rows))
+            report.gaps = [
+                (str(times[j]), str(times[j + 1]), int(positions[j + 1] - positions[j] - 1))
+                for j in jumps[:max_gaps_listed]
+            ]
+            if jumps.size and fill == "error":
+                j = int(jumps[0])
+                raise DataError(
+                    f"gap of {positions[j + 1] - positions[j] - 1} missing {report.freq} steps between "
+                    f"{times[j]} and {times[j + 1]} ({jumps.size} gaps in all)"
+                    + (f" in series {sid!r}" if multi else ""),
+                    **table.where(int(rows[j + 1])),
+                    hint="pass fill='ffill', 'interpolate' or 'zero' to fill gaps, or regular=False to keep them",
+                )
+            if n_steps != len(rows):
+                full = np.full((n_steps, vals.shape[1]), np.nan)
+                full[positions] = vals
+                vals = full
+                times = _grid_times(times[0], n_steps, unit, step)
+        nan_in_file = np.isnan(values_all[rows])
+        report.nan_filled = {
+            c: int(nan_in_file[:, k].sum()) for k, c in enumerate(value_columns) if nan_in_file[:, k].any()
+        }
+        if fill == "error" and nan_in_file.any():
+            r, k = np.argwhere(nan_in_file)[0]
+            raise DataError(
+                f"missing value in column {value_columns[k]!r}" + (f" of series {sid!r}" if multi else ""),
+                **table.where(int(rows[r])),
+                hint="fix the cell or pass fill='ffill', 'interpolate' or 'zero'",
+            )
+        if np.isnan(vals).any():
+            try:
+                vals = fill_missing(vals, fill)
+            except DataError as exc:
+                nan_rows = nan_in_file.any(axis=1)
+                first = int(rows[int(np.argmax(nan_rows))]) if nan_rows.any() else int(rows[0])
+                raise DataError(
+                    exc.message + (f" of series {sid!r}" if multi else ""),
+                    **table.where(first),
+                    hint=exc.hint,
+                ) from None
+        report.num_steps = n_steps
+        series[sid] = TimeSeries(
+            sid,
+            times,
+            vals[:, :nt],
+            vals[:, nt : nt + npc],
+            vals[:, nt + npc :],
+            tuple(targets),
+            tuple(past_covariates),
+            tuple(future_covariates),
+            report.freq,
+        )
+        reports[sid] = report
+    return TimeSeriesDataset(series, reports, str(p))
+
+
+def _to_ints(times: np.ndarray, unit: str) -> np.ndarray:
+    if not unit:
+        return np.asarray(times)
+    return times.astype(f"datetime64[{unit}]").astype(np.int64)
+
+
+def _infer_grid(all_times: list[np.ndarray], freq: str | None, table: _Table) -> tuple[str, int] | None:
+    """Return the ``(unit, step)`` of the sampling grid shared by all series."""
+    if not all_times:
+        return None
+    numeric = not np.issubdtype(all_times[0].dtype, np.datetime64)
+    if freq is not None:
+        if numeric:
+            try:
+                return "", int(freq)
+            except ValueError:
+                raise DataError(
+                    f"freq={freq!r} for a numeric time column",
+                    path=table.path,
+                    hint="pass an integer step, e.g. freq='1'",
+                ) from None
+        step, unit = parse_freq(freq)
+        return unit, step
+    unit = "" if numeric else _coarsest_unit(np.concatenate(all_times))
+    diffs = np.concatenate([np.diff(_to_ints(t, unit)) for t in all_times])
+    if diffs.size == 0:
+        return None
+    values, counts = np.unique(diffs, return_counts=True)
+    return unit, int(values[np.argmax(counts)])
+
+
+def _grid_positions(
+    times: np.ndarray,
+    rows: np.ndarray,
+    table: _Table,
+    unit: str,
+    step: int,
+    freq: str | None,
+    sid: str | None,
+) -> np.ndarray:
+    """Map sorted unique timestamps to integer positions on the grid; off-grid -> error."""
+    in_series = f" (series {sid!r})" if sid is not None else ""
+    if unit:
+        exact = times.astype(f"datetime64[{unit}]").astype(times.dtype) == times
+        if not exact.all():
+            i = int(np.flatnonzero(~exact)[0])
+            raise DataError(
+                f"timestamp {times[i]} is not on a {freq or _freq_name(step, unit)} grid{in_series}",
+                **table.where(int(rows[i])),
+                hint="pass the right freq= or regular=False",
+            )
+    offsets = _to_ints(times, unit) - _to_ints(times[:1], unit)[0]
+    off_grid = np.flatnonzero(offsets % step != 0)
+    if off_grid.size:
+        i = int(off_grid[0])
+        name = _freq_name(step, unit) if unit else str(step)
+        raise DataError(
+            f"timestamp {times[i]} is off the regular {name} grid starting at {times[0]}{in_series}",
+            **table.where(int(rows[i])),
+            hint="fix the timestamp, pass freq= explicitly, or regular=False to keep irregular timestamps",
+        )
+    return (offsets // step).astype(np.int64)
+
+
+def _grid_times(start: Any, n_steps: int, unit: str, step: int) -> np.ndarray:
+    if not unit:
+        return start + step * np.arange(n_steps)
+    first = start.astype(f"datetime64[{unit}]")
+    return (first + np.arange(n_steps) * step).astype("datetime64[s]")

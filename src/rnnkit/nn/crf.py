@@ -1,0 +1,146 @@
+"""Linear-chain conditional random field (Lafferty et al. 2001; as used by Lample et al. 2016).
+
+Score of a tag sequence ``y`` for emissions ``E [T, K]``:
+
+.. math::
+    s(y) = \\pi_{y_1} + \\sum_t E_{t, y_t} + \\sum_{t>1} A_{y_{t-1}, y_t} + \\omega_{y_T},\\qquad
+    \\log p(y) = s(y) - \\log \\sum_{y'} \\exp s(y')
+
+The partition function (forward algorithm) and the best path (Viterbi) are computed with tensor
+operations over the whole batch, one vectorised step per time step. Transitions that the tag
+scheme forbids (``O`` then ``I-PER`` in IOB2, say) can be masked out: they get a score of
+``-10000`` so no decoded path uses them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+FORBIDDEN = -1.0e4
+
+
+def allowed_transitions(tags: list[str], scheme: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Which transitions a chunk tag scheme allows: ``(start [K], transitions [K, K], end [K])`` bools.
+
+    ``scheme`` is ``IOB2`` or ``BIOES`` (``IOB1`` allows almost everything and is left unconstrained).
+    Tags that are not chunk tags (``O`` and anything without a ``X-`` prefix) may go anywhere.
+    """
+    def parse(tag: str) -> tuple[str, str]:
+        if len(tag) > 2 and tag[1] == "-" and tag[0] in "BIESL":
+            return tag[0], tag[2:]
+        return "O", ""
+
+    k = len(tags)
+    start = torch.ones(k, dtype=torch.bool)
+    end = torch.ones(k, dtype=torch.bool)
+    trans = torch.ones(k, k, dtype=torch.bool)
+    scheme = scheme.upper()
+    if scheme not in ("IOB2", "BIOES"):
+        return start, trans, end
+    parsed = [parse(t) for t in tags]
+    for j, (pj, lj) in enumerate(parsed):
+        if pj in ("I", "E"):
+            start[j] = False
+        if scheme == "BIOES" and pj in ("B", "I"):
+            end[j] = False
+        for i, (pi, li) in enumerate(parsed):
+            if scheme == "IOB2":
+                ok = pj != "I" or (pi in ("B", "I") and li == lj)
+            else:
+                inside = pi in ("B", "I")  # a chunk is open after B or I
+                ok = (pj in ("I", "E")) == inside and (not inside or li == lj)
+            trans[i, j] = ok
+    return start, trans, end
+
+
+class CRF(nn.Module):
+    """Linear-chain CRF over ``num_tags`` tags.
+
+    Args:
+        num_tags: number of tags ``K``.
+        constraints: optional ``(start, transitions, end)`` boolean masks from
+            :func:`allowed_transitions`; forbidden moves are never decoded.
+
+    Shapes: emissions ``[B, T, K]``, tags ``[B, T]`` (long), mask ``[B, T]`` bool, right-padded
+    (``mask[:, 0]`` must be True for every non-empty sequence).
+    """
+
+    start_ok: Tensor
+    transitions_ok: Tensor
+    end_ok: Tensor
+
+    def __init__(self, num_tags: int, constraints: tuple[Tensor, Tensor, Tensor] | None = None) -> None:
+        super().__init__()
+        self.num_tags = num_tags
+        self.start = nn.Parameter(torch.zeros(num_tags))
+        self.transitions = nn.Parameter(torch.zeros(num_tags, num_tags))  # [from, to]
+        self.end = nn.Parameter(torch.zeros(num_tags))
+        if constraints is None:
+            constraints = (torch.ones(num_tags, dtype=torch.bool), torch.ones(num_tags, num_tags, dtype=torch.bool),
+                           torch.ones(num_tags, dtype=torch.bool))
+        start_ok, trans_ok, end_ok = constraints
+        self.register_buffer("start_ok", start_ok.clone())
+        self.register_buffer("transitions_ok", trans_ok.clone())
+        self.register_buffer("end_ok", end_ok.clone())
+
+    def _scores(self) -> tuple[Tensor, Tensor, Tensor]:
+        forbidden = torch.tensor(FORBIDDEN, dtype=self.start.dtype, device=self.start.device)
+        return (torch.where(self.start_ok, self.start, forbidden),
+                torch.where(self.transitions_ok, self.transitions, forbidden),
+                torch.where(self.end_ok, self.end, forbidden))
+
+    def log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
+        """``log Z`` per sequence (forward algorithm), ``[B]``."""
+        start, trans, end = self._scores()
+        alpha = start + emissions[:, 0]  # [B, K]
+        for t in range(1, emissions.shape[1]):
+            step = torch.logsumexp(alpha.unsqueeze(2) + trans + emissions[:, t].unsqueeze(1), dim=1)  # [B, K]
+            alpha = torch.where(mask[:, t].unsqueeze(1), step, alpha)
+        return torch.logsumexp(alpha + end, dim=1)
+
+    def score(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+        """Unnormalised score ``s(y)`` of the given tag sequences, ``[B]``."""
+        start, trans, end = self._scores()
+        maskf = mask.to(emissions.dtype)
+        emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # [B, T]
+        total = start[tags[:, 0]] + (emitted * maskf).sum(1)
+        if tags.shape[1] > 1:
+            total = total + (trans[tags[:, :-1], tags[:, 1:]] * maskf[:, 1:]).sum(1)
+        last = tags.gather(1, (mask.sum(1) - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+        return total + end[last]
+
+    def log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+        """``log p(tags | emissions)`` per sequence, ``[B]`` (0 for empty sequences)."""
+        nonempty = mask[:, 0]
+        ll = self.score(emissions, tags, mask) - self.log_partition(emissions, mask)
+        return ll * nonempty.to(ll.dtype)
+
+    def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+        """Mean negative log-likelihood over the non-empty sequences of the batch."""
+        count = mask[:, 0].sum().clamp(min=1)
+        return -self.log_likelihood(emissions, tags, mask).sum() / count
+
+    @torch.no_grad()
+    def decode(self, emissions: Tensor, mask: Tensor) -> tuple[list[list[int]], Tensor]:
+        """Viterbi: the best tag sequence of each sequence (its real steps only) and its score."""
+        start, trans, end = self._scores()
+        batch, steps, k = emissions.shape
+        score = start + emissions[:, 0]
+        keep = torch.arange(k, device=emissions.device).expand(batch, k)
+        pointers = []
+        for t in range(1, steps):
+            total = score.unsqueeze(2) + trans  # [B, from, to]
+            best, arg = total.max(dim=1)
+            valid = mask[:, t].unsqueeze(1)
+            score = torch.where(valid, best + emissions[:, t], score)
+            pointers.append(torch.where(valid, arg, keep))  # padded steps point to themselves
+        score = score + end
+        best_score, last = score.max(dim=1)
+        path = [last]
+        for back in reversed(pointers):
+            last = back.gather(1, last.unsqueeze(1)).squeeze(1)
+            path.append(last)
+        tags = torch.stack(path[::-1], 1)  # [B, T]
+        lengths = mask.sum(1).tolist()
+        return [tags[b, :n].tolist() for b, n in enumerate(lengths)], best_score

@@ -1,0 +1,503 @@
+"""Named-entity recognition and sequence labelling (NER, POS, chunking) from CoNLL column files.
+
+Model (Lample et al. 2016, "Neural Architectures for Named Entity Recognition", sec. 2-4):
+word embeddings plus character features (a character BiLSTM or a CNN per word, so unseen words
+still carry their shape), a bidirectional recurrent encoder of any cell and depth, then a
+softmax per token or a linear-chain CRF with transition constraints from the tag scheme.
+Regularisation: word dropout (a word is replaced by ``<unk>`` in training) and locked
+(variational) dropout on the embeddings and encoder outputs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..cells import CELLS
+from ..nn import recurrent_layer
+from ..nn.crf import CRF, allowed_transitions
+from .config import ConfigError, option, section
+from .run import RunDir, RunError
+
+NAME = "tagging"
+DESCRIPTION = "Named-entity recognition and sequence labelling from CoNLL column files (BiLSTM-CRF)"
+_TOKEN = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
+
+
+@dataclass
+class DataConfig:
+    token_column: int = option(0, "0-based column of the tokens")
+    tag_column: int = option(-1, "0-based column of the tags (-1: last; CoNLL-2003: 1 POS, 2 chunk, 3 NER)")
+    scheme: Literal["auto", "IOB1", "IOB2", "BIOES", "none"] = option(
+        "auto", "tag scheme of the files; auto detects it; none for tags that are not chunks (POS)")
+    train_scheme: Literal["BIOES", "IOB2", "same"] = option(
+        "BIOES", "scheme the model is trained in (predictions are converted back to the file's scheme)")
+    min_freq: int = option(1, "minimum count for a word to enter the vocabulary")
+    lowercase: bool = option(False, "lowercase words for the word vocabulary (characters keep their case)")
+    pretrained_vectors: str | None = option(None, "word vectors in GloVe/word2vec text format (size = model.embedding_dim)")
+    encoding_errors: Literal["strict", "replace"] = option("strict", "undecodable bytes: strict stops, replace substitutes")
+
+
+@dataclass
+class ModelConfig:
+    cell: str = option("lstm", f"recurrent cell: {', '.join(sorted(CELLS))}")
+    embedding_dim: int = option(100, "word embedding size")
+    char_encoder: Literal["lstm", "cnn", "none"] = option("lstm", "character features per word")
+    char_embedding_dim: int = option(25, "character embedding size")
+    char_hidden_size: int = option(25, "character BiLSTM units per direction, or CNN filters")
+    hidden_size: int = option(200, "encoder units per direction")
+    num_layers: int = option(1, "stacked encoder layers")
+    decoder: Literal["crf", "softmax"] = option("crf", "crf: linear-chain CRF with scheme constraints; softmax: per token")
+    dropout: float = option(0.5, "locked dropout on embeddings and encoder outputs")
+    word_dropout: float = option(0.05, "probability of replacing a training word by <unk>")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = option(20, "maximum epochs")
+    batch_size: int = option(16, "sentences per batch")
+    learning_rate: float = option(1e-3, "learning rate")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
+    weight_decay: float = option(0.0, "weight decay")
+    clip_norm: float | None = option(5.0, "gradient norm clipping (null: none)")
+    patience: int | None = option(3, "early-stopping patience in epochs on dev entity F1 (null: never)")
+    seed: int = option(0, "random seed")
+    accelerator: Literal["auto", "cpu", "gpu", "mps"] = option("auto", "device")
+
+
+@dataclass
+class Config:
+    data: DataConfig = section(DataConfig, "reading the CoNLL files")
+    model: ModelConfig = section(ModelConfig, "the network")
+    train: TrainConfig = section(TrainConfig, "optimisation")
+
+    def validate(self) -> None:
+        if self.model.cell.lower().replace("-", "_") not in CELLS:
+            raise ConfigError(f"model.cell: {self.model.cell!r} is not valid; choose one of {', '.join(sorted(CELLS))}")
+        for key, value in (("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
+                           ("model.num_layers", self.model.num_layers), ("train.epochs", self.train.epochs),
+                           ("train.batch_size", self.train.batch_size)):
+            if value < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {value}")
+        for key, rate in (("model.dropout", self.model.dropout), ("model.word_dropout", self.model.word_dropout)):
+            if not 0 <= rate < 1:
+                raise ConfigError(f"{key}: must be in [0, 1), got {rate}")
+
+
+# -- model -------------------------------------------------------------------------------------
+def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Variational dropout: one mask per sequence, shared by every time step (``x`` is ``[B, T, F]``)."""
+    if not training or p == 0:
+        return x
+    mask = torch.bernoulli(x.new_full((x.shape[0], 1, x.shape[2]), 1 - p)) / (1 - p)
+    return x * mask
+
+
+class CharEncoder(nn.Module):
+    """One vector per word from its characters: BiLSTM final states or CNN + max-pool."""
+
+    def __init__(self, num_chars: int, embedding_dim: int, hidden_size: int, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.embedding = nn.Embedding(num_chars, embedding_dim, padding_idx=0)
+        if kind == "lstm":
+            self.rnn = recurrent_layer("lstm", embedding_dim, hidden_size, bidirectional=True)
+            self.output_size = 2 * hidden_size
+        else:
+            self.conv = nn.Conv1d(embedding_dim, hidden_size, kernel_size=3, padding=1)
+            self.output_size = hidden_size
+
+    def forward(self, chars: Tensor, char_lengths: Tensor) -> Tensor:
+        batch, words, width = chars.shape
+        flat = self.embedding(chars.view(batch * words, width))  # [B*W, C, E]
+        lengths = char_lengths.view(-1)
+        if self.kind == "lstm":
+            _, (h, _) = self.rnn(flat, lengths=lengths)  # h: [2, B*W, H]
+            out = torch.cat([h[0], h[1]], -1)
+        else:
+            mask = torch.arange(width, device=chars.device).unsqueeze(0) < lengths.unsqueeze(1)
+            conv = self.conv(flat.transpose(1, 2)).transpose(1, 2)  # [B*W, C, H]
+            conv = conv.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
+            out = torch.where(mask.any(1, keepdim=True), conv, torch.zeros_like(conv))
+        return out.view(batch, words, -1)
+
+
+class SequenceTagger(nn.Module):
+    """Words (+ characters) -> BiRNN -> per-token scores -> CRF or softmax.
+
+    ``forward(words [B, T], chars [B, T, C], char_lengths [B, T], lengths [B])`` returns the
+    emission scores ``[B, T, K]``; :meth:`loss` and :meth:`decode` work from them.
+    """
+
+    def __init__(self, vocab_size: int, num_chars: int, num_tags: int, *, embedding_dim: int = 100,
+                 char_encoder: str = "lstm", char_embedding_dim: int = 25, char_hidden_size: int = 25,
+                 hidden_size: int = 200, num_layers: int = 1, cell: str = "lstm", decoder: str = "crf",
+                 dropout: float = 0.5, word_dropout: float = 0.05, unk_id: int = 1,
+                 constraints: tuple[Tensor, Tensor, Tensor] | None = None) -> None:
+        super().__init__()
+        self.word_embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.chars = CharEncoder(num_chars, char_embedding_dim, char_hidden_size, char_encoder) \
+            if char_encoder != "none" else None
+        features = embedding_dim + (self.chars.output_size if self.chars is not None else 0)
+        self.encoder = recurrent_layer(cell, features, hidden_size, num_layers=num_layers, bidirectional=True,
+                                       dropout=dropout if num_layers > 1 else 0.0)
+        self.emit = nn.Linear(2 * hidden_size, num_tags)
+        self.crf = CRF(num_tags, constraints) if decoder == "crf" else None
+        self.dropout, self.word_dropout, self.unk_id = dropout, word_dropout, unk_id
+
+    def forward(self, words: Tensor, chars: Tensor, char_lengths: Tensor, lengths: Tensor) -> Tensor:
+        if self.training and self.word_dropout:
+            drop = (torch.rand_like(words, dtype=torch.float) < self.word_dropout) & (words > 0)
+            words = words.masked_fill(drop, self.unk_id)
+        x = self.word_embedding(words)  # [B, T, E]
+        if self.chars is not None:
+            x = torch.cat([x, self.chars(chars, char_lengths)], -1)
+        x = locked_dropout(x, self.dropout, self.training)
+        mask = torch.arange(words.shape[1], device=words.device).unsqueeze(0) < lengths.unsqueeze(1)
+        out, _ = self.encoder(x, mask=mask)  # [B, T, 2H]
+        return self.emit(locked_dropout(out, self.dropout, self.training))  # [B, T, K]
+
+    def loss(self, emissions: Tensor, tags: Tensor, lengths: Tensor) -> Tensor:
+        mask = torch.arange(tags.shape[1], device=tags.device).unsqueeze(0) < lengths.unsqueeze(1)
+        if self.crf is not None:
+            return self.crf(emissions, tags, mask)
+        return F.cross_entropy(emissions[mask], tags[mask]) if bool(mask.any()) else emissions.sum() * 0
+
+    def decode(self, emissions: Tensor, lengths: Tensor) -> list[list[int]]:
+        mask = torch.arange(emissions.shape[1], device=emissions.device).unsqueeze(0) < lengths.unsqueeze(1)
+        if self.crf is not None:
+            return self.crf.decode(emissions, mask)[0]
+        best = emissions.argmax(-1)
+        return [best[b, :n].tolist() for b, n in enumerate(lengths.tolist())]
+
+
+# -- data --------------------------------------------------------------------------------------
+def read_sentences(path: str | Path, cfg: DataConfig) -> list[Any]:
+    from ..data.conll import read_conll
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"data file not found: {p}")
+    return read_conll(p, cfg.token_column, cfg.tag_column, errors=cfg.encoding_errors)
+
+
+def tokenize_sentence(text: str) -> list[str]:
+    """Words and punctuation marks of a raw sentence."""
+    return _TOKEN.findall(text)
+
+
+class Preprocessor:
+    """Word, character and tag vocabularies plus the tag schemes, fitted on training data."""
+
+    def __init__(self, words: Any, chars: Any, tags: list[str], file_scheme: str, model_scheme: str,
+                 cfg: DataConfig) -> None:
+        self.words, self.chars, self.tags = words, chars, tags
+        self.file_scheme, self.model_scheme, self.cfg = file_scheme, model_scheme, cfg
+        self.tag_ids = {t: i for i, t in enumerate(tags)}
+
+    @classmethod
+    def fit(cls, sentences: Sequence[Any], cfg: DataConfig) -> Preprocessor:
+        from ..data.conll import convert_tags, detect_scheme, normalize_scheme
+        from ..data.vocab import Vocabulary
+
+        if cfg.scheme == "auto":
+            file_scheme = detect_scheme([s.tags for s in sentences])
+        elif cfg.scheme == "none":
+            file_scheme = "none"
+        else:
+            file_scheme = normalize_scheme(cfg.scheme)
+        model_scheme = file_scheme if cfg.train_scheme == "same" or file_scheme == "none" else cfg.train_scheme
+        words = Vocabulary.build(([cls._word(t, cfg) for t in s.tokens] for s in sentences), min_freq=cfg.min_freq,
+                                 bos_token=None, eos_token=None)
+        chars = Vocabulary.build((c for s in sentences for t in s.tokens for c in [list(t)]), bos_token=None,
+                                 eos_token=None)
+        tag_set: Counter[str] = Counter()
+        for s in sentences:
+            tags = list(s.tags) if model_scheme == file_scheme else convert_tags(s.tags, file_scheme, model_scheme)
+            tag_set.update(tags)
+        return cls(words, chars, sorted(tag_set), file_scheme, model_scheme, cfg)
+
+    @staticmethod
+    def _word(token: str, cfg: DataConfig) -> str:
+        return token.lower() if cfg.lowercase else token
+
+    def to_model_tags(self, tags: Sequence[str]) -> list[str]:
+        from ..data.conll import convert_tags
+
+        if self.model_scheme == self.file_scheme:
+            return list(tags)
+        return convert_tags(tags, self.file_scheme, self.model_scheme)
+
+    def to_file_tags(self, tags: Sequence[str]) -> list[str]:
+        from ..data.conll import convert_tags
+
+        if self.model_scheme == self.file_scheme:
+            return list(tags)
+        return convert_tags(tags, self.model_scheme, self.file_scheme)
+
+    def encode(self, tokens: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+        words = [self.words.token_to_id(self._word(t, self.cfg)) for t in tokens]
+        chars = [[self.chars.token_to_id(c) for c in t] for t in tokens]
+        return words, chars
+
+    def encode_tags(self, sentence: Any, split: str) -> list[int]:
+        tags = self.to_model_tags(sentence.tags)
+        unknown = [t for t in tags if t not in self.tag_ids]
+        if unknown:
+            raise ConfigError(f"{sentence.source}: tag {unknown[0]!r} appears in {split} data but not in training "
+                              f"data (known: {', '.join(self.tags)}); add training sentences with it or remove it")
+        return [self.tag_ids[t] for t in tags]
+
+    def constraints(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        if self.model_scheme in ("IOB2", "BIOES"):
+            return allowed_transitions(self.tags, self.model_scheme)
+        return None
+
+    def save(self, run: RunDir) -> None:
+        self.words.save(run.file("words.json"))
+        self.chars.save(run.file("chars.json"))
+        run.write_json("tags.json", {"tags": self.tags, "file_scheme": self.file_scheme,
+                                     "model_scheme": self.model_scheme, "data": asdict(self.cfg)})
+
+    @classmethod
+    def load(cls, run: RunDir) -> Preprocessor:
+        from ..data.vocab import Vocabulary
+
+        meta = run.read_json("tags.json")
+        try:
+            words = Vocabulary.load(run.file("words.json"))
+            chars = Vocabulary.load(run.file("chars.json"))
+        except Exception as err:
+            raise RunError(f"run folder {run.path}: vocabulary files are missing or corrupt ({err}); train again") from None
+        return cls(words, chars, meta["tags"], meta["file_scheme"], meta["model_scheme"], DataConfig(**meta["data"]))
+
+
+class TaggedDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list[tuple[list[int], list[list[int]], list[int] | None]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[list[int], list[list[int]], list[int] | None]:
+        return self.items[index]
+
+
+def collate(items: Sequence[tuple[list[int], list[list[int]], list[int] | None]]) -> tuple[Tensor, ...]:
+    """words ``[B, T]``, chars ``[B, T, C]``, char lengths ``[B, T]``, lengths ``[B]``, tags ``[B, T]`` (-1 padded)."""
+    batch = len(items)
+    steps = max((len(w) for w, _, _ in items), default=0) or 1
+    width = max((len(c) for _, cs, _ in items for c in cs), default=0) or 1
+    words = torch.zeros(batch, steps, dtype=torch.long)
+    chars = torch.zeros(batch, steps, width, dtype=torch.long)
+    char_lengths = torch.zeros(batch, steps, dtype=torch.long)
+    tags = torch.full((batch, steps), -1, dtype=torch.long)
+    lengths = torch.tensor([len(w) for w, _, _ in items], dtype=torch.long)
+    for b, (w, cs, t) in enumerate(items):
+        words[b, : len(w)] = torch.tensor(w, dtype=torch.long)
+        for i, c in enumerate(cs):
+            chars[b, i, : len(c)] = torch.tensor(c, dtype=torch.long)
+            char_lengths[b, i] = len(c)
+        if t is not None:
+            tags[b, : len(t)] = torch.tensor(t, dtype=torch.long)
+    return words, chars, char_lengths, lengths, tags
+
+
+def make_loader(items: list[Any], batch_size: int, *, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
+    from ..data import BucketBatchSampler
+
+    sampler = BucketBatchSampler([len(w) for w, _, _ in items], batch_size, shuffle=shuffle, seed=seed)
+    return torch.utils.data.DataLoader(TaggedDataset(items), batch_sampler=sampler, collate_fn=collate)
+
+
+def build_model(hyper: dict[str, Any], prep: Preprocessor) -> SequenceTagger:
+    return SequenceTagger(**hyper, unk_id=prep.words.unk_id, constraints=prep.constraints())
+
+
+# -- trained model -----------------------------------------------------------------------------
+class TrainedTagger:
+    """A tagger with its vocabularies: tag raw sentences or CoNLL files, score labelled files."""
+
+    def __init__(self, model: SequenceTagger, prep: Preprocessor, batch_size: int = 64) -> None:
+        self.model, self.prep, self.batch_size = model.eval(), prep, batch_size
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> TrainedTagger:
+        run = RunDir.open(run_dir)
+        meta = run.read_json("model.json")
+        if meta.get("task") != NAME:
+            raise RunError(f"{run.path} holds a {meta.get('task')!r} model, not {NAME!r}")
+        prep = Preprocessor.load(run)
+        return cls(run.load_into(build_model(meta["hyperparameters"], prep)), prep)  # type: ignore[arg-type]
+
+    def tag_tokens(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
+        """Tags (in the training file's scheme) for tokenized sentences, in order."""
+        items = [(*self.prep.encode(s), None) for s in sentences]
+        out: list[list[str]] = []
+        with torch.no_grad():
+            for start in range(0, len(items), self.batch_size):
+                words, chars, char_lengths, lengths, _ = collate(items[start:start + self.batch_size])
+                emissions = self.model(words, chars, char_lengths, lengths)
+                for ids in self.model.decode(emissions, lengths):
+                    out.append(self.prep.to_file_tags([self.prep.tags[i] for i in ids]))
+        return out
+
+    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """Tokens, tags and entity spans for raw sentences (split into words and punctuation)."""
+        from ..data.conll import tags_to_spans
+
+        tokenized = [tokenize_sentence(t) for t in texts]
+        results = []
+        for text, tokens, tags in zip(texts, tokenized, self.tag_tokens(tokenized)):
+            scheme = self.prep.file_scheme if self.prep.file_scheme != "none" else "IOB2"
+            spans = tags_to_spans(tags, scheme) if self.prep.file_scheme != "none" else []
+            entities = [{"text": " ".join(tokens[s.start:s.end]), "type": s.label, "start": s.start, "end": s.end}
+                        for s in spans]
+            results.append({"text": text, "tokens": tokens, "tags": tags, "entities": entities})
+        return results
+
+    def evaluate(self, path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+        sentences = read_sentences(path, self.prep.cfg)
+        return self.score(sentences)
+
+    def score(self, sentences: Sequence[Any]) -> dict[str, Any]:
+        from ..metrics.entities import entity_scores
+
+        gold = [list(s.tags) for s in sentences]
+        start = time.perf_counter()
+        predicted = self.tag_tokens([s.tokens for s in sentences])
+        seconds = time.perf_counter() - start
+        if self.prep.file_scheme == "none":
+            total = sum(len(g) for g in gold)
+            acc = sum(a == b for g, p in zip(gold, predicted) for a, b in zip(g, p)) / max(total, 1)
+            return {"token_accuracy": acc, "sentences": len(sentences), "sentences_per_second": len(sentences) / seconds}
+        metrics = entity_scores(gold, predicted, self.prep.file_scheme)
+        metrics["sentences"] = len(sentences)
+        metrics["sentences_per_second"] = len(sentences) / max(seconds, 1e-9)
+        return metrics
+
+    def write_conll(self, sentences: Sequence[Any], path: str | Path) -> None:
+        """Write ``token gold predicted`` lines (conlleval's input format)."""
+        predicted = self.tag_tokens([s.tokens for s in sentences])
+        lines = []
+        for s, tags in zip(sentences, predicted):
+            lines += [f"{tok} {gold} {pred}" for tok, gold, pred in zip(s.tokens, s.tags, tags)] + [""]
+        Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# -- training ----------------------------------------------------------------------------------
+def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
+          log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
+    from ..metrics.entities import entity_scores
+    from .engine import EngineOptions, fit
+    from .report import markdown_table, plot_learning_curves
+
+    cfg, t0 = config, time.perf_counter()
+    torch.manual_seed(cfg.train.seed)
+    train_sents = [s for s in read_sentences(train_path, cfg.data) if len(s)]
+    if dev_path is None:
+        order = torch.randperm(len(train_sents), generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
+        n_dev = max(1, len(train_sents) // 10)
+        dev_sents = [train_sents[i] for i in sorted(order[:n_dev])]
+        train_sents = [train_sents[i] for i in sorted(order[n_dev:])]
+        log(f"no --dev given: held out {len(dev_sents)} training sentences for model selection")
+    else:
+        dev_sents = [s for s in read_sentences(dev_path, cfg.data) if len(s)]
+    if not train_sents or not dev_sents:
+        raise ConfigError(f"no non-empty sentences in {'the training' if not train_sents else 'the dev'} data")
+    prep = Preprocessor.fit(train_sents, cfg.data)
+    train_items = [(*prep.encode(s.tokens), prep.encode_tags(s, "training")) for s in train_sents]
+    dev_items = [(*prep.encode(s.tokens), prep.encode_tags(s, "dev")) for s in dev_sents]
+    log(f"{len(train_sents)} training / {len(dev_sents)} dev sentences; tags ({prep.file_scheme} in the file, "
+        f"{prep.model_scheme} in the model): {', '.join(prep.tags)}; {len(prep.words)} words, {len(prep.chars)} characters")
+    m = cfg.model
+    hyper = {"vocab_size": len(prep.words), "num_chars": len(prep.chars), "num_tags": len(prep.tags),
+             "embedding_dim": m.embedding_dim, "char_encoder": m.char_encoder, "char_embedding_dim": m.char_embedding_dim,
+             "char_hidden_size": m.char_hidden_size, "hidden_size": m.hidden_size, "num_layers": m.num_layers,
+             "cell": m.cell, "decoder": m.decoder, "dropout": m.dropout, "word_dropout": m.word_dropout}
+    model = build_model(hyper, prep)
+    if cfg.data.pretrained_vectors:
+        from ..data.vectors import load_word_vectors
+
+        vectors, found = load_word_vectors(cfg.data.pretrained_vectors, list(prep.words), m.embedding_dim)
+        with torch.no_grad():
+            model.word_embedding.weight[found] = vectors[found]
+        log(f"pretrained vectors: {int(found.sum())} of {len(prep.words)} words found in {cfg.data.pretrained_vectors}")
+    params = sum(p.numel() for p in model.parameters())
+    log(f"model: {m.char_encoder} characters + Bi{m.cell.upper()} x{m.num_layers} + {m.decoder}, {params:,} parameters")
+    max_len = max(len(w) for w, _, _ in dev_items)
+    scheme = prep.model_scheme if prep.model_scheme != "none" else None
+
+    def loss_fn(mdl: nn.Module, batch: Any) -> Tensor:
+        words, chars, char_lengths, lengths, tags = batch
+        emissions = mdl(words, chars, char_lengths, lengths)
+        return mdl.loss(emissions, tags.clamp(min=0), lengths)  # type: ignore[operator]
+
+    def predict_fn(mdl: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
+        words, chars, char_lengths, lengths, tags = batch
+        paths = mdl.decode(mdl(words, chars, char_lengths, lengths), lengths)  # type: ignore[operator]
+        pred = torch.full((len(paths), max_len), -1, dtype=torch.long)
+        for b, p in enumerate(paths):
+            pred[b, : len(p)] = torch.tensor(p, dtype=torch.long)
+        gold = torch.full((len(paths), max_len), -1, dtype=torch.long)
+        gold[:, : tags.shape[1]] = tags
+        return pred, gold
+
+    def metric_fn(pred: Tensor, gold: Tensor) -> dict[str, float]:
+        g = [[prep.tags[i] for i in row if i >= 0] for row in gold.tolist()]
+        p = [[prep.tags[i] for i in row if i >= 0] for row in pred.tolist()]
+        if scheme is None:
+            total = sum(len(x) for x in g)
+            return {"token_accuracy": sum(a == b for x, y in zip(g, p) for a, b in zip(x, y)) / max(total, 1)}
+        s = entity_scores(g, p, scheme)
+        return {"f1": s["f1"], "precision": s["precision"], "recall": s["recall"], "token_accuracy": s["token_accuracy"]}
+
+    monitor = "f1" if scheme is not None else "token_accuracy"
+    options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate, optimizer=cfg.train.optimizer,
+                            weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,
+                            patience=cfg.train.patience, monitor=monitor, mode="max", seed=cfg.train.seed,
+                            accelerator=cfg.train.accelerator, progress=progress)
+    history = fit(model, make_loader(train_items, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
+                  make_loader(dev_items, 4 * cfg.train.batch_size, shuffle=False, seed=0),
+                  loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)
+    prep.save(run)
+    run.save_model(model, NAME, hyper)
+    tagger = TrainedTagger(model, prep)
+    dev_metrics = tagger.score(dev_sents)
+    tagger.write_conll(dev_sents, run.file("dev.predictions.conll"))
+    seconds = time.perf_counter() - t0
+    best = max(history, key=lambda r: r.get(f"dev_{monitor}", -math.inf))["epoch"] if history else 0
+    metrics = {"dev": dev_metrics, "train_seconds": seconds, "parameters": params, "best_epoch": best,
+               "epochs_run": len(history)}
+    run.write_json("metrics.json", metrics)
+    curves = plot_learning_curves(history, run.file("learning_curves.png"))
+    report = [f"# Sequence labelling run: {run.path.name}", "",
+              f"Trained on `{train_path}` ({len(train_sents)} sentences), selected on "
+              f"{'`' + str(dev_path) + '`' if dev_path else 'a held-out tenth of the training file'} "
+              f"({len(dev_sents)} sentences) in {seconds:.0f} s; best epoch {best} of {len(history)}; "
+              f"{params:,} parameters.", ""]
+    if "per_type" in dev_metrics:
+        report += ["## Dev entity scores (CoNLL counting)", "",
+                   markdown_table(["type", "precision", "recall", "f1", "support"],
+                                  [[k, v["precision"], v["recall"], v["f1"], v["support"]]
+                                   for k, v in dev_metrics["per_type"].items()]
+                                  + [["all", dev_metrics["precision"], dev_metrics["recall"], dev_metrics["f1"],
+                                      sum(v["support"] for v in dev_metrics["per_type"].values())]]),
+                   "", f"Token accuracy {dev_metrics['token_accuracy']:.4f}; decoding "
+                   f"{dev_metrics['sentences_per_second']:.0f} sentences/s.", ""]
+    else:
+        report += [f"Dev token accuracy {dev_metrics['token_accuracy']:.4f}.", ""]
+    if curves:
+        report += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
+    run.write_text("report.md", "\n".join(report))
+    return metrics

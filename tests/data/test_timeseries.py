@@ -1,0 +1,222 @@
+"""Tests for rnnkit.data.timeseries (reading, gaps, NaN policies)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnkit.data import DataError, TimeSeries, fill_missing, read_timeseries
+from rnnkit.data.timeseries import parse_freq
+
+HOURLY = """date,load,temp,hour
+2020-01-01 00:00:00,1.0,10,0
+2020-01-01 01:00:00,2.0,11,1
+2020-01-01 04:00:00,5.0,14,4
+2020-01-01 05:00:00,,15,5
+2020-01-01 06:00:00,7.0,16,6
+"""
+
+
+def _csv(tmp_path: Path, text: str, name: str = "series.csv") -> Path:
+    f = tmp_path / name
+    f.write_text(text, encoding="utf-8")
+    return f
+
+
+def test_regular_series_with_covariates(tmp_path: Path) -> None:
+    f = _csv(tmp_path, "date,y,x,cal\n2020-01-01,1,5,0\n2020-01-02,2,6,1\n2020-01-03,3,7,2\n")
+    ds = read_timeseries(f, "date", "y", past_covariates=["x"], future_covariates=["cal"])
+    s = ds.only()
+    assert len(s) == 3 and s.freq == "1D" and s.series_id == "0"
+    assert s.targets[:, 0].tolist() == [1, 2, 3] and s.past_covariates[:, 0].tolist() == [5, 6, 7]
+    assert s.future_covariates[:, 0].tolist() == [0, 1, 2]
+    assert (
+        s.target_names == ("y",) and s.past_covariate_names == ("x",) and s.future_covariate_names == ("cal",)
+    )
+    assert s.time[0] == np.datetime64("2020-01-01T00:00:00")
+    report = ds.reports["0"]
+    assert report.num_gaps == 0 and report.nan_filled == {} and "3 rows -> 3 steps" in report.summary()
+
+
+def test_gap_error_names_line(tmp_path: Path) -> None:
+    f = _csv(tmp_path, HOURLY)
+    with pytest.raises(DataError) as err:
+        read_timeseries(f, "date", "load")
+    msg = str(err.value)
+    assert f"{f}:4:" in msg and "gap of 2 missing 1h steps" in msg and "fill=" in msg
+
+
+@pytest.mark.parametrize(
+    "policy,expected",
+    [
+        ("ffill", [1, 2, 2, 2, 5, 5, 7]),
+        ("interpolate", [1, 2, 3, 4, 5, 6, 7]),
+        ("zero", [1, 2, 0, 0, 5, 0, 7]),
+    ],
+)
+def test_fill_policies(tmp_path: Path, policy: str, expected: list[float]) -> None:
+    ds = read_timeseries(_csv(tmp_path, HOURLY), "date", "load", past_covariates=["temp"], fill=policy)
+    s = ds.only()
+    assert s.targets[:, 0].tolist() == expected
+    assert len(s.time) == 7 and str(s.time[2]) == "2020-01-01T02:00:00"
+    r = ds.reports["0"]
+    assert r.num_gaps == 1 and r.num_missing_steps == 2 and r.nan_filled == {"load": 1} and r.policy == policy
+    assert r.gaps == [("2020-01-01T01:00:00", "2020-01-01T04:00:00", 2)]
+    assert r.to_dict()["num_missing_steps"] == 2
+
+
+def test_nan_error_and_leading_ffill(tmp_path: Path) -> None:
+    f = _csv(tmp_path, "t,y\n2020-01,1\n2020-02,NA\n2020-03,3\n")
+    with pytest.raises(DataError, match=r"series\.csv:3: missing value in column 'y'"):
+        read_timeseries(f, "t", "y")
+    assert read_timeseries(f, "t", "y", fill="interpolate").only().targets[:, 0].tolist() == [1, 2, 3]
+    g = _csv(tmp_path, "t,y\n2020-01,\n2020-02,2\n", "lead.csv")
+    with pytest.raises(DataError, match=r"lead\.csv:2: cannot forward-fill"):
+        read_timeseries(g, "t", "y", fill="ffill")
+    assert read_timeseries(g, "t", "y", fill="interpolate").only().targets[:, 0].tolist() == [2, 2]
+
+
+def test_timestamp_errors(tmp_path: Path) -> None:
+    bad = _csv(tmp_path, "t,y\n2020-01-01,1\nyesterday,2\n", "bad.csv")
+    with pytest.raises(DataError, match=r"bad\.csv:3: cannot parse timestamp 'yesterday'"):
+        read_timeseries(bad, "t", "y")
+    empty = _csv(tmp_path, "t,y\n2020-01-01,1\n,2\n", "empty.csv")
+    with pytest.raises(DataError, match=r"empty\.csv:3: cannot parse timestamp ''"):
+        read_timeseries(empty, "t", "y")
+    dup = _csv(tmp_path, "t,y\n2020-01-01,1\n2020-01-02,2\n2020-01-02,3\n", "dup.csv")
+    with pytest.raises(
+        DataError, match=r"dup\.csv:4: duplicate timestamp 2020-01-02T00:00:00 \(also on line 3\)"
+    ):
+        read_timeseries(dup, "t", "y")
+    unsorted = _csv(tmp_path, "t,y\n2020-01-02,2\n2020-01-01,1\n2020-01-03,3\n", "unsorted.csv")
+    with pytest.raises(DataError, match=r"unsorted\.csv:3: .*not in time order.*sort=True"):
+        read_timeseries(unsorted, "t", "y")
+    ds = read_timeseries(unsorted, "t", "y", sort=True)
+    assert ds.only().targets[:, 0].tolist() == [1, 2, 3] and ds.reports["0"].sorted_rows
+    off = _csv(
+        tmp_path,
+        "t,y\n2020-01-01 00:00,1\n2020-01-01 01:00,2\n2020-01-01 02:00,2\n2020-01-01 02:30,3\n2020-01-01 04:00,4\n",
+        "off.csv",
+    )
+    with pytest.raises(DataError, match=r"off\.csv:5: timestamp .* is off the regular 1h grid"):
+        read_timeseries(off, "t", "y", fill="ffill")
+    with pytest.raises(DataError, match="not on a 1h grid"):
+        read_timeseries(off, "t", "y", fill="ffill", freq="1h")
+    kept = read_timeseries(off, "t", "y", regular=False)
+    assert len(kept.only()) == 5 and kept.only().freq is None
+
+
+def test_values_and_columns_errors(tmp_path: Path) -> None:
+    f = _csv(tmp_path, "t,y\n2020-01-01,1\n2020-01-02,abc\n")
+    with pytest.raises(DataError, match=r"series\.csv:3: cannot parse 'abc' in column 'y' as a number"):
+        read_timeseries(f, "t", "y")
+    with pytest.raises(DataError) as err:
+        read_timeseries(f, "date", "y")
+    assert "['date'] not found; columns are ['t', 'y']" in str(err.value) and str(f) in str(err.value)
+    with pytest.raises(DataError, match="unknown fill policy"):
+        read_timeseries(f, "t", "y", fill="mean")
+    with pytest.raises(DataError, match="used twice"):
+        read_timeseries(f, "t", "y", past_covariates=["y"])
+    ragged = _csv(tmp_path, "t,y\n2020-01-01,1,2\n", "ragged.csv")
+    with pytest.raises(DataError, match=r"ragged\.csv:2: row has 3 fields"):
+        read_timeseries(ragged, "t", "y")
+
+
+def test_monthly_and_yearly_calendar(tmp_path: Path) -> None:
+    f = _csv(tmp_path, "Date,P\n1949-01,112\n1949-02,118\n1949-04,132\n")
+    ds = read_timeseries(f, "Date", "P", fill="interpolate")
+    s = ds.only()
+    assert s.freq == "1M" and [str(t)[:7] for t in s.time] == ["1949-01", "1949-02", "1949-03", "1949-04"]
+    assert s.targets[:, 0].tolist() == [112, 118, 125, 132]
+    g = _csv(tmp_path, "YEAR,N\n1700,5\n1701,11\n1702,16\n", "years.csv")
+    assert read_timeseries(g, "YEAR", "N").only().freq == "1Y"
+    q = _csv(tmp_path, "d,v\n2020-01-01,1\n2020-04-01,2\n2020-10-01,4\n", "quarters.csv")
+    s = read_timeseries(q, "d", "v", freq="Q", fill="interpolate").only()
+    assert s.targets[:, 0].tolist() == [1, 2, 3, 4] and s.freq == "3M"
+
+
+def test_multi_series_long_format(tmp_path: Path) -> None:
+    text = "id,t,y\na,2020-01-01,1\nb,2020-01-01,10\na,2020-01-02,2\nb,2020-01-03,30\na,2020-01-03,3\n"
+    ds = read_timeseries(_csv(tmp_path, text), "t", "y", series_id_column="id", fill="interpolate")
+    assert list(ds.series) == ["a", "b"] and len(ds) == 2
+    assert ds["a"].targets[:, 0].tolist() == [1, 2, 3]
+    assert ds["b"].targets[:, 0].tolist() == [10, 20, 30] and ds.reports["b"].num_missing_steps == 1
+    with pytest.raises(DataError, match="holds 2 series"):
+        ds.only()
+    with pytest.raises(DataError, match="no series 'c'"):
+        ds["c"]
+    dup = "id,t,y\na,2020-01-01,1\na,2020-01-01,2\n"
+    with pytest.raises(DataError, match="in series 'a'"):
+        read_timeseries(_csv(tmp_path, dup, "d.csv"), "t", "y", series_id_column="id")
+
+
+def test_numeric_and_no_time_column(tmp_path: Path) -> None:
+    f = _csv(tmp_path, "step,y\n0,1\n2,3\n4,5\n8,9\n")
+    s = read_timeseries(f, "step", "y", time_format="numeric", fill="interpolate").only()
+    assert s.time.tolist() == [0, 2, 4, 6, 8] and s.targets[:, 0].tolist() == [1, 3, 5, 7, 9]
+    s = read_timeseries(f, None, ["y", "step"]).only()
+    assert s.targets.shape == (4, 2) and s.time.tolist() == [0, 1, 2, 3]
+    g = _csv(tmp_path, "d,y\n01/02/2020,1\n02/02/2020,2\n", "eu.csv")
+    s = read_timeseries(g, "d", "y", time_format="%d/%m/%Y").only()
+    assert str(s.time[1])[:10] == "2020-02-02"
+
+
+def test_fill_missing_function() -> None:
+    x = np.array([[1.0, np.nan], [np.nan, 2.0], [3.0, np.nan]])
+    np.testing.assert_allclose(fill_missing(x, "interpolate"), [[1, 2], [2, 2], [3, 2]])
+    np.testing.assert_allclose(fill_missing(np.array([1.0, np.nan]), "ffill"), [1, 1])
+    with pytest.raises(DataError, match="missing value at step 0"):
+        fill_missing(np.array([[1.0, np.nan]]), "error")
+    with pytest.raises(DataError, match="no value to interpolate"):
+        fill_missing(np.array([np.nan]), "interpolate")
+
+
+def test_parse_freq() -> None:
+    assert parse_freq("15min") == (15, "m") and parse_freq("W") == (7, "D") and parse_freq("MS") == (1, "M")
+    with pytest.raises(DataError, match="cannot understand freq"):
+        parse_freq("m")
+    with pytest.raises(DataError):
+        parse_freq("fortnight")
+
+
+def test_from_arrays() -> None:
+    s = TimeSeries.from_arrays(np.arange(5.0), past_covariates=np.ones(5))
+    assert (
+        s.targets.shape == (5, 1)
+        and s.past_covariates.shape == (5, 1)
+        and s.future_covariates.shape == (5, 0)
+    )
+    assert len(s.slice(1, 3)) == 2
+    with pytest.raises(DataError, match="covariates have 4 steps"):
+        TimeSeries.from_arrays(np.arange(5.0), future_covariates=np.ones(4))
+
+
+def test_parquet(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    frame = pd.DataFrame(
+        {
+            "t": pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-04"]),
+            "y": [1.0, None, 4.0],
+            "k": ["a", "a", "a"],
+        }
+    )
+    f = tmp_path / "s.parquet"
+    frame.to_parquet(f)
+    ds = read_timeseries(f, "t", "y", fill="interpolate")
+    assert ds.only().targets[:, 0].tolist() == [1, 2, 3, 4]
+    with pytest.raises(DataError, match=r"s\.parquet row 2: missing value"):
+        read_timeseries(f, "t", "y", regular=False)
+    with pytest.raises(DataError, match=r"s\.parquet row 3: gap of 1 missing 1D steps"):
+        read_timeseries(f, "t", "y")
+
+
+def test_parquet_without_pandas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "s.parquet"
+    f.write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(DataError, match="reading Parquet needs pandas"):
+        read_timeseries(f, "t", "y")

@@ -1,0 +1,216 @@
+"""Sequence labelling: CRF against brute force, entity scores, and the task end to end."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rnnkit.cli import app
+from rnnkit.metrics.entities import entity_scores
+from rnnkit.nn.crf import CRF, allowed_transitions
+from rnnkit.tasks.tagging import TrainedTagger
+
+runner = CliRunner()
+
+
+def _crf(k: int, seed: int = 0, constraints=None) -> CRF:
+    torch.manual_seed(seed)
+    crf = CRF(k, constraints).double()
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.normal_()
+    return crf
+
+
+def _brute_scores(crf: CRF, emissions: torch.Tensor, n: int) -> dict[tuple[int, ...], float]:
+    k = crf.num_tags
+    out = {}
+    for path in itertools.product(range(k), repeat=n):
+        tags = torch.tensor([list(path) + [0] * (emissions.shape[0] - n)])
+        mask = torch.tensor([[True] * n + [False] * (emissions.shape[0] - n)])
+        out[path] = float(crf.score(emissions.unsqueeze(0), tags, mask))
+    return out
+
+
+@pytest.mark.parametrize("length", [1, 2, 4])
+def test_crf_partition_and_viterbi_match_brute_force(length):
+    crf = _crf(3)
+    emissions = torch.randn(5, 3, dtype=torch.float64)
+    scores = _brute_scores(crf, emissions, length)
+    mask = torch.tensor([[True] * length + [False] * (5 - length)])
+    log_z = crf.log_partition(emissions.unsqueeze(0), mask)
+    expected = torch.logsumexp(torch.tensor(list(scores.values()), dtype=torch.float64), 0)
+    torch.testing.assert_close(log_z[0], expected, atol=1e-10, rtol=0)
+    best_path, best_score = crf.decode(emissions.unsqueeze(0), mask)
+    brute_best = max(scores, key=scores.__getitem__)
+    assert tuple(best_path[0]) == brute_best
+    torch.testing.assert_close(best_score[0], torch.tensor(scores[brute_best], dtype=torch.float64))
+
+
+def test_crf_batched_equals_one_by_one_and_likelihood_normalises():
+    crf = _crf(4, seed=1)
+    emissions = torch.randn(3, 6, 4, dtype=torch.float64)
+    lengths = torch.tensor([6, 3, 1])
+    mask = torch.arange(6).unsqueeze(0) < lengths.unsqueeze(1)
+    paths, _ = crf.decode(emissions, mask)
+    for b in range(3):
+        alone, _ = crf.decode(emissions[b:b + 1, : lengths[b]], mask[b:b + 1, : lengths[b]])
+        assert paths[b] == alone[0]
+    # probabilities of all paths of the length-3 sequence sum to one
+    total = 0.0
+    for path in itertools.product(range(4), repeat=3):
+        tags = torch.tensor([list(path) + [0] * 3])
+        total += float(crf.log_likelihood(emissions[1:2], tags, mask[1:2]).exp())
+    assert abs(total - 1) < 1e-9
+
+
+def test_constraints_forbid_invalid_iob2_and_bioes_paths():
+    tags = ["B-PER", "I-PER", "B-LOC", "I-LOC", "O"]
+    start, trans, end = allowed_transitions(tags, "IOB2")
+    assert not start[1] and start[0] and start[4]
+    assert not trans[4, 1] and not trans[0, 3] and trans[0, 1] and trans[1, 1] and trans[3, 0]
+    crf = _crf(5, constraints=(start, trans, end))
+    with torch.no_grad():
+        crf.transitions[4, 1] = 100.0  # a huge score on a forbidden move is still never used
+    emissions = torch.zeros(1, 4, 5, dtype=torch.float64)
+    emissions[0, :, 1] = 5.0  # emissions favour I-PER everywhere
+    path, _ = crf.decode(emissions, torch.ones(1, 4, dtype=torch.bool))
+    labels = [tags[i] for i in path[0]]
+    assert labels[0] != "I-PER"
+    for a, b in zip(labels, labels[1:]):
+        assert not (b == "I-PER" and a not in ("B-PER", "I-PER"))
+    bioes = ["B-X", "I-X", "E-X", "S-X", "O"]
+    s, t, e = allowed_transitions(bioes, "BIOES")
+    assert s.tolist() == [True, False, False, True, True] and e.tolist() == [False, False, True, True, True]
+    assert t[0, 2] and t[0, 1] and not t[0, 4] and not t[2, 1] and t[2, 0] and t[4, 3] and not t[4, 2]
+
+
+def test_entity_scores_on_a_hand_made_example():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "B-PER"]]
+    pred = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O", "O"]]
+    s = entity_scores(gold, pred, "IOB2")
+    # gold entities: PER, LOC, ORG, PER (4); predicted: PER, ORG, ORG (3); correct: PER, ORG (2)
+    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(0.5)
+    assert s["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+    assert s["per_type"]["PER"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert s["per_type"]["LOC"]["support"] == 1 and s["per_type"]["LOC"]["recall"] == 0.0
+    assert s["token_accuracy"] == pytest.approx(5 / 7)
+    # conlleval leniency: an I- tag after O starts an entity
+    assert entity_scores([["O", "I-PER"]], [["O", "B-PER"]], "IOB2")["f1"] == 1.0
+
+
+PEOPLE = ["Anna", "Boris", "Carla", "Dmitri", "Elena", "Farid"]
+PLACES = ["Paris", "Oslo", "Lima", "Cairo", "Quito", "Delhi"]
+WORDS = ["met", "in", "yesterday", "the", "visited", "and", "went", "to", "today"]
+
+
+def _write_conll(path: Path, n: int, seed: int, extra_tag: str | None = None) -> Path:
+    rng = random.Random(seed)
+    lines = ["-DOCSTART- -X- O O", ""]
+    for i in range(n):
+        person, place = rng.choice(PEOPLE), rng.choice(PLACES)
+        sentence = [(person, "B-PER"), ("Smith", "I-PER"), (rng.choice(WORDS), "O"), (rng.choice(WORDS), "O"),
+                    (place, "B-LOC"), (".", "O")]
+        if extra_tag and i == 0:
+            sentence.append(("Acme", extra_tag))
+        lines += [f"{w} NNP B-NP {t}" for w, t in sentence] + [""]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+FAST = ["--set", "train.epochs=12", "--set", "model.hidden_size=16", "--set", "model.embedding_dim=16",
+        "--set", "model.char_hidden_size=8", "--set", "train.learning_rate=0.02", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def ner_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ner")
+    train = _write_conll(root / "train.txt", 120, 1)
+    dev = _write_conll(root / "dev.txt", 30, 2)
+    result = runner.invoke(app, ["train", "tagging", "--train", str(train), "--dev", str(dev),
+                                 "--out", str(root), "--name", "run", *FAST])
+    assert result.exit_code == 0, result.output
+    return root / "run", dev
+
+
+def test_tagging_end_to_end(ner_run):
+    run, dev = ner_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["dev"]["f1"] > 0.9, metrics["dev"]
+    assert (run / "dev.predictions.conll").is_file() and "Dev entity scores" in (run / "report.md").read_text()
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(dev), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["f1"] > 0.9
+    out = runner.invoke(app, ["predict", str(run), "Carla Smith visited Oslo today .", "--json"])
+    prediction = json.loads(out.output.splitlines()[0])
+    assert {"text": "Carla Smith", "type": "PER", "start": 0, "end": 2} in prediction["entities"]
+    again = TrainedTagger.load(run).predict(["Carla Smith visited Oslo today ."])
+    assert again[0]["tags"] == prediction["tags"]
+
+
+def test_softmax_decoder_cnn_chars_and_pos_tags(tmp_path):
+    train = _write_conll(tmp_path / "t.txt", 60, 3)
+    result = runner.invoke(app, ["train", "tagging", "--train", str(train), "--out", str(tmp_path), "--name", "pos",
+                                 "--set", "data.tag_column=1", "--set", "data.scheme=none",
+                                 "--set", "model.decoder=softmax", "--set", "model.char_encoder=cnn", *FAST])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "pos" / "metrics.json").read_text())
+    assert metrics["dev"]["token_accuracy"] == 1.0  # every token is NNP
+
+
+def test_pretrained_vectors_are_loaded(tmp_path):
+    from rnnkit.data.vectors import load_word_vectors
+
+    vec = tmp_path / "vec.txt"
+    vec.write_text("3 2\nparis 0.5 1.5\nAnna 1 2\nbad 1\n".replace("bad 1\n", ""))
+    vectors, found = load_word_vectors(vec, ["<pad>", "Paris", "Anna", "zzz"], 2)
+    assert found.tolist() == [False, True, True, False]
+    assert vectors[1].tolist() == [0.5, 1.5]
+    vec.write_text("paris 0.5 1.5 2\n")
+    with pytest.raises(ValueError, match="vec.txt.*1"):
+        load_word_vectors(vec, ["paris"], 2)
+
+
+def _error(tmp_path: Path, *args: str) -> str:
+    result = runner.invoke(app, ["train", "tagging", "--out", str(tmp_path), *args, *FAST])
+    assert result.exit_code == 2, result.output
+    return [line for line in result.output.splitlines() if line.startswith("error:")][0]
+
+
+def test_bad_inputs(tmp_path):
+    ragged = tmp_path / "ragged.txt"
+    ragged.write_text("John NNP B-PER\nlives VBZ\nhere RB O\n")
+    assert "ragged.txt" in _error(tmp_path, "--train", str(ragged)) and ":2" in _error(tmp_path, "--train", str(ragged))
+    train = _write_conll(tmp_path / "t.txt", 20, 0)
+    dev = _write_conll(tmp_path / "d.txt", 5, 1, extra_tag="B-ORG")
+    message = _error(tmp_path, "--train", str(train), "--dev", str(dev))
+    assert "'B-ORG'" in message or "'S-ORG'" in message
+    assert "appears in dev data but not in training data" in message
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n-DOCSTART- -X- O O\n\n")
+    assert "no non-empty sentences" in _error(tmp_path, "--train", str(empty))
+
+
+def test_unknown_scheme_lists_valid_ones():
+    from rnnkit.tasks.config import ConfigError, load_config
+    from rnnkit.tasks.tagging import Config
+
+    with pytest.raises(ConfigError, match="choose one of 'auto', 'IOB1', 'IOB2', 'BIOES', 'none'"):
+        load_config(Config, None, ["data.scheme=IOB3"])
+
+
+@pytest.mark.data
+def test_conll2003_sample(shared_data, tmp_path):
+    src = shared_data / "conll2003"
+    train = tmp_path / "train.txt"
+    train.write_text("\n".join((src / "train.txt").read_text().splitlines()[:20000]) + "\n")
+    result = runner.invoke(app, ["train", "tagging", "--train", str(train), "--dev", str(src / "valid.txt"),
+                                 "--out", str(tmp_path), "--name", "c", "--set", "train.epochs=2",
+                                 "--set", "model.hidden_size=32", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["dev"]["f1"] > 0.3
