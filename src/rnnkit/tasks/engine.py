@@ -13,6 +13,7 @@ import copy
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .run import RunDir, atomic_write_bytes
+from .run import RunDir, atomic_write_bytes, unshared_tensors
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 PredictFn = Callable[[nn.Module, Any], tuple[Tensor, Tensor]]
@@ -126,6 +127,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
         raise ValueError(f"train.epochs must be >= 1, got {options.epochs}")
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning 2.6 vs torch 2.13, harmless
     pl.seed_everything(options.seed, verbose=False)
     module = _lightning_module(model, loss_fn, predict_fn, metric_fn, options)
     history: list[dict[str, float]] = []
@@ -149,8 +151,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                 if run is not None:
                     from safetensors.torch import save
 
-                    atomic_write_bytes(run.file("checkpoint-best.safetensors"), save(
-                        {k: v.contiguous() for k, v in state["best_weights"].items()}))
+                    atomic_write_bytes(run.file("checkpoint-best.safetensors"),
+                                       save(unshared_tensors(state["best_weights"])[0]))
             else:
                 state["bad_epochs"] += 1
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("dev_"))

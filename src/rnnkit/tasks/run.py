@@ -45,6 +45,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def unshared_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Drop tensors that alias an earlier one (tied weights) so safetensors can write them.
+
+    Returns:
+        ``(tensors, aliases)`` where ``aliases`` maps each dropped name to the kept name.
+    """
+    kept: dict[tuple[int, tuple[int, ...], tuple[int, ...]], str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr() + tensor.storage_offset() * tensor.element_size(),
+               tuple(tensor.shape), tuple(tensor.stride()))
+        if tensor.numel() and key in kept:
+            aliases[name] = kept[key]
+            continue
+        kept[key] = name
+        tensors[name] = tensor.detach().cpu().contiguous()
+    return tensors, aliases
+
+
 class RunDir:
     """A run folder being written (training) or read (evaluate, predict)."""
 
@@ -99,9 +119,9 @@ class RunDir:
     def save_model(self, model: nn.Module, task: str, hyperparameters: dict[str, Any]) -> None:
         from safetensors.torch import save
 
-        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        tensors, aliases = unshared_tensors(model.state_dict())
         atomic_write_bytes(self.file("model.safetensors"), save(tensors))
-        self.write_json("model.json", {"task": task, "hyperparameters": hyperparameters,
+        self.write_json("model.json", {"task": task, "hyperparameters": hyperparameters, "tied_weights": aliases,
                                        "rnnkit_version": __version__, "torch_version": torch.__version__})
 
     def load_state(self) -> dict[str, torch.Tensor]:
@@ -116,6 +136,9 @@ class RunDir:
 
     def load_into(self, model: nn.Module) -> nn.Module:
         state = self.load_state()
+        for alias, name in self.read_json("model.json").get("tied_weights", {}).items():
+            if name in state:
+                state[alias] = state[name]
         try:
             model.load_state_dict(state)
         except RuntimeError as err:

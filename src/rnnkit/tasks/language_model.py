@@ -1,0 +1,501 @@
+"""Language modelling and text generation with recurrent networks.
+
+Training is truncated backpropagation through time over a continuous token stream (Zaremba
+et al. 2014; Merity et al. 2018, "Regularizing and Optimizing LSTM Language Models"): the corpus
+is laid out as ``batch_size`` parallel streams, each window of ``bptt`` steps starts from the
+previous window's final state (detached), window lengths can vary randomly (AWD-LSTM, sec. 4.1),
+and the state is carried through dev and test streams too. Regularisers: tied input and output
+embeddings, embedding dropout (whole words), locked dropout between layers, DropConnect on the
+recurrent weights, gradient clipping; averaged SGD as an optimizer option.
+
+Generation runs the step API: the prompt primes the state once, then one step per new token.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..cells import CELLS
+from ..nn import recurrent_layer
+from .config import ConfigError, option, section
+from .run import RunDir, RunError
+
+NAME = "language-model"
+DESCRIPTION = "Character-, word- or subword-level language models (TBPTT) and text generation"
+Hidden = Any
+
+
+@dataclass
+class DataConfig:
+    level: Literal["word", "char", "subword"] = option("word", "token unit")
+    lowercase: bool = option(False, "lowercase the text")
+    min_freq: int = option(1, "minimum count for the vocabulary (word/char)")
+    vocab_size: int = option(50000, "maximum vocabulary size (subword: the trained size)")
+    line_ending: Literal["auto", "eos", "keep", "drop"] = option(
+        "auto", "line breaks: eos adds <eos>, keep passes the newline on as a token, drop ignores them; "
+        "auto: keep for char models, eos otherwise")
+    dev_fraction: float = option(0.05, "tail of the training file held out as dev when --dev is not given")
+
+
+@dataclass
+class ModelConfig:
+    cell: str = option("lstm", f"recurrent cell: {', '.join(sorted(CELLS))}")
+    embedding_dim: int = option(200, "token embedding size")
+    hidden_size: int = option(200, "hidden units per layer")
+    num_layers: int = option(2, "stacked layers")
+    tie_weights: bool = option(True, "share the input embedding with the output layer (Press and Wolf 2017)")
+    dropout: float = option(0.2, "locked dropout on embeddings, between layers and on the output")
+    embedding_dropout: float = option(0.0, "drop whole words from the embedding matrix (Gal and Ghahramani 2016)")
+    weight_drop: float = option(0.0, "DropConnect on the recurrent weights W_hh (Wan et al. 2013)")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = option(10, "maximum epochs")
+    batch_size: int = option(20, "parallel streams")
+    bptt: int = option(35, "window length for truncated backpropagation")
+    variable_bptt: bool = option(False, "random window lengths around bptt (AWD-LSTM)")
+    learning_rate: float = option(1e-3, "learning rate")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
+    weight_decay: float = option(0.0, "weight decay")
+    clip_norm: float | None = option(0.25, "gradient norm clipping (null: none)")
+    patience: int | None = option(2, "early-stopping patience on dev perplexity (null: never)")
+    seed: int = option(0, "random seed")
+    accelerator: Literal["auto", "cpu", "gpu", "mps"] = option("auto", "device")
+
+
+@dataclass
+class Config:
+    data: DataConfig = section(DataConfig, "corpus and tokens")
+    model: ModelConfig = section(ModelConfig, "the network")
+    train: TrainConfig = section(TrainConfig, "optimisation")
+
+    def validate(self) -> None:
+        if self.model.cell.lower().replace("-", "_") not in CELLS:
+            raise ConfigError(f"model.cell: {self.model.cell!r} is not valid; choose one of {', '.join(sorted(CELLS))}")
+        for key, value in (("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
+                           ("model.num_layers", self.model.num_layers), ("train.bptt", self.train.bptt),
+                           ("train.batch_size", self.train.batch_size), ("train.epochs", self.train.epochs)):
+            if value < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {value}")
+        for key, rate in (("model.dropout", self.model.dropout), ("model.embedding_dropout", self.model.embedding_dropout),
+                          ("model.weight_drop", self.model.weight_drop)):
+            if not 0 <= rate < 1:
+                raise ConfigError(f"{key}: must be in [0, 1), got {rate}")
+
+
+# -- model -------------------------------------------------------------------------------------
+def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """One dropout mask per stream, shared by every time step (``x`` is ``[B, T, F]``)."""
+    if not training or p == 0:
+        return x
+    return x * torch.bernoulli(x.new_full((x.shape[0], 1, x.shape[2]), 1 - p)) / (1 - p)
+
+
+def detach_state(state: Hidden) -> Hidden:
+    if state is None:
+        return None
+    if isinstance(state, tuple | list):
+        return type(state)(detach_state(s) for s in state)
+    return state.detach()
+
+
+class RNNLanguageModel(nn.Module):
+    """Embedding -> stacked recurrent layers (locked dropout between) -> softmax over the vocabulary.
+
+    ``forward(ids [B, T], state)`` returns ``(logits [B, T, V], state)``; ``step(ids [B], state)``
+    advances one token for generation.
+    """
+
+    def __init__(self, vocab_size: int, *, embedding_dim: int = 200, hidden_size: int = 200, num_layers: int = 2,
+                 cell: str = "lstm", tie_weights: bool = True, dropout: float = 0.2, embedding_dropout: float = 0.0,
+                 weight_drop: float = 0.0) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.layers = nn.ModuleList(
+            recurrent_layer(cell, embedding_dim if k == 0 else hidden_size, hidden_size) for k in range(num_layers))
+        self.project = nn.Linear(hidden_size, embedding_dim) if tie_weights and hidden_size != embedding_dim else None
+        self.decoder = nn.Linear(embedding_dim if tie_weights else hidden_size, vocab_size)
+        if tie_weights:
+            self.decoder.weight = self.embedding.weight
+        self.dropout, self.embedding_dropout, self.weight_drop = dropout, embedding_dropout, weight_drop
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+
+    def _embed(self, ids: Tensor) -> Tensor:
+        weight = self.embedding.weight
+        if self.training and self.embedding_dropout:
+            keep = 1 - self.embedding_dropout
+            weight = weight * torch.bernoulli(weight.new_full((weight.shape[0], 1), keep)) / keep
+        return F.embedding(ids, weight)
+
+    def _run_layer(self, layer: nn.Module, x: Tensor, state: Hidden) -> tuple[Tensor, Hidden]:
+        if not (self.training and self.weight_drop):
+            return layer(x, state)
+        dropped = {name: F.dropout(p, self.weight_drop, training=True)
+                   for name, p in layer.named_parameters() if name.startswith("weight_hh")}
+        return torch.func.functional_call(layer, dropped, (x, state), strict=False)
+
+    def forward(self, ids: Tensor, state: list[Hidden] | None = None) -> tuple[Tensor, list[Hidden]]:
+        x = locked_dropout(self._embed(ids), self.dropout, self.training)  # [B, T, E]
+        states = state if state is not None else [None] * len(self.layers)
+        new_states = []
+        for k, layer in enumerate(self.layers):
+            x, s = self._run_layer(layer, x, states[k])
+            new_states.append(s)
+            x = locked_dropout(x, self.dropout, self.training)  # [B, T, H]
+        if self.project is not None:
+            x = self.project(x)
+        return self.decoder(x), new_states  # [B, T, V]
+
+    def step(self, ids: Tensor, state: list[Hidden] | None) -> tuple[Tensor, list[Hidden]]:
+        """One generation step: ``ids`` ``[B]`` -> logits ``[B, V]``; every layer advances with ``step``."""
+        x = self._embed(ids)
+        states = state if state is not None else [None] * len(self.layers)
+        new_states = []
+        for k, layer in enumerate(self.layers):
+            x, s = layer.step(x, states[k])  # type: ignore[operator]
+            new_states.append(s)
+        if self.project is not None:
+            x = self.project(x)
+        return self.decoder(x), new_states
+
+
+# -- sampling ----------------------------------------------------------------------------------
+def top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Keep the ``k`` largest logits (ties at the k-th value kept), the rest to ``-inf``."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = logits.topk(k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, p: float) -> Tensor:
+    """Nucleus filter: keep the smallest set of most likely tokens whose probability reaches ``p``."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    before = probs.cumsum(-1) - probs  # probability mass strictly above each token
+    remove_sorted = before >= p  # a token is kept while the mass above it is still short of p
+    remove = remove_sorted.scatter(-1, order, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+# -- data --------------------------------------------------------------------------------------
+def make_tokenizer(cfg: DataConfig, corpus: Path | None = None) -> Any:
+    from ..data.tokenizers import CharTokenizer, SubwordTokenizer, WordTokenizer
+
+    if cfg.level == "char":
+        return CharTokenizer(lowercase=cfg.lowercase)
+    if cfg.level == "word":
+        return WordTokenizer(pattern=None, lowercase=cfg.lowercase, normalization=None)
+    assert corpus is not None
+    from ..data.io import iter_lines
+
+    return SubwordTokenizer.train((line for _, line in iter_lines(corpus)), vocab_size=cfg.vocab_size,
+                                  lowercase=cfg.lowercase)
+
+
+class Preprocessor:
+    def __init__(self, tokenizer: Any, vocab: Any, cfg: DataConfig) -> None:
+        self.tokenizer, self.vocab, self.cfg = tokenizer, vocab, cfg
+        self.line_ending = cfg.line_ending if cfg.line_ending != "auto" else ("keep" if cfg.level == "char" else "eos")
+
+    @classmethod
+    def fit(cls, path: Path, cfg: DataConfig) -> Preprocessor:
+        from ..data.corpus import build_vocab_from_file
+
+        tokenizer = make_tokenizer(cfg, path)
+        line_ending = cfg.line_ending if cfg.line_ending != "auto" else ("keep" if cfg.level == "char" else "eos")
+        vocab = build_vocab_from_file(path, tokenizer.tokenize, line_ending=line_ending, min_freq=cfg.min_freq,
+                                      max_size=cfg.vocab_size, pad_token=None, bos_token=None)
+        return cls(tokenizer, vocab, cfg)
+
+    def ids_of_file(self, path: Path, out: Path) -> np.ndarray:
+        from ..data.corpus import tokenize_to_memmap
+
+        ids = tokenize_to_memmap(path, out, self.tokenizer.tokenize, self.vocab, line_ending=self.line_ending)
+        if len(ids) < 2:
+            raise ConfigError(f"{path}: the corpus holds {len(ids)} tokens; a language model needs at least 2")
+        return ids
+
+    def encode_prompt(self, text: str) -> tuple[list[int], list[str]]:
+        """Ids of a prompt and the tokens that are not in the vocabulary (mapped to <unk>)."""
+        tokens = self.tokenizer.tokenize(text)
+        unknown = sorted({t for t in tokens if t not in self.vocab})
+        return [self.vocab.token_to_id(t) for t in tokens], unknown
+
+    def save(self, run: RunDir) -> None:
+        self.tokenizer.save(run.file("tokenizer.json"))
+        self.vocab.save(run.file("vocab.json"))
+        run.write_json("preprocessing.json", {"data": asdict(self.cfg)})
+
+    @classmethod
+    def load(cls, run: RunDir) -> Preprocessor:
+        from ..data.serialization import load_transform
+        from ..data.vocab import Vocabulary
+
+        meta = run.read_json("preprocessing.json")
+        try:
+            tokenizer = load_transform(run.file("tokenizer.json"))
+            vocab = Vocabulary.load(run.file("vocab.json"))
+        except Exception as err:
+            raise RunError(f"run folder {run.path}: tokenizer or vocabulary missing or corrupt ({err}); train again") from None
+        return cls(tokenizer, vocab, DataConfig(**meta["data"]))
+
+
+class StreamWindows(torch.utils.data.IterableDataset):
+    """TBPTT windows over ``[S, T]`` streams in order; with ``variable`` the lengths vary per epoch."""
+
+    def __init__(self, streams: np.ndarray, bptt: int, *, variable: bool = False, seed: int = 0) -> None:
+        self.streams, self.bptt, self.variable, self.seed, self.epoch = streams, bptt, variable, seed, 0
+
+    def bounds(self) -> list[tuple[int, int]]:
+        total = self.streams.shape[1] - 1
+        rng = random.Random(self.seed + self.epoch)
+        out, start = [], 0
+        while start < total:
+            length = self.bptt
+            if self.variable:
+                base = self.bptt if rng.random() < 0.95 else self.bptt / 2
+                length = max(5, int(rng.gauss(base, 5)))
+            length = min(length, total - start)
+            out.append((start, length))
+            start += length
+        return out
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, int]]:
+        for start, length in self.bounds():
+            block = torch.from_numpy(np.asarray(self.streams[:, start:start + length + 1], dtype=np.int64))
+            yield block[:, :-1], block[:, 1:], start
+        self.epoch += 1
+
+
+def _loader(streams: np.ndarray, bptt: int, variable: bool, seed: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(StreamWindows(streams, bptt, variable=variable, seed=seed), batch_size=None)
+
+
+def stream_nll(model: RNNLanguageModel, ids: np.ndarray, *, batch_size: int = 1, bptt: int = 70) -> tuple[float, int]:
+    """Total negative log-likelihood (nats) and token count of a stream, state carried throughout."""
+    from ..data.corpus import batchify
+
+    streams = batchify(np.asarray(ids), batch_size)
+    model.eval()
+    total, count, state = 0.0, 0, None
+    with torch.no_grad():
+        for inputs, targets, _ in StreamWindows(streams, bptt):  # type: ignore[arg-type]
+            logits, state = model(inputs, state)
+            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"))
+            count += targets.numel()
+    return total, count
+
+
+def lm_metrics(nll: float, count: int, level: str, chars: int | None = None) -> dict[str, float]:
+    """Cross-entropy per token, perplexity, and bits per character for character models."""
+    ce = nll / max(count, 1)
+    out = {"cross_entropy": ce, "perplexity": math.exp(min(ce, 50.0)), "tokens": float(count)}
+    if level == "char":
+        out["bits_per_character"] = ce / math.log(2)
+    return out
+
+
+# -- trained model -----------------------------------------------------------------------------
+class TrainedLanguageModel:
+    """A language model with its tokenizer: score text files, generate text."""
+
+    def __init__(self, model: RNNLanguageModel, prep: Preprocessor) -> None:
+        self.model, self.prep = model.eval(), prep
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> TrainedLanguageModel:
+        run = RunDir.open(run_dir)
+        meta = run.read_json("model.json")
+        if meta.get("task") != NAME:
+            raise RunError(f"{run.path} holds a {meta.get('task')!r} model, not {NAME!r}")
+        prep = Preprocessor.load(run)
+        model = RNNLanguageModel(**meta["hyperparameters"])
+        return cls(run.load_into(model), prep)  # type: ignore[arg-type]
+
+    def evaluate(self, path: str | Path, overrides: Sequence[str] = (), batch_size: int = 1) -> dict[str, float]:
+        """Perplexity (and bits per character) of a text file, batch size 1, state carried."""
+        import tempfile
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"data file not found: {p}")
+        with tempfile.TemporaryDirectory() as tmp:
+            ids = self.prep.ids_of_file(p, Path(tmp) / "ids.bin")
+            nll, count = stream_nll(self.model, ids, batch_size=batch_size)
+        return lm_metrics(nll, count, self.prep.cfg.level)
+
+    def generate(self, prompt: str = "", *, length: int = 200, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, greedy: bool = False, seed: int | None = None, stop: str | None = None,
+                 on_token: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Sample a continuation of ``prompt`` one token at a time with carried state.
+
+        Args:
+            prompt: text that primes the state (unknown tokens become <unk> and are reported).
+            length: maximum new tokens.
+            temperature: softmax temperature (> 0).
+            top_k: keep the k most likely tokens (0: all).
+            top_p: nucleus sampling threshold (1: off).
+            greedy: always take the most likely token.
+            seed: fixes the sampling for reproducible output.
+            stop: stop when this token is produced (default: <eos> for word models).
+            on_token: called with each new token's text (streaming output).
+        """
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        ids, unknown = self.prep.encode_prompt(prompt)
+        if not ids:
+            eos = self.prep.vocab.eos_id
+            ids = [eos if eos is not None else 0]
+        stop_id = self.prep.vocab.token_to_id(stop) if stop is not None and stop in self.prep.vocab else None
+        if stop is None and self.prep.cfg.level == "word":
+            stop_id = self.prep.vocab.eos_id
+        out_tokens: list[str] = []
+        with torch.no_grad():
+            logits, state = self.model(torch.tensor([ids]), None)  # prime the state with the whole prompt once
+            last = logits[0, -1]
+            for _ in range(length):
+                scores = top_p_filter(top_k_filter(last / temperature, top_k), top_p)
+                if greedy:
+                    token = int(scores.argmax())
+                else:
+                    token = int(torch.multinomial(scores.softmax(-1), 1, generator=generator))
+                text = self.prep.vocab.id_to_token(token)
+                out_tokens.append(text)
+                if on_token is not None:
+                    on_token(text)
+                if token == stop_id:
+                    break
+                step_logits, state = self.model.step(torch.tensor([token]), state)
+                last = step_logits[0]
+        joiner = "" if self.prep.cfg.level == "char" else " "
+        return {"prompt": prompt, "text": joiner.join(out_tokens), "tokens": out_tokens, "unknown_prompt_tokens": unknown}
+
+    def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
+        """Generation with default settings for each prompt (seed 0)."""
+        return [self.generate(p, length=50, seed=0) for p in inputs]
+
+
+# -- training ----------------------------------------------------------------------------------
+def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
+          log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
+    from ..data.corpus import batchify
+    from .engine import EngineOptions, fit
+    from .report import markdown_table, plot_learning_curves
+
+    cfg, t0 = config, time.perf_counter()
+    torch.manual_seed(cfg.train.seed)
+    train_file = Path(train_path)
+    if not train_file.is_file():
+        raise FileNotFoundError(f"data file not found: {train_file}")
+    prep = Preprocessor.fit(train_file, cfg.data)
+    if len(prep.vocab) < 2:
+        raise ConfigError(f"{train_file}: the corpus is empty or has a single distinct token")
+    cache = run.file("cache")
+    cache.mkdir(exist_ok=True)
+    ids = prep.ids_of_file(train_file, cache / "train.bin")
+    if dev_path is None:
+        cut = int(len(ids) * (1 - cfg.data.dev_fraction))
+        train_ids, dev_ids = ids[:cut], ids[cut:]
+        log(f"no --dev given: the last {len(dev_ids):,} tokens ({cfg.data.dev_fraction:.0%}) are the dev stream")
+    else:
+        train_ids, dev_ids = ids, prep.ids_of_file(Path(dev_path), cache / "dev.bin")
+    needed = cfg.train.batch_size * (cfg.train.bptt + 1)
+    if len(train_ids) < needed:
+        raise ConfigError(f"{train_file}: {len(train_ids)} training tokens cannot fill {cfg.train.batch_size} streams "
+                          f"of one window of {cfg.train.bptt} steps ({needed} tokens); lower train.batch_size or train.bptt")
+    train_streams = batchify(np.asarray(train_ids), cfg.train.batch_size)
+    dev_streams = batchify(np.asarray(dev_ids), min(10, max(1, len(dev_ids) // (cfg.train.bptt + 1))))
+    m = cfg.model
+    hyper = {"vocab_size": len(prep.vocab), "embedding_dim": m.embedding_dim, "hidden_size": m.hidden_size,
+             "num_layers": m.num_layers, "cell": m.cell, "tie_weights": m.tie_weights, "dropout": m.dropout,
+             "embedding_dropout": m.embedding_dropout, "weight_drop": m.weight_drop}
+    model = RNNLanguageModel(**hyper)
+    params = sum(p.numel() for p in model.parameters())
+    log(f"{len(train_ids):,} training / {len(dev_ids):,} dev tokens, vocabulary {len(prep.vocab):,} ({cfg.data.level}s); "
+        f"{m.cell} x{m.num_layers}, {params:,} parameters; {cfg.train.batch_size} streams, bptt {cfg.train.bptt}")
+    carried: dict[str, Any] = {"train": None, "dev": None}
+
+    def loss_fn(mdl: nn.Module, batch: Any) -> Tensor:
+        inputs, targets, start = batch
+        if int(start) == 0:
+            carried["train"] = None  # a new epoch starts the streams again
+        logits, state = mdl(inputs, carried["train"])
+        carried["train"] = detach_state(state)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    def predict_fn(mdl: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
+        inputs, targets, start = batch
+        if int(start) == 0:
+            carried["dev"] = None
+        logits, carried["dev"] = mdl(inputs, carried["dev"])
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
+        return nll.reshape(1), torch.tensor([targets.numel()])
+
+    def metric_fn(nll: Tensor, count: Tensor) -> dict[str, float]:
+        metrics = lm_metrics(float(nll.sum()), int(count.sum()), cfg.data.level)
+        metrics.pop("tokens")
+        return metrics
+
+    options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate, optimizer=cfg.train.optimizer,
+                            weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,
+                            patience=cfg.train.patience, monitor="perplexity", mode="min", seed=cfg.train.seed,
+                            accelerator=cfg.train.accelerator, progress=progress)
+    history = fit(model, _loader(train_streams, cfg.train.bptt, cfg.train.variable_bptt, cfg.train.seed),
+                  _loader(dev_streams, cfg.train.bptt, False, 0), loss_fn=loss_fn, predict_fn=predict_fn,
+                  metric_fn=metric_fn, options=options, run=run, log=log)
+    prep.save(run)
+    run.save_model(model, NAME, hyper)
+    for f in cache.iterdir():
+        f.unlink()
+    cache.rmdir()
+    nll, count = stream_nll(model, np.asarray(dev_ids), batch_size=1)
+    dev = lm_metrics(nll, count, cfg.data.level)
+    sample = TrainedLanguageModel(model, prep).generate("", length=60 if cfg.data.level == "word" else 300, seed=0,
+                                                        temperature=0.8)
+    seconds = time.perf_counter() - t0
+    tokens_per_second = len(train_ids) * len(history) / max(sum(
+        (h["seconds"] - (history[i - 1]["seconds"] if i else 0)) for i, h in enumerate(history)), 1e-9)
+    metrics = {"dev": dev, "train_seconds": seconds, "parameters": params, "epochs_run": len(history),
+               "train_tokens_per_second": tokens_per_second,
+               "best_epoch": min(history, key=lambda r: r.get("dev_perplexity", math.inf))["epoch"] if history else 0}
+    run.write_json("metrics.json", metrics)
+    run.write_json("sample.json", sample)
+    curves = plot_learning_curves(history, run.file("learning_curves.png"))
+    rows = [["dev cross-entropy (nats/token)", dev["cross_entropy"]], ["dev perplexity", dev["perplexity"]]]
+    if "bits_per_character" in dev:
+        rows.append(["dev bits per character", dev["bits_per_character"]])
+    report = [f"# Language model run: {run.path.name}", "",
+              f"{cfg.data.level}-level {m.cell} x{m.num_layers} ({params:,} parameters) trained on `{train_file}` "
+              f"in {seconds:.0f} s ({len(history)} epochs, about {tokens_per_second:,.0f} tokens/s). Dev figures use "
+              "batch size 1 with the state carried through the whole stream.", "",
+              markdown_table(["metric", "value"], rows), "", "## Sample (temperature 0.8, seed 0)", "", "```",
+              sample["text"], "```", ""]
+    if curves:
+        report += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
+    run.write_text("report.md", "\n".join(report))
+    return metrics
+
+
+def stream_to_terminal(token: str, level: str) -> None:
+    sys.stdout.write(token if level == "char" else token + " ")
+    sys.stdout.flush()

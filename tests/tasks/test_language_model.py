@@ -1,0 +1,145 @@
+"""Language modelling: perplexity, carried state, sampling filters, generation, end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rnnkit.cli import app
+from rnnkit.tasks.language_model import (
+    RNNLanguageModel,
+    TrainedLanguageModel,
+    lm_metrics,
+    stream_nll,
+    top_k_filter,
+    top_p_filter,
+)
+
+runner = CliRunner()
+
+
+def test_perplexity_on_a_hand_checkable_example():
+    # a uniform model over 4 tokens: cross-entropy ln 4, perplexity 4, 2 bits per character
+    m = lm_metrics(nll=10 * math.log(4), count=10, level="char")
+    assert m["perplexity"] == pytest.approx(4.0) and m["bits_per_character"] == pytest.approx(2.0)
+    model = RNNLanguageModel(4, embedding_dim=3, hidden_size=3, num_layers=1)
+    with torch.no_grad():
+        model.decoder.weight.zero_()
+        model.decoder.bias.zero_()
+    nll, count = stream_nll(model, np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2]), batch_size=1, bptt=4)
+    assert count == 10 and nll == pytest.approx(10 * math.log(4), rel=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "layernorm_lstm"])
+def test_carried_state_across_windows_equals_one_long_pass(cell):
+    model = RNNLanguageModel(20, embedding_dim=8, hidden_size=12, num_layers=2, cell=cell, tie_weights=False).eval()
+    ids = torch.randint(0, 20, (3, 17))
+    with torch.no_grad():
+        full, _ = model(ids)
+        state, parts = None, []
+        for start in range(0, 17, 5):
+            logits, state = model(ids[:, start:start + 5], state)
+            parts.append(logits)
+        torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=0)
+        # one step at a time (generation's path) agrees too
+        state, steps = None, []
+        for t in range(17):
+            logits, state = model.step(ids[:, t], state)
+            steps.append(logits)
+        torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=0)
+
+
+def test_top_k_and_top_p_keep_exactly_the_right_tokens():
+    logits = torch.log(torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05]))
+    kept = torch.isfinite(top_k_filter(logits, 2)).tolist()
+    assert kept == [True, True, False, False, False]
+    assert torch.isfinite(top_p_filter(logits, 0.5)).tolist() == [True, False, False, False, False]
+    assert torch.isfinite(top_p_filter(logits, 0.6)).tolist() == [True, True, False, False, False]
+    assert torch.isfinite(top_p_filter(logits, 0.85)).tolist() == [True, True, True, False, False]
+    assert torch.isfinite(top_p_filter(logits, 0.86)).tolist() == [True, True, True, True, False]
+    shuffled = logits[[3, 0, 4, 2, 1]]
+    assert torch.isfinite(top_p_filter(shuffled, 0.6)).tolist() == [False, True, False, False, True]
+    assert torch.equal(top_p_filter(logits, 1.0), logits) and torch.equal(top_k_filter(logits, 0), logits)
+
+
+def test_weight_drop_and_tied_weights():
+    model = RNNLanguageModel(30, embedding_dim=10, hidden_size=16, num_layers=2, weight_drop=0.5)
+    assert model.decoder.weight is model.embedding.weight
+    model.train()
+    logits, _ = model(torch.randint(0, 30, (2, 6)))
+    logits.sum().backward()
+    assert model.layers[0].weight_hh_l0.grad is not None and model.layers[0].weight_hh_l0.grad.abs().sum() > 0
+    model.eval()
+    a, _ = model(torch.arange(6).view(1, 6))
+    b, _ = model(torch.arange(6).view(1, 6))
+    torch.testing.assert_close(a, b)
+
+
+def _corpus(path, lines=400, seed=0):
+    rng = random.Random(seed)
+    subjects, verbs, objects = ["the cat", "a dog", "my friend", "the king"], ["sees", "likes", "eats"], ["fish", "bread", "the moon"]
+    path.write_text("\n".join(f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} ." for _ in range(lines)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def word_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    corpus = _corpus(root / "train.txt")
+    dev = _corpus(root / "dev.txt", 60, 1)
+    result = runner.invoke(app, ["train", "language-model", "--train", str(corpus), "--dev", str(dev), "--out", str(root),
+                                 "--name", "run", "--set", "train.epochs=4", "--set", "model.hidden_size=32",
+                                 "--set", "model.embedding_dim=32", "--set", "train.batch_size=8",
+                                 "--set", "train.bptt=10", "--set", "train.learning_rate=0.01", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return root / "run", dev
+
+
+def test_language_model_end_to_end(word_run):
+    run, dev = word_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    # 14 word types; the grammar allows about 4-5 choices per position, far below the vocabulary
+    assert metrics["dev"]["perplexity"] < 6
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(dev), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["perplexity"] == pytest.approx(metrics["dev"]["perplexity"], rel=1e-4)
+    out = runner.invoke(app, ["generate", str(run), "--prompt", "the cat", "--length", "20", "--seed", "3"])
+    again = runner.invoke(app, ["generate", str(run), "--prompt", "the cat", "--length", "20", "--seed", "3"])
+    assert out.exit_code == 0 and out.output == again.output and out.output.startswith("the cat")
+    model = TrainedLanguageModel.load(run)
+    greedy = model.generate("the king", greedy=True, length=10)
+    assert greedy["tokens"][-1] in ("<eos>",) or len(greedy["tokens"]) == 10
+    note = runner.invoke(app, ["generate", str(run), "--prompt", "the zebra", "--length", "3", "--seed", "0"])
+    assert "not in the vocabulary" in note.output and "'zebra'" in note.output
+
+
+def test_bad_inputs(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    result = runner.invoke(app, ["train", "language-model", "--train", str(empty), "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 2 and "error:" in result.output
+    short = tmp_path / "short.txt"
+    short.write_text("a b c d e f g h\n")
+    result = runner.invoke(app, ["train", "language-model", "--train", str(short), "--out", str(tmp_path),
+                                 "--set", "train.bptt=35", "--quiet"])
+    assert result.exit_code == 2 and "lower train.batch_size or train.bptt" in result.output
+    result = runner.invoke(app, ["train", "language-model", "--set", "train.bptt=0", "--print-config"])
+    assert result.exit_code == 2 and "train.bptt: must be >= 1" in result.output
+
+
+@pytest.mark.data
+def test_tiny_shakespeare_char_model(shared_data, tmp_path):
+    text = (shared_data / "tinyshakespeare" / "input.txt").read_text()[:100000]
+    corpus = tmp_path / "shakes.txt"
+    corpus.write_text(text)
+    result = runner.invoke(app, ["train", "language-model", "--train", str(corpus), "--out", str(tmp_path), "--name", "c",
+                                 "--set", "data.level=char", "--set", "train.epochs=2", "--set", "model.hidden_size=64",
+                                 "--set", "train.bptt=50", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["dev"]["bits_per_character"] < 4.5
