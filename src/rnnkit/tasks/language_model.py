@@ -423,10 +423,10 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     if len(train_ids) < needed:
         raise ConfigError(f"{train_file}: {len(train_ids)} training tokens cannot fill {cfg.train.batch_size} streams "
                           f"of one window of {cfg.train.bptt} steps ({needed} tokens); lower train.batch_size or train.bptt")
-    train_streams = batchify(np.asarray(train_ids), cfg.train.batch_size)
-    dev_streams = batchify(np.asarray(dev_ids), min(10, max(1, len(dev_ids) // (cfg.train.bptt + 1))))
+    train_streams = np.asarray(batchify(np.asarray(train_ids), cfg.train.batch_size))
+    dev_streams = np.asarray(batchify(np.asarray(dev_ids), min(10, max(1, len(dev_ids) // (cfg.train.bptt + 1)))))
     m = cfg.model
-    hyper = {"vocab_size": len(prep.vocab), "embedding_dim": m.embedding_dim, "hidden_size": m.hidden_size,
+    hyper: dict[str, Any] = {"vocab_size": len(prep.vocab), "embedding_dim": m.embedding_dim, "hidden_size": m.hidden_size,
              "num_layers": m.num_layers, "cell": m.cell, "tie_weights": m.tie_weights, "dropout": m.dropout,
              "embedding_dropout": m.embedding_dropout, "weight_drop": m.weight_drop}
     model = RNNLanguageModel(**hyper)

@@ -51,7 +51,7 @@ def unshared_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Te
     Returns:
         ``(tensors, aliases)`` where ``aliases`` maps each dropped name to the kept name.
     """
-    kept: dict[tuple[int, tuple[int, ...], tuple[int, ...]], str] = {}
+    kept: dict[tuple[Any, ...], str] = {}
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     for name, tensor in state.items():
