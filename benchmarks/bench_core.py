@@ -76,7 +76,7 @@ def bench(kind: str, batch: int, steps: int, input_size: int, hidden: int, round
     results = []
     train_times: dict[str, list[float]] = {n: [] for n in paths}
     infer_times: dict[str, list[float]] = {n: [] for n in paths}
-    for name, layer in paths.items():  # warm-up
+    for layer in paths.values():  # warm-up
         train(layer)
         infer(layer)
     for _ in range(rounds):

@@ -13,6 +13,7 @@ from typing import Any
 from .base import RecurrentCell, State
 from .gru import GRUCell, LayerNormGRUCell
 from .lstm import LayerNormLSTMCell, LSTMCell
+from .minrnn import LinearRecurrentCell, MinGRUCell, MinLSTMCell
 from .rnn import RNNCell
 
 CellFactory = Callable[..., RecurrentCell]
@@ -28,6 +29,8 @@ CELLS: dict[str, CellFactory] = {
     "gru": GRUCell,
     "gru_reset_before": partial(GRUCell, reset_after=False),
     "layernorm_gru": LayerNormGRUCell,
+    "mingru": MinGRUCell,
+    "minlstm": MinLSTMCell,
 }
 
 
@@ -55,6 +58,7 @@ def make_cell(spec: CellSpec, input_size: int, hidden_size: int, **options: Any)
 
 
 __all__ = [
-    "CELLS", "CellSpec", "GRUCell", "LSTMCell", "LayerNormGRUCell", "LayerNormLSTMCell", "RNNCell",
+    "CELLS", "CellSpec", "GRUCell", "LSTMCell", "LayerNormGRUCell", "LayerNormLSTMCell", "LinearRecurrentCell",
+    "MinGRUCell", "MinLSTMCell", "RNNCell",
     "RecurrentCell", "State", "make_cell", "register_cell",
 ]

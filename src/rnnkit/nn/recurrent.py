@@ -10,7 +10,9 @@ or a cell class), ``return_gates``, variational input and recurrent dropout, zon
 Standard configurations run on ``torch.nn``'s fused kernels (oneDNN, cuDNN) and give the same
 numbers; everything else runs the reference scan. ``implementation`` chooses:
 ``"auto"`` (fused when it computes this call exactly, else reference), ``"fused"`` (fail with the
-reason when it cannot) or ``"reference"``.
+reason when it cannot) or ``"reference"``. Cells whose gates depend only on the input (``"mingru"``,
+``"minlstm"``) also run on element-wise linear scans, ``"sequential"`` or ``"parallel"``;
+``"auto"`` picks the sequential one on CPU (see ``rnnkit.scan.parallel`` and ``docs/speed.md``).
 
 Shapes: ``B`` batch, ``T`` time, ``D`` directions (2 if bidirectional), ``L`` layers,
 ``P`` output features per direction (``proj_size`` or ``hidden_size``).
@@ -26,10 +28,18 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..cells import CellSpec, RecurrentCell, make_cell
-from ..scan import check_lengths, check_mask, lengths_to_mask, padding_side, reference_scan, run_fused_masked
+from ..scan import (
+    check_lengths,
+    check_mask,
+    lengths_to_mask,
+    padding_side,
+    reference_scan,
+    run_fused_masked,
+    select_scan,
+)
 
 Hidden = Tensor | tuple[Tensor, ...]
-IMPLEMENTATIONS = ("auto", "reference", "fused")
+IMPLEMENTATIONS = ("auto", "reference", "fused", "sequential", "parallel", "engine")
 
 
 def layer_param_name(cell_param: str, layer: int, reverse: bool) -> str:
@@ -211,7 +221,7 @@ class _RecurrentCore(nn.Module):
         return None
 
     def _use_fused(self, mask: Tensor | None, return_gates: bool) -> bool:
-        if self.implementation == "reference":
+        if self.implementation not in ("auto", "fused"):
             return False
         reason = self.fused_unavailable_reason(mask, return_gates)
         if reason is not None and self.implementation == "fused":
@@ -283,10 +293,13 @@ class _RecurrentCore(nn.Module):
             initial = hx if hx is not None else self._zeros(x_bf.shape[0], x_bf)
             out_bf, h_n = run_fused_masked(fused, x_bf, hx, mask, initial)
             return out_bf, h_n, None
-        return self._reference(x_bf, hx, mask, return_gates)
+        # cells with input-only gates (minGRU, minLSTM): element-wise linear scans, see rnnkit.scan.parallel
+        scan = select_scan(self._cells, self.implementation, x.device, zoneout_rate=self.zoneout,
+                           return_gates=return_gates, recurrent_dropout=bool(self.training and self.recurrent_dropout))
+        return self._reference(x_bf, hx, mask, return_gates, scan=scan or reference_scan)
 
-    def _reference(self, x: Tensor, hx: Hidden | None, mask: Tensor | None,
-                   return_gates: bool) -> tuple[Tensor, Hidden, dict[str, dict[str, Tensor]] | None]:
+    def _reference(self, x: Tensor, hx: Hidden | None, mask: Tensor | None, return_gates: bool,
+                   scan: Any = reference_scan) -> tuple[Tensor, Hidden, dict[str, dict[str, Tensor]] | None]:
         self._bind()
         batch = x.shape[0]
         initial = self._zeros(batch, x) if hx is None else hx
@@ -307,7 +320,7 @@ class _RecurrentCore(nn.Module):
                 if self.training and self.recurrent_dropout:
                     keep = 1.0 - self.recurrent_dropout
                     recurrent_mask = torch.bernoulli(x.new_full((batch, cell.output_size), keep)) / keep
-                out, state, gates = reference_scan(
+                out, state, gates = scan(
                     cell, layer_input, tuple(p[index] for p in parts), mask=mask, reverse=direction == 1,
                     recurrent_mask=recurrent_mask, zoneout_rate=self.zoneout, training=self.training,
                     return_gates=return_gates)
@@ -395,7 +408,9 @@ _EXTRA_DOC = """
         input_dropout: variational dropout on each layer's input, one mask for all steps.
         recurrent_dropout: variational dropout on ``h_{t-1}`` before the recurrent matmul.
         zoneout: probability that a state unit keeps its previous value (Krueger et al. 2017).
-        implementation: ``"auto"``, ``"fused"`` or ``"reference"``.
+        implementation: ``"auto"``, ``"fused"``, ``"reference"``, or for cells with input-only gates
+            (``"mingru"``, ``"minlstm"``) ``"sequential"`` / ``"parallel"`` (see ``rnnkit.scan.parallel``);
+            ``"engine"``: opt-in hand-written-backward LSTM engine (``rnnkit.scan.engine``).
         stateful: carry the final state into the next call (see ``reset_state``).
 """
 
@@ -451,7 +466,7 @@ class GRU(_RecurrentCore, nn.GRU):
 
 
 class Recurrent(_RecurrentCore):
-    """A recurrent layer for any cell, including your own (reference scan).
+    """A recurrent layer for any cell, including your own (reference scan; linear scans for minGRU/minLSTM).
 
     Write a :class:`rnnkit.cells.RecurrentCell` (parameters in ``__init__``, the math in ``recur``)
     and this layer gives it masks and lengths, reversal, bidirectionality, stacking, initial and
@@ -486,7 +501,7 @@ class Recurrent(_RecurrentCore):
         self.dropout = _check_rate("dropout", dropout)
         self._setup_recurrent(cell, cell_options, input_dropout=input_dropout,
                               recurrent_dropout=recurrent_dropout, zoneout=zoneout,
-                              implementation="reference" if implementation == "auto" else implementation,
+                              implementation=implementation,
                               stateful=stateful, extra_cell_kwargs={})
         if self.implementation == "fused":
             raise ValueError("rnnkit.nn.Recurrent runs the reference scan; use rnnkit.nn.LSTM, GRU or RNN "

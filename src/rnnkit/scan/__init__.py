@@ -3,6 +3,7 @@
 Nothing here knows about gates: a scan sees a cell only through ``project_input`` and ``recur``.
 """
 
+from .engine import engine_scan
 from .fused import run_fused_masked
 from .masks import (
     check_lengths,
@@ -13,9 +14,11 @@ from .masks import (
     reverse_padded,
     valid_first_order,
 )
+from .parallel import linear_scan_log, linear_scan_sequential, parallel_scan, select_scan, sequential_scan
 from .reference import reference_scan, zoneout
 
 __all__ = [
-    "check_lengths", "check_mask", "gather_time", "lengths_to_mask", "padding_side", "reference_scan",
-    "reverse_padded", "run_fused_masked", "valid_first_order", "zoneout",
+    "check_lengths", "check_mask", "engine_scan", "gather_time", "lengths_to_mask", "linear_scan_log",
+    "linear_scan_sequential", "padding_side", "parallel_scan", "reference_scan", "reverse_padded", "run_fused_masked", "select_scan",
+    "sequential_scan", "valid_first_order", "zoneout",
 ]

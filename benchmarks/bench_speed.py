@@ -1,0 +1,296 @@
+"""Speed of every recurrent path, side by side in one interleaved run ("no speed cliffs").
+
+    python benchmarks/bench_speed.py                  # full tables (quiet machine, ~10 min)
+    python benchmarks/bench_speed.py --quick          # smoke run (seconds): checks the script works
+    python benchmarks/bench_speed.py --write          # also replace this section of RESULTS.md
+
+Paths: torch.nn.LSTM/GRU, rnnkit fused and reference, the LSTM variants torch.nn has no kernel
+for (layer norm, peephole, recurrent dropout, zoneout; the last two also on the opt-in
+hand-written-backward engine), and minGRU/minLSTM (Feng et al. 2024) on the sequential and the
+log-space parallel scan; then minGRU against nn.GRU on long sequences.
+
+What is measured, per path:
+
+* train tokens/s: ``B*T`` / time of forward + backward of ``sum(outputs)`` (median of the
+  interleaved rounds: every round runs every path once, so background load shifts all alike);
+* inference tokens/s: forward under ``torch.no_grad`` in eval mode;
+* latency: inference at batch 1, microseconds per token (per-op dispatch dominates there);
+* GFLOP/s: the path's matrix-multiply FLOPs (``2*G*H*(I + H_rec)`` per token forward, times 3
+  for training; element-wise work not counted) per second of training, and that as a percentage
+  of a large fp32 matrix multiply measured at the start of the run with the same threads;
+* peak MiB: the high-water mark of bytes allocated through torch's CPU allocator during one
+  training step, above what was live before it, read from ``torch.profiler`` memory events
+  (tensors only: no Python objects, no allocator caching, no oneDNN scratch outside torch tensors).
+
+Keras 3 (torch backend) is timed only if ``import keras`` works with ``KERAS_BACKEND=torch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.profiler import ProfilerActivity, profile
+
+import rnnkit.nn as rnn
+
+SECTION = "## Speed: every recurrent path, training and inference"
+Builder = Callable[[int, int], nn.Module]
+
+
+@dataclass
+class BenchPath:
+    """One benchmarked path: how to build it and how many matmul FLOPs a token costs."""
+
+    name: str
+    build: Builder
+    gates: int  # gate blocks G in the input (and recurrent) projection
+    recurrent_matmul: bool  # False for minGRU/minLSTM: no W_hh
+    baseline: str  # the torch.nn path it is compared with
+
+
+@dataclass
+class Result:
+    name: str
+    train: list[float] = field(default_factory=list)
+    infer: list[float] = field(default_factory=list)
+    latency: list[float] = field(default_factory=list)
+    peak_mib: float = float("nan")
+    note: str = ""
+
+
+def _torch_layer(cls: type[nn.Module]) -> Builder:
+    return lambda i, h: cls(i, h, batch_first=True)
+
+
+def _ours(cls: type[nn.Module], **kw: object) -> Builder:
+    return lambda i, h: cls(i, h, batch_first=True, **kw)
+
+
+def _min(cell: str, implementation: str) -> Builder:
+    return lambda i, h: rnn.Recurrent(cell, i, h, implementation=implementation)
+
+
+class _KerasAdapter(nn.Module):
+    """A Keras 3 layer on the torch backend behind the ``(output, state)`` call convention."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: Tensor) -> tuple[Tensor, None]:
+        return self.layer(x), None
+
+
+def keras_paths() -> tuple[list[BenchPath], str]:
+    """Keras LSTM/GRU paths if Keras 3 imports with the torch backend, else a note why not."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    try:
+        import keras  # noqa: PLC0415  # optional peer, imported only when present
+    except Exception as err:  # noqa: BLE001  # any import failure means: skip with a note
+        return [], f"Keras not timed: `import keras` failed ({type(err).__name__}: {err})."
+    if keras.backend.backend() != "torch":
+        return [], f"Keras not timed: its backend is {keras.backend.backend()!r}, not 'torch'."
+
+    def build(kind: str) -> Builder:
+        def make(i: int, h: int) -> nn.Module:
+            layer = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[kind](h, return_sequences=True)
+            layer.build((None, None, i))
+            return _KerasAdapter(layer)
+        return make
+
+    return ([BenchPath("keras LSTM (torch backend)", build("lstm"), 4, True, "torch.nn.LSTM"),
+             BenchPath("keras GRU (torch backend)", build("gru"), 3, True, "torch.nn.GRU")],
+            f"Keras {keras.__version__} on the torch backend.")
+
+
+def core_paths() -> list[BenchPath]:
+    lstm, gru = "torch.nn.LSTM", "torch.nn.GRU"
+    return [
+        BenchPath(lstm, _torch_layer(nn.LSTM), 4, True, lstm),
+        BenchPath("rnnkit LSTM fused", _ours(rnn.LSTM, implementation="fused"), 4, True, lstm),
+        BenchPath("rnnkit LSTM reference", _ours(rnn.LSTM, implementation="reference"), 4, True, lstm),
+        BenchPath("rnnkit layernorm LSTM", _ours(rnn.LSTM, cell="layernorm_lstm"), 4, True, lstm),
+        BenchPath("rnnkit peephole LSTM", _ours(rnn.LSTM, cell="peephole_lstm"), 4, True, lstm),
+        BenchPath("rnnkit LSTM recurrent dropout 0.25", _ours(rnn.LSTM, recurrent_dropout=0.25), 4, True, lstm),
+        BenchPath("rnnkit LSTM zoneout 0.1", _ours(rnn.LSTM, zoneout=0.1), 4, True, lstm),
+        BenchPath("rnnkit peephole LSTM engine", _ours(rnn.LSTM, cell="peephole_lstm", implementation="engine"),
+                  4, True, lstm),
+        BenchPath("rnnkit LSTM recurrent dropout 0.25 engine",
+                  _ours(rnn.LSTM, recurrent_dropout=0.25, implementation="engine"), 4, True, lstm),
+        BenchPath(gru, _torch_layer(nn.GRU), 3, True, gru),
+        BenchPath("rnnkit GRU fused", _ours(rnn.GRU, implementation="fused"), 3, True, gru),
+        BenchPath("rnnkit GRU reference", _ours(rnn.GRU, implementation="reference"), 3, True, gru),
+        BenchPath("rnnkit minGRU sequential", _min("mingru", "sequential"), 2, False, gru),
+        BenchPath("rnnkit minGRU parallel", _min("mingru", "parallel"), 2, False, gru),
+        BenchPath("rnnkit minLSTM sequential", _min("minlstm", "sequential"), 3, False, gru),
+    ]
+
+
+def long_paths() -> list[BenchPath]:
+    gru = "torch.nn.GRU"
+    return [BenchPath(gru, _torch_layer(nn.GRU), 3, True, gru),
+            BenchPath("rnnkit minGRU sequential", _min("mingru", "sequential"), 2, False, gru),
+            BenchPath("rnnkit minGRU parallel", _min("mingru", "parallel"), 2, False, gru),
+            BenchPath("rnnkit minGRU reference", _min("mingru", "reference"), 2, False, gru)]
+
+
+# -- measuring ---------------------------------------------------------------------------------
+def matmul_gflops(size: int, repeats: int) -> float:
+    """Best-of-``repeats`` fp32 ``[size x size] @ [size x size]`` throughput in GFLOP/s."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _train(layer: nn.Module, x: Tensor) -> None:
+    layer.train()
+    layer.zero_grad(set_to_none=False)
+    layer(x)[0].sum().backward()
+
+
+def _infer(layer: nn.Module, x: Tensor) -> None:
+    layer.eval()
+    with torch.no_grad():
+        layer(x)
+
+
+def peak_train_mib(layer: nn.Module, x: Tensor) -> float:
+    """High-water mark of torch CPU allocations during one training step, above the start level."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        _train(layer, x)
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]  # type: ignore[union-attr]
+    events.sort(key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak / 2**20
+
+
+def bench(paths: list[BenchPath], *, batch: int, steps: int, input_size: int, hidden: int, rounds: int,
+          latency_steps: int) -> list[Result]:
+    """Time every path in interleaved rounds; returns one :class:`Result` per path that ran."""
+    x = torch.randn(batch, steps, input_size)
+    x1 = torch.randn(1, latency_steps, input_size)
+    layers: dict[str, nn.Module] = {}
+    results: dict[str, Result] = {}
+    for p in paths:
+        try:
+            layer = p.build(input_size, hidden)
+            _train(layer, x)  # warm-up (and allocate .grad so later steps start from the same level)
+            _infer(layer, x)
+            _infer(layer, x1)
+        except Exception as err:  # noqa: BLE001  # an optional peer failing must not stop the run
+            results[p.name] = Result(p.name, note=f"failed: {type(err).__name__}: {err}")
+            continue
+        layers[p.name] = layer
+        results[p.name] = Result(p.name)
+    for _ in range(rounds):
+        for name, layer in layers.items():
+            r = results[name]
+            r.train.append(_timed(lambda layer=layer: _train(layer, x)))
+            r.infer.append(_timed(lambda layer=layer: _infer(layer, x)))
+            r.latency.append(_timed(lambda layer=layer: _infer(layer, x1)))
+    for name, layer in layers.items():
+        results[name].peak_mib = peak_train_mib(layer, x)
+    return [results[p.name] for p in paths]
+
+
+def table(paths: list[BenchPath], results: list[Result], *, batch: int, steps: int, input_size: int, hidden: int,
+          latency_steps: int, peak_gflops: float) -> list[str]:
+    tokens = batch * steps
+    train_rate = {r.name: tokens / statistics.median(r.train) for r in results if r.train}
+    lines = ["| path | train tokens/s | vs torch.nn | inference tokens/s | vs torch.nn | "
+             f"latency B=1 µs/token (T={latency_steps}) | train GFLOP/s | % of GEMM | train peak MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    infer_rate = {r.name: tokens / statistics.median(r.infer) for r in results if r.infer}
+    for p, r in zip(paths, results):
+        if not r.train:
+            lines.append(f"| {p.name} | {r.note} | | | | | | | |")
+            continue
+        flops_fwd = 2 * p.gates * hidden * (input_size + (hidden if p.recurrent_matmul else 0))
+        gflops = 3 * flops_fwd * train_rate[p.name] / 1e9
+        base_t = train_rate.get(p.baseline, float("nan"))
+        base_i = infer_rate.get(p.baseline, float("nan"))
+        latency_us = statistics.median(r.latency) / latency_steps * 1e6
+        lines.append(f"| {p.name} | {train_rate[p.name]:,.0f} | {train_rate[p.name] / base_t:.2f}x | "
+                     f"{infer_rate[p.name]:,.0f} | {infer_rate[p.name] / base_i:.2f}x | {latency_us:,.1f} | "
+                     f"{gflops:.1f} | {100 * gflops / peak_gflops:.0f}% | {r.peak_mib:,.1f} |")
+    return lines
+
+
+def write_section(text: str) -> None:
+    """Replace this script's section of benchmarks/RESULTS.md (keyed by its heading), keep the rest."""
+    results = Path(__file__).with_name("RESULTS.md")
+    old = results.read_text() if results.exists() else "# Benchmark results\n\n"
+    start = old.find(SECTION)
+    if start >= 0:
+        end = old.find("\n## ", start + len(SECTION))
+        old = old[:start] + (old[end + 1:] if end >= 0 else "")
+    results.write_text(old.rstrip() + "\n\n" + text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, one round: checks the script runs")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (recorded in the output)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per table (median reported)")
+    parser.add_argument("--no-keras", action="store_true", help="do not try to time Keras")
+    parser.add_argument("--write", action="store_true", help="update this section of benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rounds = 1 if args.quick else args.rounds
+    gemm_size, gemm_repeats = (256, 2) if args.quick else (2048, 5)
+    peak = matmul_gflops(gemm_size, gemm_repeats)
+    extra, keras_note = ([], "Keras not timed (--no-keras).") if args.no_keras else keras_paths()
+    i, h, b, t = (16, 32, 8, 10) if args.quick else (128, 256, 64, 100)
+    big_h = 64 if args.quick else 1024
+    long_cfg = [(32, 2), (64, 2)] if args.quick else [(1024, 16), (4096, 4)]  # (T, B)
+    cmd = "python benchmarks/bench_speed.py" + (" --quick" if args.quick else f" --threads {args.threads} "
+                                                f"--rounds {rounds} --write")
+    lines = [SECTION, "",
+             f"Command: `{cmd}`  ",
+             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch "
+             f"threads, torch {torch.__version__}, {datetime.date.today().isoformat()}. Median of {rounds} "
+             f"interleaved rounds. Measured fp32 GEMM peak ({gemm_size}^3, best of {gemm_repeats}): "
+             f"{peak:.1f} GFLOP/s. {keras_note}", "",
+             "Columns: see the docstring of benchmarks/bench_speed.py (GFLOP/s counts matmul FLOPs only; "
+             "peak MiB is torch's CPU allocator high-water mark during one training step).", ""]
+    if args.quick:
+        lines.insert(2, "**Smoke run (--quick): tiny shapes, one round; the figures mean nothing.**\n")
+    configs = [(core_paths() + extra, h, b, t, min(t, 100)), (core_paths(), big_h, b, t, min(t, 100))]
+    configs += [(long_paths(), h, lb, lt, lt) for lt, lb in long_cfg]
+    print("\n".join(lines), flush=True)
+    for paths, hidden, batch, steps, latency_steps in configs:
+        label = f"### I={i} H={hidden} B={batch} T={steps}"
+        print(label, flush=True)
+        results = bench(paths, batch=batch, steps=steps, input_size=i, hidden=hidden, rounds=rounds,
+                        latency_steps=latency_steps)
+        rows = table(paths, results, batch=batch, steps=steps, input_size=i, hidden=hidden,
+                     latency_steps=latency_steps, peak_gflops=peak)
+        lines += [label, "", *rows, ""]
+        print("\n".join(rows) + "\n", flush=True)
+    if args.write:
+        write_section("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

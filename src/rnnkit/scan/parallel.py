@@ -1,0 +1,310 @@
+"""Scans for element-wise linear recurrences ``h_t = a_t * h_{t-1} + b_t`` (minGRU, minLSTM).
+
+When a cell's gates depend only on ``x_t`` (a :class:`~rnnkit.cells.minrnn.LinearRecurrentCell`)
+the coefficients of every step are known before the loop starts, and two forms beat the
+reference scan's per-step ``recur`` call:
+
+* :func:`linear_scan_log`: the log-space parallel scan of Feng et al. 2024 (arXiv:2410.01201,
+  appendix B; after Heinsen 2023): with ``A_t = a_1 ... a_t``,
+  ``h_t = A_t h_0 + A_t * sum_{k<=t} b_k / A_k``, i.e. ``log h_t = log A_t +
+  logcumsumexp_k(log b_k - log A_k)``: one ``cumsum`` and one ``logcumsumexp``, no time loop.
+  ``b`` of either sign is split into its positive and negative parts; ``h_0`` of any sign is
+  added as ``h_0 * A_t``. By default the sequence is cut into blocks of 64 steps, scanned all at
+  once, and the state is carried across blocks; this bounds ``|log A_t|`` and with it the float32
+  rounding error, which grows with ``|log A_t|`` in the one-block form.
+* :func:`linear_scan_sequential`: a fused element-wise loop, one ``addcmul`` per step forward
+  and one per step backward (a hand-written backward through time), no matrix multiply.
+
+:func:`parallel_scan` and :func:`sequential_scan` run a cell over a sequence with the same
+signature and semantics as :func:`~rnnkit.scan.reference_scan`: masked steps are skipped (as
+``a = 1, b = 0``: the state is carried and the output is zero), ``reverse`` runs time backwards,
+the final state is the state after each sequence's last real step.
+
+Which is faster depends on the hardware: on the 2-core CPU we measured (``benchmarks/bench_speed.py``,
+``docs/speed.md``) the sequential loop wins at every length tried, so :func:`select_scan` picks it
+for ``implementation="auto"`` on CPU; the parallel scan is the paper's choice for GPUs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from ..cells.base import RecurrentCell, State
+from ..cells.minrnn import LinearRecurrentCell
+from .engine import engine_scan, engine_unavailable_reason
+
+ScanFn = Callable[..., tuple[Tensor, State, "dict[str, Tensor] | None"]]
+LINEAR_SCANS = ("sequential", "parallel")
+
+
+def _very_negative(dtype: torch.dtype) -> float:
+    """A finite stand-in for ``log 0``: ``exp`` of it (plus any sane log-magnitude) is 0, and
+    unlike ``-inf`` it keeps ``logcumsumexp``'s backward free of ``inf - inf``."""
+    return torch.finfo(dtype).min / 8
+
+
+# -- tensor-level scans ------------------------------------------------------------------------
+DEFAULT_CHUNK = 64
+
+
+def linear_scan_log(log_a: Tensor, log_b: Tensor, h0: Tensor, *, b_sign: Tensor | None = None,
+                    reverse: bool = False, chunk_size: int | None = DEFAULT_CHUNK) -> Tensor:
+    """All states of ``h_t = a_t h_{t-1} + b_t`` by a log-space parallel scan.
+
+    Args:
+        log_a: ``[B, T, H]`` ``log a_t`` (finite: ``a_t > 0``).
+        log_b: ``[B, T, H]`` ``log |b_t|`` (may hold very negative values for ``b_t = 0``).
+        h0: ``[B, H]`` initial state, any sign.
+        b_sign: ``[B, T, H]`` sign of ``b_t`` (``-1, 0, +1``), or ``None`` when ``b_t > 0``.
+        reverse: run from ``t = T`` down to ``t = 1`` (``h0`` enters at the last step).
+        chunk_size: scan blocks of this many steps in parallel (all blocks at once), then carry
+            the state across blocks with a ``T / chunk_size``-step element-wise loop. ``None``
+            scans the whole sequence in one block, exactly the paper's form.
+
+    Returns:
+        ``[B, T, H]`` states ``h_1 .. h_T`` (in input order when ``reverse``).
+
+    Numerics: within a block ``log A_t`` is a running sum, and the relative error of ``h_t`` in
+    float32 is about ``6e-8 * |log A_t|``. Over a whole long sequence ``|log A_t|`` reaches
+    thousands (errors of 1e-3 at T = 4000 with saturated gates); blocks keep it bounded.
+    """
+    if reverse:
+        flipped = linear_scan_log(log_a.flip(1), log_b.flip(1), h0, chunk_size=chunk_size,
+                                  b_sign=None if b_sign is None else b_sign.flip(1))
+        return flipped.flip(1)
+    batch, steps, hidden = log_a.shape
+    if chunk_size is None or steps <= chunk_size:
+        return _log_block(log_a, log_b, h0.unsqueeze(1), b_sign)[0]
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    n = -(-steps // chunk_size)
+    pad = n * chunk_size - steps  # padded steps are a = 1, b = 0: they change nothing
+    if pad:
+        log_a = F.pad(log_a, (0, 0, 0, pad))
+        log_b = F.pad(log_b, (0, 0, 0, pad), value=_very_negative(log_b.dtype))
+        b_sign = None if b_sign is None else F.pad(b_sign, (0, 0, 0, pad))
+
+    def blocks(t: Tensor) -> Tensor:
+        return t.reshape(batch * n, chunk_size, hidden)  # [B*n, C, H]: every block from a zero state
+
+    local, log_cum_a = _log_block(blocks(log_a), blocks(log_b), None,
+                                  None if b_sign is None else blocks(b_sign))
+    local = local.view(batch, n, chunk_size, hidden)
+    decay = torch.exp(log_cum_a).view(batch, n, chunk_size, hidden)  # a_{start..t} within the block
+    # state at the end of each block: one short element-wise loop over the blocks
+    ends = linear_scan_sequential(decay[:, :, -1], local[:, :, -1], h0)  # [B, n, H]
+    starts = torch.cat([h0.unsqueeze(1), ends[:, :-1]], 1)
+    h = local + decay * starts.unsqueeze(2)
+    return h.reshape(batch, n * chunk_size, hidden)[:, :steps]
+
+
+def _log_block(log_a: Tensor, log_b: Tensor, h0: Tensor | None, b_sign: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One block of the parallel scan: ``(h, log A)``, time on dim 1, ``h0`` ``[N, 1, H]`` or ``None`` for 0."""
+    log_cum_a = log_a.cumsum(1)  # log A_t
+    if b_sign is None:
+        h = torch.exp(log_cum_a + torch.logcumsumexp(log_b - log_cum_a, 1))
+    else:
+        floor = _very_negative(log_b.dtype)
+        log_pos = torch.where(b_sign > 0, log_b, floor)
+        log_neg = torch.where(b_sign < 0, log_b, floor)
+        h = (torch.exp(log_cum_a + torch.logcumsumexp(log_pos - log_cum_a, 1))
+             - torch.exp(log_cum_a + torch.logcumsumexp(log_neg - log_cum_a, 1)))
+    return (h if h0 is None else h + h0 * torch.exp(log_cum_a)), log_cum_a
+
+
+def _sequential_loop(a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
+    """Forward loop on time-major ``[T, B, H]`` tensors, writing into one preallocated buffer."""
+    out = torch.empty_like(b)
+    h = h0
+    steps = range(a.shape[0] - 1, -1, -1) if reverse else range(a.shape[0])
+    a_s, b_s, out_s = a.unbind(0), b.unbind(0), out.unbind(0)
+    for t in steps:
+        h = torch.addcmul(b_s[t], a_s[t], h, out=out_s[t])
+    return out
+
+
+class _SequentialLinearScan(torch.autograd.Function):
+    """``h_t = a_t h_{t-1} + b_t`` over time-major tensors with backpropagation through time by hand.
+
+    Backward: ``g_t = dL/dh_t + a_{t+1} g_{t+1}``, then ``dL/db_t = g_t``,
+    ``dL/da_t = g_t h_{t-1}`` (one vectorised product after the loop) and ``dL/dh_0 = a_1 g_1``.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:  # type: ignore[override]
+        out = _sequential_loop(a, b, h0, reverse)
+        ctx.save_for_backward(a, out, h0)
+        ctx.reverse = reverse  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        a, out, h0 = ctx.saved_tensors
+        reverse: bool = ctx.reverse
+        grad = grad_out.contiguous().clone()  # becomes dL/dh_t, accumulated in place
+        g_s, a_s = grad.unbind(0), a.unbind(0)
+        steps = a.shape[0]
+        if reverse:  # step t feeds step t - 1
+            for t in range(1, steps):
+                g_s[t].addcmul_(a_s[t - 1], g_s[t - 1])
+            h_prev = torch.cat([out[1:], h0.unsqueeze(0)], 0)
+            first = steps - 1
+        else:  # step t feeds step t + 1
+            for t in range(steps - 2, -1, -1):
+                g_s[t].addcmul_(a_s[t + 1], g_s[t + 1])
+            h_prev = torch.cat([h0.unsqueeze(0), out[:-1]], 0)
+            first = 0
+        grad_a = grad * h_prev if ctx.needs_input_grad[0] else None
+        grad_h0 = a_s[first] * g_s[first] if ctx.needs_input_grad[2] else None
+        return grad_a, grad, grad_h0, None
+
+
+def linear_scan_sequential(a: Tensor, b: Tensor, h0: Tensor, *, reverse: bool = False) -> Tensor:
+    """All states of ``h_t = a_t h_{t-1} + b_t`` by a fused element-wise loop.
+
+    Args:
+        a: ``[B, T, H]`` coefficients (any values).
+        b: ``[B, T, H]`` inputs.
+        h0: ``[B, H]`` initial state.
+        reverse: run from ``t = T`` down to ``t = 1``.
+
+    Returns:
+        ``[B, T, H]`` states (in input order). Differentiable in ``a``, ``b`` and ``h0`` through
+        a hand-written backward loop (first derivatives only).
+    """
+    a_t = a.transpose(0, 1).contiguous()  # time-major, so each step is one contiguous slice
+    b_t = b.transpose(0, 1).contiguous()
+    h0 = h0.contiguous()
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or h0.requires_grad):
+        out = _SequentialLinearScan.apply(a_t, b_t, h0, reverse)
+    else:
+        out = _sequential_loop(a_t, b_t, h0, reverse)
+    return out.transpose(0, 1)
+
+
+# -- cell-level scans (same contract as reference_scan) -----------------------------------------
+def linear_scan_unavailable_reason(cell: RecurrentCell, implementation: str, *, zoneout_rate: float = 0.0,
+                                   return_gates: bool = False, recurrent_dropout: bool = False) -> str | None:
+    """Why ``implementation`` (``"sequential"`` or ``"parallel"``) cannot run ``cell`` exactly, else ``None``."""
+    if not isinstance(cell, LinearRecurrentCell):
+        return (f"implementation={implementation!r} needs a cell whose gates depend only on the input "
+                f"(a LinearRecurrentCell such as 'mingru' or 'minlstm'); {type(cell).__name__} is not one")
+    if return_gates:
+        return "gate activations are recorded only by the reference scan"
+    if zoneout_rate:
+        return "zoneout runs only in the reference scan"
+    if recurrent_dropout and implementation == "parallel":
+        return ("recurrent dropout zeroes a_t for dropped units, which the log-space scan cannot represent; "
+                "use implementation='sequential'")
+    return None
+
+
+def _check(cell: RecurrentCell, implementation: str, zoneout_rate: float, return_gates: bool,
+           recurrent_mask: Tensor | None) -> LinearRecurrentCell:
+    reason = linear_scan_unavailable_reason(cell, implementation, zoneout_rate=zoneout_rate,
+                                            return_gates=return_gates,
+                                            recurrent_dropout=recurrent_mask is not None)
+    if reason is not None:
+        raise ValueError(f"{implementation} scan: {reason}")
+    assert isinstance(cell, LinearRecurrentCell)
+    return cell
+
+
+def _empty(cell: RecurrentCell, x: Tensor, state: State) -> tuple[Tensor, State, None]:
+    return x.new_zeros(x.shape[0], 0, cell.output_size), state, None
+
+
+def sequential_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | None = None,
+                    reverse: bool = False, recurrent_mask: Tensor | None = None, zoneout_rate: float = 0.0,
+                    training: bool = False, return_gates: bool = False) -> tuple[Tensor, State, None]:
+    """Run a :class:`LinearRecurrentCell` over ``x`` ``[B, T, I]`` with the fused element-wise loop.
+
+    Arguments and results as in :func:`~rnnkit.scan.reference_scan`; ``zoneout_rate`` and
+    ``return_gates`` are not supported (ValueError), ``training`` is accepted for the common signature.
+    """
+    lin = _check(cell, "sequential", zoneout_rate, return_gates, recurrent_mask)
+    if x.shape[1] == 0:
+        return _empty(cell, x, state)
+    (h0,) = state
+    a, b, _ = lin.scan_terms(lin.project_input(x))  # [B, T, H] each, all steps at once
+    if recurrent_mask is not None:
+        a = a * recurrent_mask.unsqueeze(1)  # dropout on h_{t-1}: the same mask at every step
+    keep = None if mask is None else mask.unsqueeze(-1)
+    if keep is not None:
+        a = torch.where(keep, a, 1.0)  # a masked step carries the state ...
+        b = torch.where(keep, b, 0.0)
+    h = linear_scan_sequential(a, b, h0, reverse=reverse)
+    h_n = h[:, 0] if reverse else h[:, -1]
+    if keep is not None:
+        h = h * keep  # ... and outputs zero
+    return h, (h_n,), None
+
+
+def parallel_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | None = None,
+                  reverse: bool = False, recurrent_mask: Tensor | None = None, zoneout_rate: float = 0.0,
+                  training: bool = False, return_gates: bool = False) -> tuple[Tensor, State, None]:
+    """Run a :class:`LinearRecurrentCell` over ``x`` ``[B, T, I]`` with the log-space parallel scan.
+
+    Arguments and results as in :func:`~rnnkit.scan.reference_scan`; ``zoneout_rate``,
+    ``return_gates`` and ``recurrent_mask`` are not supported (ValueError).
+    """
+    lin = _check(cell, "parallel", zoneout_rate, return_gates, recurrent_mask)
+    if x.shape[1] == 0:
+        return _empty(cell, x, state)
+    (h0,) = state
+    log_a, log_b, b_sign = lin.scan_terms(lin.project_input(x), log_space=True)
+    keep = None if mask is None else mask.unsqueeze(-1)
+    if keep is not None:
+        log_a = torch.where(keep, log_a, 0.0)  # a = 1
+        log_b = torch.where(keep, log_b, _very_negative(log_b.dtype))  # b = 0
+        if b_sign is not None:
+            b_sign = torch.where(keep, b_sign, 0.0)
+    h = linear_scan_log(log_a, log_b, h0, b_sign=b_sign, reverse=reverse)
+    h_n = h[:, 0] if reverse else h[:, -1]
+    if keep is not None:
+        h = h * keep
+    return h, (h_n,), None
+
+
+def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: torch.device, *,
+                zoneout_rate: float = 0.0, return_gates: bool = False,
+                recurrent_dropout: bool = False) -> ScanFn | None:
+    """The linear scan a layer should use, or ``None`` for the reference scan.
+
+    ``"auto"`` picks ``"sequential"`` on CPU (measured faster there, see ``docs/speed.md``) and
+    ``"parallel"`` on other devices (the paper's GPU setting; not measured by rnnkit), falling
+    back to ``"parallel"``'s unsupported cases with ``"sequential"`` and then to the reference scan.
+    An explicit ``"sequential"``, ``"parallel"`` or ``"engine"`` (the LSTM training engine of
+    :mod:`rnnkit.scan.engine`, opt-in only) raises ValueError with the reason when it cannot run
+    this call; any other implementation gives ``None``.
+    """
+    if implementation == "engine":
+        for c in cells:
+            reason = engine_unavailable_reason(c, zoneout_rate=zoneout_rate, return_gates=return_gates)
+            if reason is not None:
+                raise ValueError(f"{reason}; use implementation='auto' or 'reference'")
+        return engine_scan
+    options: dict[str, Any] = {"zoneout_rate": zoneout_rate, "return_gates": return_gates,
+                               "recurrent_dropout": recurrent_dropout}
+    scans: dict[str, ScanFn] = {"sequential": sequential_scan, "parallel": parallel_scan}
+    if implementation in LINEAR_SCANS:
+        for c in cells:
+            reason = linear_scan_unavailable_reason(c, implementation, **options)
+            if reason is not None:
+                raise ValueError(f"implementation={implementation!r} cannot run this call: {reason}; "
+                                 "use implementation='auto' to fall back to the reference scan")
+        return scans[implementation]
+    if implementation != "auto":
+        return None
+    preferred = ("sequential",) if device.type == "cpu" else ("parallel", "sequential")
+    for name in preferred:
+        if all(linear_scan_unavailable_reason(c, name, **options) is None for c in cells):
+            return scans[name]
+    return None
