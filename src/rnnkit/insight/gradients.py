@@ -1,0 +1,605 @@
+"""Seeing vanishing and exploding gradients in recurrent networks.
+
+:func:`gradient_diagnostics` runs one forward and backward pass of a model (or a bare recurrent
+layer) on a batch and measures, for the model's first ``rnnkit.nn`` recurrent layer:
+
+* ``grad_norms[t] = mean_b ||dL/dh_t||_2``: the total derivative of the loss with respect to the
+  hidden state at step ``t`` (all paths: the read-out at ``t`` and every later step). The layer is
+  unrolled step by step (the fused kernel hides its states), each ``h_t`` is kept with
+  ``retain_grad()``, and the gradients are read after ``loss.backward()``.
+* Step Jacobians ``J_t = ds_t / ds_{t-1}`` of the full state ``s`` (``h``; for LSTMs ``[h, c]``),
+  computed with ``torch.func.jacrev`` for the first ``jacobian_samples`` sequences, and their
+  norm, **spectral** (largest singular value, the default) or **Frobenius** (``norm=``). Reported
+  per step, as the *product of the per-step norms* ``prod_{k>t} ||J_k||`` (an upper bound, in
+  log10) and as the exact norm of the product ``||ds_{T-1}/ds_t||`` (float64). Both norms are
+  sub-multiplicative, so the exact norm never exceeds the bound. Masks are ignored here.
+* Gate saturation from ``return_gates``: the fraction of sigmoid gate values ``< 0.05`` or
+  ``> 0.95`` and of tanh values with ``|x| > 0.95`` (LSTM input/forget/output and the candidate;
+  GRU reset/update and candidate; a tanh RNN's ``tanh(pre-activation)``).
+* The effective memory horizon, by this rule: the smallest lag ``k >= 1`` such that
+  ``grad_norms[T-1-k] < threshold * grad_norms[T-1]`` (``threshold = 1e-3``), i.e. how far back
+  from the last step the gradient survives above one thousandth of its value at the last step.
+  ``None`` when it never falls that low within the sequence. The rule is meaningful for losses
+  read at the last step (the adding problem, sequence classification); with a loss at every
+  step each ``h_t`` also gets a direct gradient.
+
+Pascanu et al. 2013 ("On the difficulty of training recurrent neural networks") is the reference
+for the Jacobian products and for gradient clipping (:func:`clipping_demo`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..nn.recurrent import _RecurrentCore
+
+SIGMOID_GATES = ("input", "forget", "output", "reset", "update")
+TANH_GATES = ("cell_candidate", "candidate")
+NORMS = ("spectral", "frobenius")
+HORIZON_RULE = ("smallest lag k >= 1 with ||dL/dh_(T-1-k)|| < {threshold:g} x ||dL/dh_(T-1)|| "
+                "(None: never within the sequence)")
+
+
+# -- saturation --------------------------------------------------------------------------------
+def saturation_fractions(gates: Mapping[str, Tensor], *, nonlinearity: str = "tanh", mask: Tensor | None = None,
+                         low: float = 0.05, high: float = 0.95) -> dict[str, float]:
+    """Fraction of saturated values per gate of one layer's ``return_gates`` dict.
+
+    Args:
+        gates: gate name -> ``[B, T, H]`` activations (``rnnkit.nn`` ``return_gates`` output for one layer).
+        nonlinearity: the RNN cell's activation, used for its ``pre_activation`` entry.
+        mask: optional ``[B, T]`` bool, ``True`` on real steps (padded steps are not counted).
+        low, high: a sigmoid value is saturated below ``low`` or above ``high``; a tanh value
+            when ``|x| > high``.
+
+    Returns:
+        gate name -> fraction in ``[0, 1]``; gates that are not activations (the LSTM cell state,
+        a relu RNN's pre-activation) are left out.
+    """
+    out: dict[str, float] = {}
+    for name, values in gates.items():
+        if name in SIGMOID_GATES:
+            saturated = (values < low) | (values > high)
+        elif name in TANH_GATES:
+            saturated = values.abs() > high
+        elif name == "pre_activation" and nonlinearity == "tanh":
+            saturated = torch.tanh(values).abs() > high
+        else:
+            continue
+        if mask is not None:
+            valid = mask.unsqueeze(-1).expand_as(saturated)
+            total = int(valid.sum())
+            out[name] = float((saturated & valid).sum()) / total if total else 0.0
+        else:
+            out[name] = float(saturated.float().mean()) if saturated.numel() else 0.0
+    return out
+
+
+def memory_horizon(grad_norms: Sequence[float], threshold: float = 1e-3) -> int | None:
+    """The effective memory horizon of :data:`HORIZON_RULE` from per-step gradient norms."""
+    if not grad_norms:
+        return None
+    reference = grad_norms[-1]
+    if not reference > 0 or not math.isfinite(reference):
+        return None
+    last = len(grad_norms) - 1
+    for lag in range(1, len(grad_norms)):
+        if grad_norms[last - lag] < threshold * reference:
+            return lag
+    return None
+
+
+# -- tracing the recurrence --------------------------------------------------------------------
+@dataclass
+class _Trace:
+    """What one unrolled layer/direction left behind: states per step in processing order."""
+
+    hidden: list[Tensor] = field(default_factory=list)  # h_t as used by the next step (grad retained)
+    prev_states: list[tuple[Tensor, ...]] = field(default_factory=list)  # s_{t-1}, detached
+    inputs: list[Tensor] = field(default_factory=list)  # projected input at t, detached
+    order: list[int] = field(default_factory=list)  # time index of each processed step
+    gates: dict[str, Tensor] | None = None
+    cell: Any = None
+
+
+def _traced_scan(cell: Any, x: Tensor, state: tuple[Tensor, ...], mask: Tensor | None, reverse: bool,
+                 trace: _Trace) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The reference scan, keeping every hidden state in the graph with ``retain_grad``."""
+    steps = x.shape[1]
+    inputs = cell.project_input(x).unbind(1)  # T x [B, G]
+    valid = mask.unsqueeze(-1).unbind(1) if mask is not None else None
+    outputs: list[Tensor] = [x] * steps
+    gate_steps: list[dict[str, Tensor]] = [{}] * steps
+    for t in range(steps - 1, -1, -1) if reverse else range(steps):
+        trace.prev_states.append(tuple(s.detach() for s in state))
+        trace.inputs.append(inputs[t].detach())
+        trace.order.append(t)
+        out, new, gates = cell.recur(inputs[t], state, return_gates=True)
+        if valid is not None:
+            keep = valid[t]
+            new = tuple(torch.where(keep, n, s) for n, s in zip(new, state))
+            out = new[0] * keep
+            gates = {k: v * keep for k, v in (gates or {}).items()}
+        else:
+            out = new[0]
+        if new[0].requires_grad:
+            new[0].retain_grad()
+        trace.hidden.append(new[0])
+        state = new
+        outputs[t] = out
+        gate_steps[t] = gates or {}
+    trace.gates = {k: torch.stack([g[k] for g in gate_steps], 1).detach() for k in gate_steps[0]} if steps else {}
+    trace.cell = cell
+    return torch.stack(outputs, 1), state
+
+
+def _traced_run(layer: _RecurrentCore, traces: dict[str, _Trace]) -> Callable[..., Any]:
+    """A replacement for ``layer._run`` that unrolls every layer and direction with tracing."""
+
+    def run(x: Tensor, x_bf: Tensor, hx: Any, mask: Tensor | None, return_gates: bool) -> Any:
+        layer._bind()
+        batch = x_bf.shape[0]
+        initial = layer._zeros(batch, x_bf) if hx is None else hx
+        parts = initial if isinstance(initial, tuple) else (initial,)
+        finals: list[tuple[Tensor, ...]] = []
+        layer_input = x_bf
+        for depth in range(layer.num_layers):
+            outputs = []
+            for direction in range(layer.num_directions):
+                index = depth * layer.num_directions + direction
+                key = f"l{depth}{'_reverse' if direction else ''}"
+                traces[key] = _Trace()
+                out, state = _traced_scan(layer._cells[index], layer_input, tuple(p[index] for p in parts), mask,
+                                          direction == 1, traces[key])
+                outputs.append(out)
+                finals.append(state)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
+        stacked = tuple(torch.stack([f[k] for f in finals], 0) for k in range(len(parts)))
+        h_n = stacked if len(stacked) > 1 else stacked[0]
+        gates = {k: t.gates or {} for k, t in traces.items()} if return_gates else None
+        traces["_mask"] = _Trace(gates={"mask": mask} if mask is not None else None)
+        return layer_input, h_n, gates
+
+    return run
+
+
+def find_recurrent_layer(module: nn.Module, name: str | None = None) -> tuple[str, _RecurrentCore]:
+    """The first ``rnnkit.nn`` recurrent layer inside ``module`` (or the one called ``name``)."""
+    for sub_name, sub in module.named_modules():
+        if isinstance(sub, _RecurrentCore) and (name is None or sub_name == name):
+            return sub_name or "<layer>", sub
+    if name is not None:
+        raise ValueError(f"no rnnkit recurrent layer named {name!r} in {type(module).__name__}")
+    raise ValueError(f"{type(module).__name__} holds no rnnkit.nn recurrent layer (RNN, LSTM, GRU, Recurrent); "
+                     "diagnostics need one (convert torch.nn layers with rnnkit.nn.LSTM(...).load_state_dict)")
+
+
+# -- the report --------------------------------------------------------------------------------
+@dataclass
+class GradientReport:
+    """Gradient diagnostics of one model on one batch (see the module docstring for definitions).
+
+    Lists indexed by time step ``t = 0..T-1``; ``jacobian_step_norms[t]`` is ``||ds_t/ds_{t-1}||``
+    (``t >= 1``; ``t = 0`` is ``nan``), ``jacobian_product_log10[t]`` is
+    ``log10 mean_b prod_{k=t+1}^{T-1} ||J_k||`` and ``jacobian_product_norm[t]`` is ``||ds_{T-1}/ds_t||``
+    (first layer, forward direction).
+    """
+
+    label: str
+    layer: str
+    cell: str
+    steps: int
+    loss: float
+    grad_norms: list[float]
+    grad_norms_by_layer: dict[str, list[float]]
+    norm: str
+    jacobian_step_norms: list[float]
+    jacobian_product_log10: list[float]
+    jacobian_product_norm: list[float]
+    saturation: dict[str, dict[str, float]]
+    saturation_overall: float
+    horizon: int | None
+    horizon_rule: str
+    param_grad_norm: float
+    clip_norm: float | None = None
+
+    @property
+    def clipped_grad_norm(self) -> float:
+        """The parameter-gradient norm after clipping to ``clip_norm`` (the norm itself without it)."""
+        if self.clip_norm is None or not math.isfinite(self.param_grad_norm):
+            return self.param_grad_norm if self.clip_norm is None else float(self.clip_norm)
+        return min(self.param_grad_norm, self.clip_norm)
+
+    def summary(self) -> dict[str, Any]:
+        first, last = self.grad_norms[0], self.grad_norms[-1]
+        return {"label": self.label, "cell": self.cell, "steps": self.steps, "loss": self.loss,
+                "grad_norm_last": last, "grad_norm_first": first,
+                "ratio_first_to_last": first / last if last > 0 else math.nan,
+                "horizon": self.horizon, "saturation": self.saturation_overall,
+                "jacobian_product_norm_first": self.jacobian_product_norm[0] if self.jacobian_product_norm else None,
+                "param_grad_norm": self.param_grad_norm,
+                "clipped_grad_norm": self.clipped_grad_norm if self.clip_norm is not None else None}
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in asdict(self).items()}
+
+
+def _cell_name(layer: _RecurrentCore) -> str:
+    spec = layer.cell_spec
+    return str(getattr(spec, "__name__", spec))
+
+
+def _default_loss(is_layer: bool, layer: _RecurrentCore) -> Callable[[nn.Module, Any], Tensor]:
+    def loss(model: nn.Module, batch: Any) -> Tensor:
+        if is_layer:
+            x = batch[0] if isinstance(batch, list | tuple) else batch
+            out = model(x)[0]
+            last = out[:, -1] if layer.batch_first else out[-1]
+            return last.sum()  # dL/dh_(T-1) = 1: the gradient's decay back in time is the layer's own
+        if isinstance(batch, Tensor):
+            return model(batch).sum()
+        x, y = batch[0], batch[1]
+        pred = model(x)
+        if not y.dtype.is_floating_point:
+            return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), y.reshape(-1))
+        if pred.shape == y.shape:
+            return F.mse_loss(pred, y)
+        raise ValueError(f"cannot guess a loss for predictions {list(pred.shape)} and targets {list(y.shape)}; "
+                         "pass loss_fn=(model, batch) -> scalar")
+    return loss
+
+
+def _jacobians(trace: _Trace, samples: int) -> Tensor:
+    """``[T, n, S, S]`` step Jacobians in processing order (row 0 is all nan: no previous step)."""
+    cell = trace.cell
+    sizes = [s.shape[-1] for s in trace.prev_states[0]]
+    total = sum(sizes)
+
+    def step(xp: Tensor, flat: Tensor) -> Tensor:
+        parts = tuple(p.unsqueeze(0) for p in torch.split(flat, sizes))
+        _, new, _ = cell.recur(xp.unsqueeze(0), parts)
+        return torch.cat([n.squeeze(0) for n in new])
+
+    jac = torch.func.vmap(torch.func.jacrev(step, argnums=1))
+    out = []
+    with torch.no_grad():
+        for xp, prev in zip(trace.inputs, trace.prev_states):
+            n = min(samples, xp.shape[0])
+            out.append(jac(xp[:n], torch.cat([p[:n] for p in prev], -1)))
+    stacked = torch.stack(out)  # [T, n, S, S]
+    stacked[0] = float("nan")
+    assert stacked.shape[-1] == total
+    return stacked
+
+
+def _matrix_norm(m: Tensor, norm: str) -> Tensor:
+    return torch.linalg.matrix_norm(m, ord=2 if norm == "spectral" else "fro")
+
+
+def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
+                         loss_fn: Callable[[nn.Module, Any], Tensor] | None = None, norm: str = "spectral",
+                         jacobians: bool = True, jacobian_samples: int = 4, threshold: float = 1e-3,
+                         clip_norm: float | None = None, layer: str | None = None,
+                         label: str | None = None) -> GradientReport:
+    """Measure how gradients flow back in time through a model's recurrent layer on one batch.
+
+    Args:
+        model_or_layer: an ``rnnkit.nn`` recurrent layer, or any model containing one (the first
+            one found, or the submodule called ``layer``, is diagnosed).
+        batch: for a layer, its input tensor (in the layer's layout); for a model, what
+            ``loss_fn`` takes (default: ``(x, y)``, cross-entropy for integer ``y``, MSE for float).
+        loss_fn: ``(model, batch) -> scalar``. Default for a bare layer: the sum of its output at
+            the last step, so ``dL/dh_(T-1)`` is all ones.
+        norm: ``"spectral"`` or ``"frobenius"`` for the Jacobian norms.
+        jacobians: compute the step Jacobians (skip for long sequences with large states).
+        jacobian_samples: sequences of the batch used for the Jacobians.
+        threshold: the memory-horizon threshold (``1e-3``).
+        clip_norm: also report the parameter-gradient norm after clipping to this value.
+        layer: name of the recurrent submodule to diagnose.
+        label: name of this report (default: the cell name).
+
+    Returns:
+        A :class:`GradientReport`. The model's parameter gradients, train/eval mode and forward
+        are restored afterwards; dropout is off during the pass (eval mode).
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    is_layer = isinstance(model_or_layer, _RecurrentCore)
+    name, rec = ("<layer>", model_or_layer) if is_layer else find_recurrent_layer(model_or_layer, layer)
+    assert isinstance(rec, _RecurrentCore)
+    loss_fn = loss_fn or _default_loss(is_layer, rec)
+    params = [p for p in model_or_layer.parameters() if p.requires_grad]
+    saved_grads = [p.grad for p in params]
+    was_training = model_or_layer.training
+    traces: dict[str, _Trace] = {}
+    model_or_layer.eval()
+    for p in params:
+        p.grad = None
+    object.__setattr__(rec, "_run", _traced_run(rec, traces))
+    try:
+        with torch.enable_grad():
+            loss = loss_fn(model_or_layer, batch)
+            if loss.dim() != 0:
+                raise ValueError(f"loss_fn must return a scalar, got shape {list(loss.shape)}")
+            loss.backward()
+        grads = [p.grad for p in params if p.grad is not None]
+        param_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))\
+            if grads else 0.0
+    finally:
+        object.__delattr__(rec, "_run")
+        for p, g in zip(params, saved_grads):
+            p.grad = g
+        model_or_layer.train(was_training)
+    mask_trace = traces.pop("_mask", None)
+    mask = mask_trace.gates["mask"] if mask_trace is not None and mask_trace.gates else None
+    if not traces or not traces["l0"].hidden:
+        raise ValueError(f"the recurrent layer {name} was not called by loss_fn (or saw an empty sequence)")
+
+    by_layer: dict[str, list[float]] = {}
+    for key, trace in traces.items():
+        norms = [0.0] * len(trace.hidden)
+        for h, t in zip(trace.hidden, trace.order):
+            norms[t] = float(h.grad.norm(dim=-1).mean()) if h.grad is not None else 0.0
+        by_layer[key] = norms
+    main = traces["l0"]
+    steps = len(main.hidden)
+    nonlinearity = getattr(main.cell, "nonlinearity", "tanh")
+    saturation = {key: saturation_fractions(t.gates or {}, nonlinearity=nonlinearity, mask=mask)
+                  for key, t in traces.items()}
+    fractions = [v for per in saturation.values() for v in per.values()]
+
+    step_norms: list[float] = [math.nan] * steps
+    bound: list[float] = [0.0] * steps
+    exact: list[float] = [1.0] * steps
+    if jacobians and steps:
+        jac = _jacobians(main, jacobian_samples).double()  # forward direction: processing order = time order
+        per_step = _matrix_norm(jac[1:], norm)  # [T-1, n]
+        step_norms = [math.nan] + per_step.mean(-1).tolist()
+        logs = torch.log10(per_step.clamp_min(1e-300))
+        suffix = torch.zeros(steps, logs.shape[1], dtype=torch.float64)  # sum_{k>t} log10 ||J_k||
+        for t in range(steps - 2, -1, -1):
+            suffix[t] = suffix[t + 1] + logs[t]  # logs[t] is ||J_{t+1}||
+        # mean over samples of the product, in log10 (logsumexp: products overflow floats)
+        bound = ((torch.logsumexp(suffix * math.log(10), -1) - math.log(suffix.shape[1])) / math.log(10)).tolist()
+        product = torch.eye(jac.shape[-1], dtype=torch.float64).expand_as(jac[0]).clone()  # ds_{T-1}/ds_{T-1}
+        exact = [0.0] * steps
+        exact[steps - 1] = float(_matrix_norm(product, norm).mean())
+        for t in range(steps - 2, -1, -1):
+            product = product @ jac[t + 1]
+            exact[t] = float(_matrix_norm(product, norm).mean())
+    grad_norms = by_layer["l0"]
+    return GradientReport(
+        label=label or _cell_name(rec), layer=name, cell=_cell_name(rec), steps=steps, loss=float(loss.detach()),
+        grad_norms=grad_norms, grad_norms_by_layer=by_layer, norm=norm if jacobians else "none",
+        jacobian_step_norms=step_norms, jacobian_product_log10=bound, jacobian_product_norm=exact,
+        saturation=saturation, saturation_overall=sum(fractions) / len(fractions) if fractions else 0.0,
+        horizon=memory_horizon(grad_norms, threshold), horizon_rule=HORIZON_RULE.format(threshold=threshold),
+        param_grad_norm=param_norm, clip_norm=clip_norm)
+
+
+# -- exploding gradients and clipping ----------------------------------------------------------
+def scale_recurrent_weights(module: nn.Module, scale: float, seed: int = 0) -> nn.Module:
+    """Set every ``weight_hh`` to ``scale`` x a random orthogonal matrix per gate block (all singular
+    values ``= scale``): ``scale > 1`` makes a plain RNN's gradients explode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for pname, p in module.named_parameters():
+            if "weight_hh" not in pname:
+                continue
+            rows, cols = p.shape
+            for start in range(0, rows, cols):
+                q, r = torch.linalg.qr(torch.randn(cols, cols, generator=generator, dtype=torch.float64))
+                q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+                p[start:start + cols] = (scale * q).to(p.dtype)
+    return module
+
+
+def clipping_demo(cell: str = "rnn", *, length: int = 50, scale: float = 3.0, clip_norm: float = 1.0,
+                  steps: int = 30, learning_rate: float = 0.05, batch_size: int = 32, hidden_size: int = 32,
+                  seed: int = 0) -> dict[str, Any]:
+    """Train the adding problem from an exploding initialisation (``weight_hh = scale x orthogonal``)
+    with plain SGD, once without and once with gradient clipping, from the same weights and batches.
+
+    Returns:
+        ``{"without": {...}, "with": {...}}``, each with per-step ``loss`` and ``grad_norm`` lists
+        (the norm before clipping) and ``diverged`` (a non-finite loss or one above 1e3).
+    """
+    from .memory import MemoryModel, make_task, task_loss
+
+    task = make_task("adding")
+    torch.manual_seed(seed)
+    initial = scale_recurrent_weights(MemoryModel(task, cell, hidden_size), scale, seed).state_dict()
+    results: dict[str, Any] = {}
+    for key, clip in (("without", None), ("with", clip_norm)):
+        model = MemoryModel(task, cell, hidden_size)
+        model.load_state_dict(initial)
+        optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+        generator = torch.Generator().manual_seed(seed)
+        losses: list[float] = []
+        norms: list[float] = []
+        for _ in range(steps):
+            x, y = task.generate(batch_size, length, generator)
+            loss = task_loss(task, model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            total = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip is not None else math.inf)
+            losses.append(float(loss.detach()))
+            norms.append(float(total))
+            if not math.isfinite(losses[-1]):
+                break
+            optimizer.step()
+        diverged = any(not math.isfinite(v) or v > 1e3 for v in losses)
+        results[key] = {"clip_norm": clip, "loss": losses, "grad_norm": norms, "diverged": diverged}
+    results["settings"] = {"cell": cell, "length": length, "scale": scale, "clip_norm": clip_norm, "steps": steps,
+                           "learning_rate": learning_rate, "batch_size": batch_size, "hidden_size": hidden_size}
+    return results
+
+
+# -- plots -------------------------------------------------------------------------------------
+def plot_gradient_norms(reports: Sequence[GradientReport], path: Path, *, title: str = "",
+                        clipping: Mapping[str, Any] | None = None) -> Path:
+    """Log-scale ``||dL/dh_t||`` against ``t``, one line per report; a second panel with the
+    clipping demo's losses when given."""
+    from ..tasks.report import _pyplot
+
+    plt = _pyplot()
+    panels = 2 if clipping else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4), squeeze=False)
+    ax = axes[0][0]
+    for report in reports:
+        values = [v if v > 0 and math.isfinite(v) else math.nan for v in report.grad_norms]
+        ax.plot(range(len(values)), values, label=report.label)
+    ax.set_yscale("log")
+    ax.set(xlabel="time step t", ylabel="mean ||dL/dh_t||", title=title or "gradient norm back through time")
+    ax.legend(fontsize=8)
+    if clipping:
+        ax2 = axes[0][1]
+        for key in ("without", "with"):
+            run = clipping[key]
+            values = [v if math.isfinite(v) else math.nan for v in run["loss"]]
+            label = "no clipping" if run["clip_norm"] is None else f"clip norm {run['clip_norm']:g}"
+            ax2.plot(range(1, len(values) + 1), values, marker=".", label=label)
+        s = clipping["settings"]
+        ax2.set_yscale("log")
+        ax2.set(xlabel="SGD step", ylabel="training loss (MSE)",
+                title=f"{s['cell']}, W_hh = {s['scale']:g} x orthogonal, T={s['length']}")
+        ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def diagnostics_markdown(reports: Sequence[GradientReport], clipping: Mapping[str, Any] | None = None,
+                         title: str = "Gradient diagnostics") -> str:
+    """A Markdown report: one row per model, the definitions, and the clipping demo."""
+    from ..tasks.report import markdown_table
+
+    if not reports:
+        return f"# {title}\n\nNo reports.\n"
+    rule = reports[0].horizon_rule
+    norm = reports[0].norm
+    rows = []
+    for r in reports:
+        s = r.summary()
+        rows.append([r.label, r.steps, s["grad_norm_last"], s["grad_norm_first"],
+                     f"{s['ratio_first_to_last']:.3g}", r.horizon if r.horizon is not None else f">= {r.steps - 1}",
+                     f"{r.saturation_overall:.3f}",
+                     f"{r.jacobian_product_norm[0]:.3g}" if r.jacobian_product_norm else "",
+                     f"{r.jacobian_product_log10[0]:.2f}" if r.jacobian_product_log10 else "",
+                     f"{r.param_grad_norm:.3g}"])
+    lines = [f"# {title}", "",
+             markdown_table(["model", "T", "||dL/dh_T-1||", "||dL/dh_0||", "first/last", "horizon",
+                             "saturated", f"||ds_T-1/ds_0|| ({norm})", "log10 prod ||J_t||", "param grad norm"],
+                            rows), "",
+             "Definitions: `||dL/dh_t||` is the mean over the batch of the L2 norm of the total derivative of the "
+             "loss with respect to the hidden state at step t (retained hidden-state gradients of the unrolled "
+             f"layer). Horizon: {rule}. Saturated: fraction of sigmoid gate values < 0.05 or > 0.95 and of tanh "
+             f"values with |x| > 0.95. Jacobian norms are {norm} norms of ds_t/ds_(t-1) for the full state "
+             "(h, and c for LSTMs); `log10 prod ||J_t||` is the product of the per-step norms (an upper bound), "
+             "`||ds_T-1/ds_0||` the norm of the exact product.", ""]
+    if clipping:
+        s = clipping["settings"]
+        w, c = clipping["without"], clipping["with"]
+
+        def last(run: Mapping[str, Any]) -> str:
+            return f"{run['loss'][-1]:.4g}" if run["loss"] else "n/a"
+
+        lines += ["## Exploding gradients and clipping", "",
+                  f"{s['cell']} with W_hh = {s['scale']:g} x orthogonal on the adding problem (T={s['length']}), "
+                  f"{s['steps']} SGD steps at learning rate {s['learning_rate']:g} from identical weights and batches:",
+                  "",
+                  markdown_table(["run", "first grad norm", "max grad norm", "final loss", "diverged"],
+                                 [["no clipping", f"{w['grad_norm'][0]:.3g}", f"{max(w['grad_norm']):.3g}", last(w),
+                                   w["diverged"]],
+                                  [f"clip norm {c['clip_norm']:g}", f"{c['grad_norm'][0]:.3g}",
+                                   f"{max(c['grad_norm']):.3g}", last(c), c["diverged"]]]), ""]
+    return "\n".join(lines)
+
+
+def diagnose_fresh(cells: Sequence[str], *, task: str = "adding", length: int = 100, hidden_size: int = 64,
+                   batch_size: int = 32, seed: int = 0, norm: str = "spectral", exploding_scale: float | None = 3.0,
+                   clip_norm: float = 1.0, jacobian_samples: int = 4) -> tuple[list[GradientReport], dict[str, Any] | None]:
+    """Diagnose freshly initialised models of each cell on one batch of a memory task, plus an
+    exploding case (a tanh RNN with ``weight_hh = exploding_scale x orthogonal``) and the
+    clipping demo (``exploding_scale=None`` skips both)."""
+    from ..cells import CELLS
+    from .memory import MemoryModel, make_task, task_loss
+
+    spec = make_task(task)
+    spec.check_length(length)
+    for cell in cells:
+        if cell.lower().replace("-", "_") not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; choose from {', '.join(sorted(CELLS))}")
+    batch = spec.generate(batch_size, length, torch.Generator().manual_seed(seed))
+
+    def loss_fn(model: nn.Module, b: Any) -> Tensor:
+        return task_loss(spec, model(b[0]), b[1])
+
+    reports = []
+    for cell in cells:
+        torch.manual_seed(seed)
+        model = MemoryModel(spec, cell, hidden_size)
+        reports.append(gradient_diagnostics(model, batch, loss_fn=loss_fn, norm=norm, label=cell,
+                                            jacobian_samples=jacobian_samples, clip_norm=clip_norm))
+    clipping = None
+    if exploding_scale is not None:
+        torch.manual_seed(seed)
+        exploding = scale_recurrent_weights(MemoryModel(spec, "rnn", hidden_size), exploding_scale, seed)
+        reports.append(gradient_diagnostics(exploding, batch, loss_fn=loss_fn, norm=norm,
+                                            label=f"rnn, W_hh = {exploding_scale:g} x orthogonal",
+                                            jacobian_samples=jacobian_samples, clip_norm=clip_norm))
+        clipping = clipping_demo("rnn", length=min(length, 50), scale=exploding_scale, clip_norm=clip_norm,
+                                 hidden_size=hidden_size, seed=seed)
+    return reports, clipping
+
+
+def diagnostic_inputs(trained: Any, data: str | Path, size: int = 32) -> tuple[nn.Module, Any,
+                                                                             Callable[[nn.Module, Any], Tensor]]:
+    """``(model, batch, loss_fn)`` for a trained task on the first ``size`` labelled examples of ``data``.
+
+    Tasks provide this through a ``diagnostic_batch(path, size)`` method on their trained class;
+    text classification (which predates it) is adapted here.
+    """
+    if hasattr(trained, "diagnostic_batch"):
+        return trained.diagnostic_batch(data, size)
+    from ..tasks import text_classification as tc
+
+    if isinstance(trained, tc.TrainedTextClassifier):
+        if trained.prep.multi_label or trained.prep.architecture != "rnn":
+            raise ValueError("diagnose supports single-label text classifiers with architecture=rnn")
+        examples = tc.read_examples(data, trained.prep.cfg)[:size]
+        labels = [tc._labels_of(e, trained.prep.cfg, False) for e in examples]
+        targets = trained.prep.encode_labels(labels, [e.source for e in examples], "diagnostic")
+        ids, lengths, _, _ = tc.collate_flat([(ids, None, i) for i, ids in
+                                              enumerate(trained.prep.encode_texts([e.text for e in examples]))])
+
+        def loss_fn(model: nn.Module, batch: Any) -> Tensor:
+            return F.cross_entropy(model(batch[0], batch[1]), batch[2])
+
+        return trained.model, (ids, lengths, targets), loss_fn
+    raise ValueError(f"diagnose does not know how to build a batch for {type(trained).__name__}; supported: "
+                     "image-classification, text-classification (architecture=rnn)")
+
+
+def diagnose_run(run_dir: str | Path, data: str | Path, *, samples: int = 32, norm: str = "spectral",
+                 jacobian_samples: int = 4) -> GradientReport:
+    """Diagnose a trained run on the first ``samples`` labelled examples of ``data``."""
+    from ..tasks import load_trained
+
+    model, batch, loss_fn = diagnostic_inputs(load_trained(str(run_dir)), data, samples)
+    return gradient_diagnostics(model, batch, loss_fn=loss_fn, norm=norm, jacobian_samples=jacobian_samples,
+                                label=f"{Path(run_dir).name}")
+
+
+__all__ = ["GradientReport", "HORIZON_RULE", "clipping_demo", "diagnose_fresh", "diagnose_run", "diagnostic_inputs", "diagnostics_markdown",
+           "find_recurrent_layer", "gradient_diagnostics", "memory_horizon", "plot_gradient_norms",
+           "saturation_fractions", "scale_recurrent_weights"]

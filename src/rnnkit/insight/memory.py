@@ -1,0 +1,396 @@
+"""Long-range memory tasks: the adding problem, copy memory and selective copy.
+
+Each task is a generator of ``(inputs [B, T, I], targets)`` batches plus a trivial baseline
+(what a network with no memory can reach) and a success rule. :func:`run_memory_benchmark`
+trains each cell on each length under the same fixed budget (training steps) through the task
+engine (:func:`rnnkit.tasks.engine.fit`) and reports the success rate.
+
+* **adding** (Hochreiter and Schmidhuber 1997, experiment 4; the variant of Le et al. 2015):
+  two channels, a value ``U(0, 1)`` and a marker; exactly two steps are marked, one in each half
+  of the sequence; the target is the sum of the two marked values, read at the last step.
+  Always answering 1 gives MSE ``Var(u1 + u2) = 1/6 = 0.167``. Success: dev MSE below 10% of
+  that baseline (``< 0.0167``). ``length`` = sequence length ``T`` (at least 4).
+* **copy** (Hochreiter and Schmidhuber 1997, experiment 2; the version of Arjovsky et al. 2016):
+  ``K`` symbols from an alphabet of ``A``, a gap of blanks, a delimiter, then ``K`` steps in which
+  the network must output the symbols in order. ``length`` = total sequence length ``T``
+  (the gap is ``T - 2K``; at least ``2K + 1``). Without memory, accuracy on the recalled segment
+  is ``1/A``. Success: recalled-segment accuracy above 0.9.
+* **selective-copy** (Gu and Dao 2023, sec. 3.1; Jing et al. 2019): ``K`` symbols at random
+  positions among blanks in the first ``T - K`` steps, a delimiter, then the symbols in order
+  (the network must pick out *where* the symbols were, not just copy a fixed block). Same
+  baseline and success rule as copy; ``length`` = total length (at least ``2K + 1``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..nn import recurrent_layer
+
+Batch = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class MemoryTask:
+    """A memory task: its generator, loss, quality metric, trivial baseline and success rule.
+
+    Attributes:
+        name: ``adding``, ``copy`` or ``selective-copy``.
+        input_size: features per step of the generated inputs.
+        output_size: regression outputs (adding) or classes per recalled step (copies).
+        metric: name of the dev metric (``mse`` or ``recall_accuracy``).
+        higher_is_better: direction of ``metric``.
+        baseline: the metric of a network with no memory.
+        threshold: success when the metric is better than this.
+        rule: the success rule in words.
+    """
+
+    name: str
+    input_size: int
+    output_size: int
+    metric: str
+    higher_is_better: bool
+    baseline: float
+    threshold: float
+    rule: str
+    symbols: int = 8
+    memorize: int = 10
+
+    def min_length(self) -> int:
+        return 4 if self.name == "adding" else 2 * self.memorize + 1
+
+    def check_length(self, length: int) -> None:
+        if length < self.min_length():
+            what = ("two marked steps, one in each half" if self.name == "adding" else
+                    f"{self.memorize} symbols, a delimiter and {self.memorize} recall steps")
+            raise ValueError(f"length {length} is too short for the {self.name} task: it needs at least "
+                             f"{self.min_length()} steps ({what})")
+
+    def generate(self, batch_size: int, length: int, generator: torch.Generator | None = None) -> Batch:
+        """One batch ``(inputs [B, T, input_size], targets)``; see the module docstring."""
+        self.check_length(length)
+        if self.name == "adding":
+            return adding_problem(batch_size, length, generator)
+        if self.name == "copy":
+            return copy_memory(batch_size, length, symbols=self.symbols, memorize=self.memorize, generator=generator)
+        return selective_copy(batch_size, length, symbols=self.symbols, memorize=self.memorize, generator=generator)
+
+    def success(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        return value > self.threshold if self.higher_is_better else value < self.threshold
+
+
+def make_task(name: str, *, symbols: int = 8, memorize: int = 10) -> MemoryTask:
+    """The task called ``name`` (``adding``, ``copy``, ``selective-copy``); ValueError lists them."""
+    if name == "adding":
+        baseline = 1.0 / 6.0
+        return MemoryTask("adding", 2, 1, "mse", False, baseline, 0.1 * baseline,
+                          "dev MSE < 0.1 x 0.167 (the MSE of always answering 1)")
+    if name in ("copy", "selective-copy"):
+        if symbols < 2 or memorize < 1:
+            raise ValueError(f"copy tasks need symbols >= 2 and memorize >= 1, got {symbols} and {memorize}")
+        return MemoryTask(name, symbols + 2, symbols + 1, "recall_accuracy", True, 1.0 / symbols, 0.9,
+                          f"accuracy on the {memorize} recalled steps > 0.9 (chance without memory: 1/{symbols})",
+                          symbols=symbols, memorize=memorize)
+    raise ValueError(f"unknown memory task {name!r}; choose one of {', '.join(MEMORY_TASKS)}")
+
+
+MEMORY_TASKS = ("adding", "copy", "selective-copy")
+
+
+# -- generators --------------------------------------------------------------------------------
+def adding_problem(batch_size: int, length: int, generator: torch.Generator | None = None) -> Batch:
+    """Adding problem: ``inputs [B, T, 2]`` (value, marker), ``targets [B]`` = sum of the 2 marked values.
+
+    One marker falls uniformly in ``[0, T/2)``, the other in ``[T/2, T)``.
+    """
+    if length < 4:
+        raise ValueError(f"length {length} is too short for the adding task: it needs at least 4 steps")
+    values = torch.rand(batch_size, length, generator=generator)
+    half = length // 2
+    first = torch.randint(0, half, (batch_size,), generator=generator)
+    second = torch.randint(half, length, (batch_size,), generator=generator)
+    markers = torch.zeros(batch_size, length)
+    rows = torch.arange(batch_size)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    targets = values[rows, first] + values[rows, second]
+    return torch.stack([values, markers], -1), targets
+
+
+def _one_hot(tokens: Tensor, size: int) -> Tensor:
+    return F.one_hot(tokens, size).to(torch.float32)
+
+
+def copy_memory(batch_size: int, length: int, *, symbols: int = 8, memorize: int = 10,
+                generator: torch.Generator | None = None) -> Batch:
+    """Copy memory: ``inputs [B, T, symbols+2]`` one-hot, ``targets [B, T]`` class ids.
+
+    Input tokens: 0 blank, ``1..symbols`` data, ``symbols+1`` delimiter. The data occupy steps
+    ``0..K-1``, the delimiter step ``T-K-1``; targets are blank (0) everywhere except the last
+    ``K`` steps, which hold the data in order.
+    """
+    if length < 2 * memorize + 1:
+        raise ValueError(f"length {length} is too short for the copy task: it needs at least {2 * memorize + 1}")
+    data = torch.randint(1, symbols + 1, (batch_size, memorize), generator=generator)
+    tokens = torch.zeros(batch_size, length, dtype=torch.long)
+    tokens[:, :memorize] = data
+    tokens[:, length - memorize - 1] = symbols + 1
+    targets = torch.zeros(batch_size, length, dtype=torch.long)
+    targets[:, length - memorize:] = data
+    return _one_hot(tokens, symbols + 2), targets
+
+
+def selective_copy(batch_size: int, length: int, *, symbols: int = 8, memorize: int = 10,
+                   generator: torch.Generator | None = None) -> Batch:
+    """Selective copy: like :func:`copy_memory` but the ``K`` data tokens sit at random (ordered)
+    positions among blanks in the first ``T - K - 1`` steps."""
+    if length < 2 * memorize + 1:
+        raise ValueError(f"length {length} is too short for the selective-copy task: it needs at least "
+                         f"{2 * memorize + 1}")
+    span = length - memorize - 1
+    data = torch.randint(1, symbols + 1, (batch_size, memorize), generator=generator)
+    positions = torch.rand(batch_size, span, generator=generator).argsort(-1)[:, :memorize].sort(-1).values
+    tokens = torch.zeros(batch_size, length, dtype=torch.long)
+    tokens.scatter_(1, positions, data)
+    tokens[:, span] = symbols + 1
+    targets = torch.zeros(batch_size, length, dtype=torch.long)
+    targets[:, length - memorize:] = data
+    return _one_hot(tokens, symbols + 2), targets
+
+
+# -- model, loss, metric -----------------------------------------------------------------------
+class MemoryModel(nn.Module):
+    """One recurrent layer of any cell and a linear read-out (last step for adding, every step for copies)."""
+
+    def __init__(self, task: MemoryTask, cell: str, hidden_size: int = 64) -> None:
+        super().__init__()
+        self.task_name = task.name
+        self.encoder = recurrent_layer(cell, task.input_size, hidden_size)
+        self.head = nn.Linear(hidden_size, task.output_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        outputs, _ = self.encoder(x)  # [B, T, H]
+        if self.task_name == "adding":
+            return self.head(outputs[:, -1]).squeeze(-1)  # [B]
+        return self.head(outputs)  # [B, T, C]
+
+
+def task_loss(task: MemoryTask, prediction: Tensor, targets: Tensor) -> Tensor:
+    """MSE for adding; cross-entropy over every step for the copies (the usual setup)."""
+    if task.name == "adding":
+        return F.mse_loss(prediction, targets)
+    return F.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), targets.reshape(-1))
+
+
+def task_metric(task: MemoryTask, prediction: Tensor, targets: Tensor) -> float:
+    """MSE (adding) or accuracy over the recalled segment (copies)."""
+    if task.name == "adding":
+        return float(F.mse_loss(prediction, targets))
+    k = task.memorize
+    return float((prediction[:, -k:].argmax(-1) == targets[:, -k:]).float().mean())
+
+
+class _Batches(torch.utils.data.IterableDataset):
+    """``steps`` fresh batches per pass from one seeded generator (each epoch sees new data)."""
+
+    def __init__(self, task: MemoryTask, length: int, batch_size: int, steps: int, seed: int) -> None:
+        super().__init__()
+        self.task, self.length, self.batch_size, self.steps = task, length, batch_size, steps
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Any:
+        for _ in range(self.steps):
+            yield self.task.generate(self.batch_size, self.length, self.generator)
+
+
+# -- training under a budget -------------------------------------------------------------------
+@dataclass
+class MemoryResult:
+    """One training run: task, cell, length, seed, final dev metric and whether it succeeded."""
+
+    task: str
+    cell: str
+    length: int
+    seed: int
+    metric: str
+    value: float
+    baseline: float
+    success: bool
+    steps: int
+    seconds: float
+    history: list[float] = field(default_factory=list)
+
+
+def train_memory_task(task: MemoryTask, cell: str, length: int, *, budget_steps: int = 2000, seed: int = 0,
+                      batch_size: int = 64, hidden_size: int = 64, learning_rate: float = 1e-3,
+                      clip_norm: float | None = 1.0, evaluations: int = 5, dev_size: int = 512,
+                      accelerator: str = "cpu") -> MemoryResult:
+    """Train ``cell`` on ``task`` at ``length`` for ``budget_steps`` Adam steps through the task engine.
+
+    The budget is split into ``evaluations`` engine epochs; after each the model is scored on a
+    fixed dev set of ``dev_size`` sequences (its own seed), and the best weights are kept.
+    """
+    from ..tasks.engine import EngineOptions, fit
+
+    task.check_length(length)
+    if budget_steps < 1:
+        raise ValueError(f"budget_steps must be >= 1, got {budget_steps}")
+    evaluations = max(1, min(evaluations, budget_steps))
+    torch.manual_seed(seed)
+    model = MemoryModel(task, cell, hidden_size)
+    dev = task.generate(dev_size, length, torch.Generator().manual_seed(10_000 + seed))
+    dev_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*dev), batch_size=256)
+    per_epoch = math.ceil(budget_steps / evaluations)
+    train_loader = torch.utils.data.DataLoader(_Batches(task, length, batch_size, per_epoch, seed), batch_size=None)
+
+    def loss_fn(m: nn.Module, batch: Any) -> Tensor:
+        return task_loss(task, m(batch[0]), batch[1])
+
+    def predict_fn(m: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
+        return m(batch[0]), batch[1]
+
+    def metric_fn(prediction: Tensor, targets: Tensor) -> dict[str, float]:
+        return {task.metric: task_metric(task, prediction, targets)}
+
+    options = EngineOptions(epochs=evaluations, learning_rate=learning_rate, optimizer="adam", clip_norm=clip_norm,
+                            patience=None, monitor=task.metric, mode="max" if task.higher_is_better else "min",
+                            seed=seed, accelerator=accelerator, progress=False)
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():  # our iterable dataset has one worker: its __len__ is exact
+            warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
+            history = fit(model, train_loader, dev_loader, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
+                          options=options, log=lambda _: None)
+        curve = [row[f"dev_{task.metric}"] for row in history]
+    except FloatingPointError:  # the loss diverged: a failure, not a crash of the benchmark
+        curve = [math.nan]
+    seconds = time.perf_counter() - start
+    finite = [v for v in curve if math.isfinite(v)]
+    value = (max(finite) if task.higher_is_better else min(finite)) if finite else math.nan
+    return MemoryResult(task.name, cell, length, seed, task.metric, value, task.baseline, task.success(value),
+                        per_epoch * evaluations, seconds, curve)
+
+
+@dataclass
+class MemoryBenchmark:
+    """Results of :func:`run_memory_benchmark` and their summary per (cell, length)."""
+
+    task: MemoryTask
+    results: list[MemoryResult]
+    settings: dict[str, Any]
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per (cell, length): success rate, mean and best metric, runs."""
+        rows = []
+        keys = sorted({(r.cell, r.length) for r in self.results}, key=lambda k: (self._cell_order(k[0]), k[1]))
+        for cell, length in keys:
+            runs = [r for r in self.results if r.cell == cell and r.length == length]
+            values = [r.value for r in runs if math.isfinite(r.value)]
+            rows.append({"cell": cell, "length": length, "runs": len(runs),
+                         "success_rate": sum(r.success for r in runs) / len(runs),
+                         "mean": sum(values) / len(values) if values else math.nan,
+                         "best": (max(values) if self.task.higher_is_better else min(values)) if values else math.nan,
+                         "seconds": sum(r.seconds for r in runs) / len(runs)})
+        return rows
+
+    def _cell_order(self, cell: str) -> int:
+        cells = list(self.settings.get("cells", []))
+        return cells.index(cell) if cell in cells else len(cells)
+
+    def markdown(self) -> str:
+        from ..tasks.report import markdown_table
+
+        t = self.task
+        s = self.settings
+        head = [f"# Memory benchmark: {t.name}", "",
+                f"Budget {s['budget_steps']} Adam steps of batch {s['batch_size']} (learning rate "
+                f"{s['learning_rate']}, clip norm {s['clip_norm']}), hidden size {s['hidden_size']}, "
+                f"{s['seeds']} seed(s) per cell and length.", "",
+                f"Success rule: {t.rule}. Trivial baseline {t.metric} = {t.baseline:.4f}.", ""]
+        rows = [[r["cell"], r["length"], f"{r['success_rate']:.2f}", r["mean"], r["best"], f"{r['seconds']:.1f}"]
+                for r in self.summary()]
+        header = ["cell", "T", "success rate", f"mean {t.metric}", f"best {t.metric}", "seconds per run"]
+        return "\n".join(head + [markdown_table(header, rows), ""])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": asdict(self.task), "settings": self.settings, "summary": self.summary(),
+                "runs": [asdict(r) for r in self.results]}
+
+    def plot(self, path: Path) -> Path:
+        """Success rate against ``T``, one line per cell."""
+        from ..tasks.report import _pyplot
+
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        summary = self.summary()
+        for cell in dict.fromkeys(r["cell"] for r in summary):
+            rows = [r for r in summary if r["cell"] == cell]
+            ax.plot([r["length"] for r in rows], [r["success_rate"] for r in rows], marker="o", label=cell)
+        ax.set(xlabel="sequence length T", ylabel="success rate", ylim=(-0.05, 1.05),
+               title=f"{self.task.name}: success under {self.settings['budget_steps']} steps")
+        lengths = sorted({r["length"] for r in summary})
+        if len(lengths) > 1 and lengths[-1] / max(lengths[0], 1) >= 8:
+            ax.set_xscale("log")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+
+def run_memory_benchmark(task_name: str, lengths: Sequence[int], cells: Sequence[str], *, budget_steps: int = 2000,
+                         seeds: int = 1, batch_size: int = 64, hidden_size: int = 64, learning_rate: float = 1e-3,
+                         clip_norm: float | None = 1.0, symbols: int = 8, memorize: int = 10,
+                         log: Callable[[str], None] = print) -> MemoryBenchmark:
+    """Train every cell at every length for ``seeds`` seeds under one budget.
+
+    Raises:
+        ValueError: unknown task or cell names (listing the valid ones), a length too short
+            for the task, or ``seeds < 1``.
+    """
+    from ..cells import CELLS
+
+    task = make_task(task_name, symbols=symbols, memorize=memorize)
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    if not lengths:
+        raise ValueError("give at least one length")
+    for cell in cells:
+        if cell.lower().replace("-", "_") not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; choose from {', '.join(sorted(CELLS))}")
+    for length in lengths:
+        task.check_length(length)
+    results = []
+    for length in lengths:
+        for cell in cells:
+            for seed in range(seeds):
+                result = train_memory_task(task, cell, length, budget_steps=budget_steps, seed=seed,
+                                           batch_size=batch_size, hidden_size=hidden_size,
+                                           learning_rate=learning_rate, clip_norm=clip_norm)
+                results.append(result)
+                log(f"{task.name} T={length} {cell} seed {seed}: {task.metric} {result.value:.4f} "
+                    f"({'success' if result.success else 'no success'}, {result.seconds:.1f} s)")
+    settings = {"cells": list(cells), "lengths": list(lengths), "budget_steps": budget_steps, "seeds": seeds,
+                "batch_size": batch_size, "hidden_size": hidden_size, "learning_rate": learning_rate,
+                "clip_norm": clip_norm}
+    return MemoryBenchmark(task, results, settings)
+
+
+__all__ = ["MEMORY_TASKS", "MemoryBenchmark", "MemoryModel", "MemoryResult", "MemoryTask", "adding_problem",
+           "copy_memory", "make_task", "run_memory_benchmark", "selective_copy", "task_loss", "task_metric",
+           "train_memory_task"]

@@ -1,0 +1,540 @@
+"""Image recognition with recurrent networks: images read as sequences.
+
+Three layers, as in the rest of rnnkit: this module speaks in images and labels (reading MNIST
+idx files, ``.npz`` archives and digit CSVs, scaling, the pixel order, reports);
+:class:`ImageSequenceClassifier` speaks in tensors; ``rnnkit.nn`` runs the recurrences.
+
+How an ``[H, W]`` image becomes a sequence (``data.sequence``, see :mod:`rnnkit.data.images`):
+
+* ``rows``: ``H`` steps of ``W`` pixels (row-by-row MNIST: 28 steps of 28 features);
+* ``pixels``: ``H*W`` steps of one pixel in raster order (sequential MNIST, Le et al. 2015);
+* ``permuted``: the pixels in one fixed, seeded random order (permuted MNIST, Le et al. 2015);
+  the permutation itself is saved in the run folder (``permutation.json``), so evaluation and
+  prediction read pixels in exactly the training order.
+
+Inputs (``--train``, ``--dev``, ``evaluate --data``):
+
+* a folder holding MNIST idx files (``train-images*idx3*`` / ``train-labels*idx1*``; with
+  ``data.split=test`` the ``t10k-*`` files);
+* an idx images file (``*-images*idx3*[.gz]``): its labels file is found beside it, or name both
+  as ``IMAGES,LABELS``;
+* a ``.npz`` archive (arrays ``data.images_key`` and ``data.labels_key``);
+* a digits CSV (``.csv`` / ``.csv.gz``: pixel columns then the label, images of ``data.image_shape``);
+* ``builtin:digits``: the 8x8 digits shipped with rnnkit (1,797 images; a quick test).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..cells import CELLS
+from ..nn import masked_max, masked_mean, recurrent_layer
+from .config import ConfigError, option, section
+from .run import RunDir, RunError
+
+NAME = "image-classification"
+DESCRIPTION = "Image recognition with images read as sequences (MNIST idx, npz, digits CSV; rows, pixels, permuted)"
+BUILTIN_DIGITS = "builtin:digits"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+# -- configuration -----------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    format: Literal["auto", "mnist", "idx", "npz", "digits-csv", "builtin"] = option(
+        "auto", "input format; auto: folder -> mnist, *idx* -> idx, .npz -> npz, .csv[.gz] -> digits-csv, "
+        "builtin:digits -> builtin")
+    split: Literal["train", "test"] = option("train", "which MNIST files a folder gives: train-* or t10k-* (test)")
+    sequence: Literal["rows", "pixels", "permuted"] = option(
+        "rows", "rows: one step per image row; pixels: one step per pixel; permuted: pixels in a fixed random order")
+    permutation_seed: int = option(0, "seed of the pixel permutation (sequence=permuted); saved in the run folder")
+    images_key: str = option("x", "array of images in a .npz archive")
+    labels_key: str = option("y", "array of labels in a .npz archive")
+    image_shape: list[int] = option([8, 8], "[height, width] of the images in a digits CSV")
+    standardize: bool = option(True, "subtract the training pixel mean and divide by its standard deviation")
+    dev_fraction: float = option(0.1, "fraction of training images held out as dev when --dev is not given")
+    max_train_examples: int | None = option(None, "use only the first N training images (after the dev split); "
+                                                  "null: all")
+
+
+@dataclass
+class ModelConfig:
+    cell: str = option("lstm", f"recurrent cell: {', '.join(sorted(CELLS))}")
+    hidden_size: int = option(128, "hidden units per direction")
+    num_layers: int = option(1, "stacked recurrent layers")
+    bidirectional: bool = option(False, "read the sequence in both directions")
+    pooling: Literal["last", "mean", "max"] = option("last", "how the outputs become one vector: last state, mean or max")
+    dropout: float = option(0.1, "dropout between layers and before the classifier")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = option(10, "maximum epochs")
+    batch_size: int = option(128, "images per batch")
+    learning_rate: float = option(1e-3, "learning rate")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
+    weight_decay: float = option(0.0, "weight decay")
+    clip_norm: float | None = option(1.0, "clip the gradient norm to this (null: no clipping); long pixel "
+                                          "sequences need it")
+    patience: int | None = option(3, "stop after this many epochs without dev improvement (null: never)")
+    monitor: Literal["accuracy", "macro_f1"] = option("accuracy", "dev metric that selects the best epoch")
+    seed: int = option(0, "random seed (dev split, initialisation, batching)")
+    accelerator: Literal["auto", "cpu", "gpu", "mps"] = option("auto", "device")
+
+
+@dataclass
+class Config:
+    data: DataConfig = section(DataConfig, "reading images and turning them into sequences")
+    model: ModelConfig = section(ModelConfig, "the network")
+    train: TrainConfig = section(TrainConfig, "optimisation")
+
+    def validate(self) -> None:
+        if self.model.cell.lower().replace("-", "_") not in CELLS:
+            raise ConfigError(f"model.cell: {self.model.cell!r} is not valid; choose one of {', '.join(sorted(CELLS))}")
+        for key, value in (("model.hidden_size", self.model.hidden_size), ("model.num_layers", self.model.num_layers),
+                           ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size)):
+            if value < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {value}")
+        if len(self.data.image_shape) != 2 or min(self.data.image_shape) < 1:
+            raise ConfigError(f"data.image_shape: expected [height, width] of positive sizes, got {self.data.image_shape}")
+        if self.data.max_train_examples is not None and self.data.max_train_examples < 2:
+            raise ConfigError(f"data.max_train_examples: must be >= 2 or null, got {self.data.max_train_examples}")
+        if not 0 <= self.model.dropout < 1:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.model.dropout}")
+        if not 0 < self.data.dev_fraction < 1:
+            raise ConfigError(f"data.dev_fraction: must be in (0, 1), got {self.data.dev_fraction}")
+        if self.train.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate: must be > 0, got {self.train.learning_rate}")
+
+
+# -- model -------------------------------------------------------------------------------------
+class ImageSequenceClassifier(nn.Module):
+    """Recurrent encoder over image steps -> pooling -> dropout -> linear classifier.
+
+    ``forward(x [B, T, I])`` returns logits ``[B, C]`` (``T`` steps of ``I`` features: rows of
+    ``W`` pixels, or single pixels).
+    """
+
+    def __init__(self, input_size: int, num_classes: int, *, hidden_size: int = 128, num_layers: int = 1,
+                 bidirectional: bool = False, cell: str = "lstm", pooling: str = "last",
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = recurrent_layer(cell, input_size, hidden_size, num_layers=num_layers,
+                                       bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+        self.directions = 2 if bidirectional else 1
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size * self.directions, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        outputs, state = self.encoder(x)  # [B, T, D*H]
+        if self.pooling == "mean":
+            pooled = masked_mean(outputs, None)
+        elif self.pooling == "max":
+            pooled = masked_max(outputs, None)
+        else:
+            h = state[0] if isinstance(state, tuple) else state  # [L*D, B, H]
+            pooled = torch.cat(list(h[-self.directions:]), -1)  # [B, D*H]
+        return self.classifier(self.dropout(pooled))  # [B, C]
+
+
+# -- data --------------------------------------------------------------------------------------
+def detect_format(path: str | Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if str(path) == BUILTIN_DIGITS:
+        return "builtin"
+    p = Path(str(path).split(",")[0])
+    name = p.name.lower()
+    if p.is_dir():
+        return "mnist"
+    if name.endswith(".npz"):
+        return "npz"
+    if name.endswith((".csv", ".csv.gz")):
+        return "digits-csv"
+    if "idx" in name or "ubyte" in name:
+        return "idx"
+    raise ConfigError(f"{path}: cannot tell the image format from the name; pass a folder of MNIST idx files, an "
+                      "idx, .npz or .csv[.gz] file, or builtin:digits (or set data.format)")
+
+
+def _find_one(folder: Path, prefix: str, kind: str) -> Path:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: data.format=mnist needs a folder holding MNIST idx files; "
+                                "pass the folder, or data.format=idx for one idx file")
+    found = sorted(p for p in folder.iterdir() if p.name.startswith(prefix) and kind in p.name and p.is_file())
+    if not found:
+        raise FileNotFoundError(f"{folder}: no MNIST file named {prefix}*{kind}* (expected e.g. "
+                                f"{prefix}-images-idx3-ubyte.gz); set data.split or pass the idx file itself")
+    return found[0]
+
+
+def _labels_beside(images: Path) -> Path:
+    name = images.name
+    for a, b in (("images", "labels"), ("idx3", "idx1")):
+        name = name.replace(a, b)
+    candidate = images.with_name(name)
+    if name == images.name or not candidate.is_file():
+        raise FileNotFoundError(f"{images}: no labels file found beside it (looked for {candidate.name}); pass "
+                                "IMAGES,LABELS")
+    return candidate
+
+
+def read_images(path: str | Path, cfg: DataConfig, *, labelled: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read ``(images [N, H, W], labels [N] | None)`` with the data layer's readers."""
+    from ..data.images import read_digits_csv, read_idx, read_npz
+
+    fmt = detect_format(path, cfg.format)
+    if fmt == "builtin":
+        if str(path) != BUILTIN_DIGITS:
+            raise ConfigError(f"{path}: the only builtin image dataset is {BUILTIN_DIGITS}")
+        from ..datasets import load_digits
+
+        digits, digit_labels = load_digits()
+        return digits, digit_labels
+    parts = str(path).split(",")
+    p = Path(parts[0])
+    labels: np.ndarray | None
+    if not p.exists():
+        raise FileNotFoundError(f"data not found: {p}")
+    if fmt == "mnist":
+        prefix = "train" if cfg.split == "train" else "t10k"
+        image_file = _find_one(p, prefix, "idx3")
+        label_file: Path | None = _find_one(p, prefix, "idx1") if labelled else None
+        images, labels = read_idx(image_file), (read_idx(label_file) if label_file is not None else None)
+    elif fmt == "idx":
+        images = read_idx(p)
+        label_file = Path(parts[1]) if len(parts) > 1 else (_labels_beside(p) if labelled else None)
+        labels = read_idx(label_file) if label_file is not None else None
+    elif fmt == "npz":
+        images, labels = read_npz(p, cfg.images_key, cfg.labels_key if labelled else None)
+    else:
+        h, w = cfg.image_shape
+        images, labels = read_digits_csv(p, (h, w))
+    if images.ndim != 3:
+        raise ConfigError(f"{path}: expected grey images [N, H, W], got an array of shape {images.shape}")
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(images):
+            raise ConfigError(f"{path}: {len(images)} images but {len(labels)} labels")
+    return images, labels
+
+
+def read_image_file(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """One picture file (PNG, JPEG ...) as grey ``[H, W]`` values 0-255, resized to ``shape``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            grey = img.convert("L")
+            if grey.size != (shape[1], shape[0]):
+                grey = grey.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+            return np.asarray(grey, dtype=np.float32)
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the image ({err})") from None
+
+
+class Preprocessor:
+    """Scaling, standardisation, pixel order and label set, fitted on training images only."""
+
+    def __init__(self, cfg: DataConfig, image_shape: tuple[int, int], scale: float, mean: float, std: float,
+                 classes: list[int], permutation: Any = None) -> None:
+        self.cfg, self.image_shape, self.scale = cfg, (int(image_shape[0]), int(image_shape[1])), float(scale)
+        self.mean, self.std, self.classes = float(mean), float(std), [int(c) for c in classes]
+        self.permutation = permutation
+
+    @classmethod
+    def fit(cls, images: np.ndarray, labels: np.ndarray, cfg: DataConfig) -> Preprocessor:
+        from ..data.images import PixelPermutation
+
+        top = float(images.max()) if images.size else 1.0
+        scale = 1.0 / top if top > 1.0 else 1.0  # uint8 MNIST: 1/255; digits CSV (0-16): 1/16
+        x = images.astype(np.float32) * scale
+        mean, std = (float(x.mean()), float(x.std()) or 1.0) if cfg.standardize else (0.0, 1.0)
+        shape = (int(images.shape[1]), int(images.shape[2]))
+        perm = PixelPermutation(shape[0] * shape[1], cfg.permutation_seed) if cfg.sequence == "permuted" else None
+        return cls(cfg, shape, scale, mean, std, sorted(int(c) for c in np.unique(labels)), perm)
+
+    @property
+    def input_size(self) -> int:
+        return self.image_shape[1] if self.cfg.sequence == "rows" else 1
+
+    @property
+    def steps(self) -> int:
+        return self.image_shape[0] if self.cfg.sequence == "rows" else self.image_shape[0] * self.image_shape[1]
+
+    def sequences(self, images: np.ndarray, source: str = "images") -> Tensor:
+        """``[N, H, W]`` images -> standardized float32 sequences ``[N, T, I]``."""
+        from ..data.images import images_to_sequences
+
+        if tuple(images.shape[1:]) != self.image_shape:
+            raise ConfigError(f"{source}: images are {images.shape[1]}x{images.shape[2]} but the model was trained "
+                              f"on {self.image_shape[0]}x{self.image_shape[1]}")
+        seq = images_to_sequences(images, self.cfg.sequence, permutation=self.permutation, scale=self.scale)
+        return (seq - self.mean) / self.std
+
+    def encode_labels(self, labels: np.ndarray, source: str) -> Tensor:
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted({int(v) for v in labels} - set(index))
+        if unknown:
+            raise ConfigError(f"{source}: label {unknown[0]} is not in the training labels "
+                              f"({', '.join(map(str, self.classes))})")
+        return torch.tensor([index[int(v)] for v in labels], dtype=torch.long)
+
+    def save(self, run: RunDir) -> None:
+        if self.permutation is not None:
+            run.write_json("permutation.json", self.permutation.to_config())
+        run.write_json("preprocessing.json", {"data": asdict(self.cfg), "image_shape": list(self.image_shape),
+                                              "scale": self.scale, "mean": self.mean, "std": self.std,
+                                              "classes": self.classes})
+
+    @classmethod
+    def load(cls, run: RunDir) -> Preprocessor:
+        from ..data.images import PixelPermutation
+
+        meta = run.read_json("preprocessing.json")
+        cfg = DataConfig(**meta["data"])
+        perm = None
+        if cfg.sequence == "permuted":
+            try:
+                perm = PixelPermutation.from_config(run.read_json("permutation.json"))
+            except (KeyError, ValueError) as err:
+                raise RunError(f"run folder {run.path}: permutation.json is missing or corrupt ({err}); "
+                               "train again") from None
+        return cls(cfg, tuple(meta["image_shape"]), meta["scale"], meta["mean"], meta["std"],  # type: ignore[arg-type]
+                   meta["classes"], perm)
+
+
+def _loader(x: Tensor, y: Tensor | None, batch_size: int, *, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
+    tensors = (x,) if y is None else (x, y)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tensors), batch_size=batch_size,
+                                       shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+
+
+# -- the trained classifier --------------------------------------------------------------------
+def build_model(hyper: dict[str, Any]) -> ImageSequenceClassifier:
+    return ImageSequenceClassifier(**hyper)
+
+
+class TrainedImageClassifier:
+    """A model with its preprocessing: predict on image files or arrays, evaluate on labelled data."""
+
+    def __init__(self, model: nn.Module, prep: Preprocessor, batch_size: int = 256) -> None:
+        self.model, self.prep, self.batch_size = model.eval(), prep, batch_size
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> TrainedImageClassifier:
+        run = RunDir.open(run_dir)
+        meta = run.read_json("model.json")
+        if meta.get("task") != NAME:
+            raise RunError(f"{run.path} holds a {meta.get('task')!r} model, not {NAME!r}")
+        prep = Preprocessor.load(run)
+        return cls(run.load_into(build_model(meta["hyperparameters"])), prep)
+
+    def scores(self, images: np.ndarray, source: str = "images") -> Tensor:
+        """Class probabilities ``[N, C]`` for raw ``[N, H, W]`` images (training pixel scale)."""
+        x = self.prep.sequences(images, source)
+        out = []
+        with torch.no_grad():
+            for (xb,) in _loader(x, None, self.batch_size, shuffle=False, seed=0):
+                out.append(torch.softmax(self.model(xb), -1))
+        return torch.cat(out) if out else torch.zeros(0, len(self.prep.classes))
+
+    def _inputs(self, inputs: Sequence[str | np.ndarray]) -> tuple[list[str], np.ndarray]:
+        names: list[str] = []
+        arrays: list[np.ndarray] = []
+        for item in inputs:
+            if isinstance(item, np.ndarray):
+                batch = item[None] if item.ndim == 2 else item
+                names += [f"array[{i}]" for i in range(len(batch))]
+                arrays += list(batch)
+                continue
+            p = Path(item)
+            if not p.is_file():
+                raise FileNotFoundError(f"input not found: {p} (give image files, .npy or .npz files)")
+            if p.suffix.lower() == ".npz":
+                images, _ = read_images(p, self.prep.cfg, labelled=False)
+                names += [f"{p}[{i}]" for i in range(len(images))]
+                arrays += list(images)
+            elif p.suffix.lower() == ".npy":
+                arr = np.load(p, allow_pickle=False)
+                batch = arr[None] if arr.ndim == 2 else arr
+                names += [f"{p}[{i}]" for i in range(len(batch))] if arr.ndim == 3 else [str(p)]
+                arrays += list(batch)
+            elif p.suffix.lower() in IMAGE_SUFFIXES:
+                names.append(str(p))
+                # picture files are 0-255; bring them to the training scale's 0..max range
+                arrays.append(read_image_file(p, self.prep.image_shape) * (1.0 / (255.0 * self.prep.scale)))
+            else:
+                raise ValueError(f"{p}: cannot predict on {p.suffix or 'this'} files; give PNG/JPEG images, "
+                                 ".npy arrays or .npz archives")
+        if not arrays:
+            return names, np.zeros((0, *self.prep.image_shape), dtype=np.float32)
+        return names, np.stack([np.asarray(a, dtype=np.float32) for a in arrays])
+
+    def predict(self, inputs: Sequence[str | np.ndarray]) -> list[dict[str, Any]]:
+        """Label and per-class probabilities for each image (files, ``.npz`` rows or arrays)."""
+        names, images = self._inputs(inputs)
+        probs = self.scores(images, "prediction input")
+        classes = [str(c) for c in self.prep.classes]
+        results = []
+        for name, row in zip(names, probs.tolist()):
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append({"text": name, "input": name, "label": classes[best],
+                            "probabilities": dict(zip(classes, row))})
+        return results
+
+    def evaluate_arrays(self, images: np.ndarray, labels: np.ndarray, source: str = "data") -> dict[str, Any]:
+        from .text_classification import classification_metrics
+
+        targets = self.prep.encode_labels(labels, source)
+        metrics = classification_metrics(self.scores(images, source), targets, multi_label=False)
+        metrics["examples"] = len(labels)
+        return metrics
+
+    def evaluate(self, path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+        """Metrics on labelled images; ``overrides`` (``data.key=value``) change how they are read,
+        e.g. ``data.split=test`` for the ``t10k-*`` files of an MNIST folder."""
+        from .config import apply_overrides, from_dict
+
+        data = apply_overrides({"data": asdict(self.prep.cfg)}, list(overrides))
+        if set(data) != {"data"}:
+            raise ConfigError(f"evaluate --set accepts data.* keys only, got {sorted(set(data) - {'data'})}")
+        cfg = from_dict(DataConfig, data["data"], "data.")
+        for key in ("sequence", "permutation_seed", "standardize"):
+            if getattr(cfg, key) != getattr(self.prep.cfg, key):
+                raise ConfigError(f"evaluate --set data.{key}: the model was trained with "
+                                  f"{getattr(self.prep.cfg, key)!r}; this cannot change after training")
+        images, labels = read_images(path, cfg)
+        assert labels is not None
+        return self.evaluate_arrays(images, labels, str(path))
+
+    def diagnostic_batch(self, path: str | Path, size: int = 32) -> tuple[nn.Module, tuple[Tensor, Tensor],
+                                                                           Callable[[nn.Module, Any], Tensor]]:
+        """``(model, (x, y), loss_fn)`` on the first ``size`` labelled images of ``path`` (for
+        :func:`rnnkit.insight.gradient_diagnostics`)."""
+        images, labels = read_images(path, self.prep.cfg)
+        assert labels is not None
+        x = self.prep.sequences(images[:size], str(path))
+        y = self.prep.encode_labels(labels[:size], str(path))
+
+        def loss_fn(model: nn.Module, batch: Any) -> Tensor:
+            return F.cross_entropy(model(batch[0]), batch[1])
+
+        return self.model, (x, y), loss_fn
+
+
+# -- training ----------------------------------------------------------------------------------
+def _split_dev(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    n_dev = max(1, int(round(n * fraction)))
+    return np.sort(order[n_dev:]), np.sort(order[:n_dev])
+
+
+def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
+          log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
+    """Read images, turn them into sequences, train with early stopping on dev, save, report."""
+    from .engine import EngineOptions, fit
+    from .report import markdown_table, plot_confusion, plot_learning_curves
+    from .text_classification import _best_epoch, _history_csv, classification_metrics
+
+    cfg, t = config, time.perf_counter()
+    torch.manual_seed(cfg.train.seed)
+    images, labels = read_images(train_path, cfg.data)
+    assert labels is not None
+    if dev_path is not None:
+        dev_images, dev_labels = read_images(dev_path, cfg.data)
+        assert dev_labels is not None
+    else:
+        keep, held = _split_dev(len(images), cfg.data.dev_fraction, cfg.train.seed)
+        dev_images, dev_labels = images[held], labels[held]
+        images, labels = images[keep], labels[keep]
+        log(f"no --dev given: held out {len(held)} of the training images (data.dev_fraction="
+            f"{cfg.data.dev_fraction}) for model selection")
+    if cfg.data.max_train_examples is not None and len(images) > cfg.data.max_train_examples:
+        images, labels = images[: cfg.data.max_train_examples], labels[: cfg.data.max_train_examples]
+        log(f"data.max_train_examples: training on the first {len(images)} images")
+    if len(images) < 2:
+        raise ConfigError(f"{train_path}: need at least 2 training images, found {len(images)}")
+    prep = Preprocessor.fit(images, labels, cfg.data)
+    if len(prep.classes) < 2:
+        raise ConfigError(f"{train_path}: only one label ({prep.classes[0]}) in the training data; "
+                          "a classifier needs at least two")
+    x_train, y_train = prep.sequences(images, str(train_path)), prep.encode_labels(labels, str(train_path))
+    x_dev = prep.sequences(dev_images, str(dev_path or train_path))
+    y_dev = prep.encode_labels(dev_labels, str(dev_path or train_path))
+    h, w = prep.image_shape
+    log(f"{len(images)} training / {len(dev_images)} dev images of {h}x{w}, {len(prep.classes)} classes; "
+        f"data.sequence={cfg.data.sequence}: {prep.steps} steps of {prep.input_size} features")
+
+    hyper = {"input_size": prep.input_size, "num_classes": len(prep.classes), "hidden_size": cfg.model.hidden_size,
+             "num_layers": cfg.model.num_layers, "bidirectional": cfg.model.bidirectional, "cell": cfg.model.cell,
+             "pooling": cfg.model.pooling, "dropout": cfg.model.dropout}
+    model = build_model(hyper)
+    params = sum(p.numel() for p in model.parameters())
+    log(f"model: {cfg.model.cell} cells, {params:,} parameters")
+    train_loader = _loader(x_train, y_train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
+    dev_loader = _loader(x_dev, y_dev, 2 * cfg.train.batch_size, shuffle=False, seed=0)
+
+    def loss_fn(m: nn.Module, batch: Any) -> Tensor:
+        return F.cross_entropy(m(batch[0]), batch[1])
+
+    def predict_fn(m: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
+        return torch.softmax(m(batch[0]), -1), batch[1]
+
+    def metric_fn(scores: Tensor, targets: Tensor) -> dict[str, float]:
+        m = classification_metrics(scores, targets, False)
+        return {k: m[k] for k in ("accuracy", "macro_f1")}
+
+    options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate,
+                            optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
+                            clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor=cfg.train.monitor,
+                            mode="max", seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress)
+    history = fit(model, train_loader, dev_loader, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
+                  options=options, run=run, log=log)
+
+    prep.save(run)
+    run.save_model(model, NAME, hyper)
+    trained = TrainedImageClassifier(model, prep)
+    dev_metrics = trained.evaluate_arrays(dev_images, dev_labels, "dev")
+    seconds = time.perf_counter() - t
+    metrics = {"dev": dev_metrics, "train_seconds": seconds, "parameters": params,
+               "best_epoch": _best_epoch(history, cfg.train.monitor), "epochs_run": len(history)}
+    run.write_json("metrics.json", metrics)
+    run.write_text("history.csv", _history_csv(history))
+    curves = plot_learning_curves(history, run.file("learning_curves.png"))
+    classes = [str(c) for c in prep.classes]
+    plot_confusion(dev_metrics["confusion_matrix"], classes, run.file("confusion_matrix.png"))
+    per_class = dev_metrics["per_class"]
+    report = [f"# Image classification run: {run.path.name}", "",
+              f"Trained on `{train_path}` ({len(images)} images of {h}x{w}), selected on "
+              f"{'`' + str(dev_path) + '`' if dev_path else 'a held-out part of the training data'} "
+              f"({len(dev_images)} images) in {seconds:.0f} s; best epoch {metrics['best_epoch']} of {len(history)}.",
+              "", f"Images read as `{cfg.data.sequence}`: {prep.steps} steps of {prep.input_size} features"
+              + (f" (pixel permutation seed {cfg.data.permutation_seed}, saved in permutation.json)"
+                 if cfg.data.sequence == "permuted" else "") + ".",
+              "", f"Model: cell {cfg.model.cell}, hidden {cfg.model.hidden_size}, {cfg.model.num_layers} layer(s)"
+              f"{', bidirectional' if cfg.model.bidirectional else ''}, {params:,} parameters.", "",
+              "## Dev metrics", "",
+              markdown_table(["metric", "value"], [[k, dev_metrics[k]] for k in ("accuracy", "macro_f1")]),
+              "", "## Per class (dev)", "",
+              markdown_table(["class", "precision", "recall", "f1"],
+                             [[c, per_class["precision"][i], per_class["recall"][i], per_class["f1"][i]]
+                              for i, c in enumerate(classes)]),
+              "", "## Learning curves", "", "![learning curves](learning_curves.png)" if curves else "", "",
+              "## Confusion matrix (dev)", "", "![confusion matrix](confusion_matrix.png)", ""]
+    run.write_text("report.md", "\n".join(report))
+    return metrics
+
+
+__all__ = ["NAME", "DESCRIPTION", "Config", "ImageSequenceClassifier", "TrainedImageClassifier", "read_images",
+           "train"]

@@ -1,0 +1,179 @@
+"""Image classification end to end (shipped digits), readers for MNIST-style files, and errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rnnkit.cli import app
+from rnnkit.data.images import PixelPermutation
+from rnnkit.datasets import load_digits
+from rnnkit.tasks.config import ConfigError, load_config
+from rnnkit.tasks.image_classification import (
+    Config,
+    DataConfig,
+    Preprocessor,
+    TrainedImageClassifier,
+    read_images,
+)
+
+runner = CliRunner()
+FAST = ["--set", "train.epochs=4", "--set", "model.hidden_size=32", "--set", "train.learning_rate=0.01",
+        "--set", "train.batch_size=64", "--quiet"]
+
+
+def _write_idx(path: Path, array: np.ndarray) -> Path:
+    code = {np.dtype(np.uint8): 0x08}[array.dtype]
+    header = bytes([0, 0, code, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("imgclf")
+    result = runner.invoke(app, ["train", "image-classification", "--train", "builtin:digits", "--out", str(root),
+                                 "--name", "run", *FAST])
+    assert result.exit_code == 0, result.output
+    return root / "run"
+
+
+def test_train_on_builtin_digits_writes_a_complete_run(digits_run):
+    for name in ("config.yaml", "model.json", "model.safetensors", "preprocessing.json", "metrics.json",
+                 "report.md", "learning_curves.png", "confusion_matrix.png", "history.csv", "train.log"):
+        assert (digits_run / name).is_file(), name
+    metrics = json.loads((digits_run / "metrics.json").read_text())
+    assert metrics["dev"]["examples"] == 180  # 10% of 1,797 held out
+    assert metrics["dev"]["accuracy"] > 0.6 and 0 < metrics["dev"]["macro_f1"] <= 1
+    assert len(metrics["dev"]["confusion_matrix"]) == 10
+    report = (digits_run / "report.md").read_text()
+    assert "8 steps of 8 features" in report and "confusion_matrix.png" in report
+
+
+def test_evaluate_and_predict_from_the_run_folder(digits_run, tmp_path):
+    result = runner.invoke(app, ["evaluate", str(digits_run), "--data", "builtin:digits", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["examples"] == 1797
+    images, labels = load_digits()
+    np.savez(tmp_path / "few.npz", x=images[:5], y=labels[:5])
+    from PIL import Image
+
+    png = tmp_path / "digit.png"
+    Image.fromarray(np.round(images[7] * 255).astype(np.uint8)).save(png)
+    result = runner.invoke(app, ["predict", str(digits_run), str(tmp_path / "few.npz"), str(png), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert len(rows) == 6 and rows[0]["input"].endswith("few.npz[0]")
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
+    trained = TrainedImageClassifier.load(digits_run)
+    direct = trained.predict([images[7]])[0]
+    assert rows[-1]["label"] == direct["label"]  # the PNG reads back as the same digit
+    assert max(abs(rows[-1]["probabilities"][k] - direct["probabilities"][k]) for k in direct["probabilities"]) < 0.05
+    bad = runner.invoke(app, ["predict", str(digits_run), str(tmp_path / "missing.png")])
+    assert bad.exit_code == 2 and "input not found" in bad.output
+
+
+def test_diagnose_a_trained_run(digits_run, tmp_path):
+    result = runner.invoke(app, ["diagnose", str(digits_run), "--data", "builtin:digits", "--samples", "16",
+                                 "--out", str(tmp_path / "d"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)[0]
+    assert summary["steps"] == 8 and summary["grad_norm_last"] > 0
+    bad = runner.invoke(app, ["diagnose", str(digits_run)])
+    assert bad.exit_code == 2 and "--data" in bad.output
+
+
+def test_permuted_pixels_are_saved_and_reused(tmp_path):
+    result = runner.invoke(app, ["train", "image-classification", "--train", "builtin:digits", "--out", str(tmp_path),
+                                 "--name", "perm", "--set", "data.sequence=permuted", "--set", "data.permutation_seed=7",
+                                 "--set", "train.epochs=1", "--set", "model.hidden_size=8",
+                                 "--set", "data.max_train_examples=200", "--quiet"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "perm" / "permutation.json").read_text())
+    assert saved["order"] == PixelPermutation(64, 7).order.tolist()
+    trained = TrainedImageClassifier.load(tmp_path / "perm")
+    assert trained.prep.steps == 64 and trained.prep.input_size == 1
+    bad = runner.invoke(app, ["evaluate", str(tmp_path / "perm"), "--data", "builtin:digits",
+                              "--set", "data.permutation_seed=8"])
+    assert bad.exit_code == 2 and "cannot change after training" in bad.output
+
+
+def test_sequence_modes():
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    labels = np.array([0, 1])
+    for mode, shape in (("rows", (2, 3, 4)), ("pixels", (2, 12, 1)), ("permuted", (2, 12, 1))):
+        prep = Preprocessor.fit(images, labels, DataConfig(sequence=mode, standardize=False))
+        seq = prep.sequences(images)
+        assert seq.shape == shape and (prep.steps, prep.input_size) == shape[1:]
+        assert float(seq.max()) == 1.0  # scaled by the training maximum
+    rows = Preprocessor.fit(images, labels, DataConfig(sequence="rows", standardize=False)).sequences(images)
+    pixels = Preprocessor.fit(images, labels, DataConfig(sequence="pixels", standardize=False)).sequences(images)
+    assert torch.equal(rows.reshape(2, 12), pixels.reshape(2, 12))
+    with pytest.raises(ConfigError, match="trained on 3x4"):
+        prep.sequences(np.zeros((1, 4, 4), dtype=np.uint8))
+
+
+def test_mnist_style_folders_and_files(tmp_path):
+    rng = np.random.default_rng(0)
+    train_x, train_y = rng.integers(0, 256, (6, 5, 5), dtype=np.uint8), rng.integers(0, 10, 6).astype(np.uint8)
+    test_x, test_y = rng.integers(0, 256, (3, 5, 5), dtype=np.uint8), rng.integers(0, 10, 3).astype(np.uint8)
+    _write_idx(tmp_path / "train-images.idx3-ubyte.gz", train_x)  # the shared copy's naming
+    _write_idx(tmp_path / "train-labels.idx1-ubyte.gz", train_y)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", test_x)  # the original naming
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", test_y)
+    x, y = read_images(tmp_path, DataConfig())
+    assert np.array_equal(x, train_x) and np.array_equal(y, train_y)
+    x, y = read_images(tmp_path, DataConfig(split="test"))
+    assert np.array_equal(x, test_x) and np.array_equal(y, test_y)
+    x, y = read_images(tmp_path / "t10k-images-idx3-ubyte.gz", DataConfig())  # labels found beside
+    assert np.array_equal(y, test_y)
+    pair = f"{tmp_path / 'train-images.idx3-ubyte.gz'},{tmp_path / 't10k-labels-idx1-ubyte.gz'}"
+    with pytest.raises(ValueError, match="6 images but 3 labels"):
+        read_images(pair, DataConfig())
+    with pytest.raises(FileNotFoundError, match="needs a folder holding MNIST idx files"):
+        read_images(tmp_path / "t10k-images-idx3-ubyte.gz", DataConfig(format="mnist"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no MNIST file named train"):
+        read_images(tmp_path / "empty", DataConfig())
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="model.cell: 'transformer' is not valid; choose one of .*gru"):
+        load_config(Config, overrides=["model.cell=transformer"])
+    with pytest.raises(ConfigError, match="data.sequence"):
+        load_config(Config, overrides=["data.sequence=columns"])
+    result = runner.invoke(app, ["train", "image-classification", "--train", "pictures.zip", "--out", str(tmp_path),
+                                 "--quiet"])
+    assert result.exit_code == 2 and "cannot tell the image format" in result.output
+
+
+@pytest.mark.data
+def test_real_mnist_files_read(shared_data):
+    x, y = read_images(shared_data / "mnist", DataConfig())
+    assert x.shape == (60000, 28, 28) and y.shape == (60000,) and set(np.unique(y)) == set(range(10))
+    x, y = read_images(shared_data / "mnist", DataConfig(split="test"))
+    assert x.shape == (10000, 28, 28)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_row_by_row_mnist_learns_quickly(shared_data, tmp_path):
+    mnist = shared_data / "mnist"
+    result = runner.invoke(app, ["train", "image-classification", "--train", str(mnist), "--out", str(tmp_path),
+                                 "--name", "m", "--set", "data.max_train_examples=3000",
+                                 "--set", "model.hidden_size=64", "--set", "train.learning_rate=0.005",
+                                 "--set", "train.epochs=3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "m"), "--data", str(mnist), "--set", "data.split=test",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["examples"] == 10000 and metrics["accuracy"] > 0.6
