@@ -1,0 +1,182 @@
+"""Forecasting benchmarks on the real series in ../shared/data, through the forecasting task.
+
+* ETTh1 (Zhou et al. 2021, "Informer"): the standard 12/4/4-month split (8640/2880/2880 hourly
+  rows), all 7 columns standardised with training statistics, input 96, multivariate horizons
+  24/48/168, MSE and MAE on standardised data over every test origin (stride 1). Informer's
+  Table 2 reports MSE 0.577 / 0.685 / 0.931 for these horizons.
+* Airline passengers (monthly, 1949-1960) and monthly sunspots (1749-1983): MASE over a 24-step
+  horizon against seasonal naive and Holt-Winters (statsmodels) on the same test origins.
+* MSFT daily close: 5-day forecasts against a random walk (the naive forecast), which is very hard
+  to beat on stock prices; the result is said plainly either way.
+
+``--quick`` shrinks data, models and epochs to check that the script runs (its figures are smoke
+runs, not results). ``--write`` replaces the "Forecasting" section of benchmarks/RESULTS.md.
+Training time is recorded per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rnnkit.tasks.config import dump_yaml, load_config
+from rnnkit.tasks.forecasting import Config, TrainedForecaster, run_backtest, train
+from rnnkit.tasks.run import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SECTION = "## Forecasting"
+INFORMER_MSE = {24: 0.577, 48: 0.685, 168: 0.931}
+
+
+def _train(csv: Path, overrides: list[str], out: Path, name: str) -> tuple[dict[str, Any], Path]:
+    cfg = load_config(Config, None, overrides)
+    run = RunDir.create(out, "forecasting", name)
+    run.write_text("config.yaml", dump_yaml(cfg))
+    metrics = train(cfg, csv, None, run, log=lambda m: None, progress=False)
+    return metrics, run.path
+
+
+def bench_etth1(out: Path, quick: bool, epochs: int) -> list[str]:
+    csv = DATA / "ett" / "ETTh1.csv"
+    cols = "HUFL,HULL,MUFL,MULL,LUFL,LULL,OT"
+    sizes = (800, 200, 200) if quick else (8640, 2880, 2880)
+    horizons = [24] if quick else [24, 48, 168]
+    hidden = 16 if quick else 128
+    lines = ["### ETTh1, multivariate (7 targets), input 96, standardised MSE / MAE over every test origin", "",
+             "| horizon | MSE | MAE | Informer MSE | seasonal naive MSE | train s | epochs |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for h in horizons:
+        metrics, run_path = _train(csv, [
+            "data.time_column=date", f"data.target={cols}", "data.lookback=96", f"data.horizon={h}",
+            f"data.train_size={sizes[0]}", f"data.val_size={sizes[1]}", f"data.test_size={sizes[2]}",
+            "data.freq=1h", "model.likelihood=mse", f"model.hidden_size={hidden}", "model.window_norm=none",
+            f"train.epochs={epochs}", "train.batch_size=64", "train.learning_rate=0.001", "train.patience=3",
+            f"evaluation.stride={h}", "evaluation.baselines=seasonal_naive", "train.accelerator=cpu"], out, f"etth1-{h}")
+        model = TrainedForecaster.load(run_path)
+        series = model.pipe.read(csv)
+        lo = sizes[0] + sizes[1]
+        bt = run_backtest(model.model, model.pipe, series, {"0": (lo, lo + sizes[2])}, {"0": sizes[0]}, 1,
+                          ["seasonal_naive"], model.levels)
+        scaler = model.pipe.target_scaler
+        assert scaler is not None
+        y, p, sn = (scaler.transform(a, "0") for a in (bt.y, bt.point, bt.baselines["seasonal_naive"]))
+        mse, mae_ = float(np.mean((y - p) ** 2)), float(np.mean(np.abs(y - p)))
+        lines.append(f"| {h} | {mse:.3f} | {mae_:.3f} | {INFORMER_MSE[h]} | {float(np.mean((y - sn) ** 2)):.3f} | "
+                     f"{metrics['train_seconds']:.0f} | {metrics['epochs_run']} |")
+        print(lines[-1], flush=True)
+    return lines + [""]
+
+
+def _sunspots_csv(out: Path, quick: bool) -> Path:
+    with gzip.open(DATA / "sunspots" / "sunspots.txt.gz", "rt") as f:
+        values = [float(v) for line in f for v in line.split()]
+    if quick:
+        values = values[-1200:]
+    months = np.datetime64("1983-12", "M") - len(values) + 1 + np.arange(len(values))
+    path = out / "sunspots_monthly.csv"
+    path.write_text("month,sunspots\n" + "".join(f"{m},{v}\n" for m, v in zip(months, values)))
+    return path
+
+
+def bench_univariate(out: Path, quick: bool, epochs: int) -> list[str]:
+    hidden = 16 if quick else 64
+    cases = [
+        ("airline passengers", DATA / "airline-passengers" / "Airline.csv",
+         ["data.time_column=Date", "data.target=Passengers", "data.lookback=36", "data.test_size=24",
+          "data.val_size=24"]),
+        ("monthly sunspots", _sunspots_csv(out, quick),
+         ["data.time_column=month", "data.target=sunspots", "data.lookback=132", "data.test_size=240",
+          "data.val_size=240"]),
+    ]
+    lines = ["### Univariate monthly series: MASE over a 24-step horizon (test origins every 24 steps)", "",
+             "| series | test origins | model MASE | seasonal naive | Holt-Winters | naive | model beats seasonal naive | train s |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for label, csv, extra in cases:
+        metrics, _ = _train(csv, [*extra, "data.horizon=24", f"model.hidden_size={hidden}", f"train.epochs={epochs}",
+                                  "train.batch_size=32", "evaluation.baselines=naive,seasonal_naive,ets",
+                                  "train.accelerator=cpu"], out, label.replace(" ", "-"))
+        b = metrics["baselines"]
+        ets = f"{b['ets']['mase']:.3f}" if "ets" in b else "skipped (no statsmodels)"
+        lines.append(f"| {label} | {metrics['test']['windows']} | {metrics['test']['mase']:.3f} | "
+                     f"{b['seasonal_naive']['mase']:.3f} | {ets} | {b['naive']['mase']:.3f} | "
+                     f"{'yes' if metrics['beats_seasonal_naive'] else '**no**'} | {metrics['train_seconds']:.0f} |")
+        print(lines[-1], flush=True)
+    return lines + [""]
+
+
+def bench_msft(out: Path, quick: bool, epochs: int) -> list[str]:
+    src = (DATA / "msft-stock" / "msft.csv").read_text().splitlines()
+    rows = src[1:][-1500:] if quick else src[1:]
+    path = out / "msft_close.csv"
+    path.write_text("Date,Close\n" + "".join(",".join(r.split(",")[i] for i in (0, 4)) + "\n" for r in rows))
+    # Trading days are irregular (weekends, holidays): rows are taken as consecutive steps.
+    metrics, _ = _train(path, ["data.target=Close", "data.lookback=30", "data.horizon=5", "data.test_size=250",
+                               "data.val_size=250", "data.seasonal_period=1", f"model.hidden_size={16 if quick else 64}",
+                               f"train.epochs={epochs}", "evaluation.baselines=naive,drift", "train.accelerator=cpu"],
+                        out, "msft")
+    m, rw = metrics["test"], metrics["baselines"]["naive"]
+    said = ("The model beats the random walk" if m["mae"] < rw["mae"] else
+            "The model does **not** beat the random walk (as expected for stock prices)")
+    lines = ["### MSFT daily close: 5-day forecasts over the last 250 trading days", "",
+             "| forecast | MAE ($) | MAPE % | train s |", "|---|---:|---:|---:|",
+             f"| model | {m['mae']:.3f} | {m['mape']:.2f} | {metrics['train_seconds']:.0f} |",
+             f"| random walk (naive) | {rw['mae']:.3f} | {rw['mape']:.2f} | |",
+             f"| drift | {metrics['baselines']['drift']['mae']:.3f} | {metrics['baselines']['drift']['mape']:.2f} | |",
+             "", f"{said}: MAE {m['mae']:.3f} vs {rw['mae']:.3f}.", ""]
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny data, models and epochs: checks the script runs")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--only", choices=["etth1", "univariate", "msft"], default=None)
+    parser.add_argument("--write", action="store_true", help="replace the Forecasting section of benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        raise SystemExit(f"datasets not found at {DATA}")
+    torch.set_num_threads(args.threads)
+    epochs = 1 if args.quick else args.epochs
+    start = time.perf_counter()
+    lines = [SECTION, "",
+             f"Command: `python benchmarks/bench_forecasting.py{' --quick' if args.quick else ''} --threads {args.threads} "
+             f"--epochs {epochs}`  ",
+             f"Machine: {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, "
+             f"{datetime.date.today().isoformat()}. LSTM encoder, direct multi-step head, early stopping on the "
+             "validation loss; backtests never refit." + (" **Smoke run (--quick): not a result.**" if args.quick else ""),
+             ""]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        if args.only in (None, "etth1"):
+            lines += bench_etth1(out, args.quick, epochs)
+        if args.only in (None, "univariate"):
+            lines += bench_univariate(out, args.quick, epochs)
+        if args.only in (None, "msft"):
+            lines += bench_msft(out, args.quick, epochs)
+    lines.append(f"Total time {time.perf_counter() - start:.0f} s.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        results = Path(__file__).with_name("RESULTS.md")
+        old = results.read_text() if results.exists() else "# Benchmark results\n\n"
+        begin = old.find(SECTION + "\n")
+        if begin >= 0:
+            end = old.find("\n## ", begin + len(SECTION))
+            old = old[:begin] + (old[end + 1:] if end >= 0 else "")
+        results.write_text(old.rstrip() + "\n\n" + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,894 @@
+"""Time-series forecasting: a CSV of one or many series in, forecasts with intervals out.
+
+Pipeline: :func:`rnnkit.data.read_timeseries` reads the series (gaps and NaN reported, filled by
+``data.fill`` or refused), calendar features are derived from the time column, each series is
+split chronologically into train / validation / test periods, per-series scalers are fitted on
+the training period only, and one global recurrent model (see :mod:`.forecasting_models`) is
+trained on lookback windows. Evaluation is a rolling-origin backtest over the test period
+(origins every ``evaluation.stride`` steps, no refit, inputs strictly before each origin) beside
+the naive, seasonal naive, drift and Holt-Winters baselines; forecasts are returned in original
+units.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..cells import CELLS
+from ..data.errors import DataError
+from ..data.scalers import MinMaxScaler, RobustScaler, Scaler, StandardScaler
+from ..data.timeseries import TimeSeries, parse_freq, read_timeseries
+from ..data.windows import SplitBounds, chronological_split, window_starts
+from ..metrics import forecasting as fm
+from .config import ConfigError, option, section
+from .forecasting_models import (
+    BASELINES,
+    CALENDAR_FEATURES,
+    Forecaster,
+    HoltWinters,
+    calendar_features,
+    drift_forecast,
+    naive_forecast,
+    seasonal_naive_forecast,
+    statsmodels_available,
+)
+from .run import RunDir, RunError
+
+NAME = "forecasting"
+DESCRIPTION = ("Time-series forecasting from CSV (one or many series; direct or seq2seq; quantile, Gaussian or "
+               "Student-t intervals; backtests against naive, seasonal naive, drift and Holt-Winters)")
+SCALERS: dict[str, type[Scaler]] = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
+
+
+@dataclass
+class DataConfig:
+    time_column: str | None = option(None, "column of timestamps (null: rows are consecutive steps)")
+    target: list[str] = option([], "column(s) to forecast (comma-separated for several: multivariate)")
+    series_id_column: str | None = option(None, "column naming the series in a long file of many series")
+    past_covariates: list[str] = option([], "columns known only up to the present (e.g. temperature measured)")
+    future_covariates: list[str] = option([], "columns known in advance (e.g. promotions planned); predict needs "
+                                          "their values for the horizon in a second file")
+    calendar: list[str] = option(["auto"], "calendar features from the time column: hour, weekday, month; auto "
+                                 "picks by frequency; empty for none")
+    fill: Literal["error", "ffill", "interpolate", "zero"] = option(
+        "error", "gaps and empty/NaN cells: error stops at the first one; ffill, interpolate or zero fill them "
+        "(reported)")
+    freq: str | None = option(None, "sampling step, e.g. 1h, D, M (default: inferred)")
+    time_format: str | None = option(None, "strptime format of the timestamps, or 'numeric' (default ISO 8601)")
+    sort: bool = option(False, "sort rows by time instead of refusing unsorted files")
+    lookback: int = option(48, "input window: steps the model reads before each forecast origin")
+    horizon: int = option(12, "steps forecast at once")
+    train_size: int | float | None = option(None, "training period per series (steps or a fraction; null: all "
+                                            "steps before validation); steps after the test period are unused")
+    val_size: int | float = option(0.1, "validation period per series (steps, or a fraction): model selection")
+    test_size: int | float = option(0.2, "test period per series (steps, or a fraction): the backtest")
+    scaler: Literal["standard", "robust", "minmax", "none"] = option(
+        "standard", "per-series normalisation fitted on the training period (inverted on every forecast)")
+    seasonal_period: int | None = option(None, "season length for seasonal naive, MASE and Holt-Winters "
+                                         "(default: from the frequency, e.g. 24 hourly, 7 daily, 12 monthly)")
+    train_stride: int = option(1, "step between training windows")
+
+
+@dataclass
+class ModelConfig:
+    cell: str = option("lstm", f"recurrent cell: {', '.join(sorted(CELLS))}")
+    hidden_size: int = option(64, "recurrent units")
+    num_layers: int = option(1, "stacked layers in the encoder (and decoder)")
+    dropout: float = option(0.0, "dropout between layers and before the head")
+    decoder: Literal["direct", "autoregressive"] = option(
+        "direct", "direct: all horizon steps at once; autoregressive: seq2seq decoder fed its own forecasts")
+    likelihood: Literal["quantile", "gaussian", "student_t", "mse", "mae"] = option(
+        "quantile", "quantile (pinball loss), gaussian or student_t (likelihood) give intervals; mse/mae: points")
+    quantiles: list[float] = option([0.1, 0.5, 0.9], "forecast quantiles (0.5 is added; the outermost pair is "
+                                    "the interval)")
+    series_embedding_dim: int = option(8, "embedding of the series id (static covariate; used with >1 series)")
+    window_norm: Literal["last", "mean", "none"] = option(
+        "last", "subtract each window's last (or mean) target value and add it back to the forecast")
+    teacher_forcing: float = option(1.0, "autoregressive: probability of feeding the true value at the start")
+    teacher_forcing_end: float = option(0.0, "... decayed linearly to this by the last epoch (scheduled sampling)")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = option(30, "maximum epochs")
+    batch_size: int = option(64, "windows per batch")
+    learning_rate: float = option(3e-3, "learning rate")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
+    weight_decay: float = option(0.0, "weight decay")
+    clip_norm: float | None = option(1.0, "gradient norm clipping (null: none)")
+    patience: int | None = option(5, "early-stopping patience in epochs on the validation loss (null: never)")
+    seed: int = option(0, "random seed")
+    accelerator: Literal["auto", "cpu", "gpu", "mps"] = option("auto", "device")
+
+
+@dataclass
+class EvaluationConfig:
+    stride: int | None = option(None, "steps between backtest origins (default: the horizon)")
+    baselines: list[str] = option(list(BASELINES), f"baselines shown beside the model: {', '.join(BASELINES)}")
+    plot_series: int = option(4, "series plotted in the report")
+
+
+@dataclass
+class Config:
+    data: DataConfig = section(DataConfig, "reading and windowing the series")
+    model: ModelConfig = section(ModelConfig, "the network")
+    train: TrainConfig = section(TrainConfig, "optimisation")
+    evaluation: EvaluationConfig = section(EvaluationConfig, "backtest and report")
+
+    def validate(self) -> None:
+        d, m = self.data, self.model
+        if m.cell.lower().replace("-", "_") not in CELLS:
+            raise ConfigError(f"model.cell: {m.cell!r} is not valid; choose one of {', '.join(sorted(CELLS))}")
+        for key, value in (("data.lookback", d.lookback), ("data.horizon", d.horizon), ("data.train_stride", d.train_stride),
+                           ("model.hidden_size", m.hidden_size), ("model.num_layers", m.num_layers),
+                           ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size)):
+            if value < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {value}")
+        if self.evaluation.stride is not None and self.evaluation.stride < 1:
+            raise ConfigError(f"evaluation.stride: must be >= 1, got {self.evaluation.stride}")
+        if d.seasonal_period is not None and d.seasonal_period < 1:
+            raise ConfigError(f"data.seasonal_period: must be >= 1, got {d.seasonal_period}")
+        for name in d.calendar:
+            if name not in (*CALENDAR_FEATURES, "auto"):
+                raise ConfigError(f"data.calendar: {name!r} is not valid; choose from auto, {', '.join(CALENDAR_FEATURES)}")
+        for name in self.evaluation.baselines:
+            if name not in BASELINES:
+                raise ConfigError(f"evaluation.baselines: {name!r} is not valid; choose from {', '.join(BASELINES)}")
+        if not all(0 < q < 1 for q in m.quantiles):
+            raise ConfigError(f"model.quantiles: every level must be in (0, 1), got {m.quantiles}")
+        if not 0 <= m.dropout < 1:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {m.dropout}")
+        for key, p in (("model.teacher_forcing", m.teacher_forcing), ("model.teacher_forcing_end", m.teacher_forcing_end)):
+            if not 0 <= p <= 1:
+                raise ConfigError(f"{key}: must be in [0, 1], got {p}")
+        overlap = set(d.target) & (set(d.past_covariates) | set(d.future_covariates))
+        if overlap:
+            raise ConfigError(f"column {sorted(overlap)[0]!r} is both a target and a covariate")
+
+    def levels(self) -> list[float]:
+        """The quantile levels forecast (0.5 included), sorted."""
+        return sorted({round(q, 6) for q in [*self.model.quantiles, 0.5]})
+
+
+# -- reading and preparing series --------------------------------------------------------------
+def _freq_unit(freq: str | None) -> tuple[int, str] | None:
+    if not freq:
+        return None
+    try:
+        return parse_freq(freq)
+    except DataError:
+        return None
+
+
+def resolve_calendar(requested: Sequence[str], series: TimeSeries) -> list[str]:
+    """The calendar features used: ``auto`` picks them from the sampling step."""
+    is_time = np.issubdtype(np.asarray(series.time).dtype, np.datetime64)
+    names = [n for n in requested if n != "auto"]
+    if names and not is_time:
+        raise ConfigError(f"data.calendar={','.join(names)} needs a date/time column; set data.time_column or "
+                          "--set data.calendar=")
+    if "auto" not in requested or not is_time:
+        return names
+    step_unit = _freq_unit(series.freq)
+    if step_unit is None:
+        return names
+    step, unit = step_unit
+    auto = {"s": ["hour", "weekday"], "m": ["hour", "weekday"], "h": ["hour", "weekday"],
+            "D": ["weekday", "month"] if step % 7 else ["month"], "M": ["month"] if step < 12 else [],
+            "Y": []}.get(unit, [])
+    return list(dict.fromkeys([*auto, *names]))
+
+
+def infer_period(freq: str | None) -> int:
+    """Season length from a frequency: a day of sub-daily steps, a week of days, a year of weeks or months."""
+    step_unit = _freq_unit(freq)
+    if step_unit is None:
+        return 1
+    step, unit = step_unit
+    seconds = {"s": 1, "m": 60, "h": 3600}.get(unit)
+    if seconds is not None:
+        per_day = 86400 // (step * seconds) if 86400 % (step * seconds) == 0 else 1
+        return max(per_day, 1)
+    if unit == "D":
+        return 7 if step == 1 else (52 if step == 7 else 1)
+    if unit == "M":
+        return 12 // step if 12 % step == 0 and step < 12 else 1
+    return 1
+
+
+def future_times(series: TimeSeries, horizon: int) -> np.ndarray:
+    """The ``horizon`` timestamps after the end of ``series`` (on its grid)."""
+    t = np.asarray(series.time)
+    if np.issubdtype(t.dtype, np.datetime64):
+        step_unit = _freq_unit(series.freq)
+        if step_unit is None:
+            if len(t) < 2:
+                raise DataError(f"cannot tell the step of series {series.series_id!r} from one timestamp",
+                                hint="give data.freq, e.g. --set data.freq=D")
+            return t[-1] + (t[-1] - t[-2]) * np.arange(1, horizon + 1)
+        step, unit = step_unit
+        last = t[-1].astype(f"datetime64[{unit}]")
+        return (last + step * np.arange(1, horizon + 1)).astype("datetime64[s]")
+    step = (t[-1] - t[-2]) if len(t) > 1 else 1
+    return t[-1] + step * np.arange(1, horizon + 1)
+
+
+def _with_calendar(series: TimeSeries, names: Sequence[str]) -> TimeSeries:
+    if not names:
+        return series
+    new = copy.copy(series)
+    new.future_covariates = np.concatenate([series.future_covariates, calendar_features(series.time, names)], 1)
+    new.future_covariate_names = (*series.future_covariate_names,
+                                  *[f"{n}_{f}" for n in names for f in ("sin", "cos")])
+    return new
+
+
+class Pipeline:
+    """Everything between a CSV and the network's tensors, fitted on training data and saved as JSON:
+    the data config, calendar features, series ids (for the embedding), scalers and season length."""
+
+    def __init__(self, cfg: DataConfig, calendar: list[str], series_ids: list[str], target_scaler: Scaler | None,
+                 covariate_scaler: Scaler | None, period: int, freq: str | None) -> None:
+        self.cfg, self.calendar, self.series_ids = cfg, calendar, series_ids
+        self.target_scaler, self.covariate_scaler = target_scaler, covariate_scaler
+        self.period, self.freq = period, freq
+        self._index = {sid: i + 1 for i, sid in enumerate(series_ids)}
+
+    @staticmethod
+    def read_raw(path: str | Path, cfg: DataConfig) -> Any:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"data file not found: {p}")
+        return read_timeseries(p, cfg.time_column, cfg.target, series_id_column=cfg.series_id_column,
+                               past_covariates=cfg.past_covariates, future_covariates=cfg.future_covariates,
+                               fill=cfg.fill, freq=cfg.freq, time_format=cfg.time_format, sort=cfg.sort)
+
+    @classmethod
+    def fit(cls, series: list[TimeSeries], bounds: dict[str, SplitBounds], cfg: DataConfig) -> Pipeline:
+        calendar = resolve_calendar(cfg.calendar, series[0])
+        period = cfg.seasonal_period or infer_period(series[0].freq)
+        with_cal = [_with_calendar(s, calendar) for s in series]
+        t_scaler = SCALERS[cfg.scaler](per_series=True) if cfg.scaler != "none" else None
+        if t_scaler is not None:
+            t_scaler.fit({s.series_id: s.targets[: bounds[s.series_id].train[1]] for s in series})
+        n_cov = with_cal[0].past_covariates.shape[1] + with_cal[0].future_covariates.shape[1]
+        c_scaler = StandardScaler(per_series=True) if n_cov else None
+        if c_scaler is not None:
+            c_scaler.fit({s.series_id: _covariates(s)[: bounds[s.series_id].train[1]] for s in with_cal})
+        return cls(cfg, calendar, [s.series_id for s in series], t_scaler, c_scaler, period, series[0].freq)
+
+    def read(self, path: str | Path, cfg: DataConfig | None = None) -> list[TimeSeries]:
+        """Read a file with the training column settings (or ``cfg``); calendar features added."""
+        return [_with_calendar(s, self.calendar) for s in self.read_raw(path, cfg or self.cfg)]
+
+    def series_index(self, series_id: str) -> int:
+        """Embedding row of a series (0 for series not seen in training)."""
+        return self._index.get(series_id, 0)
+
+    def _ensure_stats(self, s: TimeSeries, fit_stop: int) -> None:
+        """Series unseen in training get their own statistics, from steps before ``fit_stop`` only."""
+        for scaler, values in ((self.target_scaler, s.targets), (self.covariate_scaler, _covariates(s))):
+            if scaler is not None and s.series_id not in scaler.stats:
+                fresh = type(scaler)(per_series=True).fit({s.series_id: values[:fit_stop]})
+                scaler.stats[s.series_id] = fresh.stats[s.series_id]
+
+    def scale(self, s: TimeSeries, fit_stop: int) -> TimeSeries:
+        """A scaled copy of one (calendar-augmented) series."""
+        self._ensure_stats(s, fit_stop)
+        new = copy.copy(s)
+        if self.target_scaler is not None:
+            new.targets = self.target_scaler.transform(s.targets, s.series_id)
+        if self.covariate_scaler is not None:
+            cov = self.covariate_scaler.transform(_covariates(s), s.series_id)
+            p = s.past_covariates.shape[1]
+            new.past_covariates, new.future_covariates = cov[:, :p], cov[:, p:]
+        return new
+
+    def scale_future(self, s: TimeSeries, future: np.ndarray) -> np.ndarray:
+        """Scale known-future covariates ``[H, F]`` of series ``s`` (the past columns are ignored)."""
+        if self.covariate_scaler is None:
+            return future
+        p = s.past_covariates.shape[1]
+        full = np.concatenate([np.zeros((len(future), p)), future], 1)
+        return self.covariate_scaler.transform(full, s.series_id)[:, p:]
+
+    def unscale(self, values: np.ndarray, series_id: str) -> np.ndarray:
+        """Targets ``[..., T]`` back to original units."""
+        if self.target_scaler is None:
+            return values
+        return self.target_scaler.inverse_transform(values, series_id)
+
+    def target_scale(self, series_id: str) -> np.ndarray:
+        """Multiplier from scaled to original units per target (for standard deviations)."""
+        if self.target_scaler is None:
+            return np.ones(len(self.cfg.target))
+        return np.broadcast_to(self.target_scaler.stats[series_id][1], (len(self.cfg.target),))
+
+    def save(self, run: RunDir) -> None:
+        run.write_json("forecasting.json", {
+            "data": asdict(self.cfg), "calendar": self.calendar, "series_ids": self.series_ids,
+            "period": self.period, "freq": self.freq,
+            "target_scaler": None if self.target_scaler is None else self.target_scaler.to_config(),
+            "covariate_scaler": None if self.covariate_scaler is None else self.covariate_scaler.to_config(),
+        })
+
+    @classmethod
+    def load(cls, run: RunDir) -> Pipeline:
+        meta = run.read_json("forecasting.json")
+        try:
+            cfg = DataConfig(**meta["data"])
+            t = meta["target_scaler"]
+            c = meta["covariate_scaler"]
+            return cls(cfg, meta["calendar"], meta["series_ids"],
+                       None if t is None else SCALERS[cfg.scaler].from_config(t),
+                       None if c is None else StandardScaler.from_config(c), int(meta["period"]), meta["freq"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise RunError(f"{run.file('forecasting.json')} is corrupt ({err!r}); train again") from None
+
+
+def _covariates(s: TimeSeries) -> np.ndarray:
+    return np.concatenate([s.past_covariates, s.future_covariates], 1)
+
+
+def _window_inputs(s: TimeSeries, origin: int, lookback: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    x = np.concatenate([s.targets, s.past_covariates, s.future_covariates], 1)[origin - lookback: origin]
+    return x, s.future_covariates[origin: origin + horizon]
+
+
+# -- backtesting -------------------------------------------------------------------------------
+@dataclass
+class Backtest:
+    """Forecasts of every backtest window, in original units.
+
+    Attributes:
+        y: ``[N, H, T]`` actual values.
+        point: ``[N, H, T]`` model point forecasts.
+        quantiles: ``[N, H, T, Q]`` model quantiles (``None`` for point likelihoods).
+        levels: The quantile levels.
+        std: ``[N, H, T]`` Gaussian standard deviations (Gaussian likelihood only).
+        baselines: Baseline point forecasts ``[N, H, T]`` by name.
+        scale: ``[N, 1, T]`` MASE denominators of each window's series.
+        windows: ``(series_position, origin)`` of each window.
+        skipped: Baselines that could not run, with the reason.
+    """
+
+    y: np.ndarray
+    point: np.ndarray
+    quantiles: np.ndarray | None
+    levels: list[float]
+    std: np.ndarray | None
+    baselines: dict[str, np.ndarray]
+    scale: np.ndarray
+    windows: list[tuple[int, int]]
+    skipped: dict[str, str]
+
+    def metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = fm.point_metrics(self.y, self.point, self.scale)
+        if self.quantiles is not None:
+            gauss = (self.point, self.std) if self.std is not None else None
+            out.update(fm.probabilistic_metrics(self.y, self.quantiles, self.levels, gauss))
+        out["windows"] = len(self.windows)
+        return out
+
+    def baseline_metrics(self) -> dict[str, dict[str, float]]:
+        return {name: fm.point_metrics(self.y, pred, self.scale) for name, pred in self.baselines.items()}
+
+
+def backtest_origins(n_steps: int, lookback: int, horizon: int, stride: int, period: tuple[int, int]) -> np.ndarray:
+    """Forecast origins of a rolling-origin backtest over ``period = [lo, hi)``: the first at ``lo``
+    (or ``lookback``), then every ``stride`` steps while the whole horizon fits before ``hi``."""
+    return window_starts(n_steps, lookback, horizon, stride, period) + lookback
+
+
+def run_backtest(model: Forecaster, pipe: Pipeline, series: list[TimeSeries], periods: dict[str, tuple[int, int]],
+                 fit_stops: dict[str, int], stride: int, baselines: Sequence[str], levels: Sequence[float],
+                 batch_size: int = 256) -> Backtest:
+    """Forecast from every origin in ``periods`` (per series) without refitting anything.
+
+    ``fit_stops[sid]`` ends the history used for statistics of series unseen in training, the
+    Holt-Winters fit and the MASE scale; inputs of a window end at its origin.
+    """
+    lookback, horizon = model.lookback, model.horizon
+    xs, futs, ids, ys, windows = [], [], [], [], []
+    base: dict[str, list[np.ndarray]] = {b: [] for b in baselines}
+    skipped: dict[str, str] = {}
+    if "ets" in base and not statsmodels_available():
+        skipped["ets"] = "statsmodels is not installed (pip install 'rnnkit[timeseries]')"
+        base.pop("ets")
+    scales = []
+    for k, s in enumerate(series):
+        origins = backtest_origins(len(s), lookback, horizon, stride, periods[s.series_id])
+        if not len(origins):
+            continue
+        fit_stop = fit_stops[s.series_id]
+        scaled = pipe.scale(s, fit_stop)
+        ets = None
+        if "ets" in base:
+            try:
+                ets = HoltWinters(pipe.period).fit(s.targets[:fit_stop])
+            except Exception as err:  # statsmodels fails on degenerate series; report, do not crash
+                skipped[f"ets ({s.series_id})"] = f"{type(err).__name__}: {str(err)[:80]}"
+        scale = fm.mase_scale(s.targets[:fit_stop], pipe.period)
+        for t0 in origins.tolist():
+            x, fut = _window_inputs(scaled, t0, lookback, horizon)
+            xs.append(x)
+            futs.append(fut)
+            ids.append(pipe.series_index(s.series_id))
+            ys.append(s.targets[t0:t0 + horizon])
+            windows.append((k, t0))
+            scales.append(scale)
+            hist = s.targets[:t0]
+            for name in base:
+                if name == "naive":
+                    base[name].append(naive_forecast(hist, horizon))
+                elif name == "seasonal_naive":
+                    base[name].append(seasonal_naive_forecast(hist, horizon, pipe.period))
+                elif name == "drift":
+                    base[name].append(drift_forecast(hist, horizon))
+                elif name == "ets":
+                    base[name].append(ets.forecast(hist, horizon) if ets is not None else
+                                      np.full((horizon, s.targets.shape[1]), np.nan))
+    if not windows:
+        raise DataError(f"no backtest window fits: each needs {horizon} steps inside the evaluated period and "
+                        f"{lookback} steps before its origin", hint="enlarge data.test_size or shorten lookback/horizon")
+    if "ets" in base and any(k.startswith("ets (") for k in skipped):
+        base.pop("ets")
+    point, quant, std = _forecast(model, np.stack(xs), np.stack(futs), np.asarray(ids), levels, batch_size)
+    sids = [series[k].series_id for k, _ in windows]
+    point = np.stack([pipe.unscale(p, sid) for p, sid in zip(point, sids)])
+    if quant is not None:
+        quant = np.stack([np.moveaxis(pipe.unscale(np.moveaxis(q, -1, -2), sid), -2, -1) for q, sid in zip(quant, sids)])
+    if std is not None:
+        std = np.stack([sd * pipe.target_scale(sid) for sd, sid in zip(std, sids)])
+    return Backtest(np.stack(ys), point, quant, list(levels), std, {k: np.stack(v) for k, v in base.items()},
+                    np.stack(scales)[:, None, :], windows, skipped)
+
+
+def _forecast(model: Forecaster, x: np.ndarray, fut: np.ndarray, ids: np.ndarray, levels: Sequence[float],
+              batch_size: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Scaled point forecasts ``[N, H, T]``, quantiles ``[N, H, T, Q]`` and Gaussian std."""
+    points, quants, stds = [], [], []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            params = model(torch.as_tensor(x[i:i + batch_size], dtype=torch.float32),
+                           torch.as_tensor(fut[i:i + batch_size], dtype=torch.float32),
+                           torch.as_tensor(ids[i:i + batch_size], dtype=torch.long))
+            points.append(model.point(params).double().numpy())
+            if model.likelihood in ("quantile", "gaussian", "student_t"):
+                quants.append(model.quantiles_of(params, levels).double().numpy())
+            if model.likelihood == "gaussian":
+                stds.append(params[..., 1].double().numpy())
+    return (np.concatenate(points), np.concatenate(quants) if quants else None,
+            np.concatenate(stds) if stds else None)
+
+
+# -- data for training -------------------------------------------------------------------------
+class _Windows(torch.utils.data.Dataset):
+    def __init__(self, series: list[TimeSeries], ids: list[int], period: str, bounds: dict[str, SplitBounds],
+                 lookback: int, horizon: int, stride: int) -> None:
+        self.items: list[tuple[int, int]] = []
+        self.arrays = [(torch.as_tensor(np.concatenate([s.targets, s.past_covariates, s.future_covariates], 1),
+                                        dtype=torch.float32),
+                        torch.as_tensor(s.future_covariates, dtype=torch.float32),
+                        torch.as_tensor(s.targets, dtype=torch.float32)) for s in series]
+        self.ids, self.lookback, self.horizon = ids, lookback, horizon
+        for k, s in enumerate(series):
+            rng = getattr(bounds[s.series_id], period)
+            for start in window_starts(len(s), lookback, horizon, stride, rng).tolist():
+                self.items.append((k, start + lookback))
+        if not self.items:
+            raise DataError(f"no {period} window fits: the {period} period needs at least horizon = {horizon} steps",
+                            hint=f"enlarge data.{'val' if period == 'val' else period}_size or shorten data.horizon")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int, Tensor]:
+        k, t0 = self.items[i]
+        x, fut, y = self.arrays[k]
+        return x[t0 - self.lookback: t0], fut[t0: t0 + self.horizon], self.ids[k], y[t0: t0 + self.horizon]
+
+
+def _split(series: list[TimeSeries], cfg: DataConfig) -> dict[str, SplitBounds]:
+    bounds = {}
+    for s in series:
+        if len(s) < cfg.lookback + cfg.horizon:
+            raise DataError(f"series {s.series_id!r} has {len(s)} steps, fewer than lookback + horizon = "
+                            f"{cfg.lookback} + {cfg.horizon}", hint="use a shorter data.lookback/data.horizon or drop "
+                            "short series")
+        b = chronological_split(len(s), cfg.train_size, cfg.val_size, cfg.test_size)
+        for name, (lo, hi) in (("val", b.val), ("test", b.test)):
+            if hi - lo < cfg.horizon:
+                raise DataError(f"series {s.series_id!r}: the {name} period has {hi - lo} steps, fewer than the "
+                                f"horizon {cfg.horizon}", hint=f"raise data.{name}_size or shorten data.horizon")
+        if b.train[1] < cfg.lookback + cfg.horizon:
+            raise DataError(f"series {s.series_id!r}: the training period has {b.train[1]} steps, fewer than lookback "
+                            f"+ horizon = {cfg.lookback + cfg.horizon}", hint="give more history or shorten data.lookback")
+        bounds[s.series_id] = b
+    return bounds
+
+
+def build_model(hyper: dict[str, Any]) -> Forecaster:
+    return Forecaster(**hyper)
+
+
+# -- trained model -----------------------------------------------------------------------------
+class TrainedForecaster:
+    """A trained forecaster with its pipeline: backtest labelled files, forecast from their end."""
+
+    def __init__(self, model: Forecaster, pipe: Pipeline, levels: list[float], evaluation: EvaluationConfig,
+                 train_path: str | None = None) -> None:
+        self.model, self.pipe, self.levels = model.eval(), pipe, levels
+        self.evaluation, self.train_path = evaluation, train_path
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> TrainedForecaster:
+        run = RunDir.open(run_dir)
+        meta = run.read_json("model.json")
+        if meta.get("task") != NAME:
+            raise RunError(f"{run.path} holds a {meta.get('task')!r} model, not {NAME!r}")
+        pipe = Pipeline.load(run)
+        extra = run.read_json("forecasting.json")
+        model = run.load_into(build_model(meta["hyperparameters"]))
+        assert isinstance(model, Forecaster)
+        return cls(model, pipe, meta["levels"], EvaluationConfig(**extra.get("evaluation", {})), extra.get("train_path"))
+
+    def _data_cfg(self, overrides: Sequence[str]) -> DataConfig:
+        from .config import apply_overrides, from_dict
+
+        data = apply_overrides({"data": asdict(self.pipe.cfg)}, list(overrides))
+        if set(data) != {"data"}:
+            raise ConfigError(f"--set accepts data.* keys only, got {sorted(set(data) - {'data'})}")
+        cfg = from_dict(DataConfig, data["data"], "data.")
+        fixed = ("target", "past_covariates", "future_covariates", "lookback", "horizon", "calendar", "scaler")
+        for key in fixed:
+            if getattr(cfg, key) != getattr(self.pipe.cfg, key):
+                raise ConfigError(f"data.{key} is fixed by the trained model ({getattr(self.pipe.cfg, key)!r})")
+        return cfg
+
+    def backtest(self, path: str | Path, overrides: Sequence[str] = (), stride: int | None = None) -> Backtest:
+        """Rolling-origin backtest over the last ``data.test_size`` steps of every series in ``path``."""
+        cfg = self._data_cfg(overrides)
+        series = self.pipe.read(path, cfg)
+        periods, stops = {}, {}
+        for s in series:
+            b = chronological_split(len(s), None, 0, cfg.test_size)
+            periods[s.series_id], stops[s.series_id] = b.test, b.test[0]
+        return run_backtest(self.model, self.pipe, series, periods, stops,
+                            stride or self.evaluation.stride or self.model.horizon, self.evaluation.baselines, self.levels)
+
+    def evaluate(self, path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+        """Backtest metrics of the model, each baseline (``baseline_<name>_<metric>``) and the verdict."""
+        bt = self.backtest(path, overrides)
+        metrics = bt.metrics()
+        for name, values in bt.baseline_metrics().items():
+            metrics.update({f"{name}_{k}": v for k, v in values.items()})
+        if "seasonal_naive" in bt.baselines:
+            metrics["beats_seasonal_naive"] = bool(metrics["mae"] < metrics["seasonal_naive_mae"])
+        return metrics
+
+    def forecast(self, path: str | Path | None = None, future_path: str | Path | None = None,
+                 overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Forecasts of the next ``horizon`` steps after the end of each series, in original units.
+
+        Args:
+            path: History CSV (default: the training file).
+            future_path: CSV with the known-future covariates for the horizon (needed when the
+                model has ``data.future_covariates``).
+            overrides: ``data.*`` overrides for reading the files.
+
+        Returns:
+            One row per series, step and target: ``series_id``, ``time``, ``step``, ``target``,
+            ``forecast`` and ``q<level>`` per quantile.
+        """
+        if path is None:
+            if not self.train_path:
+                raise ValueError("give a CSV to forecast from")
+            path = self.train_path
+        cfg = self._data_cfg(overrides)
+        series = self.pipe.read(path, cfg)
+        lookback, horizon = self.model.lookback, self.model.horizon
+        futures = self._future_covariates(series, future_path, cfg)
+        xs, futs, ids, times = [], [], [], []
+        for s in series:
+            if len(s) < lookback:
+                raise DataError(f"series {s.series_id!r} has {len(s)} steps; the model reads the last "
+                                f"lookback = {lookback}", path=str(path), hint="give a longer history")
+            scaled = self.pipe.scale(s, len(s))
+            t_future = future_times(s, horizon)
+            user = futures.get(s.series_id, np.zeros((horizon, 0)))
+            fut = np.concatenate([user, calendar_features(t_future, self.pipe.calendar)], 1)
+            x, _ = _window_inputs(scaled, len(s), lookback, 0)
+            xs.append(x)
+            futs.append(self.pipe.scale_future(s, fut))
+            ids.append(self.pipe.series_index(s.series_id))
+            times.append(t_future)
+        point, quant, _ = _forecast(self.model, np.stack(xs), np.stack(futs), np.asarray(ids), self.levels, 256)
+        rows: list[dict[str, Any]] = []
+        for k, s in enumerate(series):
+            p = self.pipe.unscale(point[k], s.series_id)
+            q = None if quant is None else np.moveaxis(self.pipe.unscale(np.moveaxis(quant[k], -1, -2), s.series_id), -2, -1)
+            for h in range(horizon):
+                for j, name in enumerate(s.target_names):
+                    row: dict[str, Any] = {"series_id": s.series_id, "time": _fmt_time(times[k][h]), "step": h + 1,
+                                           "target": name, "forecast": float(p[h, j])}
+                    if q is not None:
+                        row.update({f"q{lv:g}": float(q[h, j, i]) for i, lv in enumerate(self.levels)})
+                    rows.append(row)
+        return rows
+
+    def _future_covariates(self, series: list[TimeSeries], future_path: str | Path | None,
+                           cfg: DataConfig) -> dict[str, np.ndarray]:
+        names = list(cfg.future_covariates)
+        horizon = self.model.horizon
+        if not names:
+            return {}
+        if future_path is None:
+            raise DataError(f"the model needs the known-future covariates {names} for the {horizon} steps after the "
+                            "end of each series", hint="pass them in a second file: rnnkit predict RUN history.csv "
+                            "future.csv (same time/series-id columns)")
+        sub = DataConfig(**{**asdict(cfg), "target": names, "past_covariates": [], "future_covariates": [],
+                            "fill": "error"})
+        found = {s.series_id: s for s in Pipeline.read_raw(future_path, sub)}
+        out = {}
+        for s in series:
+            f = found.get(s.series_id)
+            wanted = future_times(s, horizon)
+            if f is None:
+                raise DataError(f"no future covariates for series {s.series_id!r}", path=str(future_path),
+                                hint=f"add rows for the {horizon} steps after {_fmt_time(s.time[-1])}")
+            pos = {(_fmt_time(t)): i for i, t in enumerate(f.time)}
+            missing = [_fmt_time(t) for t in wanted if _fmt_time(t) not in pos]
+            if missing:
+                raise DataError(f"future covariates {names} missing at {missing[0]} ({len(missing)} of the {horizon} "
+                                f"forecast steps) for series {s.series_id!r}", path=str(future_path),
+                                hint="give every step of the horizon")
+            out[s.series_id] = f.targets[[pos[_fmt_time(t)] for t in wanted]]
+        return out
+
+    def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
+        """CLI entry: ``inputs`` = ``[history.csv]`` or ``[history.csv, future.csv]`` (empty: the training file)."""
+        if len(inputs) > 2:
+            raise ValueError("forecasting predict takes a history CSV and optionally a future-covariates CSV")
+        return self.forecast(inputs[0] if inputs else None, inputs[1] if len(inputs) > 1 else None)
+
+
+def _fmt_time(t: Any) -> str:
+    if isinstance(t, np.datetime64):
+        text = str(t.astype("datetime64[s]"))
+        return text[:-9] if text.endswith("T00:00:00") else text.replace("T", " ")
+    return str(t.item() if hasattr(t, "item") else t)
+
+
+def write_forecasts(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write :meth:`TrainedForecaster.forecast` rows as CSV (``.csv``) or JSON (anything else)."""
+    import csv
+    import json
+
+    p = Path(path)
+    if p.suffix.lower() == ".csv":
+        with p.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["series_id"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        p.write_text(json.dumps(list(rows), indent=1) + "\n", encoding="utf-8")
+    return p
+
+
+# -- report ------------------------------------------------------------------------------------
+def _plot_forecasts(bt: Backtest, series: list[TimeSeries], periods: dict[str, tuple[int, int]], count: int,
+                    path: Path) -> Path | None:
+    from .report import _pyplot
+
+    shown = list(dict.fromkeys(k for k, _ in bt.windows))[:count]
+    if not shown:
+        return None
+    plt = _pyplot()
+    horizon = bt.y.shape[1]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(10, 2.8 * len(shown)), squeeze=False)
+    for ax, k in zip(axes[:, 0], shown):
+        s = series[k]
+        lo, hi = periods[s.series_id]
+        start = max(0, lo - 3 * horizon - 1)
+        t = np.arange(len(s))
+        ax.plot(t[start:hi], s.targets[start:hi, 0], color="black", lw=1, label="actual")
+        last_end, labelled = -1, False
+        for i, (kk, t0) in enumerate(bt.windows):
+            if kk != k or t0 < last_end:  # non-overlapping windows only, so the plot stays readable
+                continue
+            last_end = t0 + horizon
+            steps = t[t0:t0 + horizon]
+            ax.plot(steps, bt.point[i, :, 0], color="tab:blue", lw=1.2, label=None if labelled else "forecast")
+            if bt.quantiles is not None:
+                ax.fill_between(steps, bt.quantiles[i, :, 0, 0], bt.quantiles[i, :, 0, -1], color="tab:blue", alpha=0.2,
+                                label=None if labelled else f"{bt.levels[0]:g}-{bt.levels[-1]:g} quantiles")
+            labelled = True
+        ax.axvline(lo, color="grey", ls="--", lw=0.8)
+        ax.set_title(f"series {s.series_id}: {s.target_names[0]} (test backtest from the dashed line)", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _plot_horizon(bt: Backtest, path: Path) -> Path:
+    from .report import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = np.arange(1, bt.y.shape[1] + 1)
+    ax.plot(steps, fm.by_horizon(bt.y, bt.point), marker="o", label="model")
+    for name, pred in bt.baselines.items():
+        ax.plot(steps, fm.by_horizon(bt.y, pred), marker=".", ls="--", label=name)
+    ax.set(xlabel="steps ahead", ylabel="MAE (original units)", title="test error by horizon")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def verdict(model: dict[str, Any], baselines: dict[str, dict[str, float]]) -> str:
+    """One plain sentence on whether the model beats seasonal naive (on MASE, else MAE)."""
+    if "seasonal_naive" not in baselines:
+        return "Seasonal naive was not run, so there is no reference to judge the model against."
+    key = "mase" if math.isfinite(model.get("mase", math.nan)) else "mae"
+    ours, ref = model[key], baselines["seasonal_naive"][key]
+    if ours < ref:
+        return f"The model beats seasonal naive on the test period ({key.upper()} {ours:.4g} vs {ref:.4g})."
+    return (f"**The model does NOT beat seasonal naive** on the test period ({key.upper()} {ours:.4g} vs "
+            f"{ref:.4g}): use the seasonal naive forecast, or more data, a longer lookback or more epochs.")
+
+
+# -- training ----------------------------------------------------------------------------------
+def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
+          log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
+    from .engine import EngineOptions, fit
+    from .report import markdown_table, plot_learning_curves
+
+    cfg, t0 = config, time.perf_counter()
+    d, m = cfg.data, cfg.model
+    if not d.target:
+        raise ConfigError("data.target is required: the column(s) to forecast, e.g. --set data.target=sales")
+    if dev_path is not None:
+        raise ConfigError("forecasting selects the model on the last data.val_size steps of each training series; "
+                          "--dev is not used (give one file with the whole history)")
+    torch.manual_seed(cfg.train.seed)
+    dataset = Pipeline.read_raw(train_path, d)
+    series = list(dataset)
+    for report in dataset.reports.values():
+        if report.num_gaps or report.nan_filled or report.sorted_rows:
+            log(report.summary())
+    bounds = _split(series, d)
+    pipe = Pipeline.fit(series, bounds, d)
+    series = [_with_calendar(s, pipe.calendar) for s in series]
+    scaled = [pipe.scale(s, bounds[s.series_id].train[1]) for s in series]
+    ids = [pipe.series_index(s.series_id) for s in series]
+    levels = cfg.levels()
+    log(f"{len(series)} series, {sum(len(s) for s in series):,} steps ({series[0].freq or 'no time column'}); "
+        f"targets {', '.join(d.target)}; calendar features: {', '.join(pipe.calendar) or 'none'}; season "
+        f"length {pipe.period}")
+    train_ds = _Windows(scaled, ids, "train", bounds, d.lookback, d.horizon, d.train_stride)
+    val_ds = _Windows(scaled, ids, "val", bounds, d.lookback, d.horizon, 1)
+    hyper = {"n_targets": len(d.target), "n_past": scaled[0].past_covariates.shape[1],
+             "n_future": scaled[0].future_covariates.shape[1], "horizon": d.horizon, "lookback": d.lookback,
+             "cell": m.cell, "hidden_size": m.hidden_size, "num_layers": m.num_layers, "dropout": m.dropout,
+             "decoder": m.decoder, "likelihood": m.likelihood, "quantiles": levels, "num_series": len(series),
+             "series_embedding_dim": m.series_embedding_dim, "window_norm": m.window_norm}
+    model = build_model(hyper)
+    params = sum(p.numel() for p in model.parameters())
+    log(f"{len(train_ds):,} training / {len(val_ds):,} validation windows; model: {m.cell.upper()} x{m.num_layers} "
+        f"encoder + {m.decoder} decoder, {m.likelihood} output, {params:,} parameters")
+    steps_total = max(1, cfg.train.epochs * math.ceil(len(train_ds) / cfg.train.batch_size))
+    counter = {"step": 0}
+
+    def loss_fn(mdl: nn.Module, batch: Any) -> Tensor:
+        x, fut, sid, y = batch
+        assert isinstance(mdl, Forecaster)
+        progress_ = min(1.0, counter["step"] / steps_total)
+        mdl.teacher_forcing = m.teacher_forcing + (m.teacher_forcing_end - m.teacher_forcing) * progress_
+        counter["step"] += 1
+        return mdl.loss(mdl(x, fut, sid, y), y)
+
+    def predict_fn(mdl: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
+        x, fut, sid, y = batch
+        return mdl(x, fut, sid), y
+
+    def metric_fn(params_: Tensor, y: Tensor) -> dict[str, float]:
+        return {"loss": float(model.loss(params_, y)), "mae": float((model.point(params_) - y).abs().mean())}
+
+    options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate, optimizer=cfg.train.optimizer,
+                            weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,
+                            patience=cfg.train.patience, monitor="loss", mode="min", seed=cfg.train.seed,
+                            accelerator=cfg.train.accelerator, progress=progress)
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    history = fit(model, torch.utils.data.DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True,
+                                                     generator=generator),
+                  torch.utils.data.DataLoader(val_ds, batch_size=4 * cfg.train.batch_size),
+                  loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)
+    train_seconds = time.perf_counter() - t0
+    pipe.save(run)
+    extra = run.read_json("forecasting.json")
+    run.write_json("forecasting.json", {**extra, "evaluation": asdict(cfg.evaluation),
+                                        "train_path": str(Path(train_path).resolve())})
+    run.save_model(model, NAME, hyper)
+    meta = run.read_json("model.json")
+    run.write_json("model.json", {**meta, "levels": levels})
+    stride = cfg.evaluation.stride or d.horizon
+    stops = {sid: b.train[1] for sid, b in bounds.items()}
+    dev_bt = run_backtest(model, pipe, series, {sid: b.val for sid, b in bounds.items()}, stops, stride,
+                          cfg.evaluation.baselines, levels)
+    test_bt = run_backtest(model, pipe, series, {sid: b.test for sid, b in bounds.items()}, stops, stride,
+                           cfg.evaluation.baselines, levels)
+    test_metrics, base_metrics = test_bt.metrics(), test_bt.baseline_metrics()
+    for name, reason in test_bt.skipped.items():
+        log(f"baseline {name} skipped: {reason}")
+    sentence = verdict(test_metrics, base_metrics)
+    log(sentence.replace("**", ""))
+    best = min(history, key=lambda r: r.get("dev_loss", math.inf))["epoch"] if history else 0
+    metrics = {"dev": dev_bt.metrics(), "test": test_metrics, "baselines": base_metrics,
+               "baselines_skipped": test_bt.skipped,
+               "beats_seasonal_naive": bool("seasonal_naive" in base_metrics and
+                                            test_metrics["mae"] < base_metrics["seasonal_naive"]["mae"]),
+               "error_by_horizon": {"model": fm.by_horizon(test_bt.y, test_bt.point),
+                                    **{k: fm.by_horizon(test_bt.y, v) for k, v in test_bt.baselines.items()}},
+               "train_seconds": train_seconds, "parameters": params, "best_epoch": best, "epochs_run": len(history),
+               "series": len(series), "data_reports": {k: r.to_dict() for k, r in dataset.reports.items()}}
+    run.write_json("metrics.json", metrics)
+    _write_report(run, cfg, train_path, series, bounds, test_bt, metrics, sentence, history, markdown_table,
+                  plot_learning_curves)
+    return metrics
+
+
+def _write_report(run: RunDir, cfg: Config, train_path: str | Path, series: list[TimeSeries],
+                  bounds: dict[str, SplitBounds], bt: Backtest, metrics: dict[str, Any], sentence: str,
+                  history: list[dict[str, float]], markdown_table: Any, plot_learning_curves: Any) -> None:
+    d = cfg.data
+    names = ["mae", "rmse", "mape", "smape", "mase"]
+    rows: list[list[object]] = [["model", *[metrics["test"].get(k, math.nan) for k in names]]]
+    rows += [[name, *[v.get(k, math.nan) for k in names]] for name, v in metrics["baselines"].items()]
+    b0 = next(iter(bounds.values()))
+    report = [f"# Forecasting run: {run.path.name}", "",
+              f"Trained on `{train_path}`: {len(series)} series, targets {', '.join(d.target)}, lookback {d.lookback}, "
+              f"horizon {d.horizon}; split per series into train / validation / test (first series: steps "
+              f"{b0.train[0]}-{b0.train[1] - 1} / {b0.val[0]}-{b0.val[1] - 1} / {b0.test[0]}-{b0.test[1] - 1}). "
+              f"Training took {metrics['train_seconds']:.0f} s; best epoch {metrics['best_epoch']} of "
+              f"{metrics['epochs_run']}; {metrics['parameters']:,} parameters.", "",
+              "## Verdict", "", sentence, "",
+              f"## Test backtest ({metrics['test']['windows']} windows, origins every "
+              f"{cfg.evaluation.stride or d.horizon} steps, no refit; original units)", "",
+              markdown_table(["forecast", "MAE", "RMSE", "MAPE %", "sMAPE %", "MASE"], rows), ""]
+    t = metrics["test"]
+    if "crps" in t:
+        report += [f"Probabilistic ({cfg.model.likelihood}): quantile loss {t['quantile_loss']:.4g}, CRPS {t['crps']:.4g}, "
+                   f"coverage of the {t.get('nominal_coverage', 0):.0%} interval {t.get('coverage', math.nan):.1%}.", ""]
+    for name, reason in metrics["baselines_skipped"].items():
+        report += [f"Baseline {name} was skipped: {reason}.", ""]
+    report += [f"MASE divides by the in-sample MAE of the seasonal naive forecast (season length {run.read_json('forecasting.json')['period']}) "
+               "over the training period.", ""]
+    filled = [r for r in metrics["data_reports"].values() if r["num_gaps"] or r["nan_filled"]]
+    if filled:
+        report += ["## Data repairs", ""] + [f"- series {r['series_id']}: {r['num_gaps']} gaps ({r['num_missing_steps']} "
+                                             f"steps) and {sum(r['nan_filled'].values())} empty cells filled by "
+                                             f"{r['policy']!r}" for r in filled] + [""]
+    periods = {sid: b.test for sid, b in bounds.items()}
+    if _plot_forecasts(bt, series, periods, cfg.evaluation.plot_series, run.file("forecasts.png")):
+        report += ["## Forecasts", "", "![forecasts](forecasts.png)", ""]
+    _plot_horizon(bt, run.file("error_by_horizon.png"))
+    report += ["## Error by horizon", "", "![error by horizon](error_by_horizon.png)", ""]
+    if plot_learning_curves(history, run.file("learning_curves.png")):
+        report += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
+    run.write_text("report.md", "\n".join(report))

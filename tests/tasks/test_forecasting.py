@@ -1,0 +1,372 @@
+"""Forecasting: metrics against hand-computed values, leakage-free windows and backtests, ordered
+quantiles, baselines, bad input as one-line errors, and train/evaluate/predict end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from rnnkit.cli import app
+from rnnkit.data.timeseries import TimeSeries
+from rnnkit.data.windows import chronological_split
+from rnnkit.metrics import forecasting as fm
+from rnnkit.tasks.config import ConfigError, load_config
+from rnnkit.tasks.forecasting import (
+    Config,
+    DataConfig,
+    Pipeline,
+    TrainedForecaster,
+    _split,
+    _Windows,
+    backtest_origins,
+    calendar_features,
+    future_times,
+    infer_period,
+    run_backtest,
+    verdict,
+    write_forecasts,
+)
+from rnnkit.tasks.forecasting_models import (
+    Forecaster,
+    drift_forecast,
+    naive_forecast,
+    seasonal_naive_forecast,
+    student_t_quantile,
+)
+
+runner = CliRunner()
+FAST = ["--set", "train.epochs=12", "--set", "model.hidden_size=24", "--set", "train.accelerator=cpu"]
+
+
+def _write_sine(path: Path, n: int = 240, seed: int = 0, noise: float = 0.3) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    y = 10 + 0.05 * t + 3 * np.sin(2 * np.pi * t / 12) + rng.normal(0, noise, n)
+    dates = np.datetime64("1990-01", "M") + t
+    path.write_text("date,sales\n" + "".join(f"{d},{v:.4f}\n" for d, v in zip(dates, y)))
+    return path
+
+
+# -- metrics -----------------------------------------------------------------------------------
+def test_point_metrics_match_hand_computed_values():
+    y = np.array([1.0, 2.0, 4.0, 0.0])
+    p = np.array([2.0, 2.0, 1.0, 1.0])
+    assert fm.mae(y, p) == pytest.approx((1 + 0 + 3 + 1) / 4)
+    assert fm.rmse(y, p) == pytest.approx(math.sqrt((1 + 0 + 9 + 1) / 4))
+    assert fm.mape(y, p) == pytest.approx(100 * (1 / 1 + 0 + 3 / 4) / 3)  # the zero actual is left out
+    assert fm.smape(y, p) == pytest.approx(100 * (2 / 3 + 0 + 6 / 5 + 2) / 4)
+    assert fm.smape([0.0], [0.0]) == 0.0 and math.isnan(fm.mape([0.0], [1.0]))
+    history = np.array([1.0, 3.0, 2.0, 6.0])  # seasonal diffs with m=2: |2-1|, |6-3| -> 2
+    assert fm.mase_scale(history, 2) == pytest.approx(2.0)
+    assert fm.mase_scale(history, 1) == pytest.approx((2 + 1 + 4) / 3)
+    assert fm.mase(y, p, 2.0) == pytest.approx(1.25 / 2)  # MAE 1.25 over a scale of 2
+    assert math.isnan(float(fm.mase_scale(np.ones(5), 1)))  # constant history: MASE undefined, not inf
+
+
+def test_probabilistic_metrics_match_hand_computed_values():
+    y = np.array([1.0, 3.0])
+    q = np.array([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]])
+    levels = [0.1, 0.5, 0.9]
+    # y=1: errors 1, 0, -1 -> 0.1, 0, 0.1;  y=3: errors 3, 2, 1 -> 0.3, 1.0, 0.9
+    assert fm.pinball_loss(y, q, levels) == pytest.approx((0.1 + 0 + 0.1 + 0.3 + 1.0 + 0.9) / 6)
+    out = fm.probabilistic_metrics(y, q, levels)
+    assert out["crps"] == pytest.approx(2 * out["quantile_loss"])
+    assert out["coverage"] == 0.5 and out["nominal_coverage"] == pytest.approx(0.8)
+    # Gaussian closed form at y = mean: sigma * (2 phi(0) - 1/sqrt(pi))
+    assert fm.crps_gaussian(0.0, 0.0, 2.0) == pytest.approx(2 * (2 / math.sqrt(2 * math.pi) - 1 / math.sqrt(math.pi)))
+    # ... agrees with the integral of the pinball loss over a dense grid of quantiles
+    grid = np.linspace(0.0005, 0.9995, 1000)
+    quant = 0.3 + 1.5 * torch.special.ndtri(torch.tensor(grid)).numpy()
+    assert fm.crps_from_quantiles(np.array([1.1]), quant[None], grid) == pytest.approx(fm.crps_gaussian(1.1, 0.3, 1.5),
+                                                                                          rel=1e-2)
+    assert fm.by_horizon(np.zeros((2, 3, 1)), np.array([[[1], [2], [3]], [[3], [2], [1]]])) == [2.0, 2.0, 2.0]
+
+
+def test_student_t_quantiles_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    levels = torch.tensor([0.02, 0.1, 0.25, 0.5, 0.9, 0.98], dtype=torch.float64)
+    for df in (3.0, 5.0, 30.0):
+        ours = student_t_quantile(levels, torch.tensor(df, dtype=torch.float64)).numpy()
+        np.testing.assert_allclose(ours, stats.t.ppf(levels.numpy(), df), atol=2e-2)
+
+
+# -- baselines ---------------------------------------------------------------------------------
+def test_baselines_match_hand_computed_values():
+    h = np.array([[1.0], [2.0], [3.0], [5.0], [6.0], [7.0]])
+    assert naive_forecast(h, 2)[:, 0].tolist() == [7.0, 7.0]
+    assert seasonal_naive_forecast(h, 5, 3)[:, 0].tolist() == [5.0, 6.0, 7.0, 5.0, 6.0]
+    assert seasonal_naive_forecast(h[:2], 2, 3)[:, 0].tolist() == [2.0, 2.0]  # too short: naive
+    np.testing.assert_allclose(drift_forecast(h, 2)[:, 0], [7 + 6 / 5, 7 + 12 / 5])
+
+
+def test_verdict_says_plainly_when_the_model_loses():
+    lose = verdict({"mase": 1.2, "mae": 3.0}, {"seasonal_naive": {"mase": 1.0, "mae": 2.0}})
+    assert "does NOT beat seasonal naive" in lose
+    assert "beats seasonal naive" in verdict({"mase": 0.5, "mae": 1.0}, {"seasonal_naive": {"mase": 1.0, "mae": 2.0}})
+
+
+# -- windows, splits, backtests never leak ------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(20, 300), lookback=st.integers(1, 30), horizon=st.integers(1, 12), stride=st.integers(1, 15),
+       test=st.floats(0.05, 0.5))
+def test_backtest_origins_stay_inside_the_test_period(n, lookback, horizon, stride, test):
+    bounds = chronological_split(n, None, 0, test)
+    lo, hi = bounds.test
+    origins = backtest_origins(n, lookback, horizon, stride, (lo, hi))
+    if len(origins):
+        assert origins[0] == max(lo, lookback)
+        assert (origins - lookback >= 0).all() and (origins + horizon <= hi).all() and (origins >= lo).all()
+        assert (np.diff(origins) == stride).all()
+        assert origins[-1] + stride + horizon > hi  # no origin that fits is left out
+    else:
+        assert hi - max(lo, lookback) < horizon
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(60, 200), lookback=st.integers(1, 12), horizon=st.integers(1, 6),
+       val=st.floats(0.1, 0.3), test=st.floats(0.1, 0.3))
+def test_training_windows_never_reach_the_validation_or_test_period(n, lookback, horizon, val, test):
+    series = [TimeSeries.from_arrays(np.arange(n, dtype=float), series_id="a")]
+    cfg = DataConfig(target=["target_0"], lookback=lookback, horizon=horizon, val_size=val, test_size=test)
+    try:
+        bounds = _split(series, cfg)
+    except ValueError:
+        return  # a period shorter than the horizon is refused, which is fine
+    for period in ("train", "val"):
+        ds = _Windows(series, [1], period, bounds, lookback, horizon, 1)
+        lo, hi = getattr(bounds["a"], period)
+        for i in range(len(ds)):
+            x, _, _, y = ds[i]
+            first_target = int(y[0, 0])  # values equal their step index
+            assert lo <= first_target and first_target + horizon <= hi
+            assert int(x[-1, 0]) == first_target - 1  # inputs end right before the targets
+
+
+def _tiny_pipeline(series: list[TimeSeries], cfg: DataConfig) -> tuple[Pipeline, dict]:
+    bounds = _split(series, cfg)
+    return Pipeline.fit(series, bounds, cfg), bounds
+
+
+@pytest.mark.parametrize("decoder", ["direct", "autoregressive"])
+def test_backtest_forecasts_do_not_depend_on_values_after_their_origin(decoder):
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(120, 1)).cumsum(0)
+    cov = rng.normal(size=(120, 1))
+    cfg = DataConfig(target=["target_0"], lookback=10, horizon=4, val_size=0.1, test_size=0.3)
+    s = TimeSeries.from_arrays(values, past_covariates=cov, series_id="s")
+    pipe, bounds = _tiny_pipeline([s], cfg)
+    model = Forecaster(n_targets=1, n_past=1, n_future=0, horizon=4, lookback=10, hidden_size=8, decoder=decoder)
+    stops = {"s": bounds["s"].train[1]}
+    before = run_backtest(model, pipe, [s], {"s": bounds["s"].test}, stops, 1, ["naive", "seasonal_naive", "drift"],
+                          [0.1, 0.5, 0.9])
+    cut = bounds["s"].test[0] + 15
+    changed = TimeSeries.from_arrays(values.copy(), past_covariates=cov.copy(), series_id="s")
+    changed.targets[cut:] += 100.0
+    changed.past_covariates[cut:] -= 50.0
+    after = run_backtest(model, pipe, [changed], {"s": bounds["s"].test}, stops, 1,
+                         ["naive", "seasonal_naive", "drift"], [0.1, 0.5, 0.9])
+    origins = np.array([t0 for _, t0 in before.windows])
+    early = origins <= cut
+    assert early.any() and (~early).any()
+    np.testing.assert_array_equal(before.point[early], after.point[early])
+    for name in before.baselines:
+        np.testing.assert_array_equal(before.baselines[name][early], after.baselines[name][early])
+    assert not np.allclose(before.point[~early], after.point[~early])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(-1e4, 1e4, allow_nan=False), min_size=30, max_size=80), st.sampled_from(["standard", "robust", "minmax"]))
+def test_pipeline_scaling_inverts_exactly(values, scaler):
+    s = TimeSeries.from_arrays(np.asarray(values), series_id="x")
+    cfg = DataConfig(target=["target_0"], lookback=3, horizon=2, val_size=4, test_size=4, scaler=scaler)  # type: ignore[arg-type]
+    pipe, bounds = _tiny_pipeline([s], cfg)
+    scaled = pipe.scale(s, bounds["x"].train[1])
+    np.testing.assert_allclose(pipe.unscale(scaled.targets, "x"), s.targets, rtol=1e-9, atol=1e-6)
+
+
+# -- model heads -------------------------------------------------------------------------------
+@pytest.mark.parametrize("likelihood", ["quantile", "gaussian", "student_t"])
+def test_probabilistic_heads_give_ordered_quantiles(likelihood):
+    torch.manual_seed(0)
+    model = Forecaster(n_targets=2, n_past=0, n_future=3, horizon=5, lookback=7, hidden_size=8,
+                       likelihood=likelihood, quantiles=[0.05, 0.25, 0.5, 0.75, 0.95], num_series=3,
+                       series_embedding_dim=4)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=2.0)  # wild weights: the ordering is structural, not learned
+    params = model(torch.randn(16, 7, 5), torch.randn(16, 5, 3), torch.randint(0, 4, (16,)))
+    q = model.quantiles_of(params, [0.05, 0.25, 0.5, 0.75, 0.95])
+    assert q.shape == (16, 5, 2, 5)
+    assert (q.diff(dim=-1) >= 0).all()
+    torch.testing.assert_close(q[..., 2], model.point(params))
+    assert torch.isfinite(model.loss(params, torch.randn(16, 5, 2)))
+
+
+def test_calendar_features_and_time_helpers():
+    times = np.array(["2024-01-01T00", "2024-01-06T13"], dtype="datetime64[s]")  # a Monday, a Saturday
+    f = calendar_features(times, ["hour", "weekday", "month"])
+    np.testing.assert_allclose(np.arctan2(f[:, 0], f[:, 1]) % (2 * np.pi) * 24 / (2 * np.pi), [0, 13], atol=1e-9)
+    np.testing.assert_allclose(np.arctan2(f[:, 2], f[:, 3]) % (2 * np.pi) * 7 / (2 * np.pi), [0, 5], atol=1e-9)
+    assert infer_period("1h") == 24 and infer_period("1M") == 12 and infer_period("1D") == 7 and infer_period(None) == 1
+    s = TimeSeries.from_arrays([1.0, 2.0], time=np.array(["2024-01", "2024-02"], dtype="datetime64[M]").astype("datetime64[s]"))
+    s.freq = "1M"
+    assert [str(t)[:10] for t in future_times(s, 2)] == ["2024-03-01", "2024-04-01"]
+
+
+def test_config_requires_a_target_and_valid_choices(tmp_path):
+    data = _write_sine(tmp_path / "s.csv", n=60)
+    result = runner.invoke(app, ["train", "forecasting", "--train", str(data), "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 2 and "data.target is required" in result.output
+    assert runner.invoke(app, ["train", "forecasting", "--print-config"]).exit_code == 0
+    with pytest.raises(ConfigError, match="calendar"):
+        load_config(Config, None, ["data.target=y", "data.calendar=fortnight"])
+    cfg = load_config(Config, None, ["data.target=a,b", "data.test_size=24", "model.quantiles=[0.2,0.8]"])
+    assert cfg.data.target == ["a", "b"] and cfg.data.test_size == 24 and cfg.levels() == [0.2, 0.5, 0.8]
+
+
+# -- end to end --------------------------------------------------------------------------------
+def test_train_evaluate_predict_beats_seasonal_naive(tmp_path):
+    data = _write_sine(tmp_path / "sine.csv")
+    result = runner.invoke(app, ["train", "forecasting", "--train", str(data), "--set", "data.time_column=date",
+                                 "--set", "data.target=sales", "--set", "data.horizon=6", "--set", "data.lookback=24",
+                                 "--set", "data.test_size=48", *FAST, "--out", str(tmp_path / "runs"), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    run = Path(metrics["run"])
+    assert metrics["beats_seasonal_naive"] and metrics["test"]["mase"] < metrics["baselines"]["seasonal_naive"]["mase"]
+    assert set(metrics["baselines"]) >= {"naive", "seasonal_naive", "drift"}
+    assert 0 <= metrics["test"]["coverage"] <= 1 and metrics["test"]["crps"] > 0
+    for name in ("report.md", "forecasts.png", "error_by_horizon.png", "forecasting.json", "metrics.json"):
+        assert (run / name).is_file()
+    assert "beats seasonal naive" in (run / "report.md").read_text()
+
+    ev = runner.invoke(app, ["evaluate", str(run), "--data", str(data), "--json"])
+    assert ev.exit_code == 0, ev.output
+    assert json.loads(ev.output)["beats_seasonal_naive"] is True
+
+    pred = runner.invoke(app, ["predict", str(run), str(data), "--json"])
+    assert pred.exit_code == 0, pred.output
+    rows = [json.loads(line) for line in pred.output.splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[0]["time"] == "2010-01-01" and all(r["q0.1"] <= r["q0.5"] <= r["q0.9"] for r in rows)
+    assert 15 < rows[0]["forecast"] < 35  # original units (the series ends near 22 +- 3)
+
+    again = TrainedForecaster.load(run)
+    assert again.forecast() == again.forecast(data) == TrainedForecaster.load(run).predict([str(data)])
+    write_forecasts(rows, tmp_path / "f.csv")
+    write_forecasts(rows, tmp_path / "f.json")
+    assert (tmp_path / "f.csv").read_text().splitlines()[0].startswith("series_id,time,step,target,forecast")
+    assert json.loads((tmp_path / "f.json").read_text()) == rows
+
+
+def _write_panel(path: Path, n: int = 150, with_future: bool = True, blank_promo_at: int | None = None) -> Path:
+    rng = np.random.default_rng(3)
+    lines = ["day,store,units,temp,promo"]
+    days = np.datetime64("2023-01-01") + np.arange(n)
+    for store, level in (("a", 20.0), ("b", 50.0)):
+        promo = (np.arange(n) % 5 == 0).astype(float)
+        units = level + 5 * np.sin(2 * np.pi * np.arange(n) / 7) + 8 * promo + rng.normal(0, 0.5, n)
+        temp = rng.normal(15, 3, n)
+        for i in range(n):
+            p = "" if blank_promo_at == i and store == "b" else f"{promo[i]:.0f}"
+            lines.append(f"{days[i]},{store},{units[i]:.3f},{temp[i]:.2f},{p}")
+    path.write_text("\n".join(lines) + "\n")
+    if with_future:
+        fut = ["day,store,promo"] + [f"{np.datetime64('2023-01-01') + n + h},{s},{int((n + h) % 5 == 0)}"
+                                     for s in ("a", "b") for h in range(7)]
+        path.with_name("future.csv").write_text("\n".join(fut) + "\n")
+    return path
+
+
+def test_many_series_autoregressive_gaussian_with_covariates(tmp_path):
+    data = _write_panel(tmp_path / "panel.csv")
+    common = ["--set", "data.time_column=day", "--set", "data.target=units", "--set", "data.series_id_column=store",
+              "--set", "data.past_covariates=temp", "--set", "data.future_covariates=promo", "--set", "data.horizon=7",
+              "--set", "data.lookback=14"]
+    result = runner.invoke(app, ["train", "forecasting", "--train", str(data), *common, "--set",
+                                 "model.decoder=autoregressive", "--set", "model.likelihood=gaussian", "--set",
+                                 "train.epochs=2", "--set", "model.hidden_size=8", "--set", "evaluation.baselines=naive,ets",
+                                 "--out", str(tmp_path / "runs"), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["series"] == 2 and {"crps", "coverage", "mase"} <= set(metrics["test"])
+    assert "ets" in metrics["baselines"] or "ets" in metrics["baselines_skipped"]
+    run = metrics["run"]
+    cfg = json.loads((Path(run) / "forecasting.json").read_text())
+    assert cfg["calendar"] == ["weekday", "month"] and cfg["period"] == 7
+    model = TrainedForecaster.load(run)
+    with pytest.raises(ValueError, match=r"needs the known-future covariates \['promo'\]"):
+        model.forecast(data)
+    rows = model.forecast(data, tmp_path / "future.csv")
+    assert len(rows) == 2 * 7 and {r["series_id"] for r in rows} == {"a", "b"}
+    assert rows[0]["time"] == "2023-05-31"
+    short = tmp_path / "short_future.csv"
+    short.write_text("\n".join((tmp_path / "future.csv").read_text().splitlines()[:5]) + "\n")
+    out = runner.invoke(app, ["predict", run, str(data), str(short)])
+    assert out.exit_code == 2 and "missing at" in out.output and len(out.output.strip().splitlines()) == 1
+
+
+BAD_INPUTS = {
+    "unparseable": ("date,sales\n2020-01-01,1\nnot-a-date,2\n", [], "cannot parse"),
+    "duplicate": ("date,sales\n2020-01-01,1\n2020-01-02,2\n2020-01-02,3\n2020-01-03,4\n", [], "duplicate timestamp"),
+    "gap": ("date,sales\n" + "".join(f"2020-01-{d:02d},{d}\n" for d in (1, 2, 3, 5, 6, 7)), [], "gap of 1 missing"),
+    "nan_target": ("date,sales\n2020-01-01,1\n2020-01-02,\n2020-01-03,3\n", [], "missing value"),
+    "short": ("date,sales\n" + "".join(f"2020-01-{d:02d},{d}\n" for d in range(1, 11)), [], "fewer than lookback"),
+    "future_cov_missing": ("date,sales,promo\n" + "".join(f"2020-01-{d:02d},{d},{'' if d == 20 else 1}\n"
+                                                          for d in range(1, 29)),
+                           ["--set", "data.future_covariates=promo"], "missing value in column 'promo'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_a_one_line_error(tmp_path, case):
+    text, extra, message = BAD_INPUTS[case]
+    path = tmp_path / f"{case}.csv"
+    path.write_text(text)
+    result = runner.invoke(app, ["train", "forecasting", "--train", str(path), "--set", "data.time_column=date",
+                                 "--set", "data.target=sales", "--set", "data.lookback=8", "--set", "data.horizon=4",
+                                 *extra, "--quiet", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.output
+
+
+def test_gaps_are_filled_by_the_stated_policy_and_reported(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    days = np.datetime64("2021-01-01") + np.arange(120)
+    keep = np.ones(120, bool)
+    keep[[30, 31, 70]] = False
+    values = 5 + np.sin(np.arange(120) / 3) + rng.normal(0, 0.1, 120)
+    path = tmp_path / "gappy.csv"
+    path.write_text("date,sales\n" + "".join(f"{d},{v:.3f}\n" for d, v, k in zip(days, values, keep) if k))
+    monkeypatch.setattr("rnnkit.tasks.forecasting.statsmodels_available", lambda: False)
+    result = runner.invoke(app, ["train", "forecasting", "--train", str(path), "--set", "data.time_column=date",
+                                 "--set", "data.target=sales", "--set", "data.fill=interpolate", "--set",
+                                 "data.lookback=10", "--set", "data.horizon=5", "--set", "train.epochs=1", "--set",
+                                 "model.hidden_size=4", "--json", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    report = metrics["data_reports"]["0"]
+    assert report["num_gaps"] == 2 and report["num_missing_steps"] == 3 and report["policy"] == "interpolate"
+    assert "statsmodels is not installed" in metrics["baselines_skipped"]["ets"]
+    text = (Path(metrics["run"]) / "report.md").read_text()
+    assert "2 gaps (3 steps)" in text and "Baseline ets was skipped" in text
+    assert "2 gaps / 3 missing steps" in (Path(metrics["run"]) / "train.log").read_text()
+
+
+@pytest.mark.data
+def test_airline_passengers_end_to_end(shared_data, tmp_path):
+    data = shared_data / "airline-passengers" / "Airline.csv"
+    result = runner.invoke(app, ["train", "forecasting", "--train", str(data), "--set", "data.time_column=Date",
+                                 "--set", "data.target=Passengers", "--set", "data.horizon=12", "--set",
+                                 "data.lookback=24", "--set", "data.test_size=24", "--set", "data.val_size=24",
+                                 "--set", "train.epochs=3", "--json", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["test"]["windows"] == 2
