@@ -1,0 +1,1040 @@
+"""Speech recognition with recurrent networks: isolated words, CTC transcripts, connected digits
+and streaming.
+
+Pipeline: wav -> log-mel or MFCC frames (``rnnkit.data.audio``) -> global (training-set) or
+per-utterance normalisation -> SpecAugment time and frequency masks in training (Park et al.
+2019, "SpecAugment", sec. 2) -> frame stacking or strided convolutions (subsampling) -> a deep
+(bi)directional recurrent encoder -> either a classifier over the pooled outputs (isolated
+words) or a CTC head over characters or words (Graves et al. 2006), decoded greedily or with
+prefix beam search and an optional lexicon (``rnnkit.nn.ctc``).
+
+Streaming: a unidirectional model with frame stacking (or no subsampling) runs on audio chunks
+with carried state. Frames are computed from a carried sample buffer with the same centred,
+reflect-padded framing as the whole-file pass, and every frame goes through the network and
+decoder alone, so the result does not depend on how the audio was cut into chunks (bitwise),
+and the transcript equals the whole-file batched pass (the batched recurrent kernels round
+differently in the last bits, which does not change the decoded tokens).
+
+Connected digits (``data.mode=connected_digits``): utterances of 2 to 7 isolated recordings
+joined with random silences and white noise; training, dev and test utterances are built from
+disjoint sets of recordings (FSDD's official split: indices 0-4 are test).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..cells import CELLS
+from ..data.audio import FSDD_PATTERN
+from ..nn import recurrent_layer
+from ..nn.ctc import CTCPrefixBeamSearch, Lexicon, collapse_alignment, ctc_greedy_decode, error_counts
+from ..nn.pooling import masked_max, masked_mean
+from .config import ConfigError, option, section
+from .run import RunDir, RunError
+
+NAME = "speech"
+DESCRIPTION = ("Speech recognition from wav files: isolated words, CTC transcripts (chars or words), "
+               "connected digits, streaming")
+BLANK = "<blank>"
+
+
+# -- config ------------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    mode: Literal["words", "transcripts", "connected_digits"] = option(
+        "words", "words: one label per file; transcripts: a CSV/TSV manifest of path,transcript; "
+                 "connected_digits: utterances built by joining isolated recordings")
+    pattern: str = option(FSDD_PATTERN, "regex on file names of a folder: group 'label', optional 'speaker' and 'index'")
+    path_column: str = option("path", "manifest column of file paths")
+    label_column: str = option("label", "manifest column of labels or transcripts")
+    split: Literal["fsdd", "speaker", "none"] = option(
+        "fsdd", "test set carved from --train: fsdd (index 0-4 test, FSDD's official split), speaker "
+                "(data.test_speakers), none (no test set)")
+    test_speakers: list[str] = option([], "speakers held out as test data when data.split=speaker")
+    dev_split: Literal["random", "speaker"] = option("random", "dev set carved from training data (without --dev)")
+    dev_fraction: float = option(0.1, "fraction of training recordings held out as dev")
+    units: Literal["chars", "words"] = option("chars", "CTC output units for transcripts")
+    lowercase: bool = option(True, "lowercase transcripts")
+    sample_rate: int | None = option(None, "model sample rate (null: the first training file's); others are resampled")
+    mono: Literal["downmix", "first", "error"] = option("downmix", "multi-channel files: average, first channel, or error")
+    features: Literal["logmel", "mfcc"] = option("logmel", "acoustic features")
+    n_mels: int = option(40, "mel bands")
+    n_mfcc: int = option(13, "cepstral coefficients (features=mfcc)")
+    frame_ms: float = option(25.0, "analysis window in milliseconds (FFT size: the next power of two)")
+    hop_ms: float = option(10.0, "frame shift in milliseconds")
+    normalize: Literal["global", "utterance"] = option(
+        "global", "global: training-set mean/std per feature (streamable); utterance: per-utterance CMVN")
+    min_digits: int = option(2, "connected digits: fewest words per utterance")
+    max_digits: int = option(7, "connected digits: most words per utterance")
+    connected_train: int = option(3000, "connected digits: training utterances")
+    connected_eval: int = option(500, "connected digits: dev and test utterances (each)")
+    silence_ms: list[float] = option([30.0, 250.0], "connected digits: silence between words, min,max in ms")
+    snr_db: list[float] = option([15.0, 40.0], "connected digits: white-noise SNR range in dB (empty: no noise)")
+
+
+@dataclass
+class ModelConfig:
+    head: Literal["auto", "classifier", "ctc"] = option("auto", "auto: classifier for data.mode=words, else ctc")
+    cell: str = option("lstm", f"recurrent cell: {', '.join(sorted(CELLS))}")
+    hidden_size: int = option(128, "encoder units per direction")
+    num_layers: int = option(2, "stacked encoder layers")
+    bidirectional: bool = option(True, "bidirectional encoder (false: unidirectional, needed for streaming)")
+    subsampling: Literal["none", "stack", "conv"] = option("stack", "frame rate reduction: stack frames or strided convs")
+    subsample_factor: int = option(2, "subsampling factor (conv: a power of two)")
+    conv_channels: int = option(128, "channels of the subsampling convolutions")
+    pooling: Literal["mean", "max", "last"] = option("mean", "classifier pooling over time")
+    dropout: float = option(0.2, "dropout between layers and before the output layer")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = option(30, "maximum epochs")
+    batch_size: int = option(32, "utterances per batch")
+    learning_rate: float = option(2e-3, "learning rate")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
+    weight_decay: float = option(0.0, "weight decay")
+    clip_norm: float | None = option(5.0, "gradient norm clipping (null: none)")
+    patience: int | None = option(5, "early-stopping patience in epochs on the dev metric (null: never)")
+    freq_masks: int = option(2, "SpecAugment: frequency masks per utterance (0: off)")
+    freq_mask_width: int = option(6, "SpecAugment: widest frequency mask (features)")
+    time_masks: int = option(2, "SpecAugment: time masks per utterance (0: off)")
+    time_mask_width: int = option(8, "SpecAugment: widest time mask (frames, at most 20% of an utterance)")
+    seed: int = option(0, "random seed")
+    accelerator: Literal["auto", "cpu", "gpu", "mps"] = option("auto", "device")
+
+
+@dataclass
+class DecodeConfig:
+    beam_size: int = option(1, "CTC decoding: 1 greedy, > 1 prefix beam search")
+    lexicon: str | None = option(None, "restrict CTC output to words: 'train' (training words) or a word-list file")
+    token_threshold: float = option(-12.0, "beam search skips tokens below this log-probability at a frame")
+
+
+@dataclass
+class Config:
+    data: DataConfig = section(DataConfig, "reading audio, splits and features")
+    model: ModelConfig = section(ModelConfig, "the network")
+    train: TrainConfig = section(TrainConfig, "optimisation and SpecAugment")
+    decode: DecodeConfig = section(DecodeConfig, "CTC decoding for evaluation")
+
+    def validate(self) -> None:
+        if self.model.cell.lower().replace("-", "_") not in CELLS:
+            raise ConfigError(f"model.cell: {self.model.cell!r} is not valid; choose one of {', '.join(sorted(CELLS))}")
+        for key, value in (("model.hidden_size", self.model.hidden_size), ("model.num_layers", self.model.num_layers),
+                           ("model.subsample_factor", self.model.subsample_factor),
+                           ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size),
+                           ("decode.beam_size", self.decode.beam_size), ("data.n_mels", self.data.n_mels),
+                           ("data.min_digits", self.data.min_digits)):
+            if value < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {value}")
+        f = self.model.subsample_factor
+        if self.model.subsampling == "conv" and f & (f - 1):
+            raise ConfigError(f"model.subsample_factor: conv subsampling needs a power of two, got {f}")
+        if not 0 <= self.model.dropout < 1:
+            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.model.dropout}")
+        if not 0 < self.data.dev_fraction < 1:
+            raise ConfigError(f"data.dev_fraction: must be in (0, 1), got {self.data.dev_fraction}")
+        if self.data.features == "mfcc" and self.data.n_mfcc > self.data.n_mels:
+            raise ConfigError(f"data.n_mfcc: {self.data.n_mfcc} is more than data.n_mels={self.data.n_mels}")
+        if self.data.min_digits > self.data.max_digits:
+            raise ConfigError(f"data.min_digits ({self.data.min_digits}) > data.max_digits ({self.data.max_digits})")
+        if len(self.data.silence_ms) != 2 or not 0 <= self.data.silence_ms[0] <= self.data.silence_ms[1]:
+            raise ConfigError(f"data.silence_ms: expected min,max with 0 <= min <= max, got {self.data.silence_ms}")
+        if self.data.snr_db and (len(self.data.snr_db) != 2 or self.data.snr_db[0] > self.data.snr_db[1]):
+            raise ConfigError(f"data.snr_db: expected min,max (or empty for no noise), got {self.data.snr_db}")
+        if self.data.frame_ms <= 0 or not 0 < self.data.hop_ms <= self.data.frame_ms:
+            raise ConfigError(f"data.frame_ms/hop_ms: need 0 < hop_ms <= frame_ms, got {self.data.frame_ms}, "
+                              f"{self.data.hop_ms}")
+        if self.data.split == "speaker" and not self.data.test_speakers:
+            raise ConfigError("data.split=speaker needs data.test_speakers (e.g. data.test_speakers=[theo])")
+        if self.head() == "classifier" and self.data.mode != "words":
+            raise ConfigError(f"model.head=classifier needs data.mode=words, got data.mode={self.data.mode}")
+
+    def head(self) -> str:
+        """The output layer after resolving ``auto``."""
+        if self.model.head != "auto":
+            return self.model.head
+        return "classifier" if self.data.mode == "words" else "ctc"
+
+
+# -- features ----------------------------------------------------------------------------------
+def _project(frames: Tensor, matrix: Tensor) -> Tensor:
+    """``frames @ matrix`` computed row by row the same way whatever the number of rows.
+
+    A matrix product's blocking depends on the row count, so its last bits do; a broadcast
+    product summed over one axis does not: this keeps streamed frames identical to the
+    whole-file ones.
+    """
+    return (frames.unsqueeze(-1) * matrix).sum(-2)
+
+
+class SpeechFeatures:
+    """Log-mel or MFCC frames ``[frames, F]`` with a streaming twin (:meth:`stream`).
+
+    Built on :class:`rnnkit.data.LogMelSpectrogram` (centred Hann frames, reflect padding): the
+    STFT and mel filterbank are the data layer's; the projections are computed row-wise
+    (:func:`_project`).
+
+    Args:
+        sample_rate: Input rate (Hz).
+        kind: ``'logmel'`` or ``'mfcc'``.
+        n_mels: Mel bands.
+        n_mfcc: Cepstral coefficients (``kind='mfcc'``).
+        frame_ms: Window length (ms); the FFT size is the next power of two.
+        hop_ms: Frame shift (ms).
+        normalize: ``'utterance'`` applies per-utterance CMVN here; ``'global'`` leaves it to
+            the model (its training-set statistics).
+    """
+
+    def __init__(self, sample_rate: int, kind: str = "logmel", n_mels: int = 40, n_mfcc: int = 13,
+                 frame_ms: float = 25.0, hop_ms: float = 10.0, normalize: str = "global") -> None:
+        from ..data.audio import LogMelSpectrogram, dct_matrix
+
+        self.sample_rate, self.kind, self.n_mels, self.n_mfcc = int(sample_rate), kind, int(n_mels), int(n_mfcc)
+        self.frame_ms, self.hop_ms, self.normalize = float(frame_ms), float(hop_ms), normalize
+        win = max(2, round(self.sample_rate * self.frame_ms / 1000))
+        self.n_fft = 1 << (win - 1).bit_length()
+        self.hop = max(1, round(self.sample_rate * self.hop_ms / 1000))
+        opts = dict(sample_rate=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop, win_length=win,
+                    n_mels=self.n_mels)
+        self.melspec = LogMelSpectrogram(**opts)  # type: ignore[arg-type]
+        self._framer = LogMelSpectrogram(**opts, center=False)  # type: ignore[arg-type]
+        self._dct = dct_matrix(self.n_mfcc, self.n_mels) if kind == "mfcc" else None
+
+    @property
+    def size(self) -> int:
+        """Features per frame."""
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    def to_config(self) -> dict[str, Any]:
+        return {"sample_rate": self.sample_rate, "kind": self.kind, "n_mels": self.n_mels, "n_mfcc": self.n_mfcc,
+                "frame_ms": self.frame_ms, "hop_ms": self.hop_ms, "normalize": self.normalize}
+
+    def _from_power(self, power: Tensor) -> Tensor:
+        mel = _project(power, self.melspec._fb)
+        feats = torch.log(mel + self.melspec.log_offset)
+        if self._dct is not None:
+            feats = _project(feats, self._dct)
+        return feats
+
+    def check_length(self, num_samples: int, source: str = "clip") -> None:
+        """One-line error for audio shorter than one analysis window."""
+        from ..data.errors import DataError
+
+        if num_samples < self.n_fft:
+            raise DataError(f"{source}: {num_samples} samples is shorter than one frame ({self.n_fft} samples, "
+                            f"{1000 * self.n_fft / self.sample_rate:.0f} ms at {self.sample_rate} Hz)",
+                            hint="record a longer clip or pad it with silence")
+
+    def __call__(self, waveform: Tensor) -> Tensor:
+        """Frames of a whole clip ``[T]`` -> ``[1 + T // hop, F]``."""
+        from ..data.audio import normalize_utterance
+
+        self.check_length(int(waveform.shape[-1]))
+        feats = self._from_power(self.melspec.power_spectrogram(waveform))
+        return normalize_utterance(feats) if self.normalize == "utterance" else feats
+
+    def stream(self) -> FeatureStream:
+        """A chunk-by-chunk extractor giving exactly the frames of :meth:`__call__`."""
+        if self.normalize == "utterance":
+            raise ValueError("per-utterance normalization needs the whole clip; train with data.normalize=global "
+                             "to stream")
+        return FeatureStream(self)
+
+
+class FeatureStream:
+    """Frames from audio pushed in chunks of any size (a carried sample buffer).
+
+    The whole-file pass reflect-pads ``n_fft // 2`` samples at both ends and takes a frame every
+    ``hop`` samples. Here the left padding is built once ``n_fft // 2 + 1`` samples have arrived,
+    a frame is emitted as soon as its window is complete, and :meth:`flush` adds the right
+    padding and emits the rest.
+    """
+
+    def __init__(self, features: SpeechFeatures) -> None:
+        self.f = features
+        self.pad = features.n_fft // 2
+        self._head: list[Tensor] = []  # samples before the left padding can be built
+        self._buffer = torch.zeros(0)
+        self._tail = torch.zeros(0)  # the last pad + 1 samples, for the right padding
+        self._received = 0
+        self._started = False
+
+    def _frames(self, final: bool) -> Tensor:
+        n_fft, hop = self.f.n_fft, self.f.hop
+        count = 0 if self._buffer.numel() < n_fft else 1 + (self._buffer.numel() - n_fft) // hop
+        if count == 0:
+            return torch.zeros(0, self.f.size)
+        used = (count - 1) * hop + n_fft
+        power = self.f._framer.power_spectrogram(self._buffer[:used])
+        self._buffer = self._buffer[count * hop:]
+        return self.f._from_power(power)
+
+    def push(self, samples: Tensor) -> Tensor:
+        """Add samples; returns the frames completed by them ``[n, F]`` (``n`` may be 0)."""
+        x = torch.as_tensor(samples, dtype=torch.float32).reshape(-1)
+        self._received += x.numel()
+        keep = self.pad + 1
+        self._tail = torch.cat([self._tail, x])[-keep:]
+        if not self._started:
+            self._head.append(x)
+            head = torch.cat(self._head)
+            if head.numel() <= self.pad:
+                return torch.zeros(0, self.f.size)
+            self._started, self._head = True, []
+            left = head[1 : self.pad + 1].flip(0)
+            self._buffer = torch.cat([left, head])
+        else:
+            self._buffer = torch.cat([self._buffer, x])
+        return self._frames(final=False)
+
+    def flush(self) -> Tensor:
+        """End of audio: the remaining frames (error if the clip is shorter than one frame)."""
+        self.f.check_length(self._received, "audio")
+        right = self._tail[-self.pad - 1 : -1].flip(0)
+        self._buffer = torch.cat([self._buffer, right])
+        return self._frames(final=True)
+
+
+# -- model -------------------------------------------------------------------------------------
+def spec_augment(feats: Tensor, lengths: Tensor, *, freq_masks: int, freq_width: int, time_masks: int,
+                 time_width: int, generator: torch.Generator | None = None) -> Tensor:
+    """SpecAugment's frequency and time masking (Park et al. 2019, sec. 2), set to 0 (the mean
+    of normalized features). ``feats`` is ``[B, T, F]``; masks stay inside each utterance and a
+    time mask covers at most 20% of it."""
+    out = feats.clone()
+    num_feats = feats.shape[-1]
+    for b, n in enumerate(lengths.tolist()):
+        for _ in range(freq_masks):
+            w = int(torch.randint(0, min(freq_width, num_feats) + 1, (1,), generator=generator))
+            f0 = int(torch.randint(0, num_feats - w + 1, (1,), generator=generator))
+            out[b, :n, f0 : f0 + w] = 0
+        limit = min(time_width, int(0.2 * n))
+        for _ in range(time_masks if limit > 0 else 0):
+            w = int(torch.randint(0, limit + 1, (1,), generator=generator))
+            t0 = int(torch.randint(0, n - w + 1, (1,), generator=generator))
+            out[b, t0 : t0 + w] = 0
+    return out
+
+
+class SpeechModel(nn.Module):
+    """Features -> normalisation -> SpecAugment (training) -> subsampling -> RNN -> head.
+
+    ``forward(feats [B, T, F], lengths [B])`` returns ``(scores, out_lengths)``: CTC
+    log-probabilities ``[B, T', V]`` (blank = 0) or classifier logits ``[B, C]``.
+    """
+
+    feat_mean: Tensor
+    feat_std: Tensor
+
+    def __init__(self, num_features: int, num_outputs: int, *, head: str = "ctc", cell: str = "lstm",
+                 hidden_size: int = 128, num_layers: int = 2, bidirectional: bool = True, subsampling: str = "stack",
+                 subsample_factor: int = 2, conv_channels: int = 128, pooling: str = "mean", dropout: float = 0.2,
+                 spec_augment: dict[str, int] | None = None) -> None:
+        super().__init__()
+        self.head_kind, self.pooling, self.subsampling = head, pooling, subsampling
+        self.factor = subsample_factor if subsampling != "none" else 1
+        self.bidirectional = bidirectional
+        self.augment = dict(spec_augment or {})
+        self.register_buffer("feat_mean", torch.zeros(num_features))
+        self.register_buffer("feat_std", torch.ones(num_features))
+        if subsampling == "conv":
+            layers: list[nn.Module] = []
+            channels = num_features
+            for _ in range(int(math.log2(self.factor))):
+                layers += [nn.Conv1d(channels, conv_channels, kernel_size=3, stride=2, padding=1), nn.ReLU()]
+                channels = conv_channels
+            self.conv = nn.Sequential(*layers)
+            enc_in = channels
+        else:
+            self.conv = None  # type: ignore[assignment]
+            enc_in = num_features * self.factor
+        self.encoder = recurrent_layer(cell, enc_in, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
+                                       dropout=dropout if num_layers > 1 else 0.0)
+        out = hidden_size * (2 if bidirectional else 1)
+        self.drop = nn.Dropout(dropout)
+        self.output = nn.Linear(out, num_outputs)
+
+    @property
+    def streamable(self) -> bool:
+        """Unidirectional, frame stacking or none, CTC head."""
+        return not self.bidirectional and self.subsampling != "conv" and self.head_kind == "ctc"
+
+    def normalize(self, feats: Tensor) -> Tensor:
+        return (feats - self.feat_mean) / self.feat_std
+
+    def subsample(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """``[B, T, F]`` -> ``[B, T', F']`` and the new lengths."""
+        if self.subsampling == "stack" and self.factor > 1:
+            k = self.factor
+            batch, steps, feats = x.shape
+            pad = (-steps) % k
+            if pad:
+                x = F.pad(x, (0, 0, 0, pad))
+            return x.reshape(batch, (steps + pad) // k, feats * k), (lengths + k - 1) // k
+        if self.conv is not None:
+            x = self.conv(x.transpose(1, 2)).transpose(1, 2)
+            for _ in range(int(math.log2(self.factor))):
+                lengths = (lengths + 1) // 2
+            return x, lengths
+        return x, lengths
+
+    def encode(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Encoder outputs ``[B, T', H]`` and their lengths."""
+        steps = feats.shape[1]
+        mask = torch.arange(steps, device=feats.device).unsqueeze(0) < lengths.unsqueeze(1)
+        x = self.normalize(feats) * mask.unsqueeze(-1)
+        if self.training and self.augment:
+            x = spec_augment(x, lengths, freq_masks=self.augment.get("freq_masks", 0),
+                             freq_width=self.augment.get("freq_mask_width", 0),
+                             time_masks=self.augment.get("time_masks", 0),
+                             time_width=self.augment.get("time_mask_width", 0))
+        x, lengths = self.subsample(x, lengths)
+        out, _ = self.encoder(x, lengths=lengths.clamp(min=1))
+        return out, lengths
+
+    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        out, lengths = self.encode(feats, lengths)
+        if self.head_kind == "ctc":
+            return torch.log_softmax(self.output(self.drop(out)), -1), lengths
+        mask = torch.arange(out.shape[1], device=out.device).unsqueeze(0) < lengths.unsqueeze(1)
+        if self.pooling == "mean":
+            pooled = masked_mean(out, mask)
+        elif self.pooling == "max":
+            pooled = masked_max(out, mask)
+        else:
+            idx = (lengths - 1).clamp(min=0)
+            pooled = out[torch.arange(out.shape[0]), idx]
+            if self.bidirectional:  # the backward direction's summary is at step 0
+                half = out.shape[-1] // 2
+                pooled = torch.cat([pooled[:, :half], out[:, 0, half:]], -1)
+        return self.output(self.drop(pooled)), lengths
+
+
+class StreamingRecognizer:
+    """Recognise audio pushed chunk by chunk with a unidirectional CTC model.
+
+    Each feature frame is normalised, stacked, run through ``encoder.step`` with the carried
+    state and the output layer on its own, so the log-probabilities (and the transcript) do not
+    depend on the chunking.
+
+    Args:
+        model: A streamable :class:`SpeechModel`.
+        features: Its feature extractor.
+        tokens: Token strings by id (0 = blank).
+        units: ``'chars'`` or ``'words'`` (how tokens are joined).
+        beam_size: 1 for greedy decoding, else prefix beam search.
+        lexicon: Optional beam-search word constraint.
+        token_threshold: Beam-search token pruning.
+    """
+
+    def __init__(self, model: SpeechModel, features: SpeechFeatures, tokens: Sequence[str], units: str,
+                 beam_size: int = 1, lexicon: Lexicon | None = None, token_threshold: float = -12.0) -> None:
+        if not model.streamable:
+            raise ValueError("streaming needs a unidirectional CTC model with model.subsampling=stack or none "
+                             "(train with model.bidirectional=false)")
+        self.model, self.features, self.tokens, self.units = model.eval(), features, list(tokens), units
+        self.beam_size = beam_size
+        self.search = CTCPrefixBeamSearch(beam_size, 0, lexicon, token_threshold) if beam_size > 1 else None
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new utterance."""
+        self.stream = self.features.stream()
+        self._pending = torch.zeros(0, self.features.size)
+        self._state: Any = None
+        self._last = 0
+        self._labels: list[int] = []
+        self.log_probs: list[Tensor] = []
+        if self.search is not None:
+            self.search.reset()
+
+    def _run_frames(self, frames: Tensor, final: bool) -> None:
+        x = torch.cat([self._pending, self.model.normalize(frames)]) if frames.numel() else self._pending
+        k = self.model.factor
+        usable = x.shape[0] - x.shape[0] % k
+        if final and usable < x.shape[0]:
+            x = torch.cat([x, x.new_zeros(k - x.shape[0] % k, x.shape[1])])
+            usable = x.shape[0]
+        self._pending = x[usable:]
+        rows = []
+        with torch.no_grad():
+            for start in range(0, usable, k):
+                step_in = x[start : start + k].reshape(1, -1)
+                out, self._state = self.model.encoder.step(step_in, self._state)  # type: ignore[operator]
+                rows.append(torch.log_softmax(self.model.output(out), -1))
+        if not rows:
+            return
+        lp = torch.cat(rows)  # [n, V]
+        self.log_probs.append(lp)
+        if self.search is not None:
+            self.search.advance(lp)
+        else:
+            best = lp.argmax(-1).tolist()
+            self._labels += collapse_alignment(best, 0, self._last)
+            self._last = best[-1]
+
+    def push(self, samples: Tensor) -> str:
+        """Feed audio; returns the transcript so far."""
+        self._run_frames(self.stream.push(samples), final=False)
+        return self.partial()
+
+    def partial(self) -> str:
+        labels = self.search.best() if self.search is not None else self._labels
+        return join_tokens([self.tokens[i] for i in labels], self.units)
+
+    def finish(self) -> str:
+        """End of audio: the final transcript."""
+        self._run_frames(self.stream.flush(), final=True)
+        return self.partial()
+
+
+# -- text and data -----------------------------------------------------------------------------
+def normalize_text(text: str, lowercase: bool) -> str:
+    """Collapse whitespace (and lowercase)."""
+    text = " ".join(text.split())
+    return text.lower() if lowercase else text
+
+
+def join_tokens(tokens: Sequence[str], units: str) -> str:
+    """Tokens to text: characters concatenated, words joined by spaces."""
+    text = "".join(tokens) if units == "chars" else " ".join(tokens)
+    return " ".join(text.split())
+
+
+def split_units(text: str, units: str) -> list[str]:
+    return list(text) if units == "chars" else text.split()
+
+
+@dataclass
+class Utterance:
+    """One training or test example (a file, or a synthesized connected-digit utterance)."""
+
+    key: str
+    target: str
+    speaker: str = ""
+    index: int | None = None
+    wave: Tensor | None = None
+    parts: list[Utterance] = field(default_factory=list)
+
+
+def list_items(path: str | Path, cfg: DataConfig) -> list[Utterance]:
+    """Files of a folder (labels from names by ``data.pattern``) or of a CSV/TSV manifest."""
+    from ..data.audio import list_audio_folder, read_audio_manifest
+
+    p = Path(path)
+    if p.is_dir():
+        items = list_audio_folder(p, cfg.pattern)
+    elif p.is_file():
+        items = read_audio_manifest(p, cfg.path_column, cfg.label_column)
+    else:
+        raise FileNotFoundError(f"audio data not found: {p} (give a folder of wav files or a CSV/TSV manifest)")
+    out = []
+    for it in items:
+        if it.label is None:
+            raise ConfigError(f"{it.path}: no label; add a 'label' group to data.pattern or a label column")
+        index = it.metadata.get("index")
+        out.append(Utterance(it.path, normalize_text(it.label, cfg.lowercase), it.metadata.get("speaker", ""),
+                             int(index) if index is not None and str(index).isdigit() else None))
+    return out
+
+
+def split_test(items: list[Utterance], cfg: DataConfig) -> tuple[list[Utterance], list[Utterance]]:
+    """``(train, test)`` by ``data.split``."""
+    if cfg.split == "none":
+        return items, []
+    if cfg.split == "fsdd":
+        missing = [u.key for u in items if u.index is None]
+        if missing:
+            raise ConfigError(f"data.split=fsdd needs an 'index' group in data.pattern (FSDD names "
+                              f"<digit>_<speaker>_<index>.wav); {missing[0]} has none: set data.split=none")
+        return [u for u in items if u.index >= 5], [u for u in items if u.index < 5]  # type: ignore[operator]
+    held = set(cfg.test_speakers)
+    speakers = {u.speaker for u in items}
+    unknown = sorted(held - speakers)
+    if unknown:
+        raise ConfigError(f"data.test_speakers: {unknown[0]!r} is not a speaker of the data "
+                          f"(speakers: {', '.join(sorted(speakers))})")
+    return [u for u in items if u.speaker not in held], [u for u in items if u.speaker in held]
+
+
+def split_dev(items: list[Utterance], cfg: DataConfig, seed: int) -> tuple[list[Utterance], list[Utterance]]:
+    """``(train, dev)``: a random fraction, or whole speakers until the fraction is reached."""
+    rng = random.Random(seed)
+    if cfg.dev_split == "speaker":
+        speakers = sorted({u.speaker for u in items})
+        if len(speakers) < 2:
+            raise ConfigError("data.dev_split=speaker needs at least two speakers in the training data")
+        rng.shuffle(speakers)
+        dev_speakers: set[str] = set()
+        count = 0
+        for s in speakers[:-1]:
+            dev_speakers.add(s)
+            count += sum(u.speaker == s for u in items)
+            if count >= cfg.dev_fraction * len(items):
+                break
+        return [u for u in items if u.speaker not in dev_speakers], [u for u in items if u.speaker in dev_speakers]
+    order = list(range(len(items)))
+    rng.shuffle(order)
+    n_dev = max(1, round(cfg.dev_fraction * len(items)))
+    dev = set(order[:n_dev])
+    return [u for i, u in enumerate(items) if i not in dev], [u for i, u in enumerate(items) if i in dev]
+
+
+class AudioLoader:
+    """Reads files at the model's rate, counting resampled and down-mixed files."""
+
+    def __init__(self, sample_rate: int | None, mono: str) -> None:
+        self.sample_rate, self.mono = sample_rate, mono
+        self.notes: Counter[str] = Counter()
+
+    def __call__(self, path: str) -> Tensor:
+        from ..data.audio import read_wav
+
+        clip = read_wav(path, target_rate=self.sample_rate, mono=self.mono)
+        if self.sample_rate is None:
+            self.sample_rate = clip.sample_rate
+        for note in clip.notes:
+            self.notes[re.sub(r"\d+ channels", "channels", note)] += 1
+        return clip.waveform
+
+    def summary(self) -> str:
+        return "; ".join(f"{n} files {note}" for note, n in self.notes.items())
+
+
+def connect_digits(sources: Sequence[Utterance], count: int, cfg: DataConfig, sample_rate: int, seed: int,
+                   name: str) -> list[Utterance]:
+    """Synthesize ``count`` utterances of ``min_digits..max_digits`` recordings from ``sources``
+    (loaded waves) joined with random silences, plus white noise at a random SNR."""
+    if not sources:
+        return []
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = (ms * sample_rate / 1000 for ms in cfg.silence_ms)
+    out = []
+    for i in range(count):
+        parts = [rng.choice(sources) for _ in range(rng.randint(cfg.min_digits, cfg.max_digits))]
+        pieces = [torch.zeros(int(rng.uniform(lo, hi)))]
+        for part in parts:
+            assert part.wave is not None
+            pieces += [part.wave, torch.zeros(int(rng.uniform(lo, hi)))]
+        wave = torch.cat(pieces)
+        if cfg.snr_db:
+            speech = torch.cat([p.wave for p in parts if p.wave is not None])
+            power = float(speech.pow(2).mean()) or 1e-8
+            snr = rng.uniform(cfg.snr_db[0], cfg.snr_db[1])
+            wave = wave + torch.randn(wave.shape, generator=gen) * math.sqrt(power / 10 ** (snr / 10))
+        out.append(Utterance(f"{name}-{i}", " ".join(p.target for p in parts), wave=wave, parts=parts))
+    return out
+
+
+@dataclass
+class Prepared:
+    """Everything fitted on the training data that prediction needs."""
+
+    features: SpeechFeatures
+    head: str
+    units: str
+    labels: list[str]  # classifier classes, or CTC tokens with the blank first
+    lowercase: bool
+    lexicon_words: list[str]
+    data: DataConfig
+
+    def to_json(self) -> dict[str, Any]:
+        return {"features": self.features.to_config(), "head": self.head, "units": self.units, "labels": self.labels,
+                "lowercase": self.lowercase, "lexicon_words": self.lexicon_words, "data": asdict(self.data)}
+
+    @classmethod
+    def from_json(cls, meta: dict[str, Any]) -> Prepared:
+        return cls(SpeechFeatures(**meta["features"]), meta["head"], meta["units"], list(meta["labels"]),
+                   bool(meta["lowercase"]), list(meta.get("lexicon_words", [])), DataConfig(**meta["data"]))
+
+    def encode_target(self, text: str, source: str) -> list[int]:
+        index = {t: i for i, t in enumerate(self.labels)}
+        if self.head == "classifier":
+            if text not in index:
+                raise ConfigError(f"{source}: label {text!r} is not a trained class ({', '.join(self.labels)})")
+            return [index[text]]
+        units = split_units(text, self.units)
+        unknown = [u for u in units if u not in index]
+        if unknown:
+            raise ConfigError(f"{source}: {self.units[:-1]} {unknown[0]!r} was not in the training transcripts")
+        return [index[u] for u in units]
+
+
+def collate(items: Sequence[tuple[Tensor, list[int]]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """feats ``[B, T, F]`` (zero padded), lengths ``[B]``, targets ``[B, S]`` (-1 padded), target lengths."""
+    lengths = torch.tensor([f.shape[0] for f, _ in items], dtype=torch.long)
+    feats = torch.zeros(len(items), int(lengths.max()), items[0][0].shape[1])
+    width = max(1, max(len(t) for _, t in items))
+    targets = torch.full((len(items), width), -1, dtype=torch.long)
+    for b, (f, t) in enumerate(items):
+        feats[b, : f.shape[0]] = f
+        targets[b, : len(t)] = torch.tensor(t, dtype=torch.long)
+    return feats, lengths, targets, torch.tensor([len(t) for _, t in items], dtype=torch.long)
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list[tuple[Tensor, list[int]]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, list[int]]:
+        return self.items[i]
+
+
+def make_loader(items: list[tuple[Tensor, list[int]]], batch_size: int, *, shuffle: bool,
+                seed: int) -> torch.utils.data.DataLoader:
+    from ..data import BucketBatchSampler
+
+    sampler = BucketBatchSampler([f.shape[0] for f, _ in items], batch_size, shuffle=shuffle, seed=seed)
+    return torch.utils.data.DataLoader(_ListDataset(items), batch_sampler=sampler, collate_fn=collate)
+
+
+def build_model(hyper: dict[str, Any]) -> SpeechModel:
+    return SpeechModel(**hyper)
+
+
+def read_word_list(path: str | Path) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"lexicon word list not found: {p} (one word per line, or decode.lexicon=train)")
+    words = sorted({w for line in p.read_text(encoding="utf-8").splitlines() for w in line.split()})
+    if not words:
+        raise ConfigError(f"lexicon word list {p} is empty")
+    return words
+
+
+# -- trained model -----------------------------------------------------------------------------
+class TrainedSpeechModel:
+    """A speech model with its features and tokens: transcribe or classify wav files, score data."""
+
+    def __init__(self, model: SpeechModel, prep: Prepared, decode: DecodeConfig | None = None) -> None:
+        self.model, self.prep = model.eval(), prep
+        self.decode = decode or DecodeConfig()
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> TrainedSpeechModel:
+        run = RunDir.open(run_dir)
+        meta = run.read_json("model.json")
+        if meta.get("task") != NAME:
+            raise RunError(f"{run.path} holds a {meta.get('task')!r} model, not {NAME!r}")
+        speech = run.read_json("speech.json")
+        try:
+            prep = Prepared.from_json(speech)
+            decode = DecodeConfig(**speech.get("decode", {}))
+        except (KeyError, TypeError) as err:
+            raise RunError(f"{run.file('speech.json')} is corrupt ({err}); train again") from None
+        model = run.load_into(build_model(meta["hyperparameters"]))
+        return cls(model, prep, decode)  # type: ignore[arg-type]
+
+    @property
+    def sample_rate(self) -> int:
+        return self.prep.features.sample_rate
+
+    def lexicon(self, spec: str | None = None) -> Lexicon | None:
+        """The beam-search lexicon for ``spec`` (``'train'``, a word-list path, or ``None``)."""
+        spec = self.decode.lexicon if spec is None else spec
+        if not spec or spec == "none" or self.prep.head != "ctc":
+            return None
+        words = self.prep.lexicon_words if spec == "train" else read_word_list(spec)
+        return Lexicon.from_words(words, self.prep.labels, " ", self.prep.units)
+
+    def load_audio(self, path: str | Path) -> tuple[Tensor, tuple[str, ...]]:
+        """A file at the model's rate (resampled and down-mixed as needed, with notes)."""
+        from ..data.audio import read_wav
+
+        clip = read_wav(path, target_rate=self.sample_rate, mono=self.prep.data.mono)
+        self.prep.features.check_length(int(clip.waveform.shape[0]), str(path))
+        return clip.waveform, clip.notes
+
+    def scores(self, waves: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Model outputs for waveforms: ``(log-probs [B, T', V], lengths)`` or ``(logits [B, C], _)``."""
+        feats = [self.prep.features(w) for w in waves]
+        batch = collate([(f, []) for f in feats])
+        with torch.no_grad():
+            return self.model(batch[0], batch[1])
+
+    def decode_ctc(self, log_probs: Tensor, lengths: Tensor, beam_size: int | None = None,
+                   lexicon: Lexicon | None = None) -> list[str]:
+        beam = self.decode.beam_size if beam_size is None else beam_size
+        if beam <= 1 and lexicon is None:
+            labels = ctc_greedy_decode(log_probs, lengths)
+        else:
+            labels = []
+            for b, n in enumerate(lengths.tolist()):
+                search = CTCPrefixBeamSearch(max(beam, 1), 0, lexicon, self.decode.token_threshold)
+                search.advance(log_probs[b, :n])
+                labels.append(search.best())
+        return [join_tokens([self.prep.labels[i] for i in row], self.prep.units) for row in labels]
+
+    def recognize(self, waves: Sequence[Tensor], beam_size: int | None = None,
+                  lexicon: str | None = None, batch_size: int = 32) -> list[dict[str, Any]]:
+        """Transcripts (CTC) or labels with probabilities (classifier) for waveforms at the model's rate."""
+        lex = self.lexicon(lexicon)
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(waves), batch_size):
+            scores, lengths = self.scores(waves[start : start + batch_size])
+            if self.prep.head == "ctc":
+                out += [{"text": t} for t in self.decode_ctc(scores, lengths, beam_size, lex)]
+            else:
+                probs = torch.softmax(scores, -1)
+                for row in probs.tolist():
+                    best = max(range(len(row)), key=row.__getitem__)
+                    out.append({"text": self.prep.labels[best], "label": self.prep.labels[best],
+                                "probabilities": dict(zip(self.prep.labels, row))})
+        return out
+
+    def streamer(self, beam_size: int | None = None, lexicon: str | None = None) -> StreamingRecognizer:
+        """A :class:`StreamingRecognizer` for this model."""
+        beam = self.decode.beam_size if beam_size is None else beam_size
+        return StreamingRecognizer(self.model, self.prep.features, self.prep.labels, self.prep.units, beam,
+                                   self.lexicon(lexicon), self.decode.token_threshold)
+
+    def transcribe_stream(self, wave: Tensor, chunk_samples: int, beam_size: int | None = None,
+                          lexicon: str | None = None) -> str:
+        """Feed ``wave`` in chunks of ``chunk_samples`` to a streaming recognizer."""
+        if chunk_samples < 1:
+            raise ValueError(f"chunk size must be at least one sample, got {chunk_samples}")
+        rec = self.streamer(beam_size, lexicon)
+        for start in range(0, int(wave.shape[0]), chunk_samples):
+            rec.push(wave[start : start + chunk_samples])
+        return rec.finish()
+
+    def transcribe(self, paths: Sequence[str | Path], *, beam_size: int | None = None, lexicon: str | None = None,
+                   stream: bool = False, chunk_ms: float = 200.0) -> list[dict[str, Any]]:
+        """Recognise files: ``{"path", "text", "seconds", "rtf", "notes"}`` per file (plus
+        ``label`` and ``probabilities`` for a classifier). ``rtf`` is processing time over audio
+        duration."""
+        if stream and not self.model.streamable:
+            raise ValueError("this model cannot stream: it needs model.bidirectional=false, model.head=ctc and "
+                             "model.subsampling=stack or none; transcribe without --stream")
+        results = []
+        for path in paths:
+            wave, notes = self.load_audio(path)
+            start = time.perf_counter()
+            if stream:
+                chunk = max(1, round(chunk_ms * self.sample_rate / 1000))
+                res: dict[str, Any] = {"text": self.transcribe_stream(wave, chunk, beam_size, lexicon)}
+            else:
+                res = self.recognize([wave], beam_size, lexicon)[0]
+            seconds = time.perf_counter() - start
+            duration = wave.shape[0] / self.sample_rate
+            results.append({"path": str(path), **res, "seconds": seconds, "rtf": seconds / duration,
+                            "notes": list(notes)})
+        return results
+
+    def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
+        """``rnnkit predict RUN a.wav b.wav``: transcripts or labels of wav files."""
+        return [{k: v for k, v in r.items() if k not in ("seconds", "notes")} for r in self.transcribe(inputs)]
+
+    def evaluate(self, path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+        """Metrics on labelled audio read as in training (``data.*`` overrides change how). With
+        ``data.split=fsdd`` or ``speaker`` only the test part is scored; ``data.split=none``
+        scores every file. Connected-digit runs build test utterances from those files."""
+        from .config import apply_overrides, from_dict
+
+        data = apply_overrides({"data": asdict(self.prep.data)}, list(overrides))
+        if set(data) != {"data"}:
+            raise ConfigError(f"evaluate --set accepts data.* keys only, got {sorted(set(data) - {'data'})}")
+        cfg = from_dict(DataConfig, data["data"], "data.")
+        items = list_items(path, cfg)
+        _, test = split_test(items, cfg)
+        items = test if cfg.split != "none" else items
+        if not items:
+            raise ConfigError(f"no test recordings in {path} under data.split={cfg.split}; set data.split=none")
+        loader = AudioLoader(self.sample_rate, cfg.mono)
+        for u in items:
+            u.wave = loader(u.key)
+        if cfg.mode == "connected_digits":
+            items = connect_digits(items, cfg.connected_eval, cfg, self.sample_rate, seed=2, name="test")
+        return self.score(items)
+
+    def score(self, items: Sequence[Utterance], beam_size: int | None = None,
+              lexicon: str | None = None) -> dict[str, Any]:
+        """Accuracy (classifier) or WER/CER (CTC) and the real-time factor on loaded utterances."""
+        waves = [u.wave for u in items if u.wave is not None]
+        if len(waves) != len(items) or not items:
+            raise ValueError("score() needs loaded utterances (wave set)")
+        start = time.perf_counter()
+        hyps = [r["text"] for r in self.recognize(waves, beam_size, lexicon)]
+        seconds = time.perf_counter() - start
+        audio = sum(w.shape[0] for w in waves) / self.sample_rate
+        metrics: dict[str, Any] = {"utterances": len(items)}
+        refs = [u.target for u in items]
+        if self.prep.head == "classifier":
+            metrics["accuracy"] = sum(r == h for r, h in zip(refs, hyps)) / len(refs)
+        else:
+            counts = [error_counts(r, h) for r, h in zip(refs, hyps)]
+            metrics["wer"] = sum(c[0] for c in counts) / max(1, sum(c[1] for c in counts))
+            metrics["cer"] = sum(c[2] for c in counts) / max(1, sum(c[3] for c in counts))
+            metrics["sentence_accuracy"] = sum(r == h for r, h in zip(refs, hyps)) / len(refs)
+        metrics["rtf"] = seconds / audio
+        metrics["audio_seconds"] = audio
+        self.last_hypotheses = hyps
+        return metrics
+
+
+# -- training ----------------------------------------------------------------------------------
+def _load_all(items: list[Utterance], loader: AudioLoader) -> None:
+    for u in items:
+        u.wave = loader(u.key)
+
+
+def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
+          log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
+    from .engine import EngineOptions, fit
+    from .report import markdown_table, plot_confusion, plot_learning_curves
+
+    cfg, t0 = config, time.perf_counter()
+    d, m = cfg.data, cfg.model
+    head = cfg.head()
+    torch.manual_seed(cfg.train.seed)
+    items = list_items(train_path, d)
+    train_items, test_items = split_test(items, d)
+    if dev_path is not None:
+        dev_items = list_items(dev_path, d)
+    else:
+        train_items, dev_items = split_dev(train_items, d, cfg.train.seed)
+    if not train_items or not dev_items:
+        raise ConfigError(f"no {'training' if not train_items else 'dev'} recordings after the splits "
+                          f"(data.split={d.split}, data.dev_split={d.dev_split})")
+    loader = AudioLoader(d.sample_rate, d.mono)
+    for group in (train_items, dev_items, test_items):
+        _load_all(group, loader)
+    rate = loader.sample_rate
+    assert rate is not None
+    log(f"{len(train_items)} training / {len(dev_items)} dev / {len(test_items)} test recordings at {rate} Hz"
+        + (f"; {loader.summary()}" if loader.notes else ""))
+    if d.mode == "connected_digits":
+        train_items = connect_digits(train_items, d.connected_train, d, rate, cfg.train.seed, "train")
+        dev_items = connect_digits(dev_items, d.connected_eval, d, rate, cfg.train.seed + 1, "dev")
+        test_items = connect_digits(test_items, d.connected_eval, d, rate, 2, "test")
+        log(f"connected digits: {len(train_items)} / {len(dev_items)} / {len(test_items)} utterances of "
+            f"{d.min_digits}-{d.max_digits} words")
+    units = "words" if d.mode == "connected_digits" else d.units
+    if head == "classifier":
+        labels = sorted({u.target for u in train_items}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
+    else:
+        labels = [BLANK] + sorted({t for u in train_items for t in split_units(u.target, units)})
+    features = SpeechFeatures(rate, d.features, d.n_mels, d.n_mfcc, d.frame_ms, d.hop_ms, d.normalize)
+    words = sorted({w for u in train_items for w in u.target.split()})
+    prep = Prepared(features, head, units, labels, d.lowercase, words, d)
+
+    def encode(group: list[Utterance], split: str) -> list[tuple[Tensor, list[int]]]:
+        out = []
+        for u in group:
+            assert u.wave is not None
+            features.check_length(int(u.wave.shape[0]), u.key)
+            out.append((features(u.wave), prep.encode_target(u.target, f"{u.key} ({split})")))
+        return out
+
+    train_data, dev_data = encode(train_items, "training"), encode(dev_items, "dev")
+    hyper: dict[str, Any] = {
+        "num_features": features.size, "num_outputs": len(labels), "head": head, "cell": m.cell,
+        "hidden_size": m.hidden_size, "num_layers": m.num_layers, "bidirectional": m.bidirectional,
+        "subsampling": m.subsampling, "subsample_factor": m.subsample_factor, "conv_channels": m.conv_channels,
+        "pooling": m.pooling, "dropout": m.dropout,
+        "spec_augment": {"freq_masks": cfg.train.freq_masks, "freq_mask_width": cfg.train.freq_mask_width,
+                         "time_masks": cfg.train.time_masks, "time_mask_width": cfg.train.time_mask_width}}
+    model = build_model(hyper)
+    if d.normalize == "global":
+        allf = torch.cat([f for f, _ in train_data])
+        model.feat_mean.copy_(allf.mean(0))
+        model.feat_std.copy_(allf.std(0, unbiased=False).clamp(min=1e-5))
+    if head == "ctc":
+        too_long = [(u.key, len(t)) for u, (f, t) in zip(train_items, train_data)
+                    if len(t) > (f.shape[0] + model.factor - 1) // model.factor]
+        if too_long:
+            log(f"warning: {len(too_long)} training transcripts are longer than their subsampled frames "
+                f"(e.g. {too_long[0][0]}); CTC ignores them (lower model.subsample_factor)")
+    params = sum(p.numel() for p in model.parameters())
+    log(f"model: {d.features} x{features.size} -> {m.subsampling} x{model.factor} -> "
+        f"{'Bi' if m.bidirectional else ''}{m.cell.upper()} x{m.num_layers} ({m.hidden_size}) -> {head} "
+        f"({len(labels)} outputs), {params:,} parameters")
+
+    def loss_fn(mdl: nn.Module, batch: Any) -> Tensor:
+        feats, lengths, targets, target_lengths = batch
+        scores, out_lengths = mdl(feats, lengths)
+        if head == "classifier":
+            return F.cross_entropy(scores, targets[:, 0])
+        flat = targets[targets >= 0]
+        return F.ctc_loss(scores.transpose(0, 1), flat, out_lengths, target_lengths, blank=0, reduction="mean",
+                          zero_infinity=True)
+
+    def predict_fn(mdl: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
+        feats, lengths, targets, target_lengths = batch
+        scores, out_lengths = mdl(feats, lengths)
+        if head == "classifier":
+            return scores.argmax(-1), targets[:, 0]
+        rows = []
+        for hyp, ref, n in zip(ctc_greedy_decode(scores, out_lengths), targets.tolist(), target_lengths.tolist()):
+            h = join_tokens([labels[i] for i in hyp], units)
+            r = join_tokens([labels[i] for i in ref[:n]], units)
+            rows.append(error_counts(r, h))
+        return torch.tensor(rows, dtype=torch.long), torch.zeros(len(rows), dtype=torch.long)
+
+    def metric_fn(pred: Tensor, gold: Tensor) -> dict[str, float]:
+        if head == "classifier":
+            return {"accuracy": float((pred == gold).float().mean())}
+        tot = pred.sum(0).tolist()
+        return {"wer": tot[0] / max(1, tot[1]), "cer": tot[2] / max(1, tot[3])}
+
+    monitor, mode = ("accuracy", "max") if head == "classifier" else ("wer", "min")
+    options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate,
+                            optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
+                            clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor=monitor, mode=mode,
+                            seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress)
+    history = fit(model, make_loader(train_data, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
+                  make_loader(dev_data, 2 * cfg.train.batch_size, shuffle=False, seed=0),
+                  loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)
+    run.write_json("speech.json", {**prep.to_json(), "decode": asdict(cfg.decode)})
+    run.save_model(model, NAME, hyper)
+    trained = TrainedSpeechModel(model, prep, cfg.decode)
+    metrics: dict[str, Any] = {"dev": trained.score(dev_items)}
+    test_hyps: list[str] = []
+    if test_items:
+        metrics["test"] = trained.score(test_items)
+        test_hyps = list(trained.last_hypotheses)
+    seconds = time.perf_counter() - t0
+    best = 0
+    if history:
+        key = f"dev_{monitor}"
+        best = int((max if mode == "max" else min)(history, key=lambda r: r.get(key, math.inf))["epoch"])
+    metrics.update({"train_seconds": seconds, "parameters": params, "best_epoch": best, "epochs_run": len(history),
+                    "sample_rate": rate})
+    run.write_json("metrics.json", metrics)
+    curves = plot_learning_curves(history, run.file("learning_curves.png"))
+    report = [f"# Speech recognition run: {run.path.name}", "",
+              f"Trained on `{train_path}` ({len(train_items)} {'utterances' if d.mode == 'connected_digits' else 'recordings'}"
+              f", {d.mode}, {head} head) in {seconds:.0f} s; best epoch {best} of {len(history)}; {params:,} parameters.",
+              ""]
+    rows = [[split, *(metrics[split].get(k, float("nan")) for k in ("accuracy", "wer", "cer", "rtf")),
+             metrics[split]["utterances"]] for split in ("dev", "test") if split in metrics]
+    report += [markdown_table(["split", "accuracy", "WER", "CER", "real-time factor", "utterances"], rows), ""]
+    if head == "classifier" and test_items:
+        index = {label: i for i, label in enumerate(labels)}
+        matrix = [[0] * len(labels) for _ in labels]
+        for u, h in zip(test_items, test_hyps):
+            if u.target in index:
+                matrix[index[u.target]][index[h]] += 1
+        plot_confusion(matrix, labels, run.file("confusion.png"))
+        report += ["## Test confusion matrix", "", "![confusion matrix](confusion.png)", ""]
+    if curves:
+        report += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
+    run.write_text("report.md", "\n".join(report))
+    return metrics

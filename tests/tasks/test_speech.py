@@ -1,0 +1,341 @@
+"""Speech task: features (whole-file and streamed), SpecAugment, splits, connected digits,
+streaming equals whole-file decoding, end to end on generated wav files, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rnnkit.cli import app
+from rnnkit.data import MFCC, DataError, LogMelSpectrogram
+from rnnkit.tasks.config import ConfigError, load_config
+from rnnkit.tasks.speech import (
+    BLANK,
+    Config,
+    DataConfig,
+    DecodeConfig,
+    Prepared,
+    SpeechFeatures,
+    SpeechModel,
+    StreamingRecognizer,
+    TrainedSpeechModel,
+    Utterance,
+    connect_digits,
+    spec_augment,
+    split_dev,
+    split_test,
+)
+
+sf = pytest.importorskip("soundfile")
+runner = CliRunner()
+RATE = 8000
+FREQS = {"0": 440.0, "1": 1100.0, "2": 2300.0}
+
+
+def _tone(label: str, seconds: float, rng: np.random.Generator, rate: int = RATE) -> np.ndarray:
+    """A chirp around the class frequency with a fade in/out and a little noise."""
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = FREQS[label] * rng.uniform(0.95, 1.05)
+    wave = 0.5 * np.sin(2 * np.pi * (f0 * t + 150.0 * t * t)) * np.hanning(t.size)
+    return (wave + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _folder(root: Path, speakers=("ann", "bob"), per_class: int = 8, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for label in FREQS:
+        for speaker in speakers:
+            for index in range(per_class):
+                sf.write(root / f"{label}_{speaker}_{index}.wav", _tone(label, rng.uniform(0.25, 0.4), rng), RATE)
+    return root
+
+
+def _wave(seconds: float = 1.3, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    parts = [_tone(str(rng.integers(0, 3)), 0.3, rng) for _ in range(4)]
+    return torch.from_numpy(np.concatenate(parts)[: int(seconds * RATE)])
+
+
+# -- features ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["logmel", "mfcc"])
+def test_features_match_the_data_layer(kind):
+    wave = _wave()
+    feats = SpeechFeatures(RATE, kind, n_mels=32, n_mfcc=13, frame_ms=25, hop_ms=10)
+    opts = dict(sample_rate=RATE, n_fft=256, hop_length=80, win_length=200, n_mels=32)
+    ref = MFCC(n_mfcc=13, **opts)(wave) if kind == "mfcc" else LogMelSpectrogram(**opts)(wave)
+    out = feats(wave)
+    assert out.shape == ref.shape == (1 + wave.numel() // 80, feats.size)
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 37, 80, 1000, 1600, 10**6])
+def test_streamed_frames_equal_whole_file_frames_exactly(chunk):
+    wave = _wave(1.01)
+    feats = SpeechFeatures(RATE, "mfcc", n_mels=32)
+    whole = feats(wave)
+    stream = feats.stream()
+    parts = [stream.push(wave[i : i + chunk]) for i in range(0, wave.numel(), chunk)] + [stream.flush()]
+    streamed = torch.cat(parts)
+    assert torch.equal(streamed, whole)  # bitwise: chunk boundaries do not change frames
+
+
+def test_short_clip_is_a_one_line_error_in_both_paths():
+    feats = SpeechFeatures(RATE)
+    with pytest.raises(DataError, match="shorter than one frame") as err:
+        feats(torch.zeros(100))
+    assert "\n" not in str(err.value)
+    stream = feats.stream()
+    stream.push(torch.zeros(100))
+    with pytest.raises(DataError, match="shorter than one frame"):
+        stream.flush()
+    with pytest.raises(ValueError, match="whole clip"):
+        SpeechFeatures(RATE, normalize="utterance").stream()
+
+
+def test_spec_augment_masks_inside_each_utterance_and_only_in_training():
+    feats = torch.ones(2, 50, 20)
+    lengths = torch.tensor([50, 30])
+    feats[1, 30:] = 7.0  # padding must stay untouched
+    out = spec_augment(feats, lengths, freq_masks=2, freq_width=5, time_masks=2, time_width=10,
+                       generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[1, 30:], feats[1, 30:])  # padding untouched
+    assert bool((out[0] == 0).any()) and out.shape == feats.shape
+    assert torch.equal(feats[0], torch.ones(50, 20))  # the input is not modified
+    zero_frames = (out[1, :30] == 0).all(-1).sum()
+    assert zero_frames <= 2 * 6  # time masks are at most 20% of the 30 frames each
+    model = SpeechModel(20, 4, spec_augment={"freq_masks": 2, "freq_mask_width": 5, "time_masks": 2,
+                                             "time_mask_width": 10}).eval()
+    x = torch.randn(2, 50, 20)
+    a, _ = model(x, lengths)
+    b, _ = model(x, lengths)
+    assert torch.equal(a, b)  # no masking at evaluation
+
+
+# -- data --------------------------------------------------------------------------------------
+def _utts() -> list[Utterance]:
+    return [Utterance(f"{d}_{s}_{i}.wav", str(d), s, i) for d in range(3) for s in ("ann", "bob", "cy")
+            for i in range(10)]
+
+
+def test_fsdd_and_speaker_splits_and_dev_carving():
+    items = _utts()
+    train, test = split_test(items, DataConfig(split="fsdd"))
+    assert {u.index for u in test} == set(range(5)) and all(u.index >= 5 for u in train)
+    train, test = split_test(items, DataConfig(split="speaker", test_speakers=["cy"]))
+    assert {u.speaker for u in test} == {"cy"} and "cy" not in {u.speaker for u in train}
+    with pytest.raises(ConfigError, match="not a speaker"):
+        split_test(items, DataConfig(split="speaker", test_speakers=["zed"]))
+    tr, dev = split_dev(train, DataConfig(dev_split="speaker", dev_fraction=0.3), seed=0)
+    assert len({u.speaker for u in dev}) == 1 and not {u.speaker for u in dev} & {u.speaker for u in tr}
+    tr, dev = split_dev(items, DataConfig(dev_fraction=0.1), seed=0)
+    assert len(dev) == 9 and len(tr) == 81 and not {u.key for u in dev} & {u.key for u in tr}
+    with pytest.raises(ConfigError, match="index"):
+        split_test([Utterance("a.wav", "x")], DataConfig(split="fsdd"))
+
+
+def test_connected_digits_join_recordings_with_silence_and_noise():
+    sources = [Utterance(f"{d}.wav", str(d), wave=torch.full((800,), 0.1 * (d + 1))) for d in range(3)]
+    cfg = DataConfig(mode="connected_digits", silence_ms=[10.0, 20.0], snr_db=[30.0, 30.0])
+    utts = connect_digits(sources, 50, cfg, RATE, seed=0, name="t")
+    assert len(utts) == 50
+    for u in utts:
+        words = u.target.split()
+        assert 2 <= len(words) <= 7 and words == [p.target for p in u.parts]
+        assert u.wave is not None
+        n = u.wave.numel() - 800 * len(words)
+        assert 80 * (len(words) + 1) <= n <= 160 * (len(words) + 1)  # silences of 10-20 ms
+    again = connect_digits(sources, 50, cfg, RATE, seed=0, name="t")
+    assert all(torch.equal(a.wave, b.wave) for a, b in zip(utts, again))  # type: ignore[arg-type]
+
+
+def test_config_rejects_bad_combinations():
+    with pytest.raises(ConfigError, match="test_speakers"):
+        load_config(Config, overrides=["data.split=speaker"])
+    with pytest.raises(ConfigError, match="classifier needs data.mode=words"):
+        load_config(Config, overrides=["data.mode=connected_digits", "model.head=classifier"])
+    with pytest.raises(ConfigError, match="power of two"):
+        load_config(Config, overrides=["model.subsampling=conv", "model.subsample_factor=3"])
+    assert load_config(Config, overrides=["data.mode=transcripts"]).head() == "ctc"
+
+
+# -- streaming ---------------------------------------------------------------------------------
+def _random_ctc(bidirectional: bool = False, subsampling: str = "stack") -> TrainedSpeechModel:
+    torch.manual_seed(0)
+    feats = SpeechFeatures(RATE, "logmel", n_mels=24)
+    tokens = [BLANK, " ", "a", "b", "c"]
+    model = SpeechModel(feats.size, len(tokens), head="ctc", hidden_size=24, num_layers=2,
+                        bidirectional=bidirectional, subsampling=subsampling, subsample_factor=2, dropout=0.0)
+    with torch.no_grad():
+        model.output.weight.mul_(4.0)
+        model.output.bias.copy_(torch.tensor([0.0, -0.5, 0.0, 0.0, 0.0]))
+        allf = feats(_wave(3.0, seed=5))
+        model.feat_mean.copy_(allf.mean(0))
+        model.feat_std.copy_(allf.std(0))
+    prep = Prepared(feats, "ctc", "chars", tokens, True, ["ab", "ca"], DataConfig())
+    return TrainedSpeechModel(model.eval(), prep, DecodeConfig())
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_streaming_transcript_equals_whole_file_pass(beam):
+    trained = _random_ctc()
+    wave = _wave(1.37, seed=1)
+    full = trained.recognize([wave], beam_size=beam)[0]["text"]
+    assert len(full) >= 3  # a random model emits plenty of tokens: a meaningful comparison
+    recs = {}
+    for chunk in (1, 333, 1600, wave.numel()):
+        rec = trained.streamer(beam_size=beam)
+        for i in range(0, wave.numel(), chunk):
+            rec.push(wave[i : i + chunk])
+        assert rec.finish() == full
+        recs[chunk] = torch.cat(rec.log_probs)
+    first = recs[1]
+    assert all(torch.equal(v, first) for v in recs.values())  # chunk-invariant, bitwise
+    batched, lengths = trained.scores([wave])
+    assert int(lengths[0]) == first.shape[0]
+    torch.testing.assert_close(first, batched[0], atol=1e-4, rtol=0)
+
+
+def test_streaming_partial_results_grow_and_lexicon_applies():
+    trained = _random_ctc()
+    wave = _wave(1.0, seed=2)
+    rec = trained.streamer(beam_size=4, lexicon="train")
+    partials = [rec.push(wave[i : i + 800]) for i in range(0, wave.numel(), 800)]
+    final = rec.finish()
+    assert isinstance(partials[-1], str)
+    assert all(w in ("ab", "ca") for w in final.split())
+    assert trained.transcribe_stream(wave, 800, beam_size=4, lexicon="train") == final
+
+
+def test_bidirectional_or_conv_models_refuse_to_stream():
+    for kw in ({"bidirectional": True}, {"subsampling": "conv"}):
+        trained = _random_ctc(**kw)
+        with pytest.raises(ValueError, match="unidirectional"):
+            StreamingRecognizer(trained.model, trained.prep.features, trained.prep.labels, "chars")
+
+
+# -- end to end --------------------------------------------------------------------------------
+def _train(tmp_path: Path, *sets: str) -> Path:
+    data = _folder(tmp_path / "rec")
+    args = ["train", "speech", "--train", str(data), "--out", str(tmp_path / "runs"), "--name", "r", "--json",
+            "--set", "train.epochs=4", "--set", "model.hidden_size=24", "--set", "model.num_layers=1",
+            "--set", "data.n_mels=20", "--set", "train.batch_size=8", "--set", "train.accelerator=cpu"]
+    for s in sets:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return tmp_path / "runs" / "r"
+
+
+def test_isolated_words_end_to_end(tmp_path):
+    run = _train(tmp_path, "train.learning_rate=0.01")
+    for name in ("config.yaml", "model.json", "model.safetensors", "speech.json", "metrics.json", "report.md"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["utterances"] == 30  # indices 0-4 of 3 classes x 2 speakers
+    assert metrics["test"]["accuracy"] >= 0.8, metrics
+    assert metrics["test"]["rtf"] < 1
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(tmp_path / "rec"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    wav = tmp_path / "rec" / "2_ann_0.wav"
+    result = runner.invoke(app, ["transcribe", str(run), str(wav)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split("\t")[0] == str(wav)
+    predicted = TrainedSpeechModel.load(run).predict([str(wav)])[0]
+    assert set(predicted["probabilities"]) == {"0", "1", "2"}
+    assert math.isclose(sum(predicted["probabilities"].values()), 1.0, rel_tol=1e-5)
+
+
+def test_connected_digits_ctc_end_to_end_and_streaming_cli(tmp_path):
+    run = _train(tmp_path, "data.mode=connected_digits", "data.connected_train=40", "data.connected_eval=6",
+                 "model.bidirectional=false", "train.epochs=2", "data.max_digits=3")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"wer", "cer", "rtf", "sentence_accuracy"} <= set(metrics["test"])
+    speech = json.loads((run / "speech.json").read_text())
+    assert speech["labels"] == [BLANK, "0", "1", "2"] and speech["units"] == "words"
+    wav = tmp_path / "digits.wav"
+    rng = np.random.default_rng(1)
+    sf.write(wav, np.concatenate([_tone("1", 0.3, rng), np.zeros(800, np.float32), _tone("2", 0.3, rng)]), RATE)
+    outs = []
+    for extra in ([], ["--stream", "--chunk-ms", "30"], ["--stream", "--chunk-ms", "200"]):
+        result = runner.invoke(app, ["transcribe", str(run), str(wav), "--json", *extra])
+        assert result.exit_code == 0, result.output
+        outs.append(json.loads(result.stdout.splitlines()[0])["text"])
+    assert outs[0] == outs[1] == outs[2]
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(tmp_path / "rec"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["wer"] == pytest.approx(metrics["test"]["wer"])
+
+
+def test_transcript_manifest_with_character_units(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["path,label"]
+    words = {"0": "a", "1": "b", "2": "c"}
+    for i in range(24):
+        labels = [str(rng.integers(0, 3)) for _ in range(2)]
+        wave = np.concatenate([_tone(labels[0], 0.3, rng), np.zeros(400, np.float32), _tone(labels[1], 0.3, rng)])
+        sf.write(tmp_path / f"u{i}.wav", wave, RATE)
+        rows.append(f"u{i}.wav,{words[labels[0]]} {words[labels[1]].upper()}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    result = runner.invoke(app, ["train", "speech", "--train", str(tmp_path / "m.csv"), "--out", str(tmp_path / "runs"),
+                                 "--name", "m", "--json", "--set", "data.mode=transcripts", "--set", "data.split=none",
+                                 "--set", "train.epochs=1", "--set", "model.hidden_size=16", "--set",
+                                 "decode.beam_size=3", "--set", "decode.lexicon=train"])
+    assert result.exit_code == 0, result.output
+    speech = json.loads((tmp_path / "runs" / "m" / "speech.json").read_text())
+    assert speech["labels"] == [BLANK, " ", "a", "b", "c"]  # lowercased characters
+    assert speech["lexicon_words"] == ["a", "b", "c"]
+    assert "test" not in json.loads(result.stdout)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    return _train(tmp_path_factory.mktemp("bad"), "train.epochs=1")
+
+
+def test_bad_audio_gives_one_line_errors(trained_run, tmp_path):
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"RIFF....not a wav at all")
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), RATE)
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(50, np.float32), RATE)
+    for path, message in ((garbage, "cannot read audio"), (empty, "no samples"), (short, "shorter than one frame"),
+                          (tmp_path / "missing.wav", "not found")):
+        result = runner.invoke(app, ["transcribe", str(trained_run), str(path)])
+        assert result.exit_code == 2, (path, result.output)
+        assert message in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_other_rates_are_resampled_and_stereo_down_mixed_with_notes(trained_run, tmp_path):
+    rng = np.random.default_rng(0)
+    mono8 = _tone("1", 0.35, rng)
+    hi = tmp_path / "hi.wav"
+    sf.write(hi, _tone("1", 0.35, rng, rate=16000), 16000)
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([mono8, mono8], 1), RATE)
+    result = runner.invoke(app, ["transcribe", str(trained_run), str(hi), str(stereo), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "resampled 16000 Hz -> 8000 Hz" in result.output and "down-mixed 2 channels" in result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["notes"] for r in lines] == [["resampled 16000 Hz -> 8000 Hz"], ["down-mixed 2 channels to mono"]]
+    result = runner.invoke(app, ["transcribe", str(trained_run), str(hi), "--stream"])
+    assert result.exit_code == 2 and "cannot stream" in result.output
+
+
+@pytest.mark.data
+def test_fsdd_reads_with_the_official_split(shared_data):
+    from rnnkit.tasks.speech import list_items
+
+    items = list_items(shared_data / "fsdd" / "recordings", DataConfig())
+    train, test = split_test(items, DataConfig())
+    assert len(items) == 3000 and len(test) == 300 and len(train) == 2700
+    assert {u.speaker for u in items} >= {"jackson", "theo", "george"}
