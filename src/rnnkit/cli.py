@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperCommand
 
 app = typer.Typer(help="rnnkit: recurrent neural networks for every sequence problem.",
                   no_args_is_help=True, add_completion=False)
@@ -34,6 +37,46 @@ def _fail(err: Exception) -> typer.Exit:
 
 
 _USER_ERRORS = (ValueError, FileNotFoundError, UnicodeDecodeError, KeyError)
+_PAIRED_OPTIONS = ("--train", "--dev", "--data")
+
+
+def _split_path_pairs(args: list[str]) -> list[str]:
+    """``--train a b`` -> ``--train a --train b``: ``b`` is taken as a second path unless it is an
+    option, a task name or a run folder."""
+    from pathlib import Path
+
+    from .tasks import TASKS
+
+    out, i = [], 0
+    while i < len(args):
+        out.append(args[i])
+        if args[i] in _PAIRED_OPTIONS and i + 2 < len(args):
+            extra = args[i + 2]
+            if not extra.startswith("-") and extra not in TASKS and not (Path(extra) / "model.json").is_file():
+                out += [args[i + 1], args[i], extra]
+                i += 3
+                continue
+        i += 1
+    return out
+
+
+class _PairedPathsCommand(TyperCommand):
+    """A command whose ``--train``/``--dev``/``--data`` take one path or two (source and target files)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _split_path_pairs(list(args)))
+
+
+def _paths(values: list[str] | None, option: str, paired: bool) -> str | tuple[str, ...] | None:
+    """One path as a string; two as a tuple, for tasks that read aligned pairs of files (translation)."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    if not paired or len(values) > 2:
+        raise ValueError(f"{option} takes {'one or two paths' if paired else 'one path'} for this task, got "
+                         f"{len(values)}: {' '.join(values)}")
+    return tuple(values)
 
 
 @app.command("tasks")
@@ -45,11 +88,11 @@ def list_tasks() -> None:
         typer.echo(f"{name:22s} {description}")
 
 
-@app.command()
+@app.command(cls=_PairedPathsCommand)
 def train(
     task: str = typer.Argument(..., help="Task name (see 'rnnkit tasks')."),
-    train_file: str = typer.Option(None, "--train", help="Training data file, folder or archive."),
-    dev_file: str | None = typer.Option(None, "--dev", help="Dev data for model selection (default: hold out part of --train)."),
+    train_file: list[str] | None = typer.Option(None, "--train", help="Training data file, folder or archive (translation: two files, --train train.de train.en)."),
+    dev_file: list[str] | None = typer.Option(None, "--dev", help="Dev data for model selection (default: hold out part of --train; translation: two files)."),
     config: str | None = typer.Option(None, "--config", help="YAML config file."),
     overrides: list[str] = typer.Option([], "--set", help="Override a config key: --set model.cell=gru (repeatable)."),
     out: str = typer.Option("runs", "--out", help="Folder that receives the run folder."),
@@ -75,7 +118,12 @@ def train(
         for key, tp, default, help_text in describe(module.Config):
             typer.echo(f"#   {key} ({tp}, {default!r}): {help_text}")
         return
-    if train_file is None:
+    try:
+        paired = getattr(module, "PAIRED_INPUT", False)
+        train_path, dev_path = _paths(train_file, "--train", paired), _paths(dev_file, "--dev", paired)
+    except ValueError as err:
+        raise _fail(err) from None
+    if train_path is None:
         raise _fail(ValueError("--train FILE is required"))
     from rich.console import Console
 
@@ -93,7 +141,7 @@ def train(
 
     log(f"run folder: {run.path}")
     try:
-        metrics = module.train(cfg, train_file, dev_file, run, log, progress=not (quiet or as_json))
+        metrics = module.train(cfg, train_path, dev_path, run, log, progress=not (quiet or as_json))
     except _USER_ERRORS as err:
         log(f"error: {err}")
         raise _fail(err) from None
@@ -123,10 +171,10 @@ def _summary(console: object, run_path: object, metrics: dict) -> None:
     console.print(table)  # type: ignore[attr-defined]
 
 
-@app.command()
+@app.command(cls=_PairedPathsCommand)
 def evaluate(
     run: str = typer.Argument(..., help="Run folder written by 'rnnkit train'."),
-    data: str = typer.Option(..., "--data", help="Labelled data in the training format."),
+    data: list[str] = typer.Option(..., "--data", help="Labelled data in the training format (translation: two files)."),
     overrides: list[str] = typer.Option([], "--set", help="Change how --data is read: --set data.member_prefix=aclImdb/test"),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
@@ -136,7 +184,8 @@ def evaluate(
     from .tasks import load_trained
 
     try:
-        metrics = load_trained(run).evaluate(data, overrides)  # type: ignore[attr-defined]
+        model = load_trained(run)
+        metrics = model.evaluate(_paths(data, "--data", getattr(model, "paired_input", False)), overrides)  # type: ignore[attr-defined]
     except _USER_ERRORS as err:
         raise _fail(err) from None
     if as_json:
@@ -145,6 +194,8 @@ def evaluate(
     for key, value in metrics.items():
         if isinstance(value, float | int):
             typer.echo(f"{key:12s} {value:.4f}" if isinstance(value, float) else f"{key:12s} {value}")
+        elif isinstance(value, str):
+            typer.echo(f"{key:12s} {value}")
 
 
 @app.command()
@@ -192,6 +243,264 @@ def predict(
         if explain:
             top = ", ".join(f"{tok} ({w:.2f})" for tok, w in result.get("top_tokens", result.get("weights", []))[:8])
             typer.echo(f"  {result['method']}: {top}")
+
+
+@app.command()
+def generate(
+    run: str = typer.Argument(..., help="Run folder of a language-model task."),
+    prompt: str = typer.Option("", "--prompt", help="Text that primes the model's state."),
+    length: int = typer.Option(200, "--length", min=1, help="Maximum new tokens."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Softmax temperature (> 0)."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Sample among the k most likely tokens (0: all)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling threshold in (0, 1] (1: off)."),
+    greedy: bool = typer.Option(False, "--greedy", help="Always take the most likely token."),
+    seed: int | None = typer.Option(None, "--seed", help="Fix the sampling for reproducible output."),
+    stop: str | None = typer.Option(None, "--stop", help="Stop at this token (word models stop at <eos>)."),
+) -> None:
+    """Generate text with a trained language model, streamed as it is produced."""
+    from .tasks import load_trained
+    from .tasks.language_model import TrainedLanguageModel, stream_to_terminal
+
+    try:
+        model = load_trained(run)
+        if not isinstance(model, TrainedLanguageModel):
+            raise ValueError(f"{run} is not a language-model run")
+        level = model.prep.cfg.level
+        _, unknown = model.prep.encode_prompt(prompt)
+        if unknown:
+            typer.echo(f"note: prompt tokens not in the vocabulary were read as <unk>: {' '.join(map(repr, unknown))}",
+                       err=True)
+        typer.echo(prompt, nl=level != "char" and bool(prompt))
+        model.generate(prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                       seed=seed, stop=stop, on_token=lambda t: stream_to_terminal(t, level))
+        typer.echo("")
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
+
+
+bench_app = typer.Typer(help="Benchmarks: long-range memory tasks.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _split_names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@bench_app.command("memory")
+def bench_memory(
+    task: str = typer.Option("adding", "--task", help="Memory task: adding, copy or selective-copy."),
+    length: str = typer.Option("50", "--length", help="Sequence length(s) T, comma-separated: --length 50,100,200."),
+    cells: str = typer.Option("rnn,lstm,gru", "--cell", "--cells", help="Cells, comma-separated."),
+    budget_steps: int = typer.Option(1000, "--budget-steps", min=1, help="Adam steps per training run."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Training runs (seeds) per cell and length."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Sequences per step."),
+    hidden_size: int = typer.Option(64, "--hidden-size", min=1, help="Hidden units."),
+    learning_rate: float = typer.Option(1e-3, "--learning-rate", help="Adam learning rate."),
+    clip_norm: float = typer.Option(1.0, "--clip-norm", help="Gradient clipping norm (0: none)."),
+    memorize: int = typer.Option(10, "--memorize", min=1, help="Symbols to recall (copy tasks)."),
+    out: str = typer.Option("runs/bench-memory", "--out", help="Folder for memory.md, memory.json, memory.png."),
+    quiet: bool = typer.Option(False, "--quiet", help="Print only the table."),
+) -> None:
+    """Train each cell on a long-range memory task under a fixed budget; success rate against T."""
+    import json
+    from pathlib import Path
+
+    from .insight.memory import run_memory_benchmark
+
+    try:
+        lengths = [int(v) for v in _split_names(length)]
+    except ValueError:
+        raise _fail(ValueError(f"--length: expected integers separated by commas, got {length!r}")) from None
+    try:
+        bench = run_memory_benchmark(task, lengths, _split_names(cells), budget_steps=budget_steps, seeds=seeds,
+                                     batch_size=batch_size, hidden_size=hidden_size, learning_rate=learning_rate,
+                                     clip_norm=clip_norm or None, memorize=memorize,
+                                     log=(lambda _: None) if quiet else (lambda m: typer.echo(m, err=True)))
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "memory.md").write_text(bench.markdown())
+    (folder / "memory.json").write_text(json.dumps(bench.to_json(), indent=2, default=str) + "\n")
+    bench.plot(folder / "memory.png")
+    typer.echo(bench.markdown())
+    if not quiet:
+        typer.echo(f"written: {folder}/memory.md, memory.json, memory.png", err=True)
+
+
+@app.command()
+def diagnose(
+    run: str | None = typer.Argument(None, help="Run folder to diagnose (or use --fresh)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Diagnose freshly initialised models on a memory task."),
+    cells: str = typer.Option("rnn,lstm,gru", "--cell", "--cells", help="Cells for --fresh, comma-separated."),
+    task: str = typer.Option("adding", "--task", help="Memory task for --fresh: adding, copy or selective-copy."),
+    length: int = typer.Option(100, "--length", min=1, help="Sequence length T for --fresh."),
+    hidden_size: int = typer.Option(64, "--hidden-size", min=1, help="Hidden units for --fresh."),
+    data: str | None = typer.Option(None, "--data", help="Labelled data for a RUN (its first --samples examples)."),
+    samples: int = typer.Option(32, "--samples", min=1, help="Batch size of the diagnosed batch."),
+    norm: str = typer.Option("spectral", "--norm", help="Jacobian norm: spectral or frobenius."),
+    exploding_scale: float = typer.Option(3.0, "--exploding-scale",
+                                          help="--fresh: add a tanh RNN with W_hh = scale x orthogonal and the "
+                                               "clipping demo (0: skip)."),
+    clip_norm: float = typer.Option(1.0, "--clip-norm", help="Clipping norm for the exploding case."),
+    out: str = typer.Option("runs/diagnose", "--out", help="Folder for diagnose.md, diagnose.json, gradient_norms.png."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summaries as JSON."),
+) -> None:
+    """Vanishing and exploding gradients: ||dL/dh_t|| through time, Jacobian products, saturation, horizon."""
+    import json
+    from pathlib import Path
+
+    from .insight import gradients as g
+
+    try:
+        if fresh == (run is not None):
+            raise ValueError("give either a RUN folder or --fresh")
+        if fresh:
+            reports, clipping = g.diagnose_fresh(_split_names(cells), task=task, length=length,
+                                                 hidden_size=hidden_size, batch_size=samples, norm=norm,
+                                                 exploding_scale=exploding_scale or None, clip_norm=clip_norm)
+            title = f"Gradient diagnostics: fresh models on {task} (T={length})"
+        else:
+            if data is None:
+                raise ValueError("diagnosing a RUN needs --data FILE (labelled, in the training format)")
+            assert run is not None
+            reports, clipping = [g.diagnose_run(run, data, samples=samples, norm=norm)], None
+            title = f"Gradient diagnostics: {run} on {data}"
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "diagnose.md").write_text(g.diagnostics_markdown(reports, clipping, title)
+                                        + "\n![gradient norms](gradient_norms.png)\n")
+    payload = {"reports": [r.to_json() for r in reports], "clipping": clipping}
+    (folder / "diagnose.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    g.plot_gradient_norms(reports, folder / "gradient_norms.png", title=title, clipping=clipping)
+    if as_json:
+        typer.echo(json.dumps([r.summary() for r in reports], indent=2, default=str))
+        return
+    typer.echo(g.diagnostics_markdown(reports, clipping, title))
+    typer.echo(f"written: {folder}/diagnose.md, diagnose.json, gradient_norms.png", err=True)
+
+
+@app.command()
+def compare(
+    task: str = typer.Argument(..., help="Task name (see 'rnnkit tasks')."),
+    cells: str = typer.Option("rnn,lstm,gru", "--cells", "--cell", help="Cells to compare, comma-separated."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Training runs (seeds) per cell."),
+    train_file: str = typer.Option(..., "--train", help="Training data, as for 'rnnkit train'."),
+    dev_file: str | None = typer.Option(None, "--dev", help="Dev data (default: the task holds out part of --train)."),
+    config: str | None = typer.Option(None, "--config", help="YAML config shared by every cell."),
+    overrides: list[str] = typer.Option([], "--set", help="Config override shared by every cell (repeatable)."),
+    metric: str | None = typer.Option(None, "--metric", help="Dev metric to compare (default: train.monitor)."),
+    out: str = typer.Option("runs/compare", "--out", help="Folder for the run folders and compare.md/json/png."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress lines."),
+) -> None:
+    """Train a task with each cell under the same config and budget; compare quality, time, size, memory."""
+    import json
+
+    from .insight.compare import compare_cells
+
+    try:
+        result = compare_cells(task, _split_names(cells), train_file, dev_path=dev_file, seeds=seeds,
+                               config_path=config, overrides=overrides, out=out, metric=metric,
+                               log=(lambda _: None) if (quiet or as_json) else (lambda m: typer.echo(m, err=True)))
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{task}: cells compared (dev {result.metric})")
+    for column in ("cell", "seeds", "mean", "std", "train s", "parameters", "peak MiB"):
+        table.add_column(column, justify="left" if column == "cell" else "right")
+    for r in result.summary():
+        table.add_row(r["cell"], str(r["seeds"]), f"{r['mean']:.4f}", f"{r['std']:.4f}", f"{r['seconds']:.1f}",
+                      f"{r['parameters']:,}", f"{r['peak_mib']:.0f}")
+    console = Console()
+    console.print(table)
+    cell, reason = result.recommendation()
+    console.print(f"recommended: {cell}: {reason}", highlight=False)
+    console.print(f"report: {out}/compare.md", highlight=False)
+
+
+@app.command()
+def translate(
+    run: str = typer.Argument(..., help="Run folder of a translation run."),
+    texts: list[str] = typer.Argument(None, help="Sentences to translate."),
+    file: str | None = typer.Option(None, "--file", help="Translate every line of this file."),
+    beam: int | None = typer.Option(None, "--beam", min=1, help="Beam size (default: the run's decode.beam_size; 1 = greedy)."),
+    nbest: int = typer.Option(1, "--nbest", min=1, help="Print the N best translations ('i ||| translation ||| score')."),
+    attention_plot: str | None = typer.Option(None, "--attention-plot", help="Save the first sentence's attention as a PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+) -> None:
+    """Translate sentences with a trained translation run (beam search, n-best lists, attention plot)."""
+    import json
+    from pathlib import Path
+
+    from .tasks import load_trained
+
+    try:
+        model = load_trained(run)
+        if not hasattr(model, "translate"):
+            raise ValueError(f"{run} is not a translation run (train one with 'rnnkit train translation')")
+        sentences = list(texts or [])
+        if file is not None:
+            path = Path(file)
+            if not path.is_file():
+                raise FileNotFoundError(f"input file not found: {path}")
+            sentences += path.read_text(encoding="utf-8").splitlines()
+        if not sentences:
+            raise ValueError("nothing to translate: give sentences as arguments or --file FILE")
+        results = model.translate(sentences, beam_size=beam, nbest=nbest)  # type: ignore[attr-defined]
+        if attention_plot is not None:
+            first = next((s for s in sentences if s.strip()), "")
+            model.plot_attention(first, attention_plot, beam_size=beam)  # type: ignore[attr-defined]
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
+    for i, result in enumerate(results):
+        if as_json:
+            typer.echo(json.dumps(result, ensure_ascii=False))
+        elif nbest > 1:
+            for hyp in result["nbest"]:
+                typer.echo(f"{i} ||| {hyp['translation']} ||| {hyp['score']:.4f}")
+        else:
+            typer.echo(result["translation"])
+    if attention_plot is not None:
+        typer.echo(f"attention plot: {attention_plot}", err=True)
+
+
+@app.command()
+def transcribe(
+    run: str = typer.Argument(..., help="Run folder of a speech task."),
+    files: list[str] = typer.Argument(..., help="Audio files (wav, flac...); other rates are resampled."),
+    beam: int | None = typer.Option(None, "--beam", min=1, help="CTC beam size (1: greedy; default: the run's)."),
+    lexicon: str | None = typer.Option(None, "--lexicon", help="Restrict output to words: 'train' or a word-list file."),
+    stream: bool = typer.Option(False, "--stream", help="Feed the audio chunk by chunk with carried state."),
+    chunk_ms: float = typer.Option(200.0, "--chunk-ms", min=0.1, help="Chunk length for --stream (ms)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON line per file."),
+) -> None:
+    """Transcribe (or classify) audio files with a trained speech run; real-time factor on stderr."""
+    import json
+
+    from .tasks import load_trained
+    from .tasks.speech import TrainedSpeechModel
+
+    try:
+        model = load_trained(run)
+        if not isinstance(model, TrainedSpeechModel):
+            raise ValueError(f"{run} is not a speech run")
+        results = model.transcribe(files, beam_size=beam, lexicon=lexicon, stream=stream, chunk_ms=chunk_ms)
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
+    for r in results:
+        for note in r["notes"]:
+            typer.echo(f"note: {r['path']}: {note}", err=True)
+        typer.echo(json.dumps(r) if as_json else f"{r['path']}\t{r['text']}")
+    audio = sum(r["seconds"] / r["rtf"] for r in results)
+    typer.echo(f"real-time factor {sum(r['seconds'] for r in results) / audio:.4f} ({audio:.1f} s of audio)", err=True)
 
 
 @app.command()

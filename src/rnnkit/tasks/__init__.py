@@ -12,15 +12,23 @@ import importlib
 from types import ModuleType
 
 TASKS: dict[str, tuple[str, str]] = {
+    "language-model": ("rnnkit.tasks.language_model",
+                       "Character-, word- or subword-level language models (TBPTT) and text generation"),
     "text-classification": ("rnnkit.tasks.text_classification",
                             "Sentiment analysis and text classification (CSV/TSV/JSONL, class folders, "
                             "'label sentence' lines)"),
     "tagging": ("rnnkit.tasks.tagging",
                 "Named-entity recognition and sequence labelling from CoNLL column files (BiLSTM-CRF)"),
     "image-classification": ("rnnkit.tasks.image_classification", "Image recognition with images read as sequences (MNIST idx, npz, digits CSV; rows, pixels, permuted)"),
+    "translation": ("rnnkit.tasks.translation",
+                    "Machine translation with attentional recurrent encoder-decoders (BLEU/chrF, beam search)"),
+    "forecasting": ("rnnkit.tasks.forecasting",
+                    "Time-series forecasting from CSV with intervals, backtests and baselines"),
+    "speech": ("rnnkit.tasks.speech", "Speech recognition from wav files: isolated words, CTC transcripts, connected digits, streaming"),
 }
-TRAINED_CLASS = {"text-classification": "TrainedTextClassifier", "tagging": "TrainedTagger",
-                 "image-classification": "TrainedImageClassifier"}
+TRAINED_CLASS = {"language-model": "TrainedLanguageModel", "text-classification": "TrainedTextClassifier", "tagging": "TrainedTagger",
+                 "image-classification": "TrainedImageClassifier", "forecasting": "TrainedForecaster",
+                 "translation": "TrainedTranslator", "speech": "TrainedSpeechModel"}
 
 
 def get_task(name: str) -> ModuleType:
