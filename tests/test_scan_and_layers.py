@@ -142,6 +142,9 @@ def test_return_gates_and_dropouts_use_reference():
     assert gates["l0"]["forget"][1, 4:].abs().max() == 0  # padded steps
     reg = rnn.LSTM(I, H, batch_first=True, recurrent_dropout=0.3, zoneout=0.1, input_dropout=0.2)
     assert "zoneout" in reg.fused_unavailable_reason()
+    dropout_only = rnn.LSTM(I, H, batch_first=True, recurrent_dropout=0.3, input_dropout=0.2)
+    assert "dropout" in dropout_only.fused_unavailable_reason()
+    assert dropout_only.eval().fused_unavailable_reason() is None  # off at inference: the fused kernel serves
     reg.train()
     y1, _ = reg(torch.randn(2, 3, I))
     reg.eval()

@@ -212,8 +212,10 @@ class _RecurrentCore(nn.Module):
         if not self._fused_cells:
             return (f"cell {self.cell_spec!r} has no fused torch.nn kernel (only plain 'rnn', 'lstm' and "
                     "'gru' cells without peepholes or layer norm do)")
-        if self.input_dropout or self.recurrent_dropout or self.zoneout:
-            return "variational input/recurrent dropout and zoneout run only in the reference scan"
+        if self.zoneout:
+            return "zoneout runs only in the reference scan"
+        if self.training and (self.input_dropout or self.recurrent_dropout):
+            return "variational input/recurrent dropout runs only in the reference scan (at inference it is off)"
         if return_gates:
             return "gate activations are recorded only by the reference scan"
         if mask is not None and padding_side(mask) is None:
