@@ -1,0 +1,483 @@
+"""The Keras-style layer protocol: lazy build, masks, configs, and symbolic calls.
+
+Every layer here is a ``torch.nn.Module`` with four extra habits:
+
+* **Lazy build.** Sizes that depend on the input (``input_size`` of a recurrent layer, the
+  fan-in of ``Dense``) are read from the first tensor the layer sees; ``build(input_shape)``
+  creates the parameters then. ``built`` tells whether that happened.
+* **Masks travel beside tensors.** ``layer(x, mask=m)`` returns the output only;
+  ``layer.compute_mask(x, m)`` returns the output's mask (``[B, T]`` bool, ``True`` on real
+  steps, or ``None``); :meth:`Layer.forward_with_mask` does both. ``Embedding(mask_zero=True)``
+  and ``Masking`` create masks, recurrent layers with ``return_sequences=True``, ``Dense``,
+  ``Dropout`` and ``TimeDistributed`` pass them on, pooling and last-step recurrent layers
+  consume them.
+* **Configs.** ``get_config()`` returns JSON-friendly constructor arguments and
+  ``from_config(config)`` rebuilds the layer; :func:`serialize_layer` and
+  :func:`deserialize_layer` add the class name (looked up in :data:`LAYERS`).
+* **Symbolic calls.** Calling a layer on a :class:`SymbolicTensor` (what
+  ``rnnkit.layers.Input`` returns) records a :class:`Node` instead of computing, which is how
+  functional models are wired. Shapes are inferred by running the layer on two small example
+  tensors of different batch and time sizes: the dimensions that differ are dynamic (``None``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+Shape = tuple[int | None, ...]
+
+LAYERS: dict[str, type[Layer]] = {}
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
+    "int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+
+
+def to_torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """``"int64"`` (or a ``torch.dtype``, or ``None`` for float32) to a ``torch.dtype``.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).replace("torch.", "")
+    if key not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
+    return _DTYPES[key]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.int64`` -> ``"int64"``."""
+    return str(dtype).replace("torch.", "")
+
+
+def register_layer(cls: type[Layer]) -> type[Layer]:
+    """Class decorator: make ``cls`` loadable by name from saved configs."""
+    LAYERS[cls.__name__] = cls
+    return cls
+
+
+_NAME_COUNTS: dict[str, int] = {}
+
+
+def snake_case(name: str) -> str:
+    """``GlobalAveragePooling1D`` -> ``global_average_pooling1d``."""
+    name = name.replace("1D", "1d")
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def unique_name(base: str) -> str:
+    """``lstm``, then ``lstm_1``, ``lstm_2``... (per process, as Keras names layers)."""
+    count = _NAME_COUNTS.get(base, 0)
+    _NAME_COUNTS[base] = count + 1
+    return base if count == 0 else f"{base}_{count}"
+
+
+# -- nested structures (lists, tuples, dicts of leaves) -------------------------------------------
+def flatten(struct: Any) -> list[Any]:
+    """The leaves of a nested list/tuple/dict structure, depth first (dict values in key order)."""
+    if isinstance(struct, list | tuple):
+        return [leaf for item in struct for leaf in flatten(item)]
+    if isinstance(struct, dict):
+        return [leaf for key in struct for leaf in flatten(struct[key])]
+    return [struct]
+
+
+def map_structure(fn: Callable[[Any], Any], struct: Any) -> Any:
+    """Apply ``fn`` to every leaf, keeping the structure."""
+    if isinstance(struct, list):
+        return [map_structure(fn, s) for s in struct]
+    if isinstance(struct, tuple):
+        return tuple(map_structure(fn, s) for s in struct)
+    if isinstance(struct, dict):
+        return {k: map_structure(fn, v) for k, v in struct.items()}
+    return fn(struct)
+
+
+def has_symbolic(struct: Any) -> bool:
+    """Whether any leaf is a :class:`SymbolicTensor`."""
+    return any(isinstance(leaf, SymbolicTensor) for leaf in flatten(struct))
+
+
+def shape_of(struct: Any) -> Any:
+    """The shape of every tensor leaf (other leaves become ``None``)."""
+    return map_structure(lambda t: tuple(t.shape) if isinstance(t, Tensor) else None, struct)
+
+
+def first_tensor(struct: Any) -> Tensor | None:
+    """The first tensor leaf of a structure, if any."""
+    for leaf in flatten(struct):
+        if isinstance(leaf, Tensor):
+            return leaf
+    return None
+
+
+# -- symbolic tensors -----------------------------------------------------------------------------
+EXAMPLE_SIZES = ((2, 3), (3, 4))  # (batch, every dynamic dimension) of the two example runs
+
+
+def make_example(shape: Shape, dtype: torch.dtype, variant: int) -> Tensor:
+    """A small concrete tensor for shape inference: ``shape`` without the batch dimension.
+
+    Integers are ones (a valid token id that is not padding), floats 0.5, booleans ``True``.
+    """
+    batch, dynamic = EXAMPLE_SIZES[variant]
+    full = (batch, *[dynamic if d is None else int(d) for d in shape])
+    if dtype == torch.bool:
+        return torch.ones(full, dtype=torch.bool)
+    if dtype.is_floating_point:
+        return torch.full(full, 0.5, dtype=dtype)
+    return torch.ones(full, dtype=dtype)
+
+
+class SymbolicTensor:
+    """A placeholder for a tensor while a functional model is wired (Keras' ``KerasTensor``).
+
+    Attributes:
+        shape: ``(None, ...)``: batch first; ``None`` where the size is dynamic.
+        dtype: the ``torch.dtype`` the tensor will have.
+        node: the :class:`Node` that produces it (an ``InputLayer``'s for model inputs).
+        index: its position among that node's outputs.
+    """
+
+    def __init__(self, examples: tuple[Tensor, Tensor], masks: tuple[Tensor | None, Tensor | None],
+                 node: Node | None = None, index: int = 0) -> None:
+        a, b = examples
+        if a.dim() != b.dim():
+            raise ValueError(f"the layer returned tensors of different ranks for different input sizes "
+                             f"({list(a.shape)} and {list(b.shape)}); it cannot be used in a functional model")
+        self._examples = examples
+        self._masks = masks
+        self.shape: Shape = (None, *(int(x) if x == y else None for x, y in zip(a.shape[1:], b.shape[1:])))
+        self.dtype: torch.dtype = a.dtype
+        self.node = node
+        self.index = index
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions, batch included."""
+        return len(self.shape)
+
+    @property
+    def has_mask(self) -> bool:
+        """Whether a mask travels with this tensor."""
+        return self._masks[0] is not None
+
+    def __repr__(self) -> str:
+        origin = f", from {self.node.layer.name!r}" if self.node is not None else ""
+        return f"<SymbolicTensor shape={self.shape} dtype={dtype_name(self.dtype)}{origin}>"
+
+    def __bool__(self) -> bool:
+        raise TypeError("a SymbolicTensor has no value while the model is being wired; "
+                        "it cannot be used in an `if` or `and`")
+
+
+class Node:
+    """One call of a layer in a functional model: the layer, its (symbolic) arguments, its outputs."""
+
+    def __init__(self, layer: Layer, args: tuple[Any, ...], kwargs: dict[str, Any], outputs: Any) -> None:
+        self.layer = layer
+        self.args = args
+        self.kwargs = kwargs
+        self.output_structure = outputs
+        self.outputs: list[SymbolicTensor] = flatten(outputs)
+
+    @property
+    def inputs(self) -> list[SymbolicTensor]:
+        """The symbolic tensors this call reads (arguments and keyword arguments)."""
+        return [s for s in flatten((self.args, self.kwargs)) if isinstance(s, SymbolicTensor)]
+
+
+def automatic_mask(first_arg: Any, lookup: Callable[[SymbolicTensor], Tensor | None]) -> Any:
+    """The mask a layer receives when none is passed: the mask of its first argument.
+
+    For a list of tensors (``Concatenate``) a list of masks, or ``None`` when none has one.
+    """
+    if isinstance(first_arg, SymbolicTensor):
+        return lookup(first_arg)
+    if isinstance(first_arg, list | tuple) and first_arg and all(isinstance(a, SymbolicTensor) for a in first_arg):
+        masks = [lookup(a) for a in first_arg]
+        return masks if any(m is not None for m in masks) else None
+    return None
+
+
+def _split_masks(outputs: Any, masks: Any) -> list[Tensor | None]:
+    n = len(flatten(outputs))
+    if masks is None:
+        return [None] * n
+    if isinstance(masks, Tensor):
+        return [masks] + [None] * (n - 1)
+    flat = flatten(masks)
+    if len(flat) != n:
+        raise ValueError(f"compute_mask returned {len(flat)} masks for {n} outputs")
+    return flat
+
+
+def reset_states(module: nn.Module) -> None:
+    """Forget the carried state of a stateful layer or model (no-op for others)."""
+    reset = getattr(module, "reset_states", None)
+    if callable(reset):
+        reset()
+
+
+# -- the base class -------------------------------------------------------------------------------
+class Layer(nn.Module):
+    """Base class of Keras-style layers (see the module docstring for the protocol).
+
+    Subclasses implement ``build(input_shape)`` (create parameters; shapes include the batch
+    dimension) and ``call(inputs, mask=None, **kwargs)``; they override ``compute_mask`` when
+    they create or consume masks and extend ``get_config`` with their constructor arguments.
+
+    Args:
+        name: layer name (unique per process by default: ``lstm``, ``lstm_1``...).
+        trainable: whether the parameters receive gradients.
+        dtype: parameter dtype (``"float32"`` by default).
+        input_shape: shape without the batch dimension; on the first layer of a
+            ``Sequential`` model it lets the model build before seeing data (Keras 2 style).
+        input_dim: ``input_shape=(input_dim,)`` (Keras 2 style).
+    """
+
+    supports_masking: ClassVar[bool] = False
+    """Whether the layer passes its input mask on unchanged (the default ``compute_mask``)."""
+
+    def __init__(self, *, name: str | None = None, trainable: bool = True, dtype: str | None = None,
+                 input_shape: Shape | list[int | None] | None = None, input_dim: int | None = None,
+                 batch_input_shape: Shape | list[int | None] | None = None, **unknown: Any) -> None:
+        super().__init__()
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword argument(s) "
+                            f"{', '.join(sorted(unknown))}")
+        self.name: str = name or unique_name(snake_case(type(self).__name__))
+        self.built = False
+        self._trainable = bool(trainable)
+        self._dtype_name = dtype_name(to_torch_dtype(dtype))
+        if batch_input_shape is not None:
+            input_shape = tuple(batch_input_shape)[1:]
+        if input_dim is not None and input_shape is None:
+            input_shape = (int(input_dim),)
+        self.input_shape_arg: Shape | None = None if input_shape is None else tuple(input_shape)
+        self._emit_logits = False
+        self.inbound_nodes: list[Node] = []
+        self.output_shape: Any = None
+
+    # -- properties ----------------------------------------------------------------------------
+    @property
+    def trainable(self) -> bool:
+        """Whether the layer's parameters are updated by training."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = bool(value)
+        for p in self.parameters():
+            p.requires_grad_(self._trainable)
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        """The dtype parameters are created in."""
+        return to_torch_dtype(self._dtype_name)
+
+    # -- build ---------------------------------------------------------------------------------
+    def build(self, input_shape: Any) -> None:
+        """Create the parameters for inputs of ``input_shape`` (batch dimension included)."""
+
+    def maybe_build(self, inputs: Any) -> None:
+        """Build from the shapes of ``inputs`` unless already built."""
+        if self.built:
+            return
+        self.build(shape_of(inputs))
+        self.built = True
+        if self.param_dtype != torch.float32:
+            self.to(self.param_dtype)
+        if not self._trainable:
+            for p in self.parameters():
+                p.requires_grad_(False)
+        ref = first_tensor(inputs)
+        if ref is not None and ref.device.type != "cpu":
+            self.to(ref.device)
+
+    def count_params(self) -> int:
+        """Number of parameters (trainable or not).
+
+        Raises:
+            ValueError: if the layer is not built yet.
+        """
+        if not self.built:
+            raise ValueError(f"layer {self.name!r} is not built yet, so it has no parameters; call it on "
+                             "data first (or give the model an Input)")
+        return sum(p.numel() for p in self.parameters())
+
+    # -- calling -------------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if has_symbolic(args) or has_symbolic(kwargs):
+            return self._call_symbolic(args, kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def forward(self, inputs: Any, *args: Any, mask: Any = None, training: bool | None = None, **kwargs: Any) -> Any:
+        """Build if needed, then run :meth:`call` (in train or eval mode as ``training`` says).
+
+        Args:
+            inputs: the input tensor (or list of tensors for merge layers).
+            mask: optional mask of the input: ``[B, T]`` bool, ``True`` on real steps.
+            training: run in training (dropout on) or inference mode; default: the module's mode.
+
+        Returns:
+            The layer's output (a tensor, or a list for layers with several outputs).
+        """
+        inputs = self._autocast(inputs)
+        self.maybe_build(inputs)
+        if training is None or bool(training) == self.training:
+            return self.call(inputs, *args, mask=mask, **kwargs)  # type: ignore[misc]
+        previous = self.training
+        self.train(bool(training))
+        try:
+            return self.call(inputs, *args, mask=mask, **kwargs)  # type: ignore[misc]
+        finally:
+            self.train(previous)
+
+    def _autocast(self, inputs: Any) -> Any:
+        # numpy users pass float64; layers compute in their parameter dtype (as Keras casts to floatx)
+        def cast(t: Any) -> Any:
+            if isinstance(t, np.ndarray):
+                t = torch.from_numpy(t)
+            if isinstance(t, Tensor) and t.dtype == torch.float64 and self.param_dtype != torch.float64:
+                return t.to(self.param_dtype)
+            return t
+        return map_structure(cast, inputs)
+
+    def call(self, inputs: Any, mask: Any = None, **kwargs: Any) -> Any:
+        """The computation; subclasses implement it."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement call()")
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        """The mask of the output: the input mask if ``supports_masking``, else ``None``."""
+        return mask if self.supports_masking else None
+
+    def forward_with_mask(self, inputs: Any, *args: Any, mask: Any = None, **kwargs: Any) -> tuple[Any, Any]:
+        """Run the layer and return ``(output, output_mask)``."""
+        out = self(inputs, *args, mask=mask, **kwargs)
+        return out, self.compute_mask(inputs, mask)
+
+    def _call_symbolic(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not args:
+            raise TypeError(f"{type(self).__name__} needs its input as the first positional argument")
+        results = []
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for variant in (0, 1):
+                    reset_states(self)  # the examples differ in batch size: no state may carry over
+                    def concrete(s: Any, v: int = variant) -> Any:
+                        return s._examples[v] if isinstance(s, SymbolicTensor) else s
+                    a = map_structure(concrete, args)
+                    k = map_structure(concrete, kwargs)
+                    if "mask" not in kwargs:
+                        def example_mask(s: SymbolicTensor, v: int = variant) -> Tensor | None:
+                            return s._masks[v]
+                        k["mask"] = automatic_mask(args[0], example_mask)
+                    results.append(self.forward_with_mask(*a, **k))
+        finally:
+            self.train(was_training)
+            reset_states(self)
+        (out_a, mask_a), (out_b, mask_b) = results
+        flat_a, flat_b = flatten(out_a), flatten(out_b)
+        masks_a, masks_b = _split_masks(out_a, mask_a), _split_masks(out_b, mask_b)
+        for t in flat_a:
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{type(self).__name__} returned {type(t).__name__}; layers must return tensors")
+        symbols = [SymbolicTensor((ta, tb), (ma, mb)) for ta, tb, ma, mb in zip(flat_a, flat_b, masks_a, masks_b)]
+        it = iter(symbols)
+        structure = map_structure(lambda _: next(it), out_a)
+        node = Node(self, args, kwargs, structure)
+        for i, s in enumerate(symbols):
+            s.node, s.index = node, i
+        self.inbound_nodes.append(node)
+        self.output_shape = map_structure(lambda s: s.shape, structure)
+        return structure
+
+    # -- weights in Keras layout ---------------------------------------------------------------
+    def get_weights(self) -> list[np.ndarray]:
+        """The parameters as NumPy arrays, in Keras order and layout (``Dense``: kernel ``[in, out]``)."""
+        return [p.detach().cpu().numpy().copy() for p in self.parameters()]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        """Load NumPy arrays in Keras order and layout (what ``keras_layer.get_weights()`` returns).
+
+        Raises:
+            ValueError: when the count or a shape does not match.
+        """
+        params = list(self.parameters())
+        check_weight_list(self, weights, [tuple(p.shape) for p in params])
+        with torch.no_grad():
+            for p, w in zip(params, weights):
+                p.copy_(torch.as_tensor(np.asarray(w), dtype=p.dtype))
+
+    # -- config --------------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments as a JSON-friendly dict."""
+        config: dict[str, Any] = {"name": self.name, "trainable": self._trainable}
+        if self._dtype_name != "float32":
+            config["dtype"] = self._dtype_name
+        if self.input_shape_arg is not None:
+            config["input_shape"] = list(self.input_shape_arg)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Layer:
+        """Rebuild a layer from :meth:`get_config` output."""
+        return cls(**config)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
+
+
+def check_weight_list(layer: Layer, weights: list[Any], shapes: list[tuple[int, ...]]) -> None:
+    """Raise a one-line error unless ``weights`` match ``shapes`` in count and shape."""
+    if not layer.built:
+        raise ValueError(f"layer {layer.name!r} is not built yet; call it on data (or build the model) "
+                         "before set_weights")
+    if len(weights) != len(shapes):
+        raise ValueError(f"layer {layer.name!r} expects {len(shapes)} weight arrays with shapes {shapes}, "
+                         f"got {len(weights)}")
+    for k, (w, s) in enumerate(zip(weights, shapes)):
+        if tuple(np.shape(w)) != tuple(s):
+            raise ValueError(f"layer {layer.name!r} weight {k} must have shape {list(s)}, got {list(np.shape(w))}")
+
+
+def serialize_layer(layer: Layer) -> dict[str, Any]:
+    """``{"class_name": ..., "config": ...}`` for a layer registered in :data:`LAYERS`."""
+    name = type(layer).__name__
+    config = layer.get_config()
+    if LAYERS.get(name) is not type(layer):
+        raise ValueError(f"layer class {name} is not registered, so it cannot be saved; decorate it with "
+                         "@rnnkit.layers.register_layer")
+    return {"class_name": name, "config": config}
+
+
+def deserialize_layer(data: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Layer:
+    """Rebuild a layer from :func:`serialize_layer` output.
+
+    Args:
+        data: ``{"class_name": ..., "config": ...}``.
+        custom_objects: extra classes by name (for layers not registered in this process).
+    """
+    name = data.get("class_name")
+    registry = {**LAYERS, **(custom_objects or {})}
+    if name not in registry:
+        raise ValueError(f"unknown layer class {name!r}; known: {', '.join(sorted(LAYERS))}. Register custom "
+                         "layers with @rnnkit.layers.register_layer or pass custom_objects={name: cls}")
+    cls = registry[name]
+    return cls.from_config(dict(data.get("config", {})))

@@ -1,0 +1,226 @@
+"""Saving and loading models: JSON config + safetensors weights, nothing pickled.
+
+Layouts:
+
+* **folder** (any path not ending in ``.safetensors``): ``config.json`` (architecture, compile
+  settings, versions), ``model.safetensors`` (the ``state_dict``) and, with
+  ``include_optimizer=True``, ``optimizer.safetensors``;
+* **single file** (``*.safetensors``): the weights, with the same JSON config stored in the
+  file's metadata under ``rnnkit_config``.
+
+Every file is written under a temporary name in the same folder and moved over the target
+with ``os.replace``, so readers never see a half-written file. Loading never calls
+``torch.load``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from ..layers.base import deserialize_layer, serialize_layer
+
+FORMAT = "rnnkit.model"
+FORMAT_VERSION = 1
+CONFIG_NAME, WEIGHTS_NAME, OPTIMIZER_NAME = "config.json", "model.safetensors", "optimizer.safetensors"
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then move it over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _is_file_path(path: str) -> bool:
+    return path.endswith(".safetensors")
+
+
+def model_config(model: Any) -> dict[str, Any]:
+    """The JSON document saved beside the weights."""
+    compile_config = None
+    compiled = getattr(model, "compiled", None)
+    if compiled is not None:
+        try:
+            compiled.resolve(list(model.output_names))
+            compile_config = compiled.get_config()
+        except ValueError:
+            compile_config = None  # custom losses/metrics: the architecture and weights are still saved
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "rnnkit_version": __version__,
+            "torch_version": torch.__version__, "model": serialize_layer(model), "compile": compile_config}
+
+
+def _optimizer_tensors(model: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    compiled = getattr(model, "compiled", None)
+    opt = None if compiled is None else compiled.optimizer.torch_optimizer
+    if opt is None or compiled is None:
+        return None
+    state = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for idx, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous().clone()
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars,
+                     "iterations": compiled.optimizer.iterations}
+
+
+def save_model(model: Any, filepath: str | os.PathLike[str], *, overwrite: bool = True,
+               include_optimizer: bool = False) -> None:
+    """Save architecture, weights and compile settings (see the module docstring).
+
+    Raises:
+        FileExistsError: if the target exists and ``overwrite`` is false.
+        ValueError: for a model whose config cannot be saved (subclassed without ``get_config``).
+    """
+    path = os.fspath(filepath)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    try:
+        config = model_config(model)
+    except NotImplementedError as err:
+        raise ValueError(str(err)) from None
+    tensors = _tensors(model)
+    if _is_file_path(path):
+        if include_optimizer:
+            raise ValueError("include_optimizer=True needs a folder save (a path not ending in .safetensors)")
+        metadata = {"rnnkit_config": json.dumps(config), "format": "pt"}
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        return
+    if os.path.isfile(path):
+        raise ValueError(f"{path} is a file; save to a folder path or a path ending in .safetensors")
+    os.makedirs(path, exist_ok=True)
+    atomic_write(os.path.join(path, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    optimizer_file = os.path.join(path, OPTIMIZER_NAME)
+    if include_optimizer:
+        opt = _optimizer_tensors(model)
+        if opt is None:
+            raise ValueError("include_optimizer=True but the model has no optimizer state yet (compile and fit first)")
+        opt_tensors, meta = opt
+        atomic_write(optimizer_file, lambda tmp: save_file(opt_tensors, tmp, metadata={"rnnkit_optimizer": json.dumps(meta)}))
+    elif os.path.exists(optimizer_file):
+        os.remove(optimizer_file)
+
+    def write_config(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
+    atomic_write(os.path.join(path, CONFIG_NAME), write_config)
+
+
+def _read(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    if os.path.isdir(path):
+        config_file, weights_file = os.path.join(path, CONFIG_NAME), os.path.join(path, WEIGHTS_NAME)
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"{path} is not a saved rnnkit model: {CONFIG_NAME} is missing")
+        with open(config_file, encoding="utf-8") as f:
+            config = json.load(f)
+        return config, load_file(weights_file)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no saved model at {path}")
+    with safe_open(path, framework="pt") as f:
+        metadata = f.metadata() or {}
+    if "rnnkit_config" not in metadata:
+        raise ValueError(f"{path} holds weights only (no model config); build the model and call load_weights()")
+    return json.loads(metadata["rnnkit_config"]), load_file(path)
+
+
+def load_model(filepath: str | os.PathLike[str], custom_objects: dict[str, Any] | None = None,
+               compile: bool = True) -> Any:
+    """Load a model saved with ``Model.save`` (folder or ``.safetensors`` file).
+
+    Args:
+        filepath: the folder or file.
+        custom_objects: classes of custom layers by name.
+        compile: restore the compile settings (and the optimizer state if it was saved).
+
+    Returns:
+        The model, with identical weights (its predictions match the saved model's exactly).
+    """
+    path = os.fspath(filepath)
+    config, tensors = _read(path)
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an rnnkit model file (format {config.get('format')!r})")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"{path} was saved by a newer rnnkit (format {config['format_version']}); upgrade rnnkit")
+    model: Any = deserialize_layer(config["model"], custom_objects)
+    _load_state(model, tensors, strict=True, source=path)
+    if compile and config.get("compile"):
+        from ..training.compile import CompileState
+
+        model.compiled = CompileState.from_config(config["compile"])
+        model.compiled.resolve(list(model.output_names))
+        optimizer_file = os.path.join(path, OPTIMIZER_NAME)
+        if os.path.isdir(path) and os.path.isfile(optimizer_file):
+            _load_optimizer(model, optimizer_file)
+    return model
+
+
+def _load_state(model: Any, tensors: dict[str, torch.Tensor], *, strict: bool, source: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in tensors]
+    unexpected = [k for k in tensors if k not in own]
+    if strict and (missing or unexpected):
+        hint = " (is the model built? call model.build(input_shape) or fit it first)" if unexpected and not own else ""
+        raise ValueError(f"weights in {source} do not match the model: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}{hint}")
+    for k, v in tensors.items():
+        if k in own and tuple(own[k].shape) != tuple(v.shape):
+            raise ValueError(f"weight {k!r} in {source} has shape {list(v.shape)}, the model has {list(own[k].shape)}")
+    model.load_state_dict({k: v for k, v in tensors.items() if k in own}, strict=strict)
+
+
+def _load_optimizer(model: Any, path: str) -> None:
+    with safe_open(path, framework="pt") as f:
+        meta = json.loads((f.metadata() or {})["rnnkit_optimizer"])
+    tensors = load_file(path)
+    spec = model.compiled.optimizer
+    opt = spec.build(model.parameters())
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    spec.iterations = int(meta.get("iterations", 0))
+
+
+def save_weights(model: Any, filepath: str | os.PathLike[str], *, overwrite: bool = True) -> None:
+    """Write the ``state_dict`` to one safetensors file (atomically)."""
+    path = os.fspath(filepath)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    tensors = _tensors(model)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+
+
+def load_weights(model: Any, filepath: str | os.PathLike[str], *, strict: bool = True) -> None:
+    """Load weights from a safetensors file or a saved model folder."""
+    path = os.fspath(filepath)
+    if os.path.isdir(path):
+        path = os.path.join(path, WEIGHTS_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no weights file at {path}")
+    _load_state(model, load_file(path), strict=strict, source=path)

@@ -1,0 +1,578 @@
+"""The training engine behind ``Model.fit``: a LightningModule around the model, a Trainer, and
+Keras callbacks bridged onto Lightning's hooks.
+
+This module imports Lightning; ``Model.fit`` imports it on first use, so ``import rnnkit.models``,
+``predict`` and ``evaluate`` never pay for it.
+
+What Lightning brings: the progress bar, ``accelerator="auto"|"cpu"|"cuda"|"mps"``,
+``precision`` (``"32-true"``, ``"bf16-mixed"``, ``"16-mixed"``...), ``devices`` and ``strategy``
+(``"ddp"`` for multi-process data parallel), training checkpoints and resuming, and any
+``Trainer`` option through ``trainer_kwargs``.
+
+Truncated backpropagation through time (Lightning 2 dropped its own): with ``tbptt_steps=k``
+each batch is cut into chunks of ``k`` steps along time; the recurrent layers carry their
+(detached) state from chunk to chunk through their stateful machinery, and the optimizer steps
+after every chunk. Outputs with a time axis are trained on every chunk; one-per-sequence outputs
+on the last chunk (the earlier chunks only advance the state, without gradients).
+
+Resuming: ``fit(..., checkpoint_dir=d)`` writes ``d/last.ckpt`` at the end of every epoch
+(model, optimizer, loop counters, callback state, random-number generators); after an
+interruption ``fit(..., resume_from=d)`` (same data, same ``seed``) ends with the same weights
+as an uninterrupted run: the shuffling order depends only on ``(seed, epoch)``. These training
+checkpoints are Lightning ``.ckpt`` files (loaded with ``torch.load(weights_only=True)``); the
+model files of ``Model.save`` are JSON and safetensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any, cast
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback as LightningCallback
+from torch import Tensor, nn
+from torchmetrics.aggregation import MeanMetric
+
+from ..layers.recurrent import _KerasRNN
+from ..layers.wrappers import Bidirectional
+from ..models.utils import set_random_seed
+from ..nn import GRU as NNGRU
+from ..nn import LSTM as NNLSTM
+from ..nn import RNN as NNRNN
+from ..nn import Recurrent
+from .callbacks import Callback, CallbackList, History
+from .data import (
+    ArrayData,
+    InputDataError,
+    Ragged,
+    array_data,
+    batch_size_of,
+    first_batch,
+    is_loader_like,
+    make_loader,
+)
+from .evaluation import (
+    build_model,
+    epoch_logs,
+    input_names,
+    model_device,
+    output_names,
+    require_compiled,
+    to_device,
+)
+from .step import StepLogic
+
+_RECURRENT = (NNRNN, NNLSTM, NNGRU, Recurrent)
+
+
+# -- the LightningModule --------------------------------------------------------------------------
+class KerasModule(pl.LightningModule):
+    """Wraps an rnnkit model, its compiled loss and metrics for a Lightning ``Trainer``.
+
+    Args:
+        model: the rnnkit model.
+        logic: the batch logic (losses, metrics, logits fusion).
+        features: the last-axis size of each output (to bind metrics).
+        tbptt_steps: chunk length for truncated BPTT, or ``None``.
+        clip_overrides: ``clipnorm``/``clipvalue``/``global_clipnorm`` from compile or fit.
+    """
+
+    def __init__(self, model: nn.Module, logic: StepLogic, features: list[int], *, tbptt_steps: int | None = None,
+                 clip_overrides: dict[str, float | None] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.logic = logic
+        self.optimizer_spec = logic.compiled.optimizer
+        self.train_metrics = logic.make_metrics(features)
+        self.val_metrics = logic.make_metrics(features)
+        n = len(logic.losses)
+        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        self.train_parts = nn.ModuleList(MeanMetric() for _ in range(n))
+        self.val_parts = nn.ModuleList(MeanMetric() for _ in range(n))
+        self.tbptt_steps = tbptt_steps
+        self.automatic_optimization = tbptt_steps is None
+        self.clip_overrides = clip_overrides or {}
+        self._val_logs: dict[str, float] = {}
+        self._seen = {"train": 0, "val": 0}
+
+    # -- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        return self.optimizer_spec.build(self.model.parameters())
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        if self.automatic_optimization:
+            self.optimizer_spec.before_step(self.trainer.global_step)
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        if gradient_clip_val:  # a Trainer(gradient_clip_val=...) passed through trainer_kwargs
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        self.optimizer_spec.clip(self.model.parameters(), self.clip_overrides)
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _record(self, split: str, total: Tensor, parts: list[Tensor], outputs: list[Tensor],
+                out_masks: list[Tensor | None], batch: dict[str, Any]) -> None:
+        n = batch_size_of(batch)
+        loss_metric = self.train_loss if split == "train" else self.val_loss
+        part_metrics = self.train_parts if split == "train" else self.val_parts
+        loss_metric.update(total.detach(), weight=n)
+        for metric, value in zip(part_metrics, parts):
+            metric.update(value.detach(), weight=n)  # type: ignore[operator]
+        self.logic.update_metrics(self.train_metrics if split == "train" else self.val_metrics, outputs, out_masks,
+                                  batch)
+        self._seen[split] += n
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        b = self.logic.canonical(batch)
+        if self.tbptt_steps is not None:
+            return self._tbptt_step(b)
+        outputs, out_masks = self.logic.forward(b)
+        total, parts = self.logic.losses_of(outputs, out_masks, b)
+        self._record("train", total, parts, outputs, out_masks, b)
+        self.log("loss", total.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size_of(b),
+                 logger=False)
+        return total
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        b = self.logic.canonical(batch)
+        outputs, out_masks = self.logic.forward(b)
+        total, parts = self.logic.losses_of(outputs, out_masks, b)
+        self._record("val", total, parts, outputs, out_masks, b)
+
+    # -- truncated BPTT ------------------------------------------------------------------------
+    def _tbptt_step(self, b: dict[str, Any]) -> Tensor:
+        assert self.tbptt_steps is not None
+        k = self.tbptt_steps
+        opt = self.optimizers()
+        xs = b["x"]
+        steps = int(xs[0].shape[1]) if xs[0].dim() >= 2 else 0
+        for x in xs:
+            if x.dim() < 2 or int(x.shape[1]) != steps:
+                raise InputDataError("tbptt_steps needs every input as [batch, time, ...] with the same time length, "
+                                     f"got shapes {[list(t.shape) for t in xs]}")
+        cores = [m for m in self.model.modules() if isinstance(m, _RECURRENT)]
+        saved = [(c, c.stateful) for c in cores]
+        for c in cores:
+            c.stateful = True
+            c.reset_state()
+        per_step: bool | None = None
+        totals: list[Tensor] = []
+        try:
+            for start in range(0, steps, k):
+                stop = min(start + k, steps)
+                last = stop >= steps
+                chunk: dict[str, Any] = {
+                    "x": [x[:, start:stop] for x in xs],
+                    "mask": [None if m is None else m[:, start:stop] for m in b["mask"]],
+                }
+                if per_step is False and not last:
+                    with torch.no_grad():
+                        self.logic.forward({**chunk, "y": None})
+                    continue
+                outputs, out_masks = self.logic.forward(chunk)
+                if per_step is None:
+                    per_step = all(o.dim() >= 3 and int(o.shape[1]) == stop - start for o in outputs)
+                    if not per_step and not last:
+                        continue
+                chunk["y"] = [self._time_slice(y, steps, start, stop, per_step) for y in b["y"]]
+                chunk["y_mask"] = [None if m is None else self._time_slice(m, steps, start, stop, per_step)
+                                   for m in (b.get("y_mask") or [None] * len(b["y"]))]
+                sw = b.get("sw")
+                chunk["sw"] = None if sw is None else self._time_slice(sw, steps, start, stop, per_step and sw.dim() == 2)
+                total, parts = self.logic.losses_of(outputs, out_masks, chunk)
+                opt.zero_grad()  # type: ignore[union-attr]
+                self.manual_backward(total)
+                scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+                if scaler is not None:
+                    scaler.unscale_(opt.optimizer)  # type: ignore[union-attr]
+                self.optimizer_spec.clip(self.model.parameters(), self.clip_overrides)
+                self.optimizer_spec.before_step(self.trainer.global_step)
+                opt.step()  # type: ignore[union-attr]
+                self._record("train", total, parts, outputs, out_masks, chunk if per_step else b)
+                totals.append(total.detach())
+        finally:
+            for c, flag in saved:
+                c.reset_state()
+                c.stateful = flag
+        mean = torch.stack(totals).mean()
+        self.log("loss", mean, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size_of(b), logger=False)
+        return mean
+
+    @staticmethod
+    def _time_slice(t: Tensor, steps: int, start: int, stop: int, per_step: bool) -> Tensor:
+        if per_step and t.dim() >= 2 and int(t.shape[1]) == steps:
+            return t[:, start:stop]
+        return t
+
+    # -- epoch logs ----------------------------------------------------------------------------
+    def _logs(self, split: str) -> dict[str, float]:
+        loss_metric = self.train_loss if split == "train" else self.val_loss
+        part_metrics = self.train_parts if split == "train" else self.val_parts
+        metrics = self.train_metrics if split == "train" else self.val_metrics
+        prefix = "" if split == "train" else "val_"
+        if self._seen[split] == 0:
+            return {}
+        logs = {f"{prefix}loss": float(loss_metric.compute())}
+        if len(part_metrics) > 1:
+            for name, m in zip(self.logic.output_names, part_metrics):
+                logs[f"{prefix}{name}_loss"] = float(m.compute())  # type: ignore[operator]
+        logs.update({k: v for k, v in epoch_logs(self.logic, 0.0, [], 1, metrics, prefix).items()
+                     if k != f"{prefix}loss"})
+        loss_metric.reset()
+        for m in part_metrics:
+            m.reset()  # type: ignore[operator]
+        for group in metrics:
+            for m in cast(nn.ModuleList, group):
+                m.reset()  # type: ignore[operator]
+        self._seen[split] = 0
+        return logs
+
+    def on_validation_epoch_end(self) -> None:
+        logs = self._logs("val")
+        if self.trainer.sanity_checking:
+            return
+        self._val_logs = logs
+        if logs:
+            self.log_dict(logs, prog_bar=True, logger=bool(self.trainer.loggers))
+
+    def collect_train_logs(self) -> dict[str, float]:
+        """The epoch's training logs (then reset), plus the last validation logs."""
+        logs = self._logs("train")
+        if logs:
+            self.log_dict(logs, prog_bar=True, logger=bool(self.trainer.loggers))
+        logs.update(self._val_logs)
+        self._val_logs = {}
+        return logs
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        np_state: Any = np.random.get_state()
+        checkpoint["rnnkit"] = {
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy_rng": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python_rng": random.getstate(),
+            "optimizer_iterations": self.optimizer_spec.iterations,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("rnnkit")
+        if not state:
+            return
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        name, keys, pos, has_gauss, cached = state["numpy_rng"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python_rng"]))
+        self.optimizer_spec.iterations = state["optimizer_iterations"]
+
+
+# -- Keras callbacks on Lightning hooks -----------------------------------------------------------
+class KerasCallbackBridge(LightningCallback):
+    """Calls Keras-style callbacks from Lightning's hooks and keeps their state in checkpoints."""
+
+    def __init__(self, callbacks: CallbackList, model: Any, *, initial_epoch: int, epochs: int, verbose: int) -> None:
+        self.callbacks = callbacks
+        self.model = model
+        self.initial_epoch, self.epochs, self.verbose = initial_epoch, epochs, verbose
+        self._pending: dict[str, Any] | None = None
+        self._batch_logs = callbacks.wants_batch_logs()
+        self._epoch_start = 0.0
+
+    @property
+    def state_key(self) -> str:
+        return "rnnkit.KerasCallbackBridge"
+
+    def _epoch(self, trainer: pl.Trainer) -> int:
+        return self.initial_epoch + trainer.current_epoch
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.callbacks.on_train_begin({})
+        if self._pending is not None:
+            for cb, state in zip(self.callbacks.callbacks, self._pending.get("callbacks", [])):
+                if state:
+                    cb.load_state_dict(state)
+            self._pending = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+        self.callbacks.on_epoch_begin(self._epoch(trainer), {})
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self.callbacks.on_train_batch_begin(batch_idx, {})
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._batch_logs:
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            logs = {"loss": float(loss)} if isinstance(loss, Tensor) else {}
+            self.callbacks.on_train_batch_end(batch_idx, logs)
+        if self.model.stop_training:
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, KerasModule)
+        logs = pl_module.collect_train_logs()
+        epoch = self._epoch(trainer)
+        self.callbacks.on_epoch_end(epoch, logs)
+        if self.verbose == 2:
+            took = time.perf_counter() - self._epoch_start
+            shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+            print(f"Epoch {epoch + 1}/{self.epochs} - {took:.1f}s - {shown}", flush=True)
+        if self.model.stop_training:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.callbacks.on_train_end({})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"callbacks": [cb.state_dict() for cb in self.callbacks.callbacks]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+
+class LastCheckpoint(LightningCallback):
+    """Write ``<dirpath>/last.ckpt`` at the end of every training epoch, atomically.
+
+    It runs after the Keras callbacks (it is placed last), so their state is included.
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = dirpath
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        os.makedirs(self.dirpath, exist_ok=True)
+        target = os.path.join(self.dirpath, "last.ckpt")
+        tmp = os.path.join(self.dirpath, f".last.ckpt.tmp-{os.getpid()}")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, target)
+
+
+# -- fit ------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hide Lightning's start-up banners and advice aimed at Lightning users (restored after)."""
+    names = ["lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric",
+             "lightning.fabric.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*",
+                            ".*Checkpoint directory.*exists and is not empty.*", ".*LightningModule.*is not a.*",
+                            ".*`training_step` returned `None`.*", ".*Total length of .* across ranks is zero.*",
+                            ".*isinstance\\(treespec, LeafSpec\\).*", ".*no `val_dataloader`.*", ".*sync_dist=True.*"):
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _check_tbptt(model: nn.Module, steps: int) -> None:
+    if int(steps) < 1:
+        raise ValueError(f"tbptt_steps must be a positive number of time steps, got {steps}")
+    for m in model.modules():
+        if isinstance(m, Bidirectional) or (isinstance(m, _KerasRNN) and m.go_backwards) or \
+                (isinstance(m, _RECURRENT) and getattr(m, "bidirectional", False)):
+            raise ValueError("tbptt_steps needs causal (forward-only) recurrent layers: a backward direction reads "
+                             "the future, which a later chunk holds; remove Bidirectional/go_backwards or tbptt_steps")
+    if not any(isinstance(m, _RECURRENT) for m in model.modules()):
+        raise ValueError("tbptt_steps is set but the model has no recurrent layer to carry state between chunks")
+
+
+def _check_all_labels(logic: StepLogic, data: ArrayData, first_outputs: list[Tensor]) -> None:
+    """Check every label against its loss once, before training (arrays only)."""
+    for i, (loss, col) in enumerate(zip(logic.losses, data.y or [])):
+        if isinstance(col, Ragged):
+            continue
+        out = first_outputs[i]
+        like = out[:1].expand(col.shape[0], *out.shape[1:]) if out.dim() else out
+        if tuple(col.shape[1:2]) != tuple(out.shape[1:2]) and out.dim() >= 3:
+            continue  # per-batch padded sequences: checked per batch
+        loss.check(col, like, values=True)
+
+
+def _validation_loader(model: Any, validation_data: Any, batch_size: int, num_workers: int) -> tuple[Any, bool]:
+    if is_loader_like(validation_data):
+        return make_loader(validation_data, batch_size=batch_size, shuffle=False, seed=0, num_workers=num_workers), True
+    if not isinstance(validation_data, list | tuple) or len(validation_data) not in (2, 3):
+        raise InputDataError("validation_data must be (x_val, y_val), (x_val, y_val, sample_weight_val), a Dataset "
+                             f"or a DataLoader, got {type(validation_data).__name__}")
+    vx, vy = validation_data[0], validation_data[1]
+    vsw = validation_data[2] if len(validation_data) == 3 else None
+    arrays = array_data(vx, vy, vsw, input_names(model), output_names(model))
+    return make_loader(arrays, batch_size=batch_size, shuffle=False, seed=0, num_workers=num_workers), False
+
+
+def _resolve_resume(resume_from: str | os.PathLike[str] | None) -> str | None:
+    if resume_from is None:
+        return None
+    path = os.fspath(resume_from)
+    if os.path.isdir(path):
+        path = os.path.join(path, "last.ckpt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no training checkpoint at {path}; resume_from takes the checkpoint_dir of an "
+                                "earlier fit (or its last.ckpt)")
+    return path
+
+
+def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | None = None, epochs: int = 1,
+              verbose: int | str = "auto", callbacks: list[Any] | None = None, validation_split: float = 0.0,
+              validation_data: Any = None, shuffle: bool = True, class_weight: dict[int, float] | None = None,
+              sample_weight: Any = None, initial_epoch: int = 0, steps_per_epoch: int | None = None,
+              validation_steps: int | None = None, validation_batch_size: int | None = None,
+              validation_freq: int = 1, seed: int | None = None, tbptt_steps: int | None = None,
+              clipnorm: float | None = None, clipvalue: float | None = None, global_clipnorm: float | None = None,
+              accelerator: str = "auto", devices: Any = "auto", strategy: Any = "auto", precision: Any = None,
+              checkpoint_dir: str | os.PathLike[str] | None = None, resume_from: str | os.PathLike[str] | None = None,
+              num_workers: int = 0, trainer_kwargs: dict[str, Any] | None = None) -> History:
+    """Train ``model``; see ``Model.fit`` for the Keras arguments.
+
+    Args:
+        seed: seeds Python, NumPy and torch first and fixes the shuffling order (per epoch), so
+            two runs with the same seed and data give the same weights.
+        tbptt_steps: truncated backpropagation through time with chunks of this many steps.
+        clipnorm, clipvalue, global_clipnorm: gradient clipping (override compile's).
+        accelerator: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``...
+        devices: devices per node (``"auto"``, a count or a list).
+        strategy: ``"auto"``, ``"ddp"``, ``"ddp_spawn"``... (multi-process data parallel).
+        precision: ``"32-true"`` (default), ``"bf16-mixed"``, ``"16-mixed"``...
+        checkpoint_dir: write ``last.ckpt`` there at every epoch end (for ``resume_from``).
+        resume_from: a ``checkpoint_dir`` (or ``.ckpt`` file) to continue an interrupted run.
+        num_workers: DataLoader worker processes for arrays and Datasets.
+        trainer_kwargs: more ``lightning.pytorch.Trainer`` arguments (they win over the above).
+
+    Returns:
+        The ``History``.
+    """
+    compiled = require_compiled(model)
+    verbose_level = 1 if verbose == "auto" else int(verbose)
+    if verbose_level not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+    if seed is not None:
+        set_random_seed(seed)
+    data_seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
+    if isinstance(x, torch.utils.data.DataLoader) and batch_size is not None:
+        raise InputDataError("do not pass batch_size with a DataLoader: it batches the data itself")
+    batch_size = batch_size or 32
+    user = is_loader_like(x)
+    ragged = True
+    val_loader = None
+    val_user = False
+    arrays: ArrayData | None = None
+    if validation_split and validation_data is None:
+        if user:
+            raise InputDataError("validation_split needs in-memory arrays; with a Dataset or DataLoader pass "
+                                 "validation_data instead")
+        arrays = array_data(x, y, sample_weight, input_names(model), output_names(model))
+        arrays, val_arrays = arrays.split(validation_split)
+        val_loader = make_loader(val_arrays, batch_size=validation_batch_size or batch_size, shuffle=False, seed=0,
+                                 num_workers=num_workers)
+    elif validation_data is not None:
+        val_loader, val_user = _validation_loader(model, validation_data, validation_batch_size or batch_size,
+                                                  num_workers)
+    if user:
+        if y is not None or sample_weight is not None:
+            raise InputDataError("with a Dataset or DataLoader, y and sample_weight come from its items; do not pass "
+                                 "them separately")
+        train_loader = make_loader(x, batch_size=batch_size, shuffle=shuffle, seed=data_seed,
+                                   epoch_offset=initial_epoch, num_workers=num_workers)
+    else:
+        if arrays is None:
+            arrays = array_data(x, y, sample_weight, input_names(model), output_names(model))
+        if arrays.y is None:
+            raise InputDataError("fit needs targets: fit(x, y) or a Dataset/DataLoader of (x, y)")
+        ragged = arrays.ragged
+        train_loader = make_loader(arrays, batch_size=batch_size, shuffle=shuffle, seed=data_seed,
+                                   epoch_offset=initial_epoch, num_workers=num_workers)
+    logic = StepLogic(model, compiled, class_weight=class_weight,
+                      check_values=user or val_user or (arrays is not None and any(isinstance(c, Ragged) for c in arrays.y or [])))
+    first = to_device(logic.canonical(first_batch(train_loader)), model_device(model))
+    build_model(model, first, ragged)
+    first = to_device(first, model_device(model))
+    features = logic.preflight(first)
+    if arrays is not None:
+        _check_all_labels(logic, arrays, logic.preflight_outputs)
+    if val_loader is not None:
+        logic.preflight(to_device(logic.canonical(first_batch(val_loader)), model_device(model)))
+    if tbptt_steps is not None:
+        _check_tbptt(model, tbptt_steps)
+    compiled.optimizer.build(model.parameters())
+
+    overrides = dict(compiled.clip_overrides)
+    for key, value in (("clipnorm", clipnorm), ("clipvalue", clipvalue), ("global_clipnorm", global_clipnorm)):
+        if value is not None:
+            overrides[key] = value
+    module = KerasModule(model, logic, features, tbptt_steps=tbptt_steps, clip_overrides=overrides)
+
+    history = History()
+    keras_callbacks: list[Callback] = []
+    lightning_callbacks: list[LightningCallback] = []
+    for cb in callbacks or []:
+        if isinstance(cb, Callback):
+            keras_callbacks.append(cb)
+        elif isinstance(cb, LightningCallback):
+            lightning_callbacks.append(cb)
+        else:
+            raise TypeError(f"callbacks must be rnnkit.training.callbacks.Callback or lightning Callback objects, "
+                            f"got {type(cb).__name__}")
+    steps = steps_per_epoch if steps_per_epoch is not None else len(train_loader)
+    params = {"epochs": epochs, "steps": steps, "verbose": verbose_level}
+    cb_list = CallbackList([*keras_callbacks, history], model, params)
+    bridge = KerasCallbackBridge(cb_list, model, initial_epoch=initial_epoch, epochs=epochs, verbose=verbose_level)
+    checkpointing: list[LightningCallback] = []
+    if checkpoint_dir is not None:
+        checkpointing.append(LastCheckpoint(os.fspath(checkpoint_dir)))
+    ckpt_path = _resolve_resume(resume_from)
+    max_epochs = epochs if ckpt_path is not None else epochs - initial_epoch
+    if max_epochs <= 0:
+        return history
+    options: dict[str, Any] = {
+        "max_epochs": max_epochs, "accelerator": accelerator, "devices": devices, "strategy": strategy,
+        "logger": False, "enable_checkpointing": False, "enable_model_summary": False,
+        "enable_progress_bar": verbose_level == 1, "num_sanity_val_steps": 0,
+        "callbacks": [bridge, *lightning_callbacks, *checkpointing],
+        "check_val_every_n_epoch": validation_freq, "log_every_n_steps": 1,
+        "default_root_dir": os.fspath(checkpoint_dir) if checkpoint_dir is not None else None,
+    }
+    if precision is not None:
+        options["precision"] = precision
+    if steps_per_epoch is not None:
+        options["limit_train_batches"] = int(steps_per_epoch)
+    if validation_steps is not None:
+        options["limit_val_batches"] = int(validation_steps)
+    options.update(trainer_kwargs or {})
+    if options["default_root_dir"] is None:
+        options.pop("default_root_dir")
+    model.stop_training = False
+    with _quiet_lightning():
+        trainer = pl.Trainer(**options)
+        with logic.logits_mode():
+            trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
+                        weights_only=True if ckpt_path is not None else None)
+    model.history = history
+    _warn_nan(history)
+    return history
+
+
+def _warn_nan(history: History) -> None:
+    losses = history.history.get("loss", [])
+    if losses and not math.isfinite(losses[-1]):
+        warnings.warn("the training loss is NaN or infinite: lower the learning rate, clip gradients "
+                      "(clipnorm=1.0) or check the data", stacklevel=3)

@@ -1,0 +1,450 @@
+"""Optimizers by Keras name, learning-rate schedules and gradient clipping.
+
+An :class:`Optimizer` is a Keras-style description (``Adam(learning_rate=1e-3)``) that builds
+its ``torch.optim`` optimizer once the model has parameters and keeps it across ``fit`` calls,
+so a second ``fit`` continues with the same moments, as in Keras. ``learning_rate`` may be a
+number or a :class:`LearningRateSchedule` (a function of the optimizer step), applied before
+every step.
+
+Names and Keras defaults: ``sgd`` (``learning_rate=0.01, momentum=0, nesterov=False``),
+``adam`` (``0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False``), ``adamw``
+(``weight_decay=0.004``), ``rmsprop`` (``0.001, rho=0.9, momentum=0, epsilon=1e-7,
+centered=False``), ``adagrad`` (``0.001, initial_accumulator_value=0.1, epsilon=1e-7``).
+
+Clipping (Keras semantics): ``clipvalue`` clips every gradient element to
+``[-clipvalue, clipvalue]``; ``clipnorm`` rescales each parameter's gradient to norm at most
+``clipnorm``; ``global_clipnorm`` rescales all gradients together (``torch``'s
+``clip_grad_norm_``). ``weight_decay`` is decoupled for ``adam``/``adamw`` (as in Keras) and
+``torch``'s L2 term for the others.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+# -- schedules ------------------------------------------------------------------------------------
+class LearningRateSchedule:
+    """A learning rate as a function of the optimizer step (0-based)."""
+
+    def __call__(self, step: int) -> float:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-friendly)."""
+        raise NotImplementedError
+
+
+class ExponentialDecay(LearningRateSchedule):
+    """``initial_learning_rate * decay_rate ** (step / decay_steps)`` (floored with ``staircase``)."""
+
+    def __init__(self, initial_learning_rate: float, decay_steps: int, decay_rate: float, staircase: bool = False) -> None:
+        if decay_steps <= 0:
+            raise ValueError(f"decay_steps must be positive, got {decay_steps}")
+        self.initial_learning_rate, self.decay_steps = float(initial_learning_rate), int(decay_steps)
+        self.decay_rate, self.staircase = float(decay_rate), staircase
+
+    def __call__(self, step: int) -> float:
+        p = step / self.decay_steps
+        return self.initial_learning_rate * self.decay_rate ** (math.floor(p) if self.staircase else p)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
+                "decay_rate": self.decay_rate, "staircase": self.staircase}
+
+
+class InverseTimeDecay(ExponentialDecay):
+    """``initial_learning_rate / (1 + decay_rate * step / decay_steps)``."""
+
+    def __call__(self, step: int) -> float:
+        p = step / self.decay_steps
+        return self.initial_learning_rate / (1 + self.decay_rate * (math.floor(p) if self.staircase else p))
+
+
+class PiecewiseConstantDecay(LearningRateSchedule):
+    """``values[i]`` while ``step <= boundaries[i]`` (``len(values) == len(boundaries) + 1``)."""
+
+    def __init__(self, boundaries: list[int], values: list[float]) -> None:
+        if len(values) != len(boundaries) + 1:
+            raise ValueError(f"PiecewiseConstantDecay needs len(values) == len(boundaries) + 1, got "
+                             f"{len(values)} values and {len(boundaries)} boundaries")
+        self.boundaries, self.values = [int(b) for b in boundaries], [float(v) for v in values]
+
+    def __call__(self, step: int) -> float:
+        for boundary, value in zip(self.boundaries, self.values):
+            if step <= boundary:
+                return value
+        return self.values[-1]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"boundaries": self.boundaries, "values": self.values}
+
+
+class CosineDecay(LearningRateSchedule):
+    """Optional linear warm-up to ``warmup_target``, then cosine decay to ``alpha * peak``
+    over ``decay_steps`` (Loshchilov and Hutter 2017, without restarts)."""
+
+    def __init__(self, initial_learning_rate: float, decay_steps: int, alpha: float = 0.0,
+                 warmup_target: float | None = None, warmup_steps: int = 0) -> None:
+        if decay_steps <= 0:
+            raise ValueError(f"decay_steps must be positive, got {decay_steps}")
+        self.initial_learning_rate, self.decay_steps, self.alpha = float(initial_learning_rate), int(decay_steps), float(alpha)
+        self.warmup_target, self.warmup_steps = warmup_target, int(warmup_steps)
+
+    def __call__(self, step: int) -> float:
+        peak = self.initial_learning_rate if self.warmup_target is None else float(self.warmup_target)
+        if step < self.warmup_steps:
+            return self.initial_learning_rate + (peak - self.initial_learning_rate) * step / self.warmup_steps
+        p = min(step - self.warmup_steps, self.decay_steps) / self.decay_steps
+        return peak * ((1 - self.alpha) * 0.5 * (1 + math.cos(math.pi * p)) + self.alpha)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
+                "alpha": self.alpha, "warmup_target": self.warmup_target, "warmup_steps": self.warmup_steps}
+
+
+SCHEDULES: dict[str, type[LearningRateSchedule]] = {
+    cls.__name__: cls for cls in (ExponentialDecay, InverseTimeDecay, PiecewiseConstantDecay, CosineDecay)
+}
+
+
+class FunctionSchedule(LearningRateSchedule):
+    """Wrap ``fn(step) -> learning rate``."""
+
+    def __init__(self, fn: Callable[[int], float]) -> None:
+        self.fn = fn
+
+    def __call__(self, step: int) -> float:
+        return float(self.fn(step))
+
+    def get_config(self) -> dict[str, Any]:
+        raise ValueError("a learning-rate schedule given as a Python function cannot be saved in a config")
+
+
+# -- clipping -------------------------------------------------------------------------------------
+@torch.no_grad()
+def clip_gradients(parameters: Iterable[nn.Parameter], *, clipnorm: float | None = None,
+                   clipvalue: float | None = None, global_clipnorm: float | None = None) -> None:
+    """Clip gradients in place with Keras semantics (see the module docstring)."""
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return
+    if clipvalue is not None:
+        nn.utils.clip_grad_value_(params, clipvalue)
+    if clipnorm is not None:
+        for p in params:
+            nn.utils.clip_grad_norm_([p], clipnorm)
+    if global_clipnorm is not None:
+        nn.utils.clip_grad_norm_(params, global_clipnorm)
+
+
+# -- optimizers -----------------------------------------------------------------------------------
+class Optimizer:
+    """Keras-style optimizer description that owns its ``torch.optim`` optimizer.
+
+    Args:
+        learning_rate: a number or a :class:`LearningRateSchedule` / ``fn(step)``.
+        weight_decay: see the module docstring (``None``: none).
+        clipnorm: per-parameter gradient norm limit.
+        clipvalue: element-wise gradient limit.
+        global_clipnorm: limit on the norm of all gradients together.
+        name: optional name.
+    """
+
+    registry_name = ""
+    default_learning_rate = 0.001
+
+    def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[int], float] | None = None,
+                 weight_decay: float | None = None, clipnorm: float | None = None, clipvalue: float | None = None,
+                 global_clipnorm: float | None = None, name: str | None = None) -> None:
+        if learning_rate is None:
+            learning_rate = self.default_learning_rate
+        if clipnorm is not None and global_clipnorm is not None:
+            raise ValueError("pass clipnorm (per parameter) or global_clipnorm (all together), not both")
+        if not isinstance(learning_rate, int | float | LearningRateSchedule):
+            if not callable(learning_rate):
+                raise TypeError(f"learning_rate must be a number or a schedule, got {type(learning_rate).__name__}")
+            learning_rate = FunctionSchedule(learning_rate)
+        self._learning_rate: float | LearningRateSchedule = (
+            float(learning_rate) if isinstance(learning_rate, int | float) else learning_rate)
+        self.weight_decay = weight_decay
+        self.clipnorm, self.clipvalue, self.global_clipnorm = clipnorm, clipvalue, global_clipnorm
+        self.name = name or self.registry_name
+        self.torch_optimizer: torch.optim.Optimizer | None = None
+        self._params: list[nn.Parameter] = []
+
+    # -- torch side ----------------------------------------------------------------------------
+    def _torch_class(self) -> type[torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def _torch_kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def build(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        """Create (or keep) the ``torch.optim`` optimizer for these parameters."""
+        params = [p for p in parameters if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters; is every layer frozen (trainable=False)?")
+        if self.torch_optimizer is not None and [id(p) for p in params] == [id(p) for p in self._params]:
+            return self.torch_optimizer
+        kwargs = self._torch_kwargs()
+        kwargs["lr"] = self.current_learning_rate(0)
+        self.torch_optimizer = self._torch_class()(params, **kwargs)
+        self._params = params
+        return self.torch_optimizer
+
+    @property
+    def built(self) -> bool:
+        """Whether the ``torch.optim`` optimizer exists."""
+        return self.torch_optimizer is not None
+
+    @property
+    def iterations(self) -> int:
+        """Optimizer steps taken so far (read from the optimizer state)."""
+        return int(getattr(self, "_iterations", 0))
+
+    @iterations.setter
+    def iterations(self, value: int) -> None:
+        self._iterations = int(value)
+
+    # -- learning rate -------------------------------------------------------------------------
+    @property
+    def learning_rate(self) -> float:
+        """The current learning rate (setting it is refused while a schedule drives it)."""
+        if self.torch_optimizer is not None:
+            return float(self.torch_optimizer.param_groups[0]["lr"])
+        return self.current_learning_rate(self.iterations)
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        if isinstance(self._learning_rate, LearningRateSchedule):
+            raise TypeError("this optimizer's learning rate follows a schedule; it cannot be set directly "
+                            "(ReduceLROnPlateau and LearningRateScheduler need a constant learning_rate)")
+        self._learning_rate = float(value)
+        if self.torch_optimizer is not None:
+            for group in self.torch_optimizer.param_groups:
+                group["lr"] = float(value)
+
+    @property
+    def schedule(self) -> LearningRateSchedule | None:
+        """The learning-rate schedule, if any."""
+        return self._learning_rate if isinstance(self._learning_rate, LearningRateSchedule) else None
+
+    def current_learning_rate(self, step: int) -> float:
+        """The learning rate for optimizer step ``step``."""
+        lr = self._learning_rate
+        return lr(step) if isinstance(lr, LearningRateSchedule) else float(lr)
+
+    def before_step(self, step: int) -> None:
+        """Apply the schedule for ``step`` to the optimizer (called before each optimizer step)."""
+        self.iterations = step
+        if self.torch_optimizer is not None and isinstance(self._learning_rate, LearningRateSchedule):
+            lr = self._learning_rate(step)
+            for group in self.torch_optimizer.param_groups:
+                group["lr"] = lr
+
+    def clip(self, parameters: Iterable[nn.Parameter], overrides: dict[str, float | None] | None = None) -> None:
+        """Clip gradients with this optimizer's settings (``overrides`` from compile/fit win)."""
+        settings = {"clipnorm": self.clipnorm, "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm}
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                settings[key] = value
+        if any(v is not None for v in settings.values()):
+            clip_gradients(parameters, **settings)
+
+    # -- config --------------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-friendly; schedules as ``{"class_name", "config"}``)."""
+        lr: Any = self._learning_rate
+        if isinstance(lr, LearningRateSchedule):
+            lr = {"class_name": type(lr).__name__, "config": lr.get_config()}
+        return {"learning_rate": lr, "weight_decay": self.weight_decay, "clipnorm": self.clipnorm,
+                "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Optimizer:
+        """Rebuild from :meth:`get_config` output."""
+        config = dict(config)
+        lr = config.get("learning_rate")
+        if isinstance(lr, dict):
+            sched = SCHEDULES.get(lr.get("class_name", ""))
+            if sched is None:
+                raise ValueError(f"unknown learning-rate schedule {lr.get('class_name')!r}; "
+                                 f"choose one of {', '.join(SCHEDULES)}")
+            config["learning_rate"] = sched(**lr.get("config", {}))
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(learning_rate={self._learning_rate})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum."""
+
+    registry_name = "sgd"
+    default_learning_rate = 0.01
+
+    def __init__(self, learning_rate: Any = 0.01, momentum: float = 0.0, nesterov: bool = False, **kwargs: Any) -> None:
+        super().__init__(learning_rate, **kwargs)
+        if nesterov and momentum <= 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.momentum, self.nesterov = float(momentum), nesterov
+
+    def _torch_class(self) -> type[torch.optim.Optimizer]:
+        return torch.optim.SGD
+
+    def _torch_kwargs(self) -> dict[str, Any]:
+        return {"momentum": self.momentum, "nesterov": self.nesterov, "weight_decay": self.weight_decay or 0.0}
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba 2015); with ``weight_decay`` it is decoupled (AdamW), as in Keras 3."""
+
+    registry_name = "adam"
+
+    def __init__(self, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
+                 amsgrad: bool = False, **kwargs: Any) -> None:
+        super().__init__(learning_rate, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon, self.amsgrad = float(beta_1), float(beta_2), float(epsilon), amsgrad
+
+    def _torch_class(self) -> type[torch.optim.Optimizer]:
+        return torch.optim.AdamW if self.weight_decay else torch.optim.Adam
+
+    def _torch_kwargs(self) -> dict[str, Any]:
+        return {"betas": (self.beta_1, self.beta_2), "eps": self.epsilon, "amsgrad": self.amsgrad,
+                "weight_decay": self.weight_decay or 0.0}
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
+                "amsgrad": self.amsgrad}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov and Hutter 2019); Keras default decay 0.004."""
+
+    registry_name = "adamw"
+
+    def __init__(self, learning_rate: Any = 0.001, weight_decay: float = 0.004, **kwargs: Any) -> None:
+        super().__init__(learning_rate, weight_decay=weight_decay, **kwargs)
+
+    def _torch_class(self) -> type[torch.optim.Optimizer]:
+        return torch.optim.AdamW
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Tieleman and Hinton 2012)."""
+
+    registry_name = "rmsprop"
+
+    def __init__(self, learning_rate: Any = 0.001, rho: float = 0.9, momentum: float = 0.0, epsilon: float = 1e-7,
+                 centered: bool = False, **kwargs: Any) -> None:
+        super().__init__(learning_rate, **kwargs)
+        self.rho, self.momentum, self.epsilon, self.centered = float(rho), float(momentum), float(epsilon), centered
+
+    def _torch_class(self) -> type[torch.optim.Optimizer]:
+        return torch.optim.RMSprop
+
+    def _torch_kwargs(self) -> dict[str, Any]:
+        return {"alpha": self.rho, "momentum": self.momentum, "eps": self.epsilon, "centered": self.centered,
+                "weight_decay": self.weight_decay or 0.0}
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
+                "centered": self.centered}
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al. 2011)."""
+
+    registry_name = "adagrad"
+
+    def __init__(self, learning_rate: Any = 0.001, initial_accumulator_value: float = 0.1, epsilon: float = 1e-7,
+                 **kwargs: Any) -> None:
+        super().__init__(learning_rate, **kwargs)
+        self.initial_accumulator_value, self.epsilon = float(initial_accumulator_value), float(epsilon)
+
+    def _torch_class(self) -> type[torch.optim.Optimizer]:
+        return torch.optim.Adagrad
+
+    def _torch_kwargs(self) -> dict[str, Any]:
+        return {"initial_accumulator_value": self.initial_accumulator_value, "eps": self.epsilon,
+                "weight_decay": self.weight_decay or 0.0}
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
+                "epsilon": self.epsilon}
+
+
+class TorchOptimizer(Optimizer):
+    """Any ``torch.optim`` optimizer class with its keyword arguments (not saved with the model).
+
+    Args:
+        cls: e.g. ``torch.optim.NAdam``.
+        learning_rate: the ``lr`` argument (or a schedule).
+        **kwargs: the other constructor arguments of ``cls``.
+    """
+
+    registry_name = "torch"
+
+    def __init__(self, cls: type[torch.optim.Optimizer], learning_rate: Any = 0.001, **kwargs: Any) -> None:
+        clip = {k: kwargs.pop(k) for k in ("clipnorm", "clipvalue", "global_clipnorm") if k in kwargs}
+        if "lr" in kwargs:
+            learning_rate = kwargs.pop("lr")
+        super().__init__(learning_rate, name=cls.__name__.lower(), **clip)
+        self.cls, self.kwargs = cls, kwargs
+
+    def _torch_class(self) -> type[torch.optim.Optimizer]:
+        return self.cls
+
+    def _torch_kwargs(self) -> dict[str, Any]:
+        return dict(self.kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        raise ValueError(f"optimizer {self.cls.__name__} given as a torch class cannot be saved in a config; "
+                         "use one of the named optimizers to save it with the model")
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad,
+}
+_CLASSES = {cls.__name__: cls for cls in OPTIMIZERS.values()}
+
+
+def get_optimizer(spec: str | Optimizer | type[torch.optim.Optimizer] | dict[str, Any]) -> Optimizer:
+    """Resolve an optimizer name, :class:`Optimizer`, config dict or ``torch.optim`` class.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones).
+    """
+    if isinstance(spec, Optimizer):
+        return spec
+    if isinstance(spec, str):
+        key = spec.lower()
+        if key not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {spec!r}; choose one of {', '.join(sorted(OPTIMIZERS))}")
+        return OPTIMIZERS[key]()
+    if isinstance(spec, dict) and "class_name" in spec:
+        cls = _CLASSES.get(spec["class_name"])
+        if cls is None:
+            raise ValueError(f"unknown optimizer class {spec['class_name']!r}; choose one of {', '.join(_CLASSES)}")
+        return cls.from_config(spec.get("config", {}))
+    if isinstance(spec, type) and issubclass(spec, torch.optim.Optimizer):
+        return TorchOptimizer(spec)
+    if isinstance(spec, torch.optim.Optimizer):
+        raise TypeError("pass the optimizer class and its arguments (rnnkit.training.TorchOptimizer(torch.optim.X, "
+                        "lr=...)) or a name: a torch optimizer instance is tied to parameters that a lazily built "
+                        "model does not have yet")
+    raise TypeError(f"optimizer must be a name, an rnnkit Optimizer or a torch.optim class, got {type(spec).__name__}")
+
+
+def serialize_optimizer(optimizer: Optimizer) -> dict[str, Any]:
+    """``{"class_name": ..., "config": ...}`` for saving with a model."""
+    return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
