@@ -262,3 +262,23 @@ def test_gradcheck_reference_scan_with_mask():
     x = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
     lengths = torch.tensor([4, 2])
     assert torch.autograd.gradcheck(lambda inp: layer(inp, lengths=lengths)[0], (x,))
+
+
+@pytest.mark.parametrize("cls", [rnn.LSTM, rnn.GRU])
+@pytest.mark.parametrize("lengths", [[0, 0, 0, 0], [7, 7, 7, 7], [3, 3, 0, 1], [1, 2, 3, 4]])
+def test_fused_segments_edge_cases_match_reference(cls, lengths):
+    """The CPU fast path (one fused call per stretch of equal activity) on ties, empties and full rows."""
+    fused = cls(I, H, num_layers=2, bidirectional=True, batch_first=True, implementation="fused").double()
+    ref = cls(I, H, num_layers=2, bidirectional=True, batch_first=True, implementation="reference").double()
+    ref.load_state_dict(fused.state_dict())
+    x = torch.randn(B, T, I, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor(lengths)
+    out_f, st_f = fused(x, lengths=lengths)
+    out_r, st_r = ref(x, lengths=lengths)
+    torch.testing.assert_close(out_f, out_r, atol=1e-10, rtol=0)
+    for a, b in zip(_flat(st_f), _flat(st_r)):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    if lengths.sum() > 0:
+        g_f, = torch.autograd.grad(out_f.sum() + sum(s.sum() for s in _flat(st_f)), x)
+        g_r, = torch.autograd.grad(out_r.sum() + sum(s.sum() for s in _flat(st_r)), x)
+        torch.testing.assert_close(g_f, g_r, atol=1e-10, rtol=0)

@@ -35,6 +35,7 @@ from ..scan import (
     padding_side,
     reference_scan,
     run_fused_masked,
+    run_fused_segments,
     select_scan,
 )
 
@@ -293,7 +294,10 @@ class _RecurrentCore(nn.Module):
                 out, h_n = fused(x, hx)
                 return (out if self.batch_first else out.transpose(0, 1)), h_n, None
             initial = hx if hx is not None else self._zeros(x_bf.shape[0], x_bf)
-            out_bf, h_n = run_fused_masked(fused, x_bf, hx, mask, initial)
+            if x_bf.device.type == "cpu":  # packed sequences leave oneDNN on CPU: run equal-activity stretches
+                out_bf, h_n = run_fused_segments(self, x_bf, hx, mask, initial)
+            else:  # cuDNN runs packed sequences natively
+                out_bf, h_n = run_fused_masked(fused, x_bf, hx, mask, initial)
             return out_bf, h_n, None
         # cells with input-only gates (minGRU, minLSTM): element-wise linear scans, see rnnkit.scan.parallel
         scan = select_scan(self._cells, self.implementation, x.device, zoneout_rate=self.zoneout,
