@@ -278,6 +278,11 @@ def test_fused_segments_edge_cases_match_reference(cls, lengths):
     torch.testing.assert_close(out_f, out_r, atol=1e-10, rtol=0)
     for a, b in zip(_flat(st_f), _flat(st_r)):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    with torch.no_grad():  # inference takes the packed path on CPU
+        out_p, st_p = fused(x, lengths=lengths)
+    torch.testing.assert_close(out_p, out_r, atol=1e-10, rtol=0)
+    for a, b in zip(_flat(st_p), _flat(st_r)):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
     if lengths.sum() > 0:
         g_f, = torch.autograd.grad(out_f.sum() + sum(s.sum() for s in _flat(st_f)), x)
         g_r, = torch.autograd.grad(out_r.sum() + sum(s.sum() for s in _flat(st_r)), x)

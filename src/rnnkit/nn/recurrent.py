@@ -113,6 +113,9 @@ class _RecurrentCore(nn.Module):
         # stay those of torch.nn, and _bind() re-points the cells after .to(), load_state_dict() etc.
         object.__setattr__(self, "_cells", cells)
         object.__setattr__(self, "_bindings", bindings)
+        init_flat = getattr(self, "_init_flat_weights", None)
+        if callable(init_flat):  # torch.nn.RNNBase: re-point its flat weight list (and weak refs) at the new tensors
+            init_flat()
         modes = {c.fused_mode() for c in cells}
         self._fused_cells = self._torch_mode is not None and modes == {self._torch_mode}
 
@@ -294,9 +297,10 @@ class _RecurrentCore(nn.Module):
                 out, h_n = fused(x, hx)
                 return (out if self.batch_first else out.transpose(0, 1)), h_n, None
             initial = hx if hx is not None else self._zeros(x_bf.shape[0], x_bf)
-            if x_bf.device.type == "cpu":  # packed sequences leave oneDNN on CPU: run equal-activity stretches
+            if x_bf.device.type == "cpu" and torch.is_grad_enabled():
+                # packed sequences leave oneDNN when training on CPU (9x slower): run equal-activity stretches
                 out_bf, h_n = run_fused_segments(self, x_bf, hx, mask, initial)
-            else:  # cuDNN runs packed sequences natively
+            else:  # cuDNN runs packed sequences natively; on CPU, packed inference is as fast as padded
                 out_bf, h_n = run_fused_masked(fused, x_bf, hx, mask, initial)
             return out_bf, h_n, None
         # cells with input-only gates (minGRU, minLSTM): element-wise linear scans, see rnnkit.scan.parallel
