@@ -22,6 +22,14 @@ class ConfigError(ValueError):
     """A config value or key is not valid (one line, names the key and what is expected)."""
 
 
+def check_cell(value: str, key: str = "model.cell") -> None:
+    """A registered cell name, or a one-line error listing them."""
+    from ..cells import CELLS
+
+    if value.lower().replace("-", "_") not in CELLS:
+        raise ConfigError(f"{key}: {value!r} is not valid; choose one of {', '.join(sorted(CELLS))}")
+
+
 def option(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with a help text (shown by ``--print-config``)."""
     if isinstance(default, list | dict):

@@ -30,7 +30,7 @@ from ..data.scalers import MinMaxScaler, RobustScaler, Scaler, StandardScaler
 from ..data.timeseries import TimeSeries, parse_freq, read_timeseries
 from ..data.windows import SplitBounds, chronological_split, window_starts
 from ..metrics import forecasting as fm
-from .config import ConfigError, option, section
+from .config import ConfigError, check_cell, option, section
 from .forecasting_models import (
     BASELINES,
     CALENDAR_FEATURES,
@@ -127,8 +127,7 @@ class Config:
 
     def validate(self) -> None:
         d, m = self.data, self.model
-        if m.cell.lower().replace("-", "_") not in CELLS:
-            raise ConfigError(f"model.cell: {m.cell!r} is not valid; choose one of {', '.join(sorted(CELLS))}")
+        check_cell(m.cell)
         for key, value in (("data.lookback", d.lookback), ("data.horizon", d.horizon), ("data.train_stride", d.train_stride),
                            ("model.hidden_size", m.hidden_size), ("model.num_layers", m.num_layers),
                            ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size)):
@@ -534,10 +533,7 @@ class TrainedForecaster:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> TrainedForecaster:
-        run = RunDir.open(run_dir)
-        meta = run.read_json("model.json")
-        if meta.get("task") != NAME:
-            raise RunError(f"{run.path} holds a {meta.get('task')!r} model, not {NAME!r}")
+        run, meta = RunDir.open_task(run_dir, NAME)
         pipe = Pipeline.load(run)
         extra = run.read_json("forecasting.json")
         model = run.load_into(build_model(meta["hyperparameters"]))

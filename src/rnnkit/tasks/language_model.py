@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..cells import CELLS
 from ..nn import recurrent_layer
-from .config import ConfigError, option, section
+from .config import ConfigError, check_cell, option, section
 from .run import RunDir, RunError
 
 NAME = "language-model"
@@ -83,8 +83,7 @@ class Config:
     train: TrainConfig = section(TrainConfig, "optimisation")
 
     def validate(self) -> None:
-        if self.model.cell.lower().replace("-", "_") not in CELLS:
-            raise ConfigError(f"model.cell: {self.model.cell!r} is not valid; choose one of {', '.join(sorted(CELLS))}")
+        check_cell(self.model.cell)
         for key, value in (("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
                            ("model.num_layers", self.model.num_layers), ("train.bptt", self.train.bptt),
                            ("train.batch_size", self.train.batch_size), ("train.epochs", self.train.epochs)):
@@ -321,10 +320,7 @@ class TrainedLanguageModel:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> TrainedLanguageModel:
-        run = RunDir.open(run_dir)
-        meta = run.read_json("model.json")
-        if meta.get("task") != NAME:
-            raise RunError(f"{run.path} holds a {meta.get('task')!r} model, not {NAME!r}")
+        run, meta = RunDir.open_task(run_dir, NAME)
         prep = Preprocessor.load(run)
         model = RNNLanguageModel(**meta["hyperparameters"])
         return cls(run.load_into(model), prep)  # type: ignore[arg-type]

@@ -97,6 +97,15 @@ class RunDir:
                            "(training was interrupted or files were removed; train again)")
         return cls(p)
 
+    @classmethod
+    def open_task(cls, path: str | Path, task: str) -> tuple[RunDir, dict[str, Any]]:
+        """An existing run folder of ``task`` and its ``model.json`` (one-line errors otherwise)."""
+        run = cls.open(path)
+        meta = run.read_json("model.json")
+        if meta.get("task") != task:
+            raise RunError(f"{run.path} holds a {meta.get('task')!r} model, not {task!r}")
+        return run, meta
+
     def file(self, name: str) -> Path:
         return self.path / name
 

@@ -41,7 +41,7 @@ from ..data.audio import FSDD_PATTERN
 from ..nn import recurrent_layer
 from ..nn.ctc import CTCPrefixBeamSearch, Lexicon, collapse_alignment, ctc_greedy_decode, error_counts
 from ..nn.pooling import masked_max, masked_mean
-from .config import ConfigError, option, section
+from .config import ConfigError, check_cell, option, section
 from .run import RunDir, RunError
 
 NAME = "speech"
@@ -130,8 +130,7 @@ class Config:
     decode: DecodeConfig = section(DecodeConfig, "CTC decoding for evaluation")
 
     def validate(self) -> None:
-        if self.model.cell.lower().replace("-", "_") not in CELLS:
-            raise ConfigError(f"model.cell: {self.model.cell!r} is not valid; choose one of {', '.join(sorted(CELLS))}")
+        check_cell(self.model.cell)
         for key, value in (("model.hidden_size", self.model.hidden_size), ("model.num_layers", self.model.num_layers),
                            ("model.subsample_factor", self.model.subsample_factor),
                            ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size),
@@ -729,10 +728,7 @@ class TrainedSpeechModel:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> TrainedSpeechModel:
-        run = RunDir.open(run_dir)
-        meta = run.read_json("model.json")
-        if meta.get("task") != NAME:
-            raise RunError(f"{run.path} holds a {meta.get('task')!r} model, not {NAME!r}")
+        run, meta = RunDir.open_task(run_dir, NAME)
         speech = run.read_json("speech.json")
         try:
             prep = Prepared.from_json(speech)

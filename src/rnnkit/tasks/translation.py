@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..cells import CELLS
 from ..nn.attention import ATTENTIONS
-from .config import ConfigError, option, section
+from .config import ConfigError, check_cell, option, section
 from .run import RunDir, RunError
 from .seq2seq import Hypothesis, Seq2Seq, beam_search, greedy_search
 
@@ -102,8 +102,7 @@ class Config:
     decode: DecodeConfig = section(DecodeConfig, "beam search for the final dev score and translation")
 
     def validate(self) -> None:
-        if self.model.cell.lower().replace("-", "_") not in CELLS:
-            raise ConfigError(f"model.cell: {self.model.cell!r} is not valid; choose one of {', '.join(sorted(CELLS))}")
+        check_cell(self.model.cell)
         positive = [("data.vocab_size", self.data.vocab_size), ("data.max_source_tokens", self.data.max_source_tokens),
                     ("data.max_target_tokens", self.data.max_target_tokens),
                     ("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
@@ -301,10 +300,7 @@ class TrainedTranslator:
     def load(cls, run_dir: str | Path) -> TrainedTranslator:
         from .config import from_dict
 
-        run = RunDir.open(run_dir)
-        meta = run.read_json("model.json")
-        if meta.get("task") != NAME:
-            raise RunError(f"{run.path} holds a {meta.get('task')!r} model, not {NAME!r}")
+        run, meta = RunDir.open_task(run_dir, NAME)
         prep = Preprocessor.load(run)
         model = run.load_into(build_model(meta["hyperparameters"]))
         decode = from_dict(DecodeConfig, meta.get("decode", {}), "decode.")

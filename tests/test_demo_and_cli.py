@@ -1,0 +1,32 @@
+"""The README's main job (rnnkit demo on the shipped digits) and basic CLI behaviour."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from rnnkit.cli import app
+from rnnkit.datasets import load_digits
+from rnnkit.demo import DemoConfig, run_demo
+
+runner = CliRunner()
+
+
+def test_shipped_digits_dataset():
+    images, labels = load_digits()
+    assert images.shape == (1797, 8, 8) and labels.shape == (1797,)
+    assert images.min() >= 0.0 and images.max() <= 1.0 and set(labels.tolist()) == set(range(10))
+
+
+def test_demo_trains_a_real_recurrent_model():
+    metrics = run_demo(DemoConfig(cell="gru", epochs=4, hidden_size=32), quiet=True)
+    assert metrics["test_accuracy"] > 0.8  # chance is 0.1
+
+
+def test_demo_command_and_errors():
+    result = runner.invoke(app, ["demo", "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0 and "test_accuracy=" in result.output
+    result = runner.invoke(app, ["demo", "--cell", "transformer"])
+    assert result.exit_code != 0 and "unknown cell" in result.output
+    assert runner.invoke(app, ["version"]).output.startswith("rnnkit ")
+    result = runner.invoke(app, ["train", "no-such-task", "--train", "x"])
+    assert result.exit_code == 2 and "unknown task 'no-such-task'" in result.output
