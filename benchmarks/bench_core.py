@@ -17,9 +17,9 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from results_md import write_section  # benchmarks/results_md.py
 
 import rnnkit.nn as rnn
 
@@ -118,13 +118,7 @@ def main() -> None:
             print("\n".join(lines[-len(rows) - 4:]), flush=True)
     text = "\n".join(lines) + "\n"
     if args.write:
-        results = Path(__file__).with_name("RESULTS.md")
-        old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-        start = old.find(SECTION)
-        if start >= 0:
-            end = old.find("\n## ", start + len(SECTION))
-            old = old[:start] + (old[end + 1:] if end >= 0 else "")
-        results.write_text(old.rstrip() + "\n\n" + text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from results_md import write_section  # benchmarks/results_md.py
 
 from rnnkit.tasks.config import dump_yaml, load_config
 from rnnkit.tasks.forecasting import Config, TrainedForecaster, run_backtest, train
@@ -169,13 +170,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        results = Path(__file__).with_name("RESULTS.md")
-        old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-        begin = old.find(SECTION + "\n")
-        if begin >= 0:
-            end = old.find("\n## ", begin + len(SECTION))
-            old = old[:begin] + (old[end + 1:] if end >= 0 else "")
-        results.write_text(old.rstrip() + "\n\n" + text)
+        write_section(SECTION + "\n", text)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from results_md import write_section  # benchmarks/results_md.py
 
 from rnnkit.tasks.config import dump_yaml, load_config
 from rnnkit.tasks.run import RunDir
@@ -172,13 +173,7 @@ def main() -> None:
     print(text)
     print(json.dumps(details, indent=1, default=str)[:4000])
     if args.write:
-        results = Path(__file__).with_name("RESULTS.md")
-        old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-        start = old.find(SECTION)
-        if start >= 0:
-            end = old.find("\n## ", start + len(SECTION))
-            old = old[:start] + (old[end + 1:] if end >= 0 else "")
-        results.write_text(old.rstrip() + "\n\n" + text)
+        write_section(SECTION, text)
     tmp.cleanup()
 
 

@@ -35,9 +35,9 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
+from results_md import write_section  # benchmarks/results_md.py
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -236,17 +236,6 @@ def table(paths: list[BenchPath], results: list[Result], *, batch: int, steps: i
     return lines
 
 
-def write_section(text: str) -> None:
-    """Replace this script's section of benchmarks/RESULTS.md (keyed by its heading), keep the rest."""
-    results = Path(__file__).with_name("RESULTS.md")
-    old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-    start = old.find(SECTION)
-    if start >= 0:
-        end = old.find("\n## ", start + len(SECTION))
-        old = old[:start] + (old[end + 1:] if end >= 0 else "")
-    results.write_text(old.rstrip() + "\n\n" + text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny shapes, one round: checks the script runs")
@@ -289,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         lines += [label, "", *rows, ""]
         print("\n".join(rows) + "\n", flush=True)
     if args.write:
-        write_section("\n".join(lines) + "\n")
+        write_section(SECTION, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_md import write_section  # benchmarks/results_md.py
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -68,7 +71,8 @@ def main() -> None:
         print(rows[-1], flush=True)
     section = f"## Text classification: {args.dataset}"
     lines = [section, "",
-             f"Command: `python benchmarks/bench_text_classification.py --dataset {args.dataset} --epochs {args.epochs} --write`  ",
+             f"Command: `python benchmarks/bench_text_classification.py --dataset {args.dataset} --epochs {args.epochs} "
+             f"--models {shlex.quote(args.models)} --write`  ",
              f"Date {datetime.date.today().isoformat()}, 2 CPU threads. Defaults otherwise (word tokens, vocabulary from "
              "training data, embedding 128, bidirectional, max 400 tokens, early stopping on dev accuracy). "
              "Test split evaluated once, to report.", "",
@@ -78,13 +82,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        results = ROOT / "benchmarks" / "RESULTS.md"
-        old = results.read_text() if results.exists() else "# Benchmark results\n"
-        start = old.find(section)
-        if start >= 0:
-            end = old.find("\n## ", start + len(section))
-            old = old[:start] + (old[end + 1:] if end >= 0 else "")
-        results.write_text(old.rstrip() + "\n\n" + text)
+        write_section(section, text)
 
 
 if __name__ == "__main__":

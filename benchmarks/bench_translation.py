@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from results_md import write_section  # benchmarks/results_md.py
 
 from rnnkit.tasks.config import dump_yaml, load_config
 from rnnkit.tasks.run import RunDir
@@ -120,13 +121,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        results = Path(__file__).with_name("RESULTS.md")
-        old = results.read_text() if results.exists() else "# Benchmark results\n\n"
-        start = old.find(SECTION)
-        if start >= 0:
-            end = old.find("\n## ", start + len(SECTION))
-            old = old[:start] + (old[end + 1:] if end >= 0 else "")
-        results.write_text(old.rstrip() + "\n\n" + text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":
