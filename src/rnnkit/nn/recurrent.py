@@ -299,7 +299,7 @@ class _RecurrentCore(nn.Module):
             initial = hx if hx is not None else self._zeros(x_bf.shape[0], x_bf)
             if x_bf.device.type == "cpu" and torch.is_grad_enabled():
                 # packed sequences leave oneDNN when training on CPU (9x slower): run equal-activity stretches
-                out_bf, h_n = run_fused_segments(self, x_bf, hx, mask, initial)
+                out_bf, h_n = run_fused_segments(self, x_bf, mask, initial)
             else:  # cuDNN runs packed sequences natively; on CPU, packed inference is as fast as padded
                 out_bf, h_n = run_fused_masked(fused, x_bf, hx, mask, initial)
             return out_bf, h_n, None

@@ -22,6 +22,19 @@ FusedForward = Callable[[Tensor | PackedSequence, Hidden | None], tuple[Tensor |
 
 
 
+def to_right_padding(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Move left-padded sequences to right padding: ``(x, mask, order)``; ``order`` is ``None`` when
+    nothing moved, else the time permutation to undo with :func:`invert_order`."""
+    side = padding_side(mask)
+    if side is None:
+        raise ValueError("the fused path needs each sequence's real steps in one block at the start or end")
+    if side == "right":
+        return x, mask, None
+    order = valid_first_order(mask)
+    right = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0) < mask.sum(1, keepdim=True)
+    return gather_time(x, order), right, order
+
+
 def run_fused_masked(forward: FusedForward, x: Tensor, hx: Hidden | None, mask: Tensor,
                      initial: Hidden) -> tuple[Tensor, Hidden]:
     """Run ``forward`` (a ``torch.nn.RNNBase.forward``) on batch-first ``x`` under a contiguous mask.
@@ -37,14 +50,8 @@ def run_fused_masked(forward: FusedForward, x: Tensor, hx: Hidden | None, mask: 
     Returns:
         ``(output [B, T, D*P], h_n)`` with zeros at padded outputs.
     """
-    side = padding_side(mask)
-    if side is None:
-        raise ValueError("the fused path needs each sequence's real steps in one block at the start or end")
     steps = x.shape[1]
-    order = None
-    if side == "left":
-        order = valid_first_order(mask)
-        x = gather_time(x, order)
+    x, mask, order = to_right_padding(x, mask)
     lengths = mask.sum(1)
     empty = lengths == 0
     packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
@@ -117,29 +124,20 @@ def _segmented_direction(call: Callable[[Tensor, tuple[Tensor, ...]], tuple[Tens
     return out, final
 
 
-def run_fused_segments(module: Any, x: Tensor, hx: Hidden | None, mask: Tensor, initial: Hidden) -> tuple[Tensor, Hidden]:
+def run_fused_segments(module: Any, x: Tensor, mask: Tensor, initial: Hidden) -> tuple[Tensor, Hidden]:
     """The fused kernel under a contiguous mask without packing (CPU fast path).
 
     Args:
         module: a ``torch.nn.RNN``/``LSTM``/``GRU`` (its ``mode``, ``_flat_weights``, layers,
             directions, bias and inter-layer dropout are used).
         x: ``[B, T, I]`` batch-first input.
-        hx: unused when ``initial`` is given (kept for symmetry with :func:`run_fused_masked`).
         mask: ``[B, T]`` bool, right- or left-padded.
         initial: initial state in ``torch.nn`` layout.
 
     Returns:
         ``(output [B, T, D*P], h_n)`` equal to the packed computation.
     """
-    side = padding_side(mask)
-    if side is None:
-        raise ValueError("the fused path needs each sequence's real steps in one block at the start or end")
-    steps = x.shape[1]
-    order_time = None
-    if side == "left":
-        order_time = valid_first_order(mask)
-        x = gather_time(x, order_time)
-        mask = torch.arange(steps, device=mask.device).unsqueeze(0) < mask.sum(1, keepdim=True)
+    x, mask, order_time = to_right_padding(x, mask)
     lengths = mask.sum(1)
     order = lengths.argsort(descending=True, stable=True)
     inverse = order.argsort()
