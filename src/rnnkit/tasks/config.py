@@ -30,6 +30,20 @@ def check_cell(value: str, key: str = "model.cell") -> None:
         raise ConfigError(f"{key}: {value!r} is not valid; choose one of {', '.join(sorted(CELLS))}")
 
 
+def check_at_least_one(*pairs: tuple[str, int]) -> None:
+    """Each ``(key, value)`` must be >= 1, or a one-line error names the key."""
+    for key, value in pairs:
+        if value < 1:
+            raise ConfigError(f"{key}: must be >= 1, got {value}")
+
+
+def check_rates(*pairs: tuple[str, float]) -> None:
+    """Each ``(key, rate)`` must be in [0, 1), or a one-line error names the key."""
+    for key, rate in pairs:
+        if not 0 <= rate < 1:
+            raise ConfigError(f"{key}: must be in [0, 1), got {rate}")
+
+
 def option(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with a help text (shown by ``--print-config``)."""
     if isinstance(default, list | dict):

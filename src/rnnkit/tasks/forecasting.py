@@ -30,7 +30,7 @@ from ..data.scalers import MinMaxScaler, RobustScaler, Scaler, StandardScaler
 from ..data.timeseries import TimeSeries, parse_freq, read_timeseries
 from ..data.windows import SplitBounds, chronological_split, window_starts
 from ..metrics import forecasting as fm
-from .config import ConfigError, check_cell, option, section
+from .config import ConfigError, check_at_least_one, check_cell, option, section
 from .forecasting_models import (
     BASELINES,
     CALENDAR_FEATURES,
@@ -128,11 +128,9 @@ class Config:
     def validate(self) -> None:
         d, m = self.data, self.model
         check_cell(m.cell)
-        for key, value in (("data.lookback", d.lookback), ("data.horizon", d.horizon), ("data.train_stride", d.train_stride),
+        check_at_least_one(("data.lookback", d.lookback), ("data.horizon", d.horizon), ("data.train_stride", d.train_stride),
                            ("model.hidden_size", m.hidden_size), ("model.num_layers", m.num_layers),
-                           ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size)):
-            if value < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {value}")
+                           ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size))
         if self.evaluation.stride is not None and self.evaluation.stride < 1:
             raise ConfigError(f"evaluation.stride: must be >= 1, got {self.evaluation.stride}")
         if d.seasonal_period is not None and d.seasonal_period < 1:

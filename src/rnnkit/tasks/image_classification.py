@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from ..cells import CELLS
 from ..nn import masked_max, masked_mean, recurrent_layer
-from .config import ConfigError, check_cell, option, section
+from .config import ConfigError, check_at_least_one, check_cell, option, section
 from .run import RunDir, RunError
 
 NAME = "image-classification"
@@ -99,10 +99,8 @@ class Config:
 
     def validate(self) -> None:
         check_cell(self.model.cell)
-        for key, value in (("model.hidden_size", self.model.hidden_size), ("model.num_layers", self.model.num_layers),
-                           ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size)):
-            if value < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {value}")
+        check_at_least_one(("model.hidden_size", self.model.hidden_size), ("model.num_layers", self.model.num_layers),
+                           ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size))
         if len(self.data.image_shape) != 2 or min(self.data.image_shape) < 1:
             raise ConfigError(f"data.image_shape: expected [height, width] of positive sizes, got {self.data.image_shape}")
         if self.data.max_train_examples is not None and self.data.max_train_examples < 2:

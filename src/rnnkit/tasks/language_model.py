@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..cells import CELLS
 from ..nn import recurrent_layer
-from .config import ConfigError, check_cell, option, section
+from .config import ConfigError, check_at_least_one, check_cell, check_rates, option, section
 from .run import RunDir, RunError
 
 NAME = "language-model"
@@ -84,15 +84,11 @@ class Config:
 
     def validate(self) -> None:
         check_cell(self.model.cell)
-        for key, value in (("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
+        check_at_least_one(("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
                            ("model.num_layers", self.model.num_layers), ("train.bptt", self.train.bptt),
-                           ("train.batch_size", self.train.batch_size), ("train.epochs", self.train.epochs)):
-            if value < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {value}")
-        for key, rate in (("model.dropout", self.model.dropout), ("model.embedding_dropout", self.model.embedding_dropout),
-                          ("model.weight_drop", self.model.weight_drop)):
-            if not 0 <= rate < 1:
-                raise ConfigError(f"{key}: must be in [0, 1), got {rate}")
+                           ("train.batch_size", self.train.batch_size), ("train.epochs", self.train.epochs))
+        check_rates(("model.dropout", self.model.dropout), ("model.embedding_dropout", self.model.embedding_dropout),
+                          ("model.weight_drop", self.model.weight_drop))
 
 
 # -- model -------------------------------------------------------------------------------------

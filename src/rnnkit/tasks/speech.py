@@ -41,7 +41,7 @@ from ..data.audio import FSDD_PATTERN
 from ..nn import recurrent_layer
 from ..nn.ctc import CTCPrefixBeamSearch, Lexicon, collapse_alignment, ctc_greedy_decode, error_counts
 from ..nn.pooling import masked_max, masked_mean
-from .config import ConfigError, check_cell, option, section
+from .config import ConfigError, check_at_least_one, check_cell, option, section
 from .run import RunDir, RunError
 
 NAME = "speech"
@@ -131,13 +131,11 @@ class Config:
 
     def validate(self) -> None:
         check_cell(self.model.cell)
-        for key, value in (("model.hidden_size", self.model.hidden_size), ("model.num_layers", self.model.num_layers),
+        check_at_least_one(("model.hidden_size", self.model.hidden_size), ("model.num_layers", self.model.num_layers),
                            ("model.subsample_factor", self.model.subsample_factor),
                            ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size),
                            ("decode.beam_size", self.decode.beam_size), ("data.n_mels", self.data.n_mels),
-                           ("data.min_digits", self.data.min_digits)):
-            if value < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {value}")
+                           ("data.min_digits", self.data.min_digits))
         f = self.model.subsample_factor
         if self.model.subsampling == "conv" and f & (f - 1):
             raise ConfigError(f"model.subsample_factor: conv subsampling needs a power of two, got {f}")

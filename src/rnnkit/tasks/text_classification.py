@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..cells import CELLS
 from ..nn import AttentionPooling, Hierarchical, masked_max, masked_mean, recurrent_layer
-from .config import ConfigError, check_cell, option, section
+from .config import ConfigError, check_at_least_one, check_cell, option, section
 from .run import RunDir, RunError
 
 NAME = "text-classification"
@@ -98,12 +98,10 @@ class Config:
 
     def validate(self) -> None:
         check_cell(self.model.cell)
-        for key, value in (("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
+        check_at_least_one(("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
                            ("model.num_layers", self.model.num_layers), ("train.epochs", self.train.epochs),
                            ("train.batch_size", self.train.batch_size), ("data.max_length", self.data.max_length),
-                           ("data.vocab_size", self.data.vocab_size)):
-            if value < 1:
-                raise ConfigError(f"{key}: must be >= 1, got {value}")
+                           ("data.vocab_size", self.data.vocab_size))
         if not 0 <= self.model.dropout < 1:
             raise ConfigError(f"model.dropout: must be in [0, 1), got {self.model.dropout}")
         if not 0 < self.data.dev_fraction < 1:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..cells import CELLS
 from ..nn.attention import ATTENTIONS
-from .config import ConfigError, check_cell, option, section
+from .config import ConfigError, check_cell, check_rates, option, section
 from .run import RunDir, RunError
 from .seq2seq import Hypothesis, Seq2Seq, beam_search, greedy_search
 
@@ -118,9 +118,7 @@ class Config:
         if self.decode.nbest > self.decode.beam_size:
             raise ConfigError(f"decode.nbest ({self.decode.nbest}) cannot exceed decode.beam_size "
                               f"({self.decode.beam_size})")
-        for key, rate in (("model.dropout", self.model.dropout), ("train.label_smoothing", self.train.label_smoothing)):
-            if not 0 <= rate < 1:
-                raise ConfigError(f"{key}: must be in [0, 1), got {rate}")
+        check_rates(("model.dropout", self.model.dropout), ("train.label_smoothing", self.train.label_smoothing))
         if not 0 < self.data.dev_fraction < 1:
             raise ConfigError(f"data.dev_fraction: must be in (0, 1), got {self.data.dev_fraction}")
         dec = self.model.decoder_hidden_size or 2 * self.model.hidden_size
