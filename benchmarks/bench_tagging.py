@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_md import write_section  # benchmarks/results_md.py
+from results_md import merge_rows, write_section  # benchmarks/results_md.py
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "conll2003"
@@ -67,15 +67,19 @@ def main() -> None:
         rows.append((name, result["dev"]["f1"], test["f1"], test["precision"], test["recall"],
                      result["epochs_run"], seconds, test["sentences_per_second"]))
         print(rows[-1], flush=True)
+    table = [f"| {n} | {d * 100:.2f} | {t * 100:.2f} | {p * 100:.2f} | {r * 100:.2f} | {e} | {s:.0f} | {sp:.0f} |"
+             for n, d, t, p, r, e, s, sp in rows]
+    notes: list[str] = []
+    if args.write:  # rows of models not in this run stay, so the table can be filled one model at a time
+        table, notes = merge_rows(SECTION, table)
     lines = [SECTION, "",
-             f"Command: `python benchmarks/bench_tagging.py --epochs {epochs}{' --quick' if args.quick else ''} --write`  ",
-             f"Date {datetime.date.today().isoformat()}, 2 CPU threads, embeddings trained from scratch, selection on "
+             "Command: `python benchmarks/bench_tagging.py --epochs EPOCHS --models MODEL --write` for each row "
+             "(EPOCHS and MODEL from the row).  ",
+             f"Updated {datetime.date.today().isoformat()}, 2 CPU threads, embeddings trained from scratch, selection on "
              "valid.txt by entity F1, test.txt scored once (CoNLL counting). Lample et al. 2016 report about 83.6 "
              "without pretrained embeddings; the goal is 86.", "",
              "| model | dev F1 | test F1 | test P | test R | epochs | train time (s) | decoding sentences/s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {n} | {d * 100:.2f} | {t * 100:.2f} | {p * 100:.2f} | {r * 100:.2f} | {e} | {s:.0f} | {sp:.0f} |"
-              for n, d, t, p, r, e, s, sp in rows]
+             "|---|---:|---:|---:|---:|---:|---:|---:|", *table, *notes]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:

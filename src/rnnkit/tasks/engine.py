@@ -3,7 +3,11 @@
 A task hands over its model, a loss function for a batch, a prediction function and a metric
 function; the engine runs the epochs with a progress bar, evaluates on the dev data after each
 epoch, keeps the best weights by the monitored dev metric (early stopping with patience),
-checkpoints them atomically as safetensors, and returns the per-epoch history. Lightning is
+checkpoints them atomically as safetensors, and returns the per-epoch history. Two optional
+strategies act on the dev metric: ``lr_decay`` multiplies the learning rate by a factor after each
+epoch that did not improve it, and the ``asgd`` optimizer (plain SGD) starts averaging the weights
+at the first such epoch (non-monotonically triggered averaged SGD, Merity et al. 2018); the average
+is what dev sees and what is kept. Lightning is
 imported here only, so ``--help``, ``predict`` and ``evaluate`` stay fast.
 """
 
@@ -27,7 +31,7 @@ LossFn = Callable[[nn.Module, Any], Tensor]
 PredictFn = Callable[[nn.Module, Any], tuple[Tensor, Tensor]]
 MetricFn = Callable[[Tensor, Tensor], dict[str, float]]
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "asgd")
 
 
 @dataclass
@@ -43,6 +47,7 @@ class EngineOptions:
     seed: int = 0
     accelerator: str = "auto"
     progress: bool = True
+    lr_decay: float | None = None
 
 
 def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -52,6 +57,8 @@ def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if name == "asgd":  # plain SGD; the engine averages the iterates once dev stops improving
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
@@ -107,6 +114,57 @@ def _lightning_module(model: nn.Module, loss_fn: LossFn, predict_fn: PredictFn, 
     return TaskModule()
 
 
+class WeightAverage:
+    """Running mean of a model's parameters over optimizer steps, swapped in for evaluation."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.mean: dict[str, Tensor] | None = None
+        self.live: dict[str, Tensor] | None = None
+        self.steps = 0
+
+    @property
+    def active(self) -> bool:
+        return self.mean is not None
+
+    def start(self) -> None:
+        self.mean = {name: p.detach().clone() for name, p in self.model.named_parameters()}
+        self.steps = 1
+
+    @torch.no_grad()
+    def update(self) -> None:
+        if self.mean is None:
+            return
+        self.steps += 1
+        for name, p in self.model.named_parameters():
+            self.mean[name].add_(p.detach() - self.mean[name], alpha=1.0 / self.steps)
+
+    @torch.no_grad()
+    def swap_in(self) -> None:
+        if self.mean is None or self.live is not None:
+            return
+        self.live = {}
+        for name, p in self.model.named_parameters():
+            self.live[name] = p.detach().clone()
+            p.copy_(self.mean[name])
+
+    @torch.no_grad()
+    def swap_out(self) -> None:
+        if self.live is None:
+            return
+        for name, p in self.model.named_parameters():
+            p.copy_(self.live[name])
+        self.live = None
+
+
+def history_csv(history: list[dict[str, float]]) -> str:
+    """The per-epoch history as CSV (the columns of the first row)."""
+    if not history:
+        return ""
+    keys = list(history[0])
+    return "\n".join([",".join(keys)] + [",".join(f"{row.get(k, '')}" for k in keys) for row in history]) + "\n"
+
+
 def _batch_size(batch: Any) -> int:
     first = batch[0] if isinstance(batch, list | tuple) else getattr(batch, "inputs", batch)
     return int(first.shape[0]) if isinstance(first, Tensor) else 1
@@ -125,6 +183,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
 
     if options.epochs < 1:
         raise ValueError(f"train.epochs must be >= 1, got {options.epochs}")
+    if options.lr_decay is not None and not 0.0 < options.lr_decay <= 1.0:
+        raise ValueError(f"train.lr_decay must be in (0, 1], got {options.lr_decay}; 0.25 divides the rate by 4")
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning 2.6 vs torch 2.13, harmless
@@ -133,15 +193,24 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
     history: list[dict[str, float]] = []
     sign = 1.0 if options.mode == "max" else -1.0
     state: dict[str, Any] = {"best": -math.inf, "best_weights": None, "bad_epochs": 0, "start": time.perf_counter()}
+    averager = WeightAverage(model)
 
     class Track(pl.Callback):
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            averager.update()
+
+        def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+            averager.swap_in()
+
         def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
             if trainer.sanity_checking:
+                averager.swap_out()
                 return
             metrics = pl_module.dev_metrics
+            optimizer = trainer.optimizers[0]
             row = {"epoch": trainer.current_epoch + 1,
                    "train_loss": pl_module.loss_sum / max(pl_module.loss_count, 1),
-                   "seconds": time.perf_counter() - state["start"],
+                   "seconds": time.perf_counter() - state["start"], "lr": optimizer.param_groups[0]["lr"],
                    **{f"dev_{k}": float(v) for k, v in metrics.items()}}
             history.append(row)
             score = sign * metrics.get(options.monitor, -sign * math.inf)
@@ -155,8 +224,18 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                                        save(unshared_tensors(state["best_weights"])[0]))
             else:
                 state["bad_epochs"] += 1
+            averager.swap_out()
+            if run is not None:
+                run.write_text("history.csv", history_csv(history))
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("dev_"))
             log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, {shown} ({row['seconds']:.0f} s)")
+            if state["bad_epochs"] and options.optimizer == "asgd" and not averager.active:
+                averager.start()
+                log(f"dev {options.monitor} did not improve: averaging the SGD iterates from here on")
+            if state["bad_epochs"] and options.lr_decay is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] *= options.lr_decay
+                log(f"dev {options.monitor} did not improve: learning rate now {optimizer.param_groups[0]['lr']:.3g}")
             if options.patience is not None and state["bad_epochs"] >= options.patience:
                 log(f"early stopping: dev {options.monitor} has not improved for {options.patience} epochs")
                 trainer.should_stop = True

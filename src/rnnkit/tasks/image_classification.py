@@ -439,7 +439,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     """Read images, turn them into sequences, train with early stopping on dev, save, report."""
     from .engine import EngineOptions, fit
     from .report import markdown_table, plot_confusion, plot_learning_curves
-    from .text_classification import _best_epoch, _history_csv, classification_metrics
+    from .text_classification import _best_epoch, classification_metrics
 
     cfg, t = config, time.perf_counter()
     torch.manual_seed(cfg.train.seed)
@@ -504,7 +504,6 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     metrics = {"dev": dev_metrics, "train_seconds": seconds, "parameters": params,
                "best_epoch": _best_epoch(history, cfg.train.monitor), "epochs_run": len(history)}
     run.write_json("metrics.json", metrics)
-    run.write_text("history.csv", _history_csv(history))
     curves = plot_learning_curves(history, run.file("learning_curves.png"))
     classes = [str(c) for c in prep.classes]
     plot_confusion(dev_metrics["confusion_matrix"], classes, run.file("confusion_matrix.png"))

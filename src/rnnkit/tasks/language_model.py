@@ -68,7 +68,10 @@ class TrainConfig:
     bptt: int = option(35, "window length for truncated backpropagation")
     variable_bptt: bool = option(False, "random window lengths around bptt (AWD-LSTM)")
     learning_rate: float = option(1e-3, "learning rate")
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop", "asgd"] = option(
+        "adam", "optimizer (asgd: plain SGD whose weights are averaged once dev stops improving)")
+    lr_decay: float | None = option(None, "multiply the learning rate by this after an epoch without dev "
+                                          "improvement (null: keep it)")
     weight_decay: float = option(0.0, "weight decay")
     clip_norm: float | None = option(0.25, "gradient norm clipping (null: none)")
     patience: int | None = option(2, "early-stopping patience on dev perplexity (null: never)")
@@ -89,6 +92,9 @@ class Config:
                            ("train.batch_size", self.train.batch_size), ("train.epochs", self.train.epochs))
         check_rates(("model.dropout", self.model.dropout), ("model.embedding_dropout", self.model.embedding_dropout),
                           ("model.weight_drop", self.model.weight_drop))
+        if self.train.lr_decay is not None and not 0 < self.train.lr_decay <= 1:
+            raise ConfigError(f"train.lr_decay: must be in (0, 1], got {self.train.lr_decay}; 0.25 divides the "
+                              "learning rate by 4 after each epoch without dev improvement")
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -451,7 +457,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate, optimizer=cfg.train.optimizer,
                             weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,
                             patience=cfg.train.patience, monitor="perplexity", mode="min", seed=cfg.train.seed,
-                            accelerator=cfg.train.accelerator, progress=progress)
+                            accelerator=cfg.train.accelerator, progress=progress, lr_decay=cfg.train.lr_decay)
     history = fit(model, _loader(train_streams, cfg.train.bptt, cfg.train.variable_bptt, cfg.train.seed),
                   _loader(dev_streams, cfg.train.bptt, False, 0), loss_fn=loss_fn, predict_fn=predict_fn,
                   metric_fn=metric_fn, options=options, run=run, log=log)

@@ -613,7 +613,6 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     metrics = {"dev": dev_metrics, "train_seconds": seconds, "parameters": params,
                "best_epoch": _best_epoch(history, cfg.train.monitor), "epochs_run": len(history)}
     run.write_json("metrics.json", metrics)
-    run.write_text("history.csv", _history_csv(history))
     curves = plot_learning_curves(history, run.file("learning_curves.png"))
     classes = [str(c) for c in prep.labels.classes]
     if "confusion_matrix" in dev_metrics:
@@ -641,10 +640,3 @@ def _best_epoch(history: list[dict[str, float]], monitor: str) -> int:
     key = f"dev_{monitor}"
     scored = [(row.get(key, -math.inf), -row["epoch"]) for row in history]
     return int(-max(scored)[1]) if scored else 0
-
-
-def _history_csv(history: list[dict[str, float]]) -> str:
-    if not history:
-        return ""
-    keys = list(history[0])
-    return "\n".join([",".join(keys)] + [",".join(f"{row.get(k, '')}" for k in keys) for row in history]) + "\n"

@@ -1,0 +1,90 @@
+"""The shared training engine: learning-rate decay on plateau, averaged SGD, the history file."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from rnnkit.tasks.engine import EngineOptions, WeightAverage, fit, history_csv
+from rnnkit.tasks.run import RunDir
+
+
+def test_weight_average_is_the_running_mean_and_swaps_back():
+    model = nn.Linear(3, 2)
+    snapshots = []
+    average = WeightAverage(model)
+    average.start()
+    snapshots.append(model.weight.detach().clone())
+    for _ in range(4):
+        with torch.no_grad():
+            model.weight.add_(torch.randn_like(model.weight))
+        average.update()
+        snapshots.append(model.weight.detach().clone())
+    live = model.weight.detach().clone()
+    average.swap_in()
+    assert torch.allclose(model.weight, torch.stack(snapshots).mean(0), atol=1e-6)
+    average.swap_out()
+    assert torch.equal(model.weight, live)
+
+
+def _fit(tmp_path, scores, **options):
+    """Train a linear model with a dev 'metric' that follows ``scores`` and record what dev saw."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    data = TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
+    seen, trained = [], []
+
+    def loss_fn(mdl, batch):  # 4 batches an epoch; records the weights after each earlier step
+        trained.append(mdl.weight.detach().clone())
+        x, y = batch
+        return nn.functional.mse_loss(mdl(x), y)
+
+    def predict_fn(mdl, batch):  # one dev batch, so one call per epoch
+        seen.append(mdl.weight.detach().clone())
+        return torch.zeros(1), torch.zeros(1)
+
+    def metric_fn(preds, targets):
+        return {"score": scores[len(seen) - 1]}
+
+    run = RunDir.create(tmp_path, "test", "run")
+    history = fit(model, DataLoader(data, batch_size=8), DataLoader(data, batch_size=32), loss_fn=loss_fn,
+                  predict_fn=predict_fn, metric_fn=metric_fn,
+                  options=EngineOptions(epochs=len(scores), monitor="score", mode="max", patience=None,
+                                        progress=False, **options), run=run, log=lambda _: None)
+    return model, history, seen, trained, run
+
+
+def test_lr_decay_divides_the_rate_after_each_epoch_without_improvement(tmp_path):
+    _, history, _, _, run = _fit(tmp_path, [1.0, 0.5, 0.4, 2.0, 3.0], optimizer="sgd", learning_rate=0.1, lr_decay=0.5)
+    assert [h["lr"] for h in history] == pytest.approx([0.1, 0.1, 0.05, 0.025, 0.025])
+    with open(run.file("history.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5] and "dev_score" in rows[0]
+
+
+def test_asgd_averages_from_the_first_bad_epoch_and_keeps_the_best_average(tmp_path):
+    model, history, seen, trained, _ = _fit(tmp_path, [1.0, 0.5, 2.0, 3.0, 2.5], optimizer="asgd",
+                                             learning_rate=0.05)
+    # trained[k] holds the weights after k optimizer steps; epochs are 4 steps
+    assert torch.equal(seen[1], trained[8])  # epoch 2: dev saw the live weights
+    # epoch 3: the mean of the weights when averaging started (after step 8) and after steps 9-12
+    assert torch.allclose(seen[2], torch.stack(trained[8:13]).mean(0), atol=1e-6)
+    assert not torch.allclose(seen[2], trained[12])
+    # the best dev epoch was 4, so the model ends with the weights dev saw then: the average
+    assert torch.equal(model.weight.detach(), seen[3])
+    assert len(history) == 5
+
+
+def test_lr_decay_out_of_range_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="lr_decay"):
+        _fit(tmp_path, [1.0], lr_decay=1.5)
+
+
+def test_history_csv_columns_follow_the_first_row():
+    assert history_csv([]) == ""
+    text = history_csv([{"epoch": 1, "dev_f1": 0.5}, {"epoch": 2, "dev_f1": 0.75}])
+    assert text.splitlines() == ["epoch,dev_f1", "1,0.5", "2,0.75"]
