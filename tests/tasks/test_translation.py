@@ -104,6 +104,26 @@ def test_beam_one_equals_greedy(attention, cell, coverage):
         torch.testing.assert_close(g.attention, b.attention)
 
 
+@pytest.mark.parametrize("beam,alpha", [(2, 0.0), (3, 1.0), (5, 0.6)])
+def test_beam_search_over_a_batch_equals_each_sentence_alone(beam, alpha):
+    """The batched bookkeeping (sentences finishing at different steps) changes nothing per sentence."""
+    model = _model("luong_general", "gru", vocab=8, seed=5)
+    torch.manual_seed(1)
+    lengths = torch.tensor([5, 1, 3, 4, 2])
+    src = torch.randint(4, 7, (5, 5))
+    for i, n in enumerate(lengths.tolist()):
+        src[i, n:] = 0
+    together = beam_search(model, src, lengths, beam_size=beam, nbest=beam, length_penalty=alpha,
+                           max_length_ratio=1.0, max_length_offset=4)
+    for i, n in enumerate(lengths.tolist()):
+        (alone,) = beam_search(model, src[i:i + 1, :n], lengths[i:i + 1], beam_size=beam, nbest=beam,
+                               length_penalty=alpha, max_length_ratio=1.0, max_length_offset=4)
+        assert [h.tokens for h in together[i]] == [h.tokens for h in alone]
+        for a, b in zip(together[i], alone, strict=True):
+            assert math.isclose(a.score, b.score, rel_tol=1e-9, abs_tol=1e-12)
+            torch.testing.assert_close(a.attention, b.attention)
+
+
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 @pytest.mark.parametrize("attention", ["bahdanau", "luong_general"])
 def test_beam_search_finds_the_brute_force_best_of_a_tiny_model(alpha, attention):

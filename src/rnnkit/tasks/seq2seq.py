@@ -327,45 +327,43 @@ def beam_search(model: Seq2Seq, source: Tensor, lengths: Tensor, *, beam_size: i
     history = torch.zeros(batch * k, 0, dtype=torch.long, device=device)
     attn_history = memory.keys.new_zeros(batch * k, 0, memory.keys.shape[1])
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    done = [False] * batch
+    done = torch.zeros(batch, dtype=torch.bool)
     src_lengths = lengths.tolist()
+    first_rows = (torch.arange(batch) * k).unsqueeze(1)
     for t in range(int(limit.max()) + 1):
         log_probs, state, weights = model.step(previous, state, memory)
         log_probs = _force_eos(log_probs, t >= limit, model.eos_id)
         vocab = log_probs.shape[-1]
         candidates = (scores.view(-1, 1) + log_probs.double()).view(batch, k * vocab)
-        top_scores, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)
-        top_beam, top_token = (top_index // vocab).tolist(), (top_index % vocab).tolist()
-        top_list = top_scores.tolist()
+        top_scores, top_index = (x.cpu() for x in candidates.topk(min(2 * k, k * vocab), dim=1))
+        top_rows, top_token = first_rows + top_index // vocab, top_index % vocab
+        # the bookkeeping of every sentence at once: ranked candidates of unfinished sentences,
+        # <eos> among the top K ends a hypothesis, the first K others live on (in rank order)
+        active = ~done.unsqueeze(1) & (top_scores > float("-inf"))
+        is_eos = top_token == model.eos_id
+        live = active & ~is_eos
+        slot = live.long().cumsum(1) - 1
+        keep = live & (slot < k)
+        ended = active & is_eos & (torch.arange(top_scores.shape[1]) < k).unsqueeze(0)
         next_scores = torch.full((batch, k), float("-inf"), dtype=torch.float64)
-        next_rows = torch.zeros(batch, k, dtype=torch.long)
+        next_rows = first_rows.expand(batch, k).clone()  # dead slots (score -inf) follow any row
         next_tokens = torch.full((batch, k), model.eos_id, dtype=torch.long)
-        for b in range(batch):
-            if done[b]:
-                next_rows[b] = b * k
-                continue
-            alive = 0
-            for rank, score in enumerate(top_list[b]):
-                if score == float("-inf") or alive == k:
-                    break
-                row, token = b * k + top_beam[b][rank], top_token[b][rank]
-                if token == model.eos_id:
-                    if rank < k:
-                        seq = history[row].tolist()
-                        attn = torch.cat([attn_history[row], weights[row].unsqueeze(0)], 0)
-                        finished[b].append(Hypothesis(seq, score, normalized(score, len(seq) + 1, length_penalty),
-                                                      attn[:, : int(src_lengths[b])].cpu()))
-                    continue
-                next_scores[b, alive], next_rows[b, alive], next_tokens[b, alive] = score, row, token
-                alive += 1
-            next_rows[b, alive:] = b * k  # dead slots (score -inf) follow any row
-            if alive == 0:
-                done[b] = True
-            elif len(finished[b]) >= k:
+        sent, rank = keep.nonzero(as_tuple=True)
+        where = (sent, slot[sent, rank])
+        next_scores[where], next_rows[where], next_tokens[where] = (top_scores[sent, rank], top_rows[sent, rank],
+                                                                    top_token[sent, rank])
+        for b, rank_ in ended.nonzero().tolist():
+            row, score = int(top_rows[b, rank_]), float(top_scores[b, rank_])
+            seq = history[row].tolist()
+            attn = torch.cat([attn_history[row], weights[row].unsqueeze(0)], 0)
+            finished[b].append(Hypothesis(seq, score, normalized(score, len(seq) + 1, length_penalty),
+                                          attn[:, : int(src_lengths[b])].cpu()))
+        done |= keep.sum(1) == 0
+        for b in (~done).nonzero().flatten().tolist():
+            if len(finished[b]) >= k:
                 kth_best = sorted((h.score for h in finished[b]), reverse=True)[k - 1]
-                best_alive = normalized(float(next_scores[b, 0]), t + 1, length_penalty)
-                done[b] = best_alive <= kth_best
-        if all(done):
+                done[b] = normalized(float(next_scores[b, 0]), t + 1, length_penalty) <= kth_best
+        if bool(done.all()):
             break
         rows = next_rows.view(-1).to(device)
         state = state.select(rows)
