@@ -2,6 +2,7 @@
 
     python benchmarks/bench_language_model.py [--dataset ptb|shakespeare|all] [--write]
     python benchmarks/bench_language_model.py --quick        # a tenth of each corpus, 1 epoch
+    python benchmarks/bench_language_model.py --softmax [--epochs 2] [--write]   # full vs adaptive softmax
 
 PTB: the Mikolov files; the model is selected on ptb.valid.txt (best dev epoch) and ptb.test.txt
 is scored once, at batch size 1 with the state carried through the whole stream. The settings are
@@ -12,6 +13,11 @@ small non-regularised LSTM.
 
 Tiny Shakespeare: the first 90% of input.txt trains, the next 5% selects, the last 5% (the
 held-out tail) is scored once in bits per character; samples are generated from the selected model.
+
+--softmax compares output layers on PTB with the same 2 x 200 LSTM and budget (Adam 0.002, 2 epochs):
+a full softmax tied to the embedding, a full softmax untied, and an adaptive softmax (Grave et al.
+2017; untied by construction), each scored on ptb.valid.txt and, once, on ptb.test.txt, with training
+and evaluation tokens per second.
 
 Both record the time-to-perplexity curve (dev after each epoch, wall-clock seconds), training
 tokens per second and generation tokens per second (one token per step with carried state).
@@ -35,6 +41,13 @@ from results_md import write_section  # benchmarks/results_md.py
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 SECTION = "## Language modelling"
+SOFTMAX_SECTION = "## Output layers for language models: full vs adaptive softmax (PTB)"
+SOFTMAX_BASE = ["data.level=word", "model.cell=lstm", "model.embedding_dim=200", "model.hidden_size=200",
+                "model.num_layers=2", "model.dropout=0.2", "train.batch_size=20", "train.bptt=35",
+                "train.optimizer=adam", "train.learning_rate=0.002", "train.clip_norm=0.25", "train.patience=null"]
+SOFTMAX_VARIANTS = {"full, tied": ["model.tie_weights=true"],
+                    "full, untied": ["model.tie_weights=false"],
+                    "adaptive, untied": ["model.tie_weights=false", "model.softmax=adaptive"]}
 CURVE_PNG = Path(__file__).with_name("lm_time_to_perplexity.png")
 
 SETTINGS = {
@@ -116,6 +129,67 @@ def run_one(name: str, out: Path, epochs: int, quick: bool) -> dict:
     return row
 
 
+def _eval_speed(run: str, test: Path) -> float:
+    """Tokens per second of scoring the test stream (batch 1, state carried), second of two passes."""
+    import torch
+
+    from rnnkit.tasks.language_model import TrainedLanguageModel
+
+    torch.set_num_threads(2)
+    lm = TrainedLanguageModel.load(run)
+    lm.evaluate(test)
+    start = time.perf_counter()
+    tokens = lm.evaluate(test)["tokens"]
+    return tokens / (time.perf_counter() - start)
+
+
+def run_softmax(out: Path, epochs: int, quick: bool) -> list[dict]:
+    train, dev, test = _files("ptb", out, quick)
+    rows = []
+    for name, extra in SOFTMAX_VARIANTS.items():
+        sets = [*SOFTMAX_BASE, *extra, f"train.epochs={epochs}"]
+        cmd = ["train", "language-model", "--train", str(train), "--dev", str(dev), "--out", str(out),
+               "--name", name.replace(", ", "-")]
+        for item in sets:
+            cmd += ["--set", item]
+        start = time.perf_counter()
+        result = _cli(*cmd)
+        seconds = time.perf_counter() - start
+        test_metrics = _cli("evaluate", result["run"], "--data", str(test))
+        row = {"name": name, "settings": extra, "seconds": seconds, "dev": result["dev"]["perplexity"],
+               "test": test_metrics["perplexity"], "parameters": result["parameters"],
+               "train_tokens_per_second": result["train_tokens_per_second"],
+               "eval_tokens_per_second": _eval_speed(result["run"], test),
+               "generation_tokens_per_second": _generation_speed(result["run"], "word")[0]}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def _softmax_markdown(rows: list[dict], command: str, epochs: int) -> str:
+    lines = [SOFTMAX_SECTION, "", f"Command: `{command}`  ",
+             f"Date {datetime.date.today().isoformat()}, 2 CPU threads. Same network and budget for each row: "
+             "`" + " ".join(f"--set {s}" for s in SOFTMAX_BASE) + f" --set train.epochs={epochs}`. Vocabulary "
+             "10,000; adaptive cutoffs at the defaults (ranks 2,000 and 5,000). Dev and test perplexity at batch "
+             "size 1 with carried state; test scored once per row. Evaluation tokens/s: scoring ptb.test.txt at "
+             "batch size 1; generation: sampling one token per step.", "",
+             "| output layer | parameters | dev ppl | test ppl | train time (s) | train tokens/s | eval tokens/s "
+             "| generation tokens/s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['parameters']:,} | {r['dev']:.1f} | {r['test']:.1f} | {r['seconds']:.0f} "
+                     f"| {r['train_tokens_per_second']:,.0f} | {r['eval_tokens_per_second']:,.0f} "
+                     f"| {r['generation_tokens_per_second']:,.0f} |")
+    by_name = {r["name"]: r for r in rows}
+    full, adaptive = by_name.get("full, untied"), by_name.get("adaptive, untied")
+    if full and adaptive:
+        lines += ["", f"The adaptive softmax trains {adaptive['train_tokens_per_second'] / full['train_tokens_per_second']:.2f}x "
+                  f"as fast as the full softmax with the same (untied) network and scores "
+                  f"{adaptive['eval_tokens_per_second'] / full['eval_tokens_per_second']:.2f}x as fast, at dev perplexity "
+                  f"{adaptive['dev']:.1f} against {full['dev']:.1f}. Generation samples from the full distribution "
+                  "either way, so it gains nothing (its figures vary by about 20% from run to run here)."]
+    return "\n".join(lines) + "\n"
+
+
 def _plot(rows: list[dict]) -> bool:
     try:
         import matplotlib
@@ -177,8 +251,19 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="replace this section of benchmarks/RESULTS.md")
     parser.add_argument("--from-rows", type=Path, default=None,
                         help="re-render the section from a finished run's rows.json instead of training")
+    parser.add_argument("--softmax", action="store_true", help="compare full and adaptive softmax on PTB")
     args = parser.parse_args()
     command = "python benchmarks/bench_language_model.py " + " ".join(sys.argv[1:])
+    if args.softmax:
+        if not DATA.is_dir():
+            sys.exit(f"needs the corpora under {DATA}")
+        epochs = 1 if args.quick else (args.epochs or 2)
+        softmax_rows = run_softmax(Path(tempfile.mkdtemp(prefix="rnnkit-bench-softmax-")), epochs, args.quick)
+        text = _softmax_markdown(softmax_rows, command.strip(), epochs)
+        print(text)
+        if args.write:
+            write_section(SOFTMAX_SECTION, text)
+        return
     if args.from_rows:
         rows = json.loads(args.from_rows.read_text())
         command = rows[0].get("command", command) if rows else command

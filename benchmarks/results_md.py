@@ -8,13 +8,15 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def write_section(heading: str, text: str) -> None:
-    """Replace the section that starts with ``heading`` (up to the next ``## ``) by ``text``, or append it."""
+    """Replace the section that starts with ``heading`` (up to the next ``## ``) by ``text`` in place, or append it."""
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     start = old.find(heading)
-    if start >= 0:
-        end = old.find("\n## ", start + len(heading))
-        old = old[:start] + (old[end + 1:] if end >= 0 else "")
-    RESULTS.write_text(old.rstrip() + "\n\n" + text.rstrip() + "\n")
+    if start < 0:
+        RESULTS.write_text(old.rstrip() + "\n\n" + text.rstrip() + "\n")
+        return
+    end = old.find("\n## ", start + len(heading))
+    rest = old[end + 1:] if end >= 0 else ""
+    RESULTS.write_text(old[:start] + text.rstrip() + "\n" + ("\n" + rest if rest else ""))
 
 
 def merge_rows(heading: str, rows: list[str], key_columns: int = 1) -> tuple[list[str], list[str]]:

@@ -192,6 +192,41 @@ def test_pipeline_scaling_inverts_exactly(values, scaler):
     np.testing.assert_allclose(pipe.unscale(scaled.targets, "x"), s.targets, rtol=1e-9, atol=1e-6)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(1e-3, 1e6, allow_nan=False), min_size=30, max_size=80), st.sampled_from(["standard", "none"]))
+def test_log_transform_inverts_exactly(values, scaler):
+    s = TimeSeries.from_arrays(np.asarray(values), series_id="x")
+    cfg = DataConfig(target=["target_0"], lookback=3, horizon=2, val_size=4, test_size=4, scaler=scaler,  # type: ignore[arg-type]
+                     transform="log")
+    pipe, bounds = _tiny_pipeline([s], cfg)
+    scaled = pipe.scale(s, bounds["x"].train[1])
+    if scaler == "none":
+        np.testing.assert_allclose(scaled.targets, np.log(s.targets))
+    np.testing.assert_allclose(pipe.unscale(scaled.targets, "x"), s.targets, rtol=1e-9)
+
+
+def test_log_transform_forecasts_in_original_units_and_refuses_non_positive_targets(tmp_path):
+    data = _write_sine(tmp_path / "s.csv", n=120)
+    common = ["train", "forecasting", "--train", str(data), "--set", "data.time_column=date", "--set",
+              "data.target=sales", "--set", "data.horizon=6", "--set", "data.lookback=24", "--set", "data.test_size=24",
+              "--set", "data.transform=log", *FAST, "--out", str(tmp_path / "runs")]
+    result = runner.invoke(app, [*common, "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["test"]["mase"] < metrics["baselines"]["naive"]["mase"]
+    pred = runner.invoke(app, ["predict", metrics["run"], str(data), "--json"])
+    assert pred.exit_code == 0, pred.output
+    rows = [json.loads(line) for line in pred.output.splitlines()]
+    assert len(rows) == 6 and all(10 < r["forecast"] < 23 for r in rows)  # the series' units (ends near 16 +- 3)
+    assert all(r["q0.1"] <= r["q0.5"] <= r["q0.9"] for r in rows)
+    shifted = tmp_path / "shifted.csv"
+    lines = data.read_text().splitlines()
+    shifted.write_text("\n".join([lines[0], *(f"{d},{float(v) - 12:.4f}" for d, v in (x.split(",") for x in lines[1:]))]))
+    common[3] = str(shifted)
+    result = runner.invoke(app, [*common, "--quiet"])
+    assert result.exit_code == 2 and "data.transform=log needs positive targets" in result.output
+
+
 # -- model heads -------------------------------------------------------------------------------
 @pytest.mark.parametrize("likelihood", ["quantile", "gaussian", "student_t"])
 def test_probabilistic_heads_give_ordered_quantiles(likelihood):
@@ -229,6 +264,11 @@ def test_config_requires_a_target_and_valid_choices(tmp_path):
         load_config(Config, None, ["data.target=y", "data.calendar=fortnight"])
     cfg = load_config(Config, None, ["data.target=a,b", "data.test_size=24", "model.quantiles=[0.2,0.8]"])
     assert cfg.data.target == ["a", "b"] and cfg.data.test_size == 24 and cfg.levels() == [0.2, 0.5, 0.8]
+    # numbers written comma-separated on the command line, as the help text says
+    cfg = load_config(Config, None, ["data.target=1,true", "model.quantiles=0.1,0.9"])
+    assert cfg.data.target == ["1", "true"] and cfg.levels() == [0.1, 0.5, 0.9]
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(Config, None, ["data.target=y", "model.quantiles=0.1,high"])
 
 
 # -- end to end --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
+from rnnkit.tasks.config import ConfigError
 from rnnkit.tasks.language_model import (
     RNNLanguageModel,
     TrainedLanguageModel,
@@ -131,6 +132,74 @@ def test_bad_inputs(tmp_path):
     assert result.exit_code == 2 and "lower train.batch_size or train.bptt" in result.output
     result = runner.invoke(app, ["train", "language-model", "--set", "train.bptt=0", "--print-config"])
     assert result.exit_code == 2 and "train.bptt: must be >= 1" in result.output
+
+
+def test_adaptive_softmax_scores_and_nll_agree():
+    torch.manual_seed(0)
+    model = RNNLanguageModel(50, embedding_dim=8, hidden_size=16, num_layers=1, tie_weights=False,
+                             softmax="adaptive", adaptive_cutoffs=[5, 20]).eval()
+    assert model.decoder is None and model.adaptive is not None
+    ids, targets = torch.randint(0, 50, (3, 7)), torch.randint(0, 50, (3, 7))
+    with torch.no_grad():
+        scores, _ = model(ids)
+        # the scores are log-probabilities: each row is a distribution over all 50 tokens
+        torch.testing.assert_close(scores.exp().sum(-1), torch.ones(3, 7))
+        nll, _ = model.nll(ids, targets)
+        expected = torch.nn.functional.cross_entropy(scores.reshape(-1, 50), targets.reshape(-1), reduction="sum")
+        torch.testing.assert_close(nll, expected)
+        state, steps = None, []
+        for t in range(7):
+            step, state = model.step(ids[:, t], state)
+            steps.append(step)
+        torch.testing.assert_close(torch.stack(steps, 1), scores, atol=1e-5, rtol=0)
+
+
+def test_full_softmax_nll_is_the_cross_entropy_of_the_logits():
+    model = RNNLanguageModel(30, embedding_dim=8, hidden_size=8, num_layers=2).eval()
+    ids, targets = torch.randint(0, 30, (2, 5)), torch.randint(0, 30, (2, 5))
+    with torch.no_grad():
+        logits, _ = model(ids)
+        nll, _ = model.nll(ids, targets)
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 30), targets.reshape(-1), reduction="sum")
+    torch.testing.assert_close(nll, expected)
+
+
+def test_adaptive_softmax_settings_are_checked():
+    from rnnkit.tasks.language_model import check_cutoffs, default_cutoffs
+
+    assert default_cutoffs(10000) == [2000, 5000]
+    assert check_cutoffs([], 100) == [20, 50]
+    with pytest.raises(ConfigError, match="must increase strictly"):
+        check_cutoffs([50, 20], 100)
+    with pytest.raises(ConfigError, match="must increase strictly"):
+        check_cutoffs([20, 99], 100)
+    with pytest.raises(ConfigError, match="too small"):
+        check_cutoffs([], 2)
+    # a narrow model still gets tail projections at least one unit wide
+    tiny = RNNLanguageModel(40, embedding_dim=4, hidden_size=3, num_layers=1, tie_weights=False, softmax="adaptive",
+                            adaptive_cutoffs=[4, 10, 20])
+    assert all(proj[0].out_features >= 1 for proj in tiny.adaptive.tail)
+    result = runner.invoke(app, ["train", "language-model", "--set", "model.softmax=adaptive", "--print-config"])
+    assert result.exit_code == 2 and "model.tie_weights=false" in result.output
+    result = runner.invoke(app, ["train", "language-model", "--set", "model.adaptive_cutoffs=10,20", "--print-config"])
+    assert result.exit_code == 2 and "model.softmax=adaptive" in result.output
+
+
+def test_adaptive_softmax_end_to_end(tmp_path):
+    corpus, dev = _corpus(tmp_path / "train.txt"), _corpus(tmp_path / "dev.txt", 60, 1)
+    result = runner.invoke(app, ["train", "language-model", "--train", str(corpus), "--dev", str(dev), "--out",
+                                 str(tmp_path), "--name", "run", "--set", "train.epochs=4", "--set",
+                                 "model.hidden_size=32", "--set", "model.embedding_dim=32", "--set",
+                                 "train.batch_size=8", "--set", "train.bptt=10", "--set", "train.learning_rate=0.01",
+                                 "--set", "model.softmax=adaptive", "--set", "model.tie_weights=false", "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["dev"]["perplexity"] < 6
+    out = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--data", str(dev), "--json"])
+    assert json.loads(out.output)["perplexity"] == pytest.approx(metrics["dev"]["perplexity"], rel=1e-4)
+    model = TrainedLanguageModel.load(tmp_path / "run")
+    assert model.model.adaptive is not None
+    assert model.generate("the cat", length=5, seed=1) == model.generate("the cat", length=5, seed=1)
 
 
 @pytest.mark.data

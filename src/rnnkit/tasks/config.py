@@ -63,6 +63,13 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
 
 
+def _number(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = get_origin(tp)
     if origin is Literal:
@@ -87,6 +94,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         (item,) = get_args(tp)[:1] or (Any,)
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+            if item in (int, float):  # "0.1,0.9" from the command line: read each number
+                value = [_number(v) for v in value]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_coerce(v, item, key) for v in value]

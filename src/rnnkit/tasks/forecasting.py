@@ -72,6 +72,9 @@ class DataConfig:
                                             "steps before validation); steps after the test period are unused")
     val_size: int | float = option(0.1, "validation period per series (steps, or a fraction): model selection")
     test_size: int | float = option(0.2, "test period per series (steps, or a fraction): the backtest")
+    transform: Literal["none", "log"] = option(
+        "none", "target transform before scaling, inverted on every forecast: log for positive series whose "
+        "seasonal swings grow with their level (multiplicative seasonality, e.g. airline passengers)")
     scaler: Literal["standard", "robust", "minmax", "none"] = option(
         "standard", "per-series normalisation fitted on the training period (inverted on every forecast)")
     seasonal_period: int | None = option(None, "season length for seasonal naive, MASE and Holt-Winters "
@@ -230,6 +233,18 @@ def _with_calendar(series: TimeSeries, names: Sequence[str]) -> TimeSeries:
     return new
 
 
+def transform_targets(values: np.ndarray, transform: str, series_id: str) -> np.ndarray:
+    """Targets in the model's space: unchanged, or their natural log (every value must be positive)."""
+    if transform == "none":
+        return values
+    finite = values[np.isfinite(values)]
+    if len(finite) and finite.min() <= 0:
+        raise DataError(f"data.transform=log needs positive targets, but series {series_id!r} has {finite.min():g}",
+                        hint="use data.transform=none (or shift the series to positive values first)")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(values)
+
+
 class Pipeline:
     """Everything between a CSV and the network's tensors, fitted on training data and saved as JSON:
     the data config, calendar features, series ids (for the embedding), scalers and season length."""
@@ -257,7 +272,8 @@ class Pipeline:
         with_cal = [_with_calendar(s, calendar) for s in series]
         t_scaler = SCALERS[cfg.scaler](per_series=True) if cfg.scaler != "none" else None
         if t_scaler is not None:
-            t_scaler.fit({s.series_id: s.targets[: bounds[s.series_id].train[1]] for s in series})
+            t_scaler.fit({s.series_id: transform_targets(s.targets[: bounds[s.series_id].train[1]], cfg.transform,
+                                                         s.series_id) for s in series})
         n_cov = with_cal[0].past_covariates.shape[1] + with_cal[0].future_covariates.shape[1]
         c_scaler = StandardScaler(per_series=True) if n_cov else None
         if c_scaler is not None:
@@ -274,7 +290,8 @@ class Pipeline:
 
     def _ensure_stats(self, s: TimeSeries, fit_stop: int) -> None:
         """Series unseen in training get their own statistics, from steps before ``fit_stop`` only."""
-        for scaler, values in ((self.target_scaler, s.targets), (self.covariate_scaler, _covariates(s))):
+        targets = transform_targets(s.targets, self.cfg.transform, s.series_id)
+        for scaler, values in ((self.target_scaler, targets), (self.covariate_scaler, _covariates(s))):
             if scaler is not None and s.series_id not in scaler.stats:
                 fresh = type(scaler)(per_series=True).fit({s.series_id: values[:fit_stop]})
                 scaler.stats[s.series_id] = fresh.stats[s.series_id]
@@ -283,8 +300,9 @@ class Pipeline:
         """A scaled copy of one (calendar-augmented) series."""
         self._ensure_stats(s, fit_stop)
         new = copy.copy(s)
+        new.targets = transform_targets(s.targets, self.cfg.transform, s.series_id)
         if self.target_scaler is not None:
-            new.targets = self.target_scaler.transform(s.targets, s.series_id)
+            new.targets = self.target_scaler.transform(new.targets, s.series_id)
         if self.covariate_scaler is not None:
             cov = self.covariate_scaler.transform(_covariates(s), s.series_id)
             p = s.past_covariates.shape[1]
@@ -301,12 +319,13 @@ class Pipeline:
 
     def unscale(self, values: np.ndarray, series_id: str) -> np.ndarray:
         """Targets ``[..., T]`` back to original units."""
-        if self.target_scaler is None:
-            return values
-        return self.target_scaler.inverse_transform(values, series_id)
+        if self.target_scaler is not None:
+            values = self.target_scaler.inverse_transform(values, series_id)
+        return np.exp(values) if self.cfg.transform == "log" else values
 
     def target_scale(self, series_id: str) -> np.ndarray:
-        """Multiplier from scaled to original units per target (for standard deviations)."""
+        """Multiplier from scaled to original units per target (for standard deviations; not defined under a
+        log transform, where the forecast distribution is log-normal)."""
         if self.target_scaler is None:
             return np.ones(len(self.cfg.target))
         return np.broadcast_to(self.target_scaler.stats[series_id][1], (len(self.cfg.target),))
@@ -446,7 +465,8 @@ def run_backtest(model: Forecaster, pipe: Pipeline, series: list[TimeSeries], pe
     if quant is not None:
         quant = np.stack([np.moveaxis(pipe.unscale(np.moveaxis(q, -1, -2), sid), -2, -1) for q, sid in zip(quant, sids)])
     if std is not None:
-        std = np.stack([sd * pipe.target_scale(sid) for sd, sid in zip(std, sids)])
+        std = (np.stack([sd * pipe.target_scale(sid) for sd, sid in zip(std, sids)])
+               if pipe.cfg.transform == "none" else None)  # log-normal in original units: scored by its quantiles
     return Backtest(np.stack(ys), point, quant, list(levels), std, {k: np.stack(v) for k, v in base.items()},
                     np.stack(scales)[:, None, :], windows, skipped)
 
@@ -545,7 +565,8 @@ class TrainedForecaster:
         if set(data) != {"data"}:
             raise ConfigError(f"--set accepts data.* keys only, got {sorted(set(data) - {'data'})}")
         cfg = from_dict(DataConfig, data["data"], "data.")
-        fixed = ("target", "past_covariates", "future_covariates", "lookback", "horizon", "calendar", "scaler")
+        fixed = ("target", "past_covariates", "future_covariates", "lookback", "horizon", "calendar", "transform",
+                 "scaler")
         for key in fixed:
             if getattr(cfg, key) != getattr(self.pipe.cfg, key):
                 raise ConfigError(f"data.{key} is fixed by the trained model ({getattr(self.pipe.cfg, key)!r})")

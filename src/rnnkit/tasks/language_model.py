@@ -59,6 +59,11 @@ class ModelConfig:
     dropout: float = option(0.2, "locked dropout on embeddings, between layers and on the output")
     embedding_dropout: float = option(0.0, "drop whole words from the embedding matrix (Gal and Ghahramani 2016)")
     weight_drop: float = option(0.0, "DropConnect on the recurrent weights W_hh (Wan et al. 2013)")
+    softmax: Literal["full", "adaptive"] = option(
+        "full", "output layer: full softmax, or adaptive softmax (Grave et al. 2017: frequent tokens in a small head, "
+        "rare ones in tail clusters with smaller projections; pays off for large vocabularies; needs tie_weights=false)")
+    adaptive_cutoffs: list[int] = option([], "adaptive softmax cluster boundaries as vocabulary ranks, increasing "
+                                             "(empty: about 20% and 50% of the vocabulary)")
 
 
 @dataclass
@@ -95,6 +100,30 @@ class Config:
         if self.train.lr_decay is not None and not 0 < self.train.lr_decay <= 1:
             raise ConfigError(f"train.lr_decay: must be in (0, 1], got {self.train.lr_decay}; 0.25 divides the "
                               "learning rate by 4 after each epoch without dev improvement")
+        if self.model.softmax == "adaptive" and self.model.tie_weights:
+            raise ConfigError("model.softmax=adaptive cannot share the embedding with the output layer; "
+                              "add --set model.tie_weights=false")
+        if self.model.adaptive_cutoffs and self.model.softmax != "adaptive":
+            raise ConfigError("model.adaptive_cutoffs is set but model.softmax is full; "
+                              "add --set model.softmax=adaptive or drop the cutoffs")
+
+
+def default_cutoffs(vocab_size: int) -> list[int]:
+    """Adaptive softmax cutoffs at about 20% and 50% of a frequency-sorted vocabulary."""
+    return sorted({c for c in (round(vocab_size * 0.2), round(vocab_size * 0.5)) if 0 < c < vocab_size - 1})
+
+
+def check_cutoffs(cutoffs: Sequence[int], vocab_size: int) -> list[int]:
+    """Validated adaptive softmax cutoffs (increasing ranks strictly inside the vocabulary)."""
+    cuts = list(cutoffs) or default_cutoffs(vocab_size)
+    if not cuts:
+        raise ConfigError(f"a vocabulary of {vocab_size} tokens is too small to split for an adaptive softmax; "
+                          "use --set model.softmax=full")
+    if any(b <= a for a, b in zip(cuts, cuts[1:], strict=False)) or cuts[0] <= 0 or cuts[-1] >= vocab_size - 1:
+        raise ConfigError(f"model.adaptive_cutoffs: {cuts} must increase strictly and lie between 1 and "
+                          f"{vocab_size - 2} (the vocabulary has {vocab_size} tokens); e.g. "
+                          f"{','.join(map(str, default_cutoffs(vocab_size)))}")
+    return cuts
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -116,24 +145,41 @@ def detach_state(state: Hidden) -> Hidden:
 class RNNLanguageModel(nn.Module):
     """Embedding -> stacked recurrent layers (locked dropout between) -> softmax over the vocabulary.
 
-    ``forward(ids [B, T], state)`` returns ``(logits [B, T, V], state)``; ``step(ids [B], state)``
-    advances one token for generation.
+    ``forward(ids [B, T], state)`` returns ``(scores [B, T, V], state)``: logits for the full softmax,
+    log-probabilities for the adaptive one (either way ``softmax(scores)`` is the next-token
+    distribution). ``nll(ids, targets, state)`` is the summed negative log-likelihood, computed by the
+    adaptive softmax without the full ``[B, T, V]`` scores. ``step(ids [B], state)`` advances one token.
     """
 
     def __init__(self, vocab_size: int, *, embedding_dim: int = 200, hidden_size: int = 200, num_layers: int = 2,
                  cell: str = "lstm", tie_weights: bool = True, dropout: float = 0.2, embedding_dropout: float = 0.0,
-                 weight_drop: float = 0.0) -> None:
+                 weight_drop: float = 0.0, softmax: str = "full", adaptive_cutoffs: Sequence[int] = ()) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.layers = nn.ModuleList(
             recurrent_layer(cell, embedding_dim if k == 0 else hidden_size, hidden_size) for k in range(num_layers))
         self.project = nn.Linear(hidden_size, embedding_dim) if tie_weights and hidden_size != embedding_dim else None
-        self.decoder = nn.Linear(embedding_dim if tie_weights else hidden_size, vocab_size)
-        if tie_weights:
-            self.decoder.weight = self.embedding.weight
+        features = embedding_dim if tie_weights else hidden_size
+        self.decoder: nn.Linear | None = None
+        self.adaptive: nn.AdaptiveLogSoftmaxWithLoss | None = None
+        if softmax == "adaptive":
+            if tie_weights:
+                raise ValueError("the adaptive softmax cannot be tied to the embedding; pass tie_weights=False")
+            cutoffs = check_cutoffs(adaptive_cutoffs, vocab_size)
+            # tail projections shrink by div_value per cluster; keep the smallest at least one unit wide
+            div = min(4.0, features ** (1 / len(cutoffs)))
+            if int(features // (div ** len(cutoffs))) < 1:
+                div = 1.0
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(features, vocab_size, cutoffs, div_value=div)
+        elif softmax == "full":
+            self.decoder = nn.Linear(features, vocab_size)
+            if tie_weights:
+                self.decoder.weight = self.embedding.weight
+            nn.init.zeros_(self.decoder.bias)
+        else:
+            raise ValueError(f"softmax must be 'full' or 'adaptive', got {softmax!r}")
         self.dropout, self.embedding_dropout, self.weight_drop = dropout, embedding_dropout, weight_drop
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        nn.init.zeros_(self.decoder.bias)
 
     def _embed(self, ids: Tensor) -> Tensor:
         weight = self.embedding.weight
@@ -149,7 +195,8 @@ class RNNLanguageModel(nn.Module):
                    for name, p in layer.named_parameters() if name.startswith("weight_hh")}
         return torch.func.functional_call(layer, dropped, (x, state), strict=False)
 
-    def forward(self, ids: Tensor, state: list[Hidden] | None = None) -> tuple[Tensor, list[Hidden]]:
+    def features(self, ids: Tensor, state: list[Hidden] | None = None) -> tuple[Tensor, list[Hidden]]:
+        """The output layer's input ``[B, T, D]`` and the new state of every layer."""
         x = locked_dropout(self._embed(ids), self.dropout, self.training)  # [B, T, E]
         states = state if state is not None else [None] * len(self.layers)
         new_states = []
@@ -159,7 +206,27 @@ class RNNLanguageModel(nn.Module):
             x = locked_dropout(x, self.dropout, self.training)  # [B, T, H]
         if self.project is not None:
             x = self.project(x)
-        return self.decoder(x), new_states  # [B, T, V]
+        return x, new_states
+
+    def scores(self, x: Tensor) -> Tensor:
+        """Next-token scores ``[..., V]`` from features ``[..., D]`` (logits, or log-probabilities)."""
+        if self.adaptive is not None:
+            return self.adaptive.log_prob(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+        assert self.decoder is not None
+        return self.decoder(x)
+
+    def forward(self, ids: Tensor, state: list[Hidden] | None = None) -> tuple[Tensor, list[Hidden]]:
+        x, new_states = self.features(ids, state)
+        return self.scores(x), new_states  # [B, T, V]
+
+    def nll(self, ids: Tensor, targets: Tensor, state: list[Hidden] | None = None) -> tuple[Tensor, list[Hidden]]:
+        """Summed negative log-likelihood (nats) of ``targets [B, T]`` after ``ids [B, T]``, and the new state."""
+        x, new_states = self.features(ids, state)
+        flat = x.reshape(-1, x.shape[-1])
+        if self.adaptive is not None:
+            return -self.adaptive(flat, targets.reshape(-1)).output.sum(), new_states
+        assert self.decoder is not None
+        return F.cross_entropy(self.decoder(flat), targets.reshape(-1), reduction="sum"), new_states
 
     def step(self, ids: Tensor, state: list[Hidden] | None) -> tuple[Tensor, list[Hidden]]:
         """One generation step: ``ids`` ``[B]`` -> logits ``[B, V]``; every layer advances with ``step``."""
@@ -171,7 +238,7 @@ class RNNLanguageModel(nn.Module):
             new_states.append(s)
         if self.project is not None:
             x = self.project(x)
-        return self.decoder(x), new_states
+        return self.scores(x), new_states
 
 
 # -- sampling ----------------------------------------------------------------------------------
@@ -298,8 +365,8 @@ def stream_nll(model: RNNLanguageModel, ids: np.ndarray, *, batch_size: int = 1,
     total, count, state = 0.0, 0, None
     with torch.no_grad():
         for inputs, targets, _ in StreamWindows(streams, bptt):  # type: ignore[arg-type]
-            logits, state = model(inputs, state)
-            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"))
+            nll, state = model.nll(inputs, targets, state)
+            total += float(nll)
             count += targets.numel()
     return total, count
 
@@ -426,27 +493,28 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     m = cfg.model
     hyper: dict[str, Any] = {"vocab_size": len(prep.vocab), "embedding_dim": m.embedding_dim, "hidden_size": m.hidden_size,
              "num_layers": m.num_layers, "cell": m.cell, "tie_weights": m.tie_weights, "dropout": m.dropout,
-             "embedding_dropout": m.embedding_dropout, "weight_drop": m.weight_drop}
+             "embedding_dropout": m.embedding_dropout, "weight_drop": m.weight_drop, "softmax": m.softmax,
+             "adaptive_cutoffs": check_cutoffs(m.adaptive_cutoffs, len(prep.vocab)) if m.softmax == "adaptive" else []}
     model = RNNLanguageModel(**hyper)
     params = sum(p.numel() for p in model.parameters())
+    output = f"adaptive softmax (cutoffs {hyper['adaptive_cutoffs']})" if m.softmax == "adaptive" else "full softmax"
     log(f"{len(train_ids):,} training / {len(dev_ids):,} dev tokens, vocabulary {len(prep.vocab):,} ({cfg.data.level}s); "
-        f"{m.cell} x{m.num_layers}, {params:,} parameters; {cfg.train.batch_size} streams, bptt {cfg.train.bptt}")
+        f"{m.cell} x{m.num_layers}, {output}, {params:,} parameters; {cfg.train.batch_size} streams, bptt {cfg.train.bptt}")
     carried: dict[str, Any] = {"train": None, "dev": None}
 
     def loss_fn(mdl: nn.Module, batch: Any) -> Tensor:
         inputs, targets, start = batch
         if int(start) == 0:
             carried["train"] = None  # a new epoch starts the streams again
-        logits, state = mdl(inputs, carried["train"])
+        nll, state = mdl.nll(inputs, targets, carried["train"])  # type: ignore[operator]
         carried["train"] = detach_state(state)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return nll / targets.numel()
 
     def predict_fn(mdl: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
         inputs, targets, start = batch
         if int(start) == 0:
             carried["dev"] = None
-        logits, carried["dev"] = mdl(inputs, carried["dev"])
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
+        nll, carried["dev"] = mdl.nll(inputs, targets, carried["dev"])  # type: ignore[operator]
         return nll.reshape(1), torch.tensor([targets.numel()])
 
     def metric_fn(nll: Tensor, count: Tensor) -> dict[str, float]:
