@@ -228,6 +228,41 @@ def test_log_transform_forecasts_in_original_units_and_refuses_non_positive_targ
 
 
 # -- model heads -------------------------------------------------------------------------------
+@pytest.mark.parametrize("likelihood", ["quantile", "mse"])
+def test_seasonal_window_norm_starts_from_the_seasonal_naive_forecast(likelihood):
+    torch.manual_seed(0)
+    model = Forecaster(n_targets=2, n_past=0, n_future=0, horizon=7, lookback=8, hidden_size=8, season=3,
+                       window_norm="seasonal", likelihood=likelihood).eval()
+    with torch.no_grad():
+        model.head[-1].weight.zero_()  # the learned correction is zero: the forecast is seasonal naive
+        model.head[-1].bias.zero_()
+        x = torch.randn(4, 8, 2)
+        point = model.point(model(x, torch.zeros(4, 7, 0), torch.zeros(4, dtype=torch.long)))
+    # steps 1..7 repeat the last season: x[5], x[6], x[7], x[5], ...
+    expected = x[:, [5, 6, 7, 5, 6, 7, 5]]
+    torch.testing.assert_close(point, expected)
+    with pytest.raises(ValueError, match="direct decoder"):
+        Forecaster(n_targets=1, n_past=0, n_future=0, horizon=2, season=3, window_norm="seasonal",
+                   decoder="autoregressive")
+    with pytest.raises(ConfigError, match="direct decoder only"):
+        load_config(Config, None, ["data.target=y", "model.window_norm=seasonal", "model.decoder=autoregressive"])
+
+
+def test_seasonal_window_norm_needs_a_season_in_the_lookback(tmp_path):
+    data = _write_sine(tmp_path / "s.csv", n=120)
+    result = runner.invoke(app, ["train", "forecasting", "--train", str(data), "--set", "data.time_column=date",
+                                 "--set", "data.target=sales", "--set", "data.horizon=6", "--set", "data.lookback=6",
+                                 "--set", "model.window_norm=seasonal", *FAST, "--quiet", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "shorter than the season length 12" in result.output
+    result = runner.invoke(app, ["train", "forecasting", "--train", str(data), "--set", "data.time_column=date",
+                                 "--set", "data.target=sales", "--set", "data.horizon=6", "--set", "data.lookback=24",
+                                 "--set", "data.test_size=24", "--set", "model.window_norm=seasonal", *FAST, "--json",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["beats_seasonal_naive"] is True
+    again = TrainedForecaster.load(metrics["run"])  # the season length travels with the model
+    assert again.model.season == 12 and again.model.window_norm == "seasonal"
 @pytest.mark.parametrize("likelihood", ["quantile", "gaussian", "student_t"])
 def test_probabilistic_heads_give_ordered_quantiles(likelihood):
     torch.manual_seed(0)

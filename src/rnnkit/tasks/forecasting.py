@@ -95,8 +95,10 @@ class ModelConfig:
     quantiles: list[float] = option([0.1, 0.5, 0.9], "forecast quantiles (0.5 is added; the outermost pair is "
                                     "the interval)")
     series_embedding_dim: int = option(8, "embedding of the series id (static covariate; used with >1 series)")
-    window_norm: Literal["last", "mean", "none"] = option(
-        "last", "subtract each window's last (or mean) target value and add it back to the forecast")
+    window_norm: Literal["last", "mean", "seasonal", "none"] = option(
+        "last", "subtract each window's last (or mean) target value and add it back to the forecast; seasonal: "
+        "the same for the inputs, but the forecast is a learned correction to the seasonal naive one (the value "
+        "one season earlier; direct decoder, lookback >= the season)")
     teacher_forcing: float = option(1.0, "autoregressive: probability of feeding the true value at the start")
     teacher_forcing_end: float = option(0.0, "... decayed linearly to this by the last epoch (scheduled sampling)")
 
@@ -151,6 +153,9 @@ class Config:
         for key, p in (("model.teacher_forcing", m.teacher_forcing), ("model.teacher_forcing_end", m.teacher_forcing_end)):
             if not 0 <= p <= 1:
                 raise ConfigError(f"{key}: must be in [0, 1], got {p}")
+        if m.window_norm == "seasonal" and m.decoder != "direct":
+            raise ConfigError("model.window_norm=seasonal works with the direct decoder only; "
+                              "add --set model.decoder=direct or choose another window_norm")
         overlap = set(d.target) & (set(d.past_covariates) | set(d.future_covariates))
         if overlap:
             raise ConfigError(f"column {sorted(overlap)[0]!r} is both a target and a covariate")
@@ -796,13 +801,16 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     log(f"{len(series)} series, {sum(len(s) for s in series):,} steps ({series[0].freq or 'no time column'}); "
         f"targets {', '.join(d.target)}; calendar features: {', '.join(pipe.calendar) or 'none'}; season "
         f"length {pipe.period}")
+    if m.window_norm == "seasonal" and d.lookback < pipe.period:
+        raise ConfigError(f"model.window_norm=seasonal reads the last season from the input window, but data.lookback "
+                          f"= {d.lookback} is shorter than the season length {pipe.period}; raise data.lookback")
     train_ds = _Windows(scaled, ids, "train", bounds, d.lookback, d.horizon, d.train_stride)
     val_ds = _Windows(scaled, ids, "val", bounds, d.lookback, d.horizon, 1)
     hyper = {"n_targets": len(d.target), "n_past": scaled[0].past_covariates.shape[1],
              "n_future": scaled[0].future_covariates.shape[1], "horizon": d.horizon, "lookback": d.lookback,
              "cell": m.cell, "hidden_size": m.hidden_size, "num_layers": m.num_layers, "dropout": m.dropout,
              "decoder": m.decoder, "likelihood": m.likelihood, "quantiles": levels, "num_series": len(series),
-             "series_embedding_dim": m.series_embedding_dim, "window_norm": m.window_norm}
+             "series_embedding_dim": m.series_embedding_dim, "window_norm": m.window_norm, "season": pipe.period}
     model = build_model(hyper)
     params = sum(p.numel() for p in model.parameters())
     log(f"{len(train_ds):,} training / {len(val_ds):,} validation windows; model: {m.cell.upper()} x{m.num_layers} "

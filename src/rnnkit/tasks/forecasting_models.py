@@ -69,14 +69,17 @@ class Forecaster(nn.Module):
     def __init__(self, *, n_targets: int, n_past: int, n_future: int, horizon: int, cell: str = "lstm",
                  hidden_size: int = 64, num_layers: int = 1, dropout: float = 0.0, decoder: str = "direct",
                  likelihood: str = "quantile", quantiles: Sequence[float] = (0.1, 0.5, 0.9), num_series: int = 1,
-                 series_embedding_dim: int = 0, window_norm: str = "last", lookback: int = 0) -> None:
+                 series_embedding_dim: int = 0, window_norm: str = "last", lookback: int = 0,
+                 season: int = 0) -> None:
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
         self.n_targets, self.n_past, self.n_future, self.horizon = n_targets, n_past, n_future, horizon
         self.decoder_kind, self.likelihood, self.window_norm = decoder, likelihood, window_norm
         self.quantiles = [float(q) for q in quantiles]
-        self.lookback = lookback
+        self.lookback, self.season = lookback, season
+        if window_norm == "seasonal" and (decoder != "direct" or season < 1):
+            raise ValueError("window_norm='seasonal' needs the direct decoder and a season length >= 1")
         self.k = param_count(likelihood, len(self.quantiles))
         self.teacher_forcing = 1.0  # set by the training loop (scheduled sampling)
         emb = series_embedding_dim if num_series > 1 else 0
@@ -100,15 +103,24 @@ class Forecaster(nn.Module):
     # -- the network ---------------------------------------------------------------------------
     def _level(self, x: Tensor) -> Tensor:
         y = x[..., : self.n_targets]
-        if self.window_norm == "last":
+        if self.window_norm in ("last", "seasonal"):
             return y[:, -1:, :]  # [B, 1, T]
         if self.window_norm == "mean":
             return y.mean(1, keepdim=True)
         return torch.zeros_like(y[:, :1, :])
 
+    def _seasonal_naive(self, x: Tensor) -> Tensor:
+        """The value one season before each horizon step, from the input window: ``[B, H, T]``."""
+        length = x.shape[1]
+        if length < self.season:
+            raise ValueError(f"window_norm='seasonal' needs at least {self.season} input steps, got {length}")
+        index = length - self.season + torch.arange(self.horizon, device=x.device) % self.season
+        return x[:, index, : self.n_targets]
+
     def forward(self, x: Tensor, future: Tensor, series: Tensor, targets: Tensor | None = None) -> Tensor:
         batch, t = x.shape[0], self.n_targets
         level = self._level(x)  # [B, 1, T]
+        out_level = self._seasonal_naive(x) if self.window_norm == "seasonal" else level  # [B, 1 or H, T]
         x = torch.cat([x[..., :t] - level, x[..., t:]], -1)
         static = self.embedding(series) if self.embedding is not None else x.new_zeros(batch, 0)  # [B, E]
         enc_in = torch.cat([x, static.unsqueeze(1).expand(-1, x.shape[1], -1)], -1)
@@ -116,7 +128,7 @@ class Forecaster(nn.Module):
         if self.decoder_kind == "direct":
             context = torch.cat([self.dropout(out[:, -1]), future.reshape(batch, -1), static], -1)
             raw = self.head(context).view(batch, self.horizon, t, self.k)
-            return self._finish(raw, level)
+            return self._finish(raw, out_level)
         steps: list[Tensor] = []
         previous = x[:, -1, :t]  # last observed target, normalised
         norm_targets = targets - level if targets is not None else None
@@ -135,7 +147,7 @@ class Forecaster(nn.Module):
 
     def _finish(self, raw: Tensor, level: Tensor) -> Tensor:
         """Constrain raw outputs (ordered quantiles, positive scales) and add the level back."""
-        lv = level.unsqueeze(-1)  # [B, 1, T, 1]
+        lv = level.unsqueeze(-1)  # [B, 1 or H, T, 1]
         if self.likelihood == "quantile":
             mid = self._median_index()
             centre = raw[..., mid : mid + 1]
