@@ -154,7 +154,8 @@ def main() -> None:
         rows.append(("connected digits, LSTM + CTC, whole file", f"WER {m['test']['wer']:.2%}",
                      f"{m['test']['rtf']:.4f}", f"{m['train_seconds']:.0f}"))
         rows.append(("connected digits, LSTM + CTC, streamed 200 ms chunks",
-                     f"WER {stream['wer']:.2%} ({stream['same_as_whole_file']:.0%} identical to whole file)",
+                     f"WER {stream['wer']:.2%} on {stream['utterances']} test utterances "
+                     f"({stream['same_as_whole_file']:.0%} identical to whole file)",
                      f"{stream['rtf']:.4f}", ""))
     if "speaker" not in skip:
         speakers = sorted({u.speaker for u in list_items(data, load_config(Config).data)})
