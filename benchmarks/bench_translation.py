@@ -103,6 +103,10 @@ def main() -> None:
     best = {d: max((r for r in rows if r[0] == d), key=lambda r: r[5])[1] for d in {r[0] for r in rows}}
     command = "python benchmarks/bench_translation.py" + (" --quick" if args.quick else
                                                           f" --epochs {args.epochs} --threads {args.threads}")
+    if args.directions != "de-en,en-de":
+        command += f" --directions {args.directions}"
+    if args.models != ",".join(MODELS):
+        command += f" --models '{args.models}'"
     lines = [SECTION, "",
              f"Command: `{command} --write`{'  (SMOKE RUN: tiny models, 1,000 pairs, 1 epoch; not a result)' if args.quick else ''}  ",
              f"Machine: {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, "
