@@ -107,16 +107,21 @@ def _generation_speed(run: str, level: str) -> tuple[float, str]:
     return speed, prompt + ("" if level == "char" else " ") + sample["text"]
 
 
-def run_one(name: str, out: Path, epochs: int, quick: bool) -> dict:
-    train, dev, test = _files(name, out, quick)
-    sets = [*SETTINGS[name], f"train.epochs={epochs}"]
+def _train_and_test(name: str, files: tuple[Path, Path, Path], out: Path, sets: list[str]) -> tuple[dict, dict, float]:
+    """Train through the CLI on (train, dev), score the test file once: (train result, test metrics, seconds)."""
+    train, dev, test = files
     cmd = ["train", "language-model", "--train", str(train), "--dev", str(dev), "--out", str(out), "--name", name]
-    for s in sets:
-        cmd += ["--set", s]
+    for item in sets:
+        cmd += ["--set", item]
     start = time.perf_counter()
     result = _cli(*cmd)
     seconds = time.perf_counter() - start
-    test_metrics = _cli("evaluate", result["run"], "--data", str(test))
+    return result, _cli("evaluate", result["run"], "--data", str(test)), seconds
+
+
+def run_one(name: str, out: Path, epochs: int, quick: bool) -> dict:
+    sets = [*SETTINGS[name], f"train.epochs={epochs}"]
+    result, test_metrics, seconds = _train_and_test(name, _files(name, out, quick), out, sets)
     with open(Path(result["run"]) / "history.csv", newline="") as f:
         history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     level = "char" if name == "shakespeare" else "word"
@@ -144,22 +149,15 @@ def _eval_speed(run: str, test: Path) -> float:
 
 
 def run_softmax(out: Path, epochs: int, quick: bool) -> list[dict]:
-    train, dev, test = _files("ptb", out, quick)
+    files = _files("ptb", out, quick)
     rows = []
     for name, extra in SOFTMAX_VARIANTS.items():
         sets = [*SOFTMAX_BASE, *extra, f"train.epochs={epochs}"]
-        cmd = ["train", "language-model", "--train", str(train), "--dev", str(dev), "--out", str(out),
-               "--name", name.replace(", ", "-")]
-        for item in sets:
-            cmd += ["--set", item]
-        start = time.perf_counter()
-        result = _cli(*cmd)
-        seconds = time.perf_counter() - start
-        test_metrics = _cli("evaluate", result["run"], "--data", str(test))
+        result, test_metrics, seconds = _train_and_test(name.replace(", ", "-"), files, out, sets)
         row = {"name": name, "settings": extra, "seconds": seconds, "dev": result["dev"]["perplexity"],
                "test": test_metrics["perplexity"], "parameters": result["parameters"],
                "train_tokens_per_second": result["train_tokens_per_second"],
-               "eval_tokens_per_second": _eval_speed(result["run"], test),
+               "eval_tokens_per_second": _eval_speed(result["run"], files[2]),
                "generation_tokens_per_second": _generation_speed(result["run"], "word")[0]}
         print(json.dumps(row), flush=True)
         rows.append(row)

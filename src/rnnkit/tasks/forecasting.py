@@ -293,9 +293,9 @@ class Pipeline:
         """Embedding row of a series (0 for series not seen in training)."""
         return self._index.get(series_id, 0)
 
-    def _ensure_stats(self, s: TimeSeries, fit_stop: int) -> None:
-        """Series unseen in training get their own statistics, from steps before ``fit_stop`` only."""
-        targets = transform_targets(s.targets, self.cfg.transform, s.series_id)
+    def _ensure_stats(self, s: TimeSeries, targets: np.ndarray, fit_stop: int) -> None:
+        """Series unseen in training get their own statistics, from steps before ``fit_stop`` only
+        (``targets``: the series' targets already transformed)."""
         for scaler, values in ((self.target_scaler, targets), (self.covariate_scaler, _covariates(s))):
             if scaler is not None and s.series_id not in scaler.stats:
                 fresh = type(scaler)(per_series=True).fit({s.series_id: values[:fit_stop]})
@@ -303,9 +303,9 @@ class Pipeline:
 
     def scale(self, s: TimeSeries, fit_stop: int) -> TimeSeries:
         """A scaled copy of one (calendar-augmented) series."""
-        self._ensure_stats(s, fit_stop)
         new = copy.copy(s)
         new.targets = transform_targets(s.targets, self.cfg.transform, s.series_id)
+        self._ensure_stats(s, new.targets, fit_stop)
         if self.target_scaler is not None:
             new.targets = self.target_scaler.transform(new.targets, s.series_id)
         if self.covariate_scaler is not None:
