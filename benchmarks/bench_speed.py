@@ -4,10 +4,11 @@
     python benchmarks/bench_speed.py --quick          # smoke run (seconds): checks the script works
     python benchmarks/bench_speed.py --write          # also replace this section of RESULTS.md
 
-Paths: torch.nn.LSTM/GRU, rnnkit fused and reference, the LSTM variants torch.nn has no kernel
-for (layer norm, peephole, recurrent dropout, zoneout; the last two also on the opt-in
-hand-written-backward engine), and minGRU/minLSTM (Feng et al. 2024) on the sequential and the
-log-space parallel scan; then minGRU against nn.GRU on long sequences.
+Paths: torch.nn.LSTM/GRU, rnnkit fused, engine and reference, the LSTM variants torch.nn has no
+kernel for (peephole, recurrent dropout, zoneout: "auto" runs them on the hand-written-backward
+engine, each also timed on the reference scan; layer norm on both), and minGRU/minLSTM (Feng et
+al. 2024) on the sequential and the log-space parallel scan; then minGRU against nn.GRU on long
+sequences.
 
 What is measured, per path:
 
@@ -118,15 +119,21 @@ def core_paths() -> list[BenchPath]:
     return [
         BenchPath(lstm, _torch_layer(nn.LSTM), 4, True, lstm),
         BenchPath("rnnkit LSTM fused", _ours(rnn.LSTM, implementation="fused"), 4, True, lstm),
+        BenchPath("rnnkit LSTM engine", _ours(rnn.LSTM, implementation="engine"), 4, True, lstm),
         BenchPath("rnnkit LSTM reference", _ours(rnn.LSTM, implementation="reference"), 4, True, lstm),
-        BenchPath("rnnkit layernorm LSTM", _ours(rnn.LSTM, cell="layernorm_lstm"), 4, True, lstm),
-        BenchPath("rnnkit peephole LSTM", _ours(rnn.LSTM, cell="peephole_lstm"), 4, True, lstm),
-        BenchPath("rnnkit LSTM recurrent dropout 0.25", _ours(rnn.LSTM, recurrent_dropout=0.25), 4, True, lstm),
-        BenchPath("rnnkit LSTM zoneout 0.1", _ours(rnn.LSTM, zoneout=0.1), 4, True, lstm),
-        BenchPath("rnnkit peephole LSTM engine", _ours(rnn.LSTM, cell="peephole_lstm", implementation="engine"),
+        BenchPath("rnnkit peephole LSTM (auto: engine)", _ours(rnn.LSTM, cell="peephole_lstm"), 4, True, lstm),
+        BenchPath("rnnkit peephole LSTM reference",
+                  _ours(rnn.LSTM, cell="peephole_lstm", implementation="reference"), 4, True, lstm),
+        BenchPath("rnnkit LSTM recurrent dropout 0.25 (auto: engine)", _ours(rnn.LSTM, recurrent_dropout=0.25),
                   4, True, lstm),
-        BenchPath("rnnkit LSTM recurrent dropout 0.25 engine",
-                  _ours(rnn.LSTM, recurrent_dropout=0.25, implementation="engine"), 4, True, lstm),
+        BenchPath("rnnkit LSTM recurrent dropout 0.25 reference",
+                  _ours(rnn.LSTM, recurrent_dropout=0.25, implementation="reference"), 4, True, lstm),
+        BenchPath("rnnkit LSTM zoneout 0.1 (auto: engine)", _ours(rnn.LSTM, zoneout=0.1), 4, True, lstm),
+        BenchPath("rnnkit LSTM zoneout 0.1 reference", _ours(rnn.LSTM, zoneout=0.1, implementation="reference"),
+                  4, True, lstm),
+        BenchPath("rnnkit layernorm LSTM (auto: reference)", _ours(rnn.LSTM, cell="layernorm_lstm"), 4, True, lstm),
+        BenchPath("rnnkit layernorm LSTM engine", _ours(rnn.LSTM, cell="layernorm_lstm", implementation="engine"),
+                  4, True, lstm),
         BenchPath(gru, _torch_layer(nn.GRU), 3, True, gru),
         BenchPath("rnnkit GRU fused", _ours(rnn.GRU, implementation="fused"), 3, True, gru),
         BenchPath("rnnkit GRU reference", _ours(rnn.GRU, implementation="reference"), 3, True, gru),

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from results_md import write_section  # benchmarks/results_md.py
+from results_md import merge_rows, write_section  # benchmarks/results_md.py
 
 from rnnkit.tasks.config import dump_yaml, load_config
 from rnnkit.tasks.run import RunDir
@@ -100,15 +100,20 @@ def main() -> None:
             rows.append((direction, name, metrics["parameters"], metrics["epochs_run"], train_seconds,
                          metrics["dev"]["bleu"], scores["bleu"], scores["chrf"], greedy_speed, beam_speed))
             print(rows[-1], flush=True)
-    best = {d: max((r for r in rows if r[0] == d), key=lambda r: r[5])[1] for d in {r[0] for r in rows}}
     command = "python benchmarks/bench_translation.py" + (" --quick" if args.quick else
                                                           f" --epochs {args.epochs} --threads {args.threads}")
-    if args.directions != "de-en,en-de":
-        command += f" --directions {args.directions}"
-    if args.models != ",".join(MODELS):
-        command += f" --models '{args.models}'"
+    command += " --directions DIRECTION --models MODEL" if not args.quick else ""
+    table = [f"| {d} | {name} | {params:,} | {epochs} | {secs:.0f} | {val:.2f} | {bleu:.2f} | {chrf:.2f} "
+             f"| {gs:.1f} | {bs:.1f} |" for d, name, params, epochs, secs, val, bleu, chrf, gs, bs in rows]
+    notes: list[str] = []
+    if args.write and not args.quick:  # one run per row: keep the rows of earlier runs
+        table, notes = merge_rows(SECTION, [r.replace(" * |", " |") for r in table], key_columns=2)
+        table = [r.replace(" * |", " |") for r in table]
+    cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table]
+    best = {d: max((c for c in cells if c[0] == d), key=lambda c: float(c[5]))[1] for d in {c[0] for c in cells}}
+    table = [r.replace(f"| {c[1]} |", f"| {c[1]} * |", 1) if best[c[0]] == c[1] else r for r, c in zip(table, cells)]
     lines = [SECTION, "",
-             f"Command: `{command} --write`{'  (SMOKE RUN: tiny models, 1,000 pairs, 1 epoch; not a result)' if args.quick else ''}  ",
+             f"Command: `{command} --write`{'  (SMOKE RUN: tiny models, 1,000 pairs, 1 epoch; not a result)' if args.quick else ' for each row (DIRECTION and MODEL from the row)'}  ",
              f"Machine: {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, "
              f"{datetime.date.today().isoformat()}. Settings: `{' '.join(base)}`; separate BPE vocabularies, "
              "bidirectional encoder, input feeding, tied decoder embeddings, label smoothing 0.1, early stopping on "
@@ -116,12 +121,9 @@ def main() -> None:
              "test evaluated once per model, to report.", "",
              "| direction | model | parameters | epochs | training time (s) | val BLEU | test BLEU | test chrF "
              "| greedy sentences/s | beam-5 sentences/s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for d, name, params, epochs, secs, val, bleu, chrf, gs, bs in rows:
-        mark = " *" if best[d] == name else ""
-        lines.append(f"| {d} | {name}{mark} | {params:,} | {epochs} | {secs:.0f} | {val:.2f} | {bleu:.2f} | {chrf:.2f} "
-                     f"| {gs:.1f} | {bs:.1f} |")
-    lines += ["", f"sacreBLEU signature: `{signature}`", ""]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|", *table]
+    kept = "\n".join(n for n in notes if not n.startswith("sacreBLEU")).strip()
+    lines += ["", f"sacreBLEU signature: `{signature}`", *(["", kept] if kept else []), ""]
     text = "\n".join(lines)
     print(text)
     if args.write:

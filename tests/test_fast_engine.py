@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import rnnkit.nn as rnn
-from rnnkit.cells import LSTMCell
+from rnnkit.cells import LayerNormLSTMCell, LSTMCell
 from rnnkit.scan import engine_scan, reference_scan
 
 I, H, B, T = 3, 5, 4, 6
@@ -24,14 +24,22 @@ def _run(scan: object, cell: LSTMCell, x: torch.Tensor, state: tuple[torch.Tenso
             *[p.grad for p in cell.parameters() if p.grad is not None]]
 
 
+def _randomise(cell: LSTMCell) -> LSTMCell:
+    with torch.no_grad():  # layer-norm gains and biases start at 1 and 0: make every parameter matter
+        for p in cell.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return cell
+
+
 @pytest.mark.parametrize("peephole", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("mask_kind", ["none", "right", "left", "holes"])
 @pytest.mark.parametrize("recurrent_dropout", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
 def test_engine_matches_reference_float64(peephole: bool, reverse: bool, mask_kind: str,
-                                          recurrent_dropout: bool, bias: bool) -> None:
-    cell = LSTMCell(I, H, bias, peephole=peephole).double()
+                                          recurrent_dropout: bool, bias: bool, kind: type[LSTMCell]) -> None:
+    cell = _randomise(kind(I, H, bias, peephole=peephole).double())
     x = torch.randn(B, T, I, dtype=torch.float64)
     state = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
     lengths = torch.tensor([T, 3, 1, 0])
@@ -47,16 +55,18 @@ def test_engine_matches_reference_float64(peephole: bool, reverse: bool, mask_ki
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
 
 
-def test_engine_float32_close() -> None:
-    cell = LSTMCell(I, H, peephole=True)
+@pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
+def test_engine_float32_close(kind: type[LSTMCell]) -> None:
+    cell = kind(I, H, peephole=True)
     x, state = torch.randn(B, T, I), (torch.randn(B, H), torch.randn(B, H))
     for e, g in zip(_run(reference_scan, cell, x, state), _run(engine_scan, cell, x, state)):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-def test_engine_gradcheck(reverse: bool) -> None:
-    cell = LSTMCell(2, 3, peephole=True).double()
+@pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
+def test_engine_gradcheck(reverse: bool, kind: type[LSTMCell]) -> None:
+    cell = _randomise(kind(2, 3, peephole=True).double())
     x = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
     c0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
@@ -86,16 +96,103 @@ def test_layer_opt_in_matches_reference() -> None:
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
 
 
-def test_auto_never_picks_the_engine() -> None:
-    layer = rnn.LSTM(I, H, batch_first=True, cell="peephole_lstm")
+def _graph_names(t: torch.Tensor) -> set[str]:
+    """Names of every autograd node behind ``t``."""
+    seen, todo, names = set(), [t.grad_fn], set()
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        todo.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("kw, engine", [
+    ({"cell": "peephole_lstm"}, True),
+    ({"recurrent_dropout": 0.2}, True),
+    ({"zoneout": 0.1}, True),
+    ({}, False),  # the fused torch.nn kernel
+    ({"cell": "layernorm_lstm"}, False),  # the engine runs it (opt-in) but measured no faster
+])
+def test_auto_picks_the_engine_where_the_fused_kernel_cannot_run(kw: dict[str, object], engine: bool) -> None:
+    layer = rnn.LSTM(I, H, batch_first=True, **kw)  # type: ignore[arg-type]
     assert layer.implementation == "auto"
     out, _ = layer(torch.randn(B, T, I))
-    assert out.grad_fn is not None and "LSTMEngine" not in type(out.grad_fn).__name__
+    assert any("LSTMEngine" in n for n in _graph_names(out)) == engine
+    gated, _, gates = layer(torch.randn(B, T, I), return_gates=True)  # only the reference scan records gates
+    assert gates and not any("LSTMEngine" in n for n in _graph_names(gated))
+
+
+def test_auto_uses_the_engine_for_masks_with_gaps() -> None:
+    layer = rnn.LSTM(I, H, batch_first=True)
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[0, 2] = False
+    out, _ = layer(torch.randn(B, T, I), mask=mask)
+    assert any("LSTMEngine" in n for n in _graph_names(out))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("mask_kind", ["none", "right", "holes"])
+@pytest.mark.parametrize("peephole", [False, True])
+@pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
+def test_engine_zoneout_in_training_matches_reference_given_the_same_draws(
+        monkeypatch: pytest.MonkeyPatch, reverse: bool, mask_kind: str, peephole: bool, kind: type[LSTMCell]) -> None:
+    import rnnkit.scan.engine as engine_module
+    import rnnkit.scan.reference as reference_module
+
+    rate = 0.3
+    draws = torch.rand(T, 2, B, H, dtype=torch.float64)  # one (h, c) pair per processed step
+    step = iter(range(T))
+
+    def reference_zoneout(new: tuple[torch.Tensor, ...], old: tuple[torch.Tensor, ...], rate_: float,
+                          training: bool) -> tuple[torch.Tensor, ...]:
+        k = next(step)
+        return tuple(torch.where(draws[k, j] < rate_, o, n) for j, (n, o) in enumerate(zip(new, old)))
+
+    def engine_updates(mask: torch.Tensor | None, zoneout_rate: float, training: bool, steps: int, batch: int,
+                       hidden: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        keep = None if mask is None else mask.t().unsqueeze(-1).to(like.dtype)
+        u_h, u_c = ((draws[:, j] >= zoneout_rate).double() for j in (0, 1))
+        return (u_h, u_c, None) if keep is None else (u_h * keep, u_c * keep, keep)
+
+    monkeypatch.setattr(reference_module, "zoneout", reference_zoneout)
+    monkeypatch.setattr(engine_module, "_update_weights", engine_updates)
+    cell = _randomise(kind(I, H, peephole=peephole).double())
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    state = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
+    lengths = torch.tensor([T, 3, 1, 0])
+    mask = {"none": None, "right": torch.arange(T) < lengths[:, None], "holes": torch.rand(B, T) > 0.4}[mask_kind]
+    kw = {"mask": mask, "reverse": reverse, "zoneout_rate": rate, "training": True}
+    expected = _run(reference_scan, cell, x, state, **kw)
+    got = _run(engine_scan, cell, x, state, **kw)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_zoneout_layer_engine_against_reference(training: bool) -> None:
+    kw = {"num_layers": 2, "bidirectional": True, "batch_first": True, "zoneout": 0.25}
+    ref = rnn.LSTM(I, H, implementation="reference", **kw).double()
+    eng = rnn.LSTM(I, H, implementation="engine", **kw).double()
+    eng.load_state_dict(ref.state_dict())
+    ref.train(training)
+    eng.train(training)
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    if not training:  # the expectation rate * old + (1 - rate) * new: deterministic, equal
+        for a, b in zip(ref(x, lengths=torch.tensor([T, 4, 2, 1]))[0], eng(x, lengths=torch.tensor([T, 4, 2, 1]))[0]):
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+        return
+    frac = []
+    eng = rnn.LSTM(I, H, implementation="engine", batch_first=True, zoneout=0.4).double().train()
+    for _ in range(20):  # from the zero state, a unit that is not zoned out leaves 0
+        out, _ = eng(torch.randn(64, 1, I, dtype=torch.float64))
+        frac.append(float((out == 0).double().mean()))
+    assert abs(sum(frac) / len(frac) - 0.4) < 0.03
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"cell": "layernorm_lstm"}, "supports LSTMCell"),
-    ({"zoneout": 0.1}, "zoneout"),
     ({"proj_size": 2}, "proj_size"),
 ])
 def test_engine_fails_loudly(kw: dict[str, object], match: str) -> None:

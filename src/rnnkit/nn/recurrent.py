@@ -8,11 +8,13 @@ or a cell class), ``return_gates``, variational input and recurrent dropout, zon
 ``step`` and a stateful mode.
 
 Standard configurations run on ``torch.nn``'s fused kernels (oneDNN, cuDNN) and give the same
-numbers; everything else runs the reference scan. ``implementation`` chooses:
-``"auto"`` (fused when it computes this call exactly, else reference), ``"fused"`` (fail with the
-reason when it cannot) or ``"reference"``. Cells whose gates depend only on the input (``"mingru"``,
-``"minlstm"``) also run on element-wise linear scans, ``"sequential"`` or ``"parallel"``;
-``"auto"`` picks the sequential one on CPU (see ``rnnkit.scan.parallel`` and ``docs/speed.md``).
+numbers; LSTM cells those kernels cannot run (peepholes, recurrent dropout, zoneout, masks with
+gaps) run on rnnkit's hand-written-backward engine; everything else runs the reference scan.
+``implementation`` chooses: ``"auto"`` (fused when it computes this call exactly, else the
+engine or the reference), ``"fused"`` (fail with the reason when it cannot), ``"engine"`` or
+``"reference"``. Cells whose gates depend only on the input (``"mingru"``, ``"minlstm"``) also run
+on element-wise linear scans, ``"sequential"`` or ``"parallel"``; ``"auto"`` picks the sequential
+one on CPU (see ``rnnkit.scan.parallel``, ``rnnkit.scan.engine`` and ``docs/speed.md``).
 
 Shapes: ``B`` batch, ``T`` time, ``D`` directions (2 if bidirectional), ``L`` layers,
 ``P`` output features per direction (``proj_size`` or ``hidden_size``).
@@ -420,7 +422,9 @@ _EXTRA_DOC = """
         zoneout: probability that a state unit keeps its previous value (Krueger et al. 2017).
         implementation: ``"auto"``, ``"fused"``, ``"reference"``, or for cells with input-only gates
             (``"mingru"``, ``"minlstm"``) ``"sequential"`` / ``"parallel"`` (see ``rnnkit.scan.parallel``);
-            ``"engine"``: opt-in hand-written-backward LSTM engine (``rnnkit.scan.engine``).
+            ``"engine"``: the hand-written-backward LSTM engine (``rnnkit.scan.engine``), which
+            ``"auto"`` uses for LSTM cells the fused kernel cannot run (peepholes, recurrent dropout,
+            zoneout, masks with gaps); opt-in for layer-norm LSTM cells.
         stateful: carry the final state into the next call (see ``reset_state``).
 """
 

@@ -1,23 +1,31 @@
 """A training engine for LSTM cells in pure PyTorch, with a hand-written backward through time.
 
 For the LSTM configurations ``torch.nn`` has no kernel for (peephole connections, variational
-recurrent dropout, masks with gaps) the reference scan records every small op of every step on
-the autograd tape. This engine instead runs the whole sequence as one
-:class:`torch.autograd.Function`:
+recurrent dropout, zoneout, masks with gaps) the reference scan records every small op of every
+step on the autograd tape. This engine runs the whole sequence as one
+:class:`torch.autograd.Function` and keeps the per-step work to a handful of large ops:
 
-* forward: the input projection for all steps is one matmul (done by the caller, outside the
-  function, so autograd handles ``W_ih``, ``b_ih`` and ``x``); per step one recurrent matmul
-  ``addmm`` into a preallocated ``[T, B, 4H]`` buffer, then the gate math, writing gates and
-  cell states into preallocated buffers;
-* backward: the adjoint recurrence step by step (one ``[B, 4H] x [4H, H]`` matmul per step),
-  writing ``dL/dz_t`` into a buffer; after the loop ``dL/dW_hh`` is one ``[4H, T*B] x [T*B, H]``
-  matmul, and the bias and peephole gradients are reductions.
+* gates are reordered ``o, i, f, g`` inside the engine (the weights are permuted once per call,
+  through autograd), so one ``sigmoid`` covers three gates and one ``tanh`` the fourth; both
+  biases are folded into the input projection, which is one matmul for all steps;
+* forward, per step: one ``addmm`` into a preallocated ``[T, B, 4H]`` buffer, the activations in
+  place, the new cell and hidden state written straight into ``[T+1, B, H]`` state buffers (the
+  previous state is a view of the same buffer: no copies);
+* backward: every factor of the adjoint that does not depend on the incoming gradient
+  (``o(1-o) tanh c``, ``i(1-i) g``, ...) is computed for all steps at once, so a step is about
+  five element-wise ops and one ``[B, 4H] x [4H, H]`` ``addmm`` that also adds ``dL/d out_{t-1}``;
+  peepholes fold into those factors and cost nothing per step; after the loop ``dL/dW_hh`` is one
+  ``[4H, T*B] x [T*B, H]`` matmul (the technique cuDNN uses).
 
-Same contract as :func:`~rnnkit.scan.reference_scan` for :class:`~rnnkit.cells.LSTMCell` with
-``type(cell) is LSTMCell`` and no projection (``proj_size == 0``): masks of any pattern, reverse,
-initial state, recurrent dropout, peepholes. Zoneout, gate recording, layer norm and projections
-are not supported (:func:`engine_unavailable_reason` says why). The engine is opt-in
-(``implementation="engine"``); see ``docs/speed.md`` for when it wins.
+State updates are written as ``s_t = s_{t-1} + u_t (s~_t - s_{t-1})`` (``torch.lerp``) with an
+update weight ``u``: 1 everywhere (plain), the sequence mask (masked steps keep their state),
+zoneout's Bernoulli keep-mask in training or its expectation ``1 - rate`` at inference, or their
+product. Same contract as :func:`~rnnkit.scan.reference_scan` for :class:`~rnnkit.cells.LSTMCell`
+with ``type(cell) is LSTMCell`` and no projection: masks of any pattern, reverse, initial state,
+recurrent dropout, peepholes, zoneout. Gate recording, layer norm and projections are not
+supported (:func:`engine_unavailable_reason` says why). ``implementation="auto"`` uses it for
+the LSTM variants the fused kernel cannot run (measured faster than the reference scan, see
+``docs/speed.md``).
 """
 
 from __future__ import annotations
@@ -25,127 +33,208 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ..cells.base import RecurrentCell, State
-from ..cells.lstm import LSTMCell
+from ..cells.lstm import LayerNormLSTMCell, LSTMCell
+from .engine_layernorm import layernorm_engine_scan
 
 
 def engine_unavailable_reason(cell: RecurrentCell, *, zoneout_rate: float = 0.0,
                               return_gates: bool = False) -> str | None:
     """Why the engine cannot run ``cell`` exactly, else ``None``."""
-    if type(cell) is not LSTMCell:
-        return (f"implementation='engine' supports LSTMCell (plain, peephole, recurrent dropout) only; "
-                f"got {type(cell).__name__}")
+    del zoneout_rate  # any rate is supported
+    if type(cell) not in (LSTMCell, LayerNormLSTMCell):
+        return (f"implementation='engine' supports LSTMCell and LayerNormLSTMCell (plain, peephole, recurrent "
+                f"dropout, zoneout) only; got {type(cell).__name__}")
     if cell.weight_hr is not None:
         return "implementation='engine' does not support proj_size"
-    if zoneout_rate:
-        return "zoneout runs only in the reference scan"
     if return_gates:
         return "gate activations are recorded only by the reference scan"
     return None
 
 
+def _gate_order(hidden: int, device: torch.device) -> Tensor:
+    """Row indices turning torch's ``i, f, g, o`` blocks into the engine's ``o, i, f, g``."""
+    blocks = torch.arange(4 * hidden, device=device).view(4, hidden)
+    return blocks[[3, 0, 1, 2]].reshape(-1)
+
+
+def _engine_rows(weight: Tensor, order: Tensor) -> Tensor:
+    """``weight``'s gate rows (or entries) in the engine's order, the cell-candidate block doubled."""
+    rows = weight[order]
+    hidden = rows.shape[0] // 4
+    scale = rows.new_ones(4, hidden)
+    scale[3] = 2.0
+    return rows * scale.view(-1, *([1] * (rows.dim() - 1)))
+
+
 class _LSTMEngine(torch.autograd.Function):
-    """Time-major LSTM over ``xw [T, B, 4H]`` (input projection incl. ``b_ih`` already added)."""
+    """Time-major LSTM over ``x [T, B, I]`` with ``w_cat = [W_ih, W_hh]`` rows in gate order ``o, i, f, 2g``.
+
+    The cell-candidate rows arrive scaled by 2 so that one ``sigmoid`` serves all four gates:
+    ``tanh(a) = 2 sigmoid(2a) - 1``. Each step's matmul reads ``[x_t, h_{t-1}]`` from one buffer
+    (``h`` is written there by the step before), so the input projection rides along with the
+    recurrent one and no ``[T, B, 4H]`` projection is ever stored. ``update_h``/``update_c``
+    (``[T, B, 1 or H]`` or ``None`` for all ones) weight each state update; ``out_mask``
+    (``[T, B, 1]`` or ``None``) zeroes the outputs of masked steps.
+    """
 
     @staticmethod
-    def forward(ctx: FunctionCtx, xw: Tensor, w_hh: Tensor, b_hh: Tensor | None, peep: Tensor | None,  # type: ignore[override]
-                h0: Tensor, c0: Tensor, rec_mask: Tensor | None, keep: Tensor | None,
-                reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
-        steps, batch, four_h = xw.shape
+    def forward(ctx: FunctionCtx, x: Tensor, w_cat: Tensor, bias: Tensor | None,  # type: ignore[override]
+                peep: Tensor | None, h0: Tensor, c0: Tensor, rec_mask: Tensor | None, update_h: Tensor | None,
+                update_c: Tensor | None, out_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        steps, batch, inputs = x.shape
+        four_h = w_cat.shape[0]
         hidden = four_h // 4
-        z = torch.empty_like(xw)  # gate pre-activations, then (in place) activations i, f, g, o
-        c_new = xw.new_empty(steps, batch, hidden)  # c' of each step (before masking)
-        c_prev = xw.new_empty(steps, batch, hidden)  # c_{t-1} seen by each step
-        h_in = xw.new_empty(steps, batch, hidden)  # h_{t-1} * recurrent mask, the matmul's input
-        out = xw.new_empty(steps, batch, hidden)
-        w_t = w_hh.t()
-        h, c = h0, c0
-        order = range(steps - 1, -1, -1) if reverse else range(steps)
-        for t in order:
-            hm = h if rec_mask is None else h * rec_mask
-            h_in[t] = hm
-            c_prev[t] = c
-            zt = z[t]
-            torch.addmm(xw[t], hm, w_t, out=zt)
-            if b_hh is not None:
-                zt += b_hh
-            z_i, z_f, z_g, z_o = zt.chunk(4, -1)  # views: the activations overwrite them in place
-            if peep is not None:
-                z_i.addcmul_(peep[0], c)
-                z_f.addcmul_(peep[1], c)
-            torch.sigmoid_(z_i)
-            torch.sigmoid_(z_f)
-            torch.tanh_(z_g)
-            cn = torch.addcmul(z_f * c, z_i, z_g, out=c_new[t])
-            if peep is not None:
-                z_o.addcmul_(peep[2], cn)
-            torch.sigmoid_(z_o)
-            hn = torch.mul(z_o, torch.tanh(cn), out=out[t])
-            if keep is None:
-                h, c = hn, cn
+        xh = x.new_empty(steps + 1, batch, inputs + hidden)  # [x_t, h_{t-1} (recurrent-masked)]
+        xh[:steps, :, :inputs] = x
+        z = x.new_empty(steps, batch, four_h)  # pre-activations, then (in place) sigmoids of o, i, f, 2g
+        carried = update_h is not None or rec_mask is not None  # h itself differs from the matmul input
+        hs = x.new_empty(steps + 1, batch, hidden) if carried else xh[..., inputs:]  # hs[t]: h before step t
+        cs = x.new_empty(steps + 1, batch, hidden)
+        hs[0], cs[0] = h0, c0
+        if rec_mask is not None:
+            torch.mul(h0, rec_mask, out=xh[0, :, inputs:])
+        elif carried:
+            xh[0, :, inputs:] = h0
+        tanh_c = x.new_empty(steps, batch, hidden)  # tanh of each step's candidate cell state
+        updates = update_h is not None
+        c_cand = x.new_empty(steps, batch, hidden) if updates else cs[1:]  # c~_t before the update
+        h_cand = x.new_empty(batch, hidden) if updates else None
+        w_t = w_cat.t()
+        # per-step views, made once (indexing inside the loop costs more than the small ops)
+        xh_s, hin_s, z_s, tc_s, cc_s = xh.unbind(0), xh[..., inputs:].unbind(0), z.unbind(0), tanh_c.unbind(0), c_cand.unbind(0)
+        h_s, c_s = hs.unbind(0), cs.unbind(0)
+        o_s, i_s, f_s, g_s = (part.unbind(0) for part in z.chunk(4, -1))
+        act_s = z[..., hidden:].unbind(0) if peep is not None else z_s  # what one sigmoid covers
+        if_s = z[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
+        uh_s = update_h.unbind(0) if update_h is not None else ()
+        uc_s = update_c.unbind(0) if update_c is not None else ()
+        peep_if = peep[:2] if peep is not None else None
+        for t in range(steps):
+            if bias is None:
+                torch.mm(xh_s[t], w_t, out=z_s[t])
             else:
-                k = keep[t]
-                h = torch.where(k, hn, h)
-                c = torch.where(k, cn, c)
-                out[t].mul_(k)
-        ctx.save_for_backward(z, c_new, c_prev, h_in, w_hh, peep, rec_mask, keep)  # type: ignore[arg-type]  # None is allowed
-        ctx.reverse = reverse  # type: ignore[attr-defined]
-        ctx.has_bias = b_hh is not None  # type: ignore[attr-defined]
-        return out, h, c
+                torch.addmm(bias, xh_s[t], w_t, out=z_s[t])
+            c = c_s[t]
+            if peep_if is not None:
+                if_s[t].addcmul_(peep_if, c.unsqueeze(1))
+            torch.sigmoid_(act_s[t])
+            i, f = i_s[t], f_s[t]
+            cn = torch.mul(f, c, out=cc_s[t]).addcmul_(i, g_s[t], value=2.0).sub_(i)  # f c + i (2 s_g - 1)
+            o = o_s[t]
+            if peep is not None:
+                torch.sigmoid_(o.addcmul_(peep[2], cn))
+            tc = torch.tanh(cn, out=tc_s[t])
+            if h_cand is None:
+                torch.mul(o, tc, out=h_s[t + 1])
+            else:
+                torch.lerp(h_s[t], torch.mul(o, tc, out=h_cand), uh_s[t], out=h_s[t + 1])
+                torch.lerp(c, cn, uc_s[t], out=c_s[t + 1])
+            if rec_mask is not None:
+                torch.mul(h_s[t + 1], rec_mask, out=hin_s[t + 1])
+            elif carried:
+                hin_s[t + 1].copy_(h_s[t + 1])
+        out = hs[1:] if out_mask is None else hs[1:] * out_mask
+        ctx.save_for_backward(x, z, cs, tanh_c, c_cand, xh, w_cat, peep,  # type: ignore[arg-type]  # None is allowed
+                              rec_mask, update_h, update_c, out_mask)
+        ctx.has_bias = bias is not None  # type: ignore[attr-defined]
+        return out, hs[steps].clone(), cs[steps].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None,  # type: ignore[override]
                  grad_c: Tensor | None) -> tuple[Tensor | None, ...]:
-        z, c_new, c_prev, h_in, w_hh, peep, rec_mask, keep = ctx.saved_tensors
+        x, z, cs, tanh_c, c_cand, xh, w_cat, peep, rec_mask, update_h, update_c, out_mask = ctx.saved_tensors
         steps, batch, four_h = z.shape
-        hidden = four_h // 4
+        hidden, inputs = four_h // 4, x.shape[-1]
+        w_hh = w_cat[:, inputs:]
+        # Everything below is per step on [B, 4H] tensors that stay in cache: a pass over the whole
+        # [T, B, 4H] history costs more on a CPU (memory bound) than the same math done step by step.
+        g_out = None if grad_out is None else (grad_out if out_mask is None else grad_out * out_mask)
         dz = torch.empty_like(z)
+        slope = z.new_empty(batch, four_h)  # sigmoid'(.) = s (1 - s) of each gate at this step
+        partner = z.new_empty(batch, 3, hidden)  # what multiplies i, f and g in c~: g, c_{t-1}, 2i
+        slope_o, slope_ifg = slope[:, :hidden], slope[:, hidden:].view(batch, 3, hidden)
+        p_g, p_c, p_i = partner.unbind(1)
+        z_s, tc_s, cp_s = z.unbind(0), tanh_c.unbind(0), cs.unbind(0)
+        o_s, i_s, f_s, s_s = (part.unbind(0) for part in z.chunk(4, -1))
+        dz_s, dzo_s = dz.unbind(0), dz[..., :hidden].unbind(0)
+        dzifg_s = dz[..., hidden:].unflatten(-1, (3, hidden)).unbind(0)
+        dzi_s, dzf_s = dz[..., hidden:2 * hidden].unbind(0), dz[..., 2 * hidden:3 * hidden].unbind(0)
+        gout_s = g_out.unbind(0) if g_out is not None else ()
+        uh_s = update_h.unbind(0) if update_h is not None else ()
+        uc_s = update_c.unbind(0) if update_c is not None else ()
         gh = torch.zeros(batch, hidden, dtype=z.dtype, device=z.device) if grad_h is None else grad_h.clone()
-        gc = torch.zeros_like(gh) if grad_c is None else grad_c.clone()
-        order = range(steps) if ctx.reverse else range(steps - 1, -1, -1)
-        for t in order:
-            i, f, g, o = z[t].chunk(4, -1)
-            cn, cp = c_new[t], c_prev[t]
-            dh_new = gh if grad_out is None else gh + grad_out[t]  # out_t is h' (zeroed where masked)
-            if keep is not None:
-                k = keep[t]
-                dh_new = dh_new * k
-                dc_new = gc * k
-                gh_skip, gc_skip = gh * ~k, gc * ~k  # masked step: state passes through unchanged
-            else:
-                dc_new = gc
-            tanh_c = torch.tanh(cn)
-            dz_i, dz_f, dz_g, dz_o = dz[t].chunk(4, -1)
-            torch.mul(dh_new * tanh_c, o * (1 - o), out=dz_o)
-            dc = dc_new + dh_new * o * (1 - tanh_c * tanh_c)
+        if g_out is not None:
+            gh = gh + gout_s[steps - 1]
+        gc = torch.zeros_like(gh) if grad_c is None else grad_c
+        if peep is not None:  # dL/dpeephole summed over the batch after the loop, over time inside it
+            peep_if_acc = z.new_zeros(batch, 2, hidden)
+            peep_o_acc = z.new_zeros(batch, hidden)
+            dzif_s = dz[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
+            cc_s = c_cand.unbind(0)
+        for t in range(steps - 1, -1, -1):
+            a = z_s[t]
+            torch.addcmul(a, a, a, value=-1, out=slope)
+            o, i, tc = o_s[t], i_s[t], tc_s[t]
+            dh = gh if update_h is None else gh * uh_s[t]  # what reaches the cell's h~
+            dh_tc = dh * tc
+            torch.mul(dh_tc, slope_o, out=dzo_s[t])
+            dc = torch.addcmul(dh, dh_tc, tc, value=-1).mul_(o)  # dh o (1 - tanh^2 c~)
             if peep is not None:
-                dc = dc + dz_o * peep[2]
-            torch.mul(dc * g, i * (1 - i), out=dz_i)
-            torch.mul(dc * cp, f * (1 - f), out=dz_f)
-            torch.mul(dc * i, 1 - g * g, out=dz_g)
-            dc_prev = dc * f
+                dc.addcmul_(dzo_s[t], peep[2])
+            gc_kept = gc if update_c is None else gc * uc_s[t]  # what reaches the cell's c~
+            dc += gc_kept
+            torch.mul(s_s[t], 2.0, out=p_g).sub_(1.0)
+            p_c.copy_(cp_s[t])
+            torch.add(i, i, out=p_i)
+            torch.mul(partner, slope_ifg, out=dzifg_s[t]).mul_(dc.unsqueeze(1))
+            gc_next = torch.mul(dc, f_s[t])
             if peep is not None:
-                dc_prev = dc_prev + dz_i * peep[0] + dz_f * peep[1]
-            dh_prev = dz[t] @ w_hh
-            if rec_mask is not None:
-                dh_prev = dh_prev * rec_mask
-            if keep is not None:
-                gh, gc = dh_prev + gh_skip, dc_prev + gc_skip
+                gc_next.addcmul_(dzi_s[t], peep[0]).addcmul_(dzf_s[t], peep[1])
+                peep_if_acc.addcmul_(dzif_s[t], p_c.unsqueeze(1))
+                peep_o_acc.addcmul_(dzo_s[t], cc_s[t])
+            if update_c is not None:
+                gc_next += gc
+                gc_next -= gc_kept  # what skipped the cell: (1 - u_c) dL/dc_t
+            gc = gc_next
+            skip = gout_s[t - 1] if (g_out is not None and t) else None
+            if update_h is not None:
+                skip = gh - dh if skip is None else (gh - dh).add_(skip)
+            if rec_mask is None:
+                gh = torch.mm(dz_s[t], w_hh) if skip is None else torch.addmm(skip, dz_s[t], w_hh)
             else:
-                gh, gc = dh_prev, dc_prev
+                back = torch.mm(dz_s[t], w_hh)
+                gh = back.mul_(rec_mask) if skip is None else torch.addcmul(skip, back, rec_mask)
         flat_dz = dz.view(steps * batch, four_h)
-        grad_w = flat_dz.t() @ h_in.view(steps * batch, hidden) if ctx.needs_input_grad[1] else None
+        grad_x = (flat_dz @ w_cat[:, :inputs]).view(steps, batch, inputs) if ctx.needs_input_grad[0] else None
+        grad_w = flat_dz.t() @ xh[:steps].view(steps * batch, -1) if ctx.needs_input_grad[1] else None
         grad_b = flat_dz.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         grad_p = None
         if peep is not None and ctx.needs_input_grad[3]:
-            dz_i, dz_f, _, dz_o = dz.chunk(4, -1)
-            grad_p = torch.stack([(dz_i * c_prev).sum((0, 1)), (dz_f * c_prev).sum((0, 1)),
-                                  (dz_o * c_new).sum((0, 1))])
-        return dz, grad_w, grad_b, grad_p, gh, gc, None, None, None
+            grad_p = torch.cat([peep_if_acc.sum(0), peep_o_acc.sum(0, keepdim=True)])
+        return grad_x, grad_w, grad_b, grad_p, gh, gc, None, None, None, None
+
+
+def _update_weights(mask: Tensor | None, zoneout_rate: float, training: bool, steps: int, batch: int,
+                    hidden: int, like: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """``(update_h, update_c, out_mask)`` time-major, from the sequence mask and zoneout."""
+    keep = None if mask is None else mask.t().unsqueeze(-1).to(like.dtype)  # [T, B, 1]
+    if not zoneout_rate:
+        return keep, keep, keep
+    if training:  # a fresh Bernoulli mask per step and per state tensor, as in the reference scan
+        # uniform_ then ge_ in place: twice as fast as bernoulli_ on CPU, where drawing the numbers dominates
+        u_h, u_c = like.new_empty(2, steps, batch, hidden).uniform_().ge_(zoneout_rate).unbind(0)
+        if keep is not None:
+            u_h, u_c = u_h * keep, u_c * keep
+        return u_h, u_c, keep
+    expected = like.new_full((steps, batch, 1), 1.0 - zoneout_rate)
+    u = expected if keep is None else expected * keep
+    return u, u, keep
 
 
 def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | None = None,
@@ -154,17 +243,37 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
     """Run an :class:`~rnnkit.cells.LSTMCell` over ``x`` ``[B, T, I]`` with the hand-written BPTT engine.
 
     Arguments and results as in :func:`~rnnkit.scan.reference_scan`; raises ValueError for what
-    :func:`engine_unavailable_reason` reports.
+    :func:`engine_unavailable_reason` reports. In training, zoneout draws its masks from torch's
+    generator in a different order than the reference scan: same distribution, other samples.
     """
     reason = engine_unavailable_reason(cell, zoneout_rate=zoneout_rate, return_gates=return_gates)
     if reason is not None:
         raise ValueError(reason)
-    assert isinstance(cell, LSTMCell)
-    if x.shape[1] == 0:
-        return x.new_zeros(x.shape[0], 0, cell.output_size), state, None
+    assert isinstance(cell, LSTMCell)  # LayerNormLSTMCell included
+    batch, steps = x.shape[0], x.shape[1]
+    if steps == 0:
+        return x.new_zeros(batch, 0, cell.output_size), state, None
+    hidden = cell.hidden_size
+    order = _gate_order(hidden, x.device)
+    x_tm = x.transpose(0, 1)
+    if reverse:  # run the flipped sequence forwards; autograd flips the gradients back
+        x_tm = x_tm.flip(0)
+        mask = None if mask is None else mask.flip(1)
+    x_tm = x_tm.contiguous()
+    update_h, update_c, out_mask = _update_weights(mask, zoneout_rate, training, steps, batch, hidden, x)
     h0, c0 = state
-    xw = cell.project_input(x.transpose(0, 1))  # [T, B, 4H]: one matmul for every step
-    keep = None if mask is None else mask.t().unsqueeze(-1).contiguous()  # [T, B, 1]
-    out, h_n, c_n = _LSTMEngine.apply(xw.contiguous(), cell.weight_hh, cell.bias_hh, cell.weight_peephole,
-                                      h0.contiguous(), c0.contiguous(), recurrent_mask, keep, reverse)
+    if isinstance(cell, LayerNormLSTMCell):
+        scale = x.new_ones(4, hidden)
+        scale[3] = 2.0
+        out, h_n, c_n = layernorm_engine_scan(cell, x_tm, (h0, c0), order, scale.view(-1), recurrent_mask,
+                                              update_h, update_c, out_mask)
+    else:
+        bias = None
+        if cell.bias_ih is not None and cell.bias_hh is not None:
+            bias = _engine_rows(cell.bias_ih + cell.bias_hh, order)
+        w_cat = _engine_rows(torch.cat([cell.weight_ih, cell.weight_hh], 1), order)
+        out, h_n, c_n = _LSTMEngine.apply(x_tm, w_cat, bias, cell.weight_peephole, h0.contiguous(),
+                                          c0.contiguous(), recurrent_mask, update_h, update_c, out_mask)
+    if reverse:
+        out = out.flip(0)
     return out.transpose(0, 1), (h_n, c_n), None

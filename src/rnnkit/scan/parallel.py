@@ -37,6 +37,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ..cells.base import RecurrentCell, State
 from ..cells.minrnn import LinearRecurrentCell
+from ..cells.lstm import LSTMCell
 from .engine import engine_scan, engine_unavailable_reason
 
 ScanFn = Callable[..., tuple[Tensor, State, "dict[str, Tensor] | None"]]
@@ -276,14 +277,17 @@ def parallel_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor 
 def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: torch.device, *,
                 zoneout_rate: float = 0.0, return_gates: bool = False,
                 recurrent_dropout: bool = False) -> ScanFn | None:
-    """The linear scan a layer should use, or ``None`` for the reference scan.
+    """The scan a layer should use when the fused kernel cannot run, or ``None`` for the reference scan.
 
-    ``"auto"`` picks ``"sequential"`` on CPU (measured faster there, see ``docs/speed.md``) and
-    ``"parallel"`` on other devices (the paper's GPU setting; not measured by rnnkit), falling
-    back to ``"parallel"``'s unsupported cases with ``"sequential"`` and then to the reference scan.
-    An explicit ``"sequential"``, ``"parallel"`` or ``"engine"`` (the LSTM training engine of
-    :mod:`rnnkit.scan.engine`, opt-in only) raises ValueError with the reason when it cannot run
-    this call; any other implementation gives ``None``.
+    ``"auto"`` picks, for cells with input-only gates, ``"sequential"`` on CPU (measured faster
+    there, see ``docs/speed.md``) and ``"parallel"`` on other devices (the paper's GPU setting; not
+    measured by rnnkit), falling back to ``"parallel"``'s unsupported cases with ``"sequential"``;
+    for :class:`~rnnkit.cells.LSTMCell` (peepholes, recurrent dropout, zoneout, masks with gaps) the
+    hand-written-backward engine of :mod:`rnnkit.scan.engine` (measured 1.2-1.5x the reference
+    scan; for ``LayerNormLSTMCell`` it measured no faster, so that stays opt-in); then the
+    reference scan. An explicit ``"sequential"``, ``"parallel"`` or ``"engine"``
+    raises ValueError with the reason when it cannot run this call; any other implementation
+    gives ``None``.
     """
     if implementation == "engine":
         for c in cells:
@@ -307,4 +311,7 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
     for name in preferred:
         if all(linear_scan_unavailable_reason(c, name, **options) is None for c in cells):
             return scans[name]
+    if all(type(c) is LSTMCell and engine_unavailable_reason(c, zoneout_rate=zoneout_rate,
+                                                                return_gates=return_gates) is None for c in cells):
+        return engine_scan  # LayerNormLSTMCell: the engine measured no faster than the reference scan on CPU
     return None

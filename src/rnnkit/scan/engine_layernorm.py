@@ -1,0 +1,182 @@
+"""The hand-written-backward engine for :class:`~rnnkit.cells.LayerNormLSTMCell`.
+
+Same scheme as :mod:`rnnkit.scan.engine` (gates reordered ``o, i, f, 2g`` so one ``sigmoid``
+serves all four, states in ``[T+1, B, H]`` buffers, the adjoint per step on cached ``[B, 4H]``
+tensors, weight gradients in one matmul after the loop), with the two per-step layer norms done
+by ATen's fused kernels: ``native_layer_norm`` forward and ``native_layer_norm_backward``, one op
+each instead of the half-dozen autograd records of ``F.layer_norm``. The input-side norm
+``LN_ih(W_ih x)`` does not depend on the state, so it runs for all steps at once, under autograd.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from ..cells.lstm import LayerNormLSTMCell
+
+
+class _LayerNormLSTMEngine(torch.autograd.Function):
+    """Time-major layer-norm LSTM over ``xw [T, B, 4H]`` (``LN_ih(W_ih x) + b``, gates ``o, i, f, 2g``).
+
+    ``gain_hh`` is ``LN_hh``'s gain in engine order with the cell-candidate block doubled;
+    ``update_h``/``update_c``/``out_mask`` as in :mod:`rnnkit.scan.engine`.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, xw: Tensor, w_hh: Tensor, gain_hh: Tensor,  # type: ignore[override]
+                gain_c: Tensor, bias_c: Tensor, peep: Tensor | None, h0: Tensor, c0: Tensor,
+                rec_mask: Tensor | None, update_h: Tensor | None, update_c: Tensor | None,
+                out_mask: Tensor | None, eps_hh: float, eps_c: float) -> tuple[Tensor, Tensor, Tensor]:
+        steps, batch, four_h = xw.shape
+        hidden = four_h // 4
+        z = torch.empty_like(xw)  # pre-activations, then (in place) sigmoids of o, i, f, 2g
+        y = torch.empty_like(xw)  # W_hh h_{t-1}: the input of LN_hh
+        hs, cs = xw.new_empty(steps + 1, batch, hidden), xw.new_empty(steps + 1, batch, hidden)
+        hs[0], cs[0] = h0, c0
+        h_in = xw.new_empty(steps, batch, hidden) if rec_mask is not None else hs[:-1]
+        updates = update_h is not None
+        c_cand = xw.new_empty(steps, batch, hidden) if updates else cs[1:]
+        tanh_c = xw.new_empty(steps, batch, hidden)  # tanh(LN_c(c~_t))
+        h_cand = xw.new_empty(batch, hidden) if updates else None
+        stats: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # (mean, rstd) of LN_hh and LN_c per step
+        w_t = w_hh.t()
+        x_s, z_s, y_s, tc_s, cc_s = xw.unbind(0), z.unbind(0), y.unbind(0), tanh_c.unbind(0), c_cand.unbind(0)
+        h_s, c_s, hin_s = hs.unbind(0), cs.unbind(0), h_in.unbind(0)
+        o_s, i_s, f_s, g_s = (part.unbind(0) for part in z.chunk(4, -1))
+        act_s = z[..., hidden:].unbind(0) if peep is not None else z_s
+        if_s = z[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
+        uh_s = update_h.unbind(0) if update_h is not None else ()
+        uc_s = update_c.unbind(0) if update_c is not None else ()
+        for t in range(steps):
+            h = h_s[t] if rec_mask is None else torch.mul(h_s[t], rec_mask, out=hin_s[t])
+            normed, mean_hh, rstd_hh = torch.native_layer_norm(torch.mm(h, w_t, out=y_s[t]), (four_h,), gain_hh,
+                                                               None, eps_hh)
+            torch.add(x_s[t], normed, out=z_s[t])
+            c = c_s[t]
+            if peep is not None:
+                if_s[t].addcmul_(peep[:2], c.unsqueeze(1))
+            torch.sigmoid_(act_s[t])
+            i, f = i_s[t], f_s[t]
+            cn = torch.mul(f, c, out=cc_s[t]).addcmul_(i, g_s[t], value=2.0).sub_(i)  # f c + i (2 s_g - 1)
+            o = o_s[t]
+            if peep is not None:
+                torch.sigmoid_(o.addcmul_(peep[2], cn))
+            normed_c, mean_c, rstd_c = torch.native_layer_norm(cn, (hidden,), gain_c, bias_c, eps_c)
+            tc = torch.tanh(normed_c, out=tc_s[t])
+            stats.append((mean_hh, rstd_hh, mean_c, rstd_c))
+            if h_cand is None:
+                torch.mul(o, tc, out=h_s[t + 1])
+            else:
+                torch.lerp(h_s[t], torch.mul(o, tc, out=h_cand), uh_s[t], out=h_s[t + 1])
+                torch.lerp(c, cn, uc_s[t], out=c_s[t + 1])
+        out = hs[1:] if out_mask is None else hs[1:] * out_mask
+        ctx.save_for_backward(z, y, cs, tanh_c, c_cand, h_in, w_hh, gain_hh, gain_c, bias_c,  # type: ignore[arg-type]
+                              peep, rec_mask, update_h, update_c, out_mask)
+        ctx.stats = stats  # type: ignore[attr-defined]
+        return out, hs[steps].clone(), cs[steps].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None,  # type: ignore[override]
+                 grad_c: Tensor | None) -> tuple[Tensor | None, ...]:
+        (z, y, cs, tanh_c, c_cand, h_in, w_hh, gain_hh, gain_c, bias_c, peep, rec_mask, update_h, update_c,
+         out_mask) = ctx.saved_tensors
+        stats = ctx.stats
+        steps, batch, four_h = z.shape
+        hidden = four_h // 4
+        g_out = None if grad_out is None else (grad_out if out_mask is None else grad_out * out_mask)
+        dz, dy = torch.empty_like(z), torch.empty_like(z)
+        slope = z.new_empty(batch, four_h)
+        partner = z.new_empty(batch, 3, hidden)  # what multiplies i, f and g in c~: g, c_{t-1}, 2i
+        slope_o, slope_ifg = slope[:, :hidden], slope[:, hidden:].view(batch, 3, hidden)
+        p_g, p_c, p_i = partner.unbind(1)
+        z_s, y_s, tc_s, cp_s, cc_s = z.unbind(0), y.unbind(0), tanh_c.unbind(0), cs.unbind(0), c_cand.unbind(0)
+        o_s, i_s, f_s, s_s = (part.unbind(0) for part in z.chunk(4, -1))
+        dz_s, dy_s, dzo_s = dz.unbind(0), dy.unbind(0), dz[..., :hidden].unbind(0)
+        dzifg_s = dz[..., hidden:].unflatten(-1, (3, hidden)).unbind(0)
+        dzi_s, dzf_s = dz[..., hidden:2 * hidden].unbind(0), dz[..., 2 * hidden:3 * hidden].unbind(0)
+        gout_s = g_out.unbind(0) if g_out is not None else ()
+        uh_s = update_h.unbind(0) if update_h is not None else ()
+        uc_s = update_c.unbind(0) if update_c is not None else ()
+        grad_gain_hh, grad_gain_c, grad_bias_c = torch.zeros_like(gain_hh), torch.zeros_like(gain_c), torch.zeros_like(bias_c)
+        if peep is not None:
+            peep_if_acc, peep_o_acc = z.new_zeros(batch, 2, hidden), z.new_zeros(batch, hidden)
+            dzif_s = dz[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
+        gh = torch.zeros(batch, hidden, dtype=z.dtype, device=z.device) if grad_h is None else grad_h.clone()
+        if g_out is not None:
+            gh = gh + gout_s[steps - 1]
+        gc = torch.zeros_like(gh) if grad_c is None else grad_c
+        for t in range(steps - 1, -1, -1):
+            mean_hh, rstd_hh, mean_c, rstd_c = stats[t]
+            a = z_s[t]
+            torch.addcmul(a, a, a, value=-1, out=slope)
+            o, i, tc = o_s[t], i_s[t], tc_s[t]
+            dh = gh if update_h is None else gh * uh_s[t]
+            dh_tc = dh * tc
+            torch.mul(dh_tc, slope_o, out=dzo_s[t])
+            d_normed_c = torch.addcmul(dh, dh_tc, tc, value=-1).mul_(o)  # dh o (1 - tanh^2)
+            dc, d_gain_c, d_bias_c = torch.ops.aten.native_layer_norm_backward(
+                d_normed_c, cc_s[t], [hidden], mean_c, rstd_c, gain_c, bias_c, [True, True, True])
+            grad_gain_c += d_gain_c
+            grad_bias_c += d_bias_c
+            if peep is not None:
+                dc.addcmul_(dzo_s[t], peep[2])
+            gc_kept = gc if update_c is None else gc * uc_s[t]
+            dc += gc_kept
+            torch.mul(s_s[t], 2.0, out=p_g).sub_(1.0)
+            p_c.copy_(cp_s[t])
+            torch.add(i, i, out=p_i)
+            torch.mul(partner, slope_ifg, out=dzifg_s[t]).mul_(dc.unsqueeze(1))
+            gc_next = torch.mul(dc, f_s[t])
+            if peep is not None:
+                gc_next.addcmul_(dzi_s[t], peep[0]).addcmul_(dzf_s[t], peep[1])
+                peep_if_acc.addcmul_(dzif_s[t], p_c.unsqueeze(1))
+                peep_o_acc.addcmul_(dzo_s[t], cc_s[t])
+            if update_c is not None:
+                gc_next += gc
+                gc_next -= gc_kept
+            gc = gc_next
+            d_y, d_gain_hh, _ = torch.ops.aten.native_layer_norm_backward(
+                dz_s[t], y_s[t], [four_h], mean_hh, rstd_hh, gain_hh, None, [True, True, False])
+            dy_s[t].copy_(d_y)
+            grad_gain_hh += d_gain_hh
+            skip = gout_s[t - 1] if (g_out is not None and t) else None
+            if update_h is not None:
+                skip = gh - dh if skip is None else (gh - dh).add_(skip)
+            if rec_mask is None:
+                gh = torch.mm(d_y, w_hh) if skip is None else torch.addmm(skip, d_y, w_hh)
+            else:
+                back = torch.mm(d_y, w_hh)
+                gh = back.mul_(rec_mask) if skip is None else torch.addcmul(skip, back, rec_mask)
+        grad_w = dy.view(steps * batch, four_h).t() @ h_in.reshape(steps * batch, hidden)
+        grad_p = None
+        if peep is not None:
+            grad_p = torch.cat([peep_if_acc.sum(0), peep_o_acc.sum(0, keepdim=True)])
+        return (dz, grad_w, grad_gain_hh, grad_gain_c, grad_bias_c, grad_p, gh, gc,
+                None, None, None, None, None, None)
+
+
+def layernorm_engine_scan(cell: LayerNormLSTMCell, x_tm: Tensor, state: tuple[Tensor, Tensor], order: Tensor,
+                          scale: Tensor, recurrent_mask: Tensor | None, update_h: Tensor | None,
+                          update_c: Tensor | None, out_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Run ``cell`` over time-major ``x_tm`` (already flipped for reverse); see :func:`engine_scan`.
+
+    ``order`` permutes torch's gate rows into the engine's, ``scale`` (``[4H]``) doubles the
+    cell-candidate block.
+    """
+    four_h = 4 * cell.hidden_size
+    xw = F.layer_norm(F.linear(x_tm, cell.weight_ih[order]), (four_h,), cell.ln_ih.weight[order] * scale,
+                      None, cell.ln_ih.eps)
+    if cell.bias_ih is not None and cell.bias_hh is not None:
+        xw = xw + (cell.bias_ih + cell.bias_hh)[order] * scale
+    h0, c0 = state
+    out, h_n, c_n = _LayerNormLSTMEngine.apply(
+        xw.contiguous(), cell.weight_hh[order], cell.ln_hh.weight[order] * scale, cell.ln_cell.weight,
+        cell.ln_cell.bias, cell.weight_peephole, h0.contiguous(), c0.contiguous(), recurrent_mask, update_h,
+        update_c, out_mask, cell.ln_hh.eps, cell.ln_cell.eps)
+    return out, h_n, c_n
