@@ -53,6 +53,10 @@ def test_engine_matches_reference_float64(peephole: bool, reverse: bool, mask_ki
     assert len(got) == len(expected)
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+    with torch.no_grad():  # the inference path: nothing saved
+        out, (h_n, c_n), _ = engine_scan(cell, x, state, **kw)  # type: ignore[arg-type]
+    for e, g in zip(expected[:3], (out, h_n, c_n)):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
@@ -168,6 +172,19 @@ def test_engine_zoneout_in_training_matches_reference_given_the_same_draws(
     expected = _run(reference_scan, cell, x, state, **kw)
     got = _run(engine_scan, cell, x, state, **kw)
     for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+def test_zoneout_inference_path_against_reference() -> None:
+    cell = _randomise(LSTMCell(I, H, peephole=True).double())
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    state = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
+    mask = torch.rand(B, T) > 0.3
+    kw = {"mask": mask, "zoneout_rate": 0.3, "training": False, "reverse": True}
+    with torch.no_grad():
+        expected = reference_scan(cell, x, state, **kw)  # type: ignore[arg-type]
+        got = engine_scan(cell, x, state, **kw)  # type: ignore[arg-type]
+    for e, g in zip((expected[0], *expected[1]), (got[0], *got[1])):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
 
 

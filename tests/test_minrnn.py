@@ -15,6 +15,7 @@ import rnnkit.nn as rnn
 from rnnkit.cells import CELLS, LinearRecurrentCell, MinGRUCell, MinLSTMCell, make_cell
 from rnnkit.cells.minrnn import g, log_g
 from rnnkit.scan import (
+    engine_scan,
     linear_scan_log,
     linear_scan_sequential,
     parallel_scan,
@@ -298,7 +299,8 @@ def test_auto_picks_sequential_on_cpu_and_falls_back() -> None:
     assert select_scan(cells, "auto", cpu, return_gates=True) is None
     assert select_scan(cells, "auto", cpu, zoneout_rate=0.1) is None
     assert select_scan(cells, "reference", cpu) is None
-    assert select_scan([make_cell("lstm", I, H)], "auto", cpu) is None
+    assert select_scan([make_cell("lstm", I, H)], "auto", cpu) is engine_scan  # when the fused kernel cannot run
+    assert select_scan([make_cell("layernorm_lstm", I, H)], "auto", cpu) is None
     layer = rnn.Recurrent("minlstm", I, H)
     out, h, gates = layer(torch.randn(B, T, I), return_gates=True)  # auto: reference scan records gates
     assert set(gates["l0"]) == {"forget", "input", "candidate"}

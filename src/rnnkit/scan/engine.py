@@ -220,6 +220,48 @@ class _LSTMEngine(torch.autograd.Function):
         return grad_x, grad_w, grad_b, grad_p, gh, gc, None, None, None, None
 
 
+def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order: Tensor,
+                    rec_mask: Tensor | None, update_h: Tensor | None, update_c: Tensor | None,
+                    out_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The engine's forward when no gradient is needed: nothing saved, one ``[B, 4H]`` gate buffer.
+
+    The input projection is one matmul for all steps (what oneDNN does too), so each step's
+    matmul has ``K = H``; the gates are views of one buffer made once, not per step.
+    """
+    hidden = cell.hidden_size
+    bias = None
+    if cell.bias_ih is not None and cell.bias_hh is not None:
+        bias = _engine_rows(cell.bias_ih + cell.bias_hh, order)
+    xw = F.linear(x_tm, _engine_rows(cell.weight_ih, order), bias)
+    w_t = _engine_rows(cell.weight_hh, order).t()
+    steps, batch = x_tm.shape[0], x_tm.shape[1]
+    out = xw.new_empty(steps, batch, hidden)
+    gates = xw.new_empty(batch, 4 * hidden)
+    o, i, f, g = gates.chunk(4, -1)
+    peep = cell.weight_peephole
+    act = gates[:, hidden:] if peep is not None else gates
+    peep_if = gates[:, hidden:3 * hidden].unflatten(-1, (2, hidden)) if peep is not None else None
+    h, c = h0, c0
+    for t, (x_t, out_t) in enumerate(zip(xw.unbind(0), out.unbind(0))):
+        torch.addmm(x_t, h if rec_mask is None else h * rec_mask, w_t, out=gates)
+        if peep is not None and peep_if is not None:
+            peep_if.addcmul_(peep[:2], c.unsqueeze(1))
+        torch.sigmoid_(act)
+        c_new = torch.mul(f, c).addcmul_(i, g, value=2.0).sub_(i)  # f c + i (2 s_g - 1)
+        if peep is not None:
+            torch.sigmoid_(o.addcmul_(peep[2], c_new))
+        if update_h is None or update_c is None:
+            h = torch.mul(o, torch.tanh(c_new), out=out_t)
+            c = c_new
+        else:
+            h = torch.lerp(h, torch.mul(o, torch.tanh(c_new)), update_h[t], out=out_t)
+            c = torch.lerp(c, c_new, update_c[t])
+    h_n = h.clone()
+    if out_mask is not None:
+        out.mul_(out_mask)
+    return out, h_n, c
+
+
 def _update_weights(mask: Tensor | None, zoneout_rate: float, training: bool, steps: int, batch: int,
                     hidden: int, like: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """``(update_h, update_c, out_mask)`` time-major, from the sequence mask and zoneout."""
@@ -262,7 +304,11 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
     x_tm = x_tm.contiguous()
     update_h, update_c, out_mask = _update_weights(mask, zoneout_rate, training, steps, batch, hidden, x)
     h0, c0 = state
-    if isinstance(cell, LayerNormLSTMCell):
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, h0, c0, *cell.parameters(), *([recurrent_mask] if recurrent_mask is not None else [])))
+    if not needs_grad and type(cell) is LSTMCell:
+        out, h_n, c_n = _lstm_inference(cell, x_tm, h0, c0, order, recurrent_mask, update_h, update_c, out_mask)
+    elif isinstance(cell, LayerNormLSTMCell):
         scale = x.new_ones(4, hidden)
         scale[3] = 2.0
         out, h_n, c_n = layernorm_engine_scan(cell, x_tm, (h0, c0), order, scale.view(-1), recurrent_mask,
