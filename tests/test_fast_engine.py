@@ -223,3 +223,20 @@ def test_engine_rejects_gate_recording_and_gru() -> None:
         rnn.LSTM(I, H, batch_first=True, implementation="engine")(torch.randn(B, T, I), return_gates=True)
     with pytest.raises(ValueError, match="supports LSTMCell"):
         rnn.GRU(I, H, batch_first=True, implementation="engine")(torch.randn(B, T, I))
+
+
+@pytest.mark.parametrize("kw", [{"cell": "peephole_lstm"}, {"zoneout": 0.1},
+                                {"cell": "layernorm_lstm", "implementation": "engine"}])
+def test_engine_under_cpu_autocast_runs_in_the_weights_dtype(kw: dict[str, object]) -> None:
+    layer = rnn.LSTM(I, H, batch_first=True, **kw)  # type: ignore[arg-type]
+    x = torch.randn(B, T, I)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = layer(x)
+    out.sum().backward()
+    layer.eval()
+    with torch.no_grad():
+        expected, _ = layer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, _ = layer(x)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected)

@@ -292,6 +292,12 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
     if reason is not None:
         raise ValueError(reason)
     assert isinstance(cell, LSTMCell)  # LayerNormLSTMCell included
+    if torch.is_autocast_enabled(x.device.type):  # the out= buffers need one dtype: run in the weights' dtype
+        dtype = cell.weight_ih.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            return engine_scan(cell, x.to(dtype), tuple(s.to(dtype) for s in state), mask=mask, reverse=reverse,
+                               recurrent_mask=None if recurrent_mask is None else recurrent_mask.to(dtype),
+                               zoneout_rate=zoneout_rate, training=training)
     batch, steps = x.shape[0], x.shape[1]
     if steps == 0:
         return x.new_zeros(batch, 0, cell.output_size), state, None
