@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
 import rnnkit.nn as rnn
+from rnnkit.scan import recompute_gates
 
 SECTION = "## Speed: every recurrent path, training and inference"
 Builder = Callable[[int, int], nn.Module]
@@ -75,6 +76,18 @@ def _torch_layer(cls: type[nn.Module]) -> Builder:
 
 def _ours(cls: type[nn.Module], **kw: object) -> Builder:
     return lambda i, h: cls(i, h, batch_first=True, **kw)
+
+
+class _Recomputing(nn.Module):
+    """Runs ``layer`` inside ``rnnkit.scan.recompute_gates()``: backward recomputes the gates."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: Tensor) -> tuple[Tensor, object]:
+        with recompute_gates():
+            return self.layer(x)  # type: ignore[no-any-return]
 
 
 def _min(cell: str, implementation: str) -> Builder:
@@ -122,6 +135,8 @@ def core_paths() -> list[BenchPath]:
         BenchPath("rnnkit LSTM engine", _ours(rnn.LSTM, implementation="engine"), 4, True, lstm),
         BenchPath("rnnkit LSTM reference", _ours(rnn.LSTM, implementation="reference"), 4, True, lstm),
         BenchPath("rnnkit peephole LSTM (auto: engine)", _ours(rnn.LSTM, cell="peephole_lstm"), 4, True, lstm),
+        BenchPath("rnnkit peephole LSTM (auto: engine), gates recomputed",
+                  lambda i, h: _Recomputing(rnn.LSTM(i, h, batch_first=True, cell="peephole_lstm")), 4, True, lstm),
         BenchPath("rnnkit peephole LSTM reference",
                   _ours(rnn.LSTM, cell="peephole_lstm", implementation="reference"), 4, True, lstm),
         BenchPath("rnnkit LSTM recurrent dropout 0.25 (auto: engine)", _ours(rnn.LSTM, recurrent_dropout=0.25),

@@ -240,3 +240,55 @@ def test_engine_under_cpu_autocast_runs_in_the_weights_dtype(kw: dict[str, objec
             got, _ = layer(x)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("peephole", [False, True])
+@pytest.mark.parametrize("variant", ["plain", "mask", "recurrent_dropout", "zoneout_eval"])
+def test_recomputed_gates_give_the_same_gradients_with_less_saved(peephole: bool, variant: str) -> None:
+    from rnnkit.scan import recompute_gates
+
+    cell = _randomise(LSTMCell(I, H, peephole=peephole).double())
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    state = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
+    kw: dict[str, object] = {"reverse": True}
+    if variant == "mask":
+        kw["mask"] = torch.rand(B, T) > 0.3
+    if variant == "recurrent_dropout":
+        kw["recurrent_mask"] = (torch.rand(B, H) > 0.3).double() / 0.7
+    if variant == "zoneout_eval":
+        kw.update(zoneout_rate=0.2, training=False)
+
+    def saved_bytes(run: object) -> tuple[list[torch.Tensor], int]:
+        total = 0
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            nonlocal total
+            total += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            result = run()  # type: ignore[operator]
+        return result, total
+
+    kept, kept_bytes = saved_bytes(lambda: _run(engine_scan, cell, x, state, **kw))
+    with recompute_gates():
+        again, again_bytes = saved_bytes(lambda: _run(engine_scan, cell, x, state, **kw))
+    for a, b in zip(kept, again):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
+    assert again_bytes < 0.7 * kept_bytes
+
+
+def test_recomputed_gates_gradcheck() -> None:
+    from rnnkit.scan import recompute_gates
+
+    cell = _randomise(LSTMCell(2, 3, peephole=True).double())
+    x = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+
+    def f(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with recompute_gates():
+            out, (h_n, c_n), _ = engine_scan(cell, x, (h0, c0), mask=torch.tensor([[True] * 4, [True, True, False, True]]))
+        return out, h_n, c_n
+
+    assert torch.autograd.gradcheck(f, (x, h0, c0, *cell.parameters()))

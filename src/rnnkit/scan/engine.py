@@ -30,6 +30,9 @@ the LSTM variants the fused kernel cannot run (measured faster than the referenc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -40,6 +43,30 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from ..cells.base import RecurrentCell, State
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from .engine_layernorm import layernorm_engine_scan
+
+_RECOMPUTE: ContextVar[bool] = ContextVar("rnnkit_engine_recompute", default=False)
+
+
+@contextmanager
+def recompute_gates(enabled: bool = True) -> Iterator[None]:
+    """Within this block the LSTM engine saves no gate activations: backward recomputes them.
+
+    Saves the ``[T, B, 4H]`` gate and ``[T, B, H]`` ``tanh c`` buffers of every layer and direction
+    (about 40% of an LSTM layer's training memory) for one more ``[B, I+H] x [I+H, 4H]`` matmul
+    per step in backward. The choice is made when the forward runs::
+
+        with rnnkit.scan.recompute_gates():
+            loss = model(x).loss
+        loss.backward()
+
+    Plain ``LSTMCell`` paths on the engine only (``implementation="auto"`` picks the engine for
+    peephole, recurrent-dropout, zoneout and gappy-mask LSTMs; ``"engine"`` forces it).
+    """
+    token = _RECOMPUTE.set(enabled)
+    try:
+        yield
+    finally:
+        _RECOMPUTE.reset(token)
 
 
 def engine_unavailable_reason(cell: RecurrentCell, *, zoneout_rate: float = 0.0,
@@ -85,13 +112,12 @@ class _LSTMEngine(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, w_cat: Tensor, bias: Tensor | None,  # type: ignore[override]
                 peep: Tensor | None, h0: Tensor, c0: Tensor, rec_mask: Tensor | None, update_h: Tensor | None,
-                update_c: Tensor | None, out_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+                update_c: Tensor | None, out_mask: Tensor | None, recompute: bool) -> tuple[Tensor, Tensor, Tensor]:
         steps, batch, inputs = x.shape
         four_h = w_cat.shape[0]
         hidden = four_h // 4
         xh = x.new_empty(steps + 1, batch, inputs + hidden)  # [x_t, h_{t-1} (recurrent-masked)]
         xh[:steps, :, :inputs] = x
-        z = x.new_empty(steps, batch, four_h)  # pre-activations, then (in place) sigmoids of o, i, f, 2g
         carried = update_h is not None or rec_mask is not None  # h itself differs from the matmul input
         hs = x.new_empty(steps + 1, batch, hidden) if carried else xh[..., inputs:]  # hs[t]: h before step t
         cs = x.new_empty(steps + 1, batch, hidden)
@@ -100,35 +126,25 @@ class _LSTMEngine(torch.autograd.Function):
             torch.mul(h0, rec_mask, out=xh[0, :, inputs:])
         elif carried:
             xh[0, :, inputs:] = h0
-        tanh_c = x.new_empty(steps, batch, hidden)  # tanh of each step's candidate cell state
         updates = update_h is not None
-        c_cand = x.new_empty(steps, batch, hidden) if updates else cs[1:]  # c~_t before the update
+        # gate activations, tanh c~ and (with updates) c~ for every step, or one step's worth when
+        # they are recomputed in backward
+        kept = 1 if recompute else steps
+        z = x.new_empty(kept, batch, four_h)  # pre-activations, then (in place) sigmoids of o, i, f, 2g
+        tanh_c = x.new_empty(kept, batch, hidden)
+        c_cand = x.new_empty(kept, batch, hidden) if updates else cs[1:]  # c~_t before the update
         h_cand = x.new_empty(batch, hidden) if updates else None
         w_t = w_cat.t()
         # per-step views, made once (indexing inside the loop costs more than the small ops)
-        xh_s, hin_s, z_s, tc_s, cc_s = xh.unbind(0), xh[..., inputs:].unbind(0), z.unbind(0), tanh_c.unbind(0), c_cand.unbind(0)
-        h_s, c_s = hs.unbind(0), cs.unbind(0)
-        o_s, i_s, f_s, g_s = (part.unbind(0) for part in z.chunk(4, -1))
-        act_s = z[..., hidden:].unbind(0) if peep is not None else z_s  # what one sigmoid covers
-        if_s = z[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
+        xh_s, hin_s, h_s, c_s = xh.unbind(0), xh[..., inputs:].unbind(0), hs.unbind(0), cs.unbind(0)
+        gate_s = _gate_views(z, tanh_c, c_cand, steps, peep is not None)
         uh_s = update_h.unbind(0) if update_h is not None else ()
         uc_s = update_c.unbind(0) if update_c is not None else ()
-        peep_if = peep[:2] if peep is not None else None
         for t in range(steps):
-            if bias is None:
-                torch.mm(xh_s[t], w_t, out=z_s[t])
-            else:
-                torch.addmm(bias, xh_s[t], w_t, out=z_s[t])
             c = c_s[t]
-            if peep_if is not None:
-                if_s[t].addcmul_(peep_if, c.unsqueeze(1))
-            torch.sigmoid_(act_s[t])
-            i, f = i_s[t], f_s[t]
-            cn = torch.mul(f, c, out=cc_s[t]).addcmul_(i, g_s[t], value=2.0).sub_(i)  # f c + i (2 s_g - 1)
-            o = o_s[t]
-            if peep is not None:
-                torch.sigmoid_(o.addcmul_(peep[2], cn))
-            tc = torch.tanh(cn, out=tc_s[t])
+            views = gate_s[t]
+            _gates(xh_s[t], w_t, bias, c, peep, views)
+            o, cn, tc = views[2], views[-2], views[-1]
             if h_cand is None:
                 torch.mul(o, tc, out=h_s[t + 1])
             else:
@@ -139,48 +155,57 @@ class _LSTMEngine(torch.autograd.Function):
             elif carried:
                 hin_s[t + 1].copy_(h_s[t + 1])
         out = hs[1:] if out_mask is None else hs[1:] * out_mask
-        ctx.save_for_backward(x, z, cs, tanh_c, c_cand, xh, w_cat, peep,  # type: ignore[arg-type]  # None is allowed
-                              rec_mask, update_h, update_c, out_mask)
-        ctx.has_bias = bias is not None  # type: ignore[attr-defined]
+        if recompute:
+            z = tanh_c = c_cand = None  # type: ignore[assignment]
+        saved: tuple[Any, ...] = (x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c,
+                                  out_mask)  # None is allowed
+        ctx.save_for_backward(*saved)
+        ctx.recompute = recompute  # type: ignore[attr-defined]
         return out, hs[steps].clone(), cs[steps].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None,  # type: ignore[override]
                  grad_c: Tensor | None) -> tuple[Tensor | None, ...]:
-        x, z, cs, tanh_c, c_cand, xh, w_cat, peep, rec_mask, update_h, update_c, out_mask = ctx.saved_tensors
-        steps, batch, four_h = z.shape
-        hidden, inputs = four_h // 4, x.shape[-1]
+        x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c, out_mask = ctx.saved_tensors
+        steps, batch, inputs = x.shape
+        four_h = w_cat.shape[0]
+        hidden = four_h // 4
         w_hh = w_cat[:, inputs:]
+        if ctx.recompute:  # rebuild each step's gates from the saved [x_t, h_{t-1}] and c_{t-1} (one more matmul)
+            z, tanh_c = x.new_empty(1, batch, four_h), x.new_empty(1, batch, hidden)
+            c_cand = x.new_empty(1, batch, hidden) if update_h is not None else cs[1:]
+        gate_s = _gate_views(z, tanh_c, c_cand, steps, peep is not None)
+        xh_s, w_t = xh.unbind(0), w_cat.t()
         # Everything below is per step on [B, 4H] tensors that stay in cache: a pass over the whole
         # [T, B, 4H] history costs more on a CPU (memory bound) than the same math done step by step.
         g_out = None if grad_out is None else (grad_out if out_mask is None else grad_out * out_mask)
-        dz = torch.empty_like(z)
-        slope = z.new_empty(batch, four_h)  # sigmoid'(.) = s (1 - s) of each gate at this step
-        partner = z.new_empty(batch, 3, hidden)  # what multiplies i, f and g in c~: g, c_{t-1}, 2i
+        dz = x.new_empty(steps, batch, four_h)
+        slope = x.new_empty(batch, four_h)  # sigmoid'(.) = s (1 - s) of each gate at this step
+        partner = x.new_empty(batch, 3, hidden)  # what multiplies i, f and g in c~: g, c_{t-1}, 2i
         slope_o, slope_ifg = slope[:, :hidden], slope[:, hidden:].view(batch, 3, hidden)
         p_g, p_c, p_i = partner.unbind(1)
-        z_s, tc_s, cp_s = z.unbind(0), tanh_c.unbind(0), cs.unbind(0)
-        o_s, i_s, f_s, s_s = (part.unbind(0) for part in z.chunk(4, -1))
+        cp_s = cs.unbind(0)
         dz_s, dzo_s = dz.unbind(0), dz[..., :hidden].unbind(0)
         dzifg_s = dz[..., hidden:].unflatten(-1, (3, hidden)).unbind(0)
         dzi_s, dzf_s = dz[..., hidden:2 * hidden].unbind(0), dz[..., 2 * hidden:3 * hidden].unbind(0)
         gout_s = g_out.unbind(0) if g_out is not None else ()
         uh_s = update_h.unbind(0) if update_h is not None else ()
         uc_s = update_c.unbind(0) if update_c is not None else ()
-        gh = torch.zeros(batch, hidden, dtype=z.dtype, device=z.device) if grad_h is None else grad_h.clone()
+        gh = torch.zeros(batch, hidden, dtype=x.dtype, device=x.device) if grad_h is None else grad_h.clone()
         if g_out is not None:
             gh = gh + gout_s[steps - 1]
         gc = torch.zeros_like(gh) if grad_c is None else grad_c
         if peep is not None:  # dL/dpeephole summed over the batch after the loop, over time inside it
-            peep_if_acc = z.new_zeros(batch, 2, hidden)
-            peep_o_acc = z.new_zeros(batch, hidden)
+            peep_if_acc = x.new_zeros(batch, 2, hidden)
+            peep_o_acc = x.new_zeros(batch, hidden)
             dzif_s = dz[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
-            cc_s = c_cand.unbind(0)
         for t in range(steps - 1, -1, -1):
-            a = z_s[t]
+            views = gate_s[t]
+            if ctx.recompute:
+                _gates(xh_s[t], w_t, bias, cp_s[t], peep, views)
+            a, _, o, i, f, s_g, _, cc, tc = views
             torch.addcmul(a, a, a, value=-1, out=slope)
-            o, i, tc = o_s[t], i_s[t], tc_s[t]
             dh = gh if update_h is None else gh * uh_s[t]  # what reaches the cell's h~
             dh_tc = dh * tc
             torch.mul(dh_tc, slope_o, out=dzo_s[t])
@@ -189,15 +214,15 @@ class _LSTMEngine(torch.autograd.Function):
                 dc.addcmul_(dzo_s[t], peep[2])
             gc_kept = gc if update_c is None else gc * uc_s[t]  # what reaches the cell's c~
             dc += gc_kept
-            torch.mul(s_s[t], 2.0, out=p_g).sub_(1.0)
+            torch.mul(s_g, 2.0, out=p_g).sub_(1.0)
             p_c.copy_(cp_s[t])
             torch.add(i, i, out=p_i)
             torch.mul(partner, slope_ifg, out=dzifg_s[t]).mul_(dc.unsqueeze(1))
-            gc_next = torch.mul(dc, f_s[t])
+            gc_next = torch.mul(dc, f)
             if peep is not None:
                 gc_next.addcmul_(dzi_s[t], peep[0]).addcmul_(dzf_s[t], peep[1])
                 peep_if_acc.addcmul_(dzif_s[t], p_c.unsqueeze(1))
-                peep_o_acc.addcmul_(dzo_s[t], cc_s[t])
+                peep_o_acc.addcmul_(dzo_s[t], cc)
             if update_c is not None:
                 gc_next += gc
                 gc_next -= gc_kept  # what skipped the cell: (1 - u_c) dL/dc_t
@@ -213,11 +238,42 @@ class _LSTMEngine(torch.autograd.Function):
         flat_dz = dz.view(steps * batch, four_h)
         grad_x = (flat_dz @ w_cat[:, :inputs]).view(steps, batch, inputs) if ctx.needs_input_grad[0] else None
         grad_w = flat_dz.t() @ xh[:steps].view(steps * batch, -1) if ctx.needs_input_grad[1] else None
-        grad_b = flat_dz.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grad_b = flat_dz.sum(0) if bias is not None and ctx.needs_input_grad[2] else None
         grad_p = None
         if peep is not None and ctx.needs_input_grad[3]:
             grad_p = torch.cat([peep_if_acc.sum(0), peep_o_acc.sum(0, keepdim=True)])
-        return grad_x, grad_w, grad_b, grad_p, gh, gc, None, None, None, None
+        return grad_x, grad_w, grad_b, grad_p, gh, gc, None, None, None, None, None
+
+
+GateViews = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+def _gate_views(z: Tensor, tanh_c: Tensor, c_cand: Tensor, steps: int, peephole: bool) -> list[GateViews]:
+    """Per step: ``(z, sigmoid target, o, i, f, s_g, [i, f] as [B, 2, H], c~, tanh c~)`` views.
+
+    ``z`` and ``tanh_c`` hold every step, or one step reused by all (recomputation).
+    """
+    hidden = z.shape[-1] // 4
+    act = z[..., hidden:] if peephole else z  # what one sigmoid covers
+    parts = [z, act, *z.chunk(4, -1), z[..., hidden:3 * hidden].unflatten(-1, (2, hidden)), c_cand, tanh_c]
+    per_step = [p.unbind(0) for p in parts]
+    return [tuple(p[t if len(p) == steps else 0] for p in per_step) for t in range(steps)]  # type: ignore[misc]
+
+
+def _gates(xh_t: Tensor, w_t: Tensor, bias: Tensor | None, c: Tensor, peep: Tensor | None, views: GateViews) -> None:
+    """One step's gate activations, ``c~`` and ``tanh c~`` written into ``views``."""
+    z_t, act, o, i, f, s_g, i_f, c_new, tanh_c = views
+    if bias is None:
+        torch.mm(xh_t, w_t, out=z_t)
+    else:
+        torch.addmm(bias, xh_t, w_t, out=z_t)
+    if peep is not None:
+        i_f.addcmul_(peep[:2], c.unsqueeze(1))
+    torch.sigmoid_(act)
+    torch.mul(f, c, out=c_new).addcmul_(i, s_g, value=2.0).sub_(i)  # f c + i (2 s_g - 1)
+    if peep is not None:
+        torch.sigmoid_(o.addcmul_(peep[2], c_new))
+    torch.tanh(c_new, out=tanh_c)
 
 
 def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order: Tensor,
@@ -325,7 +381,8 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
             bias = _engine_rows(cell.bias_ih + cell.bias_hh, order)
         w_cat = _engine_rows(torch.cat([cell.weight_ih, cell.weight_hh], 1), order)
         out, h_n, c_n = _LSTMEngine.apply(x_tm, w_cat, bias, cell.weight_peephole, h0.contiguous(),
-                                          c0.contiguous(), recurrent_mask, update_h, update_c, out_mask)
+                                          c0.contiguous(), recurrent_mask, update_h, update_c, out_mask,
+                                          _RECOMPUTE.get())
     if reverse:
         out = out.flip(0)
     return out.transpose(0, 1), (h_n, c_n), None

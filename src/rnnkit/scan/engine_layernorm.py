@@ -75,8 +75,9 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
                 torch.lerp(h_s[t], torch.mul(o, tc, out=h_cand), uh_s[t], out=h_s[t + 1])
                 torch.lerp(c, cn, uc_s[t], out=c_s[t + 1])
         out = hs[1:] if out_mask is None else hs[1:] * out_mask
-        ctx.save_for_backward(z, y, cs, tanh_c, c_cand, h_in, w_hh, gain_hh, gain_c, bias_c,  # type: ignore[arg-type]
-                              peep, rec_mask, update_h, update_c, out_mask)
+        saved: tuple[Any, ...] = (z, y, cs, tanh_c, c_cand, h_in, w_hh, gain_hh, gain_c, bias_c, peep, rec_mask,
+                                  update_h, update_c, out_mask)  # None is allowed
+        ctx.save_for_backward(*saved)
         ctx.stats = stats  # type: ignore[attr-defined]
         return out, hs[steps].clone(), cs[steps].clone()
 

@@ -36,8 +36,8 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ..cells.base import RecurrentCell, State
-from ..cells.minrnn import LinearRecurrentCell
 from ..cells.lstm import LSTMCell
+from ..cells.minrnn import LinearRecurrentCell
 from .engine import engine_scan, engine_unavailable_reason
 
 ScanFn = Callable[..., tuple[Tensor, State, "dict[str, Tensor] | None"]]
