@@ -3,29 +3,31 @@
 For the LSTM configurations ``torch.nn`` has no kernel for (peephole connections, variational
 recurrent dropout, zoneout, masks with gaps) the reference scan records every small op of every
 step on the autograd tape. This engine runs the whole sequence as one
-:class:`torch.autograd.Function` and keeps the per-step work to a handful of large ops:
+:class:`torch.autograd.Function` and keeps the per-step work to a few ops on cached tensors:
 
-* gates are reordered ``o, i, f, g`` inside the engine (the weights are permuted once per call,
-  through autograd), so one ``sigmoid`` covers three gates and one ``tanh`` the fourth; both
-  biases are folded into the input projection, which is one matmul for all steps;
-* forward, per step: one ``addmm`` into a preallocated ``[T, B, 4H]`` buffer, the activations in
-  place, the new cell and hidden state written straight into ``[T+1, B, H]`` state buffers (the
-  previous state is a view of the same buffer: no copies);
-* backward: every factor of the adjoint that does not depend on the incoming gradient
-  (``o(1-o) tanh c``, ``i(1-i) g``, ...) is computed for all steps at once, so a step is about
-  five element-wise ops and one ``[B, 4H] x [4H, H]`` ``addmm`` that also adds ``dL/d out_{t-1}``;
-  peepholes fold into those factors and cost nothing per step; after the loop ``dL/dW_hh`` is one
-  ``[4H, T*B] x [T*B, H]`` matmul (the technique cuDNN uses).
+* gates are reordered ``o, i, f, g`` inside the engine and the ``g`` rows doubled (the weights
+  are permuted once per call, through autograd), so that ``tanh(a) = 2 sigmoid(2a) - 1`` lets
+  one in-place ``sigmoid`` on a contiguous ``[B, 4H]`` row serve all four gates;
+* forward, per step: one ``addmm`` of ``[x_t, h_{t-1}]`` (one buffer, ``h`` written there by the
+  step before) with ``[W_ih, W_hh]``, so the input projection rides along with the recurrent
+  one and no ``[T, B, 4H]`` projection is stored; then the activations in place and the new
+  state written straight into ``[T+1, B, H]`` state buffers (no copies);
+* backward, per step: the gate derivatives recomputed from the saved activations (cheaper on
+  a memory-bound CPU than passes over the whole history), a handful of element-wise ops and one
+  ``[B, 4H] x [4H, H]`` ``addmm`` that also adds ``dL/d out_{t-1}``; after the loop
+  ``dL/d[W_ih, W_hh]`` is one ``[4H, T*B] x [T*B, I+H]`` matmul (the technique cuDNN uses);
+* inference (no gradient needed) runs a leaner loop that saves nothing, and
+  :func:`recompute_gates` trades one more matmul per step in backward for the gate buffers.
 
 State updates are written as ``s_t = s_{t-1} + u_t (s~_t - s_{t-1})`` (``torch.lerp``) with an
 update weight ``u``: 1 everywhere (plain), the sequence mask (masked steps keep their state),
 zoneout's Bernoulli keep-mask in training or its expectation ``1 - rate`` at inference, or their
-product. Same contract as :func:`~rnnkit.scan.reference_scan` for :class:`~rnnkit.cells.LSTMCell`
-with ``type(cell) is LSTMCell`` and no projection: masks of any pattern, reverse, initial state,
-recurrent dropout, peepholes, zoneout. Gate recording, layer norm and projections are not
-supported (:func:`engine_unavailable_reason` says why). ``implementation="auto"`` uses it for
-the LSTM variants the fused kernel cannot run (measured faster than the reference scan, see
-``docs/speed.md``).
+product. Same contract as :func:`~rnnkit.scan.reference_scan` for ``LSTMCell`` (plain or
+peephole) and ``LayerNormLSTMCell`` (see :mod:`rnnkit.scan.engine_layernorm`): masks of any
+pattern, reverse, initial state, recurrent dropout, zoneout. Gate recording and projections are
+not supported (:func:`engine_unavailable_reason` says why). ``implementation="auto"`` uses it
+for the ``LSTMCell`` configurations the fused kernel cannot run (measured 1.2-1.5x the reference
+scan; see ``docs/speed.md``).
 """
 
 from __future__ import annotations
