@@ -2,6 +2,7 @@
 
     python benchmarks/bench_translation.py [--epochs 10] [--threads 2] [--write]   # full (hours on 2 CPU cores)
     python benchmarks/bench_translation.py --quick                               # smoke run (about a minute)
+    python benchmarks/bench_translation.py --set model.hidden_size=512 --set train.epochs=20 --write  # other settings
 
 Each model is trained on Multi30k train (29,000 pairs) with early stopping on val BLEU (greedy),
 then scored on val with beam 5 (the number to select by); test_2016_flickr is translated once per
@@ -69,6 +70,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--directions", default="de-en,en-de")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names from: " + ", ".join(MODELS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting for every model (repeatable), e.g. model.hidden_size=512")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -76,7 +79,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="rnnkit-bench-translation-"))
     n_train, n_eval = (1000, 100) if args.quick else (None, None)
-    base = QUICK if args.quick else [*FULL, f"train.epochs={args.epochs}"]
+    shared = QUICK if args.quick else [*FULL, f"train.epochs={args.epochs}"]  # the table's settings line
+    base = [b for b in shared if b.split("=")[0] not in {o.split("=")[0] for o in args.set}] + args.set
     rows, signature = [], ""
     for direction in args.directions.split(","):
         src, tgt = direction.split("-")
@@ -97,11 +101,13 @@ def main() -> None:
             beam_speed, hyps = _speed(model, test.sources, 5)
             scores = corpus_scores(hyps, test.targets)
             signature = scores["bleu_signature"]
-            rows.append((direction, name, metrics["parameters"], metrics["epochs_run"], train_seconds,
+            label = name + (f" ({', '.join(args.set)})" if args.set else "")  # rows with other settings say so
+            rows.append((direction, label, metrics["parameters"], metrics["epochs_run"], train_seconds,
                          metrics["dev"]["bleu"], scores["bleu"], scores["chrf"], greedy_speed, beam_speed))
             print(rows[-1], flush=True)
     command = "python benchmarks/bench_translation.py" + (" --quick" if args.quick else
                                                           f" --epochs {args.epochs} --threads {args.threads}")
+    command += " [--set KEY=VALUE as in the model column]" if args.set else ""
     command += " --directions DIRECTION --models MODEL" if not args.quick else ""
     table = [f"| {d} | {name} | {params:,} | {epochs} | {secs:.0f} | {val:.2f} | {bleu:.2f} | {chrf:.2f} "
              f"| {gs:.1f} | {bs:.1f} |" for d, name, params, epochs, secs, val, bleu, chrf, gs, bs in rows]
@@ -115,7 +121,7 @@ def main() -> None:
     lines = [SECTION, "",
              f"Command: `{command} --write`{'  (SMOKE RUN: tiny models, 1,000 pairs, 1 epoch; not a result)' if args.quick else ' for each row (DIRECTION and MODEL from the row)'}  ",
              f"Machine: {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, "
-             f"{datetime.date.today().isoformat()}. Settings: `{' '.join(base)}`; separate BPE vocabularies, "
+             f"{datetime.date.today().isoformat()}. Settings: `{' '.join(shared)}` (a row's parenthesis lists what it changed); separate BPE vocabularies, "
              "bidirectional encoder, input feeding, tied decoder embeddings, label smoothing 0.1, early stopping on "
              "val BLEU (greedy). Val and test BLEU with beam 5, length penalty 1.0; * = best on val per direction; "
              "test evaluated once per model, to report.", "",
