@@ -287,11 +287,14 @@ def main(argv: list[str] | None = None) -> None:
              "peak MiB is torch's CPU allocator high-water mark during one training step).", ""]
     if args.quick:
         lines.insert(2, "**Smoke run (--quick): tiny shapes, one round; the figures mean nothing.**\n")
-    configs = [(core_paths() + extra, h, b, t, min(t, 100)), (core_paths(), big_h, b, t, min(t, 100))]
-    configs += [(long_paths(), h, lb, lt, lt) for lt, lb in long_cfg]
+    configs = [(core_paths(), h, b, t, min(t, 100), ""), (core_paths(), big_h, b, t, min(t, 100), "")]
+    configs += [(long_paths(), h, lb, lt, lt, "") for lt, lb in long_cfg]
+    if extra:  # timed apart: interleaving Keras' many small tensors with our paths slowed ours by 5-10%
+        baselines = [p for p in core_paths() if p.name in ("torch.nn.LSTM", "torch.nn.GRU")]
+        configs.append((baselines + extra, h, b, t, min(t, 100), "Keras 3 on the torch backend, "))
     print("\n".join(lines), flush=True)
-    for paths, hidden, batch, steps, latency_steps in configs:
-        label = f"### I={i} H={hidden} B={batch} T={steps}"
+    for paths, hidden, batch, steps, latency_steps, what in configs:
+        label = f"### {what}I={i} H={hidden} B={batch} T={steps}"
         print(label, flush=True)
         results = bench(paths, batch=batch, steps=steps, input_size=i, hidden=hidden, rounds=rounds,
                         latency_steps=latency_steps)
