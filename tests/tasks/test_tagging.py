@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import random
@@ -14,7 +15,8 @@ from typer.testing import CliRunner
 from rnnkit.cli import app
 from rnnkit.metrics.entities import entity_scores
 from rnnkit.nn.crf import CRF, allowed_transitions
-from rnnkit.tasks.tagging import TrainedTagger
+from rnnkit.tasks.config import ConfigError, load_config
+from rnnkit.tasks.tagging import Config, TrainedTagger
 
 runner = CliRunner()
 
@@ -134,7 +136,7 @@ def ner_run(tmp_path_factory):
     train = _write_conll(root / "train.txt", 120, 1)
     dev = _write_conll(root / "dev.txt", 30, 2)
     result = runner.invoke(app, ["train", "tagging", "--train", str(train), "--dev", str(dev),
-                                 "--out", str(root), "--name", "run", *FAST])
+                                 "--out", str(root), "--name", "run", "--set", "train.lr_decay=0.5", *FAST])
     assert result.exit_code == 0, result.output
     return root / "run", dev
 
@@ -151,6 +153,19 @@ def test_tagging_end_to_end(ner_run):
     assert {"text": "Carla Smith", "type": "PER", "start": 0, "end": 2} in prediction["entities"]
     again = TrainedTagger.load(run).predict(["Carla Smith visited Oslo today ."])
     assert again[0]["tags"] == prediction["tags"]
+
+
+def test_lr_decay_halves_the_rate_after_each_epoch_without_dev_improvement(ner_run):
+    rows = list(csv.DictReader((ner_run[0] / "history.csv").read_text().splitlines()))
+    best, decayed = -1.0, 0
+    for row, after in zip(rows, rows[1:]):
+        improved = float(row["dev_f1"]) > best
+        best = max(best, float(row["dev_f1"]))
+        assert float(after["lr"]) == pytest.approx(float(row["lr"]) * (1.0 if improved else 0.5))
+        decayed += not improved
+    assert decayed > 0, "the fixture run should have at least one epoch without improvement"
+    with pytest.raises(ConfigError, match=r"train.lr_decay: must be in \(0, 1\]"):
+        load_config(Config, overrides=["train.lr_decay=1.5"])
 
 
 def test_softmax_decoder_cnn_chars_and_pos_tags(tmp_path):
@@ -197,9 +212,6 @@ def test_bad_inputs(tmp_path):
 
 
 def test_unknown_scheme_lists_valid_ones():
-    from rnnkit.tasks.config import ConfigError, load_config
-    from rnnkit.tasks.tagging import Config
-
     with pytest.raises(ConfigError, match="choose one of 'auto', 'IOB1', 'IOB2', 'BIOES', 'none'"):
         load_config(Config, None, ["data.scheme=IOB3"])
 

@@ -276,6 +276,8 @@ def test_config_validation():
         load_config(Config, overrides=["decode.nbest=6"])
     with pytest.raises(ConfigError, match="model.cell"):
         load_config(Config, overrides=["model.cell=transformer"])
+    with pytest.raises(ConfigError, match=r"train.lr_decay: must be in \(0, 1\]"):
+        load_config(Config, overrides=["train.lr_decay=0"])
     assert load_config(Config, overrides=["model.attention=luong_dot"]).model.attention == "luong_dot"
 
 
@@ -289,7 +291,7 @@ def trained_run(tmp_path_factory) -> tuple[Path, Path]:
     (folder / "dev.tgt").write_text((folder / "dev.tgt").read_text() + "\n")
     args = ["train", "translation", "--train", *train, "--dev", *dev, "--out", str(folder / "runs"), "--name", "toy",
             "--json"]
-    for item in [*SMALL, "train.epochs=2", "model.coverage=true", "data.shared_vocabulary=true"]:
+    for item in [*SMALL, "train.epochs=2", "model.coverage=true", "data.shared_vocabulary=true", "train.lr_decay=0.5"]:
         args += ["--set", item]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

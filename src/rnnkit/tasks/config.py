@@ -44,6 +44,16 @@ def check_rates(*pairs: tuple[str, float]) -> None:
             raise ConfigError(f"{key}: must be in [0, 1), got {rate}")
 
 
+def check_lr_decay(value: float | None) -> None:
+    """``train.lr_decay`` must be null or in (0, 1], or a one-line error says what it does."""
+    if value is not None and not 0 < value <= 1:
+        raise ConfigError(f"train.lr_decay: must be in (0, 1], got {value}; 0.25 divides the learning rate by 4 "
+                          "after each epoch without dev improvement")
+
+
+LR_DECAY_HELP = "multiply the learning rate by this after an epoch without dev improvement (null: keep it)"
+
+
 def option(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with a help text (shown by ``--print-config``)."""
     if isinstance(default, list | dict):

@@ -29,7 +29,16 @@ from torch import Tensor, nn
 
 from ..cells import CELLS
 from ..nn import recurrent_layer
-from .config import ConfigError, check_at_least_one, check_cell, check_rates, option, section
+from .config import (
+    LR_DECAY_HELP,
+    ConfigError,
+    check_at_least_one,
+    check_cell,
+    check_lr_decay,
+    check_rates,
+    option,
+    section,
+)
 from .run import RunDir, RunError
 
 NAME = "language-model"
@@ -75,8 +84,7 @@ class TrainConfig:
     learning_rate: float = option(1e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop", "asgd"] = option(
         "adam", "optimizer (asgd: plain SGD whose weights are averaged once dev stops improving)")
-    lr_decay: float | None = option(None, "multiply the learning rate by this after an epoch without dev "
-                                          "improvement (null: keep it)")
+    lr_decay: float | None = option(None, LR_DECAY_HELP)
     weight_decay: float = option(0.0, "weight decay")
     clip_norm: float | None = option(0.25, "gradient norm clipping (null: none)")
     patience: int | None = option(2, "early-stopping patience on dev perplexity (null: never)")
@@ -97,9 +105,7 @@ class Config:
                            ("train.batch_size", self.train.batch_size), ("train.epochs", self.train.epochs))
         check_rates(("model.dropout", self.model.dropout), ("model.embedding_dropout", self.model.embedding_dropout),
                           ("model.weight_drop", self.model.weight_drop))
-        if self.train.lr_decay is not None and not 0 < self.train.lr_decay <= 1:
-            raise ConfigError(f"train.lr_decay: must be in (0, 1], got {self.train.lr_decay}; 0.25 divides the "
-                              "learning rate by 4 after each epoch without dev improvement")
+        check_lr_decay(self.train.lr_decay)
         if self.model.softmax == "adaptive" and self.model.tie_weights:
             raise ConfigError("model.softmax=adaptive cannot share the embedding with the output layer; "
                               "add --set model.tie_weights=false")

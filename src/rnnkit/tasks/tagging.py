@@ -26,7 +26,16 @@ from torch import Tensor, nn
 from ..cells import CELLS
 from ..nn import recurrent_layer
 from ..nn.crf import CRF, allowed_transitions
-from .config import ConfigError, check_at_least_one, check_cell, check_rates, option, section
+from .config import (
+    LR_DECAY_HELP,
+    ConfigError,
+    check_at_least_one,
+    check_cell,
+    check_lr_decay,
+    check_rates,
+    option,
+    section,
+)
 from .run import RunDir, RunError
 
 NAME = "tagging"
@@ -68,6 +77,7 @@ class TrainConfig:
     batch_size: int = option(16, "sentences per batch")
     learning_rate: float = option(1e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
+    lr_decay: float | None = option(None, LR_DECAY_HELP)
     weight_decay: float = option(0.0, "weight decay")
     clip_norm: float | None = option(5.0, "gradient norm clipping (null: none)")
     patience: int | None = option(3, "early-stopping patience in epochs on dev entity F1 (null: never)")
@@ -87,6 +97,7 @@ class Config:
                            ("model.num_layers", self.model.num_layers), ("train.epochs", self.train.epochs),
                            ("train.batch_size", self.train.batch_size))
         check_rates(("model.dropout", self.model.dropout), ("model.word_dropout", self.model.word_dropout))
+        check_lr_decay(self.train.lr_decay)
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -458,7 +469,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate, optimizer=cfg.train.optimizer,
                             weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,
                             patience=cfg.train.patience, monitor=monitor, mode="max", seed=cfg.train.seed,
-                            accelerator=cfg.train.accelerator, progress=progress)
+                            accelerator=cfg.train.accelerator, progress=progress,
+                            lr_decay=cfg.train.lr_decay)
     history = fit(model, make_loader(train_items, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
                   make_loader(dev_items, 4 * cfg.train.batch_size, shuffle=False, seed=0),
                   loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)
