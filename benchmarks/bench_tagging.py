@@ -2,6 +2,8 @@
 
     python benchmarks/bench_tagging.py [--epochs 20] [--write]
     python benchmarks/bench_tagging.py --quick          # 2,000 training sentences, 2 epochs
+    python benchmarks/bench_tagging.py --epochs 40 --models 'char-BiLSTM + BiLSTM + CRF' \
+        --set train.lr_decay=0.5 --set train.patience=5 --write        # other settings: a labelled row
 
 Models are selected on valid.txt (early stopping on dev entity F1); test.txt is scored once per
 model, only to report. Word embeddings are trained from scratch (no pretrained vectors). Records
@@ -38,6 +40,8 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names from the table")
     parser.add_argument("--quick", action="store_true", help="2,000 training sentences, 2 epochs, the first model")
     parser.add_argument("--label", default="", help="appended to the model names in the table, e.g. '(20-epoch budget)'")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="task setting for every model (repeatable); the row's label lists them")
     parser.add_argument("--write", action="store_true", help="replace this section of benchmarks/RESULTS.md")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -57,7 +61,7 @@ def main() -> None:
         cmd = [sys.executable, "-m", "rnnkit.cli", "train", "tagging", "--train", str(train),
                "--dev", str(DATA / "valid.txt"), "--out", str(out), "--name", run.name, "--json",
                "--set", f"train.epochs={epochs}"]
-        for s in MODELS[name]:
+        for s in [*MODELS[name], *args.set]:
             cmd += ["--set", s]
         start = time.perf_counter()
         result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
@@ -65,7 +69,8 @@ def main() -> None:
         test = json.loads(subprocess.run([sys.executable, "-m", "rnnkit.cli", "evaluate", result["run"], "--data",
                                           str(DATA / "test.txt"), "--json"], check=True, capture_output=True,
                                          text=True).stdout)
-        rows.append((f"{name} {args.label}".strip(), result["dev"]["f1"], test["f1"], test["precision"], test["recall"],
+        settings = f"({', '.join(args.set)})" if args.set else ""
+        rows.append((f"{name} {args.label} {settings}".strip().replace("  ", " "), result["dev"]["f1"], test["f1"], test["precision"], test["recall"],
                      result["epochs_run"], seconds, test["sentences_per_second"]))
         print(rows[-1], flush=True)
     table = [f"| {n} | {d * 100:.2f} | {t * 100:.2f} | {p * 100:.2f} | {r * 100:.2f} | {e} | {s:.0f} | {sp:.0f} |"
@@ -74,8 +79,9 @@ def main() -> None:
     if args.write:  # rows of models not in this run stay, so the table can be filled one model at a time
         table, notes = merge_rows(SECTION, table)
     lines = [SECTION, "",
-             "Command: `python benchmarks/bench_tagging.py --epochs EPOCHS --models MODEL [--label '(...)'] --write` "
-             "for each row (EPOCHS, MODEL and the parenthesised label from the row).  ",
+             "Command: `python benchmarks/bench_tagging.py --epochs EPOCHS --models MODEL [--label '(...)'] "
+             "[--set KEY=VALUE ...] --write` for each row (EPOCHS, MODEL, the label and the settings in the last "
+             "parenthesis from the row).  ",
              f"Updated {datetime.date.today().isoformat()}, 2 CPU threads, embeddings trained from scratch, selection on "
              "valid.txt by entity F1, test.txt scored once (CoNLL counting). Lample et al. 2016 report about 83.6 "
              "without pretrained embeddings; the goal is 86.", "",
