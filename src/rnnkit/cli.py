@@ -237,7 +237,8 @@ def predict(
         elif "tags" in result:
             typer.echo(" ".join(f"{tok}/{tag}" for tok, tag in zip(result["tokens"], result["tags"])))
             for entity in result.get("entities", []):
-                typer.echo(f"  {entity['type']}\t{entity['text']}")
+                score = f"\t{entity['score']:.3f}" if "score" in entity else ""
+                typer.echo(f"  {entity['type']}\t{entity['text']}{score}")
         else:
             typer.echo(json.dumps(result))
         if explain:

@@ -36,7 +36,8 @@ def _brute_scores(crf: CRF, emissions: torch.Tensor, n: int) -> dict[tuple[int, 
     for path in itertools.product(range(k), repeat=n):
         tags = torch.tensor([list(path) + [0] * (emissions.shape[0] - n)])
         mask = torch.tensor([[True] * n + [False] * (emissions.shape[0] - n)])
-        out[path] = float(crf.score(emissions.unsqueeze(0), tags, mask))
+        with torch.no_grad():
+            out[path] = float(crf.score(emissions.unsqueeze(0), tags, mask))
     return out
 
 
@@ -53,6 +54,29 @@ def test_crf_partition_and_viterbi_match_brute_force(length):
     brute_best = max(scores, key=scores.__getitem__)
     assert tuple(best_path[0]) == brute_best
     torch.testing.assert_close(best_score[0], torch.tensor(scores[brute_best], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_crf_marginals_match_brute_force(constrained):
+    tags = ["O", "B-PER", "I-PER"]
+    crf = _crf(3, seed=2, constraints=allowed_transitions(tags, "IOB2") if constrained else None)
+    emissions = torch.randn(3, 5, 3, dtype=torch.float64)
+    lengths = [5, 3, 0]  # full, padded, empty
+    mask = torch.arange(5).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    marginals = crf.marginals(emissions, mask)
+    for b, n in enumerate(lengths):
+        if n == 0:
+            assert marginals[b].abs().sum() == 0
+            continue
+        scores = _brute_scores(crf, emissions[b], n)
+        log_z = torch.logsumexp(torch.tensor(list(scores.values()), dtype=torch.float64), 0)
+        expected = torch.zeros(5, 3, dtype=torch.float64)
+        for path, score in scores.items():
+            for t, k in enumerate(path):
+                expected[t, k] += torch.exp(torch.tensor(score, dtype=torch.float64) - log_z)
+        torch.testing.assert_close(marginals[b], expected, atol=1e-10, rtol=0)
+    if constrained:  # O -> I-PER is forbidden, so I-PER never follows O with any probability
+        assert marginals[0, 0, 2] < 1e-10
 
 
 def test_crf_batched_equals_one_by_one_and_likelihood_normalises():
@@ -150,7 +174,13 @@ def test_tagging_end_to_end(ner_run):
     assert result.exit_code == 0 and json.loads(result.output)["f1"] > 0.9
     out = runner.invoke(app, ["predict", str(run), "Carla Smith visited Oslo today .", "--json"])
     prediction = json.loads(out.output.splitlines()[0])
-    assert {"text": "Carla Smith", "type": "PER", "start": 0, "end": 2} in prediction["entities"]
+    spans = [{k: e[k] for k in ("text", "type", "start", "end")} for e in prediction["entities"]]
+    assert {"text": "Carla Smith", "type": "PER", "start": 0, "end": 2} in spans
+    assert len(prediction["scores"]) == len(prediction["tokens"]) and all(0 < p <= 1 for p in prediction["scores"])
+    person = prediction["entities"][spans.index({"text": "Carla Smith", "type": "PER", "start": 0, "end": 2})]
+    assert person["score"] == pytest.approx(sum(prediction["scores"][:2]) / 2, abs=1e-4)
+    text_out = runner.invoke(app, ["predict", str(run), "Carla Smith visited Oslo today ."]).output
+    assert "PER\tCarla Smith\t0." in text_out or "PER\tCarla Smith\t1.000" in text_out
     again = TrainedTagger.load(run).predict(["Carla Smith visited Oslo today ."])
     assert again[0]["tags"] == prediction["tags"]
 
@@ -176,6 +206,9 @@ def test_softmax_decoder_cnn_chars_and_pos_tags(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "pos" / "metrics.json").read_text())
     assert metrics["dev"]["token_accuracy"] == 1.0  # every token is NNP
+    prediction = TrainedTagger.load(tmp_path / "pos").predict(["Anna visited Lima ."])[0]
+    assert prediction["tags"] == ["NNP"] * 4 and prediction["entities"] == []  # POS tags are not chunks
+    assert all(0.5 < p <= 1 for p in prediction["scores"])  # softmax probability of the chosen tag
 
 
 def test_pretrained_vectors_are_loaded(tmp_path):

@@ -99,6 +99,27 @@ class CRF(nn.Module):
             alpha = torch.where(mask[:, t].unsqueeze(1), step, alpha)
         return torch.logsumexp(alpha + end, dim=1)
 
+    @torch.no_grad()
+    def marginals(self, emissions: Tensor, mask: Tensor) -> Tensor:
+        """``p(y_t = k | emissions)`` for every step and tag, ``[B, T, K]`` (forward-backward).
+
+        ``exp(alpha_t + beta_t - log Z)``, with ``alpha`` the forward and ``beta`` the backward
+        log-scores, both vectorised over the batch; padded steps and empty sequences get 0.
+        """
+        start, trans, end = self._scores()
+        steps = emissions.shape[1]
+        alphas = [start + emissions[:, 0]]  # [B, K] each
+        for t in range(1, steps):
+            step = torch.logsumexp(alphas[-1].unsqueeze(2) + trans + emissions[:, t].unsqueeze(1), dim=1)
+            alphas.append(torch.where(mask[:, t].unsqueeze(1), step, alphas[-1]))
+        log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # [B]
+        betas = [end.expand_as(alphas[-1])]  # beta at the last real step is the end score
+        for t in range(steps - 2, -1, -1):
+            step = torch.logsumexp(trans + (emissions[:, t + 1] + betas[-1]).unsqueeze(1), dim=2)  # [B, from]
+            betas.append(torch.where(mask[:, t + 1].unsqueeze(1), step, end.expand_as(step)))
+        log_marginal = torch.stack(alphas, 1) + torch.stack(betas[::-1], 1) - log_z[:, None, None]
+        return log_marginal.exp() * mask.unsqueeze(2).to(emissions.dtype)
+
     def score(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """Unnormalised score ``s(y)`` of the given tag sequences, ``[B]``."""
         start, trans, end = self._scores()

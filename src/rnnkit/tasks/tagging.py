@@ -186,6 +186,13 @@ class SequenceTagger(nn.Module):
         best = emissions.argmax(-1)
         return [best[b, :n].tolist() for b, n in enumerate(lengths.tolist())]
 
+    def tag_probabilities(self, emissions: Tensor, lengths: Tensor) -> Tensor:
+        """``p(tag k at token t)`` ``[B, T, K]``: CRF marginals (forward-backward) or the softmax."""
+        mask = torch.arange(emissions.shape[1], device=emissions.device).unsqueeze(0) < lengths.unsqueeze(1)
+        if self.crf is not None:
+            return self.crf.marginals(emissions, mask)
+        return emissions.softmax(-1) * mask.unsqueeze(2).to(emissions.dtype)
+
 
 # -- data --------------------------------------------------------------------------------------
 def read_sentences(path: str | Path, cfg: DataConfig) -> list[Any]:
@@ -345,28 +352,40 @@ class TrainedTagger:
 
     def tag_tokens(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
         """Tags (in the training file's scheme) for tokenized sentences, in order."""
+        return [tags for tags, _ in self._tag(sentences, with_scores=False)]
+
+    def _tag(self, sentences: Sequence[Sequence[str]], with_scores: bool) -> list[tuple[list[str], list[float]]]:
+        """Per sentence: the decoded tags (file scheme) and, with ``with_scores``, each tag's probability."""
         items = [(*self.prep.encode(s), None) for s in sentences]
-        out: list[list[str]] = []
+        out: list[tuple[list[str], list[float]]] = []
         with torch.no_grad():
             for start in range(0, len(items), self.batch_size):
                 words, chars, char_lengths, lengths, _ = collate(items[start:start + self.batch_size])
                 emissions = self.model(words, chars, char_lengths, lengths)
-                for ids in self.model.decode(emissions, lengths):
-                    out.append(self.prep.to_file_tags([self.prep.tags[i] for i in ids]))
+                paths = self.model.decode(emissions, lengths)
+                probs = self.model.tag_probabilities(emissions, lengths) if with_scores else None
+                for b, ids in enumerate(paths):
+                    scores = [] if probs is None else probs[b, torch.arange(len(ids)), ids].tolist()
+                    out.append((self.prep.to_file_tags([self.prep.tags[i] for i in ids]), scores))
         return out
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        """Tokens, tags and entity spans for raw sentences (split into words and punctuation)."""
+        """Tokens, tags with their probabilities, and entity spans with scores for raw sentences.
+
+        Sentences are split into words and punctuation. ``scores[t]`` is the model's probability of
+        token ``t``'s predicted tag: the CRF marginal ``p(y_t | sentence)`` (forward-backward) or the
+        softmax. An entity's ``score`` is the mean of its tokens' scores (as Flair reports spans).
+        """
         from ..data.conll import tags_to_spans
 
         tokenized = [tokenize_sentence(t) for t in texts]
         results = []
-        for text, tokens, tags in zip(texts, tokenized, self.tag_tokens(tokenized)):
-            scheme = self.prep.file_scheme if self.prep.file_scheme != "none" else "IOB2"
-            spans = tags_to_spans(tags, scheme) if self.prep.file_scheme != "none" else []
-            entities = [{"text": " ".join(tokens[s.start:s.end]), "type": s.label, "start": s.start, "end": s.end}
-                        for s in spans]
-            results.append({"text": text, "tokens": tokens, "tags": tags, "entities": entities})
+        for text, tokens, (tags, scores) in zip(texts, tokenized, self._tag(tokenized, with_scores=True)):
+            spans = tags_to_spans(tags, self.prep.file_scheme) if self.prep.file_scheme != "none" else []
+            entities = [{"text": " ".join(tokens[s.start:s.end]), "type": s.label, "start": s.start, "end": s.end,
+                         "score": round(sum(scores[s.start:s.end]) / (s.end - s.start), 4)} for s in spans]
+            results.append({"text": text, "tokens": tokens, "tags": tags, "scores": [round(p, 4) for p in scores],
+                            "entities": entities})
         return results
 
     def evaluate(self, path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
