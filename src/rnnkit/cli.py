@@ -205,6 +205,8 @@ def predict(
     file: str | None = typer.Option(None, "--file", help="Predict every line (or record) of this file."),
     explain: bool = typer.Option(False, "--explain", help="Show which tokens carried each decision."),
     as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON lines."),
+    conll: bool = typer.Option(False, "--conll", help="Tagging runs: read --file as a CoNLL column file and print "
+                               "it with the predicted tag appended to each token line."),
 ) -> None:
     """Predict with a trained run: label and probabilities per input."""
     import json
@@ -214,6 +216,14 @@ def predict(
 
     try:
         model = load_trained(run)
+        if conll:
+            if not hasattr(model, "tag_conll"):
+                raise ValueError("--conll is for tagging runs; this run is not one")
+            if file is None or inputs:
+                raise ValueError("--conll tags a file: give --file FILE (a CoNLL column file) and no inline inputs")
+            for line in model.tag_conll(file):
+                typer.echo(line)
+            return
         texts = list(inputs or [])
         if file is not None:
             path = Path(file)

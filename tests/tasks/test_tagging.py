@@ -185,6 +185,26 @@ def test_tagging_end_to_end(ner_run):
     assert again[0]["tags"] == prediction["tags"]
 
 
+def test_predict_conll_appends_a_tag_column(ner_run, tmp_path):
+    run, _ = ner_run
+    raw = tmp_path / "raw.conll"
+    raw.write_text("-DOCSTART- -X-\n\nCarla NNP\nSmith NNP\nvisited VBD\nOslo NNP\n\nElena NNP\nmet VBD\n")
+    result = runner.invoke(app, ["predict", str(run), "--file", str(raw), "--conll"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    original = raw.read_text().splitlines()
+    assert len(lines) == len(original) and lines[:2] == original[:2] and lines[6] == ""
+    expected = TrainedTagger.load(run).tag_tokens([["Carla", "Smith", "visited", "Oslo"], ["Elena", "met"]])
+    assert [line.split()[-1] for line in lines if len(line.split()) == 3] == expected[0] + expected[1]
+    assert lines[2].startswith("Carla NNP ") and expected[0][:2] == ["B-PER", "I-PER"]
+    bad = runner.invoke(app, ["predict", str(run), "Carla Smith", "--conll"])
+    assert bad.exit_code == 2 and "--conll tags a file" in bad.output
+    ragged = tmp_path / "ragged.conll"
+    ragged.write_text("Carla NNP\nSmith\n")
+    bad = runner.invoke(app, ["predict", str(run), "--file", str(ragged), "--conll"])
+    assert bad.exit_code == 2 and "ragged.conll" in bad.output and ":2" in bad.output
+
+
 def test_lr_decay_halves_the_rate_after_each_epoch_without_dev_improvement(ner_run):
     rows = list(csv.DictReader((ner_run[0] / "history.csv").read_text().splitlines()))
     best, decayed = -1.0, 0

@@ -408,6 +408,31 @@ class TrainedTagger:
         metrics["sentences_per_second"] = len(sentences) / max(seconds, 1e-9)
         return metrics
 
+    def tag_conll(self, path: str | Path) -> list[str]:
+        """The lines of a CoNLL column file, each token line with the predicted tag appended.
+
+        Tokens come from ``data.token_column`` (other columns, tags included, are kept as they
+        are, so a file without tags works too); blank and ``-DOCSTART-`` lines are copied.
+        """
+        from ..data.conll import read_conll
+        from ..data.io import iter_lines
+
+        col, errors = self.prep.cfg.token_column, self.prep.cfg.encoding_errors
+        sentences = read_conll(path, col, col, errors=errors)  # checks the columns, names file and line
+        tagged = iter(self.tag_tokens([s.tokens for s in sentences]))
+        out: list[str] = []
+        current: Any = None
+        for _, line in iter_lines(path, errors=errors):
+            fields = line.split()
+            if not fields or fields[0] == "-DOCSTART-":
+                out.append(line)
+                current = None
+                continue
+            if current is None:
+                current = iter(next(tagged))
+            out.append(f"{line} {next(current)}")
+        return out
+
     def write_conll(self, sentences: Sequence[Any], path: str | Path) -> None:
         """Write ``token gold predicted`` lines (conlleval's input format)."""
         predicted = self.tag_tokens([s.tokens for s in sentences])
