@@ -31,6 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="adding,copy,selective-copy")
     parser.add_argument("--cells", default="rnn,lstm,gru")
+    parser.add_argument("--lengths", default=None, help="comma-separated T for every task (default: per task, "
+                        + "; ".join(f"{k} {','.join(map(str, v))}" for k, v in FULL.items()) + ")")
     parser.add_argument("--budget-steps", type=int, default=3000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--hidden-size", type=int, default=128)
@@ -50,7 +52,8 @@ def main() -> None:
     label = "SMOKE RUN (--quick): not a result" if args.quick else "full run"
     for task in args.tasks.split(","):
         start = time.perf_counter()
-        bench = run_memory_benchmark(task, lengths[task], args.cells.split(","), budget_steps=args.budget_steps,
+        task_lengths = [int(t) for t in args.lengths.split(",")] if args.lengths else lengths[task]
+        bench = run_memory_benchmark(task, task_lengths, args.cells.split(","), budget_steps=args.budget_steps,
                                      seeds=args.seeds, batch_size=args.batch_size, hidden_size=args.hidden_size,
                                      learning_rate=args.learning_rate, memorize=memorize, log=lambda _: None)
         text = (bench.markdown().replace("# Memory benchmark", f"## Memory benchmark ({label})", 1)
