@@ -21,17 +21,27 @@ from pathlib import Path
 
 import torch
 
-from rnnkit.insight import run_memory_benchmark
+from rnnkit.insight import make_task, run_memory_benchmark
 
 FULL = {"adding": [50, 100, 200, 400], "copy": [30, 60, 120], "selective-copy": [30, 60, 120]}
 QUICK = {"adding": [10, 20], "copy": [9, 15], "selective-copy": [9, 15]}
+
+
+def _lengths(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 50,100,200, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"lengths must be positive, got {text!r}")
+    return values
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="adding,copy,selective-copy")
     parser.add_argument("--cells", default="rnn,lstm,gru")
-    parser.add_argument("--lengths", default=None, help="comma-separated T for every task (default: per task, "
+    parser.add_argument("--lengths", type=_lengths, default=None, help="comma-separated T for every task (default: per task, "
                         + "; ".join(f"{k} {','.join(map(str, v))}" for k, v in FULL.items()) + ")")
     parser.add_argument("--budget-steps", type=int, default=3000)
     parser.add_argument("--seeds", type=int, default=3)
@@ -47,12 +57,18 @@ def main() -> None:
     memorize = 4 if args.quick else 10
     if args.quick:
         args.budget_steps, args.seeds, args.hidden_size = 60, 1, 16
+    for task in args.tasks.split(","):  # refuse a bad task or length now, not hours into the run
+        for length in args.lengths or lengths[task]:
+            try:
+                make_task(task, memorize=memorize).check_length(length)
+            except ValueError as err:
+                parser.error(str(err))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     label = "SMOKE RUN (--quick): not a result" if args.quick else "full run"
     for task in args.tasks.split(","):
         start = time.perf_counter()
-        task_lengths = [int(t) for t in args.lengths.split(",")] if args.lengths else lengths[task]
+        task_lengths = args.lengths or lengths[task]
         bench = run_memory_benchmark(task, task_lengths, args.cells.split(","), budget_steps=args.budget_steps,
                                      seeds=args.seeds, batch_size=args.batch_size, hidden_size=args.hidden_size,
                                      learning_rate=args.learning_rate, memorize=memorize, log=lambda _: None)

@@ -46,6 +46,11 @@ def main() -> None:
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"needs the CoNLL-2003 files at {DATA}")
+    fixed = {"train.epochs"} | {m.split("=")[0] for ms in MODELS.values() for m in ms}  # named by --epochs, MODEL
+    clashes = sorted({kv.split("=")[0] for kv in args.set} & fixed)
+    if clashes or any("=" not in kv for kv in args.set):
+        sys.exit(f"--set takes KEY=VALUE and not {', '.join(clashes) or 'a bare key'}: use --epochs, or a model "
+                 "from the table, for those")
     out = Path(tempfile.mkdtemp(prefix="rnnkit-bench-tagging-"))
     train = DATA / "train.txt"
     names = args.models.split(",")

@@ -215,13 +215,15 @@ def predict(
     from .tasks import load_trained
 
     try:
+        if conll and (file is None or inputs):
+            raise ValueError("--conll tags a file: give --file FILE (a CoNLL column file) and no inline inputs")
+        if conll and (as_json or explain):
+            raise ValueError("--conll prints CoNLL lines: drop --json and --explain, or drop --conll")
         model = load_trained(run)
         if conll:
             if not hasattr(model, "tag_conll"):
-                raise ValueError("--conll is for tagging runs; this run is not one")
-            if file is None or inputs:
-                raise ValueError("--conll tags a file: give --file FILE (a CoNLL column file) and no inline inputs")
-            for line in model.tag_conll(file):
+                raise ValueError(f"{run} is not a tagging run; --conll needs one (drop --conll)")
+            for line in model.tag_conll(file):  # type: ignore[arg-type]
                 typer.echo(line)
             return
         texts = list(inputs or [])

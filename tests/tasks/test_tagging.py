@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import itertools
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -60,8 +62,8 @@ def test_crf_partition_and_viterbi_match_brute_force(length):
 def test_crf_marginals_match_brute_force(constrained):
     tags = ["O", "B-PER", "I-PER"]
     crf = _crf(3, seed=2, constraints=allowed_transitions(tags, "IOB2") if constrained else None)
-    emissions = torch.randn(3, 5, 3, dtype=torch.float64)
-    lengths = [5, 3, 0]  # full, padded, empty
+    emissions = torch.randn(4, 5, 3, dtype=torch.float64)
+    lengths = [5, 3, 1, 0]  # full, padded, one token, empty
     mask = torch.arange(5).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
     marginals = crf.marginals(emissions, mask)
     for b, n in enumerate(lengths):
@@ -75,8 +77,10 @@ def test_crf_marginals_match_brute_force(constrained):
             for t, k in enumerate(path):
                 expected[t, k] += torch.exp(torch.tensor(score, dtype=torch.float64) - log_z)
         torch.testing.assert_close(marginals[b], expected, atol=1e-10, rtol=0)
-    if constrained:  # O -> I-PER is forbidden, so I-PER never follows O with any probability
-        assert marginals[0, 0, 2] < 1e-10
+    if constrained:  # I-PER cannot start a sentence in IOB2
+        assert marginals[0, 0, 2] < 1e-10 and marginals[2, 0, 2] < 1e-10
+    one_step = crf.marginals(emissions[:, :1], torch.ones(4, 1, dtype=torch.bool))  # T = 1
+    torch.testing.assert_close(one_step[2], marginals[2, :1], atol=1e-12, rtol=0)
 
 
 def test_crf_batched_equals_one_by_one_and_likelihood_normalises():
@@ -199,10 +203,63 @@ def test_predict_conll_appends_a_tag_column(ner_run, tmp_path):
     assert lines[2].startswith("Carla NNP ") and expected[0][:2] == ["B-PER", "I-PER"]
     bad = runner.invoke(app, ["predict", str(run), "Carla Smith", "--conll"])
     assert bad.exit_code == 2 and "--conll tags a file" in bad.output
+    bad = runner.invoke(app, ["predict", str(run), "--file", str(raw), "--conll", "--json"])
+    assert bad.exit_code == 2 and "drop --json" in bad.output
     ragged = tmp_path / "ragged.conll"
     ragged.write_text("Carla NNP\nSmith\n")
     bad = runner.invoke(app, ["predict", str(run), "--file", str(ragged), "--conll"])
     assert bad.exit_code == 2 and "ragged.conll" in bad.output and ":2" in bad.output
+
+
+def _stub_tagger(token_column: int, model_scheme: str = "BIOES", file_scheme: str = "IOB2",
+                 tags: tuple[str, ...] = ()) -> TrainedTagger:
+    """A TrainedTagger without a network: it tags each token with the token upper-cased."""
+    tagger = object.__new__(TrainedTagger)
+    tagger.prep = SimpleNamespace(cfg=SimpleNamespace(token_column=token_column, encoding_errors="strict"),
+                                  tags=list(tags), model_scheme=model_scheme, file_scheme=file_scheme)
+    tagger.tag_tokens = lambda sentences: [[t.upper() for t in s] for s in sentences]  # type: ignore[method-assign]
+    return tagger
+
+
+@pytest.mark.parametrize("layout", ["docstart-then-tokens", "crlf", "gzip", "column-1-tabs"])
+def test_tag_conll_keeps_every_line_in_place(tmp_path, layout):
+    rows = [["-DOCSTART-", "-X-"], ["a", "x"], ["b", "y"], [], ["-DOCSTART-", "-X-"], ["c", "z"], [], ["d", "w"]]
+    column, sep, newline = (1, "\t", "\n") if layout == "column-1-tabs" else (0, " ", "\n")
+    if layout == "crlf":
+        newline = "\r\n"
+    if layout == "docstart-then-tokens":  # no blank line around the second -DOCSTART- either
+        rows = [r for i, r in enumerate(rows) if i != 3]
+    if column == 1:
+        rows = [[r[1], r[0]] if r and r[0] != "-DOCSTART-" else r for r in rows]
+    text = newline.join(sep.join(r) for r in rows) + newline
+    path = tmp_path / ("f.conll.gz" if layout == "gzip" else "f.conll")
+    if layout == "gzip":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_bytes(text.encode())
+    out = _stub_tagger(column).tag_conll(path)
+    assert len(out) == len(rows)
+    for line, row in zip(out, rows):
+        if not row or row[0] == "-DOCSTART-":
+            assert line == sep.join(row)
+        else:
+            assert line == sep.join(row) + sep + row[column].upper()
+
+
+def test_tag_conll_bad_layout_names_the_run_setting(tmp_path):
+    path = tmp_path / "one-column.conll"
+    path.write_text("a\nb\n")
+    with pytest.raises(ValueError, match=r"one-column.conll:1: .*reads tokens from column 2.*fix: give a file"):
+        _stub_tagger(2).tag_conll(path)
+
+
+def test_token_scores_sum_the_model_tags_behind_the_shown_tag():
+    tags = ["B-PER", "E-PER", "I-PER", "O", "S-PER"]
+    same = _stub_tagger(0, tags=tuple(tags))._shown_as()  # BIOES model, IOB2 file
+    expected = torch.tensor([[1, 0, 0, 0, 1], [0, 1, 1, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 1, 0], [1, 0, 0, 0, 1]])
+    assert torch.equal(same, expected.float())
+    assert torch.equal(_stub_tagger(0, "BIOES", "BIOES", tuple(tags))._shown_as(), torch.eye(5))
+    assert torch.equal(_stub_tagger(0, "IOB2", "IOB1", tuple(tags))._shown_as(), torch.eye(5))
 
 
 def test_lr_decay_halves_the_rate_after_each_epoch_without_dev_improvement(ner_run):

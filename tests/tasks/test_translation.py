@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from rnnkit.cli import app
 from rnnkit.data import DataError
 from rnnkit.tasks.config import ConfigError, load_config
+from rnnkit.tasks.run import RunDir
 from rnnkit.tasks.seq2seq import Seq2Seq, beam_search, greedy_search, normalized
 from rnnkit.tasks.translation import (
     Config,
@@ -24,6 +25,7 @@ from rnnkit.tasks.translation import (
     TrainedTranslator,
     corpus_scores,
     read_pairs,
+    train,
 )
 
 runner = CliRunner()
@@ -279,6 +281,23 @@ def test_config_validation():
     with pytest.raises(ConfigError, match=r"train.lr_decay: must be in \(0, 1\]"):
         load_config(Config, overrides=["train.lr_decay=0"])
     assert load_config(Config, overrides=["model.attention=luong_dot"]).model.attention == "luong_dot"
+
+
+def test_lr_decay_reaches_the_training_engine(tmp_path, monkeypatch):
+    import rnnkit.tasks.engine as engine
+
+    class Reached(Exception):
+        pass
+
+    def fake_fit(*args, options, **kwargs):
+        raise Reached(options.lr_decay)
+
+    monkeypatch.setattr(engine, "fit", fake_fit)
+    train_files, dev_files = write_pair(tmp_path, "train", 40, 0), write_pair(tmp_path, "dev", 5, 1)
+    cfg = load_config(Config, overrides=[*SMALL, "train.lr_decay=0.5"])
+    with pytest.raises(Reached) as reached:
+        train(cfg, train_files, dev_files, RunDir.create(tmp_path, "run"), log=lambda m: None, progress=False)
+    assert reached.value.args == (0.5,)
 
 
 # -- end to end --------------------------------------------------------------------------------

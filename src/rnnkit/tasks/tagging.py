@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -363,18 +363,38 @@ class TrainedTagger:
                 words, chars, char_lengths, lengths, _ = collate(items[start:start + self.batch_size])
                 emissions = self.model(words, chars, char_lengths, lengths)
                 paths = self.model.decode(emissions, lengths)
-                probs = self.model.tag_probabilities(emissions, lengths) if with_scores else None
+                probs = self.model.tag_probabilities(emissions, lengths) @ self._shown_as() if with_scores else None
                 for b, ids in enumerate(paths):
                     scores = [] if probs is None else probs[b, torch.arange(len(ids)), ids].tolist()
                     out.append((self.prep.to_file_tags([self.prep.tags[i] for i in ids]), scores))
         return out
 
+    def _shown_as(self) -> Tensor:
+        """``[K, K]`` 0/1: model tags ``j`` that read as the same file-scheme tag as model tag ``k``.
+
+        A BIOES model answering for an IOB file shows ``B-X`` for ``B-X`` and ``S-X`` (a chunk of
+        type X starts here) and ``I-X`` for ``I-X`` and ``E-X`` (it goes on), so a token's score
+        sums the marginals of the model tags behind the tag shown.
+        """
+        tags = self.prep.tags
+        if self.prep.model_scheme == self.prep.file_scheme or self.prep.model_scheme != "BIOES":
+            return torch.eye(len(tags))
+
+        def meaning(tag: str) -> tuple[str, str]:
+            if len(tag) > 2 and tag[1] == "-" and tag[0] in "BIES":
+                return ("start" if tag[0] in "BS" else "inside"), tag[2:]
+            return tag, ""
+
+        keys = [meaning(t) for t in tags]
+        return torch.tensor([[float(a == b) for b in keys] for a in keys])
+
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """Tokens, tags with their probabilities, and entity spans with scores for raw sentences.
 
         Sentences are split into words and punctuation. ``scores[t]`` is the model's probability of
-        token ``t``'s predicted tag: the CRF marginal ``p(y_t | sentence)`` (forward-backward) or the
-        softmax. An entity's ``score`` is the mean of its tokens' scores (as Flair reports spans).
+        token ``t``'s tag as shown: the CRF marginal ``p(y_t | sentence)`` (forward-backward) or the
+        softmax, summed over the model-scheme tags that read as that tag (``B-X`` and ``S-X`` for an
+        IOB2 ``B-X``). An entity's ``score`` is the mean of its tokens' scores (as Flair reports spans).
         """
         from ..data.conll import tags_to_spans
 
@@ -415,13 +435,21 @@ class TrainedTagger:
         are, so a file without tags works too); blank and ``-DOCSTART-`` lines are copied.
         """
         from ..data.conll import read_conll
+        from ..data.errors import DataError
         from ..data.io import iter_lines
 
         col, errors = self.prep.cfg.token_column, self.prep.cfg.encoding_errors
-        sentences = read_conll(path, col, col, errors=errors)  # checks the columns, names file and line
+        try:
+            sentences = read_conll(path, col, col, errors=errors)  # checks the columns, names file and line
+        except (DataError, UnicodeDecodeError) as err:
+            where = f"{err.path}:{err.line}: {err.message}" if isinstance(err, DataError) else str(err)
+            raise DataError(f"{where} (this run reads tokens from column {col} of UTF-8 text, as set by "
+                            "data.token_column and data.encoding_errors at training)",
+                            hint="give a file with the training files' column layout, re-encoded as UTF-8 "
+                                 "if needed") from None
         tagged = iter(self.tag_tokens([s.tokens for s in sentences]))
         out: list[str] = []
-        current: Any = None
+        current: Iterator[str] | None = None
         for _, line in iter_lines(path, errors=errors):
             fields = line.split()
             if not fields or fields[0] == "-DOCSTART-":
@@ -430,7 +458,8 @@ class TrainedTagger:
                 continue
             if current is None:
                 current = iter(next(tagged))
-            out.append(f"{line} {next(current)}")
+            separator = "\t" if "\t" in line else " "  # the file's own
+            out.append(f"{line}{separator}{next(current)}")
         return out
 
     def write_conll(self, sentences: Sequence[Any], path: str | Path) -> None:
