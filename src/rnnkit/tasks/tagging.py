@@ -358,12 +358,13 @@ class TrainedTagger:
         """Per sentence: the decoded tags (file scheme) and, with ``with_scores``, each tag's probability."""
         items = [(*self.prep.encode(s), None) for s in sentences]
         out: list[tuple[list[str], list[float]]] = []
+        shown_as = self._shown_as() if with_scores else None  # [K, K], the same for every batch
         with torch.no_grad():
             for start in range(0, len(items), self.batch_size):
                 words, chars, char_lengths, lengths, _ = collate(items[start:start + self.batch_size])
                 emissions = self.model(words, chars, char_lengths, lengths)
                 paths = self.model.decode(emissions, lengths)
-                probs = self.model.tag_probabilities(emissions, lengths) @ self._shown_as() if with_scores else None
+                probs = None if shown_as is None else self.model.tag_probabilities(emissions, lengths) @ shown_as
                 for b, ids in enumerate(paths):
                     scores = [] if probs is None else probs[b, torch.arange(len(ids)), ids].tolist()
                     out.append((self.prep.to_file_tags([self.prep.tags[i] for i in ids]), scores))
