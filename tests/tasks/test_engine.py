@@ -66,9 +66,9 @@ def test_lr_decay_divides_the_rate_after_each_epoch_without_improvement(tmp_path
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5] and "dev_score" in rows[0]
 
 
-def test_asgd_averages_from_the_first_bad_epoch_and_keeps_the_best_average(tmp_path):
-    model, history, seen, trained, _ = _fit(tmp_path, [1.0, 0.5, 2.0, 3.0, 2.5], optimizer="asgd",
-                                             learning_rate=0.05)
+@pytest.mark.parametrize("options", [{"optimizer": "asgd"}, {"optimizer": "adam", "average_weights": True}])
+def test_averaging_starts_at_the_first_bad_epoch_and_keeps_the_best_average(tmp_path, options):
+    model, history, seen, trained, _ = _fit(tmp_path, [1.0, 0.5, 2.0, 3.0, 2.5], learning_rate=0.05, **options)
     # trained[k] holds the weights after k optimizer steps; epochs are 4 steps
     assert torch.equal(seen[1], trained[8])  # epoch 2: dev saw the live weights
     # epoch 3: the mean of the weights when averaging started (after step 8) and after steps 9-12
@@ -77,6 +77,11 @@ def test_asgd_averages_from_the_first_bad_epoch_and_keeps_the_best_average(tmp_p
     # the best dev epoch was 4, so the model ends with the weights dev saw then: the average
     assert torch.equal(model.weight.detach(), seen[3])
     assert len(history) == 5
+
+
+def test_adam_without_average_weights_evaluates_the_live_weights(tmp_path):
+    _, _, seen, trained, _ = _fit(tmp_path, [1.0, 0.5, 2.0, 3.0], optimizer="adam", learning_rate=0.05)
+    assert torch.equal(seen[2], trained[12])
 
 
 def test_lr_decay_out_of_range_is_refused(tmp_path):

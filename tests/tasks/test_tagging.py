@@ -336,3 +336,44 @@ def test_conll2003_sample(shared_data, tmp_path):
                                  "--set", "model.hidden_size=32", "--quiet"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["dev"]["f1"] > 0.3
+
+
+def test_zero_digits_maps_digits_in_words_but_not_in_characters():
+    from rnnkit.tasks.tagging import DataConfig, Preprocessor
+
+    sentences = [SimpleNamespace(tokens=["In", "1996", "and", "1997"], tags=["O", "O", "O", "O"])]
+    prep = Preprocessor.fit(sentences, DataConfig(zero_digits=True))
+    assert "0000" in prep.words and "1996" not in prep.words and prep.words.counts["0000"] == 2
+    words, chars = prep.encode(["2024"])
+    assert words == [prep.words.token_to_id("0000")] and chars[0] == [prep.chars.token_to_id(c) for c in "2024"]
+    plain = Preprocessor.fit(sentences, DataConfig())
+    assert "1996" in plain.words and "0000" not in plain.words
+
+
+def test_singleton_dropout_replaces_only_words_seen_once():
+    from rnnkit.tasks.tagging import SequenceTagger
+
+    model = SequenceTagger(10, 5, 3, embedding_dim=4, char_encoder="none", hidden_size=3, dropout=0.0,
+                           word_dropout=0.0, singleton_dropout=1.0, unk_id=1)
+    model.set_singletons([3, 4])
+    seen = []
+    model.word_embedding.register_forward_hook(lambda mod, args, out: seen.append(args[0].clone()))
+    words = torch.tensor([[2, 3, 4, 5, 0]])
+    chars, char_lengths, lengths = torch.zeros(1, 5, 1, dtype=torch.long), torch.ones(1, 5, dtype=torch.long), torch.tensor([4])
+    model.train()(words, chars, char_lengths, lengths)
+    assert seen[-1].tolist() == [[2, 1, 1, 5, 0]]  # singletons -> <unk>, padding untouched
+    model.eval()(words, chars, char_lengths, lengths)
+    assert seen[-1].tolist() == words.tolist()  # never at inference
+    assert "singletons" not in model.state_dict()  # a training aid, not part of the saved model
+
+
+def test_singleton_dropout_trains_end_to_end(tmp_path):
+    train = _write_conll(tmp_path / "t.txt", 60, 3)
+    result = runner.invoke(app, ["train", "tagging", "--train", str(train), "--out", str(tmp_path), "--name", "s",
+                                 "--set", "model.singleton_dropout=0.5", "--set", "data.zero_digits=true", *FAST])
+    assert result.exit_code == 0, result.output
+    assert "singleton dropout:" in (tmp_path / "s" / "train.log").read_text()
+    assert TrainedTagger.load(tmp_path / "s").prep.cfg.zero_digits
+    with pytest.raises(ConfigError, match="singleton_dropout"):
+        load_config(Config, overrides=["model.singleton_dropout=1.5"])
+    assert load_config(Config, overrides=["train.average_weights=true"]).train.average_weights is True

@@ -7,8 +7,8 @@ checkpoints them atomically as safetensors, and returns the per-epoch history. T
 strategies act on the dev metric: ``lr_decay`` multiplies the learning rate by a factor after each
 epoch that did not improve it, and the ``asgd`` optimizer (plain SGD) starts averaging the weights
 at the first such epoch (non-monotonically triggered averaged SGD, Merity et al. 2018); the average
-is what dev sees and what is kept. Lightning is
-imported here only, so ``--help``, ``predict`` and ``evaluate`` stay fast.
+is what dev sees and what is kept; ``average_weights`` does the same averaging for any optimizer.
+Lightning is imported here only, so ``--help``, ``predict`` and ``evaluate`` stay fast.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class EngineOptions:
     accelerator: str = "auto"
     progress: bool = True
     lr_decay: float | None = None
+    average_weights: bool = False  # average the iterates from the first epoch without dev improvement
 
 
 def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -229,9 +230,10 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                 run.write_text("history.csv", history_csv(history))
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("dev_"))
             log(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, {shown} ({row['seconds']:.0f} s)")
-            if state["bad_epochs"] and options.optimizer == "asgd" and not averager.active:
+            if state["bad_epochs"] and (options.optimizer == "asgd" or options.average_weights) \
+                    and not averager.active:
                 averager.start()
-                log(f"dev {options.monitor} did not improve: averaging the SGD iterates from here on")
+                log(f"dev {options.monitor} did not improve: averaging the weights from here on")
             if state["bad_epochs"] and options.lr_decay is not None:
                 for group in optimizer.param_groups:
                     group["lr"] *= options.lr_decay

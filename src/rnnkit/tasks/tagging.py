@@ -41,6 +41,7 @@ from .run import RunDir, RunError
 NAME = "tagging"
 DESCRIPTION = "Named-entity recognition and sequence labelling from CoNLL column files (BiLSTM-CRF)"
 _TOKEN = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
+_DIGIT = re.compile(r"\d")
 
 
 @dataclass
@@ -53,6 +54,7 @@ class DataConfig:
         "BIOES", "scheme the model is trained in (predictions are converted back to the file's scheme)")
     min_freq: int = option(1, "minimum count for a word to enter the vocabulary")
     lowercase: bool = option(False, "lowercase words for the word vocabulary (characters keep their case)")
+    zero_digits: bool = option(False, "map every digit to 0 in the word vocabulary (characters keep the digits)")
     pretrained_vectors: str | None = option(None, "word vectors in GloVe/word2vec text format (size = model.embedding_dim)")
     encoding_errors: Literal["strict", "replace"] = option("strict", "undecodable bytes: strict stops, replace substitutes")
 
@@ -69,6 +71,8 @@ class ModelConfig:
     decoder: Literal["crf", "softmax"] = option("crf", "crf: linear-chain CRF with scheme constraints; softmax: per token")
     dropout: float = option(0.5, "locked dropout on embeddings and encoder outputs")
     word_dropout: float = option(0.05, "probability of replacing a training word by <unk>")
+    singleton_dropout: float = option(
+        0.0, "probability of replacing a training word seen once in the training data by <unk> (Lample et al.: 0.5)")
 
 
 @dataclass
@@ -78,6 +82,8 @@ class TrainConfig:
     learning_rate: float = option(1e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
     lr_decay: float | None = option(None, LR_DECAY_HELP)
+    average_weights: bool = option(
+        False, "from the first epoch without dev improvement, evaluate and keep the running mean of the weights")
     weight_decay: float = option(0.0, "weight decay")
     clip_norm: float | None = option(5.0, "gradient norm clipping (null: none)")
     patience: int | None = option(3, "early-stopping patience in epochs on dev entity F1 (null: never)")
@@ -96,7 +102,8 @@ class Config:
         check_at_least_one(("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
                            ("model.num_layers", self.model.num_layers), ("train.epochs", self.train.epochs),
                            ("train.batch_size", self.train.batch_size))
-        check_rates(("model.dropout", self.model.dropout), ("model.word_dropout", self.model.word_dropout))
+        check_rates(("model.dropout", self.model.dropout), ("model.word_dropout", self.model.word_dropout),
+                    ("model.singleton_dropout", self.model.singleton_dropout))
         check_lr_decay(self.train.lr_decay)
 
 
@@ -148,7 +155,7 @@ class SequenceTagger(nn.Module):
     def __init__(self, vocab_size: int, num_chars: int, num_tags: int, *, embedding_dim: int = 100,
                  char_encoder: str = "lstm", char_embedding_dim: int = 25, char_hidden_size: int = 25,
                  hidden_size: int = 200, num_layers: int = 1, cell: str = "lstm", decoder: str = "crf",
-                 dropout: float = 0.5, word_dropout: float = 0.05, unk_id: int = 1,
+                 dropout: float = 0.5, word_dropout: float = 0.05, singleton_dropout: float = 0.0, unk_id: int = 1,
                  constraints: tuple[Tensor, Tensor, Tensor] | None = None) -> None:
         super().__init__()
         self.word_embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
@@ -160,11 +167,20 @@ class SequenceTagger(nn.Module):
         self.emit = nn.Linear(2 * hidden_size, num_tags)
         self.crf = CRF(num_tags, constraints) if decoder == "crf" else None
         self.dropout, self.word_dropout, self.unk_id = dropout, word_dropout, unk_id
+        self.singleton_dropout = singleton_dropout
+        # Which word ids were seen once in training (set by :meth:`set_singletons`; not saved).
+        self.register_buffer("singletons", torch.zeros(vocab_size, dtype=torch.bool), persistent=False)
+
+    def set_singletons(self, word_ids: Sequence[int]) -> None:
+        """Mark the training singletons that ``singleton_dropout`` may replace by ``<unk>``."""
+        self.singletons.zero_()
+        self.singletons[torch.as_tensor(list(word_ids), dtype=torch.long)] = True
 
     def forward(self, words: Tensor, chars: Tensor, char_lengths: Tensor, lengths: Tensor) -> Tensor:
-        if self.training and self.word_dropout:
-            drop = (torch.rand_like(words, dtype=torch.float) < self.word_dropout) & (words > 0)
-            words = words.masked_fill(drop, self.unk_id)
+        if self.training and (self.word_dropout or self.singleton_dropout):
+            draw = torch.rand_like(words, dtype=torch.float)
+            drop = (draw < self.word_dropout) | ((draw < self.singleton_dropout) & self.singletons[words])
+            words = words.masked_fill(drop & (words > 0), self.unk_id)
         x = self.word_embedding(words)  # [B, T, E]
         if self.chars is not None:
             x = torch.cat([x, self.chars(chars, char_lengths)], -1)
@@ -242,6 +258,8 @@ class Preprocessor:
 
     @staticmethod
     def _word(token: str, cfg: DataConfig) -> str:
+        if cfg.zero_digits:
+            token = _DIGIT.sub("0", token)
         return token.lower() if cfg.lowercase else token
 
     def to_model_tags(self, tags: Sequence[str]) -> list[str]:
@@ -292,7 +310,8 @@ class Preprocessor:
             chars = Vocabulary.load(run.file("chars.json"))
         except Exception as err:
             raise RunError(f"run folder {run.path}: vocabulary files are missing or corrupt ({err}); train again") from None
-        return cls(words, chars, meta["tags"], meta["file_scheme"], meta["model_scheme"], DataConfig(**meta["data"]))
+        data = {"zero_digits": False, **meta["data"]}  # runs saved before the option existed
+        return cls(words, chars, meta["tags"], meta["file_scheme"], meta["model_scheme"], DataConfig(**data))
 
 
 class TaggedDataset(torch.utils.data.Dataset):
@@ -501,8 +520,14 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     hyper = {"vocab_size": len(prep.words), "num_chars": len(prep.chars), "num_tags": len(prep.tags),
              "embedding_dim": m.embedding_dim, "char_encoder": m.char_encoder, "char_embedding_dim": m.char_embedding_dim,
              "char_hidden_size": m.char_hidden_size, "hidden_size": m.hidden_size, "num_layers": m.num_layers,
-             "cell": m.cell, "decoder": m.decoder, "dropout": m.dropout, "word_dropout": m.word_dropout}
+             "cell": m.cell, "decoder": m.decoder, "dropout": m.dropout, "word_dropout": m.word_dropout,
+             "singleton_dropout": m.singleton_dropout}
     model = build_model(hyper, prep)
+    if m.singleton_dropout:
+        singles = [i for i, w in enumerate(prep.words) if prep.words.counts.get(w) == 1]
+        model.set_singletons(singles)
+        log(f"singleton dropout: {len(singles)} words seen once may be replaced by <unk> "
+            f"with probability {m.singleton_dropout}")
     if cfg.data.pretrained_vectors:
         from ..data.vectors import load_word_vectors
 
@@ -544,7 +569,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                             weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,
                             patience=cfg.train.patience, monitor=monitor, mode="max", seed=cfg.train.seed,
                             accelerator=cfg.train.accelerator, progress=progress,
-                            lr_decay=cfg.train.lr_decay)
+                            lr_decay=cfg.train.lr_decay, average_weights=cfg.train.average_weights)
     history = fit(model, make_loader(train_items, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
                   make_loader(dev_items, 4 * cfg.train.batch_size, shuffle=False, seed=0),
                   loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)
