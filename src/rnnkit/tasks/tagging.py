@@ -169,6 +169,7 @@ class SequenceTagger(nn.Module):
         self.dropout, self.word_dropout, self.unk_id = dropout, word_dropout, unk_id
         self.singleton_dropout = singleton_dropout
         # Which word ids were seen once in training (set by :meth:`set_singletons`; not saved).
+        self.singletons: Tensor
         self.register_buffer("singletons", torch.zeros(vocab_size, dtype=torch.bool), persistent=False)
 
     def set_singletons(self, word_ids: Sequence[int]) -> None:
