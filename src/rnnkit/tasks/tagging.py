@@ -311,8 +311,7 @@ class Preprocessor:
             chars = Vocabulary.load(run.file("chars.json"))
         except Exception as err:
             raise RunError(f"run folder {run.path}: vocabulary files are missing or corrupt ({err}); train again") from None
-        data = {"zero_digits": False, **meta["data"]}  # runs saved before the option existed
-        return cls(words, chars, meta["tags"], meta["file_scheme"], meta["model_scheme"], DataConfig(**data))
+        return cls(words, chars, meta["tags"], meta["file_scheme"], meta["model_scheme"], DataConfig(**meta["data"]))
 
 
 class TaggedDataset(torch.utils.data.Dataset):
