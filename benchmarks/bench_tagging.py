@@ -4,6 +4,7 @@
     python benchmarks/bench_tagging.py --quick          # 2,000 training sentences, 2 epochs
     python benchmarks/bench_tagging.py --epochs 40 --models 'char-BiLSTM + BiLSTM + CRF' \
         --set train.lr_decay=0.5 --set train.patience=5 --write        # other settings: a labelled row
+    python benchmarks/bench_tagging.py --ensemble RUN,RUN,... --label '(...)' --write   # trained runs, one ensemble
 
 Models are selected on valid.txt (early stopping on dev entity F1); test.txt is scored once per
 model, only to report. Word embeddings are trained from scratch (no pretrained vectors). Records
@@ -42,10 +43,14 @@ def main() -> None:
     parser.add_argument("--label", default="", help="appended to the model names in the table, e.g. '(20-epoch budget)'")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="task setting for every model (repeatable); the row's label lists them")
+    parser.add_argument("--ensemble", default="", metavar="RUN,RUN,...",
+                        help="score these trained CoNLL-2003 runs as one ensemble (dev, then test once); no training")
     parser.add_argument("--write", action="store_true", help="replace this section of benchmarks/RESULTS.md")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"needs the CoNLL-2003 files at {DATA}")
+    if args.ensemble:
+        return report([ensemble_row(args.ensemble.split(","), args.label)], args.write)
     fixed = {"train.epochs"} | {m.split("=")[0] for ms in MODELS.values() for m in ms}  # named by --epochs, MODEL
     clashes = sorted({kv.split("=")[0] for kv in args.set} & fixed)
     if clashes or any("=" not in kv for kv in args.set):
@@ -78,10 +83,33 @@ def main() -> None:
         rows.append((f"{name} {args.label} {settings}".strip().replace("  ", " "), result["dev"]["f1"], test["f1"], test["precision"], test["recall"],
                      result["epochs_run"], seconds, test["sentences_per_second"]))
         print(rows[-1], flush=True)
+    report(rows, args.write)
+
+
+def ensemble_row(runs: list[str], label: str) -> tuple:
+    """Dev and test scores of trained runs deciding together; train time and epochs summed over members."""
+    def evaluate(split: str) -> dict:
+        cmd = [sys.executable, "-m", "rnnkit.cli", "evaluate", runs[0], "--data", str(DATA / f"{split}.txt"), "--json"]
+        for run in runs[1:]:
+            cmd += ["--ensemble", run]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+    members = [json.loads((Path(r) / "metrics.json").read_text()) for r in runs]
+    dev = evaluate("valid")
+    print(f"ensemble of {len(runs)}: dev F1 {dev['f1']:.4f}", flush=True)
+    test = evaluate("test")
+    row = (f"ensemble of {len(runs)} runs {label}".strip(), dev["f1"], test["f1"], test["precision"], test["recall"],
+           "+".join(str(m["epochs_run"]) for m in members), sum(m["train_seconds"] for m in members),
+           test["sentences_per_second"])
+    print(row, flush=True)
+    return row
+
+
+def report(rows: list[tuple], write: bool) -> None:
     table = [f"| {n} | {d * 100:.2f} | {t * 100:.2f} | {p * 100:.2f} | {r * 100:.2f} | {e} | {s:.0f} | {sp:.0f} |"
              for n, d, t, p, r, e, s, sp in rows]
     notes: list[str] = []
-    if args.write:  # rows of models not in this run stay, so the table can be filled one model at a time
+    if write:  # rows of models not in this run stay, so the table can be filled one model at a time
         table, notes = merge_rows(SECTION, table)
     lines = [SECTION, "",
              "Command: `python benchmarks/bench_tagging.py --epochs EPOCHS --models MODEL [--label '(...)'] "
@@ -94,7 +122,7 @@ def main() -> None:
              "|---|---:|---:|---:|---:|---:|---:|---:|", *table, *notes]
     text = "\n".join(lines) + "\n"
     print(text)
-    if args.write:
+    if write:
         write_section(SECTION, text)
 
 

@@ -177,14 +177,16 @@ def evaluate(
     data: list[str] = typer.Option(..., "--data", help="Labelled data in the training format (translation: two files)."),
     overrides: list[str] = typer.Option([], "--set", help="Change how --data is read: --set data.member_prefix=aclImdb/test"),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+    ensemble: list[str] = typer.Option([], "--ensemble", help="Tagging runs: another run that decides with RUN "
+                                       "(repeatable; the tags most probable on the members' average)."),
 ) -> None:
     """Evaluate a trained run on labelled data (needs nothing but the run folder)."""
     import json
 
-    from .tasks import load_trained
+    from .tasks import load_ensemble
 
     try:
-        model = load_trained(run)
+        model = load_ensemble([run, *ensemble])
         metrics = model.evaluate(_paths(data, "--data", getattr(model, "paired_input", False)), overrides)  # type: ignore[attr-defined]
     except _USER_ERRORS as err:
         raise _fail(err) from None
@@ -207,19 +209,21 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON lines."),
     conll: bool = typer.Option(False, "--conll", help="Tagging runs: read --file as a CoNLL column file and print "
                                "it with the predicted tag appended to each token line."),
+    ensemble: list[str] = typer.Option([], "--ensemble", help="Tagging runs: another run that decides with RUN "
+                                       "(repeatable; the tags most probable on the members' average)."),
 ) -> None:
     """Predict with a trained run: label and probabilities per input."""
     import json
     from pathlib import Path
 
-    from .tasks import load_trained
+    from .tasks import load_ensemble
 
     try:
         if conll and (file is None or inputs):
             raise ValueError("--conll tags a file: give --file FILE (a CoNLL column file) and no inline inputs")
         if conll and (as_json or explain):
             raise ValueError("--conll prints CoNLL lines: drop --json and --explain, or drop --conll")
-        model = load_trained(run)
+        model = load_ensemble([run, *ensemble])
         if conll:
             if not hasattr(model, "tag_conll"):
                 raise ValueError(f"{run} is not a tagging run; --conll needs one (drop --conll)")

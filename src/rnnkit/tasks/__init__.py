@@ -48,4 +48,17 @@ def load_trained(run_dir: str) -> object:
     return getattr(get_task(task), TRAINED_CLASS[task]).load(run_dir)
 
 
-__all__ = ["TASKS", "get_task", "load_trained"]
+def load_ensemble(run_dirs: list[str]) -> object:
+    """Load several trained runs that decide together (tagging runs: :class:`~rnnkit.tasks.tagging.TaggerEnsemble`)."""
+    from .run import RunDir
+
+    if len(run_dirs) == 1:
+        return load_trained(run_dirs[0])
+    for run_dir in run_dirs:
+        task = RunDir.open(run_dir).read_json("model.json").get("task")
+        if task != "tagging":
+            raise ValueError(f"{run_dir} is a {task} run; ensembles combine tagging runs (drop --ensemble)")
+    return get_task("tagging").TaggerEnsemble.load(run_dirs)
+
+
+__all__ = ["TASKS", "get_task", "load_ensemble", "load_trained"]

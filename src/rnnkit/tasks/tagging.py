@@ -197,18 +197,28 @@ class SequenceTagger(nn.Module):
         return F.cross_entropy(emissions[mask], tags[mask]) if bool(mask.any()) else emissions.sum() * 0
 
     def decode(self, emissions: Tensor, lengths: Tensor) -> list[list[int]]:
-        mask = torch.arange(emissions.shape[1], device=emissions.device).unsqueeze(0) < lengths.unsqueeze(1)
-        if self.crf is not None:
-            return self.crf.decode(emissions, mask)[0]
-        best = emissions.argmax(-1)
-        return [best[b, :n].tolist() for b, n in enumerate(lengths.tolist())]
+        return decode_tags(self.crf, emissions, lengths)
 
     def tag_probabilities(self, emissions: Tensor, lengths: Tensor) -> Tensor:
         """``p(tag k at token t)`` ``[B, T, K]``: CRF marginals (forward-backward) or the softmax."""
-        mask = torch.arange(emissions.shape[1], device=emissions.device).unsqueeze(0) < lengths.unsqueeze(1)
-        if self.crf is not None:
-            return self.crf.marginals(emissions, mask)
-        return emissions.softmax(-1) * mask.unsqueeze(2).to(emissions.dtype)
+        return tag_probabilities(self.crf, emissions, lengths)
+
+
+def decode_tags(crf: CRF | None, emissions: Tensor, lengths: Tensor) -> list[list[int]]:
+    """Best tag ids per sentence: Viterbi under ``crf``, or the per-token argmax without one."""
+    mask = torch.arange(emissions.shape[1], device=emissions.device).unsqueeze(0) < lengths.unsqueeze(1)
+    if crf is not None:
+        return crf.decode(emissions, mask)[0]
+    best = emissions.argmax(-1)
+    return [best[b, :n].tolist() for b, n in enumerate(lengths.tolist())]
+
+
+def tag_probabilities(crf: CRF | None, emissions: Tensor, lengths: Tensor) -> Tensor:
+    """``p(tag k at token t)`` ``[B, T, K]``: marginals under ``crf`` (forward-backward), or the softmax."""
+    mask = torch.arange(emissions.shape[1], device=emissions.device).unsqueeze(0) < lengths.unsqueeze(1)
+    if crf is not None:
+        return crf.marginals(emissions, mask)
+    return emissions.softmax(-1) * mask.unsqueeze(2).to(emissions.dtype)
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -357,17 +367,23 @@ def build_model(hyper: dict[str, Any], prep: Preprocessor) -> SequenceTagger:
 
 
 # -- trained model -----------------------------------------------------------------------------
-class TrainedTagger:
-    """A tagger with its vocabularies: tag raw sentences or CoNLL files, score labelled files."""
+class Tagger:
+    """What every trained tagger does: tag raw sentences or CoNLL files, score labelled files.
 
-    def __init__(self, model: SequenceTagger, prep: Preprocessor, batch_size: int = 64) -> None:
-        self.model, self.prep, self.batch_size = model.eval(), prep, batch_size
+    Subclasses give the emission scores of a batch (:meth:`_emissions`) and the CRF that decodes
+    them (:attr:`_crf`, ``None`` for a per-token softmax); ``prep`` reads files and names tags.
+    """
 
-    @classmethod
-    def load(cls, run_dir: str | Path) -> TrainedTagger:
-        run, meta = RunDir.open_task(run_dir, NAME)
-        prep = Preprocessor.load(run)
-        return cls(run.load_into(build_model(meta["hyperparameters"], prep)), prep)  # type: ignore[arg-type]
+    prep: Preprocessor
+    batch_size: int
+
+    @property
+    def _crf(self) -> CRF | None:
+        raise NotImplementedError
+
+    def _emissions(self, sentences: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
+        """Emission scores ``[B, T, K]`` and lengths ``[B]`` for a batch of tokenized sentences."""
+        raise NotImplementedError
 
     def tag_tokens(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
         """Tags (in the training file's scheme) for tokenized sentences, in order."""
@@ -375,15 +391,13 @@ class TrainedTagger:
 
     def _tag(self, sentences: Sequence[Sequence[str]], with_scores: bool) -> list[tuple[list[str], list[float]]]:
         """Per sentence: the decoded tags (file scheme) and, with ``with_scores``, each tag's probability."""
-        items = [(*self.prep.encode(s), None) for s in sentences]
         out: list[tuple[list[str], list[float]]] = []
         shown_as = self._shown_as() if with_scores else None  # [K, K], the same for every batch
         with torch.no_grad():
-            for start in range(0, len(items), self.batch_size):
-                words, chars, char_lengths, lengths, _ = collate(items[start:start + self.batch_size])
-                emissions = self.model(words, chars, char_lengths, lengths)
-                paths = self.model.decode(emissions, lengths)
-                probs = None if shown_as is None else self.model.tag_probabilities(emissions, lengths) @ shown_as
+            for start in range(0, len(sentences), self.batch_size):
+                emissions, lengths = self._emissions(sentences[start:start + self.batch_size])
+                paths = decode_tags(self._crf, emissions, lengths)
+                probs = None if shown_as is None else tag_probabilities(self._crf, emissions, lengths) @ shown_as
                 for b, ids in enumerate(paths):
                     scores = [] if probs is None else probs[b, torch.arange(len(ids)), ids].tolist()
                     out.append((self.prep.to_file_tags([self.prep.tags[i] for i in ids]), scores))
@@ -489,6 +503,94 @@ class TrainedTagger:
         for s, tags in zip(sentences, predicted):
             lines += [f"{tok} {gold} {pred}" for tok, gold, pred in zip(s.tokens, s.tags, tags)] + [""]
         Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class TrainedTagger(Tagger):
+    """A trained tagger with its vocabularies (see :class:`Tagger` for what it does)."""
+
+    def __init__(self, model: SequenceTagger, prep: Preprocessor, batch_size: int = 64) -> None:
+        self.model, self.prep, self.batch_size = model.eval(), prep, batch_size
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> TrainedTagger:
+        run, meta = RunDir.open_task(run_dir, NAME)
+        prep = Preprocessor.load(run)
+        return cls(run.load_into(build_model(meta["hyperparameters"], prep)), prep)  # type: ignore[arg-type]
+
+    @property
+    def _crf(self) -> CRF | None:
+        return self.model.crf
+
+    def _emissions(self, sentences: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
+        words, chars, char_lengths, lengths, _ = collate([(*self.prep.encode(s), None) for s in sentences])
+        return self.model(words, chars, char_lengths, lengths), lengths
+
+
+class TaggerEnsemble(Tagger):
+    """Several trained taggers deciding together: the tag sequence they find most probable on average.
+
+    Each member reads the sentence with its own vocabularies and model. The ensemble decodes the
+    ``y`` that maximises the members' mean log-probability ``(1/M) sum_m log p_m(y | x)``, the
+    normalised geometric mean of their distributions. For a CRF member ``log p_m(y | x)`` is its
+    score of ``y`` minus ``log Z_m(x)``, a constant per sentence, so Viterbi over the mean
+    emissions and the mean start, transition and end scores finds that ``y`` exactly; a softmax
+    member adds its per-token log-softmax and no transitions. Token scores are the marginals of the
+    mean distribution. Members must share the tags, the files' scheme and the model scheme (runs
+    of one recipe with other seeds or settings do); the first member's data settings read files.
+    With any CRF member, the scheme's transition constraints apply.
+    """
+
+    def __init__(self, members: Sequence[TrainedTagger], batch_size: int = 64) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one trained tagging run")
+        first = members[0]
+        for member in members[1:]:
+            mine, theirs = sorted(first.prep.tags), sorted(member.prep.tags)
+            if mine != theirs:
+                raise ValueError(f"ensemble members must share their tags: {', '.join(mine)} against "
+                                 f"{', '.join(theirs)}; combine runs trained on the same tag column")
+            schemes = (first.prep.file_scheme, first.prep.model_scheme)
+            if (member.prep.file_scheme, member.prep.model_scheme) != schemes:
+                raise ValueError(f"ensemble members must share the tag schemes (files {schemes[0]}, model "
+                                 f"{schemes[1]} against {member.prep.file_scheme}, {member.prep.model_scheme}); "
+                                 "combine runs trained with the same data.scheme and data.train_scheme")
+        self.members, self.prep, self.batch_size = list(members), first.prep, batch_size
+        # order[m][k]: member m's index of the ensemble's tag k (members may list tags in any order).
+        self.order = [torch.tensor([m.prep.tags.index(t) for t in first.prep.tags]) for m in members]
+        crfs = [(m.model.crf, order) for m, order in zip(self.members, self.order) if m.model.crf is not None]
+        self.crf: CRF | None = None
+        if crfs:
+            self.crf = CRF(len(first.prep.tags), first.prep.constraints())
+            with torch.no_grad():
+                for name in ("start", "transitions", "end"):
+                    total = sum(self._reordered(getattr(crf, name), order) for crf, order in crfs)
+                    getattr(self.crf, name).copy_(total / len(self.members))
+            self.crf.eval()
+
+    @staticmethod
+    def _reordered(scores: Tensor, order: Tensor) -> Tensor:
+        return scores[order][:, order] if scores.dim() == 2 else scores[order]
+
+    @classmethod
+    def load(cls, run_dirs: Sequence[str | Path]) -> TaggerEnsemble:
+        """An ensemble of the tagging runs in ``run_dirs``."""
+        return cls([TrainedTagger.load(r) for r in run_dirs])
+
+    @property
+    def _crf(self) -> CRF | None:
+        return self.crf
+
+    def _emissions(self, sentences: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
+        total: Tensor | None = None
+        lengths = torch.zeros(0, dtype=torch.long)
+        for member, order in zip(self.members, self.order):
+            emissions, lengths = member._emissions(sentences)
+            emissions = emissions[..., order]
+            if member.model.crf is None:
+                emissions = emissions.log_softmax(-1)
+            total = emissions if total is None else total + emissions
+        assert total is not None
+        return total / len(self.members), lengths
 
 
 # -- training ----------------------------------------------------------------------------------
