@@ -217,7 +217,7 @@ def _stub_tagger(token_column: int, model_scheme: str = "BIOES", file_scheme: st
     tagger = object.__new__(TrainedTagger)
     tagger.prep = SimpleNamespace(cfg=SimpleNamespace(token_column=token_column, encoding_errors="strict"),
                                   tags=list(tags), model_scheme=model_scheme, file_scheme=file_scheme)
-    tagger.tag_tokens = lambda sentences: [[t.upper() for t in s] for s in sentences]  # type: ignore[method-assign]
+    tagger.tag_tokens = lambda sentences, documents=None: [[t.upper() for t in s] for s in sentences]  # type: ignore[method-assign]
     return tagger
 
 

@@ -49,11 +49,14 @@ class TaggedSentence:
         tokens: The tokens.
         tags: One tag per token.
         source: ``"file:line"`` of the sentence's first token.
+        document: 0-based index of the document it belongs to (documents start at ``-DOCSTART-``
+            lines; a file without them is one document).
     """
 
     tokens: tuple[str, ...]
     tags: tuple[str, ...]
     source: str
+    document: int = 0
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -126,11 +129,13 @@ def read_conll(
     start_line = 0
     ncols: int | None = None
     ncols_line = 0
+    document = 0  # the first -DOCSTART- opens document 0, each later one the next
+    seen_docstart = False
 
     def flush() -> None:
         nonlocal tokens, tags
         if tokens:
-            sentences.append(TaggedSentence(tuple(tokens), tuple(tags), f"{p}:{start_line}"))
+            sentences.append(TaggedSentence(tuple(tokens), tuple(tags), f"{p}:{start_line}", document))
         tokens, tags = [], []
 
     for number, line in iter_lines(p, encoding=encoding, errors=errors):
@@ -140,6 +145,8 @@ def read_conll(
             continue
         if docstart is not None and fields[0] == docstart:
             flush()
+            document += seen_docstart or bool(sentences)
+            seen_docstart = True
             continue
         if ncols is None:
             ncols, ncols_line = len(fields), number

@@ -57,6 +57,9 @@ class DataConfig:
     zero_digits: bool = option(False, "map every digit to 0 in the word vocabulary (characters keep the digits)")
     pretrained_vectors: str | None = option(None, "word vectors in GloVe/word2vec text format (size = model.embedding_dim)")
     encoding_errors: Literal["strict", "replace"] = option("strict", "undecodable bytes: strict stops, replace substitutes")
+    document_context: int = option(
+        0, "read consecutive sentences of a document (-DOCSTART- to -DOCSTART-) as one sequence of up to this many "
+           "tokens, so the encoder sees the neighbouring sentences; each sentence is still scored (0: alone)")
 
 
 @dataclass
@@ -78,7 +81,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = option(20, "maximum epochs")
-    batch_size: int = option(16, "sentences per batch")
+    batch_size: int = option(16, "sentences per batch (with data.document_context: groups of sentences)")
     learning_rate: float = option(1e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
     lr_decay: float | None = option(None, LR_DECAY_HELP)
@@ -105,6 +108,9 @@ class Config:
         check_rates(("model.dropout", self.model.dropout), ("model.word_dropout", self.model.word_dropout),
                     ("model.singleton_dropout", self.model.singleton_dropout))
         check_lr_decay(self.train.lr_decay)
+        if not 0 <= self.data.document_context <= 100_000:
+            raise ConfigError(f"data.document_context={self.data.document_context}: give a number of tokens from 0 "
+                              "(each sentence alone) to 100000, such as 128")
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -234,6 +240,31 @@ def read_sentences(path: str | Path, cfg: DataConfig) -> list[Any]:
 def tokenize_sentence(text: str) -> list[str]:
     """Words and punctuation marks of a raw sentence."""
     return _TOKEN.findall(text)
+
+
+def group_sentences(lengths: Sequence[int], documents: Sequence[int] | None, max_tokens: int) -> list[range]:
+    """Consecutive sentences of one document packed, in order, into groups of at most ``max_tokens`` tokens.
+
+    A sentence longer than ``max_tokens`` forms a group of its own. Without ``documents``, or with
+    ``max_tokens`` 0, every sentence is its own group.
+    """
+    if not max_tokens or documents is None:
+        return [range(i, i + 1) for i in range(len(lengths))]
+    groups, start, total = [], 0, 0
+    for i, (length, document) in enumerate(zip(lengths, documents)):
+        if i > start and (document != documents[start] or total + length > max_tokens):
+            groups.append(range(start, i))
+            start, total = i, 0
+        total += length
+    if len(lengths):
+        groups.append(range(start, len(lengths)))
+    return groups
+
+
+def documents_of(sentences: Sequence[Any]) -> list[int] | None:
+    """The document index of each sentence (``TaggedSentence.document``), or None if they have none."""
+    documents = [getattr(s, "document", None) for s in sentences]
+    return None if any(d is None for d in documents) else documents  # type: ignore[return-value]
 
 
 class Preprocessor:
@@ -385,9 +416,23 @@ class Tagger:
         """Emission scores ``[B, T, K]`` and lengths ``[B]`` for a batch of tokenized sentences."""
         raise NotImplementedError
 
-    def tag_tokens(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
-        """Tags (in the training file's scheme) for tokenized sentences, in order."""
-        return [tags for tags, _ in self._tag(sentences, with_scores=False)]
+    def tag_tokens(self, sentences: Sequence[Sequence[str]], documents: Sequence[int] | None = None) -> list[list[str]]:
+        """Tags (in the training file's scheme) for tokenized sentences, in order.
+
+        ``documents`` gives each sentence's document; with ``data.document_context`` set at training,
+        consecutive sentences of a document are read together (as in training) and their tags split back.
+        """
+        groups = group_sentences([len(s) for s in sentences], documents, self.prep.cfg.document_context)
+        if all(len(g) == 1 for g in groups):
+            return [tags for tags, _ in self._tag(sentences, with_scores=False)]
+        joined = [[token for i in g for token in sentences[i]] for g in groups]
+        out: list[list[str]] = []
+        for group, (tags, _) in zip(groups, self._tag(joined, with_scores=False)):
+            start = 0
+            for i in group:
+                out.append(tags[start:start + len(sentences[i])])
+                start += len(sentences[i])
+        return out
 
     def _tag(self, sentences: Sequence[Sequence[str]], with_scores: bool) -> list[tuple[list[str], list[float]]]:
         """Per sentence: the decoded tags (file scheme) and, with ``with_scores``, each tag's probability."""
@@ -451,7 +496,7 @@ class Tagger:
 
         gold = [list(s.tags) for s in sentences]
         start = time.perf_counter()
-        predicted = self.tag_tokens([s.tokens for s in sentences])
+        predicted = self.tag_tokens([s.tokens for s in sentences], documents_of(sentences))
         seconds = time.perf_counter() - start
         if self.prep.file_scheme == "none":
             total = sum(len(g) for g in gold)
@@ -481,7 +526,7 @@ class Tagger:
                             "data.token_column and data.encoding_errors at training)",
                             hint="give a file with the training files' column layout, re-encoded as UTF-8 "
                                  "if needed") from None
-        tagged = iter(self.tag_tokens([s.tokens for s in sentences]))
+        tagged = iter(self.tag_tokens([s.tokens for s in sentences], documents_of(sentences)))
         out: list[str] = []
         current: Iterator[str] | None = None
         for _, line in iter_lines(path, errors=errors):
@@ -498,7 +543,7 @@ class Tagger:
 
     def write_conll(self, sentences: Sequence[Any], path: str | Path) -> None:
         """Write ``token gold predicted`` lines (conlleval's input format)."""
-        predicted = self.tag_tokens([s.tokens for s in sentences])
+        predicted = self.tag_tokens([s.tokens for s in sentences], documents_of(sentences))
         lines = []
         for s, tags in zip(sentences, predicted):
             lines += [f"{tok} {gold} {pred}" for tok, gold, pred in zip(s.tokens, s.tags, tags)] + [""]
@@ -554,6 +599,10 @@ class TaggerEnsemble(Tagger):
                 raise ValueError(f"ensemble members must share the tag schemes (files {schemes[0]}, model "
                                  f"{schemes[1]} against {member.prep.file_scheme}, {member.prep.model_scheme}); "
                                  "combine runs trained with the same data.scheme and data.train_scheme")
+            if member.prep.cfg.document_context != first.prep.cfg.document_context:
+                raise ValueError(f"ensemble members must read sentences alike: data.document_context is "
+                                 f"{first.prep.cfg.document_context} for the first run and "
+                                 f"{member.prep.cfg.document_context} for another; combine runs with the same value")
         self.members, self.prep, self.batch_size = list(members), first.prep, batch_size
         # order[m][k]: member m's index of the ensemble's tag k (members may list tags in any order).
         self.order = [torch.tensor([m.prep.tags.index(t) for t in first.prep.tags]) for m in members]
@@ -614,8 +663,15 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     if not train_sents or not dev_sents:
         raise ConfigError(f"no non-empty sentences in {'the training' if not train_sents else 'the dev'} data")
     prep = Preprocessor.fit(train_sents, cfg.data)
-    train_items = [(*prep.encode(s.tokens), prep.encode_tags(s, "training")) for s in train_sents]
-    dev_items = [(*prep.encode(s.tokens), prep.encode_tags(s, "dev")) for s in dev_sents]
+    def items(sentences: list[Any], split: str) -> list[Any]:  # one item per group of sentences read together
+        groups = group_sentences([len(s) for s in sentences], documents_of(sentences), cfg.data.document_context)
+        return [(*prep.encode([t for i in g for t in sentences[i].tokens]),
+                 [tag for i in g for tag in prep.encode_tags(sentences[i], split)]) for g in groups]
+
+    train_items, dev_items = items(train_sents, "training"), items(dev_sents, "dev")
+    if cfg.data.document_context:
+        log(f"document context: {len(train_items)} training / {len(dev_items)} dev sequences of consecutive "
+            f"sentences, up to {cfg.data.document_context} tokens each")
     log(f"{len(train_sents)} training / {len(dev_sents)} dev sentences; tags ({prep.file_scheme} in the file, "
         f"{prep.model_scheme} in the model): {', '.join(prep.tags)}; {len(prep.words)} words, {len(prep.chars)} characters")
     m = cfg.model
