@@ -6,12 +6,13 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from rnnkit.cli import app
 from rnnkit.data.conll import read_conll
 from rnnkit.tasks.config import ConfigError
-from rnnkit.tasks.tagging import Config, TaggerEnsemble, TrainedTagger, group_sentences
+from rnnkit.tasks.tagging import Config, TaggerEnsemble, TrainedTagger, decode_tags, group_sentences
 
 from .test_tagging import FAST, _write_conll
 
@@ -90,5 +91,25 @@ def test_document_context_end_to_end_and_errors(tmp_path):
     plain = runner.invoke(app, ["train", "tagging", "--train", str(train), "--dev", str(dev), "--out", str(tmp_path),
                                 "--name", "plain", *FAST])
     assert plain.exit_code == 0, plain.output
-    with pytest.raises(ValueError, match="document_context"):
-        TaggerEnsemble.load([tmp_path / "ctx", tmp_path / "plain"])
+    # An ensemble of a run with context and one without: each member reads the file as it was trained.
+    sentences = read_conll(dev, 0, -1)[:12]
+    tokens, documents = [s.tokens for s in sentences], [s.document for s in sentences]
+    ensemble = TaggerEnsemble.load([tmp_path / "ctx", tmp_path / "plain"])
+    context, alone = ensemble.members
+    groups = group_sentences([len(s) for s in tokens], documents, 20)
+    assert any(len(g) > 1 for g in groups)
+    expected = []
+    with torch.no_grad():
+        for group in groups:  # reference: one group, one sentence at a time
+            joined = [t for i in group for t in tokens[i]]
+            in_context = context._emissions([joined])[0][0]
+            position = 0
+            for i in group:
+                n = len(tokens[i])
+                mean = (in_context[position:position + n] + alone._emissions([tokens[i]])[0][0]) / 2
+                position += n
+                path = decode_tags(ensemble.crf, mean.unsqueeze(0), torch.tensor([n]))[0]
+                expected.append(ensemble.prep.to_file_tags([ensemble.prep.tags[k] for k in path]))
+    assert ensemble.tag_tokens(tokens, documents) == expected
+    scored = ensemble.evaluate(dev)
+    assert scored["f1"] > 0.9 and scored["sentences"] == 30

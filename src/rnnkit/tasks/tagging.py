@@ -582,7 +582,9 @@ class TaggerEnsemble(Tagger):
     member adds its per-token log-softmax and no transitions. Token scores are the marginals of the
     mean distribution. Members must share the tags, the files' scheme and the model scheme (runs
     of one recipe with other seeds or settings do); the first member's data settings read files.
-    With any CRF member, the scheme's transition constraints apply.
+    With any CRF member, the scheme's transition constraints apply. Members may differ in
+    ``data.document_context``: each then reads a file's sentences as it was trained to, and the
+    ensemble decodes each sentence from the members' scores of its tokens.
     """
 
     def __init__(self, members: Sequence[TrainedTagger], batch_size: int = 64) -> None:
@@ -599,10 +601,6 @@ class TaggerEnsemble(Tagger):
                 raise ValueError(f"ensemble members must share the tag schemes (files {schemes[0]}, model "
                                  f"{schemes[1]} against {member.prep.file_scheme}, {member.prep.model_scheme}); "
                                  "combine runs trained with the same data.scheme and data.train_scheme")
-            if member.prep.cfg.document_context != first.prep.cfg.document_context:
-                raise ValueError(f"ensemble members must read sentences alike: data.document_context is "
-                                 f"{first.prep.cfg.document_context} for the first run and "
-                                 f"{member.prep.cfg.document_context} for another; combine runs with the same value")
         self.members, self.prep, self.batch_size = list(members), first.prep, batch_size
         # order[m][k]: member m's index of the ensemble's tag k (members may list tags in any order).
         self.order = [torch.tensor([m.prep.tags.index(t) for t in first.prep.tags]) for m in members]
@@ -628,6 +626,40 @@ class TaggerEnsemble(Tagger):
     @property
     def _crf(self) -> CRF | None:
         return self.crf
+
+    def tag_tokens(self, sentences: Sequence[Sequence[str]], documents: Sequence[int] | None = None) -> list[list[str]]:
+        if documents is None or len({m.prep.cfg.document_context for m in self.members}) == 1:
+            return super().tag_tokens(sentences, documents)  # every member reads the same sequences
+        scores = [self._sentence_scores(m, order, sentences, documents) for m, order in zip(self.members, self.order)]
+        out: list[list[str]] = []
+        with torch.no_grad():
+            for start in range(0, len(sentences), self.batch_size):
+                batch = range(start, min(start + self.batch_size, len(sentences)))
+                lengths = torch.tensor([len(sentences[i]) for i in batch], dtype=torch.long)
+                emissions = torch.zeros(len(batch), max(1, int(lengths.max())), len(self.prep.tags))
+                for b, i in enumerate(batch):
+                    emissions[b, : lengths[b]] = sum(member[i] for member in scores) / len(self.members)
+                out += [self.prep.to_file_tags([self.prep.tags[k] for k in path])
+                        for path in decode_tags(self.crf, emissions, lengths)]
+        return out
+
+    def _sentence_scores(self, member: TrainedTagger, order: Tensor, sentences: Sequence[Sequence[str]],
+                         documents: Sequence[int]) -> list[Tensor]:
+        """One member's emission scores ``[n_i, K]`` (ensemble tag order) for each sentence, read as it was trained."""
+        groups = group_sentences([len(s) for s in sentences], documents, member.prep.cfg.document_context)
+        joined = [[token for i in g for token in sentences[i]] for g in groups]
+        out: list[Tensor] = []
+        with torch.no_grad():
+            for start in range(0, len(joined), self.batch_size):
+                emissions = member._emissions(joined[start:start + self.batch_size])[0][..., order]
+                if member.model.crf is None:
+                    emissions = emissions.log_softmax(-1)
+                for b, group in enumerate(groups[start:start + self.batch_size]):
+                    position = 0
+                    for i in group:
+                        out.append(emissions[b, position:position + len(sentences[i])])
+                        position += len(sentences[i])
+        return out
 
     def _emissions(self, sentences: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
         total: Tensor | None = None
