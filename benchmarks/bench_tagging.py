@@ -114,7 +114,8 @@ def report(rows: list[tuple], write: bool) -> None:
     lines = [SECTION, "",
              "Command: `python benchmarks/bench_tagging.py --epochs EPOCHS --models MODEL [--label '(...)'] "
              "[--set KEY=VALUE ...] --write` for each row (EPOCHS, MODEL, the label and the settings in the last "
-             "parenthesis from the row).  ",
+             "parenthesis from the row); ensemble rows: `python benchmarks/bench_tagging.py --ensemble RUN,RUN,... "
+             "--label '(...)' --write` on trained runs (members named in the label and the notes below).  ",
              f"Updated {datetime.date.today().isoformat()}, 2 CPU threads, embeddings trained from scratch, selection on "
              "valid.txt by entity F1, test.txt scored once (CoNLL counting). Lample et al. 2016 report about 83.6 "
              "without pretrained embeddings; the goal is 86.", "",

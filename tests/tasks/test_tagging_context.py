@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,8 +11,16 @@ from typer.testing import CliRunner
 
 from rnnkit.cli import app
 from rnnkit.data.conll import read_conll
+from rnnkit.nn.crf import CRF
 from rnnkit.tasks.config import ConfigError
-from rnnkit.tasks.tagging import Config, TaggerEnsemble, TrainedTagger, decode_tags, group_sentences
+from rnnkit.tasks.tagging import (
+    Config,
+    Preprocessor,
+    TaggerEnsemble,
+    TrainedTagger,
+    build_model,
+    group_sentences,
+)
 
 from .test_tagging import FAST, _write_conll
 
@@ -38,30 +46,32 @@ def test_group_sentences_packs_neighbours_of_one_document():
     assert group_sentences([], [], 10) == []
 
 
-def _recording_tagger(context: int) -> tuple[TrainedTagger, list]:
-    """A tagger without a network that tags each token upper-cased and records the sequences it reads."""
-    seen: list = []
-    tagger = object.__new__(TrainedTagger)
-    tagger.prep = SimpleNamespace(cfg=SimpleNamespace(document_context=context))
-
-    def tag(sequences, with_scores):
-        seen.extend(list(s) for s in sequences)
-        return [([t.upper() for t in s], []) for s in sequences]
-
-    tagger._tag = tag  # type: ignore[method-assign]
-    return tagger, seen
-
-
-def test_sentences_of_a_document_are_read_together_and_split_back():
-    sentences = [["a", "b"], ["c"], [], ["d", "e", "f"], ["g"]]
-    tagger, seen = _recording_tagger(context=4)
-    tags = tagger.tag_tokens(sentences, documents=[0, 0, 0, 0, 1])
-    assert tags == [["A", "B"], ["C"], [], ["D", "E", "F"], ["G"]]
-    assert seen == [["a", "b", "c"], ["d", "e", "f"], ["g"]]
-    tagger, seen = _recording_tagger(context=4)
-    assert tagger.tag_tokens(sentences) == tags and seen == sentences  # no documents: one by one
-    tagger, seen = _recording_tagger(context=0)
-    assert tagger.tag_tokens(sentences, documents=[0] * 5) == tags and seen == sentences
+def test_sentences_are_read_with_their_neighbours_then_decoded_and_converted_one_by_one(tmp_path):
+    path = tmp_path / "iob1.txt"  # an IOB1 file: chunks open with I-, B- only between two of one type
+    path.write_text("Oslo I-LOC\n\nLima I-LOC\nand O\n\nx I-LOC\ny B-LOC\n")
+    cfg = Config().data
+    cfg.scheme, cfg.document_context = "IOB1", 5
+    prep = Preprocessor.fit(read_conll(path), cfg)
+    assert (prep.file_scheme, prep.model_scheme) == ("IOB1", "BIOES")
+    model = build_model({"vocab_size": len(prep.words), "num_chars": len(prep.chars), "num_tags": len(prep.tags),
+                         "embedding_dim": 4, "char_embedding_dim": 3, "char_hidden_size": 2, "hidden_size": 3}, prep)
+    with torch.no_grad():  # every token scores S-LOC (a one-token location) far above the rest
+        model.emit.weight.zero_()
+        model.emit.bias.fill_(-5.0)
+        model.emit.bias[prep.tags.index("S-LOC")] = 5.0
+    tagger = TrainedTagger(model, prep)
+    read: list = []
+    emissions = tagger._emissions
+    tagger._emissions = lambda batch: (read.extend(list(s) for s in batch), emissions(batch))[1]  # type: ignore
+    sentences = [["Oslo"], ["Lima"], ["x", "y"], ["z"]]
+    tags = tagger.tag_tokens(sentences, documents=[0, 0, 0, 1])
+    assert read == [["Oslo", "Lima", "x", "y"], ["z"]]  # neighbours of one document, at most 5 tokens
+    # Converted per sentence: each sentence's first location is I-LOC, as if it stood alone.
+    assert tags == [["I-LOC"], ["I-LOC"], ["I-LOC", "B-LOC"], ["I-LOC"]]
+    read.clear()
+    assert tagger.tag_tokens(sentences) == tags and read == sentences  # no documents: one by one
+    with pytest.raises(ValueError, match="3 document indices for 4 sentences"):
+        tagger.tag_tokens(sentences, documents=[0, 0, 0])
 
 
 def test_document_context_end_to_end_and_errors(tmp_path):
@@ -79,6 +89,12 @@ def test_document_context_end_to_end_and_errors(tmp_path):
     assert evaluated["f1"] == pytest.approx(metrics["dev"]["f1"])
     lines = (tmp_path / "ctx" / "dev.predictions.conll").read_text().split("\n\n")
     assert len([block for block in lines if block.strip()]) == 30  # still one block per sentence
+
+    documents = tmp_path / "documents.txt"  # ten documents of 12 sentences; no --dev holds out whole ones
+    documents.write_text("".join(_write_conll(tmp_path / f"d{i}.txt", 12, i).read_text() for i in range(10)))
+    held = runner.invoke(app, ["train", "tagging", "--train", str(documents), "--out", str(tmp_path), "--name", "held",
+                               "--set", "data.document_context=20", "--set", "train.epochs=1", *FAST[2:-1]])
+    assert held.exit_code == 0 and "held out 1 training documents (12 sentences)" in held.output, held.output
 
     bad = runner.invoke(app, ["train", "tagging", "--train", str(train), "--out", str(tmp_path),
                               "--set", "data.document_context=-5", *FAST])
@@ -98,6 +114,13 @@ def test_document_context_end_to_end_and_errors(tmp_path):
     context, alone = ensemble.members
     groups = group_sentences([len(s) for s in tokens], documents, 20)
     assert any(len(g) > 1 for g in groups)
+    prep = ensemble.prep
+    assert context.prep.tags == alone.prep.tags == prep.tags
+    crf = CRF(len(prep.tags), prep.constraints())  # the mean of the two CRFs, built here
+    with torch.no_grad():
+        for name in ("start", "transitions", "end"):
+            a, b = getattr(context.model.crf, name), getattr(alone.model.crf, name)
+            getattr(crf, name).copy_((a + b) / 2)
     expected = []
     with torch.no_grad():
         for group in groups:  # reference: one group, one sentence at a time
@@ -108,8 +131,18 @@ def test_document_context_end_to_end_and_errors(tmp_path):
                 n = len(tokens[i])
                 mean = (in_context[position:position + n] + alone._emissions([tokens[i]])[0][0]) / 2
                 position += n
-                path = decode_tags(ensemble.crf, mean.unsqueeze(0), torch.tensor([n]))[0]
-                expected.append(ensemble.prep.to_file_tags([ensemble.prep.tags[k] for k in path]))
+                path = crf.decode(mean.unsqueeze(0), torch.ones(1, n, dtype=torch.bool))[0][0]
+                expected.append(prep.to_file_tags([prep.tags[k] for k in path]))
     assert ensemble.tag_tokens(tokens, documents) == expected
+    # Members sharing the context read the same groups: two copies decide as one.
+    assert TaggerEnsemble([context, copy.deepcopy(context)]).tag_tokens(tokens, documents) == \
+        context.tag_tokens(tokens, documents)
+    # --conll output reads the file's documents the same way.
+    raw = runner.invoke(app, ["predict", str(tmp_path / "ctx"), "--file", str(dev), "--conll"])
+    assert raw.exit_code == 0, raw.output
+    every = read_conll(dev, 0, -1)
+    conll_tags = [line.split()[-1] for line in raw.output.splitlines() if len(line.split()) == 5]
+    assert conll_tags == [t for s in context.tag_tokens([s.tokens for s in every], [s.document for s in every])
+                          for t in s]
     scored = ensemble.evaluate(dev)
     assert scored["f1"] > 0.9 and scored["sentences"] == 30

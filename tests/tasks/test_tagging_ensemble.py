@@ -112,6 +112,12 @@ def test_ensemble_members_must_share_tags_and_schemes(prep, tmp_path):
     other_prep = Preprocessor.fit(read_sentences(_write_conll(tmp_path / "t.txt", 20, 1), other_cfg), other_cfg)
     with pytest.raises(ValueError, match="must share their tags"):
         TaggerEnsemble([member, _member(other_prep, 1)])
+    iob1_cfg = Config().data
+    iob1_cfg.scheme = "IOB1"  # the same tags (BIOES in the model), another scheme for the files
+    iob1_prep = Preprocessor.fit(read_sentences(_write_conll(tmp_path / "u.txt", 20, 1), iob1_cfg), iob1_cfg)
+    assert iob1_prep.tags == prep.tags and iob1_prep.file_scheme != prep.file_scheme
+    with pytest.raises(ValueError, match="must share the tag schemes"):
+        TaggerEnsemble([member, _member(iob1_prep, 1)])
     with pytest.raises(ValueError, match="at least one"):
         TaggerEnsemble([])
 

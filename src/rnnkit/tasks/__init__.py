@@ -57,7 +57,7 @@ def load_ensemble(run_dirs: list[str]) -> object:
     for run_dir in run_dirs:
         task = RunDir.open(run_dir).read_json("model.json").get("task")
         if task != "tagging":
-            raise ValueError(f"{run_dir} is a {task} run; ensembles combine tagging runs (drop --ensemble)")
+            raise ValueError(f"{run_dir} is a {task or 'unknown'} run; ensembles combine tagging runs (drop --ensemble)")
     return get_task("tagging").TaggerEnsemble.load(run_dirs)
 
 

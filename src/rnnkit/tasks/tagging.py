@@ -250,6 +250,8 @@ def group_sentences(lengths: Sequence[int], documents: Sequence[int] | None, max
     """
     if not max_tokens or documents is None:
         return [range(i, i + 1) for i in range(len(lengths))]
+    if len(documents) != len(lengths):
+        raise ValueError(f"{len(documents)} document indices for {len(lengths)} sentences: give one per sentence")
     groups, start, total = [], 0, 0
     for i, (length, document) in enumerate(zip(lengths, documents)):
         if i > start and (document != documents[start] or total + length > max_tokens):
@@ -420,19 +422,33 @@ class Tagger:
         """Tags (in the training file's scheme) for tokenized sentences, in order.
 
         ``documents`` gives each sentence's document; with ``data.document_context`` set at training,
-        consecutive sentences of a document are read together (as in training) and their tags split back.
+        consecutive sentences of a document are read together, as in training, and each sentence is
+        then decoded on its own from its tokens' scores (no entity crosses a sentence boundary).
         """
-        groups = group_sentences([len(s) for s in sentences], documents, self.prep.cfg.document_context)
-        if all(len(g) == 1 for g in groups):
+        if documents is not None and len(documents) != len(sentences):
+            raise ValueError(f"{len(documents)} document indices for {len(sentences)} sentences: give one per sentence")
+        if documents is None or not self._document_context():
             return [tags for tags, _ in self._tag(sentences, with_scores=False)]
-        joined = [[token for i in g for token in sentences[i]] for g in groups]
+        scores = self._sentence_emissions(sentences, documents)
         out: list[list[str]] = []
-        for group, (tags, _) in zip(groups, self._tag(joined, with_scores=False)):
-            start = 0
-            for i in group:
-                out.append(tags[start:start + len(sentences[i])])
-                start += len(sentences[i])
+        with torch.no_grad():
+            for start in range(0, len(sentences), self.batch_size):
+                batch = scores[start:start + self.batch_size]
+                lengths = torch.tensor([len(x) for x in batch], dtype=torch.long)
+                emissions = torch.zeros(len(batch), max(1, int(lengths.max())), len(self.prep.tags))
+                for b, x in enumerate(batch):
+                    emissions[b, : len(x)] = x
+                out += [self.prep.to_file_tags([self.prep.tags[k] for k in path])
+                        for path in decode_tags(self._crf, emissions, lengths)]
         return out
+
+    def _document_context(self) -> bool:
+        """Whether sentences are read with their neighbours (``data.document_context`` at training)."""
+        return bool(self.prep.cfg.document_context)
+
+    def _sentence_emissions(self, sentences: Sequence[Sequence[str]], documents: Sequence[int]) -> list[Tensor]:
+        """Emission scores ``[n_i, K]`` of each sentence, read with its document's neighbours."""
+        raise NotImplementedError
 
     def _tag(self, sentences: Sequence[Sequence[str]], with_scores: bool) -> list[tuple[list[str], list[float]]]:
         """Per sentence: the decoded tags (file scheme) and, with ``with_scores``, each tag's probability."""
@@ -570,6 +586,20 @@ class TrainedTagger(Tagger):
         words, chars, char_lengths, lengths, _ = collate([(*self.prep.encode(s), None) for s in sentences])
         return self.model(words, chars, char_lengths, lengths), lengths
 
+    def _sentence_emissions(self, sentences: Sequence[Sequence[str]], documents: Sequence[int]) -> list[Tensor]:
+        groups = group_sentences([len(s) for s in sentences], documents, self.prep.cfg.document_context)
+        joined = [[token for i in g for token in sentences[i]] for g in groups]
+        out: list[Tensor] = []
+        with torch.no_grad():
+            for start in range(0, len(joined), self.batch_size):
+                emissions = self._emissions(joined[start:start + self.batch_size])[0]
+                for b, group in enumerate(groups[start:start + self.batch_size]):
+                    position = 0
+                    for i in group:
+                        out.append(emissions[b, position:position + len(sentences[i])])
+                        position += len(sentences[i])
+        return out
+
 
 class TaggerEnsemble(Tagger):
     """Several trained taggers deciding together: the tag sequence they find most probable on average.
@@ -583,8 +613,9 @@ class TaggerEnsemble(Tagger):
     mean distribution. Members must share the tags, the files' scheme and the model scheme (runs
     of one recipe with other seeds or settings do); the first member's data settings read files.
     With any CRF member, the scheme's transition constraints apply. Members may differ in
-    ``data.document_context``: each then reads a file's sentences as it was trained to, and the
-    ensemble decodes each sentence from the members' scores of its tokens.
+    ``data.document_context``: each reads a file's sentences as it was trained to, and each
+    sentence is decoded from the members' mean scores of its tokens (with context, a member's
+    scores are conditioned on the neighbouring sentences too).
     """
 
     def __init__(self, members: Sequence[TrainedTagger], batch_size: int = 64) -> None:
@@ -627,39 +658,17 @@ class TaggerEnsemble(Tagger):
     def _crf(self) -> CRF | None:
         return self.crf
 
-    def tag_tokens(self, sentences: Sequence[Sequence[str]], documents: Sequence[int] | None = None) -> list[list[str]]:
-        if documents is None or len({m.prep.cfg.document_context for m in self.members}) == 1:
-            return super().tag_tokens(sentences, documents)  # every member reads the same sequences
-        scores = [self._sentence_scores(m, order, sentences, documents) for m, order in zip(self.members, self.order)]
-        out: list[list[str]] = []
-        with torch.no_grad():
-            for start in range(0, len(sentences), self.batch_size):
-                batch = range(start, min(start + self.batch_size, len(sentences)))
-                lengths = torch.tensor([len(sentences[i]) for i in batch], dtype=torch.long)
-                emissions = torch.zeros(len(batch), max(1, int(lengths.max())), len(self.prep.tags))
-                for b, i in enumerate(batch):
-                    emissions[b, : lengths[b]] = sum(member[i] for member in scores) / len(self.members)
-                out += [self.prep.to_file_tags([self.prep.tags[k] for k in path])
-                        for path in decode_tags(self.crf, emissions, lengths)]
-        return out
+    def _document_context(self) -> bool:
+        return any(m.prep.cfg.document_context for m in self.members)
 
-    def _sentence_scores(self, member: TrainedTagger, order: Tensor, sentences: Sequence[Sequence[str]],
-                         documents: Sequence[int]) -> list[Tensor]:
-        """One member's emission scores ``[n_i, K]`` (ensemble tag order) for each sentence, read as it was trained."""
-        groups = group_sentences([len(s) for s in sentences], documents, member.prep.cfg.document_context)
-        joined = [[token for i in g for token in sentences[i]] for g in groups]
-        out: list[Tensor] = []
-        with torch.no_grad():
-            for start in range(0, len(joined), self.batch_size):
-                emissions = member._emissions(joined[start:start + self.batch_size])[0][..., order]
-                if member.model.crf is None:
-                    emissions = emissions.log_softmax(-1)
-                for b, group in enumerate(groups[start:start + self.batch_size]):
-                    position = 0
-                    for i in group:
-                        out.append(emissions[b, position:position + len(sentences[i])])
-                        position += len(sentences[i])
-        return out
+    def _sentence_emissions(self, sentences: Sequence[Sequence[str]], documents: Sequence[int]) -> list[Tensor]:
+        total: list[Tensor] | None = None
+        for member, order in zip(self.members, self.order):
+            scores = [x[..., order] for x in member._sentence_emissions(sentences, documents)]
+            if member.model.crf is None:
+                scores = [x.log_softmax(-1) for x in scores]
+            total = scores if total is None else [a + b for a, b in zip(total, scores)]
+        return [x / len(self.members) for x in total or []]
 
     def _emissions(self, sentences: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
         total: Tensor | None = None
@@ -684,7 +693,15 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     cfg, t0 = config, time.perf_counter()
     torch.manual_seed(cfg.train.seed)
     train_sents = [s for s in read_sentences(train_path, cfg.data) if len(s)]
-    if dev_path is None:
+    documents = sorted({s.document for s in train_sents})
+    if dev_path is None and cfg.data.document_context and len(documents) > 1:  # keep documents whole
+        order = torch.randperm(len(documents), generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
+        held_out = {documents[i] for i in order[: max(1, len(documents) // 10)]}
+        dev_sents = [s for s in train_sents if s.document in held_out]
+        train_sents = [s for s in train_sents if s.document not in held_out]
+        log(f"no --dev given: held out {len(held_out)} training documents ({len(dev_sents)} sentences) "
+            "for model selection")
+    elif dev_path is None:
         order = torch.randperm(len(train_sents), generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
         n_dev = max(1, len(train_sents) // 10)
         dev_sents = [train_sents[i] for i in sorted(order[:n_dev])]
