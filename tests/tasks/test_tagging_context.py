@@ -146,3 +146,23 @@ def test_document_context_end_to_end_and_errors(tmp_path):
                           for t in s]
     scored = ensemble.evaluate(dev)
     assert scored["f1"] > 0.9 and scored["sentences"] == 30
+
+
+@pytest.mark.data
+def test_conll2003_documents_context_and_ensemble(shared_data, tmp_path):
+    src = shared_data / "conll2003"
+    # Published document counts of CoNLL-2003 English (Tjong Kim Sang and De Meulder 2003, table 1).
+    for split, count in (("train", 946), ("valid", 216), ("test", 231)):
+        assert max(s.document for s in read_conll(src / f"{split}.txt")) + 1 == count
+    train = tmp_path / "train.txt"
+    train.write_text("\n".join((src / "train.txt").read_text().splitlines()[:20000]) + "\n")
+    for name, extra in (("plain", []), ("ctx", ["--set", "data.document_context=64", "--set", "train.batch_size=4"])):
+        result = runner.invoke(app, ["train", "tagging", "--train", str(train), "--dev", str(src / "valid.txt"),
+                                     "--out", str(tmp_path), "--name", name, "--set", "train.epochs=2",
+                                     "--set", "model.hidden_size=32", *extra, "--quiet"])
+        assert result.exit_code == 0, result.output
+        assert json.loads((tmp_path / name / "metrics.json").read_text())["dev"]["f1"] > 0.3
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "plain"), "--ensemble", str(tmp_path / "ctx"),
+                                 "--data", str(src / "valid.txt"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["f1"] > 0.3
