@@ -5,6 +5,7 @@
     python benchmarks/bench_tagging.py --epochs 40 --models 'char-BiLSTM + BiLSTM + CRF' \
         --set train.lr_decay=0.5 --set train.patience=5 --write        # other settings: a labelled row
     python benchmarks/bench_tagging.py --ensemble RUN,RUN,... --label '(...)' --write   # trained runs, one ensemble
+    python benchmarks/bench_tagging.py --ensemble RUN --label 'MODEL (...)' --write     # one trained run
 
 Models are selected on valid.txt (early stopping on dev entity F1); test.txt is scored once per
 model, only to report. Word embeddings are trained from scratch (no pretrained vectors). Records
@@ -44,7 +45,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="task setting for every model (repeatable); the row's label lists them")
     parser.add_argument("--ensemble", default="", metavar="RUN,RUN,...",
-                        help="score these trained CoNLL-2003 runs as one ensemble (dev, then test once); no training")
+                        help="score these trained CoNLL-2003 runs as one ensemble, or one run (dev, then test once; "
+                             "the row is named by --label); no training")
     parser.add_argument("--write", action="store_true", help="replace this section of benchmarks/RESULTS.md")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -98,7 +100,10 @@ def ensemble_row(runs: list[str], label: str) -> tuple:
     dev = evaluate("valid")
     print(f"ensemble of {len(runs)}: dev F1 {dev['f1']:.4f}", flush=True)
     test = evaluate("test")
-    row = (f"ensemble of {len(runs)} runs {label}".strip(), dev["f1"], test["f1"], test["precision"], test["recall"],
+    name = f"ensemble of {len(runs)} runs {label}".strip() if len(runs) > 1 else label
+    if not name:
+        sys.exit("--ensemble with one run needs --label: the row's name")
+    row = (name, dev["f1"], test["f1"], test["precision"], test["recall"],
            "+".join(str(m["epochs_run"]) for m in members), sum(m["train_seconds"] for m in members),
            test["sentences_per_second"])
     print(row, flush=True)

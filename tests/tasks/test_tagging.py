@@ -333,7 +333,7 @@ def test_conll2003_sample(shared_data, tmp_path):
     train.write_text("\n".join((src / "train.txt").read_text().splitlines()[:20000]) + "\n")
     result = runner.invoke(app, ["train", "tagging", "--train", str(train), "--dev", str(src / "valid.txt"),
                                  "--out", str(tmp_path), "--name", "c", "--set", "train.epochs=2",
-                                 "--set", "model.hidden_size=32", "--quiet"])
+                                 "--set", "model.hidden_size=32", "--set", "train.learning_rate=0.01", "--quiet"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["dev"]["f1"] > 0.3
 

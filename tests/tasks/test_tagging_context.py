@@ -156,10 +156,10 @@ def test_conll2003_documents_context_and_ensemble(shared_data, tmp_path):
         assert max(s.document for s in read_conll(src / f"{split}.txt")) + 1 == count
     train = tmp_path / "train.txt"
     train.write_text("\n".join((src / "train.txt").read_text().splitlines()[:20000]) + "\n")
-    for name, extra in (("plain", []), ("ctx", ["--set", "data.document_context=64", "--set", "train.batch_size=4"])):
+    for name, extra in (("plain", []), ("ctx", ["--set", "data.document_context=32", "--set", "train.batch_size=2"])):
         result = runner.invoke(app, ["train", "tagging", "--train", str(train), "--dev", str(src / "valid.txt"),
                                      "--out", str(tmp_path), "--name", name, "--set", "train.epochs=2",
-                                     "--set", "model.hidden_size=32", *extra, "--quiet"])
+                                     "--set", "model.hidden_size=32", "--set", "train.learning_rate=0.01", *extra, "--quiet"])
         assert result.exit_code == 0, result.output
         assert json.loads((tmp_path / name / "metrics.json").read_text())["dev"]["f1"] > 0.3
     result = runner.invoke(app, ["evaluate", str(tmp_path / "plain"), "--ensemble", str(tmp_path / "ctx"),
