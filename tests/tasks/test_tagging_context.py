@@ -16,11 +16,11 @@ from rnnkit.tasks.config import ConfigError
 from rnnkit.tasks.tagging import (
     Config,
     Preprocessor,
-    TaggerEnsemble,
     TrainedTagger,
     build_model,
     group_sentences,
 )
+from rnnkit.tasks.tagging_ensemble import TaggerEnsemble
 
 from .test_tagging import FAST, _write_conll
 

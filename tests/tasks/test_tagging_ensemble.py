@@ -14,12 +14,12 @@ from rnnkit.cli import app
 from rnnkit.tasks.tagging import (
     Config,
     Preprocessor,
-    TaggerEnsemble,
     TrainedTagger,
     build_model,
     read_sentences,
     tag_probabilities,
 )
+from rnnkit.tasks.tagging_ensemble import TaggerEnsemble
 
 from .test_tagging import FAST, _write_conll
 

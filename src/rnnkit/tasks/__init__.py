@@ -49,7 +49,7 @@ def load_trained(run_dir: str) -> object:
 
 
 def load_ensemble(run_dirs: list[str]) -> object:
-    """Load several trained runs that decide together (tagging runs: :class:`~rnnkit.tasks.tagging.TaggerEnsemble`)."""
+    """Load several trained runs that decide together (tagging runs: :class:`~rnnkit.tasks.tagging_ensemble.TaggerEnsemble`)."""
     from .run import RunDir
 
     if len(run_dirs) == 1:
@@ -58,7 +58,9 @@ def load_ensemble(run_dirs: list[str]) -> object:
         task = RunDir.open(run_dir).read_json("model.json").get("task")
         if task != "tagging":
             raise ValueError(f"{run_dir} is a {task or 'unknown'} run; ensembles combine tagging runs (drop --ensemble)")
-    return get_task("tagging").TaggerEnsemble.load(run_dirs)
+    from .tagging_ensemble import TaggerEnsemble
+
+    return TaggerEnsemble.load(run_dirs)
 
 
 __all__ = ["TASKS", "get_task", "load_ensemble", "load_trained"]
