@@ -611,7 +611,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     cfg, t0 = config, time.perf_counter()
     torch.manual_seed(cfg.train.seed)
     train_sents = [s for s in read_sentences(train_path, cfg.data) if len(s)]
-    documents = sorted({s.document for s in train_sents})
+    documents = sorted({s.document for s in train_sents}) if dev_path is None else []
     if dev_path is None and cfg.data.document_context and len(documents) > 1:  # keep documents whole
         order = torch.randperm(len(documents), generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
         held_out = {documents[i] for i in order[: max(1, len(documents) // 10)]}

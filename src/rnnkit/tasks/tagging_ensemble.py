@@ -73,22 +73,19 @@ class TaggerEnsemble(Tagger):
         return any(m.prep.cfg.document_context for m in self.members)
 
     def _sentence_emissions(self, sentences: Sequence[Sequence[str]], documents: Sequence[int]) -> list[Tensor]:
-        total: list[Tensor] | None = None
-        for member, order in zip(self.members, self.order):
-            scores = [x[..., order] for x in member._sentence_emissions(sentences, documents)]
-            if member.model.crf is None:
-                scores = [x.log_softmax(-1) for x in scores]
-            total = scores if total is None else [a + b for a, b in zip(total, scores)]
-        return [x / len(self.members) for x in total or []]
+        per_member = [[self._log_scores(m, order, x) for x in m._sentence_emissions(sentences, documents)]
+                      for m, order in zip(self.members, self.order)]
+        return [sum(scores) / len(self.members) for scores in zip(*per_member)]  # type: ignore[misc]
 
     def _emissions(self, sentences: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor]:
-        total: Tensor | None = None
-        lengths = torch.zeros(0, dtype=torch.long)
+        scores, lengths = [], torch.zeros(0, dtype=torch.long)
         for member, order in zip(self.members, self.order):
             emissions, lengths = member._emissions(sentences)
-            emissions = emissions[..., order]
-            if member.model.crf is None:
-                emissions = emissions.log_softmax(-1)
-            total = emissions if total is None else total + emissions
-        assert total is not None
-        return total / len(self.members), lengths
+            scores.append(self._log_scores(member, order, emissions))
+        return torch.stack(scores).mean(0), lengths
+
+    @staticmethod
+    def _log_scores(member: TrainedTagger, order: Tensor, emissions: Tensor) -> Tensor:
+        """A member's scores in the ensemble's tag order: CRF emissions as they are, a softmax's log-probabilities."""
+        emissions = emissions[..., order]
+        return emissions if member.model.crf is not None else emissions.log_softmax(-1)
