@@ -46,6 +46,8 @@ import rnnkit.nn as rnn
 from rnnkit.scan import recompute_gates
 
 SECTION = "## Speed: every recurrent path, training and inference"
+GPU_SECTION = "## Speed on a GPU: every recurrent path against cuDNN"
+DEVICE = torch.device("cpu")  # --device: where tensors and layers live; CUDA work is synchronised in _timed
 Builder = Callable[[int, int], nn.Module]
 
 
@@ -169,15 +171,22 @@ def long_paths() -> list[BenchPath]:
 # -- measuring ---------------------------------------------------------------------------------
 def matmul_gflops(size: int, repeats: int) -> float:
     """Best-of-``repeats`` fp32 ``[size x size] @ [size x size]`` throughput in GFLOP/s."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, device=DEVICE), torch.randn(size, size, device=DEVICE)
     a @ b  # warm-up
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
 
 
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def _timed(fn: Callable[[], object]) -> float:
+    _sync()
     start = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - start
 
 
@@ -194,7 +203,14 @@ def _infer(layer: nn.Module, x: Tensor) -> None:
 
 
 def peak_train_mib(layer: nn.Module, x: Tensor) -> float:
-    """High-water mark of torch CPU allocations during one training step, above the start level."""
+    """High-water mark of torch allocations during one training step, above the start level."""
+    if DEVICE.type == "cuda":
+        _sync()
+        before = torch.cuda.memory_allocated(DEVICE)
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        _train(layer, x)
+        _sync()
+        return (torch.cuda.max_memory_allocated(DEVICE) - before) / 2**20
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         _train(layer, x)
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]  # type: ignore[union-attr]
@@ -209,13 +225,13 @@ def peak_train_mib(layer: nn.Module, x: Tensor) -> float:
 def bench(paths: list[BenchPath], *, batch: int, steps: int, input_size: int, hidden: int, rounds: int,
           latency_steps: int) -> list[Result]:
     """Time every path in interleaved rounds; returns one :class:`Result` per path that ran."""
-    x = torch.randn(batch, steps, input_size)
-    x1 = torch.randn(1, latency_steps, input_size)
+    x = torch.randn(batch, steps, input_size, device=DEVICE)
+    x1 = torch.randn(1, latency_steps, input_size, device=DEVICE)
     layers: dict[str, nn.Module] = {}
     results: dict[str, Result] = {}
     for p in paths:
         try:
-            layer = p.build(input_size, hidden)
+            layer = p.build(input_size, hidden).to(DEVICE)
             _train(layer, x)  # warm-up (and allocate .grad so later steps start from the same level)
             _infer(layer, x)
             _infer(layer, x1)
@@ -265,26 +281,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per table (median reported)")
     parser.add_argument("--no-keras", action="store_true", help="do not try to time Keras")
     parser.add_argument("--write", action="store_true", help="update this section of benchmarks/RESULTS.md")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU section of RESULTS.md; no Keras)")
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    on_gpu = DEVICE.type == "cuda"
+    if on_gpu:
+        args.no_keras = True
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rounds = 1 if args.quick else args.rounds
-    gemm_size, gemm_repeats = (256, 2) if args.quick else (2048, 5)
+    gemm_size, gemm_repeats = (256, 2) if args.quick else ((8192 if on_gpu else 2048), 5)
     peak = matmul_gflops(gemm_size, gemm_repeats)
     extra, keras_note = ([], "Keras not timed (--no-keras).") if args.no_keras else keras_paths()
     i, h, b, t = (16, 32, 8, 10) if args.quick else (128, 256, 64, 100)
     big_h = 64 if args.quick else 1024
     long_cfg = [(32, 2), (64, 2)] if args.quick else [(1024, 16), (4096, 4)]  # (T, B)
     cmd = "python benchmarks/bench_speed.py" + (" --quick" if args.quick else f" --threads {args.threads} "
-                                                f"--rounds {rounds} --write")
-    lines = [SECTION, "",
+                                                f"--rounds {rounds} --write") + (" --device cuda" if on_gpu else "")
+    machine = (f"{torch.cuda.get_device_name(DEVICE)} (CUDA {torch.version.cuda}, cuDNN "
+               f"{torch.backends.cudnn.version()}), TF32 matmul {torch.backends.cuda.matmul.allow_tf32}"
+               if on_gpu else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+                              f"{args.threads} torch threads")
+    lines = [GPU_SECTION if on_gpu else SECTION, "",
              f"Command: `{cmd}`  ",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch "
-             f"threads, torch {torch.__version__}, {datetime.date.today().isoformat()}. Median of {rounds} "
-             f"interleaved rounds. Measured fp32 GEMM peak ({gemm_size}^3, best of {gemm_repeats}): "
+             f"Machine: {machine}, torch {torch.__version__}, {datetime.date.today().isoformat()}. Median of "
+             f"{rounds} interleaved rounds. Measured fp32 GEMM peak ({gemm_size}^3, best of {gemm_repeats}): "
              f"{peak:.1f} GFLOP/s. {keras_note}", "",
              "Columns: see the docstring of benchmarks/bench_speed.py (GFLOP/s counts matmul FLOPs only; "
-             "peak MiB is torch's CPU allocator high-water mark during one training step).", ""]
+             "peak MiB is the allocator's high-water mark during one training step: torch's CPU allocator, "
+             "or torch.cuda.max_memory_allocated on a GPU).", ""]
     if args.quick:
         lines.insert(2, "**Smoke run (--quick): tiny shapes, one round; the figures mean nothing.**\n")
     configs = [(core_paths(), h, b, t, min(t, 100), ""), (core_paths(), big_h, b, t, min(t, 100), "")]
@@ -303,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
         lines += [label, "", *rows, ""]
         print("\n".join(rows) + "\n", flush=True)
     if args.write:
-        write_section(SECTION, "\n".join(lines) + "\n")
+        write_section(GPU_SECTION if on_gpu else SECTION, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

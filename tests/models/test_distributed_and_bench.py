@@ -57,3 +57,15 @@ def test_keras_api_benchmark_quick_run() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| framework | epoch wall time (s) | train tokens/s | validation accuracy |" in out.stdout
     assert "| rnnkit |" in out.stdout
+
+
+@pytest.mark.slow
+def test_image_configs_benchmark_quick_run(tmp_path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_image_configs.py"), "--quick",
+                          "--parallel", "2", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert out.returncode == 0, out.stderr[-2000:] + out.stdout[-2000:]
+    table = (tmp_path / "bench_image_configs.md").read_text()
+    assert "(selected on dev)" in table and "| rows GRU max |" in table
+    assert (tmp_path / "run0" / "metrics.json").is_file() and (tmp_path / "run1" / "metrics.json").is_file()

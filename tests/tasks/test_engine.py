@@ -93,3 +93,23 @@ def test_history_csv_columns_follow_the_first_row():
     assert history_csv([]) == ""
     text = history_csv([{"epoch": 1, "dev_f1": 0.5}, {"epoch": 2, "dev_f1": 0.75}])
     assert text.splitlines() == ["epoch,dev_f1", "1,0.5", "2,0.75"]
+
+
+def test_time_budget_stops_before_an_epoch_that_would_end_past_it(tmp_path):
+    messages = []
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    data = TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
+    history = fit(model, DataLoader(data, batch_size=8), DataLoader(data, batch_size=32),
+                  loss_fn=lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]),
+                  predict_fn=lambda m, b: (m(b[0]).squeeze(1), b[1].squeeze(1)),
+                  metric_fn=lambda p, t: {"score": -float(((p - t) ** 2).mean())},
+                  options=EngineOptions(epochs=50, monitor="score", patience=None, progress=False,
+                                        max_seconds=1e-9), log=messages.append)
+    assert len(history) == 1  # any real epoch outlasts a nanosecond budget
+    assert any("time budget" in m and "train.max_minutes" in m for m in messages)
+
+
+def test_time_budget_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="max_minutes must be > 0"):
+        _fit(tmp_path, [1.0], max_seconds=0.0)

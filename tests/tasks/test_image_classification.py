@@ -177,3 +177,27 @@ def test_row_by_row_mnist_learns_quickly(shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
     assert metrics["examples"] == 10000 and metrics["accuracy"] > 0.6
+
+
+def test_time_budget_and_lr_decay_options(tmp_path):
+    result = runner.invoke(app, ["train", "image-classification", "--train", "builtin:digits", "--out", str(tmp_path),
+                                 "--name", "budget", *FAST, "--set", "train.epochs=30",
+                                 "--set", "train.max_minutes=0.000001", "--set", "train.lr_decay=0.5"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "budget" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 1
+    assert "time budget" in (tmp_path / "budget" / "train.log").read_text()
+    for bad, key in (("train.max_minutes=0", "train.max_minutes"), ("train.lr_decay=1.5", "train.lr_decay")):
+        with pytest.raises(ConfigError, match=key):
+            load_config(Config, overrides=[bad]).validate()
+
+
+def test_trained_classifier_scores_on_the_device_it_was_given(digits_run):
+    images, _ = load_digits()
+    cpu = TrainedImageClassifier.load(digits_run, device="cpu")
+    assert cpu.device == torch.device("cpu")
+    scores = cpu.scores(images[:5])
+    assert scores.shape == (5, 10) and scores.device == torch.device("cpu")
+    if torch.cuda.is_available():  # scores come back on the CPU, equal to the CPU's up to kernel rounding
+        gpu = TrainedImageClassifier.load(digits_run, device="cuda")
+        assert torch.allclose(gpu.scores(images[:5]), scores, atol=1e-5)

@@ -8,6 +8,8 @@ strategies act on the dev metric: ``lr_decay`` multiplies the learning rate by a
 epoch that did not improve it, and the ``asgd`` optimizer (plain SGD) starts averaging the weights
 at the first such epoch (non-monotonically triggered averaged SGD, Merity et al. 2018); the average
 is what dev sees and what is kept; ``average_weights`` does the same averaging for any optimizer.
+``max_seconds`` is a time budget: training stops after the epoch past which another one, at the
+last epoch's pace, would end beyond it (the best weights so far are kept, as with early stopping).
 Lightning is imported here only, so ``--help``, ``predict`` and ``evaluate`` stay fast.
 """
 
@@ -49,6 +51,7 @@ class EngineOptions:
     progress: bool = True
     lr_decay: float | None = None
     average_weights: bool = False  # average the iterates from the first epoch without dev improvement
+    max_seconds: float | None = None  # time budget: no epoch starts that would end past it
 
 
 def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -184,6 +187,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
 
     if options.epochs < 1:
         raise ValueError(f"train.epochs must be >= 1, got {options.epochs}")
+    if options.max_seconds is not None and options.max_seconds <= 0:
+        raise ValueError(f"train.max_minutes must be > 0, got {options.max_seconds / 60:g}")
     if options.lr_decay is not None and not 0.0 < options.lr_decay <= 1.0:
         raise ValueError(f"train.lr_decay must be in (0, 1], got {options.lr_decay}; 0.25 divides the rate by 4")
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
@@ -240,6 +245,12 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                 log(f"dev {options.monitor} did not improve: learning rate now {optimizer.param_groups[0]['lr']:.3g}")
             if options.patience is not None and state["bad_epochs"] >= options.patience:
                 log(f"early stopping: dev {options.monitor} has not improved for {options.patience} epochs")
+                trainer.should_stop = True
+            last_epoch = row["seconds"] - (history[-2]["seconds"] if len(history) > 1 else 0.0)
+            if (options.max_seconds is not None and row["epoch"] < options.epochs and not trainer.should_stop
+                    and row["seconds"] + last_epoch > options.max_seconds):
+                log(f"time budget: another epoch (about {last_epoch:.0f} s) would end past "
+                    f"{options.max_seconds / 60:g} min (train.max_minutes); stopping after epoch {row['epoch']}")
                 trainer.should_stop = True
 
     trainer = pl.Trainer(

@@ -86,6 +86,10 @@ class TrainConfig:
     clip_norm: float | None = option(1.0, "clip the gradient norm to this (null: no clipping); long pixel "
                                           "sequences need it")
     patience: int | None = option(3, "stop after this many epochs without dev improvement (null: never)")
+    lr_decay: float | None = option(None, "multiply the learning rate by this after each epoch without dev "
+                                          "improvement (null: constant rate)")
+    max_minutes: float | None = option(None, "time budget: stop before an epoch that would end past it "
+                                             "(null: no budget)")
     monitor: Literal["accuracy", "macro_f1"] = option("accuracy", "dev metric that selects the best epoch")
     seed: int = option(0, "random seed (dev split, initialisation, batching)")
     accelerator: Literal["auto", "cpu", "gpu", "mps"] = option("auto", "device")
@@ -111,6 +115,10 @@ class Config:
             raise ConfigError(f"data.dev_fraction: must be in (0, 1), got {self.data.dev_fraction}")
         if self.train.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate: must be > 0, got {self.train.learning_rate}")
+        if self.train.lr_decay is not None and not 0 < self.train.lr_decay <= 1:
+            raise ConfigError(f"train.lr_decay: must be in (0, 1] or null, got {self.train.lr_decay}")
+        if self.train.max_minutes is not None and self.train.max_minutes <= 0:
+            raise ConfigError(f"train.max_minutes: must be > 0 or null, got {self.train.max_minutes}")
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -325,14 +333,17 @@ def build_model(hyper: dict[str, Any]) -> ImageSequenceClassifier:
 class TrainedImageClassifier:
     """A model with its preprocessing: predict on image files or arrays, evaluate on labelled data."""
 
-    def __init__(self, model: nn.Module, prep: Preprocessor, batch_size: int = 256) -> None:
-        self.model, self.prep, self.batch_size = model.eval(), prep, batch_size
+    def __init__(self, model: nn.Module, prep: Preprocessor, batch_size: int = 256,
+                 device: str | torch.device = "cpu") -> None:
+        self.model, self.prep, self.batch_size = model.to(device).eval(), prep, batch_size
+        self.device = torch.device(device)
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> TrainedImageClassifier:
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> TrainedImageClassifier:
+        """Load a run; ``device`` (``"cpu"``, ``"cuda"``, ...) is where predictions are computed."""
         run, meta = RunDir.open_task(run_dir, NAME)
         prep = Preprocessor.load(run)
-        return cls(run.load_into(build_model(meta["hyperparameters"])), prep)
+        return cls(run.load_into(build_model(meta["hyperparameters"])), prep, device=device)
 
     def scores(self, images: np.ndarray, source: str = "images") -> Tensor:
         """Class probabilities ``[N, C]`` for raw ``[N, H, W]`` images (training pixel scale)."""
@@ -340,7 +351,7 @@ class TrainedImageClassifier:
         out = []
         with torch.no_grad():
             for (xb,) in _loader(x, None, self.batch_size, shuffle=False, seed=0):
-                out.append(torch.softmax(self.model(xb), -1))
+                out.append(torch.softmax(self.model(xb.to(self.device)), -1).cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.prep.classes))
 
     def _inputs(self, inputs: Sequence[str | np.ndarray]) -> tuple[list[str], np.ndarray]:
@@ -428,6 +439,13 @@ class TrainedImageClassifier:
 
 
 # -- training ----------------------------------------------------------------------------------
+def _inference_device(accelerator: str) -> torch.device:
+    """Where to score after training: the GPU when training asked for one (or ``auto`` found one)."""
+    if accelerator in ("gpu", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def _split_dev(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
     n_dev = max(1, int(round(n * fraction)))
@@ -492,14 +510,17 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate,
                             optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
                             clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor=cfg.train.monitor,
-                            mode="max", seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress)
+                            mode="max", seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress,
+                            lr_decay=cfg.train.lr_decay,
+                            max_seconds=None if cfg.train.max_minutes is None else 60 * cfg.train.max_minutes)
     history = fit(model, train_loader, dev_loader, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
                   options=options, run=run, log=log)
 
     prep.save(run)
     run.save_model(model, NAME, hyper)
-    trained = TrainedImageClassifier(model, prep)
+    trained = TrainedImageClassifier(model, prep, device=_inference_device(cfg.train.accelerator))
     dev_metrics = trained.evaluate_arrays(dev_images, dev_labels, "dev")
+    trained.model.cpu()
     seconds = time.perf_counter() - t
     metrics = {"dev": dev_metrics, "train_seconds": seconds, "parameters": params,
                "best_epoch": _best_epoch(history, cfg.train.monitor), "epochs_run": len(history)}
