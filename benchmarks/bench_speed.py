@@ -151,6 +151,7 @@ def core_paths() -> list[BenchPath]:
         BenchPath("rnnkit layernorm LSTM (auto: reference)", _ours(rnn.LSTM, cell="layernorm_lstm"), 4, True, lstm),
         BenchPath("rnnkit layernorm LSTM engine", _ours(rnn.LSTM, cell="layernorm_lstm", implementation="engine"),
                   4, True, lstm),
+        *triton_paths(),
         BenchPath(gru, _torch_layer(nn.GRU), 3, True, gru),
         BenchPath("rnnkit GRU fused", _ours(rnn.GRU, implementation="fused"), 3, True, gru),
         BenchPath("rnnkit GRU reference", _ours(rnn.GRU, implementation="reference"), 3, True, gru),
@@ -158,6 +159,20 @@ def core_paths() -> list[BenchPath]:
         BenchPath("rnnkit minGRU parallel", _min("mingru", "parallel"), 2, False, gru),
         BenchPath("rnnkit minLSTM sequential", _min("minlstm", "sequential"), 3, False, gru),
     ]
+
+
+def triton_paths() -> list[BenchPath]:
+    """On a GPU: the engine with its element-wise math in Triton kernels (``implementation="triton"``)."""
+    if DEVICE.type != "cuda":
+        return []
+    lstm = "torch.nn.LSTM"
+    return [BenchPath("rnnkit LSTM triton", _ours(rnn.LSTM, implementation="triton"), 4, True, lstm),
+            BenchPath("rnnkit peephole LSTM triton", _ours(rnn.LSTM, cell="peephole_lstm", implementation="triton"),
+                      4, True, lstm),
+            BenchPath("rnnkit LSTM recurrent dropout 0.25 triton",
+                      _ours(rnn.LSTM, recurrent_dropout=0.25, implementation="triton"), 4, True, lstm),
+            BenchPath("rnnkit LSTM zoneout 0.1 triton", _ours(rnn.LSTM, zoneout=0.1, implementation="triton"),
+                      4, True, lstm)]
 
 
 def long_paths() -> list[BenchPath]:

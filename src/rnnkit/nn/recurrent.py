@@ -11,8 +11,9 @@ Standard configurations run on ``torch.nn``'s fused kernels (oneDNN, cuDNN) and 
 numbers; LSTM cells those kernels cannot run (peepholes, recurrent dropout, zoneout, masks with
 gaps) run on rnnkit's hand-written-backward engine; everything else runs the reference scan.
 ``implementation`` chooses: ``"auto"`` (fused when it computes this call exactly, else the
-engine or the reference), ``"fused"`` (fail with the reason when it cannot), ``"engine"`` or
-``"reference"``. Cells whose gates depend only on the input (``"mingru"``, ``"minlstm"``) also run
+engine or the reference), ``"fused"`` (fail with the reason when it cannot), ``"engine"``,
+``"triton"`` (the engine with one Triton kernel per step for its element-wise math: CUDA,
+LSTM cells, opt-in) or ``"reference"``. Cells whose gates depend only on the input (``"mingru"``, ``"minlstm"``) also run
 on element-wise linear scans, ``"sequential"`` or ``"parallel"``; ``"auto"`` picks the sequential
 one on CPU (see ``rnnkit.scan.parallel``, ``rnnkit.scan.engine`` and ``docs/speed.md``).
 
@@ -42,7 +43,7 @@ from ..scan import (
 )
 
 Hidden = Tensor | tuple[Tensor, ...]
-IMPLEMENTATIONS = ("auto", "reference", "fused", "sequential", "parallel", "engine")
+IMPLEMENTATIONS = ("auto", "reference", "fused", "sequential", "parallel", "engine", "triton")
 
 
 def layer_param_name(cell_param: str, layer: int, reverse: bool) -> str:
@@ -424,7 +425,9 @@ _EXTRA_DOC = """
             (``"mingru"``, ``"minlstm"``) ``"sequential"`` / ``"parallel"`` (see ``rnnkit.scan.parallel``);
             ``"engine"``: the hand-written-backward LSTM engine (``rnnkit.scan.engine``), which
             ``"auto"`` uses for LSTM cells the fused kernel cannot run (peepholes, recurrent dropout,
-            zoneout, masks with gaps); opt-in for layer-norm LSTM cells.
+            zoneout, masks with gaps); opt-in for layer-norm LSTM cells. ``"triton"``: that engine
+            with each step's element-wise math in one Triton kernel (CUDA tensors, ``LSTMCell``;
+            ``rnnkit.scan.engine_triton``).
         stateful: carry the final state into the next call (see ``reset_state``).
 """
 

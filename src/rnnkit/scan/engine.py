@@ -44,6 +44,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ..cells.base import RecurrentCell, State
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
+from . import engine_triton
 from .engine_layernorm import layernorm_engine_scan
 
 _RECOMPUTE: ContextVar[bool] = ContextVar("rnnkit_engine_recompute", default=False)
@@ -114,7 +115,8 @@ class _LSTMEngine(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, w_cat: Tensor, bias: Tensor | None,  # type: ignore[override]
                 peep: Tensor | None, h0: Tensor, c0: Tensor, rec_mask: Tensor | None, update_h: Tensor | None,
-                update_c: Tensor | None, out_mask: Tensor | None, recompute: bool) -> tuple[Tensor, Tensor, Tensor]:
+                update_c: Tensor | None, out_mask: Tensor | None, recompute: bool,
+                triton: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         steps, batch, inputs = x.shape
         four_h = w_cat.shape[0]
         hidden = four_h // 4
@@ -145,6 +147,15 @@ class _LSTMEngine(torch.autograd.Function):
         for t in range(steps):
             c = c_s[t]
             views = gate_s[t]
+            if triton:  # one matmul, then one kernel for everything element-wise
+                if bias is None:
+                    torch.mm(xh_s[t], w_t, out=views[0])
+                else:
+                    torch.addmm(bias, xh_s[t], w_t, out=views[0])
+                engine_triton.forward_step(views[0], c, views[-2], views[-1], h_s[t], h_s[t + 1], c_s[t + 1],
+                                           hin_s[t + 1] if carried else None, peep,
+                                           uh_s[t] if updates else None, uc_s[t] if updates else None, rec_mask)
+                continue
             _gates(xh_s[t], w_t, bias, c, peep, views)
             o, cn, tc = views[2], views[-2], views[-1]
             if h_cand is None:
@@ -163,6 +174,7 @@ class _LSTMEngine(torch.autograd.Function):
                                   out_mask)  # None is allowed
         ctx.save_for_backward(*saved)
         ctx.recompute = recompute  # type: ignore[attr-defined]
+        ctx.triton = triton  # type: ignore[attr-defined]
         return out, hs[steps].clone(), cs[steps].clone()
 
     @staticmethod
@@ -182,6 +194,8 @@ class _LSTMEngine(torch.autograd.Function):
         # Everything below is per step on [B, 4H] tensors that stay in cache: a pass over the whole
         # [T, B, 4H] history costs more on a CPU (memory bound) than the same math done step by step.
         g_out = None if grad_out is None else (grad_out if out_mask is None else grad_out * out_mask)
+        if g_out is not None and ctx.triton:
+            g_out = g_out.contiguous()
         dz = x.new_empty(steps, batch, four_h)
         slope = x.new_empty(batch, four_h)  # sigmoid'(.) = s (1 - s) of each gate at this step
         partner = x.new_empty(batch, 3, hidden)  # what multiplies i, f and g in c~: g, c_{t-1}, 2i
@@ -202,7 +216,11 @@ class _LSTMEngine(torch.autograd.Function):
             peep_if_acc = x.new_zeros(batch, 2, hidden)
             peep_o_acc = x.new_zeros(batch, hidden)
             dzif_s = dz[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
-        for t in range(steps - 1, -1, -1):
+        if ctx.triton:
+            gh, gc = _triton_backward(ctx, gh, gc, gout_s, gate_s, cp_s, dz_s, xh_s, w_t, w_hh, bias, peep,
+                                      rec_mask, uh_s, uc_s, peep_if_acc if peep is not None else None,
+                                      peep_o_acc if peep is not None else None)
+        for t in range((0 if ctx.triton else steps) - 1, -1, -1):  # the torch loop (Triton's ran above)
             views = gate_s[t]
             if ctx.recompute:
                 _gates(xh_s[t], w_t, bias, cp_s[t], peep, views)
@@ -244,7 +262,45 @@ class _LSTMEngine(torch.autograd.Function):
         grad_p = None
         if peep is not None and ctx.needs_input_grad[3]:
             grad_p = torch.cat([peep_if_acc.sum(0), peep_o_acc.sum(0, keepdim=True)])
-        return grad_x, grad_w, grad_b, grad_p, gh, gc, None, None, None, None, None
+        return grad_x, grad_w, grad_b, grad_p, gh, gc, None, None, None, None, None, None
+
+
+def triton_engine_unavailable_reason(cell: RecurrentCell, device: torch.device) -> str | None:
+    """Why the engine with Triton kernels cannot run ``cell`` on ``device``, else ``None``."""
+    if type(cell) is not LSTMCell:
+        return (f"implementation='triton' supports LSTMCell (plain, peephole, recurrent dropout, zoneout) only; "
+                f"got {type(cell).__name__}")
+    return engine_triton.triton_unavailable_reason(device)
+
+
+def _triton_backward(ctx: Any, gh: Tensor, gc: Tensor, gout_s: tuple[Tensor, ...], gate_s: list[GateViews],
+                     cp_s: tuple[Tensor, ...], dz_s: tuple[Tensor, ...], xh_s: tuple[Tensor, ...], w_t: Tensor,
+                     w_hh: Tensor, bias: Tensor | None, peep: Tensor | None, rec_mask: Tensor | None,
+                     uh_s: tuple[Tensor, ...], uc_s: tuple[Tensor, ...], peep_if: Tensor | None,
+                     peep_o: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The backward loop with each step's element-wise work in one Triton kernel; ``(dL/dh0, dL/dc0)``."""
+    steps = len(dz_s)
+    gh = gh.contiguous()
+    gc = gc.contiguous().clone()
+    gc_next = torch.empty_like(gc)  # two buffers, swapped each step
+    updates = len(uh_s) > 0
+    skip_buf = torch.empty_like(gh) if (updates or gout_s) else None
+    for t in range(steps - 1, -1, -1):
+        views = gate_s[t]
+        if ctx.recompute:
+            _gates(xh_s[t], w_t, bias, cp_s[t], peep, views)
+        g_prev = gout_s[t - 1] if (gout_s and t) else None
+        skip = skip_buf if (updates or g_prev is not None) else None
+        engine_triton.backward_step(views[0], views[-1], views[-2], cp_s[t], gh, gc, dz_s[t], gc_next, skip, g_prev,
+                                    peep, peep_if, peep_o, uh_s[t] if updates else None,
+                                    uc_s[t] if updates else None)
+        gc, gc_next = gc_next, gc
+        if rec_mask is None:
+            gh = torch.mm(dz_s[t], w_hh) if skip is None else torch.addmm(skip, dz_s[t], w_hh)
+        else:
+            back = torch.mm(dz_s[t], w_hh)
+            gh = back.mul_(rec_mask) if skip is None else torch.addcmul(skip, back, rec_mask)
+    return gh, gc
 
 
 GateViews = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
@@ -339,14 +395,21 @@ def _update_weights(mask: Tensor | None, zoneout_rate: float, training: bool, st
 
 def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | None = None,
                 reverse: bool = False, recurrent_mask: Tensor | None = None, zoneout_rate: float = 0.0,
-                training: bool = False, return_gates: bool = False) -> tuple[Tensor, State, None]:
+                training: bool = False, return_gates: bool = False,
+                kernels: str = "torch") -> tuple[Tensor, State, None]:
     """Run an :class:`~rnnkit.cells.LSTMCell` over ``x`` ``[B, T, I]`` with the hand-written BPTT engine.
 
     Arguments and results as in :func:`~rnnkit.scan.reference_scan`; raises ValueError for what
     :func:`engine_unavailable_reason` reports. In training, zoneout draws its masks from torch's
     generator in a different order than the reference scan: same distribution, other samples.
+    ``kernels="triton"`` does each step's element-wise work in one Triton kernel
+    (:mod:`rnnkit.scan.engine_triton`; CUDA, ``LSTMCell`` only).
     """
     reason = engine_unavailable_reason(cell, zoneout_rate=zoneout_rate, return_gates=return_gates)
+    if reason is None and kernels == "triton":
+        reason = triton_engine_unavailable_reason(cell, x.device)
+    elif reason is None and kernels != "torch":
+        reason = f"kernels must be 'torch' or 'triton', got {kernels!r}"
     if reason is not None:
         raise ValueError(reason)
     assert isinstance(cell, LSTMCell)  # LayerNormLSTMCell included
@@ -370,7 +433,7 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
     h0, c0 = state
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, h0, c0, *cell.parameters(), *([recurrent_mask] if recurrent_mask is not None else [])))
-    if not needs_grad and type(cell) is LSTMCell:
+    if not needs_grad and type(cell) is LSTMCell and kernels == "torch":
         out, h_n, c_n = _lstm_inference(cell, x_tm, h0, c0, order, recurrent_mask, update_h, update_c, out_mask)
     elif isinstance(cell, LayerNormLSTMCell):
         scale = x.new_ones(4, hidden)
@@ -384,7 +447,7 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
         w_cat = _engine_rows(torch.cat([cell.weight_ih, cell.weight_hh], 1), order)
         out, h_n, c_n = _LSTMEngine.apply(x_tm, w_cat, bias, cell.weight_peephole, h0.contiguous(),
                                           c0.contiguous(), recurrent_mask, update_h, update_c, out_mask,
-                                          _RECOMPUTE.get())
+                                          _RECOMPUTE.get(), kernels == "triton")
     if reverse:
         out = out.flip(0)
     return out.transpose(0, 1), (h_n, c_n), None

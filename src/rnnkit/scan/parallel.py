@@ -28,6 +28,7 @@ for ``implementation="auto"`` on CPU; on a GPU (an H100) the parallel scan won a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from ..cells.base import RecurrentCell, State
 from ..cells.lstm import LSTMCell
 from ..cells.minrnn import LinearRecurrentCell
-from .engine import engine_scan, engine_unavailable_reason
+from .engine import engine_scan, engine_unavailable_reason, triton_engine_unavailable_reason
 
 ScanFn = Callable[..., tuple[Tensor, State, "dict[str, Tensor] | None"]]
 LINEAR_SCANS = ("sequential", "parallel")
@@ -282,14 +283,23 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
 
     ``"auto"`` picks, for cells with input-only gates, ``"sequential"`` on CPU (measured faster
     there, see ``docs/speed.md``) and ``"parallel"`` on other devices (on an H100 it trained 1.3x
-    the sequential form at T=100 and 7-16x at T=1024-4096), falling back to ``"parallel"``'s unsupported cases with ``"sequential"``;
+    the sequential form at T=100 and 7-16x at T=1024-4096), falling back to ``"parallel"``'s
+    unsupported cases with ``"sequential"``;
     for :class:`~rnnkit.cells.LSTMCell` (peepholes, recurrent dropout, zoneout, masks with gaps) the
     hand-written-backward engine of :mod:`rnnkit.scan.engine` (measured 1.2-1.5x the reference
     scan; for ``LayerNormLSTMCell`` it measured no faster, so that stays opt-in); then the
-    reference scan. An explicit ``"sequential"``, ``"parallel"`` or ``"engine"``
-    raises ValueError with the reason when it cannot run this call; any other implementation
-    gives ``None``.
+    reference scan. ``"triton"`` is the engine with its element-wise work in Triton kernels (CUDA,
+    ``LSTMCell``; opt-in until measured on a GPU). An explicit ``"sequential"``, ``"parallel"``,
+    ``"engine"`` or ``"triton"`` raises ValueError with the reason when it cannot run this call;
+    any other implementation gives ``None``.
     """
+    if implementation == "triton":
+        for c in cells:
+            reason = (engine_unavailable_reason(c, zoneout_rate=zoneout_rate, return_gates=return_gates)
+                      or triton_engine_unavailable_reason(c, device))
+            if reason is not None:
+                raise ValueError(f"{reason}; use implementation='auto' or 'reference'")
+        return functools.partial(engine_scan, kernels="triton")
     if implementation == "engine":
         for c in cells:
             reason = engine_unavailable_reason(c, zoneout_rate=zoneout_rate, return_gates=return_gates)

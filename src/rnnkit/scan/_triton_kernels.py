@@ -1,0 +1,119 @@
+"""The Triton kernels of :mod:`rnnkit.scan.engine_triton` (imported only when they are used).
+
+Triton resolves a kernel's helpers through the module's globals, and ``TRITON_INTERPRET=1`` takes
+effect when a kernel is decorated, so the kernels live here, at module level, and this module is
+imported on first use: set ``TRITON_INTERPRET`` before that to run them on the CPU.
+"""
+# ruff: noqa
+# mypy: ignore-errors
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _sigmoid(x):  # type: ignore[no-untyped-def]
+    return 1.0 / (1.0 + tl.exp(-x))
+
+@triton.jit
+def lstm_forward_step(z, z_row, c_prev, c_prev_row, c_cand, c_cand_row, tanh_c, tanh_c_row, h_prev, h_prev_row,
+        h_next, h_next_row, c_next, c_next_row, h_in, h_in_row, peep, u_h, u_h_row, u_h_col, u_c, u_c_row,
+        u_c_col, rec, rec_row, batch, hidden,
+        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_REC: tl.constexpr, CARRIED: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)[None, :]
+    ok = (rows < batch) & (cols < hidden)
+    zp = z + rows * z_row + cols
+    zo = tl.load(zp, mask=ok, other=0.0)
+    zi = tl.load(zp + hidden, mask=ok, other=0.0)
+    zf = tl.load(zp + 2 * hidden, mask=ok, other=0.0)
+    zg = tl.load(zp + 3 * hidden, mask=ok, other=0.0)
+    c = tl.load(c_prev + rows * c_prev_row + cols, mask=ok, other=0.0)
+    if HAS_PEEP:
+        zi += tl.load(peep + cols, mask=cols < hidden, other=0.0) * c
+        zf += tl.load(peep + hidden + cols, mask=cols < hidden, other=0.0) * c
+    i = _sigmoid(zi)
+    f = _sigmoid(zf)
+    sg = _sigmoid(zg)  # the g rows are doubled: tanh(a) = 2 sigmoid(2a) - 1
+    cc = f * c + i * (2.0 * sg - 1.0)
+    if HAS_PEEP:
+        zo += tl.load(peep + 2 * hidden + cols, mask=cols < hidden, other=0.0) * cc
+    o = _sigmoid(zo)
+    tc = 2.0 * _sigmoid(2.0 * cc) - 1.0
+    tl.store(zp, o, mask=ok)
+    tl.store(zp + hidden, i, mask=ok)
+    tl.store(zp + 2 * hidden, f, mask=ok)
+    tl.store(zp + 3 * hidden, sg, mask=ok)
+    tl.store(c_cand + rows * c_cand_row + cols, cc, mask=ok)
+    tl.store(tanh_c + rows * tanh_c_row + cols, tc, mask=ok)
+    h = o * tc
+    if HAS_UPDATES:
+        hp = tl.load(h_prev + rows * h_prev_row + cols, mask=ok, other=0.0)
+        uh = tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0)
+        uc = tl.load(u_c + rows * u_c_row + cols * u_c_col, mask=ok, other=0.0)
+        h = hp + uh * (h - hp)
+        tl.store(c_next + rows * c_next_row + cols, c + uc * (cc - c), mask=ok)
+    tl.store(h_next + rows * h_next_row + cols, h, mask=ok)
+    if HAS_REC:
+        h = h * tl.load(rec + rows * rec_row + cols, mask=ok, other=0.0)
+    if CARRIED:
+        tl.store(h_in + rows * h_in_row + cols, h, mask=ok)
+
+@triton.jit
+def lstm_backward_step(a, a_row, tanh_c, tanh_c_row, c_cand, c_cand_row, c_prev, c_prev_row, gh, gh_row, gc, gc_row,
+        dz, dz_row, gc_next, gc_next_row, skip, skip_row, g_prev, g_prev_row, peep, peep_if, peep_o,
+        u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, batch, hidden,
+        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_GPREV: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)[None, :]
+    ok = (rows < batch) & (cols < hidden)
+    ap = a + rows * a_row + cols
+    o = tl.load(ap, mask=ok, other=0.0)
+    i = tl.load(ap + hidden, mask=ok, other=0.0)
+    f = tl.load(ap + 2 * hidden, mask=ok, other=0.0)
+    sg = tl.load(ap + 3 * hidden, mask=ok, other=0.0)
+    tc = tl.load(tanh_c + rows * tanh_c_row + cols, mask=ok, other=0.0)
+    c = tl.load(c_prev + rows * c_prev_row + cols, mask=ok, other=0.0)
+    g_h = tl.load(gh + rows * gh_row + cols, mask=ok, other=0.0)
+    g_c = tl.load(gc + rows * gc_row + cols, mask=ok, other=0.0)
+    dh = g_h
+    gck = g_c
+    if HAS_UPDATES:
+        dh = g_h * tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0)
+        gck = g_c * tl.load(u_c + rows * u_c_row + cols * u_c_col, mask=ok, other=0.0)
+    dzo = dh * tc * o * (1.0 - o)
+    dc = dh * o * (1.0 - tc * tc)
+    if HAS_PEEP:
+        dc += dzo * tl.load(peep + 2 * hidden + cols, mask=cols < hidden, other=0.0)
+    dc += gck
+    dzi = dc * (2.0 * sg - 1.0) * i * (1.0 - i)
+    dzf = dc * c * f * (1.0 - f)
+    dzg = dc * 2.0 * i * sg * (1.0 - sg)
+    nxt = dc * f
+    if HAS_PEEP:
+        nxt += dzi * tl.load(peep + cols, mask=cols < hidden, other=0.0)
+        nxt += dzf * tl.load(peep + hidden + cols, mask=cols < hidden, other=0.0)
+        cc = tl.load(c_cand + rows * c_cand_row + cols, mask=ok, other=0.0)
+        pif = peep_if + rows * (2 * hidden) + cols
+        tl.store(pif, tl.load(pif, mask=ok, other=0.0) + dzi * c, mask=ok)
+        tl.store(pif + hidden, tl.load(pif + hidden, mask=ok, other=0.0) + dzf * c, mask=ok)
+        po = peep_o + rows * hidden + cols
+        tl.store(po, tl.load(po, mask=ok, other=0.0) + dzo * cc, mask=ok)
+    if HAS_UPDATES:
+        nxt += g_c - gck  # what skipped the cell: (1 - u_c) dL/dc_t
+    dzp = dz + rows * dz_row + cols
+    tl.store(dzp, dzo, mask=ok)
+    tl.store(dzp + hidden, dzi, mask=ok)
+    tl.store(dzp + 2 * hidden, dzf, mask=ok)
+    tl.store(dzp + 3 * hidden, dzg, mask=ok)
+    tl.store(gc_next + rows * gc_next_row + cols, nxt, mask=ok)
+    if HAS_UPDATES:  # the part of dL/dh_{t-1} that does not pass through the recurrent matmul
+        s = g_h - dh
+        if HAS_GPREV:
+            s += tl.load(g_prev + rows * g_prev_row + cols, mask=ok, other=0.0)
+        tl.store(skip + rows * skip_row + cols, s, mask=ok)
+    elif HAS_GPREV:
+        tl.store(skip + rows * skip_row + cols, tl.load(g_prev + rows * g_prev_row + cols, mask=ok, other=0.0),
+                 mask=ok)

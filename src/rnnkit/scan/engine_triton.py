@@ -1,0 +1,126 @@
+"""Triton kernels for the LSTM engine's per-step element-wise math (GPU; opt-in).
+
+On a GPU the engine of :mod:`rnnkit.scan.engine` spends its time launching kernels: each step's
+gate math is about ten small PyTorch ops forward and fifteen backward, each a kernel launch of a
+few microseconds on a ``[B, 4H]`` tile, where cuDNN runs a whole step in about ten (measured on an
+H100: the engine trains at 0.1-0.2x cuDNN, ``benchmarks/RESULTS.md``). These two kernels do a
+step's element-wise work in one launch each, so a step is one matmul plus one kernel in both
+directions:
+
+* forward (:func:`forward_step`): from the pre-activations ``z_t = [x_t, h_{t-1}] W^T + b`` (gate
+  rows ``o, i, f, 2g`` as in the engine), with optional peepholes, update weights (zoneout, masks)
+  and recurrent dropout, write the gate activations in place, ``c~``, ``tanh c~``, the new
+  ``h_t``, ``c_t`` and the next matmul input;
+* backward (:func:`backward_step`): from the saved activations and ``dL/dh_t``, ``dL/dc_t``, write
+  ``dL/dz_t``, ``dL/dc_{t-1}``, what skips the cell towards ``dL/dh_{t-1}``, and the per-row
+  peephole gradients.
+
+The math is the engine's own, term for term, and the tests run it against the reference scan
+through Triton's interpreter (``TRITON_INTERPRET=1``), which executes kernels on the CPU. The
+layer uses them with ``implementation="triton"``; ``"auto"`` does not pick them yet, because
+their speed has not been measured on a GPU (``docs/speed.md``). Triton ships with CUDA builds of
+PyTorch; nothing here is imported unless asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def triton_unavailable_reason(device: torch.device) -> str | None:
+    """Why the Triton kernels cannot run on ``device``, else ``None``."""
+    try:
+        import triton  # noqa: F401, PLC0415  # optional: ships with CUDA builds of torch
+    except ImportError:
+        return "implementation='triton' needs the triton package (it ships with CUDA builds of PyTorch)"
+    if device.type != "cuda" and not _interpreting():
+        return (f"implementation='triton' runs on CUDA tensors, got {device.type} "
+                "(TRITON_INTERPRET=1 runs the kernels on the CPU, slowly, for testing)")
+    return None
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _kernels() -> tuple[Any, Any]:
+    """The forward and backward kernels (the module that defines them is imported on first use)."""
+    from . import _triton_kernels  # noqa: PLC0415  # imports triton
+
+    return _triton_kernels.lstm_forward_step, _triton_kernels.lstm_backward_step
+
+
+def _grid(batch: int, hidden: int) -> tuple[tuple[int, int], int, int]:
+    block_h = min(128, 1 << max(4, (hidden - 1).bit_length()))
+    block_b = 4 if block_h >= 128 else 8
+    return ((batch + block_b - 1) // block_b, (hidden + block_h - 1) // block_h), block_b, block_h
+
+
+def _row(t: Tensor | None) -> int:
+    if t is None:
+        return 0
+    if t.stride(-1) != 1:
+        raise ValueError("the Triton kernels need unit stride along the hidden dimension")
+    return t.stride(0)
+
+
+def _update(u: Tensor | None, like: Tensor) -> tuple[Tensor, int, int]:
+    """An update weight ``[B, 1]`` or ``[B, H]`` with its row and column strides (0 for broadcast)."""
+    if u is None:
+        return like, 0, 0
+    return u, u.stride(0), (u.stride(1) if u.shape[1] > 1 else 0)
+
+
+def forward_step(z: Tensor, c_prev: Tensor, c_cand: Tensor, tanh_c: Tensor, h_prev: Tensor, h_next: Tensor,
+                 c_next: Tensor, h_in: Tensor | None, peep: Tensor | None, u_h: Tensor | None,
+                 u_c: Tensor | None, rec: Tensor | None) -> None:
+    """One step's gate math (see the module docstring). All ``[B, H]`` except ``z`` ``[B, 4H]``.
+
+    ``z`` holds the pre-activations and receives the activations ``o, i, f, sigmoid(2 a_g)``;
+    ``c_next`` is written only with update weights (else ``c~`` is the new cell state, and
+    ``c_cand`` should be that buffer); ``h_in`` (the next matmul's ``h`` input, recurrent-dropped)
+    only when it is not ``h_next`` itself.
+    """
+    fwd, _ = _kernels()
+    batch, hidden = c_prev.shape
+    grid, block_b, block_h = _grid(batch, hidden)
+    uh, uh_row, uh_col = _update(u_h, c_prev)
+    uc, uc_row, uc_col = _update(u_c, c_prev)
+    updates = u_h is not None
+    fwd[grid](z, _row(z), c_prev, _row(c_prev), c_cand, _row(c_cand), tanh_c, _row(tanh_c), h_prev, _row(h_prev),
+              h_next, _row(h_next), c_next, _row(c_next), h_in if h_in is not None else h_next,
+              _row(h_in if h_in is not None else h_next), peep if peep is not None else z, uh, uh_row, uh_col,
+              uc, uc_row, uc_col, rec if rec is not None else c_prev, _row(rec), batch, hidden,
+              HAS_PEEP=peep is not None, HAS_UPDATES=updates, HAS_REC=rec is not None, CARRIED=h_in is not None,
+              BLOCK_B=block_b, BLOCK_H=block_h)
+
+
+def backward_step(a: Tensor, tanh_c: Tensor, c_cand: Tensor, c_prev: Tensor, gh: Tensor, gc: Tensor, dz: Tensor,
+                  gc_next: Tensor, skip: Tensor | None, g_prev: Tensor | None, peep: Tensor | None,
+                  peep_if: Tensor | None, peep_o: Tensor | None, u_h: Tensor | None, u_c: Tensor | None) -> None:
+    """One step of backward through the gate math (see the module docstring).
+
+    Writes ``dz`` ``[B, 4H]``, ``gc_next`` (``dL/dc_{t-1}``), and into ``skip`` the part of
+    ``dL/dh_{t-1}`` that does not pass through the recurrent matmul (``g_prev``, the output
+    gradient of step ``t-1``, plus what the update weights let skip the cell); ``skip`` is
+    required when either is present. Adds the peephole gradients of this step to ``peep_if``
+    ``[B, 2, H]`` and ``peep_o`` ``[B, H]``.
+    """
+    _, bwd = _kernels()
+    batch, hidden = c_prev.shape
+    grid, block_b, block_h = _grid(batch, hidden)
+    uh, uh_row, uh_col = _update(u_h, c_prev)
+    uc, uc_row, uc_col = _update(u_c, c_prev)
+    if (u_h is not None or g_prev is not None) and skip is None:
+        raise ValueError("backward_step needs a skip buffer with update weights or an output gradient")
+    bwd[grid](a, _row(a), tanh_c, _row(tanh_c), c_cand, _row(c_cand), c_prev, _row(c_prev), gh, _row(gh), gc,
+              _row(gc), dz, _row(dz), gc_next, _row(gc_next), skip if skip is not None else gc_next, _row(skip),
+              g_prev if g_prev is not None else gh, _row(g_prev), peep if peep is not None else gh,
+              peep_if if peep_if is not None else gh, peep_o if peep_o is not None else gh,
+              uh, uh_row, uh_col, uc, uc_row, uc_col, batch, hidden,
+              HAS_PEEP=peep is not None, HAS_UPDATES=u_h is not None, HAS_GPREV=g_prev is not None,
+              BLOCK_B=block_b, BLOCK_H=block_h)

@@ -1,0 +1,154 @@
+"""The LSTM engine with Triton kernels (rnnkit.scan.engine_triton) against the reference scan.
+
+Without a GPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set here before the
+kernels are first imported), which executes them on the CPU with the same semantics. Skipped
+where the triton package is not installed (it ships with CUDA builds of PyTorch).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="triton is not installed (it ships with CUDA builds of PyTorch)")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import rnnkit.nn as rnn  # noqa: E402
+import rnnkit.scan.engine as engine_module  # noqa: E402
+from rnnkit.cells import LayerNormLSTMCell, LSTMCell  # noqa: E402
+from rnnkit.scan import engine_scan, recompute_gates, reference_scan  # noqa: E402
+from rnnkit.scan.engine_triton import triton_unavailable_reason  # noqa: E402
+
+I, H, B, T = 3, 5, 4, 6
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _run(kernels: str | None, cell: LSTMCell, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
+         **kw: object) -> list[torch.Tensor]:
+    cell.zero_grad()
+    xx = x.clone().requires_grad_()
+    h0, c0 = (s.clone().requires_grad_() for s in state)
+    if kernels is None:
+        out, (h_n, c_n), _ = reference_scan(cell, xx, (h0, c0), **kw)  # type: ignore[arg-type]
+    else:
+        out, (h_n, c_n), _ = engine_scan(cell, xx, (h0, c0), kernels=kernels, **kw)  # type: ignore[arg-type]
+    weights = torch.linspace(-1, 1, H, dtype=x.dtype, device=x.device)
+    (out.pow(2).sum() + (h_n * weights).sum() + c_n.pow(2).sum()).backward()
+    assert xx.grad is not None and h0.grad is not None and c0.grad is not None
+    return [out.detach(), h_n.detach(), c_n.detach(), xx.grad, h0.grad, c0.grad,
+            *[p.grad for p in cell.parameters() if p.grad is not None]]
+
+
+def _case(peephole: bool, bias: bool = True) -> tuple[LSTMCell, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    cell = LSTMCell(I, H, bias, peephole=peephole).double().to(DEVICE)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
+    state = (torch.randn(B, H, dtype=torch.float64, device=DEVICE),
+             torch.randn(B, H, dtype=torch.float64, device=DEVICE))
+    return cell, x, state
+
+
+def _mask(kind: str) -> torch.Tensor | None:
+    lengths = torch.tensor([T, 3, 1, 0])
+    masks = {"none": None, "right": torch.arange(T) < lengths[:, None], "holes": torch.rand(B, T) > 0.4}
+    mask = masks[kind]
+    return None if mask is None else mask.to(DEVICE)
+
+
+@pytest.mark.parametrize("peephole", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("mask_kind", ["none", "right", "holes"])
+@pytest.mark.parametrize("recurrent_dropout", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_triton_engine_matches_reference_float64(peephole: bool, reverse: bool, mask_kind: str,
+                                                 recurrent_dropout: bool, bias: bool) -> None:
+    torch.manual_seed(0)
+    cell, x, state = _case(peephole, bias)
+    rec = (torch.rand(B, H, device=DEVICE) > 0.3).double() / 0.7 if recurrent_dropout else None
+    kw = {"mask": _mask(mask_kind), "reverse": reverse, "recurrent_mask": rec}
+    expected = _run(None, cell, x, state, **kw)
+    got = _run("triton", cell, x, state, **kw)
+    assert len(got) == len(expected)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "holes"])
+@pytest.mark.parametrize("peephole", [False, True])
+def test_triton_zoneout_in_training_matches_reference_given_the_same_draws(
+        monkeypatch: pytest.MonkeyPatch, mask_kind: str, peephole: bool) -> None:
+    import rnnkit.scan.reference as reference_module
+
+    torch.manual_seed(1)
+    rate = 0.3
+    draws = torch.rand(T, 2, B, H, dtype=torch.float64, device=DEVICE)
+    step = iter(range(T))
+
+    def reference_zoneout(new: tuple[torch.Tensor, ...], old: tuple[torch.Tensor, ...], rate_: float,
+                          training: bool) -> tuple[torch.Tensor, ...]:
+        k = next(step)
+        return tuple(torch.where(draws[k, j] < rate_, o, n) for j, (n, o) in enumerate(zip(new, old)))
+
+    def engine_updates(mask: torch.Tensor | None, zoneout_rate: float, training: bool, steps: int, batch: int,
+                       hidden: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        keep = None if mask is None else mask.t().unsqueeze(-1).to(like.dtype)
+        u_h, u_c = ((draws[:, j] >= zoneout_rate).double() for j in (0, 1))
+        return (u_h, u_c, None) if keep is None else (u_h * keep, u_c * keep, keep)
+
+    monkeypatch.setattr(reference_module, "zoneout", reference_zoneout)
+    monkeypatch.setattr(engine_module, "_update_weights", engine_updates)
+    cell, x, state = _case(peephole)
+    kw = {"mask": _mask(mask_kind), "zoneout_rate": rate, "training": True}
+    expected = _run(None, cell, x, state, **kw)
+    got = _run("triton", cell, x, state, **kw)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("peephole", [False, True])
+def test_triton_engine_with_recomputed_gates_and_without_gradients(peephole: bool) -> None:
+    torch.manual_seed(2)
+    cell, x, state = _case(peephole)
+    kw = {"mask": _mask("holes")}
+    expected = _run(None, cell, x, state, **kw)
+    with recompute_gates():
+        got = _run("triton", cell, x, state, **kw)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+    with torch.no_grad():
+        out, (h_n, c_n), _ = engine_scan(cell, x, state, kernels="triton", **kw)  # type: ignore[arg-type]
+    for e, g in zip(expected[:3], (out, h_n, c_n)):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+def test_layer_with_implementation_triton_matches_the_reference_layer_in_float32() -> None:
+    torch.manual_seed(3)
+    kw = {"cell": "peephole_lstm", "bidirectional": True, "num_layers": 2, "batch_first": True}
+    ref = rnn.LSTM(I, H, implementation="reference", **kw).to(DEVICE)  # type: ignore[arg-type]
+    tri = rnn.LSTM(I, H, implementation="triton", **kw).to(DEVICE)  # type: ignore[arg-type]
+    tri.load_state_dict(ref.state_dict())
+    x = torch.randn(B, T, I, device=DEVICE)
+    lengths = torch.tensor([T, 4, 2, 1])
+    (y_ref, _), (y_tri, _) = ref(x, lengths=lengths), tri(x, lengths=lengths)
+    torch.testing.assert_close(y_tri, y_ref, rtol=1e-5, atol=1e-5)
+    g_ref = torch.autograd.grad(y_ref.pow(2).sum(), list(ref.parameters()))
+    g_tri = torch.autograd.grad(y_tri.pow(2).sum(), list(tri.parameters()))
+    for a, b in zip(g_ref, g_tri):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_triton_is_refused_clearly_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="supports LSTMCell .* only; got LayerNormLSTMCell"):
+        engine_scan(LayerNormLSTMCell(I, H), torch.randn(B, T, I), (torch.zeros(B, H), torch.zeros(B, H)),
+                    kernels="triton")
+    with pytest.raises(ValueError, match="kernels must be 'torch' or 'triton'"):
+        engine_scan(LSTMCell(I, H), torch.randn(B, T, I), (torch.zeros(B, H), torch.zeros(B, H)), kernels="cuda")
+    with pytest.raises(ValueError, match="supports LSTMCell"):
+        rnn.LSTM(I, H, cell="layernorm_lstm", implementation="triton")(torch.randn(B, T, I))
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert "runs on CUDA tensors, got cpu" in (triton_unavailable_reason(torch.device("cpu")) or "")
