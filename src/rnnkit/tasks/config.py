@@ -52,6 +52,19 @@ def check_lr_decay(value: float | None) -> None:
 
 
 LR_DECAY_HELP = "multiply the learning rate by this after an epoch without dev improvement (null: keep it)"
+MAX_MINUTES_HELP = ("time budget in minutes: stop before an epoch that would end past it, keeping the best dev "
+                    "weights (null: no budget)")
+
+
+def check_max_minutes(value: float | None) -> None:
+    """``train.max_minutes`` must be null or positive."""
+    if value is not None and not value > 0:
+        raise ConfigError(f"train.max_minutes: must be > 0 (or null for no time budget), got {value}")
+
+
+def seconds_budget(minutes: float | None) -> float | None:
+    """``train.max_minutes`` as the engine's ``max_seconds``."""
+    return None if minutes is None else 60.0 * minutes
 
 
 def option(default: Any, help: str, **kw: Any) -> Any:

@@ -30,7 +30,16 @@ from ..data.scalers import MinMaxScaler, RobustScaler, Scaler, StandardScaler
 from ..data.timeseries import TimeSeries, parse_freq, read_timeseries
 from ..data.windows import SplitBounds, chronological_split, window_starts
 from ..metrics import forecasting as fm
-from .config import ConfigError, check_at_least_one, check_cell, option, section
+from .config import (
+    MAX_MINUTES_HELP,
+    ConfigError,
+    check_at_least_one,
+    check_cell,
+    check_max_minutes,
+    option,
+    seconds_budget,
+    section,
+)
 from .forecasting_models import (
     BASELINES,
     CALENDAR_FEATURES,
@@ -106,6 +115,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = option(30, "maximum epochs")
+    max_minutes: float | None = option(None, MAX_MINUTES_HELP)
     batch_size: int = option(64, "windows per batch")
     learning_rate: float = option(3e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
@@ -131,6 +141,7 @@ class Config:
     evaluation: EvaluationConfig = section(EvaluationConfig, "backtest and report")
 
     def validate(self) -> None:
+        check_max_minutes(self.train.max_minutes)
         d, m = self.data, self.model
         check_cell(m.cell)
         check_at_least_one(("data.lookback", d.lookback), ("data.horizon", d.horizon), ("data.train_stride", d.train_stride),
@@ -836,7 +847,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate, optimizer=cfg.train.optimizer,
                             weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,
                             patience=cfg.train.patience, monitor="loss", mode="min", seed=cfg.train.seed,
-                            accelerator=cfg.train.accelerator, progress=progress)
+                            accelerator=cfg.train.accelerator, progress=progress,
+                            max_seconds=seconds_budget(cfg.train.max_minutes))
     generator = torch.Generator().manual_seed(cfg.train.seed)
     history = fit(model, torch.utils.data.DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True,
                                                      generator=generator),

@@ -38,7 +38,18 @@ from torch import Tensor, nn
 
 from ..cells import CELLS
 from ..nn import masked_max, masked_mean, recurrent_layer
-from .config import ConfigError, check_at_least_one, check_cell, option, section
+from .config import (
+    LR_DECAY_HELP,
+    MAX_MINUTES_HELP,
+    ConfigError,
+    check_at_least_one,
+    check_cell,
+    check_lr_decay,
+    check_max_minutes,
+    option,
+    seconds_budget,
+    section,
+)
 from .run import RunDir, RunError
 
 NAME = "image-classification"
@@ -79,6 +90,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = option(10, "maximum epochs")
+    max_minutes: float | None = option(None, MAX_MINUTES_HELP)
     batch_size: int = option(128, "images per batch")
     learning_rate: float = option(1e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
@@ -86,10 +98,7 @@ class TrainConfig:
     clip_norm: float | None = option(1.0, "clip the gradient norm to this (null: no clipping); long pixel "
                                           "sequences need it")
     patience: int | None = option(3, "stop after this many epochs without dev improvement (null: never)")
-    lr_decay: float | None = option(None, "multiply the learning rate by this after each epoch without dev "
-                                          "improvement (null: constant rate)")
-    max_minutes: float | None = option(None, "time budget: stop before an epoch that would end past it "
-                                             "(null: no budget)")
+    lr_decay: float | None = option(None, LR_DECAY_HELP)
     monitor: Literal["accuracy", "macro_f1"] = option("accuracy", "dev metric that selects the best epoch")
     seed: int = option(0, "random seed (dev split, initialisation, batching)")
     accelerator: Literal["auto", "cpu", "gpu", "mps"] = option("auto", "device")
@@ -102,6 +111,7 @@ class Config:
     train: TrainConfig = section(TrainConfig, "optimisation")
 
     def validate(self) -> None:
+        check_max_minutes(self.train.max_minutes)
         check_cell(self.model.cell)
         check_at_least_one(("model.hidden_size", self.model.hidden_size), ("model.num_layers", self.model.num_layers),
                            ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size))
@@ -115,10 +125,7 @@ class Config:
             raise ConfigError(f"data.dev_fraction: must be in (0, 1), got {self.data.dev_fraction}")
         if self.train.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate: must be > 0, got {self.train.learning_rate}")
-        if self.train.lr_decay is not None and not 0 < self.train.lr_decay <= 1:
-            raise ConfigError(f"train.lr_decay: must be in (0, 1] or null, got {self.train.lr_decay}")
-        if self.train.max_minutes is not None and self.train.max_minutes <= 0:
-            raise ConfigError(f"train.max_minutes: must be > 0 or null, got {self.train.max_minutes}")
+        check_lr_decay(self.train.lr_decay)
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -512,7 +519,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                             clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor=cfg.train.monitor,
                             mode="max", seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress,
                             lr_decay=cfg.train.lr_decay,
-                            max_seconds=None if cfg.train.max_minutes is None else 60 * cfg.train.max_minutes)
+                            max_seconds=seconds_budget(cfg.train.max_minutes))
     history = fit(model, train_loader, dev_loader, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
                   options=options, run=run, log=log)
 

@@ -31,12 +31,15 @@ from ..cells import CELLS
 from ..nn import recurrent_layer
 from .config import (
     LR_DECAY_HELP,
+    MAX_MINUTES_HELP,
     ConfigError,
     check_at_least_one,
     check_cell,
     check_lr_decay,
+    check_max_minutes,
     check_rates,
     option,
+    seconds_budget,
     section,
 )
 from .run import RunDir, RunError
@@ -78,6 +81,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = option(10, "maximum epochs")
+    max_minutes: float | None = option(None, MAX_MINUTES_HELP)
     batch_size: int = option(20, "parallel streams")
     bptt: int = option(35, "window length for truncated backpropagation")
     variable_bptt: bool = option(False, "random window lengths around bptt (AWD-LSTM)")
@@ -99,6 +103,7 @@ class Config:
     train: TrainConfig = section(TrainConfig, "optimisation")
 
     def validate(self) -> None:
+        check_max_minutes(self.train.max_minutes)
         check_cell(self.model.cell)
         check_at_least_one(("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
                            ("model.num_layers", self.model.num_layers), ("train.bptt", self.train.bptt),
@@ -531,7 +536,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate, optimizer=cfg.train.optimizer,
                             weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,
                             patience=cfg.train.patience, monitor="perplexity", mode="min", seed=cfg.train.seed,
-                            accelerator=cfg.train.accelerator, progress=progress, lr_decay=cfg.train.lr_decay)
+                            accelerator=cfg.train.accelerator, progress=progress, lr_decay=cfg.train.lr_decay,
+                            max_seconds=seconds_budget(cfg.train.max_minutes))
     history = fit(model, _loader(train_streams, cfg.train.bptt, cfg.train.variable_bptt, cfg.train.seed),
                   _loader(dev_streams, cfg.train.bptt, False, 0), loss_fn=loss_fn, predict_fn=predict_fn,
                   metric_fn=metric_fn, options=options, run=run, log=log)

@@ -41,7 +41,16 @@ from ..data.audio import FSDD_PATTERN
 from ..nn import recurrent_layer
 from ..nn.ctc import CTCPrefixBeamSearch, Lexicon, collapse_alignment, ctc_greedy_decode, error_counts
 from ..nn.pooling import masked_max, masked_mean
-from .config import ConfigError, check_at_least_one, check_cell, option, section
+from .config import (
+    MAX_MINUTES_HELP,
+    ConfigError,
+    check_at_least_one,
+    check_cell,
+    check_max_minutes,
+    option,
+    seconds_budget,
+    section,
+)
 from .run import RunDir, RunError
 
 NAME = "speech"
@@ -101,6 +110,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = option(30, "maximum epochs")
+    max_minutes: float | None = option(None, MAX_MINUTES_HELP)
     batch_size: int = option(32, "utterances per batch")
     learning_rate: float = option(2e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
@@ -130,6 +140,7 @@ class Config:
     decode: DecodeConfig = section(DecodeConfig, "CTC decoding for evaluation")
 
     def validate(self) -> None:
+        check_max_minutes(self.train.max_minutes)
         check_cell(self.model.cell)
         check_at_least_one(("model.hidden_size", self.model.hidden_size), ("model.num_layers", self.model.num_layers),
                            ("model.subsample_factor", self.model.subsample_factor),
@@ -992,7 +1003,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate,
                             optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
                             clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor=monitor, mode=mode,
-                            seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress)
+                            seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress,
+                            max_seconds=seconds_budget(cfg.train.max_minutes))
     history = fit(model, make_loader(train_data, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
                   make_loader(dev_data, 2 * cfg.train.batch_size, shuffle=False, seed=0),
                   loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)

@@ -28,12 +28,15 @@ from ..nn import recurrent_layer
 from ..nn.crf import CRF, allowed_transitions
 from .config import (
     LR_DECAY_HELP,
+    MAX_MINUTES_HELP,
     ConfigError,
     check_at_least_one,
     check_cell,
     check_lr_decay,
+    check_max_minutes,
     check_rates,
     option,
+    seconds_budget,
     section,
 )
 from .run import RunDir, RunError
@@ -81,6 +84,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = option(20, "maximum epochs")
+    max_minutes: float | None = option(None, MAX_MINUTES_HELP)
     batch_size: int = option(16, "sentences per batch (with data.document_context: groups of sentences)")
     learning_rate: float = option(1e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
@@ -101,6 +105,7 @@ class Config:
     train: TrainConfig = section(TrainConfig, "optimisation")
 
     def validate(self) -> None:
+        check_max_minutes(self.train.max_minutes)
         check_cell(self.model.cell)
         check_at_least_one(("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
                            ("model.num_layers", self.model.num_layers), ("train.epochs", self.train.epochs),
@@ -694,7 +699,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                             weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,
                             patience=cfg.train.patience, monitor=monitor, mode="max", seed=cfg.train.seed,
                             accelerator=cfg.train.accelerator, progress=progress,
-                            lr_decay=cfg.train.lr_decay, average_weights=cfg.train.average_weights)
+                            lr_decay=cfg.train.lr_decay, average_weights=cfg.train.average_weights,
+                            max_seconds=seconds_budget(cfg.train.max_minutes))
     history = fit(model, make_loader(train_items, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
                   make_loader(dev_items, 4 * cfg.train.batch_size, shuffle=False, seed=0),
                   loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)

@@ -32,7 +32,16 @@ from torch import Tensor, nn
 
 from ..cells import CELLS
 from ..nn import AttentionPooling, Hierarchical, masked_max, masked_mean, recurrent_layer
-from .config import ConfigError, check_at_least_one, check_cell, option, section
+from .config import (
+    MAX_MINUTES_HELP,
+    ConfigError,
+    check_at_least_one,
+    check_cell,
+    check_max_minutes,
+    option,
+    seconds_budget,
+    section,
+)
 from .run import RunDir, RunError
 
 NAME = "text-classification"
@@ -77,6 +86,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = option(5, "maximum epochs")
+    max_minutes: float | None = option(None, MAX_MINUTES_HELP)
     batch_size: int = option(32, "texts per batch")
     learning_rate: float = option(2e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
@@ -97,6 +107,7 @@ class Config:
     train: TrainConfig = section(TrainConfig, "optimisation")
 
     def validate(self) -> None:
+        check_max_minutes(self.train.max_minutes)
         check_cell(self.model.cell)
         check_at_least_one(("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
                            ("model.num_layers", self.model.num_layers), ("train.epochs", self.train.epochs),
@@ -601,7 +612,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate,
                             optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
                             clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor=cfg.train.monitor,
-                            mode="max", seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress)
+                            mode="max", seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress,
+                            max_seconds=seconds_budget(cfg.train.max_minutes))
     history = fit(model, train_loader, dev_loader, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
                   options=options, run=run, log=log)
 

@@ -26,7 +26,18 @@ from torch import Tensor, nn
 
 from ..cells import CELLS
 from ..nn.attention import ATTENTIONS
-from .config import LR_DECAY_HELP, ConfigError, check_cell, check_lr_decay, check_rates, option, section
+from .config import (
+    LR_DECAY_HELP,
+    MAX_MINUTES_HELP,
+    ConfigError,
+    check_cell,
+    check_lr_decay,
+    check_max_minutes,
+    check_rates,
+    option,
+    seconds_budget,
+    section,
+)
 from .run import RunDir, RunError
 from .seq2seq import Hypothesis, Seq2Seq, beam_search, greedy_search
 
@@ -72,6 +83,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = option(10, "maximum epochs")
+    max_minutes: float | None = option(None, MAX_MINUTES_HELP)
     batch_size: int = option(64, "sentence pairs per batch (length-bucketed)")
     learning_rate: float = option(1e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
@@ -103,6 +115,7 @@ class Config:
     decode: DecodeConfig = section(DecodeConfig, "beam search for the final dev score and translation")
 
     def validate(self) -> None:
+        check_max_minutes(self.train.max_minutes)
         check_cell(self.model.cell)
         positive = [("data.vocab_size", self.data.vocab_size), ("data.max_source_tokens", self.data.max_source_tokens),
                     ("data.max_target_tokens", self.data.max_target_tokens),
@@ -545,7 +558,8 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
                             optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
                             clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor="bleu", mode="max",
                             seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress,
-                            lr_decay=cfg.train.lr_decay)
+                            lr_decay=cfg.train.lr_decay,
+                            max_seconds=seconds_budget(cfg.train.max_minutes))
     history = fit(model, make_loader(train_items, cfg.train.batch_size, prep, shuffle=True, seed=cfg.train.seed),
                   make_loader(dev_items, 2 * cfg.train.batch_size, prep, shuffle=False, seed=0),
                   loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)
