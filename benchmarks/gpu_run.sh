@@ -3,13 +3,15 @@
 #
 #   bash benchmarks/gpu_run.sh MNIST_FOLDER OUT_FOLDER [TRAIN_MINUTES [DEADLINE_SECONDS]]
 #
-# On the GPU: pixel and permuted MNIST (benchmarks/bench_image_configs.py: three configurations
+# On the GPU: the Triton kernel tests, then pixel and permuted MNIST (benchmarks/bench_image_configs.py: three configurations
 # sharing the GPU under one wall-clock training budget), then every recurrent path against cuDNN
 # (benchmarks/bench_speed.py --device cuda --write). Meanwhile, on the machine's spare CPU cores:
 # the selective-copy memory table (benchmarks/bench_memory.py, one process per cell, 2 threads
 # each). Everything ends before DEADLINE_SECONDS (default 560). rnnkit runs from src/ through
 # PYTHONPATH: the machine needs torch, lightning, torchmetrics, typer, rich, safetensors, pyyaml and
 # matplotlib, nothing else.
+#
+# GPU_RUN_PARTS (default "triton memory image speed") picks the parts, e.g. GPU_RUN_PARTS="triton speed".
 #
 # Dry run on a CPU (checks the script, figures mean nothing):
 #   GPU_RUN_DEVICE=cpu GPU_RUN_SET=model.hidden_size=8 GPU_RUN_MEMORY_STEPS=20 \
@@ -31,8 +33,17 @@ print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
 assert os.environ["GPU_RUN_DEVICE"] != "cuda" or torch.cuda.is_available(), "no CUDA device"
 PY
 
+parts=" ${GPU_RUN_PARTS:-triton memory image speed} "
+want() { [[ $parts == *" $1 "* ]]; }
+
+if want triton; then  # the Triton kernels against the reference scan, compiled for this GPU
+  ( cd "$here" && timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_triton_engine.py ) \
+    >"$out/triton_tests.log" 2>&1
+  tail -n 3 "$out/triton_tests.log"
+fi
+
 memory_pids=()
-for cell in rnn lstm gru; do
+want memory && for cell in rnn lstm gru; do
   timeout $(( deadline - 40 )) python3 "$here/benchmarks/bench_memory.py" --tasks selective-copy \
     --lengths 30,60,120 --cells "$cell" --budget-steps "${GPU_RUN_MEMORY_STEPS:-2000}" --seeds 1 --threads 2 \
     --out "$out/memory-$cell" >"$out/memory-$cell.log" 2>&1 &
@@ -41,13 +52,13 @@ done
 
 sets=()
 [[ -n ${GPU_RUN_SET:-} ]] && sets=(--set "$GPU_RUN_SET")
-python3 "$here/benchmarks/bench_image_configs.py" --data "$mnist" --minutes "$minutes" --parallel 3 \
+want image && python3 "$here/benchmarks/bench_image_configs.py" --data "$mnist" --minutes "$minutes" --parallel 3 \
   --out "$out/image" "${sets[@]}" \
   --run 'pixels LSTM=data.sequence=pixels' \
   --run 'pixels BiLSTM max-pool=data.sequence=pixels,model.bidirectional=true,model.pooling=max' \
   --run 'permuted BiLSTM max-pool=data.sequence=permuted,model.bidirectional=true,model.pooling=max' \
   2>&1 | tee "$out/image.log"
-if ! grep -q "selected on dev" "$out/image/bench_image_configs.md" 2>/dev/null; then
+if want image && ! grep -q "selected on dev" "$out/image/bench_image_configs.md" 2>/dev/null; then
   echo "image runs failed after $(elapsed) s: stopping"
   kill "${memory_pids[@]}" 2>/dev/null
   tail -n 30 "$out"/image/run*.stderr
@@ -55,12 +66,12 @@ if ! grep -q "selected on dev" "$out/image/bench_image_configs.md" 2>/dev/null; 
 fi
 
 left=$(( deadline - $(elapsed) - 20 ))
-if (( left > 30 )); then
+if want speed && (( left > 30 )); then
   speed=(--device "$device" --rounds 3 --write)
   [[ $device == cpu ]] && speed=(--quick --no-keras)
   timeout "$left" python3 "$here/benchmarks/bench_speed.py" "${speed[@]}" 2>&1 | tee "$out/speed.log"
   cp "$here/benchmarks/RESULTS.md" "$out/RESULTS.md"
 fi
-wait "${memory_pids[@]}"
+(( ${#memory_pids[@]} )) && wait "${memory_pids[@]}"
 cat "$out"/memory-*/selective-copy.md 2>/dev/null
 echo "total $(elapsed) s"

@@ -150,5 +150,8 @@ def test_triton_is_refused_clearly_where_it_cannot_run(monkeypatch: pytest.Monke
         engine_scan(LSTMCell(I, H), torch.randn(B, T, I), (torch.zeros(B, H), torch.zeros(B, H)), kernels="cuda")
     with pytest.raises(ValueError, match="supports LSTMCell"):
         rnn.LSTM(I, H, cell="layernorm_lstm", implementation="triton")(torch.randn(B, T, I))
+    with pytest.raises(ValueError, match="runs float32 or float64 weights, got torch.float16"):
+        engine_scan(LSTMCell(I, H).half(), torch.randn(B, T, I).half(), (torch.zeros(B, H).half(),) * 2,
+                    kernels="triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert "runs on CUDA tensors, got cpu" in (triton_unavailable_reason(torch.device("cpu")) or "")

@@ -408,6 +408,9 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
     reason = engine_unavailable_reason(cell, zoneout_rate=zoneout_rate, return_gates=return_gates)
     if reason is None and kernels == "triton":
         reason = triton_engine_unavailable_reason(cell, x.device)
+        if reason is None and cell.weight_ih.dtype not in (torch.float32, torch.float64):
+            reason = (f"implementation='triton' runs float32 or float64 weights, got {cell.weight_ih.dtype}; "
+                      "keep the weights in float32 (autocast still works around them)")
     elif reason is None and kernels != "torch":
         reason = f"kernels must be 'torch' or 'triton', got {kernels!r}"
     if reason is not None:
