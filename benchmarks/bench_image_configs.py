@@ -83,8 +83,8 @@ def main() -> None:
             cmd = [sys.executable, "-m", "rnnkit.cli", "train", "image-classification", "--train", data,
                    "--out", str(out), "--name", f"run{k}", "--quiet"] + [a for s in sets for a in ("--set", s)]
             print(f"start run{k} ({label}): {' '.join(sets)}", flush=True)
-            log = open(out / f"run{k}.stderr", "wb")  # noqa: SIM115  # closed with the process
-            active.append((k, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
+            with open(out / f"run{k}.stderr", "wb") as log:  # the child keeps its own descriptor
+                active.append((k, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
         time.sleep(1)
         for k, proc in list(active):
             if proc.poll() is not None:
@@ -128,7 +128,8 @@ def main() -> None:
         SECTION, "", f"Command: `{cmd}`  ",
         f"Machine: {gpu}, torch {torch.__version__}, {datetime.date.today().isoformat()}; {args.parallel} run(s) "
         f"at a time sharing the device, {args.minutes:g} min training budget each; shared settings: "
-        f"{', '.join(COMMON)}. Dev: 10% of the training images; test: t10k, scored once per run.", "",
+        f"{', '.join(COMMON)}. Dev: held out from the training images (data.dev_fraction, 10% unless set); "
+        f"test: t10k, scored once per run. 'train s' includes data loading and dev scoring.", "",
         ("**Smoke run (--quick): not a result.**\n" if args.quick else "")
         + markdown_table(["configuration", "sequence", "settings", "dev accuracy %", "test accuracy %",
                           "best / epochs run", "train s", "parameters"], rows), ""])

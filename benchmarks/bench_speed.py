@@ -21,7 +21,8 @@ What is measured, per path:
   of a large fp32 matrix multiply measured at the start of the run with the same threads;
 * peak MiB: the high-water mark of bytes allocated through torch's CPU allocator during one
   training step, above what was live before it, read from ``torch.profiler`` memory events
-  (tensors only: no Python objects, no allocator caching, no oneDNN scratch outside torch tensors).
+  (tensors only: no Python objects, no allocator caching, no oneDNN scratch outside torch tensors);
+  on a GPU (``--device cuda``), ``torch.cuda.max_memory_allocated`` over the step.
 
 Keras 3 (torch backend) is timed only if ``import keras`` works with ``KERAS_BACKEND=torch``.
 """
@@ -297,6 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-keras", action="store_true", help="do not try to time Keras")
     parser.add_argument("--write", action="store_true", help="update this section of benchmarks/RESULTS.md")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU section of RESULTS.md; no Keras)")
+    parser.add_argument("--cudnn-tf32", action="store_true",
+                        help="leave cuDNN's TF32 on (torch's default; rnnkit's matmuls stay fp32)")
     args = parser.parse_args(argv)
     global DEVICE
     DEVICE = torch.device(args.device)
@@ -314,8 +317,11 @@ def main(argv: list[str] | None = None) -> None:
     long_cfg = [(32, 2), (64, 2)] if args.quick else [(1024, 16), (4096, 4)]  # (T, B)
     cmd = "python benchmarks/bench_speed.py" + (" --quick" if args.quick else f" --threads {args.threads} "
                                                 f"--rounds {rounds} --write") + (" --device cuda" if on_gpu else "")
+    if on_gpu and not args.cudnn_tf32:  # cuDNN allows TF32 by default, torch's matmuls do not: compare like with like
+        torch.backends.cudnn.allow_tf32 = False
     machine = (f"{torch.cuda.get_device_name(DEVICE)} (CUDA {torch.version.cuda}, cuDNN "
-               f"{torch.backends.cudnn.version()}), TF32 matmul {torch.backends.cuda.matmul.allow_tf32}"
+               f"{torch.backends.cudnn.version()}), TF32: matmul {torch.backends.cuda.matmul.allow_tf32}, cuDNN "
+               f"{torch.backends.cudnn.allow_tf32}"
                if on_gpu else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                               f"{args.threads} torch threads")
     lines = [GPU_SECTION if on_gpu else SECTION, "",

@@ -44,7 +44,7 @@ fi
 
 memory_pids=()
 want memory && for cell in rnn lstm gru; do
-  timeout $(( deadline - 40 )) python3 "$here/benchmarks/bench_memory.py" --tasks selective-copy \
+  timeout $(( deadline - $(elapsed) - 40 )) python3 "$here/benchmarks/bench_memory.py" --tasks selective-copy \
     --lengths 30,60,120 --cells "$cell" --budget-steps "${GPU_RUN_MEMORY_STEPS:-2000}" --seeds 1 --threads 2 \
     --out "$out/memory-$cell" >"$out/memory-$cell.log" 2>&1 &
   memory_pids+=($!)
@@ -52,6 +52,10 @@ done
 
 sets=()
 [[ -n ${GPU_RUN_SET:-} ]] && sets=(--set "$GPU_RUN_SET")
+# training ends about a minute after its budget (start-up, test scoring): leave that and 90 s for speed
+fit=$(python3 -c "print(max(0.5, min($minutes, ($deadline - $(elapsed) - 150) / 60)))")
+[[ $fit != "$minutes" ]] && echo "image budget cut from $minutes to $fit min to end by the deadline"
+minutes=$fit
 want image && python3 "$here/benchmarks/bench_image_configs.py" --data "$mnist" --minutes "$minutes" --parallel 3 \
   --out "$out/image" "${sets[@]}" \
   --run 'pixels LSTM=data.sequence=pixels' \
@@ -71,6 +75,8 @@ if want speed && (( left > 30 )); then
   [[ $device == cpu ]] && speed=(--quick --no-keras)
   timeout "$left" python3 "$here/benchmarks/bench_speed.py" "${speed[@]}" 2>&1 | tee "$out/speed.log"
   cp "$here/benchmarks/RESULTS.md" "$out/RESULTS.md"
+elif want speed; then
+  echo "speed part skipped: only $left s left before the deadline"
 fi
 (( ${#memory_pids[@]} )) && wait "${memory_pids[@]}"
 cat "$out"/memory-*/selective-copy.md 2>/dev/null

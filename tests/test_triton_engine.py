@@ -155,3 +155,27 @@ def test_triton_is_refused_clearly_where_it_cannot_run(monkeypatch: pytest.Monke
                     kernels="triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert "runs on CUDA tensors, got cpu" in (triton_unavailable_reason(torch.device("cpu")) or "")
+
+
+@pytest.mark.parametrize("shape", [(B, 1), (1, H)])
+def test_triton_broadcasts_a_recurrent_mask_like_the_reference(shape: tuple[int, int]) -> None:
+    torch.manual_seed(4)
+    cell, x, state = _case(True)
+    rec = (torch.rand(*shape, device=DEVICE) > 0.3).double() / 0.7
+    expected = _run(None, cell, x, state, recurrent_mask=rec)
+    got = _run("triton", cell, x, state, recurrent_mask=rec)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+def test_triton_kernels_stay_in_use_under_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rnnkit.scan.engine_triton as kernels
+
+    calls = []
+    real = kernels.forward_step
+    monkeypatch.setattr(kernels, "forward_step", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    cell = LSTMCell(I, H).to(DEVICE)
+    x = torch.randn(B, T, I, device=DEVICE)
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+        out, _, _ = engine_scan(cell, x, (torch.zeros(B, H, device=DEVICE),) * 2, kernels="triton")
+    assert len(calls) == T and out.dtype == torch.float32

@@ -20,3 +20,10 @@ def test_every_task_offers_a_checked_time_budget(task: str) -> None:
 
 def test_seconds_budget() -> None:
     assert seconds_budget(None) is None and seconds_budget(1.5) == 90.0
+
+
+def test_floats_in_exponent_form_are_read_as_numbers() -> None:
+    module = get_task("image-classification")
+    assert load_config(module.Config, overrides=["train.learning_rate=1e-3"]).train.learning_rate == 1e-3
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(module.Config, overrides=["train.learning_rate=fast"])

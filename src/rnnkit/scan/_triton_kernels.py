@@ -18,7 +18,7 @@ def _sigmoid(x):  # type: ignore[no-untyped-def]
 @triton.jit
 def lstm_forward_step(z, z_row, c_prev, c_prev_row, c_cand, c_cand_row, tanh_c, tanh_c_row, h_prev, h_prev_row,
         h_next, h_next_row, c_next, c_next_row, h_in, h_in_row, peep, u_h, u_h_row, u_h_col, u_c, u_c_row,
-        u_c_col, rec, rec_row, batch, hidden,
+        u_c_col, rec, rec_row, rec_col, batch, hidden,
         HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_REC: tl.constexpr, CARRIED: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
@@ -56,7 +56,7 @@ def lstm_forward_step(z, z_row, c_prev, c_prev_row, c_cand, c_cand_row, tanh_c, 
         tl.store(c_next + rows * c_next_row + cols, c + uc * (cc - c), mask=ok)
     tl.store(h_next + rows * h_next_row + cols, h, mask=ok)
     if HAS_REC:
-        h = h * tl.load(rec + rows * rec_row + cols, mask=ok, other=0.0)
+        h = h * tl.load(rec + rows * rec_row + cols * rec_col, mask=ok, other=0.0)
     if CARRIED:
         tl.store(h_in + rows * h_in_row + cols, h, mask=ok)
 
@@ -114,6 +114,3 @@ def lstm_backward_step(a, a_row, tanh_c, tanh_c_row, c_cand, c_cand_row, c_prev,
         if HAS_GPREV:
             s += tl.load(g_prev + rows * g_prev_row + cols, mask=ok, other=0.0)
         tl.store(skip + rows * skip_row + cols, s, mask=ok)
-    elif HAS_GPREV:
-        tl.store(skip + rows * skip_row + cols, tl.load(g_prev + rows * g_prev_row + cols, mask=ok, other=0.0),
-                 mask=ok)

@@ -284,16 +284,16 @@ def _triton_backward(ctx: Any, gh: Tensor, gc: Tensor, gout_s: tuple[Tensor, ...
     gc = gc.contiguous().clone()
     gc_next = torch.empty_like(gc)  # two buffers, swapped each step
     updates = len(uh_s) > 0
-    skip_buf = torch.empty_like(gh) if (updates or gout_s) else None
+    skip_buf = torch.empty_like(gh) if updates else None
     for t in range(steps - 1, -1, -1):
         views = gate_s[t]
         if ctx.recompute:
             _gates(xh_s[t], w_t, bias, cp_s[t], peep, views)
         g_prev = gout_s[t - 1] if (gout_s and t) else None
-        skip = skip_buf if (updates or g_prev is not None) else None
-        engine_triton.backward_step(views[0], views[-1], views[-2], cp_s[t], gh, gc, dz_s[t], gc_next, skip, g_prev,
-                                    peep, peep_if, peep_o, uh_s[t] if updates else None,
-                                    uc_s[t] if updates else None)
+        skip = skip_buf if updates else g_prev  # what reaches dL/dh_{t-1} around the matmul
+        engine_triton.backward_step(views[0], views[-1], views[-2], cp_s[t], gh, gc, dz_s[t], gc_next, skip_buf,
+                                    g_prev if updates else None, peep, peep_if, peep_o,
+                                    uh_s[t] if updates else None, uc_s[t] if updates else None)
         gc, gc_next = gc_next, gc
         if rec_mask is None:
             gh = torch.mm(dz_s[t], w_hh) if skip is None else torch.addmm(skip, dz_s[t], w_hh)
@@ -421,7 +421,8 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
         with torch.autocast(x.device.type, enabled=False):
             return engine_scan(cell, x.to(dtype), tuple(s.to(dtype) for s in state), mask=mask, reverse=reverse,
                                recurrent_mask=None if recurrent_mask is None else recurrent_mask.to(dtype),
-                               zoneout_rate=zoneout_rate, training=training)
+                               zoneout_rate=zoneout_rate, training=training, return_gates=return_gates,
+                               kernels=kernels)
     batch, steps = x.shape[0], x.shape[1]
     if steps == 0:
         return x.new_zeros(batch, 0, cell.output_size), state, None
@@ -450,7 +451,7 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
         w_cat = _engine_rows(torch.cat([cell.weight_ih, cell.weight_hh], 1), order)
         out, h_n, c_n = _LSTMEngine.apply(x_tm, w_cat, bias, cell.weight_peephole, h0.contiguous(),
                                           c0.contiguous(), recurrent_mask, update_h, update_c, out_mask,
-                                          _RECOMPUTE.get(), kernels == "triton")
+                                          _RECOMPUTE.get() or not needs_grad, kernels == "triton")
     if reverse:
         out = out.flip(0)
     return out.transpose(0, 1), (h_n, c_n), None

@@ -24,6 +24,7 @@ PyTorch; nothing here is imported unless asked for.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -52,6 +53,11 @@ def _kernels() -> tuple[Any, Any]:
     from . import _triton_kernels  # noqa: PLC0415  # imports triton
 
     return _triton_kernels.lstm_forward_step, _triton_kernels.lstm_backward_step
+
+
+def _on(device: torch.device) -> Any:
+    """Triton launches on the current CUDA device: make it the tensors' own."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _grid(batch: int, hidden: int) -> tuple[tuple[int, int], int, int]:
@@ -91,12 +97,16 @@ def forward_step(z: Tensor, c_prev: Tensor, c_cand: Tensor, tanh_c: Tensor, h_pr
     uh, uh_row, uh_col = _update(u_h, c_prev)
     uc, uc_row, uc_col = _update(u_c, c_prev)
     updates = u_h is not None
-    fwd[grid](z, _row(z), c_prev, _row(c_prev), c_cand, _row(c_cand), tanh_c, _row(tanh_c), h_prev, _row(h_prev),
-              h_next, _row(h_next), c_next, _row(c_next), h_in if h_in is not None else h_next,
-              _row(h_in if h_in is not None else h_next), peep if peep is not None else z, uh, uh_row, uh_col,
-              uc, uc_row, uc_col, rec if rec is not None else c_prev, _row(rec), batch, hidden,
-              HAS_PEEP=peep is not None, HAS_UPDATES=updates, HAS_REC=rec is not None, CARRIED=h_in is not None,
-              BLOCK_B=block_b, BLOCK_H=block_h)
+    if rec is not None:  # [B, H], [B, 1] or [1, H]: read through broadcast strides
+        rec = rec.expand(batch, hidden)
+    with _on(z.device):
+        fwd[grid](z, _row(z), c_prev, _row(c_prev), c_cand, _row(c_cand), tanh_c, _row(tanh_c), h_prev, _row(h_prev),
+                  h_next, _row(h_next), c_next, _row(c_next), h_in if h_in is not None else h_next,
+                  _row(h_in if h_in is not None else h_next), peep if peep is not None else z, uh, uh_row, uh_col,
+                  uc, uc_row, uc_col, rec if rec is not None else c_prev, 0 if rec is None else rec.stride(0),
+                  0 if rec is None else rec.stride(1), batch, hidden,
+                  HAS_PEEP=peep is not None, HAS_UPDATES=updates, HAS_REC=rec is not None, CARRIED=h_in is not None,
+                  BLOCK_B=block_b, BLOCK_H=block_h)
 
 
 def backward_step(a: Tensor, tanh_c: Tensor, c_cand: Tensor, c_prev: Tensor, gh: Tensor, gc: Tensor, dz: Tensor,
@@ -104,10 +114,10 @@ def backward_step(a: Tensor, tanh_c: Tensor, c_cand: Tensor, c_prev: Tensor, gh:
                   peep_if: Tensor | None, peep_o: Tensor | None, u_h: Tensor | None, u_c: Tensor | None) -> None:
     """One step of backward through the gate math (see the module docstring).
 
-    Writes ``dz`` ``[B, 4H]``, ``gc_next`` (``dL/dc_{t-1}``), and into ``skip`` the part of
-    ``dL/dh_{t-1}`` that does not pass through the recurrent matmul (``g_prev``, the output
-    gradient of step ``t-1``, plus what the update weights let skip the cell); ``skip`` is
-    required when either is present. Adds the peephole gradients of this step to ``peep_if``
+    Writes ``dz`` ``[B, 4H]``, ``gc_next`` (``dL/dc_{t-1}``), and, with update weights, into
+    ``skip`` the part of ``dL/dh_{t-1}`` that does not pass through the recurrent matmul: what the
+    update weights let skip the cell, plus ``g_prev`` (the output gradient of step ``t-1``) if
+    given. Without update weights that part is ``g_prev`` alone, and the caller adds it. Adds the peephole gradients of this step to ``peep_if``
     ``[B, 2, H]`` and ``peep_o`` ``[B, H]``.
     """
     _, bwd = _kernels()
@@ -115,12 +125,13 @@ def backward_step(a: Tensor, tanh_c: Tensor, c_cand: Tensor, c_prev: Tensor, gh:
     grid, block_b, block_h = _grid(batch, hidden)
     uh, uh_row, uh_col = _update(u_h, c_prev)
     uc, uc_row, uc_col = _update(u_c, c_prev)
-    if (u_h is not None or g_prev is not None) and skip is None:
-        raise ValueError("backward_step needs a skip buffer with update weights or an output gradient")
-    bwd[grid](a, _row(a), tanh_c, _row(tanh_c), c_cand, _row(c_cand), c_prev, _row(c_prev), gh, _row(gh), gc,
-              _row(gc), dz, _row(dz), gc_next, _row(gc_next), skip if skip is not None else gc_next, _row(skip),
-              g_prev if g_prev is not None else gh, _row(g_prev), peep if peep is not None else gh,
-              peep_if if peep_if is not None else gh, peep_o if peep_o is not None else gh,
-              uh, uh_row, uh_col, uc, uc_row, uc_col, batch, hidden,
-              HAS_PEEP=peep is not None, HAS_UPDATES=u_h is not None, HAS_GPREV=g_prev is not None,
-              BLOCK_B=block_b, BLOCK_H=block_h)
+    if u_h is not None and skip is None:
+        raise ValueError("backward_step needs a skip buffer with update weights")
+    with _on(a.device):
+        bwd[grid](a, _row(a), tanh_c, _row(tanh_c), c_cand, _row(c_cand), c_prev, _row(c_prev), gh, _row(gh), gc,
+                  _row(gc), dz, _row(dz), gc_next, _row(gc_next), skip if skip is not None else gc_next, _row(skip),
+                  g_prev if g_prev is not None else gh, _row(g_prev), peep if peep is not None else gh,
+                  peep_if if peep_if is not None else gh, peep_o if peep_o is not None else gh,
+                  uh, uh_row, uh_col, uc, uc_row, uc_col, batch, hidden,
+                  HAS_PEEP=peep is not None, HAS_UPDATES=u_h is not None, HAS_GPREV=g_prev is not None,
+                  BLOCK_B=block_b, BLOCK_H=block_h)

@@ -187,7 +187,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
 
     if options.epochs < 1:
         raise ValueError(f"train.epochs must be >= 1, got {options.epochs}")
-    if options.max_seconds is not None and options.max_seconds <= 0:
+    if options.max_seconds is not None and not options.max_seconds > 0:
         raise ValueError(f"train.max_minutes must be > 0, got {options.max_seconds / 60:g}")
     if options.lr_decay is not None and not 0.0 < options.lr_decay <= 1.0:
         raise ValueError(f"train.lr_decay must be in (0, 1], got {options.lr_decay}; 0.25 divides the rate by 4")
@@ -202,6 +202,9 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
     averager = WeightAverage(model)
 
     class Track(pl.Callback):
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            state["epoch_start"] = time.perf_counter()
+
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
             averager.update()
 
@@ -246,7 +249,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
             if options.patience is not None and state["bad_epochs"] >= options.patience:
                 log(f"early stopping: dev {options.monitor} has not improved for {options.patience} epochs")
                 trainer.should_stop = True
-            last_epoch = row["seconds"] - (history[-2]["seconds"] if len(history) > 1 else 0.0)
+            last_epoch = time.perf_counter() - state.get("epoch_start", state["start"])  # training + dev
             if (options.max_seconds is not None and row["epoch"] < options.epochs and not trainer.should_stop
                     and row["seconds"] + last_epoch > options.max_seconds):
                 log(f"time budget: another epoch (about {last_epoch:.0f} s) would end past "

@@ -442,7 +442,7 @@ class TrainedImageClassifier:
         def loss_fn(model: nn.Module, batch: Any) -> Tensor:
             return F.cross_entropy(model(batch[0]), batch[1])
 
-        return self.model, (x, y), loss_fn
+        return self.model, (x.to(self.device), y.to(self.device)), loss_fn
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -527,7 +527,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     run.save_model(model, NAME, hyper)
     trained = TrainedImageClassifier(model, prep, device=_inference_device(cfg.train.accelerator))
     dev_metrics = trained.evaluate_arrays(dev_images, dev_labels, "dev")
-    trained.model.cpu()
+    model.cpu()
     seconds = time.perf_counter() - t
     metrics = {"dev": dev_metrics, "train_seconds": seconds, "parameters": params,
                "best_epoch": _best_epoch(history, cfg.train.monitor), "epochs_run": len(history)}
