@@ -292,3 +292,20 @@ def test_recomputed_gates_gradcheck() -> None:
         return out, h_n, c_n
 
     assert torch.autograd.gradcheck(f, (x, h0, c0, *cell.parameters()))
+
+
+def test_inference_weight_cache_follows_weight_changes() -> None:
+    cell = _randomise(LSTMCell(I, H, peephole=True).double())
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    state = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
+    for change in (None, "in-place", "load_state_dict", "replace"):
+        with torch.no_grad():
+            if change == "in-place":
+                cell.weight_hh.mul_(1.5)  # what an optimizer step does
+            elif change == "load_state_dict":
+                cell.load_state_dict({k: v + 0.1 for k, v in cell.state_dict().items()})
+            elif change == "replace":
+                cell.bias_ih = torch.nn.Parameter(torch.randn_like(cell.bias_ih))
+            expected = reference_scan(cell, x, state)[0]
+            got = engine_scan(cell, x, state)[0]
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
