@@ -91,7 +91,7 @@ def list_tasks() -> None:
 @app.command(cls=_PairedPathsCommand)
 def train(
     task: str = typer.Argument(..., help="Task name (see 'rnnkit tasks')."),
-    train_file: list[str] | None = typer.Option(None, "--train", help="Training data file, folder or archive (translation: two files, --train train.de train.en)."),
+    train_file: list[str] | None = typer.Option(None, "--train", "--data", help="Training data file, folder or archive (translation: two files, --train train.de train.en); --data is the same option."),
     dev_file: list[str] | None = typer.Option(None, "--dev", help="Dev data for model selection (default: hold out part of --train; translation: two files)."),
     config: str | None = typer.Option(None, "--config", help="YAML config file."),
     overrides: list[str] = typer.Option([], "--set", help="Override a config key: --set model.cell=gru (repeatable)."),

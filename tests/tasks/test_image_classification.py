@@ -201,3 +201,10 @@ def test_trained_classifier_scores_on_the_device_it_was_given(digits_run):
     if torch.cuda.is_available():  # scores come back on the CPU, equal to the CPU's up to kernel rounding
         gpu = TrainedImageClassifier.load(digits_run, device="cuda")
         assert torch.allclose(gpu.scores(images[:5]), scores, atol=1e-5)
+
+
+def test_train_takes_data_as_another_name_for_train(tmp_path):
+    result = runner.invoke(app, ["train", "image-classification", "--data", "builtin:digits", "--out", str(tmp_path),
+                                 "--name", "alias", "--set", "train.epochs=1", "--set", "model.hidden_size=8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "alias" / "model.safetensors").is_file()
