@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -142,27 +144,10 @@ def test_auto_uses_the_engine_for_masks_with_gaps() -> None:
 @pytest.mark.parametrize("peephole", [False, True])
 @pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
 def test_engine_zoneout_in_training_matches_reference_given_the_same_draws(
-        monkeypatch: pytest.MonkeyPatch, reverse: bool, mask_kind: str, peephole: bool, kind: type[LSTMCell]) -> None:
-    import rnnkit.scan.engine as engine_module
-    import rnnkit.scan.reference as reference_module
-
+        same_zoneout_draws: Callable[[torch.Tensor], None], reverse: bool, mask_kind: str, peephole: bool,
+        kind: type[LSTMCell]) -> None:
     rate = 0.3
-    draws = torch.rand(T, 2, B, H, dtype=torch.float64)  # one (h, c) pair per processed step
-    step = iter(range(T))
-
-    def reference_zoneout(new: tuple[torch.Tensor, ...], old: tuple[torch.Tensor, ...], rate_: float,
-                          training: bool) -> tuple[torch.Tensor, ...]:
-        k = next(step)
-        return tuple(torch.where(draws[k, j] < rate_, o, n) for j, (n, o) in enumerate(zip(new, old)))
-
-    def engine_updates(mask: torch.Tensor | None, zoneout_rate: float, training: bool, steps: int, batch: int,
-                       hidden: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        keep = None if mask is None else mask.t().unsqueeze(-1).to(like.dtype)
-        u_h, u_c = ((draws[:, j] >= zoneout_rate).double() for j in (0, 1))
-        return (u_h, u_c, None) if keep is None else (u_h * keep, u_c * keep, keep)
-
-    monkeypatch.setattr(reference_module, "zoneout", reference_zoneout)
-    monkeypatch.setattr(engine_module, "_update_weights", engine_updates)
+    same_zoneout_draws(torch.rand(T, 2, B, H, dtype=torch.float64))
     cell = _randomise(kind(I, H, peephole=peephole).double())
     x = torch.randn(B, T, I, dtype=torch.float64)
     state = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))

@@ -8,6 +8,7 @@ where the triton package is not installed (it ships with CUDA builds of PyTorch)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -17,7 +18,6 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import rnnkit.nn as rnn  # noqa: E402
-import rnnkit.scan.engine as engine_module  # noqa: E402
 from rnnkit.cells import LayerNormLSTMCell, LSTMCell  # noqa: E402
 from rnnkit.scan import engine_scan, recompute_gates, reference_scan  # noqa: E402
 from rnnkit.scan.engine_triton import triton_unavailable_reason  # noqa: E402
@@ -81,27 +81,10 @@ def test_triton_engine_matches_reference_float64(peephole: bool, reverse: bool, 
 @pytest.mark.parametrize("mask_kind", ["none", "holes"])
 @pytest.mark.parametrize("peephole", [False, True])
 def test_triton_zoneout_in_training_matches_reference_given_the_same_draws(
-        monkeypatch: pytest.MonkeyPatch, mask_kind: str, peephole: bool) -> None:
-    import rnnkit.scan.reference as reference_module
-
+        same_zoneout_draws: Callable[[torch.Tensor], None], mask_kind: str, peephole: bool) -> None:
     torch.manual_seed(1)
     rate = 0.3
-    draws = torch.rand(T, 2, B, H, dtype=torch.float64, device=DEVICE)
-    step = iter(range(T))
-
-    def reference_zoneout(new: tuple[torch.Tensor, ...], old: tuple[torch.Tensor, ...], rate_: float,
-                          training: bool) -> tuple[torch.Tensor, ...]:
-        k = next(step)
-        return tuple(torch.where(draws[k, j] < rate_, o, n) for j, (n, o) in enumerate(zip(new, old)))
-
-    def engine_updates(mask: torch.Tensor | None, zoneout_rate: float, training: bool, steps: int, batch: int,
-                       hidden: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        keep = None if mask is None else mask.t().unsqueeze(-1).to(like.dtype)
-        u_h, u_c = ((draws[:, j] >= zoneout_rate).double() for j in (0, 1))
-        return (u_h, u_c, None) if keep is None else (u_h * keep, u_c * keep, keep)
-
-    monkeypatch.setattr(reference_module, "zoneout", reference_zoneout)
-    monkeypatch.setattr(engine_module, "_update_weights", engine_updates)
+    same_zoneout_draws(torch.rand(T, 2, B, H, dtype=torch.float64, device=DEVICE))
     cell, x, state = _case(peephole)
     kw = {"mask": _mask(mask_kind), "zoneout_rate": rate, "training": True}
     expected = _run(None, cell, x, state, **kw)

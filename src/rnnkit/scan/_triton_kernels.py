@@ -16,19 +16,37 @@ def _sigmoid(x):  # type: ignore[no-untyped-def]
     return 1.0 / (1.0 + tl.exp(-x))
 
 @triton.jit
+def _tile(batch, hidden, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
+    """This program's ``[BLOCK_B, 1]`` rows, ``[1, BLOCK_H]`` columns and in-bounds mask."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)[None, :]
+    return rows, cols, (rows < batch) & (cols < hidden)
+
+
+@triton.jit
+def _load_gates(ptr, hidden, ok):  # type: ignore[no-untyped-def]
+    """The four gate blocks ``o, i, f, g`` of a ``[B, 4H]`` row tile."""
+    return (tl.load(ptr, mask=ok, other=0.0), tl.load(ptr + hidden, mask=ok, other=0.0),
+            tl.load(ptr + 2 * hidden, mask=ok, other=0.0), tl.load(ptr + 3 * hidden, mask=ok, other=0.0))
+
+
+@triton.jit
+def _store_gates(ptr, hidden, ok, o, i, f, g):  # type: ignore[no-untyped-def]
+    tl.store(ptr, o, mask=ok)
+    tl.store(ptr + hidden, i, mask=ok)
+    tl.store(ptr + 2 * hidden, f, mask=ok)
+    tl.store(ptr + 3 * hidden, g, mask=ok)
+
+
+@triton.jit
 def lstm_forward_step(z, z_row, c_prev, c_prev_row, c_cand, c_cand_row, tanh_c, tanh_c_row, h_prev, h_prev_row,
         h_next, h_next_row, c_next, c_next_row, h_in, h_in_row, peep, u_h, u_h_row, u_h_col, u_c, u_c_row,
         u_c_col, rec, rec_row, rec_col, batch, hidden,
         HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_REC: tl.constexpr, CARRIED: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)[None, :]
-    ok = (rows < batch) & (cols < hidden)
+    rows, cols, ok = _tile(batch, hidden, BLOCK_B, BLOCK_H)
     zp = z + rows * z_row + cols
-    zo = tl.load(zp, mask=ok, other=0.0)
-    zi = tl.load(zp + hidden, mask=ok, other=0.0)
-    zf = tl.load(zp + 2 * hidden, mask=ok, other=0.0)
-    zg = tl.load(zp + 3 * hidden, mask=ok, other=0.0)
+    zo, zi, zf, zg = _load_gates(zp, hidden, ok)
     c = tl.load(c_prev + rows * c_prev_row + cols, mask=ok, other=0.0)
     if HAS_PEEP:
         zi += tl.load(peep + cols, mask=cols < hidden, other=0.0) * c
@@ -41,10 +59,7 @@ def lstm_forward_step(z, z_row, c_prev, c_prev_row, c_cand, c_cand_row, tanh_c, 
         zo += tl.load(peep + 2 * hidden + cols, mask=cols < hidden, other=0.0) * cc
     o = _sigmoid(zo)
     tc = 2.0 * _sigmoid(2.0 * cc) - 1.0
-    tl.store(zp, o, mask=ok)
-    tl.store(zp + hidden, i, mask=ok)
-    tl.store(zp + 2 * hidden, f, mask=ok)
-    tl.store(zp + 3 * hidden, sg, mask=ok)
+    _store_gates(zp, hidden, ok, o, i, f, sg)
     tl.store(c_cand + rows * c_cand_row + cols, cc, mask=ok)
     tl.store(tanh_c + rows * tanh_c_row + cols, tc, mask=ok)
     h = o * tc
@@ -66,14 +81,8 @@ def lstm_backward_step(a, a_row, tanh_c, tanh_c_row, c_cand, c_cand_row, c_prev,
         u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, batch, hidden,
         HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_GPREV: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)[None, :]
-    ok = (rows < batch) & (cols < hidden)
-    ap = a + rows * a_row + cols
-    o = tl.load(ap, mask=ok, other=0.0)
-    i = tl.load(ap + hidden, mask=ok, other=0.0)
-    f = tl.load(ap + 2 * hidden, mask=ok, other=0.0)
-    sg = tl.load(ap + 3 * hidden, mask=ok, other=0.0)
+    rows, cols, ok = _tile(batch, hidden, BLOCK_B, BLOCK_H)
+    o, i, f, sg = _load_gates(a + rows * a_row + cols, hidden, ok)
     tc = tl.load(tanh_c + rows * tanh_c_row + cols, mask=ok, other=0.0)
     c = tl.load(c_prev + rows * c_prev_row + cols, mask=ok, other=0.0)
     g_h = tl.load(gh + rows * gh_row + cols, mask=ok, other=0.0)
@@ -103,11 +112,7 @@ def lstm_backward_step(a, a_row, tanh_c, tanh_c_row, c_cand, c_cand_row, c_prev,
         tl.store(po, tl.load(po, mask=ok, other=0.0) + dzo * cc, mask=ok)
     if HAS_UPDATES:
         nxt += g_c - gck  # what skipped the cell: (1 - u_c) dL/dc_t
-    dzp = dz + rows * dz_row + cols
-    tl.store(dzp, dzo, mask=ok)
-    tl.store(dzp + hidden, dzi, mask=ok)
-    tl.store(dzp + 2 * hidden, dzf, mask=ok)
-    tl.store(dzp + 3 * hidden, dzg, mask=ok)
+    _store_gates(dz + rows * dz_row + cols, hidden, ok, dzo, dzi, dzf, dzg)
     tl.store(gc_next + rows * gc_next_row + cols, nxt, mask=ok)
     if HAS_UPDATES:  # the part of dL/dh_{t-1} that does not pass through the recurrent matmul
         s = g_h - dh

@@ -25,6 +25,7 @@ PyTorch; nothing here is imported unless asked for.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Any
 
@@ -48,6 +49,7 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+@functools.lru_cache(maxsize=1)
 def _kernels() -> tuple[Any, Any]:
     """The forward and backward kernels (the module that defines them is imported on first use)."""
     from . import _triton_kernels  # noqa: PLC0415  # imports triton
@@ -60,6 +62,7 @@ def _on(device: torch.device) -> Any:
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
+@functools.lru_cache(maxsize=64)
 def _grid(batch: int, hidden: int) -> tuple[tuple[int, int], int, int]:
     block_h = min(128, 1 << max(4, (hidden - 1).bit_length()))
     block_b = 4 if block_h >= 128 else 8

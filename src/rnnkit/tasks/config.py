@@ -7,6 +7,7 @@ choices. Unknown keys and bad values are rejected with the valid keys or choices
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -136,10 +137,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 return float(value)
-            except ValueError:
-                pass
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
