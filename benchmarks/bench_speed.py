@@ -33,6 +33,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
 import rnnkit.nn as rnn
-from rnnkit.scan import recompute_gates
+from rnnkit.scan import cuda_graph, recompute_gates
 
 SECTION = "## Speed: every recurrent path, training and inference"
 GPU_SECTION = "## Speed on a GPU: every recurrent path against cuDNN"
@@ -61,6 +62,7 @@ class BenchPath:
     gates: int  # gate blocks G in the input (and recurrent) projection
     recurrent_matmul: bool  # False for minGRU/minLSTM: no W_hh
     baseline: str  # the torch.nn path it is compared with
+    stacked: bool = False  # two layers, bidirectional: four matmul pairs, the second layer's input is 2H
 
 
 @dataclass
@@ -90,6 +92,18 @@ class _Recomputing(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, object]:
         with recompute_gates():
+            return self.layer(x)  # type: ignore[no-any-return]
+
+
+class _NoGraphs(nn.Module):
+    """Runs ``layer`` inside ``rnnkit.scan.cuda_graph.disabled()``: the Triton loops launch eagerly."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: Tensor) -> tuple[Tensor, object]:
+        with cuda_graph.disabled():
             return self.layer(x)  # type: ignore[no-any-return]
 
 
@@ -168,6 +182,8 @@ def triton_paths() -> list[BenchPath]:
         return []
     lstm = "torch.nn.LSTM"
     return [BenchPath("rnnkit LSTM triton", _ours(rnn.LSTM, implementation="triton"), 4, True, lstm),
+            BenchPath("rnnkit LSTM triton, no CUDA graph",
+                      lambda i, h: _NoGraphs(rnn.LSTM(i, h, batch_first=True, implementation="triton")), 4, True, lstm),
             BenchPath("rnnkit peephole LSTM triton", _ours(rnn.LSTM, cell="peephole_lstm", implementation="triton"),
                       4, True, lstm),
             BenchPath("rnnkit LSTM recurrent dropout 0.25 triton",
@@ -176,12 +192,51 @@ def triton_paths() -> list[BenchPath]:
                       4, True, lstm)]
 
 
+class _VariableLengths(nn.Module):
+    """Runs ``layer`` with per-sequence lengths between T/2 and T (fixed draws per batch shape)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: Tensor) -> tuple[Tensor, object]:
+        batch, steps = x.shape[0], x.shape[1]
+        lengths = torch.randint(steps // 2, steps + 1, (batch,), generator=torch.Generator().manual_seed(batch))
+        lengths[0] = steps
+        return self.layer(x, lengths=lengths)  # type: ignore[no-any-return]
+
+
+def stacked_paths() -> list[BenchPath]:
+    """Two layers, bidirectional: the configuration most models use (cuDNN runs both directions at once)."""
+    base = "torch.nn.LSTM, 2 layers, bidirectional"
+    stack = {"num_layers": 2, "bidirectional": True, "batch_first": True}
+
+    def ours(**kw: object) -> Builder:
+        return lambda i, h: rnn.LSTM(i, h, **stack, **kw)  # type: ignore[arg-type]
+
+    return [BenchPath(base, lambda i, h: nn.LSTM(i, h, **stack), 4, True, base, True),  # type: ignore[arg-type]
+            BenchPath("rnnkit LSTM (auto: fused)", ours(), 4, True, base, True),
+            BenchPath("rnnkit peephole LSTM (auto)", ours(cell="peephole_lstm"), 4, True, base, True),
+            BenchPath("rnnkit peephole LSTM (auto), variable lengths",
+                      lambda i, h: _VariableLengths(rnn.LSTM(i, h, cell="peephole_lstm", **stack)),  # type: ignore[arg-type]
+                      4, True, base, True),
+            BenchPath("rnnkit LSTM recurrent dropout 0.25 (auto)", ours(recurrent_dropout=0.25), 4, True, base, True),
+            BenchPath("rnnkit LSTM zoneout 0.1 (auto)", ours(zoneout=0.1), 4, True, base, True)]
+
+
 def long_paths() -> list[BenchPath]:
     gru = "torch.nn.GRU"
     return [BenchPath(gru, _torch_layer(nn.GRU), 3, True, gru),
             BenchPath("rnnkit minGRU sequential", _min("mingru", "sequential"), 2, False, gru),
             BenchPath("rnnkit minGRU parallel", _min("mingru", "parallel"), 2, False, gru),
             BenchPath("rnnkit minGRU reference", _min("mingru", "reference"), 2, False, gru)]
+
+
+def select_paths(paths: list[BenchPath], pattern: str) -> list[BenchPath]:
+    """The paths whose name matches ``pattern`` and, first, the baselines they are compared with."""
+    chosen = [p for p in paths if re.search(pattern, p.name)]
+    needed = {p.baseline for p in chosen}
+    return [p for p in paths if p.name in needed and p not in chosen] + chosen if chosen else []
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -267,6 +322,31 @@ def bench(paths: list[BenchPath], *, batch: int, steps: int, input_size: int, hi
     return [results[p.name] for p in paths]
 
 
+def profile_train_step(path: BenchPath, *, batch: int, steps: int, input_size: int, hidden: int) -> str:
+    """Where one training step of ``path`` spends its time: wall clock, kernels, top operators.
+
+    On a GPU, kernel time well below the wall time means the step waits on the host (Python,
+    launches), not on the device.
+    """
+    x = torch.randn(batch, steps, input_size, device=DEVICE)
+    layer = path.build(input_size, hidden).to(DEVICE)
+    for _ in range(2):  # warm-up: compilation, allocator
+        _train(layer, x)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE.type == "cuda" else [])
+    wall = _timed(lambda: _train(layer, x))
+    with profile(activities=activities) as prof:
+        _train(layer, x)
+        _sync()
+    averages = prof.key_averages()
+    kernel_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)) for e in averages)
+    sort = "self_cuda_time_total" if DEVICE.type == "cuda" else "self_cpu_time_total"
+    busy = (f", kernels {kernel_us / 1e3:.2f} ms ({100 * kernel_us / 1e3 / (wall * 1e3):.0f}% of wall)"
+            if DEVICE.type == "cuda" else "")
+    return (f"#### profile: {path.name}, one training step, B={batch} T={steps} H={hidden}\n"
+            f"wall {wall * 1e3:.2f} ms (unprofiled){busy}; per time step {wall / steps * 1e6:.1f} µs\n"
+            + averages.table(sort_by=sort, row_limit=12) + "\n")
+
+
 def table(paths: list[BenchPath], results: list[Result], *, batch: int, steps: int, input_size: int, hidden: int,
           latency_steps: int, peak_gflops: float) -> list[str]:
     tokens = batch * steps
@@ -280,6 +360,8 @@ def table(paths: list[BenchPath], results: list[Result], *, batch: int, steps: i
             lines.append(f"| {p.name} | {r.note} | | | | | | | |")
             continue
         flops_fwd = 2 * p.gates * hidden * (input_size + (hidden if p.recurrent_matmul else 0))
+        if p.stacked:  # both directions of layer 1 (input I) and of layer 2 (input 2H)
+            flops_fwd = 2 * 2 * p.gates * hidden * ((input_size + hidden) + (2 * hidden + hidden))
         gflops = 3 * flops_fwd * train_rate[p.name] / 1e9
         base_t = train_rate.get(p.baseline, float("nan"))
         base_i = infer_rate.get(p.baseline, float("nan"))
@@ -298,9 +380,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-keras", action="store_true", help="do not try to time Keras")
     parser.add_argument("--write", action="store_true", help="update this section of benchmarks/RESULTS.md")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU section of RESULTS.md; no Keras)")
+    parser.add_argument("--only", metavar="REGEX",
+                        help="time only the paths whose name matches (plus their torch.nn baselines); "
+                             "prints the tables, and --write is refused (the section holds whole tables)")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the tables, profile one training step of each path of the first shape: "
+                             "wall time against time busy in kernels, and the top operators")
     parser.add_argument("--cudnn-tf32", action="store_true",
                         help="leave cuDNN's TF32 on (torch's default; rnnkit's matmuls stay fp32)")
     args = parser.parse_args(argv)
+    if args.only and args.write:
+        parser.error("--only times a subset of the paths: it cannot --write the whole-table section of RESULTS.md")
     global DEVICE
     DEVICE = torch.device(args.device)
     on_gpu = DEVICE.type == "cuda"
@@ -317,6 +407,8 @@ def main(argv: list[str] | None = None) -> None:
     long_cfg = [(32, 2), (64, 2)] if args.quick else [(1024, 16), (4096, 4)]  # (T, B)
     cmd = "python benchmarks/bench_speed.py" + (" --quick" if args.quick else f" --threads {args.threads} "
                                                 f"--rounds {rounds} --write") + (" --device cuda" if on_gpu else "")
+    if args.only:
+        cmd = cmd.replace(" --write", "") + f" --only '{args.only}'"
     if on_gpu and not args.cudnn_tf32:  # cuDNN allows TF32 by default, torch's matmuls do not: compare like with like
         torch.backends.cudnn.allow_tf32 = False
     machine = (f"{torch.cuda.get_device_name(DEVICE)} (CUDA {torch.version.cuda}, cuDNN "
@@ -334,8 +426,14 @@ def main(argv: list[str] | None = None) -> None:
              "or torch.cuda.max_memory_allocated on a GPU).", ""]
     if args.quick:
         lines.insert(2, "**Smoke run (--quick): tiny shapes, one round; the figures mean nothing.**\n")
-    configs = [(core_paths(), h, b, t, min(t, 100), ""), (core_paths(), big_h, b, t, min(t, 100), "")]
+    configs = [(core_paths(), h, b, t, min(t, 100), ""), (core_paths(), big_h, b, t, min(t, 100), ""),
+               (stacked_paths(), h, b, t, min(t, 100), "2 layers, bidirectional, ")]
     configs += [(long_paths(), h, lb, lt, lt, "") for lt, lb in long_cfg]
+    if args.only:
+        configs = [(chosen, *rest) for paths, *rest in configs if (chosen := select_paths(paths, args.only))]
+        extra = []
+        if not configs:
+            raise SystemExit(f"--only {args.only!r}: no path matches; names are e.g. 'rnnkit LSTM engine'")
     if extra:  # timed apart: interleaving Keras' many small tensors with our paths slowed ours by 5-10%
         baselines = [p for p in core_paths() if p.name in ("torch.nn.LSTM", "torch.nn.GRU")]
         configs.append((baselines + extra, h, b, t, min(t, 100), "Keras 3 on the torch backend, "))
@@ -349,6 +447,10 @@ def main(argv: list[str] | None = None) -> None:
                      latency_steps=latency_steps, peak_gflops=peak)
         lines += [label, "", *rows, ""]
         print("\n".join(rows) + "\n", flush=True)
+    if args.profile:
+        paths, hidden, batch, steps = configs[0][:4]
+        for p in paths:
+            print(profile_train_step(p, batch=batch, steps=steps, input_size=i, hidden=hidden), flush=True)
     if args.write:
         write_section(GPU_SECTION if on_gpu else SECTION, "\n".join(lines) + "\n")
 

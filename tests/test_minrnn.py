@@ -7,6 +7,8 @@ both, forward and backward, under initial states, masks of every padding side, a
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -301,6 +303,21 @@ def test_auto_picks_sequential_on_cpu_and_falls_back() -> None:
     assert select_scan(cells, "reference", cpu) is None
     assert select_scan([make_cell("lstm", I, H)], "auto", cpu) is engine_scan  # when the fused kernel cannot run
     assert select_scan([make_cell("layernorm_lstm", I, H)], "auto", cpu) is None
+
+
+def test_auto_runs_lstm_variants_on_the_triton_engine_on_cuda_where_triton_is_installed() -> None:
+    import importlib.util
+
+    cuda = torch.device("cuda")  # only the choice is made here: nothing runs
+    chosen = select_scan([make_cell("lstm", I, H)], "auto", cuda)
+    if importlib.util.find_spec("triton") is None:
+        assert chosen is engine_scan
+    else:
+        assert isinstance(chosen, functools.partial) and chosen.func is engine_scan
+        assert chosen.keywords == {"kernels": "triton"}
+    half = make_cell("lstm", I, H).half()  # the Triton kernels take float32/float64 weights: the engine runs it
+    assert select_scan([half], "auto", cuda) is engine_scan
+    assert select_scan([make_cell("lstm", I, H)], "auto", torch.device("cpu")) is engine_scan
     layer = rnn.Recurrent("minlstm", I, H)
     out, h, gates = layer(torch.randn(B, T, I), return_gates=True)  # auto: reference scan records gates
     assert set(gates["l0"]) == {"forget", "input", "candidate"}

@@ -19,7 +19,7 @@ if not torch.cuda.is_available():
 
 import rnnkit.nn as rnn  # noqa: E402
 from rnnkit.cells import LayerNormLSTMCell, LSTMCell  # noqa: E402
-from rnnkit.scan import engine_scan, recompute_gates, reference_scan  # noqa: E402
+from rnnkit.scan import cuda_graph, engine_scan, recompute_gates, reference_scan  # noqa: E402
 from rnnkit.scan.engine_triton import triton_unavailable_reason  # noqa: E402
 
 I, H, B, T = 3, 5, 4, 6
@@ -134,8 +134,8 @@ def test_triton_is_refused_clearly_where_it_cannot_run(monkeypatch: pytest.Monke
     with pytest.raises(ValueError, match="supports LSTMCell"):
         rnn.LSTM(I, H, cell="layernorm_lstm", implementation="triton")(torch.randn(B, T, I))
     with pytest.raises(ValueError, match="runs float32 or float64 weights, got torch.float16"):
-        engine_scan(LSTMCell(I, H).half(), torch.randn(B, T, I).half(), (torch.zeros(B, H).half(),) * 2,
-                    kernels="triton")
+        engine_scan(LSTMCell(I, H).half().to(DEVICE), torch.randn(B, T, I, device=DEVICE).half(),
+                    (torch.zeros(B, H, device=DEVICE).half(),) * 2, kernels="triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert "runs on CUDA tensors, got cpu" in (triton_unavailable_reason(torch.device("cpu")) or "")
 
@@ -154,6 +154,7 @@ def test_triton_broadcasts_a_recurrent_mask_like_the_reference(shape: tuple[int,
 def test_triton_kernels_stay_in_use_under_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
     import rnnkit.scan.engine_triton as kernels
 
+    monkeypatch.setenv("RNNKIT_CUDA_GRAPHS", "0")  # count the launches themselves, not a graph's replays
     calls = []
     real = kernels.forward_step
     monkeypatch.setattr(kernels, "forward_step", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
@@ -162,3 +163,109 @@ def test_triton_kernels_stay_in_use_under_autocast(monkeypatch: pytest.MonkeyPat
     with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
         out, _, _ = engine_scan(cell, x, (torch.zeros(B, H, device=DEVICE),) * 2, kernels="triton")
     assert len(calls) == T and out.dtype == torch.float32
+
+
+# -- CUDA graphs (the loops recorded once per shape and replayed; GPU only) ----------------------
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+
+
+def test_graphs_are_used_only_where_they_can_be_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not cuda_graph.graphs_enabled(torch.device("cpu"))
+    monkeypatch.setenv("RNNKIT_CUDA_GRAPHS", "0")
+    assert not cuda_graph.graphs_enabled(torch.device("cuda"))
+    key = cuda_graph.shape_key({"x": torch.zeros(2, 3), "bias": None})
+    assert key == (("x", ((2, 3), torch.float32, torch.device("cpu"))), ("bias", None))
+    cuda_graph.clear()
+    outputs, recorded = cuda_graph.run_captured("test", lambda x: {"y": x + 1}, {"x": torch.zeros(2)})
+    assert not recorded and outputs["y"] is not None and outputs["y"].tolist() == [1.0, 1.0]  # first sighting: eager
+
+
+def _graph_case(kind: str) -> tuple[dict[str, object], bool]:
+    """engine_scan keyword arguments and whether gates are recomputed, for one configuration."""
+    rec = (torch.rand(B, H, dtype=torch.float64, device=DEVICE) > 0.3).double() / 0.7
+    cases: dict[str, tuple[dict[str, object], bool]] = {
+        "plain": ({}, False),
+        "masked, recurrent dropout, reverse": ({"mask": _mask("holes"), "recurrent_mask": rec, "reverse": True}, False),
+        "zoneout in training": ({"zoneout_rate": 0.25, "training": True, "mask": _mask("right")}, False),
+        "recomputed gates": ({"mask": _mask("holes")}, True),
+    }
+    return cases[kind]
+
+
+class _FakeRecording:
+    """Stands in for a CUDA graph on the CPU: runs the function on each call."""
+
+    def __init__(self, fn: Callable[..., cuda_graph.Outputs], inputs: cuda_graph.Inputs) -> None:
+        self.fn, self.nbytes = fn, 100
+
+    def __call__(self, inputs: cuda_graph.Inputs) -> cuda_graph.Outputs:
+        return self.fn(**inputs)
+
+
+def test_recordings_are_made_on_a_shapes_second_call_and_evicted_least_recent_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cuda_graph, "CapturedLoop", _FakeRecording)
+    monkeypatch.setattr(cuda_graph, "CACHE_SIZE", 2)
+    cuda_graph.clear()
+
+    def call(n: int) -> bool:
+        outputs, recorded = cuda_graph.run_captured("k", lambda x: {"y": x * 2}, {"x": torch.ones(n)})
+        assert outputs["y"] is not None and outputs["y"].tolist() == [2.0] * n
+        return recorded
+
+    assert [call(1), call(1), call(1)] == [False, True, True]  # eager once, then recorded and replayed
+    assert [call(2), call(2), call(3), call(3)] == [False, True, False, True]
+    assert len(cuda_graph._CACHE) == 2
+    assert call(1)  # shape 1 was evicted, but it was seen before: recorded again at once
+    monkeypatch.setattr(cuda_graph, "CACHE_BYTES", 150)  # room for one recording of 100 bytes
+    call(4), call(4)
+    assert len(cuda_graph._CACHE) == 1
+    cuda_graph.clear()
+
+
+@needs_cuda
+@pytest.mark.parametrize("kind", ["plain", "masked, recurrent dropout, reverse", "zoneout in training",
+                                  "recomputed gates"])
+@pytest.mark.parametrize("peephole", [False, True])
+def test_graph_replays_equal_the_eager_loop_across_calls_and_weight_updates(
+        monkeypatch: pytest.MonkeyPatch, kind: str, peephole: bool) -> None:
+    torch.manual_seed(5)
+    cell, _, _ = _case(peephole)
+    for call in range(3):  # the first call records, the others replay on new inputs and new weights
+        x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
+        state = (torch.randn(B, H, dtype=torch.float64, device=DEVICE),
+                 torch.randn(B, H, dtype=torch.float64, device=DEVICE))
+        kw, recompute = _graph_case(kind)
+        results = []
+        for graphs in ("1", "0"):
+            monkeypatch.setenv("RNNKIT_CUDA_GRAPHS", graphs)
+            torch.manual_seed(10 + call)  # the same zoneout draws in both runs
+            with recompute_gates(recompute):
+                results.append(_run("triton", cell, x, state, **kw))
+        for g, e in zip(*results):
+            torch.testing.assert_close(g, e, rtol=0, atol=1e-12, msg=f"{kind}, call {call}")
+        with torch.no_grad():  # as an optimizer step would: in place, same storage
+            for p in cell.parameters():
+                p.mul_(0.9).add_(0.01)
+
+
+@needs_cuda
+def test_layers_sharing_one_recording_keep_their_own_activations() -> None:
+    """Both directions of both layers have the same shapes, so they replay one recording each way:
+    every forward must keep its own copies until its backward runs."""
+    torch.manual_seed(6)
+    kw = {"cell": "peephole_lstm", "bidirectional": True, "num_layers": 2, "batch_first": True,
+          "recurrent_dropout": 0.2}
+    ref = rnn.LSTM(2 * H, H, implementation="reference", **kw).double().to(DEVICE)  # type: ignore[arg-type]
+    tri = rnn.LSTM(2 * H, H, implementation="triton", **kw).double().to(DEVICE)  # type: ignore[arg-type]
+    tri.load_state_dict(ref.state_dict())
+    x = torch.randn(B, T, 2 * H, dtype=torch.float64, device=DEVICE)
+    torch.manual_seed(7)
+    y_ref, _ = ref(x)
+    torch.manual_seed(7)  # the same recurrent-dropout masks
+    y_tri, _ = tri(x)
+    torch.testing.assert_close(y_tri, y_ref, rtol=0, atol=1e-10)
+    g_ref = torch.autograd.grad(y_ref.pow(2).sum(), list(ref.parameters()))
+    g_tri = torch.autograd.grad(y_tri.pow(2).sum(), list(tri.parameters()))
+    for a, b in zip(g_ref, g_tri):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-9)

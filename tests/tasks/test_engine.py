@@ -66,6 +66,17 @@ def test_lr_decay_divides_the_rate_after_each_epoch_without_improvement(tmp_path
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5] and "dev_score" in rows[0]
 
 
+def test_lr_decay_patience_cuts_only_after_that_many_epochs_in_a_row_without_improvement(tmp_path):
+    # scores: best at 1, then 4 bad epochs (cut after the 2nd and the 4th), a new best, 1 bad epoch (no cut)
+    scores = [1.0, 0.5, 0.4, 0.9, 0.8, 2.0, 1.5, 1.9]
+    _, history, _, _, _ = _fit(tmp_path, scores, optimizer="sgd", learning_rate=0.1, lr_decay=0.5,
+                               lr_decay_patience=2)
+    # history's lr is the rate the epoch trained with; a cut after epoch k shows from epoch k+1
+    assert [h["lr"] for h in history] == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.025])
+    with pytest.raises(ValueError, match="lr_decay_patience must be >= 1"):
+        _fit(tmp_path / "bad", [1.0], lr_decay=0.5, lr_decay_patience=0)
+
+
 @pytest.mark.parametrize("options", [{"optimizer": "asgd"}, {"optimizer": "adam", "average_weights": True}])
 def test_averaging_starts_at_the_first_bad_epoch_and_keeps_the_best_average(tmp_path, options):
     model, history, seen, trained, _ = _fit(tmp_path, [1.0, 0.5, 2.0, 3.0, 2.5], learning_rate=0.05, **options)

@@ -182,12 +182,14 @@ def test_row_by_row_mnist_learns_quickly(shared_data, tmp_path):
 def test_time_budget_and_lr_decay_options(tmp_path):
     result = runner.invoke(app, ["train", "image-classification", "--train", "builtin:digits", "--out", str(tmp_path),
                                  "--name", "budget", *FAST, "--set", "train.epochs=30",
-                                 "--set", "train.max_minutes=0.000001", "--set", "train.lr_decay=0.5"])
+                                 "--set", "train.max_minutes=0.000001", "--set", "train.lr_decay=0.5",
+                                 "--set", "train.lr_decay_patience=2"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "budget" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 1
     assert "time budget" in (tmp_path / "budget" / "train.log").read_text()
-    for bad, key in (("train.max_minutes=0", "train.max_minutes"), ("train.lr_decay=1.5", "train.lr_decay")):
+    for bad, key in (("train.max_minutes=0", "train.max_minutes"), ("train.lr_decay=1.5", "train.lr_decay"),
+                     ("train.lr_decay_patience=0", "train.lr_decay_patience")):
         with pytest.raises(ConfigError, match=key):
             load_config(Config, overrides=[bad]).validate()
 

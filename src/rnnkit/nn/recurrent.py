@@ -12,8 +12,9 @@ numbers; LSTM cells those kernels cannot run (peepholes, recurrent dropout, zone
 gaps) run on rnnkit's hand-written-backward engine; everything else runs the reference scan.
 ``implementation`` chooses: ``"auto"`` (fused when it computes this call exactly, else the
 engine or the reference), ``"fused"`` (fail with the reason when it cannot), ``"engine"``,
-``"triton"`` (the engine with one Triton kernel per step for its element-wise math: CUDA,
-LSTM cells, opt-in) or ``"reference"``. Cells whose gates depend only on the input (``"mingru"``, ``"minlstm"``) also run
+``"triton"`` (the engine with one Triton kernel per step for its element-wise math and its
+loops replayed as CUDA graphs: CUDA, LSTM cells; ``"auto"`` picks it on CUDA where triton is
+installed) or ``"reference"``. Cells whose gates depend only on the input (``"mingru"``, ``"minlstm"``) also run
 on element-wise linear scans, ``"sequential"`` or ``"parallel"``; ``"auto"`` picks the sequential
 one on CPU (see ``rnnkit.scan.parallel``, ``rnnkit.scan.engine`` and ``docs/speed.md``).
 
@@ -426,8 +427,10 @@ _EXTRA_DOC = """
             ``"engine"``: the hand-written-backward LSTM engine (``rnnkit.scan.engine``), which
             ``"auto"`` uses for LSTM cells the fused kernel cannot run (peepholes, recurrent dropout,
             zoneout, masks with gaps); opt-in for layer-norm LSTM cells. ``"triton"``: that engine
-            with each step's element-wise math in one Triton kernel (CUDA tensors, ``LSTMCell``;
-            ``rnnkit.scan.engine_triton``).
+            with each step's element-wise math in one Triton kernel and its loops replayed as CUDA
+            graphs (CUDA tensors, ``LSTMCell``; ``rnnkit.scan.engine_triton``,
+            ``rnnkit.scan.cuda_graph``), which ``"auto"`` uses instead of ``"engine"`` on CUDA
+            where triton is installed.
         stateful: carry the final state into the next call (see ``reset_state``).
 """
 

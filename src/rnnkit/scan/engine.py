@@ -32,7 +32,8 @@ scan; see ``docs/speed.md``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -44,7 +45,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ..cells.base import RecurrentCell, State
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
-from . import engine_triton
+from . import cuda_graph, engine_triton
 from .engine_layernorm import layernorm_engine_scan
 
 _RECOMPUTE: ContextVar[bool] = ContextVar("rnnkit_engine_recompute", default=False)
@@ -118,6 +119,11 @@ class _LSTMEngine(torch.autograd.Function):
                 update_c: Tensor | None, out_mask: Tensor | None, recompute: bool,
                 triton: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         steps, batch, inputs = x.shape
+        ctx.recompute = recompute  # type: ignore[attr-defined]
+        ctx.triton = triton  # type: ignore[attr-defined]
+        if triton:
+            return _triton_engine_forward(ctx, x, w_cat, bias, peep, h0, c0, rec_mask, update_h, update_c, out_mask,
+                                          recompute)
         four_h = w_cat.shape[0]
         hidden = four_h // 4
         xh = x.new_empty(steps + 1, batch, inputs + hidden)  # [x_t, h_{t-1} (recurrent-masked)]
@@ -147,15 +153,6 @@ class _LSTMEngine(torch.autograd.Function):
         for t in range(steps):
             c = c_s[t]
             views = gate_s[t]
-            if triton:  # one matmul, then one kernel for everything element-wise
-                if bias is None:
-                    torch.mm(xh_s[t], w_t, out=views[0])
-                else:
-                    torch.addmm(bias, xh_s[t], w_t, out=views[0])
-                engine_triton.forward_step(views[0], c, views[-2], views[-1], h_s[t], h_s[t + 1], c_s[t + 1],
-                                           hin_s[t + 1] if carried else None, peep,
-                                           uh_s[t] if updates else None, uc_s[t] if updates else None, rec_mask)
-                continue
             _gates(xh_s[t], w_t, bias, c, peep, views)
             o, cn, tc = views[2], views[-2], views[-1]
             if h_cand is None:
@@ -173,8 +170,6 @@ class _LSTMEngine(torch.autograd.Function):
         saved: tuple[Any, ...] = (x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c,
                                   out_mask)  # None is allowed
         ctx.save_for_backward(*saved)
-        ctx.recompute = recompute  # type: ignore[attr-defined]
-        ctx.triton = triton  # type: ignore[attr-defined]
         return out, hs[steps].clone(), cs[steps].clone()
 
     @staticmethod
@@ -182,6 +177,8 @@ class _LSTMEngine(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None,  # type: ignore[override]
                  grad_c: Tensor | None) -> tuple[Tensor | None, ...]:
         x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c, out_mask = ctx.saved_tensors
+        if ctx.triton:
+            return _triton_engine_backward(ctx, grad_out, grad_h, grad_c)
         steps, batch, inputs = x.shape
         four_h = w_cat.shape[0]
         hidden = four_h // 4
@@ -194,8 +191,6 @@ class _LSTMEngine(torch.autograd.Function):
         # Everything below is per step on [B, 4H] tensors that stay in cache: a pass over the whole
         # [T, B, 4H] history costs more on a CPU (memory bound) than the same math done step by step.
         g_out = None if grad_out is None else (grad_out if out_mask is None else grad_out * out_mask)
-        if g_out is not None and ctx.triton:
-            g_out = g_out.contiguous()
         dz = x.new_empty(steps, batch, four_h)
         slope = x.new_empty(batch, four_h)  # sigmoid'(.) = s (1 - s) of each gate at this step
         partner = x.new_empty(batch, 3, hidden)  # what multiplies i, f and g in c~: g, c_{t-1}, 2i
@@ -216,11 +211,7 @@ class _LSTMEngine(torch.autograd.Function):
             peep_if_acc = x.new_zeros(batch, 2, hidden)
             peep_o_acc = x.new_zeros(batch, hidden)
             dzif_s = dz[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
-        if ctx.triton:
-            gh, gc = _triton_backward(ctx, gh, gc, gout_s, gate_s, cp_s, dz_s, xh_s, w_t, w_hh, bias, peep,
-                                      rec_mask, uh_s, uc_s, peep_if_acc if peep is not None else None,
-                                      peep_o_acc if peep is not None else None)
-        for t in range((0 if ctx.triton else steps) - 1, -1, -1):  # the torch loop (Triton's ran above)
+        for t in range(steps - 1, -1, -1):
             views = gate_s[t]
             if ctx.recompute:
                 _gates(xh_s[t], w_t, bias, cp_s[t], peep, views)
@@ -255,14 +246,9 @@ class _LSTMEngine(torch.autograd.Function):
             else:
                 back = torch.mm(dz_s[t], w_hh)
                 gh = back.mul_(rec_mask) if skip is None else torch.addcmul(skip, back, rec_mask)
-        flat_dz = dz.view(steps * batch, four_h)
-        grad_x = (flat_dz @ w_cat[:, :inputs]).view(steps, batch, inputs) if ctx.needs_input_grad[0] else None
-        grad_w = flat_dz.t() @ xh[:steps].view(steps * batch, -1) if ctx.needs_input_grad[1] else None
-        grad_b = flat_dz.sum(0) if bias is not None and ctx.needs_input_grad[2] else None
-        grad_p = None
-        if peep is not None and ctx.needs_input_grad[3]:
-            grad_p = torch.cat([peep_if_acc.sum(0), peep_o_acc.sum(0, keepdim=True)])
-        return grad_x, grad_w, grad_b, grad_p, gh, gc, None, None, None, None, None, None
+        grads = _weight_grads(ctx, dz, xh, w_cat, bias, peep, peep_if_acc if peep is not None else None,
+                              peep_o_acc if peep is not None else None)
+        return (*grads, gh, gc, None, None, None, None, None, None)
 
 
 def triton_engine_unavailable_reason(cell: RecurrentCell, device: torch.device) -> str | None:
@@ -270,24 +256,142 @@ def triton_engine_unavailable_reason(cell: RecurrentCell, device: torch.device) 
     if type(cell) is not LSTMCell:
         return (f"implementation='triton' supports LSTMCell (plain, peephole, recurrent dropout, zoneout) only; "
                 f"got {type(cell).__name__}")
+    if cell.weight_ih.dtype not in (torch.float32, torch.float64):
+        return (f"implementation='triton' runs float32 or float64 weights, got {cell.weight_ih.dtype}; "
+                "keep the weights in float32 (autocast still works around them)")
     return engine_triton.triton_unavailable_reason(device)
 
 
-def _triton_backward(ctx: Any, gh: Tensor, gc: Tensor, gout_s: tuple[Tensor, ...], gate_s: list[GateViews],
-                     cp_s: tuple[Tensor, ...], dz_s: tuple[Tensor, ...], xh_s: tuple[Tensor, ...], w_t: Tensor,
-                     w_hh: Tensor, bias: Tensor | None, peep: Tensor | None, rec_mask: Tensor | None,
-                     uh_s: tuple[Tensor, ...], uc_s: tuple[Tensor, ...], peep_if: Tensor | None,
-                     peep_o: Tensor | None) -> tuple[Tensor, Tensor]:
-    """The backward loop with each step's element-wise work in one Triton kernel; ``(dL/dh0, dL/dc0)``."""
-    steps = len(dz_s)
+def _triton_engine_forward(ctx: Any, x: Tensor, w_cat: Tensor, bias: Tensor | None, peep: Tensor | None,
+                           h0: Tensor, c0: Tensor, rec_mask: Tensor | None, update_h: Tensor | None,
+                           update_c: Tensor | None, out_mask: Tensor | None,
+                           recompute: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """:class:`_LSTMEngine`'s forward with Triton kernels: the loop replayed as a CUDA graph where it can be."""
+    inputs: cuda_graph.Inputs = {"x": x, "h0": h0, "c0": c0, "w_cat": w_cat, "bias": bias, "peep": peep,
+                                 "rec": rec_mask, "uh": update_h, "uc": update_c}
+    loop: Callable[..., cuda_graph.Outputs] = functools.partial(_triton_forward_loop, recompute=recompute)
+    ctx.graphs = cuda_graph.graphs_enabled(x.device)  # decided here for the backward too
+    res, recorded = (cuda_graph.run_captured(("lstm engine forward", recompute), loop, inputs)
+                     if ctx.graphs else (loop(**inputs), False))
+    if recorded:  # the recording's outputs are overwritten by its next replay: keep copies
+        res = {name: None if t is None else t.clone() for name, t in res.items()}
+    xh, cs = res["xh"], res["cs"]
+    assert xh is not None and cs is not None
+    steps, inputs_size = x.shape[0], x.shape[2]
+    hs = res["hs"] if res["hs"] is not None else xh[..., inputs_size:]
+    c_cand = res["c_cand"] if res["c_cand"] is not None or recompute else cs[1:]
+    out = hs[1:] if out_mask is None else hs[1:] * out_mask
+    ctx.save_for_backward(x, res["z"], cs, res["tanh_c"], c_cand, xh, w_cat, bias, peep, rec_mask, update_h,
+                          update_c, out_mask)
+    return out, hs[steps].clone(), cs[steps].clone()
+
+
+def _triton_forward_loop(x: Tensor, h0: Tensor, c0: Tensor, w_cat: Tensor, bias: Tensor | None, peep: Tensor | None,
+                         rec: Tensor | None, uh: Tensor | None, uc: Tensor | None,
+                         recompute: bool) -> cuda_graph.Outputs:
+    """The forward loop, one matmul and one Triton kernel per step; returns what backward needs.
+
+    Writes only into tensors it allocates (it may be recorded as a CUDA graph and replayed):
+    ``xh`` ``[T+1, B, I+H]`` (``[x_t, h_{t-1}]``, recurrent-masked), ``hs`` (the states, when they
+    differ from the matmul input, else ``None``: they are ``xh``'s ``h`` columns), ``cs``, and, unless
+    the gates are recomputed in backward, ``z`` (activations ``o, i, f, sigmoid(2 a_g)``), ``tanh_c``
+    and, with update weights, ``c_cand``.
+    """
+    steps, batch, inputs = x.shape
+    hidden = w_cat.shape[0] // 4
+    xh = x.new_empty(steps + 1, batch, inputs + hidden)
+    xh[:steps, :, :inputs] = x
+    carried = uh is not None or rec is not None  # h itself differs from the matmul input
+    hs = x.new_empty(steps + 1, batch, hidden) if carried else xh[..., inputs:]
+    cs = x.new_empty(steps + 1, batch, hidden)
+    hs[0], cs[0] = h0, c0
+    if rec is not None:
+        torch.mul(h0, rec, out=xh[0, :, inputs:])
+    elif carried:
+        xh[0, :, inputs:] = h0
+    updates = uh is not None
+    kept = 1 if recompute else steps
+    z = x.new_empty(kept, batch, 4 * hidden)
+    tanh_c = x.new_empty(kept, batch, hidden)
+    c_cand = x.new_empty(kept, batch, hidden) if updates else cs[1:]
+    w_t = w_cat.t()
+    xh_s, hin_s, h_s, c_s = xh.unbind(0), xh[..., inputs:].unbind(0), hs.unbind(0), cs.unbind(0)
+    z_s, cc_s, tc_s = z.unbind(0), c_cand.unbind(0), tanh_c.unbind(0)
+    uh_s = uh.unbind(0) if uh is not None else ()
+    uc_s = uc.unbind(0) if uc is not None else ()
+    for t in range(steps):
+        k = 0 if recompute else t
+        if bias is None:
+            torch.mm(xh_s[t], w_t, out=z_s[k])
+        else:
+            torch.addmm(bias, xh_s[t], w_t, out=z_s[k])
+        engine_triton.forward_step(z_s[k], c_s[t], cc_s[k] if updates else c_s[t + 1], tc_s[k], h_s[t], h_s[t + 1],
+                                   c_s[t + 1], hin_s[t + 1] if carried else None, peep,
+                                   uh_s[t] if updates else None, uc_s[t] if updates else None, rec)
+    return {"xh": xh, "hs": hs if carried else None, "cs": cs, "z": None if recompute else z,
+            "tanh_c": None if recompute else tanh_c, "c_cand": c_cand if updates and not recompute else None}
+
+
+def _triton_engine_backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None,
+                            grad_c: Tensor | None) -> tuple[Tensor | None, ...]:
+    """:class:`_LSTMEngine`'s backward with Triton kernels (recorded as a CUDA graph where it can be)."""
+    x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c, out_mask = ctx.saved_tensors
+    steps = x.shape[0]
+    g_out = None if grad_out is None else (grad_out if out_mask is None else grad_out * out_mask).contiguous()
+    gh = torch.zeros_like(cs[0]) if grad_h is None else grad_h
+    if g_out is not None:
+        gh = gh + g_out[steps - 1]
+    gc = torch.zeros_like(gh) if grad_c is None else grad_c
+    inputs: cuda_graph.Inputs = {
+        "gh": gh, "gc": gc, "gout": g_out, "z": z, "tanh_c": tanh_c, "c_cand": None if update_h is None else c_cand,
+        "cs": cs, "xh": xh if ctx.recompute else None, "w_cat": w_cat, "bias": bias if ctx.recompute else None,
+        "peep": peep, "rec": rec_mask, "uh": update_h, "uc": update_c}
+    loop: Callable[..., cuda_graph.Outputs] = functools.partial(_triton_backward_loop, inputs_size=x.shape[2],
+                                                                recompute=ctx.recompute)
+    res, recorded = (cuda_graph.run_captured(("lstm engine backward", ctx.recompute, x.shape[2]), loop, inputs)
+                     if ctx.graphs and cuda_graph.graphs_enabled(x.device) else (loop(**inputs), False))
+    dz, gh_0, gc_0 = res["dz"], res["gh"], res["gc"]
+    assert dz is not None and gh_0 is not None and gc_0 is not None
+    if recorded:  # the recording's outputs: what outlives this call is copied (dz is used up below)
+        gh_0, gc_0 = gh_0.clone(), gc_0.clone()
+    grads = _weight_grads(ctx, dz, xh, w_cat, bias, peep, res["peep_if"], res["peep_o"])
+    return (*grads, gh_0, gc_0, None, None, None, None, None, None)
+
+
+def _triton_backward_loop(gh: Tensor, gc: Tensor, gout: Tensor | None, z: Tensor | None, tanh_c: Tensor | None,
+                          c_cand: Tensor | None, cs: Tensor, xh: Tensor | None, w_cat: Tensor, bias: Tensor | None,
+                          peep: Tensor | None, rec: Tensor | None, uh: Tensor | None, uc: Tensor | None,
+                          inputs_size: int, recompute: bool) -> cuda_graph.Outputs:
+    """The backward loop, one Triton kernel and one matmul per step; writes only tensors it allocates.
+
+    Returns ``dz`` ``[T, B, 4H]`` (``dL/d`` pre-activations, for the weight gradients after the
+    loop), ``gh``/``gc`` (``dL/dh_0``, ``dL/dc_0``) and the peephole gradients per batch row.
+    """
+    steps, batch, hidden = cs.shape[0] - 1, cs.shape[1], cs.shape[2]
+    updates = uh is not None
+    if recompute:  # rebuild each step's gates from the saved [x_t, h_{t-1}] and c_{t-1} (one more matmul)
+        z, tanh_c = cs.new_empty(1, batch, 4 * hidden), cs.new_empty(1, batch, hidden)
+        c_cand = cs.new_empty(1, batch, hidden) if updates else cs[1:]
+    elif c_cand is None:
+        c_cand = cs[1:]
+    assert z is not None and tanh_c is not None
+    gate_s = _gate_views(z, tanh_c, c_cand, steps, peep is not None)
+    xh_s = xh.unbind(0) if xh is not None else ()
+    w_t, w_hh = w_cat.t(), w_cat[:, inputs_size:]
+    dz = cs.new_empty(steps, batch, 4 * hidden)
+    dz_s, cp_s = dz.unbind(0), cs.unbind(0)
+    gout_s = gout.unbind(0) if gout is not None else ()
+    uh_s = uh.unbind(0) if uh is not None else ()
+    uc_s = uc.unbind(0) if uc is not None else ()
+    peep_if = cs.new_zeros(batch, 2, hidden) if peep is not None else None
+    peep_o = cs.new_zeros(batch, hidden) if peep is not None else None
     gh = gh.contiguous()
     gc = gc.contiguous().clone()
     gc_next = torch.empty_like(gc)  # two buffers, swapped each step
-    updates = len(uh_s) > 0
     skip_buf = torch.empty_like(gh) if updates else None
     for t in range(steps - 1, -1, -1):
         views = gate_s[t]
-        if ctx.recompute:
+        if recompute:
             _gates(xh_s[t], w_t, bias, cp_s[t], peep, views)
         g_prev = gout_s[t - 1] if (gout_s and t) else None
         skip = skip_buf if updates else g_prev  # what reaches dL/dh_{t-1} around the matmul
@@ -295,12 +399,27 @@ def _triton_backward(ctx: Any, gh: Tensor, gc: Tensor, gout_s: tuple[Tensor, ...
                                     g_prev if updates else None, peep, peep_if, peep_o,
                                     uh_s[t] if updates else None, uc_s[t] if updates else None)
         gc, gc_next = gc_next, gc
-        if rec_mask is None:
+        if rec is None:
             gh = torch.mm(dz_s[t], w_hh) if skip is None else torch.addmm(skip, dz_s[t], w_hh)
         else:
             back = torch.mm(dz_s[t], w_hh)
-            gh = back.mul_(rec_mask) if skip is None else torch.addcmul(skip, back, rec_mask)
-    return gh, gc
+            gh = back.mul_(rec) if skip is None else torch.addcmul(skip, back, rec)
+    return {"dz": dz, "gh": gh, "gc": gc, "peep_if": peep_if, "peep_o": peep_o}
+
+
+def _weight_grads(ctx: Any, dz: Tensor, xh: Tensor, w_cat: Tensor, bias: Tensor | None, peep: Tensor | None,
+                  peep_if: Tensor | None, peep_o: Tensor | None) -> tuple[Tensor | None, ...]:
+    """``dL/d(x, w_cat, bias, peephole)`` from every step's ``dz`` ``[T, B, 4H]``: one large matmul each."""
+    steps, batch, four_h = dz.shape
+    inputs = xh.shape[2] - four_h // 4
+    flat_dz = dz.view(steps * batch, four_h)
+    grad_x = (flat_dz @ w_cat[:, :inputs]).view(steps, batch, inputs) if ctx.needs_input_grad[0] else None
+    grad_w = flat_dz.t() @ xh[:steps].reshape(steps * batch, -1) if ctx.needs_input_grad[1] else None
+    grad_b = flat_dz.sum(0) if bias is not None and ctx.needs_input_grad[2] else None
+    grad_p = None
+    if peep is not None and peep_if is not None and peep_o is not None and ctx.needs_input_grad[3]:
+        grad_p = torch.cat([peep_if.sum(0), peep_o.sum(0, keepdim=True)])
+    return grad_x, grad_w, grad_b, grad_p
 
 
 GateViews = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
@@ -441,9 +560,6 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
     reason = engine_unavailable_reason(cell, zoneout_rate=zoneout_rate, return_gates=return_gates)
     if reason is None and kernels == "triton":
         reason = triton_engine_unavailable_reason(cell, x.device)
-        if reason is None and cell.weight_ih.dtype not in (torch.float32, torch.float64):
-            reason = (f"implementation='triton' runs float32 or float64 weights, got {cell.weight_ih.dtype}; "
-                      "keep the weights in float32 (autocast still works around them)")
     elif reason is None and kernels != "torch":
         reason = f"kernels must be 'torch' or 'triton', got {kernels!r}"
     if reason is not None:

@@ -16,10 +16,14 @@ directions:
   peephole gradients.
 
 The math is the engine's own, term for term, and the tests run it against the reference scan
-through Triton's interpreter (``TRITON_INTERPRET=1``), which executes kernels on the CPU. The
-layer uses them with ``implementation="triton"``; ``"auto"`` does not pick them yet, because
-their speed has not been measured on a GPU (``docs/speed.md``). Triton ships with CUDA builds of
-PyTorch; nothing here is imported unless asked for.
+through Triton's interpreter (``TRITON_INTERPRET=1``), which executes kernels on the CPU, and on
+a GPU when there is one. One kernel per step is not enough on its own: the host still spent
+300-470 µs per step on Python and launches while the GPU worked about 50 (0.2-0.5x cuDNN), so
+the engine records its forward and backward loops as CUDA graphs and replays them
+(:mod:`rnnkit.scan.cuda_graph`): 1.2-1.5x cuDNN's plain LSTM on an H100 for plain, peephole,
+recurrent-dropout and zoneout LSTMs (``benchmarks/RESULTS.md``). The layer uses them with
+``implementation="triton"``, and ``"auto"`` on CUDA where triton is installed. Triton ships with
+CUDA builds of PyTorch; nothing here is imported unless asked for.
 """
 
 from __future__ import annotations

@@ -45,14 +45,21 @@ def check_rates(*pairs: tuple[str, float]) -> None:
             raise ConfigError(f"{key}: must be in [0, 1), got {rate}")
 
 
-def check_lr_decay(value: float | None) -> None:
-    """``train.lr_decay`` must be null or in (0, 1], or a one-line error says what it does."""
+def check_lr_decay(value: float | None, patience: int = 1) -> None:
+    """``train.lr_decay`` must be null or in (0, 1] and ``train.lr_decay_patience`` at least 1, or a
+    one-line error says what they do."""
     if value is not None and not 0 < value <= 1:
         raise ConfigError(f"train.lr_decay: must be in (0, 1], got {value}; 0.25 divides the learning rate by 4 "
                           "after each epoch without dev improvement")
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ConfigError(f"train.lr_decay_patience: must be a whole number >= 1, got {patience!r}; 3 cuts the "
+                          "learning rate after every 3 epochs in a row without dev improvement")
 
 
-LR_DECAY_HELP = "multiply the learning rate by this after an epoch without dev improvement (null: keep it)"
+LR_DECAY_HELP = ("multiply the learning rate by this after train.lr_decay_patience epochs without dev improvement "
+                 "(null: keep it)")
+LR_DECAY_PATIENCE_HELP = ("epochs in a row without dev improvement before each learning-rate cut (1: every such "
+                          "epoch; raise it when dev accuracy is noisy)")
 MAX_MINUTES_HELP = ("time budget in minutes: stop before an epoch that would end past it, keeping the best dev "
                     "weights (null: no budget)")
 

@@ -50,6 +50,7 @@ class EngineOptions:
     accelerator: str = "auto"
     progress: bool = True
     lr_decay: float | None = None
+    lr_decay_patience: int = 1  # epochs without dev improvement before each cut
     average_weights: bool = False  # average the iterates from the first epoch without dev improvement
     max_seconds: float | None = None  # time budget: no epoch starts that would end past it
 
@@ -191,6 +192,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
         raise ValueError(f"train.max_minutes must be > 0, got {options.max_seconds / 60:g}")
     if options.lr_decay is not None and not 0.0 < options.lr_decay <= 1.0:
         raise ValueError(f"train.lr_decay must be in (0, 1], got {options.lr_decay}; 0.25 divides the rate by 4")
+    if options.lr_decay_patience < 1:
+        raise ValueError(f"train.lr_decay_patience must be >= 1, got {options.lr_decay_patience}")
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning 2.6 vs torch 2.13, harmless
@@ -242,10 +245,12 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                     and not averager.active:
                 averager.start()
                 log(f"dev {options.monitor} did not improve: averaging the weights from here on")
-            if state["bad_epochs"] and options.lr_decay is not None:
+            if (state["bad_epochs"] and options.lr_decay is not None
+                    and state["bad_epochs"] % options.lr_decay_patience == 0):
                 for group in optimizer.param_groups:
                     group["lr"] *= options.lr_decay
-                log(f"dev {options.monitor} did not improve: learning rate now {optimizer.param_groups[0]['lr']:.3g}")
+                log(f"dev {options.monitor} did not improve for {state['bad_epochs']} epoch(s): learning rate now "
+                    f"{optimizer.param_groups[0]['lr']:.3g}")
             if options.patience is not None and state["bad_epochs"] >= options.patience:
                 log(f"early stopping: dev {options.monitor} has not improved for {options.patience} epochs")
                 trainer.should_stop = True

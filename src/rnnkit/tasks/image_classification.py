@@ -40,6 +40,7 @@ from ..cells import CELLS
 from ..nn import masked_max, masked_mean, recurrent_layer
 from .config import (
     LR_DECAY_HELP,
+    LR_DECAY_PATIENCE_HELP,
     MAX_MINUTES_HELP,
     ConfigError,
     check_at_least_one,
@@ -99,6 +100,7 @@ class TrainConfig:
                                           "sequences need it")
     patience: int | None = option(3, "stop after this many epochs without dev improvement (null: never)")
     lr_decay: float | None = option(None, LR_DECAY_HELP)
+    lr_decay_patience: int = option(1, LR_DECAY_PATIENCE_HELP)
     monitor: Literal["accuracy", "macro_f1"] = option("accuracy", "dev metric that selects the best epoch")
     seed: int = option(0, "random seed (dev split, initialisation, batching)")
     accelerator: Literal["auto", "cpu", "gpu", "mps"] = option("auto", "device")
@@ -125,7 +127,7 @@ class Config:
             raise ConfigError(f"data.dev_fraction: must be in (0, 1), got {self.data.dev_fraction}")
         if self.train.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate: must be > 0, got {self.train.learning_rate}")
-        check_lr_decay(self.train.lr_decay)
+        check_lr_decay(self.train.lr_decay, self.train.lr_decay_patience)
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -518,7 +520,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                             optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
                             clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor=cfg.train.monitor,
                             mode="max", seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress,
-                            lr_decay=cfg.train.lr_decay,
+                            lr_decay=cfg.train.lr_decay, lr_decay_patience=cfg.train.lr_decay_patience,
                             max_seconds=seconds_budget(cfg.train.max_minutes))
     history = fit(model, train_loader, dev_loader, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
                   options=options, run=run, log=log)

@@ -31,6 +31,7 @@ from ..cells import CELLS
 from ..nn import recurrent_layer
 from .config import (
     LR_DECAY_HELP,
+    LR_DECAY_PATIENCE_HELP,
     MAX_MINUTES_HELP,
     ConfigError,
     check_at_least_one,
@@ -89,6 +90,7 @@ class TrainConfig:
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop", "asgd"] = option(
         "adam", "optimizer (asgd: plain SGD whose weights are averaged once dev stops improving)")
     lr_decay: float | None = option(None, LR_DECAY_HELP)
+    lr_decay_patience: int = option(1, LR_DECAY_PATIENCE_HELP)
     weight_decay: float = option(0.0, "weight decay")
     clip_norm: float | None = option(0.25, "gradient norm clipping (null: none)")
     patience: int | None = option(2, "early-stopping patience on dev perplexity (null: never)")
@@ -110,7 +112,7 @@ class Config:
                            ("train.batch_size", self.train.batch_size), ("train.epochs", self.train.epochs))
         check_rates(("model.dropout", self.model.dropout), ("model.embedding_dropout", self.model.embedding_dropout),
                           ("model.weight_drop", self.model.weight_drop))
-        check_lr_decay(self.train.lr_decay)
+        check_lr_decay(self.train.lr_decay, self.train.lr_decay_patience)
         if self.model.softmax == "adaptive" and self.model.tie_weights:
             raise ConfigError("model.softmax=adaptive cannot share the embedding with the output layer; "
                               "add --set model.tie_weights=false")
@@ -536,7 +538,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate, optimizer=cfg.train.optimizer,
                             weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,
                             patience=cfg.train.patience, monitor="perplexity", mode="min", seed=cfg.train.seed,
-                            accelerator=cfg.train.accelerator, progress=progress, lr_decay=cfg.train.lr_decay,
+                            accelerator=cfg.train.accelerator, progress=progress, lr_decay=cfg.train.lr_decay, lr_decay_patience=cfg.train.lr_decay_patience,
                             max_seconds=seconds_budget(cfg.train.max_minutes))
     history = fit(model, _loader(train_streams, cfg.train.bptt, cfg.train.variable_bptt, cfg.train.seed),
                   _loader(dev_streams, cfg.train.bptt, False, 0), loss_fn=loss_fn, predict_fn=predict_fn,

@@ -28,6 +28,7 @@ from ..nn import recurrent_layer
 from ..nn.crf import CRF, allowed_transitions
 from .config import (
     LR_DECAY_HELP,
+    LR_DECAY_PATIENCE_HELP,
     MAX_MINUTES_HELP,
     ConfigError,
     check_at_least_one,
@@ -89,6 +90,7 @@ class TrainConfig:
     learning_rate: float = option(1e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
     lr_decay: float | None = option(None, LR_DECAY_HELP)
+    lr_decay_patience: int = option(1, LR_DECAY_PATIENCE_HELP)
     average_weights: bool = option(
         False, "from the first epoch without dev improvement, evaluate and keep the running mean of the weights")
     weight_decay: float = option(0.0, "weight decay")
@@ -112,7 +114,7 @@ class Config:
                            ("train.batch_size", self.train.batch_size))
         check_rates(("model.dropout", self.model.dropout), ("model.word_dropout", self.model.word_dropout),
                     ("model.singleton_dropout", self.model.singleton_dropout))
-        check_lr_decay(self.train.lr_decay)
+        check_lr_decay(self.train.lr_decay, self.train.lr_decay_patience)
         if not 0 <= self.data.document_context <= 100_000:
             raise ConfigError(f"data.document_context={self.data.document_context}: give a number of tokens from 0 "
                               "(each sentence alone) to 100000, such as 128")
@@ -699,7 +701,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                             weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,
                             patience=cfg.train.patience, monitor=monitor, mode="max", seed=cfg.train.seed,
                             accelerator=cfg.train.accelerator, progress=progress,
-                            lr_decay=cfg.train.lr_decay, average_weights=cfg.train.average_weights,
+                            lr_decay=cfg.train.lr_decay, lr_decay_patience=cfg.train.lr_decay_patience, average_weights=cfg.train.average_weights,
                             max_seconds=seconds_budget(cfg.train.max_minutes))
     history = fit(model, make_loader(train_items, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
                   make_loader(dev_items, 4 * cfg.train.batch_size, shuffle=False, seed=0),

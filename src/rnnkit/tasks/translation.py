@@ -28,6 +28,7 @@ from ..cells import CELLS
 from ..nn.attention import ATTENTIONS
 from .config import (
     LR_DECAY_HELP,
+    LR_DECAY_PATIENCE_HELP,
     MAX_MINUTES_HELP,
     ConfigError,
     check_cell,
@@ -88,6 +89,7 @@ class TrainConfig:
     learning_rate: float = option(1e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
     lr_decay: float | None = option(None, LR_DECAY_HELP)
+    lr_decay_patience: int = option(1, LR_DECAY_PATIENCE_HELP)
     weight_decay: float = option(0.0, "weight decay")
     clip_norm: float | None = option(1.0, "gradient norm clipping (null: none)")
     patience: int | None = option(3, "early-stopping patience in epochs on dev BLEU (null: never)")
@@ -133,7 +135,7 @@ class Config:
             raise ConfigError(f"decode.nbest ({self.decode.nbest}) cannot exceed decode.beam_size "
                               f"({self.decode.beam_size})")
         check_rates(("model.dropout", self.model.dropout), ("train.label_smoothing", self.train.label_smoothing))
-        check_lr_decay(self.train.lr_decay)
+        check_lr_decay(self.train.lr_decay, self.train.lr_decay_patience)
         if not 0 < self.data.dev_fraction < 1:
             raise ConfigError(f"data.dev_fraction: must be in (0, 1), got {self.data.dev_fraction}")
         dec = self.model.decoder_hidden_size or 2 * self.model.hidden_size
@@ -558,7 +560,7 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
                             optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
                             clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor="bleu", mode="max",
                             seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress,
-                            lr_decay=cfg.train.lr_decay,
+                            lr_decay=cfg.train.lr_decay, lr_decay_patience=cfg.train.lr_decay_patience,
                             max_seconds=seconds_budget(cfg.train.max_minutes))
     history = fit(model, make_loader(train_items, cfg.train.batch_size, prep, shuffle=True, seed=cfg.train.seed),
                   make_loader(dev_items, 2 * cfg.train.batch_size, prep, shuffle=False, seed=0),

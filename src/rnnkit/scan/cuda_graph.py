@@ -1,0 +1,143 @@
+"""Replaying a per-step loop as a CUDA graph: the host's launch work paid once per shape.
+
+The engine's Triton path (``implementation="triton"``) runs a step as one matmul and one kernel,
+but on a GPU the host still spends a few hundred microseconds per step on Python and launches
+while the GPU does about fifty (profiled on an H100: kernels were 10-18% of the wall time,
+``benchmarks/RESULTS.md``). A CUDA graph records the loop's launches once and replays them with
+one call. :class:`CapturedLoop` does that for a function of tensors:
+
+* the first call with a new key and shapes runs eagerly: recording costs about two eager runs,
+  which a shape that never comes back (bucketed lengths, an epoch's short last batch) would not
+  repay;
+* the second copies its inputs into static buffers, runs the function once on a side stream
+  (Triton compiles, cuBLAS sets up its workspace), records it (recording launches nothing) and
+  replays; a recording holds about one call's activations on the GPU, and the last
+  ``CACHE_SIZE`` are kept;
+* every call copies its inputs into those buffers and replays; the function's outputs live in
+  the graph's memory pool, so they are overwritten by the next replay: callers clone what they
+  keep.
+
+A function fit for recording allocates nothing it returns outside the tensors it is given or
+makes itself, never synchronises with the host (no ``.item()``, no data-dependent shapes) and
+draws no random numbers: the engine draws its dropout and zoneout masks before, and passes them
+in. Where a graph cannot or should not be recorded (not CUDA, the stream already recording,
+:func:`disabled`, ``RNNKIT_CUDA_GRAPHS=0``) :func:`graphs_enabled` says no and the caller runs
+eagerly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+from torch import Tensor
+
+Inputs = dict[str, Tensor | None]
+Outputs = dict[str, Tensor | None]
+
+_CACHE: OrderedDict[Hashable, CapturedLoop] = OrderedDict()
+CACHE_SIZE = 32  # recorded loops kept (each holds its static inputs and its memory pool) ...
+CACHE_BYTES = 4 * 2**30  # ... and the most GPU memory their inputs and outputs may hold together
+_SEEN: OrderedDict[Hashable, None] = OrderedDict()  # keys run once, eagerly: the next call records
+SEEN_SIZE = 256
+
+
+_DISABLED: ContextVar[bool] = ContextVar("rnnkit_cuda_graphs_disabled", default=False)
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Within this block the engine runs its loops eagerly (a forward decides for its backward too)."""
+    token = _DISABLED.set(True)
+    try:
+        yield
+    finally:
+        _DISABLED.reset(token)
+
+
+def graphs_enabled(device: torch.device) -> bool:
+    """Whether a loop on ``device`` may be recorded as a CUDA graph now.
+
+    No on a CPU, inside :func:`disabled`, with ``RNNKIT_CUDA_GRAPHS=0`` in the environment, or while
+    the current stream is itself being recorded (someone else's graph: then the loop is recorded
+    into theirs, eagerly).
+    """
+    if device.type != "cuda" or _DISABLED.get() or os.environ.get("RNNKIT_CUDA_GRAPHS", "1") in ("0", ""):
+        return False
+    return not torch.cuda.is_current_stream_capturing()
+
+
+def shape_key(inputs: Inputs) -> tuple[object, ...]:
+    """What a recording depends on: each input's name, shape, dtype and device (or its absence)."""
+    return tuple((name, None if t is None else (tuple(t.shape), t.dtype, t.device)) for name, t in inputs.items())
+
+
+class CapturedLoop:
+    """``fn(**inputs) -> outputs`` recorded once as a CUDA graph, then replayed on fresh inputs."""
+
+    def __init__(self, fn: Callable[..., Outputs], inputs: Inputs) -> None:
+        self.static: Inputs = {name: None if t is None else torch.empty(t.shape, dtype=t.dtype, device=t.device)
+                               for name, t in inputs.items()}
+        self._copy_in(inputs)
+        device = next(t.device for t in inputs.values() if t is not None)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up off the recording: compiles, allocates workspaces
+            fn(**self.static)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        # thread_local: backward runs on autograd's device thread while e.g. a pin-memory thread
+        # allocates; "global" would fail the recording over such calls from other threads
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            self.outputs = fn(**self.static)
+        self.nbytes = _nbytes(self.static) + _nbytes(self.outputs)
+
+    def _copy_in(self, inputs: Inputs) -> None:
+        for name, t in inputs.items():
+            static = self.static[name]
+            if static is not None and t is not None:
+                static.copy_(t)
+
+    def __call__(self, inputs: Inputs) -> Outputs:
+        """Replay on ``inputs`` (same names and shapes as the recording); the outputs are the graph's."""
+        self._copy_in(inputs)
+        self.graph.replay()
+        return self.outputs
+
+
+def _nbytes(tensors: Inputs) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values() if t is not None)
+
+
+def run_captured(key: Hashable, fn: Callable[..., Outputs], inputs: Inputs) -> tuple[Outputs, bool]:
+    """``(fn(**inputs), recorded)``: through the recording kept under ``(key, shapes)`` where there is one.
+
+    With ``recorded`` true the outputs belong to the recording and are overwritten by its next
+    replay: clone what you keep. A key and shapes seen for the first time run ``fn`` eagerly.
+    """
+    full_key = (key, shape_key(inputs))
+    loop = _CACHE.get(full_key)
+    if loop is None:
+        if full_key not in _SEEN:  # a shape seen once (bucketed lengths, a last short batch) runs eagerly
+            _SEEN[full_key] = None
+            while len(_SEEN) > SEEN_SIZE:
+                _SEEN.popitem(last=False)
+            return fn(**inputs), False
+        loop = CapturedLoop(fn, inputs)  # recording launches nothing: the replay below computes
+        _CACHE[full_key] = loop
+        while len(_CACHE) > 1 and (len(_CACHE) > CACHE_SIZE
+                                   or sum(kept.nbytes for kept in _CACHE.values()) > CACHE_BYTES):
+            _CACHE.popitem(last=False)  # the least recently used
+    else:
+        _CACHE.move_to_end(full_key)
+    return loop(inputs), True
+
+
+def clear() -> None:
+    """Drop every recorded loop and the GPU memory it holds."""
+    _CACHE.clear()
+    _SEEN.clear()
