@@ -220,6 +220,8 @@ def test_recordings_are_made_on_a_shapes_second_call_and_evicted_least_recent_fi
     monkeypatch.setattr(cuda_graph, "CACHE_BYTES", 150)  # room for one recording of 100 bytes
     call(4), call(4)
     assert len(cuda_graph._CACHE) == 1
+    with torch.inference_mode():  # its tensors cannot be written outside it: a recording of its own
+        assert [call(4), call(4)] == [False, True]
     cuda_graph.clear()
 
 

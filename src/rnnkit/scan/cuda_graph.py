@@ -11,8 +11,9 @@ one call. :class:`CapturedLoop` does that for a function of tensors:
   repay;
 * the second copies its inputs into static buffers, runs the function once on a side stream
   (Triton compiles, cuBLAS sets up its workspace), records it (recording launches nothing) and
-  replays; a recording holds about one call's activations on the GPU, and the last
-  ``CACHE_SIZE`` are kept;
+  replays; a recording holds about one call's activations on the GPU, and the most recently
+  used are kept (``CACHE_SIZE`` of them, their inputs and outputs within ``CACHE_BYTES`` and
+  ``CACHE_FRACTION`` of the device's memory);
 * every call copies its inputs into those buffers and replays; the function's outputs live in
   the graph's memory pool, so they are overwritten by the next replay: callers clone what they
   keep.
@@ -41,7 +42,8 @@ Outputs = dict[str, Tensor | None]
 
 _CACHE: OrderedDict[Hashable, CapturedLoop] = OrderedDict()
 CACHE_SIZE = 32  # recorded loops kept (each holds its static inputs and its memory pool) ...
-CACHE_BYTES = 4 * 2**30  # ... and the most GPU memory their inputs and outputs may hold together
+CACHE_BYTES = 4 * 2**30  # ... and the most GPU memory their inputs and outputs may hold together (at most
+CACHE_FRACTION = 0.125   # this fraction of the device's memory)
 _SEEN: OrderedDict[Hashable, None] = OrderedDict()  # keys run once, eagerly: the next call records
 SEEN_SIZE = 256
 
@@ -83,17 +85,19 @@ class CapturedLoop:
         self.static: Inputs = {name: None if t is None else torch.empty(t.shape, dtype=t.dtype, device=t.device)
                                for name, t in inputs.items()}
         self._copy_in(inputs)
-        device = next(t.device for t in inputs.values() if t is not None)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # warm-up off the recording: compiles, allocates workspaces
-            fn(**self.static)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        # thread_local: backward runs on autograd's device thread while e.g. a pin-memory thread
-        # allocates; "global" would fail the recording over such calls from other threads
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self.outputs = fn(**self.static)
+        self.device = next(t.device for t in inputs.values() if t is not None)
+        # the recording captures the current device's stream: make it the tensors' device
+        with torch.cuda.device(self.device):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up off the recording: compiles, allocates workspaces
+                fn(**self.static)
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            # thread_local: backward runs on autograd's device thread while e.g. a pin-memory thread
+            # allocates; "global" would fail the recording over such calls from other threads
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                self.outputs = fn(**self.static)
         self.nbytes = _nbytes(self.static) + _nbytes(self.outputs)
 
     def _copy_in(self, inputs: Inputs) -> None:
@@ -105,8 +109,16 @@ class CapturedLoop:
     def __call__(self, inputs: Inputs) -> Outputs:
         """Replay on ``inputs`` (same names and shapes as the recording); the outputs are the graph's."""
         self._copy_in(inputs)
-        self.graph.replay()
+        with torch.cuda.device(self.device):
+            self.graph.replay()
         return self.outputs
+
+
+def _device_bytes(loop: CapturedLoop) -> float:
+    device = getattr(loop, "device", None)
+    if device is None or device.type != "cuda":
+        return float("inf")
+    return float(torch.cuda.get_device_properties(device).total_memory)
 
 
 def _nbytes(tensors: Inputs) -> int:
@@ -119,7 +131,8 @@ def run_captured(key: Hashable, fn: Callable[..., Outputs], inputs: Inputs) -> t
     With ``recorded`` true the outputs belong to the recording and are overwritten by its next
     replay: clone what you keep. A key and shapes seen for the first time run ``fn`` eagerly.
     """
-    full_key = (key, shape_key(inputs))
+    # tensors made under inference_mode cannot be written outside it: recordings do not cross that line
+    full_key = (key, shape_key(inputs), torch.is_inference_mode_enabled())
     loop = _CACHE.get(full_key)
     if loop is None:
         if full_key not in _SEEN:  # a shape seen once (bucketed lengths, a last short batch) runs eagerly
@@ -129,8 +142,9 @@ def run_captured(key: Hashable, fn: Callable[..., Outputs], inputs: Inputs) -> t
             return fn(**inputs), False
         loop = CapturedLoop(fn, inputs)  # recording launches nothing: the replay below computes
         _CACHE[full_key] = loop
+        limit = min(CACHE_BYTES, CACHE_FRACTION * _device_bytes(loop))
         while len(_CACHE) > 1 and (len(_CACHE) > CACHE_SIZE
-                                   or sum(kept.nbytes for kept in _CACHE.values()) > CACHE_BYTES):
+                                   or sum(kept.nbytes for kept in _CACHE.values()) > limit):
             _CACHE.popitem(last=False)  # the least recently used
     else:
         _CACHE.move_to_end(full_key)
