@@ -294,3 +294,38 @@ def test_inference_weight_cache_follows_weight_changes() -> None:
             expected = reference_scan(cell, x, state)[0]
             got = engine_scan(cell, x, state)[0]
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("kw", [{}, {"peephole": True, "holes": True, "recurrent_dropout": True},
+                                {"zoneout": True}])
+def test_layernorm_engine_graph_replays_equal_the_eager_loop(monkeypatch: pytest.MonkeyPatch,
+                                                             kw: dict[str, bool]) -> None:
+    """On CUDA the layer-norm engine records its loops (rnnkit.scan.cuda_graph) from a shape's second call."""
+    cuda = torch.device("cuda")
+    torch.manual_seed(8)
+    cell = _randomise(LayerNormLSTMCell(I, H, peephole=kw.get("peephole", False)).double()).to(cuda)
+    for call in range(3):
+        x = torch.randn(B, T, I, dtype=torch.float64, device=cuda)
+        state = (torch.randn(B, H, dtype=torch.float64, device=cuda), torch.randn(B, H, dtype=torch.float64, device=cuda))
+        options: dict[str, object] = {
+            "mask": (torch.rand(B, T, device=cuda) > 0.4) if kw.get("holes") else None,
+            "recurrent_mask": ((torch.rand(B, H, device=cuda) > 0.3).double() / 0.7
+                               if kw.get("recurrent_dropout") else None),
+            "zoneout_rate": 0.2 if kw.get("zoneout") else 0.0, "training": bool(kw.get("zoneout"))}
+        results = []
+        for graphs in ("1", "0"):
+            monkeypatch.setenv("RNNKIT_CUDA_GRAPHS", graphs)
+            torch.manual_seed(20 + call)  # the same zoneout draws
+            cell.zero_grad()
+            xx = x.clone().requires_grad_()
+            h0, c0 = (s.clone().requires_grad_() for s in state)
+            out, (h_n, c_n), _ = engine_scan(cell, xx, (h0, c0), **options)  # type: ignore[arg-type]
+            (out.pow(2).sum() + h_n.sum() + c_n.pow(2).sum()).backward()
+            results.append([out.detach(), h_n.detach(), c_n.detach(), xx.grad, h0.grad, c0.grad,
+                            *[p.grad.clone() for p in cell.parameters() if p.grad is not None]])
+        for g, e in zip(*results):
+            torch.testing.assert_close(g, e, rtol=0, atol=1e-12, msg=f"{kw}, call {call}")
+        with torch.no_grad():
+            for p in cell.parameters():
+                p.mul_(0.9).add_(0.01)

@@ -6,10 +6,16 @@ tensors, weight gradients in one matmul after the loop), with the two per-step l
 by ATen's fused kernels: ``native_layer_norm`` forward and ``native_layer_norm_backward``, one op
 each instead of the half-dozen autograd records of ``F.layer_norm``. The input-side norm
 ``LN_ih(W_ih x)`` does not depend on the state, so it runs for all steps at once, under autograd.
+On CUDA the forward and backward loops are recorded as CUDA graphs from a shape's second call
+and replayed (:mod:`rnnkit.scan.cuda_graph`), which takes the host's per-op launch work out of
+each step; its speed there is not measured yet, so ``"auto"`` still runs layer-norm cells on
+the reference scan and this engine stays opt-in (``implementation="engine"``).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,6 +24,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ..cells.lstm import LayerNormLSTMCell
+from . import cuda_graph
 
 
 class _LayerNormLSTMEngine(torch.autograd.Function):
@@ -32,53 +39,25 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
                 gain_c: Tensor, bias_c: Tensor, peep: Tensor | None, h0: Tensor, c0: Tensor,
                 rec_mask: Tensor | None, update_h: Tensor | None, update_c: Tensor | None,
                 out_mask: Tensor | None, eps_hh: float, eps_c: float) -> tuple[Tensor, Tensor, Tensor]:
-        steps, batch, four_h = xw.shape
-        hidden = four_h // 4
-        z = torch.empty_like(xw)  # pre-activations, then (in place) sigmoids of o, i, f, 2g
-        y = torch.empty_like(xw)  # W_hh h_{t-1}: the input of LN_hh
-        hs, cs = xw.new_empty(steps + 1, batch, hidden), xw.new_empty(steps + 1, batch, hidden)
-        hs[0], cs[0] = h0, c0
-        h_in = xw.new_empty(steps, batch, hidden) if rec_mask is not None else hs[:-1]
-        updates = update_h is not None
-        c_cand = xw.new_empty(steps, batch, hidden) if updates else cs[1:]
-        tanh_c = xw.new_empty(steps, batch, hidden)  # tanh(LN_c(c~_t))
-        h_cand = xw.new_empty(batch, hidden) if updates else None
-        stats: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # (mean, rstd) of LN_hh and LN_c per step
-        w_t = w_hh.t()
-        x_s, z_s, y_s, tc_s, cc_s = xw.unbind(0), z.unbind(0), y.unbind(0), tanh_c.unbind(0), c_cand.unbind(0)
-        h_s, c_s, hin_s = hs.unbind(0), cs.unbind(0), h_in.unbind(0)
-        o_s, i_s, f_s, g_s = (part.unbind(0) for part in z.chunk(4, -1))
-        act_s = z[..., hidden:].unbind(0) if peep is not None else z_s
-        if_s = z[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
-        uh_s = update_h.unbind(0) if update_h is not None else ()
-        uc_s = update_c.unbind(0) if update_c is not None else ()
-        for t in range(steps):
-            h = h_s[t] if rec_mask is None else torch.mul(h_s[t], rec_mask, out=hin_s[t])
-            normed, mean_hh, rstd_hh = torch.native_layer_norm(torch.mm(h, w_t, out=y_s[t]), (four_h,), gain_hh,
-                                                               None, eps_hh)
-            torch.add(x_s[t], normed, out=z_s[t])
-            c = c_s[t]
-            if peep is not None:
-                if_s[t].addcmul_(peep[:2], c.unsqueeze(1))
-            torch.sigmoid_(act_s[t])
-            i, f = i_s[t], f_s[t]
-            cn = torch.mul(f, c, out=cc_s[t]).addcmul_(i, g_s[t], value=2.0).sub_(i)  # f c + i (2 s_g - 1)
-            o = o_s[t]
-            if peep is not None:
-                torch.sigmoid_(o.addcmul_(peep[2], cn))
-            normed_c, mean_c, rstd_c = torch.native_layer_norm(cn, (hidden,), gain_c, bias_c, eps_c)
-            tc = torch.tanh(normed_c, out=tc_s[t])
-            stats.append((mean_hh, rstd_hh, mean_c, rstd_c))
-            if h_cand is None:
-                torch.mul(o, tc, out=h_s[t + 1])
-            else:
-                torch.lerp(h_s[t], torch.mul(o, tc, out=h_cand), uh_s[t], out=h_s[t + 1])
-                torch.lerp(c, cn, uc_s[t], out=c_s[t + 1])
+        inputs: cuda_graph.Inputs = {"xw": xw, "w_hh": w_hh, "gain_hh": gain_hh, "gain_c": gain_c,
+                                     "bias_c": bias_c, "peep": peep, "h0": h0, "c0": c0, "rec_mask": rec_mask,
+                                     "update_h": update_h, "update_c": update_c}
+        loop: Callable[..., cuda_graph.Outputs] = functools.partial(_forward_loop, eps_hh=eps_hh, eps_c=eps_c)
+        graphs = cuda_graph.graphs_enabled(xw.device)
+        ctx.graphs = graphs  # type: ignore[attr-defined]  # decided here for the backward too
+        res, recorded = (cuda_graph.run_captured(("layernorm engine forward", eps_hh, eps_c), loop, inputs)
+                         if graphs else (loop(**inputs), False))
+        if recorded:  # the recording's outputs are overwritten by its next replay: keep copies
+            res = {name: None if t is None else t.clone() for name, t in res.items()}
+        z, y, hs, cs, tanh_c, stats = res["z"], res["y"], res["hs"], res["cs"], res["tanh_c"], res["stats"]
+        assert z is not None and y is not None and hs is not None and cs is not None and stats is not None
+        steps = xw.shape[0]
+        c_cand = res["c_cand"] if res["c_cand"] is not None else cs[1:]
+        h_in = res["h_in"] if res["h_in"] is not None else hs[:-1]
         out = hs[1:] if out_mask is None else hs[1:] * out_mask
         saved: tuple[Any, ...] = (z, y, cs, tanh_c, c_cand, h_in, w_hh, gain_hh, gain_c, bias_c, peep, rec_mask,
-                                  update_h, update_c, out_mask)  # None is allowed
+                                  update_h, update_c, out_mask, stats)  # None is allowed
         ctx.save_for_backward(*saved)
-        ctx.stats = stats  # type: ignore[attr-defined]
         return out, hs[steps].clone(), cs[steps].clone()
 
     @staticmethod
@@ -86,80 +65,167 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None,  # type: ignore[override]
                  grad_c: Tensor | None) -> tuple[Tensor | None, ...]:
         (z, y, cs, tanh_c, c_cand, h_in, w_hh, gain_hh, gain_c, bias_c, peep, rec_mask, update_h, update_c,
-         out_mask) = ctx.saved_tensors
-        stats = ctx.stats
+         out_mask, stats) = ctx.saved_tensors
         steps, batch, four_h = z.shape
-        hidden = four_h // 4
         g_out = None if grad_out is None else (grad_out if out_mask is None else grad_out * out_mask)
-        dz, dy = torch.empty_like(z), torch.empty_like(z)
-        slope = z.new_empty(batch, four_h)
-        partner = z.new_empty(batch, 3, hidden)  # what multiplies i, f and g in c~: g, c_{t-1}, 2i
-        slope_o, slope_ifg = slope[:, :hidden], slope[:, hidden:].view(batch, 3, hidden)
-        p_g, p_c, p_i = partner.unbind(1)
-        z_s, y_s, tc_s, cp_s, cc_s = z.unbind(0), y.unbind(0), tanh_c.unbind(0), cs.unbind(0), c_cand.unbind(0)
-        o_s, i_s, f_s, s_s = (part.unbind(0) for part in z.chunk(4, -1))
-        dz_s, dy_s, dzo_s = dz.unbind(0), dy.unbind(0), dz[..., :hidden].unbind(0)
-        dzifg_s = dz[..., hidden:].unflatten(-1, (3, hidden)).unbind(0)
-        dzi_s, dzf_s = dz[..., hidden:2 * hidden].unbind(0), dz[..., 2 * hidden:3 * hidden].unbind(0)
-        gout_s = g_out.unbind(0) if g_out is not None else ()
-        uh_s = update_h.unbind(0) if update_h is not None else ()
-        uc_s = update_c.unbind(0) if update_c is not None else ()
-        grad_gain_hh, grad_gain_c, grad_bias_c = torch.zeros_like(gain_hh), torch.zeros_like(gain_c), torch.zeros_like(bias_c)
-        if peep is not None:
-            peep_if_acc, peep_o_acc = z.new_zeros(batch, 2, hidden), z.new_zeros(batch, hidden)
-            dzif_s = dz[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
-        gh = torch.zeros(batch, hidden, dtype=z.dtype, device=z.device) if grad_h is None else grad_h.clone()
+        gh = torch.zeros(batch, four_h // 4, dtype=z.dtype, device=z.device) if grad_h is None else grad_h
         if g_out is not None:
-            gh = gh + gout_s[steps - 1]
+            gh = gh + g_out[steps - 1]
         gc = torch.zeros_like(gh) if grad_c is None else grad_c
-        for t in range(steps - 1, -1, -1):
-            mean_hh, rstd_hh, mean_c, rstd_c = stats[t]
-            a = z_s[t]
-            torch.addcmul(a, a, a, value=-1, out=slope)
-            o, i, tc = o_s[t], i_s[t], tc_s[t]
-            dh = gh if update_h is None else gh * uh_s[t]
-            dh_tc = dh * tc
-            torch.mul(dh_tc, slope_o, out=dzo_s[t])
-            d_normed_c = torch.addcmul(dh, dh_tc, tc, value=-1).mul_(o)  # dh o (1 - tanh^2)
-            dc, d_gain_c, d_bias_c = torch.ops.aten.native_layer_norm_backward(
-                d_normed_c, cc_s[t], [hidden], mean_c, rstd_c, gain_c, bias_c, [True, True, True])
-            grad_gain_c += d_gain_c
-            grad_bias_c += d_bias_c
-            if peep is not None:
-                dc.addcmul_(dzo_s[t], peep[2])
-            gc_kept = gc if update_c is None else gc * uc_s[t]
-            dc += gc_kept
-            torch.mul(s_s[t], 2.0, out=p_g).sub_(1.0)
-            p_c.copy_(cp_s[t])
-            torch.add(i, i, out=p_i)
-            torch.mul(partner, slope_ifg, out=dzifg_s[t]).mul_(dc.unsqueeze(1))
-            gc_next = torch.mul(dc, f_s[t])
-            if peep is not None:
-                gc_next.addcmul_(dzi_s[t], peep[0]).addcmul_(dzf_s[t], peep[1])
-                peep_if_acc.addcmul_(dzif_s[t], p_c.unsqueeze(1))
-                peep_o_acc.addcmul_(dzo_s[t], cc_s[t])
-            if update_c is not None:
-                gc_next += gc
-                gc_next -= gc_kept
-            gc = gc_next
-            d_y, d_gain_hh, _ = torch.ops.aten.native_layer_norm_backward(
-                dz_s[t], y_s[t], [four_h], mean_hh, rstd_hh, gain_hh, None, [True, True, False])
-            dy_s[t].copy_(d_y)
-            grad_gain_hh += d_gain_hh
-            skip = gout_s[t - 1] if (g_out is not None and t) else None
-            if update_h is not None:
-                skip = gh - dh if skip is None else (gh - dh).add_(skip)
-            if rec_mask is None:
-                gh = torch.mm(d_y, w_hh) if skip is None else torch.addmm(skip, d_y, w_hh)
-            else:
-                back = torch.mm(d_y, w_hh)
-                gh = back.mul_(rec_mask) if skip is None else torch.addcmul(skip, back, rec_mask)
-        grad_w = dy.view(steps * batch, four_h).t() @ h_in.reshape(steps * batch, hidden)
+        inputs: cuda_graph.Inputs = {
+            "gh": gh, "gc": gc, "g_out": g_out, "z": z, "y": y, "cs": cs, "tanh_c": tanh_c,
+            "c_cand": c_cand if update_h is not None else None, "stats": stats, "w_hh": w_hh, "gain_hh": gain_hh,
+            "gain_c": gain_c, "bias_c": bias_c, "peep": peep, "rec_mask": rec_mask, "update_h": update_h,
+            "update_c": update_c}
+        loop: Callable[..., cuda_graph.Outputs] = _backward_loop
+        res, recorded = (cuda_graph.run_captured("layernorm engine backward", loop, inputs)
+                         if ctx.graphs and cuda_graph.graphs_enabled(z.device) else (loop(**inputs), False))
+        dz, dy, gh_0, gc_0 = res["dz"], res["dy"], res["gh"], res["gc"]
+        assert dz is not None and dy is not None and gh_0 is not None and gc_0 is not None
+        grad_w = dy.view(steps * batch, four_h).t() @ h_in.reshape(steps * batch, -1)
+        grads = [res["grad_gain_hh"], res["grad_gain_c"], res["grad_bias_c"], gh_0, gc_0]
         grad_p = None
+        if peep is not None and res["peep_if"] is not None and res["peep_o"] is not None:
+            grad_p = torch.cat([res["peep_if"].sum(0), res["peep_o"].sum(0, keepdim=True)])
+        if recorded:  # the recording's outputs: what outlives this call is copied
+            dz = dz.clone()
+            grads = [None if g is None else g.clone() for g in grads]
+        return (dz, grad_w, *grads[:3], grad_p, *grads[3:], None, None, None, None, None, None)
+
+
+def _forward_loop(xw: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tensor, bias_c: Tensor, peep: Tensor | None,
+                  h0: Tensor, c0: Tensor, rec_mask: Tensor | None, update_h: Tensor | None,
+                  update_c: Tensor | None, eps_hh: float, eps_c: float) -> cuda_graph.Outputs:
+    """The forward loop; writes only tensors it allocates (it may be recorded as a CUDA graph).
+
+    Returns ``z`` (gate activations), ``y`` (``W_hh h_{t-1}``), ``hs``/``cs`` ``[T+1, B, H]``,
+    ``tanh_c``, ``c_cand`` and ``h_in`` (``None`` where they are views of ``cs``/``hs``) and
+    ``stats`` ``[T, 4, B, 1]``: the mean and reciprocal deviation of ``LN_hh`` and ``LN_c`` per step.
+    """
+    steps, batch, four_h = xw.shape
+    hidden = four_h // 4
+    z = torch.empty_like(xw)  # pre-activations, then (in place) sigmoids of o, i, f, 2g
+    y = torch.empty_like(xw)  # W_hh h_{t-1}: the input of LN_hh
+    hs, cs = xw.new_empty(steps + 1, batch, hidden), xw.new_empty(steps + 1, batch, hidden)
+    hs[0], cs[0] = h0, c0
+    h_in = xw.new_empty(steps, batch, hidden) if rec_mask is not None else hs[:-1]
+    updates = update_h is not None
+    c_cand = xw.new_empty(steps, batch, hidden) if updates else cs[1:]
+    tanh_c = xw.new_empty(steps, batch, hidden)  # tanh(LN_c(c~_t))
+    h_cand = xw.new_empty(batch, hidden) if updates else None
+    stats: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # (mean, rstd) of LN_hh and LN_c per step
+    w_t = w_hh.t()
+    x_s, z_s, y_s, tc_s, cc_s = xw.unbind(0), z.unbind(0), y.unbind(0), tanh_c.unbind(0), c_cand.unbind(0)
+    h_s, c_s, hin_s = hs.unbind(0), cs.unbind(0), h_in.unbind(0)
+    o_s, i_s, f_s, g_s = (part.unbind(0) for part in z.chunk(4, -1))
+    act_s = z[..., hidden:].unbind(0) if peep is not None else z_s
+    if_s = z[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
+    uh_s = update_h.unbind(0) if update_h is not None else ()
+    uc_s = update_c.unbind(0) if update_c is not None else ()
+    for t in range(steps):
+        h = h_s[t] if rec_mask is None else torch.mul(h_s[t], rec_mask, out=hin_s[t])
+        normed, mean_hh, rstd_hh = torch.native_layer_norm(torch.mm(h, w_t, out=y_s[t]), (four_h,), gain_hh,
+                                                           None, eps_hh)
+        torch.add(x_s[t], normed, out=z_s[t])
+        c = c_s[t]
         if peep is not None:
-            grad_p = torch.cat([peep_if_acc.sum(0), peep_o_acc.sum(0, keepdim=True)])
-        return (dz, grad_w, grad_gain_hh, grad_gain_c, grad_bias_c, grad_p, gh, gc,
-                None, None, None, None, None, None)
+            if_s[t].addcmul_(peep[:2], c.unsqueeze(1))
+        torch.sigmoid_(act_s[t])
+        i, f = i_s[t], f_s[t]
+        cn = torch.mul(f, c, out=cc_s[t]).addcmul_(i, g_s[t], value=2.0).sub_(i)  # f c + i (2 s_g - 1)
+        o = o_s[t]
+        if peep is not None:
+            torch.sigmoid_(o.addcmul_(peep[2], cn))
+        normed_c, mean_c, rstd_c = torch.native_layer_norm(cn, (hidden,), gain_c, bias_c, eps_c)
+        tc = torch.tanh(normed_c, out=tc_s[t])
+        stats.append((mean_hh, rstd_hh, mean_c, rstd_c))
+        if h_cand is None:
+            torch.mul(o, tc, out=h_s[t + 1])
+        else:
+            torch.lerp(h_s[t], torch.mul(o, tc, out=h_cand), uh_s[t], out=h_s[t + 1])
+            torch.lerp(c, cn, uc_s[t], out=c_s[t + 1])
+    stacked = torch.stack([torch.stack(s) for s in stats])  # [T, 4, B, 1]
+    return {"z": z, "y": y, "hs": hs, "cs": cs, "tanh_c": tanh_c, "c_cand": c_cand if updates else None,
+            "h_in": h_in if rec_mask is not None else None, "stats": stacked}
+
+
+def _backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor, y: Tensor, cs: Tensor, tanh_c: Tensor,
+                   c_cand: Tensor | None, stats: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tensor,
+                   bias_c: Tensor, peep: Tensor | None, rec_mask: Tensor | None, update_h: Tensor | None,
+                   update_c: Tensor | None) -> cuda_graph.Outputs:
+    """The backward loop; writes only tensors it allocates (it may be recorded as a CUDA graph).
+
+    Returns ``dz`` (``dL/d`` pre-activations: the input side's gradient), ``dy`` (``LN_hh``'s input
+    gradient, for ``dL/dW_hh``), ``gh``/``gc`` (``dL/dh_0``, ``dL/dc_0``), the layer-norm gain and
+    bias gradients and the peephole gradients per batch row.
+    """
+    steps, batch, four_h = z.shape
+    hidden = four_h // 4
+    if c_cand is None:
+        c_cand = cs[1:]
+    dz, dy = torch.empty_like(z), torch.empty_like(z)
+    slope = z.new_empty(batch, four_h)
+    partner = z.new_empty(batch, 3, hidden)  # what multiplies i, f and g in c~: g, c_{t-1}, 2i
+    slope_o, slope_ifg = slope[:, :hidden], slope[:, hidden:].view(batch, 3, hidden)
+    p_g, p_c, p_i = partner.unbind(1)
+    z_s, y_s, tc_s, cp_s, cc_s = z.unbind(0), y.unbind(0), tanh_c.unbind(0), cs.unbind(0), c_cand.unbind(0)
+    o_s, i_s, f_s, s_s = (part.unbind(0) for part in z.chunk(4, -1))
+    dz_s, dy_s, dzo_s = dz.unbind(0), dy.unbind(0), dz[..., :hidden].unbind(0)
+    dzifg_s = dz[..., hidden:].unflatten(-1, (3, hidden)).unbind(0)
+    dzi_s, dzf_s = dz[..., hidden:2 * hidden].unbind(0), dz[..., 2 * hidden:3 * hidden].unbind(0)
+    gout_s = g_out.unbind(0) if g_out is not None else ()
+    uh_s = update_h.unbind(0) if update_h is not None else ()
+    uc_s = update_c.unbind(0) if update_c is not None else ()
+    grad_gain_hh, grad_gain_c, grad_bias_c = torch.zeros_like(gain_hh), torch.zeros_like(gain_c), torch.zeros_like(bias_c)
+    if peep is not None:
+        peep_if_acc, peep_o_acc = z.new_zeros(batch, 2, hidden), z.new_zeros(batch, hidden)
+        dzif_s = dz[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
+    gh = gh.clone()
+    for t in range(steps - 1, -1, -1):
+        mean_hh, rstd_hh, mean_c, rstd_c = stats[t].unbind(0)
+        a = z_s[t]
+        torch.addcmul(a, a, a, value=-1, out=slope)
+        o, i, tc = o_s[t], i_s[t], tc_s[t]
+        dh = gh if update_h is None else gh * uh_s[t]
+        dh_tc = dh * tc
+        torch.mul(dh_tc, slope_o, out=dzo_s[t])
+        d_normed_c = torch.addcmul(dh, dh_tc, tc, value=-1).mul_(o)  # dh o (1 - tanh^2)
+        dc, d_gain_c, d_bias_c = torch.ops.aten.native_layer_norm_backward(
+            d_normed_c, cc_s[t], [hidden], mean_c, rstd_c, gain_c, bias_c, [True, True, True])
+        grad_gain_c += d_gain_c
+        grad_bias_c += d_bias_c
+        if peep is not None:
+            dc.addcmul_(dzo_s[t], peep[2])
+        gc_kept = gc if update_c is None else gc * uc_s[t]
+        dc += gc_kept
+        torch.mul(s_s[t], 2.0, out=p_g).sub_(1.0)
+        p_c.copy_(cp_s[t])
+        torch.add(i, i, out=p_i)
+        torch.mul(partner, slope_ifg, out=dzifg_s[t]).mul_(dc.unsqueeze(1))
+        gc_next = torch.mul(dc, f_s[t])
+        if peep is not None:
+            gc_next.addcmul_(dzi_s[t], peep[0]).addcmul_(dzf_s[t], peep[1])
+            peep_if_acc.addcmul_(dzif_s[t], p_c.unsqueeze(1))
+            peep_o_acc.addcmul_(dzo_s[t], cc_s[t])
+        if update_c is not None:
+            gc_next += gc
+            gc_next -= gc_kept
+        gc = gc_next
+        d_y, d_gain_hh, _ = torch.ops.aten.native_layer_norm_backward(
+            dz_s[t], y_s[t], [four_h], mean_hh, rstd_hh, gain_hh, None, [True, True, False])
+        dy_s[t].copy_(d_y)
+        grad_gain_hh += d_gain_hh
+        skip = gout_s[t - 1] if (g_out is not None and t) else None
+        if update_h is not None:
+            skip = gh - dh if skip is None else (gh - dh).add_(skip)
+        if rec_mask is None:
+            gh = torch.mm(d_y, w_hh) if skip is None else torch.addmm(skip, d_y, w_hh)
+        else:
+            back = torch.mm(d_y, w_hh)
+            gh = back.mul_(rec_mask) if skip is None else torch.addcmul(skip, back, rec_mask)
+    return {"dz": dz, "dy": dy, "gh": gh, "gc": gc, "grad_gain_hh": grad_gain_hh, "grad_gain_c": grad_gain_c,
+            "grad_bias_c": grad_bias_c, "peep_if": peep_if_acc if peep is not None else None,
+            "peep_o": peep_o_acc if peep is not None else None}
 
 
 def layernorm_engine_scan(cell: LayerNormLSTMCell, x_tm: Tensor, state: tuple[Tensor, Tensor], order: Tensor,
