@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/gpu_run.sh MNIST_FOLDER OUT_FOLDER [TRAIN_MINUTES [DEADLINE_SECONDS]]
 #
-# On the GPU: the Triton kernel tests, then pixel and permuted MNIST (benchmarks/bench_image_configs.py: three configurations
+# On the GPU: the Triton kernel and CUDA-graph tests, then pixel and permuted MNIST (benchmarks/bench_image_configs.py: three configurations
 # sharing the GPU under one wall-clock training budget), then every recurrent path against cuDNN
 # (benchmarks/bench_speed.py --device cuda --write). Meanwhile, on the machine's spare CPU cores:
 # the selective-copy memory table (benchmarks/bench_memory.py, one process per cell, 2 threads
@@ -44,7 +44,8 @@ want() { [[ $parts == *" $1 "* ]]; }
 
 triton_pid=
 if want triton; then  # the Triton kernels against the reference scan, compiled for this GPU
-  ( cd "$here" && timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_triton_engine.py ) \
+  ( cd "$here" && timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_triton_engine.py \
+      tests/test_fast_engine.py ) \
     >"$out/triton_tests.log" 2>&1 &
   triton_pid=$!
   # alone unless images train meanwhile (the tests are small; compiling them keeps CPU cores busy, not the GPU)
