@@ -9,7 +9,7 @@ import torch
 
 import rnnkit.nn as rnn
 from rnnkit.cells import LayerNormLSTMCell, LSTMCell
-from rnnkit.scan import engine_scan, reference_scan
+from rnnkit.scan import cuda_graph, engine_scan, reference_scan
 
 I, H, B, T = 3, 5, 4, 6
 
@@ -304,6 +304,7 @@ def test_layernorm_engine_graph_replays_equal_the_eager_loop(monkeypatch: pytest
     """On CUDA the layer-norm engine records its loops (rnnkit.scan.cuda_graph) from a shape's second call."""
     cuda = torch.device("cuda")
     torch.manual_seed(8)
+    cuda_graph.clear()
     cell = _randomise(LayerNormLSTMCell(I, H, peephole=kw.get("peephole", False)).double()).to(cuda)
     for call in range(3):
         x = torch.randn(B, T, I, dtype=torch.float64, device=cuda)
@@ -329,3 +330,4 @@ def test_layernorm_engine_graph_replays_equal_the_eager_loop(monkeypatch: pytest
         with torch.no_grad():
             for p in cell.parameters():
                 p.mul_(0.9).add_(0.01)
+    assert len(cuda_graph._CACHE) == 2  # the forward and the backward loop were recorded

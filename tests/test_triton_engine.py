@@ -216,7 +216,7 @@ def test_recordings_are_made_on_a_shapes_second_call_and_evicted_least_recent_fi
     assert [call(1), call(1), call(1)] == [False, True, True]  # eager once, then recorded and replayed
     assert [call(2), call(2), call(3), call(3)] == [False, True, False, True]
     assert len(cuda_graph._CACHE) == 2
-    assert call(1)  # shape 1 was evicted, but it was seen before: recorded again at once
+    assert [call(1), call(1)] == [False, False]  # shape 1's recording was evicted: eager from then on
     monkeypatch.setattr(cuda_graph, "CACHE_BYTES", 150)  # room for one recording of 100 bytes
     call(4), call(4)
     assert len(cuda_graph._CACHE) == 1
@@ -232,8 +232,9 @@ def test_recordings_are_made_on_a_shapes_second_call_and_evicted_least_recent_fi
 def test_graph_replays_equal_the_eager_loop_across_calls_and_weight_updates(
         monkeypatch: pytest.MonkeyPatch, kind: str, peephole: bool) -> None:
     torch.manual_seed(5)
+    cuda_graph.clear()
     cell, _, _ = _case(peephole)
-    for call in range(3):  # the first call records, the others replay on new inputs and new weights
+    for call in range(3):  # eager, then recorded and replayed, then replayed: on new inputs and new weights
         x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
         state = (torch.randn(B, H, dtype=torch.float64, device=DEVICE),
                  torch.randn(B, H, dtype=torch.float64, device=DEVICE))
@@ -249,6 +250,7 @@ def test_graph_replays_equal_the_eager_loop_across_calls_and_weight_updates(
         with torch.no_grad():  # as an optimizer step would: in place, same storage
             for p in cell.parameters():
                 p.mul_(0.9).add_(0.01)
+    assert len(cuda_graph._CACHE) == 2  # the forward and the backward loop were recorded
 
 
 @needs_cuda
@@ -256,6 +258,7 @@ def test_layers_sharing_one_recording_keep_their_own_activations() -> None:
     """Both directions of both layers have the same shapes, so they replay one recording each way:
     every forward must keep its own copies until its backward runs."""
     torch.manual_seed(6)
+    cuda_graph.clear()
     kw = {"cell": "peephole_lstm", "bidirectional": True, "num_layers": 2, "batch_first": True,
           "recurrent_dropout": 0.2}
     ref = rnn.LSTM(2 * H, H, implementation="reference", **kw).double().to(DEVICE)  # type: ignore[arg-type]

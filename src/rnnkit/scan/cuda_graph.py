@@ -13,7 +13,9 @@ one call. :class:`CapturedLoop` does that for a function of tensors:
   (Triton compiles, cuBLAS sets up its workspace), records it (recording launches nothing) and
   replays; a recording holds about one call's activations on the GPU, and the most recently
   used are kept (``CACHE_SIZE`` of them, their inputs and outputs within ``CACHE_BYTES`` and
-  ``CACHE_FRACTION`` of the device's memory);
+  ``CACHE_FRACTION`` of the device's memory); a shape whose recording was evicted runs eagerly
+  from then on, so that more shapes in turn than the cache keeps cost one eager run each, not
+  a recording each;
 * every call copies its inputs into those buffers and replays; the function's outputs live in
   the graph's memory pool, so they are overwritten by the next replay: callers clone what they
   keep.
@@ -45,7 +47,8 @@ CACHE_SIZE = 32  # recorded loops kept (each holds its static inputs and its mem
 CACHE_BYTES = 4 * 2**30  # ... and the most GPU memory their inputs and outputs may hold together (at most
 CACHE_FRACTION = 0.125   # this fraction of the device's memory)
 _SEEN: OrderedDict[Hashable, None] = OrderedDict()  # keys run once, eagerly: the next call records
-SEEN_SIZE = 256
+_EVICTED: OrderedDict[Hashable, None] = OrderedDict()  # keys whose recording was evicted: eager from then on
+SEEN_SIZE = 4096  # keys remembered in each
 
 
 _DISABLED: ContextVar[bool] = ContextVar("rnnkit_cuda_graphs_disabled", default=False)
@@ -121,6 +124,13 @@ def _device_bytes(loop: CapturedLoop) -> float:
     return float(torch.cuda.get_device_properties(device).total_memory)
 
 
+def _remember(keys: OrderedDict[Hashable, None], key: Hashable) -> None:
+    keys[key] = None
+    keys.move_to_end(key)
+    while len(keys) > SEEN_SIZE:
+        keys.popitem(last=False)
+
+
 def _nbytes(tensors: Inputs) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values() if t is not None)
 
@@ -135,17 +145,18 @@ def run_captured(key: Hashable, fn: Callable[..., Outputs], inputs: Inputs) -> t
     full_key = (key, shape_key(inputs), torch.is_inference_mode_enabled())
     loop = _CACHE.get(full_key)
     if loop is None:
-        if full_key not in _SEEN:  # a shape seen once (bucketed lengths, a last short batch) runs eagerly
-            _SEEN[full_key] = None
-            while len(_SEEN) > SEEN_SIZE:
-                _SEEN.popitem(last=False)
+        # eager: a shape seen once (bucketed lengths, a last short batch), and a shape whose recording
+        # was evicted before (more shapes in turn than the cache keeps would record on every call)
+        if full_key not in _SEEN or full_key in _EVICTED:
+            _remember(_SEEN, full_key)
             return fn(**inputs), False
         loop = CapturedLoop(fn, inputs)  # recording launches nothing: the replay below computes
         _CACHE[full_key] = loop
         limit = min(CACHE_BYTES, CACHE_FRACTION * _device_bytes(loop))
         while len(_CACHE) > 1 and (len(_CACHE) > CACHE_SIZE
                                    or sum(kept.nbytes for kept in _CACHE.values()) > limit):
-            _CACHE.popitem(last=False)  # the least recently used
+            evicted, _ = _CACHE.popitem(last=False)  # the least recently used
+            _remember(_EVICTED, evicted)
     else:
         _CACHE.move_to_end(full_key)
     return loop(inputs), True
@@ -155,3 +166,4 @@ def clear() -> None:
     """Drop every recorded loop and the GPU memory it holds."""
     _CACHE.clear()
     _SEEN.clear()
+    _EVICTED.clear()
