@@ -305,19 +305,22 @@ def test_auto_picks_sequential_on_cpu_and_falls_back() -> None:
     assert select_scan([make_cell("layernorm_lstm", I, H)], "auto", cpu) is None
 
 
-def test_auto_runs_lstm_variants_on_the_triton_engine_on_cuda_where_triton_is_installed() -> None:
-    import importlib.util
+def test_auto_runs_lstm_variants_on_the_triton_engine_where_it_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnkit.scan import engine_triton
 
     cuda = torch.device("cuda")  # only the choice is made here: nothing runs
+    if not torch.cuda.is_available():
+        assert not engine_triton.chosen_by_auto(cuda)
+    monkeypatch.setattr(engine_triton, "chosen_by_auto", lambda device: device.type == "cuda")  # a recent GPU
+    monkeypatch.setattr(engine_triton, "triton_unavailable_reason", lambda device: None)  # triton installed
     chosen = select_scan([make_cell("lstm", I, H)], "auto", cuda)
-    if importlib.util.find_spec("triton") is None:
-        assert chosen is engine_scan
-    else:
-        assert isinstance(chosen, functools.partial) and chosen.func is engine_scan
-        assert chosen.keywords == {"kernels": "triton"}
+    assert isinstance(chosen, functools.partial) and chosen.func is engine_scan
+    assert chosen.keywords == {"kernels": "triton"}
     half = make_cell("lstm", I, H).half()  # the Triton kernels take float32/float64 weights: the engine runs it
     assert select_scan([half], "auto", cuda) is engine_scan
     assert select_scan([make_cell("lstm", I, H)], "auto", torch.device("cpu")) is engine_scan
+    monkeypatch.setattr(engine_triton, "chosen_by_auto", lambda device: False)  # an older GPU, or no triton
+    assert select_scan([make_cell("lstm", I, H)], "auto", cuda) is engine_scan
     layer = rnn.Recurrent("minlstm", I, H)
     out, h, gates = layer(torch.randn(B, T, I), return_gates=True)  # auto: reference scan records gates
     assert set(gates["l0"]) == {"forget", "input", "candidate"}

@@ -222,6 +222,19 @@ def test_recordings_are_made_on_a_shapes_second_call_and_evicted_least_recent_fi
     assert len(cuda_graph._CACHE) == 1
     with torch.inference_mode():  # its tensors cannot be written outside it: a recording of its own
         assert [call(4), call(4)] == [False, True]
+    monkeypatch.setattr(cuda_graph, "CACHE_BYTES", 50)  # a recording too large to keep: eager
+    assert [call(5), call(5), call(5)] == [False, False, False]
+
+    class Failing(_FakeRecording):
+        def __init__(self, fn: Callable[..., cuda_graph.Outputs], inputs: cuda_graph.Inputs) -> None:
+            raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(cuda_graph, "CapturedLoop", Failing)
+    monkeypatch.setattr(cuda_graph, "CACHE_BYTES", 1000)
+    assert not call(6)
+    with pytest.warns(RuntimeWarning, match="recording a CUDA graph failed .*out of memory"):
+        assert not call(6)  # the failure is reported once, and the call still computes
+    assert not call(6)
     cuda_graph.clear()
 
 

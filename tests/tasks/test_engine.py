@@ -73,8 +73,9 @@ def test_lr_decay_patience_cuts_only_after_that_many_epochs_in_a_row_without_imp
                                lr_decay_patience=2)
     # history's lr is the rate the epoch trained with; a cut after epoch k shows from epoch k+1
     assert [h["lr"] for h in history] == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.025])
-    with pytest.raises(ValueError, match="lr_decay_patience must be >= 1"):
-        _fit(tmp_path / "bad", [1.0], lr_decay=0.5, lr_decay_patience=0)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="lr_decay_patience must be a whole number >= 1"):
+            _fit(tmp_path / "bad", [1.0], lr_decay=0.5, lr_decay_patience=bad)
 
 
 @pytest.mark.parametrize("options", [{"optimizer": "asgd"}, {"optimizer": "adam", "average_weights": True}])

@@ -31,6 +31,8 @@ eagerly.
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
@@ -73,7 +75,8 @@ def graphs_enabled(device: torch.device) -> bool:
     """
     if device.type != "cuda" or _DISABLED.get() or os.environ.get("RNNKIT_CUDA_GRAPHS", "1") in ("0", ""):
         return False
-    return not torch.cuda.is_current_stream_capturing()
+    with torch.cuda.device(device):  # the stream that would record is the tensors' device's
+        return not torch.cuda.is_current_stream_capturing()
 
 
 def shape_key(inputs: Inputs) -> tuple[object, ...]:
@@ -98,8 +101,9 @@ class CapturedLoop:
             torch.cuda.current_stream().wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
             # thread_local: backward runs on autograd's device thread while e.g. a pin-memory thread
-            # allocates; "global" would fail the recording over such calls from other threads
-            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            # allocates; "global" would fail the recording over such calls from other threads. The
+            # capture stream is the device's own: torch's default one lives on the first device used.
+            with torch.cuda.graph(self.graph, stream=_capture_stream(self.device), capture_error_mode="thread_local"):
                 self.outputs = fn(**self.static)
         self.nbytes = _nbytes(self.static) + _nbytes(self.outputs)
 
@@ -115,6 +119,16 @@ class CapturedLoop:
         with torch.cuda.device(self.device):
             self.graph.replay()
         return self.outputs
+
+
+_CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+_LOCK = threading.RLock()  # one recording at a time per process; the caches are shared by threads (DataParallel)
+
+
+def _capture_stream(device: torch.device) -> torch.cuda.Stream:
+    if device not in _CAPTURE_STREAMS:
+        _CAPTURE_STREAMS[device] = torch.cuda.Stream(device)
+    return _CAPTURE_STREAMS[device]
 
 
 def _device_bytes(loop: CapturedLoop) -> float:
@@ -139,27 +153,41 @@ def run_captured(key: Hashable, fn: Callable[..., Outputs], inputs: Inputs) -> t
     """``(fn(**inputs), recorded)``: through the recording kept under ``(key, shapes)`` where there is one.
 
     With ``recorded`` true the outputs belong to the recording and are overwritten by its next
-    replay: clone what you keep. A key and shapes seen for the first time run ``fn`` eagerly.
+    replay: clone what you keep. A key and shapes seen for the first time run ``fn`` eagerly, and
+    so does one that could not be recorded or kept (an error, too large, evicted before).
     """
-    # tensors made under inference_mode cannot be written outside it: recordings do not cross that line
-    full_key = (key, shape_key(inputs), torch.is_inference_mode_enabled())
-    loop = _CACHE.get(full_key)
-    if loop is None:
-        # eager: a shape seen once (bucketed lengths, a last short batch), and a shape whose recording
-        # was evicted before (more shapes in turn than the cache keeps would record on every call)
-        if full_key not in _SEEN or full_key in _EVICTED:
-            _remember(_SEEN, full_key)
-            return fn(**inputs), False
-        loop = CapturedLoop(fn, inputs)  # recording launches nothing: the replay below computes
-        _CACHE[full_key] = loop
-        limit = min(CACHE_BYTES, CACHE_FRACTION * _device_bytes(loop))
-        while len(_CACHE) > 1 and (len(_CACHE) > CACHE_SIZE
-                                   or sum(kept.nbytes for kept in _CACHE.values()) > limit):
-            evicted, _ = _CACHE.popitem(last=False)  # the least recently used
-            _remember(_EVICTED, evicted)
-    else:
-        _CACHE.move_to_end(full_key)
-    return loop(inputs), True
+    # tensors made under inference_mode cannot be written outside it, and the float32 matmul
+    # precision is fixed into a recording: neither is crossed by a replay
+    full_key = (key, shape_key(inputs), torch.is_inference_mode_enabled(),
+                torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision())
+    with _LOCK:
+        loop = _CACHE.get(full_key)
+        if loop is None:
+            if full_key not in _SEEN or full_key in _EVICTED:
+                # a shape seen once (bucketed lengths, a last short batch), or one whose recording was
+                # evicted or failed before (more shapes in turn than the cache keeps would record on
+                # every call)
+                _remember(_SEEN, full_key)
+                return fn(**inputs), False
+            try:
+                loop = CapturedLoop(fn, inputs)  # recording launches nothing: the replay below computes
+            except Exception as err:  # noqa: BLE001  # out of memory, an op that cannot be captured: run eagerly
+                _remember(_EVICTED, full_key)
+                warnings.warn(f"rnnkit: recording a CUDA graph failed ({type(err).__name__}: {err}); this shape "
+                              "runs eagerly from now on", RuntimeWarning, stacklevel=3)
+                return fn(**inputs), False
+            limit = min(CACHE_BYTES, CACHE_FRACTION * _device_bytes(loop))
+            if loop.nbytes > limit:  # one recording alone would not fit: eager for this shape
+                _remember(_EVICTED, full_key)
+                del loop
+                return fn(**inputs), False
+            _CACHE[full_key] = loop
+            while len(_CACHE) > CACHE_SIZE or sum(kept.nbytes for kept in _CACHE.values()) > limit:
+                evicted, _ = _CACHE.popitem(last=False)  # the least recently used
+                _remember(_EVICTED, evicted)
+        else:
+            _CACHE.move_to_end(full_key)
+        return loop(inputs), True
 
 
 def clear() -> None:

@@ -49,6 +49,17 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
+def chosen_by_auto(device: torch.device) -> bool:
+    """Whether ``implementation="auto"`` should use the Triton kernels on ``device``.
+
+    On CUDA devices of compute capability 8.0 and newer (what Triton supports; the kernels were
+    measured on an H100), where the kernels can run; older GPUs keep the torch engine.
+    """
+    if device.type != "cuda" or not torch.cuda.is_available() or triton_unavailable_reason(device) is not None:
+        return False
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 

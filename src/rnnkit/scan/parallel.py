@@ -40,6 +40,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from ..cells.base import RecurrentCell, State
 from ..cells.lstm import LSTMCell
 from ..cells.minrnn import LinearRecurrentCell
+from . import engine_triton
 from .engine import engine_scan, engine_unavailable_reason, triton_engine_unavailable_reason
 
 ScanFn = Callable[..., tuple[Tensor, State, "dict[str, Tensor] | None"]]
@@ -325,7 +326,8 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
             return scans[name]
     if all(type(c) is LSTMCell and engine_unavailable_reason(c, zoneout_rate=zoneout_rate,
                                                                 return_gates=return_gates) is None for c in cells):
-        if device.type == "cuda" and all(triton_engine_unavailable_reason(c, device) is None for c in cells):
+        if engine_triton.chosen_by_auto(device) and all(triton_engine_unavailable_reason(c, device) is None
+                                                        for c in cells):
             return functools.partial(engine_scan, kernels="triton")  # 1.2-1.5x cuDNN on an H100 (CUDA graphs)
         return engine_scan  # LayerNormLSTMCell: the engine measured no faster than the reference scan on CPU
     return None

@@ -192,8 +192,13 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
         raise ValueError(f"train.max_minutes must be > 0, got {options.max_seconds / 60:g}")
     if options.lr_decay is not None and not 0.0 < options.lr_decay <= 1.0:
         raise ValueError(f"train.lr_decay must be in (0, 1], got {options.lr_decay}; 0.25 divides the rate by 4")
-    if options.lr_decay_patience < 1:
-        raise ValueError(f"train.lr_decay_patience must be >= 1, got {options.lr_decay_patience}")
+    patience_ok = isinstance(options.lr_decay_patience, int) and not isinstance(options.lr_decay_patience, bool)
+    if not patience_ok or options.lr_decay_patience < 1:
+        raise ValueError(f"train.lr_decay_patience must be a whole number >= 1, got {options.lr_decay_patience!r}")
+    if (options.lr_decay is not None and options.patience is not None
+            and options.lr_decay_patience >= options.patience):
+        log(f"note: early stopping (train.patience={options.patience}) comes before the first learning-rate cut "
+            f"(train.lr_decay_patience={options.lr_decay_patience}): the rate is never lowered")
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning 2.6 vs torch 2.13, harmless
