@@ -170,6 +170,7 @@ def core_paths() -> list[BenchPath]:
         BenchPath(gru, _torch_layer(nn.GRU), 3, True, gru),
         BenchPath("rnnkit GRU fused", _ours(rnn.GRU, implementation="fused"), 3, True, gru),
         BenchPath("rnnkit GRU reference", _ours(rnn.GRU, implementation="reference"), 3, True, gru),
+        *triton_gru_paths(),
         BenchPath("rnnkit minGRU sequential", _min("mingru", "sequential"), 2, False, gru),
         BenchPath("rnnkit minGRU parallel", _min("mingru", "parallel"), 2, False, gru),
         BenchPath("rnnkit minLSTM sequential", _min("minlstm", "sequential"), 3, False, gru),
@@ -222,6 +223,20 @@ def stacked_paths() -> list[BenchPath]:
                       4, True, base, True),
             BenchPath("rnnkit LSTM recurrent dropout 0.25 (auto)", ours(recurrent_dropout=0.25), 4, True, base, True),
             BenchPath("rnnkit LSTM zoneout 0.1 (auto)", ours(zoneout=0.1), 4, True, base, True)]
+
+
+def triton_gru_paths() -> list[BenchPath]:
+    """On a GPU: the GRU engine (``rnnkit.scan.engine_gru``), plain and with the variants cuDNN cannot run."""
+    if DEVICE.type != "cuda":
+        return []
+    gru = "torch.nn.GRU"
+    return [BenchPath("rnnkit GRU triton", _ours(rnn.GRU, implementation="triton"), 3, True, gru),
+            BenchPath("rnnkit GRU recurrent dropout 0.25 reference",
+                      _ours(rnn.GRU, recurrent_dropout=0.25, implementation="reference"), 3, True, gru),
+            BenchPath("rnnkit GRU recurrent dropout 0.25 triton",
+                      _ours(rnn.GRU, recurrent_dropout=0.25, implementation="triton"), 3, True, gru),
+            BenchPath("rnnkit GRU zoneout 0.1 triton", _ours(rnn.GRU, zoneout=0.1, implementation="triton"),
+                      3, True, gru)]
 
 
 def long_paths() -> list[BenchPath]:

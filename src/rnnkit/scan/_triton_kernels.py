@@ -119,3 +119,65 @@ def lstm_backward_step(a, a_row, tanh_c, tanh_c_row, c_cand, c_cand_row, c_prev,
         if HAS_GPREV:
             s += tl.load(g_prev + rows * g_prev_row + cols, mask=ok, other=0.0)
         tl.store(skip + rows * skip_row + cols, s, mask=ok)
+
+
+@triton.jit
+def _load3(ptr, hidden, ok):  # type: ignore[no-untyped-def]
+    """The three gate blocks ``r, z, n`` of a ``[B, 3H]`` row tile."""
+    return (tl.load(ptr, mask=ok, other=0.0), tl.load(ptr + hidden, mask=ok, other=0.0),
+            tl.load(ptr + 2 * hidden, mask=ok, other=0.0))
+
+
+@triton.jit
+def _store3(ptr, hidden, ok, a, b, c):  # type: ignore[no-untyped-def]
+    tl.store(ptr, a, mask=ok)
+    tl.store(ptr + hidden, b, mask=ok)
+    tl.store(ptr + 2 * hidden, c, mask=ok)
+
+
+@triton.jit
+def gru_forward_step(xw, xw_row, hw, hw_row, gates, gates_row, h_prev, h_prev_row, h_next, h_next_row, h_in,
+        h_in_row, u_h, u_h_row, u_h_col, rec, rec_row, rec_col, batch, hidden,
+        HAS_UPDATES: tl.constexpr, HAS_REC: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
+    rows, cols, ok = _tile(batch, hidden, BLOCK_B, BLOCK_H)
+    xr, xz, xn = _load3(xw + rows * xw_row + cols, hidden, ok)
+    hr, hz, hn = _load3(hw + rows * hw_row + cols, hidden, ok)
+    r = _sigmoid(xr + hr)
+    z = _sigmoid(xz + hz)
+    n = 2.0 * _sigmoid(2.0 * (xn + r * hn)) - 1.0  # tanh
+    hp = tl.load(h_prev + rows * h_prev_row + cols, mask=ok, other=0.0)
+    h = (1.0 - z) * n + z * hp
+    if HAS_UPDATES:
+        h = hp + tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0) * (h - hp)
+    _store3(gates + rows * gates_row + cols, hidden, ok, r, z, n)
+    tl.store(h_next + rows * h_next_row + cols, h, mask=ok)
+    if HAS_REC:
+        tl.store(h_in + rows * h_in_row + cols, h * tl.load(rec + rows * rec_row + cols * rec_col, mask=ok, other=0.0),
+                 mask=ok)
+
+
+@triton.jit
+def gru_backward_step(gates, gates_row, hw, hw_row, h_prev, h_prev_row, gh, gh_row, dxw, dxw_row, dhw, dhw_row,
+        skip, skip_row, g_prev, g_prev_row, u_h, u_h_row, u_h_col, batch, hidden,
+        HAS_UPDATES: tl.constexpr, HAS_GPREV: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
+    rows, cols, ok = _tile(batch, hidden, BLOCK_B, BLOCK_H)
+    r, z, n = _load3(gates + rows * gates_row + cols, hidden, ok)
+    hn = tl.load(hw + rows * hw_row + 2 * hidden + cols, mask=ok, other=0.0)
+    hp = tl.load(h_prev + rows * h_prev_row + cols, mask=ok, other=0.0)
+    g = tl.load(gh + rows * gh_row + cols, mask=ok, other=0.0)
+    dh = g
+    if HAS_UPDATES:
+        dh = g * tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0)
+    dan = dh * (1.0 - z) * (1.0 - n * n)  # through n = tanh(a_n)
+    daz = dh * (hp - n) * z * (1.0 - z)
+    dar = dan * hn * r * (1.0 - r)
+    _store3(dxw + rows * dxw_row + cols, hidden, ok, dar, daz, dan)
+    _store3(dhw + rows * dhw_row + cols, hidden, ok, dar, daz, dan * r)
+    s = dh * z  # h_{t-1}'s own share of h_t, then what the update weights let skip the cell
+    if HAS_UPDATES:
+        s += g - dh
+    if HAS_GPREV:
+        s += tl.load(g_prev + rows * g_prev_row + cols, mask=ok, other=0.0)
+    tl.store(skip + rows * skip_row + cols, s, mask=ok)

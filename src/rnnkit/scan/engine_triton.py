@@ -153,3 +153,52 @@ def backward_step(a: Tensor, tanh_c: Tensor, c_cand: Tensor, c_prev: Tensor, gh:
                   uh, uh_row, uh_col, uc, uc_row, uc_col, batch, hidden,
                   HAS_PEEP=peep is not None, HAS_UPDATES=u_h is not None, HAS_GPREV=g_prev is not None,
                   BLOCK_B=block_b, BLOCK_H=block_h)
+
+
+@functools.lru_cache(maxsize=1)
+def _gru_kernels() -> tuple[Any, Any]:
+    from . import _triton_kernels  # noqa: PLC0415  # imports triton
+
+    return _triton_kernels.gru_forward_step, _triton_kernels.gru_backward_step
+
+
+def gru_forward_step(xw: Tensor, hw: Tensor, gates: Tensor, h_prev: Tensor, h_next: Tensor, h_in: Tensor | None,
+                     u_h: Tensor | None, rec: Tensor | None) -> None:
+    """One GRU step's gate math (``reset_after``, as ``torch.nn.GRU``): all ``[B, H]`` but the ``[B, 3H]`` ones.
+
+    From ``xw = W_ih x_t + b_ih`` and ``hw = W_hh h_in + b_hh`` (blocks ``r, z, n``) writes the
+    activations ``r, z, n`` into ``gates``, ``h_t`` (lerped from ``h_{t-1}`` by the update weight
+    ``u_h`` when given) into ``h_next`` and, with a recurrent mask, the next matmul input
+    ``h_t * rec`` into ``h_in``.
+    """
+    fwd, _ = _gru_kernels()
+    batch, hidden = h_prev.shape
+    grid, block_b, block_h = _grid(batch, hidden)
+    uh, uh_row, uh_col = _update(u_h, h_prev)
+    if rec is not None:
+        rec = rec.expand(batch, hidden)
+    with _on(xw.device):
+        fwd[grid](xw, _row(xw), hw, _row(hw), gates, _row(gates), h_prev, _row(h_prev), h_next, _row(h_next),
+                  h_in if h_in is not None else h_next, _row(h_in if h_in is not None else h_next), uh, uh_row, uh_col,
+                  rec if rec is not None else h_prev, 0 if rec is None else rec.stride(0),
+                  0 if rec is None else rec.stride(1), batch, hidden,
+                  HAS_UPDATES=u_h is not None, HAS_REC=rec is not None, BLOCK_B=block_b, BLOCK_H=block_h)
+
+
+def gru_backward_step(gates: Tensor, hw: Tensor, h_prev: Tensor, gh: Tensor, dxw: Tensor, dhw: Tensor, skip: Tensor,
+                      g_prev: Tensor | None, u_h: Tensor | None) -> None:
+    """One GRU step backward: ``dL/d xw`` and ``dL/d hw`` (``[B, 3H]``) from ``dL/dh_t`` (``gh``).
+
+    Also writes into ``skip`` the part of ``dL/dh_{t-1}`` that does not pass through the recurrent
+    matmul: ``z`` times what reaches the cell, what the update weights let skip it, and ``g_prev``
+    (the output gradient of step ``t-1``) if given.
+    """
+    _, bwd = _gru_kernels()
+    batch, hidden = h_prev.shape
+    grid, block_b, block_h = _grid(batch, hidden)
+    uh, uh_row, uh_col = _update(u_h, h_prev)
+    with _on(gates.device):
+        bwd[grid](gates, _row(gates), hw, _row(hw), h_prev, _row(h_prev), gh, _row(gh), dxw, _row(dxw), dhw,
+                  _row(dhw), skip, _row(skip), g_prev if g_prev is not None else gh, _row(g_prev), uh, uh_row, uh_col,
+                  batch, hidden, HAS_UPDATES=u_h is not None, HAS_GPREV=g_prev is not None,
+                  BLOCK_B=block_b, BLOCK_H=block_h)

@@ -38,10 +38,12 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ..cells.base import RecurrentCell, State
+from ..cells.gru import GRUCell
 from ..cells.lstm import LSTMCell
 from ..cells.minrnn import LinearRecurrentCell
 from . import engine_triton
 from .engine import engine_scan, engine_unavailable_reason, triton_engine_unavailable_reason
+from .engine_gru import gru_engine_scan, gru_engine_unavailable_reason
 
 ScanFn = Callable[..., tuple[Tensor, State, "dict[str, Tensor] | None"]]
 LINEAR_SCANS = ("sequential", "parallel")
@@ -292,10 +294,17 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
     with its element-wise work in Triton kernels and its loops replayed as CUDA graphs where
     triton is installed (``"triton"``: 1.2-1.5x cuDNN's plain LSTM on an H100, where the engine
     without them ran 0.1-0.2x); then the reference scan. An explicit ``"sequential"``, ``"parallel"``,
-    ``"engine"`` or ``"triton"`` raises ValueError with the reason when it cannot run this call;
+    ``"engine"`` or ``"triton"`` raises ValueError with the reason when it cannot run this call
+    (``"triton"`` on GRU cells runs :mod:`rnnkit.scan.engine_gru`, opt-in until timed on a GPU);
     any other implementation gives ``None``.
     """
     if implementation == "triton":
+        if cells and all(isinstance(c, GRUCell) for c in cells):
+            for c in cells:
+                reason = gru_engine_unavailable_reason(c, device, return_gates=return_gates)
+                if reason is not None:
+                    raise ValueError(f"{reason}; use implementation='auto' or 'reference'")
+            return gru_engine_scan
         for c in cells:
             reason = (engine_unavailable_reason(c, zoneout_rate=zoneout_rate, return_gates=return_gates)
                       or triton_engine_unavailable_reason(c, device))

@@ -1,0 +1,189 @@
+"""A GRU engine with a hand-written backward: one matmul and one Triton kernel per step (GPU).
+
+For GRU configurations cuDNN has no kernel for (recurrent dropout, zoneout, masks with gaps) the
+reference scan records every small op of every step; on an H100 that trained at 0.10x cuDNN
+(``benchmarks/RESULTS.md``). This engine follows the LSTM one (:mod:`rnnkit.scan.engine` with
+``kernels="triton"``):
+
+* the input projection ``xw = W_ih x + b_ih`` for all steps is one matmul, under autograd;
+* per step, ``hw = W_hh h_in + b_hh`` (``h_in``: ``h_{t-1}``, recurrent-dropped) is one matmul
+  and :func:`~rnnkit.scan.engine_triton.gru_forward_step` does the rest in one kernel::
+
+      r = sigmoid(xw_r + hw_r),  z = sigmoid(xw_z + hw_z),  n = tanh(xw_n + r * hw_n)
+      h_t = h_{t-1} + u_t ((1 - z) n + z h_{t-1} - h_{t-1})
+
+  with the update weight ``u_t`` of :mod:`rnnkit.scan.engine` (1, the sequence mask, zoneout's
+  keep-mask or its expectation);
+* backward, per step, one kernel for ``dL/d xw_t`` and ``dL/d hw_t`` and one matmul for
+  ``dL/dh_{t-1}``; ``dL/dW_hh`` is one large matmul after the loop;
+* on CUDA both loops are recorded as CUDA graphs and replayed (:mod:`rnnkit.scan.cuda_graph`).
+
+``torch.nn.GRU``'s gate layout (``reset_after=True``); ``implementation="triton"`` on a GRU
+layer uses it. It matches the reference scan in float64 (``tests/test_triton_gru.py``, through
+Triton's interpreter on a CPU). Not timed on a GPU yet, so ``"auto"`` does not pick it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from ..cells.base import RecurrentCell, State
+from ..cells.gru import GRUCell
+from . import cuda_graph, engine_triton
+
+
+def gru_engine_unavailable_reason(cell: RecurrentCell, device: torch.device, *,
+                                  return_gates: bool = False) -> str | None:
+    """Why the GRU engine cannot run ``cell`` on ``device``, else ``None``."""
+    if type(cell) is not GRUCell:
+        return f"the GRU engine runs GRUCell only; got {type(cell).__name__}"
+    if not cell.reset_after:
+        return "the GRU engine runs reset_after=True (torch.nn.GRU's form) only; use implementation='reference'"
+    if return_gates:
+        return "gate activations are recorded only by the reference scan"
+    if cell.weight_ih.dtype not in (torch.float32, torch.float64):
+        return (f"implementation='triton' runs float32 or float64 weights, got {cell.weight_ih.dtype}; "
+                "keep the weights in float32 (autocast still works around them)")
+    return engine_triton.triton_unavailable_reason(device)
+
+
+class _GRUEngine(torch.autograd.Function):
+    """Time-major GRU over ``xw [T, B, 3H]`` (``W_ih x + b_ih``, blocks ``r, z, n``); see the module docstring."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, xw: Tensor, w_hh: Tensor, b_hh: Tensor | None,  # type: ignore[override]
+                h0: Tensor, rec_mask: Tensor | None, update_h: Tensor | None,
+                out_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        inputs: cuda_graph.Inputs = {"xw": xw, "w_hh": w_hh, "b_hh": b_hh, "h0": h0, "rec": rec_mask,
+                                     "uh": update_h}
+        graphs = cuda_graph.graphs_enabled(xw.device)
+        ctx.graphs = graphs  # type: ignore[attr-defined]  # decided here for the backward too
+        loop: Callable[..., cuda_graph.Outputs] = _forward_loop
+        res, recorded = cuda_graph.run_captured("gru engine forward", loop, inputs) if graphs \
+            else (loop(**inputs), False)
+        if recorded:  # the recording's outputs are overwritten by its next replay: keep copies
+            res = {name: None if t is None else t.clone() for name, t in res.items()}
+        hs, gates, hw = res["hs"], res["gates"], res["hw"]
+        assert hs is not None and gates is not None and hw is not None
+        h_in = res["h_in"] if res["h_in"] is not None else hs
+        steps = xw.shape[0]
+        out = hs[1:] if out_mask is None else hs[1:] * out_mask
+        saved: tuple[Any, ...] = (gates, hw, hs, h_in, w_hh, b_hh, rec_mask, update_h, out_mask)  # None is allowed
+        ctx.save_for_backward(*saved)
+        return out, hs[steps].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None) -> tuple[Tensor | None, ...]:
+        gates, hw, hs, h_in, w_hh, b_hh, rec_mask, update_h, out_mask = ctx.saved_tensors
+        steps, batch, three_h = gates.shape
+        g_out = None if grad_out is None else (grad_out if out_mask is None else grad_out * out_mask).contiguous()
+        gh = torch.zeros_like(hs[0]) if grad_h is None else grad_h
+        if g_out is not None:
+            gh = gh + g_out[steps - 1]
+        inputs: cuda_graph.Inputs = {"gh": gh, "gout": g_out, "gates": gates, "hw": hw, "hs": hs, "w_hh": w_hh,
+                                     "rec": rec_mask, "uh": update_h}
+        loop: Callable[..., cuda_graph.Outputs] = _backward_loop
+        res, recorded = (cuda_graph.run_captured("gru engine backward", loop, inputs)
+                         if ctx.graphs and cuda_graph.graphs_enabled(gates.device) else (loop(**inputs), False))
+        dxw, dhw, gh_0 = res["dxw"], res["dhw"], res["gh"]
+        assert dxw is not None and dhw is not None and gh_0 is not None
+        grad_w = dhw.view(steps * batch, three_h).t() @ h_in[:steps].reshape(steps * batch, -1) \
+            if ctx.needs_input_grad[1] else None
+        grad_b = dhw.sum((0, 1)) if b_hh is not None and ctx.needs_input_grad[2] else None
+        if recorded:  # the recording's outputs: what outlives this call is copied (dhw is used up above)
+            dxw, gh_0 = dxw.clone(), gh_0.clone()
+        return dxw, grad_w, grad_b, gh_0, None, None, None
+
+
+def _forward_loop(xw: Tensor, w_hh: Tensor, b_hh: Tensor | None, h0: Tensor, rec: Tensor | None,
+                  uh: Tensor | None) -> cuda_graph.Outputs:
+    """The forward loop; writes only tensors it allocates (it may be recorded as a CUDA graph).
+
+    Returns ``hs`` ``[T+1, B, H]`` (``hs[0] = h0``), ``h_in`` (the matmul inputs ``h * rec``, or
+    ``None`` when they are ``hs``), ``hw`` ``[T, B, 3H]`` and ``gates`` (``r, z, n``).
+    """
+    steps, batch, three_h = xw.shape
+    hidden = three_h // 3
+    hs = xw.new_empty(steps + 1, batch, hidden)
+    hs[0] = h0
+    h_in = xw.new_empty(steps + 1, batch, hidden) if rec is not None else hs
+    if rec is not None:
+        torch.mul(h0, rec, out=h_in[0])
+    hw = xw.new_empty(steps, batch, three_h)
+    gates = xw.new_empty(steps, batch, three_h)
+    w_t = w_hh.t()
+    xw_s, hw_s, g_s, h_s, hin_s = xw.unbind(0), hw.unbind(0), gates.unbind(0), hs.unbind(0), h_in.unbind(0)
+    uh_s = uh.unbind(0) if uh is not None else ()
+    for t in range(steps):
+        if b_hh is None:
+            torch.mm(hin_s[t], w_t, out=hw_s[t])
+        else:
+            torch.addmm(b_hh, hin_s[t], w_t, out=hw_s[t])
+        engine_triton.gru_forward_step(xw_s[t], hw_s[t], g_s[t], h_s[t], h_s[t + 1],
+                                       hin_s[t + 1] if rec is not None else None,
+                                       uh_s[t] if uh is not None else None, rec)
+    return {"hs": hs, "h_in": h_in if rec is not None else None, "hw": hw, "gates": gates}
+
+
+def _backward_loop(gh: Tensor, gout: Tensor | None, gates: Tensor, hw: Tensor, hs: Tensor, w_hh: Tensor,
+                   rec: Tensor | None, uh: Tensor | None) -> cuda_graph.Outputs:
+    """The backward loop; writes only tensors it allocates. Returns ``dxw``, ``dhw`` and ``gh`` (``dL/dh_0``)."""
+    steps, batch, three_h = gates.shape
+    dxw, dhw = torch.empty_like(gates), torch.empty_like(gates)
+    skip = hs.new_empty(batch, three_h // 3)
+    g_s, hw_s, h_s, dxw_s, dhw_s = gates.unbind(0), hw.unbind(0), hs.unbind(0), dxw.unbind(0), dhw.unbind(0)
+    gout_s = gout.unbind(0) if gout is not None else ()
+    uh_s = uh.unbind(0) if uh is not None else ()
+    gh = gh.contiguous()
+    for t in range(steps - 1, -1, -1):
+        engine_triton.gru_backward_step(g_s[t], hw_s[t], h_s[t], gh, dxw_s[t], dhw_s[t], skip,
+                                        gout_s[t - 1] if (gout_s and t) else None, uh_s[t] if uh_s else None)
+        if rec is None:
+            gh = torch.addmm(skip, dhw_s[t], w_hh)
+        else:
+            gh = torch.addcmul(skip, torch.mm(dhw_s[t], w_hh), rec)
+    return {"dxw": dxw, "dhw": dhw, "gh": gh}
+
+
+def gru_engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | None = None,
+                    reverse: bool = False, recurrent_mask: Tensor | None = None, zoneout_rate: float = 0.0,
+                    training: bool = False, return_gates: bool = False) -> tuple[Tensor, State, None]:
+    """Run a :class:`~rnnkit.cells.GRUCell` over ``x`` ``[B, T, I]`` on the GRU engine.
+
+    Arguments and results as in :func:`~rnnkit.scan.reference_scan`; raises ValueError with
+    :func:`gru_engine_unavailable_reason`'s reason when it cannot run. In training, zoneout draws
+    its masks as the LSTM engine does: same distribution as the reference scan, other samples.
+    """
+    from . import engine  # noqa: PLC0415  # its update weights, looked up at call time (tests patch them)
+
+    reason = gru_engine_unavailable_reason(cell, x.device, return_gates=return_gates)
+    if reason is not None:
+        raise ValueError(reason)
+    assert isinstance(cell, GRUCell)
+    if torch.is_autocast_enabled(x.device.type):  # the out= buffers need one dtype: run in the weights' dtype
+        dtype = cell.weight_ih.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            return gru_engine_scan(cell, x.to(dtype), tuple(s.to(dtype) for s in state), mask=mask, reverse=reverse,
+                                   recurrent_mask=None if recurrent_mask is None else recurrent_mask.to(dtype),
+                                   zoneout_rate=zoneout_rate, training=training)
+    batch, steps = x.shape[0], x.shape[1]
+    if steps == 0:
+        return x.new_zeros(batch, 0, cell.output_size), state, None
+    x_tm = x.transpose(0, 1)
+    if reverse:  # run the flipped sequence forwards; autograd flips the gradients back
+        x_tm = x_tm.flip(0)
+        mask = None if mask is None else mask.flip(1)
+    update_h, _, out_mask = engine._update_weights(mask, zoneout_rate, training, steps, batch, cell.hidden_size, x)
+    xw = F.linear(x_tm, cell.weight_ih, cell.bias_ih).contiguous()
+    (h0,) = state
+    out, h_n = _GRUEngine.apply(xw, cell.weight_hh, cell.bias_hh, h0.contiguous(), recurrent_mask, update_h, out_mask)
+    if reverse:
+        out = out.flip(0)
+    return out.transpose(0, 1), (h_n,), None

@@ -1,0 +1,156 @@
+"""The GRU engine with Triton kernels (rnnkit.scan.engine_gru) against the reference scan.
+
+Without a GPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set before the
+kernels are first imported). Skipped where triton is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="triton is not installed (it ships with CUDA builds of PyTorch)")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import rnnkit.nn as rnn  # noqa: E402
+from rnnkit.cells import GRUCell  # noqa: E402
+from rnnkit.scan import cuda_graph, reference_scan  # noqa: E402
+from rnnkit.scan.engine_gru import gru_engine_scan  # noqa: E402
+
+I, H, B, T = 3, 5, 4, 6
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _case(bias: bool = True) -> tuple[GRUCell, torch.Tensor, tuple[torch.Tensor]]:
+    cell = GRUCell(I, H, bias).double().to(DEVICE)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
+    return cell, x, (torch.randn(B, H, dtype=torch.float64, device=DEVICE),)
+
+
+def _run(scan: Callable[..., object], cell: GRUCell, x: torch.Tensor, state: tuple[torch.Tensor],
+         **kw: object) -> list[torch.Tensor]:
+    cell.zero_grad()
+    xx = x.clone().requires_grad_()
+    h0 = state[0].clone().requires_grad_()
+    out, (h_n,), _ = scan(cell, xx, (h0,), **kw)  # type: ignore[misc]
+    weights = torch.linspace(-1, 1, H, dtype=x.dtype, device=x.device)
+    (out.pow(2).sum() + (h_n * weights).sum()).backward()
+    assert xx.grad is not None and h0.grad is not None
+    return [out.detach(), h_n.detach(), xx.grad, h0.grad, *[p.grad for p in cell.parameters() if p.grad is not None]]
+
+
+def _mask(kind: str) -> torch.Tensor | None:
+    lengths = torch.tensor([T, 3, 1, 0])
+    masks = {"none": None, "right": torch.arange(T) < lengths[:, None], "holes": torch.rand(B, T) > 0.4}
+    mask = masks[kind]
+    return None if mask is None else mask.to(DEVICE)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("mask_kind", ["none", "right", "holes"])
+@pytest.mark.parametrize("recurrent_dropout", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_gru_engine_matches_reference_float64(reverse: bool, mask_kind: str, recurrent_dropout: bool,
+                                              bias: bool) -> None:
+    torch.manual_seed(0)
+    cell, x, state = _case(bias)
+    rec = (torch.rand(B, H, device=DEVICE) > 0.3).double() / 0.7 if recurrent_dropout else None
+    kw = {"mask": _mask(mask_kind), "reverse": reverse, "recurrent_mask": rec}
+    expected = _run(reference_scan, cell, x, state, **kw)
+    got = _run(gru_engine_scan, cell, x, state, **kw)
+    assert len(got) == len(expected)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+    with torch.no_grad():
+        out, (h_n,), _ = gru_engine_scan(cell, x, state, **kw)  # type: ignore[arg-type]
+    for e, g in zip(expected[:2], (out, h_n)):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "holes"])
+def test_gru_zoneout_in_training_matches_reference_given_the_same_draws(
+        same_zoneout_draws: Callable[[torch.Tensor], None], mask_kind: str) -> None:
+    torch.manual_seed(1)
+    rate = 0.3
+    same_zoneout_draws(torch.rand(T, 2, B, H, dtype=torch.float64, device=DEVICE))
+    cell, x, state = _case()
+    kw = {"mask": _mask(mask_kind), "zoneout_rate": rate, "training": True}
+    expected = _run(reference_scan, cell, x, state, **kw)
+    got = _run(gru_engine_scan, cell, x, state, **kw)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+def test_gru_zoneout_at_inference_uses_the_expectation_like_the_reference() -> None:
+    torch.manual_seed(2)
+    cell, x, state = _case()
+    kw = {"zoneout_rate": 0.25, "training": False, "mask": _mask("right")}
+    expected = _run(reference_scan, cell, x, state, **kw)
+    got = _run(gru_engine_scan, cell, x, state, **kw)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+def test_gru_layer_with_implementation_triton_matches_the_reference_layer_in_float32() -> None:
+    torch.manual_seed(3)
+    kw = {"bidirectional": True, "num_layers": 2, "batch_first": True, "zoneout": 0.1}
+    ref = rnn.GRU(I, H, implementation="reference", **kw).to(DEVICE).eval()  # type: ignore[arg-type]
+    tri = rnn.GRU(I, H, implementation="triton", **kw).to(DEVICE).eval()  # type: ignore[arg-type]
+    tri.load_state_dict(ref.state_dict())
+    x = torch.randn(B, T, I, device=DEVICE)
+    lengths = torch.tensor([T, 4, 2, 1])
+    (y_ref, h_ref), (y_tri, h_tri) = ref(x, lengths=lengths), tri(x, lengths=lengths)
+    torch.testing.assert_close(y_tri, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h_tri, h_ref, rtol=1e-5, atol=1e-5)
+    g_ref = torch.autograd.grad(y_ref.pow(2).sum(), list(ref.parameters()))
+    g_tri = torch.autograd.grad(y_tri.pow(2).sum(), list(tri.parameters()))
+    for a, b in zip(g_ref, g_tri):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_gru_engine_is_refused_clearly_where_it_cannot_run() -> None:
+    with pytest.raises(ValueError, match="reset_after=True"):
+        gru_engine_scan(GRUCell(I, H, reset_after=False).to(DEVICE), torch.randn(B, T, I, device=DEVICE),
+                        (torch.zeros(B, H, device=DEVICE),))
+    with pytest.raises(ValueError, match="gate activations are recorded only by the reference scan"):
+        gru_engine_scan(GRUCell(I, H).to(DEVICE), torch.randn(B, T, I, device=DEVICE),
+                        (torch.zeros(B, H, device=DEVICE),), return_gates=True)
+    with pytest.raises(ValueError, match="float32 or float64 weights"):
+        gru_engine_scan(GRUCell(I, H).half().to(DEVICE), torch.randn(B, T, I, device=DEVICE).half(),
+                        (torch.zeros(B, H, device=DEVICE).half(),))
+    with pytest.raises(ValueError, match="reset_after=True"):
+        rnn.GRU(I, H, implementation="triton", cell_options={"reset_after": False})(torch.randn(B, T, I))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("kw", [{}, {"recurrent_dropout": True, "holes": True}, {"zoneout": True}])
+def test_gru_graph_replays_equal_the_eager_loop(monkeypatch: pytest.MonkeyPatch, kw: dict[str, bool]) -> None:
+    torch.manual_seed(5)
+    cuda_graph.clear()
+    cell, _, _ = _case()
+    for call in range(3):  # eager, then recorded and replayed, then replayed: new inputs and weights each time
+        x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
+        state = (torch.randn(B, H, dtype=torch.float64, device=DEVICE),)
+        options: dict[str, object] = {
+            "mask": _mask("holes") if kw.get("holes") else None,
+            "recurrent_mask": ((torch.rand(B, H, device=DEVICE) > 0.3).double() / 0.7
+                               if kw.get("recurrent_dropout") else None),
+            "zoneout_rate": 0.2 if kw.get("zoneout") else 0.0, "training": bool(kw.get("zoneout"))}
+        results = []
+        for graphs in ("1", "0"):
+            monkeypatch.setenv("RNNKIT_CUDA_GRAPHS", graphs)
+            torch.manual_seed(10 + call)  # the same zoneout draws
+            results.append([t.clone() for t in _run(gru_engine_scan, cell, x, state, **options)])
+        for g, e in zip(*results):
+            torch.testing.assert_close(g, e, rtol=0, atol=1e-12, msg=f"{kw}, call {call}")
+        with torch.no_grad():
+            for p in cell.parameters():
+                p.mul_(0.9).add_(0.01)
+    assert len(cuda_graph._CACHE) == 2  # the forward and the backward loop were recorded
