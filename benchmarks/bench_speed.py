@@ -189,6 +189,8 @@ def triton_paths() -> list[BenchPath]:
                       4, True, lstm),
             BenchPath("rnnkit LSTM recurrent dropout 0.25 triton",
                       _ours(rnn.LSTM, recurrent_dropout=0.25, implementation="triton"), 4, True, lstm),
+            BenchPath("rnnkit layernorm LSTM triton", _ours(rnn.LSTM, cell="layernorm_lstm", implementation="triton"),
+                      4, True, lstm),
             BenchPath("rnnkit LSTM zoneout 0.1 triton", _ours(rnn.LSTM, zoneout=0.1, implementation="triton"),
                       4, True, lstm)]
 

@@ -8,6 +8,11 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# Without a GPU the Triton kernels run in Triton's interpreter. It must be chosen before triton is
+# first imported: triton's own library kernels (tl.sum) are set up for the mode in force then.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:

@@ -18,7 +18,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import rnnkit.nn as rnn  # noqa: E402
-from rnnkit.cells import LayerNormLSTMCell, LSTMCell  # noqa: E402
+from rnnkit.cells import GRUCell, LayerNormLSTMCell, LSTMCell  # noqa: E402
 from rnnkit.scan import cuda_graph, engine_scan, recompute_gates, reference_scan  # noqa: E402
 from rnnkit.scan.engine_triton import triton_unavailable_reason  # noqa: E402
 
@@ -126,13 +126,12 @@ def test_layer_with_implementation_triton_matches_the_reference_layer_in_float32
 
 
 def test_triton_is_refused_clearly_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="supports LSTMCell .* only; got LayerNormLSTMCell"):
-        engine_scan(LayerNormLSTMCell(I, H), torch.randn(B, T, I), (torch.zeros(B, H), torch.zeros(B, H)),
-                    kernels="triton")
+    with pytest.raises(ValueError, match="supports LSTMCell and LayerNormLSTMCell .* only; got GRUCell"):
+        engine_scan(GRUCell(I, H), torch.randn(B, T, I), (torch.zeros(B, H),), kernels="triton")
     with pytest.raises(ValueError, match="kernels must be 'torch' or 'triton'"):
         engine_scan(LSTMCell(I, H), torch.randn(B, T, I), (torch.zeros(B, H), torch.zeros(B, H)), kernels="cuda")
-    with pytest.raises(ValueError, match="supports LSTMCell"):
-        rnn.LSTM(I, H, cell="layernorm_lstm", implementation="triton")(torch.randn(B, T, I))
+    with pytest.raises(ValueError, match="proj_size"):
+        rnn.LSTM(I, H, proj_size=2, implementation="triton")(torch.randn(B, T, I))
     with pytest.raises(ValueError, match="runs float32 or float64 weights, got torch.float16"):
         engine_scan(LSTMCell(I, H).half().to(DEVICE), torch.randn(B, T, I, device=DEVICE).half(),
                     (torch.zeros(B, H, device=DEVICE).half(),) * 2, kernels="triton")
@@ -242,11 +241,12 @@ def test_recordings_are_made_on_a_shapes_second_call_and_evicted_least_recent_fi
 @pytest.mark.parametrize("kind", ["plain", "masked, recurrent dropout, reverse", "zoneout in training",
                                   "recomputed gates"])
 @pytest.mark.parametrize("peephole", [False, True])
+@pytest.mark.parametrize("layernorm", [False, True])
 def test_graph_replays_equal_the_eager_loop_across_calls_and_weight_updates(
-        monkeypatch: pytest.MonkeyPatch, kind: str, peephole: bool) -> None:
+        monkeypatch: pytest.MonkeyPatch, kind: str, peephole: bool, layernorm: bool) -> None:
     torch.manual_seed(5)
     cuda_graph.clear()
-    cell, _, _ = _case(peephole)
+    cell, _, _ = _ln_case(peephole) if layernorm else _case(peephole)
     for call in range(3):  # eager, then recorded and replayed, then replayed: on new inputs and new weights
         x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
         state = (torch.randn(B, H, dtype=torch.float64, device=DEVICE),
@@ -287,3 +287,65 @@ def test_layers_sharing_one_recording_keep_their_own_activations() -> None:
     g_tri = torch.autograd.grad(y_tri.pow(2).sum(), list(tri.parameters()))
     for a, b in zip(g_ref, g_tri):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-9)
+
+
+# -- the layer-norm LSTM (LN_hh over the 4H gate row and LN_c over the cell, inside the kernels) ----------
+def _ln_case(peephole: bool, bias: bool = True) -> tuple[LSTMCell, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    cell = LayerNormLSTMCell(I, H, bias, peephole=peephole).double().to(DEVICE)
+    with torch.no_grad():  # gains start at 1 and biases at 0: make every parameter matter
+        for p in cell.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
+    state = (torch.randn(B, H, dtype=torch.float64, device=DEVICE),
+             torch.randn(B, H, dtype=torch.float64, device=DEVICE))
+    return cell, x, state
+
+
+@pytest.mark.parametrize("peephole", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("mask_kind", ["none", "right", "holes"])
+@pytest.mark.parametrize("recurrent_dropout", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_triton_layernorm_engine_matches_reference_float64(peephole: bool, reverse: bool, mask_kind: str,
+                                                           recurrent_dropout: bool, bias: bool) -> None:
+    torch.manual_seed(11)
+    cell, x, state = _ln_case(peephole, bias)
+    rec = (torch.rand(B, H, device=DEVICE) > 0.3).double() / 0.7 if recurrent_dropout else None
+    kw = {"mask": _mask(mask_kind), "reverse": reverse, "recurrent_mask": rec}
+    expected = _run(None, cell, x, state, **kw)
+    got = _run("triton", cell, x, state, **kw)
+    assert len(got) == len(expected)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("peephole", [False, True])
+def test_triton_layernorm_zoneout_in_training_matches_reference_given_the_same_draws(
+        same_zoneout_draws: Callable[[torch.Tensor], None], peephole: bool) -> None:
+    torch.manual_seed(12)
+    same_zoneout_draws(torch.rand(T, 2, B, H, dtype=torch.float64, device=DEVICE))
+    cell, x, state = _ln_case(peephole)
+    kw = {"mask": _mask("holes"), "zoneout_rate": 0.3, "training": True}
+    expected = _run(None, cell, x, state, **kw)
+    got = _run("triton", cell, x, state, **kw)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+def test_layernorm_layer_with_implementation_triton_matches_the_reference_layer_in_float32() -> None:
+    torch.manual_seed(13)
+    kw = {"cell": "layernorm_lstm", "bidirectional": True, "num_layers": 2, "batch_first": True,
+          "recurrent_dropout": 0.2}
+    ref = rnn.LSTM(I, 2 * H, implementation="reference", **kw).to(DEVICE)  # type: ignore[arg-type]
+    tri = rnn.LSTM(I, 2 * H, implementation="triton", **kw).to(DEVICE)  # type: ignore[arg-type]
+    tri.load_state_dict(ref.state_dict())
+    x = torch.randn(B, T, I, device=DEVICE)
+    torch.manual_seed(14)
+    y_ref, _ = ref(x)
+    torch.manual_seed(14)  # the same recurrent-dropout masks
+    y_tri, _ = tri(x)
+    torch.testing.assert_close(y_tri, y_ref, rtol=1e-5, atol=1e-5)
+    g_ref = torch.autograd.grad(y_ref.pow(2).sum(), list(ref.parameters()))
+    g_tri = torch.autograd.grad(y_tri.pow(2).sum(), list(tri.parameters()))
+    for a, b in zip(g_ref, g_tri):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)

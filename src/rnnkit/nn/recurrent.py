@@ -14,7 +14,7 @@ gaps) run on rnnkit's hand-written-backward engine; everything else runs the ref
 engine or the reference), ``"fused"`` (fail with the reason when it cannot), ``"engine"``,
 ``"triton"`` (the engine with one Triton kernel per step for its element-wise math and its
 loops replayed as CUDA graphs: CUDA, LSTM cells, where ``"auto"`` picks it when triton is
-installed, and GRU cells, opt-in) or ``"reference"``. Cells whose gates depend only on the input (``"mingru"``, ``"minlstm"``) also run
+installed, and layer-norm LSTM and GRU cells, opt-in) or ``"reference"``. Cells whose gates depend only on the input (``"mingru"``, ``"minlstm"``) also run
 on element-wise linear scans, ``"sequential"`` or ``"parallel"``; ``"auto"`` picks the sequential
 one on CPU (see ``rnnkit.scan.parallel``, ``rnnkit.scan.engine`` and ``docs/speed.md``).
 
@@ -428,7 +428,8 @@ _EXTRA_DOC = """
             ``"auto"`` uses for LSTM cells the fused kernel cannot run (peepholes, recurrent dropout,
             zoneout, masks with gaps); opt-in for layer-norm LSTM cells. ``"triton"``: that engine
             with each step's element-wise math in one Triton kernel and its loops replayed as CUDA
-            graphs (CUDA tensors, ``LSTMCell``; ``rnnkit.scan.engine_triton``,
+            graphs (CUDA tensors, ``LSTMCell`` and, opt-in, ``LayerNormLSTMCell``;
+            ``rnnkit.scan.engine_triton``,
             ``rnnkit.scan.cuda_graph``), which ``"auto"`` uses instead of ``"engine"`` on CUDA
             where triton is installed; on GRU cells (``reset_after=True``) the GRU engine of
             ``rnnkit.scan.engine_gru``, built the same way (opt-in until timed on a GPU).

@@ -181,3 +181,163 @@ def gru_backward_step(gates, gates_row, hw, hw_row, h_prev, h_prev_row, gh, gh_r
     if HAS_GPREV:
         s += tl.load(g_prev + rows * g_prev_row + cols, mask=ok, other=0.0)
     tl.store(skip + rows * skip_row + cols, s, mask=ok)
+
+
+@triton.jit
+def _row_tile(batch, hidden, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
+    """This program's ``[BLOCK_B, 1]`` rows and all ``[1, BLOCK_H]`` columns of a gate block (whole rows)."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
+    cols = tl.arange(0, BLOCK_H)[None, :]
+    return rows, cols, (rows < batch) & (cols < hidden)
+
+
+@triton.jit
+def ln_lstm_forward_step(xw, xw_row, y, y_row, z, z_row, gain_hh, stats, stats_row, c_prev, c_prev_row, c_cand,
+        c_cand_row, tanh_c, tanh_c_row, h_prev, h_prev_row, h_next, h_next_row, c_next, c_next_row, h_in, h_in_row,
+        peep, gain_c, bias_c, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, rec, rec_row, rec_col, batch, hidden,
+        eps_hh, eps_c,
+        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_REC: tl.constexpr, CARRIED: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
+    rows, cols, ok = _row_tile(batch, hidden, BLOCK_B, BLOCK_H)
+    cok = cols < hidden
+    # LN_hh over the whole 4H row of y = W_hh h_in (gate blocks o, i, f, 2g; the gain has the g block doubled)
+    yo, yi, yf, yg = _load_gates(y + rows * y_row + cols, hidden, ok)
+    # (row sums written out in the kernel: the interpreter cannot run tl.sum inside a helper)
+    mean_hh = ((tl.sum(yo, axis=1) + tl.sum(yi, axis=1) + tl.sum(yf, axis=1) + tl.sum(yg, axis=1))
+               / (4.0 * hidden))[:, None]
+    vo = tl.where(ok, yo - mean_hh, 0.0)
+    vi = tl.where(ok, yi - mean_hh, 0.0)
+    vf = tl.where(ok, yf - mean_hh, 0.0)
+    vg = tl.where(ok, yg - mean_hh, 0.0)
+    var_hh = ((tl.sum(vo * vo, axis=1) + tl.sum(vi * vi, axis=1) + tl.sum(vf * vf, axis=1)
+               + tl.sum(vg * vg, axis=1)) / (4.0 * hidden))[:, None]
+    rstd_hh = 1.0 / tl.sqrt(var_hh + eps_hh)
+    go, gi, gf, gg = _load_gates(gain_hh + cols, hidden, cok)
+    xo, xi, xf, xg = _load_gates(xw + rows * xw_row + cols, hidden, ok)
+    zo = xo + (yo - mean_hh) * rstd_hh * go
+    zi = xi + (yi - mean_hh) * rstd_hh * gi
+    zf = xf + (yf - mean_hh) * rstd_hh * gf
+    zg = xg + (yg - mean_hh) * rstd_hh * gg
+    c = tl.load(c_prev + rows * c_prev_row + cols, mask=ok, other=0.0)
+    if HAS_PEEP:
+        zi += tl.load(peep + cols, mask=cok, other=0.0) * c
+        zf += tl.load(peep + hidden + cols, mask=cok, other=0.0) * c
+    i = _sigmoid(zi)
+    f = _sigmoid(zf)
+    sg = _sigmoid(zg)
+    cc = f * c + i * (2.0 * sg - 1.0)
+    if HAS_PEEP:
+        zo += tl.load(peep + 2 * hidden + cols, mask=cok, other=0.0) * cc
+    o = _sigmoid(zo)
+    # LN_c over the H entries of c~, then tanh
+    mean_c = (tl.sum(tl.where(ok, cc, 0.0), axis=1) / hidden)[:, None]
+    dc_ = tl.where(ok, cc - mean_c, 0.0)
+    rstd_c = 1.0 / tl.sqrt((tl.sum(dc_ * dc_, axis=1) / hidden)[:, None] + eps_c)
+    nc = dc_ * rstd_c * tl.load(gain_c + cols, mask=cok, other=0.0) + tl.load(bias_c + cols, mask=cok, other=0.0)
+    tc = 2.0 * _sigmoid(2.0 * nc) - 1.0
+    zp = z + rows * z_row + cols
+    _store_gates(zp, hidden, ok, o, i, f, sg)
+    tl.store(c_cand + rows * c_cand_row + cols, cc, mask=ok)
+    tl.store(tanh_c + rows * tanh_c_row + cols, tc, mask=ok)
+    sp = stats + rows * stats_row  # [B, 4]: mean and 1/std of LN_hh, then of LN_c
+    rok = rows < batch
+    tl.store(sp, mean_hh, mask=rok)
+    tl.store(sp + 1, rstd_hh, mask=rok)
+    tl.store(sp + 2, mean_c, mask=rok)
+    tl.store(sp + 3, rstd_c, mask=rok)
+    h = o * tc
+    if HAS_UPDATES:
+        hp = tl.load(h_prev + rows * h_prev_row + cols, mask=ok, other=0.0)
+        uh = tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0)
+        uc = tl.load(u_c + rows * u_c_row + cols * u_c_col, mask=ok, other=0.0)
+        h = hp + uh * (h - hp)
+        tl.store(c_next + rows * c_next_row + cols, c + uc * (cc - c), mask=ok)
+    tl.store(h_next + rows * h_next_row + cols, h, mask=ok)
+    if HAS_REC:
+        h = h * tl.load(rec + rows * rec_row + cols * rec_col, mask=ok, other=0.0)
+    if CARRIED:
+        tl.store(h_in + rows * h_in_row + cols, h, mask=ok)
+
+
+@triton.jit
+def ln_lstm_backward_step(a, a_row, y, y_row, stats, stats_row, tanh_c, tanh_c_row, c_cand, c_cand_row, c_prev,
+        c_prev_row, gh, gh_row, gc, gc_row, dz, dz_row, dy, dy_row, gc_next, gc_next_row, skip, skip_row, g_prev,
+        g_prev_row, gain_hh, gain_c, acc_gain_hh, acc_gain_c, acc_bias_c, peep, peep_if, peep_o,
+        u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, batch, hidden,
+        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_GPREV: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
+    rows, cols, ok = _row_tile(batch, hidden, BLOCK_B, BLOCK_H)
+    cok = cols < hidden
+    rok = rows < batch
+    o, i, f, sg = _load_gates(a + rows * a_row + cols, hidden, ok)
+    tc = tl.load(tanh_c + rows * tanh_c_row + cols, mask=ok, other=0.0)
+    cc = tl.load(c_cand + rows * c_cand_row + cols, mask=ok, other=0.0)
+    c = tl.load(c_prev + rows * c_prev_row + cols, mask=ok, other=0.0)
+    g_h = tl.load(gh + rows * gh_row + cols, mask=ok, other=0.0)
+    g_c = tl.load(gc + rows * gc_row + cols, mask=ok, other=0.0)
+    sp = stats + rows * stats_row
+    mean_hh = tl.load(sp, mask=rok, other=0.0)
+    rstd_hh = tl.load(sp + 1, mask=rok, other=0.0)
+    mean_c = tl.load(sp + 2, mask=rok, other=0.0)
+    rstd_c = tl.load(sp + 3, mask=rok, other=0.0)
+    dh = g_h
+    gck = g_c
+    if HAS_UPDATES:
+        dh = g_h * tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0)
+        gck = g_c * tl.load(u_c + rows * u_c_row + cols * u_c_col, mask=ok, other=0.0)
+    dzo = dh * tc * o * (1.0 - o)
+    d_nc = tl.where(ok, dh * o * (1.0 - tc * tc), 0.0)  # dL/d LN_c(c~)
+    # LN_c backward over H: dc~ = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = d_nc gain_c
+    xhat_c = tl.where(ok, (cc - mean_c) * rstd_c, 0.0)
+    dxhat_c = d_nc * tl.load(gain_c + cols, mask=cok, other=0.0)
+    m1 = (tl.sum(dxhat_c, axis=1) / hidden)[:, None]
+    m2 = (tl.sum(dxhat_c * xhat_c, axis=1) / hidden)[:, None]
+    dc = rstd_c * (dxhat_c - m1 - xhat_c * m2)
+    agc = acc_gain_c + rows * hidden + cols
+    tl.store(agc, tl.load(agc, mask=ok, other=0.0) + d_nc * xhat_c, mask=ok)
+    abc = acc_bias_c + rows * hidden + cols
+    tl.store(abc, tl.load(abc, mask=ok, other=0.0) + d_nc, mask=ok)
+    if HAS_PEEP:
+        dc += dzo * tl.load(peep + 2 * hidden + cols, mask=cok, other=0.0)
+    dc += gck
+    dzi = dc * (2.0 * sg - 1.0) * i * (1.0 - i)
+    dzf = dc * c * f * (1.0 - f)
+    dzg = dc * 2.0 * i * sg * (1.0 - sg)
+    nxt = dc * f
+    if HAS_PEEP:
+        nxt += dzi * tl.load(peep + cols, mask=cok, other=0.0)
+        nxt += dzf * tl.load(peep + hidden + cols, mask=cok, other=0.0)
+        pif = peep_if + rows * (2 * hidden) + cols
+        tl.store(pif, tl.load(pif, mask=ok, other=0.0) + dzi * c, mask=ok)
+        tl.store(pif + hidden, tl.load(pif + hidden, mask=ok, other=0.0) + dzf * c, mask=ok)
+        po = peep_o + rows * hidden + cols
+        tl.store(po, tl.load(po, mask=ok, other=0.0) + dzo * cc, mask=ok)
+    if HAS_UPDATES:
+        nxt += g_c - gck
+    _store_gates(dz + rows * dz_row + cols, hidden, ok, dzo, dzi, dzf, dzg)
+    tl.store(gc_next + rows * gc_next_row + cols, nxt, mask=ok)
+    # LN_hh backward over the 4H row: its output's gradient is dz
+    yo, yi, yf, yg = _load_gates(y + rows * y_row + cols, hidden, ok)
+    xo = tl.where(ok, (yo - mean_hh) * rstd_hh, 0.0)
+    xi = tl.where(ok, (yi - mean_hh) * rstd_hh, 0.0)
+    xf = tl.where(ok, (yf - mean_hh) * rstd_hh, 0.0)
+    xg = tl.where(ok, (yg - mean_hh) * rstd_hh, 0.0)
+    go, gi, gf, gg = _load_gates(gain_hh + cols, hidden, cok)
+    do = tl.where(ok, dzo * go, 0.0)
+    di = tl.where(ok, dzi * gi, 0.0)
+    df = tl.where(ok, dzf * gf, 0.0)
+    dg = tl.where(ok, dzg * gg, 0.0)
+    n1 = ((tl.sum(do, axis=1) + tl.sum(di, axis=1) + tl.sum(df, axis=1) + tl.sum(dg, axis=1))
+          / (4.0 * hidden))[:, None]
+    n2 = ((tl.sum(do * xo, axis=1) + tl.sum(di * xi, axis=1) + tl.sum(df * xf, axis=1) + tl.sum(dg * xg, axis=1))
+          / (4.0 * hidden))[:, None]
+    _store_gates(dy + rows * dy_row + cols, hidden, ok, rstd_hh * (do - n1 - xo * n2), rstd_hh * (di - n1 - xi * n2),
+                 rstd_hh * (df - n1 - xf * n2), rstd_hh * (dg - n1 - xg * n2))
+    agh = acc_gain_hh + rows * (4 * hidden) + cols
+    ao, ai, af, ag = _load_gates(agh, hidden, ok)
+    _store_gates(agh, hidden, ok, ao + dzo * xo, ai + dzi * xi, af + dzf * xf, ag + dzg * xg)
+    if HAS_UPDATES:
+        s = g_h - dh
+        if HAS_GPREV:
+            s += tl.load(g_prev + rows * g_prev_row + cols, mask=ok, other=0.0)
+        tl.store(skip + rows * skip_row + cols, s, mask=ok)

@@ -253,9 +253,9 @@ class _LSTMEngine(torch.autograd.Function):
 
 def triton_engine_unavailable_reason(cell: RecurrentCell, device: torch.device) -> str | None:
     """Why the engine with Triton kernels cannot run ``cell`` on ``device``, else ``None``."""
-    if type(cell) is not LSTMCell:
-        return (f"implementation='triton' supports LSTMCell (plain, peephole, recurrent dropout, zoneout) only; "
-                f"got {type(cell).__name__}")
+    if type(cell) not in (LSTMCell, LayerNormLSTMCell):
+        return (f"implementation='triton' supports LSTMCell and LayerNormLSTMCell (plain, peephole, recurrent "
+                f"dropout, zoneout) only; got {type(cell).__name__}")
     if cell.weight_ih.dtype not in (torch.float32, torch.float64):
         return (f"implementation='triton' runs float32 or float64 weights, got {cell.weight_ih.dtype}; "
                 "keep the weights in float32 (autocast still works around them)")
@@ -592,7 +592,7 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
         scale = x.new_ones(4, hidden)
         scale[3] = 2.0
         out, h_n, c_n = layernorm_engine_scan(cell, x_tm, (h0, c0), order, scale.view(-1), recurrent_mask,
-                                              update_h, update_c, out_mask)
+                                              update_h, update_c, out_mask, triton=kernels == "triton")
     else:
         bias = None
         if cell.bias_ih is not None and cell.bias_hh is not None:

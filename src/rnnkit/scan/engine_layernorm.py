@@ -8,8 +8,12 @@ each instead of the half-dozen autograd records of ``F.layer_norm``. The input-s
 ``LN_ih(W_ih x)`` does not depend on the state, so it runs for all steps at once, under autograd.
 On CUDA the forward and backward loops are recorded as CUDA graphs from a shape's second call
 and replayed (:mod:`rnnkit.scan.cuda_graph`), which takes the host's per-op launch work out of
-each step; its speed there is not measured yet, so ``"auto"`` still runs layer-norm cells on
-the reference scan and this engine stays opt-in (``implementation="engine"``).
+each step. With ``implementation="triton"`` (``triton=True`` here) each step is instead one
+matmul and one Triton kernel that does both layer norms (whole rows per program: ``LN_hh`` over
+the ``4H`` gate row, ``LN_c`` over ``H``) with the gate math, forward and backward
+(``_triton_kernels.ln_lstm_forward_step`` / ``ln_lstm_backward_step``); the gain and bias
+gradients are summed per row inside the loop and over the batch after it. Neither is timed on a
+GPU yet, so ``"auto"`` still runs layer-norm cells on the reference scan and both stay opt-in.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ..cells.lstm import LayerNormLSTMCell
-from . import cuda_graph
+from . import cuda_graph, engine_triton
 
 
 class _LayerNormLSTMEngine(torch.autograd.Function):
@@ -38,14 +42,17 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
     def forward(ctx: FunctionCtx, xw: Tensor, w_hh: Tensor, gain_hh: Tensor,  # type: ignore[override]
                 gain_c: Tensor, bias_c: Tensor, peep: Tensor | None, h0: Tensor, c0: Tensor,
                 rec_mask: Tensor | None, update_h: Tensor | None, update_c: Tensor | None,
-                out_mask: Tensor | None, eps_hh: float, eps_c: float) -> tuple[Tensor, Tensor, Tensor]:
+                out_mask: Tensor | None, eps_hh: float, eps_c: float,
+                triton: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         inputs: cuda_graph.Inputs = {"xw": xw, "w_hh": w_hh, "gain_hh": gain_hh, "gain_c": gain_c,
                                      "bias_c": bias_c, "peep": peep, "h0": h0, "c0": c0, "rec_mask": rec_mask,
                                      "update_h": update_h, "update_c": update_c}
-        loop: Callable[..., cuda_graph.Outputs] = functools.partial(_forward_loop, eps_hh=eps_hh, eps_c=eps_c)
+        loop: Callable[..., cuda_graph.Outputs] = functools.partial(
+            _triton_forward_loop if triton else _forward_loop, eps_hh=eps_hh, eps_c=eps_c)
         graphs = cuda_graph.graphs_enabled(xw.device)
         ctx.graphs = graphs  # type: ignore[attr-defined]  # decided here for the backward too
-        res, recorded = (cuda_graph.run_captured(("layernorm engine forward", eps_hh, eps_c), loop, inputs)
+        ctx.triton = triton  # type: ignore[attr-defined]
+        res, recorded = (cuda_graph.run_captured(("layernorm engine forward", eps_hh, eps_c, triton), loop, inputs)
                          if graphs else (loop(**inputs), False))
         if recorded:  # the recording's outputs are overwritten by its next replay: keep copies
             res = {name: None if t is None else t.clone() for name, t in res.items()}
@@ -77,8 +84,8 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
             "c_cand": c_cand if update_h is not None else None, "stats": stats, "w_hh": w_hh, "gain_hh": gain_hh,
             "gain_c": gain_c, "bias_c": bias_c, "peep": peep, "rec_mask": rec_mask, "update_h": update_h,
             "update_c": update_c}
-        loop: Callable[..., cuda_graph.Outputs] = _backward_loop
-        res, recorded = (cuda_graph.run_captured("layernorm engine backward", loop, inputs)
+        loop: Callable[..., cuda_graph.Outputs] = _triton_backward_loop if ctx.triton else _backward_loop
+        res, recorded = (cuda_graph.run_captured(("layernorm engine backward", ctx.triton), loop, inputs)
                          if ctx.graphs and cuda_graph.graphs_enabled(z.device) else (loop(**inputs), False))
         dz, dy, gh_0, gc_0 = res["dz"], res["dy"], res["gh"], res["gc"]
         assert dz is not None and dy is not None and gh_0 is not None and gc_0 is not None
@@ -90,7 +97,7 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
         if recorded:  # the recording's outputs: what outlives this call is copied
             dz = dz.clone()
             grads = [None if g is None else g.clone() for g in grads]
-        return (dz, grad_w, *grads[:3], grad_p, *grads[3:], None, None, None, None, None, None)
+        return (dz, grad_w, *grads[:3], grad_p, *grads[3:], None, None, None, None, None, None, None)
 
 
 def _forward_loop(xw: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tensor, bias_c: Tensor, peep: Tensor | None,
@@ -228,9 +235,87 @@ def _backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor, y: T
             "peep_o": peep_o_acc if peep is not None else None}
 
 
+def _triton_forward_loop(xw: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tensor, bias_c: Tensor,
+                         peep: Tensor | None, h0: Tensor, c0: Tensor, rec_mask: Tensor | None, update_h: Tensor | None,
+                         update_c: Tensor | None, eps_hh: float, eps_c: float) -> cuda_graph.Outputs:
+    """:func:`_forward_loop` with one matmul and one Triton kernel per step (same outputs, but
+    ``stats`` is ``[T, B, 4]``)."""
+    steps, batch, four_h = xw.shape
+    hidden = four_h // 4
+    z, y = torch.empty_like(xw), torch.empty_like(xw)
+    hs, cs = xw.new_empty(steps + 1, batch, hidden), xw.new_empty(steps + 1, batch, hidden)
+    hs[0], cs[0] = h0, c0
+    carried = rec_mask is not None  # the matmul input h * rec differs from h
+    h_in = xw.new_empty(steps + 1, batch, hidden) if carried else hs
+    if rec_mask is not None:
+        torch.mul(h0, rec_mask, out=h_in[0])
+    updates = update_h is not None
+    c_cand = xw.new_empty(steps, batch, hidden) if updates else cs[1:]
+    tanh_c = xw.new_empty(steps, batch, hidden)
+    stats = xw.new_empty(steps, batch, 4)
+    w_t = w_hh.t()
+    x_s, z_s, y_s, tc_s, cc_s, st_s = (xw.unbind(0), z.unbind(0), y.unbind(0), tanh_c.unbind(0), c_cand.unbind(0),
+                                       stats.unbind(0))
+    h_s, c_s, hin_s = hs.unbind(0), cs.unbind(0), h_in.unbind(0)
+    uh_s = update_h.unbind(0) if update_h is not None else ()
+    uc_s = update_c.unbind(0) if update_c is not None else ()
+    for t in range(steps):
+        torch.mm(hin_s[t], w_t, out=y_s[t])
+        engine_triton.ln_forward_step(x_s[t], y_s[t], z_s[t], gain_hh, st_s[t], c_s[t], cc_s[t], tc_s[t], h_s[t],
+                                      h_s[t + 1], c_s[t + 1], hin_s[t + 1] if carried else None, peep, gain_c,
+                                      bias_c, uh_s[t] if updates else None, uc_s[t] if updates else None, rec_mask,
+                                      eps_hh, eps_c)
+    return {"z": z, "y": y, "hs": hs, "cs": cs, "tanh_c": tanh_c, "c_cand": c_cand if updates else None,
+            "h_in": h_in[:steps] if carried else None, "stats": stats}
+
+
+def _triton_backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor, y: Tensor, cs: Tensor,
+                          tanh_c: Tensor, c_cand: Tensor | None, stats: Tensor, w_hh: Tensor, gain_hh: Tensor,
+                          gain_c: Tensor, bias_c: Tensor, peep: Tensor | None, rec_mask: Tensor | None,
+                          update_h: Tensor | None, update_c: Tensor | None) -> cuda_graph.Outputs:
+    """:func:`_backward_loop` with one Triton kernel and one matmul per step (same outputs)."""
+    del bias_c  # LN_c's bias does not enter its backward
+    steps, batch, four_h = z.shape
+    hidden = four_h // 4
+    if c_cand is None:
+        c_cand = cs[1:]
+    dz, dy = torch.empty_like(z), torch.empty_like(z)
+    acc_gain_hh, acc_gain_c, acc_bias_c = z.new_zeros(batch, four_h), z.new_zeros(batch, hidden), \
+        z.new_zeros(batch, hidden)
+    peep_if = z.new_zeros(batch, 2, hidden) if peep is not None else None
+    peep_o = z.new_zeros(batch, hidden) if peep is not None else None
+    updates = update_h is not None
+    z_s, y_s, st_s, tc_s, cc_s, cp_s = (z.unbind(0), y.unbind(0), stats.unbind(0), tanh_c.unbind(0),
+                                        c_cand.unbind(0), cs.unbind(0))
+    dz_s, dy_s = dz.unbind(0), dy.unbind(0)
+    gout_s = g_out.contiguous().unbind(0) if g_out is not None else ()
+    uh_s = update_h.unbind(0) if update_h is not None else ()
+    uc_s = update_c.unbind(0) if update_c is not None else ()
+    gh = gh.contiguous()
+    gc = gc.contiguous().clone()
+    gc_next = torch.empty_like(gc)  # two buffers, swapped each step
+    skip_buf = torch.empty_like(gh) if updates else None
+    for t in range(steps - 1, -1, -1):
+        g_prev = gout_s[t - 1] if (gout_s and t) else None
+        skip = skip_buf if updates else g_prev  # what reaches dL/dh_{t-1} around the matmul
+        engine_triton.ln_backward_step(z_s[t], y_s[t], st_s[t], tc_s[t], cc_s[t], cp_s[t], gh, gc, dz_s[t], dy_s[t],
+                                       gc_next, skip_buf, g_prev if updates else None, gain_hh, gain_c, acc_gain_hh,
+                                       acc_gain_c, acc_bias_c, peep, peep_if, peep_o,
+                                       uh_s[t] if updates else None, uc_s[t] if updates else None)
+        gc, gc_next = gc_next, gc
+        if rec_mask is None:
+            gh = torch.mm(dy_s[t], w_hh) if skip is None else torch.addmm(skip, dy_s[t], w_hh)
+        else:
+            back = torch.mm(dy_s[t], w_hh)
+            gh = back.mul_(rec_mask) if skip is None else torch.addcmul(skip, back, rec_mask)
+    return {"dz": dz, "dy": dy, "gh": gh, "gc": gc, "grad_gain_hh": acc_gain_hh.sum(0),
+            "grad_gain_c": acc_gain_c.sum(0), "grad_bias_c": acc_bias_c.sum(0), "peep_if": peep_if, "peep_o": peep_o}
+
+
 def layernorm_engine_scan(cell: LayerNormLSTMCell, x_tm: Tensor, state: tuple[Tensor, Tensor], order: Tensor,
                           scale: Tensor, recurrent_mask: Tensor | None, update_h: Tensor | None,
-                          update_c: Tensor | None, out_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+                          update_c: Tensor | None, out_mask: Tensor | None,
+                          triton: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Run ``cell`` over time-major ``x_tm`` (already flipped for reverse); see :func:`engine_scan`.
 
     ``order`` permutes torch's gate rows into the engine's, ``scale`` (``[4H]``) doubles the
@@ -245,5 +330,5 @@ def layernorm_engine_scan(cell: LayerNormLSTMCell, x_tm: Tensor, state: tuple[Te
     out, h_n, c_n = _LayerNormLSTMEngine.apply(
         xw.contiguous(), cell.weight_hh[order], cell.ln_hh.weight[order] * scale, cell.ln_cell.weight,
         cell.ln_cell.bias, cell.weight_peephole, h0.contiguous(), c0.contiguous(), recurrent_mask, update_h,
-        update_c, out_mask, cell.ln_hh.eps, cell.ln_cell.eps)
+        update_c, out_mask, cell.ln_hh.eps, cell.ln_cell.eps, triton)
     return out, h_n, c_n

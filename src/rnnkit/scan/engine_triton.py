@@ -202,3 +202,76 @@ def gru_backward_step(gates: Tensor, hw: Tensor, h_prev: Tensor, gh: Tensor, dxw
                   _row(dhw), skip, _row(skip), g_prev if g_prev is not None else gh, _row(g_prev), uh, uh_row, uh_col,
                   batch, hidden, HAS_UPDATES=u_h is not None, HAS_GPREV=g_prev is not None,
                   BLOCK_B=block_b, BLOCK_H=block_h)
+
+
+@functools.lru_cache(maxsize=1)
+def _ln_kernels() -> tuple[Any, Any]:
+    from . import _triton_kernels  # noqa: PLC0415  # imports triton
+
+    return _triton_kernels.ln_lstm_forward_step, _triton_kernels.ln_lstm_backward_step
+
+
+@functools.lru_cache(maxsize=64)
+def _row_grid(batch: int, hidden: int) -> tuple[tuple[int, int], int, int, int]:
+    """Whole rows per program (the layer norms reduce over them): ``(grid, BLOCK_B, BLOCK_H, num_warps)``."""
+    block_h = 1 << max(4, (hidden - 1).bit_length())
+    block_b = max(1, 512 // block_h)
+    return ((batch + block_b - 1) // block_b, 1), block_b, block_h, (4 if block_h <= 256 else 8)
+
+
+def ln_forward_step(xw: Tensor, y: Tensor, z: Tensor, gain_hh: Tensor, stats: Tensor, c_prev: Tensor,
+                    c_cand: Tensor, tanh_c: Tensor, h_prev: Tensor, h_next: Tensor, c_next: Tensor,
+                    h_in: Tensor | None, peep: Tensor | None, gain_c: Tensor, bias_c: Tensor, u_h: Tensor | None,
+                    u_c: Tensor | None, rec: Tensor | None, eps_hh: float, eps_c: float) -> None:
+    """One layer-norm LSTM step (:class:`~rnnkit.cells.LayerNormLSTMCell`) after the recurrent matmul.
+
+    From ``xw`` (``LN_ih(W_ih x) + b``) and ``y = W_hh h_in`` (``[B, 4H]``, gate blocks ``o, i, f,
+    2g``) writes the activations into ``z``, ``LN_hh``'s and ``LN_c``'s mean and ``1/std`` per row
+    into ``stats`` ``[B, 4]``, ``c~``, ``tanh(LN_c(c~))``, the new state and, with a recurrent mask,
+    the next matmul input into ``h_in``. Conventions as in :func:`forward_step`.
+    """
+    fwd, _ = _ln_kernels()
+    batch, hidden = c_prev.shape
+    grid, block_b, block_h, warps = _row_grid(batch, hidden)
+    uh, uh_row, uh_col = _update(u_h, c_prev)
+    uc, uc_row, uc_col = _update(u_c, c_prev)
+    if rec is not None:
+        rec = rec.expand(batch, hidden)
+    with _on(z.device):
+        fwd[grid](xw, _row(xw), y, _row(y), z, _row(z), gain_hh, stats, _row(stats), c_prev, _row(c_prev), c_cand,
+                  _row(c_cand), tanh_c, _row(tanh_c), h_prev, _row(h_prev), h_next, _row(h_next), c_next, _row(c_next),
+                  h_in if h_in is not None else h_next, _row(h_in if h_in is not None else h_next),
+                  peep if peep is not None else gain_c, gain_c, bias_c, uh, uh_row, uh_col, uc, uc_row, uc_col,
+                  rec if rec is not None else c_prev, 0 if rec is None else rec.stride(0),
+                  0 if rec is None else rec.stride(1), batch, hidden, eps_hh, eps_c,
+                  HAS_PEEP=peep is not None, HAS_UPDATES=u_h is not None, HAS_REC=rec is not None,
+                  CARRIED=h_in is not None, BLOCK_B=block_b, BLOCK_H=block_h, num_warps=warps)
+
+
+def ln_backward_step(a: Tensor, y: Tensor, stats: Tensor, tanh_c: Tensor, c_cand: Tensor, c_prev: Tensor, gh: Tensor,
+                     gc: Tensor, dz: Tensor, dy: Tensor, gc_next: Tensor, skip: Tensor | None, g_prev: Tensor | None,
+                     gain_hh: Tensor, gain_c: Tensor, acc_gain_hh: Tensor, acc_gain_c: Tensor, acc_bias_c: Tensor,
+                     peep: Tensor | None, peep_if: Tensor | None, peep_o: Tensor | None, u_h: Tensor | None,
+                     u_c: Tensor | None) -> None:
+    """One layer-norm LSTM step backward: ``dz`` (``dL/dxw``), ``dy`` (``dL/d(W_hh h_in)``), ``dL/dc_{t-1}``.
+
+    Adds this step's layer-norm gain and bias gradients per row to ``acc_gain_hh`` ``[B, 4H]``,
+    ``acc_gain_c`` and ``acc_bias_c`` ``[B, H]`` (and the peephole ones, as :func:`backward_step`);
+    ``skip`` and ``g_prev`` as there.
+    """
+    _, bwd = _ln_kernels()
+    batch, hidden = c_prev.shape
+    grid, block_b, block_h, warps = _row_grid(batch, hidden)
+    uh, uh_row, uh_col = _update(u_h, c_prev)
+    uc, uc_row, uc_col = _update(u_c, c_prev)
+    if u_h is not None and skip is None:
+        raise ValueError("ln_backward_step needs a skip buffer with update weights")
+    with _on(a.device):
+        bwd[grid](a, _row(a), y, _row(y), stats, _row(stats), tanh_c, _row(tanh_c), c_cand, _row(c_cand), c_prev,
+                  _row(c_prev), gh, _row(gh), gc, _row(gc), dz, _row(dz), dy, _row(dy), gc_next, _row(gc_next),
+                  skip if skip is not None else gc_next, _row(skip), g_prev if g_prev is not None else gh,
+                  _row(g_prev), gain_hh, gain_c, acc_gain_hh, acc_gain_c, acc_bias_c,
+                  peep if peep is not None else gain_c, peep_if if peep_if is not None else gh,
+                  peep_o if peep_o is not None else gh, uh, uh_row, uh_col, uc, uc_row, uc_col, batch, hidden,
+                  HAS_PEEP=peep is not None, HAS_UPDATES=u_h is not None, HAS_GPREV=g_prev is not None,
+                  BLOCK_B=block_b, BLOCK_H=block_h, num_warps=warps)
