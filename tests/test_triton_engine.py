@@ -349,3 +349,30 @@ def test_layernorm_layer_with_implementation_triton_matches_the_reference_layer_
     g_tri = torch.autograd.grad(y_tri.pow(2).sum(), list(tri.parameters()))
     for a, b in zip(g_ref, g_tri):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_triton_layernorm_engine_with_many_programs_per_step_and_ragged_rows() -> None:
+    """B and H that fill neither the row blocks nor the power-of-two columns, several programs per step."""
+    torch.manual_seed(15)
+    cell = LayerNormLSTMCell(4, 130, peephole=True).double().to(DEVICE)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(37, 3, 4, dtype=torch.float64, device=DEVICE)
+    state = (torch.randn(37, 130, dtype=torch.float64, device=DEVICE),
+             torch.randn(37, 130, dtype=torch.float64, device=DEVICE))
+    mask = (torch.rand(37, 3) > 0.3).to(DEVICE)
+    rec = (torch.rand(37, 130, device=DEVICE) > 0.3).double() / 0.7
+
+    def run(kernels: str | None, **kw: object) -> list[torch.Tensor]:
+        cell.zero_grad()
+        xx, h0, c0 = x.clone().requires_grad_(), state[0].clone().requires_grad_(), state[1].clone().requires_grad_()
+        scan = reference_scan if kernels is None else engine_scan
+        extra = {} if kernels is None else {"kernels": kernels}
+        out, (h_n, c_n), _ = scan(cell, xx, (h0, c0), **kw, **extra)  # type: ignore[operator]
+        (out.pow(2).sum() + h_n.sum() + c_n.pow(2).sum()).backward()
+        return [out.detach(), xx.grad, h0.grad, c0.grad, *[p.grad for p in cell.parameters()]]  # type: ignore[list-item]
+
+    for kw in ({}, {"mask": mask, "recurrent_mask": rec}, {"mask": mask, "zoneout_rate": 0.2, "training": False}):
+        for e, g in zip(run(None, **kw), run("triton", **kw)):
+            torch.testing.assert_close(g, e, rtol=0, atol=1e-10)

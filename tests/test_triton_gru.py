@@ -40,7 +40,7 @@ def _run(scan: Callable[..., object], cell: GRUCell, x: torch.Tensor, state: tup
     xx = x.clone().requires_grad_()
     h0 = state[0].clone().requires_grad_()
     out, (h_n,), _ = scan(cell, xx, (h0,), **kw)  # type: ignore[misc]
-    weights = torch.linspace(-1, 1, H, dtype=x.dtype, device=x.device)
+    weights = torch.linspace(-1, 1, h_n.shape[-1], dtype=x.dtype, device=x.device)
     (out.pow(2).sum() + (h_n * weights).sum()).backward()
     assert xx.grad is not None and h0.grad is not None
     return [out.detach(), h_n.detach(), xx.grad, h0.grad, *[p.grad for p in cell.parameters() if p.grad is not None]]
@@ -154,3 +154,18 @@ def test_gru_graph_replays_equal_the_eager_loop(monkeypatch: pytest.MonkeyPatch,
             for p in cell.parameters():
                 p.mul_(0.9).add_(0.01)
     assert len(cuda_graph._CACHE) == 2  # the forward and the backward loop were recorded
+
+
+def test_gru_engine_with_many_programs_per_step_and_ragged_tiles() -> None:
+    """B and H that fill neither the batch nor the hidden tiles, several programs per step."""
+    torch.manual_seed(6)
+    cell = GRUCell(4, 130).double().to(DEVICE)
+    x = torch.randn(37, 3, 4, dtype=torch.float64, device=DEVICE)
+    state = (torch.randn(37, 130, dtype=torch.float64, device=DEVICE),)
+    mask = (torch.rand(37, 3) > 0.3).to(DEVICE)
+    rec = (torch.rand(37, 130, device=DEVICE) > 0.3).double() / 0.7
+    for kw in ({}, {"mask": mask, "recurrent_mask": rec}, {"mask": mask, "zoneout_rate": 0.2, "training": False}):
+        expected = _run(reference_scan, cell, x, state, **kw)
+        got = _run(gru_engine_scan, cell, x, state, **kw)
+        for e, g in zip(expected, got):
+            torch.testing.assert_close(g, e, rtol=0, atol=1e-10)

@@ -17,8 +17,8 @@ one call. :class:`CapturedLoop` does that for a function of tensors:
   from then on, so that more shapes in turn than the cache keeps cost one eager run each, not
   a recording each;
 * every call copies its inputs into those buffers and replays; the function's outputs live in
-  the graph's memory pool, so they are overwritten by the next replay: callers clone what they
-  keep.
+  the graph's memory pool and are overwritten by the next replay, so :func:`run_captured` hands
+  back copies.
 
 A function fit for recording allocates nothing it returns outside the tensors it is given or
 makes itself, never synchronises with the host (no ``.item()``, no data-dependent shapes) and
@@ -152,9 +152,10 @@ def _nbytes(tensors: Inputs) -> int:
 def run_captured(key: Hashable, fn: Callable[..., Outputs], inputs: Inputs) -> tuple[Outputs, bool]:
     """``(fn(**inputs), recorded)``: through the recording kept under ``(key, shapes)`` where there is one.
 
-    With ``recorded`` true the outputs belong to the recording and are overwritten by its next
-    replay: clone what you keep. A key and shapes seen for the first time run ``fn`` eagerly, and
-    so does one that could not be recorded or kept (an error, too large, evicted before).
+    The outputs are the caller's either way: a replay's are copied out of the recording's memory
+    before the lock is released, so another thread's replay cannot overwrite them. A key and
+    shapes seen for the first time run ``fn`` eagerly (outside the lock), and so does one that
+    could not be recorded or kept (an error, too large, evicted before).
     """
     # tensors made under inference_mode cannot be written outside it, and the float32 matmul
     # precision is fixed into a recording: neither is crossed by a replay
@@ -162,32 +163,43 @@ def run_captured(key: Hashable, fn: Callable[..., Outputs], inputs: Inputs) -> t
                 torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision())
     with _LOCK:
         loop = _CACHE.get(full_key)
-        if loop is None:
-            if full_key not in _SEEN or full_key in _EVICTED:
-                # a shape seen once (bucketed lengths, a last short batch), or one whose recording was
-                # evicted or failed before (more shapes in turn than the cache keeps would record on
-                # every call)
-                _remember(_SEEN, full_key)
-                return fn(**inputs), False
-            try:
-                loop = CapturedLoop(fn, inputs)  # recording launches nothing: the replay below computes
-            except Exception as err:  # noqa: BLE001  # out of memory, an op that cannot be captured: run eagerly
-                _remember(_EVICTED, full_key)
-                warnings.warn(f"rnnkit: recording a CUDA graph failed ({type(err).__name__}: {err}); this shape "
-                              "runs eagerly from now on", RuntimeWarning, stacklevel=3)
-                return fn(**inputs), False
-            limit = min(CACHE_BYTES, CACHE_FRACTION * _device_bytes(loop))
-            if loop.nbytes > limit:  # one recording alone would not fit: eager for this shape
-                _remember(_EVICTED, full_key)
-                del loop
-                return fn(**inputs), False
-            _CACHE[full_key] = loop
-            while len(_CACHE) > CACHE_SIZE or sum(kept.nbytes for kept in _CACHE.values()) > limit:
-                evicted, _ = _CACHE.popitem(last=False)  # the least recently used
-                _remember(_EVICTED, evicted)
-        else:
+        if loop is not None:
             _CACHE.move_to_end(full_key)
-        return loop(inputs), True
+            return _owned(loop(inputs)), True
+        # a shape seen once (bucketed lengths, a last short batch), or one whose recording was evicted
+        # or failed before (more shapes in turn than the cache keeps would record on every call)
+        eager = full_key not in _SEEN or full_key in _EVICTED
+        _remember(_SEEN, full_key)
+        if not eager:
+            loop = _record(full_key, fn, inputs)
+            if loop is not None:
+                return _owned(loop(inputs)), True
+    return fn(**inputs), False
+
+
+def _record(full_key: Hashable, fn: Callable[..., Outputs], inputs: Inputs) -> CapturedLoop | None:
+    """A new recording kept under ``full_key``, or ``None`` (marked eager) when it fails or cannot be kept."""
+    try:
+        loop = CapturedLoop(fn, inputs)  # recording launches nothing: the caller's replay computes
+    except Exception as err:  # noqa: BLE001  # out of memory, an op that cannot be captured: run eagerly
+        _remember(_EVICTED, full_key)
+        warnings.warn(f"rnnkit: recording a CUDA graph failed ({type(err).__name__}: {err}); this shape runs "
+                      "eagerly from now on", RuntimeWarning, stacklevel=4)
+        return None
+    limit = min(CACHE_BYTES, CACHE_FRACTION * _device_bytes(loop))
+    if loop.nbytes > limit:  # one recording alone would not fit: eager for this shape
+        _remember(_EVICTED, full_key)
+        return None
+    _CACHE[full_key] = loop
+    while len(_CACHE) > CACHE_SIZE or sum(kept.nbytes for kept in _CACHE.values()) > limit:
+        evicted, _ = _CACHE.popitem(last=False)  # the least recently used
+        _remember(_EVICTED, evicted)
+    return loop
+
+
+def _owned(outputs: Outputs) -> Outputs:
+    """Copies of a replay's outputs (the recording's own are overwritten by its next replay)."""
+    return {name: None if t is None else t.clone() for name, t in outputs.items()}
 
 
 def clear() -> None:

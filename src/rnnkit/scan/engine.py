@@ -271,10 +271,8 @@ def _triton_engine_forward(ctx: Any, x: Tensor, w_cat: Tensor, bias: Tensor | No
                                  "rec": rec_mask, "uh": update_h, "uc": update_c}
     loop: Callable[..., cuda_graph.Outputs] = functools.partial(_triton_forward_loop, recompute=recompute)
     ctx.graphs = cuda_graph.graphs_enabled(x.device)  # decided here for the backward too
-    res, recorded = (cuda_graph.run_captured(("lstm engine forward", recompute), loop, inputs)
-                     if ctx.graphs else (loop(**inputs), False))
-    if recorded:  # the recording's outputs are overwritten by its next replay: keep copies
-        res = {name: None if t is None else t.clone() for name, t in res.items()}
+    res, _ = (cuda_graph.run_captured(("lstm engine forward", recompute), loop, inputs)
+              if ctx.graphs else (loop(**inputs), False))
     xh, cs = res["xh"], res["cs"]
     assert xh is not None and cs is not None
     steps, inputs_size = x.shape[0], x.shape[2]
@@ -348,12 +346,10 @@ def _triton_engine_backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | 
         "peep": peep, "rec": rec_mask, "uh": update_h, "uc": update_c}
     loop: Callable[..., cuda_graph.Outputs] = functools.partial(_triton_backward_loop, inputs_size=x.shape[2],
                                                                 recompute=ctx.recompute)
-    res, recorded = (cuda_graph.run_captured(("lstm engine backward", ctx.recompute, x.shape[2]), loop, inputs)
-                     if ctx.graphs and cuda_graph.graphs_enabled(x.device) else (loop(**inputs), False))
+    res, _ = (cuda_graph.run_captured(("lstm engine backward", ctx.recompute, x.shape[2]), loop, inputs)
+              if ctx.graphs and cuda_graph.graphs_enabled(x.device) else (loop(**inputs), False))
     dz, gh_0, gc_0 = res["dz"], res["gh"], res["gc"]
     assert dz is not None and gh_0 is not None and gc_0 is not None
-    if recorded:  # the recording's outputs: what outlives this call is copied (dz is used up below)
-        gh_0, gc_0 = gh_0.clone(), gc_0.clone()
     grads = _weight_grads(ctx, dz, xh, w_cat, bias, peep, res["peep_if"], res["peep_o"])
     return (*grads, gh_0, gc_0, None, None, None, None, None, None)
 

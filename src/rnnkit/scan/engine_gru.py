@@ -65,10 +65,7 @@ class _GRUEngine(torch.autograd.Function):
         graphs = cuda_graph.graphs_enabled(xw.device)
         ctx.graphs = graphs  # type: ignore[attr-defined]  # decided here for the backward too
         loop: Callable[..., cuda_graph.Outputs] = _forward_loop
-        res, recorded = cuda_graph.run_captured("gru engine forward", loop, inputs) if graphs \
-            else (loop(**inputs), False)
-        if recorded:  # the recording's outputs are overwritten by its next replay: keep copies
-            res = {name: None if t is None else t.clone() for name, t in res.items()}
+        res, _ = cuda_graph.run_captured("gru engine forward", loop, inputs) if graphs else (loop(**inputs), False)
         hs, gates, hw = res["hs"], res["gates"], res["hw"]
         assert hs is not None and gates is not None and hw is not None
         h_in = res["h_in"] if res["h_in"] is not None else hs
@@ -90,15 +87,13 @@ class _GRUEngine(torch.autograd.Function):
         inputs: cuda_graph.Inputs = {"gh": gh, "gout": g_out, "gates": gates, "hw": hw, "hs": hs, "w_hh": w_hh,
                                      "rec": rec_mask, "uh": update_h}
         loop: Callable[..., cuda_graph.Outputs] = _backward_loop
-        res, recorded = (cuda_graph.run_captured("gru engine backward", loop, inputs)
-                         if ctx.graphs and cuda_graph.graphs_enabled(gates.device) else (loop(**inputs), False))
+        res, _ = (cuda_graph.run_captured("gru engine backward", loop, inputs)
+                  if ctx.graphs and cuda_graph.graphs_enabled(gates.device) else (loop(**inputs), False))
         dxw, dhw, gh_0 = res["dxw"], res["dhw"], res["gh"]
         assert dxw is not None and dhw is not None and gh_0 is not None
         grad_w = dhw.view(steps * batch, three_h).t() @ h_in[:steps].reshape(steps * batch, -1) \
             if ctx.needs_input_grad[1] else None
         grad_b = dhw.sum((0, 1)) if b_hh is not None and ctx.needs_input_grad[2] else None
-        if recorded:  # the recording's outputs: what outlives this call is copied (dhw is used up above)
-            dxw, gh_0 = dxw.clone(), gh_0.clone()
         return dxw, grad_w, grad_b, gh_0, None, None, None
 
 

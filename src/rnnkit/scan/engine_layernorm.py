@@ -52,10 +52,8 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
         graphs = cuda_graph.graphs_enabled(xw.device)
         ctx.graphs = graphs  # type: ignore[attr-defined]  # decided here for the backward too
         ctx.triton = triton  # type: ignore[attr-defined]
-        res, recorded = (cuda_graph.run_captured(("layernorm engine forward", eps_hh, eps_c, triton), loop, inputs)
-                         if graphs else (loop(**inputs), False))
-        if recorded:  # the recording's outputs are overwritten by its next replay: keep copies
-            res = {name: None if t is None else t.clone() for name, t in res.items()}
+        res, _ = (cuda_graph.run_captured(("layernorm engine forward", eps_hh, eps_c, triton), loop, inputs)
+                  if graphs else (loop(**inputs), False))
         z, y, hs, cs, tanh_c, stats = res["z"], res["y"], res["hs"], res["cs"], res["tanh_c"], res["stats"]
         assert z is not None and y is not None and hs is not None and cs is not None and stats is not None
         steps = xw.shape[0]
@@ -85,8 +83,8 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
             "gain_c": gain_c, "bias_c": bias_c, "peep": peep, "rec_mask": rec_mask, "update_h": update_h,
             "update_c": update_c}
         loop: Callable[..., cuda_graph.Outputs] = _triton_backward_loop if ctx.triton else _backward_loop
-        res, recorded = (cuda_graph.run_captured(("layernorm engine backward", ctx.triton), loop, inputs)
-                         if ctx.graphs and cuda_graph.graphs_enabled(z.device) else (loop(**inputs), False))
+        res, _ = (cuda_graph.run_captured(("layernorm engine backward", ctx.triton), loop, inputs)
+                  if ctx.graphs and cuda_graph.graphs_enabled(z.device) else (loop(**inputs), False))
         dz, dy, gh_0, gc_0 = res["dz"], res["dy"], res["gh"], res["gc"]
         assert dz is not None and dy is not None and gh_0 is not None and gc_0 is not None
         grad_w = dy.view(steps * batch, four_h).t() @ h_in.reshape(steps * batch, -1)
@@ -94,9 +92,6 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
         grad_p = None
         if peep is not None and res["peep_if"] is not None and res["peep_o"] is not None:
             grad_p = torch.cat([res["peep_if"].sum(0), res["peep_o"].sum(0, keepdim=True)])
-        if recorded:  # the recording's outputs: what outlives this call is copied
-            dz = dz.clone()
-            grads = [None if g is None else g.clone() for g in grads]
         return (dz, grad_w, *grads[:3], grad_p, *grads[3:], None, None, None, None, None, None, None)
 
 

@@ -111,6 +111,7 @@ def forward_step(z: Tensor, c_prev: Tensor, c_cand: Tensor, tanh_c: Tensor, h_pr
     """
     fwd, _ = _kernels()
     batch, hidden = c_prev.shape
+    peep = None if peep is None else peep.contiguous()  # read by plain offsets
     grid, block_b, block_h = _grid(batch, hidden)
     uh, uh_row, uh_col = _update(u_h, c_prev)
     uc, uc_row, uc_col = _update(u_c, c_prev)
@@ -140,6 +141,7 @@ def backward_step(a: Tensor, tanh_c: Tensor, c_cand: Tensor, c_prev: Tensor, gh:
     """
     _, bwd = _kernels()
     batch, hidden = c_prev.shape
+    peep = None if peep is None else peep.contiguous()  # read by plain offsets
     grid, block_b, block_h = _grid(batch, hidden)
     uh, uh_row, uh_col = _update(u_h, c_prev)
     uc, uc_row, uc_col = _update(u_c, c_prev)
@@ -173,6 +175,8 @@ def gru_forward_step(xw: Tensor, hw: Tensor, gates: Tensor, h_prev: Tensor, h_ne
     """
     fwd, _ = _gru_kernels()
     batch, hidden = h_prev.shape
+    if rec is not None and h_in is None:
+        raise ValueError("gru_forward_step needs an h_in buffer with a recurrent mask (h_next must stay h_t)")
     grid, block_b, block_h = _grid(batch, hidden)
     uh, uh_row, uh_col = _update(u_h, h_prev)
     if rec is not None:
@@ -216,7 +220,7 @@ def _row_grid(batch: int, hidden: int) -> tuple[tuple[int, int], int, int, int]:
     """Whole rows per program (the layer norms reduce over them): ``(grid, BLOCK_B, BLOCK_H, num_warps)``."""
     block_h = 1 << max(4, (hidden - 1).bit_length())
     block_b = max(1, 512 // block_h)
-    return ((batch + block_b - 1) // block_b, 1), block_b, block_h, (4 if block_h <= 256 else 8)
+    return ((batch + block_b - 1) // block_b, 1), block_b, block_h, min(32, max(4, block_h // 128))
 
 
 def ln_forward_step(xw: Tensor, y: Tensor, z: Tensor, gain_hh: Tensor, stats: Tensor, c_prev: Tensor,
@@ -232,6 +236,8 @@ def ln_forward_step(xw: Tensor, y: Tensor, z: Tensor, gain_hh: Tensor, stats: Te
     """
     fwd, _ = _ln_kernels()
     batch, hidden = c_prev.shape
+    gain_hh, gain_c, bias_c = gain_hh.contiguous(), gain_c.contiguous(), bias_c.contiguous()  # plain offsets
+    peep = None if peep is None else peep.contiguous()
     grid, block_b, block_h, warps = _row_grid(batch, hidden)
     uh, uh_row, uh_col = _update(u_h, c_prev)
     uc, uc_row, uc_col = _update(u_c, c_prev)
@@ -261,6 +267,8 @@ def ln_backward_step(a: Tensor, y: Tensor, stats: Tensor, tanh_c: Tensor, c_cand
     """
     _, bwd = _ln_kernels()
     batch, hidden = c_prev.shape
+    gain_hh, gain_c = gain_hh.contiguous(), gain_c.contiguous()  # read by plain offsets
+    peep = None if peep is None else peep.contiguous()
     grid, block_b, block_h, warps = _row_grid(batch, hidden)
     uh, uh_row, uh_col = _update(u_h, c_prev)
     uc, uc_row, uc_col = _update(u_c, c_prev)
