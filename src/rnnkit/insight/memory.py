@@ -338,9 +338,12 @@ class MemoryBenchmark:
         plt = _pyplot()
         fig, ax = plt.subplots(figsize=(6, 3.8))
         summary = self.summary()
-        for cell in dict.fromkeys(r["cell"] for r in summary):
+        styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-")]
+        for k, cell in enumerate(dict.fromkeys(r["cell"] for r in summary)):
             rows = [r for r in summary if r["cell"] == cell]
-            ax.plot([r["length"] for r in rows], [r["success_rate"] for r in rows], marker="o", label=cell)
+            marker, line = styles[k % len(styles)]  # cells with the same rates stay visible on top of each other
+            ax.plot([r["length"] for r in rows], [r["success_rate"] for r in rows], marker=marker, linestyle=line,
+                    markersize=9 - 2 * (k % 3), label=cell)
         ax.set(xlabel="sequence length T", ylabel="success rate", ylim=(-0.05, 1.05),
                title=f"{self.task.name}: success under {self.settings['budget_steps']} steps")
         lengths = sorted({r["length"] for r in summary})
