@@ -1,10 +1,11 @@
 """Replaying a per-step loop as a CUDA graph: the host's launch work paid once per shape.
 
-The engine's Triton path (``implementation="triton"``) runs a step as one matmul and one kernel,
-but on a GPU the host still spends a few hundred microseconds per step on Python and launches
-while the GPU does about fifty (profiled on an H100: kernels were 10-18% of the wall time,
-``benchmarks/RESULTS.md``). A CUDA graph records the loop's launches once and replays them with
-one call. :class:`CapturedLoop` does that for a function of tensors:
+The engines' Triton paths (``implementation="triton"``: :mod:`rnnkit.scan.engine`,
+:mod:`~rnnkit.scan.engine_layernorm`, :mod:`~rnnkit.scan.engine_gru`) run a step as one matmul
+and one kernel, but on a GPU the host still spends a few hundred microseconds per step on Python
+and launches while the GPU does about fifty (profiled on an H100: kernels were 10-18% of the
+wall time, ``benchmarks/RESULTS.md``). A CUDA graph records the loop's launches once and
+replays them with one call. :class:`CapturedLoop` does that for a function of tensors:
 
 * the first call with a new key and shapes runs eagerly: recording costs about two eager runs,
   which a shape that never comes back (bucketed lengths, an epoch's short last batch) would not
