@@ -42,9 +42,10 @@ def _run(kernels: str | None, cell: LSTMCell, x: torch.Tensor, state: tuple[torc
             *[p.grad for p in cell.parameters() if p.grad is not None]]
 
 
-def _case(peephole: bool, bias: bool = True) -> tuple[LSTMCell, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    cell = LSTMCell(I, H, bias, peephole=peephole).double().to(DEVICE)
-    with torch.no_grad():
+def _case(peephole: bool, bias: bool = True,
+          layernorm: bool = False) -> tuple[LSTMCell, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    cell = (LayerNormLSTMCell if layernorm else LSTMCell)(I, H, bias, peephole=peephole).double().to(DEVICE)
+    with torch.no_grad():  # layer-norm gains start at 1 and biases at 0: make every parameter matter
         for p in cell.parameters():
             p.add_(0.3 * torch.randn_like(p))
     x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
@@ -65,10 +66,12 @@ def _mask(kind: str) -> torch.Tensor | None:
 @pytest.mark.parametrize("mask_kind", ["none", "right", "holes"])
 @pytest.mark.parametrize("recurrent_dropout", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("layernorm", [False, True])
 def test_triton_engine_matches_reference_float64(peephole: bool, reverse: bool, mask_kind: str,
-                                                 recurrent_dropout: bool, bias: bool) -> None:
+                                                 recurrent_dropout: bool, bias: bool, layernorm: bool) -> None:
+    """LSTMCell, and LayerNormLSTMCell (LN_hh over the 4H gate row and LN_c over the cell inside the kernels)."""
     torch.manual_seed(0)
-    cell, x, state = _case(peephole, bias)
+    cell, x, state = _case(peephole, bias, layernorm)
     rec = (torch.rand(B, H, device=DEVICE) > 0.3).double() / 0.7 if recurrent_dropout else None
     kw = {"mask": _mask(mask_kind), "reverse": reverse, "recurrent_mask": rec}
     expected = _run(None, cell, x, state, **kw)
@@ -80,12 +83,13 @@ def test_triton_engine_matches_reference_float64(peephole: bool, reverse: bool, 
 
 @pytest.mark.parametrize("mask_kind", ["none", "holes"])
 @pytest.mark.parametrize("peephole", [False, True])
+@pytest.mark.parametrize("layernorm", [False, True])
 def test_triton_zoneout_in_training_matches_reference_given_the_same_draws(
-        same_zoneout_draws: Callable[[torch.Tensor], None], mask_kind: str, peephole: bool) -> None:
+        same_zoneout_draws: Callable[[torch.Tensor], None], mask_kind: str, peephole: bool, layernorm: bool) -> None:
     torch.manual_seed(1)
     rate = 0.3
     same_zoneout_draws(torch.rand(T, 2, B, H, dtype=torch.float64, device=DEVICE))
-    cell, x, state = _case(peephole)
+    cell, x, state = _case(peephole, layernorm=layernorm)
     kw = {"mask": _mask(mask_kind), "zoneout_rate": rate, "training": True}
     expected = _run(None, cell, x, state, **kw)
     got = _run("triton", cell, x, state, **kw)
@@ -246,7 +250,7 @@ def test_graph_replays_equal_the_eager_loop_across_calls_and_weight_updates(
         monkeypatch: pytest.MonkeyPatch, kind: str, peephole: bool, layernorm: bool) -> None:
     torch.manual_seed(5)
     cuda_graph.clear()
-    cell, _, _ = _ln_case(peephole) if layernorm else _case(peephole)
+    cell, _, _ = _case(peephole, layernorm=layernorm)
     for call in range(3):  # eager, then recorded and replayed, then replayed: on new inputs and new weights
         x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
         state = (torch.randn(B, H, dtype=torch.float64, device=DEVICE),
@@ -287,49 +291,6 @@ def test_layers_sharing_one_recording_keep_their_own_activations() -> None:
     g_tri = torch.autograd.grad(y_tri.pow(2).sum(), list(tri.parameters()))
     for a, b in zip(g_ref, g_tri):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-9)
-
-
-# -- the layer-norm LSTM (LN_hh over the 4H gate row and LN_c over the cell, inside the kernels) ----------
-def _ln_case(peephole: bool, bias: bool = True) -> tuple[LSTMCell, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    cell = LayerNormLSTMCell(I, H, bias, peephole=peephole).double().to(DEVICE)
-    with torch.no_grad():  # gains start at 1 and biases at 0: make every parameter matter
-        for p in cell.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
-    state = (torch.randn(B, H, dtype=torch.float64, device=DEVICE),
-             torch.randn(B, H, dtype=torch.float64, device=DEVICE))
-    return cell, x, state
-
-
-@pytest.mark.parametrize("peephole", [False, True])
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("mask_kind", ["none", "right", "holes"])
-@pytest.mark.parametrize("recurrent_dropout", [False, True])
-@pytest.mark.parametrize("bias", [True, False])
-def test_triton_layernorm_engine_matches_reference_float64(peephole: bool, reverse: bool, mask_kind: str,
-                                                           recurrent_dropout: bool, bias: bool) -> None:
-    torch.manual_seed(11)
-    cell, x, state = _ln_case(peephole, bias)
-    rec = (torch.rand(B, H, device=DEVICE) > 0.3).double() / 0.7 if recurrent_dropout else None
-    kw = {"mask": _mask(mask_kind), "reverse": reverse, "recurrent_mask": rec}
-    expected = _run(None, cell, x, state, **kw)
-    got = _run("triton", cell, x, state, **kw)
-    assert len(got) == len(expected)
-    for e, g in zip(expected, got):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
-
-
-@pytest.mark.parametrize("peephole", [False, True])
-def test_triton_layernorm_zoneout_in_training_matches_reference_given_the_same_draws(
-        same_zoneout_draws: Callable[[torch.Tensor], None], peephole: bool) -> None:
-    torch.manual_seed(12)
-    same_zoneout_draws(torch.rand(T, 2, B, H, dtype=torch.float64, device=DEVICE))
-    cell, x, state = _ln_case(peephole)
-    kw = {"mask": _mask("holes"), "zoneout_rate": 0.3, "training": True}
-    expected = _run(None, cell, x, state, **kw)
-    got = _run("triton", cell, x, state, **kw)
-    for e, g in zip(expected, got):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
 
 
 def test_layernorm_layer_with_implementation_triton_matches_the_reference_layer_in_float32() -> None:

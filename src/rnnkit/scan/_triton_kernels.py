@@ -39,30 +39,27 @@ def _store_gates(ptr, hidden, ok, o, i, f, g):  # type: ignore[no-untyped-def]
 
 
 @triton.jit
-def lstm_forward_step(z, z_row, c_prev, c_prev_row, c_cand, c_cand_row, tanh_c, tanh_c_row, h_prev, h_prev_row,
-        h_next, h_next_row, c_next, c_next_row, h_in, h_in_row, peep, u_h, u_h_row, u_h_col, u_c, u_c_row,
-        u_c_col, rec, rec_row, rec_col, batch, hidden,
-        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_REC: tl.constexpr, CARRIED: tl.constexpr,
-        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
-    rows, cols, ok = _tile(batch, hidden, BLOCK_B, BLOCK_H)
-    zp = z + rows * z_row + cols
-    zo, zi, zf, zg = _load_gates(zp, hidden, ok)
-    c = tl.load(c_prev + rows * c_prev_row + cols, mask=ok, other=0.0)
+def _cell(zo, zi, zf, zg, c, peep, cols, hidden, HAS_PEEP: tl.constexpr):  # type: ignore[no-untyped-def]
+    """Gate activations and ``c~ = f c + i g`` from the pre-activations (``g`` rows doubled:
+    ``tanh(a) = 2 sigmoid(2a) - 1``), with peepholes on ``c_{t-1}`` (``i``, ``f``) and ``c~`` (``o``)."""
     if HAS_PEEP:
         zi += tl.load(peep + cols, mask=cols < hidden, other=0.0) * c
         zf += tl.load(peep + hidden + cols, mask=cols < hidden, other=0.0) * c
     i = _sigmoid(zi)
     f = _sigmoid(zf)
-    sg = _sigmoid(zg)  # the g rows are doubled: tanh(a) = 2 sigmoid(2a) - 1
+    sg = _sigmoid(zg)
     cc = f * c + i * (2.0 * sg - 1.0)
     if HAS_PEEP:
         zo += tl.load(peep + 2 * hidden + cols, mask=cols < hidden, other=0.0) * cc
-    o = _sigmoid(zo)
-    tc = 2.0 * _sigmoid(2.0 * cc) - 1.0
-    _store_gates(zp, hidden, ok, o, i, f, sg)
-    tl.store(c_cand + rows * c_cand_row + cols, cc, mask=ok)
-    tl.store(tanh_c + rows * tanh_c_row + cols, tc, mask=ok)
-    h = o * tc
+    return _sigmoid(zo), i, f, sg, cc
+
+
+@triton.jit
+def _store_state(rows, cols, ok, h, c, cc, h_prev, h_prev_row, h_next, h_next_row, c_next, c_next_row, h_in,
+        h_in_row, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, rec, rec_row, rec_col,
+        HAS_UPDATES: tl.constexpr, HAS_REC: tl.constexpr, CARRIED: tl.constexpr):  # type: ignore[no-untyped-def]
+    """The new state from the cell's ``h~ = h`` and ``c~ = cc``: lerped by the update weights, and the next
+    matmul input ``h_t * rec``."""
     if HAS_UPDATES:
         hp = tl.load(h_prev + rows * h_prev_row + cols, mask=ok, other=0.0)
         uh = tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0)
@@ -75,25 +72,23 @@ def lstm_forward_step(z, z_row, c_prev, c_prev_row, c_cand, c_cand_row, tanh_c, 
     if CARRIED:
         tl.store(h_in + rows * h_in_row + cols, h, mask=ok)
 
+
 @triton.jit
-def lstm_backward_step(a, a_row, tanh_c, tanh_c_row, c_cand, c_cand_row, c_prev, c_prev_row, gh, gh_row, gc, gc_row,
-        dz, dz_row, gc_next, gc_next_row, skip, skip_row, g_prev, g_prev_row, peep, peep_if, peep_o,
-        u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, batch, hidden,
-        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_GPREV: tl.constexpr,
-        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
-    rows, cols, ok = _tile(batch, hidden, BLOCK_B, BLOCK_H)
-    o, i, f, sg = _load_gates(a + rows * a_row + cols, hidden, ok)
-    tc = tl.load(tanh_c + rows * tanh_c_row + cols, mask=ok, other=0.0)
-    c = tl.load(c_prev + rows * c_prev_row + cols, mask=ok, other=0.0)
-    g_h = tl.load(gh + rows * gh_row + cols, mask=ok, other=0.0)
-    g_c = tl.load(gc + rows * gc_row + cols, mask=ok, other=0.0)
-    dh = g_h
-    gck = g_c
+def _reaching(rows, cols, ok, g_h, g_c, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col,
+        HAS_UPDATES: tl.constexpr):  # type: ignore[no-untyped-def]
+    """What of ``dL/dh_t`` and ``dL/dc_t`` reaches the cell (the rest skipped it through the update weights)."""
     if HAS_UPDATES:
-        dh = g_h * tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0)
-        gck = g_c * tl.load(u_c + rows * u_c_row + cols * u_c_col, mask=ok, other=0.0)
-    dzo = dh * tc * o * (1.0 - o)
-    dc = dh * o * (1.0 - tc * tc)
+        return (g_h * tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0),
+                g_c * tl.load(u_c + rows * u_c_row + cols * u_c_col, mask=ok, other=0.0))
+    return g_h, g_c
+
+
+@triton.jit
+def _cell_backward(rows, cols, ok, hidden, dc, dzo, i, f, sg, c, cc, g_h, g_c, dh, gck, peep, peep_if, peep_o,
+        dz, dz_row, gc_next, gc_next_row, skip, skip_row, g_prev, g_prev_row,
+        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_GPREV: tl.constexpr):  # type: ignore[no-untyped-def]
+    """From ``dL/dc~`` through the tanh (``dc``) and ``dL/d a_o`` (``dzo``): the other gates' gradients, ``dL/dc_{t-1}``,
+    the peephole sums, what skips the recurrent matmul; stores ``dz`` and returns ``(dzi, dzf, dzg)``."""
     if HAS_PEEP:
         dc += dzo * tl.load(peep + 2 * hidden + cols, mask=cols < hidden, other=0.0)
     dc += gck
@@ -104,7 +99,6 @@ def lstm_backward_step(a, a_row, tanh_c, tanh_c_row, c_cand, c_cand_row, c_prev,
     if HAS_PEEP:
         nxt += dzi * tl.load(peep + cols, mask=cols < hidden, other=0.0)
         nxt += dzf * tl.load(peep + hidden + cols, mask=cols < hidden, other=0.0)
-        cc = tl.load(c_cand + rows * c_cand_row + cols, mask=ok, other=0.0)
         pif = peep_if + rows * (2 * hidden) + cols
         tl.store(pif, tl.load(pif, mask=ok, other=0.0) + dzi * c, mask=ok)
         tl.store(pif + hidden, tl.load(pif + hidden, mask=ok, other=0.0) + dzf * c, mask=ok)
@@ -119,6 +113,48 @@ def lstm_backward_step(a, a_row, tanh_c, tanh_c_row, c_cand, c_cand_row, c_prev,
         if HAS_GPREV:
             s += tl.load(g_prev + rows * g_prev_row + cols, mask=ok, other=0.0)
         tl.store(skip + rows * skip_row + cols, s, mask=ok)
+    return dzi, dzf, dzg
+
+
+@triton.jit
+def lstm_forward_step(z, z_row, c_prev, c_prev_row, c_cand, c_cand_row, tanh_c, tanh_c_row, h_prev, h_prev_row,
+        h_next, h_next_row, c_next, c_next_row, h_in, h_in_row, peep, u_h, u_h_row, u_h_col, u_c, u_c_row,
+        u_c_col, rec, rec_row, rec_col, batch, hidden,
+        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_REC: tl.constexpr, CARRIED: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
+    rows, cols, ok = _tile(batch, hidden, BLOCK_B, BLOCK_H)
+    zp = z + rows * z_row + cols
+    zo, zi, zf, zg = _load_gates(zp, hidden, ok)
+    c = tl.load(c_prev + rows * c_prev_row + cols, mask=ok, other=0.0)
+    o, i, f, sg, cc = _cell(zo, zi, zf, zg, c, peep, cols, hidden, HAS_PEEP)
+    tc = 2.0 * _sigmoid(2.0 * cc) - 1.0
+    _store_gates(zp, hidden, ok, o, i, f, sg)
+    tl.store(c_cand + rows * c_cand_row + cols, cc, mask=ok)
+    tl.store(tanh_c + rows * tanh_c_row + cols, tc, mask=ok)
+    _store_state(rows, cols, ok, o * tc, c, cc, h_prev, h_prev_row, h_next, h_next_row, c_next, c_next_row, h_in,
+                 h_in_row, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, rec, rec_row, rec_col,
+                 HAS_UPDATES, HAS_REC, CARRIED)
+
+@triton.jit
+def lstm_backward_step(a, a_row, tanh_c, tanh_c_row, c_cand, c_cand_row, c_prev, c_prev_row, gh, gh_row, gc, gc_row,
+        dz, dz_row, gc_next, gc_next_row, skip, skip_row, g_prev, g_prev_row, peep, peep_if, peep_o,
+        u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, batch, hidden,
+        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_GPREV: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
+    rows, cols, ok = _tile(batch, hidden, BLOCK_B, BLOCK_H)
+    o, i, f, sg = _load_gates(a + rows * a_row + cols, hidden, ok)
+    tc = tl.load(tanh_c + rows * tanh_c_row + cols, mask=ok, other=0.0)
+    c = tl.load(c_prev + rows * c_prev_row + cols, mask=ok, other=0.0)
+    g_h = tl.load(gh + rows * gh_row + cols, mask=ok, other=0.0)
+    g_c = tl.load(gc + rows * gc_row + cols, mask=ok, other=0.0)
+    dh, gck = _reaching(rows, cols, ok, g_h, g_c, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, HAS_UPDATES)
+    dzo = dh * tc * o * (1.0 - o)
+    cc = c  # c~ is read only for the peephole sums
+    if HAS_PEEP:
+        cc = tl.load(c_cand + rows * c_cand_row + cols, mask=ok, other=0.0)
+    _cell_backward(rows, cols, ok, hidden, dh * o * (1.0 - tc * tc), dzo, i, f, sg, c, cc, g_h, g_c, dh, gck, peep,
+                   peep_if, peep_o, dz, dz_row, gc_next, gc_next_row, skip, skip_row, g_prev, g_prev_row,
+                   HAS_PEEP, HAS_UPDATES, HAS_GPREV)
 
 
 @triton.jit
@@ -202,7 +238,6 @@ def ln_lstm_forward_step(xw, xw_row, y, y_row, z, z_row, gain_hh, stats, stats_r
     cok = cols < hidden
     # LN_hh over the whole 4H row of y = W_hh h_in (gate blocks o, i, f, 2g; the gain has the g block doubled)
     yo, yi, yf, yg = _load_gates(y + rows * y_row + cols, hidden, ok)
-    # (row sums written out in the kernel: the interpreter cannot run tl.sum inside a helper)
     mean_hh = ((tl.sum(yo, axis=1) + tl.sum(yi, axis=1) + tl.sum(yf, axis=1) + tl.sum(yg, axis=1))
                / (4.0 * hidden))[:, None]
     vo = tl.where(ok, yo - mean_hh, 0.0)
@@ -219,16 +254,7 @@ def ln_lstm_forward_step(xw, xw_row, y, y_row, z, z_row, gain_hh, stats, stats_r
     zf = xf + (yf - mean_hh) * rstd_hh * gf
     zg = xg + (yg - mean_hh) * rstd_hh * gg
     c = tl.load(c_prev + rows * c_prev_row + cols, mask=ok, other=0.0)
-    if HAS_PEEP:
-        zi += tl.load(peep + cols, mask=cok, other=0.0) * c
-        zf += tl.load(peep + hidden + cols, mask=cok, other=0.0) * c
-    i = _sigmoid(zi)
-    f = _sigmoid(zf)
-    sg = _sigmoid(zg)
-    cc = f * c + i * (2.0 * sg - 1.0)
-    if HAS_PEEP:
-        zo += tl.load(peep + 2 * hidden + cols, mask=cok, other=0.0) * cc
-    o = _sigmoid(zo)
+    o, i, f, sg, cc = _cell(zo, zi, zf, zg, c, peep, cols, hidden, HAS_PEEP)
     # LN_c over the H entries of c~, then tanh
     mean_c = (tl.sum(tl.where(ok, cc, 0.0), axis=1) / hidden)[:, None]
     dc_ = tl.where(ok, cc - mean_c, 0.0)
@@ -245,18 +271,9 @@ def ln_lstm_forward_step(xw, xw_row, y, y_row, z, z_row, gain_hh, stats, stats_r
     tl.store(sp + 1, rstd_hh, mask=rok)
     tl.store(sp + 2, mean_c, mask=rok)
     tl.store(sp + 3, rstd_c, mask=rok)
-    h = o * tc
-    if HAS_UPDATES:
-        hp = tl.load(h_prev + rows * h_prev_row + cols, mask=ok, other=0.0)
-        uh = tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0)
-        uc = tl.load(u_c + rows * u_c_row + cols * u_c_col, mask=ok, other=0.0)
-        h = hp + uh * (h - hp)
-        tl.store(c_next + rows * c_next_row + cols, c + uc * (cc - c), mask=ok)
-    tl.store(h_next + rows * h_next_row + cols, h, mask=ok)
-    if HAS_REC:
-        h = h * tl.load(rec + rows * rec_row + cols * rec_col, mask=ok, other=0.0)
-    if CARRIED:
-        tl.store(h_in + rows * h_in_row + cols, h, mask=ok)
+    _store_state(rows, cols, ok, o * tc, c, cc, h_prev, h_prev_row, h_next, h_next_row, c_next, c_next_row, h_in,
+                 h_in_row, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, rec, rec_row, rec_col,
+                 HAS_UPDATES, HAS_REC, CARRIED)
 
 
 @triton.jit
@@ -280,11 +297,7 @@ def ln_lstm_backward_step(a, a_row, y, y_row, stats, stats_row, tanh_c, tanh_c_r
     rstd_hh = tl.load(sp + 1, mask=rok, other=0.0)
     mean_c = tl.load(sp + 2, mask=rok, other=0.0)
     rstd_c = tl.load(sp + 3, mask=rok, other=0.0)
-    dh = g_h
-    gck = g_c
-    if HAS_UPDATES:
-        dh = g_h * tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0)
-        gck = g_c * tl.load(u_c + rows * u_c_row + cols * u_c_col, mask=ok, other=0.0)
+    dh, gck = _reaching(rows, cols, ok, g_h, g_c, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, HAS_UPDATES)
     dzo = dh * tc * o * (1.0 - o)
     d_nc = tl.where(ok, dh * o * (1.0 - tc * tc), 0.0)  # dL/d LN_c(c~)
     # LN_c backward over H: dc~ = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = d_nc gain_c
@@ -297,25 +310,9 @@ def ln_lstm_backward_step(a, a_row, y, y_row, stats, stats_row, tanh_c, tanh_c_r
     tl.store(agc, tl.load(agc, mask=ok, other=0.0) + d_nc * xhat_c, mask=ok)
     abc = acc_bias_c + rows * hidden + cols
     tl.store(abc, tl.load(abc, mask=ok, other=0.0) + d_nc, mask=ok)
-    if HAS_PEEP:
-        dc += dzo * tl.load(peep + 2 * hidden + cols, mask=cok, other=0.0)
-    dc += gck
-    dzi = dc * (2.0 * sg - 1.0) * i * (1.0 - i)
-    dzf = dc * c * f * (1.0 - f)
-    dzg = dc * 2.0 * i * sg * (1.0 - sg)
-    nxt = dc * f
-    if HAS_PEEP:
-        nxt += dzi * tl.load(peep + cols, mask=cok, other=0.0)
-        nxt += dzf * tl.load(peep + hidden + cols, mask=cok, other=0.0)
-        pif = peep_if + rows * (2 * hidden) + cols
-        tl.store(pif, tl.load(pif, mask=ok, other=0.0) + dzi * c, mask=ok)
-        tl.store(pif + hidden, tl.load(pif + hidden, mask=ok, other=0.0) + dzf * c, mask=ok)
-        po = peep_o + rows * hidden + cols
-        tl.store(po, tl.load(po, mask=ok, other=0.0) + dzo * cc, mask=ok)
-    if HAS_UPDATES:
-        nxt += g_c - gck
-    _store_gates(dz + rows * dz_row + cols, hidden, ok, dzo, dzi, dzf, dzg)
-    tl.store(gc_next + rows * gc_next_row + cols, nxt, mask=ok)
+    dzi, dzf, dzg = _cell_backward(rows, cols, ok, hidden, dc, dzo, i, f, sg, c, cc, g_h, g_c, dh, gck, peep,
+                                   peep_if, peep_o, dz, dz_row, gc_next, gc_next_row, skip, skip_row, g_prev,
+                                   g_prev_row, HAS_PEEP, HAS_UPDATES, HAS_GPREV)
     # LN_hh backward over the 4H row: its output's gradient is dz
     yo, yi, yf, yg = _load_gates(y + rows * y_row + cols, hidden, ok)
     xo = tl.where(ok, (yo - mean_hh) * rstd_hh, 0.0)
@@ -336,8 +333,3 @@ def ln_lstm_backward_step(a, a_row, y, y_row, stats, stats_row, tanh_c, tanh_c_r
     agh = acc_gain_hh + rows * (4 * hidden) + cols
     ao, ai, af, ag = _load_gates(agh, hidden, ok)
     _store_gates(agh, hidden, ok, ao + dzo * xo, ai + dzi * xi, af + dzf * xf, ag + dzg * xg)
-    if HAS_UPDATES:
-        s = g_h - dh
-        if HAS_GPREV:
-            s += tl.load(g_prev + rows * g_prev_row + cols, mask=ok, other=0.0)
-        tl.store(skip + rows * skip_row + cols, s, mask=ok)

@@ -46,6 +46,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from ..cells.base import RecurrentCell, State
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from . import cuda_graph, engine_triton
+from ._bptt import recurrent_grad
 from .engine_layernorm import layernorm_engine_scan
 
 _RECOMPUTE: ContextVar[bool] = ContextVar("rnnkit_engine_recompute", default=False)
@@ -102,6 +103,35 @@ def _engine_rows(weight: Tensor, order: Tensor) -> Tensor:
     return rows * scale.view(-1, *([1] * (rows.dim() - 1)))
 
 
+def _forward_buffers(x: Tensor, h0: Tensor, c0: Tensor, hidden: int, rec_mask: Tensor | None,
+                     update_h: Tensor | None, recompute: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The forward's buffers ``(xh, hs, cs, z, tanh_c, c_cand)``, step 0 filled in.
+
+    ``xh`` ``[T+1, B, I+H]`` holds ``[x_t, h_{t-1}]`` (recurrent-masked), one matmul input per step;
+    ``hs``/``cs`` ``[T+1, B, H]`` the states (``hs[t]``: before step ``t``; ``xh``'s ``h`` columns
+    themselves when nothing changes ``h`` on its way to the matmul); ``z`` ``[K, B, 4H]`` the
+    pre-activations, then (in place) the sigmoids of ``o, i, f, 2g``, ``tanh_c`` and ``c_cand``
+    (``c~`` before the update; ``cs[1:]`` without update weights) for every step, or ``K = 1``
+    step reused by all when the gates are recomputed in backward.
+    """
+    steps, batch, inputs = x.shape
+    xh = x.new_empty(steps + 1, batch, inputs + hidden)
+    xh[:steps, :, :inputs] = x
+    carried = update_h is not None or rec_mask is not None  # h itself differs from the matmul input
+    hs = x.new_empty(steps + 1, batch, hidden) if carried else xh[..., inputs:]
+    cs = x.new_empty(steps + 1, batch, hidden)
+    hs[0], cs[0] = h0, c0
+    if rec_mask is not None:
+        torch.mul(h0, rec_mask, out=xh[0, :, inputs:])
+    elif carried:
+        xh[0, :, inputs:] = h0
+    kept = 1 if recompute else steps
+    z = x.new_empty(kept, batch, 4 * hidden)
+    tanh_c = x.new_empty(kept, batch, hidden)
+    c_cand = x.new_empty(kept, batch, hidden) if update_h is not None else cs[1:]
+    return xh, hs, cs, z, tanh_c, c_cand
+
+
 class _LSTMEngine(torch.autograd.Function):
     """Time-major LSTM over ``x [T, B, I]`` with ``w_cat = [W_ih, W_hh]`` rows in gate order ``o, i, f, 2g``.
 
@@ -124,26 +154,10 @@ class _LSTMEngine(torch.autograd.Function):
         if triton:
             return _triton_engine_forward(ctx, x, w_cat, bias, peep, h0, c0, rec_mask, update_h, update_c, out_mask,
                                           recompute)
-        four_h = w_cat.shape[0]
-        hidden = four_h // 4
-        xh = x.new_empty(steps + 1, batch, inputs + hidden)  # [x_t, h_{t-1} (recurrent-masked)]
-        xh[:steps, :, :inputs] = x
-        carried = update_h is not None or rec_mask is not None  # h itself differs from the matmul input
-        hs = x.new_empty(steps + 1, batch, hidden) if carried else xh[..., inputs:]  # hs[t]: h before step t
-        cs = x.new_empty(steps + 1, batch, hidden)
-        hs[0], cs[0] = h0, c0
-        if rec_mask is not None:
-            torch.mul(h0, rec_mask, out=xh[0, :, inputs:])
-        elif carried:
-            xh[0, :, inputs:] = h0
-        updates = update_h is not None
-        # gate activations, tanh c~ and (with updates) c~ for every step, or one step's worth when
-        # they are recomputed in backward
-        kept = 1 if recompute else steps
-        z = x.new_empty(kept, batch, four_h)  # pre-activations, then (in place) sigmoids of o, i, f, 2g
-        tanh_c = x.new_empty(kept, batch, hidden)
-        c_cand = x.new_empty(kept, batch, hidden) if updates else cs[1:]  # c~_t before the update
-        h_cand = x.new_empty(batch, hidden) if updates else None
+        hidden = w_cat.shape[0] // 4
+        xh, hs, cs, z, tanh_c, c_cand = _forward_buffers(x, h0, c0, hidden, rec_mask, update_h, recompute)
+        carried = update_h is not None or rec_mask is not None
+        h_cand = x.new_empty(batch, hidden) if update_h is not None else None
         w_t = w_cat.t()
         # per-step views, made once (indexing inside the loop costs more than the small ops)
         xh_s, hin_s, h_s, c_s = xh.unbind(0), xh[..., inputs:].unbind(0), hs.unbind(0), cs.unbind(0)
@@ -241,11 +255,7 @@ class _LSTMEngine(torch.autograd.Function):
             skip = gout_s[t - 1] if (g_out is not None and t) else None
             if update_h is not None:
                 skip = gh - dh if skip is None else (gh - dh).add_(skip)
-            if rec_mask is None:
-                gh = torch.mm(dz_s[t], w_hh) if skip is None else torch.addmm(skip, dz_s[t], w_hh)
-            else:
-                back = torch.mm(dz_s[t], w_hh)
-                gh = back.mul_(rec_mask) if skip is None else torch.addcmul(skip, back, rec_mask)
+            gh = recurrent_grad(skip, dz_s[t], w_hh, rec_mask)
         grads = _weight_grads(ctx, dz, xh, w_cat, bias, peep, peep_if_acc if peep is not None else None,
                               peep_o_acc if peep is not None else None)
         return (*grads, gh, gc, None, None, None, None, None, None)
@@ -295,23 +305,10 @@ def _triton_forward_loop(x: Tensor, h0: Tensor, c0: Tensor, w_cat: Tensor, bias:
     the gates are recomputed in backward, ``z`` (activations ``o, i, f, sigmoid(2 a_g)``), ``tanh_c``
     and, with update weights, ``c_cand``.
     """
-    steps, batch, inputs = x.shape
-    hidden = w_cat.shape[0] // 4
-    xh = x.new_empty(steps + 1, batch, inputs + hidden)
-    xh[:steps, :, :inputs] = x
-    carried = uh is not None or rec is not None  # h itself differs from the matmul input
-    hs = x.new_empty(steps + 1, batch, hidden) if carried else xh[..., inputs:]
-    cs = x.new_empty(steps + 1, batch, hidden)
-    hs[0], cs[0] = h0, c0
-    if rec is not None:
-        torch.mul(h0, rec, out=xh[0, :, inputs:])
-    elif carried:
-        xh[0, :, inputs:] = h0
+    steps, _, inputs = x.shape
+    xh, hs, cs, z, tanh_c, c_cand = _forward_buffers(x, h0, c0, w_cat.shape[0] // 4, rec, uh, recompute)
+    carried = uh is not None or rec is not None
     updates = uh is not None
-    kept = 1 if recompute else steps
-    z = x.new_empty(kept, batch, 4 * hidden)
-    tanh_c = x.new_empty(kept, batch, hidden)
-    c_cand = x.new_empty(kept, batch, hidden) if updates else cs[1:]
     w_t = w_cat.t()
     xh_s, hin_s, h_s, c_s = xh.unbind(0), xh[..., inputs:].unbind(0), hs.unbind(0), cs.unbind(0)
     z_s, cc_s, tc_s = z.unbind(0), c_cand.unbind(0), tanh_c.unbind(0)
@@ -395,11 +392,7 @@ def _triton_backward_loop(gh: Tensor, gc: Tensor, gout: Tensor | None, z: Tensor
                                     g_prev if updates else None, peep, peep_if, peep_o,
                                     uh_s[t] if updates else None, uc_s[t] if updates else None)
         gc, gc_next = gc_next, gc
-        if rec is None:
-            gh = torch.mm(dz_s[t], w_hh) if skip is None else torch.addmm(skip, dz_s[t], w_hh)
-        else:
-            back = torch.mm(dz_s[t], w_hh)
-            gh = back.mul_(rec) if skip is None else torch.addcmul(skip, back, rec)
+        gh = recurrent_grad(skip, dz_s[t], w_hh, rec)
     return {"dz": dz, "gh": gh, "gc": gc, "peep_if": peep_if, "peep_o": peep_o}
 
 

@@ -36,6 +36,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from ..cells.base import RecurrentCell, State
 from ..cells.gru import GRUCell
 from . import cuda_graph, engine_triton
+from ._bptt import recurrent_grad
 
 
 def gru_engine_unavailable_reason(cell: RecurrentCell, device: torch.device, *,
@@ -140,10 +141,7 @@ def _backward_loop(gh: Tensor, gout: Tensor | None, gates: Tensor, hw: Tensor, h
     for t in range(steps - 1, -1, -1):
         engine_triton.gru_backward_step(g_s[t], hw_s[t], h_s[t], gh, dxw_s[t], dhw_s[t], skip,
                                         gout_s[t - 1] if (gout_s and t) else None, uh_s[t] if uh_s else None)
-        if rec is None:
-            gh = torch.addmm(skip, dhw_s[t], w_hh)
-        else:
-            gh = torch.addcmul(skip, torch.mm(dhw_s[t], w_hh), rec)
+        gh = recurrent_grad(skip, dhw_s[t], w_hh, rec)
     return {"dxw": dxw, "dhw": dhw, "gh": gh}
 
 

@@ -29,6 +29,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ..cells.lstm import LayerNormLSTMCell
 from . import cuda_graph, engine_triton
+from ._bptt import recurrent_grad
 
 
 class _LayerNormLSTMEngine(torch.autograd.Function):
@@ -220,11 +221,7 @@ def _backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor, y: T
         skip = gout_s[t - 1] if (g_out is not None and t) else None
         if update_h is not None:
             skip = gh - dh if skip is None else (gh - dh).add_(skip)
-        if rec_mask is None:
-            gh = torch.mm(d_y, w_hh) if skip is None else torch.addmm(skip, d_y, w_hh)
-        else:
-            back = torch.mm(d_y, w_hh)
-            gh = back.mul_(rec_mask) if skip is None else torch.addcmul(skip, back, rec_mask)
+        gh = recurrent_grad(skip, d_y, w_hh, rec_mask)
     return {"dz": dz, "dy": dy, "gh": gh, "gc": gc, "grad_gain_hh": grad_gain_hh, "grad_gain_c": grad_gain_c,
             "grad_bias_c": grad_bias_c, "peep_if": peep_if_acc if peep is not None else None,
             "peep_o": peep_o_acc if peep is not None else None}
@@ -298,11 +295,7 @@ def _triton_backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tenso
                                        acc_gain_c, acc_bias_c, peep, peep_if, peep_o,
                                        uh_s[t] if updates else None, uc_s[t] if updates else None)
         gc, gc_next = gc_next, gc
-        if rec_mask is None:
-            gh = torch.mm(dy_s[t], w_hh) if skip is None else torch.addmm(skip, dy_s[t], w_hh)
-        else:
-            back = torch.mm(dy_s[t], w_hh)
-            gh = back.mul_(rec_mask) if skip is None else torch.addcmul(skip, back, rec_mask)
+        gh = recurrent_grad(skip, dy_s[t], w_hh, rec_mask)
     return {"dz": dz, "dy": dy, "gh": gh, "gc": gc, "grad_gain_hh": acc_gain_hh.sum(0),
             "grad_gain_c": acc_gain_c.sum(0), "grad_bias_c": acc_bias_c.sum(0), "peep_if": peep_if, "peep_o": peep_o}
 
