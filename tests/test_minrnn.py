@@ -302,7 +302,8 @@ def test_auto_picks_sequential_on_cpu_and_falls_back() -> None:
     assert select_scan(cells, "auto", cpu, zoneout_rate=0.1) is None
     assert select_scan(cells, "reference", cpu) is None
     assert select_scan([make_cell("lstm", I, H)], "auto", cpu) is engine_scan  # when the fused kernel cannot run
-    assert select_scan([make_cell("layernorm_lstm", I, H)], "auto", cpu) is None
+    assert select_scan([make_cell("layernorm_lstm", I, H)], "auto", cpu) is engine_scan  # faster on CPU
+    assert select_scan([make_cell("layernorm_lstm", I, H)], "auto", cpu, return_gates=True) is None
 
 
 def test_auto_runs_lstm_variants_on_the_triton_engine_where_it_can(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .step_matmul import StepMatmul
 
-def recurrent_grad(skip: Tensor | None, d: Tensor, w_hh: Tensor, rec_mask: Tensor | None) -> Tensor:
+
+def recurrent_grad(skip: Tensor | None, d: Tensor, back: StepMatmul, rec_mask: Tensor | None) -> Tensor:
     """``dL/dh_{t-1}`` from the gradient ``d`` of ``W_hh h_in`` (``h_in = h_{t-1} * rec_mask``).
 
-    That is ``(d W_hh) * rec_mask``, plus ``skip``: what reached ``h_{t-1}`` around the matmul.
+    That is ``(d W_hh) * rec_mask``, plus ``skip``: what reached ``h_{t-1}`` around the matmul;
+    ``back`` multiplies by ``W_hh`` (a :class:`StepMatmul` over ``W_hh^T``).
     """
     if rec_mask is None:
-        return torch.mm(d, w_hh) if skip is None else torch.addmm(skip, d, w_hh)
-    back = torch.mm(d, w_hh)
-    return back.mul_(rec_mask) if skip is None else torch.addcmul(skip, back, rec_mask)
+        return back(d, add=skip)
+    grad = back(d)
+    return grad.mul_(rec_mask) if skip is None else torch.addcmul(skip, grad, rec_mask)

@@ -48,6 +48,7 @@ from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from . import cuda_graph, engine_triton
 from ._bptt import recurrent_grad
 from .engine_layernorm import layernorm_engine_scan
+from .step_matmul import StepMatmul, current_backend
 
 _RECOMPUTE: ContextVar[bool] = ContextVar("rnnkit_engine_recompute", default=False)
 
@@ -158,7 +159,7 @@ class _LSTMEngine(torch.autograd.Function):
         xh, hs, cs, z, tanh_c, c_cand = _forward_buffers(x, h0, c0, hidden, rec_mask, update_h, recompute)
         carried = update_h is not None or rec_mask is not None
         h_cand = x.new_empty(batch, hidden) if update_h is not None else None
-        w_t = w_cat.t()
+        project = StepMatmul(w_cat, bias, batch)
         # per-step views, made once (indexing inside the loop costs more than the small ops)
         xh_s, hin_s, h_s, c_s = xh.unbind(0), xh[..., inputs:].unbind(0), hs.unbind(0), cs.unbind(0)
         gate_s = _gate_views(z, tanh_c, c_cand, steps, peep is not None)
@@ -167,7 +168,7 @@ class _LSTMEngine(torch.autograd.Function):
         for t in range(steps):
             c = c_s[t]
             views = gate_s[t]
-            _gates(xh_s[t], w_t, bias, c, peep, views)
+            _gates(xh_s[t], project, c, peep, views)
             o, cn, tc = views[2], views[-2], views[-1]
             if h_cand is None:
                 torch.mul(o, tc, out=h_s[t + 1])
@@ -201,7 +202,9 @@ class _LSTMEngine(torch.autograd.Function):
             z, tanh_c = x.new_empty(1, batch, four_h), x.new_empty(1, batch, hidden)
             c_cand = x.new_empty(1, batch, hidden) if update_h is not None else cs[1:]
         gate_s = _gate_views(z, tanh_c, c_cand, steps, peep is not None)
-        xh_s, w_t = xh.unbind(0), w_cat.t()
+        xh_s = xh.unbind(0)
+        project = StepMatmul(w_cat, bias, batch) if ctx.recompute else None
+        back = StepMatmul(w_hh.t(), None, batch, adds=grad_out is not None or update_h is not None)
         # Everything below is per step on [B, 4H] tensors that stay in cache: a pass over the whole
         # [T, B, 4H] history costs more on a CPU (memory bound) than the same math done step by step.
         g_out = None if grad_out is None else (grad_out if out_mask is None else grad_out * out_mask)
@@ -227,8 +230,8 @@ class _LSTMEngine(torch.autograd.Function):
             dzif_s = dz[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
         for t in range(steps - 1, -1, -1):
             views = gate_s[t]
-            if ctx.recompute:
-                _gates(xh_s[t], w_t, bias, cp_s[t], peep, views)
+            if project is not None:
+                _gates(xh_s[t], project, cp_s[t], peep, views)
             a, _, o, i, f, s_g, _, cc, tc = views
             torch.addcmul(a, a, a, value=-1, out=slope)
             dh = gh if update_h is None else gh * uh_s[t]  # what reaches the cell's h~
@@ -255,7 +258,7 @@ class _LSTMEngine(torch.autograd.Function):
             skip = gout_s[t - 1] if (g_out is not None and t) else None
             if update_h is not None:
                 skip = gh - dh if skip is None else (gh - dh).add_(skip)
-            gh = recurrent_grad(skip, dz_s[t], w_hh, rec_mask)
+            gh = recurrent_grad(skip, dz_s[t], back, rec_mask)
         grads = _weight_grads(ctx, dz, xh, w_cat, bias, peep, peep_if_acc if peep is not None else None,
                               peep_o_acc if peep is not None else None)
         return (*grads, gh, gc, None, None, None, None, None, None)
@@ -370,7 +373,8 @@ def _triton_backward_loop(gh: Tensor, gc: Tensor, gout: Tensor | None, z: Tensor
     assert z is not None and tanh_c is not None
     gate_s = _gate_views(z, tanh_c, c_cand, steps, peep is not None)
     xh_s = xh.unbind(0) if xh is not None else ()
-    w_t, w_hh = w_cat.t(), w_cat[:, inputs_size:]
+    project = StepMatmul(w_cat, bias, batch) if recompute else None
+    back = StepMatmul(w_cat[:, inputs_size:].t(), None, batch)
     dz = cs.new_empty(steps, batch, 4 * hidden)
     dz_s, cp_s = dz.unbind(0), cs.unbind(0)
     gout_s = gout.unbind(0) if gout is not None else ()
@@ -384,15 +388,15 @@ def _triton_backward_loop(gh: Tensor, gc: Tensor, gout: Tensor | None, z: Tensor
     skip_buf = torch.empty_like(gh) if updates else None
     for t in range(steps - 1, -1, -1):
         views = gate_s[t]
-        if recompute:
-            _gates(xh_s[t], w_t, bias, cp_s[t], peep, views)
+        if project is not None:
+            _gates(xh_s[t], project, cp_s[t], peep, views)
         g_prev = gout_s[t - 1] if (gout_s and t) else None
         skip = skip_buf if updates else g_prev  # what reaches dL/dh_{t-1} around the matmul
         engine_triton.backward_step(views[0], views[-1], views[-2], cp_s[t], gh, gc, dz_s[t], gc_next, skip_buf,
                                     g_prev if updates else None, peep, peep_if, peep_o,
                                     uh_s[t] if updates else None, uc_s[t] if updates else None)
         gc, gc_next = gc_next, gc
-        gh = recurrent_grad(skip, dz_s[t], w_hh, rec)
+        gh = recurrent_grad(skip, dz_s[t], back, rec)
     return {"dz": dz, "gh": gh, "gc": gc, "peep_if": peep_if, "peep_o": peep_o}
 
 
@@ -426,19 +430,25 @@ def _gate_views(z: Tensor, tanh_c: Tensor, c_cand: Tensor, steps: int, peephole:
     return [tuple(p[t if len(p) == steps else 0] for p in per_step) for t in range(steps)]  # type: ignore[misc]
 
 
-def _gates(xh_t: Tensor, w_t: Tensor, bias: Tensor | None, c: Tensor, peep: Tensor | None, views: GateViews) -> None:
-    """One step's gate activations, ``c~`` and ``tanh c~`` written into ``views``."""
+def _gates(xh_t: Tensor, project: StepMatmul, c: Tensor, peep: Tensor | None, views: GateViews) -> None:
+    """One step's gate activations, ``c~`` and ``tanh c~`` written into ``views``.
+
+    ``project`` writes the pre-activations into ``z_t`` (torch) or returns them in a new tensor
+    (oneDNN): the sigmoid then reads them from there and writes ``z_t``, no extra pass either way.
+    """
     z_t, act, o, i, f, s_g, i_f, c_new, tanh_c = views
-    if bias is None:
-        torch.mm(xh_t, w_t, out=z_t)
+    pre = project(xh_t, out=z_t)
+    if peep is None:
+        torch.sigmoid(pre, out=z_t)
     else:
-        torch.addmm(bias, xh_t, w_t, out=z_t)
-    if peep is not None:
-        i_f.addcmul_(peep[:2], c.unsqueeze(1))
-    torch.sigmoid_(act)
+        hidden = c.shape[-1]
+        pre_act, pre_o, pre_if = (act, o, i_f) if pre is z_t else \
+            (pre[:, hidden:], pre[:, :hidden], pre[:, hidden:3 * hidden].view(-1, 2, hidden))
+        pre_if.addcmul_(peep[:2], c.unsqueeze(1))
+        torch.sigmoid(pre_act, out=act)
     torch.mul(f, c, out=c_new).addcmul_(i, s_g, value=2.0).sub_(i)  # f c + i (2 s_g - 1)
     if peep is not None:
-        torch.sigmoid_(o.addcmul_(peep[2], c_new))
+        torch.sigmoid(pre_o.addcmul_(peep[2], c_new), out=o)
     torch.tanh(c_new, out=tanh_c)
 
 
@@ -464,6 +474,21 @@ def _inference_weights(cell: LSTMCell, order: Tensor) -> tuple[Tensor, Tensor | 
     return weights
 
 
+def _inference_recurrence(cell: LSTMCell, w_t: Tensor, batch: int) -> StepMatmul:
+    """The recurrent matmul ``h W_hh^T + xw_t`` for ``batch`` rows, cached on the cell with ``w_t``.
+
+    oneDNN packs the weight once; a streaming caller that runs one step per call must not pay for
+    packing (or for measuring which backend wins) on every call.
+    """
+    backend = current_backend()
+    cached = getattr(cell, "_rnnkit_inference_matmul", None)
+    if cached is not None and cached[0] is w_t and cached[1] == (batch, backend):
+        return cached[2]  # type: ignore[no-any-return]
+    recur = StepMatmul(w_t.t(), None, batch, adds=True)
+    object.__setattr__(cell, "_rnnkit_inference_matmul", (w_t, (batch, backend), recur))  # holds w_t: no id reuse
+    return recur
+
+
 def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order: Tensor,
                     rec_mask: Tensor | None, update_h: Tensor | None, update_c: Tensor | None,
                     out_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -473,12 +498,14 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
     matmul has ``K = H``; every view the loop needs (gates, peephole rows, per-step update
     weights, the cell state's ``[B, 1, H]`` view) is made once, and the cell state alternates
     between two buffers, so a step is the matmul and about ten element-wise ops (batch-1 latency
-    is set by per-op dispatch).
+    is set by per-op dispatch). When oneDNN runs the matmul (:mod:`rnnkit.scan.step_matmul`) its
+    result is a new tensor each step and the gate views are taken from it.
     """
     hidden = cell.hidden_size
     w_ih, bias, w_t = _inference_weights(cell, order)
     xw = F.linear(x_tm, w_ih, bias)
     steps, batch = x_tm.shape[0], x_tm.shape[1]
+    recur = _inference_recurrence(cell, w_t, batch)
     out = xw.new_empty(steps, batch, hidden)
     gates = xw.new_empty(batch, 4 * hidden)
     o, i, f, g = gates.chunk(4, -1)
@@ -496,7 +523,12 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
     h, c = h0, c0
     c3 = c0.unsqueeze(1)
     for t, (x_t, out_t) in enumerate(zip(xw.unbind(0), out.unbind(0))):
-        torch.addmm(x_t, h if h_in is None or rec_mask is None else torch.mul(h, rec_mask, out=h_in), w_t, out=gates)
+        pre = recur(h if h_in is None or rec_mask is None else torch.mul(h, rec_mask, out=h_in), add=x_t, out=gates)
+        if pre is not gates:
+            o, i, f, g = pre.chunk(4, -1)
+            act = pre[:, hidden:] if peep is not None else pre
+            if peep is not None:
+                peep_if = pre[:, hidden:3 * hidden].view(batch, 2, hidden)
         if peep_ifw is not None:
             peep_if.addcmul_(peep_ifw, c3)
         torch.sigmoid_(act)

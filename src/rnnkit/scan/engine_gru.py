@@ -37,6 +37,7 @@ from ..cells.base import RecurrentCell, State
 from ..cells.gru import GRUCell
 from . import cuda_graph, engine_triton
 from ._bptt import recurrent_grad
+from .step_matmul import StepMatmul
 
 
 def gru_engine_unavailable_reason(cell: RecurrentCell, device: torch.device, *,
@@ -138,10 +139,11 @@ def _backward_loop(gh: Tensor, gout: Tensor | None, gates: Tensor, hw: Tensor, h
     gout_s = gout.unbind(0) if gout is not None else ()
     uh_s = uh.unbind(0) if uh is not None else ()
     gh = gh.contiguous()
+    back = StepMatmul(w_hh.t(), None, batch)
     for t in range(steps - 1, -1, -1):
         engine_triton.gru_backward_step(g_s[t], hw_s[t], h_s[t], gh, dxw_s[t], dhw_s[t], skip,
                                         gout_s[t - 1] if (gout_s and t) else None, uh_s[t] if uh_s else None)
-        gh = recurrent_grad(skip, dhw_s[t], w_hh, rec)
+        gh = recurrent_grad(skip, dhw_s[t], back, rec)
     return {"dxw": dxw, "dhw": dhw, "gh": gh}
 
 

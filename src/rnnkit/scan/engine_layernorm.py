@@ -30,6 +30,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from ..cells.lstm import LayerNormLSTMCell
 from . import cuda_graph, engine_triton
 from ._bptt import recurrent_grad
+from .step_matmul import StepMatmul
 
 
 class _LayerNormLSTMEngine(torch.autograd.Function):
@@ -117,7 +118,7 @@ def _forward_loop(xw: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tensor, bia
     tanh_c = xw.new_empty(steps, batch, hidden)  # tanh(LN_c(c~_t))
     h_cand = xw.new_empty(batch, hidden) if updates else None
     stats: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # (mean, rstd) of LN_hh and LN_c per step
-    w_t = w_hh.t()
+    project = StepMatmul(w_hh, None, batch)
     x_s, z_s, y_s, tc_s, cc_s = xw.unbind(0), z.unbind(0), y.unbind(0), tanh_c.unbind(0), c_cand.unbind(0)
     h_s, c_s, hin_s = hs.unbind(0), cs.unbind(0), h_in.unbind(0)
     o_s, i_s, f_s, g_s = (part.unbind(0) for part in z.chunk(4, -1))
@@ -127,8 +128,10 @@ def _forward_loop(xw: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tensor, bia
     uc_s = update_c.unbind(0) if update_c is not None else ()
     for t in range(steps):
         h = h_s[t] if rec_mask is None else torch.mul(h_s[t], rec_mask, out=hin_s[t])
-        normed, mean_hh, rstd_hh = torch.native_layer_norm(torch.mm(h, w_t, out=y_s[t]), (four_h,), gain_hh,
-                                                           None, eps_hh)
+        y_t = project(h, out=y_s[t])
+        normed, mean_hh, rstd_hh = torch.native_layer_norm(y_t, (four_h,), gain_hh, None, eps_hh)
+        if y_t is not y_s[t]:  # oneDNN's result is a new tensor: keep it for the backward
+            y_s[t].copy_(y_t)
         torch.add(x_s[t], normed, out=z_s[t])
         c = c_s[t]
         if peep is not None:
@@ -184,6 +187,7 @@ def _backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor, y: T
         peep_if_acc, peep_o_acc = z.new_zeros(batch, 2, hidden), z.new_zeros(batch, hidden)
         dzif_s = dz[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
     gh = gh.clone()
+    back = StepMatmul(w_hh.t(), None, batch, adds=g_out is not None or update_h is not None)
     for t in range(steps - 1, -1, -1):
         mean_hh, rstd_hh, mean_c, rstd_c = stats[t].unbind(0)
         a = z_s[t]
@@ -221,7 +225,7 @@ def _backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor, y: T
         skip = gout_s[t - 1] if (g_out is not None and t) else None
         if update_h is not None:
             skip = gh - dh if skip is None else (gh - dh).add_(skip)
-        gh = recurrent_grad(skip, d_y, w_hh, rec_mask)
+        gh = recurrent_grad(skip, d_y, back, rec_mask)
     return {"dz": dz, "dy": dy, "gh": gh, "gc": gc, "grad_gain_hh": grad_gain_hh, "grad_gain_c": grad_gain_c,
             "grad_bias_c": grad_bias_c, "peep_if": peep_if_acc if peep is not None else None,
             "peep_o": peep_o_acc if peep is not None else None}
@@ -287,6 +291,7 @@ def _triton_backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tenso
     gc = gc.contiguous().clone()
     gc_next = torch.empty_like(gc)  # two buffers, swapped each step
     skip_buf = torch.empty_like(gh) if updates else None
+    back = StepMatmul(w_hh.t(), None, batch)
     for t in range(steps - 1, -1, -1):
         g_prev = gout_s[t - 1] if (gout_s and t) else None
         skip = skip_buf if updates else g_prev  # what reaches dL/dh_{t-1} around the matmul
@@ -295,7 +300,7 @@ def _triton_backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tenso
                                        acc_gain_c, acc_bias_c, peep, peep_if, peep_o,
                                        uh_s[t] if updates else None, uc_s[t] if updates else None)
         gc, gc_next = gc_next, gc
-        gh = recurrent_grad(skip, dy_s[t], w_hh, rec_mask)
+        gh = recurrent_grad(skip, dy_s[t], back, rec_mask)
     return {"dz": dz, "dy": dy, "gh": gh, "gc": gc, "grad_gain_hh": acc_gain_hh.sum(0),
             "grad_gain_c": acc_gain_c.sum(0), "grad_bias_c": acc_bias_c.sum(0), "peep_if": peep_if, "peep_o": peep_o}
 

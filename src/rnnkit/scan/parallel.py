@@ -39,7 +39,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ..cells.base import RecurrentCell, State
 from ..cells.gru import GRUCell
-from ..cells.lstm import LSTMCell
+from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from ..cells.minrnn import LinearRecurrentCell
 from . import engine_triton
 from .engine import engine_scan, engine_unavailable_reason, triton_engine_unavailable_reason
@@ -290,7 +290,8 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
     unsupported cases with ``"sequential"``;
     for :class:`~rnnkit.cells.LSTMCell` (peepholes, recurrent dropout, zoneout, masks with gaps) the
     hand-written-backward engine of :mod:`rnnkit.scan.engine` (measured 1.2-1.5x the reference
-    scan on CPU; for ``LayerNormLSTMCell`` it measured no faster, so that stays opt-in), on CUDA
+    scan on CPU; for ``LayerNormLSTMCell`` 1.3-1.5x on CPU since its per-step matmuls run on
+    oneDNN, :mod:`rnnkit.scan.step_matmul`, and opt-in on GPUs until timed there), on CUDA
     with its element-wise work in Triton kernels and its loops replayed as CUDA graphs where
     triton is installed (``"triton"``: 1.2-1.5x cuDNN's plain LSTM on an H100, where the engine
     without them ran 0.1-0.2x); then the reference scan. An explicit ``"sequential"``, ``"parallel"``,
@@ -338,5 +339,10 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
         if engine_triton.chosen_by_auto(device) and all(triton_engine_unavailable_reason(c, device) is None
                                                         for c in cells):
             return functools.partial(engine_scan, kernels="triton")  # 1.2-1.5x cuDNN on an H100 (CUDA graphs)
-        return engine_scan  # LayerNormLSTMCell: the engine measured no faster than the reference scan on CPU
+        return engine_scan
+    if device.type == "cpu" and all(
+            type(c) is LayerNormLSTMCell and engine_unavailable_reason(c, zoneout_rate=zoneout_rate,
+                                                                       return_gates=return_gates) is None
+            for c in cells):
+        return engine_scan  # 1.3-1.5x the reference scan on CPU; not timed on a GPU yet
     return None

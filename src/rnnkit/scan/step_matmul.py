@@ -1,0 +1,178 @@
+"""The engines' per-step matrix multiply: torch's GEMM or oneDNN with the weight packed once, chosen by measurement.
+
+On a CPU, ``torch.mm``/``torch.addmm`` call a BLAS GEMM that repacks the weight on every call.
+oneDNN's linear primitive, handed a weight packed once per sequence (what ``torch.nn.LSTM``'s own
+oneDNN kernel does for its recurrent matmul, and what ``torch.compile`` does for linear layers on
+CPUs), runs a recurrent step's ``[B, K] x [K, N]`` 1.3-1.8x faster at ``H=256, B=2..64`` and
+1.7-8x faster at ``H=1024`` on our 2-core machine, but carries a fixed cost of about 18 µs that
+makes it 3-7x slower for small shapes (``H=64``) and for ``H=256`` at batch 1 (measured in
+``benchmarks/bench_step_matmul.py``). Which one wins depends on the shape, the CPU and the
+thread count, so :class:`StepMatmul` times both once per ``(N, K, B, threads, bias/add)`` key
+(the best of five alternated samples each: at most a few tens of milliseconds, once per
+process and key) and remembers the winner.
+
+``RNNKIT_STEP_MATMUL`` (``auto``, ``torch`` or ``onednn``) or :func:`step_matmul_backend` sets
+the choice; GPUs, float64 and tensors that need autograd always use torch. Both backends give the
+same result up to float32 rounding (the order of the sums differs).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+from torch import Tensor
+
+BACKENDS = ("auto", "torch", "onednn")
+
+
+def _backend_from_env() -> str:
+    value = os.environ.get("RNNKIT_STEP_MATMUL", "auto").strip().lower() or "auto"
+    if value not in BACKENDS:
+        raise ValueError(f"RNNKIT_STEP_MATMUL must be one of {', '.join(BACKENDS)}, got {value!r}")
+    return value
+
+
+_BACKEND: ContextVar[str | None] = ContextVar("rnnkit_step_matmul_backend", default=None)
+_CHOICES: OrderedDict[tuple[int, ...], bool] = OrderedDict()  # key -> oneDNN measured faster
+_MAX_CHOICES = 512
+_LOCK = threading.Lock()
+
+
+def _onednn_ops_available() -> bool:
+    return (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
+_ONEDNN = _onednn_ops_available()
+
+
+@contextmanager
+def step_matmul_backend(backend: str) -> Iterator[None]:
+    """Within this block the engines' per-step matmuls use ``backend``: ``auto``, ``torch`` or ``onednn``.
+
+    ``onednn`` falls back to torch where oneDNN cannot run (GPU, float64, no oneDNN in this torch).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"step matmul backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    token = _BACKEND.set(backend)
+    try:
+        yield
+    finally:
+        _BACKEND.reset(token)
+
+
+def current_backend() -> str:
+    """The backend in force: :func:`step_matmul_backend`'s, else ``RNNKIT_STEP_MATMUL``'s, else ``auto``."""
+    chosen = _BACKEND.get()
+    return chosen if chosen is not None else _backend_from_env()
+
+
+class StepMatmul:
+    """``x @ weight.T (+ bias) (+ add)`` for many ``x`` of one shape ``[batch, K]``; ``weight`` is ``[N, K]``.
+
+    Calls return a new tensor on oneDNN and ``out`` (when given) on torch, so callers read the
+    result from the return value. ``weight`` may be a strided view; it must not change while this
+    object is in use (oneDNN keeps a packed copy).
+    """
+
+    __slots__ = ("_bias", "_packed", "_right")
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, batch: int, *, adds: bool = False) -> None:
+        self._right = weight.t()
+        self._bias = bias
+        self._packed: Tensor | None = None
+        if _use_onednn(weight, bias, batch, adds):
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)
+
+    @property
+    def backend(self) -> str:
+        return "onednn" if self._packed is not None else "torch"
+
+    def __call__(self, x: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        if self._packed is not None:
+            if add is None:
+                return torch.ops.mkldnn._linear_pointwise(x, self._packed, self._bias, "none", [], "")
+            return torch.ops.mkldnn._linear_pointwise.binary(x, add, self._packed, self._bias, "add")
+        if add is None:
+            if self._bias is None:
+                return torch.mm(x, self._right, out=out) if out is not None else torch.mm(x, self._right)
+            return torch.addmm(self._bias, x, self._right, out=out) if out is not None else \
+                torch.addmm(self._bias, x, self._right)
+        if self._bias is not None:
+            add = add + self._bias
+        return torch.addmm(add, x, self._right, out=out) if out is not None else torch.addmm(add, x, self._right)
+
+
+def _use_onednn(weight: Tensor, bias: Tensor | None, batch: int, adds: bool) -> bool:
+    backend = current_backend()
+    if backend == "torch" or not _ONEDNN or weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return False
+    if weight.requires_grad and torch.is_grad_enabled():  # the engines call this with autograd off
+        return False
+    if backend == "onednn":
+        return True
+    n, k = weight.shape
+    key = (n, k, batch, torch.get_num_threads(), bias is not None, adds)
+    with _LOCK:
+        known = _CHOICES.get(key)
+        if known is not None:
+            _CHOICES.move_to_end(key)
+            return known
+    faster = _onednn_measured_faster(weight, bias, batch, adds)
+    with _LOCK:
+        _CHOICES[key] = faster
+        if len(_CHOICES) > _MAX_CHOICES:
+            _CHOICES.popitem(last=False)
+    return faster
+
+
+def _onednn_measured_faster(weight: Tensor, bias: Tensor | None, batch: int, adds: bool, rounds: int = 5) -> bool:
+    """Time both backends on this shape: the best of ``rounds`` alternated samples each, a sample
+    being enough calls to take about 0.5 ms (one call of a small shape is too short to time)."""
+    # fixed inputs: drawing them from torch's generator would shift a seeded run's random stream
+    x = torch.linspace(-1.0, 1.0, batch * weight.shape[1]).view(batch, -1)
+    add = torch.full((batch, weight.shape[0]), 0.5) if adds else None
+    out = torch.empty(batch, weight.shape[0])
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), batch)
+    right = weight.detach().t()
+    bias = None if bias is None else bias.detach()
+    base = add if bias is None else (bias if add is None else add + bias)
+
+    def run_torch() -> None:
+        if base is None:
+            torch.mm(x, right, out=out)
+        else:
+            torch.addmm(base, x, right, out=out)
+
+    def run_onednn() -> None:
+        if add is None:
+            torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+        else:
+            torch.ops.mkldnn._linear_pointwise.binary(x, add, packed, bias, "add")
+
+    start = time.perf_counter()
+    run_torch()
+    run_onednn()  # also the warm-up of each
+    calls = max(1, min(50, int(5e-4 / max(time.perf_counter() - start, 1e-7))))
+    best = {run_torch: float("inf"), run_onednn: float("inf")}
+    for _ in range(rounds):
+        for fn in best:
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            best[fn] = min(best[fn], time.perf_counter() - start)
+    return best[run_onednn] < 0.9 * best[run_torch]  # a clear win only: ties stay with torch
+
+
+def forget_measurements() -> None:
+    """Drop the remembered choices (tests; after changing the thread count they are re-measured anyway)."""
+    with _LOCK:
+        _CHOICES.clear()
