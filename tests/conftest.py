@@ -44,7 +44,8 @@ def same_zoneout_draws(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unty
             return tuple(torch.where(draws[k, j] < rate, o, n) for j, (n, o) in enumerate(zip(new, old)))
 
         def engine_updates(mask: torch.Tensor | None, zoneout_rate: float, training: bool, steps: int, batch: int,
-                           hidden: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                           hidden: int, like: torch.Tensor,
+                           states: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
             keep = None if mask is None else mask.t().unsqueeze(-1).to(like.dtype)
             u_h, u_c = ((draws[:, j] >= zoneout_rate).to(like.dtype) for j in (0, 1))
             return (u_h, u_c, None) if keep is None else (u_h * keep, u_c * keep, keep)

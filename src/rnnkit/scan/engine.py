@@ -480,12 +480,12 @@ def _inference_recurrence(cell: LSTMCell, w_t: Tensor, batch: int) -> StepMatmul
     oneDNN packs the weight once; a streaming caller that runs one step per call must not pay for
     packing (or for measuring which backend wins) on every call.
     """
-    backend = current_backend()
+    key = (batch, current_backend(), torch.get_num_threads())
     cached = getattr(cell, "_rnnkit_inference_matmul", None)
-    if cached is not None and cached[0] is w_t and cached[1] == (batch, backend):
+    if cached is not None and cached[0] is w_t and cached[1] == key:
         return cached[2]  # type: ignore[no-any-return]
     recur = StepMatmul(w_t.t(), None, batch, adds=True)
-    object.__setattr__(cell, "_rnnkit_inference_matmul", (w_t, (batch, backend), recur))  # holds w_t: no id reuse
+    object.__setattr__(cell, "_rnnkit_inference_matmul", (w_t, key, recur))  # holds w_t: no id reuse
     return recur
 
 
@@ -550,17 +550,20 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
 
 
 def _update_weights(mask: Tensor | None, zoneout_rate: float, training: bool, steps: int, batch: int,
-                    hidden: int, like: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """``(update_h, update_c, out_mask)`` time-major, from the sequence mask and zoneout."""
+                    hidden: int, like: Tensor, states: int = 2) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """``(update_h, update_c, out_mask)`` time-major, from the sequence mask and zoneout.
+
+    ``states=1`` (a GRU: no cell state) draws zoneout masks for ``h`` only; ``update_c`` is then ``None``.
+    """
     keep = None if mask is None else mask.t().unsqueeze(-1).to(like.dtype)  # [T, B, 1]
     if not zoneout_rate:
         return keep, keep, keep
     if training:  # a fresh Bernoulli mask per step and per state tensor, as in the reference scan
         # uniform_ then ge_ in place: twice as fast as bernoulli_ on CPU, where drawing the numbers dominates
-        u_h, u_c = like.new_empty(2, steps, batch, hidden).uniform_().ge_(zoneout_rate).unbind(0)
+        draws = like.new_empty(states, steps, batch, hidden).uniform_().ge_(zoneout_rate)
         if keep is not None:
-            u_h, u_c = u_h * keep, u_c * keep
-        return u_h, u_c, keep
+            draws = draws * keep
+        return draws[0], draws[1] if states == 2 else None, keep
     expected = like.new_full((steps, batch, 1), 1.0 - zoneout_rate)
     u = expected if keep is None else expected * keep
     return u, u, keep
