@@ -58,3 +58,23 @@ def same_zoneout_draws(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unty
 
 def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(int(os.environ.get("RNNKIT_TEST_THREADS", "1")))
+
+
+@pytest.fixture
+def variant_kwargs():  # type: ignore[no-untyped-def]
+    """``make(variant, batch, steps, hidden, dtype)``: scan keyword arguments for an engine test variant.
+
+    ``"plain"``/``"recompute"`` (nothing extra), ``"mask"`` (random holes), ``"recurrent_dropout"``
+    (a ``[B, H]`` mask scaled by 1/0.7), ``"zoneout_eval"`` (rate 0.2 at inference); always reversed.
+    """
+    def make(variant: str, batch: int, steps: int, hidden: int, dtype: torch.dtype) -> dict[str, object]:
+        kw: dict[str, object] = {"reverse": True}
+        if variant == "mask":
+            kw["mask"] = torch.rand(batch, steps) > 0.3
+        elif variant == "recurrent_dropout":
+            kw["recurrent_mask"] = (torch.rand(batch, hidden) > 0.3).to(dtype) / 0.7
+        elif variant == "zoneout_eval":
+            kw.update(zoneout_rate=0.2, training=False)
+        return kw
+
+    return make

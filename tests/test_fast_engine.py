@@ -229,19 +229,14 @@ def test_engine_under_cpu_autocast_runs_in_the_weights_dtype(kw: dict[str, objec
 
 @pytest.mark.parametrize("peephole", [False, True])
 @pytest.mark.parametrize("variant", ["plain", "mask", "recurrent_dropout", "zoneout_eval"])
-def test_recomputed_gates_give_the_same_gradients_with_less_saved(peephole: bool, variant: str) -> None:
+def test_recomputed_gates_give_the_same_gradients_with_less_saved(
+        variant_kwargs: Callable[..., dict[str, object]], peephole: bool, variant: str) -> None:
     from rnnkit.scan import recompute_gates
 
     cell = _randomise(LSTMCell(I, H, peephole=peephole).double())
     x = torch.randn(B, T, I, dtype=torch.float64)
     state = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
-    kw: dict[str, object] = {"reverse": True}
-    if variant == "mask":
-        kw["mask"] = torch.rand(B, T) > 0.3
-    if variant == "recurrent_dropout":
-        kw["recurrent_mask"] = (torch.rand(B, H) > 0.3).double() / 0.7
-    if variant == "zoneout_eval":
-        kw.update(zoneout_rate=0.2, training=False)
+    kw = variant_kwargs(variant, B, T, H, torch.float64)
 
     def saved_bytes(run: object) -> tuple[list[torch.Tensor], int]:
         total = 0

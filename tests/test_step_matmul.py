@@ -118,19 +118,14 @@ def _case(kind: type[LSTMCell], peephole: bool) -> tuple[LSTMCell, torch.Tensor,
 
 @needs_onednn
 @pytest.mark.parametrize("backend", ["torch", "onednn"])
-@pytest.mark.parametrize("variant", ["plain", "holes", "recurrent_dropout", "zoneout_eval", "recompute"])
+@pytest.mark.parametrize("variant", ["plain", "mask", "recurrent_dropout", "zoneout_eval", "recompute"])
 @pytest.mark.parametrize("peephole", [False, True])
 @pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
-def test_engines_match_reference_in_float32_on_each_backend(backend: str, variant: str, peephole: bool,
+def test_engines_match_reference_in_float32_on_each_backend(variant_kwargs: Callable[..., dict[str, object]],
+                                                            backend: str, variant: str, peephole: bool,
                                                             kind: type[LSTMCell]) -> None:
     cell, x, state = _case(kind, peephole)
-    kw: dict[str, object] = {"reverse": True}
-    if variant == "holes":
-        kw["mask"] = torch.rand(B, T) > 0.4
-    if variant == "recurrent_dropout":
-        kw["recurrent_mask"] = (torch.rand(B, H) > 0.3).float() / 0.7
-    if variant == "zoneout_eval":
-        kw.update(zoneout_rate=0.2, training=False)
+    kw = variant_kwargs(variant, B, T, H, torch.float32)
     expected = _run(reference_scan, cell, x, state, **kw)
     with step_matmul_backend(backend), recompute_gates(variant == "recompute"):
         got = _run(engine_scan, cell, x, state, **kw)
