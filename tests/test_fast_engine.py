@@ -203,11 +203,11 @@ def test_engine_fails_loudly(kw: dict[str, object], match: str) -> None:
         layer(torch.randn(B, T, I))
 
 
-def test_engine_rejects_gate_recording_and_gru() -> None:
+def test_engine_rejects_gate_recording_and_other_cells() -> None:
     with pytest.raises(ValueError, match="gate activations"):
         rnn.LSTM(I, H, batch_first=True, implementation="engine")(torch.randn(B, T, I), return_gates=True)
     with pytest.raises(ValueError, match="supports LSTMCell"):
-        rnn.GRU(I, H, batch_first=True, implementation="engine")(torch.randn(B, T, I))
+        rnn.RNN(I, H, batch_first=True, implementation="engine")(torch.randn(B, T, I))
 
 
 @pytest.mark.parametrize("kw", [{"cell": "peephole_lstm"}, {"zoneout": 0.1},

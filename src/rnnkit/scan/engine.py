@@ -48,7 +48,7 @@ from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from . import cuda_graph, engine_triton
 from ._bptt import recurrent_grad
 from .engine_layernorm import layernorm_engine_scan
-from .step_matmul import StepMatmul, current_backend
+from .step_matmul import StepMatmul, cached_step_matmul
 
 _RECOMPUTE: ContextVar[bool] = ContextVar("rnnkit_engine_recompute", default=False)
 
@@ -474,21 +474,6 @@ def _inference_weights(cell: LSTMCell, order: Tensor) -> tuple[Tensor, Tensor | 
     return weights
 
 
-def _inference_recurrence(cell: LSTMCell, w_t: Tensor, batch: int) -> StepMatmul:
-    """The recurrent matmul ``h W_hh^T + xw_t`` for ``batch`` rows, cached on the cell with ``w_t``.
-
-    oneDNN packs the weight once; a streaming caller that runs one step per call must not pay for
-    packing (or for measuring which backend wins) on every call.
-    """
-    key = (batch, current_backend(), torch.get_num_threads())
-    cached = getattr(cell, "_rnnkit_inference_matmul", None)
-    if cached is not None and cached[0] is w_t and cached[1] == key:
-        return cached[2]  # type: ignore[no-any-return]
-    recur = StepMatmul(w_t.t(), None, batch, adds=True)
-    object.__setattr__(cell, "_rnnkit_inference_matmul", (w_t, key, recur))  # holds w_t: no id reuse
-    return recur
-
-
 def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order: Tensor,
                     rec_mask: Tensor | None, update_h: Tensor | None, update_c: Tensor | None,
                     out_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -505,7 +490,7 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
     w_ih, bias, w_t = _inference_weights(cell, order)
     xw = F.linear(x_tm, w_ih, bias)
     steps, batch = x_tm.shape[0], x_tm.shape[1]
-    recur = _inference_recurrence(cell, w_t, batch)
+    recur = cached_step_matmul(cell, w_t.t(), None, batch, adds=True)
     out = xw.new_empty(steps, batch, hidden)
     gates = xw.new_empty(batch, 4 * hidden)
     o, i, f, g = gates.chunk(4, -1)

@@ -294,18 +294,20 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
     oneDNN, :mod:`rnnkit.scan.step_matmul`, and opt-in on GPUs until timed there), on CUDA
     with its element-wise work in Triton kernels and its loops replayed as CUDA graphs where
     triton is installed (``"triton"``: 1.2-1.5x cuDNN's plain LSTM on an H100, where the engine
-    without them ran 0.1-0.2x); then the reference scan. An explicit ``"sequential"``, ``"parallel"``,
-    ``"engine"`` or ``"triton"`` raises ValueError with the reason when it cannot run this call
-    (``"triton"`` on GRU cells runs :mod:`rnnkit.scan.engine_gru`, opt-in until timed on a GPU);
-    any other implementation gives ``None``.
+    without them ran 0.1-0.2x); for :class:`~rnnkit.cells.GRUCell` (recurrent dropout, zoneout,
+    masks with gaps) on CPU the GRU engine of :mod:`rnnkit.scan.engine_gru` with torch kernels;
+    then the reference scan. An explicit ``"sequential"``, ``"parallel"``, ``"engine"`` or
+    ``"triton"`` raises ValueError with the reason when it cannot run this call (``"engine"`` on
+    GRU cells runs the GRU engine with torch kernels, ``"triton"`` with Triton kernels, opt-in
+    until timed on a GPU); any other implementation gives ``None``.
     """
     if implementation == "triton":
         if cells and all(isinstance(c, GRUCell) for c in cells):
             for c in cells:
-                reason = gru_engine_unavailable_reason(c, device, return_gates=return_gates)
+                reason = gru_engine_unavailable_reason(c, device, return_gates=return_gates, kernels="triton")
                 if reason is not None:
                     raise ValueError(f"{reason}; use implementation='auto' or 'reference'")
-            return gru_engine_scan
+            return functools.partial(gru_engine_scan, kernels="triton")
         for c in cells:
             reason = (engine_unavailable_reason(c, zoneout_rate=zoneout_rate, return_gates=return_gates)
                       or triton_engine_unavailable_reason(c, device))
@@ -313,6 +315,12 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
                 raise ValueError(f"{reason}; use implementation='auto' or 'reference'")
         return functools.partial(engine_scan, kernels="triton")
     if implementation == "engine":
+        if cells and all(isinstance(c, GRUCell) for c in cells):
+            for c in cells:
+                reason = gru_engine_unavailable_reason(c, device, return_gates=return_gates)
+                if reason is not None:
+                    raise ValueError(f"{reason}; use implementation='auto' or 'reference'")
+            return gru_engine_scan
         for c in cells:
             reason = engine_unavailable_reason(c, zoneout_rate=zoneout_rate, return_gates=return_gates)
             if reason is not None:
@@ -345,4 +353,7 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
                                                                        return_gates=return_gates) is None
             for c in cells):
         return engine_scan  # 1.3-1.5x the reference scan on CPU; not timed on a GPU yet
+    if device.type == "cpu" and cells and all(
+            gru_engine_unavailable_reason(c, device, return_gates=return_gates) is None for c in cells):
+        return gru_engine_scan  # GRUs with recurrent dropout, zoneout or gappy masks; faster than the reference on CPU
     return None

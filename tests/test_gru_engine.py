@@ -1,28 +1,34 @@
-"""The GRU engine with Triton kernels (rnnkit.scan.engine_gru) against the reference scan.
+"""The GRU engine (rnnkit.scan.engine_gru) against the reference scan, with torch and with Triton kernels.
 
-Without a GPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set before the
-kernels are first imported). Skipped where triton is not installed.
+Without a GPU the Triton kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set in
+conftest.py before triton is imported); their cases are skipped where triton is not installed.
 """
 
 from __future__ import annotations
 
-import os
+import functools
+import importlib.util
 from collections.abc import Callable
 
 import pytest
 import torch
 
-pytest.importorskip("triton", reason="triton is not installed (it ships with CUDA builds of PyTorch)")
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import rnnkit.nn as rnn  # noqa: E402
-from rnnkit.cells import GRUCell  # noqa: E402
-from rnnkit.scan import cuda_graph, reference_scan  # noqa: E402
-from rnnkit.scan.engine_gru import gru_engine_scan  # noqa: E402
+import rnnkit.nn as rnn
+from rnnkit.cells import GRUCell
+from rnnkit.scan import cuda_graph, reference_scan, select_scan
+from rnnkit.scan.engine_gru import gru_engine_scan
+from rnnkit.scan.step_matmul import step_matmul_backend
 
 I, H, B, T = 3, 5, 4, 6
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (it ships with CUDA builds of PyTorch)")
+
+
+@pytest.fixture(params=["torch", pytest.param("triton", marks=needs_triton)])
+def engine(request: pytest.FixtureRequest) -> Callable[..., object]:
+    """The GRU engine scan with each kernel set."""
+    return functools.partial(gru_engine_scan, kernels=request.param)
 
 
 def _case(bias: bool = True) -> tuple[GRUCell, torch.Tensor, tuple[torch.Tensor]]:
@@ -57,81 +63,114 @@ def _mask(kind: str) -> torch.Tensor | None:
 @pytest.mark.parametrize("mask_kind", ["none", "right", "holes"])
 @pytest.mark.parametrize("recurrent_dropout", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
-def test_gru_engine_matches_reference_float64(reverse: bool, mask_kind: str, recurrent_dropout: bool,
-                                              bias: bool) -> None:
+def test_gru_engine_matches_reference_float64(engine: Callable[..., object], reverse: bool, mask_kind: str,
+                                              recurrent_dropout: bool, bias: bool) -> None:
     torch.manual_seed(0)
     cell, x, state = _case(bias)
     rec = (torch.rand(B, H, device=DEVICE) > 0.3).double() / 0.7 if recurrent_dropout else None
     kw = {"mask": _mask(mask_kind), "reverse": reverse, "recurrent_mask": rec}
     expected = _run(reference_scan, cell, x, state, **kw)
-    got = _run(gru_engine_scan, cell, x, state, **kw)
+    got = _run(engine, cell, x, state, **kw)
     assert len(got) == len(expected)
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
-    with torch.no_grad():
-        out, (h_n,), _ = gru_engine_scan(cell, x, state, **kw)  # type: ignore[arg-type]
+    with torch.no_grad():  # the torch kernels' inference loop: nothing saved
+        out, (h_n,), _ = engine(cell, x, state, **kw)  # type: ignore[operator]
     for e, g in zip(expected[:2], (out, h_n)):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "holes"])
 def test_gru_zoneout_in_training_matches_reference_given_the_same_draws(
-        same_zoneout_draws: Callable[[torch.Tensor], None], mask_kind: str) -> None:
+        engine: Callable[..., object], same_zoneout_draws: Callable[[torch.Tensor], None], mask_kind: str) -> None:
     torch.manual_seed(1)
     rate = 0.3
     same_zoneout_draws(torch.rand(T, 2, B, H, dtype=torch.float64, device=DEVICE))
     cell, x, state = _case()
     kw = {"mask": _mask(mask_kind), "zoneout_rate": rate, "training": True}
     expected = _run(reference_scan, cell, x, state, **kw)
-    got = _run(gru_engine_scan, cell, x, state, **kw)
+    got = _run(engine, cell, x, state, **kw)
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
 
 
-def test_gru_zoneout_at_inference_uses_the_expectation_like_the_reference() -> None:
+def test_gru_zoneout_at_inference_uses_the_expectation_like_the_reference(engine: Callable[..., object]) -> None:
     torch.manual_seed(2)
     cell, x, state = _case()
     kw = {"zoneout_rate": 0.25, "training": False, "mask": _mask("right")}
     expected = _run(reference_scan, cell, x, state, **kw)
-    got = _run(gru_engine_scan, cell, x, state, **kw)
+    got = _run(engine, cell, x, state, **kw)
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
 
 
-def test_gru_layer_with_implementation_triton_matches_the_reference_layer_in_float32() -> None:
+@pytest.mark.parametrize("implementation", ["engine", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("backend", ["torch", "onednn"])
+def test_gru_layer_on_the_engine_matches_the_reference_layer_in_float32(implementation: str, backend: str) -> None:
     torch.manual_seed(3)
     kw = {"bidirectional": True, "num_layers": 2, "batch_first": True, "zoneout": 0.1}
     ref = rnn.GRU(I, H, implementation="reference", **kw).to(DEVICE).eval()  # type: ignore[arg-type]
-    tri = rnn.GRU(I, H, implementation="triton", **kw).to(DEVICE).eval()  # type: ignore[arg-type]
+    tri = rnn.GRU(I, H, implementation=implementation, **kw).to(DEVICE).eval()  # type: ignore[arg-type]
     tri.load_state_dict(ref.state_dict())
     x = torch.randn(B, T, I, device=DEVICE)
     lengths = torch.tensor([T, 4, 2, 1])
-    (y_ref, h_ref), (y_tri, h_tri) = ref(x, lengths=lengths), tri(x, lengths=lengths)
+    with step_matmul_backend(backend):
+        (y_ref, h_ref), (y_tri, h_tri) = ref(x, lengths=lengths), tri(x, lengths=lengths)
     torch.testing.assert_close(y_tri, y_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(h_tri, h_ref, rtol=1e-5, atol=1e-5)
     g_ref = torch.autograd.grad(y_ref.pow(2).sum(), list(ref.parameters()))
-    g_tri = torch.autograd.grad(y_tri.pow(2).sum(), list(tri.parameters()))
+    with step_matmul_backend(backend):
+        g_tri = torch.autograd.grad(y_tri.pow(2).sum(), list(tri.parameters()))
     for a, b in zip(g_ref, g_tri):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
 
-def test_gru_engine_is_refused_clearly_where_it_cannot_run() -> None:
+def test_gru_engine_is_refused_clearly_where_it_cannot_run(engine: Callable[..., object]) -> None:
     with pytest.raises(ValueError, match="reset_after=True"):
-        gru_engine_scan(GRUCell(I, H, reset_after=False).to(DEVICE), torch.randn(B, T, I, device=DEVICE),
-                        (torch.zeros(B, H, device=DEVICE),))
+        engine(GRUCell(I, H, reset_after=False).to(DEVICE), torch.randn(B, T, I, device=DEVICE),
+               (torch.zeros(B, H, device=DEVICE),))
     with pytest.raises(ValueError, match="gate activations are recorded only by the reference scan"):
-        gru_engine_scan(GRUCell(I, H).to(DEVICE), torch.randn(B, T, I, device=DEVICE),
-                        (torch.zeros(B, H, device=DEVICE),), return_gates=True)
+        engine(GRUCell(I, H).to(DEVICE), torch.randn(B, T, I, device=DEVICE),
+               (torch.zeros(B, H, device=DEVICE),), return_gates=True)
+    with pytest.raises(ValueError, match="reset_after=True"):
+        rnn.GRU(I, H, implementation="engine", cell_options={"reset_after": False})(torch.randn(B, T, I))
+    with pytest.raises(ValueError, match="kernels must be"):
+        gru_engine_scan(GRUCell(I, H), torch.randn(B, T, I), (torch.zeros(B, H),), kernels="cuda")
+
+
+@needs_triton
+def test_triton_gru_engine_refuses_half_weights() -> None:
     with pytest.raises(ValueError, match="float32 or float64 weights"):
         gru_engine_scan(GRUCell(I, H).half().to(DEVICE), torch.randn(B, T, I, device=DEVICE).half(),
-                        (torch.zeros(B, H, device=DEVICE).half(),))
-    with pytest.raises(ValueError, match="reset_after=True"):
-        rnn.GRU(I, H, implementation="triton", cell_options={"reset_after": False})(torch.randn(B, T, I))
+                        (torch.zeros(B, H, device=DEVICE).half(),), kernels="triton")
+
+
+def test_auto_runs_gru_variants_on_the_engine_on_cpu() -> None:
+    cpu = torch.device("cpu")
+    assert select_scan([GRUCell(I, H)], "auto", cpu) is gru_engine_scan
+    assert select_scan([GRUCell(I, H)], "auto", cpu, return_gates=True) is None
+    assert select_scan([GRUCell(I, H, reset_after=False)], "auto", cpu) is None
+    layer = rnn.GRU(I, H, batch_first=True, recurrent_dropout=0.2)
+    out, _ = layer(torch.randn(B, T, I))
+    assert any("GRUEngine" in type(f).__name__ for f in _graph_functions(out))
+
+
+def _graph_functions(t: torch.Tensor) -> list[object]:
+    seen, todo, found = set(), [t.grad_fn], []
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        found.append(fn)
+        todo.extend(f for f, _ in fn.next_functions)
+    return found
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("kw", [{}, {"recurrent_dropout": True, "holes": True}, {"zoneout": True}])
-def test_gru_graph_replays_equal_the_eager_loop(monkeypatch: pytest.MonkeyPatch, kw: dict[str, bool]) -> None:
+def test_gru_graph_replays_equal_the_eager_loop(monkeypatch: pytest.MonkeyPatch, engine: Callable[..., object],
+                                               kw: dict[str, bool]) -> None:
     torch.manual_seed(5)
     cuda_graph.clear()
     cell, _, _ = _case()
@@ -147,7 +186,7 @@ def test_gru_graph_replays_equal_the_eager_loop(monkeypatch: pytest.MonkeyPatch,
         for graphs in ("1", "0"):
             monkeypatch.setenv("RNNKIT_CUDA_GRAPHS", graphs)
             torch.manual_seed(10 + call)  # the same zoneout draws
-            results.append([t.clone() for t in _run(gru_engine_scan, cell, x, state, **options)])
+            results.append([t.clone() for t in _run(engine, cell, x, state, **options)])
         for g, e in zip(*results):
             torch.testing.assert_close(g, e, rtol=0, atol=1e-12, msg=f"{kw}, call {call}")
         with torch.no_grad():
@@ -156,7 +195,7 @@ def test_gru_graph_replays_equal_the_eager_loop(monkeypatch: pytest.MonkeyPatch,
     assert len(cuda_graph._CACHE) == 2  # the forward and the backward loop were recorded
 
 
-def test_gru_engine_with_many_programs_per_step_and_ragged_tiles() -> None:
+def test_gru_engine_with_many_programs_per_step_and_ragged_tiles(engine: Callable[..., object]) -> None:
     """B and H that fill neither the batch nor the hidden tiles, several programs per step."""
     torch.manual_seed(6)
     cell = GRUCell(4, 130).double().to(DEVICE)
@@ -166,6 +205,21 @@ def test_gru_engine_with_many_programs_per_step_and_ragged_tiles() -> None:
     rec = (torch.rand(37, 130, device=DEVICE) > 0.3).double() / 0.7
     for kw in ({}, {"mask": mask, "recurrent_mask": rec}, {"mask": mask, "zoneout_rate": 0.2, "training": False}):
         expected = _run(reference_scan, cell, x, state, **kw)
-        got = _run(gru_engine_scan, cell, x, state, **kw)
+        got = _run(engine, cell, x, state, **kw)
         for e, g in zip(expected, got):
             torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+def test_torch_kernels_gradcheck() -> None:
+    torch.manual_seed(7)
+    cell = GRUCell(2, 3).double()
+    x = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True] * 4, [True, False, True, True]])
+    rec = (torch.rand(2, 3) > 0.3).double() / 0.7
+
+    def f(x: torch.Tensor, h0: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out, (h_n,), _ = gru_engine_scan(cell, x, (h0,), mask=mask, recurrent_mask=rec, reverse=True)
+        return out, h_n
+
+    assert torch.autograd.gradcheck(f, (x, h0, *cell.parameters()))
