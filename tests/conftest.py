@@ -78,3 +78,16 @@ def variant_kwargs():  # type: ignore[no-untyped-def]
         return kw
 
     return make
+
+
+@pytest.fixture
+def graph_case_options():  # type: ignore[no-untyped-def]
+    """``make(kw, batch, steps, hidden, device)``: scan options for a CUDA-graph replay test case
+    (``kw`` flags ``holes``, ``recurrent_dropout``, ``zoneout``; float64 recurrent mask)."""
+    def make(kw: dict[str, bool], batch: int, steps: int, hidden: int, device: torch.device) -> dict[str, object]:
+        return {"mask": (torch.rand(batch, steps, device=device) > 0.4) if kw.get("holes") else None,
+                "recurrent_mask": ((torch.rand(batch, hidden, device=device) > 0.3).double() / 0.7
+                                   if kw.get("recurrent_dropout") else None),
+                "zoneout_rate": 0.2 if kw.get("zoneout") else 0.0, "training": bool(kw.get("zoneout"))}
+
+    return make

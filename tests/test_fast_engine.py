@@ -295,6 +295,7 @@ def test_inference_weight_cache_follows_weight_changes() -> None:
 @pytest.mark.parametrize("kw", [{}, {"peephole": True, "holes": True, "recurrent_dropout": True},
                                 {"zoneout": True}])
 def test_layernorm_engine_graph_replays_equal_the_eager_loop(monkeypatch: pytest.MonkeyPatch,
+                                                             graph_case_options: Callable[..., dict[str, object]],
                                                              kw: dict[str, bool]) -> None:
     """On CUDA the layer-norm engine records its loops (rnnkit.scan.cuda_graph) from a shape's second call."""
     cuda = torch.device("cuda")
@@ -304,11 +305,7 @@ def test_layernorm_engine_graph_replays_equal_the_eager_loop(monkeypatch: pytest
     for call in range(3):
         x = torch.randn(B, T, I, dtype=torch.float64, device=cuda)
         state = (torch.randn(B, H, dtype=torch.float64, device=cuda), torch.randn(B, H, dtype=torch.float64, device=cuda))
-        options: dict[str, object] = {
-            "mask": (torch.rand(B, T, device=cuda) > 0.4) if kw.get("holes") else None,
-            "recurrent_mask": ((torch.rand(B, H, device=cuda) > 0.3).double() / 0.7
-                               if kw.get("recurrent_dropout") else None),
-            "zoneout_rate": 0.2 if kw.get("zoneout") else 0.0, "training": bool(kw.get("zoneout"))}
+        options = graph_case_options(kw, B, T, H, cuda)
         results = []
         for graphs in ("1", "0"):
             monkeypatch.setenv("RNNKIT_CUDA_GRAPHS", graphs)

@@ -170,6 +170,7 @@ def _graph_functions(t: torch.Tensor) -> list[object]:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("kw", [{}, {"recurrent_dropout": True, "holes": True}, {"zoneout": True}])
 def test_gru_graph_replays_equal_the_eager_loop(monkeypatch: pytest.MonkeyPatch, engine: Callable[..., object],
+                                               graph_case_options: Callable[..., dict[str, object]],
                                                kw: dict[str, bool]) -> None:
     torch.manual_seed(5)
     cuda_graph.clear()
@@ -177,11 +178,7 @@ def test_gru_graph_replays_equal_the_eager_loop(monkeypatch: pytest.MonkeyPatch,
     for call in range(3):  # eager, then recorded and replayed, then replayed: new inputs and weights each time
         x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
         state = (torch.randn(B, H, dtype=torch.float64, device=DEVICE),)
-        options: dict[str, object] = {
-            "mask": _mask("holes") if kw.get("holes") else None,
-            "recurrent_mask": ((torch.rand(B, H, device=DEVICE) > 0.3).double() / 0.7
-                               if kw.get("recurrent_dropout") else None),
-            "zoneout_rate": 0.2 if kw.get("zoneout") else 0.0, "training": bool(kw.get("zoneout"))}
+        options = graph_case_options(kw, B, T, H, DEVICE)
         results = []
         for graphs in ("1", "0"):
             monkeypatch.setenv("RNNKIT_CUDA_GRAPHS", graphs)
