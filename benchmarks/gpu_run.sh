@@ -45,7 +45,7 @@ want() { [[ $parts == *" $1 "* ]]; }
 triton_pid=
 if want triton; then  # the Triton kernels against the reference scan, compiled for this GPU
   ( cd "$here" && timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_triton_engine.py \
-      tests/test_triton_gru.py tests/test_fast_engine.py ) \
+      tests/test_gru_engine.py tests/test_fast_engine.py tests/test_step_matmul.py ) \
     >"$out/triton_tests.log" 2>&1 &
   triton_pid=$!
   # alone unless images train meanwhile (the tests are small; compiling them keeps CPU cores busy, not the GPU)

@@ -24,8 +24,8 @@ through :class:`~rnnkit.scan.step_matmul.StepMatmul`, oneDNN on CPUs where faste
 ``"auto"`` uses it for the GRUs ``torch.nn.GRU`` has no kernel for (recurrent dropout, zoneout,
 masks with gaps), ``implementation="engine"`` forces it. ``kernels="triton"`` (``implementation=
 "triton"``) uses the Triton kernels; not timed on a GPU yet, so ``"auto"`` does not pick it there.
-Both match the reference scan in float64 (``tests/test_gru_engine.py``, ``tests/test_triton_gru.py``
-through Triton's interpreter on a CPU).
+Both match the reference scan in float64 (``tests/test_gru_engine.py``; the Triton kernels through
+Triton's interpreter on a CPU).
 """
 
 from __future__ import annotations
