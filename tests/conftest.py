@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,32 @@ def graph_case_options():  # type: ignore[no-untyped-def]
                 "zoneout_rate": 0.2 if kw.get("zoneout") else 0.0, "training": bool(kw.get("zoneout"))}
 
     return make
+
+
+@pytest.fixture
+def check_graph_replays(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """``check(cell, inputs, run, label)``: on CUDA, three calls (eager, then recorded and replayed,
+    then replayed), each on new inputs ``inputs(call)`` and, between calls, new weights changed in
+    place as an optimizer step does: ``run(inputs)`` with ``RNNKIT_CUDA_GRAPHS=1`` must equal it
+    with ``0`` to 1e-12 (the same zoneout draws in both), and the forward and the backward loop
+    must have been recorded once each."""
+    from rnnkit.scan import cuda_graph
+
+    def check(cell: torch.nn.Module, inputs: Callable[[int], object], run: Callable[[object], list[torch.Tensor]],
+              label: str) -> None:
+        cuda_graph.clear()
+        for call in range(3):
+            case = inputs(call)
+            results = []
+            for graphs in ("1", "0"):
+                monkeypatch.setenv("RNNKIT_CUDA_GRAPHS", graphs)
+                torch.manual_seed(10 + call)
+                results.append([t.clone() for t in run(case)])
+            for g, e in zip(*results):
+                torch.testing.assert_close(g, e, rtol=0, atol=1e-12, msg=f"{label}, call {call}")
+            with torch.no_grad():
+                for p in cell.parameters():
+                    p.mul_(0.9).add_(0.01)
+        assert len(cuda_graph._CACHE) == 2
+
+    return check

@@ -9,7 +9,7 @@ import torch
 
 import rnnkit.nn as rnn
 from rnnkit.cells import LayerNormLSTMCell, LSTMCell
-from rnnkit.scan import cuda_graph, engine_scan, reference_scan
+from rnnkit.scan import engine_scan, reference_scan
 
 I, H, B, T = 3, 5, 4, 6
 
@@ -294,32 +294,21 @@ def test_inference_weight_cache_follows_weight_changes() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("kw", [{}, {"peephole": True, "holes": True, "recurrent_dropout": True},
                                 {"zoneout": True}])
-def test_layernorm_engine_graph_replays_equal_the_eager_loop(monkeypatch: pytest.MonkeyPatch,
+def test_layernorm_engine_graph_replays_equal_the_eager_loop(check_graph_replays: Callable[..., None],
                                                              graph_case_options: Callable[..., dict[str, object]],
                                                              kw: dict[str, bool]) -> None:
     """On CUDA the layer-norm engine records its loops (rnnkit.scan.cuda_graph) from a shape's second call."""
     cuda = torch.device("cuda")
     torch.manual_seed(8)
-    cuda_graph.clear()
     cell = _randomise(LayerNormLSTMCell(I, H, peephole=kw.get("peephole", False)).double()).to(cuda)
-    for call in range(3):
+
+    def inputs(call: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], dict[str, object]]:
         x = torch.randn(B, T, I, dtype=torch.float64, device=cuda)
         state = (torch.randn(B, H, dtype=torch.float64, device=cuda), torch.randn(B, H, dtype=torch.float64, device=cuda))
-        options = graph_case_options(kw, B, T, H, cuda)
-        results = []
-        for graphs in ("1", "0"):
-            monkeypatch.setenv("RNNKIT_CUDA_GRAPHS", graphs)
-            torch.manual_seed(20 + call)  # the same zoneout draws
-            cell.zero_grad()
-            xx = x.clone().requires_grad_()
-            h0, c0 = (s.clone().requires_grad_() for s in state)
-            out, (h_n, c_n), _ = engine_scan(cell, xx, (h0, c0), **options)  # type: ignore[arg-type]
-            (out.pow(2).sum() + h_n.sum() + c_n.pow(2).sum()).backward()
-            results.append([out.detach(), h_n.detach(), c_n.detach(), xx.grad, h0.grad, c0.grad,
-                            *[p.grad.clone() for p in cell.parameters() if p.grad is not None]])
-        for g, e in zip(*results):
-            torch.testing.assert_close(g, e, rtol=0, atol=1e-12, msg=f"{kw}, call {call}")
-        with torch.no_grad():
-            for p in cell.parameters():
-                p.mul_(0.9).add_(0.01)
-    assert len(cuda_graph._CACHE) == 2  # the forward and the backward loop were recorded
+        return x, state, graph_case_options(kw, B, T, H, cuda)
+
+    def run(case: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], dict[str, object]]) -> list[torch.Tensor]:
+        x, state, options = case
+        return _run(engine_scan, cell, x, state, **options)
+
+    check_graph_replays(cell, inputs, run, str(kw))

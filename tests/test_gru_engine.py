@@ -15,7 +15,7 @@ import torch
 
 import rnnkit.nn as rnn
 from rnnkit.cells import GRUCell
-from rnnkit.scan import cuda_graph, reference_scan, select_scan
+from rnnkit.scan import reference_scan, select_scan
 from rnnkit.scan.engine_gru import gru_engine_scan
 from rnnkit.scan.step_matmul import step_matmul_backend
 
@@ -169,27 +169,22 @@ def _graph_functions(t: torch.Tensor) -> list[object]:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("kw", [{}, {"recurrent_dropout": True, "holes": True}, {"zoneout": True}])
-def test_gru_graph_replays_equal_the_eager_loop(monkeypatch: pytest.MonkeyPatch, engine: Callable[..., object],
+def test_gru_graph_replays_equal_the_eager_loop(check_graph_replays: Callable[..., None],
+                                               engine: Callable[..., object],
                                                graph_case_options: Callable[..., dict[str, object]],
                                                kw: dict[str, bool]) -> None:
     torch.manual_seed(5)
-    cuda_graph.clear()
     cell, _, _ = _case()
-    for call in range(3):  # eager, then recorded and replayed, then replayed: new inputs and weights each time
+
+    def inputs(call: int) -> tuple[torch.Tensor, tuple[torch.Tensor], dict[str, object]]:
         x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
-        state = (torch.randn(B, H, dtype=torch.float64, device=DEVICE),)
-        options = graph_case_options(kw, B, T, H, DEVICE)
-        results = []
-        for graphs in ("1", "0"):
-            monkeypatch.setenv("RNNKIT_CUDA_GRAPHS", graphs)
-            torch.manual_seed(10 + call)  # the same zoneout draws
-            results.append([t.clone() for t in _run(engine, cell, x, state, **options)])
-        for g, e in zip(*results):
-            torch.testing.assert_close(g, e, rtol=0, atol=1e-12, msg=f"{kw}, call {call}")
-        with torch.no_grad():
-            for p in cell.parameters():
-                p.mul_(0.9).add_(0.01)
-    assert len(cuda_graph._CACHE) == 2  # the forward and the backward loop were recorded
+        return x, (torch.randn(B, H, dtype=torch.float64, device=DEVICE),), graph_case_options(kw, B, T, H, DEVICE)
+
+    def run(case: tuple[torch.Tensor, tuple[torch.Tensor], dict[str, object]]) -> list[torch.Tensor]:
+        x, state, options = case
+        return _run(engine, cell, x, state, **options)
+
+    check_graph_replays(cell, inputs, run, str(kw))
 
 
 def test_gru_engine_with_many_programs_per_step_and_ragged_tiles(engine: Callable[..., object]) -> None:

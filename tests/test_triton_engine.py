@@ -247,27 +247,22 @@ def test_recordings_are_made_on_a_shapes_second_call_and_evicted_least_recent_fi
 @pytest.mark.parametrize("peephole", [False, True])
 @pytest.mark.parametrize("layernorm", [False, True])
 def test_graph_replays_equal_the_eager_loop_across_calls_and_weight_updates(
-        monkeypatch: pytest.MonkeyPatch, kind: str, peephole: bool, layernorm: bool) -> None:
+        check_graph_replays: Callable[..., None], kind: str, peephole: bool, layernorm: bool) -> None:
     torch.manual_seed(5)
-    cuda_graph.clear()
     cell, _, _ = _case(peephole, layernorm=layernorm)
-    for call in range(3):  # eager, then recorded and replayed, then replayed: on new inputs and new weights
+
+    def inputs(call: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], dict[str, object], bool]:
         x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
         state = (torch.randn(B, H, dtype=torch.float64, device=DEVICE),
                  torch.randn(B, H, dtype=torch.float64, device=DEVICE))
-        kw, recompute = _graph_case(kind)
-        results = []
-        for graphs in ("1", "0"):
-            monkeypatch.setenv("RNNKIT_CUDA_GRAPHS", graphs)
-            torch.manual_seed(10 + call)  # the same zoneout draws in both runs
-            with recompute_gates(recompute):
-                results.append(_run("triton", cell, x, state, **kw))
-        for g, e in zip(*results):
-            torch.testing.assert_close(g, e, rtol=0, atol=1e-12, msg=f"{kind}, call {call}")
-        with torch.no_grad():  # as an optimizer step would: in place, same storage
-            for p in cell.parameters():
-                p.mul_(0.9).add_(0.01)
-    assert len(cuda_graph._CACHE) == 2  # the forward and the backward loop were recorded
+        return (x, state, *_graph_case(kind))
+
+    def run(case: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], dict[str, object], bool]) -> list[torch.Tensor]:
+        x, state, kw, recompute = case
+        with recompute_gates(recompute):
+            return _run("triton", cell, x, state, **kw)
+
+    check_graph_replays(cell, inputs, run, kind)
 
 
 @needs_cuda
