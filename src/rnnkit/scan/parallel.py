@@ -301,13 +301,14 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
     GRU cells runs the GRU engine with torch kernels, ``"triton"`` with Triton kernels, opt-in
     until timed on a GPU); any other implementation gives ``None``.
     """
+    if implementation in ("engine", "triton") and cells and all(isinstance(c, GRUCell) for c in cells):
+        kernels = "triton" if implementation == "triton" else "torch"
+        for c in cells:
+            reason = gru_engine_unavailable_reason(c, device, return_gates=return_gates, kernels=kernels)
+            if reason is not None:
+                raise ValueError(f"{reason}; use implementation='auto' or 'reference'")
+        return functools.partial(gru_engine_scan, kernels=kernels)
     if implementation == "triton":
-        if cells and all(isinstance(c, GRUCell) for c in cells):
-            for c in cells:
-                reason = gru_engine_unavailable_reason(c, device, return_gates=return_gates, kernels="triton")
-                if reason is not None:
-                    raise ValueError(f"{reason}; use implementation='auto' or 'reference'")
-            return functools.partial(gru_engine_scan, kernels="triton")
         for c in cells:
             reason = (engine_unavailable_reason(c, zoneout_rate=zoneout_rate, return_gates=return_gates)
                       or triton_engine_unavailable_reason(c, device))
@@ -315,12 +316,6 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
                 raise ValueError(f"{reason}; use implementation='auto' or 'reference'")
         return functools.partial(engine_scan, kernels="triton")
     if implementation == "engine":
-        if cells and all(isinstance(c, GRUCell) for c in cells):
-            for c in cells:
-                reason = gru_engine_unavailable_reason(c, device, return_gates=return_gates)
-                if reason is not None:
-                    raise ValueError(f"{reason}; use implementation='auto' or 'reference'")
-            return gru_engine_scan
         for c in cells:
             reason = engine_unavailable_reason(c, zoneout_rate=zoneout_rate, return_gates=return_gates)
             if reason is not None:
