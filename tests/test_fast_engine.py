@@ -20,7 +20,7 @@ def _run(scan: object, cell: LSTMCell, x: torch.Tensor, state: tuple[torch.Tenso
     xx = x.clone().requires_grad_()
     h0, c0 = (s.clone().requires_grad_() for s in state)
     out, (h_n, c_n), _ = scan(cell, xx, (h0, c0), **kw)  # type: ignore[operator]
-    (out.pow(2).sum() + (h_n * torch.linspace(-1, 1, H, dtype=x.dtype)).sum() + c_n.pow(2).sum()).backward()
+    (out.pow(2).sum() + (h_n * torch.linspace(-1, 1, H, dtype=x.dtype, device=x.device)).sum() + c_n.pow(2).sum()).backward()
     assert xx.grad is not None and h0.grad is not None and c0.grad is not None
     return [out.detach(), h_n.detach(), c_n.detach(), xx.grad, h0.grad, c0.grad,
             *[p.grad for p in cell.parameters() if p.grad is not None]]

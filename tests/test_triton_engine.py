@@ -304,7 +304,10 @@ def test_layernorm_layer_with_implementation_triton_matches_the_reference_layer_
     g_ref = torch.autograd.grad(y_ref.pow(2).sum(), list(ref.parameters()))
     g_tri = torch.autograd.grad(y_tri.pow(2).sum(), list(tri.parameters()))
     for a, b in zip(g_ref, g_tri):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+        # float32 rounding, amplified by the layer norms' backward, scales with the gradients (up to ~40 here):
+        # without dropout the float32 reference itself is up to 9e-5 (5e-6 * max|grad|) off float64 on CPU; on an
+        # H100 the engine was 3.6e-5 off it at one element of 400, under a fixed 1e-5 bound
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5 * max(1.0, a.abs().max().item()))
 
 
 def test_triton_layernorm_engine_with_many_programs_per_step_and_ragged_rows() -> None:

@@ -231,13 +231,15 @@ def _row_tile(batch, hidden, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # t
 def ln_lstm_forward_step(xw, xw_row, y, y_row, z, z_row, gain_hh, stats, stats_row, c_prev, c_prev_row, c_cand,
         c_cand_row, tanh_c, tanh_c_row, h_prev, h_prev_row, h_next, h_next_row, c_next, c_next_row, h_in, h_in_row,
         peep, gain_c, bias_c, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, rec, rec_row, rec_col, batch, hidden,
-        eps_hh, eps_c,
+        eps_hh: tl.constexpr, eps_c: tl.constexpr,
         HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_REC: tl.constexpr, CARRIED: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
     rows, cols, ok = _row_tile(batch, hidden, BLOCK_B, BLOCK_H)
     cok = cols < hidden
     # LN_hh over the whole 4H row of y = W_hh h_in (gate blocks o, i, f, 2g; the gain has the g block doubled)
     yo, yi, yf, yg = _load_gates(y + rows * y_row + cols, hidden, ok)
+    # eps_* are compile-time constants: a float kernel argument would be float32 on a GPU, and float32(1e-5)
+    # put float64 gradients 1e-9 off the reference on an H100 (the interpreter keeps arguments in float64)
     mean_hh = ((tl.sum(yo, axis=1) + tl.sum(yi, axis=1) + tl.sum(yf, axis=1) + tl.sum(yg, axis=1))
                / (4.0 * hidden))[:, None]
     vo = tl.where(ok, yo - mean_hh, 0.0)
