@@ -335,3 +335,20 @@ def test_triton_layernorm_engine_with_many_programs_per_step_and_ragged_rows() -
     for kw in ({}, {"mask": mask, "recurrent_mask": rec}, {"mask": mask, "zoneout_rate": 0.2, "training": False}):
         for e, g in zip(run(None, **kw), run("triton", **kw)):
             torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+def test_layer_norm_epsilons_are_compile_time_constants_of_the_kernels() -> None:
+    """A float kernel argument is float32 on a GPU, while the interpreter these tests run in keeps it in
+    float64: float32(1e-5) as the epsilon put float64 gradients 1.6e-9 off the reference on an H100, which no
+    interpreter run can show. Constants take the dtype of the tensors they meet."""
+    import inspect
+
+    import triton.language as tl
+
+    from rnnkit.scan import _triton_kernels
+
+    kernels = [k for k in vars(_triton_kernels).values() if hasattr(k, "fn") and callable(k.fn)]
+    eps = {(k.fn.__name__, name): p.annotation for k in kernels
+           for name, p in inspect.signature(k.fn).parameters.items() if name.startswith("eps")}
+    assert eps, "no kernel takes an epsilon: update this test"
+    assert all(annotation is tl.constexpr for annotation in eps.values()), eps
