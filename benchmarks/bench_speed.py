@@ -12,8 +12,11 @@ sequences.
 
 What is measured, per path:
 
-* train tokens/s: ``B*T`` / time of forward + backward of ``sum(outputs)`` (median of the
-  interleaved rounds: every round runs every path once, so background load shifts all alike);
+* train tokens/s: ``B*T`` / time of forward + backward of ``sum(outputs)``, the best of the
+  interleaved rounds (every round runs every path once; ``--stat median`` reports the median).
+  Background load only ever slows a run down, and on this shared 2-core machine it came and went
+  within a table (torch.nn.LSTM's median moved between 47k and 77k tokens/s across runs), so the
+  fastest round is the closest to each path's own speed and the ratios move less between runs;
 * inference tokens/s: forward under ``torch.no_grad`` in eval mode;
 * latency: inference at batch 1, microseconds per token (per-op dispatch dominates there);
 * GFLOP/s: the path's matrix-multiply FLOPs (``2*G*H*(I + H_rec)`` per token forward, times 3
@@ -374,14 +377,18 @@ def profile_train_step(path: BenchPath, *, batch: int, steps: int, input_size: i
             + averages.table(sort_by=sort, row_limit=12) + "\n")
 
 
+STATS: dict[str, Callable[[list[float]], float]] = {"best": min, "median": statistics.median}
+
+
 def table(paths: list[BenchPath], results: list[Result], *, batch: int, steps: int, input_size: int, hidden: int,
-          latency_steps: int, peak_gflops: float) -> list[str]:
+          latency_steps: int, peak_gflops: float, stat: str = "best") -> list[str]:
     tokens = batch * steps
-    train_rate = {r.name: tokens / statistics.median(r.train) for r in results if r.train}
+    pick = STATS[stat]
+    train_rate = {r.name: tokens / pick(r.train) for r in results if r.train}
     lines = ["| path | train tokens/s | vs torch.nn | inference tokens/s | vs torch.nn | "
              f"latency B=1 µs/token (T={latency_steps}) | train GFLOP/s | % of GEMM | train peak MiB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    infer_rate = {r.name: tokens / statistics.median(r.infer) for r in results if r.infer}
+    infer_rate = {r.name: tokens / pick(r.infer) for r in results if r.infer}
     for p, r in zip(paths, results):
         if not r.train:
             lines.append(f"| {p.name} | {r.note} | | | | | | | |")
@@ -392,7 +399,7 @@ def table(paths: list[BenchPath], results: list[Result], *, batch: int, steps: i
         gflops = 3 * flops_fwd * train_rate[p.name] / 1e9
         base_t = train_rate.get(p.baseline, float("nan"))
         base_i = infer_rate.get(p.baseline, float("nan"))
-        latency_us = statistics.median(r.latency) / latency_steps * 1e6
+        latency_us = pick(r.latency) / latency_steps * 1e6
         lines.append(f"| {p.name} | {train_rate[p.name]:,.0f} | {train_rate[p.name] / base_t:.2f}x | "
                      f"{infer_rate[p.name]:,.0f} | {infer_rate[p.name] / base_i:.2f}x | {latency_us:,.1f} | "
                      f"{gflops:.1f} | {100 * gflops / peak_gflops:.0f}% | {r.peak_mib:,.1f} |")
@@ -403,7 +410,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny shapes, one round: checks the script runs")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (recorded in the output)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per table (median reported)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per table")
+    parser.add_argument("--stat", choices=sorted(STATS), default="best",
+                        help="which round each figure reports: the fastest (default) or the median")
     parser.add_argument("--no-keras", action="store_true", help="do not try to time Keras")
     parser.add_argument("--write", action="store_true", help="update this section of benchmarks/RESULTS.md")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU section of RESULTS.md; no Keras)")
@@ -433,7 +442,8 @@ def main(argv: list[str] | None = None) -> None:
     big_h = 64 if args.quick else 1024
     long_cfg = [(32, 2), (64, 2)] if args.quick else [(1024, 16), (4096, 4)]  # (T, B)
     cmd = "python benchmarks/bench_speed.py" + (" --quick" if args.quick else f" --threads {args.threads} "
-                                                f"--rounds {rounds} --write") + (" --device cuda" if on_gpu else "")
+                                                f"--rounds {rounds} --write") + (" --device cuda" if on_gpu else "") \
+        + (f" --stat {args.stat}" if args.stat != "best" else "")
     if args.only:
         cmd = cmd.replace(" --write", "") + f" --only '{args.only}'"
     if on_gpu and not args.cudnn_tf32:  # cuDNN allows TF32 by default, torch's matmuls do not: compare like with like
@@ -445,8 +455,8 @@ def main(argv: list[str] | None = None) -> None:
                               f"{args.threads} torch threads")
     lines = [GPU_SECTION if on_gpu else SECTION, "",
              f"Command: `{cmd}`  ",
-             f"Machine: {machine}, torch {torch.__version__}, {datetime.date.today().isoformat()}. Median of "
-             f"{rounds} interleaved rounds. Measured fp32 GEMM peak ({gemm_size}^3, best of {gemm_repeats}): "
+             f"Machine: {machine}, torch {torch.__version__}, {datetime.date.today().isoformat()}. "
+             f"{'Best' if args.stat == 'best' else 'Median'} of {rounds} interleaved rounds. Measured fp32 GEMM peak ({gemm_size}^3, best of {gemm_repeats}): "
              f"{peak:.1f} GFLOP/s. {keras_note}", "",
              "Columns: see the docstring of benchmarks/bench_speed.py (GFLOP/s counts matmul FLOPs only; "
              "peak MiB is the allocator's high-water mark during one training step: torch's CPU allocator, "
@@ -471,7 +481,7 @@ def main(argv: list[str] | None = None) -> None:
         results = bench(paths, batch=batch, steps=steps, input_size=i, hidden=hidden, rounds=rounds,
                         latency_steps=latency_steps)
         rows = table(paths, results, batch=batch, steps=steps, input_size=i, hidden=hidden,
-                     latency_steps=latency_steps, peak_gflops=peak)
+                     latency_steps=latency_steps, peak_gflops=peak, stat=args.stat)
         lines += [label, "", *rows, ""]
         print("\n".join(rows) + "\n", flush=True)
     if args.profile:
