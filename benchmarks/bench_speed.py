@@ -25,7 +25,13 @@ What is measured, per path:
 * peak MiB: the high-water mark of bytes allocated through torch's CPU allocator during one
   training step, above what was live before it, read from ``torch.profiler`` memory events
   (tensors only: no Python objects, no allocator caching, no oneDNN scratch outside torch tensors);
-  on a GPU (``--device cuda``), ``torch.cuda.max_memory_allocated`` over the step.
+  on a GPU (``--device cuda``), ``torch.cuda.max_memory_allocated`` over the step;
+* page faults / train step: minor page faults of the process during a timed training step (the
+  median over rounds): first writes to pages the C library had handed back to the system. By
+  default the run keeps freed memory for reuse, as the ``rnnkit`` command does
+  (:func:`rnnkit.runtime.reuse_freed_memory`); ``--freed-memory return`` leaves glibc's default,
+  under which ``torch.nn.LSTM`` took about 16k faults a step at H=256 and the paths' speeds moved
+  with the allocator's history.
 
 Keras 3 (torch backend) is timed only if ``import keras`` works with ``KERAS_BACKEND=torch``.
 """
@@ -48,6 +54,7 @@ from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
 import rnnkit.nn as rnn
+from rnnkit.runtime import reuse_freed_memory
 from rnnkit.scan import cuda_graph, recompute_gates
 
 SECTION = "## Speed: every recurrent path, training and inference"
@@ -75,6 +82,7 @@ class Result:
     infer: list[float] = field(default_factory=list)
     latency: list[float] = field(default_factory=list)
     peak_mib: float = float("nan")
+    faults: list[int] = field(default_factory=list)  # minor page faults per training step
     note: str = ""
 
 
@@ -283,6 +291,15 @@ def _sync() -> None:
         torch.cuda.synchronize(DEVICE)
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (first writes to fresh pages); -1 where not available."""
+    try:
+        import resource  # noqa: PLC0415  # POSIX only
+    except ImportError:
+        return -1
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+
 def _timed(fn: Callable[[], object]) -> float:
     _sync()
     start = time.perf_counter()
@@ -344,7 +361,9 @@ def bench(paths: list[BenchPath], *, batch: int, steps: int, input_size: int, hi
     for _ in range(rounds):
         for name, layer in layers.items():
             r = results[name]
+            before = _minor_faults()
             r.train.append(_timed(lambda layer=layer: _train(layer, x)))
+            r.faults.append(_minor_faults() - before if before >= 0 else -1)
             r.infer.append(_timed(lambda layer=layer: _infer(layer, x)))
             r.latency.append(_timed(lambda layer=layer: _infer(layer, x1)))
     for name, layer in layers.items():
@@ -380,18 +399,23 @@ def profile_train_step(path: BenchPath, *, batch: int, steps: int, input_size: i
 STATS: dict[str, Callable[[list[float]], float]] = {"best": min, "median": statistics.median}
 
 
+def _faults_cell(faults: list[int]) -> str:
+    return "n/a" if not faults or min(faults) < 0 else f"{statistics.median(faults):,.0f}"
+
+
 def table(paths: list[BenchPath], results: list[Result], *, batch: int, steps: int, input_size: int, hidden: int,
           latency_steps: int, peak_gflops: float, stat: str = "best") -> list[str]:
     tokens = batch * steps
     pick = STATS[stat]
     train_rate = {r.name: tokens / pick(r.train) for r in results if r.train}
     lines = ["| path | train tokens/s | vs torch.nn | inference tokens/s | vs torch.nn | "
-             f"latency B=1 µs/token (T={latency_steps}) | train GFLOP/s | % of GEMM | train peak MiB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"latency B=1 µs/token (T={latency_steps}) | train GFLOP/s | % of GEMM | train peak MiB | "
+             "page faults / train step |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     infer_rate = {r.name: tokens / pick(r.infer) for r in results if r.infer}
     for p, r in zip(paths, results):
         if not r.train:
-            lines.append(f"| {p.name} | {r.note} | | | | | | | |")
+            lines.append(f"| {p.name} | {r.note} | | | | | | | | |")
             continue
         flops_fwd = 2 * p.gates * hidden * (input_size + (hidden if p.recurrent_matmul else 0))
         if p.stacked:  # both directions of layer 1 (input I) and of layer 2 (input 2H)
@@ -402,7 +426,8 @@ def table(paths: list[BenchPath], results: list[Result], *, batch: int, steps: i
         latency_us = pick(r.latency) / latency_steps * 1e6
         lines.append(f"| {p.name} | {train_rate[p.name]:,.0f} | {train_rate[p.name] / base_t:.2f}x | "
                      f"{infer_rate[p.name]:,.0f} | {infer_rate[p.name] / base_i:.2f}x | {latency_us:,.1f} | "
-                     f"{gflops:.1f} | {100 * gflops / peak_gflops:.0f}% | {r.peak_mib:,.1f} |")
+                     f"{gflops:.1f} | {100 * gflops / peak_gflops:.0f}% | {r.peak_mib:,.1f} | "
+                     f"{_faults_cell(r.faults)} |")
     return lines
 
 
@@ -413,6 +438,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per table")
     parser.add_argument("--stat", choices=sorted(STATS), default="best",
                         help="which round each figure reports: the fastest (default) or the median")
+    parser.add_argument("--freed-memory", choices=["reuse", "return"], default="reuse",
+                        help="keep freed memory for reuse, as the rnnkit command does (default), or return it "
+                             "to the system as glibc does unless told (rnnkit.runtime)")
     parser.add_argument("--no-keras", action="store_true", help="do not try to time Keras")
     parser.add_argument("--write", action="store_true", help="update this section of benchmarks/RESULTS.md")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU section of RESULTS.md; no Keras)")
@@ -434,6 +462,11 @@ def main(argv: list[str] | None = None) -> None:
         args.no_keras = True
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    reused = args.freed_memory == "reuse" and reuse_freed_memory()
+    memory_note = ("Freed memory kept for reuse (rnnkit.runtime.reuse_freed_memory, as the rnnkit command does)."
+                   if reused else "Freed memory returned to the system (the C library's default"
+                   + (f"; GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']}" if os.environ.get("GLIBC_TUNABLES") else "")
+                   + ").")
     rounds = 1 if args.quick else args.rounds
     gemm_size, gemm_repeats = (256, 2) if args.quick else ((8192 if on_gpu else 2048), 5)
     peak = matmul_gflops(gemm_size, gemm_repeats)
@@ -443,7 +476,8 @@ def main(argv: list[str] | None = None) -> None:
     long_cfg = [(32, 2), (64, 2)] if args.quick else [(1024, 16), (4096, 4)]  # (T, B)
     cmd = "python benchmarks/bench_speed.py" + (" --quick" if args.quick else f" --threads {args.threads} "
                                                 f"--rounds {rounds} --write") + (" --device cuda" if on_gpu else "") \
-        + (f" --stat {args.stat}" if args.stat != "best" else "")
+        + (f" --stat {args.stat}" if args.stat != "best" else "") \
+        + (" --freed-memory return" if args.freed_memory == "return" else "")
     if args.only:
         cmd = cmd.replace(" --write", "") + f" --only '{args.only}'"
     if on_gpu and not args.cudnn_tf32:  # cuDNN allows TF32 by default, torch's matmuls do not: compare like with like
@@ -457,7 +491,7 @@ def main(argv: list[str] | None = None) -> None:
              f"Command: `{cmd}`  ",
              f"Machine: {machine}, torch {torch.__version__}, {datetime.date.today().isoformat()}. "
              f"{'Best' if args.stat == 'best' else 'Median'} of {rounds} interleaved rounds. Measured fp32 GEMM peak ({gemm_size}^3, best of {gemm_repeats}): "
-             f"{peak:.1f} GFLOP/s. {keras_note}", "",
+             f"{peak:.1f} GFLOP/s. {keras_note} {memory_note}", "",
              "Columns: see the docstring of benchmarks/bench_speed.py (GFLOP/s counts matmul FLOPs only; "
              "peak MiB is the allocator's high-water mark during one training step: torch's CPU allocator, "
              "or torch.cuda.max_memory_allocated on a GPU).", ""]

@@ -531,6 +531,13 @@ def version() -> None:
 
 
 def main() -> None:
+    from .runtime import reuse_freed_memory_from_env
+
+    try:  # a training step re-faults every page of its buffers when glibc returns them: see rnnkit.runtime
+        reuse_freed_memory_from_env()
+    except ValueError as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise SystemExit(2) from err
     app()
 
 

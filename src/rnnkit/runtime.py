@@ -1,0 +1,83 @@
+"""Process-wide settings that make CPU training faster: keeping freed memory for reuse.
+
+A training step on the CPU allocates the same large buffers every time (activations ``[T, B, 4H]``,
+their gradients, oneDNN's workspace for ``torch.nn.LSTM``) and frees them at its end. glibc's
+``malloc`` serves blocks above a threshold (128 KiB, adapting up to 32 MiB) with fresh ``mmap``
+pages and returns them to the system when freed, and it also trims the top of its heap: the next
+step then takes a page fault on the first write to every 4 KiB page. On our 2-core development
+VM a fault cost about 1.5 µs, so an LSTM step at ``H=1024, B=64, T=100`` spent a fifth of its
+time in the kernel: ``torch.nn.LSTM`` took 141k faults and 1,087 ms a step, 915 ms without them;
+the layer-norm engine 233k faults, 1,407 ms against 1,109-1,158; at ``H=256`` ``torch.nn.LSTM``
+went from 110 to 82 ms (``docs/speed.md``). How many faults a step takes depends on the
+allocator's history, which is why its speed moved between 47k and 77k tokens/s from run to run.
+
+:func:`reuse_freed_memory` raises both thresholds to 1 GiB (``mallopt``), so freed blocks stay in
+the process and are reused. The price is memory: the process keeps the peak of what it freed
+instead of returning it, as caching allocators (PyTorch's on GPUs, jemalloc, tcmalloc) do. The
+``rnnkit`` command line applies it at start-up unless ``RNNKIT_REUSE_FREED_MEMORY=0``; library
+code never changes it behind the caller's back, so a Python program opts in by calling it.
+``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824``
+set before Python starts does the same for any program.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+import threading
+
+_M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+THRESHOLD_BYTES = 1 << 30
+ENV = "RNNKIT_REUSE_FREED_MEMORY"
+
+_LOCK = threading.Lock()
+_applied = False
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None  # macOS, Windows and musl have their own allocators: nothing to set
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def reuse_freed_memory(threshold_bytes: int = THRESHOLD_BYTES) -> bool:
+    """Keep freed memory in the process for reuse (glibc only); ``True`` where it took effect.
+
+    Sets glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` to ``threshold_bytes`` (1 GiB):
+    blocks up to that size come from the heap, and the heap is not trimmed until that much is free
+    at its top. A no-op returning ``False`` on other C libraries and systems. Safe to call more
+    than once.
+    """
+    global _applied
+    if threshold_bytes < 1 << 20:
+        raise ValueError(f"threshold_bytes must be at least 1 MiB, got {threshold_bytes}")
+    libc = _glibc()
+    if libc is None:
+        return False
+    with _LOCK:
+        ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(min(threshold_bytes, 2**31 - 1))))
+        ok = bool(libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(min(threshold_bytes, 2**31 - 1)))) and ok
+        _applied = _applied or ok
+    return ok
+
+
+def reuse_freed_memory_from_env() -> bool:
+    """:func:`reuse_freed_memory` unless ``RNNKIT_REUSE_FREED_MEMORY`` is ``0``, ``false`` or ``no``
+    (what the ``rnnkit`` command does at start-up)."""
+    value = os.environ.get(ENV, "1").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value not in ("", "1", "true", "yes", "on"):
+        raise ValueError(f"{ENV} must be 1 or 0, got {value!r}")
+    return reuse_freed_memory()
+
+
+def freed_memory_reused() -> bool:
+    """Whether :func:`reuse_freed_memory` has taken effect in this process."""
+    return _applied
