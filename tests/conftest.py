@@ -57,6 +57,23 @@ def same_zoneout_draws(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unty
     return use
 
 
+@pytest.fixture
+def scan_mask():  # type: ignore[no-untyped-def]
+    """``make(kind, batch, steps, device)``: a ``[batch, steps]`` scan mask. ``"none"`` gives ``None``,
+    ``"right"``/``"left"`` pad after/before lengths ``steps, 3, 1, 0`` (then repeated), ``"holes"`` has
+    random gaps. The holes are drawn from torch's generator whatever the kind, so a seeded test draws the
+    same numbers after it for every kind."""
+    def make(kind: str, batch: int, steps: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
+        lengths = torch.tensor(([steps, 3, 1, 0] * batch)[:batch])
+        ar = torch.arange(steps)
+        masks = {"none": None, "right": ar < lengths[:, None], "left": ar >= (steps - lengths)[:, None],
+                 "holes": torch.rand(batch, steps) > 0.4}
+        mask = masks[kind]
+        return None if mask is None else mask.to(device)
+
+    return make
+
+
 def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(int(os.environ.get("RNNKIT_TEST_THREADS", "1")))
 

@@ -12,6 +12,7 @@ from rnnkit.cells import LayerNormLSTMCell, LSTMCell
 from rnnkit.scan import engine_scan, reference_scan
 
 I, H, B, T = 3, 5, 4, 6
+ScanMask = Callable[..., torch.Tensor | None]  # the scan_mask fixture (conftest.py)
 
 
 def _run(scan: object, cell: LSTMCell, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
@@ -39,15 +40,13 @@ def _randomise(cell: LSTMCell) -> LSTMCell:
 @pytest.mark.parametrize("recurrent_dropout", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
-def test_engine_matches_reference_float64(peephole: bool, reverse: bool, mask_kind: str,
-                                          recurrent_dropout: bool, bias: bool, kind: type[LSTMCell]) -> None:
+def test_engine_matches_reference_float64(scan_mask: ScanMask, peephole: bool, reverse: bool,
+                                          mask_kind: str, recurrent_dropout: bool, bias: bool,
+                                          kind: type[LSTMCell]) -> None:
     cell = _randomise(kind(I, H, bias, peephole=peephole).double())
     x = torch.randn(B, T, I, dtype=torch.float64)
     state = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
-    lengths = torch.tensor([T, 3, 1, 0])
-    ar = torch.arange(T)
-    mask = {"none": None, "right": ar < lengths[:, None], "left": ar >= (T - lengths)[:, None],
-            "holes": torch.rand(B, T) > 0.4}[mask_kind]
+    mask = scan_mask(mask_kind, B, T)
     rec = (torch.rand(B, H) > 0.3).double() / 0.7 if recurrent_dropout else None
     kw = {"mask": mask, "reverse": reverse, "recurrent_mask": rec}
     expected = _run(reference_scan, cell, x, state, **kw)
@@ -144,15 +143,14 @@ def test_auto_uses_the_engine_for_masks_with_gaps() -> None:
 @pytest.mark.parametrize("peephole", [False, True])
 @pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
 def test_engine_zoneout_in_training_matches_reference_given_the_same_draws(
-        same_zoneout_draws: Callable[[torch.Tensor], None], reverse: bool, mask_kind: str, peephole: bool,
-        kind: type[LSTMCell]) -> None:
+        same_zoneout_draws: Callable[[torch.Tensor], None], scan_mask: ScanMask, reverse: bool,
+        mask_kind: str, peephole: bool, kind: type[LSTMCell]) -> None:
     rate = 0.3
     same_zoneout_draws(torch.rand(T, 2, B, H, dtype=torch.float64))
     cell = _randomise(kind(I, H, peephole=peephole).double())
     x = torch.randn(B, T, I, dtype=torch.float64)
     state = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
-    lengths = torch.tensor([T, 3, 1, 0])
-    mask = {"none": None, "right": torch.arange(T) < lengths[:, None], "holes": torch.rand(B, T) > 0.4}[mask_kind]
+    mask = scan_mask(mask_kind, B, T)
     kw = {"mask": mask, "reverse": reverse, "zoneout_rate": rate, "training": True}
     expected = _run(reference_scan, cell, x, state, **kw)
     got = _run(engine_scan, cell, x, state, **kw)

@@ -20,6 +20,7 @@ from rnnkit.scan.engine_gru import gru_engine_scan
 from rnnkit.scan.step_matmul import step_matmul_backend
 
 I, H, B, T = 3, 5, 4, 6
+ScanMask = Callable[..., torch.Tensor | None]  # the scan_mask fixture (conftest.py)
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (it ships with CUDA builds of PyTorch)")
@@ -52,23 +53,17 @@ def _run(scan: Callable[..., object], cell: GRUCell, x: torch.Tensor, state: tup
     return [out.detach(), h_n.detach(), xx.grad, h0.grad, *[p.grad for p in cell.parameters() if p.grad is not None]]
 
 
-def _mask(kind: str) -> torch.Tensor | None:
-    lengths = torch.tensor([T, 3, 1, 0])
-    masks = {"none": None, "right": torch.arange(T) < lengths[:, None], "holes": torch.rand(B, T) > 0.4}
-    mask = masks[kind]
-    return None if mask is None else mask.to(DEVICE)
-
-
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("mask_kind", ["none", "right", "holes"])
 @pytest.mark.parametrize("recurrent_dropout", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
-def test_gru_engine_matches_reference_float64(engine: Callable[..., object], reverse: bool, mask_kind: str,
-                                              recurrent_dropout: bool, bias: bool) -> None:
+def test_gru_engine_matches_reference_float64(engine: Callable[..., object], scan_mask: ScanMask,
+                                              reverse: bool, mask_kind: str, recurrent_dropout: bool,
+                                              bias: bool) -> None:
     torch.manual_seed(0)
     cell, x, state = _case(bias)
     rec = (torch.rand(B, H, device=DEVICE) > 0.3).double() / 0.7 if recurrent_dropout else None
-    kw = {"mask": _mask(mask_kind), "reverse": reverse, "recurrent_mask": rec}
+    kw = {"mask": scan_mask(mask_kind, B, T, DEVICE), "reverse": reverse, "recurrent_mask": rec}
     expected = _run(reference_scan, cell, x, state, **kw)
     got = _run(engine, cell, x, state, **kw)
     assert len(got) == len(expected)
@@ -82,22 +77,24 @@ def test_gru_engine_matches_reference_float64(engine: Callable[..., object], rev
 
 @pytest.mark.parametrize("mask_kind", ["none", "holes"])
 def test_gru_zoneout_in_training_matches_reference_given_the_same_draws(
-        engine: Callable[..., object], same_zoneout_draws: Callable[[torch.Tensor], None], mask_kind: str) -> None:
+        engine: Callable[..., object], same_zoneout_draws: Callable[[torch.Tensor], None], scan_mask: ScanMask,
+        mask_kind: str) -> None:
     torch.manual_seed(1)
     rate = 0.3
     same_zoneout_draws(torch.rand(T, 2, B, H, dtype=torch.float64, device=DEVICE))
     cell, x, state = _case()
-    kw = {"mask": _mask(mask_kind), "zoneout_rate": rate, "training": True}
+    kw = {"mask": scan_mask(mask_kind, B, T, DEVICE), "zoneout_rate": rate, "training": True}
     expected = _run(reference_scan, cell, x, state, **kw)
     got = _run(engine, cell, x, state, **kw)
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
 
 
-def test_gru_zoneout_at_inference_uses_the_expectation_like_the_reference(engine: Callable[..., object]) -> None:
+def test_gru_zoneout_at_inference_uses_the_expectation_like_the_reference(engine: Callable[..., object],
+                                                                          scan_mask: ScanMask) -> None:
     torch.manual_seed(2)
     cell, x, state = _case()
-    kw = {"zoneout_rate": 0.25, "training": False, "mask": _mask("right")}
+    kw = {"zoneout_rate": 0.25, "training": False, "mask": scan_mask("right", B, T, DEVICE)}
     expected = _run(reference_scan, cell, x, state, **kw)
     got = _run(engine, cell, x, state, **kw)
     for e, g in zip(expected, got):

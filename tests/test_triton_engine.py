@@ -23,6 +23,7 @@ from rnnkit.scan import cuda_graph, engine_scan, recompute_gates, reference_scan
 from rnnkit.scan.engine_triton import triton_unavailable_reason  # noqa: E402
 
 I, H, B, T = 3, 5, 4, 6
+ScanMask = Callable[..., torch.Tensor | None]  # the scan_mask fixture (conftest.py)
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -54,26 +55,20 @@ def _case(peephole: bool, bias: bool = True,
     return cell, x, state
 
 
-def _mask(kind: str) -> torch.Tensor | None:
-    lengths = torch.tensor([T, 3, 1, 0])
-    masks = {"none": None, "right": torch.arange(T) < lengths[:, None], "holes": torch.rand(B, T) > 0.4}
-    mask = masks[kind]
-    return None if mask is None else mask.to(DEVICE)
-
-
 @pytest.mark.parametrize("peephole", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("mask_kind", ["none", "right", "holes"])
 @pytest.mark.parametrize("recurrent_dropout", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("layernorm", [False, True])
-def test_triton_engine_matches_reference_float64(peephole: bool, reverse: bool, mask_kind: str,
-                                                 recurrent_dropout: bool, bias: bool, layernorm: bool) -> None:
+def test_triton_engine_matches_reference_float64(scan_mask: ScanMask, peephole: bool, reverse: bool,
+                                                 mask_kind: str, recurrent_dropout: bool, bias: bool,
+                                                 layernorm: bool) -> None:
     """LSTMCell, and LayerNormLSTMCell (LN_hh over the 4H gate row and LN_c over the cell inside the kernels)."""
     torch.manual_seed(0)
     cell, x, state = _case(peephole, bias, layernorm)
     rec = (torch.rand(B, H, device=DEVICE) > 0.3).double() / 0.7 if recurrent_dropout else None
-    kw = {"mask": _mask(mask_kind), "reverse": reverse, "recurrent_mask": rec}
+    kw = {"mask": scan_mask(mask_kind, B, T, DEVICE), "reverse": reverse, "recurrent_mask": rec}
     expected = _run(None, cell, x, state, **kw)
     got = _run("triton", cell, x, state, **kw)
     assert len(got) == len(expected)
@@ -85,12 +80,13 @@ def test_triton_engine_matches_reference_float64(peephole: bool, reverse: bool, 
 @pytest.mark.parametrize("peephole", [False, True])
 @pytest.mark.parametrize("layernorm", [False, True])
 def test_triton_zoneout_in_training_matches_reference_given_the_same_draws(
-        same_zoneout_draws: Callable[[torch.Tensor], None], mask_kind: str, peephole: bool, layernorm: bool) -> None:
+        same_zoneout_draws: Callable[[torch.Tensor], None], scan_mask: ScanMask, mask_kind: str,
+        peephole: bool, layernorm: bool) -> None:
     torch.manual_seed(1)
     rate = 0.3
     same_zoneout_draws(torch.rand(T, 2, B, H, dtype=torch.float64, device=DEVICE))
     cell, x, state = _case(peephole, layernorm=layernorm)
-    kw = {"mask": _mask(mask_kind), "zoneout_rate": rate, "training": True}
+    kw = {"mask": scan_mask(mask_kind, B, T, DEVICE), "zoneout_rate": rate, "training": True}
     expected = _run(None, cell, x, state, **kw)
     got = _run("triton", cell, x, state, **kw)
     for e, g in zip(expected, got):
@@ -98,10 +94,10 @@ def test_triton_zoneout_in_training_matches_reference_given_the_same_draws(
 
 
 @pytest.mark.parametrize("peephole", [False, True])
-def test_triton_engine_with_recomputed_gates_and_without_gradients(peephole: bool) -> None:
+def test_triton_engine_with_recomputed_gates_and_without_gradients(scan_mask: ScanMask, peephole: bool) -> None:
     torch.manual_seed(2)
     cell, x, state = _case(peephole)
-    kw = {"mask": _mask("holes")}
+    kw = {"mask": scan_mask("holes", B, T, DEVICE)}
     expected = _run(None, cell, x, state, **kw)
     with recompute_gates():
         got = _run("triton", cell, x, state, **kw)
@@ -183,14 +179,17 @@ def test_graphs_are_used_only_where_they_can_be_recorded(monkeypatch: pytest.Mon
     assert not recorded and outputs["y"] is not None and outputs["y"].tolist() == [1.0, 1.0]  # first sighting: eager
 
 
-def _graph_case(kind: str) -> tuple[dict[str, object], bool]:
-    """engine_scan keyword arguments and whether gates are recomputed, for one configuration."""
+def _graph_case(kind: str, mask: ScanMask) -> tuple[dict[str, object], bool]:
+    """engine_scan keyword arguments and whether gates are recomputed, for one configuration (``mask``: the
+    ``scan_mask`` fixture)."""
     rec = (torch.rand(B, H, dtype=torch.float64, device=DEVICE) > 0.3).double() / 0.7
     cases: dict[str, tuple[dict[str, object], bool]] = {
         "plain": ({}, False),
-        "masked, recurrent dropout, reverse": ({"mask": _mask("holes"), "recurrent_mask": rec, "reverse": True}, False),
-        "zoneout in training": ({"zoneout_rate": 0.25, "training": True, "mask": _mask("right")}, False),
-        "recomputed gates": ({"mask": _mask("holes")}, True),
+        "masked, recurrent dropout, reverse": (
+            {"mask": mask("holes", B, T, DEVICE), "recurrent_mask": rec, "reverse": True}, False),
+        "zoneout in training": (
+            {"zoneout_rate": 0.25, "training": True, "mask": mask("right", B, T, DEVICE)}, False),
+        "recomputed gates": ({"mask": mask("holes", B, T, DEVICE)}, True),
     }
     return cases[kind]
 
@@ -247,7 +246,8 @@ def test_recordings_are_made_on_a_shapes_second_call_and_evicted_least_recent_fi
 @pytest.mark.parametrize("peephole", [False, True])
 @pytest.mark.parametrize("layernorm", [False, True])
 def test_graph_replays_equal_the_eager_loop_across_calls_and_weight_updates(
-        check_graph_replays: Callable[..., None], kind: str, peephole: bool, layernorm: bool) -> None:
+        check_graph_replays: Callable[..., None], scan_mask: ScanMask, kind: str, peephole: bool,
+        layernorm: bool) -> None:
     torch.manual_seed(5)
     cell, _, _ = _case(peephole, layernorm=layernorm)
 
@@ -255,7 +255,7 @@ def test_graph_replays_equal_the_eager_loop_across_calls_and_weight_updates(
         x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
         state = (torch.randn(B, H, dtype=torch.float64, device=DEVICE),
                  torch.randn(B, H, dtype=torch.float64, device=DEVICE))
-        return (x, state, *_graph_case(kind))
+        return (x, state, *_graph_case(kind, scan_mask))
 
     def run(case: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], dict[str, object], bool]) -> list[torch.Tensor]:
         x, state, kw, recompute = case
