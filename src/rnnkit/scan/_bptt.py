@@ -1,11 +1,19 @@
-"""The step of backpropagation through time that every hand-written engine shares."""
+"""What every hand-written engine shares: whether a call needs its backward, and the step of backpropagation through time."""
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .step_matmul import StepMatmul
+
+
+def needs_grad(cell: nn.Module, *tensors: Tensor | None) -> bool:
+    """Whether autograd will want gradients from this call: it is on and ``cell``'s parameters or
+    any of ``tensors`` (inputs, states, masks; ``None`` skipped) require them. Where not, the
+    engines run a lean inference loop that saves nothing."""
+    return torch.is_grad_enabled() and any(
+        t.requires_grad for t in (*tensors, *cell.parameters()) if t is not None)
 
 
 def recurrent_grad(skip: Tensor | None, d: Tensor, back: StepMatmul, rec_mask: Tensor | None) -> Tensor:

@@ -46,7 +46,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from ..cells.base import RecurrentCell, State
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from . import cuda_graph, engine_triton
-from ._bptt import recurrent_grad
+from ._bptt import needs_grad, recurrent_grad
 from .engine_layernorm import layernorm_engine_scan
 from .step_matmul import StepMatmul, cached_step_matmul
 
@@ -593,9 +593,8 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
     x_tm = x_tm.contiguous()
     update_h, update_c, out_mask = _update_weights(mask, zoneout_rate, training, steps, batch, hidden, x)
     h0, c0 = state
-    needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (x, h0, c0, *cell.parameters(), *([recurrent_mask] if recurrent_mask is not None else [])))
-    if not needs_grad and type(cell) is LSTMCell and kernels == "torch":
+    backward_needed = needs_grad(cell, x, h0, c0, recurrent_mask)
+    if not backward_needed and type(cell) is LSTMCell and kernels == "torch":
         out, h_n, c_n = _lstm_inference(cell, x_tm, h0, c0, order, recurrent_mask, update_h, update_c, out_mask)
     elif isinstance(cell, LayerNormLSTMCell):
         scale = x.new_ones(4, hidden)
@@ -609,7 +608,7 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
         w_cat = _engine_rows(torch.cat([cell.weight_ih, cell.weight_hh], 1), order)
         out, h_n, c_n = _LSTMEngine.apply(x_tm, w_cat, bias, cell.weight_peephole, h0.contiguous(),
                                           c0.contiguous(), recurrent_mask, update_h, update_c, out_mask,
-                                          _RECOMPUTE.get() or not needs_grad, kernels == "triton")
+                                          _RECOMPUTE.get() or not backward_needed, kernels == "triton")
     if reverse:
         out = out.flip(0)
     return out.transpose(0, 1), (h_n, c_n), None

@@ -42,7 +42,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from ..cells.base import RecurrentCell, State
 from ..cells.gru import GRUCell
 from . import cuda_graph, engine_triton
-from ._bptt import recurrent_grad
+from ._bptt import needs_grad, recurrent_grad
 from .step_matmul import StepMatmul, cached_step_matmul
 
 
@@ -274,9 +274,7 @@ def gru_engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tenso
                                                    states=1)
     xw = F.linear(x_tm, cell.weight_ih, cell.bias_ih).contiguous()
     (h0,) = state
-    needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (x, h0, *cell.parameters(), *([recurrent_mask] if recurrent_mask is not None else [])))
-    if not needs_grad and kernels == "torch":
+    if not needs_grad(cell, x, h0, recurrent_mask) and kernels == "torch":
         out, h_n = _gru_inference(cell, xw, h0, recurrent_mask, update_h, out_mask)
     else:
         out, h_n = _GRUEngine.apply(xw, cell.weight_hh, cell.bias_hh, h0.contiguous(), recurrent_mask, update_h,
