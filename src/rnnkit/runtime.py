@@ -6,9 +6,9 @@ their gradients, oneDNN's workspace for ``torch.nn.LSTM``) and frees them at its
 pages and returns them to the system when freed, and it also trims the top of its heap: the next
 step then takes a page fault on the first write to every 4 KiB page. On our 2-core development
 VM a fault cost about 1.5 µs, so an LSTM step at ``H=1024, B=64, T=100`` spent a fifth of its
-time in the kernel: ``torch.nn.LSTM`` took 141k faults and 1,087 ms a step, 915 ms without them;
-the layer-norm engine 233k faults, 1,407 ms against 1,109-1,158; at ``H=256`` ``torch.nn.LSTM``
-went from 110 to 82 ms (``docs/speed.md``). How many faults a step takes depends on the
+time in the kernel: ``torch.nn.LSTM`` took 130k faults and 1,055 ms a step, 860 ms without them;
+the layer-norm engine 217k faults, 1,367 ms against 1,056; at ``H=256`` ``torch.nn.LSTM`` went
+from 101 to 82 ms (``python benchmarks/bench_page_faults.py``, ``benchmarks/RESULTS.md``). How many faults a step takes depends on the
 allocator's history, which is why its speed moved between 47k and 77k tokens/s from run to run.
 
 :func:`reuse_freed_memory` raises both thresholds to 1 GiB (``mallopt``), so freed blocks stay in
