@@ -8,6 +8,8 @@ import typer
 from typer.core import TyperCommand
 
 app = typer.Typer(help="rnnkit: recurrent neural networks for every sequence problem.",
+                  epilog="The command keeps freed memory in the process for reuse (faster CPU training steps, "
+                         "see docs/speed.md); RNNKIT_REUSE_FREED_MEMORY=0 turns that off.",
                   no_args_is_help=True, add_completion=False)
 
 
