@@ -210,6 +210,34 @@ def test_log_scan_is_stable_on_long_saturated_sequences() -> None:
     torch.testing.assert_close(got.double(), expected, rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.parametrize("name", ["mingru", "minlstm"])
+def test_parallel_scan_keeps_float32_precision_under_huge_pre_activations(name: str) -> None:
+    """|log a_t| in the hundreds once cost every later step of its block its precision (1e-3 relative at T=5000)."""
+    torch.manual_seed(0)
+    fast = rnn.Recurrent(name, 8, 16, batch_first=True, implementation="parallel")
+    exact = rnn.Recurrent(name, 8, 16, batch_first=True, implementation="sequential").double()
+    exact.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 5000, 8) * 1000
+    with torch.no_grad():
+        expected = exact(x.double())[0]
+        error = (fast(x)[0].double() - expected).abs().max() / expected.abs().max()
+    assert float(error) < 1e-4
+
+
+@pytest.mark.parametrize("implementation", ["sequential", "parallel", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_minlstm_stays_finite_when_both_gates_underflow(implementation: str, dtype: torch.dtype) -> None:
+    """f / (f + i) is 0/0 once both sigmoids underflow; every form must give the normalised gates' limit."""
+    layer = rnn.Recurrent("minlstm", 1, 1, bias=False, implementation=implementation).to(dtype)
+    layer.weight_ih_l0.data.fill_(1.0)
+    x = torch.full((1, 3, 1), -120.0 if dtype == torch.float32 else -20.0, dtype=dtype)
+    with torch.no_grad():
+        out = layer(x, torch.ones(1, 1, 1, dtype=dtype))[0]
+    # k_f = k_i: f' = i' = 1/2, and the candidate g(x) = sigmoid(x) is 0 to float precision
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-3  # float16 carries 11 significant bits
+    torch.testing.assert_close(out.flatten().float(), torch.tensor([0.5, 0.25, 0.125]), rtol=0, atol=tolerance)
+
+
 @pytest.mark.parametrize("steps", [1, 9, 16, 23])
 @pytest.mark.parametrize("signed", [False, True])
 def test_chunked_log_scan_equals_one_block(steps: int, signed: bool) -> None:

@@ -287,3 +287,89 @@ def test_fused_segments_edge_cases_match_reference(cls, lengths):
         g_f, = torch.autograd.grad(out_f.sum() + sum(s.sum() for s in _flat(st_f)), x)
         g_r, = torch.autograd.grad(out_r.sum() + sum(s.sum() for s in _flat(st_r)), x)
         torch.testing.assert_close(g_f, g_r, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize(("cls", "args", "kw"), [
+    pytest.param(rnn.LSTM, (3, 4), {}, id="lstm-fused"),
+    pytest.param(rnn.LSTM, (3, 4), {"cell": "peephole_lstm"}, id="peephole-engine"),
+    pytest.param(rnn.LSTM, (3, 4), {"implementation": "reference"}, id="lstm-reference"),
+    pytest.param(rnn.LSTM, (3, 4), {"cell": "layernorm_lstm", "bidirectional": True, "num_layers": 2},
+                 id="layernorm-bidirectional-2-layers"),
+    pytest.param(rnn.GRU, (3, 4), {"zoneout": 0.1}, id="gru-zoneout-engine"),
+    pytest.param(rnn.Recurrent, ("mingru", 3, 4), {}, id="mingru-sequential"),
+    pytest.param(rnn.Recurrent, ("minlstm", 3, 4), {"implementation": "parallel"}, id="minlstm-parallel"),
+])
+@pytest.mark.parametrize("grad", [False, True], ids=["no-grad", "grad"])
+def test_nan_in_padding_never_reaches_outputs_states_or_gradients(cls, args, kw, grad: bool) -> None:
+    """Padding is not data: whatever it holds (NaN from a feature pipeline), the results are those of zeros there."""
+    torch.manual_seed(0)
+    layer = cls(*args, batch_first=True, **kw).eval()
+    clean = torch.randn(2, 5, 3)
+    dirty = clean.clone()
+    dirty[0, 3:] = float("nan")
+    lengths = torch.tensor([3, 5])
+    results = []
+    for x in (clean, dirty):
+        x = x.clone().requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            out, h = layer(x, lengths=lengths)
+            if grad:
+                out.sum().backward()
+        results.append((out.detach(), h, x.grad))
+    (out_c, h_c, g_c), (out_d, h_d, g_d) = results
+    torch.testing.assert_close(out_d, out_c)
+    for a, b in zip(_flat(h_d), _flat(h_c), strict=True):
+        torch.testing.assert_close(a.detach(), b.detach())
+    assert bool((out_d[0, 3:] == 0).all())
+    if grad:
+        torch.testing.assert_close(g_d, g_c)
+        assert bool((g_d[0, 3:] == 0).all())
+
+
+@pytest.mark.parametrize("implementation", ["auto", "fused", "reference"])
+@pytest.mark.parametrize("cls", [rnn.LSTM, rnn.GRU, rnn.RNN])
+def test_empty_sequences_return_empty_outputs_and_the_initial_state_on_every_path(cls, implementation: str) -> None:
+    """torch.nn's fused kernels raise on T=0; rnnkit's layers agree with their other paths instead."""
+    layer = cls(3, 4, num_layers=2, bidirectional=True, batch_first=True, implementation=implementation)
+    initial = torch.randn(4, 2, 4)
+    hx = (initial, initial + 1) if cls is rnn.LSTM else initial
+    out, h = layer(torch.randn(2, 0, 3), hx)
+    assert out.shape == (2, 0, 8)
+    for got, given in zip(_flat(h), _flat(hx), strict=True):
+        torch.testing.assert_close(got, given)
+
+
+@pytest.mark.parametrize(("cls", "args", "kw"), [
+    pytest.param(rnn.LSTM, (3, 4), {"cell": "peephole_lstm"}, id="lstm-engine"),
+    pytest.param(rnn.LSTM, (3, 4), {"cell": "layernorm_lstm"}, id="layernorm-engine"),
+    pytest.param(rnn.GRU, (3, 4), {"zoneout": 0.1}, id="gru-engine"),
+    pytest.param(rnn.Recurrent, ("mingru", 3, 4), {}, id="mingru-sequential"),
+])
+def test_double_backward_through_a_hand_written_backward_fails_loudly(cls, args, kw) -> None:
+    """A gradient penalty's incoming gradients need no grad, so once_differentiable alone stayed silent (and wrong)."""
+    layer = cls(*args, batch_first=True, **kw).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="implementation='reference'"):
+        torch.autograd.grad(layer(x)[0].pow(2).sum(), x, create_graph=True)
+
+
+def test_double_backward_on_the_reference_scan_is_exact() -> None:
+    torch.manual_seed(0)
+    layer = rnn.LSTM(2, 3, cell="peephole_lstm", batch_first=True, implementation="reference").double()
+    x = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: layer(x)[0], (x,))
+
+
+@pytest.mark.parametrize("cls", [rnn.LSTM, rnn.GRU, rnn.RNN])
+def test_cpu_autocast_gives_one_dtype_with_and_without_lengths_and_gradients(cls) -> None:
+    """torch's packed CPU kernels ignore autocast; masked inference must not come back in another dtype."""
+    layer = cls(3, 4, batch_first=True)
+    x, lengths = torch.randn(2, 5, 3), torch.tensor([3, 5])
+    dtypes = set()
+    with torch.autocast("cpu"):
+        for grad in (True, False):
+            with torch.set_grad_enabled(grad):
+                for lens in (None, lengths):
+                    out, h = layer(x, lengths=lens)
+                    dtypes.add((out.dtype, _flat(h)[0].dtype))
+    assert len(dtypes) == 1, dtypes

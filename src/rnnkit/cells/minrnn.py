@@ -207,10 +207,11 @@ class MinLSTMCell(LinearRecurrentCell):
         return g(k_h) if self.candidate_activation == "g" else k_h
 
     def _normalised_gates(self, k_f: Tensor, k_i: Tensor) -> tuple[Tensor, Tensor]:
-        f = torch.sigmoid(k_f)
-        i = torch.sigmoid(k_i)
-        total = f + i
-        return f / total, i / total
+        """``f / (f + i)`` and ``i / (f + i)`` as ``sigmoid(-d)`` and ``sigmoid(d)``, ``d = log(i / f)``:
+        the plain quotient is 0/0 once both sigmoids underflow (pre-activations below about -104 in
+        float32, -17 in float16), the log-space form stays finite, as the parallel scan's does."""
+        d = F.softplus(-k_f) - F.softplus(-k_i)  # log(i / f)
+        return torch.sigmoid(-d), torch.sigmoid(d)
 
     def recur(self, x_proj: Tensor, state: State, *, recurrent_mask: Tensor | None = None,
               return_gates: bool = False) -> tuple[Tensor, State, dict[str, Tensor] | None]:

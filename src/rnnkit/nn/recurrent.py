@@ -9,7 +9,8 @@ or a cell class), ``return_gates``, variational input and recurrent dropout, zon
 
 Standard configurations run on ``torch.nn``'s fused kernels (oneDNN, cuDNN) and give the same
 numbers; LSTM cells those kernels cannot run (peepholes, recurrent dropout, zoneout, masks with
-gaps) run on rnnkit's hand-written-backward engine; everything else runs the reference scan.
+gaps; layer-norm LSTMs and such GRUs on CPU) run on rnnkit's hand-written-backward engines;
+everything else runs the reference scan (``docs/core.md``, "Which path runs a call").
 ``implementation`` chooses: ``"auto"`` (fused when it computes this call exactly, else the
 engine or the reference), ``"fused"`` (fail with the reason when it cannot), ``"engine"``,
 ``"triton"`` (the engine with one Triton kernel per step for its element-wise math and its
@@ -24,6 +25,8 @@ Shapes: ``B`` batch, ``T`` time, ``D`` directions (2 if bidirectional), ``L`` la
 
 from __future__ import annotations
 
+import copy
+import itertools
 from typing import Any
 
 import torch
@@ -41,6 +44,7 @@ from ..scan import (
     run_fused_masked,
     run_fused_segments,
     select_scan,
+    weight_cache,
 )
 
 Hidden = Tensor | tuple[Tensor, ...]
@@ -149,6 +153,26 @@ class _RecurrentCore(nn.Module):
         self._bind()
         return self._cells[layer * self.num_directions + int(reverse)]
 
+    def train(self, mode: bool = True) -> _RecurrentCore:
+        """As :meth:`torch.nn.Module.train`; also drops what inference kept from the weights (see
+        :mod:`rnnkit.scan.weight_cache`): a switch between training and evaluation re-reads them."""
+        for c in getattr(self, "_cells", ()):
+            weight_cache.forget(c)
+        return super().train(mode)
+
+    def _replicate_for_data_parallel(self) -> _RecurrentCore:
+        """A replica with cells of its own (sharing the tensors): ``nn.DataParallel`` copies ``__dict__``
+        shallowly, and replicas sharing cells would re-point them at each other's parameters while
+        running in parallel threads."""
+        replica = super()._replicate_for_data_parallel()
+        if hasattr(self, "_cells"):
+            memo: dict[int, Any] = {id(t): t for c in self._cells for t in itertools.chain(c.parameters(), c.buffers())}
+            cells = copy.deepcopy(self._cells, memo)
+            bindings = [(memo[id(owner)], leaf, lname, is_param) for owner, leaf, lname, is_param in self._bindings]
+            object.__setattr__(replica, "_cells", cells)
+            object.__setattr__(replica, "_bindings", bindings)
+        return replica  # type: ignore[no-any-return]
+
     def _bind(self) -> None:
         for owner, leaf, lname, is_param in self._bindings:
             store = owner._parameters if is_param else owner._buffers
@@ -221,9 +245,10 @@ class _RecurrentCore(nn.Module):
             return (f"cell {self.cell_spec!r} has no fused torch.nn kernel (only plain 'rnn', 'lstm' and "
                     "'gru' cells without peepholes or layer norm do)")
         if self.zoneout:
-            return "zoneout runs only in the reference scan"
+            return "torch.nn's kernels have no zoneout (auto runs it on rnnkit's engine or the reference scan)"
         if self.training and (self.input_dropout or self.recurrent_dropout):
-            return "variational input/recurrent dropout runs only in the reference scan (at inference it is off)"
+            return ("torch.nn's kernels have no variational input/recurrent dropout (auto runs it on rnnkit's engine "
+                    "or the reference scan; at inference it is off)")
         if return_gates:
             return "gate activations are recorded only by the reference scan"
         if mask is not None and padding_side(mask) is None:
@@ -236,7 +261,7 @@ class _RecurrentCore(nn.Module):
         reason = self.fused_unavailable_reason(mask, return_gates)
         if reason is not None and self.implementation == "fused":
             raise ValueError(f"implementation='fused' cannot run this call: {reason}; "
-                             "use implementation='auto' to fall back to the reference scan")
+                             "use implementation='auto' to fall back to rnnkit's engine or the reference scan")
         return reason is None
 
     # -- running -------------------------------------------------------------------------------
@@ -295,14 +320,17 @@ class _RecurrentCore(nn.Module):
 
     def _run(self, x: Tensor, x_bf: Tensor, hx: Hidden | None, mask: Tensor | None,
              return_gates: bool) -> tuple[Tensor, Hidden, dict[str, dict[str, Tensor]] | None]:
+        if x_bf.shape[1] == 0:  # no steps, no math: every path returns an empty output and the initial state
+            return self._reference(x_bf, hx, mask, return_gates)  # (torch's fused kernels raise on T=0)
         if self._use_fused(mask, return_gates):
             fused = super().forward  # type: ignore[misc]  # torch.nn.RNNBase.forward
             if mask is None:
                 out, h_n = fused(x, hx)
                 return (out if self.batch_first else out.transpose(0, 1)), h_n, None
             initial = hx if hx is not None else self._zeros(x_bf.shape[0], x_bf)
-            if x_bf.device.type == "cpu" and torch.is_grad_enabled():
+            if x_bf.device.type == "cpu" and (torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")):
                 # packed sequences leave oneDNN when training on CPU (9x slower): run equal-activity stretches
+                # (also under autocast, which torch's packed CPU kernels ignore: same dtypes as unmasked calls)
                 out_bf, h_n = run_fused_segments(self, x_bf, mask, initial)
             else:  # cuDNN runs packed sequences natively; on CPU, packed inference is as fast as padded
                 out_bf, h_n = run_fused_masked(fused, x_bf, hx, mask, initial)
@@ -316,6 +344,8 @@ class _RecurrentCore(nn.Module):
                    scan: Any = reference_scan) -> tuple[Tensor, Hidden, dict[str, dict[str, Tensor]] | None]:
         self._bind()
         batch = x.shape[0]
+        if mask is not None:  # padding never reaches the math: NaN there would survive ``0 * x`` and lerp
+            x = torch.where(mask.unsqueeze(-1).bool(), x, x.new_zeros(()))
         initial = self._zeros(batch, x) if hx is None else hx
         parts = initial if isinstance(initial, tuple) else (initial,)
         finals: list[tuple[Tensor, ...]] = []

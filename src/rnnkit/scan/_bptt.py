@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .step_matmul import StepMatmul
 
@@ -14,6 +19,28 @@ def needs_grad(cell: nn.Module, *tensors: Tensor | None) -> bool:
     engines run a lean inference loop that saves nothing."""
     return torch.is_grad_enabled() and any(
         t.requires_grad for t in (*tensors, *cell.parameters()) if t is not None)
+
+
+def first_order_only(backward: Callable[..., Any]) -> Callable[..., Any]:
+    """``once_differentiable`` that refuses ``create_graph=True`` out loud.
+
+    A hand-written backward computes its gradients without a graph. ``once_differentiable`` alone
+    raises on double backward only when the incoming gradients require grad; in a gradient penalty
+    they do not (``autograd.grad(loss, x, create_graph=True)``), and the second derivative would
+    silently miss every term through this function.
+    """
+    inner = once_differentiable(backward)
+
+    @functools.wraps(backward)
+    def wrapper(ctx: Any, *grads: Any) -> Any:
+        if torch.is_grad_enabled():
+            raise RuntimeError("rnnkit's fast recurrent paths (engine, sequential scan) give first derivatives "
+                               "only, and create_graph=True asks for second ones: build the layer with "
+                               "implementation='reference' for double backward (gradient penalties, "
+                               "Hessian-vector products)")
+        return inner(ctx, *grads)
+
+    return wrapper
 
 
 def recurrent_grad(skip: Tensor | None, d: Tensor, back: StepMatmul, rec_mask: Tensor | None) -> Tensor:

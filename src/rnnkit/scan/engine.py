@@ -41,12 +41,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
 
 from ..cells.base import RecurrentCell, State
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
-from . import cuda_graph, engine_triton
-from ._bptt import needs_grad, recurrent_grad
+from . import cuda_graph, engine_triton, weight_cache
+from ._bptt import first_order_only, needs_grad, recurrent_grad
 from .engine_layernorm import layernorm_engine_scan
 from .step_matmul import StepMatmul, cached_step_matmul
 
@@ -188,7 +188,7 @@ class _LSTMEngine(torch.autograd.Function):
         return out, hs[steps].clone(), cs[steps].clone()
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None,  # type: ignore[override]
                  grad_c: Tensor | None) -> tuple[Tensor | None, ...]:
         x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c, out_mask = ctx.saved_tensors
@@ -453,25 +453,22 @@ def _gates(xh_t: Tensor, project: StepMatmul, c: Tensor, peep: Tensor | None, vi
 
 
 def _inference_weights(cell: LSTMCell, order: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
-    """``(W_ih rows, bias, W_hh^T contiguous)`` in the engine's gate order, cached on the cell.
+    """``(W_ih rows, bias, W_hh^T contiguous)`` in the engine's gate order, kept for the cell.
 
     Reordering costs four gathers per call (about 350 µs at H=256, as much as 20 steps at batch 1,
     and all of a streaming call of one step), so inference keeps the result until a weight
-    changes: the key holds each parameter's identity, storage and in-place version counter
-    (optimizer steps and ``load_state_dict`` bump it). ``W_hh^T`` is made contiguous: a
-    ``[1, H] x [H, 4H]`` product on a transposed view runs 1.3-1.5x slower on a CPU.
+    changes (:mod:`rnnkit.scan.weight_cache` says how a change is seen). ``W_hh^T`` is made
+    contiguous: a ``[1, H] x [H, 4H]`` product on a transposed view runs 1.3-1.5x slower on a CPU.
     """
-    params = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
-    key = tuple((id(p), p.data_ptr(), p._version) if p is not None else None for p in params)
-    cached = getattr(cell, "_rnnkit_inference_cache", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]  # type: ignore[no-any-return]
-    bias = None
-    if cell.bias_ih is not None and cell.bias_hh is not None:
-        bias = _engine_rows(cell.bias_ih + cell.bias_hh, order)
-    weights = (_engine_rows(cell.weight_ih, order), bias, _engine_rows(cell.weight_hh, order).t().contiguous())
-    object.__setattr__(cell, "_rnnkit_inference_cache", (key, weights))  # not a module attribute or buffer
-    return weights
+    def build() -> tuple[Tensor, Tensor | None, Tensor]:
+        with torch.no_grad():
+            bias = None
+            if cell.bias_ih is not None and cell.bias_hh is not None:
+                bias = _engine_rows(cell.bias_ih + cell.bias_hh, order)
+            return _engine_rows(cell.weight_ih, order), bias, _engine_rows(cell.weight_hh, order).t().contiguous()
+
+    return weight_cache.cached(cell, "lstm_inference_weights",
+                               (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh), build)
 
 
 def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order: Tensor,

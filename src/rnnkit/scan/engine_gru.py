@@ -37,12 +37,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
 
 from ..cells.base import RecurrentCell, State
 from ..cells.gru import GRUCell
 from . import cuda_graph, engine_triton
-from ._bptt import needs_grad, recurrent_grad
+from ._bptt import first_order_only, needs_grad, recurrent_grad
 from .step_matmul import StepMatmul, cached_step_matmul
 
 
@@ -90,7 +90,7 @@ class _GRUEngine(torch.autograd.Function):
         return out, hs[steps].clone()
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None) -> tuple[Tensor | None, ...]:
         gates, hw, hs, h_in, w_hh, b_hh, rec_mask, update_h, out_mask = ctx.saved_tensors
         steps, batch, three_h = gates.shape

@@ -29,19 +29,21 @@ for ``implementation="auto"`` on CPU; on a GPU (an H100) the parallel scan won a
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
 
 from ..cells.base import RecurrentCell, State
 from ..cells.gru import GRUCell
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from ..cells.minrnn import LinearRecurrentCell
 from . import engine_triton
+from ._bptt import first_order_only
 from .engine import engine_scan, engine_unavailable_reason, triton_engine_unavailable_reason
 from .engine_gru import gru_engine_scan, gru_engine_unavailable_reason
 
@@ -53,6 +55,11 @@ def _very_negative(dtype: torch.dtype) -> float:
     """A finite stand-in for ``log 0``: ``exp`` of it (plus any sane log-magnitude) is 0, and
     unlike ``-inf`` it keeps ``logcumsumexp``'s backward free of ``inf - inf``."""
     return torch.finfo(dtype).min / 8
+
+
+def _log_a_floor(dtype: torch.dtype) -> float:
+    """``2 log eps``: a decay below ``eps^2`` leaves nothing of ``h_{t-1}`` that the dtype could hold."""
+    return 2.0 * math.log(torch.finfo(dtype).eps)
 
 
 # -- tensor-level scans ------------------------------------------------------------------------
@@ -78,8 +85,13 @@ def linear_scan_log(log_a: Tensor, log_b: Tensor, h0: Tensor, *, b_sign: Tensor 
 
     Numerics: within a block ``log A_t`` is a running sum, and the relative error of ``h_t`` in
     float32 is about ``6e-8 * |log A_t|``. Over a whole long sequence ``|log A_t|`` reaches
-    thousands (errors of 1e-3 at T = 4000 with saturated gates); blocks keep it bounded.
+    thousands (errors of 1e-3 at T = 4000 with saturated gates); blocks keep the number of steps
+    in the sum bounded, and each step's ``log a_t`` is floored at ``2 log eps`` of the dtype
+    (``a_t >= eps^2``, -32 in float32): below that ``a_t h_{t-1}`` is under ``eps^2 |h_{t-1}|``,
+    lost to rounding anyway, while a huge ``|log a_t|`` (pre-activations in the hundreds) would
+    cost every later step of its block its precision.
     """
+    log_a = log_a.clamp(min=_log_a_floor(log_a.dtype))
     if reverse:
         flipped = linear_scan_log(log_a.flip(1), log_b.flip(1), h0, chunk_size=chunk_size,
                                   b_sign=None if b_sign is None else b_sign.flip(1))
@@ -150,7 +162,7 @@ class _SequentialLinearScan(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         a, out, h0 = ctx.saved_tensors
         reverse: bool = ctx.reverse

@@ -30,6 +30,8 @@ from contextvars import ContextVar
 import torch
 from torch import Tensor
 
+from . import weight_cache
+
 BACKENDS = ("auto", "torch", "onednn")
 
 
@@ -113,24 +115,14 @@ class StepMatmul:
 
 def cached_step_matmul(owner: object, weight: Tensor, bias: Tensor | None, batch: int, *,
                        adds: bool = False) -> StepMatmul:
-    """A :class:`StepMatmul` kept on ``owner`` (a cell) while ``weight``, ``bias``, ``batch``, the backend
+    """A :class:`StepMatmul` kept for ``owner`` (a cell) while ``weight``, ``bias``, ``batch``, the backend
     and the thread count stay the same: inference loops that run one step per call (streaming)
-    must not repack the weight, or re-measure, on every call.
-
-    A weight changed in place (an optimizer step, ``load_state_dict``) bumps its version counter,
-    which is part of the key; the cache holds the tensors, so their memory cannot be reused by
-    another tensor with the same address while it is kept.
+    must not repack the weight, or re-measure, on every call. Kept in
+    :mod:`rnnkit.scan.weight_cache`, which says how a changed weight is seen.
     """
-    def identity(t: Tensor | None) -> tuple[object, ...] | None:
-        return None if t is None else (t.data_ptr(), t._version, tuple(t.shape), t.stride(), t.dtype, t.device)
-
-    key = (identity(weight), identity(bias), batch, adds, current_backend(), torch.get_num_threads())
-    cached = getattr(owner, "_rnnkit_step_matmul", None)
-    if cached is not None and cached[0] == key:
-        return cached[2]  # type: ignore[no-any-return]
-    matmul = StepMatmul(weight, bias, batch, adds=adds)
-    object.__setattr__(owner, "_rnnkit_step_matmul", (key, (weight, bias), matmul))  # not a module attribute
-    return matmul
+    return weight_cache.cached(owner, "step_matmul", (weight, bias),
+                               lambda: StepMatmul(weight, bias, batch, adds=adds),
+                               key=(batch, adds, current_backend(), torch.get_num_threads()))
 
 
 def _use_onednn(weight: Tensor, bias: Tensor | None, batch: int, adds: bool) -> bool:

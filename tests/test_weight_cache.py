@@ -1,0 +1,123 @@
+"""What inference keeps from the weights (rnnkit.scan.weight_cache) never goes stale and never gets in the way."""
+
+from __future__ import annotations
+
+import copy
+import io
+import threading
+
+import pytest
+import torch
+
+import rnnkit.nn as rnn
+from rnnkit.scan import step_matmul, weight_cache
+
+BACKENDS = ["torch"] + (["onednn"] if step_matmul._ONEDNN else [])
+VARIANTS = [pytest.param(rnn.LSTM, {"cell": "peephole_lstm"}, id="peephole-lstm"),
+            pytest.param(rnn.LSTM, {"zoneout": 0.1}, id="lstm-zoneout"),
+            pytest.param(rnn.GRU, {"zoneout": 0.1}, id="gru-zoneout")]
+
+
+def _pair(cls: type, kw: dict[str, object], hidden: int = 16) -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    layer = cls(3, hidden, batch_first=True, **kw)
+    reference = cls(3, hidden, batch_first=True, implementation="reference", **kw)
+    return layer, reference
+
+
+def _eval_gap(layer: torch.nn.Module, reference: torch.nn.Module, x: torch.Tensor) -> float:
+    reference.load_state_dict(layer.state_dict())
+    reference.eval()
+    with torch.no_grad():
+        return (layer(x)[0] - reference(x)[0]).abs().max().item()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("cls", "kw"), VARIANTS)
+def test_fused_optimizer_steps_reach_inference_without_a_mode_switch(cls, kw, backend: str) -> None:
+    """Adam(fused=True) leaves the version counter alone; the sampled values still see its updates."""
+    layer, reference = _pair(cls, kw)
+    layer.eval()  # never switched: only the cache's own check can notice the steps
+    optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2, fused=True)
+    x = torch.randn(4, 7, 3)
+    with step_matmul.step_matmul_backend(backend):
+        _train_and_compare(layer, reference, optimizer, x)
+
+
+def _train_and_compare(layer: torch.nn.Module, reference: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                       x: torch.Tensor) -> None:
+    for _ in range(3):
+        with torch.no_grad():
+            layer(x)  # fills the cache
+        versions = [p._version for p in layer.parameters()]
+        optimizer.zero_grad()
+        layer(x)[0].pow(2).mean().backward()
+        optimizer.step()
+        assert _eval_gap(layer, reference, x) < 1e-6
+    assert versions == [p._version for p in layer.parameters()]  # the case the version counter misses
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("cls", "kw"), VARIANTS)
+def test_edits_through_data_reach_inference(cls, kw, backend: str) -> None:
+    layer, reference = _pair(cls, kw, hidden=32)
+    layer.eval()
+    x = torch.randn(4, 7, 3)
+    with step_matmul.step_matmul_backend(backend):
+        with torch.no_grad():
+            layer(x)
+            for p in layer.parameters():
+                p.data.mul_(1.5)  # a separate version counter: invisible to it
+        assert _eval_gap(layer, reference, x) < 1e-6
+
+
+def test_a_switch_between_train_and_eval_forgets_the_cells_values() -> None:
+    layer = rnn.LSTM(3, 8, cell="peephole_lstm").eval()
+    with torch.no_grad():
+        layer(torch.randn(5, 2, 3))
+    cell = layer.cell(0)
+    assert cell in weight_cache._STORE
+    layer.train()
+    assert cell not in weight_cache._STORE
+
+
+@pytest.mark.skipif(not step_matmul._ONEDNN, reason="oneDNN's packed linear is not available on this CPU")
+def test_layers_copy_and_save_after_inference_on_onednn() -> None:
+    """A packed oneDNN weight has no storage: kept beside the cell, it cannot break deepcopy or torch.save."""
+    layer = rnn.LSTM(16, 32, cell="peephole_lstm", batch_first=True).eval()
+    x = torch.randn(2, 5, 16)
+    with step_matmul.step_matmul_backend("onednn"), torch.no_grad():
+        expected = layer(x)[0]
+        copied = copy.deepcopy(layer)
+        buffer = io.BytesIO()
+        torch.save(layer.state_dict(), buffer)
+        torch.save(layer, io.BytesIO())
+        torch.testing.assert_close(copied(x)[0], expected, rtol=0, atol=1e-6)
+    assert not any(name.startswith("_rnnkit") for name in vars(layer.cell(0)))
+
+
+def test_data_parallel_replicas_do_not_share_cells() -> None:
+    """nn.DataParallel copies __dict__ shallowly; replicas running in parallel threads must not re-point each other's cells."""
+    torch.manual_seed(0)
+    layer = rnn.LSTM(3, 8, cell="peephole_lstm", batch_first=True)
+    replica = layer._replicate_for_data_parallel()
+    for name, p in layer.named_parameters():
+        replica._parameters[name] = p.detach() * 2.0  # what replicate() assigns: tensors of the replica's own
+    assert all(a is not b for a, b in zip(layer._cells, replica._cells, strict=True))
+    x = torch.randn(2, 6, 3)
+    with torch.no_grad():
+        expected = {id(layer): layer(x)[0], id(replica): replica(x)[0]}
+    wrong: list[int] = []
+
+    def run(module: torch.nn.Module) -> None:
+        for _ in range(30):
+            with torch.no_grad():
+                if not torch.equal(module(x)[0], expected[id(module)]):
+                    wrong.append(1)
+
+    threads = [threading.Thread(target=run, args=(m,)) for m in (layer, replica)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong
