@@ -7,8 +7,8 @@ call. The values live in a side table keyed weakly by the cell, never in the mod
 be copied), and they go when the cell goes.
 
 A kept value is reused only while each source tensor is unchanged in identity (address, shape,
-strides, dtype, device and in-place version counter) and in content at up to 1,024 fixed positions
-spread over it, compared exactly (a few µs). The version counter alone misses edits through
+strides, dtype, device and in-place version counter) and in content at up to 1,024 positions
+evenly spaced over it, compared exactly (one strided ``torch.equal`` per tensor, 1-2 µs). The version counter alone misses edits through
 ``param.data`` (a separate counter, by design) and torch's fused optimizers (``Adam(fused=True)``
 leaves it as it was); the sampled values catch every update that touches the whole tensor:
 optimizer steps, ``param.data.copy_()``, scaling. An edit through ``.data`` of a few elements that
@@ -30,21 +30,13 @@ _SAMPLES = 1024
 _STORE: weakref.WeakKeyDictionary[Any, dict[str, tuple[Hashable, tuple[Tensor | None, ...], Any]]] = \
     weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
-_POSITIONS: dict[tuple[int, torch.device], Tensor] = {}
 T = TypeVar("T")
 
 
 def _sample(t: Tensor) -> Tensor:
-    """The values of ``t`` at up to 1,024 positions spread evenly over it, first and last included."""
+    """Up to 1,024 values of ``t`` evenly spaced over it, the first included: a strided view, no copy."""
     flat = t.detach().reshape(-1)
-    if flat.numel() <= _SAMPLES:
-        return flat.clone()
-    index = _POSITIONS.get((flat.numel(), flat.device))
-    if index is None:
-        index = torch.linspace(0, flat.numel() - 1, _SAMPLES, dtype=torch.float64, device=flat.device).round_().long()
-        if len(_POSITIONS) < 256:
-            _POSITIONS[(flat.numel(), flat.device)] = index
-    return flat[index]
+    return flat[::-(-flat.numel() // _SAMPLES) or 1]
 
 
 def _identity(t: Tensor | None) -> Hashable:
@@ -64,7 +56,7 @@ def cached(owner: object, name: str, sources: Sequence[Tensor | None], build: Ca
             for s, v in zip(sources, entry[1], strict=True)):
         return entry[2]  # type: ignore[no-any-return]
     value = build()
-    samples = tuple(None if s is None else _sample(s) for s in sources)
+    samples = tuple(None if s is None else _sample(s).clone() for s in sources)
     with _LOCK:
         _STORE.setdefault(owner, {})[name] = (full_key, samples, value)
     return value
