@@ -89,8 +89,9 @@ def engine_unavailable_reason(cell: RecurrentCell, *, zoneout_rate: float = 0.0,
     return None
 
 
+@functools.lru_cache(maxsize=64)
 def _gate_order(hidden: int, device: torch.device) -> Tensor:
-    """Row indices turning torch's ``i, f, g, o`` blocks into the engine's ``o, i, f, g``."""
+    """Row indices turning torch's ``i, f, g, o`` blocks into the engine's ``o, i, f, g`` (made once per size and device)."""
     blocks = torch.arange(4 * hidden, device=device).view(4, hidden)
     return blocks[[3, 0, 1, 2]].reshape(-1)
 
