@@ -34,11 +34,41 @@ def demo(
 
 def _fail(err: Exception) -> typer.Exit:
     """Print a one-line error (no traceback) and exit with status 2."""
-    typer.echo(f"error: {err}", err=True)
+    message = str(err)
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:  # "[Errno 21] ..." from the OS
+        message = f"{err.filename}: {err.strerror}; check the path"
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
     return typer.Exit(2)
 
 
-_USER_ERRORS = (ValueError, FileNotFoundError, UnicodeDecodeError, KeyError)
+# Errors that come from what the user gave (values, paths, files): one line, no traceback.
+_USER_ERRORS = (ValueError, OSError, UnicodeDecodeError, KeyError)
+
+
+def _config_keys(task: Any) -> Any:
+    """Word data errors for the command line (``--set data.KEY=VALUE``) for a task module or a trained
+    model of one (see :func:`rnnkit.data.errors.config_keys`)."""
+    import sys
+    from types import ModuleType
+
+    from .data.errors import config_keys
+
+    module = task if isinstance(task, ModuleType) else sys.modules.get(type(task).__module__)
+    return config_keys(getattr(module, "CONFIG_KEYS", {}))
+
+
+def _use_overrides(model: Any, overrides: list[str], run: str) -> None:
+    """Apply ``--set data.KEY=VALUE`` to how a loaded run reads its inputs, or refuse them in one line."""
+    if not overrides:
+        return
+    if not hasattr(model, "use_overrides"):
+        raise ValueError(f"{run}: this run reads no input files that --set could change; drop --set")
+    model.use_overrides(overrides)
+
+
+def _notes(notes: list[tuple[str, str]]) -> None:
+    for where, note in notes:
+        typer.echo(f"note: {where}: {note}" if where else f"note: {note}", err=True)
 _PAIRED_OPTIONS = ("--train", "--dev", "--data")
 
 
@@ -132,8 +162,11 @@ def train(
     from .tasks.run import RunDir
 
     console = Console(stderr=True, quiet=quiet or as_json)
-    run = RunDir.create(out, task, name)
-    run.write_text("config.yaml", dump_yaml(cfg))
+    try:
+        run = RunDir.create(out, task, name, exist_ok=False)
+        run.write_text("config.yaml", dump_yaml(cfg))
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
     log_lines: list[str] = []
 
     def log(message: str) -> None:
@@ -143,10 +176,13 @@ def train(
 
     log(f"run folder: {run.path}")
     try:
-        metrics = module.train(cfg, train_path, dev_path, run, log, progress=not (quiet or as_json))
-    except _USER_ERRORS as err:
-        log(f"error: {err}")
-        raise _fail(err) from None
+        with _config_keys(module):
+            metrics = module.train(cfg, train_path, dev_path, run, log, progress=not (quiet or as_json))
+    except BaseException as err:
+        _failed_run(run, log_lines, err)
+        if isinstance(err, _USER_ERRORS):
+            raise _fail(err) from None
+        raise
     if as_json:
         typer.echo(json.dumps({"run": str(run.path), **metrics}, indent=2))
         return
@@ -154,6 +190,20 @@ def train(
         typer.echo(str(run.path))
         return
     _summary(console, run.path, metrics)
+
+
+def _failed_run(run: Any, log_lines: list[str], err: BaseException) -> None:
+    """After a failed ``train``: remove the run folder when training wrote no weights yet (so the next
+    run takes its number), else keep it, with the error at the end of its log."""
+    import shutil
+
+    if not run.has_weights():
+        shutil.rmtree(run.path, ignore_errors=True)
+        return
+    log_lines.append(f"error: {' '.join(str(err).split()) or type(err).__name__}")
+    run.write_text("train.log", "\n".join(log_lines) + "\n")
+    kept = [n for n in ("model.safetensors", "checkpoint-best.safetensors") if run.file(n).is_file()]
+    typer.echo(f"note: training stopped; {run.path} keeps the weights written so far ({', '.join(kept)})", err=True)
 
 
 def _summary(console: object, run_path: object, metrics: dict) -> None:
@@ -189,34 +239,52 @@ def evaluate(
 
     try:
         model = load_ensemble([run, *ensemble])
-        metrics = model.evaluate(_paths(data, "--data", getattr(model, "paired_input", False)), overrides)  # type: ignore[attr-defined]
+        with _config_keys(model):
+            metrics = model.evaluate(_paths(data, "--data", getattr(model, "paired_input", False)), overrides)  # type: ignore[attr-defined]
     except _USER_ERRORS as err:
         raise _fail(err) from None
+    _notes([("", note) for note in metrics.get("notes", [])])
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return
-    for key, value in metrics.items():
-        if isinstance(value, float | int):
-            typer.echo(f"{key:12s} {value:.4f}" if isinstance(value, float) else f"{key:12s} {value}")
-        elif isinstance(value, str):
-            typer.echo(f"{key:12s} {value}")
+    typer.echo(_metrics_text(metrics))
+
+
+def _metrics_text(metrics: dict[str, Any]) -> str:
+    """``key value`` lines, aligned (floats with 4 decimals, counts as integers), then the per-type
+    table of entity scores when there is one."""
+    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in metrics.items()
+            if isinstance(v, float | int | str)]
+    width = max((len(k) for k, _ in rows), default=0)
+    lines = [f"{k:{width}s}  {v}" for k, v in rows]
+    per_type = metrics.get("per_type")
+    if isinstance(per_type, dict) and per_type:
+        names = ["type", *per_type]
+        w = max(len(str(n)) for n in names)
+        lines += ["", f"{'type':{w}s}  precision  recall      f1  support"]
+        for name, s in per_type.items():
+            lines.append(f"{name:{w}s}  {s['precision']:9.4f}  {s['recall']:6.4f}  {s['f1']:6.4f}  {s['support']:7d}")
+    return "\n".join(lines)
 
 
 @app.command()
 def predict(
     run: str = typer.Argument(..., help="Run folder written by 'rnnkit train'."),
     inputs: list[str] = typer.Argument(None, help="Inputs (texts) to predict."),
-    file: str | None = typer.Option(None, "--file", help="Predict every line (or record) of this file."),
+    file: str | None = typer.Option(None, "--file", help="Predict every line of this file (text classification: "
+                                    "every record of a CSV/TSV/JSONL file, its data.text_column)."),
     explain: bool = typer.Option(False, "--explain", help="Show which tokens carried each decision."),
     as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON lines."),
     conll: bool = typer.Option(False, "--conll", help="Tagging runs: read --file as a CoNLL column file and print "
                                "it with the predicted tag appended to each token line."),
     ensemble: list[str] = typer.Option([], "--ensemble", help="Tagging runs: another run that decides with RUN "
                                        "(repeatable; the tags most probable on the members' average)."),
+    overrides: list[str] = typer.Option([], "--set", help="Change how input files are read: --set "
+                                        "data.text_column=review, data.images_key=images (data.* keys that say how "
+                                        "files are read; translation: decode.*)."),
 ) -> None:
     """Predict with a trained run: label and probabilities per input."""
     import json
-    from pathlib import Path
 
     from .tasks import load_ensemble
 
@@ -226,32 +294,36 @@ def predict(
         if conll and (as_json or explain):
             raise ValueError("--conll prints CoNLL lines: drop --json and --explain, or drop --conll")
         model = load_ensemble([run, *ensemble])
-        if conll:
-            if not hasattr(model, "tag_conll"):
-                raise ValueError(f"{run} is not a tagging run; --conll needs one (drop --conll)")
-            for line in model.tag_conll(file):  # type: ignore[arg-type]
-                typer.echo(line)
-            return
-        texts = list(inputs or [])
-        if file is not None:
-            path = Path(file)
-            if not path.is_file():
-                raise FileNotFoundError(f"input file not found: {path}")
-            texts += [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
-        if not texts:
-            raise ValueError("nothing to predict: give inputs as arguments or --file FILE")
-        if explain and not hasattr(model, "explain"):
-            raise ValueError("--explain is available for text-classification runs")
-        results = [model.explain(t) for t in texts] if explain else model.predict(texts)  # type: ignore[attr-defined]
+        with _config_keys(model):
+            _use_overrides(model, overrides, run)
+            if conll:
+                if not hasattr(model, "tag_conll"):
+                    raise ValueError(f"{run} is not a tagging run; --conll needs one (drop --conll)")
+                for line in model.tag_conll(file):  # type: ignore[arg-type]
+                    typer.echo(line)
+                return
+            items = [(text, f"input {i + 1}") for i, text in enumerate(inputs or [])]
+            if file is not None:
+                items += _file_inputs(model, file)
+            if not items:
+                raise ValueError("nothing to predict: give inputs as arguments or --file FILE")
+            if explain and not hasattr(model, "explain"):
+                raise ValueError("--explain is available for text-classification runs")
+            texts = [text for text, _ in items]
+            results = [model.explain(t) for t in texts] if explain else model.predict(texts)  # type: ignore[attr-defined]
     except _USER_ERRORS as err:
         raise _fail(err) from None
+    _notes([(where, r["note"]) for (_, where), r in zip(items, results) if isinstance(r, dict) and "note" in r])
+    separator = str(getattr(getattr(getattr(model, "prep", None), "cfg", None), "label_separator", "|"))
     for result in results:
         if as_json:
             typer.echo(json.dumps(result))
             continue
         if "probabilities" in result:
-            probs = result["probabilities"]
-            typer.echo(f"{result['label']}\t{max(probs.values()):.3f}\t{str(result.get('text', ''))[:80]}")
+            probs, label = result["probabilities"], result["label"]
+            if isinstance(label, list):  # multi-label: the labels joined as in the training files
+                label = separator.join(map(str, label)) or "(none)"
+            typer.echo(f"{label}\t{max(probs.values()):.3f}\t{str(result.get('text', ''))[:80]}")
         elif "tags" in result:
             typer.echo(" ".join(f"{tok}/{tag}" for tok, tag in zip(result["tokens"], result["tags"])))
             for entity in result.get("entities", []):
@@ -261,7 +333,24 @@ def predict(
             typer.echo(json.dumps(result))
         if explain:
             top = ", ".join(f"{tok} ({w:.2f})" for tok, w in result.get("top_tokens", result.get("weights", []))[:8])
-            typer.echo(f"  {result['method']}: {top}")
+            typer.echo(f"  {result['method']}: {top or '(no tokens)'}")
+
+
+def _file_inputs(model: Any, file: str) -> list[tuple[str, str]]:
+    """``(input, "file:line")`` pairs from ``predict --file``: the run's own reader where it has one
+    (text classification: CSV/TSV/JSONL text columns), else one input per line; undecodable bytes are
+    a one-line error with the file and line."""
+    from pathlib import Path
+
+    from .data.io import iter_lines
+
+    if hasattr(model, "texts_of_file"):
+        return model.texts_of_file(file)  # type: ignore[no-any-return]
+    path = Path(file)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file not found: {path}")
+    errors = getattr(getattr(getattr(model, "prep", None), "cfg", None), "encoding_errors", "strict")
+    return [(line, f"{path}:{number}") for number, line in iter_lines(path, errors=errors)]
 
 
 @app.command()
@@ -315,12 +404,15 @@ def bench_memory(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Sequences per step."),
     hidden_size: int = typer.Option(64, "--hidden-size", min=1, help="Hidden units."),
     learning_rate: float = typer.Option(1e-3, "--learning-rate", help="Adam learning rate."),
-    clip_norm: float = typer.Option(1.0, "--clip-norm", help="Gradient clipping norm (0: none)."),
+    clip_norm: float = typer.Option(1.0, "--clip-norm", help="Gradient clipping norm (0: no clipping)."),
     memorize: int = typer.Option(10, "--memorize", min=1, help="Symbols to recall (copy tasks)."),
+    success_rate: float = typer.Option(0.5, "--success-rate", help="A cell learns a length when at least this "
+                                       "fraction of its seeds succeed there (for 'where each cell stops learning')."),
     out: str = typer.Option("runs/bench-memory", "--out", help="Folder for memory.md, memory.json, memory.png."),
     quiet: bool = typer.Option(False, "--quiet", help="Print only the table."),
 ) -> None:
-    """Train each cell on a long-range memory task under a fixed budget; success rate against T."""
+    """Train each cell on a long-range memory task under a fixed budget; success rate against T, and
+    where each cell stops learning."""
     import json
     from pathlib import Path
 
@@ -333,7 +425,7 @@ def bench_memory(
     try:
         bench = run_memory_benchmark(task, lengths, _split_names(cells), budget_steps=budget_steps, seeds=seeds,
                                      batch_size=batch_size, hidden_size=hidden_size, learning_rate=learning_rate,
-                                     clip_norm=clip_norm or None, memorize=memorize,
+                                     clip_norm=clip_norm, memorize=memorize, success_rate=success_rate,
                                      log=(lambda _: None) if quiet else (lambda m: typer.echo(m, err=True)))
     except _USER_ERRORS as err:
         raise _fail(err) from None
@@ -349,19 +441,22 @@ def bench_memory(
 
 @app.command()
 def diagnose(
-    run: str | None = typer.Argument(None, help="Run folder to diagnose (or use --fresh)."),
+    runs: list[str] | None = typer.Argument(None, help="Run folder(s) to diagnose, one line each in the table and "
+                                            "plot (or use --fresh)."),
     fresh: bool = typer.Option(False, "--fresh", help="Diagnose freshly initialised models on a memory task."),
     cells: str = typer.Option("rnn,lstm,gru", "--cell", "--cells", help="Cells for --fresh, comma-separated."),
     task: str = typer.Option("adding", "--task", help="Memory task for --fresh: adding, copy or selective-copy."),
     length: int = typer.Option(100, "--length", min=1, help="Sequence length T for --fresh."),
     hidden_size: int = typer.Option(64, "--hidden-size", min=1, help="Hidden units for --fresh."),
-    data: str | None = typer.Option(None, "--data", help="Labelled data for a RUN (its first --samples examples)."),
+    data: str | None = typer.Option(None, "--data", help="Labelled data for the RUN(s) (the first --samples "
+                                    "examples; forecasting: windows from the end of each series)."),
     samples: int = typer.Option(32, "--samples", min=1, help="Batch size of the diagnosed batch."),
     norm: str = typer.Option("spectral", "--norm", help="Jacobian norm: spectral or frobenius."),
     exploding_scale: float = typer.Option(3.0, "--exploding-scale",
                                           help="--fresh: add a tanh RNN with W_hh = scale x orthogonal and the "
                                                "clipping demo (0: skip)."),
-    clip_norm: float = typer.Option(1.0, "--clip-norm", help="Clipping norm for the exploding case."),
+    clip_norm: float = typer.Option(1.0, "--clip-norm", help="Clipping norm for the exploding case and the "
+                                    "clipping demo (0: no clipping, and no demo)."),
     out: str = typer.Option("runs/diagnose", "--out", help="Folder for diagnose.md, diagnose.json, gradient_norms.png."),
     as_json: bool = typer.Option(False, "--json", help="Print the summaries as JSON."),
 ) -> None:
@@ -370,21 +465,25 @@ def diagnose(
     from pathlib import Path
 
     from .insight import gradients as g
+    from .insight.memory import clip_norm_or_none
 
     try:
-        if fresh == (run is not None):
-            raise ValueError("give either a RUN folder or --fresh")
+        if fresh == bool(runs):
+            raise ValueError("give either RUN folder(s) or --fresh")
+        if exploding_scale < 0:
+            raise ValueError(f"--exploding-scale must be >= 0 (0: skip the exploding case), got {exploding_scale:g}")
+        clip = clip_norm_or_none(clip_norm)
         if fresh:
             reports, clipping = g.diagnose_fresh(_split_names(cells), task=task, length=length,
                                                  hidden_size=hidden_size, batch_size=samples, norm=norm,
-                                                 exploding_scale=exploding_scale or None, clip_norm=clip_norm)
+                                                 exploding_scale=exploding_scale or None, clip_norm=clip)
             title = f"Gradient diagnostics: fresh models on {task} (T={length})"
         else:
             if data is None:
                 raise ValueError("diagnosing a RUN needs --data FILE (labelled, in the training format)")
-            assert run is not None
-            reports, clipping = [g.diagnose_run(run, data, samples=samples, norm=norm)], None
-            title = f"Gradient diagnostics: {run} on {data}"
+            assert runs
+            reports, clipping = g.diagnose_runs(runs, data, samples=samples, norm=norm), None
+            title = f"Gradient diagnostics: {', '.join(runs)} on {data}"
     except _USER_ERRORS as err:
         raise _fail(err) from None
     folder = Path(out)
@@ -410,8 +509,12 @@ def compare(
     dev_file: str | None = typer.Option(None, "--dev", help="Dev data (default: the task holds out part of --train)."),
     config: str | None = typer.Option(None, "--config", help="YAML config shared by every cell."),
     overrides: list[str] = typer.Option([], "--set", help="Config override shared by every cell (repeatable)."),
-    metric: str | None = typer.Option(None, "--metric", help="Dev metric to compare (default: train.monitor)."),
-    out: str = typer.Option("runs/compare", "--out", help="Folder for the run folders and compare.md/json/png."),
+    metric: str | None = typer.Option(None, "--metric", help="Dev metric to compare (default: the one the task "
+                                      "selects on; a wrong name lists the task's metrics)."),
+    out: str = typer.Option("runs/compare", "--out", help="Empty or new folder for the run folders and "
+                            "compare.md/json/png."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Clear --out first when it holds an earlier "
+                                   "comparison (compare.* and <cell>-seed<k> folders only)."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress lines."),
 ) -> None:
@@ -422,7 +525,7 @@ def compare(
 
     try:
         result = compare_cells(task, _split_names(cells), train_file, dev_path=dev_file, seeds=seeds,
-                               config_path=config, overrides=overrides, out=out, metric=metric,
+                               config_path=config, overrides=overrides, out=out, metric=metric, overwrite=overwrite,
                                log=(lambda _: None) if (quiet or as_json) else (lambda m: typer.echo(m, err=True)))
     except _USER_ERRORS as err:
         raise _fail(err) from None
@@ -432,12 +535,13 @@ def compare(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{task}: cells compared (dev {result.metric})")
+    table = Table(title=f"{task}: cells compared (dev {result.metric}, {result.direction}; mean ± std over seeds)")
     for column in ("cell", "seeds", "mean", "std", "train s", "parameters", "peak MiB"):
         table.add_column(column, justify="left" if column == "cell" else "right")
     for r in result.summary():
-        table.add_row(r["cell"], str(r["seeds"]), f"{r['mean']:.4f}", f"{r['std']:.4f}", f"{r['seconds']:.1f}",
-                      f"{r['parameters']:,}", f"{r['peak_mib']:.0f}")
+        table.add_row(r["cell"], str(r["seeds"]), f"{r['mean']:.4f}", f"{r['std']:.4f}",
+                      f"{r['seconds']:.1f} ± {r['seconds_std']:.1f}", f"{r['parameters']:,}",
+                      f"{r['peak_mib']:.0f} ± {r['peak_mib_std']:.0f}")
     console = Console()
     console.print(table)
     cell, reason = result.recommendation()
@@ -454,10 +558,13 @@ def translate(
     nbest: int = typer.Option(1, "--nbest", min=1, help="Print the N best translations ('i ||| translation ||| score')."),
     attention_plot: str | None = typer.Option(None, "--attention-plot", help="Save the first sentence's attention as a PNG."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+    truncate: bool = typer.Option(False, "--truncate", help="Cut sentences longer than the model's maximum "
+                                  "(data.max_source_tokens at training) instead of stopping with an error."),
+    overrides: list[str] = typer.Option([], "--set", help="Decoding option: --set decode.length_penalty=0.6 "
+                                        "(decode.* keys, repeatable)."),
 ) -> None:
     """Translate sentences with a trained translation run (beam search, n-best lists, attention plot)."""
     import json
-    from pathlib import Path
 
     from .tasks import load_trained
 
@@ -465,15 +572,14 @@ def translate(
         model = load_trained(run)
         if not hasattr(model, "translate"):
             raise ValueError(f"{run} is not a translation run (train one with 'rnnkit train translation')")
+        _use_overrides(model, overrides, run)
         sentences = list(texts or [])
         if file is not None:
-            path = Path(file)
-            if not path.is_file():
-                raise FileNotFoundError(f"input file not found: {path}")
-            sentences += path.read_text(encoding="utf-8").splitlines()
+            with _config_keys(model):
+                sentences += [text for text, _ in _file_inputs(model, file)]
         if not sentences:
             raise ValueError("nothing to translate: give sentences as arguments or --file FILE")
-        results = model.translate(sentences, beam_size=beam, nbest=nbest)  # type: ignore[attr-defined]
+        results = model.translate(sentences, beam_size=beam, nbest=nbest, truncate=truncate)  # type: ignore[attr-defined]
         if attention_plot is not None:
             first = next((s for s in sentences if s.strip()), "")
             model.plot_attention(first, attention_plot, beam_size=beam)  # type: ignore[attr-defined]
@@ -500,6 +606,8 @@ def transcribe(
     stream: bool = typer.Option(False, "--stream", help="Feed the audio chunk by chunk with carried state."),
     chunk_ms: float = typer.Option(200.0, "--chunk-ms", min=0.1, help="Chunk length for --stream (ms)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line per file."),
+    overrides: list[str] = typer.Option([], "--set", help="How audio is read: --set data.mono=first (multi-channel "
+                                        "files: downmix, first or error)."),
 ) -> None:
     """Transcribe (or classify) audio files with a trained speech run; real-time factor on stderr."""
     import json
@@ -511,7 +619,9 @@ def transcribe(
         model = load_trained(run)
         if not isinstance(model, TrainedSpeechModel):
             raise ValueError(f"{run} is not a speech run")
-        results = model.transcribe(files, beam_size=beam, lexicon=lexicon, stream=stream, chunk_ms=chunk_ms)
+        _use_overrides(model, overrides, run)
+        with _config_keys(model):
+            results = model.transcribe(files, beam_size=beam, lexicon=lexicon, stream=stream, chunk_ms=chunk_ms)
     except _USER_ERRORS as err:
         raise _fail(err) from None
     for r in results:

@@ -180,3 +180,9 @@ def test_archive_decode_error_and_bad_archive(tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("x", encoding="utf-8")
     with pytest.raises(DataError, match="not a folder nor a tar archive"):
         read_class_folders(tmp_path / "file.txt")
+
+
+def test_jsonl_null_and_nan_labels_are_missing_not_strings(tmp_path: Path) -> None:
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"text": "a", "label": null}\n{"text": "b", "label": NaN}\n{"text": "c", "label": "nan"}\n')
+    assert [e.label for e in read_jsonl(f)] == [None, None, "nan"]  # the string is the task's call

@@ -184,4 +184,130 @@ def test_diagnose_cli_fresh(tmp_path):
     bad = runner.invoke(app, ["diagnose", "--fresh", "--task", "copy", "--length", "10"])
     assert bad.exit_code == 2 and "too short" in bad.output
     bad = runner.invoke(app, ["diagnose"])
-    assert bad.exit_code == 2 and "either a RUN folder or --fresh" in bad.output
+    assert bad.exit_code == 2 and "either RUN folder(s) or --fresh" in bad.output
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_unbounded_candidates_are_left_out_of_saturation(cell):
+    layer = rnn.Recurrent(cell, 3, 4, batch_first=True)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.zero_()
+        layer.bias_ih_l0[-4:] = 5.0  # candidate pre-activation 5: g(5) = 5.5, far from saturated
+    report = g.gradient_diagnostics(layer, torch.randn(2, 6, 3))
+    assert "candidate" not in report.saturation["l0"] and report.unbounded_gates == {"candidate": "g"}
+    assert report.saturation_overall == 0.0  # gates at sigmoid(0) = 0.5 only
+    assert g.gate_activations(layer.cell(0), ["candidate", "update"]) == {"candidate": "g", "update": "sigmoid"}
+    gates = {"candidate": torch.full((1, 2, 4), 5.5)}
+    assert g.saturation_fractions(gates, cell=layer.cell(0)) == {}
+    text = g.diagnostics_markdown([report])
+    assert "Left out of `saturated`" in text and "candidate (g(x) = x + 0.5" in text
+
+
+def test_relu_rnn_has_no_bounded_activation():
+    report = g.gradient_diagnostics(rnn.RNN(2, 3, nonlinearity="relu", batch_first=True), torch.randn(2, 4, 2))
+    assert report.saturation["l0"] == {} and math.isnan(report.saturation_overall)
+    assert report.unbounded_gates == {"pre_activation": "relu"} and "| n/a |" in g.diagnostics_markdown([report])
+
+
+def test_table_numbers_and_the_open_horizon_bound():
+    layer = rnn.RNN(2, 3, batch_first=True)
+    report = g.gradient_diagnostics(layer, torch.randn(2, 60, 2), jacobians=False)
+    report.grad_norms = [4553524.0] + [1.0] * 59
+    report.horizon = None
+    healthy = g.gradient_diagnostics(layer, torch.randn(2, 6, 2), jacobians=False)
+    healthy.grad_norms = [1.23e-30, 1e-5, 1e-3, 0.1, 0.5, 1.0]
+    text = g.diagnostics_markdown([report, healthy])
+    row = next(line for line in text.splitlines() if line.startswith(f"| {report.label} | 60 |"))
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[3] == "1" and cells[4] == "4.55e+06" and cells[6] == "> 59"
+    assert "4553524.0000" not in text and "| 1.23e-30 |" in text and ">= 59" not in text
+
+
+def test_fresh_lstm_starts_with_forget_bias_one_and_outlasts_the_rnn():
+    model = MemoryModel(make_task("adding"), "lstm", 8)
+    assert torch.all(model.encoder.bias_ih_l0[8:16] == 1.0) and torch.all(model.encoder.bias_hh_l0[8:16] == 0.0)
+    reports, _ = g.diagnose_fresh(["rnn", "lstm", "gru"], length=100, hidden_size=64, batch_size=16,
+                                  exploding_scale=None)
+    horizon = {r.label: r.horizon for r in reports}
+    assert horizon["rnn"] is not None and (horizon["lstm"] is None or horizon["lstm"] > 1.5 * horizon["rnn"])
+
+
+def test_clip_norm_zero_means_none_and_negatives_are_refused(tmp_path):
+    bad = runner.invoke(app, ["diagnose", "--fresh", "--clip-norm", "-1", "--length", "10"])
+    assert bad.exit_code == 2 and "--clip-norm must be a norm >= 0 (0: no clipping), got -1" in bad.output
+    out = tmp_path / "d"
+    ok = runner.invoke(app, ["diagnose", "--fresh", "--cell", "rnn", "--clip-norm", "0", "--length", "12",
+                             "--hidden-size", "4", "--samples", "2", "--out", str(out), "--json"])
+    assert ok.exit_code == 0, ok.output
+    data = json.loads((out / "diagnose.json").read_text())
+    assert data["clipping"] is None and all(r["clip_norm"] is None for r in data["reports"])
+    with pytest.raises(ValueError, match="clip norm > 0"):
+        g.clipping_demo(clip_norm=0)
+    with pytest.raises(ValueError, match=">= 0"):
+        g.gradient_diagnostics(rnn.RNN(2, 3), torch.randn(4, 2, 2), clip_norm=-2.0)
+
+
+def test_diagnose_run_is_exported_and_unsupported_runs_say_what_is_supported(tmp_path):
+    from rnnkit.insight import diagnose_run
+
+    assert callable(diagnose_run)
+    data = tmp_path / "x.txt"
+    data.write_text("x\n")
+    with pytest.raises(ValueError, match="does not support object runs; supported: image-classification, "
+                                         "text-classification .*forecasting, tagging, language-model"):
+        g.diagnostic_inputs(object(), data)
+    with pytest.raises(FileNotFoundError, match="data not found: .*nonexist"):
+        g.diagnostic_inputs(object(), tmp_path / "nonexist")
+
+
+def _train(args: list[str]) -> None:
+    result = runner.invoke(app, ["train", *args, "--quiet"])
+    assert result.exit_code == 0, result.output
+
+
+def test_diagnose_overlays_several_trained_runs(tmp_path):
+    for cell in ("rnn", "gru"):
+        _train(["image-classification", "--train", "builtin:digits", "--out", str(tmp_path), "--name", cell,
+                "--set", f"model.cell={cell}", "--set", "train.epochs=1", "--set", "model.hidden_size=8",
+                "--set", "data.max_train_examples=100", "--set", "train.accelerator=cpu"])
+    out = tmp_path / "diag"
+    result = runner.invoke(app, ["diagnose", str(tmp_path / "rnn"), str(tmp_path / "gru"), "--data", "builtin:digits",
+                                 "--samples", "8", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| rnn | 8 |" in result.output and "| gru | 8 |" in result.output  # 8 rows of 8 pixels
+    assert [r["label"] for r in json.loads((out / "diagnose.json").read_text())["reports"]] == ["rnn", "gru"]
+    missing = runner.invoke(app, ["diagnose", str(tmp_path / "rnn"), "--data", str(tmp_path / "nonexist") + "/"])
+    assert missing.exit_code == 2 and "data not found" in missing.output
+    twice = runner.invoke(app, ["diagnose", str(tmp_path / "rnn"), str(tmp_path / "rnn"), "--data", "builtin:digits"])
+    assert twice.exit_code == 2 and "twice" in twice.output
+
+
+def test_diagnose_forecasting_tagging_and_language_model_runs(tmp_path):
+    import numpy as np
+
+    t = np.arange(120)
+    series = tmp_path / "sales.csv"
+    dates = np.datetime64("1990-01", "M") + t
+    series.write_text("date,sales\n" + "".join(f"{d},{10 + 3 * np.sin(v / 2):.4f}\n" for d, v in zip(dates, t)))
+    _train(["forecasting", "--train", str(series), "--out", str(tmp_path), "--name", "fc", "--set", "data.target=sales",
+            "--set", "train.epochs=1", "--set", "model.hidden_size=8", "--set", "train.accelerator=cpu"])
+    conll = tmp_path / "ner.txt"
+    conll.write_text("".join("Ann B-PER\nSmith I-PER\nwent O\nto O\nParis B-LOC\n. O\n\n" for _ in range(30)))
+    _train(["tagging", "--train", str(conll), "--out", str(tmp_path), "--name", "tag", "--set", "train.epochs=1",
+            "--set", "model.hidden_size=8", "--set", "model.embedding_dim=8", "--set", "model.char_hidden_size=4",
+            "--set", "train.accelerator=cpu"])
+    text = tmp_path / "corpus.txt"
+    text.write_text("the cat sat on the mat and the dog sat on the log\n" * 60)
+    _train(["language-model", "--train", str(text), "--out", str(tmp_path), "--name", "lm", "--set", "train.epochs=1",
+            "--set", "model.hidden_size=8", "--set", "model.embedding_dim=8", "--set", "train.batch_size=4",
+            "--set", "train.bptt=12", "--set", "train.accelerator=cpu"])
+    for run, data, steps in (("fc", series, None), ("tag", conll, 6), ("lm", text, 12)):
+        report = g.diagnose_run(tmp_path / run, data, samples=4, jacobian_samples=2)
+        assert report.label == run and report.layer == ("layers.0" if run == "lm" else "encoder")
+        assert steps is None or report.steps == steps
+        assert report.grad_norms[-1] > 0 and all(math.isfinite(v) for v in report.grad_norms)
+    from rnnkit.tasks import load_trained
+
+    lookback = load_trained(str(tmp_path / "fc")).model.lookback  # type: ignore[attr-defined]
+    assert g.diagnose_run(tmp_path / "fc", series, samples=4).steps == lookback  # the encoder reads the lookback

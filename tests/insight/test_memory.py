@@ -11,12 +11,15 @@ from typer.testing import CliRunner
 
 from rnnkit.cli import app
 from rnnkit.insight.memory import (
+    MemoryBenchmark,
     MemoryModel,
+    MemoryResult,
     adding_problem,
     copy_memory,
     make_task,
     run_memory_benchmark,
     selective_copy,
+    split_budget,
     task_metric,
     train_memory_task,
 )
@@ -118,3 +121,71 @@ def test_bench_memory_cli_writes_table_and_plot(tmp_path):
     assert bad.exit_code == 2 and "too short for the copy task" in bad.output
     bad = runner.invoke(app, ["bench", "memory", "--task", "sort", "--length", "50"])
     assert bad.exit_code == 2 and "adding, copy, selective-copy" in bad.output
+
+
+@pytest.mark.parametrize(("budget", "evaluations"), [(7, 5), (12, 5), (10, 3), (3, 5)])
+def test_budget_is_spent_exactly(budget, evaluations):
+    result = train_memory_task(make_task("adding"), "gru", 6, budget_steps=budget, batch_size=4, hidden_size=4,
+                               evaluations=evaluations, dev_size=8)
+    assert result.steps == budget and len(result.history) == min(budget, evaluations)
+    assert split_budget(12, 5) == [3, 3, 2, 2, 2] and sum(split_budget(7, 5)) == 7
+
+
+def _bench(rates: dict[str, list[int]], lengths: list[int], seeds: int = 2) -> MemoryBenchmark:
+    """A benchmark whose cell succeeds on ``rates[cell][k]`` of ``seeds`` seeds at ``lengths[k]``."""
+    task = make_task("adding")
+    results = [MemoryResult("adding", cell, t, seed, "mse", 0.0, task.baseline, seed < wins, 10, 1.0)
+               for cell, per_length in rates.items() for t, wins in zip(lengths, per_length) for seed in range(seeds)]
+    settings = {"cells": list(rates), "lengths": lengths, "budget_steps": 10, "seeds": seeds, "batch_size": 4,
+                "hidden_size": 4, "learning_rate": 0.01, "clip_norm": 1.0, "success_rate": 0.5}
+    return MemoryBenchmark(task, results, settings)
+
+
+def test_where_each_cell_stops_learning(tmp_path):
+    bench = _bench({"rnn": [2, 0, 0, 0], "lstm": [2, 2, 1, 0], "gru": [2, 2, 2, 2], "mingru": [0, 0, 0, 0]},
+                   [25, 50, 100, 200])
+    limits = {row["cell"]: row for row in bench.limits()}
+    assert limits["rnn"] == {"cell": "rnn", "longest_learned": 25, "first_failed": 50}
+    assert limits["lstm"] == {"cell": "lstm", "longest_learned": 100, "first_failed": 200}  # 1 of 2 = 0.5 counts
+    assert limits["gru"]["longest_learned"] == 200 and limits["gru"]["first_failed"] is None
+    assert limits["mingru"]["longest_learned"] is None and limits["mingru"]["first_failed"] == 25
+    text = bench.markdown()
+    assert "Where each cell stops learning" in text and "| lstm | 100 | 200 |" in text
+    assert "| gru | 200 | none (learns up to T=200, the longest tried) |" in text
+    assert "| mingru | none (fails from T=25) | 25 |" in text
+    assert bench.to_json()["limits"] == bench.limits()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    real = plt.subplots
+
+    def spy(*a, **k):  # type: ignore[no-untyped-def]
+        figures.append(real(*a, **k))
+        return figures[-1]
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(plt, "subplots", spy):
+        bench.plot(tmp_path / "m.png")
+    labels = [t.get_text() for t in figures[0][1].get_legend().get_texts()]
+    assert "rnn: learns to T=25, fails from T=50" in labels and any("rate >= 0.5" in t for t in labels)
+
+
+def test_bench_memory_input_checks(tmp_path):
+    base = ["bench", "memory", "--task", "adding", "--budget-steps", "2", "--out", str(tmp_path)]
+    bad = runner.invoke(app, [*base, "--cell", ""])
+    assert bad.exit_code == 2 and "give at least one cell" in bad.output
+    bad = runner.invoke(app, [*base, "--length", "10,10"])
+    assert bad.exit_code == 2 and "--length names T=10 twice" in bad.output
+    bad = runner.invoke(app, [*base, "--cell", "gru,GRU"])
+    assert bad.exit_code == 2 and "--cell names 'GRU' twice" in bad.output
+    bad = runner.invoke(app, [*base, "--clip-norm", "-1"])
+    assert bad.exit_code == 2 and "--clip-norm must be a norm >= 0" in bad.output
+    bad = runner.invoke(app, [*base, "--success-rate", "0"])
+    assert bad.exit_code == 2 and "--success-rate must be in (0, 1]" in bad.output
+    assert not list(tmp_path.iterdir())  # nothing ran
+    with pytest.raises(ValueError, match=">= 0"):
+        train_memory_task(make_task("adding"), "gru", 6, budget_steps=1, clip_norm=-1.0)

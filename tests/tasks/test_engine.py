@@ -125,3 +125,28 @@ def test_time_budget_stops_before_an_epoch_that_would_end_past_it(tmp_path):
 def test_time_budget_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="max_minutes must be > 0"):
         _fit(tmp_path, [1.0], max_seconds=0.0)
+
+
+def test_progress_bar_counts_epochs_from_one_like_the_log():
+    from types import SimpleNamespace
+
+    from rnnkit.tasks.engine import progress_bar
+
+    bar = progress_bar()
+    if not hasattr(bar, "_get_train_description"):
+        pytest.skip("rich is not installed: Lightning's tqdm bar")
+    bar._trainer = SimpleNamespace(max_epochs=5)
+    assert bar._get_train_description(4).strip() == "Epoch 5/5"  # the 5th of 5; Lightning's own bar: "Epoch 4/4"
+
+
+def test_run_folder_names_are_never_reused(tmp_path):
+    from rnnkit.tasks.run import RunError
+
+    first = RunDir.create(tmp_path, "task")
+    assert first.path.name == "task-1" and RunDir.create(tmp_path, "task").path.name == "task-2"
+    with pytest.raises(RunError, match="already exists; choose another --name"):
+        RunDir.create(tmp_path, "task", "task-1", exist_ok=False)
+    assert RunDir.create(tmp_path, "task", "task-1").path == first.path  # the Python API may reuse one
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunError, match="is a file, not a folder"):
+        RunDir.create(tmp_path / "file", "task")

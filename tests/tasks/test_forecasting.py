@@ -445,3 +445,14 @@ def test_airline_passengers_end_to_end(shared_data, tmp_path):
                                  "--set", "train.epochs=3", "--json", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["test"]["windows"] == 2
+
+
+def test_data_errors_name_the_config_key_to_set(tmp_path):
+    path = tmp_path / "gap.csv"
+    path.write_text("date,sales\n" + "".join(f"2020-01-{d:02d},{d}\n" for d in range(1, 29) if d != 10))
+    result = runner.invoke(app, ["train", "forecasting", "--train", str(path), "--set", "data.time_column=date",
+                                 "--set", "data.target=sales", "--set", "data.lookback=8", "--set", "data.horizon=4",
+                                 "--quiet", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert "fix: add --set data.fill=ffill (or interpolate, zero) to fill gaps" in result.output
+    assert "fill=" not in result.output.replace("data.fill=", "") and "regular" not in result.output

@@ -150,9 +150,13 @@ def test_config_errors(tmp_path):
         load_config(Config, overrides=["model.cell=transformer"])
     with pytest.raises(ConfigError, match="data.sequence"):
         load_config(Config, overrides=["data.sequence=columns"])
-    result = runner.invoke(app, ["train", "image-classification", "--train", "pictures.zip", "--out", str(tmp_path),
-                                 "--quiet"])
+    (tmp_path / "pictures.zip").write_bytes(b"PK")
+    result = runner.invoke(app, ["train", "image-classification", "--train", str(tmp_path / "pictures.zip"),
+                                 "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 2 and "cannot tell the image format" in result.output
+    missing = runner.invoke(app, ["train", "image-classification", "--train", str(tmp_path / "nonexist") + "/",
+                                  "--out", str(tmp_path), "--quiet"])
+    assert missing.exit_code == 2 and "data not found" in missing.output and "nonexist" in missing.output
 
 
 @pytest.mark.data
@@ -210,3 +214,19 @@ def test_train_takes_data_as_another_name_for_train(tmp_path):
                                  "--name", "alias", "--set", "train.epochs=1", "--set", "model.hidden_size=8", "--quiet"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "alias" / "model.safetensors").is_file()
+
+
+def test_npz_with_other_array_names_predicts_with_set_and_empty_data_is_refused(digits_run, tmp_path):
+    images, labels = load_digits()
+    np.savez(tmp_path / "other.npz", images=images[:3])
+    result = runner.invoke(app, ["predict", str(digits_run), str(tmp_path / "other.npz")])
+    assert result.exit_code == 2
+    assert "no array 'x'; arrays are ['images']; fix: add --set data.images_key=<name> with one of those" in result.output
+    result = runner.invoke(app, ["predict", str(digits_run), str(tmp_path / "other.npz"), "--set",
+                                 "data.images_key=images"])
+    assert result.exit_code == 0 and len(result.output.splitlines()) == 3
+    result = runner.invoke(app, ["predict", str(digits_run), str(tmp_path / "other.npz"), "--set", "data.sequence=pixels"])
+    assert result.exit_code == 2 and "cannot change after training" in result.output
+    np.savez(tmp_path / "empty.npz", x=images[:0], y=labels[:0])
+    result = runner.invoke(app, ["evaluate", str(digits_run), "--data", str(tmp_path / "empty.npz")])
+    assert result.exit_code == 2 and "no labelled images read" in result.output

@@ -212,3 +212,13 @@ def test_tiny_shakespeare_char_model(shared_data, tmp_path):
                                  "--set", "train.bptt=50", "--quiet"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["dev"]["bits_per_character"] < 4.5
+
+
+def test_evaluate_prints_the_token_count_as_an_integer(word_run):
+    run, dev = word_run
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(dev)])
+    assert result.exit_code == 0, result.output
+    tokens = [line.split() for line in result.output.splitlines() if line.startswith("tokens")]
+    assert len(tokens) == 1 and tokens[0][1].isdigit()
+    assert isinstance(json.loads(runner.invoke(app, ["evaluate", str(run), "--data", str(dev), "--json"]).output)[
+        "tokens"], int)

@@ -339,3 +339,18 @@ def test_fsdd_reads_with_the_official_split(shared_data):
     train, test = split_test(items, DataConfig())
     assert len(items) == 3000 and len(test) == 300 and len(train) == 2700
     assert {u.speaker for u in items} >= {"jackson", "theo", "george"}
+
+
+def test_transcribe_set_changes_how_audio_is_read(trained_run, tmp_path):
+    mono8 = _tone("1", 0.35, np.random.default_rng(0))
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([mono8, mono8], 1), RATE)
+    result = runner.invoke(app, ["transcribe", str(trained_run), str(stereo), "--set", "data.mono=error"])
+    assert result.exit_code == 2
+    assert "audio has 2 channels, expected mono; fix: add --set data.mono=downmix (or first)" in result.output
+    result = runner.invoke(app, ["transcribe", str(trained_run), str(stereo), "--set", "data.n_mels=33"])
+    assert result.exit_code == 2 and "data.n_mels: fixed at training" in result.output
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,word\nx.wav,1\n")
+    result = runner.invoke(app, ["evaluate", str(trained_run), "--data", str(manifest)])
+    assert result.exit_code == 2 and "fix: add --set data.path_column=<name> with one of those names" in result.output

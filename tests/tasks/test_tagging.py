@@ -18,7 +18,7 @@ from rnnkit.cli import app
 from rnnkit.metrics.entities import entity_scores
 from rnnkit.nn.crf import CRF, allowed_transitions
 from rnnkit.tasks.config import ConfigError, load_config
-from rnnkit.tasks.tagging import Config, TrainedTagger
+from rnnkit.tasks.tagging import Config, TrainedTagger, read_sentences
 
 runner = CliRunner()
 
@@ -377,3 +377,58 @@ def test_singleton_dropout_trains_end_to_end(tmp_path):
     with pytest.raises(ConfigError, match="singleton_dropout"):
         load_config(Config, overrides=["model.singleton_dropout=1.5"])
     assert load_config(Config, overrides=["train.average_weights=true"]).train.average_weights is True
+
+
+# -- review fixes: evaluate refuses unseen tags, POS columns, the per-type table -----------------
+def test_evaluate_refuses_tags_never_seen_in_training_naming_them_as_written(ner_run, tmp_path):
+    run, _ = ner_run
+    test = _write_conll(tmp_path / "test.txt", 5, 3, extra_tag="I-ORG")  # an IOB1-style start: S-ORG in BIOES
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(test)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert lines == [f"error: {test}:9: tag 'I-ORG' appears in evaluation data but not in training data (known: O and "
+                     "the types LOC, PER); add training sentences with it or remove it"]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("-DOCSTART- -X- O O\n\n")
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(empty)])
+    assert result.exit_code == 2 and "no tagged sentences read" in result.output
+
+
+def test_dev_error_names_the_tag_written_in_the_file(tmp_path):
+    train = _write_conll(tmp_path / "t.txt", 20, 0)
+    dev = _write_conll(tmp_path / "d.txt", 5, 1, extra_tag="I-ORG")
+    message = _error(tmp_path, "--train", str(train), "--dev", str(dev))
+    assert f"{dev}:9: tag 'I-ORG' appears in dev data" in message and "S-ORG" not in message
+
+
+def test_pos_column_with_the_default_scheme_names_file_line_and_the_fix(ner_run, tmp_path):
+    train = _write_conll(tmp_path / "t.txt", 20, 0)
+    message = _error(tmp_path, "--train", str(train), "--set", "data.tag_column=1")
+    assert message.startswith(f"error: {train}:3: tag 'NNP' (column 1, data.tag_column) is not a chunk tag")
+    assert "add --set data.scheme=none" in message
+    run, dev = ner_run
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(dev), "--set", "data.tag_column=1"])
+    assert result.exit_code == 2 and f"{dev}:3: tag 'NNP'" in result.output and "read from the last column" in result.output
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(dev), "--set", "data.scheme=none"])
+    assert result.exit_code == 2 and "data.scheme: fixed at training" in result.output
+
+
+def test_evaluate_prints_the_per_type_table(ner_run):
+    run, dev = ner_run
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(dev)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = lines.index("type  precision  recall      f1  support")
+    assert [line.split()[0] for line in lines[header + 1:]] == ["LOC", "PER"]
+    assert [line.split()[-1] for line in lines[header + 1:]] == ["30", "30"]
+    assert any(line.startswith("sentences  ") and line.split()[1] == "30" for line in lines)
+
+
+def test_tab_separated_tokens_with_spaces(tmp_path):
+    path = tmp_path / "spaces.txt"
+    path.write_text("New York\tB-LOC\nis\tO\n\nSan Jose\tB-LOC\nis\tO\n")
+    message = _error(tmp_path, "--train", str(path))
+    assert f"{path}:1" in message or f"{path}:2" in message
+    assert "add --set data.separator=tab if tokens contain spaces" in message
+    sentences = read_sentences(path, load_config(Config, None, ["data.separator=tab"]).data)
+    assert [s.tokens for s in sentences] == [("New York", "is"), ("San Jose", "is")]

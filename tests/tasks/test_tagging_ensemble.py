@@ -143,7 +143,7 @@ def test_ensemble_from_the_command_line(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "model.json").write_text(json.dumps({"task": "text-classification"}))
-    (other / "config.yaml").write_text("")
+    (other / "config.yaml").write_text("data: {}\n")
     (other / "model.safetensors").write_bytes(b"")
     bad = runner.invoke(app, ["evaluate", runs[0], "--ensemble", str(other), "--data", str(dev)])
     assert bad.exit_code == 2 and "ensembles combine tagging runs" in bad.output

@@ -214,3 +214,188 @@ def test_sst2_end_to_end(shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "sst" / "metrics.json").read_text())
     assert metrics["dev"]["accuracy"] > 0.70
+
+
+# -- review fixes: one-line errors, notes and file reading --------------------------------------
+def _errors(result) -> list[str]:
+    return [line for line in result.output.splitlines() if line.startswith("error:")]
+
+
+def test_an_empty_text_is_predicted_and_explained_with_a_note(trained_run):
+    run, _ = trained_run  # attention pooling: explaining "" ran the encoder on 0 steps
+    explained = TrainedTextClassifier.load(run).explain("")
+    assert explained["tokens"] == [] and explained["top_tokens"] == [] and "no tokens" in explained["note"]
+    assert explained["label"] in ("pos", "neg")
+    result = runner.invoke(app, ["predict", str(run), "", "--explain"])
+    assert result.exit_code == 0, result.output
+    assert "note: input 1: the text has no tokens" in result.output and "(no tokens)" in result.output
+    result = runner.invoke(app, ["predict", str(run), "great film", "   "])
+    assert result.exit_code == 0 and "note: input 2:" in result.output and "note: input 1" not in result.output
+
+
+def test_evaluate_on_a_header_only_file_is_a_one_line_error(trained_run, tmp_path):
+    run, _ = trained_run
+    header = tmp_path / "header.csv"
+    header.write_text("review,sentiment\n")
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(header)])
+    assert result.exit_code == 2 and _errors(result) == [
+        f"error: {header}: no labelled texts read (an empty file, or a header only?); give a file with at least one "
+        "text and its label"]
+
+
+def test_out_that_is_a_file_and_an_existing_name_are_one_line_errors(trained_run, tmp_path):
+    run, dev = trained_run
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    for out in (not_a_folder, not_a_folder / "sub"):
+        result = runner.invoke(app, ["train", "text-classification", "--train", str(dev), "--out", str(out), *FAST])
+        assert result.exit_code == 2 and len(_errors(result)) == 1 and str(not_a_folder) in result.output
+    before = sorted(p.name for p in run.iterdir())
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(dev), "--out", str(run.parent),
+                                 "--name", run.name, *FAST])
+    assert result.exit_code == 2
+    assert _errors(result) == [f"error: run folder {run} already exists; choose another --name, or remove that "
+                               "folder first"]
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_failed_train_leaves_no_run_folder_unless_it_wrote_weights(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\n")
+    out = tmp_path / "runs"
+    for _ in range(2):
+        result = runner.invoke(app, ["train", "text-classification", "--train", str(bad), "--out", str(out), *FAST])
+        assert result.exit_code == 2
+    assert list(out.iterdir()) == []  # the next run is text-classification-1 again
+    import rnnkit.tasks.text_classification as task
+
+    def interrupted(config, train_path, dev_path, run, log, progress=True):
+        run.write_text("checkpoint-best.safetensors", "weights")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(task, "train", interrupted)
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(bad), "--out", str(out), *FAST])
+    assert result.exit_code != 0
+    assert (out / "text-classification-1" / "checkpoint-best.safetensors").is_file()  # kept: it holds weights
+
+
+def _archive(tmp_path: Path) -> Path:
+    import io
+    import tarfile
+
+    rng = random.Random(3)
+    path = tmp_path / "reviews.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for split, n in (("train", 40), ("test", 10)):
+            for label in ("pos", "neg"):
+                for i in range(n):
+                    data = _review(rng, label).encode()
+                    info = tarfile.TarInfo(f"corpus/{split}/{label}/{i}.txt")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_evaluate_on_an_archive_says_which_folder_it_read(tmp_path):
+    archive = _archive(tmp_path)
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(archive), "--out", str(tmp_path),
+                                 "--name", "run", "--set", "data.member_prefix=corpus/train", *FAST])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--data", str(archive)])
+    assert result.exit_code == 0, result.output
+    assert f"{archive}, folder corpus/train" in result.output and "examples" in result.output
+    assert "note: read corpus/train" in result.output and "--set data.member_prefix=corpus/test" in result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--data", str(archive),
+                                 "--set", "data.member_prefix=corpus/test", "--json"])
+    assert result.exit_code == 0 and "note:" not in result.output
+    metrics = json.loads(result.output)
+    assert metrics["examples"] == 20 and metrics["read"] == f"{archive}, folder corpus/test"
+
+
+@pytest.mark.parametrize("name,content,line", [
+    ("null.jsonl", '{"text": "fine", "label": null}', 3),
+    ("nan.jsonl", '{"text": "fine", "label": NaN}', 3),
+    ("nan.csv", "fine,NaN", 3),
+    ("lower.csv", "fine,nan", 3),
+    ("empty.csv", "fine,", 3),
+])
+def test_missing_labels_are_refused_not_made_classes(tmp_path, name, content, line):
+    path = tmp_path / name
+    if name.endswith(".jsonl"):
+        good = [json.dumps({"text": _review(random.Random(i), lab), "label": lab}) for i, lab in enumerate(["pos", "neg"])]
+        path.write_text("\n".join([good[0], good[1], content] + good * 5) + "\n")
+    else:
+        path.write_text("\n".join(["text,label", "great film,pos", content] + ["dull plot,neg", "great,pos"] * 5) + "\n")
+    message = _train_error(tmp_path, "--train", str(path))
+    assert f"{path}:{line}: missing label" in message and "fill it in or remove the line" in message
+
+
+def test_predict_file_reads_csv_and_jsonl_text_columns(trained_run, tmp_path):
+    run, dev = trained_run
+    result = runner.invoke(app, ["predict", str(run), "--file", str(dev), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    with dev.open() as handle:
+        texts = [row[0] for row in csv.reader(handle)][1:]
+    assert [r["text"] for r in rows] == texts  # no header line, no label column
+    records = tmp_path / "texts.jsonl"
+    records.write_text(json.dumps({"body": "a wonderful film"}) + "\n" + json.dumps({"body": "awful"}) + "\n")
+    result = runner.invoke(app, ["predict", str(run), "--file", str(records)])
+    assert result.exit_code == 2 and "add --set data.text_column=<key>" in result.output
+    result = runner.invoke(app, ["predict", str(run), "--file", str(records), "--set", "data.text_column=body"])
+    assert result.exit_code == 0 and [line.split("\t")[2] for line in result.output.splitlines()] == [
+        "a wonderful film", "awful"]
+    result = runner.invoke(app, ["predict", str(run), "x", "--set", "data.lowercase=false"])
+    assert result.exit_code == 2 and "data.lowercase: fixed at training" in result.output
+    plain = tmp_path / "texts.txt"
+    plain.write_text("text,label\na great film\n")
+    result = runner.invoke(app, ["predict", str(run), "--file", str(plain)])
+    assert [line.split("\t")[2] for line in result.output.splitlines()] == ["text,label", "a great film"]
+
+
+def test_predict_file_with_undecodable_bytes_names_file_and_line(trained_run, tmp_path):
+    run, _ = trained_run
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"a fine film\nca\xff va\n")
+    result = runner.invoke(app, ["predict", str(run), "--file", str(bad)])
+    assert result.exit_code == 2
+    assert _errors(result) == [f"error: {bad}:2: cannot decode bytes ff as utf-8 (invalid start byte); fix: re-save "
+                               "the file as UTF-8 or add --set data.encoding_errors=replace to substitute U+FFFD"]
+    result = runner.invoke(app, ["predict", str(run), "--file", str(bad), "--set", "data.encoding_errors=replace"])
+    assert result.exit_code == 0 and len(result.output.splitlines()) == 2
+
+
+def test_missing_column_hint_names_the_config_key(tmp_path):
+    train = _write_csv(tmp_path / "t.csv", 20, 0)
+    message = _train_error(tmp_path, "--train", str(train), "--set", "data.label_column=sentiment")
+    assert message.endswith("fix: add --set data.text_column=<name> with one of those names (or a 0-based index)")
+
+
+def test_evaluate_output_is_aligned_and_multi_label_predictions_are_joined(tmp_path):
+    from rnnkit.cli import _metrics_text
+
+    text = _metrics_text({"accuracy": 0.5, "sentences_per_second": 12.25, "tokens": 11011, "read": "x.tar"})
+    assert text.splitlines() == ["accuracy              0.5000", "sentences_per_second  12.2500",
+                                 "tokens                11011", "read                  x.tar"]
+    path = tmp_path / "multi.csv"
+    rng = random.Random(0)
+    rows = ["text,label"] + [f"{_review(rng, lab)},{lab}" for lab in ["pos", "neg"] * 30]
+    path.write_text("\n".join(rows) + "\n")
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(path), "--out", str(tmp_path),
+                                 "--name", "m", "--set", "train.multi_label=true", *FAST])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["predict", str(tmp_path / "m"), "great wonderful superb"])
+    label = result.output.splitlines()[0].split("\t")[0]
+    assert "[" not in label and "'" not in label and label in ("pos", "neg", "neg|pos", "(none)")
+
+
+def test_a_corrupt_config_yaml_is_refused_like_a_missing_one(trained_run, tmp_path):
+    run, _ = trained_run
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in run.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    for content in (b"\xff\x00 not yaml: [", b"just a line of text\n", b""):
+        (copy / "config.yaml").write_bytes(content)
+        result = runner.invoke(app, ["predict", str(copy), "x"])
+        assert result.exit_code == 2 and _errors(result) and "config.yaml is corrupt" in result.output

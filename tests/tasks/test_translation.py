@@ -388,3 +388,21 @@ def test_toy_language_pair_reaches_high_bleu(tmp_path, overrides):
     assert metrics["dev"]["bleu"] > 80
     scores = TrainedTranslator.load(metrics["run"]).evaluate(test)
     assert scores["bleu"] > 80 and scores["chrf"] > 85
+
+
+def test_translate_truncate_flag_set_and_empty_evaluation(trained_run, tmp_path):
+    run, _ = trained_run
+    too_long = " ".join(["ka"] * 150)
+    cli = runner.invoke(app, ["translate", str(run), too_long])
+    assert cli.exit_code == 2 and "'rnnkit translate --truncate'" in cli.output
+    cli = runner.invoke(app, ["translate", str(run), too_long, "--truncate"])
+    assert cli.exit_code == 0, cli.output
+    cli = runner.invoke(app, ["translate", str(run), "ka lu", "--set", "decode.beam_size=1", "--json"])
+    assert cli.exit_code == 0 and json.loads(cli.output)["translation"] == TrainedTranslator.load(run).translate(
+        ["ka lu"], beam_size=1)[0]["translation"]
+    cli = runner.invoke(app, ["translate", str(run), "ka lu", "--set", "data.lowercase=true"])
+    assert cli.exit_code == 2 and "decode.* keys only" in cli.output
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    cli = runner.invoke(app, ["evaluate", str(run), "--data", str(empty), str(empty)])
+    assert cli.exit_code == 2 and "no sentence pairs read" in cli.output

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import DataError
+from .errors import DataError, fixes, name_of, setting
 from .io import PathLike_, check_file, read_text
 from .serialization import JsonSerializable
 
@@ -145,7 +145,7 @@ def read_wav(path: PathLike_, target_rate: int | None = None, mono: str = "downm
             raise DataError(
                 f"audio has {data.shape[1]} channels, expected mono",
                 path=p,
-                hint="pass mono='downmix' or 'first'",
+                hint=setting("mono", "downmix", "first"),
             )
         if mono == "downmix":
             notes.append(f"down-mixed {data.shape[1]} channels to mono")
@@ -216,7 +216,7 @@ def list_audio_folder(
             raise DataError(
                 f"file name does not match the pattern {pattern!r}",
                 path=f,
-                hint="rename the file, fix the pattern, or pass on_mismatch='skip'",
+                hint=fixes("rename the file", f"fix {name_of('pattern')}", setting("on_mismatch", "skip")),
             )
         groups = {k: v for k, v in m.groupdict().items() if v is not None}
         if label_group in groups:
@@ -266,7 +266,11 @@ def read_audio_manifest(
                 f"no column {col!r}; columns are {list(header)}",
                 path=p,
                 line=1,
-                hint="pass path_column=/label_column=",
+                hint=setting(
+                    "path_column" if col == path_column else "label_column",
+                    ("<name>", "<name>"),
+                    then=" with one of those names",
+                ),
             )
     items: list[AudioItem] = []
     for row in reader:

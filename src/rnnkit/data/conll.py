@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import DataError
+from .errors import DataError, fixes, name_of, setting
 from .io import PathLike_, check_file, iter_lines
 
 __all__ = [
@@ -156,14 +156,16 @@ def read_conll(
                         f"{role}_column={col} but lines have {ncols} columns",
                         path=p,
                         line=number,
-                        hint=f"choose a column between 0 and {ncols - 1}",
+                        hint=f"choose {name_of(role + '_column')} between 0 and {ncols - 1}",
                     )
         elif len(fields) != ncols:
             raise DataError(
                 f"line has {len(fields)} columns, expected {ncols} (as on line {ncols_line})",
                 path=p,
                 line=number,
-                hint="fix the line, or pass separator='\\t' if tokens contain spaces",
+                hint=fixes(
+                    "fix the line", setting("separator", ("'\\t'", "tab"), then=" if tokens contain spaces")
+                ),
             )
         if not tokens:
             start_line = number

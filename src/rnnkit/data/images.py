@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import DataError
+from .errors import DataError, name_of, setting
 from .io import PathLike_, check_file, iter_lines
 from .serialization import JsonSerializable
 
@@ -106,7 +106,11 @@ def read_npz(
                 raise DataError(
                     f"no array {key!r}; arrays are {keys}",
                     path=p,
-                    hint="pass images_key=/labels_key= one of those",
+                    hint=setting(
+                        "images_key" if key == images_key else "labels_key",
+                        ("<name>", "<name>"),
+                        then=" with one of those",
+                    ),
                 )
         images = archive[images_key]
         labels = archive[labels_key] if labels_key is not None else None
@@ -139,7 +143,7 @@ def read_digits_csv(path: PathLike_, image_shape: tuple[int, int] = (8, 8)) -> t
                 f"row has {len(fields)} values, expected {n_pix + 1} ({n_pix} pixels + label)",
                 path=p,
                 line=number,
-                hint="check image_shape= or the file",
+                hint=f"check {name_of('image_shape')} or the file",
             )
         try:
             rows.append([float(v) for v in fields])

@@ -9,7 +9,7 @@ from os import PathLike
 from pathlib import Path
 from typing import IO
 
-from .errors import DataError
+from .errors import DataError, fixes, for_command, setting
 
 __all__ = [
     "PathLike_",
@@ -70,6 +70,13 @@ def open_binary(path: PathLike_) -> IO[bytes]:
     return open(p, "rb")
 
 
+def _decode_fix() -> str:
+    if not for_command():
+        return "pass the right encoding=..., or errors='replace' to substitute U+FFFD"
+    replace = setting("errors", "replace")
+    return fixes("re-save the file as UTF-8", replace and f"{replace} to substitute U+FFFD")
+
+
 def decode_bytes(
     data: bytes, source: PathLike_, *, encoding: str = "utf-8", errors: str = "strict", first_line: int = 1
 ) -> str:
@@ -95,7 +102,7 @@ def decode_bytes(
             f"cannot decode bytes {bad} as {encoding} ({exc.reason})",
             path=source,
             line=line,
-            hint="pass the right encoding=..., or errors='replace' to substitute U+FFFD",
+            hint=_decode_fix(),
         ) from None
     except LookupError:
         raise DataError(

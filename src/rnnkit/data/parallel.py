@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
 
-from .errors import DataError
+from .errors import DataError, fixes, setting
 from .io import PathLike_, check_file, iter_lines
 
 __all__ = ["ParallelCorpus", "read_parallel", "read_parallel_tsv", "EMPTY_POLICIES"]
@@ -73,7 +73,10 @@ def _add(
         if empty == "error":
             side, where = ("source", src_file) if not src.strip() else ("target", tgt_file)
             raise DataError(
-                f"empty {side} sentence", path=where, line=number, hint="pass empty='skip' to drop such pairs"
+                f"empty {side} sentence",
+                path=where,
+                line=number,
+                hint=setting("empty", "skip", then=" to drop such pairs"),
             )
     corpus.sources.append(src)
     corpus.targets.append(tgt)
@@ -165,7 +168,9 @@ def read_parallel_tsv(
                 corpus.num_skipped_empty += 1
                 continue
             if empty == "error":
-                raise DataError("blank line", path=p, line=number, hint="remove it or pass empty='skip'")
+                raise DataError(
+                    "blank line", path=p, line=number, hint=fixes("remove it", setting("empty", "skip"))
+                )
         fields = line.split("\t")
         if len(fields) < need:
             raise DataError(

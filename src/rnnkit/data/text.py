@@ -13,13 +13,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import DataError
+from .errors import DataError, name_of, setting
 from .io import PathLike_, check_file, decode_bytes, iter_lines, read_text
 
 __all__ = [
@@ -88,7 +89,9 @@ def _resolve_column(
             f"no {role} column {column!r}; columns are {list(header)}",
             path=path,
             line=1,
-            hint=f"pass {role}_column= one of those names (or an index)",
+            hint=setting(
+                f"{role}_column", ("<name>", "<name>"), then=" with one of those names (or a 0-based index)"
+            ),
         )
     return list(header).index(column)
 
@@ -186,7 +189,8 @@ def read_jsonl(
         skip_empty: Skip records whose text is empty.
 
     Returns:
-        The examples in file order (labels converted to ``str``).
+        The examples in file order (labels converted to ``str``; a ``null`` or ``NaN`` label is
+        ``None``).
     """
     p = check_file(path)
     out: list[TextExample] = []
@@ -215,7 +219,7 @@ def read_jsonl(
                     f"no {role} field {key!r}; fields are {sorted(record)}",
                     path=p,
                     line=number,
-                    hint=f"pass {role}_field= one of those keys",
+                    hint=setting(f"{role}_field", ("<key>", "<key>"), then=" with one of those keys"),
                 )
         value = record[text_field]
         if not isinstance(value, str):
@@ -227,7 +231,10 @@ def read_jsonl(
             )
         if skip_empty and not value.strip():
             continue
-        label = None if label_field is None else str(record[label_field])
+        raw = None if label_field is None else record[label_field]
+        # null and NaN are missing labels (None), not the classes 'None' and 'nan'
+        missing = raw is None or (isinstance(raw, float) and math.isnan(raw))
+        label = None if missing else str(raw)
         out.append(TextExample(value, label, f"{p}:{number}"))
     return out
 
@@ -319,7 +326,7 @@ def read_class_folders(
     if rp.is_dir():
         base = rp / member_prefix if member_prefix else rp
         if not base.is_dir():
-            raise DataError("folder not found", path=base, hint="check member_prefix")
+            raise DataError("folder not found", path=base, hint=f"check {name_of('member_prefix')}")
         return _read_class_dirs(base, classes, pattern, encoding, errors)
     if _is_archive(rp):
         return _read_class_archive(rp, member_prefix or "", classes, pattern, encoding, errors)
@@ -340,7 +347,7 @@ def _read_class_dirs(
         raise DataError(
             f"class folders {missing} not found; folders with {pattern!r} files: {found}",
             path=base,
-            hint="pass classes= a subset of the existing folders",
+            hint=setting("classes", ("[...]", "a,b"), then=" with a subset of the existing folders"),
         )
     if not wanted:
         raise DataError(
@@ -403,13 +410,13 @@ def _read_class_archive(
             raise DataError(
                 f"class folders {missing} not found under {prefix or '/'!r} in the archive; folders there: {sorted(seen_dirs)}",
                 path=archive,
-                hint="check member_prefix and classes",
+                hint=f"check {name_of('member_prefix')} and {name_of('classes')}",
             )
     if not items:
         raise DataError(
             f"no {pattern!r} files in class folders under {prefix or '/'!r}; folders there: {sorted(seen_dirs)}",
             path=archive,
-            hint="check member_prefix (e.g. 'aclImdb/train') and pattern",
+            hint=f"check {name_of('member_prefix')} (e.g. 'aclImdb/train') and pattern",
         )
     items.sort(key=lambda it: (it[0], _natural_key(it[1])))
     return [

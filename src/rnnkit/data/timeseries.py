@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, fixes, setting
 from .io import PathLike_, check_file, read_text
 
 __all__ = [
@@ -426,7 +426,10 @@ def _parse_times(values: np.ndarray, table: _Table, column: str, time_format: st
                 raise DataError(
                     f"cannot parse timestamp {v!r} in column {column!r} with time_format={time_format!r}",
                     **table.where(i),
-                    hint="fix the value or pass the right time_format (strptime codes)",
+                    hint=fixes(
+                        "fix the value",
+                        setting("time_format", ("...", "FORMAT"), then=" with the right strptime codes"),
+                    ),
                 ) from None
         return parsed
     strings = [str(v).strip() for v in values]
@@ -445,7 +448,10 @@ def _parse_times(values: np.ndarray, table: _Table, column: str, time_format: st
                 raise DataError(
                     f"cannot parse timestamp {v!r} in column {column!r}",
                     **table.where(i),
-                    hint="use ISO 8601 (e.g. 2016-07-01 00:00:00) or pass time_format='%d/%m/%Y ...'",
+                    hint=fixes(
+                        "use ISO 8601 (e.g. 2016-07-01 00:00:00)",
+                        setting("time_format", ("'%d/%m/%Y ...'", "%d/%m/%Y")),
+                    ),
                 )
     return parsed
 
@@ -519,7 +525,7 @@ def fill_missing(values: np.ndarray, policy: str) -> np.ndarray:
     if policy == "error":
         i, c = np.argwhere(nan)[0]
         raise DataError(
-            f"missing value at step {i} (column {c})", hint="choose fill='ffill', 'interpolate' or 'zero'"
+            f"missing value at step {i} (column {c})", hint=setting("fill", "ffill", "interpolate", "zero")
         )
     if policy == "zero":
         out[nan] = 0.0
@@ -530,7 +536,7 @@ def fill_missing(values: np.ndarray, policy: str) -> np.ndarray:
             if isnan[0]:
                 raise DataError(
                     f"cannot forward-fill column {c}: it starts with a missing value",
-                    hint="use fill='interpolate' or 'zero'",
+                    hint=setting("fill", "interpolate", "zero"),
                 )
             idx = np.where(~isnan, np.arange(len(col)), 0)
             np.maximum.accumulate(idx, out=idx)
@@ -542,7 +548,8 @@ def fill_missing(values: np.ndarray, policy: str) -> np.ndarray:
             ok = ~np.isnan(col)
             if not ok.any():
                 raise DataError(
-                    f"column {c} has no value to interpolate from", hint="drop the column or use fill='zero'"
+                    f"column {c} has no value to interpolate from",
+                    hint=fixes("drop the column", setting("fill", "zero")),
                 )
             out[:, c] = np.interp(steps, steps[ok], col[ok])
     return out[:, 0] if squeeze else out
@@ -598,7 +605,9 @@ def read_timeseries(
     targets = [target_columns] if isinstance(target_columns, str) else list(target_columns)
     if not targets:
         raise DataError(
-            "no target column given", path=p, hint="pass target_columns='name' or a list of names"
+            "no target column given",
+            path=p,
+            hint=setting("target_columns", ("'name' or a list of names", "NAME")),
         )
     value_columns = targets + list(past_covariates) + list(future_covariates)
     if len(set(value_columns)) != len(value_columns):
@@ -658,7 +667,7 @@ def read_timeseries(
                         f"timestamp {times[i]} comes after {times[i - 1]} ({unit_word} {table.lines[rows[i - 1]]}): "
                         "not in time order" + (f" in series {sid!r}" if multi else ""),
                         **table.where(int(rows[i])),
-                        hint="sort the file by time or pass sort=True",
+                        hint=fixes("sort the file by time", setting("sort", ("True", "true"))),
                     )
                 order = np.argsort(times, kind="stable")
                 rows, times = rows[order], times[order]
@@ -671,8 +680,12 @@ def read_timeseries(
                     f"duplicate timestamp {times[i]} (also on {unit_word} {table.lines[rows[i - 1]]})"
                     + (f" in series {sid!r}" if multi else ""),
                     **table.where(int(rows[i])),
-                    hint="remove or aggregate duplicate rows"
-                    + ("" if multi else ", or pass series_id_column= for multi-series files"),
+                    hint=fixes(
+                        "remove or aggregate duplicate rows",
+                        None
+                        if multi
+                        else setting("series_id_column", ("...", "COLUMN"), then=" for multi-series files"),
+                    ),
                 )
         ordered[sid] = (rows, times, report)
     # The grid (unit and step) is shared by every series of the file.
@@ -706,7 +719,10 @@ def read_timeseries(
                     f"{times[j]} and {times[j + 1]} ({jumps.size} gaps in all)"
                     + (f" in series {sid!r}" if multi else ""),
                     **table.where(int(rows[j + 1])),
-                    hint="pass fill='ffill', 'interpolate' or 'zero' to fill gaps, or regular=False to keep them",
+                    hint=fixes(
+                        setting("fill", "ffill", "interpolate", "zero", then=" to fill gaps"),
+                        setting("regular", ("False", "false"), then=" to keep them"),
+                    ),
                 )
             if n_steps != len(rows):
                 full = np.full((n_steps, vals.shape[1]), np.nan)
@@ -722,7 +738,7 @@ def read_timeseries(
             raise DataError(
                 f"missing value in column {value_columns[k]!r}" + (f" of series {sid!r}" if multi else ""),
                 **table.where(int(rows[r])),
-                hint="fix the cell or pass fill='ffill', 'interpolate' or 'zero'",
+                hint=fixes("fix the cell", setting("fill", "ffill", "interpolate", "zero")),
             )
         if np.isnan(vals).any():
             try:
@@ -770,7 +786,7 @@ def _infer_grid(all_times: list[np.ndarray], freq: str | None, table: _Table) ->
                 raise DataError(
                     f"freq={freq!r} for a numeric time column",
                     path=table.path,
-                    hint="pass an integer step, e.g. freq='1'",
+                    hint=setting("freq", "1", then=" (an integer step)"),
                 ) from None
         step, unit = parse_freq(freq)
         return unit, step
@@ -800,7 +816,10 @@ def _grid_positions(
             raise DataError(
                 f"timestamp {times[i]} is not on a {freq or _freq_name(step, unit)} grid{in_series}",
                 **table.where(int(rows[i])),
-                hint="pass the right freq= or regular=False",
+                hint=fixes(
+                    setting("freq", ("...", "FREQ"), then=" with the right step"),
+                    setting("regular", ("False", "false")),
+                ),
             )
     offsets = _to_ints(times, unit) - _to_ints(times[:1], unit)[0]
     off_grid = np.flatnonzero(offsets % step != 0)
@@ -810,7 +829,11 @@ def _grid_positions(
         raise DataError(
             f"timestamp {times[i]} is off the regular {name} grid starting at {times[0]}{in_series}",
             **table.where(int(rows[i])),
-            hint="fix the timestamp, pass freq= explicitly, or regular=False to keep irregular timestamps",
+            hint=fixes(
+                "fix the timestamp",
+                setting("freq", ("...", "FREQ"), then=" explicitly"),
+                setting("regular", ("False", "false"), then=" to keep irregular timestamps"),
+            ),
         )
     return (offsets // step).astype(np.int64)
 

@@ -17,6 +17,9 @@ from .gradients import (
     GradientReport,
     clipping_demo,
     diagnose_fresh,
+    diagnose_run,
+    diagnose_runs,
+    gate_activations,
     gradient_diagnostics,
     memory_horizon,
     plot_gradient_norms,
@@ -25,6 +28,7 @@ from .gradients import (
 )
 from .memory import (
     MEMORY_TASKS,
+    MemoryBenchmark,
     MemoryModel,
     MemoryTask,
     adding_problem,
@@ -36,8 +40,9 @@ from .memory import (
 )
 
 __all__ = [
-    "MEMORY_TASKS", "CompareResult", "GradientReport", "MemoryModel", "MemoryTask", "adding_problem",
-    "clipping_demo", "compare_cells", "copy_memory", "diagnose_fresh", "gradient_diagnostics", "make_task",
+    "MEMORY_TASKS", "CompareResult", "GradientReport", "MemoryBenchmark", "MemoryModel", "MemoryTask",
+    "adding_problem", "clipping_demo", "compare_cells", "copy_memory", "diagnose_fresh", "diagnose_run",
+    "diagnose_runs", "gate_activations", "gradient_diagnostics", "make_task",
     "memory_horizon", "plot_gradient_norms", "run_memory_benchmark", "saturation_fractions",
     "scale_recurrent_weights", "selective_copy", "train_memory_task",
 ]

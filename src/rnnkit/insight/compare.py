@@ -4,33 +4,52 @@ For each cell and seed, :func:`compare_cells` loads the task's config with the s
 ``--set`` overrides plus ``model.cell=<cell>`` and ``train.seed=<seed>``, and calls the task's own
 ``train`` into a run folder ``<out>/<cell>-seed<k>``. It records:
 
-* quality: the dev metric the task selects on (``train.monitor`` when the config has one, else
-  ``metric=``), mean and standard deviation over seeds;
-* training time: wall-clock seconds of ``train`` (reading data included, the same for every cell);
+* quality: a dev metric the task reports, by default the one the task selects on (the task
+  module's ``quality_metric(config)``), mean and standard deviation over seeds; whether higher or
+  lower is better comes from the task too (``dev_metrics(config)``), and ``metric=`` is checked
+  against that list before anything trains;
+* training time: wall-clock seconds of ``train`` (reading data included, the same for every cell),
+  mean and standard deviation over seeds;
 * parameters: from the task's metrics (``parameters``) or the saved model;
-* peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the growth of the process's
-  resident set size above its value before the run, sampled every 20 ms (Linux ``/proc``); an
-  approximation, as freed memory is not always returned to the system.
+* peak memory, mean and standard deviation over seeds, measured on the device the config trains
+  on (``train.accelerator``; ``auto`` is CUDA when available): on CUDA the growth of
+  ``torch.cuda.max_memory_allocated`` above the allocation before the run; otherwise the growth of
+  the process's resident set size above its value before the run, sampled every 20 ms (Linux
+  ``/proc``), after freed memory has been handed back to the system (``malloc_trim``).
+
+Every timed run starts from the same state: before any of them, each cell runs an untimed
+warm-up, the task's own ``train`` on the same config with one training and one dev batch
+(:func:`rnnkit.tasks.engine.batch_limit`) in a temporary folder, so imports, first-call
+allocations and kernel set-up are paid there, not by whichever cell comes first in ``cells``.
 
 The recommendation is the best trade-off by this rule: among cells whose mean quality is within
-``max(spread of the best cell, tolerance)`` of the best mean, the one with the shortest training
-time (then the fewest parameters).
+``max(spread of the best cell, tolerance)`` of the best mean, the one with the shortest mean
+training time (then the fewest parameters).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import gc
 import math
+import platform
+import re
+import shutil
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 
-LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "mape", "smape", "perplexity", "cer", "wer")
+OUTPUTS = ("compare.md", "compare.json", "compare.png")
 
 
 def _rss_bytes() -> int:
@@ -46,19 +65,47 @@ def _rss_bytes() -> int:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-class PeakMemory:
-    """Peak memory of a block: CUDA allocator peak when CUDA is in use, else sampled RSS growth."""
+def release_freed_memory() -> None:
+    """Collect garbage and hand memory the C allocator keeps free back to the system (glibc
+    ``malloc_trim``; a no-op elsewhere), so that the next run's RSS growth is its own."""
+    gc.collect()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
-    def __init__(self, interval: float = 0.02) -> None:
+
+def training_device(accelerator: str) -> str:
+    """The device a task trains on for ``train.accelerator`` (as Lightning picks it): ``cuda``,
+    ``mps`` or ``cpu``."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if accelerator == "mps" or (accelerator == "auto" and mps is not None and mps.is_available()):
+        return "mps"
+    return "cpu"
+
+
+class PeakMemory:
+    """Peak memory of a block on ``device``: the CUDA allocator's peak above its allocation at the
+    start on ``cuda``, else the sampled growth of the process's resident set size."""
+
+    def __init__(self, device: str = "cpu", interval: float = 0.02) -> None:
+        self.device = device
+        self.cuda = device == "cuda"
+        if self.cuda and not torch.cuda.is_available():
+            raise ValueError("the run trains on CUDA but torch sees no CUDA device")
         self.interval = interval
         self.peak = 0
-        self.method = "cuda max_memory_allocated" if torch.cuda.is_available() else "RSS growth (sampled)"
+        self.method = ("CUDA max_memory_allocated" if self.cuda else
+                       "RSS growth, sampled" + ("; MPS memory not included" if device == "mps" else ""))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start = 0
 
     def __enter__(self) -> PeakMemory:
-        if torch.cuda.is_available():
+        if self.cuda:
             torch.cuda.reset_peak_memory_stats()
             self._start = torch.cuda.memory_allocated()
             return self
@@ -74,7 +121,7 @@ class PeakMemory:
             self._stop.wait(self.interval)
 
     def __exit__(self, *exc: object) -> None:
-        if torch.cuda.is_available():
+        if self.cuda:
             self.peak = torch.cuda.max_memory_allocated()
         else:
             self._stop.set()
@@ -98,6 +145,10 @@ class CellRun:
     peak_mib: float
 
 
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 @dataclass
 class CompareResult:
     """Runs of :func:`compare_cells`, their per-cell summary and the recommendation."""
@@ -112,20 +163,25 @@ class CompareResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> list[dict[str, Any]]:
+        """One row per cell: quality, training time and peak memory as mean and standard deviation
+        over seeds (``std`` is the quality's), and the parameter count."""
         rows = []
         for cell in self.cells:
             runs = [r for r in self.runs if r.cell == cell]
-            q = [r.quality for r in runs]
-            rows.append({"cell": cell, "seeds": len(runs), "mean": statistics.fmean(q),
-                         "std": statistics.stdev(q) if len(q) > 1 else 0.0,
-                         "seconds": statistics.fmean(r.seconds for r in runs),
-                         "parameters": runs[0].parameters,
-                         "peak_mib": max(r.peak_mib for r in runs)})
+            mean, std = _mean_std([r.quality for r in runs])
+            seconds, seconds_std = _mean_std([r.seconds for r in runs])
+            memory, memory_std = _mean_std([r.peak_mib for r in runs])
+            rows.append({"cell": cell, "seeds": len(runs), "mean": mean, "std": std, "seconds": seconds,
+                         "seconds_std": seconds_std, "parameters": runs[0].parameters, "peak_mib": memory,
+                         "peak_mib_std": memory_std})
         return rows
 
     def recommendation(self) -> tuple[str, str]:
-        """``(cell, reason)`` by the rule in the module docstring."""
-        rows = self.summary()
+        """``(cell, reason)`` by the rule in the module docstring (cells without a finite mean are
+        left out; ``("none", why)`` when no cell has one)."""
+        rows = [r for r in self.summary() if math.isfinite(r["mean"])]
+        if not rows:
+            return "none", f"no cell reached a finite dev {self.metric}"
         sign = 1.0 if self.higher_is_better else -1.0
         best = max(rows, key=lambda r: sign * r["mean"])
         margin = max(best["std"], self.tolerance)
@@ -142,17 +198,25 @@ class CompareResult:
                       f"{best['seconds']:.1f} s)")
         return pick["cell"], reason
 
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
+
     def markdown(self) -> str:
         from ..tasks.report import markdown_table
 
         cell, reason = self.recommendation()
-        rows = [[r["cell"], r["seeds"], f"{r['mean']:.4f}", f"{r['std']:.4f}", f"{r['seconds']:.1f}",
-                 f"{r['parameters']:,}", f"{r['peak_mib']:.0f}"] for r in self.summary()]
+        rows = [[r["cell"], r["seeds"], f"{r['mean']:.4f}", f"{r['std']:.4f}",
+                 f"{r['seconds']:.1f} ± {r['seconds_std']:.1f}", f"{r['parameters']:,}",
+                 f"{r['peak_mib']:.0f} ± {r['peak_mib_std']:.0f}"] for r in self.summary()]
+        device = self.settings.get("device", "cpu")
         return "\n".join([
             f"# Cell comparison: {self.task}", "",
             f"Every cell trained with the same config, data and budget through the task's own training; "
-            f"quality is dev {self.metric} ({'higher' if self.higher_is_better else 'lower'} is better), "
-            "mean and standard deviation over seeds.", "",
+            f"quality is dev {self.metric} ({self.direction}); every figure is the mean (± standard deviation) "
+            "over seeds. Before the timed runs each cell ran an untimed warm-up (the same training with one "
+            f"batch), so no run pays the process's start-up cost. Trained on {device}; peak memory is the "
+            f"{self.memory_method} above the start of each run.", "",
             markdown_table(["cell", "seeds", f"dev {self.metric}", "std", "train s", "parameters",
                             f"peak MiB ({self.memory_method})"], rows), "",
             f"**Recommended: {cell}**: {reason}.", "",
@@ -166,37 +230,51 @@ class CompareResult:
                 "recommended": cell, "reason": reason, "runs": [asdict(r) for r in self.runs]}
 
     def plot(self, path: Path) -> Path:
-        """Quality (mean +- std) and training time per cell, side by side."""
+        """Quality, training time and peak memory (mean ± std) and parameters per cell, side by side."""
         from ..tasks.report import _pyplot
 
         plt = _pyplot()
         rows = self.summary()
         names = [r["cell"] for r in rows]
-        fig, axes = plt.subplots(1, 3, figsize=(11, 3.5))
+        fig, axes = plt.subplots(1, 4, figsize=(14, 3.5))
         axes[0].bar(names, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], capsize=4, color="tab:blue")
-        axes[0].set(title=f"dev {self.metric}", ylabel=self.metric)
-        lows = [r["mean"] - r["std"] for r in rows]
-        highs = [r["mean"] + r["std"] for r in rows]
-        pad = (max(highs) - min(lows)) * 0.5 or 0.01
-        axes[0].set_ylim(min(lows) - pad, max(highs) + pad)
-        axes[1].bar(names, [r["seconds"] for r in rows], color="tab:orange")
+        axes[0].set(title=f"dev {self.metric} ({self.direction})", ylabel=self.metric)
+        finite = [r for r in rows if math.isfinite(r["mean"])]
+        if finite:
+            lows = [r["mean"] - r["std"] for r in finite]
+            highs = [r["mean"] + r["std"] for r in finite]
+            pad = (max(highs) - min(lows)) * 0.5 or 0.01
+            axes[0].set_ylim(min(lows) - pad, max(highs) + pad)
+        axes[1].bar(names, [r["seconds"] for r in rows], yerr=[r["seconds_std"] for r in rows], capsize=4,
+                    color="tab:orange")
         axes[1].set(title="training time", ylabel="seconds")
-        axes[2].bar(names, [r["parameters"] for r in rows], color="tab:green")
-        axes[2].set(title="parameters")
-        fig.suptitle(f"{self.task}: cells compared")
+        axes[2].bar(names, [r["peak_mib"] for r in rows], yerr=[r["peak_mib_std"] for r in rows], capsize=4,
+                    color="tab:red")
+        axes[2].set(title="peak memory", ylabel=f"MiB ({self.memory_method})")
+        axes[3].bar(names, [r["parameters"] for r in rows], color="tab:green")
+        axes[3].set(title="parameters")
+        fig.suptitle(f"{self.task}: cells compared (mean ± std over seeds)")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
 
 
-def _quality_key(config: Any, metric: str | None) -> str:
-    if metric:
-        return metric
-    monitor = getattr(getattr(config, "train", None), "monitor", None)
-    if isinstance(monitor, str):
-        return monitor
-    raise ValueError("this task's config has no train.monitor; name the quality metric with --metric")
+def quality_key(module: ModuleType, task: str, config: Any, metric: str | None) -> tuple[str, bool]:
+    """``(metric, higher_is_better)``: ``metric`` (default: the task's ``quality_metric(config)``),
+    checked against the dev metrics the task reports for ``config`` and their directions."""
+    if not hasattr(module, "dev_metrics") or not hasattr(module, "quality_metric"):
+        raise ValueError(f"the {task} task does not declare its dev metrics (dev_metrics, quality_metric)")
+    directions: dict[str, str | None] = module.dev_metrics(config)
+    key = metric or module.quality_metric(config)
+    ranked = [k for k, v in directions.items() if v is not None]
+    if key not in directions:
+        raise ValueError(f"--metric {key!r}: the {task} task reports no such dev metric with this config; "
+                         f"choose one of {', '.join(ranked)}")
+    if directions[key] is None:
+        raise ValueError(f"--metric {key!r} has no better direction (neither higher nor lower is better); "
+                         f"choose one of {', '.join(ranked)}")
+    return key, directions[key] == "max"
 
 
 def _parameters(metrics: dict[str, Any], run_path: Path) -> int:
@@ -207,21 +285,74 @@ def _parameters(metrics: dict[str, Any], run_path: Path) -> int:
     return sum(int(t.numel()) for t in RunDir(run_path).load_state().values())
 
 
+def _is_compare_output(entry: Path) -> bool:
+    if entry.name in OUTPUTS or re.fullmatch(r"\.compare\.(md|json|png)\..*\.tmp", entry.name):
+        return True
+    return entry.is_dir() and not entry.is_symlink() and re.fullmatch(r".+-seed\d+", entry.name) is not None
+
+
+def prepare_out(root: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``root``; with ``overwrite``, clear it if it holds only a previous
+    comparison (``compare.*`` and ``<cell>-seed<k>`` run folders)."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise ValueError(f"--out {root} is a file; give a folder")
+    entries = sorted(root.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise ValueError(f"--out {root} is not empty (runs of an earlier comparison would sit beside the new "
+                         "report); choose another --out, or add --overwrite to clear it")
+    foreign = [e.name for e in entries if not _is_compare_output(e)]
+    if foreign:
+        raise ValueError(f"--overwrite clears only a folder written by 'rnnkit compare', and {root} also holds "
+                         f"{foreign[0]!r}; choose another --out")
+    for entry in entries:
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _canonical(cell: str) -> str:
+    return cell.strip().lower().replace("-", "_")
+
+
+def warm_up(module: ModuleType, task: str, config: Any, train_path: str, dev_path: str | None) -> dict[str, Any]:
+    """Run the task's own ``train`` on ``config`` with one training and one dev batch, in a
+    temporary folder, untimed: imports, first-call allocations and kernels of this cell. Returns
+    the dev metrics it reported."""
+    from ..tasks.engine import batch_limit
+    from ..tasks.run import RunDir
+
+    with tempfile.TemporaryDirectory(prefix="rnnkit-compare-warm-up-") as tmp:
+        run = RunDir.create(tmp, task, "warm-up")
+        with batch_limit(1):
+            metrics = module.train(config, train_path, dev_path, run, lambda _: None, progress=False)
+    dev = metrics.get("dev", metrics)
+    return dev if isinstance(dev, dict) else {}
+
+
 def compare_cells(task: str, cells: Sequence[str], train_path: str, *, dev_path: str | None = None,
                   seeds: int = 1, config_path: str | None = None, overrides: Sequence[str] = (),
                   out: str | Path = "runs/compare", metric: str | None = None, tolerance: float = 0.005,
-                  log: Callable[[str], None] = print, progress: bool = False) -> CompareResult:
+                  overwrite: bool = False, log: Callable[[str], None] = print,
+                  progress: bool = False) -> CompareResult:
     """Train ``task`` once per cell and seed with the task's own ``train`` and compare the cells.
 
     Args:
         task: a registered task name (``rnnkit tasks``).
-        cells: cell names, each must be valid for the task's ``model.cell``.
+        cells: cell names, each must be valid for the task's ``model.cell``, each named once.
         train_path, dev_path: the data, as for ``rnnkit train``.
         seeds: seeds per cell (``train.seed = 0..seeds-1``).
         config_path, overrides: the shared config (YAML file and ``key=value`` overrides).
-        out: folder receiving one run folder per (cell, seed) and the comparison report.
-        metric: dev metric to compare (default: the config's ``train.monitor``).
+        out: folder receiving one run folder per (cell, seed) and the comparison report; it must be
+            empty or absent.
+        metric: dev metric to compare (default: the task's ``quality_metric``); checked against
+            the task's ``dev_metrics`` before any training.
         tolerance: the smallest quality margin of the recommendation rule.
+        overwrite: clear ``out`` first when it holds an earlier comparison.
 
     Returns:
         A :class:`CompareResult`; ``compare.md``, ``compare.json`` and ``compare.png`` are written
@@ -234,6 +365,11 @@ def compare_cells(task: str, cells: Sequence[str], train_path: str, *, dev_path:
     module = get_task(task)
     if not cells:
         raise ValueError("give at least one cell, e.g. --cells rnn,lstm,gru")
+    seen: dict[str, str] = {}
+    for cell in cells:
+        if _canonical(cell) in seen:
+            raise ValueError(f"--cells names {cell!r} twice (as {seen[_canonical(cell)]!r} before); name each cell once")
+        seen[_canonical(cell)] = cell
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     for o in overrides:
@@ -242,11 +378,22 @@ def compare_cells(task: str, cells: Sequence[str], train_path: str, *, dev_path:
     configs = {}
     for cell in cells:  # validate every cell before any training starts
         configs[cell] = load_config(module.Config, config_path, [*overrides, f"model.cell={cell}"])
-    key = _quality_key(configs[cells[0]], metric)
-    higher = not any(word in key.lower() for word in LOWER_IS_BETTER)
+    first = configs[cells[0]]
+    key, higher = quality_key(module, task, first, metric)
+    device = training_device(str(getattr(getattr(first, "train", None), "accelerator", "cpu")))
+    method = PeakMemory(device).method
     root = Path(out)
+    prepare_out(root, overwrite)
+
+    for cell in cells:  # the same start for every timed run: each cell's first call happens here
+        log(f"{cell}: untimed warm-up (one training batch)")
+        dev = warm_up(module, task, configs[cell], train_path, dev_path)
+        if key not in dev:
+            reported = [k for k in module.dev_metrics(first) if k in dev]
+            raise ValueError(f"the {task} task reports no dev metric {key!r} on this data (it reports "
+                             f"{', '.join(reported) or 'none of its usual metrics'}); choose one with --metric")
+
     runs: list[CellRun] = []
-    method = PeakMemory().method
     for cell in cells:
         for seed in range(seeds):
             cfg = load_config(module.Config, config_path, [*overrides, f"model.cell={cell}", f"train.seed={seed}"])
@@ -258,14 +405,12 @@ def compare_cells(task: str, cells: Sequence[str], train_path: str, *, dev_path:
                 _lines.append(message)
                 _run.write_text("train.log", "\n".join(_lines) + "\n")
 
-            start = time.perf_counter()
-            with PeakMemory() as memory:
+            release_freed_memory()
+            with PeakMemory(device) as memory:
+                start = time.perf_counter()
                 metrics = module.train(cfg, train_path, dev_path, run, run_log, progress=progress)
-            seconds = time.perf_counter() - start
+                seconds = time.perf_counter() - start
             dev = metrics.get("dev", metrics)
-            if key not in dev:
-                raise ValueError(f"the {task} task reports no dev metric {key!r} (it reports "
-                                 f"{', '.join(k for k, v in dev.items() if isinstance(v, float | int))}); use --metric")
             quality = float(dev[key])
             runs.append(CellRun(cell, seed, str(run.path), quality, seconds, _parameters(metrics, run.path),
                                 memory.megabytes))
@@ -273,7 +418,8 @@ def compare_cells(task: str, cells: Sequence[str], train_path: str, *, dev_path:
                 f"({run.path})")
     result = CompareResult(task, key, higher, runs, list(cells), method, tolerance,
                            {"train": str(train_path), "dev": None if dev_path is None else str(dev_path),
-                            "seeds": seeds, "overrides": list(overrides), "config": config_path})
+                            "seeds": seeds, "overrides": list(overrides), "config": config_path, "device": device,
+                            "warm_up": "one untimed training batch per cell before the timed runs"})
     root.mkdir(parents=True, exist_ok=True)
     from ..tasks.run import atomic_write_bytes
 
@@ -295,4 +441,5 @@ def _finite(value: Any) -> Any:
     return value
 
 
-__all__ = ["CellRun", "CompareResult", "PeakMemory", "compare_cells"]
+__all__ = ["OUTPUTS", "CellRun", "CompareResult", "PeakMemory", "compare_cells", "prepare_out", "quality_key",
+           "release_freed_memory", "training_device", "warm_up"]

@@ -15,7 +15,11 @@ layer) on a batch and measures, for the model's first ``rnnkit.nn`` recurrent la
   sub-multiplicative, so the exact norm never exceeds the bound. Masks are ignored here.
 * Gate saturation from ``return_gates``: the fraction of sigmoid gate values ``< 0.05`` or
   ``> 0.95`` and of tanh values with ``|x| > 0.95`` (LSTM input/forget/output and the candidate;
-  GRU reset/update and candidate; a tanh RNN's ``tanh(pre-activation)``).
+  GRU reset/update and candidate; a tanh RNN's ``tanh(pre-activation)``). Which activation each
+  entry went through is read from the cell (:func:`gate_activations`): unbounded ones cannot
+  saturate and are left out, and the report names them (``unbounded_gates``): the candidate of
+  minGRU/minLSTM, ``g(x) = x + 0.5`` for ``x >= 0`` and ``sigmoid(x)`` below (or the identity),
+  and a relu RNN's activation.
 * The effective memory horizon, by this rule: the smallest lag ``k >= 1`` such that
   ``grad_norms[T-1-k] < threshold * grad_norms[T-1]`` (``threshold = 1e-3``), i.e. how far back
   from the last step the gradient survives above one thousandth of its value at the last step.
@@ -30,7 +34,7 @@ for the Jacobian products and for gradient clipping (:func:`clipping_demo`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,38 +44,76 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn.recurrent import _RecurrentCore
+from .memory import check_unique, clip_norm_or_none
 
 SIGMOID_GATES = ("input", "forget", "output", "reset", "update")
 TANH_GATES = ("cell_candidate", "candidate")
+BOUNDED = ("sigmoid", "tanh")  # activations that can saturate
+UNBOUNDED = {"g": "g(x) = x + 0.5 for x >= 0, sigmoid(x) below: unbounded above",
+             "linear": "the identity: unbounded", "relu": "relu: unbounded above"}
 NORMS = ("spectral", "frobenius")
 HORIZON_RULE = ("smallest lag k >= 1 with ||dL/dh_(T-1-k)|| < {threshold:g} x ||dL/dh_(T-1)|| "
                 "(None: never within the sequence)")
 
 
 # -- saturation --------------------------------------------------------------------------------
+def gate_activations(cell: Any, names: Iterable[str] | None = None) -> dict[str, str | None]:
+    """The activation behind each ``return_gates`` entry of ``cell``, read from the cell itself.
+
+    ``"sigmoid"`` for gates in ``(0, 1)`` (input, forget, output, reset, update; minLSTM's
+    normalised gates), for candidates the cell's own activation: ``"tanh"`` (LSTM, GRU), or
+    minGRU/minLSTM's ``candidate_activation`` (``"g"``, ``"linear"``), for an RNN's
+    ``pre_activation`` its ``nonlinearity`` (``"tanh"``, ``"relu"``); ``None`` for entries that
+    are not activations (the LSTM cell state). Only ``"sigmoid"`` and ``"tanh"`` can saturate.
+    """
+    candidate = str(getattr(cell, "candidate_activation", "tanh"))
+    nonlinearity = str(getattr(cell, "nonlinearity", "tanh"))
+    out: dict[str, str | None] = {}
+    for name in (getattr(cell, "gate_names", ()) if names is None else names):
+        if name in SIGMOID_GATES:
+            out[name] = "sigmoid"
+        elif name in TANH_GATES:
+            out[name] = candidate
+        elif name == "pre_activation":
+            out[name] = nonlinearity
+        else:
+            out[name] = None
+    return out
+
+
 def saturation_fractions(gates: Mapping[str, Tensor], *, nonlinearity: str = "tanh", mask: Tensor | None = None,
-                         low: float = 0.05, high: float = 0.95) -> dict[str, float]:
+                         low: float = 0.05, high: float = 0.95, cell: Any = None,
+                         activations: Mapping[str, str | None] | None = None) -> dict[str, float]:
     """Fraction of saturated values per gate of one layer's ``return_gates`` dict.
 
     Args:
         gates: gate name -> ``[B, T, H]`` activations (``rnnkit.nn`` ``return_gates`` output for one layer).
-        nonlinearity: the RNN cell's activation, used for its ``pre_activation`` entry.
+        nonlinearity: the RNN cell's activation, used for its ``pre_activation`` entry (when
+            neither ``cell`` nor ``activations`` is given).
         mask: optional ``[B, T]`` bool, ``True`` on real steps (padded steps are not counted).
         low, high: a sigmoid value is saturated below ``low`` or above ``high``; a tanh value
             when ``|x| > high``.
+        cell: the cell that produced ``gates``: each entry's activation is read from it
+            (:func:`gate_activations`); needed for minGRU/minLSTM, whose candidate is unbounded.
+        activations: gate name -> ``"sigmoid"``, ``"tanh"`` or anything else (left out), instead
+            of ``cell``.
 
     Returns:
-        gate name -> fraction in ``[0, 1]``; gates that are not activations (the LSTM cell state,
-        a relu RNN's pre-activation) are left out.
+        gate name -> fraction in ``[0, 1]``; entries that are not bounded activations (the LSTM
+        cell state, a relu RNN's pre-activation, the minGRU/minLSTM candidate) are left out.
     """
+    if activations is None:
+        activations = gate_activations(cell, gates) if cell is not None else \
+            gate_activations(_Activation(nonlinearity), gates)
     out: dict[str, float] = {}
     for name, values in gates.items():
-        if name in SIGMOID_GATES:
+        kind = activations.get(name)
+        if kind == "sigmoid":
             saturated = (values < low) | (values > high)
-        elif name in TANH_GATES:
-            saturated = values.abs() > high
-        elif name == "pre_activation" and nonlinearity == "tanh":
+        elif kind == "tanh" and name == "pre_activation":
             saturated = torch.tanh(values).abs() > high
+        elif kind == "tanh":
+            saturated = values.abs() > high
         else:
             continue
         if mask is not None:
@@ -81,6 +123,13 @@ def saturation_fractions(gates: Mapping[str, Tensor], *, nonlinearity: str = "ta
         else:
             out[name] = float(saturated.float().mean()) if saturated.numel() else 0.0
     return out
+
+
+@dataclass
+class _Activation:
+    """Stands in for a cell when only an RNN's ``nonlinearity`` is known."""
+
+    nonlinearity: str
 
 
 def memory_horizon(grad_norms: Sequence[float], threshold: float = 1e-3) -> int | None:
@@ -210,6 +259,7 @@ class GradientReport:
     horizon_rule: str
     param_grad_norm: float
     clip_norm: float | None = None
+    unbounded_gates: dict[str, str] = field(default_factory=dict)  # gate -> its activation, left out of saturation
 
     @property
     def clipped_grad_norm(self) -> float:
@@ -302,7 +352,8 @@ def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
         jacobians: compute the step Jacobians (skip for long sequences with large states).
         jacobian_samples: sequences of the batch used for the Jacobians.
         threshold: the memory-horizon threshold (``1e-3``).
-        clip_norm: also report the parameter-gradient norm after clipping to this value.
+        clip_norm: also report the parameter-gradient norm after clipping to this value
+            (``None`` or ``0``: no clipping; negative values are refused).
         layer: name of the recurrent submodule to diagnose.
         label: name of this report (default: the cell name).
 
@@ -312,6 +363,7 @@ def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    clip_norm = clip_norm_or_none(clip_norm)
     is_layer = isinstance(model_or_layer, _RecurrentCore)
     name, rec = ("<layer>", model_or_layer) if is_layer else find_recurrent_layer(model_or_layer, layer)
     assert isinstance(rec, _RecurrentCore)
@@ -351,10 +403,10 @@ def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
         by_layer[key] = norms
     main = traces["l0"]
     steps = len(main.hidden)
-    nonlinearity = getattr(main.cell, "nonlinearity", "tanh")
-    saturation = {key: saturation_fractions(t.gates or {}, nonlinearity=nonlinearity, mask=mask)
-                  for key, t in traces.items()}
+    saturation = {key: saturation_fractions(t.gates or {}, cell=t.cell, mask=mask) for key, t in traces.items()}
     fractions = [v for per in saturation.values() for v in per.values()]
+    unbounded = {name: kind for name, kind in gate_activations(main.cell, main.gates or {}).items()
+                 if kind is not None and kind not in BOUNDED}
 
     step_norms: list[float] = [math.nan] * steps
     bound: list[float] = [0.0] * steps
@@ -380,9 +432,9 @@ def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
         label=label or _cell_name(rec), layer=name, cell=_cell_name(rec), steps=steps, loss=float(loss.detach()),
         grad_norms=grad_norms, grad_norms_by_layer=by_layer, norm=norm if jacobians else "none",
         jacobian_step_norms=step_norms, jacobian_product_log10=bound, jacobian_product_norm=exact,
-        saturation=saturation, saturation_overall=sum(fractions) / len(fractions) if fractions else 0.0,
+        saturation=saturation, saturation_overall=sum(fractions) / len(fractions) if fractions else math.nan,
         horizon=memory_horizon(grad_norms, threshold), horizon_rule=HORIZON_RULE.format(threshold=threshold),
-        param_grad_norm=param_norm, clip_norm=clip_norm)
+        param_grad_norm=param_norm, clip_norm=clip_norm, unbounded_gates=unbounded)
 
 
 # -- exploding gradients and clipping ----------------------------------------------------------
@@ -413,6 +465,9 @@ def clipping_demo(cell: str = "rnn", *, length: int = 50, scale: float = 3.0, cl
         (the norm before clipping) and ``diverged`` (a non-finite loss or one above 1e3).
     """
     from .memory import MemoryModel, make_task, task_loss
+
+    if clip_norm_or_none(clip_norm) is None:
+        raise ValueError(f"the clipping demo needs a clip norm > 0, got {clip_norm}")
 
     task = make_task("adding")
     torch.manual_seed(seed)
@@ -490,9 +545,9 @@ def diagnostics_markdown(reports: Sequence[GradientReport], clipping: Mapping[st
     rows = []
     for r in reports:
         s = r.summary()
-        rows.append([r.label, r.steps, s["grad_norm_last"], s["grad_norm_first"],
-                     f"{s['ratio_first_to_last']:.3g}", r.horizon if r.horizon is not None else f">= {r.steps - 1}",
-                     f"{r.saturation_overall:.3f}",
+        rows.append([r.label, r.steps, f"{s['grad_norm_last']:.3g}", f"{s['grad_norm_first']:.3g}",
+                     f"{s['ratio_first_to_last']:.3g}", r.horizon if r.horizon is not None else f"> {r.steps - 1}",
+                     f"{r.saturation_overall:.3f}" if math.isfinite(r.saturation_overall) else "n/a",
                      f"{r.jacobian_product_norm[0]:.3g}" if r.jacobian_product_norm else "",
                      f"{r.jacobian_product_log10[0]:.2f}" if r.jacobian_product_log10 else "",
                      f"{r.param_grad_norm:.3g}"])
@@ -502,10 +557,16 @@ def diagnostics_markdown(reports: Sequence[GradientReport], clipping: Mapping[st
                             rows), "",
              "Definitions: `||dL/dh_t||` is the mean over the batch of the L2 norm of the total derivative of the "
              "loss with respect to the hidden state at step t (retained hidden-state gradients of the unrolled "
-             f"layer). Horizon: {rule}. Saturated: fraction of sigmoid gate values < 0.05 or > 0.95 and of tanh "
-             f"values with |x| > 0.95. Jacobian norms are {norm} norms of ds_t/ds_(t-1) for the full state "
+             f"layer). Horizon: {rule}; `> T-1` means no lag within the sequence fell that low. Saturated: fraction "
+             "of sigmoid gate values < 0.05 or > 0.95 and of tanh values with |x| > 0.95 (n/a: no bounded "
+             f"activation). Jacobian norms are {norm} norms of ds_t/ds_(t-1) for the full state "
              "(h, and c for LSTMs); `log10 prod ||J_t||` is the product of the per-step norms (an upper bound), "
              "`||ds_T-1/ds_0||` the norm of the exact product.", ""]
+    left_out = {f"{r.label}: {name} ({UNBOUNDED.get(kind, kind)})" for r in reports
+                for name, kind in r.unbounded_gates.items()}
+    if left_out:
+        lines += ["Left out of `saturated` (unbounded activations cannot saturate): " + "; ".join(sorted(left_out))
+                  + ".", ""]
     if clipping:
         s = clipping["settings"]
         w, c = clipping["without"], clipping["with"]
@@ -527,13 +588,24 @@ def diagnostics_markdown(reports: Sequence[GradientReport], clipping: Mapping[st
 
 def diagnose_fresh(cells: Sequence[str], *, task: str = "adding", length: int = 100, hidden_size: int = 64,
                    batch_size: int = 32, seed: int = 0, norm: str = "spectral", exploding_scale: float | None = 3.0,
-                   clip_norm: float = 1.0, jacobian_samples: int = 4) -> tuple[list[GradientReport], dict[str, Any] | None]:
+                   clip_norm: float | None = 1.0,
+                   jacobian_samples: int = 4) -> tuple[list[GradientReport], dict[str, Any] | None]:
     """Diagnose freshly initialised models of each cell on one batch of a memory task, plus an
     exploding case (a tanh RNN with ``weight_hh = exploding_scale x orthogonal``) and the
-    clipping demo (``exploding_scale=None`` skips both)."""
+    clipping demo (``exploding_scale=None`` skips both; ``clip_norm`` ``None`` or ``0`` skips
+    the demo).
+
+    The models are :class:`~rnnkit.insight.memory.MemoryModel` s, whose LSTM cells start with
+    forget-gate bias 1 (Jozefowicz et al. 2015): with bias 0 the forget gate starts near 0.5, and
+    a fresh LSTM then forgets faster than a fresh tanh RNN.
+    """
     from ..cells import CELLS
     from .memory import MemoryModel, make_task, task_loss
 
+    clip_norm = clip_norm_or_none(clip_norm)
+    if not cells:
+        raise ValueError("give at least one cell, e.g. --cell rnn,lstm,gru")
+    check_unique(cells, "--cell")
     spec = make_task(task)
     spec.check_length(length)
     for cell in cells:
@@ -557,49 +629,192 @@ def diagnose_fresh(cells: Sequence[str], *, task: str = "adding", length: int = 
         reports.append(gradient_diagnostics(exploding, batch, loss_fn=loss_fn, norm=norm,
                                             label=f"rnn, W_hh = {exploding_scale:g} x orthogonal",
                                             jacobian_samples=jacobian_samples, clip_norm=clip_norm))
-        clipping = clipping_demo("rnn", length=min(length, 50), scale=exploding_scale, clip_norm=clip_norm,
-                                 hidden_size=hidden_size, seed=seed)
+        if clip_norm is not None:
+            clipping = clipping_demo("rnn", length=min(length, 50), scale=exploding_scale, clip_norm=clip_norm,
+                                     hidden_size=hidden_size, seed=seed)
     return reports, clipping
 
 
-def diagnostic_inputs(trained: Any, data: str | Path, size: int = 32) -> tuple[nn.Module, Any,
-                                                                             Callable[[nn.Module, Any], Tensor]]:
-    """``(model, batch, loss_fn)`` for a trained task on the first ``size`` labelled examples of ``data``.
+SUPPORTED_RUNS = ("image-classification", "text-classification (architecture=rnn)", "forecasting", "tagging",
+                  "language-model")
+LossFn = Callable[[nn.Module, Any], Tensor]
 
-    Tasks provide this through a ``diagnostic_batch(path, size)`` method on their trained class;
-    text classification (which predates it) is adapted here.
-    """
-    if hasattr(trained, "diagnostic_batch"):
-        return trained.diagnostic_batch(data, size)
+
+def _check_data(data: str | Path) -> None:
+    """A one-line error for a data path that does not exist (before any reader guesses a format)."""
+    text = str(data)
+    if text.startswith("builtin:"):
+        return
+    first = Path(text.split(",")[0])
+    if not first.exists():
+        raise FileNotFoundError(f"data not found: {first} (give the labelled file or folder the run was trained on)")
+
+
+def _text_classification_inputs(trained: Any, data: str | Path, size: int) -> tuple[nn.Module, Any, LossFn]:
     from ..tasks import text_classification as tc
 
-    if isinstance(trained, tc.TrainedTextClassifier):
-        if trained.prep.multi_label or trained.prep.architecture != "rnn":
-            raise ValueError("diagnose supports single-label text classifiers with architecture=rnn")
-        examples = tc.read_examples(data, trained.prep.cfg)[:size]
-        labels = [tc._labels_of(e, trained.prep.cfg, False) for e in examples]
-        targets = trained.prep.encode_labels(labels, [e.source for e in examples], "diagnostic")
-        ids, lengths, _, _ = tc.collate_flat([(ids, None, i) for i, ids in
-                                              enumerate(trained.prep.encode_texts([e.text for e in examples]))])
+    if trained.prep.multi_label or trained.prep.architecture != "rnn":
+        raise ValueError("diagnose supports single-label text classifiers with architecture=rnn")
+    examples = tc.read_examples(data, trained.prep.cfg)[:size]
+    labels = [tc._labels_of(e, trained.prep.cfg, False) for e in examples]
+    targets = trained.prep.encode_labels(labels, [e.source for e in examples], "diagnostic")
+    ids, lengths, _, _ = tc.collate_flat([(ids, None, i) for i, ids in
+                                          enumerate(trained.prep.encode_texts([e.text for e in examples]))])
 
-        def loss_fn(model: nn.Module, batch: Any) -> Tensor:
-            return F.cross_entropy(model(batch[0], batch[1]), batch[2])
+    def loss_fn(model: nn.Module, batch: Any) -> Tensor:
+        return F.cross_entropy(model(batch[0], batch[1]), batch[2])
 
-        return trained.model, (ids, lengths, targets), loss_fn
-    raise ValueError(f"diagnose does not know how to build a batch for {type(trained).__name__}; supported: "
-                     "image-classification, text-classification (architecture=rnn)")
+    return trained.model, (ids, lengths, targets), loss_fn
+
+
+def _forecasting_inputs(trained: Any, data: str | Path, size: int) -> tuple[nn.Module, Any, LossFn]:
+    """Windows from the end of each series of ``data``, taken in turn until ``size``: the encoder
+    reads ``lookback`` steps, the loss is the training objective on the next ``horizon`` steps."""
+    import numpy as np
+
+    from ..tasks import forecasting as fc
+
+    model, pipe = trained.model, trained.pipe
+    lookback, horizon = model.lookback, model.horizon
+    per_series = []
+    for s in pipe.read(data):
+        scaled = pipe.scale(s, len(s))
+        origins = list(range(len(s) - horizon, lookback - 1, -horizon))
+        per_series.append([(scaled, origin, pipe.series_index(s.series_id)) for origin in origins])
+    if not any(per_series):
+        raise ValueError(f"{data}: no series is long enough for one window of lookback {lookback} + horizon {horizon}")
+    windows: list[Any] = []
+    depth = 0
+    while len(windows) < size and any(depth < len(w) for w in per_series):
+        windows += [w[depth] for w in per_series if depth < len(w)]
+        depth += 1
+    xs, futs, ids, ys = [], [], [], []
+    for scaled, origin, sid in windows[:size]:
+        x, fut = fc._window_inputs(scaled, origin, lookback, horizon)
+        xs.append(x)
+        futs.append(fut)
+        ids.append(sid)
+        ys.append(scaled.targets[origin: origin + horizon])
+    batch = (torch.as_tensor(np.stack(xs), dtype=torch.float32), torch.as_tensor(np.stack(futs), dtype=torch.float32),
+             torch.as_tensor(ids, dtype=torch.long), torch.as_tensor(np.stack(ys), dtype=torch.float32))
+
+    def loss_fn(m: nn.Module, b: Any) -> Tensor:
+        x, fut, sid, y = b
+        return m.loss(m(x, fut, sid), y)  # type: ignore[operator]
+
+    return model, batch, loss_fn
+
+
+def _tagging_inputs(trained: Any, data: str | Path, size: int) -> tuple[nn.Module, Any, LossFn]:
+    from ..tasks import tagging as tg
+
+    prep = trained.prep
+    sentences = [s for s in tg.read_sentences(data, prep.cfg) if len(s)][:size]
+    if not sentences:
+        raise ValueError(f"{data}: no non-empty sentences")
+    batch = tg.collate([(*prep.encode(list(s.tokens)), prep.encode_tags(s, "diagnostic")) for s in sentences])
+
+    def loss_fn(m: nn.Module, b: Any) -> Tensor:
+        words, chars, char_lengths, lengths, tags = b
+        return m.loss(m(words, chars, char_lengths, lengths), tags.clamp(min=0), lengths)  # type: ignore[operator]
+
+    return trained.model, batch, loss_fn
+
+
+def _language_model_inputs(trained: Any, data: str | Path, size: int, steps: int) -> tuple[nn.Module, Any, LossFn]:
+    """The first window of ``steps`` tokens of ``size`` parallel streams of ``data`` (as in
+    training); the loss is the mean negative log-likelihood of every next token."""
+    import tempfile
+
+    import numpy as np
+
+    from ..data.corpus import batchify
+
+    path = Path(data)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ids = np.array(trained.prep.ids_of_file(path, Path(tmp) / "ids.bin"), dtype=np.int64)
+    streams = min(size, max(1, (len(ids) - 1) // 2))
+    grid = np.asarray(batchify(ids, streams))
+    length = min(steps, grid.shape[1] - 1)
+    if length < 1:
+        raise ValueError(f"{data}: too few tokens for a window of 2")
+    block = torch.from_numpy(np.ascontiguousarray(grid[:, : length + 1]))
+
+    def loss_fn(m: nn.Module, b: Any) -> Tensor:
+        inputs, targets = b
+        nll, _ = m.nll(inputs, targets)  # type: ignore[operator]
+        return nll / targets.numel()
+
+    return trained.model, (block[:, :-1], block[:, 1:]), loss_fn
+
+
+def diagnostic_inputs(trained: Any, data: str | Path, size: int = 32,
+                      steps: int = 70) -> tuple[nn.Module, Any, LossFn]:
+    """``(model, batch, loss_fn)`` for a trained task on the first ``size`` labelled examples of ``data``.
+
+    Tasks may provide this through a ``diagnostic_batch(path, size)`` method on their trained
+    class (image classification does); text classification (``architecture=rnn``), forecasting
+    (windows from the end of each series), tagging and language models (``steps`` tokens of
+    ``size`` streams) are adapted here from the task's own readers. The loss is each task's
+    training objective. Other tasks raise a ValueError naming the supported ones.
+    """
+    _check_data(data)
+    if hasattr(trained, "diagnostic_batch"):
+        return trained.diagnostic_batch(data, size)  # type: ignore[no-any-return]
+    kind = type(trained).__name__
+    if kind == "TrainedTextClassifier":
+        return _text_classification_inputs(trained, data, size)
+    if kind == "TrainedForecaster":
+        return _forecasting_inputs(trained, data, size)
+    if kind == "TrainedTagger":
+        return _tagging_inputs(trained, data, size)
+    if kind == "TrainedLanguageModel":
+        return _language_model_inputs(trained, data, size, steps)
+    raise ValueError(f"diagnose does not support {kind} runs; supported: {', '.join(SUPPORTED_RUNS)}")
+
+
+def _run_steps(run_dir: str | Path, default: int = 70) -> int:
+    """A language-model run's ``train.bptt`` (its training window), else ``default``."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+        return int(cfg.get("train", {}).get("bptt", default))
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return default
 
 
 def diagnose_run(run_dir: str | Path, data: str | Path, *, samples: int = 32, norm: str = "spectral",
-                 jacobian_samples: int = 4) -> GradientReport:
-    """Diagnose a trained run on the first ``samples`` labelled examples of ``data``."""
+                 jacobian_samples: int = 4, label: str | None = None) -> GradientReport:
+    """Diagnose a trained run on the first ``samples`` labelled examples of ``data``.
+
+    The diagnosed layer is the model's ``encoder`` when it is an ``rnnkit.nn`` recurrent layer
+    (the word-level encoder of a tagger, not its character encoder), else its first one.
+    """
     from ..tasks import load_trained
 
-    model, batch, loss_fn = diagnostic_inputs(load_trained(str(run_dir)), data, samples)
+    _check_data(data)
+    model, batch, loss_fn = diagnostic_inputs(load_trained(str(run_dir)), data, samples, _run_steps(run_dir))
+    layer = "encoder" if isinstance(getattr(model, "encoder", None), _RecurrentCore) else None
     return gradient_diagnostics(model, batch, loss_fn=loss_fn, norm=norm, jacobian_samples=jacobian_samples,
-                                label=f"{Path(run_dir).name}")
+                                layer=layer, label=label or f"{Path(run_dir).name}")
 
 
-__all__ = ["GradientReport", "HORIZON_RULE", "clipping_demo", "diagnose_fresh", "diagnose_run", "diagnostic_inputs", "diagnostics_markdown",
-           "find_recurrent_layer", "gradient_diagnostics", "memory_horizon", "plot_gradient_norms",
+def diagnose_runs(run_dirs: Sequence[str | Path], data: str | Path, *, samples: int = 32, norm: str = "spectral",
+                  jacobian_samples: int = 4) -> list[GradientReport]:
+    """:func:`diagnose_run` for each run on the same ``data``, one report per run (labelled by the
+    folder name, or the path where two runs share a name)."""
+    if not run_dirs:
+        raise ValueError("give at least one RUN folder")
+    check_unique([str(Path(r).resolve()) for r in run_dirs], "RUN", shown=[str(r) for r in run_dirs])
+    names = [Path(r).name for r in run_dirs]
+    return [diagnose_run(r, data, samples=samples, norm=norm, jacobian_samples=jacobian_samples,
+                         label=name if names.count(name) == 1 else str(r)) for r, name in zip(run_dirs, names)]
+
+
+__all__ = ["BOUNDED", "GradientReport", "HORIZON_RULE", "SUPPORTED_RUNS", "clipping_demo", "diagnose_fresh",
+           "diagnose_run", "diagnose_runs", "diagnostic_inputs", "diagnostics_markdown", "find_recurrent_layer",
+           "gate_activations", "gradient_diagnostics", "memory_horizon", "plot_gradient_norms",
            "saturation_fractions", "scale_recurrent_weights"]

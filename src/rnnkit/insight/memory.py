@@ -2,8 +2,14 @@
 
 Each task is a generator of ``(inputs [B, T, I], targets)`` batches plus a trivial baseline
 (what a network with no memory can reach) and a success rule. :func:`run_memory_benchmark`
-trains each cell on each length under the same fixed budget (training steps) through the task
-engine (:func:`rnnkit.tasks.engine.fit`) and reports the success rate.
+trains each cell on each length under the same fixed budget (exactly ``budget_steps`` training
+steps) through the task engine (:func:`rnnkit.tasks.engine.fit`), reports the success rate, and
+per cell where it stops learning: the longest ``T`` whose success rate reaches ``success_rate``
+(default 0.5) and the first ``T`` that does not.
+
+The model (:class:`MemoryModel`) is one recurrent layer and a linear read-out; its LSTM cells
+start with forget-gate bias 1 (Jozefowicz et al. 2015, the common LSTM initialisation), so that
+a fresh LSTM does not forget at the rate 0.5 per step of a forget gate at ``sigmoid(0)``.
 
 * **adding** (Hochreiter and Schmidhuber 1997, experiment 4; the variant of Le et al. 2015):
   two channels, a value ``U(0, 1)`` and a marker; exactly two steps are marked, one in each half
@@ -25,7 +31,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,8 +41,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import recurrent_layer
+from ..nn.factory import LSTM_CELLS
 
 Batch = tuple[Tensor, Tensor]
+
+
+def clip_norm_or_none(value: float | None, option: str = "--clip-norm") -> float | None:
+    """A gradient-clipping norm: ``None`` for no clipping (given as ``None`` or ``0``); a negative
+    or non-finite value is a ValueError."""
+    if value is None or value == 0:
+        return None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{option} must be a norm >= 0 (0: no clipping), got {value:g}")
+    return float(value)
+
+
+def check_unique(values: Sequence[Any], option: str, shown: Sequence[Any] | None = None) -> None:
+    """A ValueError naming the first value given twice (``shown``: how to print each value)."""
+    seen: set[Any] = set()
+    for value, text in zip(values, shown if shown is not None else values):
+        if value in seen:
+            raise ValueError(f"{option} names {text} twice; give each once")
+        seen.add(value)
 
 
 @dataclass(frozen=True)
@@ -172,12 +197,20 @@ def selective_copy(batch_size: int, length: int, *, symbols: int = 8, memorize: 
 
 # -- model, loss, metric -----------------------------------------------------------------------
 class MemoryModel(nn.Module):
-    """One recurrent layer of any cell and a linear read-out (last step for adding, every step for copies)."""
+    """One recurrent layer of any cell and a linear read-out (last step for adding, every step for copies).
 
-    def __init__(self, task: MemoryTask, cell: str, hidden_size: int = 64) -> None:
+    LSTM cells (``lstm``, ``peephole_lstm``, ``layernorm_lstm``) start with forget-gate bias
+    ``forget_bias`` (1, Jozefowicz et al. 2015; ``None``: the cell's own initialisation, bias
+    about 0, i.e. a forget gate near 0.5 that halves the cell state every step).
+    """
+
+    def __init__(self, task: MemoryTask, cell: str, hidden_size: int = 64, *,
+                 forget_bias: float | None = 1.0) -> None:
         super().__init__()
         self.task_name = task.name
-        self.encoder = recurrent_layer(cell, task.input_size, hidden_size)
+        is_lstm = isinstance(cell, str) and cell.lower().replace("-", "_") in LSTM_CELLS
+        options = {"forget_bias": forget_bias} if is_lstm and forget_bias is not None else {}
+        self.encoder = recurrent_layer(cell, task.input_size, hidden_size, cell_options=options)
         self.head = nn.Linear(hidden_size, task.output_size)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -202,19 +235,30 @@ def task_metric(task: MemoryTask, prediction: Tensor, targets: Tensor) -> float:
     return float((prediction[:, -k:].argmax(-1) == targets[:, -k:]).float().mean())
 
 
+def split_budget(budget_steps: int, epochs: int) -> list[int]:
+    """``budget_steps`` as ``epochs`` parts that differ by at most one and add up to it exactly
+    (the larger parts first)."""
+    base, extra = divmod(budget_steps, epochs)
+    return [base + (1 if k < extra else 0) for k in range(epochs)]
+
+
 class _Batches(torch.utils.data.IterableDataset):
-    """``steps`` fresh batches per pass from one seeded generator (each epoch sees new data)."""
+    """``steps[k]`` fresh batches on pass ``k`` from one seeded generator (each epoch sees new data).
 
-    def __init__(self, task: MemoryTask, length: int, batch_size: int, steps: int, seed: int) -> None:
+    No ``__len__``: the passes differ in length, so the engine ends each epoch when its pass ends
+    (a length read once would cut or merge epochs and skip evaluations).
+    """
+
+    def __init__(self, task: MemoryTask, length: int, batch_size: int, steps: Sequence[int], seed: int) -> None:
         super().__init__()
-        self.task, self.length, self.batch_size, self.steps = task, length, batch_size, steps
+        self.task, self.length, self.batch_size, self.steps = task, length, batch_size, list(steps)
         self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return self.steps
+        self.passes = 0
 
     def __iter__(self) -> Any:
-        for _ in range(self.steps):
+        steps = self.steps[min(self.passes, len(self.steps) - 1)]
+        self.passes += 1
+        for _ in range(steps):
             yield self.task.generate(self.batch_size, self.length, self.generator)
 
 
@@ -239,26 +283,34 @@ class MemoryResult:
 def train_memory_task(task: MemoryTask, cell: str, length: int, *, budget_steps: int = 2000, seed: int = 0,
                       batch_size: int = 64, hidden_size: int = 64, learning_rate: float = 1e-3,
                       clip_norm: float | None = 1.0, evaluations: int = 5, dev_size: int = 512,
-                      accelerator: str = "cpu") -> MemoryResult:
-    """Train ``cell`` on ``task`` at ``length`` for ``budget_steps`` Adam steps through the task engine.
+                      accelerator: str = "cpu", forget_bias: float | None = None) -> MemoryResult:
+    """Train ``cell`` on ``task`` at ``length`` for exactly ``budget_steps`` Adam steps through the task engine.
 
-    The budget is split into ``evaluations`` engine epochs; after each the model is scored on a
-    fixed dev set of ``dev_size`` sequences (its own seed), and the best weights are kept.
+    The budget is split into ``evaluations`` engine epochs of sizes differing by at most one step
+    (:func:`split_budget`); after each the model is scored on a fixed dev set of ``dev_size``
+    sequences (its own seed), and the best weights are kept. ``clip_norm`` ``None`` or ``0``: no
+    clipping. ``MemoryResult.steps`` counts the training steps actually taken. ``forget_bias``: the
+    LSTM cells' initial forget-gate bias (``None``, the default: the cell's own initialisation, with
+    which the tables in ``benchmarks/RESULTS.md`` were measured; :class:`MemoryModel` itself, as used
+    by the fresh-model gradient demo, defaults to 1).
     """
     from ..tasks.engine import EngineOptions, fit
 
     task.check_length(length)
     if budget_steps < 1:
         raise ValueError(f"budget_steps must be >= 1, got {budget_steps}")
+    clip_norm = clip_norm_or_none(clip_norm, "clip_norm")
     evaluations = max(1, min(evaluations, budget_steps))
     torch.manual_seed(seed)
-    model = MemoryModel(task, cell, hidden_size)
+    model = MemoryModel(task, cell, hidden_size, forget_bias=forget_bias)
     dev = task.generate(dev_size, length, torch.Generator().manual_seed(10_000 + seed))
     dev_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*dev), batch_size=256)
-    per_epoch = math.ceil(budget_steps / evaluations)
-    train_loader = torch.utils.data.DataLoader(_Batches(task, length, batch_size, per_epoch, seed), batch_size=None)
+    parts = split_budget(budget_steps, evaluations)
+    train_loader = torch.utils.data.DataLoader(_Batches(task, length, batch_size, parts, seed), batch_size=None)
+    taken = [0]
 
     def loss_fn(m: nn.Module, batch: Any) -> Tensor:
+        taken[0] += 1
         return task_loss(task, m(batch[0]), batch[1])
 
     def predict_fn(m: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
@@ -272,10 +324,8 @@ def train_memory_task(task: MemoryTask, cell: str, length: int, *, budget_steps:
                             seed=seed, accelerator=accelerator, progress=False)
     start = time.perf_counter()
     try:
-        with warnings.catch_warnings():  # our iterable dataset has one worker: its __len__ is exact
-            warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
-            history = fit(model, train_loader, dev_loader, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
-                          options=options, log=lambda _: None)
+        history = fit(model, train_loader, dev_loader, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
+                      options=options, log=lambda _: None)
         curve = [row[f"dev_{task.metric}"] for row in history]
     except FloatingPointError:  # the loss diverged: a failure, not a crash of the benchmark
         curve = [math.nan]
@@ -283,7 +333,7 @@ def train_memory_task(task: MemoryTask, cell: str, length: int, *, budget_steps:
     finite = [v for v in curve if math.isfinite(v)]
     value = (max(finite) if task.higher_is_better else min(finite)) if finite else math.nan
     return MemoryResult(task.name, cell, length, seed, task.metric, value, task.baseline, task.success(value),
-                        per_epoch * evaluations, seconds, curve)
+                        taken[0], seconds, curve)
 
 
 @dataclass
@@ -312,44 +362,91 @@ class MemoryBenchmark:
         cells = list(self.settings.get("cells", []))
         return cells.index(cell) if cell in cells else len(cells)
 
+    @property
+    def success_rate(self) -> float:
+        """The success rate at which a cell counts as learning a length (``settings["success_rate"]``)."""
+        return float(self.settings.get("success_rate", 0.5))
+
+    def limits(self) -> list[dict[str, Any]]:
+        """Per cell, where it stops learning within the budget: ``longest_learned``, the longest
+        ``T`` whose success rate is ``>= success_rate``, and ``first_failed``, the shortest ``T``
+        whose rate is below it (``None`` when there is none: learned everywhere, or nowhere)."""
+        rows = self.summary()
+        out = []
+        for cell in dict.fromkeys(r["cell"] for r in rows):
+            rates = sorted((r["length"], r["success_rate"]) for r in rows if r["cell"] == cell)
+            learned = [t for t, rate in rates if rate >= self.success_rate]
+            failed = [t for t, rate in rates if rate < self.success_rate]
+            out.append({"cell": cell, "longest_learned": max(learned) if learned else None,
+                        "first_failed": min(failed) if failed else None})
+        return out
+
+    def _limit_text(self, row: dict[str, Any]) -> tuple[str, str]:
+        lengths = sorted({r["length"] for r in self.summary()})
+        learned = str(row["longest_learned"]) if row["longest_learned"] is not None else \
+            f"none (fails from T={lengths[0]})"
+        failed = str(row["first_failed"]) if row["first_failed"] is not None else \
+            f"none (learns up to T={lengths[-1]}, the longest tried)"
+        return learned, failed
+
     def markdown(self) -> str:
         from ..tasks.report import markdown_table
 
         t = self.task
         s = self.settings
+        clip = "no clipping" if s["clip_norm"] is None else f"clip norm {s['clip_norm']}"
+        fb = s.get("lstm_forget_bias")
+        bias = f"LSTM cells start with forget-gate bias {fb:g}" if fb is not None else \
+            "LSTM cells keep their own bias initialisation"
         head = [f"# Memory benchmark: {t.name}", "",
                 f"Budget {s['budget_steps']} Adam steps of batch {s['batch_size']} (learning rate "
-                f"{s['learning_rate']}, clip norm {s['clip_norm']}), hidden size {s['hidden_size']}, "
-                f"{s['seeds']} seed(s) per cell and length.", "",
+                f"{s['learning_rate']}, {clip}), hidden size {s['hidden_size']}, {s['seeds']} seed(s) per cell and "
+                f"length; {bias}.", "",
                 f"Success rule: {t.rule}. Trivial baseline {t.metric} = {t.baseline:.4f}.", ""]
         rows = [[r["cell"], r["length"], f"{r['success_rate']:.2f}", r["mean"], r["best"], f"{r['seconds']:.1f}"]
                 for r in self.summary()]
         header = ["cell", "T", "success rate", f"mean {t.metric}", f"best {t.metric}", "seconds per run"]
-        return "\n".join(head + [markdown_table(header, rows), ""])
+        limits = [[row["cell"], *self._limit_text(row)] for row in self.limits()]
+        tail = ["## Where each cell stops learning", "",
+                f"A cell learns a length when its success rate there is >= {self.success_rate:g} "
+                f"(under the budget of {s['budget_steps']} steps).", "",
+                markdown_table(["cell", "longest T learned", "first T that fails"], limits), ""]
+        return "\n".join(head + [markdown_table(header, rows), ""] + tail)
 
     def to_json(self) -> dict[str, Any]:
         return {"task": asdict(self.task), "settings": self.settings, "summary": self.summary(),
-                "runs": [asdict(r) for r in self.results]}
+                "limits": self.limits(), "runs": [asdict(r) for r in self.results]}
 
     def plot(self, path: Path) -> Path:
-        """Success rate against ``T``, one line per cell."""
+        """Success rate against ``T``, one line per cell; the success threshold as a dotted line,
+        each cell's first failing ``T`` circled, and where each stops learning in the legend."""
         from ..tasks.report import _pyplot
 
         plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(6, 3.8))
+        fig, ax = plt.subplots(figsize=(6.5, 4))
         summary = self.summary()
+        limits = {row["cell"]: row for row in self.limits()}
         styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-")]
+        ax.axhline(self.success_rate, color="grey", linestyle=":", linewidth=1,
+                   label=f"learns: rate >= {self.success_rate:g}")
         for k, cell in enumerate(dict.fromkeys(r["cell"] for r in summary)):
             rows = [r for r in summary if r["cell"] == cell]
             marker, line = styles[k % len(styles)]  # cells with the same rates stay visible on top of each other
-            ax.plot([r["length"] for r in rows], [r["success_rate"] for r in rows], marker=marker, linestyle=line,
-                    markersize=9 - 2 * (k % 3), label=cell)
+            learned, failed = self._limit_text(limits[cell])
+            label = f"{cell}: learns to T={learned.split(' ')[0]}, fails from T={failed.split(' ')[0]}"
+            drawn = ax.plot([r["length"] for r in rows], [r["success_rate"] for r in rows], marker=marker,
+                            linestyle=line, markersize=9 - 2 * (k % 3), label=label)
+            first = limits[cell]["first_failed"]
+            if first is not None:
+                rate = next(r["success_rate"] for r in rows if r["length"] == first)
+                ax.plot([first], [rate], marker="o", markersize=16, markerfacecolor="none",
+                        markeredgecolor=drawn[0].get_color(), linestyle="none")
         ax.set(xlabel="sequence length T", ylabel="success rate", ylim=(-0.05, 1.05),
                title=f"{self.task.name}: success under {self.settings['budget_steps']} steps")
         lengths = sorted({r["length"] for r in summary})
         if len(lengths) > 1 and lengths[-1] / max(lengths[0], 1) >= 8:
             ax.set_xscale("log")
-        ax.legend()
+        ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
@@ -359,23 +456,37 @@ class MemoryBenchmark:
 def run_memory_benchmark(task_name: str, lengths: Sequence[int], cells: Sequence[str], *, budget_steps: int = 2000,
                          seeds: int = 1, batch_size: int = 64, hidden_size: int = 64, learning_rate: float = 1e-3,
                          clip_norm: float | None = 1.0, symbols: int = 8, memorize: int = 10,
+                         success_rate: float = 0.5, forget_bias: float | None = None,
                          log: Callable[[str], None] = print) -> MemoryBenchmark:
     """Train every cell at every length for ``seeds`` seeds under one budget.
 
+    ``success_rate``: a cell learns a length when at least this fraction of its seeds succeed
+    there (:meth:`MemoryBenchmark.limits`). ``clip_norm`` ``None`` or ``0``: no clipping.
+    ``forget_bias``: the LSTM cells' initial forget-gate bias (``None``, the default: the cell's own
+    initialisation, as in the published tables; 1 is the common LSTM initialisation).
+
     Raises:
-        ValueError: unknown task or cell names (listing the valid ones), a length too short
-            for the task, or ``seeds < 1``.
+        ValueError: unknown task or cell names (listing the valid ones), no cell or no length, a
+            cell or length given twice, a length too short for the task, ``seeds < 1``, a
+            negative ``clip_norm`` or a ``success_rate`` outside ``(0, 1]``.
     """
     from ..cells import CELLS
 
     task = make_task(task_name, symbols=symbols, memorize=memorize)
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
+    if not cells:
+        raise ValueError("give at least one cell, e.g. --cell rnn,lstm,gru")
     if not lengths:
-        raise ValueError("give at least one length")
+        raise ValueError("give at least one length, e.g. --length 50,100")
+    if not 0 < success_rate <= 1:
+        raise ValueError(f"--success-rate must be in (0, 1], got {success_rate:g}")
+    clip_norm = clip_norm_or_none(clip_norm)
     for cell in cells:
         if cell.lower().replace("-", "_") not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose from {', '.join(sorted(CELLS))}")
+    check_unique([c.lower().replace("-", "_") for c in cells], "--cell", shown=[repr(c) for c in cells])
+    check_unique(list(lengths), "--length", shown=[f"T={t}" for t in lengths])
     for length in lengths:
         task.check_length(length)
     results = []
@@ -384,16 +495,17 @@ def run_memory_benchmark(task_name: str, lengths: Sequence[int], cells: Sequence
             for seed in range(seeds):
                 result = train_memory_task(task, cell, length, budget_steps=budget_steps, seed=seed,
                                            batch_size=batch_size, hidden_size=hidden_size,
-                                           learning_rate=learning_rate, clip_norm=clip_norm)
+                                           learning_rate=learning_rate, clip_norm=clip_norm,
+                                           forget_bias=forget_bias)
                 results.append(result)
                 log(f"{task.name} T={length} {cell} seed {seed}: {task.metric} {result.value:.4f} "
                     f"({'success' if result.success else 'no success'}, {result.seconds:.1f} s)")
     settings = {"cells": list(cells), "lengths": list(lengths), "budget_steps": budget_steps, "seeds": seeds,
                 "batch_size": batch_size, "hidden_size": hidden_size, "learning_rate": learning_rate,
-                "clip_norm": clip_norm}
+                "clip_norm": clip_norm, "success_rate": success_rate, "lstm_forget_bias": forget_bias}
     return MemoryBenchmark(task, results, settings)
 
 
 __all__ = ["MEMORY_TASKS", "MemoryBenchmark", "MemoryModel", "MemoryResult", "MemoryTask", "adding_problem",
-           "copy_memory", "make_task", "run_memory_benchmark", "selective_copy", "task_loss", "task_metric",
-           "train_memory_task"]
+           "check_unique", "clip_norm_or_none", "copy_memory", "make_task", "run_memory_benchmark", "selective_copy",
+           "split_budget", "task_loss", "task_metric", "train_memory_task"]

@@ -37,7 +37,7 @@ def _sample(t: Tensor) -> Tensor:
     """Up to 1,024 values of ``t`` evenly spaced over it, the first included: a strided view, no copy."""
     t = t.detach()
     if not t.is_contiguous():  # a permuted view of contiguous memory (W^T) flattens without a copy in stride order
-        by_stride = t.permute(sorted(range(t.dim()), key=lambda d: -t.stride(d)))
+        by_stride = t.permute(sorted(range(t.dim()), key=lambda d: -t.stride()[d]))
         t = by_stride if by_stride.is_contiguous() else t
     flat = t.reshape(-1)
     return flat[::-(-flat.numel() // _SAMPLES) or 1]

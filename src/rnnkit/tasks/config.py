@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -203,6 +204,24 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise ConfigError(f"override {item!r}: {part} is a value, not a section")
         node[path[-1]] = value
     return data
+
+
+def reading_overrides(current: T, overrides: Sequence[str], readable: Sequence[str], command: str = "--set") -> T:
+    """The run's data config ``current`` with ``data.KEY=VALUE`` overrides applied, for reading new
+    files at evaluate or predict time. Only the ``readable`` keys (how files are read: columns,
+    formats, encoding errors) may change; the others were fixed by training, and changing one is a
+    one-line error that names the keys that can change."""
+    data = apply_overrides({"data": dataclasses.asdict(current)}, list(overrides))  # type: ignore[call-overload]
+    if set(data) != {"data"}:
+        raise ConfigError(f"{command} accepts data.* keys only, got {', '.join(sorted(set(data) - {'data'}))}")
+    new = from_dict(type(current), data["data"], "data.")
+    for f in dataclasses.fields(new):  # type: ignore[arg-type]
+        before, after = getattr(current, f.name), getattr(new, f.name)
+        if after != before and f.name not in readable:
+            can = ", ".join(f"data.{k}" for k in readable) or "none"
+            raise ConfigError(f"{command} data.{f.name}: fixed at training (the run was trained with {before!r}); "
+                              f"keys that change how files are read here: {can}")
+    return new
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,

@@ -15,12 +15,14 @@ Lightning is imported here only, so ``--help``, ``predict`` and ``evaluate`` sta
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +55,25 @@ class EngineOptions:
     lr_decay_patience: int = 1  # epochs without dev improvement before each cut
     average_weights: bool = False  # average the iterates from the first epoch without dev improvement
     max_seconds: float | None = None  # time budget: no epoch starts that would end past it
+
+
+_BATCH_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("rnnkit_engine_batch_limit", default=None)
+
+
+@contextlib.contextmanager
+def batch_limit(batches: int = 1) -> Iterator[None]:
+    """Inside this block :func:`fit` runs one epoch of at most ``batches`` training and dev batches.
+
+    A warm-up: ``rnnkit compare`` runs each task's own ``train`` once this way (imports, first
+    allocations, kernels) before it times the real runs.
+    """
+    if batches < 1:
+        raise ValueError(f"batches must be >= 1, got {batches}")
+    token = _BATCH_LIMIT.set(batches)
+    try:
+        yield
+    finally:
+        _BATCH_LIMIT.reset(token)
 
 
 def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -175,6 +196,31 @@ def _batch_size(batch: Any) -> int:
     return int(first.shape[0]) if isinstance(first, Tensor) else 1
 
 
+def progress_bar() -> Any:
+    """Lightning's progress bar, counting epochs from 1 as the log does: the last of 5 epochs shows
+    ``Epoch 5/5`` (Lightning's own bars count from 0 and show ``Epoch 4/4``)."""
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    if _RICH_AVAILABLE:
+        class RichBar(RichProgressBar):
+            def _get_train_description(self, current_epoch: int) -> str:
+                text = f"Epoch {current_epoch + 1}"
+                if self.trainer.max_epochs is not None:
+                    text += f"/{self.trainer.max_epochs}"
+                return f"{text:{max(len(text), len(self.validation_description))}}"
+
+        return RichBar()
+
+    class TQDMBar(TQDMProgressBar):
+        def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
+            super().on_train_epoch_start(trainer, *args)
+            total = f"/{trainer.max_epochs}" if trainer.max_epochs is not None else ""
+            self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}{total}")
+
+    return TQDMBar()
+
+
 def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn, predict_fn: PredictFn,
         metric_fn: MetricFn, options: EngineOptions, run: RunDir | None = None,
         log: Callable[[str], None] = print) -> list[dict[str, float]]:
@@ -266,11 +312,14 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                     f"{options.max_seconds / 60:g} min (train.max_minutes); stopping after epoch {row['epoch']}")
                 trainer.should_stop = True
 
+    limit = _BATCH_LIMIT.get()  # set by batch_limit(): a warm-up of one short epoch
     trainer = pl.Trainer(
-        max_epochs=options.epochs, accelerator=options.accelerator, devices=1, logger=False,
+        max_epochs=options.epochs if limit is None else 1, accelerator=options.accelerator, devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=options.progress, enable_model_summary=False,
-        num_sanity_val_steps=0, gradient_clip_val=options.clip_norm, callbacks=[Track()],
-        deterministic=False,
+        num_sanity_val_steps=0, gradient_clip_val=options.clip_norm,
+        callbacks=[Track(), progress_bar()] if options.progress else [Track()],
+        deterministic=False, limit_train_batches=1.0 if limit is None else limit,
+        limit_val_batches=1.0 if limit is None else limit,
     )
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=dev_loader)
     if state["best_weights"] is not None:

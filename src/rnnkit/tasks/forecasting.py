@@ -57,6 +57,9 @@ NAME = "forecasting"
 DESCRIPTION = ("Time-series forecasting from CSV (one or many series; direct or seq2seq; quantile, Gaussian or "
                "Student-t intervals; backtests against naive, seasonal naive, drift and Holt-Winters)")
 SCALERS: dict[str, type[Scaler]] = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
+# The data readers' arguments as config keys, for one-line errors worded for the command line.
+CONFIG_KEYS = {"fill": "data.fill", "freq": "data.freq", "time_format": "data.time_format", "sort": "data.sort",
+               "series_id_column": "data.series_id_column", "target_columns": "data.target"}
 
 
 @dataclass
@@ -688,11 +691,17 @@ class TrainedForecaster:
             out[s.series_id] = f.targets[[pos[_fmt_time(t)] for t in wanted]]
         return out
 
+    def use_overrides(self, overrides: Sequence[str]) -> None:
+        """Read the CSVs given to :meth:`predict` with ``data.*`` overrides (checked now)."""
+        self._data_cfg(overrides)
+        self.predict_overrides = list(overrides)
+
     def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
         """CLI entry: ``inputs`` = ``[history.csv]`` or ``[history.csv, future.csv]`` (empty: the training file)."""
         if len(inputs) > 2:
             raise ValueError("forecasting predict takes a history CSV and optionally a future-covariates CSV")
-        return self.forecast(inputs[0] if inputs else None, inputs[1] if len(inputs) > 1 else None)
+        return self.forecast(inputs[0] if inputs else None, inputs[1] if len(inputs) > 1 else None,
+                             getattr(self, "predict_overrides", ()))
 
 
 def _fmt_time(t: Any) -> str:
@@ -785,6 +794,25 @@ def verdict(model: dict[str, Any], baselines: dict[str, dict[str, float]]) -> st
 
 
 # -- training ----------------------------------------------------------------------------------
+def dev_metrics(config: Config) -> dict[str, str | None]:
+    """Every quality metric ``train`` reports under ``metrics["dev"]`` for ``config``, with its
+    direction: ``"max"`` (higher is better), ``"min"`` (lower is better) or ``None`` (no better
+    direction). Counts and speeds are left out. ``rnnkit compare`` reads it."""
+    out: dict[str, str | None] = {"mae": "min", "rmse": "min", "mape": "min", "smape": "min", "mase": "min"}
+    if config.model.likelihood in ("quantile", "gaussian", "student_t"):
+        out.update({"quantile_loss": "min", "crps": "min"})
+        if len(config.levels()) >= 2:
+            out["coverage"] = None  # best when closest to the nominal level, not highest or lowest
+    return out
+
+
+def quality_metric(config: Config) -> str:
+    """The dev metric ``rnnkit compare`` compares cells by: MASE on the dev backtest (scale-free, as in the
+    verdict against seasonal naive); epochs are selected on the validation loss, which the dev backtest does
+    not report."""
+    return "mase"
+
+
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     from .engine import EngineOptions, fit

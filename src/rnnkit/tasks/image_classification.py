@@ -54,6 +54,8 @@ from .config import (
 from .run import RunDir, RunError
 
 NAME = "image-classification"
+# The data readers' arguments as config keys, for one-line errors worded for the command line.
+CONFIG_KEYS = {"images_key": "data.images_key", "labels_key": "data.labels_key", "image_shape": "data.image_shape"}
 DESCRIPTION = "Image recognition with images read as sequences (MNIST idx, npz, digits CSV; rows, pixels, permuted)"
 BUILTIN_DIGITS = "builtin:digits"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -169,6 +171,9 @@ def detect_format(path: str | Path, fmt: str) -> str:
         return "builtin"
     p = Path(str(path).split(",")[0])
     name = p.name.lower()
+    if not p.exists():
+        raise FileNotFoundError(f"data not found: {p} (give an existing folder of MNIST idx files, an idx, .npz "
+                                "or .csv[.gz] file, or builtin:digits)")
     if p.is_dir():
         return "mnist"
     if name.endswith(".npz"):
@@ -407,8 +412,30 @@ class TrainedImageClassifier:
                             "probabilities": dict(zip(classes, row))})
         return results
 
+    def _data_cfg(self, overrides: Sequence[str], command: str) -> DataConfig:
+        from .config import apply_overrides, from_dict
+
+        data = apply_overrides({"data": asdict(self.prep.cfg)}, list(overrides))
+        if set(data) != {"data"}:
+            raise ConfigError(f"{command} accepts data.* keys only, got {sorted(set(data) - {'data'})}")
+        cfg = from_dict(DataConfig, data["data"], "data.")
+        for key in ("sequence", "permutation_seed", "standardize"):
+            if getattr(cfg, key) != getattr(self.prep.cfg, key):
+                raise ConfigError(f"{command} data.{key}: the model was trained with "
+                                  f"{getattr(self.prep.cfg, key)!r}; this cannot change after training")
+        return cfg
+
+    def use_overrides(self, overrides: Sequence[str]) -> None:
+        """Read later files (``predict`` on ``.npz``, ``evaluate``) with ``data.*`` overrides, e.g.
+        ``data.images_key=images``."""
+        self.prep.cfg = self._data_cfg(overrides, "predict --set")
+
     def evaluate_arrays(self, images: np.ndarray, labels: np.ndarray, source: str = "data") -> dict[str, Any]:
         from .text_classification import classification_metrics
+
+        if len(labels) == 0:
+            raise ConfigError(f"{source}: no labelled images read (an empty file or array?); give at least one image "
+                              "and its label")
 
         targets = self.prep.encode_labels(labels, source)
         metrics = classification_metrics(self.scores(images, source), targets, multi_label=False)
@@ -418,16 +445,7 @@ class TrainedImageClassifier:
     def evaluate(self, path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
         """Metrics on labelled images; ``overrides`` (``data.key=value``) change how they are read,
         e.g. ``data.split=test`` for the ``t10k-*`` files of an MNIST folder."""
-        from .config import apply_overrides, from_dict
-
-        data = apply_overrides({"data": asdict(self.prep.cfg)}, list(overrides))
-        if set(data) != {"data"}:
-            raise ConfigError(f"evaluate --set accepts data.* keys only, got {sorted(set(data) - {'data'})}")
-        cfg = from_dict(DataConfig, data["data"], "data.")
-        for key in ("sequence", "permutation_seed", "standardize"):
-            if getattr(cfg, key) != getattr(self.prep.cfg, key):
-                raise ConfigError(f"evaluate --set data.{key}: the model was trained with "
-                                  f"{getattr(self.prep.cfg, key)!r}; this cannot change after training")
+        cfg = self._data_cfg(overrides, "evaluate --set")
         images, labels = read_images(path, cfg)
         assert labels is not None
         return self.evaluate_arrays(images, labels, str(path))
@@ -459,6 +477,19 @@ def _split_dev(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
     n_dev = max(1, int(round(n * fraction)))
     return np.sort(order[n_dev:]), np.sort(order[:n_dev])
+
+
+def dev_metrics(config: Config) -> dict[str, str | None]:
+    """Every quality metric ``train`` reports under ``metrics["dev"]`` for ``config``, with its
+    direction: ``"max"`` (higher is better), ``"min"`` (lower is better) or ``None`` (no better
+    direction). Counts and speeds are left out. ``rnnkit compare`` reads it."""
+    return {"accuracy": "max", "macro_f1": "max", "micro_f1": "max"}
+
+
+def quality_metric(config: Config) -> str:
+    """The dev metric ``rnnkit compare`` compares cells by: the one that selects the best epoch
+    (``train.monitor``)."""
+    return config.train.monitor
 
 
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,

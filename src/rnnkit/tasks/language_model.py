@@ -46,6 +46,7 @@ from .config import (
 from .run import RunDir, RunError
 
 NAME = "language-model"
+CONFIG_KEYS: dict[str, str] = {}  # no reader argument of this task is a config key
 DESCRIPTION = "Character-, word- or subword-level language models (TBPTT) and text generation"
 Hidden = Any
 
@@ -387,7 +388,7 @@ def stream_nll(model: RNNLanguageModel, ids: np.ndarray, *, batch_size: int = 1,
 def lm_metrics(nll: float, count: int, level: str, chars: int | None = None) -> dict[str, float]:
     """Cross-entropy per token, perplexity, and bits per character for character models."""
     ce = nll / max(count, 1)
-    out = {"cross_entropy": ce, "perplexity": math.exp(min(ce, 50.0)), "tokens": float(count)}
+    out = {"cross_entropy": ce, "perplexity": math.exp(min(ce, 50.0)), "tokens": int(count)}  # a count: an int
     if level == "char":
         out["bits_per_character"] = ce / math.log(2)
     return out
@@ -411,6 +412,9 @@ class TrainedLanguageModel:
         """Perplexity (and bits per character) of a text file, batch size 1, state carried."""
         import tempfile
 
+        if overrides:
+            raise ConfigError(f"evaluate --set {overrides[0]}: a language-model run reads text as at training "
+                              "(tokenization, lowercasing and line endings are fixed); drop --set")
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"data file not found: {p}")
@@ -474,6 +478,21 @@ class TrainedLanguageModel:
 
 
 # -- training ----------------------------------------------------------------------------------
+def dev_metrics(config: Config) -> dict[str, str | None]:
+    """Every quality metric ``train`` reports under ``metrics["dev"]`` for ``config``, with its
+    direction: ``"max"`` (higher is better), ``"min"`` (lower is better) or ``None`` (no better
+    direction). Counts and speeds are left out. ``rnnkit compare`` reads it."""
+    out: dict[str, str | None] = {"perplexity": "min", "cross_entropy": "min"}
+    if config.data.level == "char":
+        out["bits_per_character"] = "min"
+    return out
+
+
+def quality_metric(config: Config) -> str:
+    """The dev metric ``rnnkit compare`` compares cells by: perplexity, the one that selects the best epoch."""
+    return "perplexity"
+
+
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     from ..data.corpus import batchify

@@ -65,6 +65,19 @@ def unshared_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Te
     return tensors, aliases
 
 
+def _check_config(path: Path) -> None:
+    """A run's ``config.yaml`` must be readable YAML holding config sections, or a one-line error."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise RunError(f"{path} is corrupt ({err.__class__.__name__}); restore it or train again") from None
+    if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, dict) for v in loaded.values()):
+        raise RunError(f"{path} is corrupt (not a mapping of config sections such as data:, model:, train:); "
+                       "restore it or train again")
+
+
 class RunDir:
     """A run folder being written (training) or read (evaluate, predict)."""
 
@@ -72,18 +85,36 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, root: str | Path, task: str, name: str | None = None) -> RunDir:
-        """A new folder ``root/<task>-<n>`` (or ``root/name``)."""
+    def create(cls, root: str | Path, task: str, name: str | None = None, *, exist_ok: bool = True) -> RunDir:
+        """A new folder ``root/<task>-<n>`` (or ``root/name``; with ``exist_ok=False``, as ``rnnkit
+        train --name`` asks, that folder must not exist yet).
+
+        Raises:
+            RunError: ``root`` is a file, ``root/name`` exists (``exist_ok=False``), or a folder cannot
+                be made there.
+        """
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        if name is None:
-            n = 1
-            while (root / f"{task}-{n}").exists():
-                n += 1
-            name = f"{task}-{n}"
-        path = root / name
-        path.mkdir(parents=True, exist_ok=True)
+        if root.exists() and not root.is_dir():
+            raise RunError(f"--out {root} is a file, not a folder; give a folder for the run folders (e.g. runs)")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            if name is None:
+                n = 1
+                while (root / f"{task}-{n}").exists():
+                    n += 1
+                name = f"{task}-{n}"
+            path = root / name
+            path.mkdir(parents=True, exist_ok=exist_ok)
+        except FileExistsError:
+            raise RunError(f"run folder {root / str(name)} already exists; choose another --name, or remove that "
+                           "folder first") from None
+        except OSError as err:
+            raise RunError(f"cannot make a run folder in {root} ({err.strerror or err}); give another --out") from None
         return cls(path)
+
+    def has_weights(self) -> bool:
+        """Whether training wrote weights here (a best-so-far checkpoint or the final model)."""
+        return any(self.file(name).is_file() for name in ("checkpoint-best.safetensors", "model.safetensors"))
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
@@ -95,6 +126,7 @@ class RunDir:
         if missing:
             raise RunError(f"run folder {p} is incomplete: missing {', '.join(missing)} "
                            "(training was interrupted or files were removed; train again)")
+        _check_config(p / "config.yaml")
         return cls(p)
 
     @classmethod

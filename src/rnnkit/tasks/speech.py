@@ -54,6 +54,9 @@ from .config import (
 from .run import RunDir, RunError
 
 NAME = "speech"
+# The data readers' arguments as config keys, for one-line errors worded for the command line.
+CONFIG_KEYS = {"path_column": "data.path_column", "label_column": "data.label_column", "pattern": "data.pattern",
+               "mono": "data.mono"}
 DESCRIPTION = ("Speech recognition from wav files: isolated words, CTC transcripts (chars or words), "
                "connected digits, streaming")
 BLANK = "<blank>"
@@ -843,6 +846,13 @@ class TrainedSpeechModel:
                             "notes": list(notes)})
         return results
 
+    def use_overrides(self, overrides: Sequence[str]) -> None:
+        """Read later audio files (``transcribe``, ``predict``) with ``data.*`` overrides: ``data.mono``
+        (how multi-channel files become mono) is the one that can change after training."""
+        from .config import reading_overrides
+
+        self.prep.data = reading_overrides(self.prep.data, overrides, ("mono",), "--set")
+
     def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
         """``rnnkit predict RUN a.wav b.wav``: transcripts or labels of wav files."""
         return [{k: v for k, v in r.items() if k not in ("seconds", "notes")} for r in self.transcribe(inputs)]
@@ -898,6 +908,21 @@ class TrainedSpeechModel:
 def _load_all(items: list[Utterance], loader: AudioLoader) -> None:
     for u in items:
         u.wave = loader(u.key)
+
+
+def dev_metrics(config: Config) -> dict[str, str | None]:
+    """Every quality metric ``train`` reports under ``metrics["dev"]`` for ``config``, with its
+    direction: ``"max"`` (higher is better), ``"min"`` (lower is better) or ``None`` (no better
+    direction). Counts and speeds are left out. ``rnnkit compare`` reads it."""
+    if config.head() == "classifier":
+        return {"accuracy": "max"}
+    return {"wer": "min", "cer": "min", "sentence_accuracy": "max"}
+
+
+def quality_metric(config: Config) -> str:
+    """The dev metric ``rnnkit compare`` compares cells by: the one that selects the best epoch (accuracy for
+    the classifier head, WER for CTC)."""
+    return "accuracy" if config.head() == "classifier" else "wer"
 
 
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,

@@ -37,6 +37,7 @@ from .config import (
     check_max_minutes,
     check_rates,
     option,
+    reading_overrides,
     seconds_budget,
     section,
 )
@@ -46,6 +47,11 @@ NAME = "tagging"
 DESCRIPTION = "Named-entity recognition and sequence labelling from CoNLL column files (BiLSTM-CRF)"
 _TOKEN = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
 _DIGIT = re.compile(r"\d")
+# The data readers' arguments as config keys, for one-line errors worded for the command line.
+CONFIG_KEYS = {"errors": "data.encoding_errors", "separator": "data.separator", "token_column": "data.token_column",
+               "tag_column": "data.tag_column"}
+# The data.* keys that evaluate and predict may change: how files are read, not what the model learnt.
+READING_KEYS = ("token_column", "tag_column", "encoding_errors", "separator")
 
 
 @dataclass
@@ -61,6 +67,8 @@ class DataConfig:
     zero_digits: bool = option(False, "map every digit to 0 in the word vocabulary (characters keep the digits)")
     pretrained_vectors: str | None = option(None, "word vectors in GloVe/word2vec text format (size = model.embedding_dim)")
     encoding_errors: Literal["strict", "replace"] = option("strict", "undecodable bytes: strict stops, replace substitutes")
+    separator: Literal["whitespace", "tab"] = option(
+        "whitespace", "column separator: any run of spaces and tabs, or tab only (for tokens that contain spaces)")
     document_context: int = option(
         0, "read consecutive sentences of a document (-DOCSTART- to -DOCSTART-) as one sequence of up to this many "
            "tokens, so the encoder sees the neighbouring sentences; each sentence is still scored (0: alone)")
@@ -241,7 +249,38 @@ def read_sentences(path: str | Path, cfg: DataConfig) -> list[Any]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"data file not found: {p}")
-    return read_conll(p, cfg.token_column, cfg.tag_column, errors=cfg.encoding_errors)
+    return read_conll(p, cfg.token_column, cfg.tag_column, separator=separator_of(cfg), errors=cfg.encoding_errors)
+
+
+def separator_of(cfg: DataConfig) -> str | None:
+    """``data.separator`` as :func:`~rnnkit.data.conll.read_conll` takes it."""
+    return "\t" if getattr(cfg, "separator", "whitespace") == "tab" else None
+
+
+def line_of(sentence: Any, position: int) -> str:
+    """``file:line`` of token ``position`` of a sentence read from a CoNLL file (one token per line)."""
+    path, _, start = str(sentence.source).rpartition(":")
+    return f"{path}:{int(start) + position}" if path and start.isdigit() else str(sentence.source)
+
+
+def check_chunk_tags(sentences: Sequence[Any], cfg: DataConfig, trained_column: int | None = None) -> None:
+    """Every tag must be ``O`` or ``B-``/``I-``/``E-``/``S-`` plus a type when the tags are read as chunks;
+    a one-line error names the file, line and tag and the keys that fix it otherwise. ``trained_column``:
+    the tag column of a trained run's files (when evaluating one)."""
+    for s in sentences:
+        for i, tag in enumerate(s.tags):
+            if tag == "O" or (len(tag) > 2 and tag[0] in "BIES" and tag[1] in "-_"):
+                continue
+            where = line_of(s, i)
+            if trained_column is not None:
+                column = "the last column" if trained_column == -1 else f"column {trained_column}"
+                fix = (f"this run tags chunks, read from {column} of its training files; give a file with that "
+                       "column, or pick the column of the chunk tags with --set data.tag_column=N")
+            else:
+                fix = ("for tags that are not chunks (POS tags) add --set data.scheme=none; for entity tags pick their "
+                       "column with --set data.tag_column=N")
+            raise ConfigError(f"{where}: tag {tag!r} (column {cfg.tag_column}, data.tag_column) is not a chunk tag "
+                              f"(O, or B-/I-/E-/S- and a type); fix: {fix}")
 
 
 def tokenize_sentence(text: str) -> list[str]:
@@ -290,6 +329,8 @@ class Preprocessor:
         from ..data.conll import convert_tags, detect_scheme, normalize_scheme
         from ..data.vocab import Vocabulary
 
+        if cfg.scheme != "none":
+            check_chunk_tags(sentences, cfg)
         if cfg.scheme == "auto":
             file_scheme = detect_scheme([s.tags for s in sentences])
         elif cfg.scheme == "none":
@@ -334,10 +375,13 @@ class Preprocessor:
 
     def encode_tags(self, sentence: Any, split: str) -> list[int]:
         tags = self.to_model_tags(sentence.tags)
-        unknown = [t for t in tags if t not in self.tag_ids]
-        if unknown:
-            raise ConfigError(f"{sentence.source}: tag {unknown[0]!r} appears in {split} data but not in training "
-                              f"data (known: {', '.join(self.tags)}); add training sentences with it or remove it")
+        unknown = [i for i, t in enumerate(tags) if t not in self.tag_ids]
+        if unknown:  # name the tag as the file writes it (the model's scheme may spell it differently)
+            types = sorted({t[2:] for t in self.tags if t != "O"})
+            known = ", ".join(self.tags) if self.file_scheme == "none" else f"O and the types {', '.join(types)}"
+            raise ConfigError(f"{line_of(sentence, unknown[0])}: tag {sentence.tags[unknown[0]]!r} appears in {split} "
+                              f"data but not in training data (known: {known}); add training sentences with it or "
+                              "remove it")
         return [self.tag_ids[t] for t in tags]
 
     def constraints(self) -> tuple[Tensor, Tensor, Tensor] | None:
@@ -510,8 +554,23 @@ class Tagger:
                             "entities": entities})
         return results
 
+    def use_overrides(self, overrides: Sequence[str]) -> None:
+        """Read later files (``evaluate``, ``tag_conll``) with ``data.*`` overrides (``READING_KEYS``
+        only: columns, separator, encoding errors)."""
+        self.prep.cfg = reading_overrides(self.prep.cfg, overrides, READING_KEYS, "predict --set")
+
     def evaluate(self, path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-        sentences = read_sentences(path, self.prep.cfg)
+        """Scores on a labelled CoNLL file; ``overrides`` (``data.key=value``, ``READING_KEYS`` only)
+        change how it is read, e.g. ``data.tag_column=2``. Tags never seen in training are an error."""
+        cfg = reading_overrides(self.prep.cfg, overrides, READING_KEYS, "evaluate --set")
+        sentences = [s for s in read_sentences(path, cfg) if len(s)]
+        if not sentences:
+            raise ConfigError(f"{path}: no tagged sentences read (an empty file?); give a CoNLL file with one token "
+                              "and its tag per line")
+        if self.prep.file_scheme != "none":
+            check_chunk_tags(sentences, cfg, trained_column=self.prep.cfg.tag_column)
+        for s in sentences:
+            self.prep.encode_tags(s, "evaluation")
         return self.score(sentences)
 
     def score(self, sentences: Sequence[Any]) -> dict[str, Any]:
@@ -541,8 +600,9 @@ class Tagger:
         from ..data.io import iter_lines
 
         col, errors = self.prep.cfg.token_column, self.prep.cfg.encoding_errors
+        separator = separator_of(self.prep.cfg)
         try:
-            sentences = read_conll(path, col, col, errors=errors)  # checks the columns, names file and line
+            sentences = read_conll(path, col, col, separator=separator, errors=errors)  # names file and line
         except (DataError, UnicodeDecodeError) as err:
             where = f"{err.path}:{err.line}: {err.message}" if isinstance(err, DataError) else str(err)
             raise DataError(f"{where} (this run reads tokens from column {col} of UTF-8 text, as set by "
@@ -553,7 +613,7 @@ class Tagger:
         out: list[str] = []
         current: Iterator[str] | None = None
         for _, line in iter_lines(path, errors=errors):
-            fields = line.split()
+            fields = line.split(separator) if separator is not None and line.strip() else line.split()
             if not fields or fields[0] == "-DOCSTART-":
                 out.append(line)
                 current = None
@@ -609,6 +669,22 @@ class TrainedTagger(Tagger):
 
 
 # -- training ----------------------------------------------------------------------------------
+def dev_metrics(config: Config) -> dict[str, str | None]:
+    """Every quality metric ``train`` reports under ``metrics["dev"]`` for ``config``, with its
+    direction: ``"max"`` (higher is better), ``"min"`` (lower is better) or ``None`` (no better
+    direction). Counts and speeds are left out. ``rnnkit compare`` reads it."""
+    if config.data.scheme == "none":
+        return {"token_accuracy": "max"}
+    # with data.scheme=auto, entity scores come only when the files' tags form chunks
+    return {"f1": "max", "precision": "max", "recall": "max", "token_accuracy": "max"}
+
+
+def quality_metric(config: Config) -> str:
+    """The dev metric ``rnnkit compare`` compares cells by: the one that selects the best epoch (entity F1,
+    token accuracy for tags without a chunk scheme)."""
+    return "token_accuracy" if config.data.scheme == "none" else "f1"
+
+
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     from ..metrics.entities import entity_scores
@@ -637,6 +713,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     if not train_sents or not dev_sents:
         raise ConfigError(f"no non-empty sentences in {'the training' if not train_sents else 'the dev'} data")
     prep = Preprocessor.fit(train_sents, cfg.data)
+    if prep.file_scheme != "none":
+        check_chunk_tags(dev_sents, cfg.data)
     def items(sentences: list[Any], split: str) -> list[Any]:  # one item per group of sentences read together
         groups = group_sentences([len(s) for s in sentences], documents_of(sentences), cfg.data.document_context)
         return [(*prep.encode([t for i in g for t in sentences[i].tokens]),

@@ -9,7 +9,9 @@ import torch
 from torch import Tensor
 
 from ..nn.crf import CRF
-from .tagging import Tagger, TrainedTagger
+from .tagging import CONFIG_KEYS, Tagger, TrainedTagger
+
+__all__ = ["CONFIG_KEYS", "TaggerEnsemble"]
 
 
 class TaggerEnsemble(Tagger):

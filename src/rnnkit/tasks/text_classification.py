@@ -39,6 +39,7 @@ from .config import (
     check_cell,
     check_max_minutes,
     option,
+    reading_overrides,
     seconds_budget,
     section,
 )
@@ -47,6 +48,14 @@ from .run import RunDir, RunError
 NAME = "text-classification"
 DESCRIPTION = "Sentiment analysis and text classification (CSV/TSV/JSONL, class folders, 'label sentence' lines)"
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|<br\s*/?>|\n+")
+# The data readers' arguments as config keys, for one-line errors worded for the command line.
+CONFIG_KEYS = {"text_column": "data.text_column", "label_column": "data.label_column", "text_field": "data.text_column",
+               "label_field": "data.label_column", "classes": "data.classes", "member_prefix": "data.member_prefix",
+               "errors": "data.encoding_errors"}
+# The data.* keys that evaluate and predict may change: how files are read, not how texts are encoded.
+READING_KEYS = ("format", "text_column", "label_column", "member_prefix", "classes", "label_separator",
+                "encoding_errors")
+_MISSING_LABELS = ("", "nan")
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -240,8 +249,11 @@ def read_examples(path: str | Path, cfg: DataConfig, *, labelled: bool = True) -
 
 def _labels_of(example: Any, cfg: DataConfig, multi_label: bool) -> list[str]:
     label = example.label
-    if label is None or str(label).strip() == "":
-        raise ConfigError(f"{example.source}: empty label; every training and dev text needs one")
+    if label is None or (isinstance(label, float) and math.isnan(label)) \
+            or str(label).strip().lower() in _MISSING_LABELS:
+        shown = repr(label) if isinstance(label, str) and label.strip() else "empty, null or NaN"
+        raise ConfigError(f"{example.source}: missing label ({shown}); every labelled text needs one: fill it in "
+                          "or remove the line")
     return [s.strip() for s in str(label).split(cfg.label_separator) if s.strip()] if multi_label else [str(label)]
 
 
@@ -466,19 +478,54 @@ class TrainedTextClassifier:
         return torch.cat(out) if out else torch.zeros(0, len(self.prep.labels))
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        """Label(s) and per-class probabilities for each text."""
-        probs = self.scores(self.prep.encode_texts(list(texts)))
+        """Label(s) and per-class probabilities for each text.
+
+        A text with no tokens (empty, or only whitespace) still gets the model's answer for an
+        empty input, with a ``note`` saying so.
+        """
+        encoded = self.prep.encode_texts(list(texts))
+        probs = self.scores(encoded)
         classes = [str(c) for c in self.prep.labels.classes]
         results = []
-        for text, row in zip(texts, probs.tolist()):
+        for text, ids, row in zip(texts, encoded, probs.tolist()):
             if self.prep.multi_label:
                 label: Any = [c for c, p in zip(classes, row) if p >= 0.5]
             else:
                 label = classes[max(range(len(row)), key=row.__getitem__)]
-            results.append({"text": text, "label": label, "probabilities": dict(zip(classes, row))})
+            result = {"text": text, "label": label, "probabilities": dict(zip(classes, row))}
+            if not _has_tokens(ids):
+                result["note"] = EMPTY_TEXT_NOTE
+            results.append(result)
         return results
 
-    def evaluate_examples(self, examples: Sequence[Any]) -> dict[str, Any]:
+    def use_overrides(self, overrides: Sequence[str]) -> None:
+        """Read later files (``texts_of_file``, ``evaluate``) with ``data.*`` overrides (``READING_KEYS``
+        only), e.g. ``data.text_column=review`` for a CSV given to ``rnnkit predict --file``."""
+        self.prep.cfg = reading_overrides(self.prep.cfg, overrides, READING_KEYS, "predict --set")
+        if any(o.split("=", 1)[0].strip() == "data.format" for o in overrides):
+            self.file_format = self.prep.cfg.format
+
+    def texts_of_file(self, path: str | Path) -> list[tuple[str, str]]:
+        """``(text, source)`` pairs to predict from a file: the text column of a CSV/TSV/JSONL file
+        (read like the training data, ``data.text_column``), else one text per line."""
+        from ..data.io import iter_lines
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"input file not found: {p}")
+        fmt = detect_format(p, getattr(self, "file_format", "auto"))
+        if fmt in ("csv", "tsv", "jsonl"):
+            cfg = DataConfig(**{**asdict(self.prep.cfg), "format": fmt})
+            return [(e.text, e.source) for e in read_examples(p, cfg, labelled=False)]
+        if fmt == "folders":
+            raise ConfigError(f"{p}: predict reads texts one per line or from a CSV/TSV/JSONL text column; to score "
+                              "a folder or archive of class folders use 'rnnkit evaluate RUN --data' instead")
+        return [(line, f"{p}:{number}") for number, line in iter_lines(p, errors=self.prep.cfg.encoding_errors)]
+
+    def evaluate_examples(self, examples: Sequence[Any], source: str = "the data") -> dict[str, Any]:
+        if not examples:
+            raise ConfigError(f"{source}: no labelled texts read (an empty file, or a header only?); give a file "
+                              "with at least one text and its label")
         labels = [_labels_of(e, self.prep.cfg, self.prep.multi_label) for e in examples]
         targets = self.prep.encode_labels(labels, [e.source for e in examples], "evaluation")
         probs = self.scores(self.prep.encode_texts([e.text for e in examples]))
@@ -489,19 +536,33 @@ class TrainedTextClassifier:
     def evaluate(self, path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
         """Metrics on a labelled file; ``overrides`` (``data.key=value``) change how it is read,
         e.g. ``data.member_prefix=aclImdb/test`` for the test folders of an archive."""
-        from .config import apply_overrides, from_dict
-
-        data = apply_overrides({"data": asdict(self.prep.cfg)}, list(overrides))
-        if set(data) != {"data"}:
-            raise ConfigError(f"evaluate --set accepts data.* keys only, got {sorted(set(data) - {'data'})}")
-        return self.evaluate_examples(read_examples(path, from_dict(DataConfig, data["data"], "data.")))
+        cfg = reading_overrides(self.prep.cfg, overrides, READING_KEYS, "evaluate --set")
+        metrics = self.evaluate_examples(read_examples(path, cfg), str(path))
+        p = Path(path)
+        if detect_format(p, cfg.format) == "folders":  # say which folder was read
+            metrics["read"] = f"{p}, folder {cfg.member_prefix or '/'}"
+            given = any(o.split("=", 1)[0].strip() == "data.member_prefix" for o in overrides)
+            if cfg.member_prefix and not given:
+                test = re.sub(r"train$", "test", cfg.member_prefix.rstrip("/"))
+                other = test if test != cfg.member_prefix.rstrip("/") else "<folder of the evaluation split>"
+                metrics["notes"] = [f"read {cfg.member_prefix} of {p}: data.member_prefix as at training, so these "
+                                    "may be the training texts; for another split add --set "
+                                    f"data.member_prefix={other}"]
+        return metrics
 
     def explain(self, text: str, top: int = 8) -> dict[str, Any]:
-        """Which tokens carried the decision: attention weights, or gradient x input saliency."""
+        """Which tokens carried the decision: attention weights, or gradient x input saliency.
+
+        A text with no tokens has nothing to explain: its prediction comes with empty token lists
+        and the prediction's ``note``."""
         prediction = self.predict([text])[0]
         if self.prep.architecture == "han":
-            return {**prediction, "method": "sentence attention", "weights": self._han_attention(text)}
+            sentences = self._han_attention(text) if "note" not in prediction else []
+            return {**prediction, "method": "sentence attention", "weights": sentences}
         encoded = self.prep.encode_texts([text])[0]
+        if not encoded:
+            method = "attention" if getattr(self.model, "pooling", "") == "attention" else "gradient x input saliency"
+            return {**prediction, "method": method, "tokens": [], "top_tokens": []}
         ids = torch.tensor([encoded], dtype=torch.long)
         lengths = torch.tensor([len(encoded)])
         tokens = [self.prep.encoder.decode([i]) or "<unk>" for i in encoded]
@@ -535,6 +596,14 @@ class TrainedTextClassifier:
         return list(zip(sentences, weights[0].tolist())) if weights is not None else []
 
 
+EMPTY_TEXT_NOTE = "the text has no tokens: the label is the model's answer to an empty input, not read from the text"
+
+
+def _has_tokens(ids: Any) -> bool:
+    """Whether an encoded text (ids, or ids per sentence for han) holds at least one token."""
+    return any(len(s) for s in ids) if ids and isinstance(ids[0], list) else bool(ids)
+
+
 # -- training ----------------------------------------------------------------------------------
 def _split_dev(examples: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -542,6 +611,19 @@ def _split_dev(examples: list[Any], fraction: float, seed: int) -> tuple[list[An
     dev = [examples[i] for i in sorted(order[:n_dev])]
     train = [examples[i] for i in sorted(order[n_dev:])]
     return train, dev
+
+
+def dev_metrics(config: Config) -> dict[str, str | None]:
+    """Every quality metric ``train`` reports under ``metrics["dev"]`` for ``config``, with its
+    direction: ``"max"`` (higher is better), ``"min"`` (lower is better) or ``None`` (no better
+    direction). Counts and speeds are left out. ``rnnkit compare`` reads it."""
+    return {"accuracy": "max", "macro_f1": "max", "micro_f1": "max"}
+
+
+def quality_metric(config: Config) -> str:
+    """The dev metric ``rnnkit compare`` compares cells by: the one that selects the best epoch
+    (``train.monitor``)."""
+    return config.train.monitor
 
 
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,

@@ -5,7 +5,8 @@ Data: two line-aligned files (``--train train.de train.en``) or one TSV file, re
 (``data.empty=skip``) or stop training (``data.empty=error``). Subword vocabularies (BPE or
 unigram, shared by both languages or one per language) are trained on the training data only.
 Training pairs longer than ``data.max_source_tokens`` / ``data.max_target_tokens`` subwords are
-left out (and counted); at translation time a longer source is an error unless ``truncate=True``.
+left out (and counted); at translation time a longer source is an error unless ``truncate=True``
+(``rnnkit translate --truncate``).
 
 Training: teacher forcing, label-smoothed cross entropy, length-bucketed batches, early stopping
 on dev BLEU from greedy decoding. Evaluation: beam search, detokenized output scored with
@@ -43,6 +44,8 @@ from .run import RunDir, RunError
 from .seq2seq import Hypothesis, Seq2Seq, beam_search, greedy_search
 
 NAME = "translation"
+# The data readers' arguments as config keys, for one-line errors worded for the command line.
+CONFIG_KEYS = {"empty": "data.empty"}
 DESCRIPTION = "Machine translation with attentional recurrent encoder-decoders (two aligned files or TSV; BLEU/chrF)"
 PAIRED_INPUT = True  # --train/--dev/--data accept two paths: source file and target file
 PathArg = str | Path | Sequence[str | Path]
@@ -330,7 +333,8 @@ class TrainedTranslator:
                 if not truncate:
                     raise ValueError(f"input {i + 1} has {len(ids)} source tokens (subwords + <eos>), more than the "
                                      f"model's maximum of {limit} (data.max_source_tokens at training); split it "
-                                     "into shorter sentences or pass truncate=True")
+                                     "into shorter sentences, or cut it to the maximum: 'rnnkit translate "
+                                     "--truncate' (truncate=True in Python)")
                 ids = ids[: limit - 1] + [self.prep.eos_id]
             encoded.append(ids)
         return encoded
@@ -424,12 +428,27 @@ class TrainedTranslator:
         saved, self.decode = self.decode, from_dict(DecodeConfig, data["decode"], "decode.")
         try:
             corpus = read_pairs(path, data_cfg)
+            if not corpus.sources:
+                shown = " + ".join(map(str, [path] if isinstance(path, str | Path) else path))
+                raise ConfigError(f"{shown}: no sentence pairs read ({corpus.num_skipped_empty} with an "
+                                  "empty side skipped); give parallel files with at least one pair")
             metrics = self.score_pairs(corpus.sources, corpus.targets)
         finally:
             self.decode = saved
         metrics.pop("translations")
         metrics["skipped_empty_pairs"] = corpus.num_skipped_empty
         return metrics
+
+    def use_overrides(self, overrides: Sequence[str]) -> None:
+        """Decode later inputs (``translate``, ``predict``) with ``decode.*`` overrides, e.g.
+        ``decode.length_penalty=0.6``; raw sentences are read as at training, so ``data.*`` keys do not apply."""
+        from .config import apply_overrides, from_dict
+
+        data = apply_overrides({"decode": asdict(self.decode)}, list(overrides))
+        if set(data) != {"decode"}:
+            raise ConfigError(f"--set on translating accepts decode.* keys only (data.* keys apply to files: "
+                              f"'rnnkit evaluate --set'), got {', '.join(sorted(set(data) - {'decode'}))}")
+        self.decode = from_dict(DecodeConfig, data["decode"], "decode.")
 
     def plot_attention(self, text: str, path: str | Path, *, beam_size: int | None = None) -> Path:
         """Save the attention matrix of ``text``'s best translation as a PNG heat map."""
@@ -472,6 +491,19 @@ def _describe(path: PathArg | None) -> str:
     if path is None:
         return "a held-out part of the training data"
     return " + ".join(f"`{p}`" for p in ([path] if isinstance(path, str | Path) else path))
+
+
+def dev_metrics(config: Config) -> dict[str, str | None]:
+    """Every quality metric ``train`` reports under ``metrics["dev"]`` for ``config``, with its
+    direction: ``"max"`` (higher is better), ``"min"`` (lower is better) or ``None`` (no better
+    direction). Counts and speeds are left out. ``rnnkit compare`` reads it."""
+    return {"bleu": "max", "chrf": "max"}
+
+
+def quality_metric(config: Config) -> str:
+    """The dev metric ``rnnkit compare`` compares cells by: BLEU, the one that selects the best epoch (greedy
+    dev BLEU)."""
+    return "bleu"
 
 
 def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: RunDir,
