@@ -480,10 +480,10 @@ def _split_dev(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
 
 
 def dev_metrics(config: Config) -> dict[str, str | None]:
-    """Every quality metric ``train`` reports under ``metrics["dev"]`` for ``config``, with its
-    direction: ``"max"`` (higher is better), ``"min"`` (lower is better) or ``None`` (no better
-    direction). Counts and speeds are left out. ``rnnkit compare`` reads it."""
-    return {"accuracy": "max", "macro_f1": "max", "micro_f1": "max"}
+    """The dev metrics and their directions, as for text classification (the same classification metrics)."""
+    from .text_classification import dev_metrics as classification_metrics
+
+    return classification_metrics(config)  # type: ignore[arg-type]  # reads nothing from config
 
 
 def quality_metric(config: Config) -> str:
