@@ -81,3 +81,20 @@ def reuse_freed_memory_from_env() -> bool:
 def freed_memory_reused() -> bool:
     """Whether :func:`reuse_freed_memory` has taken effect in this process."""
     return _applied
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def new_file_mode() -> int:
+    """The permissions a file created the usual way gets here: ``0o666`` less the process umask.
+
+    Atomic writers create a private temporary file (``tempfile.mkstemp`` and safetensors use
+    ``0o600``) and rename it into place; they set this mode first, so saved models and run files
+    stay readable by whoever could read a file written with ``open()``. (The umask can only be read
+    by setting it, so the read is serialised.)
+    """
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask

@@ -150,3 +150,18 @@ def test_run_folder_names_are_never_reused(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(RunError, match="is a file, not a folder"):
         RunDir.create(tmp_path / "file", "task")
+
+
+def test_run_files_get_the_usual_permissions(tmp_path):
+    """mkstemp makes 0o600 files; an atomically written run file must be readable like any other file."""
+    import os
+    import stat
+
+    from rnnkit.runtime import new_file_mode
+    from rnnkit.tasks.run import atomic_write_bytes
+
+    target = tmp_path / "model.json"
+    atomic_write_bytes(target, b"{}")
+    assert stat.S_IMODE(os.stat(target).st_mode) == new_file_mode()
+    (tmp_path / "plain.txt").write_text("x")
+    assert stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode) == new_file_mode()

@@ -256,6 +256,10 @@ class Layer(nn.Module):
                  input_shape: Shape | list[int | None] | None = None, input_dim: int | None = None,
                  batch_input_shape: Shape | list[int | None] | None = None, **unknown: Any) -> None:
         super().__init__()
+        for key in [k for k in unknown if k.endswith(("_regularizer", "_constraint"))]:
+            if unknown.pop(key) is not None:
+                raise ValueError(f"{key} is not supported by rnnkit layers; use the optimizer's weight_decay "
+                                 "(e.g. optimizer=AdamW(weight_decay=...)) instead")
         if unknown:
             raise TypeError(f"{type(self).__name__} got unexpected keyword argument(s) "
                             f"{', '.join(sorted(unknown))}")
@@ -283,6 +287,21 @@ class Layer(nn.Module):
         self._trainable = bool(value)
         for p in self.parameters():
             p.requires_grad_(self._trainable)
+
+    @property
+    def weights(self) -> list[nn.Parameter]:
+        """All parameters (Keras ``layer.weights``; ``get_weights()`` gives them as NumPy arrays)."""
+        return list(self.parameters())
+
+    @property
+    def trainable_weights(self) -> list[nn.Parameter]:
+        """The parameters that training updates."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def non_trainable_weights(self) -> list[nn.Parameter]:
+        """The parameters that training leaves alone (frozen layers)."""
+        return [p for p in self.parameters() if not p.requires_grad]
 
     @property
     def param_dtype(self) -> torch.dtype:

@@ -318,6 +318,8 @@ class Embedding(Layer):
         input_length: length of the sequences (Keras 2); on the first layer of a ``Sequential``
             model it lets the model build, and show its ``summary()``, before seeing data.
         sparse: accepted for compatibility; must be false.
+        weights: initial vectors, ``[input_dim, output_dim]`` (or a one-element list of it, as
+            Keras accepts), e.g. pretrained word vectors; with ``trainable=False`` they stay fixed.
 
     Parameters: ``weight`` ``[input_dim, output_dim]`` (``torch.nn.Embedding`` name; Keras'
     ``embeddings``).
@@ -327,7 +329,7 @@ class Embedding(Layer):
 
     def __init__(self, input_dim: int, output_dim: int, embeddings_initializer: str | Initializer = "uniform",
                  mask_zero: bool = False, input_length: int | None = None, sparse: bool = False,
-                 **kwargs: Any) -> None:
+                 weights: Any = None, **kwargs: Any) -> None:
         if input_length is not None and "input_shape" not in kwargs and "batch_input_shape" not in kwargs:
             kwargs["input_shape"] = (int(input_length),)
         super().__init__(**kwargs)
@@ -342,6 +344,12 @@ class Embedding(Layer):
         self.weight = nn.Parameter(torch.empty(self.input_dim, self.output_dim))
         get_initializer(embeddings_initializer)(self.weight.data)
         self.built = True
+        if weights is not None:
+            matrix = weights[0] if isinstance(weights, list | tuple) and len(weights) == 1 else weights
+            check_weight_list(self, [matrix], [(self.input_dim, self.output_dim)])
+            with torch.no_grad():
+                self.weight.copy_(torch.as_tensor(np.asarray(matrix), dtype=self.weight.dtype))
+        self.weight.requires_grad_(self._trainable)  # built here, so maybe_build never applies trainable=False
 
     def call(self, inputs: Tensor, mask: Any = None, **kwargs: Any) -> Tensor:
         ids = inputs if not (inputs.dtype.is_floating_point or inputs.dtype == torch.bool) else inputs.long()

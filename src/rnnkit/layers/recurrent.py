@@ -152,11 +152,6 @@ class _KerasRNN(Layer):
                  recurrent_dropout: float = 0.0, return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
                  use_cudnn: str | bool = "auto", seed: int | None = None, **kwargs: Any) -> None:
-        for name in ("kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
-                     "kernel_constraint", "recurrent_constraint", "bias_constraint"):
-            if kwargs.pop(name, None) is not None:
-                raise ValueError(f"{name} is not supported by rnnkit layers; use the optimizer's weight_decay "
-                                 "(e.g. optimizer=AdamW(weight_decay=...)) instead")
         kwargs.pop("implementation", None)  # Keras 2 (1 or 2): no effect
         super().__init__(**kwargs)
         if int(units) < 1:

@@ -50,6 +50,32 @@ def _to_tensor(x: Any) -> Any:
     return x
 
 
+_FIT_OPTIONS = {"seed", "tbptt_steps", "clipnorm", "clipvalue", "global_clipnorm", "accelerator", "devices",
+                "strategy", "precision", "checkpoint_dir", "resume_from", "num_workers", "trainer_kwargs"}
+_KERAS2_LOADER_ARGS = {"workers", "use_multiprocessing", "max_queue_size"}
+
+
+def _check_options(method: str, options: dict[str, Any], allowed: set[str]) -> None:
+    """Refuse keyword arguments ``method`` does not take, saying what to use instead."""
+    unknown = sorted(set(options) - allowed)
+    if not unknown:
+        return
+    name = unknown[0]
+    if name in _KERAS2_LOADER_ARGS:
+        hint = ("Keras 2 data-loading arguments are gone (as in Keras 3); "
+                + ("use num_workers=N for DataLoader workers" if method == "fit" else "remove them"))
+    elif name == "callbacks":
+        hint = f"rnnkit runs callbacks during fit() only; remove callbacks from {method}()"
+    else:
+        import difflib
+        import inspect
+
+        known = [p for p in inspect.signature(getattr(Model, method)).parameters if p not in ("self", "options")]
+        close = difflib.get_close_matches(name, [*known, *sorted(allowed)], n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"see help(Model.{method}) for its arguments"
+    raise TypeError(f"{method}() got an unexpected keyword argument {name!r}: {hint}")
+
+
 @contextlib.contextmanager
 def _mode(module: nn.Module, training: bool | None) -> Iterator[None]:
     if training is None or bool(training) == module.training:
@@ -492,6 +518,7 @@ class Model(Layer):
         """
         from ..training.engine import fit_model
 
+        _check_options("fit", options, _FIT_OPTIONS)
         return fit_model(self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
                          validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
                          class_weight=class_weight, sample_weight=sample_weight, initial_epoch=initial_epoch,
@@ -509,6 +536,7 @@ class Model(Layer):
         """
         from ..training.evaluation import evaluate_model
 
+        _check_options("evaluate", options, set())
         return evaluate_model(self, x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
                               steps=steps, return_dict=return_dict, **options)
 
@@ -521,6 +549,9 @@ class Model(Layer):
         """
         from ..training.evaluation import predict_model
 
+        _check_options("predict", options, set())
+        if isinstance(self, Sequential) and isinstance(x, np.ndarray | Tensor):
+            self._check_rank(tuple(x.shape))
         return predict_model(self, x, batch_size=batch_size, verbose=verbose, steps=steps, **options)
 
     def predict_on_batch(self, x: Any) -> Any:
@@ -738,6 +769,8 @@ class Sequential(Model):
         x = _to_tensor(x)
         if isinstance(x, Tensor) and x.dtype == torch.float64:
             x = x.float()
+        if isinstance(x, Tensor) and self.input_spec is not None:
+            self._check_rank(tuple(x.shape))
         if isinstance(mask, list | tuple):
             mask = mask[0]
         with _mode(self, training):
@@ -746,6 +779,15 @@ class Sequential(Model):
         if not self.built:
             self.built = all(layer.built for layer in self.layer_list)  # type: ignore[union-attr]
         return x, mask
+
+    def _check_rank(self, got_shape: tuple[int, ...]) -> None:
+        """Refuse one sample without its batch axis, naming the fix (other mismatches: the layers say)."""
+        if self.input_spec is None:
+            return
+        shape = self.input_spec[0]
+        if len(got_shape) == len(shape) and all(d is None or d == n for d, n in zip(shape, got_shape)):
+            raise ValueError(f"model {self.name!r} expects batches of shape {(None, *shape)}, got one sample of shape "
+                             f"{tuple(got_shape)}: add the batch axis with x[None] (or np.expand_dims(x, 0))")
 
     def call(self, inputs: Any, mask: Any = None, **kwargs: Any) -> Any:
         return self.forward_with_mask(inputs, mask=mask)[0]

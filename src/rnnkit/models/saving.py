@@ -22,28 +22,67 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..layers.base import deserialize_layer, serialize_layer
+from ..runtime import new_file_mode
 
 FORMAT = "rnnkit.model"
 FORMAT_VERSION = 1
 CONFIG_NAME, WEIGHTS_NAME, OPTIMIZER_NAME = "config.json", "model.safetensors", "optimizer.safetensors"
 
 
+def _write_error(path: str, err: BaseException) -> OSError:
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return OSError(f"cannot write {path}: {reason}; save to a folder you can write to")
+
+
+def make_folder(path: str) -> None:
+    """``os.makedirs(path, exist_ok=True)`` with a one-line error naming ``path``."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise _write_error(path, err) from None
+
+
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` on a temporary path beside ``path``, then move it over ``path``."""
+    """Call ``write(tmp)`` on a temporary path beside ``path``, then move it over ``path``.
+
+    The file gets the usual permissions (``0o666`` less the umask), whatever ``write`` used.
+
+    Raises:
+        OSError: one line naming ``path`` when it cannot be written (missing or read-only folder).
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    make_folder(folder)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         write(tmp)
+        os.chmod(tmp, new_file_mode())  # safetensors writes 0o600 files
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as err:
+        raise _write_error(path, err) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _corrupt(path: str, err: BaseException) -> ValueError:
+    detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return ValueError(f"{path} is not a readable rnnkit save ({detail}): the file is damaged or not an rnnkit "
+                      "model; save the model again")
+
+
+def _load_tensors(path: str) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` with one-line errors for missing or corrupt files."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no weights file at {path}")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as err:
+        raise _corrupt(path, err) from None
 
 
 def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -110,7 +149,7 @@ def save_model(model: Any, filepath: str | os.PathLike[str], *, overwrite: bool 
         return
     if os.path.isfile(path):
         raise ValueError(f"{path} is a file; save to a folder path or a path ending in .safetensors")
-    os.makedirs(path, exist_ok=True)
+    make_folder(path)
     atomic_write(os.path.join(path, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     optimizer_file = os.path.join(path, OPTIMIZER_NAME)
     if include_optimizer:
@@ -131,18 +170,31 @@ def save_model(model: Any, filepath: str | os.PathLike[str], *, overwrite: bool 
 def _read(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if os.path.isdir(path):
         config_file, weights_file = os.path.join(path, CONFIG_NAME), os.path.join(path, WEIGHTS_NAME)
-        if not os.path.isfile(config_file):
-            raise FileNotFoundError(f"{path} is not a saved rnnkit model: {CONFIG_NAME} is missing")
-        with open(config_file, encoding="utf-8") as f:
-            config = json.load(f)
-        return config, load_file(weights_file)
+        for name, file in ((CONFIG_NAME, config_file), (WEIGHTS_NAME, weights_file)):
+            if not os.path.isfile(file):
+                raise FileNotFoundError(f"{path} is not a saved rnnkit model: {name} is missing")
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                config = json.load(f)
+        except (ValueError, OSError) as err:
+            raise _corrupt(config_file, err) from None
+        if not isinstance(config, dict):
+            raise _corrupt(config_file, ValueError("the config is not a JSON object"))
+        return config, _load_tensors(weights_file)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no saved model at {path}")
-    with safe_open(path, framework="pt") as f:
-        metadata = f.metadata() or {}
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise _corrupt(path, err) from None
     if "rnnkit_config" not in metadata:
         raise ValueError(f"{path} holds weights only (no model config); build the model and call load_weights()")
-    return json.loads(metadata["rnnkit_config"]), load_file(path)
+    try:
+        config = json.loads(metadata["rnnkit_config"])
+    except ValueError as err:
+        raise _corrupt(path, err) from None
+    return config, _load_tensors(path)
 
 
 def load_model(filepath: str | os.PathLike[str], custom_objects: dict[str, Any] | None = None,
@@ -193,7 +245,7 @@ def _load_state(model: Any, tensors: dict[str, torch.Tensor], *, strict: bool, s
 def _load_optimizer(model: Any, path: str) -> None:
     with safe_open(path, framework="pt") as f:
         meta = json.loads((f.metadata() or {})["rnnkit_optimizer"])
-    tensors = load_file(path)
+    tensors = _load_tensors(path)
     spec = model.compiled.optimizer
     opt = spec.build(model.parameters())
     state: dict[int, dict[str, Any]] = {}
@@ -221,6 +273,4 @@ def load_weights(model: Any, filepath: str | os.PathLike[str], *, strict: bool =
     path = os.fspath(filepath)
     if os.path.isdir(path):
         path = os.path.join(path, WEIGHTS_NAME)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no weights file at {path}")
-    _load_state(model, load_file(path), strict=strict, source=path)
+    _load_state(model, _load_tensors(path), strict=strict, source=path)

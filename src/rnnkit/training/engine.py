@@ -470,7 +470,7 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
     data_seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
     if isinstance(x, torch.utils.data.DataLoader) and batch_size is not None:
         raise InputDataError("do not pass batch_size with a DataLoader: it batches the data itself")
-    batch_size = batch_size or 32
+    batch_size = 32 if batch_size is None else batch_size
     user = is_loader_like(x)
     ragged = True
     val_loader = None
@@ -543,11 +543,13 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
     max_epochs = epochs if ckpt_path is not None else epochs - initial_epoch
     if max_epochs <= 0:
         return history
+    progress = _keras_progress_bar(lightning_callbacks, epochs, 0 if ckpt_path is not None else initial_epoch,
+                                   verbose_level)
     options: dict[str, Any] = {
         "max_epochs": max_epochs, "accelerator": accelerator, "devices": devices, "strategy": strategy,
         "logger": False, "enable_checkpointing": False, "enable_model_summary": False,
         "enable_progress_bar": verbose_level == 1, "num_sanity_val_steps": 0,
-        "callbacks": [bridge, *lightning_callbacks, *checkpointing],
+        "callbacks": [bridge, *lightning_callbacks, *checkpointing, *progress],
         "check_val_every_n_epoch": validation_freq, "log_every_n_steps": 1,
         "default_root_dir": os.fspath(checkpoint_dir) if checkpoint_dir is not None else None,
     }
@@ -569,6 +571,22 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
     model.history = history
     _warn_nan(history)
     return history
+
+
+def _keras_progress_bar(lightning_callbacks: list[Any], epochs: int, offset: int, verbose_level: int) -> list[Any]:
+    """Lightning's rich progress bar, counting epochs like Keras ("Epoch 2/2", not "Epoch 1/1")."""
+    from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    if verbose_level != 1 or not _RICH_AVAILABLE or any(isinstance(c, ProgressBar) for c in lightning_callbacks):
+        return []  # Lightning's default bar (or the user's own)
+
+    class KerasEpochBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            text = f"Epoch {current_epoch + offset + 1}/{epochs}"
+            return f"{text:{len(self.validation_description)}}"
+
+    return [KerasEpochBar()]
 
 
 def _warn_nan(history: History) -> None:

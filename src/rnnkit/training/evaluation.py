@@ -109,7 +109,7 @@ def _pad_concat(parts: list[np.ndarray]) -> np.ndarray:
 def predict_model(model: Any, x: Any, *, batch_size: int | None = None, verbose: int | str = "auto",
                   steps: int | None = None) -> Any:
     """Batched inference in input order; see ``Model.predict``."""
-    loader, ragged, _ = prepare_data(model, x, None, None, batch_size=batch_size or 32, shuffle=False, seed=0,
+    loader, ragged, _ = prepare_data(model, x, None, None, batch_size=32 if batch_size is None else batch_size, shuffle=False, seed=0,
                                      for_predict=True)
     device = model_device(model)
     was = model.training
@@ -168,7 +168,7 @@ def evaluate_model(model: Any, x: Any, y: Any = None, *, batch_size: int | None 
     compiled = require_compiled(model)
     if y is None and not is_loader_like(x):
         raise InputDataError("evaluate needs targets: evaluate(x, y) or a Dataset/DataLoader of (x, y)")
-    loader, ragged, user = prepare_data(model, x, y, sample_weight, batch_size=batch_size or 32, shuffle=False, seed=0)
+    loader, ragged, user = prepare_data(model, x, y, sample_weight, batch_size=32 if batch_size is None else batch_size, shuffle=False, seed=0)
     logic = StepLogic(model, compiled, check_values=user)
     device = model_device(model)
     metrics: nn.ModuleList | None = None
