@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -49,6 +50,8 @@ __all__ = [
     "LogMelSpectrogram",
     "MFCC",
 ]
+
+logger = logging.getLogger("rnnkit.data")
 
 FSDD_PATTERN = r"(?P<label>\d+)_(?P<speaker>[^_]+)_(?P<index>\d+)\.wav"
 MONO_POLICIES = ("downmix", "first", "error")
@@ -310,7 +313,7 @@ def resample(
     ``rolloff * min(orig, new) / 2``, so down-sampling removes content above the new Nyquist.
 
     Args:
-        waveform: ``[..., T]`` float tensor.
+        waveform: ``[..., T]`` tensor (or NumPy array, returned as a tensor).
         orig_rate: Input rate (Hz).
         new_rate: Output rate (Hz).
         lowpass_filter_width: Zero crossings of the sinc on each side (sharper when larger).
@@ -323,6 +326,8 @@ def resample(
         raise DataError(
             f"sample rates must be positive, got {orig_rate} -> {new_rate}", hint="pass rates in Hz"
         )
+    if not isinstance(waveform, Tensor):
+        waveform = torch.as_tensor(np.asarray(waveform))
     if orig_rate == new_rate:
         return waveform
     g = math.gcd(int(orig_rate), int(new_rate))
@@ -495,6 +500,8 @@ class LogMelSpectrogram(JsonSerializable):
     """Log-mel spectrogram ``[frames, n_mels]`` from ``torch.stft`` (Hann window, centred frames).
 
     ``log(mel_filterbank^T |STFT|^power + log_offset)``, optionally normalized per utterance.
+    A waveform with NaN/inf samples is an error (they would turn whole frames into NaN);
+    mel filters that cover no FFT bin (too many ``n_mels`` for ``n_fft``) are logged.
 
     Args:
         sample_rate: Expected input rate (Hz).
@@ -554,6 +561,16 @@ class LogMelSpectrogram(JsonSerializable):
             self.n_fft // 2 + 1, self.sample_rate, self.n_mels, self.f_min, self.f_max, mel_scale, mel_norm
         )
         self._window = torch.hann_window(self.win_length)
+        empty = int((self._fb.max(dim=0).values == 0).sum())
+        if empty:
+            logger.warning(
+                "LogMelSpectrogram: %d of %d mel filters cover no FFT bin (n_fft=%d is too small for "
+                "n_mels=%d), their features are constant; use fewer n_mels or a larger n_fft",
+                empty,
+                self.n_mels,
+                self.n_fft,
+                self.n_mels,
+            )
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for a clip of ``num_samples``.
@@ -580,6 +597,14 @@ class LogMelSpectrogram(JsonSerializable):
         x = torch.as_tensor(waveform)
         if not x.is_floating_point():
             x = x.float()
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            first = int(torch.nonzero(~finite.reshape(-1))[0, 0]) % x.shape[-1]
+            raise DataError(
+                f"waveform has {bad} NaN/inf samples (first at sample {first})",
+                hint="fix or drop the clip (a corrupt file or a division by zero upstream)",
+            )
         if x.shape[-1] < self.n_fft:
             raise DataError(
                 f"clip has {x.shape[-1]} samples, shorter than one frame (n_fft={self.n_fft}, "

@@ -151,7 +151,8 @@ def collate_sequences(
 
     Returns:
         A :class:`Batch`; ``extras['num_truncated']`` and ``extras['tokens_dropped']`` report
-        input truncation.
+        input truncation, ``extras['target_num_truncated']`` and
+        ``extras['target_tokens_dropped']`` that of sequence targets.
     """
     if len(samples) == 0:
         raise DataError("cannot collate an empty batch", hint="check the sampler yields non-empty batches")
@@ -168,7 +169,21 @@ def collate_sequences(
             raise DataError(
                 f"sample {missing} has no target while others do", hint="give every sample a target or none"
             )
-        if _is_sequence_target(targets[0]):
+        for i, t in enumerate(targets):
+            if isinstance(t, str | bytes):
+                raise DataError(
+                    f"target of sample {i} is a string ({t!r}), not a number",
+                    hint="encode labels to ids first, e.g. rnnkit.data.LabelEncoder.fit(labels).encode(...)",
+                )
+        kinds = [_is_sequence_target(t) for t in targets]
+        if len(set(kinds)) > 1:
+            odd = kinds.index(not kinds[0])
+            raise DataError(
+                f"sample 0 has a {'sequence' if kinds[0] else 'scalar'} target but sample {odd} has a "
+                f"{'sequence' if kinds[odd] else 'scalar'} one",
+                hint="give every sample the same kind of target (one label, or one label per step)",
+            )
+        if kinds[0]:
             tp = pad_batch(
                 list(targets),
                 max_length=max_length,
@@ -179,6 +194,8 @@ def collate_sequences(
             target_tensor = tp.padded
             extras["target_lengths"] = tp.lengths
             extras["target_mask"] = tp.mask
+            extras["target_num_truncated"] = tp.num_truncated
+            extras["target_tokens_dropped"] = tp.tokens_dropped
         else:
             target_tensor = torch.as_tensor([t.item() if isinstance(t, Tensor) else t for t in targets])
     keys = {k for e in extras_list for k in e}

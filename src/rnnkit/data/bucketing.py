@@ -8,6 +8,7 @@ the batch order. Every index appears exactly once per epoch (``drop_last=False``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,14 @@ from torch.utils.data import Sampler
 
 from .errors import DataError
 
+logger = logging.getLogger("rnnkit.data")
+
 __all__ = ["BucketBatchSampler", "PaddingReport", "padding_efficiency", "sequential_batches"]
+
+
+def _check_count(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise DataError(f"{name} must be an int >= 1, got {value!r}", hint=f"pass a positive whole {name}")
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -30,7 +38,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         seed: Base seed; epoch ``e`` uses ``seed + e`` (call :meth:`set_epoch`).
         pool_factor: Pool size in batches; larger pools give tighter buckets but less
             randomness.
-        drop_last: Drop the last, smaller batch of each pool.
+        drop_last: Drop the last, smaller batch of each pool (logged as a warning when there
+            are fewer examples than one batch, which leaves no batch at all).
         max_length: Optional cap applied to lengths (as if truncated) when sorting.
     """
 
@@ -45,13 +54,14 @@ class BucketBatchSampler(Sampler[list[int]]):
         drop_last: bool = False,
         max_length: int | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise DataError(f"batch_size must be >= 1, got {batch_size}", hint="pass a positive batch size")
-        if pool_factor < 1:
-            raise DataError(
-                f"pool_factor must be >= 1, got {pool_factor}", hint="pass a positive pool factor"
-            )
-        arr = np.asarray(lengths, dtype=np.int64)
+        _check_count(batch_size, "batch_size")
+        _check_count(pool_factor, "pool_factor")
+        if max_length is not None:
+            _check_count(max_length, "max_length")
+        try:
+            arr = np.asarray(lengths, dtype=np.int64)
+        except (TypeError, ValueError):
+            arr = np.zeros((0, 0), dtype=np.int64)
         if arr.ndim != 1:
             raise DataError("lengths must be a flat sequence of ints", hint="pass one length per example")
         if arr.size and arr.min() < 0:
@@ -63,6 +73,13 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.pool_factor = pool_factor
         self.drop_last = drop_last
         self.epoch = 0
+        if drop_last and 0 < arr.size < batch_size:
+            logger.warning(
+                "BucketBatchSampler: drop_last=True with %d examples and batch_size=%d yields no batch "
+                "at all; pass drop_last=False or a batch_size <= the number of examples",
+                arr.size,
+                batch_size,
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch (changes the shuffle).
@@ -132,8 +149,7 @@ def sequential_batches(n: int, batch_size: int, *, shuffle: bool = True, seed: i
     Returns:
         Lists of indices covering ``0..n-1`` once.
     """
-    if batch_size < 1:
-        raise DataError(f"batch_size must be >= 1, got {batch_size}", hint="pass a positive batch size")
+    _check_count(batch_size, "batch_size")
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     return [[int(i) for i in order[s : s + batch_size]] for s in range(0, n, batch_size)]
 
@@ -179,7 +195,13 @@ def padding_efficiency(
     for batch in batches:
         if len(batch) == 0:
             continue
-        lens = arr[np.asarray(batch, dtype=np.int64)]
+        idx = np.asarray(batch, dtype=np.int64)
+        if idx.min() < 0 or idx.max() >= len(arr):
+            raise DataError(
+                f"batch {list(batch)[:10]} has an index outside 0..{len(arr) - 1}",
+                hint="pass the lengths of the dataset the batches index",
+            )
+        lens = arr[idx]
         real += int(lens.sum())
         padded += int(lens.max()) * len(batch)
     eff = real / padded if padded else 1.0

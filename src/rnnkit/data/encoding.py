@@ -27,8 +27,13 @@ class TextEncoder(JsonSerializable):
             which carry their own).
         add_bos: Prepend ``<bos>``.
         add_eos: Append ``<eos>``.
-        max_length: Truncate encoded sequences to this many ids (``None``: no limit).
+        max_length: Truncate encoded sequences to this many ids (``None``: no limit); it must
+            leave room for ``<bos>``/``<eos>`` and one token.
         truncation: ``'post'`` keeps the start, ``'pre'`` keeps the end.
+        keep_specials: Truncate the text's tokens, not the added ``<bos>``/``<eos>``, so every
+            sequence still starts with ``<bos>`` and ends with ``<eos>``. An encoder saved before
+            this option existed loads with ``False`` (the ids then lost their ``<bos>`` or
+            ``<eos>`` when cut), so it encodes as it did.
     """
 
     def __init__(
@@ -40,6 +45,7 @@ class TextEncoder(JsonSerializable):
         add_eos: bool = False,
         max_length: int | None = None,
         truncation: str = "post",
+        keep_specials: bool = True,
     ) -> None:
         if vocab is None and not isinstance(tokenizer, SubwordTokenizer):
             raise DataError(
@@ -50,12 +56,22 @@ class TextEncoder(JsonSerializable):
             raise DataError(
                 f"truncation must be 'pre' or 'post', got {truncation!r}", hint="use 'post' or 'pre'"
             )
+        n_specials = int(bool(add_bos)) + int(bool(add_eos))
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= n_specials
+        ):
+            room = " plus <bos>/<eos>" if n_specials else ""
+            raise DataError(
+                f"max_length must be an int with room for at least one token{room}, got {max_length!r}",
+                hint=f"pass max_length >= {n_specials + 1} or None",
+            )
         self.tokenizer = tokenizer
         self.vocab = vocab
         self.add_bos = add_bos
         self.add_eos = add_eos
         self.max_length = max_length
         self.truncation = truncation
+        self.keep_specials = bool(keep_specials)
         self.num_truncated = 0
         self.tokens_dropped = 0
 
@@ -123,16 +139,28 @@ class TextEncoder(JsonSerializable):
         Returns:
             Token ids.
         """
+        if not self.keep_specials:
+            if self.vocab is None:
+                assert isinstance(self.tokenizer, SubwordTokenizer)
+                ids = self.tokenizer.encode(text, add_bos=self.add_bos, add_eos=self.add_eos)
+            else:
+                tokens = self.tokenizer.tokenize(text)
+                ids = self.vocab.encode(tokens, add_bos=self.add_bos, add_eos=self.add_eos)
+            return self._truncate(ids, self.max_length)
+        room = None if self.max_length is None else self.max_length - int(self.add_bos) - int(self.add_eos)
         if self.vocab is None:
             assert isinstance(self.tokenizer, SubwordTokenizer)
-            ids = self.tokenizer.encode(text, add_bos=self.add_bos, add_eos=self.add_eos)
-        else:
-            ids = self.vocab.encode(self.tokenizer.tokenize(text), add_bos=self.add_bos, add_eos=self.add_eos)
-        if self.max_length is not None and len(ids) > self.max_length:
-            self.num_truncated += 1
-            self.tokens_dropped += len(ids) - self.max_length
-            ids = ids[: self.max_length] if self.truncation == "post" else ids[len(ids) - self.max_length :]
-        return ids
+            body = self._truncate(self.tokenizer.encode(text), room)
+            return self.tokenizer._add_specials(body, self.add_bos, self.add_eos)
+        tokens = self._truncate(self.tokenizer.tokenize(text), room)
+        return self.vocab.encode(tokens, add_bos=self.add_bos, add_eos=self.add_eos)
+
+    def _truncate(self, items: list[Any], limit: int | None) -> list[Any]:
+        if limit is None or len(items) <= limit:
+            return items
+        self.num_truncated += 1
+        self.tokens_dropped += len(items) - limit
+        return items[:limit] if self.truncation == "post" else items[len(items) - limit :]
 
     def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
         """Encode several texts.
@@ -168,6 +196,7 @@ class TextEncoder(JsonSerializable):
             "add_eos": self.add_eos,
             "max_length": self.max_length,
             "truncation": self.truncation,
+            "keep_specials": self.keep_specials,
         }
 
     @classmethod
@@ -184,4 +213,5 @@ class TextEncoder(JsonSerializable):
             add_eos=config["add_eos"],
             max_length=config["max_length"],
             truncation=config["truncation"],
+            keep_specials=config.get("keep_specials", False),
         )

@@ -91,6 +91,17 @@ class PaddedBatch:
         return iter((self.padded, self.lengths, self.mask))
 
 
+def _check_length(value: Any, name: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise DataError(
+            f"{name} must be an int or None, got {value!r}", hint=f"pass a whole number of steps as {name}"
+        )
+    if value < 0:
+        raise DataError(f"{name} must be >= 0, got {value}", hint=f"pass a non-negative {name} or None")
+
+
 def _as_tensor(seq: Any, index: int) -> Tensor:
     if isinstance(seq, Tensor):
         return seq
@@ -138,10 +149,7 @@ def pad_batch(
         raise DataError(
             "cannot pad an empty batch (0 sequences)", hint="filter out empty batches before padding"
         )
-    if max_length is not None and max_length < 0:
-        raise DataError(
-            f"max_length must be >= 0, got {max_length}", hint="pass a non-negative max_length or None"
-        )
+    _check_length(max_length, "max_length")
     tensors = [_as_tensor(s, i) for i, s in enumerate(seqs)]
     for i, t in enumerate(tensors):
         if t.dim() == 0:
@@ -195,7 +203,10 @@ def pad_sequences(
     """Pad sequences to the same length, like ``keras.utils.pad_sequences``.
 
     Truncation is reported on the ``rnnkit.data`` logger (warning level) with the number
-    of sequences cut and of steps dropped.
+    of sequences cut and of steps dropped, and so is a cast that loses data: float values
+    with a fractional part padded into an integer ``dtype`` (Keras's default ``'int32'``
+    silently turns ``0.5`` into ``0``). A scalar where a sequence is expected is an error, as
+    in Keras.
 
     Args:
         sequences: List of sequences (lists or arrays of shape ``[T_i, *sample_shape]``).
@@ -213,6 +224,7 @@ def pad_sequences(
         raise DataError(f'padding type "{padding}" not understood', hint="use 'pre' or 'post'")
     if truncating not in SIDES:
         raise DataError(f'truncating type "{truncating}" not understood', hint="use 'pre' or 'post'")
+    _check_length(maxlen, "maxlen")
     arrays: list[np.ndarray] = []
     for i, s in enumerate(sequences):
         if isinstance(s, str | bytes):
@@ -223,6 +235,10 @@ def pad_sequences(
             raise DataError(
                 f"sequence {i} is not array-like ({exc})", hint="give lists or arrays of numbers"
             ) from None
+        if arrays[-1].ndim == 0:
+            raise DataError(
+                f"sequence {i} is a scalar ({s!r}), not a sequence", hint="wrap single values in a list"
+            )
     if not arrays:
         if maxlen is None:
             raise DataError(
@@ -234,17 +250,27 @@ def pad_sequences(
         if a.size > 0 or a.ndim > 1:
             sample_shape = tuple(a.shape[1:])
             break
-    lengths = [len(a) if a.ndim > 0 else 1 for a in arrays]
+    lengths = [len(a) for a in arrays]
     if maxlen is None:
         maxlen = max(lengths)
-    if maxlen < 0:
-        raise DataError(f"maxlen must be >= 0, got {maxlen}", hint="pass a non-negative maxlen or None")
     out = np.full((len(arrays), maxlen, *sample_shape), value, dtype=dtype)
     num_truncated = 0
     dropped = 0
+    if np.issubdtype(out.dtype, np.integer):
+        lossy = [
+            i
+            for i, a in enumerate(arrays)
+            if a.dtype.kind == "f" and a.size and not np.all(np.mod(a, 1) == 0)
+        ]
+        if lossy:
+            logger.warning(
+                "pad_sequences: dtype=%s cuts the fractional part of the float values of %d sequences "
+                "(first: sequence %d); pass dtype='float32' to keep them",
+                out.dtype,
+                len(lossy),
+                lossy[0],
+            )
     for i, a in enumerate(arrays):
-        if a.ndim == 0:
-            a = a.reshape(1)
         if len(a) == 0:
             continue
         if tuple(a.shape[1:]) != sample_shape:

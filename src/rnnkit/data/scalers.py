@@ -36,7 +36,13 @@ GLOBAL_KEY = "__all__"
 def _to_numpy(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"data is not a rectangular array of numbers ({exc})",
+            hint="give an [N] or [N, F] array with the same number of features on every row",
+        ) from None
 
 
 def _like(result: np.ndarray, original: Any) -> Any:
@@ -225,7 +231,10 @@ class StandardScaler(Scaler):
     """
 
     def _compute(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return x.mean(axis=0), x.std(axis=0)
+        # A constant feature's std is not always 0 in floating point (123456.789 repeated
+        # gives ~6e-11), which would blow any other value up by 1e10: treat it as constant.
+        constant = x.max(axis=0) == x.min(axis=0)
+        return x.mean(axis=0), np.where(constant, 0.0, x.std(axis=0))
 
 
 class MinMaxScaler(Scaler):
@@ -315,6 +324,11 @@ class LogTransform(JsonSerializable):
             ``log(data + offset)``, same type.
         """
         x = _to_numpy(data) + self.offset
+        if np.isnan(x).any():
+            raise DataError(
+                f"log transform input has {int(np.isnan(x).sum())} NaN values",
+                hint="fill missing values first, e.g. read_timeseries(fill='interpolate')",
+            )
         if x.size and not (x > 0).all():
             raise DataError(
                 f"log transform needs values > {-self.offset:g}; smallest value is {np.nanmin(x) - self.offset:g}",
@@ -356,9 +370,10 @@ class DifferenceTransform(JsonSerializable):
     """
 
     def __init__(self, lag: int = 1, order: int = 1) -> None:
-        if lag < 1 or order < 1:
+        if any(isinstance(v, bool) or int(v) != v for v in (lag, order)) or lag < 1 or order < 1:
             raise DataError(
-                f"lag and order must be >= 1, got lag={lag}, order={order}", hint="e.g. lag=1, order=1"
+                f"lag and order must be whole numbers >= 1, got lag={lag}, order={order}",
+                hint="e.g. lag=1, order=1",
             )
         self.lag = int(lag)
         self.order = int(order)

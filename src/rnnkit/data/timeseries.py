@@ -166,7 +166,13 @@ class TimeSeries:
         Returns:
             The series.
         """
-        y = np.asarray(targets, dtype=np.float64)
+        try:
+            y = np.asarray(targets, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"targets are not a rectangular array of numbers ({exc})",
+                hint="give an [N] or [N, n_targets] array with the same number of values on every step",
+            ) from None
         if y.ndim == 1:
             y = y[:, None]
         if y.ndim != 2:
@@ -178,7 +184,13 @@ class TimeSeries:
         def cov(a: Any) -> np.ndarray:
             if a is None:
                 return np.zeros((n, 0))
-            arr = np.asarray(a, dtype=np.float64)
+            try:
+                arr = np.asarray(a, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise DataError(
+                    f"covariates are not a rectangular array of numbers ({exc})",
+                    hint="give an [N] or [N, P] array with the same number of values on every step",
+                ) from None
             arr = arr[:, None] if arr.ndim == 1 else arr
             if arr.shape[0] != n:
                 raise DataError(

@@ -65,6 +65,47 @@ def normalize_text(text: str, normalization: str | None = "NFKC", lowercase: boo
     return text
 
 
+def _check_text(text: Any) -> str:
+    if not isinstance(text, str):
+        shown = repr(text)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise DataError(
+            f"text is a {type(text).__name__} ({shown}), not a str",
+            hint="drop or fill missing texts (None/NaN) before tokenizing, or convert them with str()",
+        )
+    return text
+
+
+def _is_mark(ch: str) -> bool:
+    return unicodedata.category(ch)[0] == "M"
+
+
+def _wordish(ch: str) -> bool:
+    return ch.isalnum() or ch == "_" or _is_mark(ch)
+
+
+def _join_marks(matches: Iterable[re.Match[str]]) -> list[str]:
+    """Glue combining marks (accents, Indic vowel signs, Arabic harakat: Unicode category M),
+    which ``\\w`` does not match, to the word they belong to."""
+    out: list[str] = []
+    prev_end = -1
+    for m in matches:
+        tok = m.group(0)
+        start, end = m.span()
+        if (
+            out
+            and tok
+            and out[-1]
+            and start == prev_end
+            and ((_is_mark(tok[0]) and _wordish(out[-1][-1])) or (_is_mark(out[-1][-1]) and _wordish(tok[0])))
+        ):
+            out[-1] += tok
+        else:
+            out.append(tok)
+        prev_end = end
+    return out
+
+
 class Tokenizer(JsonSerializable):
     """Base class: ``tokenize(text) -> list[str]`` plus JSON persistence."""
 
@@ -119,7 +160,7 @@ class CharTokenizer(Tokenizer):
 
     def tokenize(self, text: str) -> list[str]:
         """Return the characters of the normalized text."""
-        return list(normalize_text(text, self.normalization, self.lowercase))
+        return list(normalize_text(_check_text(text), self.normalization, self.lowercase))
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         """Concatenate characters."""
@@ -143,6 +184,11 @@ class WordTokenizer(Tokenizer):
             apostrophes, and single punctuation marks). ``None`` splits on whitespace.
         lowercase: Lowercase the text first.
         normalization: Unicode normalization (default NFKC).
+        join_marks: Keep combining marks (Unicode category M: decomposed accents, Indic vowel
+            signs and viramas, Arabic harakat), which the regex ``\\w`` does not match, inside
+            their word instead of splitting ``'हिन्दी'`` into letters and signs. Applies to
+            patterns without groups. A tokenizer saved before this option existed loads with
+            ``False``, so it keeps tokenizing as it did.
     """
 
     def __init__(
@@ -150,10 +196,12 @@ class WordTokenizer(Tokenizer):
         pattern: str | None = DEFAULT_WORD_PATTERN,
         lowercase: bool = True,
         normalization: str | None = "NFKC",
+        join_marks: bool = True,
     ) -> None:
         self.pattern = pattern
         self.lowercase = lowercase
         self.normalization = _check_normalization(normalization)
+        self.join_marks = bool(join_marks)
         try:
             self._regex = None if pattern is None else re.compile(pattern)
         except re.error as exc:
@@ -163,9 +211,11 @@ class WordTokenizer(Tokenizer):
 
     def tokenize(self, text: str) -> list[str]:
         """Return the regex matches (or whitespace-separated words) of the normalized text."""
-        text = normalize_text(text, self.normalization, self.lowercase)
+        text = normalize_text(_check_text(text), self.normalization, self.lowercase)
         if self._regex is None:
             return text.split()
+        if self.join_marks and self._regex.groups == 0:
+            return _join_marks(self._regex.finditer(text))
         return self._regex.findall(text)
 
     def detokenize(self, tokens: Sequence[str]) -> str:
@@ -174,12 +224,17 @@ class WordTokenizer(Tokenizer):
 
     def to_config(self) -> dict[str, Any]:
         """Return the options."""
-        return {"pattern": self.pattern, "lowercase": self.lowercase, "normalization": self.normalization}
+        return {
+            "pattern": self.pattern,
+            "lowercase": self.lowercase,
+            "normalization": self.normalization,
+            "join_marks": self.join_marks,
+        }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WordTokenizer:
-        """Rebuild from :meth:`to_config` output."""
-        return cls(**config)
+        """Rebuild from :meth:`to_config` output (older configs: ``join_marks=False``)."""
+        return cls(**{"join_marks": False, **config})
 
 
 def _hf() -> Any:
@@ -318,7 +373,7 @@ class SubwordTokenizer(Tokenizer):
 
     def tokenize(self, text: str) -> list[str]:
         """Return the subword strings of ``text``."""
-        return list(self.backend.encode(text).tokens)
+        return list(self.backend.encode(_check_text(text)).tokens)
 
     def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         """Return the subword ids of ``text``.
@@ -331,7 +386,7 @@ class SubwordTokenizer(Tokenizer):
         Returns:
             Token ids.
         """
-        ids = list(self.backend.encode(text).ids)
+        ids = list(self.backend.encode(_check_text(text)).ids)
         return self._add_specials(ids, add_bos, add_eos)
 
     def encode_many(
@@ -348,7 +403,8 @@ class SubwordTokenizer(Tokenizer):
             One id list per text.
         """
         return [
-            self._add_specials(list(e.ids), add_bos, add_eos) for e in self.backend.encode_batch(list(texts))
+            self._add_specials(list(e.ids), add_bos, add_eos)
+            for e in self.backend.encode_batch([_check_text(t) for t in texts])
         ]
 
     def _add_specials(self, ids: list[int], add_bos: bool, add_eos: bool) -> list[int]:

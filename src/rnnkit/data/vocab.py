@@ -286,6 +286,22 @@ class Vocabulary(JsonSerializable):
         )
 
 
+def _is_missing(label: Any) -> bool:
+    if label is None:
+        return True
+    try:
+        return bool(label != label)  # NaN (float, NumPy or 0-d tensor)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+
+
+def _label_str(label: Any) -> str:
+    # 0-d tensors and NumPy scalars by value: str(torch.tensor(1)) is 'tensor(1)', not '1'
+    if getattr(label, "ndim", None) == 0 and hasattr(label, "item"):
+        label = label.item()
+    return str(label)
+
+
 class LabelEncoder(JsonSerializable):
     """Map class labels to ids ``0..K-1`` (sorted order by default) and back.
 
@@ -303,13 +319,24 @@ class LabelEncoder(JsonSerializable):
     def fit(cls, labels: Iterable[Any]) -> LabelEncoder:
         """Collect the distinct labels (sorted; numeric strings in numeric order).
 
+        A missing label (``None`` or NaN) or an empty list is an error.
+
         Args:
             labels: Training labels.
 
         Returns:
             The fitted encoder.
         """
-        distinct = {str(x) for x in labels}
+        distinct = set()
+        for i, x in enumerate(labels):
+            if _is_missing(x):
+                raise DataError(
+                    f"label {i} is missing ({x!r})",
+                    hint="drop the unlabeled examples before fitting (readers give None for a missing label)",
+                )
+            distinct.add(_label_str(x))
+        if not distinct:
+            raise DataError("cannot fit a LabelEncoder on no labels", hint="pass the training labels")
 
         def key(s: str) -> tuple[int, float, str]:
             try:
@@ -333,7 +360,7 @@ class LabelEncoder(JsonSerializable):
         """
         out = []
         for x in labels:
-            i = self._index.get(str(x))
+            i = self._index.get(_label_str(x))
             if i is None:
                 raise DataError(
                     f"unknown label {x!r}; known labels: {list(self.classes)}",

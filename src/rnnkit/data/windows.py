@@ -144,6 +144,23 @@ def window_starts(
     return np.arange(first_target, last_target + 1, stride, dtype=np.int64) - lookback
 
 
+def _check_finite(s: TimeSeries) -> None:
+    for kind, values, names in (
+        ("target", s.targets, s.target_names),
+        ("past covariate", s.past_covariates, s.past_covariate_names),
+        ("future covariate", s.future_covariates, s.future_covariate_names),
+    ):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            step, col = (int(i) for i in np.argwhere(bad)[0])
+            name = names[col] if col < len(names) else str(col)
+            raise DataError(
+                f"series {s.series_id!r} has {int(bad.sum())} NaN/inf values in its {kind}s "
+                f"(first: {kind} {name!r} at step {step}, value {values[step, col]})",
+                hint="fill them first: read_timeseries(fill='interpolate'), or rnnkit.data.fill_missing(values, 'interpolate')",
+            )
+
+
 def _as_series_list(data: Any) -> list[TimeSeries]:
     if isinstance(data, TimeSeriesDataset):
         return list(data.series.values())
@@ -174,6 +191,9 @@ class WindowDataset(Dataset):
     * ``future_inputs`` ``[horizon, F]``: the known-future covariates over the horizon;
     * ``targets`` ``[horizon, n_targets]``;
     * ``series_index`` and ``target_start`` (ints) to trace the window back.
+
+    A NaN or inf value in a series is an error naming the series, the column and the step
+    (fill gaps first), as is a series shorter than ``lookback + horizon``.
 
     Args:
         data: A :class:`TimeSeries`, a list of them, a :class:`TimeSeriesDataset` or an
@@ -225,6 +245,8 @@ class WindowDataset(Dataset):
                 hint="enlarge the split or shorten lookback/horizon",
             )
         self.index = index
+        for s in self.series:
+            _check_finite(s)
         self._arrays = [
             (
                 torch.as_tensor(
