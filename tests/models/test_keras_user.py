@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,8 @@ import torch
 
 from rnnkit.layers import LSTM, Dense, Embedding, Input
 from rnnkit.models import Sequential, load_model
+
+from .test_errors import one_line_error
 
 RNG = np.random.default_rng(0)
 X = RNG.integers(1, 50, size=(40, 8))
@@ -26,14 +27,6 @@ def imdb_model(frozen_embedding: bool = False) -> Sequential:
     model.add(Dense(1, activation="sigmoid"))
     model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
     return model
-
-
-def one_line_error(fn: Callable[[], object], kind: type[BaseException] = ValueError) -> str:
-    with pytest.raises(kind) as info:
-        fn()
-    message = str(info.value)
-    assert "\n" not in message, message
-    return message
 
 
 def test_classic_snippet_return_values() -> None:

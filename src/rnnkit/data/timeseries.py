@@ -91,6 +91,17 @@ def _freq_name(step: int, unit: str) -> str:
     return f"{step}{_UNIT_NAMES.get(unit, unit)}"
 
 
+def _float_array(values: Any, what: str, shape: str) -> np.ndarray:
+    """``values`` as a float64 array, or a one-line DataError when they are ragged or not numbers."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"{what} are not a rectangular array of numbers ({exc})",
+            hint=f"give an {shape} array with the same number of values on every step",
+        ) from None
+
+
 @dataclass
 class TimeSeries:
     """One regular series.
@@ -166,13 +177,7 @@ class TimeSeries:
         Returns:
             The series.
         """
-        try:
-            y = np.asarray(targets, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise DataError(
-                f"targets are not a rectangular array of numbers ({exc})",
-                hint="give an [N] or [N, n_targets] array with the same number of values on every step",
-            ) from None
+        y = _float_array(targets, "targets", "[N] or [N, n_targets]")
         if y.ndim == 1:
             y = y[:, None]
         if y.ndim != 2:
@@ -184,13 +189,7 @@ class TimeSeries:
         def cov(a: Any) -> np.ndarray:
             if a is None:
                 return np.zeros((n, 0))
-            try:
-                arr = np.asarray(a, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise DataError(
-                    f"covariates are not a rectangular array of numbers ({exc})",
-                    hint="give an [N] or [N, P] array with the same number of values on every step",
-                ) from None
+            arr = _float_array(a, "covariates", "[N] or [N, P]")
             arr = arr[:, None] if arr.ndim == 1 else arr
             if arr.shape[0] != n:
                 raise DataError(
