@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from rnnkit.layers import LSTM, Dense, Embedding, Input
-from rnnkit.models import Sequential, load_model
+from rnnkit.layers import LSTM, Concatenate, Dense, Embedding, Input
+from rnnkit.models import Model, Sequential, load_model
+from rnnkit.training import SGD
 
 from .test_errors import one_line_error
 
@@ -89,6 +91,94 @@ def test_batch_size_zero_is_refused() -> None:
                  lambda: model.evaluate(X, Y, batch_size=0, verbose=0),
                  lambda: model.predict(X, batch_size=0, verbose=0)):
         assert "batch_size must be a positive integer, got 0" in one_line_error(call)
+    for call in (lambda: model.fit(X, Y, validation_batch_size=0, validation_split=0.25, verbose=0),
+                 lambda: model.fit(X, Y, validation_batch_size=0, validation_data=(X, Y), verbose=0)):
+        assert one_line_error(call) == "validation_batch_size must be a positive integer, got 0"
+
+
+def _twin_models() -> tuple[Sequential, Sequential]:
+    models = []
+    for _ in range(2):
+        model = Sequential([Input(shape=(8,), dtype="int64"), Embedding(50, 8), LSTM(4), Dense(1, activation="sigmoid")])
+        model.compile(loss="binary_crossentropy", optimizer=SGD(learning_rate=0.5), metrics=["accuracy"])
+        models.append(model)
+    models[1].set_weights(models[0].get_weights())
+    return models[0], models[1]
+
+
+def test_on_batch_methods_take_the_paths_of_fit_evaluate_and_predict() -> None:
+    stepped, fitted = _twin_models()
+    assert stepped.metrics_names == ["loss", "accuracy"]
+    assert Sequential([Dense(1)]).metrics_names == []
+    loss, acc = stepped.test_on_batch(X, Y)
+    assert np.allclose([loss, acc], stepped.evaluate(X, Y, batch_size=len(X), verbose=0))
+    logs = stepped.test_on_batch(X, Y, sample_weight=np.arange(40.0), return_dict=True)
+    assert list(logs) == stepped.metrics_names
+    assert np.isclose(logs["loss"], stepped.evaluate(X, Y, sample_weight=np.arange(40.0), verbose=0)[0])
+    np.testing.assert_allclose(stepped.predict_on_batch(X), stepped.predict(X, batch_size=7, verbose=0), rtol=1e-6)
+    # one train_on_batch = one fit epoch over the same single batch: same loss, metrics and weights
+    before = stepped.get_weights()
+    train_loss, train_acc = stepped.train_on_batch(X, Y)
+    history = fitted.fit(X, Y, batch_size=len(X), epochs=1, shuffle=False, verbose=0)
+    assert np.isclose(train_loss, history.history["loss"][0]) and np.isclose(train_acc, history.history["accuracy"][0])
+    for a, b in zip(stepped.get_weights(), fitted.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(a, c) for a, c in zip(stepped.get_weights(), before))
+    assert stepped.optimizer.iterations == 1
+    assert stepped.train_on_batch(X, Y, return_dict=True)["loss"] < train_loss
+    assert stepped.optimizer.iterations == 2 and stepped.training  # the mode is restored
+    plain = Sequential([Embedding(50, 8), LSTM(4), Dense(1, activation="sigmoid")])
+    plain.compile(loss="binary_crossentropy", optimizer="adam")
+    assert isinstance(plain.train_on_batch(X, Y), float) and plain.input_shape == (None, 8)  # built from the batch
+    assert "needs targets" in one_line_error(lambda: plain.train_on_batch(X))
+    assert "compiled first" in one_line_error(lambda: Sequential([Dense(1)]).test_on_batch(X, Y))
+
+
+def test_on_batch_methods_keep_the_state_of_stateful_models() -> None:
+    model = Sequential([Input(batch_shape=(4, 5, 3)), LSTM(4, stateful=True), Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = RNG.random((4, 5, 3)).astype("float32"), np.zeros((4, 1), "float32")
+    first, second = model.test_on_batch(x, y), model.test_on_batch(x, y)
+    model.reset_states()
+    assert first != second and np.isclose(model.test_on_batch(x, y), first)
+
+
+def test_metrics_names_and_shapes_of_a_functional_model() -> None:
+    ids, extra = Input(shape=(None,), dtype="int64", name="ids"), Input(shape=(3,), name="extra")
+    h = LSTM(4)(Embedding(50, 8, mask_zero=True)(ids))
+    a = Dense(2, activation="softmax", name="a")(h)
+    b = Dense(1, name="b")(Concatenate()([h, extra]))
+    model = Model([ids, extra], [a, b])
+    model.compile("adam", loss=["sparse_categorical_crossentropy", "mse"], metrics={"a": ["accuracy"], "b": ["mae"]})
+    assert model.metrics_names == ["loss", "a_loss", "b_loss", "a_accuracy", "b_mae"]
+    xs, ys = [X, RNG.normal(size=(40, 3))], [Y, RNG.normal(size=(40, 1))]
+    assert list(model.evaluate(xs, ys, verbose=0, return_dict=True)) == model.metrics_names
+    assert len(model.train_on_batch(xs, ys)) == len(model.test_on_batch(xs, ys)) == 5
+    assert [p.shape for p in model.predict_on_batch(xs)] == [(40, 2), (40, 1)]
+    assert model.input_shape == [(None, None), (None, 3)] and model.output_shape == [(None, 2), (None, 1)]
+
+
+def test_input_and_output_shapes_follow_keras() -> None:
+    model = Sequential([Embedding(50, 8, input_length=8), LSTM(4, return_sequences=True), Dense(3)])
+    assert model.input_shape == (None, 8) and model.output_shape == (None, 8, 3)
+    lazy = Sequential([Embedding(50, 8), LSTM(4)])
+    assert "its input shape is unknown" in one_line_error(lambda: lazy.input_shape)
+    assert "its output shape is unknown" in one_line_error(lambda: lazy.output_shape)
+    lazy.build((None, None))
+    assert lazy.input_shape == (None, None) and lazy.output_shape == (None, 4)
+    outer = Sequential([Input(shape=(6,), dtype="int64"), lazy, Dense(2)])
+    assert outer.output_shape == (None, 2) and outer.layers[0].output_shape == (None, 4)
+
+    class Custom(Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = Dense(2)
+
+        def call(self, inputs: Any, mask: Any = None, **kwargs: Any) -> Any:
+            return self.dense(inputs)
+
+    assert "subclassed model" in one_line_error(lambda: Custom().input_shape)
+    assert "subclassed model" in one_line_error(lambda: Custom().output_shape)
 
 
 def test_corrupt_or_incomplete_saves_give_one_line_errors(tmp_path: Path) -> None:

@@ -330,6 +330,16 @@ def test_missing_labels_are_refused_not_made_classes(tmp_path, name, content, li
     assert f"{path}:{line}: missing label" in message and "fill it in or remove the line" in message
 
 
+@pytest.mark.parametrize("label", ["pos|nan", "pos|", "|neg", "pos| |neg"])
+def test_multi_label_parts_that_are_empty_or_nan_are_missing_labels(tmp_path, label):
+    path = tmp_path / "multi.csv"
+    path.write_text("\n".join(["text,label", "great film,pos|neg", f"fine,{label}"]
+                              + ["dull plot,neg", "great,pos"] * 5) + "\n")
+    message = _train_error(tmp_path, "--train", str(path), "--set", "train.multi_label=true")
+    assert f"{path}:3: missing label in {label!r}" in message and "data.label_separator='|'" in message
+    assert "fill it in or remove the line" in message
+
+
 def test_predict_file_reads_csv_and_jsonl_text_columns(trained_run, tmp_path):
     run, dev = trained_run
     result = runner.invoke(app, ["predict", str(run), "--file", str(dev), "--json"])

@@ -554,9 +554,105 @@ class Model(Layer):
             self._check_rank(tuple(x.shape))
         return predict_model(self, x, batch_size=batch_size, verbose=verbose, steps=steps, **options)
 
+    def train_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
+                       class_weight: dict[int, float] | None = None, return_dict: bool = False) -> Any:
+        """One optimizer step on one batch (Keras ``train_on_batch``).
+
+        The batch goes through the same loss, weighting and metric code as ``fit`` (training
+        mode, the compiled optimizer and gradient clipping); recurrent state is not reset between
+        calls, so stateful models carry it from batch to batch.
+
+        Returns:
+            The batch's loss (before the step) if there are no metrics, else ``[loss, metric...]``
+            in the order of :attr:`metrics_names`; a dict with ``return_dict=True``. Metrics are
+            for this batch only.
+        """
+        from ..training.evaluation import batch_step
+
+        return batch_step(self, x, y, train=True, sample_weight=sample_weight, class_weight=class_weight,
+                          return_dict=return_dict)
+
+    def test_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False) -> Any:
+        """Loss and metrics on one batch, without training (Keras ``test_on_batch``).
+
+        Returns:
+            Like :meth:`evaluate`: the loss, ``[loss, metric...]``, or a dict with ``return_dict=True``.
+        """
+        from ..training.evaluation import batch_step
+
+        return batch_step(self, x, y, train=False, sample_weight=sample_weight, return_dict=return_dict)
+
     def predict_on_batch(self, x: Any) -> Any:
-        """Outputs for one batch as NumPy arrays."""
-        return self.predict(x, batch_size=len(x) if hasattr(x, "__len__") else None, verbose=0)
+        """Outputs for one batch (all of ``x`` at once) as NumPy arrays, like :meth:`predict`."""
+        from ..training.evaluation import predict_model
+
+        if isinstance(self, Sequential) and isinstance(x, np.ndarray | Tensor):
+            self._check_rank(tuple(x.shape))
+        return predict_model(self, x, verbose=0, one_batch=True)
+
+    @property
+    def metrics_names(self) -> list[str]:
+        """Names of the values :meth:`evaluate`/:meth:`test_on_batch`/:meth:`train_on_batch` return.
+
+        Keras 2 style, in order: ``"loss"``, ``"<output>_loss"`` for each output of a model with
+        several, then the metrics (``"<output>_<metric>"`` with several outputs), e.g.
+        ``["loss", "accuracy"]``. Empty before ``compile``.
+        """
+        if self.compiled is None:
+            return []
+        from ..training.evaluation import output_names
+
+        self.compiled.resolve(output_names(self))
+        return list(self.compiled.log_names())
+
+    # -- shapes (Keras convention: None for the batch dimension) -------------------------------
+    def _not_built(self, what: str) -> ValueError:
+        if self._graph or isinstance(self, Sequential):
+            return ValueError(f"the model is not built yet, so its {what} is unknown: give it an Input (or "
+                              "input_shape=/Embedding(input_length=)), call model.build((None, ...)), or fit it first")
+        return ValueError(f"a subclassed model has no fixed {what} (its call() takes what it is given); "
+                          "use a Sequential or functional model (Model(inputs, outputs)) for one")
+
+    @property
+    def input_shape(self) -> Any:
+        """The input shape, ``(None, ...)`` (a list of shapes for several inputs).
+
+        Raises:
+            ValueError: if the model is not built yet, or for a subclassed model.
+        """
+        if self._graph:
+            shapes = [tuple(t.shape) for t in self._inputs]
+            return shapes[0] if len(shapes) == 1 else shapes
+        spec = getattr(self, "input_spec", None)
+        if isinstance(self, Sequential) and spec is not None:
+            return (None, *spec[0])
+        raise self._not_built("input shape")
+
+    @property
+    def output_shape(self) -> Any:
+        """The output shape, ``(None, ...)`` (a list of shapes for several outputs).
+
+        Raises:
+            ValueError: if the model is not built yet, or for a subclassed model never called on
+            an ``Input``.
+        """
+        if self._graph:
+            shapes = [tuple(t.shape) for t in self._outputs]
+            return shapes[0] if len(shapes) == 1 else shapes
+        if isinstance(self, Sequential) and self.input_spec is not None and len(self.layer_list):
+            if self._examples is None:
+                self._build_examples()
+            return cast(Layer, self.layer_list[-1]).output_shape
+        recorded = self.__dict__.get("_recorded_output_shape")
+        if recorded is not None:  # a nested model: its output shape where it was called
+            return recorded
+        if isinstance(self, Sequential) and self.input_spec is not None:
+            raise ValueError("the Sequential model has no layers, so it has no output shape; add some first")
+        raise self._not_built("output shape")
+
+    @output_shape.setter
+    def output_shape(self, value: Any) -> None:
+        self.__dict__["_recorded_output_shape"] = value
 
     # -- saving --------------------------------------------------------------------------------
     def save(self, filepath: str, overwrite: bool = True, include_optimizer: bool = False) -> None:

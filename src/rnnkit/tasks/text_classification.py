@@ -254,7 +254,15 @@ def _labels_of(example: Any, cfg: DataConfig, multi_label: bool) -> list[str]:
         shown = repr(label) if isinstance(label, str) and label.strip() else "empty, null or NaN"
         raise ConfigError(f"{example.source}: missing label ({shown}); every labelled text needs one: fill it in "
                           "or remove the line")
-    return [s.strip() for s in str(label).split(cfg.label_separator) if s.strip()] if multi_label else [str(label)]
+    if not multi_label:
+        return [str(label)]
+    parts = [s.strip() for s in str(label).split(cfg.label_separator)]
+    empty = [i for i, s in enumerate(parts, 1) if s.lower() in _MISSING_LABELS]
+    if empty:
+        raise ConfigError(f"{example.source}: missing label in {str(label)!r} (part {empty[0]} of {len(parts)} after "
+                          f"splitting on data.label_separator={cfg.label_separator!r} is empty or NaN); every "
+                          "labelled text needs one: fill it in or remove the line")
+    return parts
 
 
 def split_sentences(text: str) -> list[str]:

@@ -99,6 +99,17 @@ class CompileState:
         assert self.output_names is not None
         return [""] if len(self.output_names) == 1 else [f"{n}_" for n in self.output_names]
 
+    def log_names(self) -> list[str]:
+        """The keys of ``evaluate``'s logs, in order: ``loss``, per-output losses (several outputs),
+        then each output's metrics (``model.metrics_names``)."""
+        assert self.output_names is not None
+        names = ["loss"]
+        if len(self.output_names) > 1:
+            names += [f"{n}_loss" for n in self.output_names]
+        for prefix, metrics in zip(self.log_prefixes(), self.metrics):
+            names += [prefix + m.name for m in metrics]
+        return names
+
     def get_config(self) -> dict[str, Any]:
         """JSON-friendly description for saving (raises ``ValueError`` for unsaveable objects)."""
         if self.output_names is None:

@@ -471,6 +471,9 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
     if isinstance(x, torch.utils.data.DataLoader) and batch_size is not None:
         raise InputDataError("do not pass batch_size with a DataLoader: it batches the data itself")
     batch_size = 32 if batch_size is None else batch_size
+    if validation_batch_size is not None and validation_batch_size < 1:
+        raise InputDataError(f"validation_batch_size must be a positive integer, got {validation_batch_size}")
+    val_batch_size = batch_size if validation_batch_size is None else validation_batch_size
     user = is_loader_like(x)
     ragged = True
     val_loader = None
@@ -482,10 +485,10 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
                                  "validation_data instead")
         arrays = array_data(x, y, sample_weight, input_names(model), output_names(model))
         arrays, val_arrays = arrays.split(validation_split)
-        val_loader = make_loader(val_arrays, batch_size=validation_batch_size or batch_size, shuffle=False, seed=0,
+        val_loader = make_loader(val_arrays, batch_size=val_batch_size, shuffle=False, seed=0,
                                  num_workers=num_workers)
     elif validation_data is not None:
-        val_loader, val_user = _validation_loader(model, validation_data, validation_batch_size or batch_size,
+        val_loader, val_user = _validation_loader(model, validation_data, val_batch_size,
                                                   num_workers)
     if user:
         if y is not None or sample_weight is not None:

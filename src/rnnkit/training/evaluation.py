@@ -1,4 +1,9 @@
-"""``evaluate`` and ``predict``: plain batched loops (no Lightning), plus helpers shared with ``fit``."""
+"""``evaluate`` and ``predict``: plain batched loops (no Lightning), plus helpers shared with ``fit``.
+
+``train_on_batch``/``test_on_batch``/``predict_on_batch`` run one batch through the same
+:class:`StepLogic` (forward, losses, metrics) and, for training, one optimizer step with the
+compiled optimizer and clipping, as ``fit`` does.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from .data import (
     array_data,
     batch_size_of,
     canonical_batch,
+    first_batch,
     is_loader_like,
     make_loader,
 )
@@ -60,15 +66,20 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return map_structure(lambda t: t.to(device, non_blocking=True) if isinstance(t, Tensor) else t, batch)
 
 
-def prepare_data(model: Any, x: Any, y: Any, sample_weight: Any, *, batch_size: int, shuffle: bool, seed: int,
+def prepare_data(model: Any, x: Any, y: Any, sample_weight: Any, *, batch_size: int | None, shuffle: bool, seed: int,
                  epoch_offset: int = 0, num_workers: int = 0, for_predict: bool = False) -> tuple[DataLoader, bool, bool]:
     """A loader of batch dicts for any accepted input.
+
+    ``batch_size=None`` makes one batch of all the samples (arrays only: the ``*_on_batch`` methods).
 
     Returns:
         ``(loader, ragged, from_user_loader)``: whether inputs are padded per batch, and whether
         the data came as a Dataset/DataLoader (then every batch is checked for bad values).
     """
     if is_loader_like(x):
+        if batch_size is None:
+            raise InputDataError("the *_on_batch methods take one batch of arrays, not a Dataset or DataLoader; "
+                                 "use fit/evaluate/predict for those")
         if y is not None or sample_weight is not None:
             raise InputDataError("with a Dataset or DataLoader, y and sample_weight come from its items; "
                                  "do not pass them separately")
@@ -80,6 +91,9 @@ def prepare_data(model: Any, x: Any, y: Any, sample_weight: Any, *, batch_size: 
         ragged = arrays.ragged
         data = arrays.padded() if for_predict else arrays
         user = False
+        if batch_size is None:
+            batch_size = max(arrays.n, 1)
+    assert batch_size is not None
     loader = make_loader(data, batch_size=batch_size, shuffle=shuffle, seed=seed, epoch_offset=epoch_offset,
                          num_workers=num_workers)
     return loader, ragged, user
@@ -107,10 +121,10 @@ def _pad_concat(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def predict_model(model: Any, x: Any, *, batch_size: int | None = None, verbose: int | str = "auto",
-                  steps: int | None = None) -> Any:
-    """Batched inference in input order; see ``Model.predict``."""
-    loader, ragged, _ = prepare_data(model, x, None, None, batch_size=32 if batch_size is None else batch_size, shuffle=False, seed=0,
-                                     for_predict=True)
+                  steps: int | None = None, one_batch: bool = False) -> Any:
+    """Batched inference in input order; see ``Model.predict`` (``one_batch``: ``predict_on_batch``)."""
+    size = None if one_batch else 32 if batch_size is None else batch_size
+    loader, ragged, _ = prepare_data(model, x, None, None, batch_size=size, shuffle=False, seed=0, for_predict=True)
     device = model_device(model)
     was = model.training
     model.eval()
@@ -202,7 +216,59 @@ def evaluate_model(model: Any, x: Any, y: Any = None, *, batch_size: int | None 
     logs = epoch_logs(logic, loss_sum, part_sums, count, metrics)
     if verbose in (1, "auto"):
         print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+    return _logs_result(logs, return_dict)
+
+
+def _logs_result(logs: dict[str, float], return_dict: bool) -> Any:
+    """``evaluate``'s return convention: the loss alone, ``[loss, *metrics]``, or the dict."""
     if return_dict:
         return logs
     values = list(logs.values())
     return values[0] if len(values) == 1 else values
+
+
+def batch_step(model: Any, x: Any, y: Any, *, train: bool, sample_weight: Any = None,
+               class_weight: dict[int, float] | None = None, return_dict: bool = False) -> Any:
+    """One batch: loss and metrics, after one optimizer step if ``train``; see ``Model.train_on_batch``.
+
+    The batch goes through :class:`StepLogic` as in ``fit`` (training mode, gradients, the
+    compiled optimizer and clipping) or ``evaluate`` (inference mode, no gradients). Recurrent
+    state is not reset, so stateful models carry it from one call to the next.
+    """
+    what = "train_on_batch" if train else "test_on_batch"
+    compiled = require_compiled(model)
+    if y is None and not is_loader_like(x):
+        raise InputDataError(f"{what} needs targets: {what}(x, y)")
+    loader, ragged, _ = prepare_data(model, x, y, sample_weight, batch_size=None, shuffle=False, seed=0)
+    logic = StepLogic(model, compiled, class_weight=class_weight, check_values=True)
+    batch = logic.canonical(first_batch(loader))
+    build_model(model, batch, ragged)
+    device = model_device(model)
+    batch = to_device(batch, device)
+    was = model.training
+    model.train(train)
+    try:
+        with logic.logits_mode(), torch.set_grad_enabled(train):
+            outputs, out_masks = logic.forward(batch)
+            if len(outputs) != len(logic.losses):
+                raise ValueError(f"the model returns {len(outputs)} output(s) but compile() set "
+                                 f"{len(logic.losses)} loss(es)")
+            total, parts = logic.losses_of(outputs, out_masks, batch)
+            if train:
+                spec = compiled.optimizer
+                optimizer = spec.build(model.parameters())
+                optimizer.zero_grad()
+                total.backward()
+                spec.clip(model.parameters(), compiled.clip_overrides)
+                step = spec.iterations
+                spec.before_step(step)
+                optimizer.step()
+                spec.iterations = step + 1
+            features = [int(o.shape[-1]) if o.dim() > 1 else 1 for o in outputs]
+            metrics = logic.make_metrics(features).to(device)
+            logic.update_metrics(metrics, outputs, out_masks, batch)
+    finally:
+        model.train(was)
+    n = batch_size_of(batch)
+    logs = epoch_logs(logic, float(total.detach()) * n, [float(p.detach()) * n for p in parts], n, metrics)
+    return _logs_result(logs, return_dict)
