@@ -252,19 +252,30 @@ def evaluate(
 
 def _metrics_text(metrics: dict[str, Any]) -> str:
     """``key value`` lines, aligned (floats with 4 decimals, counts as integers), then the per-type
-    table of entity scores when there is one."""
+    table of entity scores (tagging) or the per-class table (classification) when there is one."""
     rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in metrics.items()
             if isinstance(v, float | int | str)]
     width = max((len(k) for k, _ in rows), default=0)
     lines = [f"{k:{width}s}  {v}" for k, v in rows]
     per_type = metrics.get("per_type")
     if isinstance(per_type, dict) and per_type:
-        names = ["type", *per_type]
-        w = max(len(str(n)) for n in names)
-        lines += ["", f"{'type':{w}s}  precision  recall      f1  support"]
-        for name, s in per_type.items():
-            lines.append(f"{name:{w}s}  {s['precision']:9.4f}  {s['recall']:6.4f}  {s['f1']:6.4f}  {s['support']:7d}")
+        lines += _score_table("type", [(str(name), s["precision"], s["recall"], s["f1"], s["support"])
+                                       for name, s in per_type.items()])
+    per_class, classes = metrics.get("per_class"), metrics.get("classes")
+    if isinstance(per_class, dict) and isinstance(classes, list) and classes:
+        p, r, f, n = (per_class.get(key) for key in ("precision", "recall", "f1", "support"))
+        if isinstance(p, list) and isinstance(r, list) and isinstance(f, list) and isinstance(n, list):
+            lines += _score_table("class", [(str(c), *row) for c, *row in zip(classes, p, r, f, n)])
     return "\n".join(lines)
+
+
+def _score_table(label: str, rows: list[tuple[str, float, float, float, int]]) -> list[str]:
+    """A blank line, then ``label precision recall f1 support`` rows, aligned."""
+    w = max(len(name) for name in [label, *(r[0] for r in rows)])
+    lines = ["", f"{label:{w}s}  precision  recall      f1  support"]
+    for name, p, r, f, support in rows:
+        lines.append(f"{name:{w}s}  {p:9.4f}  {r:6.4f}  {f:6.4f}  {int(support):7d}")
+    return lines
 
 
 @app.command()
@@ -582,7 +593,8 @@ def translate(
         results = model.translate(sentences, beam_size=beam, nbest=nbest, truncate=truncate)  # type: ignore[attr-defined]
         if attention_plot is not None:
             first = next((s for s in sentences if s.strip()), "")
-            model.plot_attention(first, attention_plot, beam_size=beam)  # type: ignore[attr-defined]
+            model.plot_attention(first, attention_plot, beam_size=beam,  # type: ignore[attr-defined]
+                                 truncate=truncate)
     except _USER_ERRORS as err:
         raise _fail(err) from None
     for i, result in enumerate(results):

@@ -61,7 +61,12 @@ def test_train_on_builtin_digits_writes_a_complete_run(digits_run):
 def test_evaluate_and_predict_from_the_run_folder(digits_run, tmp_path):
     result = runner.invoke(app, ["evaluate", str(digits_run), "--data", "builtin:digits", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["examples"] == 1797
+    scores = json.loads(result.output)
+    assert scores["examples"] == 1797 and scores["classes"] == [str(d) for d in range(10)]
+    plain = runner.invoke(app, ["evaluate", str(digits_run), "--data", "builtin:digits"])
+    assert plain.exit_code == 0 and "support" in plain.output  # the per-class table, one row per digit
+    assert sum(int(line.split()[-1]) for line in plain.output.splitlines()
+               if line.split() and line.split()[0] in scores["classes"] and len(line.split()) == 5) == 1797
     images, labels = load_digits()
     np.savez(tmp_path / "few.npz", x=images[:5], y=labels[:5])
     from PIL import Image

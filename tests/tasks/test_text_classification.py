@@ -82,6 +82,29 @@ def test_evaluate_and_predict_from_the_run_folder_alone(trained_run):
     assert result.exit_code == 0 and "attention" in result.output
 
 
+
+def test_evaluate_prints_the_per_class_table(trained_run):
+    from rnnkit.cli import _metrics_text
+
+    run, dev = trained_run
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(dev)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = lines.index("class  precision  recall      f1  support")
+    rows = [line.split() for line in lines[header + 1:]]
+    assert [row[0] for row in rows] == ["neg", "pos"] and [row[-1] for row in rows] == ["30", "30"]
+    assert any(line.startswith("examples  ") and line.split()[1] == "60" for line in lines)
+    metrics = json.loads(runner.invoke(app, ["evaluate", str(run), "--data", str(dev), "--json"]).output)
+    assert metrics["classes"] == ["neg", "pos"] and metrics["per_class"]["support"] == [30, 30]
+    assert [float(v) for v in rows[1][1:4]] == [round(metrics["per_class"][k][1], 4) for k in ("precision", "recall",
+                                                                                            "f1")]
+    text = _metrics_text({"accuracy": 0.75, "classes": ["a", "longer"],
+                          "per_class": {"precision": [1.0, 2 / 3], "recall": [0.5, 1.0], "f1": [2 / 3, 0.8],
+                                        "support": [2, 2]}})
+    assert text.splitlines()[2:] == ["class   precision  recall      f1  support",
+                                     "a          1.0000  0.5000  0.6667        2",
+                                     "longer     0.6667  1.0000  0.8000        2"]
+
 def test_reload_gives_identical_predictions(trained_run):
     run, _ = trained_run
     texts = ["great acting", "boring plot and awful acting", "", "words never seen before zzz"]

@@ -406,3 +406,35 @@ def test_translate_truncate_flag_set_and_empty_evaluation(trained_run, tmp_path)
     empty.write_text("")
     cli = runner.invoke(app, ["evaluate", str(run), "--data", str(empty), str(empty)])
     assert cli.exit_code == 2 and "no sentence pairs read" in cli.output
+
+
+
+def test_attention_plot_honours_truncate(trained_run, tmp_path, monkeypatch):
+    run, _ = trained_run
+    model = TrainedTranslator.load(run)
+    words = ["ka"] * 150  # 150 subwords + <eos>: over the maximum of 100
+    too_long = " ".join(words)
+    plot = tmp_path / "long.png"
+    with pytest.raises(ValueError, match="maximum of 100"):
+        model.plot_attention(too_long, plot)
+    detail = model.translate([too_long], beam_size=2, truncate=True, attention=True)[0]
+    assert detail["source_tokens"] == [*model.prep.source_tokens(" ".join(words[:99]))]
+    assert len(detail["source_tokens"]) == 100 and detail["source_tokens"][-1] == "<eos>"
+    assert torch.tensor(detail["attention"]).shape == (len(detail["target_tokens"]), 100)
+    assert detail["translation"] == model.translate([" ".join(words[:99])], beam_size=2)[0]["translation"]
+    import rnnkit.tasks.translation as module
+
+    shown = []
+    original = module.plot_attention
+
+    def spy(source_tokens, target_tokens, weights, path):
+        shown.append((list(source_tokens), list(target_tokens), weights))
+        return original(source_tokens, target_tokens, weights, path)
+
+    monkeypatch.setattr(module, "plot_attention", spy)
+    cli = runner.invoke(app, ["translate", str(run), too_long, "--truncate", "--beam", "2",
+                              "--attention-plot", str(plot)])
+    assert cli.exit_code == 0, cli.output
+    assert cli.stdout.splitlines() == [detail["translation"]]
+    assert plot.is_file() and plot.stat().st_size > 1000
+    assert shown == [(detail["source_tokens"], detail["target_tokens"], detail["attention"])]

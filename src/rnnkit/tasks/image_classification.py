@@ -440,6 +440,7 @@ class TrainedImageClassifier:
         targets = self.prep.encode_labels(labels, source)
         metrics = classification_metrics(self.scores(images, source), targets, multi_label=False)
         metrics["examples"] = len(labels)
+        metrics["classes"] = [str(c) for c in self.prep.classes]  # names of the per_class entries
         return metrics
 
     def evaluate(self, path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:

@@ -420,7 +420,8 @@ def make_loader(dataset: EncodedDataset, architecture: str, batch_size: int, *, 
 
 # -- metrics -----------------------------------------------------------------------------------
 def classification_metrics(scores: Tensor, targets: Tensor, multi_label: bool) -> dict[str, Any]:
-    """Accuracy, micro/macro F1, per-class precision/recall/F1 and the confusion matrix (torchmetrics)."""
+    """Accuracy, micro/macro F1, per-class precision/recall/F1/support (lists in class order) and the
+    confusion matrix (torchmetrics)."""
     import torchmetrics.functional.classification as tmf
 
     num = scores.shape[1]
@@ -434,6 +435,7 @@ def classification_metrics(scores: Tensor, targets: Tensor, multi_label: bool) -
                 "precision": tmf.multilabel_precision(scores, t, num_labels=num, average=None).tolist(),
                 "recall": tmf.multilabel_recall(scores, t, num_labels=num, average=None).tolist(),
                 "f1": tmf.multilabel_f1_score(scores, t, num_labels=num, average=None).tolist(),
+                "support": t.sum(0).tolist(),
             },
         }
     preds = scores.argmax(-1)
@@ -446,6 +448,7 @@ def classification_metrics(scores: Tensor, targets: Tensor, multi_label: bool) -
             "precision": tmf.multiclass_precision(preds, targets, num_classes=num, average=None).tolist(),
             "recall": tmf.multiclass_recall(preds, targets, num_classes=num, average=None).tolist(),
             "f1": tmf.multiclass_f1_score(preds, targets, num_classes=num, average=None).tolist(),
+            "support": torch.bincount(targets, minlength=num).tolist(),
         },
         "confusion_matrix": tmf.multiclass_confusion_matrix(preds, targets, num_classes=num).tolist(),
     }
@@ -538,6 +541,7 @@ class TrainedTextClassifier:
         targets = self.prep.encode_labels(labels, [e.source for e in examples], "evaluation")
         probs = self.scores(self.prep.encode_texts([e.text for e in examples]))
         metrics = classification_metrics(probs, targets, self.prep.multi_label)
+        metrics["classes"] = [str(c) for c in self.prep.labels.classes]  # names of the per_class entries
         metrics["examples"] = len(examples)
         return metrics
 

@@ -339,6 +339,15 @@ class TrainedTranslator:
             encoded.append(ids)
         return encoded
 
+    def _source_tokens(self, text: str, truncate: bool) -> list[str]:
+        """The source tokens (``<eos>`` last) that the model reads for ``text``: cut as
+        :meth:`_encode_inputs` cuts the ids when ``truncate`` is set."""
+        tokens = self.prep.source_tokens(text)
+        limit = self.model.max_source_length
+        if truncate and len(tokens) > limit:
+            tokens = [*tokens[: limit - 1], "<eos>"]
+        return tokens
+
     def hypotheses(self, texts: Sequence[str], *, beam_size: int | None = None, nbest: int | None = None,
                    truncate: bool = False) -> list[list[Hypothesis]]:
         """The n-best :class:`Hypothesis` lists (ids and attention), in input order.
@@ -392,7 +401,7 @@ class TrainedTranslator:
                 "nbest": [{"translation": self.prep.detokenize(h.tokens), "score": h.score, "log_prob": h.log_prob}
                           for h in hyps]}
             if attention:
-                item["source_tokens"] = self.prep.source_tokens(text) if text.strip() else []
+                item["source_tokens"] = self._source_tokens(text, truncate) if text.strip() else []
                 item["target_tokens"] = [*self.prep.target_tokens(best.tokens), "<eos>"] if text.strip() else []
                 item["attention"] = best.attention.tolist()
             out.append(item)
@@ -450,11 +459,13 @@ class TrainedTranslator:
                               f"'rnnkit evaluate --set'), got {', '.join(sorted(set(data) - {'decode'}))}")
         self.decode = from_dict(DecodeConfig, data["decode"], "decode.")
 
-    def plot_attention(self, text: str, path: str | Path, *, beam_size: int | None = None) -> Path:
-        """Save the attention matrix of ``text``'s best translation as a PNG heat map."""
+    def plot_attention(self, text: str, path: str | Path, *, beam_size: int | None = None,
+                       truncate: bool = False) -> Path:
+        """Save the attention matrix of ``text``'s best translation as a PNG heat map; ``truncate``
+        cuts a source longer than the model's maximum as :meth:`translate` does (else it is an error)."""
         if not text.strip():
             raise ValueError("cannot plot attention for an empty sentence")
-        result = self.translate([text], beam_size=beam_size, nbest=1, attention=True)[0]
+        result = self.translate([text], beam_size=beam_size, nbest=1, truncate=truncate, attention=True)[0]
         return plot_attention(result["source_tokens"], result["target_tokens"], result["attention"], path)
 
 
