@@ -224,6 +224,15 @@ def test_parallel_scan_keeps_float32_precision_under_huge_pre_activations(name: 
     assert float(error) < 1e-4
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_log_a_floor_keeps_half_precision_resets_small(dtype: torch.dtype) -> None:
+    """A gate that resets a state of 1000 (log a = -200) leaves h_2 = b = 0.01; the dtype's own floor kept 7x that."""
+    log_a = torch.tensor([[[0.0], [-200.0]]], dtype=dtype)
+    b = torch.tensor([[[1000.0], [0.01]]], dtype=dtype)
+    h = linear_scan_log(log_a, b.log(), torch.zeros(1, 1, dtype=dtype))
+    assert abs(float(h[0, 1, 0]) - 0.01) < 0.002
+
+
 @pytest.mark.parametrize("implementation", ["sequential", "parallel", "reference"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_minlstm_stays_finite_when_both_gates_underflow(implementation: str, dtype: torch.dtype) -> None:

@@ -76,9 +76,9 @@ def test_a_switch_between_train_and_eval_forgets_the_cells_values() -> None:
     with torch.no_grad():
         layer(torch.randn(5, 2, 3))
     cell = layer.cell(0)
-    assert cell in weight_cache._STORE
+    assert weight_cache.kept(cell)
     layer.train()
-    assert cell not in weight_cache._STORE
+    assert not weight_cache.kept(cell)
 
 
 @pytest.mark.skipif(not step_matmul._ONEDNN, reason="oneDNN's packed linear is not available on this CPU")
@@ -121,3 +121,25 @@ def test_data_parallel_replicas_do_not_share_cells() -> None:
     for t in threads:
         t.join()
     assert not wrong
+
+
+def test_a_cells_values_go_with_the_cell() -> None:
+    """Kept values are keyed by the cell's identity and dropped when it is collected (no stale ids, no leak)."""
+    import gc
+
+    from rnnkit.cells import LSTMCell
+    from rnnkit.scan import engine_scan, reference_scan
+
+    cell = LSTMCell(3, 8, peephole=True)
+    x = torch.randn(2, 5, 3)
+    state = (torch.zeros(2, 8), torch.zeros(2, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(engine_scan(cell, x, state)[0], reference_scan(cell, x, state)[0])
+    assert weight_cache.kept(cell)
+    weight_cache.forget(cell)
+    with torch.no_grad():
+        engine_scan(cell, x, state)  # kept again: one finalizer per cell, however often it is forgotten
+    owner = id(cell)
+    del cell
+    gc.collect()
+    assert owner not in weight_cache._STORE and owner not in weight_cache._WATCHED

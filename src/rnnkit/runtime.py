@@ -83,7 +83,21 @@ def freed_memory_reused() -> bool:
     return _applied
 
 
-_UMASK_LOCK = threading.Lock()
+def _read_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux's /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere it can only be read by setting it: done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK_AT_IMPORT = _read_umask()
 
 
 def new_file_mode() -> int:
@@ -91,10 +105,9 @@ def new_file_mode() -> int:
 
     Atomic writers create a private temporary file (``tempfile.mkstemp`` and safetensors use
     ``0o600``) and rename it into place; they set this mode first, so saved models and run files
-    stay readable by whoever could read a file written with ``open()``. (The umask can only be read
-    by setting it, so the read is serialised.)
+    stay readable by whoever could read a file written with ``open()``. The umask is read from
+    ``/proc/self/status`` on Linux (the current value, and no other thread ever sees it changed);
+    elsewhere it is the value at import, read once by setting and restoring it.
     """
-    with _UMASK_LOCK:
-        mask = os.umask(0o022)
-        os.umask(mask)
+    mask = _read_umask() if platform.system() == "Linux" else _UMASK_AT_IMPORT
     return 0o666 & ~mask

@@ -58,8 +58,11 @@ def _very_negative(dtype: torch.dtype) -> float:
 
 
 def _log_a_floor(dtype: torch.dtype) -> float:
-    """``2 log eps``: a decay below ``eps^2`` leaves nothing of ``h_{t-1}`` that the dtype could hold."""
-    return 2.0 * math.log(torch.finfo(dtype).eps)
+    """``2 log eps`` of float32 (-32) or of float64 (-72): a decay below ``eps^2`` leaves nothing of
+    ``h_{t-1}`` that float32 could hold next to an ``h_t`` of comparable size. Half-precision dtypes
+    take float32's floor too: their own (-10 in bfloat16) kept up to ``1e-4 |h_{t-1}|``, which is 7x
+    ``h_t`` when a gate resets a state of 1000 to 0.01."""
+    return 2.0 * math.log(torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps)
 
 
 # -- tensor-level scans ------------------------------------------------------------------------
@@ -86,8 +89,8 @@ def linear_scan_log(log_a: Tensor, log_b: Tensor, h0: Tensor, *, b_sign: Tensor 
     Numerics: within a block ``log A_t`` is a running sum, and the relative error of ``h_t`` in
     float32 is about ``6e-8 * |log A_t|``. Over a whole long sequence ``|log A_t|`` reaches
     thousands (errors of 1e-3 at T = 4000 with saturated gates); blocks keep the number of steps
-    in the sum bounded, and each step's ``log a_t`` is floored at ``2 log eps`` of the dtype
-    (``a_t >= eps^2``, -32 in float32): below that ``a_t h_{t-1}`` is under ``eps^2 |h_{t-1}|``,
+    in the sum bounded, and each step's ``log a_t`` is floored at ``2 log eps`` (-32 in float32 and
+    the half-precision dtypes, -72 in float64): below that ``a_t h_{t-1}`` is under ``eps^2 |h_{t-1}|``,
     lost to rounding anyway, while a huge ``|log a_t|`` (pre-activations in the hundreds) would
     cost every later step of its block its precision.
     """

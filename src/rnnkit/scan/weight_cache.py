@@ -2,9 +2,9 @@
 
 Reordering an LSTM's gate rows costs four gathers (about 350 µs at H=256) and packing a weight for
 oneDNN about as much: a streaming caller that runs one step per call must not pay that on every
-call. The values live in a side table keyed weakly by the cell, never in the module: ``copy.deepcopy``,
-``torch.save`` and pickling see no trace of them (a packed oneDNN weight has no storage and cannot
-be copied), and they go when the cell goes.
+call. The values live in a side table keyed by the cell's identity, never in the module:
+``copy.deepcopy``, ``torch.save`` and pickling see no trace of them (a packed oneDNN weight has no
+storage and cannot be copied), and they go when the cell goes.
 
 A kept value is reused only while each source tensor is unchanged in identity (address, shape,
 strides, dtype, device and in-place version counter) and in content at up to 1,024 positions
@@ -27,8 +27,11 @@ import torch
 from torch import Tensor
 
 _SAMPLES = 1024
-_STORE: weakref.WeakKeyDictionary[Any, dict[str, tuple[Hashable, tuple[Tensor | None, ...], Any]]] = \
-    weakref.WeakKeyDictionary()
+# id(owner) -> {name: (key, the sources, their samples, value)}; an entry goes when its owner is collected
+# (weakref.finalize), so owners need not be hashable (a cell may define __eq__) and ids are never stale.
+# The sources are held so that their memory cannot be reused by another tensor at the same address.
+_STORE: dict[int, dict[str, tuple[Hashable, tuple[Tensor | None, ...], tuple[Tensor | None, ...], Any]]] = {}
+_WATCHED: set[int] = set()  # owners with a finalizer registered (one each, however often forget() runs)
 _LOCK = threading.Lock()
 T = TypeVar("T")
 
@@ -54,16 +57,31 @@ def cached(owner: object, name: str, sources: Sequence[Tensor | None], build: Ca
     """``build()``, or the value it gave last time for ``owner`` and ``name`` if ``sources`` and ``key`` are unchanged."""
     full_key = (tuple(_identity(s) for s in sources), key)
     with _LOCK:
-        entry = _STORE.get(owner, {}).get(name)
+        entry = _STORE.get(id(owner), {}).get(name)
     if entry is not None and entry[0] == full_key and all(
             (s is None) == (v is None) and (s is None or v is None or torch.equal(_sample(s), v))
-            for s, v in zip(sources, entry[1], strict=True)):
-        return entry[2]  # type: ignore[no-any-return]
+            for s, v in zip(sources, entry[2], strict=True)):
+        return entry[3]  # type: ignore[no-any-return]
     value = build()
     samples = tuple(None if s is None else _sample(s).clone() for s in sources)
     with _LOCK:
-        _STORE.setdefault(owner, {})[name] = (full_key, samples, value)
+        if id(owner) not in _WATCHED:
+            _WATCHED.add(id(owner))
+            weakref.finalize(owner, _drop, id(owner))
+        _STORE.setdefault(id(owner), {})[name] = (full_key, tuple(sources), samples, value)
     return value
+
+
+def _drop(owner_id: int) -> None:
+    with _LOCK:
+        _STORE.pop(owner_id, None)
+        _WATCHED.discard(owner_id)
+
+
+def kept(owner: object) -> bool:
+    """Whether anything is kept for ``owner``."""
+    with _LOCK:
+        return id(owner) in _STORE
 
 
 def forget(owner: object | None = None) -> None:
@@ -72,4 +90,4 @@ def forget(owner: object | None = None) -> None:
         if owner is None:
             _STORE.clear()
         else:
-            _STORE.pop(owner, None)
+            _STORE.pop(id(owner), None)
