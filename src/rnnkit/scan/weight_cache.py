@@ -28,7 +28,7 @@ from torch import Tensor
 
 _SAMPLES = 1024
 # id(owner) -> {name: (key, the sources, their samples, value)}; an entry goes when its owner is collected
-# (weakref.finalize), so owners need not be hashable (a cell may define __eq__) and ids are never stale.
+# (weakref.finalize), so ids are never stale and nothing here keeps a cell alive.
 # The sources are held so that their memory cannot be reused by another tensor at the same address.
 _STORE: dict[int, dict[str, tuple[Hashable, tuple[Tensor | None, ...], tuple[Tensor | None, ...], Any]]] = {}
 _WATCHED: set[int] = set()  # owners with a finalizer registered (one each, however often forget() runs)

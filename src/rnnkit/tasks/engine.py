@@ -197,28 +197,10 @@ def _batch_size(batch: Any) -> int:
 
 
 def progress_bar() -> Any:
-    """Lightning's progress bar, counting epochs from 1 as the log does: the last of 5 epochs shows
-    ``Epoch 5/5`` (Lightning's own bars count from 0 and show ``Epoch 4/4``)."""
-    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
-    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+    """Lightning's progress bar, counting epochs from 1 as the log does (:mod:`rnnkit.progress`)."""
+    from ..progress import epoch_progress_bar
 
-    if _RICH_AVAILABLE:
-        class RichBar(RichProgressBar):
-            def _get_train_description(self, current_epoch: int) -> str:
-                text = f"Epoch {current_epoch + 1}"
-                if self.trainer.max_epochs is not None:
-                    text += f"/{self.trainer.max_epochs}"
-                return f"{text:{max(len(text), len(self.validation_description))}}"
-
-        return RichBar()
-
-    class TQDMBar(TQDMProgressBar):
-        def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
-            super().on_train_epoch_start(trainer, *args)
-            total = f"/{trainer.max_epochs}" if trainer.max_epochs is not None else ""
-            self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}{total}")
-
-    return TQDMBar()
+    return epoch_progress_bar()
 
 
 def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn, predict_fn: PredictFn,

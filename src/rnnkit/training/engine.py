@@ -577,19 +577,15 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
 
 
 def _keras_progress_bar(lightning_callbacks: list[Any], epochs: int, offset: int, verbose_level: int) -> list[Any]:
-    """Lightning's rich progress bar, counting epochs like Keras ("Epoch 2/2", not "Epoch 1/1")."""
-    from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
-    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+    """Lightning's progress bar, counting epochs like Keras ("Epoch 2/2", not "Epoch 1/1"), unless
+    ``verbose`` is not 1 or the user passed a progress bar of their own."""
+    from lightning.pytorch.callbacks import ProgressBar
 
-    if verbose_level != 1 or not _RICH_AVAILABLE or any(isinstance(c, ProgressBar) for c in lightning_callbacks):
-        return []  # Lightning's default bar (or the user's own)
+    from ..progress import epoch_progress_bar
 
-    class KerasEpochBar(RichProgressBar):
-        def _get_train_description(self, current_epoch: int) -> str:
-            text = f"Epoch {current_epoch + offset + 1}/{epochs}"
-            return f"{text:{len(self.validation_description)}}"
-
-    return [KerasEpochBar()]
+    if verbose_level != 1 or any(isinstance(c, ProgressBar) for c in lightning_callbacks):
+        return []
+    return [epoch_progress_bar(offset, epochs)]
 
 
 def _warn_nan(history: History) -> None:
