@@ -107,3 +107,9 @@ def test_new_file_mode_follows_the_umask_without_changing_it(tmp_path) -> None:
         assert os.umask(0o027) == 0o027  # left as it was
     finally:
         os.umask(previous)
+
+
+def test_return_freed_memory_runs_on_glibc_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert runtime.return_freed_memory() is GLIBC
+    monkeypatch.setattr(runtime.platform, "system", lambda: "Darwin")
+    assert runtime.return_freed_memory() is False

@@ -78,6 +78,19 @@ def reuse_freed_memory_from_env() -> bool:
     return reuse_freed_memory()
 
 
+def return_freed_memory() -> bool:
+    """Hand the memory glibc keeps free back to the system now (``malloc_trim``); ``True`` where it ran.
+
+    The opposite of :func:`reuse_freed_memory`, once: ``rnnkit compare`` calls it between runs so
+    that each run's growth of the resident set is its own. A no-op returning ``False`` elsewhere.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
 def freed_memory_reused() -> bool:
     """Whether :func:`reuse_freed_memory` has taken effect in this process."""
     return _applied

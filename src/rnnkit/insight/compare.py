@@ -29,12 +29,8 @@ training time (then the fewest parameters).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import gc
 import math
-import platform
 import re
 import shutil
 import statistics
@@ -48,6 +44,8 @@ from types import ModuleType
 from typing import Any
 
 import torch
+
+from .. import runtime
 
 OUTPUTS = ("compare.md", "compare.json", "compare.png")
 
@@ -69,9 +67,7 @@ def release_freed_memory() -> None:
     """Collect garbage and hand memory the C allocator keeps free back to the system (glibc
     ``malloc_trim``; a no-op elsewhere), so that the next run's RSS growth is its own."""
     gc.collect()
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    runtime.return_freed_memory()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
