@@ -650,140 +650,17 @@ def _check_data(data: str | Path) -> None:
         raise FileNotFoundError(f"data not found: {first} (give the labelled file or folder the run was trained on)")
 
 
-def _text_classification_inputs(trained: Any, data: str | Path, size: int) -> tuple[nn.Module, Any, LossFn]:
-    from ..tasks import text_classification as tc
-
-    if trained.prep.multi_label or trained.prep.architecture != "rnn":
-        raise ValueError("diagnose supports single-label text classifiers with architecture=rnn")
-    examples = tc.read_examples(data, trained.prep.cfg)[:size]
-    labels = [tc._labels_of(e, trained.prep.cfg, False) for e in examples]
-    targets = trained.prep.encode_labels(labels, [e.source for e in examples], "diagnostic")
-    ids, lengths, _, _ = tc.collate_flat([(ids, None, i) for i, ids in
-                                          enumerate(trained.prep.encode_texts([e.text for e in examples]))])
-
-    def loss_fn(model: nn.Module, batch: Any) -> Tensor:
-        return F.cross_entropy(model(batch[0], batch[1]), batch[2])
-
-    return trained.model, (ids, lengths, targets), loss_fn
-
-
-def _forecasting_inputs(trained: Any, data: str | Path, size: int) -> tuple[nn.Module, Any, LossFn]:
-    """Windows from the end of each series of ``data``, taken in turn until ``size``: the encoder
-    reads ``lookback`` steps, the loss is the training objective on the next ``horizon`` steps."""
-    import numpy as np
-
-    from ..tasks import forecasting as fc
-
-    model, pipe = trained.model, trained.pipe
-    lookback, horizon = model.lookback, model.horizon
-    per_series = []
-    for s in pipe.read(data):
-        scaled = pipe.scale(s, len(s))
-        origins = list(range(len(s) - horizon, lookback - 1, -horizon))
-        per_series.append([(scaled, origin, pipe.series_index(s.series_id)) for origin in origins])
-    if not any(per_series):
-        raise ValueError(f"{data}: no series is long enough for one window of lookback {lookback} + horizon {horizon}")
-    windows: list[Any] = []
-    depth = 0
-    while len(windows) < size and any(depth < len(w) for w in per_series):
-        windows += [w[depth] for w in per_series if depth < len(w)]
-        depth += 1
-    xs, futs, ids, ys = [], [], [], []
-    for scaled, origin, sid in windows[:size]:
-        x, fut = fc._window_inputs(scaled, origin, lookback, horizon)
-        xs.append(x)
-        futs.append(fut)
-        ids.append(sid)
-        ys.append(scaled.targets[origin: origin + horizon])
-    batch = (torch.as_tensor(np.stack(xs), dtype=torch.float32), torch.as_tensor(np.stack(futs), dtype=torch.float32),
-             torch.as_tensor(ids, dtype=torch.long), torch.as_tensor(np.stack(ys), dtype=torch.float32))
-
-    def loss_fn(m: nn.Module, b: Any) -> Tensor:
-        x, fut, sid, y = b
-        return m.loss(m(x, fut, sid), y)  # type: ignore[operator]
-
-    return model, batch, loss_fn
-
-
-def _tagging_inputs(trained: Any, data: str | Path, size: int) -> tuple[nn.Module, Any, LossFn]:
-    from ..tasks import tagging as tg
-
-    prep = trained.prep
-    sentences = [s for s in tg.read_sentences(data, prep.cfg) if len(s)][:size]
-    if not sentences:
-        raise ValueError(f"{data}: no non-empty sentences")
-    batch = tg.collate([(*prep.encode(list(s.tokens)), prep.encode_tags(s, "diagnostic")) for s in sentences])
-
-    def loss_fn(m: nn.Module, b: Any) -> Tensor:
-        words, chars, char_lengths, lengths, tags = b
-        return m.loss(m(words, chars, char_lengths, lengths), tags.clamp(min=0), lengths)  # type: ignore[operator]
-
-    return trained.model, batch, loss_fn
-
-
-def _language_model_inputs(trained: Any, data: str | Path, size: int, steps: int) -> tuple[nn.Module, Any, LossFn]:
-    """The first window of ``steps`` tokens of ``size`` parallel streams of ``data`` (as in
-    training); the loss is the mean negative log-likelihood of every next token."""
-    import tempfile
-
-    import numpy as np
-
-    from ..data.corpus import batchify
-
-    path = Path(data)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    with tempfile.TemporaryDirectory() as tmp:
-        ids = np.array(trained.prep.ids_of_file(path, Path(tmp) / "ids.bin"), dtype=np.int64)
-    streams = min(size, max(1, (len(ids) - 1) // 2))
-    grid = np.asarray(batchify(ids, streams))
-    length = min(steps, grid.shape[1] - 1)
-    if length < 1:
-        raise ValueError(f"{data}: too few tokens for a window of 2")
-    block = torch.from_numpy(np.ascontiguousarray(grid[:, : length + 1]))
-
-    def loss_fn(m: nn.Module, b: Any) -> Tensor:
-        inputs, targets = b
-        nll, _ = m.nll(inputs, targets)  # type: ignore[operator]
-        return nll / targets.numel()
-
-    return trained.model, (block[:, :-1], block[:, 1:]), loss_fn
-
-
-def diagnostic_inputs(trained: Any, data: str | Path, size: int = 32,
-                      steps: int = 70) -> tuple[nn.Module, Any, LossFn]:
-    """``(model, batch, loss_fn)`` for a trained task on the first ``size`` labelled examples of ``data``.
-
-    Tasks may provide this through a ``diagnostic_batch(path, size)`` method on their trained
-    class (image classification does); text classification (``architecture=rnn``), forecasting
-    (windows from the end of each series), tagging and language models (``steps`` tokens of
-    ``size`` streams) are adapted here from the task's own readers. The loss is each task's
-    training objective. Other tasks raise a ValueError naming the supported ones.
+def diagnostic_inputs(trained: Any, data: str | Path, size: int = 32) -> tuple[nn.Module, Any, LossFn]:
+    """``(model, batch, loss_fn)`` for a trained task on the first ``size`` labelled examples of ``data``:
+    the trained class's ``diagnostic_batch(path, size)`` (image and text classification with
+    ``architecture=rnn``, forecasting, tagging, language models), whose loss is the task's training
+    objective. Other tasks raise a ValueError naming the supported ones.
     """
     _check_data(data)
-    if hasattr(trained, "diagnostic_batch"):
-        return trained.diagnostic_batch(data, size)  # type: ignore[no-any-return]
-    kind = type(trained).__name__
-    if kind == "TrainedTextClassifier":
-        return _text_classification_inputs(trained, data, size)
-    if kind == "TrainedForecaster":
-        return _forecasting_inputs(trained, data, size)
-    if kind == "TrainedTagger":
-        return _tagging_inputs(trained, data, size)
-    if kind == "TrainedLanguageModel":
-        return _language_model_inputs(trained, data, size, steps)
-    raise ValueError(f"diagnose does not support {kind} runs; supported: {', '.join(SUPPORTED_RUNS)}")
-
-
-def _run_steps(run_dir: str | Path, default: int = 70) -> int:
-    """A language-model run's ``train.bptt`` (its training window), else ``default``."""
-    import yaml
-
-    try:
-        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
-        return int(cfg.get("train", {}).get("bptt", default))
-    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
-        return default
+    if not hasattr(trained, "diagnostic_batch"):
+        raise ValueError(f"diagnose does not support {type(trained).__name__} runs; supported: "
+                         f"{', '.join(SUPPORTED_RUNS)}")
+    return trained.diagnostic_batch(data, size)  # type: ignore[no-any-return]
 
 
 def diagnose_run(run_dir: str | Path, data: str | Path, *, samples: int = 32, norm: str = "spectral",
@@ -796,7 +673,7 @@ def diagnose_run(run_dir: str | Path, data: str | Path, *, samples: int = 32, no
     from ..tasks import load_trained
 
     _check_data(data)
-    model, batch, loss_fn = diagnostic_inputs(load_trained(str(run_dir)), data, samples, _run_steps(run_dir))
+    model, batch, loss_fn = diagnostic_inputs(load_trained(str(run_dir)), data, samples)
     layer = "encoder" if isinstance(getattr(model, "encoder", None), _RecurrentCore) else None
     return gradient_diagnostics(model, batch, loss_fn=loss_fn, norm=norm, jacobian_samples=jacobian_samples,
                                 layer=layer, label=label or f"{Path(run_dir).name}")

@@ -577,6 +577,42 @@ class TrainedForecaster:
         assert isinstance(model, Forecaster)
         return cls(model, pipe, meta["levels"], EvaluationConfig(**extra.get("evaluation", {})), extra.get("train_path"))
 
+    def diagnostic_batch(self, path: str | Path, size: int = 32) -> tuple[nn.Module, Any, Callable[[nn.Module, Any], Tensor]]:
+        """``(model, batch, loss_fn)`` for :func:`rnnkit.insight.gradient_diagnostics`: windows from the end
+        of each series of ``path``, taken in turn until ``size``; the encoder reads ``lookback`` steps,
+        the loss is the training objective on the next ``horizon`` steps."""
+        model, pipe = self.model, self.pipe
+        lookback, horizon = model.lookback, model.horizon
+        per_series = []
+        for s in pipe.read(path):
+            scaled = pipe.scale(s, len(s))
+            origins = list(range(len(s) - horizon, lookback - 1, -horizon))
+            per_series.append([(scaled, origin, pipe.series_index(s.series_id)) for origin in origins])
+        if not any(per_series):
+            raise ValueError(f"{path}: no series is long enough for one window of lookback {lookback} + horizon "
+                             f"{horizon}")
+        windows: list[Any] = []
+        depth = 0
+        while len(windows) < size and any(depth < len(w) for w in per_series):
+            windows += [w[depth] for w in per_series if depth < len(w)]
+            depth += 1
+        xs, futs, ids, ys = [], [], [], []
+        for scaled, origin, sid in windows[:size]:
+            x, fut = _window_inputs(scaled, origin, lookback, horizon)
+            xs.append(x)
+            futs.append(fut)
+            ids.append(sid)
+            ys.append(scaled.targets[origin: origin + horizon])
+        batch = (torch.as_tensor(np.stack(xs), dtype=torch.float32),
+                 torch.as_tensor(np.stack(futs), dtype=torch.float32),
+                 torch.as_tensor(ids, dtype=torch.long), torch.as_tensor(np.stack(ys), dtype=torch.float32))
+
+        def loss_fn(m: nn.Module, b: Any) -> Tensor:
+            x, fut, sid, y = b
+            return m.loss(m(x, fut, sid), y)  # type: ignore[operator]
+
+        return model, batch, loss_fn
+
     def _data_cfg(self, overrides: Sequence[str]) -> DataConfig:
         from .config import apply_overrides, from_dict
 

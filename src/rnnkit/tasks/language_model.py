@@ -398,15 +398,45 @@ def lm_metrics(nll: float, count: int, level: str, chars: int | None = None) -> 
 class TrainedLanguageModel:
     """A language model with its tokenizer: score text files, generate text."""
 
-    def __init__(self, model: RNNLanguageModel, prep: Preprocessor) -> None:
-        self.model, self.prep = model.eval(), prep
+    def __init__(self, model: RNNLanguageModel, prep: Preprocessor, bptt: int = 35) -> None:
+        self.model, self.prep, self.bptt = model.eval(), prep, bptt
 
     @classmethod
     def load(cls, run_dir: str | Path) -> TrainedLanguageModel:
+        import yaml
+
         run, meta = RunDir.open_task(run_dir, NAME)
         prep = Preprocessor.load(run)
         model = RNNLanguageModel(**meta["hyperparameters"])
-        return cls(run.load_into(model), prep)  # type: ignore[arg-type]
+        train = (yaml.safe_load(run.file("config.yaml").read_text(encoding="utf-8")) or {}).get("train", {})
+        return cls(run.load_into(model), prep, int(train.get("bptt", TrainConfig().bptt)))  # type: ignore[arg-type]
+
+    def diagnostic_batch(self, path: str | Path, size: int = 32) -> tuple[nn.Module, Any, Callable[[nn.Module, Any], Tensor]]:
+        """``(model, (inputs, targets), loss_fn)`` for :func:`rnnkit.insight.gradient_diagnostics`: the
+        first window of ``train.bptt`` tokens of ``size`` parallel streams of ``path`` (as in training);
+        the loss is the mean negative log-likelihood of every next token."""
+        import tempfile
+
+        from ..data.corpus import batchify
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"data file not found: {p}")
+        with tempfile.TemporaryDirectory() as tmp:
+            ids = np.array(self.prep.ids_of_file(p, Path(tmp) / "ids.bin"), dtype=np.int64)
+        streams = min(size, max(1, (len(ids) - 1) // 2))
+        grid = np.asarray(batchify(ids, streams))
+        length = min(self.bptt, grid.shape[1] - 1)
+        if length < 1:
+            raise ValueError(f"{path}: too few tokens for a window of 2")
+        block = torch.from_numpy(np.ascontiguousarray(grid[:, : length + 1]))
+
+        def loss_fn(m: nn.Module, b: Any) -> Tensor:
+            inputs, targets = b
+            nll, _ = m.nll(inputs, targets)  # type: ignore[operator]
+            return nll / targets.numel()
+
+        return self.model, (block[:, :-1], block[:, 1:]), loss_fn
 
     def evaluate(self, path: str | Path, overrides: Sequence[str] = (), batch_size: int = 1) -> dict[str, float]:
         """Perplexity (and bits per character) of a text file, batch size 1, state carried."""

@@ -645,6 +645,20 @@ class TrainedTagger(Tagger):
         prep = Preprocessor.load(run)
         return cls(run.load_into(build_model(meta["hyperparameters"], prep)), prep)  # type: ignore[arg-type]
 
+    def diagnostic_batch(self, path: str | Path, size: int = 32) -> tuple[nn.Module, Any, Callable[[nn.Module, Any], Tensor]]:
+        """``(model, batch, loss_fn)`` on the first ``size`` non-empty sentences of ``path`` (for
+        :func:`rnnkit.insight.gradient_diagnostics`); the loss is the tagger's training objective."""
+        sentences = [s for s in read_sentences(path, self.prep.cfg) if len(s)][:size]
+        if not sentences:
+            raise ValueError(f"{path}: no non-empty sentences")
+        batch = collate([(*self.prep.encode(list(s.tokens)), self.prep.encode_tags(s, "diagnostic")) for s in sentences])
+
+        def loss_fn(m: nn.Module, b: Any) -> Tensor:
+            words, chars, char_lengths, lengths, tags = b
+            return m.loss(m(words, chars, char_lengths, lengths), tags.clamp(min=0), lengths)  # type: ignore[operator]
+
+        return self.model, batch, loss_fn
+
     @property
     def _crf(self) -> CRF | None:
         return self.model.crf

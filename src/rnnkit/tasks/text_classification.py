@@ -477,6 +477,22 @@ class TrainedTextClassifier:
         model = build_model(meta["hyperparameters"])
         return cls(run.load_into(model), prep)
 
+    def diagnostic_batch(self, path: str | Path, size: int = 32) -> tuple[nn.Module, Any, Callable[[nn.Module, Any], Tensor]]:
+        """``(model, (ids, lengths, targets), loss_fn)`` on the first ``size`` labelled texts of ``path``
+        (for :func:`rnnkit.insight.gradient_diagnostics`); single-label, ``architecture=rnn`` runs."""
+        if self.prep.multi_label or self.prep.architecture != "rnn":
+            raise ValueError("diagnose supports single-label text classifiers with architecture=rnn")
+        examples = read_examples(path, self.prep.cfg)[:size]
+        labels = [_labels_of(e, self.prep.cfg, False) for e in examples]
+        targets = self.prep.encode_labels(labels, [e.source for e in examples], "diagnostic")
+        ids, lengths, _, _ = collate_flat([(ids, None, i) for i, ids in
+                                           enumerate(self.prep.encode_texts([e.text for e in examples]))])
+
+        def loss_fn(model: nn.Module, batch: Any) -> Tensor:
+            return F.cross_entropy(model(batch[0], batch[1]), batch[2])
+
+        return self.model, (ids, lengths, targets), loss_fn
+
     def scores(self, encoded: list[Any]) -> Tensor:
         """Class probabilities ``[N, C]`` in input order."""
         loader = make_loader(EncodedDataset(encoded, None), self.prep.architecture, self.batch_size,
