@@ -7,8 +7,9 @@
 Paths: torch.nn.LSTM/GRU, rnnkit fused, engine and reference, the LSTM variants torch.nn has no
 kernel for (peephole, recurrent dropout, zoneout: "auto" runs them on the hand-written-backward
 engine, each also timed on the reference scan; layer norm on both), and minGRU/minLSTM (Feng et
-al. 2024) on the sequential and the log-space parallel scan; then minGRU against nn.GRU on long
-sequences.
+al. 2024) on the sequential and the log-space parallel scan; then two layers bidirectional,
+projected LSTMs (LSTMP, ``proj_size = H/2``, against ``torch.nn.LSTM`` with the same projection),
+and minGRU against nn.GRU on long sequences.
 
 What is measured, per path:
 
@@ -73,6 +74,7 @@ class BenchPath:
     recurrent_matmul: bool  # False for minGRU/minLSTM: no W_hh
     baseline: str  # the torch.nn path it is compared with
     stacked: bool = False  # two layers, bidirectional: four matmul pairs, the second layer's input is 2H
+    projected: bool = False  # LSTMP with proj_size P = H/2: W_hh is [4H, P], plus W_hr [P, H]
 
 
 @dataclass
@@ -248,6 +250,29 @@ def stacked_paths() -> list[BenchPath]:
             BenchPath("rnnkit LSTM zoneout 0.1 (auto)", ours(zoneout=0.1), 4, True, base, True)]
 
 
+def projected_paths() -> list[BenchPath]:
+    """LSTMP (``proj_size = H/2``): torch.nn has no oneDNN kernel for it, so "auto" runs the engine on CPU."""
+    base = "torch.nn.LSTM proj_size=H/2"
+    auto = "engine" if DEVICE.type == "cpu" else "fused"
+
+    def ours(**kw: object) -> Builder:
+        return lambda i, h: rnn.LSTM(i, h, batch_first=True, proj_size=h // 2, **kw)  # type: ignore[arg-type]
+
+    return [BenchPath(base, lambda i, h: nn.LSTM(i, h, batch_first=True, proj_size=h // 2), 4, True, base,
+                      projected=True),
+            BenchPath("rnnkit LSTMP fused", ours(implementation="fused"), 4, True, base, projected=True),
+            BenchPath(f"rnnkit LSTMP (auto: {auto})", ours(), 4, True, base, projected=True),
+            BenchPath("rnnkit LSTMP engine", ours(implementation="engine"), 4, True, base, projected=True),
+            BenchPath("rnnkit LSTMP reference", ours(implementation="reference"), 4, True, base, projected=True),
+            BenchPath("rnnkit peephole LSTMP (auto: engine)", ours(cell="peephole_lstm"), 4, True, base,
+                      projected=True),
+            BenchPath("rnnkit LSTMP recurrent dropout 0.25 (auto: engine)", ours(recurrent_dropout=0.25), 4, True,
+                      base, projected=True),
+            BenchPath("rnnkit LSTMP recurrent dropout 0.25 reference",
+                      ours(recurrent_dropout=0.25, implementation="reference"), 4, True, base, projected=True),
+            BenchPath("rnnkit LSTMP zoneout 0.1 (auto: engine)", ours(zoneout=0.1), 4, True, base, projected=True)]
+
+
 def triton_gru_paths() -> list[BenchPath]:
     """On a GPU: the GRU engine (``rnnkit.scan.engine_gru``), plain and with the variants cuDNN cannot run."""
     if DEVICE.type != "cuda":
@@ -420,6 +445,9 @@ def table(paths: list[BenchPath], results: list[Result], *, batch: int, steps: i
         flops_fwd = 2 * p.gates * hidden * (input_size + (hidden if p.recurrent_matmul else 0))
         if p.stacked:  # both directions of layer 1 (input I) and of layer 2 (input 2H)
             flops_fwd = 2 * 2 * p.gates * hidden * ((input_size + hidden) + (2 * hidden + hidden))
+        if p.projected:  # W_ih x, W_hh h (h has P = H/2 features) and W_hr (o tanh c)
+            proj = hidden // 2
+            flops_fwd = 2 * p.gates * hidden * (input_size + proj) + 2 * proj * hidden
         gflops = 3 * flops_fwd * train_rate[p.name] / 1e9
         base_t = train_rate.get(p.baseline, float("nan"))
         base_i = infer_rate.get(p.baseline, float("nan"))
@@ -498,7 +526,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         lines.insert(2, "**Smoke run (--quick): tiny shapes, one round; the figures mean nothing.**\n")
     configs = [(core_paths(), h, b, t, min(t, 100), ""), (core_paths(), big_h, b, t, min(t, 100), ""),
-               (stacked_paths(), h, b, t, min(t, 100), "2 layers, bidirectional, ")]
+               (stacked_paths(), h, b, t, min(t, 100), "2 layers, bidirectional, "),
+               (projected_paths(), h, b, t, min(t, 100), "LSTMP proj_size=H/2, ")]
     configs += [(long_paths(), h, lb, lt, lt, "") for lt, lb in long_cfg]
     if args.only:
         configs = [(chosen, *rest) for paths, *rest in configs if (chosen := select_paths(paths, args.only))]

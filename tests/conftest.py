@@ -31,8 +31,8 @@ def shared_data() -> Path:
 @pytest.fixture
 def same_zoneout_draws(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """``use(draws)``: make the reference scan and the LSTM engine take their zoneout keep/zone-out
-    decisions from ``draws`` ``[T, 2, B, H]`` (one ``(h, c)`` pair per processed step), so the two
-    can be compared in training mode."""
+    decisions from ``draws`` ``[T, 2, B, H]`` (one ``(h, c)`` pair per processed step; a projected
+    ``h`` takes its first columns), so the two can be compared in training mode."""
     import rnnkit.scan.engine as engine_module
     import rnnkit.scan.reference as reference_module
 
@@ -42,14 +42,17 @@ def same_zoneout_draws(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unty
         def reference_zoneout(new: tuple[torch.Tensor, ...], old: tuple[torch.Tensor, ...], rate: float,
                               training: bool) -> tuple[torch.Tensor, ...]:
             k = next(step)
-            return tuple(torch.where(draws[k, j] < rate, o, n) for j, (n, o) in enumerate(zip(new, old)))
+            return tuple(torch.where(draws[k, j, :, :n.shape[-1]] < rate, o, n)
+                         for j, (n, o) in enumerate(zip(new, old)))
 
         def engine_updates(mask: torch.Tensor | None, zoneout_rate: float, training: bool, steps: int, batch: int,
-                           hidden: int, like: torch.Tensor,
-                           states: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                           sizes: tuple[int, ...],
+                           like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
             keep = None if mask is None else mask.t().unsqueeze(-1).to(like.dtype)
-            u_h, u_c = ((draws[:, j] >= zoneout_rate).to(like.dtype) for j in (0, 1))
-            return (u_h, u_c, None) if keep is None else (u_h * keep, u_c * keep, keep)
+            u = [(draws[:, j, :, :size] >= zoneout_rate).to(like.dtype) for j, size in enumerate(sizes)]
+            if keep is not None:
+                u = [w * keep for w in u]
+            return u[0], u[1] if len(u) == 2 else None, keep
 
         monkeypatch.setattr(reference_module, "zoneout", reference_zoneout)
         monkeypatch.setattr(engine_module, "_update_weights", engine_updates)

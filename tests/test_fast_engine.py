@@ -21,7 +21,8 @@ def _run(scan: object, cell: LSTMCell, x: torch.Tensor, state: tuple[torch.Tenso
     xx = x.clone().requires_grad_()
     h0, c0 = (s.clone().requires_grad_() for s in state)
     out, (h_n, c_n), _ = scan(cell, xx, (h0, c0), **kw)  # type: ignore[operator]
-    (out.pow(2).sum() + (h_n * torch.linspace(-1, 1, H, dtype=x.dtype, device=x.device)).sum() + c_n.pow(2).sum()).backward()
+    weights = torch.linspace(-1, 1, h_n.shape[-1], dtype=x.dtype, device=x.device)
+    (out.pow(2).sum() + (h_n * weights).sum() + c_n.pow(2).sum()).backward()
     assert xx.grad is not None and h0.grad is not None and c0.grad is not None
     return [out.detach(), h_n.detach(), c_n.detach(), xx.grad, h0.grad, c0.grad,
             *[p.grad for p in cell.parameters() if p.grad is not None]]
@@ -58,6 +59,51 @@ def test_engine_matches_reference_float64(scan_mask: ScanMask, peephole: bool, r
         out, (h_n, c_n), _ = engine_scan(cell, x, state, **kw)  # type: ignore[arg-type]
     for e, g in zip(expected[:3], (out, h_n, c_n)):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+P = 3  # projection size for the LSTMP cases
+
+
+@pytest.mark.parametrize("peephole", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("mask_kind", ["none", "left", "holes"])
+@pytest.mark.parametrize("recurrent_dropout", [False, True])
+def test_projected_engine_matches_reference_float64(scan_mask: ScanMask, peephole: bool, reverse: bool,
+                                                    mask_kind: str, recurrent_dropout: bool) -> None:
+    cell = _randomise(LSTMCell(I, H, proj_size=P, peephole=peephole).double())
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    state = (torch.randn(B, P, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
+    rec = (torch.rand(B, P) > 0.3).double() / 0.7 if recurrent_dropout else None
+    kw = {"mask": scan_mask(mask_kind, B, T), "reverse": reverse, "recurrent_mask": rec}
+    expected = _run(reference_scan, cell, x, state, **kw)
+    got = _run(engine_scan, cell, x, state, **kw)
+    assert len(got) == len(expected) == 11 + peephole  # out, h_n, c_n, 3 input grads, parameter grads with W_hr
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+    with torch.no_grad():  # the inference path: nothing saved
+        out, (h_n, c_n), _ = engine_scan(cell, x, state, **kw)  # type: ignore[arg-type]
+    for e, g in zip(expected[:3], (out, h_n, c_n)):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_projected_engine_gradcheck(recompute: bool) -> None:
+    from rnnkit.scan import recompute_gates
+
+    cell = _randomise(LSTMCell(2, 3, proj_size=2, peephole=True).double())
+    x = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, False, True, True], [False, True, True, False]])
+    rec = torch.tensor([[2.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+
+    def f(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with recompute_gates(recompute):
+            out, (h_n, c_n), _ = engine_scan(cell, x, (h0, c0), mask=mask, reverse=True, recurrent_mask=rec,
+                                             zoneout_rate=0.3, training=False)
+        return out, h_n, c_n
+
+    assert torch.autograd.gradcheck(f, (x, h0, c0, *cell.parameters()))
 
 
 @pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
@@ -120,6 +166,9 @@ def _graph_names(t: torch.Tensor) -> set[str]:
     ({"zoneout": 0.1}, True),
     ({}, False),  # the fused torch.nn kernel
     ({"cell": "layernorm_lstm"}, True),  # on CPU; opt-in on GPUs until timed there
+    ({"proj_size": 2}, False),  # the engine beats torch's non-oneDNN proj_size loop only on longer sequences
+    ({"proj_size": 2, "recurrent_dropout": 0.2}, True),
+    ({"proj_size": 2, "cell": "peephole_lstm"}, True),
 ])
 def test_auto_picks_the_engine_where_the_fused_kernel_cannot_run(kw: dict[str, object], engine: bool) -> None:
     layer = rnn.LSTM(I, H, batch_first=True, **kw)  # type: ignore[arg-type]
@@ -128,6 +177,17 @@ def test_auto_picks_the_engine_where_the_fused_kernel_cannot_run(kw: dict[str, o
     assert any("LSTMEngine" in n for n in _graph_names(out)) == engine
     gated, _, gates = layer(torch.randn(B, T, I), return_gates=True)  # only the reference scan records gates
     assert gates and not any("LSTMEngine" in n for n in _graph_names(gated))
+
+
+@pytest.mark.parametrize("batch, steps, engine", [(4, 16, True), (4, 15, False), (1, 100, False)])
+def test_auto_runs_projected_lstms_on_the_engine_for_batched_long_sequences(batch: int, steps: int,
+                                                                            engine: bool) -> None:
+    layer = rnn.LSTM(I, H, proj_size=2, batch_first=True)  # torch.nn has no oneDNN kernel for proj_size on CPU
+    out, _ = layer(torch.randn(batch, steps, I))
+    assert any("LSTMEngine" in n for n in _graph_names(out)) == engine
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(batch, steps, I), torch.full((batch,), steps),
+                                                     batch_first=True)
+    assert any("LSTMEngine" in n for n in _graph_names(layer(packed)[0].data)) == engine
 
 
 def test_auto_uses_the_engine_for_masks_with_gaps() -> None:
@@ -155,6 +215,35 @@ def test_engine_zoneout_in_training_matches_reference_given_the_same_draws(
     expected = _run(reference_scan, cell, x, state, **kw)
     got = _run(engine_scan, cell, x, state, **kw)
     for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+def test_projected_engine_zoneout_in_training_matches_reference_given_the_same_draws(
+        same_zoneout_draws: Callable[[torch.Tensor], None]) -> None:
+    same_zoneout_draws(torch.rand(T, 2, B, H, dtype=torch.float64))
+    cell = _randomise(LSTMCell(I, H, proj_size=P, peephole=True).double())
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    state = (torch.randn(B, P, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
+    kw = {"mask": torch.rand(B, T) > 0.3, "zoneout_rate": 0.3, "training": True}
+    for e, g in zip(_run(reference_scan, cell, x, state, **kw), _run(engine_scan, cell, x, state, **kw)):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+def test_projected_layer_on_the_engine_matches_reference() -> None:
+    kw = {"num_layers": 2, "bidirectional": True, "batch_first": True, "proj_size": P, "zoneout": 0.2}
+    ref = rnn.LSTM(I, H, implementation="reference", **kw).double().eval()  # type: ignore[arg-type]
+    eng = rnn.LSTM(I, H, **kw).double().eval()  # type: ignore[arg-type]
+    eng.load_state_dict(ref.state_dict())
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    lengths = torch.tensor([T, 4, 2, 1])
+    results = []
+    for layer in (ref, eng):
+        out, (h, c) = layer(x, lengths=lengths)
+        assert out.shape == (B, T, 2 * P) and h.shape == (4, B, P) and c.shape == (4, B, H)
+        (out.sum() + h.pow(2).sum() + c.sum()).backward()
+        results.append([out.detach(), h.detach(), c.detach(), *[p.grad for p in layer.parameters()]])
+    assert any("LSTMEngine" in n for n in _graph_names(eng(x, lengths=lengths)[0]))
+    for e, g in zip(*results):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
 
 
@@ -193,7 +282,7 @@ def test_zoneout_layer_engine_against_reference(training: bool) -> None:
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"proj_size": 2}, "proj_size"),
+    ({"proj_size": 2, "cell": "layernorm_lstm"}, "proj_size on LSTMCell only"),
 ])
 def test_engine_fails_loudly(kw: dict[str, object], match: str) -> None:
     layer = rnn.LSTM(I, H, batch_first=True, implementation="engine", **kw)  # type: ignore[arg-type]

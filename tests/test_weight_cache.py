@@ -143,3 +143,31 @@ def test_a_cells_values_go_with_the_cell() -> None:
     del cell
     gc.collect()
     assert owner not in weight_cache._STORE and owner not in weight_cache._WATCHED
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "strided"])
+def test_a_kept_value_is_rebuilt_after_an_edit_through_data(layout: str) -> None:
+    """The sampled positions are read at each call, whatever the source's layout (a slice whose rows
+    have gaps flattens only by copying: it is resampled each call instead of read through a view)."""
+    class Owner:
+        pass
+
+    owner = Owner()
+    base = torch.randn(64, 48)
+    source = {"contiguous": base, "transposed": base.t(), "strided": base[:, :30]}[layout]  # rows with gaps
+    param = torch.nn.Parameter(source.detach().clone()) if layout == "contiguous" else None
+    tensor = param if param is not None else source
+    builds = []
+
+    def build() -> float:
+        builds.append(1)
+        return float(tensor.detach().sum())
+
+    first = weight_cache.cached(owner, "sum", (tensor, None), build)
+    assert weight_cache.cached(owner, "sum", (tensor, None), build) == first and len(builds) == 1
+    (tensor.data if param is not None else tensor).mul_(2.0)  # through .data: the version counter is not bumped
+    if param is None:  # a plain tensor's counter moves with the edit: undo that part of the key to test the samples
+        weight_cache._STORE[id(owner)]["sum"] = (
+            (tuple(weight_cache._identity(s) for s in (tensor, None)), None), *weight_cache._STORE[id(owner)]["sum"][1:])
+    assert weight_cache.cached(owner, "sum", (tensor, None), build) == pytest.approx(2 * first)
+    assert len(builds) == 2

@@ -9,7 +9,8 @@ or a cell class), ``return_gates``, variational input and recurrent dropout, zon
 
 Standard configurations run on ``torch.nn``'s fused kernels (oneDNN, cuDNN) and give the same
 numbers; LSTM cells those kernels cannot run (peepholes, recurrent dropout, zoneout, masks with
-gaps; layer-norm LSTMs and such GRUs on CPU) run on rnnkit's hand-written-backward engines;
+gaps; layer-norm LSTMs and such GRUs on CPU) and, on CPU, projected LSTMs (``proj_size``, which
+oneDNN lacks: the engine beats torch's generic loop) run on rnnkit's hand-written-backward engines;
 everything else runs the reference scan (``docs/core.md``, "Which path runs a call").
 ``implementation`` chooses: ``"auto"`` (fused when it computes this call exactly, else the
 engine or the reference), ``"fused"`` (fail with the reason when it cannot), ``"engine"``,
@@ -255,14 +256,29 @@ class _RecurrentCore(nn.Module):
             return "the mask has gaps: the fused kernel needs each sequence's real steps in one block"
         return None
 
-    def _use_fused(self, mask: Tensor | None, return_gates: bool) -> bool:
+    def _use_fused(self, mask: Tensor | None, return_gates: bool, device: torch.device | None = None,
+                   batch: int = 0, steps: int = 0) -> bool:
         if self.implementation not in ("auto", "fused"):
             return False
         reason = self.fused_unavailable_reason(mask, return_gates)
         if reason is not None and self.implementation == "fused":
             raise ValueError(f"implementation='fused' cannot run this call: {reason}; "
                              "use implementation='auto' to fall back to rnnkit's engine or the reference scan")
-        return reason is None
+        return reason is None and not (self.implementation == "auto" and device is not None
+                                       and self._engine_is_faster(device, batch, steps))
+
+    def _engine_is_faster(self, device: torch.device, batch: int, steps: int) -> bool:
+        """Whether ``"auto"`` should run the engine although the fused kernel could run the call.
+
+        ``torch.nn.LSTM`` with ``proj_size`` has no oneDNN kernel: on CPU it runs ATen's generic
+        per-step loop, which the engine beats from about 16 steps on at batch 64 (1.25x training,
+        1.15x inference at I=128, H=256, P=128, T=100; ``benchmarks/RESULTS.md``). Below that the
+        engine's fixed cost per call (weight reordering, buffers: about 0.1 ms in inference, 1 ms
+        in training) loses, and at batch 1 the two tie at T=100, so short calls (streaming
+        ``step``) and batch 1 stay on torch's kernel. cuDNN has the projection.
+        """
+        return (device.type == "cpu" and self._torch_mode == "LSTM" and bool(getattr(self, "proj_size", 0))
+                and steps >= 16 and batch > 1)
 
     # -- running -------------------------------------------------------------------------------
     def forward(self, input: Tensor | PackedSequence, hx: Hidden | None = None, *, lengths: Tensor | None = None,
@@ -322,7 +338,7 @@ class _RecurrentCore(nn.Module):
              return_gates: bool) -> tuple[Tensor, Hidden, dict[str, dict[str, Tensor]] | None]:
         if x_bf.shape[1] == 0:  # no steps, no math: every path returns an empty output and the initial state
             return self._reference(x_bf, hx, mask, return_gates)  # (torch's fused kernels raise on T=0)
-        if self._use_fused(mask, return_gates):
+        if self._use_fused(mask, return_gates, x_bf.device, x_bf.shape[0], x_bf.shape[1]):
             fused = super().forward  # type: ignore[misc]  # torch.nn.RNNBase.forward
             if mask is None:
                 out, h_n = fused(x, hx)
@@ -380,7 +396,8 @@ class _RecurrentCore(nn.Module):
         return layer_input, h_n, (gates_by_layer if return_gates else None)
 
     def _forward_packed(self, packed: PackedSequence, hx: Hidden | None, return_gates: bool) -> Any:
-        if self._use_fused(None, return_gates):
+        if self._use_fused(None, return_gates, packed.data.device, int(packed.batch_sizes[0]),
+                           len(packed.batch_sizes)):
             if self.stateful and hx is None and self.state is not None:
                 hx = self._carried_state(int(packed.batch_sizes[0]))
             out, h_n = super().forward(packed, hx)  # type: ignore[misc]
@@ -456,7 +473,8 @@ _EXTRA_DOC = """
             (``"mingru"``, ``"minlstm"``) ``"sequential"`` / ``"parallel"`` (see ``rnnkit.scan.parallel``);
             ``"engine"``: the hand-written-backward LSTM engine (``rnnkit.scan.engine``), which
             ``"auto"`` uses for LSTM cells the fused kernel cannot run (peepholes, recurrent dropout,
-            zoneout, masks with gaps); opt-in for layer-norm LSTM cells. ``"triton"``: that engine
+            zoneout, masks with gaps) and on CPU for ``proj_size`` (faster than torch's non-oneDNN
+            loop); layer-norm LSTM cells on CPU, opt-in elsewhere. ``"triton"``: that engine
             with each step's element-wise math in one Triton kernel and its loops replayed as CUDA
             graphs (CUDA tensors, ``LSTMCell`` and, opt-in, ``LayerNormLSTMCell``;
             ``rnnkit.scan.engine_triton``,

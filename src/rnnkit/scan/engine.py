@@ -80,10 +80,10 @@ def engine_unavailable_reason(cell: RecurrentCell, *, zoneout_rate: float = 0.0,
     """Why the engine cannot run ``cell`` exactly, else ``None``."""
     del zoneout_rate  # any rate is supported
     if type(cell) not in (LSTMCell, LayerNormLSTMCell):
-        return (f"implementation='engine' supports LSTMCell and LayerNormLSTMCell (plain, peephole, recurrent "
-                f"dropout, zoneout) only; got {type(cell).__name__}")
-    if cell.weight_hr is not None:
-        return "implementation='engine' does not support proj_size"
+        return (f"implementation='engine' supports LSTMCell and LayerNormLSTMCell (plain, peephole, projection, "
+                f"recurrent dropout, zoneout) only; got {type(cell).__name__}")
+    if cell.weight_hr is not None and type(cell) is not LSTMCell:
+        return "implementation='engine' supports proj_size on LSTMCell only, not on LayerNormLSTMCell"
     if return_gates:
         return "gate activations are recorded only by the reference scan"
     return None
@@ -109,18 +109,19 @@ def _forward_buffers(x: Tensor, h0: Tensor, c0: Tensor, hidden: int, rec_mask: T
                      update_h: Tensor | None, recompute: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The forward's buffers ``(xh, hs, cs, z, tanh_c, c_cand)``, step 0 filled in.
 
-    ``xh`` ``[T+1, B, I+H]`` holds ``[x_t, h_{t-1}]`` (recurrent-masked), one matmul input per step;
-    ``hs``/``cs`` ``[T+1, B, H]`` the states (``hs[t]``: before step ``t``; ``xh``'s ``h`` columns
+    ``xh`` ``[T+1, B, I+P]`` holds ``[x_t, h_{t-1}]`` (recurrent-masked), one matmul input per step
+    (``P``: ``h``'s size, the projection's or ``H``); ``hs`` ``[T+1, B, P]`` and ``cs`` ``[T+1, B, H]`` the states (``hs[t]``: before step ``t``; ``xh``'s ``h`` columns
     themselves when nothing changes ``h`` on its way to the matmul); ``z`` ``[K, B, 4H]`` the
     pre-activations, then (in place) the sigmoids of ``o, i, f, 2g``, ``tanh_c`` and ``c_cand``
     (``c~`` before the update; ``cs[1:]`` without update weights) for every step, or ``K = 1``
     step reused by all when the gates are recomputed in backward.
     """
     steps, batch, inputs = x.shape
-    xh = x.new_empty(steps + 1, batch, inputs + hidden)
+    state = h0.shape[-1]
+    xh = x.new_empty(steps + 1, batch, inputs + state)
     xh[:steps, :, :inputs] = x
     carried = update_h is not None or rec_mask is not None  # h itself differs from the matmul input
-    hs = x.new_empty(steps + 1, batch, hidden) if carried else xh[..., inputs:]
+    hs = x.new_empty(steps + 1, batch, state) if carried else xh[..., inputs:]
     cs = x.new_empty(steps + 1, batch, hidden)
     hs[0], cs[0] = h0, c0
     if rec_mask is not None:
@@ -142,14 +143,16 @@ class _LSTMEngine(torch.autograd.Function):
     (``h`` is written there by the step before), so the input projection rides along with the
     recurrent one and no ``[T, B, 4H]`` projection is ever stored. ``update_h``/``update_c``
     (``[T, B, 1 or H]`` or ``None`` for all ones) weight each state update; ``out_mask``
-    (``[T, B, 1]`` or ``None``) zeroes the outputs of masked steps.
+    (``[T, B, 1]`` or ``None``) zeroes the outputs of masked steps. ``w_hr`` ``[P, H]`` (LSTMP)
+    projects each step's ``o * tanh c`` to the ``h`` that is output and fed back: one more
+    ``[B, H] x [H, P]`` matmul per step each way, its gradient one matmul after the loop.
     """
 
     @staticmethod
     def forward(ctx: FunctionCtx, x: Tensor, w_cat: Tensor, bias: Tensor | None,  # type: ignore[override]
                 peep: Tensor | None, h0: Tensor, c0: Tensor, rec_mask: Tensor | None, update_h: Tensor | None,
                 update_c: Tensor | None, out_mask: Tensor | None, recompute: bool,
-                triton: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+                triton: bool = False, w_hr: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         steps, batch, inputs = x.shape
         ctx.recompute = recompute  # type: ignore[attr-defined]
         ctx.triton = triton  # type: ignore[attr-defined]
@@ -159,7 +162,9 @@ class _LSTMEngine(torch.autograd.Function):
         hidden = w_cat.shape[0] // 4
         xh, hs, cs, z, tanh_c, c_cand = _forward_buffers(x, h0, c0, hidden, rec_mask, update_h, recompute)
         carried = update_h is not None or rec_mask is not None
-        h_cand = x.new_empty(batch, hidden) if update_h is not None else None
+        h_cand = x.new_empty(batch, h0.shape[-1]) if update_h is not None else None
+        h_raw = x.new_empty(batch, hidden) if w_hr is not None else None  # o * tanh c before the projection
+        w_hr_t = w_hr.t() if w_hr is not None else None
         project = StepMatmul(w_cat, bias, batch)
         # per-step views, made once (indexing inside the loop costs more than the small ops)
         xh_s, hin_s, h_s, c_s = xh.unbind(0), xh[..., inputs:].unbind(0), hs.unbind(0), cs.unbind(0)
@@ -171,10 +176,13 @@ class _LSTMEngine(torch.autograd.Function):
             views = gate_s[t]
             _gates(xh_s[t], project, c, peep, views)
             o, cn, tc = views[2], views[-2], views[-1]
-            if h_cand is None:
-                torch.mul(o, tc, out=h_s[t + 1])
+            new_h = h_s[t + 1] if h_cand is None else h_cand
+            if w_hr_t is None:
+                torch.mul(o, tc, out=new_h)
             else:
-                torch.lerp(h_s[t], torch.mul(o, tc, out=h_cand), uh_s[t], out=h_s[t + 1])
+                torch.mm(torch.mul(o, tc, out=h_raw), w_hr_t, out=new_h)
+            if h_cand is not None:
+                torch.lerp(h_s[t], h_cand, uh_s[t], out=h_s[t + 1])
                 torch.lerp(c, cn, uc_s[t], out=c_s[t + 1])
             if rec_mask is not None:
                 torch.mul(h_s[t + 1], rec_mask, out=hin_s[t + 1])
@@ -184,7 +192,7 @@ class _LSTMEngine(torch.autograd.Function):
         if recompute:
             z = tanh_c = c_cand = None  # type: ignore[assignment]
         saved: tuple[Any, ...] = (x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c,
-                                  out_mask)  # None is allowed
+                                  out_mask, w_hr)  # None is allowed
         ctx.save_for_backward(*saved)
         return out, hs[steps].clone(), cs[steps].clone()
 
@@ -192,12 +200,14 @@ class _LSTMEngine(torch.autograd.Function):
     @first_order_only
     def backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None,  # type: ignore[override]
                  grad_c: Tensor | None) -> tuple[Tensor | None, ...]:
-        x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c, out_mask = ctx.saved_tensors
+        x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c, out_mask, w_hr = \
+            ctx.saved_tensors
         if ctx.triton:
             return _triton_engine_backward(ctx, grad_out, grad_h, grad_c)
         steps, batch, inputs = x.shape
         four_h = w_cat.shape[0]
         hidden = four_h // 4
+        state = w_cat.shape[1] - inputs  # h's size: the projection's or H
         w_hh = w_cat[:, inputs:]
         if ctx.recompute:  # rebuild each step's gates from the saved [x_t, h_{t-1}] and c_{t-1} (one more matmul)
             z, tanh_c = x.new_empty(1, batch, four_h), x.new_empty(1, batch, hidden)
@@ -221,10 +231,17 @@ class _LSTMEngine(torch.autograd.Function):
         gout_s = g_out.unbind(0) if g_out is not None else ()
         uh_s = update_h.unbind(0) if update_h is not None else ()
         uc_s = update_c.unbind(0) if update_c is not None else ()
-        gh = torch.zeros(batch, hidden, dtype=x.dtype, device=x.device) if grad_h is None else grad_h.clone()
+        gh = torch.zeros(batch, state, dtype=x.dtype, device=x.device) if grad_h is None else grad_h.clone()
         if g_out is not None:
             gh = gh + gout_s[steps - 1]
-        gc = torch.zeros_like(gh) if grad_c is None else grad_c
+        gc = torch.zeros(batch, hidden, dtype=x.dtype, device=x.device) if grad_c is None else grad_c
+        grad_hr: Tensor | None = None
+        if w_hr is not None:  # dL/dh~ per step, for dL/dW_hr after the loop (or summed here when recomputing)
+            dh_hat = x.new_empty(1 if ctx.recompute else steps, batch, state)
+            dh_hat_s = dh_hat.unbind(0)
+            dh_raw = x.new_empty(batch, hidden)
+            if ctx.recompute:
+                grad_hr = x.new_zeros(state, hidden)
         if peep is not None:  # dL/dpeephole summed over the batch after the loop, over time inside it
             peep_if_acc = x.new_zeros(batch, 2, hidden)
             peep_o_acc = x.new_zeros(batch, hidden)
@@ -236,6 +253,13 @@ class _LSTMEngine(torch.autograd.Function):
             a, _, o, i, f, s_g, _, cc, tc = views
             torch.addcmul(a, a, a, value=-1, out=slope)
             dh = gh if update_h is None else gh * uh_s[t]  # what reaches the cell's h~
+            dh_skip = dh
+            if w_hr is not None:  # back through h~ = W_hr (o tanh c~)
+                dh_t = dh_hat_s[0 if ctx.recompute else t]
+                dh_t.copy_(dh)
+                dh = torch.mm(dh_t, w_hr, out=dh_raw)
+                if grad_hr is not None:
+                    grad_hr.addmm_(dh_t.t(), o * tc)
             dh_tc = dh * tc
             torch.mul(dh_tc, slope_o, out=dzo_s[t])
             dc = torch.addcmul(dh, dh_tc, tc, value=-1).mul_(o)  # dh o (1 - tanh^2 c~)
@@ -258,11 +282,14 @@ class _LSTMEngine(torch.autograd.Function):
             gc = gc_next
             skip = gout_s[t - 1] if (g_out is not None and t) else None
             if update_h is not None:
-                skip = gh - dh if skip is None else (gh - dh).add_(skip)
+                skip = gh - dh_skip if skip is None else (gh - dh_skip).add_(skip)
             gh = recurrent_grad(skip, dz_s[t], back, rec_mask)
-        grads = _weight_grads(ctx, dz, xh, w_cat, bias, peep, peep_if_acc if peep is not None else None,
+        grads = _weight_grads(ctx, dz, xh, inputs, w_cat, bias, peep, peep_if_acc if peep is not None else None,
                               peep_o_acc if peep is not None else None)
-        return (*grads, gh, gc, None, None, None, None, None, None)
+        if w_hr is not None and grad_hr is None and ctx.needs_input_grad[12]:  # sum_t dh~_t^T (o_t tanh c_t)
+            h_raw = torch.mul(z[..., :hidden], tanh_c)
+            grad_hr = dh_hat.view(-1, state).t() @ h_raw.view(-1, hidden)
+        return (*grads, gh, gc, None, None, None, None, None, None, grad_hr)
 
 
 def triton_engine_unavailable_reason(cell: RecurrentCell, device: torch.device) -> str | None:
@@ -270,6 +297,8 @@ def triton_engine_unavailable_reason(cell: RecurrentCell, device: torch.device) 
     if type(cell) not in (LSTMCell, LayerNormLSTMCell):
         return (f"implementation='triton' supports LSTMCell and LayerNormLSTMCell (plain, peephole, recurrent "
                 f"dropout, zoneout) only; got {type(cell).__name__}")
+    if cell.weight_hr is not None:
+        return "implementation='triton' does not support proj_size; implementation='engine' does (torch kernels)"
     if cell.weight_ih.dtype not in (torch.float32, torch.float64):
         return (f"implementation='triton' runs float32 or float64 weights, got {cell.weight_ih.dtype}; "
                 "keep the weights in float32 (autocast still works around them)")
@@ -294,7 +323,7 @@ def _triton_engine_forward(ctx: Any, x: Tensor, w_cat: Tensor, bias: Tensor | No
     c_cand = res["c_cand"] if res["c_cand"] is not None or recompute else cs[1:]
     out = hs[1:] if out_mask is None else hs[1:] * out_mask
     ctx.save_for_backward(x, res["z"], cs, res["tanh_c"], c_cand, xh, w_cat, bias, peep, rec_mask, update_h,
-                          update_c, out_mask)
+                          update_c, out_mask, None)
     return out, hs[steps].clone(), cs[steps].clone()
 
 
@@ -334,7 +363,7 @@ def _triton_forward_loop(x: Tensor, h0: Tensor, c0: Tensor, w_cat: Tensor, bias:
 def _triton_engine_backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None,
                             grad_c: Tensor | None) -> tuple[Tensor | None, ...]:
     """:class:`_LSTMEngine`'s backward with Triton kernels (recorded as a CUDA graph where it can be)."""
-    x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c, out_mask = ctx.saved_tensors
+    x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c, out_mask, _ = ctx.saved_tensors
     steps = x.shape[0]
     g_out = None if grad_out is None else (grad_out if out_mask is None else grad_out * out_mask).contiguous()
     gh = torch.zeros_like(cs[0]) if grad_h is None else grad_h
@@ -351,8 +380,8 @@ def _triton_engine_backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | 
               if ctx.graphs and cuda_graph.graphs_enabled(x.device) else (loop(**inputs), False))
     dz, gh_0, gc_0 = res["dz"], res["gh"], res["gc"]
     assert dz is not None and gh_0 is not None and gc_0 is not None
-    grads = _weight_grads(ctx, dz, xh, w_cat, bias, peep, res["peep_if"], res["peep_o"])
-    return (*grads, gh_0, gc_0, None, None, None, None, None, None)
+    grads = _weight_grads(ctx, dz, xh, x.shape[2], w_cat, bias, peep, res["peep_if"], res["peep_o"])
+    return (*grads, gh_0, gc_0, None, None, None, None, None, None, None)
 
 
 def _triton_backward_loop(gh: Tensor, gc: Tensor, gout: Tensor | None, z: Tensor | None, tanh_c: Tensor | None,
@@ -401,11 +430,10 @@ def _triton_backward_loop(gh: Tensor, gc: Tensor, gout: Tensor | None, z: Tensor
     return {"dz": dz, "gh": gh, "gc": gc, "peep_if": peep_if, "peep_o": peep_o}
 
 
-def _weight_grads(ctx: Any, dz: Tensor, xh: Tensor, w_cat: Tensor, bias: Tensor | None, peep: Tensor | None,
-                  peep_if: Tensor | None, peep_o: Tensor | None) -> tuple[Tensor | None, ...]:
+def _weight_grads(ctx: Any, dz: Tensor, xh: Tensor, inputs: int, w_cat: Tensor, bias: Tensor | None,
+                  peep: Tensor | None, peep_if: Tensor | None, peep_o: Tensor | None) -> tuple[Tensor | None, ...]:
     """``dL/d(x, w_cat, bias, peephole)`` from every step's ``dz`` ``[T, B, 4H]``: one large matmul each."""
     steps, batch, four_h = dz.shape
-    inputs = xh.shape[2] - four_h // 4
     flat_dz = dz.view(steps * batch, four_h)
     grad_x = (flat_dz @ w_cat[:, :inputs]).view(steps, batch, inputs) if ctx.needs_input_grad[0] else None
     grad_w = flat_dz.t() @ xh[:steps].reshape(steps * batch, -1) if ctx.needs_input_grad[1] else None
@@ -453,23 +481,26 @@ def _gates(xh_t: Tensor, project: StepMatmul, c: Tensor, peep: Tensor | None, vi
     torch.tanh(c_new, out=tanh_c)
 
 
-def _inference_weights(cell: LSTMCell, order: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
-    """``(W_ih rows, bias, W_hh^T contiguous)`` in the engine's gate order, kept for the cell.
+def _inference_weights(cell: LSTMCell, order: Tensor) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+    """``(W_ih rows, bias, W_hh^T contiguous, W_hr^T contiguous or None)`` in the engine's gate order, kept for the cell.
 
     Reordering costs four gathers per call (about 350 µs at H=256, as much as 20 steps at batch 1,
     and all of a streaming call of one step), so inference keeps the result until a weight
     changes (:mod:`rnnkit.scan.weight_cache` says how a change is seen). ``W_hh^T`` is made
-    contiguous: a ``[1, H] x [H, 4H]`` product on a transposed view runs 1.3-1.5x slower on a CPU.
+    contiguous: a ``[1, H] x [H, 4H]`` product on a transposed view runs 1.3-1.5x slower on a CPU
+    (``W_hr^T`` likewise).
     """
-    def build() -> tuple[Tensor, Tensor | None, Tensor]:
+    def build() -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
         with torch.no_grad():
             bias = None
             if cell.bias_ih is not None and cell.bias_hh is not None:
                 bias = _engine_rows(cell.bias_ih + cell.bias_hh, order)
-            return _engine_rows(cell.weight_ih, order), bias, _engine_rows(cell.weight_hh, order).t().contiguous()
+            w_hr_t = cell.weight_hr.t().contiguous() if cell.weight_hr is not None else None
+            return (_engine_rows(cell.weight_ih, order), bias, _engine_rows(cell.weight_hh, order).t().contiguous(),
+                    w_hr_t)
 
     return weight_cache.cached(cell, "lstm_inference_weights",
-                               (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh), build)
+                               (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, cell.weight_hr), build)
 
 
 def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order: Tensor,
@@ -484,12 +515,12 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
     is set by per-op dispatch). When oneDNN runs the matmul (:mod:`rnnkit.scan.step_matmul`) its
     result is a new tensor each step and the gate views are taken from it.
     """
-    hidden = cell.hidden_size
-    w_ih, bias, w_t = _inference_weights(cell, order)
+    hidden, state = cell.hidden_size, cell.output_size
+    w_ih, bias, w_t, w_hr_t = _inference_weights(cell, order)
     xw = F.linear(x_tm, w_ih, bias)
     steps, batch = x_tm.shape[0], x_tm.shape[1]
     recur = cached_step_matmul(cell, w_t.t(), None, batch, adds=True)
-    out = xw.new_empty(steps, batch, hidden)
+    out = xw.new_empty(steps, batch, state)
     gates = xw.new_empty(batch, 4 * hidden)
     o, i, f, g = gates.chunk(4, -1)
     peep = cell.weight_peephole
@@ -499,8 +530,9 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
     cells = xw.new_empty(2, batch, 1, hidden)  # c_t alternates between two buffers
     c_views, c_rows = cells.unbind(0), cells.squeeze(2).unbind(0)
     tanh_c = xw.new_empty(batch, hidden)
-    h_cand = xw.new_empty(batch, hidden) if update_h is not None else None
-    h_in = xw.new_empty(batch, hidden) if rec_mask is not None else None
+    h_raw = xw.new_empty(batch, hidden) if w_hr_t is not None else None  # o * tanh c before the projection
+    h_cand = xw.new_empty(batch, state) if update_h is not None else None
+    h_in = xw.new_empty(batch, state) if rec_mask is not None else None
     uh_s = update_h.unbind(0) if update_h is not None and update_c is not None else None
     uc_s = update_c.unbind(0) if update_h is not None and update_c is not None else None
     h, c = h0, c0
@@ -519,11 +551,16 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
         torch.mul(f, c, out=c_new).addcmul_(i, g, value=2.0).sub_(i)  # f c + i (2 s_g - 1)
         if peep_o is not None:
             torch.sigmoid_(o.addcmul_(peep_o, c_new))
-        if uh_s is None or uc_s is None:
-            h = torch.mul(o, torch.tanh(c_new, out=tanh_c), out=out_t)
+        h_new = out_t if uh_s is None or uc_s is None or h_cand is None else h_cand
+        if w_hr_t is None:
+            torch.mul(o, torch.tanh(c_new, out=tanh_c), out=h_new)
+        else:
+            torch.mm(torch.mul(o, torch.tanh(c_new, out=tanh_c), out=h_raw), w_hr_t, out=h_new)
+        if uh_s is None or uc_s is None or h_new is out_t:
+            h = out_t
             c, c3 = c_new, c_new3
         else:
-            h = torch.lerp(h, torch.mul(o, torch.tanh(c_new, out=tanh_c), out=h_cand), uh_s[t], out=out_t)
+            h = torch.lerp(h, h_new, uh_s[t], out=out_t)
             c = torch.lerp(c, c_new, uc_s[t], out=c_new)  # c_new is dead once lerped: reuse it
             c3 = c_new3
     h_n = h.clone()
@@ -533,20 +570,21 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
 
 
 def _update_weights(mask: Tensor | None, zoneout_rate: float, training: bool, steps: int, batch: int,
-                    hidden: int, like: Tensor, states: int = 2) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+                    sizes: tuple[int, ...], like: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """``(update_h, update_c, out_mask)`` time-major, from the sequence mask and zoneout.
 
-    ``states=1`` (a GRU: no cell state) draws zoneout masks for ``h`` only; ``update_c`` is then ``None``.
+    ``sizes`` are the state tensors' sizes: ``(P, H)`` for an LSTM (``P`` its projection's or
+    ``H``), ``(H,)`` for a GRU, which has no cell state: ``update_c`` is then ``None``.
     """
     keep = None if mask is None else mask.t().unsqueeze(-1).to(like.dtype)  # [T, B, 1]
     if not zoneout_rate:
         return keep, keep, keep
     if training:  # a fresh Bernoulli mask per step and per state tensor, as in the reference scan
         # uniform_ then ge_ in place: twice as fast as bernoulli_ on CPU, where drawing the numbers dominates
-        draws = like.new_empty(states, steps, batch, hidden).uniform_().ge_(zoneout_rate)
+        draws = [like.new_empty(steps, batch, size).uniform_().ge_(zoneout_rate) for size in sizes]
         if keep is not None:
-            draws = draws * keep
-        return draws[0], draws[1] if states == 2 else None, keep
+            draws = [d * keep for d in draws]
+        return draws[0], draws[1] if len(draws) == 2 else None, keep
     expected = like.new_full((steps, batch, 1), 1.0 - zoneout_rate)
     u = expected if keep is None else expected * keep
     return u, u, keep
@@ -589,7 +627,8 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
         x_tm = x_tm.flip(0)
         mask = None if mask is None else mask.flip(1)
     x_tm = x_tm.contiguous()
-    update_h, update_c, out_mask = _update_weights(mask, zoneout_rate, training, steps, batch, hidden, x)
+    update_h, update_c, out_mask = _update_weights(mask, zoneout_rate, training, steps, batch,
+                                                   (cell.output_size, hidden), x)
     h0, c0 = state
     backward_needed = needs_grad(cell, x, h0, c0, recurrent_mask)
     if not backward_needed and type(cell) is LSTMCell and kernels == "torch":
@@ -606,7 +645,8 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
         w_cat = _engine_rows(torch.cat([cell.weight_ih, cell.weight_hh], 1), order)
         out, h_n, c_n = _LSTMEngine.apply(x_tm, w_cat, bias, cell.weight_peephole, h0.contiguous(),
                                           c0.contiguous(), recurrent_mask, update_h, update_c, out_mask,
-                                          _RECOMPUTE.get() or not backward_needed, kernels == "triton")
+                                          _RECOMPUTE.get() or not backward_needed, kernels == "triton",
+                                          cell.weight_hr)
     if reverse:
         out = out.flip(0)
     return out.transpose(0, 1), (h_n, c_n), None

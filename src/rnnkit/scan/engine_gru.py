@@ -270,8 +270,8 @@ def gru_engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tenso
     if reverse:  # run the flipped sequence forwards; autograd flips the gradients back
         x_tm = x_tm.flip(0)
         mask = None if mask is None else mask.flip(1)
-    update_h, _, out_mask = engine._update_weights(mask, zoneout_rate, training, steps, batch, cell.hidden_size, x,
-                                                   states=1)
+    update_h, _, out_mask = engine._update_weights(mask, zoneout_rate, training, steps, batch, (cell.hidden_size,),
+                                                   x)
     xw = F.linear(x_tm, cell.weight_ih, cell.bias_ih).contiguous()
     (h0,) = state
     if not needs_grad(cell, x, h0, recurrent_mask) and kernels == "torch":
