@@ -19,6 +19,7 @@ from rnnkit.data import (
     tags_to_spans,
     validate_tags,
 )
+from rnnkit.data.conll import first_scheme_violation
 
 CONLL = """-DOCSTART- -X- -X- O
 
@@ -112,6 +113,18 @@ def test_validate_and_detect() -> None:
     assert detect_scheme([["B-PER", "I-PER"], ["O"]]) == "IOB2"
     assert detect_scheme([["I-PER", "I-PER"]]) == "IOB1"
     assert detect_scheme([["S-PER"]]) == "BIOES"
+
+
+def test_detect_scheme_weighs_chunk_starts_and_names_the_first_violation() -> None:
+    iob2 = [["B-PER", "I-PER", "O"], ["O", "B-LOC"], ["B-ORG", "O", "I-ORG"]]  # one stray I- after O
+    assert detect_scheme(iob2) == "IOB2"
+    iob1 = [["I-PER", "I-PER", "B-PER"], ["O", "I-LOC"], ["O", "B-ORG"]]  # one B- that IOB1 forbids
+    assert detect_scheme(iob1) == "IOB1"
+    assert detect_scheme([["O"], []]) == "IOB2"
+    assert first_scheme_violation(iob2, "IOB2") == (2, 2, 1)
+    assert first_scheme_violation(iob1, "IOB1") == (2, 1, 1)
+    assert first_scheme_violation([["B-PER", "I-PER"]], "BIO") is None
+    assert first_scheme_violation([["S-A"], ["B-A"], ["I-A"]], "BIOES") == (1, 0, 2)
 
 
 def test_spans_to_tags_errors() -> None:

@@ -82,6 +82,16 @@ def test_conll2003(shared_data: Path) -> None:
     assert labels["LOC"] == 7140 and labels["PER"] == 6600  # entity counts of eng.train
 
 
+
+def test_conll2003_stray_inside_tag_does_not_make_it_iob1(shared_data: Path) -> None:
+    lines = need(shared_data, "conll2003", "train.txt").read_text(encoding="utf-8").splitlines()[:3000]
+    tags = [[line.split()[-1] for line in block.splitlines() if not line.startswith("-DOCSTART-")]
+            for block in "\n".join(lines).split("\n\n")]
+    tags = [t for t in tags if t]
+    first_o = next(i for i, t in enumerate(tags) if t[0] == "O" and len(t) > 1 and t[1] == "O")
+    tags[first_o][1] = "I-LOC"  # one annotation slip in an IOB2 file
+    assert detect_scheme(tags) == "IOB2"
+
 def test_ptb_memmap_and_bptt(shared_data: Path, tmp_path: Path) -> None:
     src = need(shared_data, "ptb", "ptb.train.txt")
     vocab = build_vocab_from_file(src, str.split, pad_token=None, bos_token=None, unk_token="<unk>")

@@ -246,6 +246,48 @@ def test_tag_conll_keeps_every_line_in_place(tmp_path, layout):
             assert line == sep.join(row) + sep + row[column].upper()
 
 
+def test_tag_conll_splits_every_line_as_the_reader_does(tmp_path):
+    # A -DOCSTART- line written with a tab, and indented lines, in a file read with the default
+    # whitespace separator: tag_conll once switched to the first token line's separator for later
+    # lines, took these lines for tokens and crashed with StopIteration.
+    path = tmp_path / "mixed.conll"
+    path.write_text("EU B-ORG\n  rejects O\n\n-DOCSTART-\tO\n\n  -DOCSTART- O\nPeter B-PER\nsings O\n")
+    assert _stub_tagger(0).tag_conll(path) == ["EU B-ORG EU", "  rejects O REJECTS", "", "-DOCSTART-\tO", "",
+                                               "  -DOCSTART- O", "Peter B-PER PETER", "sings O SINGS"]
+
+
+def test_stray_inside_tag_keeps_an_iob2_file_iob2_and_is_noted(tmp_path):
+    # One I- after O in an IOB2 training file made the whole file IOB1, so every prediction came
+    # back in IOB1 (I-PER for a name's first token); now the majority decides and the log names the line.
+    train = _write_conll(tmp_path / "t.txt", 20, 0, extra_tag="I-ORG")  # 'Acme I-ORG' after '. O'
+    result = runner.invoke(app, ["train", "tagging", "--train", str(train), "--out", str(tmp_path), "--name", "r",
+                                 *FAST, "--set", "train.epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "tags.json").read_text())["file_scheme"] == "IOB2"
+    log = (tmp_path / "r" / "train.log").read_text()
+    assert f"note: {train}:9: tag 'I-ORG' follows 'O', which IOB2 does not allow (1 of " in log
+    assert "fix the tags, or set data.scheme" in log
+
+
+def test_empty_training_file_and_bilou_tags_name_file_and_fix(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("-DOCSTART- -X- O O\n\n\n")
+    message = _error(tmp_path, "--train", str(empty))
+    assert message.startswith(f"error: {empty}: no non-empty sentences in the training data") and "one token" in message
+    dev = tmp_path / "dev.txt"
+    dev.write_text("")
+    message = _error(tmp_path, "--train", str(_write_conll(tmp_path / "t.txt", 5, 0)), "--dev", str(dev))
+    assert message.startswith(f"error: {dev}: no non-empty sentences in the dev data")
+    bilou = tmp_path / "bilou.txt"
+    bilou.write_text("EU NNP B-NP U-ORG\nrejects VBZ B-VP O\n\nParis NNP B-NP U-LOC\n")
+    one = tmp_path / "one.txt"  # a single sentence: held out for dev, nothing left to train on
+    one.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n")
+    assert _error(tmp_path, "--train", str(one)).startswith(f"error: {one}: only 1 non-empty sentence(s), all held out")
+    assert _error(tmp_path, "--train", str(bilou), "--dev", str(bilou)) == (
+        f"error: {bilou}:1: tag 'U-ORG' is a BILOU tag, a scheme rnnkit does not read; fix: write the file in BIOES "
+        "(U- becomes S-, L- becomes E-) and keep data.scheme=auto or BIOES")
+
+
 def test_tag_conll_bad_layout_names_the_run_setting(tmp_path):
     path = tmp_path / "one-column.conll"
     path.write_text("a\nb\n")

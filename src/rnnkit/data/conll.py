@@ -35,6 +35,7 @@ __all__ = [
     "convert_tags",
     "validate_tags",
     "detect_scheme",
+    "first_scheme_violation",
 ]
 
 TAG_SCHEMES = ("IOB1", "IOB2", "BIOES")
@@ -310,6 +311,13 @@ def validate_tags(tags: Sequence[str], scheme: str) -> None:
         None.
     """
     scheme = normalize_scheme(scheme)
+    problem = _scheme_violation(tags, scheme)
+    if problem is not None:
+        raise DataError(problem[1], hint=problem[2])
+
+
+def _scheme_violation(tags: Sequence[str], scheme: str) -> tuple[int, str, str] | None:
+    """``(position, message, fix)`` of the first tag that breaks ``scheme`` (canonical name), or None."""
     prev_prefix, prev_type = "O", ""
     for i, tag in enumerate(tags):
         prefix, typ = _split_tag(tag, i)
@@ -325,16 +333,12 @@ def validate_tags(tags: Sequence[str], scheme: str) -> None:
             else:
                 ok = not open_chunk
         if not ok:
-            raise DataError(
-                f"tag {tag!r} at position {i} cannot follow {tags[i - 1] if i else 'the start'!r} in {scheme}",
-                hint=f"fix the tags, or convert them with convert_tags(tags, <their scheme>, {scheme!r})",
-            )
+            return (i, f"tag {tag!r} at position {i} cannot follow {tags[i - 1] if i else 'the start'!r} in {scheme}",
+                    f"fix the tags, or convert them with convert_tags(tags, <their scheme>, {scheme!r})")
         prev_prefix, prev_type = prefix, typ
     if scheme == "BIOES" and prev_prefix in "BI":
-        raise DataError(
-            f"{scheme} chunk not closed at the end (last tag {tags[-1]!r})",
-            hint="end chunks with E- or use S-",
-        )
+        return len(tags) - 1, f"{scheme} chunk not closed at the end (last tag {tags[-1]!r})", "end chunks with E- or use S-"
+    return None
 
 
 def detect_scheme(sentences: Sequence[Sequence[str]]) -> str:
@@ -344,17 +348,38 @@ def detect_scheme(sentences: Sequence[Sequence[str]]) -> str:
         sentences: Tag sequences.
 
     Returns:
-        ``'BIOES'`` if any ``E-``/``S-`` tag appears, ``'IOB1'`` if some chunk starts with
-        ``I-``, else ``'IOB2'``.
+        ``'BIOES'`` if any ``E-``/``S-`` tag appears; else ``'IOB1'`` or ``'IOB2'`` by how chunks
+        start: a chunk that opens with ``I-`` (after ``O`` or another type) is IOB1's way, a ``B-``
+        that opens a chunk after ``O`` or another type is IOB2's (IOB1 writes ``B-`` only between
+        two chunks of one type). The scheme with more such starts wins, so a stray ``I-`` after
+        ``O`` in an IOB2 file does not turn the whole file into IOB1 (ties, and files with
+        neither, read as IOB2).
     """
-    iob1 = False
+    iob1 = iob2 = 0
     for tags in sentences:
-        prev = "O"
+        prev_prefix, prev_type = "O", ""
         for i, tag in enumerate(tags):
             prefix, typ = _split_tag(tag, i)
             if prefix in "ES":
                 return "BIOES"
-            if prefix == "I" and (prev == "O" or _split_tag(prev, i - 1)[1] != typ):
-                iob1 = True
-            prev = tag
-    return "IOB1" if iob1 else "IOB2"
+            after_other = prev_prefix == "O" or prev_type != typ
+            if prefix == "I" and after_other:
+                iob1 += 1
+            elif prefix == "B" and after_other:
+                iob2 += 1
+            prev_prefix, prev_type = prefix, typ
+    return "IOB1" if iob1 > iob2 else "IOB2"
+
+
+def first_scheme_violation(sentences: Sequence[Sequence[str]], scheme: str) -> tuple[int, int, int] | None:
+    """Where tag sequences first break ``scheme``: ``(sentence index, token position, number of
+    sentences that break it)``, or ``None`` when every one is well formed (see :func:`validate_tags`)."""
+    scheme = normalize_scheme(scheme)
+    first: tuple[int, int] | None = None
+    count = 0
+    for index, tags in enumerate(sentences):
+        problem = _scheme_violation(tags, scheme)
+        if problem is not None:
+            count += 1
+            first = first or (index, problem[0])
+    return None if first is None else (*first, count)

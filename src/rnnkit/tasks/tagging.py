@@ -272,6 +272,9 @@ def check_chunk_tags(sentences: Sequence[Any], cfg: DataConfig, trained_column: 
             if tag == "O" or (len(tag) > 2 and tag[0] in "BIES" and tag[1] in "-_"):
                 continue
             where = line_of(s, i)
+            if len(tag) > 2 and tag[0] in "UL" and tag[1] in "-_":
+                raise ConfigError(f"{where}: tag {tag!r} is a BILOU tag, a scheme rnnkit does not read; fix: write the "
+                                  "file in BIOES (U- becomes S-, L- becomes E-) and keep data.scheme=auto or BIOES")
             if trained_column is not None:
                 column = "the last column" if trained_column == -1 else f"column {trained_column}"
                 fix = (f"this run tags chunks, read from {column} of its training files; give a file with that "
@@ -281,6 +284,26 @@ def check_chunk_tags(sentences: Sequence[Any], cfg: DataConfig, trained_column: 
                        "column with --set data.tag_column=N")
             raise ConfigError(f"{where}: tag {tag!r} (column {cfg.tag_column}, data.tag_column) is not a chunk tag "
                               f"(O, or B-/I-/E-/S- and a type); fix: {fix}")
+
+
+def scheme_note(sentences: Sequence[Any], scheme: str, split: str) -> str | None:
+    """A one-line note naming the first tag of ``sentences`` that ``scheme`` does not allow (an ``I-``
+    after ``O`` in IOB2, say) and how many sentences have one; ``None`` when all are well formed.
+    Such tags are read leniently, as conlleval reads them (an ``I-X`` that cannot go on a chunk opens one)."""
+    from ..data.conll import first_scheme_violation
+
+    found = first_scheme_violation([s.tags for s in sentences], scheme)
+    if found is None:
+        return None
+    index, position, count = found
+    tags = sentences[index].tags
+    before = f"follows {tags[position - 1]!r}" if position else "starts the sentence"
+    if scheme == "BIOES" and position == len(tags) - 1 and tags[position][0] in "BI":
+        before = "ends the sentence without closing its chunk"
+    return (f"note: {line_of(sentences[index], position)}: tag {tags[position]!r} {before}, which {scheme} does not "
+            f"allow ({count} of {len(sentences)} {split} sentences break {scheme}); such tags are read as conlleval "
+            f"reads them (an I- that cannot continue a chunk starts one); fix the tags, or set data.scheme to the "
+            "files' scheme if it is not " + scheme)
 
 
 def tokenize_sentence(text: str) -> list[str]:
@@ -613,6 +636,7 @@ class Tagger:
         out: list[str] = []
         current: Iterator[str] | None = None
         for _, line in iter_lines(path, errors=errors):
+            # split as read_conll does, so token lines here are the tokens it read
             fields = line.split(separator) if separator is not None and line.strip() else line.split()
             if not fields or fields[0] == "-DOCSTART-":
                 out.append(line)
@@ -620,8 +644,8 @@ class Tagger:
                 continue
             if current is None:
                 current = iter(next(tagged))
-            separator = "\t" if "\t" in line else " "  # the file's own
-            out.append(f"{line}{separator}{next(current)}")
+            appended = "\t" if "\t" in line else " "  # the file's own separator
+            out.append(f"{line}{appended}{next(current)}")
         return out
 
     def write_conll(self, sentences: Sequence[Any], path: str | Path) -> None:
@@ -725,10 +749,20 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     else:
         dev_sents = [s for s in read_sentences(dev_path, cfg.data) if len(s)]
     if not train_sents or not dev_sents:
-        raise ConfigError(f"no non-empty sentences in {'the training' if not train_sents else 'the dev'} data")
+        if dev_path is None and dev_sents:  # the file had sentences, all of them held out for dev
+            raise ConfigError(f"{train_path}: only {len(dev_sents)} non-empty sentence(s), all held out for model "
+                              "selection, none left to train on; give more sentences or a dev file with --dev")
+        which, source = ("training", train_path) if not train_sents else ("dev", dev_path or train_path)
+        raise ConfigError(f"{source}: no non-empty sentences in the {which} data (an empty file, or only -DOCSTART- "
+                          "and blank lines?); give a CoNLL file with one token and its tag per line, sentences "
+                          "separated by blank lines")
     prep = Preprocessor.fit(train_sents, cfg.data)
     if prep.file_scheme != "none":
         check_chunk_tags(dev_sents, cfg.data)
+        for split, sentences in (("training", train_sents), ("dev", dev_sents)):
+            note = scheme_note(sentences, prep.file_scheme, split)
+            if note:
+                log(note)
     def items(sentences: list[Any], split: str) -> list[Any]:  # one item per group of sentences read together
         groups = group_sentences([len(s) for s in sentences], documents_of(sentences), cfg.data.document_context)
         return [(*prep.encode([t for i in g for t in sentences[i].tokens]),
