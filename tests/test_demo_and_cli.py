@@ -30,3 +30,30 @@ def test_demo_command_and_errors():
     assert runner.invoke(app, ["version"]).output.startswith("rnnkit ")
     result = runner.invoke(app, ["train", "no-such-task", "--train", "x"])
     assert result.exit_code == 2 and "unknown task 'no-such-task'" in result.output
+
+
+def test_a_closed_output_pipe_exits_quietly(monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    """``rnnkit predict ... | head``: the reader going away is no error message, and no traceback."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    import rnnkit.cli as cli
+
+    def closed() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "app", closed)
+    monkeypatch.setattr(cli, "_closed_pipe", lambda: 1)  # keep pytest's stdout
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 1
+    exit_from_command = cli._fail(BrokenPipeError(32, "Broken pipe"))
+    assert exit_from_command.exit_code == 1
+    assert capsys.readouterr().err == ""
+    # end to end: a real closed pipe (the reader exits before the help text is written)
+    script = ("import os, sys; r, w = os.pipe(); os.close(r); os.dup2(w, 1); sys.argv = ['rnnkit', '--help']; "
+              "from rnnkit.cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "Broken pipe" not in done.stderr

@@ -33,7 +33,9 @@ def demo(
 
 
 def _fail(err: Exception) -> typer.Exit:
-    """Print a one-line error (no traceback) and exit with status 2."""
+    """Print a one-line error (no traceback) and exit with status 2 (a closed output pipe: quietly, status 1)."""
+    if isinstance(err, BrokenPipeError):
+        return typer.Exit(_closed_pipe())
     message = str(err)
     if isinstance(err, OSError) and err.strerror and err.filename is not None:  # "[Errno 21] ..." from the OS
         message = f"{err.filename}: {err.strerror}; check the path"
@@ -654,6 +656,23 @@ def version() -> None:
     typer.echo(f"rnnkit {__version__} (torch {torch.__version__})")
 
 
+def _closed_pipe() -> int:
+    """The reader of our output went away (``rnnkit predict ... | head``): not an error worth a message.
+
+    Points stdout at ``/dev/null`` so that flushing it at exit does not raise again (the Python
+    documentation's recipe for SIGPIPE) and returns the exit status, 1, as Python uses for EPIPE.
+    """
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (captured in tests): nothing left to flush
+        pass
+    return 1
+
+
 def main() -> None:
     from .runtime import reuse_freed_memory_from_env
 
@@ -662,7 +681,10 @@ def main() -> None:
     except ValueError as err:
         typer.echo(f"Error: {err}", err=True)
         raise SystemExit(2) from err
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        raise SystemExit(_closed_pipe()) from None
 
 
 if __name__ == "__main__":
