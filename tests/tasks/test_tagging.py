@@ -100,6 +100,14 @@ def test_crf_batched_equals_one_by_one_and_likelihood_normalises():
     assert abs(total - 1) < 1e-9
 
 
+def test_constraints_read_underscore_tags_as_the_conll_reader_does():
+    dashed = allowed_transitions(["B-PER", "I-PER", "B-LOC", "I-LOC", "O"], "IOB2")
+    underscored = allowed_transitions(["B_PER", "I_PER", "B_LOC", "I_LOC", "O"], "IOB2")
+    for a, b in zip(dashed, underscored):
+        assert torch.equal(a, b)
+    assert not underscored[0][1]  # I_PER cannot start a sentence
+
+
 def test_constraints_forbid_invalid_iob2_and_bioes_paths():
     tags = ["B-PER", "I-PER", "B-LOC", "I-LOC", "O"]
     start, trans, end = allowed_transitions(tags, "IOB2")

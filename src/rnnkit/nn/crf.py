@@ -24,10 +24,10 @@ def allowed_transitions(tags: list[str], scheme: str) -> tuple[Tensor, Tensor, T
     """Which transitions a chunk tag scheme allows: ``(start [K], transitions [K, K], end [K])`` bools.
 
     ``scheme`` is ``IOB2`` or ``BIOES`` (``IOB1`` allows almost everything and is left unconstrained).
-    Tags that are not chunk tags (``O`` and anything without a ``X-`` prefix) may go anywhere.
+    Tags that are not chunk tags (``O`` and anything without a ``X-`` or ``X_`` prefix) may go anywhere.
     """
     def parse(tag: str) -> tuple[str, str]:
-        if len(tag) > 2 and tag[1] == "-" and tag[0] in "BIESL":
+        if len(tag) > 2 and tag[1] in "-_" and tag[0] in "BIESL":  # B-PER or B_PER, as the CoNLL reader takes them
             return tag[0], tag[2:]
         return "O", ""
 
