@@ -190,6 +190,25 @@ def test_auto_runs_projected_lstms_on_the_engine_for_batched_long_sequences(batc
     assert any("LSTMEngine" in n for n in _graph_names(layer(packed)[0].data)) == engine
 
 
+def test_auto_keeps_a_projected_lstm_under_cpu_autocast_in_one_dtype() -> None:
+    """torch's proj_size kernel runs in the autocast dtype and the engine in the weights' dtype: under
+    autocast ``"auto"`` keeps torch's kernel, so the output's dtype does not depend on the batch or length."""
+    layer = rnn.LSTM(I, H, proj_size=2, batch_first=True)
+    expected = torch.nn.LSTM(I, H, proj_size=2, batch_first=True)
+    expected.load_state_dict(layer.state_dict())
+    dtypes = set()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for batch, steps in ((1, 20), (4, 15), (4, 20)):
+            x = torch.randn(batch, steps, I)
+            for grad in (True, False):
+                with torch.set_grad_enabled(grad):
+                    out, (h, c) = layer(x)
+                    want, _ = expected(x)
+                dtypes.add((out.dtype, h.dtype))
+                torch.testing.assert_close(out, want)
+    assert dtypes == {(torch.bfloat16, torch.bfloat16)}
+
+
 def test_auto_uses_the_engine_for_masks_with_gaps() -> None:
     layer = rnn.LSTM(I, H, batch_first=True)
     mask = torch.ones(B, T, dtype=torch.bool)

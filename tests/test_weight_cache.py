@@ -171,3 +171,51 @@ def test_a_kept_value_is_rebuilt_after_an_edit_through_data(layout: str) -> None
             (tuple(weight_cache._identity(s) for s in (tensor, None)), None), *weight_cache._STORE[id(owner)]["sum"][1:])
     assert weight_cache.cached(owner, "sum", (tensor, None), build) == pytest.approx(2 * first)
     assert len(builds) == 2
+
+
+def test_sources_made_under_inference_mode_are_kept_and_edits_seen() -> None:
+    """A tensor made under ``torch.inference_mode()`` has no version counter (reading it raises):
+    such sources (a kept value built there, weights loaded there) are told apart by their samples."""
+    class Owner:
+        pass
+
+    owner = Owner()
+    with torch.inference_mode():
+        source = torch.randn(8, 16)
+    builds = []
+
+    def build() -> float:
+        builds.append(1)
+        return float(source.sum())
+
+    first = weight_cache.cached(owner, "sum", (source,), build)
+    assert weight_cache.cached(owner, "sum", (source,), build) == first and len(builds) == 1
+    with torch.inference_mode():
+        source.mul_(2.0)
+        assert weight_cache.cached(owner, "sum", (source,), build) == pytest.approx(2 * first)
+    assert len(builds) == 2
+
+
+@pytest.mark.parametrize("kw", [{"proj_size": 2}, {"proj_size": 2, "zoneout": 0.1}, {"cell": "peephole_lstm"}])
+def test_a_layer_first_run_under_inference_mode_then_trains_and_follows_its_weights(kw: dict[str, object]) -> None:
+    from rnnkit.scan import engine
+
+    engine._gate_order.cache_clear()  # the gate order is made by the first call: under inference mode here
+    layer = rnn.LSTM(3, 5, batch_first=True, **kw)  # type: ignore[arg-type]  # proj_size: the engine at T >= 16
+    reference = rnn.LSTM(3, 5, batch_first=True, implementation="reference", **kw)  # type: ignore[arg-type]
+    x = torch.randn(4, 20, 3)
+    for _ in range(2):
+        layer.eval()
+        reference.load_state_dict(layer.state_dict())
+        with torch.inference_mode():
+            got, _ = layer(x)
+        with torch.no_grad():
+            torch.testing.assert_close(got, reference.eval()(x)[0])
+            torch.testing.assert_close(layer(x)[0], got)
+        layer.train()
+        out, _ = layer(x)
+        out.sum().backward()
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.data.sub_(0.1 * p.grad)  # through .data: only the sampled values show the step
+            layer.zero_grad()

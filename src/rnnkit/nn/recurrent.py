@@ -275,10 +275,12 @@ class _RecurrentCore(nn.Module):
         1.15x inference at I=128, H=256, P=128, T=100; ``benchmarks/RESULTS.md``). Below that the
         engine's fixed cost per call (weight reordering, buffers: about 0.1 ms in inference, 1 ms
         in training) loses, and at batch 1 the two tie at T=100, so short calls (streaming
-        ``step``) and batch 1 stay on torch's kernel. cuDNN has the projection.
+        ``step``) and batch 1 stay on torch's kernel. cuDNN has the projection. Under CPU autocast
+        torch's kernel stays too: it runs in the autocast dtype, while the engine runs in the
+        weights' dtype, so the output's dtype would otherwise depend on the batch and the length.
         """
         return (device.type == "cpu" and self._torch_mode == "LSTM" and bool(getattr(self, "proj_size", 0))
-                and steps >= 16 and batch > 1)
+                and steps >= 16 and batch > 1 and not torch.is_autocast_enabled(device.type))
 
     # -- running -------------------------------------------------------------------------------
     def forward(self, input: Tensor | PackedSequence, hx: Hidden | None = None, *, lengths: Tensor | None = None,
@@ -473,8 +475,9 @@ _EXTRA_DOC = """
             (``"mingru"``, ``"minlstm"``) ``"sequential"`` / ``"parallel"`` (see ``rnnkit.scan.parallel``);
             ``"engine"``: the hand-written-backward LSTM engine (``rnnkit.scan.engine``), which
             ``"auto"`` uses for LSTM cells the fused kernel cannot run (peepholes, recurrent dropout,
-            zoneout, masks with gaps) and on CPU for ``proj_size`` (faster than torch's non-oneDNN
-            loop); layer-norm LSTM cells on CPU, opt-in elsewhere. ``"triton"``: that engine
+            zoneout, masks with gaps) and on CPU for ``proj_size`` at batch > 1 from 16 steps on,
+            outside autocast (faster than torch's non-oneDNN loop); layer-norm LSTM cells on CPU,
+            opt-in elsewhere. ``"triton"``: that engine
             with each step's element-wise math in one Triton kernel and its loops replayed as CUDA
             graphs (CUDA tensors, ``LSTMCell`` and, opt-in, ``LayerNormLSTMCell``;
             ``rnnkit.scan.engine_triton``,

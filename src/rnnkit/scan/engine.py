@@ -11,7 +11,8 @@ step on the autograd tape. This engine runs the whole sequence as one
 * forward, per step: one ``addmm`` of ``[x_t, h_{t-1}]`` (one buffer, ``h`` written there by the
   step before) with ``[W_ih, W_hh]``, so the input projection rides along with the recurrent
   one and no ``[T, B, 4H]`` projection is stored; then the activations in place and the new
-  state written straight into ``[T+1, B, H]`` state buffers (no copies);
+  state written straight into ``[T+1, B, H]`` state buffers (no copies); a projected cell
+  (``proj_size``, LSTMP) adds one ``[B, H] x [H, P]`` matmul per step each way;
 * backward, per step: the gate derivatives recomputed from the saved activations (cheaper on
   a memory-bound CPU than passes over the whole history), a handful of element-wise ops and one
   ``[B, 4H] x [4H, H]`` ``addmm`` that also adds ``dL/d out_{t-1}``; after the loop
@@ -23,11 +24,12 @@ State updates are written as ``s_t = s_{t-1} + u_t (s~_t - s_{t-1})`` (``torch.l
 update weight ``u``: 1 everywhere (plain), the sequence mask (masked steps keep their state),
 zoneout's Bernoulli keep-mask in training or its expectation ``1 - rate`` at inference, or their
 product. Same contract as :func:`~rnnkit.scan.reference_scan` for ``LSTMCell`` (plain or
-peephole) and ``LayerNormLSTMCell`` (see :mod:`rnnkit.scan.engine_layernorm`): masks of any
-pattern, reverse, initial state, recurrent dropout, zoneout. Gate recording and projections are
-not supported (:func:`engine_unavailable_reason` says why). ``implementation="auto"`` uses it
-for the ``LSTMCell`` configurations the fused kernel cannot run (measured 1.2-1.5x the reference
-scan; see ``docs/speed.md``).
+peephole, projected) and ``LayerNormLSTMCell`` (see :mod:`rnnkit.scan.engine_layernorm`; no
+projection): masks of any pattern, reverse, initial state, recurrent dropout, zoneout. Gate
+recording is not supported (:func:`engine_unavailable_reason` says why). ``implementation="auto"``
+uses it for the ``LSTMCell`` configurations the fused kernel cannot run (measured 1.2-1.5x the
+reference scan; see ``docs/speed.md``) and, on CPU, for plain projected LSTMs at batch > 1 and
+from 16 steps on (outside autocast), where torch has no oneDNN kernel.
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ def recompute_gates(enabled: bool = True) -> Iterator[None]:
         loss.backward()
 
     Plain ``LSTMCell`` paths on the engine only (``implementation="auto"`` picks the engine for
-    peephole, recurrent-dropout, zoneout and gappy-mask LSTMs; ``"engine"`` forces it).
+    peephole, recurrent-dropout, zoneout and gappy-mask LSTMs, and on CPU for projected ones at
+    batch > 1 and from 16 steps on; ``"engine"`` forces it). With a projection, ``dL/dW_hr`` is
+    then summed step by step (no ``[T, B, P]`` buffer of ``dL/dh``).
     """
     token = _RECOMPUTE.set(enabled)
     try:
@@ -91,9 +95,14 @@ def engine_unavailable_reason(cell: RecurrentCell, *, zoneout_rate: float = 0.0,
 
 @functools.lru_cache(maxsize=64)
 def _gate_order(hidden: int, device: torch.device) -> Tensor:
-    """Row indices turning torch's ``i, f, g, o`` blocks into the engine's ``o, i, f, g`` (made once per size and device)."""
-    blocks = torch.arange(4 * hidden, device=device).view(4, hidden)
-    return blocks[[3, 0, 1, 2]].reshape(-1)
+    """Row indices turning torch's ``i, f, g, o`` blocks into the engine's ``o, i, f, g`` (made once per size and device).
+
+    Made outside inference mode even when the first call runs under ``torch.inference_mode()``: an
+    inference tensor kept here would break every later call that autograd records (training).
+    """
+    with torch.inference_mode(False):
+        blocks = torch.arange(4 * hidden, device=device).view(4, hidden)
+        return blocks[[3, 0, 1, 2]].reshape(-1)
 
 
 def _engine_rows(weight: Tensor, order: Tensor) -> Tensor:

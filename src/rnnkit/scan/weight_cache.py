@@ -61,7 +61,10 @@ def _live_view(t: Tensor | None) -> Tensor | None:
 def _identity(t: Tensor | None) -> Hashable:
     if t is None:
         return None
-    return (t.data_ptr(), t._version, tuple(t.shape), t.stride(), t.dtype, t.device)
+    # a tensor made under torch.inference_mode() (a value built there, or weights loaded there) has no
+    # version counter (reading it raises): its sampled values alone tell an edit
+    version = None if t.is_inference() else t._version
+    return (t.data_ptr(), version, tuple(t.shape), t.stride(), t.dtype, t.device)
 
 
 def cached(owner: object, name: str, sources: Sequence[Tensor | None], build: Callable[[], T],
