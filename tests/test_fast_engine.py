@@ -11,7 +11,7 @@ import rnnkit.nn as rnn
 from rnnkit.cells import LayerNormLSTMCell, LSTMCell
 from rnnkit.scan import engine_scan, reference_scan
 
-I, H, B, T = 3, 5, 4, 6
+I, H, B, T = 3, 5, 4, 8  # T >= SHORT_STEPS["lstm"]: "auto" runs the engine
 ScanMask = Callable[..., torch.Tensor | None]  # the scan_mask fixture (conftest.py)
 
 
@@ -109,7 +109,8 @@ def test_projected_engine_gradcheck(recompute: bool) -> None:
 @pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
 def test_engine_float32_close(kind: type[LSTMCell]) -> None:
     cell = kind(I, H, peephole=True)
-    x, state = torch.randn(B, T, I), (torch.randn(B, H), torch.randn(B, H))
+    steps = 6  # the length this float32 bound was set on (engine_scan is called directly: no dispatch by length)
+    x, state = torch.randn(B, steps, I), (torch.randn(B, H), torch.randn(B, H))
     for e, g in zip(_run(reference_scan, cell, x, state), _run(engine_scan, cell, x, state)):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
@@ -173,9 +174,12 @@ def _graph_names(t: torch.Tensor) -> set[str]:
 def test_auto_picks_the_engine_where_the_fused_kernel_cannot_run(kw: dict[str, object], engine: bool) -> None:
     layer = rnn.LSTM(I, H, batch_first=True, **kw)  # type: ignore[arg-type]
     assert layer.implementation == "auto"
-    out, _ = layer(torch.randn(B, T, I))
+    long_enough = 8  # rnnkit.scan.parallel.SHORT_STEPS["lstm"]: shorter calls run the reference scan on CPU
+    out, _ = layer(torch.randn(B, long_enough, I))
     assert any("LSTMEngine" in n for n in _graph_names(out)) == engine
-    gated, _, gates = layer(torch.randn(B, T, I), return_gates=True)  # only the reference scan records gates
+    short, _ = layer(torch.randn(B, long_enough - 1, I))
+    assert not any("LSTMEngine" in n for n in _graph_names(short))
+    gated, _, gates = layer(torch.randn(B, long_enough, I), return_gates=True)  # only the reference scan records gates
     assert gates and not any("LSTMEngine" in n for n in _graph_names(gated))
 
 

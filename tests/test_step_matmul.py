@@ -61,13 +61,14 @@ def test_bad_backend_names_fail_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
 @needs_onednn
 def test_auto_measures_once_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[int, ...]] = []
-    real = step_matmul._onednn_measured_faster
+    real = step_matmul._measured_costs
 
-    def counted(weight: torch.Tensor, bias: torch.Tensor | None, batch: int, adds: bool, rounds: int = 5) -> bool:
+    def counted(weight: torch.Tensor, bias: torch.Tensor | None, batch: int, adds: bool,
+                rounds: int = 5) -> tuple[float, float, float]:
         calls.append((*weight.shape, batch))
         return real(weight, bias, batch, adds, rounds)
 
-    monkeypatch.setattr(step_matmul, "_onednn_measured_faster", counted)
+    monkeypatch.setattr(step_matmul, "_measured_costs", counted)
     step_matmul.forget_measurements()
     weight = torch.randn(64, 16)
     with step_matmul_backend("auto"):
@@ -75,6 +76,25 @@ def test_auto_measures_once_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
         assert StepMatmul(weight, None, 4).backend == first
         StepMatmul(weight, None, 8)
     assert calls == [(64, 16, 4), (64, 16, 8)]
+
+
+@needs_onednn
+def test_auto_packs_for_onednn_only_where_the_calls_pay_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packing costs a fixed time, each oneDNN call saves some: a short sequence stays on torch."""
+    step_matmul.forget_measurements()
+    costs = (10e-6, 5e-6, 100e-6)  # torch 10 µs a call, oneDNN 5 µs, packing 100 µs: pays from 25 calls
+    monkeypatch.setattr(step_matmul, "_measured_costs", lambda *a, **k: costs)
+    weight = torch.randn(64, 16)
+    with step_matmul_backend("auto"):
+        assert StepMatmul(weight, None, 4, calls=1).backend == "torch"
+        assert StepMatmul(weight, None, 4, calls=24).backend == "torch"
+        assert StepMatmul(weight, None, 4, calls=26).backend == "onednn"
+        assert StepMatmul(weight, None, 4).backend == "onednn"  # kept between calls: many
+    step_matmul.forget_measurements()
+    costs = (10e-6, 9.5e-6, 0.0)  # no clear win per call: torch, however many calls
+    with step_matmul_backend("auto"):
+        assert StepMatmul(weight, None, 4, calls=10_000).backend == "torch"
+    step_matmul.forget_measurements()
 
 
 @needs_onednn

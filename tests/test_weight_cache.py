@@ -39,7 +39,7 @@ def test_fused_optimizer_steps_reach_inference_without_a_mode_switch(cls, kw, ba
     layer, reference = _pair(cls, kw)
     layer.eval()  # never switched: only the cache's own check can notice the steps
     optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2, fused=True)
-    x = torch.randn(4, 7, 3)
+    x = torch.randn(4, 9, 3)  # T >= 8: "auto" runs the engines
     with step_matmul.step_matmul_backend(backend):
         _train_and_compare(layer, reference, optimizer, x)
 
@@ -62,7 +62,7 @@ def _train_and_compare(layer: torch.nn.Module, reference: torch.nn.Module, optim
 def test_edits_through_data_reach_inference(cls, kw, backend: str) -> None:
     layer, reference = _pair(cls, kw, hidden=32)
     layer.eval()
-    x = torch.randn(4, 7, 3)
+    x = torch.randn(4, 9, 3)
     with step_matmul.step_matmul_backend(backend):
         with torch.no_grad():
             layer(x)
@@ -74,8 +74,10 @@ def test_edits_through_data_reach_inference(cls, kw, backend: str) -> None:
 def test_a_switch_between_train_and_eval_forgets_the_cells_values() -> None:
     layer = rnn.LSTM(3, 8, cell="peephole_lstm").eval()
     with torch.no_grad():
-        layer(torch.randn(5, 2, 3))
+        layer(torch.randn(9, 2, 3))
     cell = layer.cell(0)
+    assert weight_cache.kept(cell)
+    layer.eval()  # no switch (model.eval() before every prediction): kept
     assert weight_cache.kept(cell)
     layer.train()
     assert not weight_cache.kept(cell)
@@ -85,7 +87,7 @@ def test_a_switch_between_train_and_eval_forgets_the_cells_values() -> None:
 def test_layers_copy_and_save_after_inference_on_onednn() -> None:
     """A packed oneDNN weight has no storage: kept beside the cell, it cannot break deepcopy or torch.save."""
     layer = rnn.LSTM(16, 32, cell="peephole_lstm", batch_first=True).eval()
-    x = torch.randn(2, 5, 16)
+    x = torch.randn(2, 9, 16)
     with step_matmul.step_matmul_backend("onednn"), torch.no_grad():
         expected = layer(x)[0]
         copied = copy.deepcopy(layer)
@@ -104,7 +106,7 @@ def test_data_parallel_replicas_do_not_share_cells() -> None:
     for name, p in layer.named_parameters():
         replica._parameters[name] = p.detach() * 2.0  # what replicate() assigns: tensors of the replica's own
     assert all(a is not b for a, b in zip(layer._cells, replica._cells, strict=True))
-    x = torch.randn(2, 6, 3)
+    x = torch.randn(2, 9, 3)
     with torch.no_grad():
         expected = {id(layer): layer(x)[0], id(replica): replica(x)[0]}
     wrong: list[int] = []

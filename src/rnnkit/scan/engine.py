@@ -174,7 +174,7 @@ class _LSTMEngine(torch.autograd.Function):
         h_cand = x.new_empty(batch, h0.shape[-1]) if update_h is not None else None
         h_raw = x.new_empty(batch, hidden) if w_hr is not None else None  # o * tanh c before the projection
         w_hr_t = w_hr.t() if w_hr is not None else None
-        project = StepMatmul(w_cat, bias, batch)
+        project = StepMatmul(w_cat, bias, batch, calls=steps)
         # per-step views, made once (indexing inside the loop costs more than the small ops)
         xh_s, hin_s, h_s, c_s = xh.unbind(0), xh[..., inputs:].unbind(0), hs.unbind(0), cs.unbind(0)
         gate_s = _gate_views(z, tanh_c, c_cand, steps, peep is not None)
@@ -223,8 +223,8 @@ class _LSTMEngine(torch.autograd.Function):
             c_cand = x.new_empty(1, batch, hidden) if update_h is not None else cs[1:]
         gate_s = _gate_views(z, tanh_c, c_cand, steps, peep is not None)
         xh_s = xh.unbind(0)
-        project = StepMatmul(w_cat, bias, batch) if ctx.recompute else None
-        back = StepMatmul(w_hh.t(), None, batch, adds=grad_out is not None or update_h is not None)
+        project = StepMatmul(w_cat, bias, batch, calls=steps) if ctx.recompute else None
+        back = StepMatmul(w_hh.t(), None, batch, adds=grad_out is not None or update_h is not None, calls=steps)
         # Everything below is per step on [B, 4H] tensors that stay in cache: a pass over the whole
         # [T, B, 4H] history costs more on a CPU (memory bound) than the same math done step by step.
         g_out = None if grad_out is None else (grad_out if out_mask is None else grad_out * out_mask)
@@ -412,8 +412,8 @@ def _triton_backward_loop(gh: Tensor, gc: Tensor, gout: Tensor | None, z: Tensor
     assert z is not None and tanh_c is not None
     gate_s = _gate_views(z, tanh_c, c_cand, steps, peep is not None)
     xh_s = xh.unbind(0) if xh is not None else ()
-    project = StepMatmul(w_cat, bias, batch) if recompute else None
-    back = StepMatmul(w_cat[:, inputs_size:].t(), None, batch)
+    project = StepMatmul(w_cat, bias, batch, calls=steps) if recompute else None
+    back = StepMatmul(w_cat[:, inputs_size:].t(), None, batch, calls=steps)
     dz = cs.new_empty(steps, batch, 4 * hidden)
     dz_s, cp_s = dz.unbind(0), cs.unbind(0)
     gout_s = gout.unbind(0) if gout is not None else ()

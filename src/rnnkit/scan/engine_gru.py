@@ -142,7 +142,7 @@ def _forward_loop(xw: Tensor, w_hh: Tensor, b_hh: Tensor | None, h0: Tensor, rec
                                            hin_s[t + 1] if rec is not None else None,
                                            uh_s[t] if uh is not None else None, rec)
     else:
-        project = StepMatmul(w_hh, b_hh, batch)
+        project = StepMatmul(w_hh, b_hh, batch, calls=steps)
         hidden_n = hw[..., 2 * hidden:].unbind(0)
         rz_s, n_s = gates[..., :2 * hidden].unbind(0), gates[..., 2 * hidden:].unbind(0)
         xrz_s, xn_s = xw[..., :2 * hidden].unbind(0), xw[..., 2 * hidden:].unbind(0)
@@ -174,7 +174,7 @@ def _backward_loop(gh: Tensor, gout: Tensor | None, gates: Tensor, hw: Tensor, h
     gout_s = gout.unbind(0) if gout is not None else ()
     uh_s = uh.unbind(0) if uh is not None else ()
     gh = gh.contiguous()
-    back = StepMatmul(w_hh.t(), None, batch, adds=True)
+    back = StepMatmul(w_hh.t(), None, batch, adds=True, calls=steps)
     step = engine_triton.gru_backward_step if triton else _torch_backward_step
     for t in range(steps - 1, -1, -1):
         step(g_s[t], hw_s[t], h_s[t], gh, dxw_s[t], dhw_s[t], skip, gout_s[t - 1] if (gout_s and t) else None,

@@ -120,7 +120,7 @@ def _forward_loop(xw: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tensor, bia
     tanh_c = xw.new_empty(steps, batch, hidden)  # tanh(LN_c(c~_t))
     h_cand = xw.new_empty(batch, hidden) if updates else None
     stats: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # (mean, rstd) of LN_hh and LN_c per step
-    project = StepMatmul(w_hh, None, batch)
+    project = StepMatmul(w_hh, None, batch, calls=steps)
     x_s, z_s, y_s, tc_s, cc_s = xw.unbind(0), z.unbind(0), y.unbind(0), tanh_c.unbind(0), c_cand.unbind(0)
     h_s, c_s, hin_s = hs.unbind(0), cs.unbind(0), h_in.unbind(0)
     o_s, i_s, f_s, g_s = (part.unbind(0) for part in z.chunk(4, -1))
@@ -189,7 +189,7 @@ def _backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor, y: T
         peep_if_acc, peep_o_acc = z.new_zeros(batch, 2, hidden), z.new_zeros(batch, hidden)
         dzif_s = dz[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
     gh = gh.clone()
-    back = StepMatmul(w_hh.t(), None, batch, adds=g_out is not None or update_h is not None)
+    back = StepMatmul(w_hh.t(), None, batch, adds=g_out is not None or update_h is not None, calls=steps)
     for t in range(steps - 1, -1, -1):
         mean_hh, rstd_hh, mean_c, rstd_c = stats[t].unbind(0)
         a = z_s[t]
@@ -293,7 +293,7 @@ def _triton_backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tenso
     gc = gc.contiguous().clone()
     gc_next = torch.empty_like(gc)  # two buffers, swapped each step
     skip_buf = torch.empty_like(gh) if updates else None
-    back = StepMatmul(w_hh.t(), None, batch)
+    back = StepMatmul(w_hh.t(), None, batch, calls=steps)
     for t in range(steps - 1, -1, -1):
         g_prev = gout_s[t - 1] if (gout_s and t) else None
         skip = skip_buf if updates else g_prev  # what reaches dL/dh_{t-1} around the matmul

@@ -294,9 +294,14 @@ def parallel_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor 
     return h, (h_n,), None
 
 
+# On CPU, calls shorter than this run the reference scan under "auto" instead of an engine: the
+# crossover measured at I=128 H=256, batch 1 and 64, training and inference (docs/speed.md)
+SHORT_STEPS = {"lstm": 8, "gru": 4}
+
+
 def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: torch.device, *,
                 zoneout_rate: float = 0.0, return_gates: bool = False,
-                recurrent_dropout: bool = False) -> ScanFn | None:
+                recurrent_dropout: bool = False, steps: int | None = None) -> ScanFn | None:
     """The scan a layer should use when the fused kernel cannot run, or ``None`` for the reference scan.
 
     ``"auto"`` picks, for cells with input-only gates, ``"sequential"`` on CPU (measured faster
@@ -315,6 +320,12 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
     ``"triton"`` raises ValueError with the reason when it cannot run this call (``"engine"`` on
     GRU cells runs the GRU engine with torch kernels, ``"triton"`` with Triton kernels, opt-in
     until timed on a GPU); any other implementation gives ``None``.
+
+    On CPU, ``"auto"`` runs short calls (``steps``, when given, below :data:`SHORT_STEPS`: 8 for
+    the LSTM engines, 4 for the GRU engine) on the reference scan, where the engines' fixed cost
+    per call (weights reordered under autograd, buffers, the weight gradients' matmuls: 0.1-2 ms)
+    does not pay and the reference measured faster (``docs/speed.md``, "Short sequences"): a
+    streaming call of one step, a short sentence.
     """
     if implementation in ("engine", "triton") and cells and all(isinstance(c, GRUCell) for c in cells):
         kernels = "triton" if implementation == "triton" else "torch"
@@ -352,6 +363,9 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
     for name in preferred:
         if all(linear_scan_unavailable_reason(c, name, **options) is None for c in cells):
             return scans[name]
+    if device.type == "cpu" and steps is not None and steps < SHORT_STEPS["gru" if cells and all(
+            isinstance(c, GRUCell) for c in cells) else "lstm"]:
+        return None  # the reference scan: faster than the engines' fixed cost on short calls
     if all(type(c) is LSTMCell and engine_unavailable_reason(c, zoneout_rate=zoneout_rate,
                                                                 return_gates=return_gates) is None for c in cells):
         if engine_triton.chosen_by_auto(device) and all(triton_engine_unavailable_reason(c, device) is None

@@ -9,7 +9,10 @@ makes it 3-7x slower for small shapes (``H=64``) and for ``H=256`` at batch 1 (m
 ``benchmarks/bench_step_matmul.py``). Which one wins depends on the shape, the CPU and the
 thread count, so :class:`StepMatmul` times both once per ``(N, K, B, threads, bias/add)`` key
 (the best of five alternated samples each: at most a few tens of milliseconds, once per
-process and key) and remembers the winner.
+process and key), and the packing too, and remembers the costs. Packing ``[4H, I+H]`` costs
+about 0.8 ms at H=256, as much as 3-4 steps of a training batch of 64: oneDNN is chosen only
+where the calls the object will serve (the sequence's steps) pay for it, so short sequences
+(a streaming chunk, a short sentence) stay on torch's GEMM.
 
 ``RNNKIT_STEP_MATMUL`` (``auto``, ``torch`` or ``onednn``) or :func:`step_matmul_backend` sets
 the choice; GPUs, float64 and tensors that need autograd always use torch. Both backends give the
@@ -43,7 +46,8 @@ def _backend_from_env() -> str:
 
 
 _BACKEND: ContextVar[str | None] = ContextVar("rnnkit_step_matmul_backend", default=None)
-_CHOICES: OrderedDict[tuple[int, ...], bool] = OrderedDict()  # key -> oneDNN measured faster
+# key -> (torch, oneDNN) seconds per call and seconds to pack the weight, measured once
+_CHOICES: OrderedDict[tuple[int, ...], tuple[float, float, float]] = OrderedDict()
 _MAX_CHOICES = 512
 _LOCK = threading.Lock()
 
@@ -82,16 +86,19 @@ class StepMatmul:
 
     Calls return a new tensor on oneDNN and ``out`` (when given) on torch, so callers read the
     result from the return value. ``weight`` may be a strided view; it must not change while this
-    object is in use (oneDNN keeps a packed copy).
+    object is in use (oneDNN keeps a packed copy). ``calls`` is how many products it will serve
+    (a sequence's steps), which decides whether packing the weight for oneDNN pays; ``None``: many
+    (an object kept between calls, as for streaming inference).
     """
 
     __slots__ = ("_bias", "_packed", "_right")
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, batch: int, *, adds: bool = False) -> None:
+    def __init__(self, weight: Tensor, bias: Tensor | None, batch: int, *, adds: bool = False,
+                 calls: int | None = None) -> None:
         self._right = weight.t()
         self._bias = bias
         self._packed: Tensor | None = None
-        if _use_onednn(weight, bias, batch, adds):
+        if _use_onednn(weight, bias, batch, adds, calls):
             self._packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)
 
     @property
@@ -125,7 +132,7 @@ def cached_step_matmul(owner: object, weight: Tensor, bias: Tensor | None, batch
                                key=(batch, adds, current_backend(), torch.get_num_threads()))
 
 
-def _use_onednn(weight: Tensor, bias: Tensor | None, batch: int, adds: bool) -> bool:
+def _use_onednn(weight: Tensor, bias: Tensor | None, batch: int, adds: bool, calls: int | None = None) -> bool:
     backend = current_backend()
     if backend == "torch" or not _ONEDNN or weight.device.type != "cpu" or weight.dtype != torch.float32:
         return False
@@ -136,26 +143,35 @@ def _use_onednn(weight: Tensor, bias: Tensor | None, batch: int, adds: bool) -> 
     n, k = weight.shape
     key = (n, k, batch, torch.get_num_threads(), bias is not None, adds)
     with _LOCK:
-        known = _CHOICES.get(key)
-        if known is not None:
+        costs = _CHOICES.get(key)
+        if costs is not None:
             _CHOICES.move_to_end(key)
-            return known
-    faster = _onednn_measured_faster(weight, bias, batch, adds)
-    with _LOCK:
-        _CHOICES[key] = faster
-        if len(_CHOICES) > _MAX_CHOICES:
-            _CHOICES.popitem(last=False)
-    return faster
+    if costs is None:
+        costs = _measured_costs(weight, bias, batch, adds)
+        with _LOCK:
+            _CHOICES[key] = costs
+            if len(_CHOICES) > _MAX_CHOICES:
+                _CHOICES.popitem(last=False)
+    per_torch, per_onednn, pack = costs
+    saved = 0.9 * per_torch - per_onednn  # a clear win per call only: ties stay with torch
+    return saved > 0 and (calls is None or calls * saved > pack)
 
 
-def _onednn_measured_faster(weight: Tensor, bias: Tensor | None, batch: int, adds: bool, rounds: int = 5) -> bool:
-    """Time both backends on this shape: the best of ``rounds`` alternated samples each, a sample
-    being enough calls to take about 0.5 ms (one call of a small shape is too short to time)."""
+def _measured_costs(weight: Tensor, bias: Tensor | None, batch: int, adds: bool,
+                    rounds: int = 5) -> tuple[float, float, float]:
+    """Seconds per call of both backends on this shape, and to pack the weight for oneDNN: the best
+    of ``rounds`` alternated samples each, a sample being enough calls to take about 0.5 ms (one
+    call of a small shape is too short to time)."""
     # fixed inputs: drawing them from torch's generator would shift a seeded run's random stream
     x = torch.linspace(-1.0, 1.0, batch * weight.shape[1]).view(batch, -1)
     add = torch.full((batch, weight.shape[0]), 0.5) if adds else None
     out = torch.empty(batch, weight.shape[0])
-    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), batch)
+    source = weight.detach().contiguous()
+    pack = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        packed = torch.ops.mkldnn._reorder_linear_weight(source, batch)
+        pack = min(pack, time.perf_counter() - start)
     right = weight.detach().t()
     bias = None if bias is None else bias.detach()
     base = add if bias is None else (bias if add is None else add + bias)
@@ -183,7 +199,7 @@ def _onednn_measured_faster(weight: Tensor, bias: Tensor | None, batch: int, add
             for _ in range(calls):
                 fn()
             best[fn] = min(best[fn], time.perf_counter() - start)
-    return best[run_onednn] < 0.9 * best[run_torch]  # a clear win only: ties stay with torch
+    return best[run_torch] / calls, best[run_onednn] / calls, pack
 
 
 def forget_measurements() -> None:
