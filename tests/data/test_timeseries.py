@@ -220,3 +220,43 @@ def test_parquet_without_pandas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(DataError, match="reading Parquet needs pandas"):
         read_timeseries(f, "t", "y")
+
+
+@pytest.mark.parametrize("value", ["inf", "-Infinity", "1e400"])
+def test_infinite_values_are_refused_naming_the_line(tmp_path: Path, value: str) -> None:
+    # An infinite cell used to be read as a number: it poisoned the scalers (an error pointing at
+    # read_timeseries(fill=...), which does not help), or, later in the file, every metric (nan/inf).
+    f = _csv(tmp_path, f"date,y\n2020-01-01,1\n2020-01-02,{value}\n2020-01-03,3\n")
+    with pytest.raises(DataError, match=r"series\.csv:3: infinite value .* in column 'y'") as err:
+        read_timeseries(f, "date", "y", fill="interpolate")
+    assert "\n" not in str(err.value) and "fix" in str(err.value)
+
+
+def test_month_end_dates_are_monthly(tmp_path: Path) -> None:
+    # Month-end dates (what pandas' resample("M") writes) were an "off the 31D grid" error, even with
+    # freq="M"; they are monthly data, and filled gaps stay on month ends.
+    f = _csv(tmp_path, "date,y\n2020-01-31,1\n2020-02-29,2\n2020-04-30,4\n2020-05-31,5\n")
+    ds = read_timeseries(f, "date", "y", fill="interpolate")
+    s = ds.only()
+    assert s.freq == "1M" and ds.reports["0"].num_missing_steps == 1
+    assert [str(t)[:10] for t in s.time] == ["2020-01-31", "2020-02-29", "2020-03-31", "2020-04-30", "2020-05-31"]
+    assert s.targets[:, 0].tolist() == [1, 2, 3, 4, 5]
+    assert read_timeseries(f, "date", "y", fill="interpolate", freq="M").only().freq == "1M"
+    quarterly = _csv(tmp_path, "date,y\n" + "".join(f"2021-{md},1\n" for md in ("03-31", "06-30", "09-30", "12-31")),
+                     "q.csv")
+    assert read_timeseries(quarterly, "date", "y").only().freq == "3M"
+    with pytest.raises(DataError, match="off the regular 1Y grid"):  # monthly dates are no yearly series
+        read_timeseries(f, "date", "y", fill="interpolate", freq="Y")
+    with pytest.raises(DataError, match="grid"):  # a date that is not a month end is still an error
+        read_timeseries(_csv(tmp_path, "date,y\n2020-01-31,1\n2020-02-29,2\n2020-03-30,3\n", "m.csv"), "date", "y")
+
+
+def test_semicolon_files_are_read_and_column_typos_get_a_suggestion(tmp_path: Path) -> None:
+    # A semicolon-separated .csv (Excel in many locales) used to fail with "column(s) ['y', 'date'] not
+    # found; columns are ['date;y']" and the hint to spell the names as in the header.
+    f = _csv(tmp_path, "date;y\n2020-01-01;1\n2020-01-02;2\n2020-01-03;3\n")
+    assert read_timeseries(f, "date", "y").only().targets[:, 0].tolist() == [1, 2, 3]
+    with pytest.raises(DataError, match="did you mean 'y' for 'Y'"):
+        read_timeseries(f, "date", "Y")
+    with pytest.raises(DataError, match="not found"):  # an explicit delimiter is kept
+        read_timeseries(f, "date", "y", delimiter=",")

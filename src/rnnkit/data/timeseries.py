@@ -20,6 +20,7 @@ Pandas is optional: it is used only for Parquet files.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import re
 import warnings
@@ -328,9 +329,14 @@ class _Table:
 
 
 def _read_csv_table(path: Path, delimiter: str | None, encoding: str, wanted: Sequence[str]) -> _Table:
+    sniff = delimiter is None
     if delimiter is None:
         delimiter = "\t" if any(s.lower() in (".tsv", ".tab") for s in path.suffixes) else ","
     text = read_text(path, encoding=encoding)
+    if sniff and delimiter == ",":
+        first = text.lstrip("\ufeff").split("\n", 1)[0]
+        if "," not in first:  # a semicolon- (European Excel), tab- or pipe-separated file named .csv
+            delimiter = next((d for d in (";", "\t", "|") if d in first), ",")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = [h.strip() for h in next(reader)]
@@ -396,11 +402,15 @@ def _read_parquet_table(path: Path, wanted: Sequence[str]) -> _Table:
 def _check_columns(header: Sequence[str], wanted: Sequence[str], path: Path) -> None:
     missing = [c for c in wanted if c not in header]
     if missing:
+        lower = {h.lower(): h for h in header}
+        near = {c: lower.get(c.lower()) or next(iter(difflib.get_close_matches(c, header, 1)), None) for c in missing}
+        guesses = [f"{near[c]!r} for {c!r}" for c in missing if near[c] is not None]
         raise DataError(
             f"column(s) {missing} not found; columns are {list(header)}",
             path=path,
             line=1,
-            hint="pass column names exactly as in the header",
+            hint="pass column names exactly as in the header"
+            + (f" (did you mean {', '.join(guesses)}?)" if guesses else ""),
         )
 
 
@@ -487,6 +497,7 @@ def _parse_one_time(text: str) -> np.datetime64:
 def _parse_values(values: np.ndarray, table: _Table, column: str) -> tuple[np.ndarray, int]:
     if values.dtype.kind == "f":
         out = values.astype(np.float64)
+        _check_not_infinite(out, values, table, column)
         return out, int(np.isnan(out).sum())
     cleaned = np.asarray(["nan" if str(v).strip().lower() in MISSING_TOKENS else str(v) for v in values])
     try:
@@ -502,7 +513,22 @@ def _parse_values(values: np.ndarray, table: _Table, column: str) -> tuple[np.nd
                     hint="fix the value, or leave the cell empty / 'NA' to have it filled",
                 ) from None
         raise
+    _check_not_infinite(out, values, table, column)
     return out, int(np.isnan(out).sum())
+
+
+def _check_not_infinite(out: np.ndarray, values: np.ndarray, table: _Table, column: str) -> None:
+    """An infinite value ('inf', '-Infinity', '1e999') is no measurement: refuse it, naming the line
+    (left in, it poisons the scaler, every window that reads it and every metric)."""
+    bad = np.flatnonzero(np.isinf(out))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"infinite value {values[i]!r} in column {column!r}"
+            + (f" ({bad.size} in all)" if bad.size > 1 else ""),
+            **table.where(i),
+            hint="fix the value, or leave the cell empty / 'NA' to have it filled",
+        )
 
 
 def _coarsest_unit(times: np.ndarray) -> str:
@@ -739,7 +765,7 @@ def read_timeseries(
                 full = np.full((n_steps, vals.shape[1]), np.nan)
                 full[positions] = vals
                 vals = full
-                times = _grid_times(times[0], n_steps, unit, step)
+                times = _grid_times(times[0], n_steps, unit, step, month_end=bool(_is_month_end(times[:1]).all()))
         nan_in_file = np.isnan(values_all[rows])
         report.nan_filled = {
             c: int(nan_in_file[:, k].sum()) for k, c in enumerate(value_columns) if nan_in_file[:, k].any()
@@ -802,6 +828,8 @@ def _infer_grid(all_times: list[np.ndarray], freq: str | None, table: _Table) ->
         step, unit = parse_freq(freq)
         return unit, step
     unit = "" if numeric else _coarsest_unit(np.concatenate(all_times))
+    if unit == "D" and all(_is_month_end(t).all() for t in all_times):
+        unit = "M"  # month-end dates (1949-01-31, 1949-02-28, ...): monthly, quarterly or yearly data
     diffs = np.concatenate([np.diff(_to_ints(t, unit)) for t in all_times])
     if diffs.size == 0:
         return None
@@ -820,7 +848,10 @@ def _grid_positions(
 ) -> np.ndarray:
     """Map sorted unique timestamps to integer positions on the grid; off-grid -> error."""
     in_series = f" (series {sid!r})" if sid is not None else ""
-    if unit:
+    if unit in ("M", "Y") and _is_month_end(times).all():
+        # Month-end dates: count whole months (a yearly grid is every 12 months).
+        unit, step = "M", step * (12 if unit == "Y" else 1)
+    elif unit:
         exact = times.astype(f"datetime64[{unit}]").astype(times.dtype) == times
         if not exact.all():
             i = int(np.flatnonzero(~exact)[0])
@@ -849,8 +880,22 @@ def _grid_positions(
     return (offsets // step).astype(np.int64)
 
 
-def _grid_times(start: Any, n_steps: int, unit: str, step: int) -> np.ndarray:
+def _is_month_end(times: np.ndarray) -> np.ndarray:
+    """Which timestamps fall at midnight on the last day of their month (numeric times: none)."""
+    t = np.asarray(times)
+    if not np.issubdtype(t.dtype, np.datetime64):
+        return np.zeros(t.shape, dtype=bool)
+    days = t.astype("datetime64[D]")
+    return (days.astype(t.dtype) == t) & ((days + 1).astype("datetime64[M]") != days.astype("datetime64[M]"))
+
+
+def _grid_times(start: Any, n_steps: int, unit: str, step: int, month_end: bool = False) -> np.ndarray:
+    """``n_steps`` timestamps from ``start`` every ``step`` ``unit``; ``month_end``: on the last day of
+    each month (``unit`` ``'M'`` or ``'Y'``), as the file's own dates are."""
     if not unit:
         return start + step * np.arange(n_steps)
+    if month_end and unit in ("M", "Y"):
+        months = start.astype("datetime64[M]") + np.arange(n_steps) * step * (12 if unit == "Y" else 1)
+        return ((months + 1).astype("datetime64[D]") - 1).astype("datetime64[s]")
     first = start.astype(f"datetime64[{unit}]")
     return (first + np.arange(n_steps) * step).astype("datetime64[s]")

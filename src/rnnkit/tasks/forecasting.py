@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..cells import CELLS
 from ..data.errors import DataError
 from ..data.scalers import MinMaxScaler, RobustScaler, Scaler, StandardScaler
-from ..data.timeseries import TimeSeries, parse_freq, read_timeseries
+from ..data.timeseries import TimeSeries, _grid_times, _is_month_end, parse_freq, read_timeseries
 from ..data.windows import SplitBounds, chronological_split, window_starts
 from ..metrics import forecasting as fm
 from .config import (
@@ -136,6 +136,14 @@ class EvaluationConfig:
     plot_series: int = option(4, "series plotted in the report")
 
 
+def check_split_sizes(d: DataConfig) -> None:
+    """``data.train_size``, ``val_size`` and ``test_size`` are step counts >= 0 or fractions in [0, 1]."""
+    for key in ("train_size", "val_size", "test_size"):
+        v = getattr(d, key)
+        if v is not None and (v < 0 or (isinstance(v, float) and v > 1)):
+            raise ConfigError(f"data.{key}: must be a number of steps >= 0 or a fraction in [0, 1], got {v}")
+
+
 @dataclass
 class Config:
     data: DataConfig = section(DataConfig, "reading and windowing the series")
@@ -150,6 +158,7 @@ class Config:
         check_at_least_one(("data.lookback", d.lookback), ("data.horizon", d.horizon), ("data.train_stride", d.train_stride),
                            ("model.hidden_size", m.hidden_size), ("model.num_layers", m.num_layers),
                            ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size))
+        check_split_sizes(d)
         if self.evaluation.stride is not None and self.evaluation.stride < 1:
             raise ConfigError(f"evaluation.stride: must be >= 1, got {self.evaluation.stride}")
         if d.seasonal_period is not None and d.seasonal_period < 1:
@@ -236,6 +245,8 @@ def future_times(series: TimeSeries, horizon: int) -> np.ndarray:
                                 hint="give data.freq, e.g. --set data.freq=D")
             return t[-1] + (t[-1] - t[-2]) * np.arange(1, horizon + 1)
         step, unit = step_unit
+        if unit in ("M", "Y") and _is_month_end(t[-1:]).all():  # month-end dates stay month ends
+            return _grid_times(t[-1], horizon + 1, unit, step, month_end=True)[1:]
         last = t[-1].astype(f"datetime64[{unit}]")
         return (last + step * np.arange(1, horizon + 1)).astype("datetime64[s]")
     step = (t[-1] - t[-2]) if len(t) > 1 else 1
@@ -279,7 +290,9 @@ class Pipeline:
     def read_raw(path: str | Path, cfg: DataConfig) -> Any:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"data file not found: {p}")
+            what = "is a folder, not a file" if p.is_dir() else "not found"
+            raise FileNotFoundError(f"data file {what}: {p}; fix: give the path of a CSV file (relative paths "
+                                    f"start at the current folder, {Path.cwd()})")
         return read_timeseries(p, cfg.time_column, cfg.target, series_id_column=cfg.series_id_column,
                                past_covariates=cfg.past_covariates, future_covariates=cfg.future_covariates,
                                fill=cfg.fill, freq=cfg.freq, time_format=cfg.time_format, sort=cfg.sort)
@@ -309,9 +322,14 @@ class Pipeline:
 
     def _ensure_stats(self, s: TimeSeries, targets: np.ndarray, fit_stop: int) -> None:
         """Series unseen in training get their own statistics, from steps before ``fit_stop`` only
-        (``targets``: the series' targets already transformed)."""
+        (``targets``: the series' targets already transformed). They are computed afresh on every call
+        (and replace those of an earlier call), so a result never depends on what was read before: a
+        forecast from a whole file must not leave statistics of its test period behind for a later
+        backtest of the same series."""
+        if s.series_id in self._index:
+            return
         for scaler, values in ((self.target_scaler, targets), (self.covariate_scaler, _covariates(s))):
-            if scaler is not None and s.series_id not in scaler.stats:
+            if scaler is not None:
                 fresh = type(scaler)(per_series=True).fit({s.series_id: values[:fit_stop]})
                 scaler.stats[s.series_id] = fresh.stats[s.series_id]
 
@@ -543,7 +561,11 @@ def _split(series: list[TimeSeries], cfg: DataConfig) -> dict[str, SplitBounds]:
             raise DataError(f"series {s.series_id!r} has {len(s)} steps, fewer than lookback + horizon = "
                             f"{cfg.lookback} + {cfg.horizon}", hint="use a shorter data.lookback/data.horizon or drop "
                             "short series")
-        b = chronological_split(len(s), cfg.train_size, cfg.val_size, cfg.test_size)
+        try:
+            b = chronological_split(len(s), cfg.train_size, cfg.val_size, cfg.test_size)
+        except DataError as err:
+            raise DataError(f"series {s.series_id!r}: {err.message}", hint="lower data.val_size and data.test_size "
+                            "(steps or fractions), or data.train_size") from None
         for name, (lo, hi) in (("val", b.val), ("test", b.test)):
             if hi - lo < cfg.horizon:
                 raise DataError(f"series {s.series_id!r}: the {name} period has {hi - lo} steps, fewer than the "
@@ -620,6 +642,9 @@ class TrainedForecaster:
         if set(data) != {"data"}:
             raise ConfigError(f"--set accepts data.* keys only, got {sorted(set(data) - {'data'})}")
         cfg = from_dict(DataConfig, data["data"], "data.")
+        check_split_sizes(cfg)
+        if cfg.seasonal_period is not None and cfg.seasonal_period < 1:
+            raise ConfigError(f"data.seasonal_period: must be >= 1, got {cfg.seasonal_period}")
         fixed = ("target", "past_covariates", "future_covariates", "lookback", "horizon", "calendar", "transform",
                  "scaler")
         for key in fixed:
@@ -632,10 +657,33 @@ class TrainedForecaster:
         cfg = self._data_cfg(overrides)
         series = self.pipe.read(path, cfg)
         periods, stops = {}, {}
+        lookback, horizon = self.model.lookback, self.model.horizon
+        if all(len(s) < lookback + horizon for s in series):
+            s = series[0]
+            raise DataError(f"series {s.series_id!r} has {len(s)} steps, fewer than the trained model's lookback + "
+                            f"horizon = {lookback} + {horizon}", path=str(path),
+                            hint=f"give a file with at least {lookback + horizon} steps per series")
         for s in series:
+            if isinstance(cfg.test_size, int) and not isinstance(cfg.test_size, bool) and cfg.test_size >= len(s):
+                raise DataError(f"data.test_size = {cfg.test_size} steps leaves no history before the evaluated "
+                                f"period of series {s.series_id!r} ({len(s)} steps)", path=str(path),
+                                hint=f"add --set data.test_size={max(horizon, len(s) - lookback)} (steps) or give a "
+                                     "longer file")
             b = chronological_split(len(s), None, 0, cfg.test_size)
             periods[s.series_id], stops[s.series_id] = b.test, b.test[0]
-        return run_backtest(self.model, self.pipe, series, periods, stops,
+        if not any(len(backtest_origins(len(s), lookback, horizon, 1, periods[s.series_id])) for s in series):
+            s = max(series, key=len)
+            lo, hi = periods[s.series_id]
+            raise DataError(f"series {s.series_id!r}: the evaluated period (the last data.test_size = {hi - lo} of "
+                            f"{len(s)} steps) holds no whole horizon of {horizon} steps after the lookback of "
+                            f"{lookback}", path=str(path),
+                            hint=f"add --set data.test_size={min(max(horizon, len(s) - lookback), len(s))} (steps) "
+                                 "or give a longer file")
+        pipe = self.pipe
+        if cfg.seasonal_period is not None and cfg.seasonal_period != pipe.period:
+            pipe = copy.copy(pipe)  # --set data.seasonal_period: the season of seasonal naive, MASE and ets
+            pipe.period = cfg.seasonal_period
+        return run_backtest(self.model, pipe, series, periods, stops,
                             stride or self.evaluation.stride or self.model.horizon, self.evaluation.baselines, self.levels)
 
     def evaluate(self, path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -645,7 +693,7 @@ class TrainedForecaster:
         for name, values in bt.baseline_metrics().items():
             metrics.update({f"{name}_{k}": v for k, v in values.items()})
         if "seasonal_naive" in bt.baselines:
-            metrics["beats_seasonal_naive"] = bool(metrics["mae"] < metrics["seasonal_naive_mae"])
+            metrics["beats_seasonal_naive"] = beats_seasonal_naive(metrics, bt.baseline_metrics())
         return metrics
 
     def forecast(self, path: str | Path | None = None, future_path: str | Path | None = None,
@@ -817,13 +865,28 @@ def _plot_horizon(bt: Backtest, path: Path) -> Path:
     return path
 
 
+def _verdict_key(model: dict[str, Any]) -> str:
+    """MASE (scale-free, so every series counts alike) where it is defined, else MAE."""
+    return "mase" if math.isfinite(model.get("mase", math.nan)) else "mae"
+
+
+def beats_seasonal_naive(model: dict[str, Any], baselines: dict[str, dict[str, float]]) -> bool:
+    """Whether the model beats seasonal naive, judged exactly as :func:`verdict` words it (on MASE, else
+    MAE), so that ``beats_seasonal_naive`` in ``metrics.json`` and ``rnnkit evaluate`` never contradicts the
+    report; ``False`` when seasonal naive was not run."""
+    if "seasonal_naive" not in baselines:
+        return False
+    key = _verdict_key(model)
+    return bool(model[key] < baselines["seasonal_naive"][key])
+
+
 def verdict(model: dict[str, Any], baselines: dict[str, dict[str, float]]) -> str:
     """One plain sentence on whether the model beats seasonal naive (on MASE, else MAE)."""
     if "seasonal_naive" not in baselines:
         return "Seasonal naive was not run, so there is no reference to judge the model against."
-    key = "mase" if math.isfinite(model.get("mase", math.nan)) else "mae"
+    key = _verdict_key(model)
     ours, ref = model[key], baselines["seasonal_naive"][key]
-    if ours < ref:
+    if beats_seasonal_naive(model, baselines):
         return f"The model beats seasonal naive on the test period ({key.upper()} {ours:.4g} vs {ref:.4g})."
     return (f"**The model does NOT beat seasonal naive** on the test period ({key.upper()} {ours:.4g} vs "
             f"{ref:.4g}): use the seasonal naive forecast, or more data, a longer lookback or more epochs.")
@@ -940,8 +1003,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     best = min(history, key=lambda r: r.get("dev_loss", math.inf))["epoch"] if history else 0
     metrics = {"dev": dev_bt.metrics(), "test": test_metrics, "baselines": base_metrics,
                "baselines_skipped": test_bt.skipped,
-               "beats_seasonal_naive": bool("seasonal_naive" in base_metrics and
-                                            test_metrics["mae"] < base_metrics["seasonal_naive"]["mae"]),
+               "beats_seasonal_naive": beats_seasonal_naive(test_metrics, base_metrics),
                "error_by_horizon": {"model": fm.by_horizon(test_bt.y, test_bt.point),
                                     **{k: fm.by_horizon(test_bt.y, v) for k, v in test_bt.baselines.items()}},
                "train_seconds": train_seconds, "parameters": params, "best_epoch": best, "epochs_run": len(history),
