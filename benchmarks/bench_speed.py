@@ -191,6 +191,9 @@ def core_paths() -> list[BenchPath]:
                   _ours(rnn.GRU, recurrent_dropout=0.25, implementation="reference"), 3, True, gru),
         BenchPath(f"rnnkit GRU zoneout 0.1 (auto: {'engine' if DEVICE.type == 'cpu' else 'reference'})",
                   _ours(rnn.GRU, zoneout=0.1), 3, True, gru),
+        BenchPath(f"rnnkit GRU zoneout 0.1 (auto: {'engine' if DEVICE.type == 'cpu' else 'reference'}), "
+                  "gates recomputed", lambda i, h: _Recomputing(rnn.GRU(i, h, batch_first=True, zoneout=0.1)),
+                  3, True, gru),
         BenchPath("rnnkit GRU zoneout 0.1 reference", _ours(rnn.GRU, zoneout=0.1, implementation="reference"),
                   3, True, gru),
         *triton_gru_paths(),

@@ -212,3 +212,64 @@ def test_torch_kernels_gradcheck() -> None:
         return out, h_n
 
     assert torch.autograd.gradcheck(f, (x, h0, *cell.parameters()))
+
+
+@pytest.mark.parametrize("backend", ["torch", "onednn"])
+@pytest.mark.parametrize("variant", ["plain", "mask", "recurrent_dropout", "zoneout_eval"])
+def test_gru_recomputed_gates_give_the_same_gradients_with_less_saved(
+        variant_kwargs: Callable[..., dict[str, object]], variant: str, backend: str) -> None:
+    from rnnkit.scan import recompute_gates
+
+    torch.manual_seed(3)
+    cell, x, state = _case()
+    dtype = torch.float64 if backend == "torch" else torch.float32  # oneDNN runs float32 only
+    cell, x, state = cell.to(dtype), x.to(dtype), (state[0].to(dtype),)
+    tight, loose = (1e-12, 1e-10) if dtype == torch.float64 else (1e-6, 1e-5)
+    kw = variant_kwargs(variant, B, T, H, dtype)
+    if DEVICE.type != "cpu" and "recurrent_mask" in kw:
+        kw["recurrent_mask"] = kw["recurrent_mask"].to(DEVICE)  # type: ignore[attr-defined]
+    if DEVICE.type != "cpu" and "mask" in kw:
+        kw["mask"] = kw["mask"].to(DEVICE)  # type: ignore[attr-defined]
+    engine = functools.partial(gru_engine_scan, kernels="torch")
+
+    def saved_bytes(run: Callable[[], list[torch.Tensor]]) -> tuple[list[torch.Tensor], int]:
+        total = 0
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            nonlocal total
+            total += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            result = run()
+        return result, total
+
+    with step_matmul_backend(backend):
+        kept, kept_bytes = saved_bytes(lambda: _run(engine, cell, x, state, **kw))
+        with recompute_gates():
+            again, again_bytes = saved_bytes(lambda: _run(engine, cell, x, state, **kw))
+    for a, b in zip(kept, again):
+        torch.testing.assert_close(b, a, rtol=0, atol=tight)
+    assert again_bytes < 0.8 * kept_bytes
+    expected = _run(reference_scan, cell, x, state, **kw)
+    for e, g in zip(expected, again):
+        torch.testing.assert_close(g, e, rtol=loose, atol=loose)
+
+
+def test_gru_recomputed_gates_gradcheck() -> None:
+    from rnnkit.scan import recompute_gates
+
+    torch.manual_seed(4)
+    cell = GRUCell(2, 3).double().to(DEVICE)
+    x = torch.randn(2, 4, 2, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    h0 = torch.randn(2, 3, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    mask = torch.tensor([[True, False, True, True], [True, True, True, False]], device=DEVICE)
+    rec = torch.tensor([[2.0, 0.0, 2.0], [0.0, 2.0, 2.0]], dtype=torch.float64, device=DEVICE)
+
+    def f(x: torch.Tensor, h0: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with recompute_gates():
+            out, (h_n,), _ = gru_engine_scan(cell, x, (h0,), mask=mask, reverse=True, recurrent_mask=rec,
+                                             zoneout_rate=0.3, training=False)
+        return out, h_n
+
+    assert torch.autograd.gradcheck(f, (x, h0, *cell.parameters()))

@@ -4,7 +4,7 @@ Nothing here knows about gates: a scan sees a cell only through ``project_input`
 """
 
 from . import step_matmul, weight_cache
-from .engine import engine_scan, recompute_gates
+from .engine import engine_scan
 from .fused import run_fused_masked, run_fused_segments
 from .masks import (
     check_lengths,
@@ -16,6 +16,7 @@ from .masks import (
     valid_first_order,
 )
 from .parallel import linear_scan_log, linear_scan_sequential, parallel_scan, select_scan, sequential_scan
+from .recompute import recompute_gates
 from .reference import reference_scan, zoneout
 
 __all__ = [

@@ -35,9 +35,7 @@ from 16 steps on (outside autocast), where torch has no oneDNN kernel.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -50,33 +48,8 @@ from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from . import cuda_graph, engine_triton, weight_cache
 from ._bptt import first_order_only, needs_grad, recurrent_grad
 from .engine_layernorm import layernorm_engine_scan
+from .recompute import recompute_requested
 from .step_matmul import StepMatmul, cached_step_matmul
-
-_RECOMPUTE: ContextVar[bool] = ContextVar("rnnkit_engine_recompute", default=False)
-
-
-@contextmanager
-def recompute_gates(enabled: bool = True) -> Iterator[None]:
-    """Within this block the LSTM engine saves no gate activations: backward recomputes them.
-
-    Saves the ``[T, B, 4H]`` gate and ``[T, B, H]`` ``tanh c`` buffers of every layer and direction
-    (about 40% of an LSTM layer's training memory) for one more ``[B, I+H] x [I+H, 4H]`` matmul
-    per step in backward. The choice is made when the forward runs::
-
-        with rnnkit.scan.recompute_gates():
-            loss = model(x).loss
-        loss.backward()
-
-    Plain ``LSTMCell`` paths on the engine only (``implementation="auto"`` picks the engine for
-    peephole, recurrent-dropout, zoneout and gappy-mask LSTMs, and on CPU for projected ones at
-    batch > 1 and from 16 steps on; ``"engine"`` forces it). With a projection, ``dL/dW_hr`` is
-    then summed step by step (no ``[T, B, P]`` buffer of ``dL/dh``).
-    """
-    token = _RECOMPUTE.set(enabled)
-    try:
-        yield
-    finally:
-        _RECOMPUTE.reset(token)
 
 
 def engine_unavailable_reason(cell: RecurrentCell, *, zoneout_rate: float = 0.0,
@@ -654,7 +627,7 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
         w_cat = _engine_rows(torch.cat([cell.weight_ih, cell.weight_hh], 1), order)
         out, h_n, c_n = _LSTMEngine.apply(x_tm, w_cat, bias, cell.weight_peephole, h0.contiguous(),
                                           c0.contiguous(), recurrent_mask, update_h, update_c, out_mask,
-                                          _RECOMPUTE.get() or not backward_needed, kernels == "triton",
+                                          recompute_requested() or not backward_needed, kernels == "triton",
                                           cell.weight_hr)
     if reverse:
         out = out.flip(0)

@@ -43,6 +43,7 @@ from ..cells.base import RecurrentCell, State
 from ..cells.gru import GRUCell
 from . import cuda_graph, engine_triton
 from ._bptt import first_order_only, needs_grad, recurrent_grad
+from .recompute import recompute_requested
 from .step_matmul import StepMatmul, cached_step_matmul
 
 
@@ -71,20 +72,24 @@ class _GRUEngine(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, xw: Tensor, w_hh: Tensor, b_hh: Tensor | None,  # type: ignore[override]
                 h0: Tensor, rec_mask: Tensor | None, update_h: Tensor | None,
-                out_mask: Tensor | None, triton: bool = True) -> tuple[Tensor, Tensor]:
+                out_mask: Tensor | None, triton: bool = True, recompute: bool = False) -> tuple[Tensor, Tensor]:
+        recompute = recompute and not triton  # the Triton loops always keep their activations
+        ctx.recompute = recompute  # type: ignore[attr-defined]
         inputs: cuda_graph.Inputs = {"xw": xw, "w_hh": w_hh, "b_hh": b_hh, "h0": h0, "rec": rec_mask,
                                      "uh": update_h}
         graphs = cuda_graph.graphs_enabled(xw.device)
         ctx.graphs = graphs  # type: ignore[attr-defined]  # decided here for the backward too
         ctx.triton = triton  # type: ignore[attr-defined]
-        loop: Callable[..., cuda_graph.Outputs] = functools.partial(_forward_loop, triton=triton)
-        res, _ = (cuda_graph.run_captured(("gru engine forward", triton), loop, inputs) if graphs
+        loop: Callable[..., cuda_graph.Outputs] = functools.partial(_forward_loop, triton=triton, recompute=recompute)
+        res, _ = (cuda_graph.run_captured(("gru engine forward", triton, recompute), loop, inputs) if graphs
                   else (loop(**inputs), False))
         hs, gates, hw = res["hs"], res["gates"], res["hw"]
         assert hs is not None and gates is not None and hw is not None
         h_in = res["h_in"] if res["h_in"] is not None else hs
         steps = xw.shape[0]
         out = hs[1:] if out_mask is None else hs[1:] * out_mask
+        if recompute:  # backward rebuilds each step's gates from xw_t and h_in[t] (one more matmul per step)
+            gates, hw = xw, None  # type: ignore[assignment]  # xw in the gates' slot: [T, B, 3H] instead of 2x
         saved: tuple[Any, ...] = (gates, hw, hs, h_in, w_hh, b_hh, rec_mask, update_h, out_mask)  # None is allowed
         ctx.save_for_backward(*saved)
         return out, hs[steps].clone()
@@ -100,25 +105,29 @@ class _GRUEngine(torch.autograd.Function):
             gh = gh + g_out[steps - 1]
         inputs: cuda_graph.Inputs = {"gh": gh, "gout": g_out, "gates": gates, "hw": hw, "hs": hs, "w_hh": w_hh,
                                      "rec": rec_mask, "uh": update_h}
-        loop: Callable[..., cuda_graph.Outputs] = functools.partial(_backward_loop, triton=ctx.triton)
-        res, _ = (cuda_graph.run_captured(("gru engine backward", ctx.triton), loop, inputs)
+        if ctx.recompute:  # the gates' slot holds xw: rebuild each step's gates and hw from it and h_in
+            inputs.update(h_in=h_in, b_hh=b_hh)
+        loop: Callable[..., cuda_graph.Outputs] = functools.partial(_backward_loop, triton=ctx.triton,
+                                                                    recompute=ctx.recompute)
+        res, _ = (cuda_graph.run_captured(("gru engine backward", ctx.triton, ctx.recompute), loop, inputs)
                   if ctx.graphs and cuda_graph.graphs_enabled(gates.device) else (loop(**inputs), False))
         dxw, dhw, gh_0 = res["dxw"], res["dhw"], res["gh"]
         assert dxw is not None and dhw is not None and gh_0 is not None
         grad_w = dhw.view(steps * batch, three_h).t() @ h_in[:steps].reshape(steps * batch, -1) \
             if ctx.needs_input_grad[1] else None
         grad_b = dhw.sum((0, 1)) if b_hh is not None and ctx.needs_input_grad[2] else None
-        return dxw, grad_w, grad_b, gh_0, None, None, None, None
+        return dxw, grad_w, grad_b, gh_0, None, None, None, None, None
 
 
 def _forward_loop(xw: Tensor, w_hh: Tensor, b_hh: Tensor | None, h0: Tensor, rec: Tensor | None,
-                  uh: Tensor | None, triton: bool) -> cuda_graph.Outputs:
+                  uh: Tensor | None, triton: bool, recompute: bool = False) -> cuda_graph.Outputs:
     """The forward loop; writes only tensors it allocates (it may be recorded as a CUDA graph).
 
     Returns ``hs`` ``[T+1, B, H]`` (``hs[0] = h0``), ``h_in`` (the matmul inputs ``h * rec``, or
     ``None`` when they are ``hs``), ``hw`` ``[T, B, 3H]`` and ``gates`` (``r, z, n``). With torch
     kernels only ``hw``'s ``n`` block is kept (all the backward reads) when the matmul's result
-    arrives in a new tensor.
+    arrives in a new tensor. With ``recompute`` (torch kernels) ``hw`` and ``gates`` hold one step,
+    reused by all: the backward rebuilds them.
     """
     steps, batch, three_h = xw.shape
     hidden = three_h // 3
@@ -127,8 +136,9 @@ def _forward_loop(xw: Tensor, w_hh: Tensor, b_hh: Tensor | None, h0: Tensor, rec
     h_in = xw.new_empty(steps + 1, batch, hidden) if rec is not None else hs
     if rec is not None:
         torch.mul(h0, rec, out=h_in[0])
-    hw = xw.new_empty(steps, batch, three_h)
-    gates = xw.new_empty(steps, batch, three_h)
+    kept = 1 if recompute else steps
+    hw = xw.new_empty(kept, batch, three_h)
+    gates = xw.new_empty(kept, batch, three_h)
     xw_s, hw_s, g_s, h_s, hin_s = xw.unbind(0), hw.unbind(0), gates.unbind(0), hs.unbind(0), h_in.unbind(0)
     uh_s = uh.unbind(0) if uh is not None else ()
     if triton:
@@ -148,11 +158,12 @@ def _forward_loop(xw: Tensor, w_hh: Tensor, b_hh: Tensor | None, h0: Tensor, rec
         xrz_s, xn_s = xw[..., :2 * hidden].unbind(0), xw[..., 2 * hidden:].unbind(0)
         h_cand = xw.new_empty(batch, hidden) if uh is not None else None
         for t in range(steps):
-            pre = project(hin_s[t], out=hw_s[t])
-            if pre is not hw_s[t]:  # oneDNN's result: keep the n block for the backward
-                hidden_n[t].copy_(pre[:, 2 * hidden:])
-            rz = torch.add(xrz_s[t], pre[:, :2 * hidden], out=rz_s[t]).sigmoid_()
-            n = torch.addcmul(xn_s[t], rz[:, :hidden], pre[:, 2 * hidden:], out=n_s[t]).tanh_()
+            k = 0 if recompute else t
+            pre = project(hin_s[t], out=hw_s[k])
+            if pre is not hw_s[k] and not recompute:  # oneDNN's result: keep the n block for the backward
+                hidden_n[k].copy_(pre[:, 2 * hidden:])
+            rz = torch.add(xrz_s[t], pre[:, :2 * hidden], out=rz_s[k]).sigmoid_()
+            n = torch.addcmul(xn_s[t], rz[:, :hidden], pre[:, 2 * hidden:], out=n_s[k]).tanh_()
             h_prev = h_s[t]
             target = h_s[t + 1] if h_cand is None else h_cand
             torch.sub(h_prev, n, out=target)
@@ -164,20 +175,44 @@ def _forward_loop(xw: Tensor, w_hh: Tensor, b_hh: Tensor | None, h0: Tensor, rec
     return {"hs": hs, "h_in": h_in if rec is not None else None, "hw": hw, "gates": gates}
 
 
-def _backward_loop(gh: Tensor, gout: Tensor | None, gates: Tensor, hw: Tensor, hs: Tensor, w_hh: Tensor,
-                   rec: Tensor | None, uh: Tensor | None, triton: bool) -> cuda_graph.Outputs:
-    """The backward loop; writes only tensors it allocates. Returns ``dxw``, ``dhw`` and ``gh`` (``dL/dh_0``)."""
+def _backward_loop(gh: Tensor, gout: Tensor | None, gates: Tensor, hw: Tensor | None, hs: Tensor, w_hh: Tensor,
+                   rec: Tensor | None, uh: Tensor | None, triton: bool, recompute: bool = False,
+                   h_in: Tensor | None = None, b_hh: Tensor | None = None) -> cuda_graph.Outputs:
+    """The backward loop; writes only tensors it allocates. Returns ``dxw``, ``dhw`` and ``gh`` (``dL/dh_0``).
+
+    With ``recompute`` (torch kernels), ``gates`` holds ``xw`` and ``hw`` is ``None``: each step's
+    ``hw = W_hh h_in[t] + b_hh`` and gates are rebuilt into one ``[B, 3H]`` buffer each, from the
+    last step to the first.
+    """
     steps, batch, three_h = gates.shape
+    hidden = three_h // 3
     dxw, dhw = torch.empty_like(gates), torch.empty_like(gates)
-    skip = hs.new_empty(batch, three_h // 3)
-    g_s, hw_s, h_s, dxw_s, dhw_s = gates.unbind(0), hw.unbind(0), hs.unbind(0), dxw.unbind(0), dhw.unbind(0)
+    skip = hs.new_empty(batch, hidden)
+    h_s, dxw_s, dhw_s = hs.unbind(0), dxw.unbind(0), dhw.unbind(0)
+    if recompute:
+        assert h_in is not None and not triton
+        xw_s, hin_s = gates.unbind(0), h_in.unbind(0)
+        project = StepMatmul(w_hh, b_hh, batch, calls=steps)
+        gate_buf, hw_buf = hs.new_empty(batch, three_h), hs.new_empty(batch, three_h)
+    else:
+        assert hw is not None
+        g_s, hw_s = gates.unbind(0), hw.unbind(0)
     gout_s = gout.unbind(0) if gout is not None else ()
     uh_s = uh.unbind(0) if uh is not None else ()
     gh = gh.contiguous()
     back = StepMatmul(w_hh.t(), None, batch, adds=True, calls=steps)
     step = engine_triton.gru_backward_step if triton else _torch_backward_step
     for t in range(steps - 1, -1, -1):
-        step(g_s[t], hw_s[t], h_s[t], gh, dxw_s[t], dhw_s[t], skip, gout_s[t - 1] if (gout_s and t) else None,
+        if recompute:  # r, z = sigmoid(xw_rz + hw_rz), n = tanh(xw_n + r hw_n), as the forward
+            pre = project(hin_s[t], out=hw_buf)
+            x_t = xw_s[t]
+            torch.add(x_t[:, :2 * hidden], pre[:, :2 * hidden], out=gate_buf[:, :2 * hidden]).sigmoid_()
+            torch.addcmul(x_t[:, 2 * hidden:], gate_buf[:, :hidden], pre[:, 2 * hidden:],
+                          out=gate_buf[:, 2 * hidden:]).tanh_()
+            g_t, hw_t = gate_buf, pre
+        else:
+            g_t, hw_t = g_s[t], hw_s[t]
+        step(g_t, hw_t, h_s[t], gh, dxw_s[t], dhw_s[t], skip, gout_s[t - 1] if (gout_s and t) else None,
              uh_s[t] if uh_s else None)
         gh = recurrent_grad(skip, dhw_s[t], back, rec)
     return {"dxw": dxw, "dhw": dhw, "gh": gh}
@@ -278,7 +313,7 @@ def gru_engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tenso
         out, h_n = _gru_inference(cell, xw, h0, recurrent_mask, update_h, out_mask)
     else:
         out, h_n = _GRUEngine.apply(xw, cell.weight_hh, cell.bias_hh, h0.contiguous(), recurrent_mask, update_h,
-                                    out_mask, kernels == "triton")
+                                    out_mask, kernels == "triton", recompute_requested())
     if reverse:
         out = out.flip(0)
     return out.transpose(0, 1), (h_n,), None
