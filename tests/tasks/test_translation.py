@@ -152,6 +152,34 @@ def test_beam_search_finds_the_brute_force_best_of_a_tiny_model(alpha, attention
     assert small[0].score >= small[1].score
 
 
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general"])
+def test_a_wider_beam_never_scores_below_greedy(attention):
+    """Pruning can drop the greedy path from a beam (seed 2, luong_general, beam 3, no length penalty
+    did before the greedy output became a candidate); the best hypothesis must never score lower
+    than greedy decoding under the same length normalisation, and n-best lists hold no duplicates."""
+    for seed in range(6):
+        model = _model(attention, "gru", vocab=12, seed=seed)
+        torch.manual_seed(seed)
+        lengths = torch.tensor([5, 3, 4, 2])
+        src = torch.randint(4, 7, (4, 5))
+        for i, n in enumerate(lengths.tolist()):
+            src[i, n:] = 0
+        greedy = greedy_search(model, src, lengths, max_length_ratio=1.0, max_length_offset=4)
+        for beam, alpha in itertools.product((2, 3, 5), (0.0, 1.0)):
+            found = beam_search(model, src, lengths, beam_size=beam, nbest=beam, length_penalty=alpha,
+                                max_length_ratio=1.0, max_length_offset=4)
+            for i, (g, hyps) in enumerate(zip(greedy, found)):
+                assert hyps[0].score >= normalized(g.log_prob, len(g.tokens) + 1, alpha) - 1e-12
+                assert len({tuple(h.tokens) for h in hyps}) == len(hyps)
+                assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+                for h in hyps:
+                    n = int(lengths[i])
+                    exact = _sequence_log_prob(model, src[i:i + 1, :n], lengths[i:i + 1], h.tokens)
+                    assert math.isclose(h.log_prob, exact, rel_tol=1e-9)
+                    assert math.isclose(h.score, normalized(exact, len(h.tokens) + 1, alpha), rel_tol=1e-9)
+                    assert h.attention.shape == (len(h.tokens) + 1, n)
+
+
 def test_batched_decoding_equals_one_sentence_at_a_time_and_respects_the_length_limit():
     model = _model("luong_general", "gru", coverage=True)
     src, lengths = _source()
@@ -298,6 +326,14 @@ def test_lr_decay_reaches_the_training_engine(tmp_path, monkeypatch):
     with pytest.raises(Reached) as reached:
         train(cfg, train_files, dev_files, RunDir.create(tmp_path, "run"), log=lambda m: None, progress=False)
     assert reached.value.args == (0.5,)
+
+
+def test_training_data_all_over_the_length_limit_names_the_fix(tmp_path):
+    train_files, dev_files = write_pair(tmp_path, "train", 40, 0), write_pair(tmp_path, "dev", 5, 1)
+    cfg = load_config(Config, overrides=[*SMALL, "data.max_source_tokens=2"])
+    with pytest.raises(ConfigError, match=r"longer than data.max_source_tokens=2 .*"
+                                          r"--set data.max_source_tokens=N"):
+        train(cfg, train_files, dev_files, RunDir.create(tmp_path, "run"), log=lambda m: None, progress=False)
 
 
 # -- end to end --------------------------------------------------------------------------------

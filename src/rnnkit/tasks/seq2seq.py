@@ -262,11 +262,18 @@ def greedy_search(model: Seq2Seq, source: Tensor, lengths: Tensor, *, max_length
         One :class:`Hypothesis` per sentence (``score`` is the raw log-probability).
     """
     memory, state = model.encode(source, lengths)
-    batch = source.shape[0]
-    limit = max_lengths(lengths, max_length_ratio, max_length_offset)
-    previous = torch.full((batch,), model.bos_id, dtype=torch.long, device=source.device)
-    done = torch.zeros(batch, dtype=torch.bool, device=source.device)
-    total = torch.zeros(batch, dtype=torch.float64, device=source.device)
+    return _greedy(model, memory, state, lengths, max_length_ratio, max_length_offset)
+
+
+def _greedy(model: Seq2Seq, memory: Memory, state: DecoderState, lengths: Tensor, max_length_ratio: float,
+            max_length_offset: int) -> list[Hypothesis]:
+    """Greedy decoding from an encoded batch (see :func:`greedy_search`)."""
+    device = memory.keys.device
+    batch = memory.keys.shape[0]
+    limit = max_lengths(lengths, max_length_ratio, max_length_offset).to(device)
+    previous = torch.full((batch,), model.bos_id, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    total = torch.zeros(batch, dtype=torch.float64, device=device)
     tokens, attentions, live = [], [], []
     for t in range(int(limit.max()) + 1):
         log_probs, state, weights = model.step(previous, state, memory)
@@ -308,6 +315,11 @@ def beam_search(model: Seq2Seq, source: Tensor, lengths: Tensor, *, beam_size: i
     instead lets short, early ``<eos>`` endings end the search when label smoothing flattens the
     output distribution.
 
+    The greedy output (decoded from the same encoding) is always a candidate too: pruning can
+    drop the greedy path from the beam, and beam search alone then may return a sentence that
+    scores lower than greedy decoding; with it, the best hypothesis never scores lower than the
+    greedy one under the same length normalisation.
+
     Returns:
         Per sentence, the ``nbest`` best hypotheses, best first.
     """
@@ -317,6 +329,7 @@ def beam_search(model: Seq2Seq, source: Tensor, lengths: Tensor, *, beam_size: i
         raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam_size})")
     k, device = beam_size, source.device
     memory, state = model.encode(source, lengths)
+    greedy = _greedy(model, memory, state, lengths, max_length_ratio, max_length_offset) if k > 1 else []
     batch = source.shape[0]
     repeat = torch.arange(batch, device=device).repeat_interleave(k)
     memory, state = memory.select(repeat), state.select(repeat)
@@ -373,6 +386,10 @@ def beam_search(model: Seq2Seq, source: Tensor, lengths: Tensor, *, beam_size: i
         scores = next_scores.to(device)
     results = []
     for b in range(batch):
+        if greedy and all(h.tokens != greedy[b].tokens for h in finished[b]):
+            g = greedy[b]
+            finished[b].append(Hypothesis(g.tokens, g.log_prob, normalized(g.log_prob, len(g.tokens) + 1,
+                                                                           length_penalty), g.attention))
         ranked = sorted(finished[b], key=lambda h: h.score, reverse=True)
         results.append(ranked[:nbest])
     return results

@@ -552,7 +552,8 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
         train_items.append((src_ids, tgt_ids, i))
     if not train_items:
         raise ConfigError(f"every training pair is longer than data.max_source_tokens={d.max_source_tokens} or "
-                          f"data.max_target_tokens={d.max_target_tokens} subwords")
+                          f"data.max_target_tokens={d.max_target_tokens} subwords; split the sentences or raise "
+                          "the limits (--set data.max_source_tokens=N --set data.max_target_tokens=N)")
     dev_items: list[Item] = []
     for i, (s, t) in enumerate(zip(dev_src, dev_tgt)):
         src_ids = prep.encode_source(s)
