@@ -271,3 +271,16 @@ def test_log_mel_save_load(tmp_path: Path) -> None:
     assert loaded == feat
     wave = torch.from_numpy(_tone(500, 16000, 0.2))
     torch.testing.assert_close(loaded(wave), feat(wave))
+
+
+def test_read_wav_names_a_file_with_nan_samples(tmp_path):
+    sf = pytest.importorskip("soundfile")
+    from rnnkit.data.audio import read_wav
+
+    bad = tmp_path / "nan.wav"
+    data = np.zeros(800, np.float32)
+    data[100] = np.nan
+    sf.write(bad, data, 8000, subtype="FLOAT")
+    with pytest.raises(DataError, match="audio has 1 NaN/inf samples \\(first at sample 100\\)") as err:
+        read_wav(bad)
+    assert "nan.wav" in str(err.value) and "\n" not in str(err.value)

@@ -354,3 +354,101 @@ def test_transcribe_set_changes_how_audio_is_read(trained_run, tmp_path):
     manifest.write_text("file,word\nx.wav,1\n")
     result = runner.invoke(app, ["evaluate", str(trained_run), "--data", str(manifest)])
     assert result.exit_code == 2 and "fix: add --set data.path_column=<name> with one of those names" in result.output
+
+
+# -- review: padding, long audio, evaluation notes, empty labels ---------------------------------
+@pytest.mark.parametrize("head", ["ctc", "classifier"])
+def test_conv_subsampling_scores_do_not_depend_on_batch_padding(head):
+    """With two stride-2 convolutions the second one read the first one's outputs past an
+    utterance's end (ReLU(bias), not zero) when it was padded in a batch."""
+    torch.manual_seed(0)
+    feats = SpeechFeatures(RATE, "logmel", n_mels=16)
+    tokens = [BLANK, "a", "b"] if head == "ctc" else ["0", "1", "2"]
+    model = SpeechModel(feats.size, len(tokens), head=head, hidden_size=12, num_layers=1, subsampling="conv",
+                        subsample_factor=4, conv_channels=8, dropout=0.0)
+    with torch.no_grad():
+        for conv in model.conv:
+            if isinstance(conv, torch.nn.Conv1d):
+                conv.bias.fill_(0.5)
+    trained = TrainedSpeechModel(model.eval(), Prepared(feats, head, "chars", tokens, True, [], DataConfig()))
+    waves = [_wave(0.49, seed=1), _wave(1.3, seed=2), _wave(0.89, seed=3)]  # 50 and 90 frames: odd after one conv
+    batched, lengths = trained.scores(waves)
+    for i, wave in enumerate(waves):
+        alone, alone_lengths = trained.scores([wave])
+        n = int(alone_lengths[0])
+        assert int(lengths[i]) == n
+        if head == "ctc":
+            torch.testing.assert_close(batched[i, :n], alone[0, :n], atol=1e-5, rtol=0)
+        else:
+            torch.testing.assert_close(batched[i], alone[0], atol=1e-5, rtol=0)
+
+
+def test_long_audio_features_do_not_build_a_huge_temporary():
+    """The row-wise mel projection formed a [frames, n_fft/2+1, n_mels] tensor at once: 1.2 GB
+    for 10 minutes at 8 kHz. It is now blocked; frames stay bitwise equal to streamed ones."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, tuple | list) else (out,):
+                if isinstance(t, torch.Tensor):
+                    Largest.numel = max(Largest.numel, t.numel())
+            return out
+
+    feats = SpeechFeatures(RATE, "mfcc", n_mels=40)
+    wave = torch.from_numpy(np.random.default_rng(0).standard_normal(30 * RATE).astype(np.float32)) * 0.1
+    with Largest():
+        whole = feats(wave)
+    assert whole.shape == (1 + wave.numel() // feats.hop, 13)
+    assert Largest.numel < 4_000_000, Largest.numel  # all at once: 3001 x 129 x 40 = 15.5 M
+    stream = feats.stream()
+    parts = [stream.push(wave[i : i + 4000]) for i in range(0, wave.numel(), 4000)] + [stream.flush()]
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def test_streaming_equals_whole_file_beyond_one_projection_block():
+    trained = _random_ctc()
+    wave = torch.cat([_wave(1.2, seed=s) for s in range(3)])  # 361 frames: more than one block of rows
+    full = trained.recognize([wave])[0]["text"]
+    assert trained.transcribe_stream(wave, 37) == full
+
+
+def test_evaluate_notes_unknown_references_and_resampled_files(trained_run, tmp_path):
+    rng = np.random.default_rng(3)
+    sf.write(tmp_path / "a.wav", _tone("1", 0.35, rng), RATE)
+    sf.write(tmp_path / "b.wav", _tone("2", 0.35, rng, rate=16000), 16000)
+    (tmp_path / "m.csv").write_text("path,label\na.wav,1\nb.wav,7\n")
+    result = runner.invoke(app, ["evaluate", str(trained_run), "--data", str(tmp_path / "m.csv"),
+                                 "--set", "data.split=none", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "note: 1 of 2 references have labels that are not trained classes ('7'); they count as errors" \
+        in result.output
+    assert "note: 1 files resampled 16000 Hz -> 8000 Hz" in result.output
+    trained = _random_ctc()
+    items = [Utterance("x", "ab!"), Utterance("y", "ab"), Utterance("z", "c? a!")]
+    assert trained.unknown_reference_notes(items) == [
+        "2 of 3 references have characters the model cannot output ('!', '?'); they count as errors"]
+
+
+def test_empty_labels_in_a_manifest(tmp_path):
+    rng = np.random.default_rng(4)
+    rows = ["path,label"]
+    for i in range(12):
+        label = str(i % 3)
+        sf.write(tmp_path / f"u{i}.wav", _tone(label, 0.3, rng), RATE)
+        rows.append(f"u{i}.wav,{label if i != 5 else ''}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    base = ["train", "speech", "--train", str(tmp_path / "m.csv"), "--out", str(tmp_path / "runs"),
+            "--set", "data.split=none", "--set", "train.epochs=1", "--set", "model.hidden_size=8",
+            "--set", "model.num_layers=1", "--set", "data.n_mels=16"]
+    result = runner.invoke(app, base)  # words: an empty label would become a class ''
+    assert result.exit_code == 2, result.output
+    assert "u5.wav has an empty label; fill in its 'label' column or remove the row" in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].endswith("remove the row"), result.output  # one line
+    result = runner.invoke(app, [*base, "--set", "data.mode=transcripts"])
+    assert result.exit_code == 0, result.output
+    assert "1 transcripts are empty" in " ".join(result.output.split())

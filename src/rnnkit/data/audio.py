@@ -142,6 +142,14 @@ def read_wav(path: PathLike_, target_rate: int | None = None, mono: str = "downm
         ) from None
     if data.shape[0] == 0:
         raise DataError("audio file contains no samples", path=p, hint="remove the empty file")
+    finite = np.isfinite(data)
+    if not finite.all():
+        first = int(np.argmin(finite.all(axis=1)))
+        raise DataError(
+            f"audio has {int((~finite).sum())} NaN/inf samples (first at sample {first})",
+            path=p,
+            hint="re-export the file or remove it",
+        )
     notes: list[str] = []
     if data.shape[1] > 1:
         if mono == "error":

@@ -181,14 +181,29 @@ class Config:
 
 
 # -- features ----------------------------------------------------------------------------------
+_PROJECT_ROWS = 256
+
+
 def _project(frames: Tensor, matrix: Tensor) -> Tensor:
     """``frames @ matrix`` computed row by row the same way whatever the number of rows.
 
     A matrix product's blocking depends on the row count, so its last bits do; a broadcast
     product summed over one axis does not: this keeps streamed frames identical to the
-    whole-file ones.
+    whole-file ones. The broadcast product is ``[rows, n_in, n_out]``, so it is formed
+    ``_PROJECT_ROWS`` rows at a time (each row's sum is the same either way): all at once,
+    an hour of 16 kHz audio would need about 15 GB.
     """
-    return (frames.unsqueeze(-1) * matrix).sum(-2)
+    rows = frames.shape[-2]
+    if rows <= _PROJECT_ROWS:
+        return (frames.unsqueeze(-1) * matrix).sum(-2)
+    # written into one preallocated output: collecting the blocks' results for a torch.cat
+    # interleaves small allocations with the large temporaries, and the heap then grows by
+    # most of a temporary per block
+    out = frames.new_empty((*frames.shape[:-1], matrix.shape[-1]), dtype=torch.result_type(frames, matrix))
+    for start in range(0, rows, _PROJECT_ROWS):
+        block = frames[..., start : start + _PROJECT_ROWS, :]
+        out[..., start : start + _PROJECT_ROWS, :] = (block.unsqueeze(-1) * matrix).sum(-2)
+    return out
 
 
 class SpeechFeatures:
@@ -396,10 +411,18 @@ class SpeechModel(nn.Module):
                 x = F.pad(x, (0, 0, 0, pad))
             return x.reshape(batch, (steps + pad) // k, feats * k), (lengths + k - 1) // k
         if self.conv is not None:
-            x = self.conv(x.transpose(1, 2)).transpose(1, 2)
-            for _ in range(int(math.log2(self.factor))):
-                lengths = (lengths + 1) // 2
-            return x, lengths
+            # Each stride-2 layer is followed by zeroing the frames past every utterance's new
+            # length: they hold ReLU(bias) and more, which the next layer's kernel would read at
+            # the boundary, so a padded utterance would differ from the same one alone.
+            x = x.transpose(1, 2)
+            for layer in self.conv:
+                x = layer(x)
+                if isinstance(layer, nn.Conv1d):
+                    lengths = (lengths + 1) // 2
+                else:
+                    positions = torch.arange(x.shape[-1], device=x.device)
+                    x = x * (positions.unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(1).to(x.dtype)
+            return x.transpose(1, 2), lengths
         return x, lengths
 
     def encode(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -556,6 +579,9 @@ def list_items(path: str | Path, cfg: DataConfig) -> list[Utterance]:
     for it in items:
         if it.label is None:
             raise ConfigError(f"{it.path}: no label; add a 'label' group to data.pattern or a label column")
+        if cfg.mode == "words" and not it.label.strip():
+            raise ConfigError(f"{p}: {it.path} has an empty label; fill in its {cfg.label_column!r} column or "
+                              f"remove the row")
         index = it.metadata.get("index")
         out.append(Utterance(it.path, normalize_text(it.label, cfg.lowercase), it.metadata.get("speaker", ""),
                              int(index) if index is not None and str(index).isdigit() else None))
@@ -676,12 +702,14 @@ class Prepared:
         index = {t: i for i, t in enumerate(self.labels)}
         if self.head == "classifier":
             if text not in index:
-                raise ConfigError(f"{source}: label {text!r} is not a trained class ({', '.join(self.labels)})")
+                raise ConfigError(f"{source}: label {text!r} is not a trained class ({', '.join(self.labels)}); "
+                                  f"fix: remove the file or add training recordings of that class")
             return [index[text]]
         units = split_units(text, self.units)
         unknown = [u for u in units if u not in index]
         if unknown:
-            raise ConfigError(f"{source}: {self.units[:-1]} {unknown[0]!r} was not in the training transcripts")
+            raise ConfigError(f"{source}: {self.units[:-1]} {unknown[0]!r} was not in the training transcripts; "
+                              f"fix: remove it from this transcript or add training transcripts that have it")
         return [index[u] for u in units]
 
 
@@ -877,7 +905,31 @@ class TrainedSpeechModel:
             u.wave = loader(u.key)
         if cfg.mode == "connected_digits":
             items = connect_digits(items, cfg.connected_eval, cfg, self.sample_rate, seed=2, name="test")
-        return self.score(items)
+        notes = [loader.summary()] if loader.notes else []
+        notes += self.unknown_reference_notes(items)
+        metrics = self.score(items)
+        if notes:
+            metrics["notes"] = notes
+        return metrics
+
+    def unknown_reference_notes(self, items: Sequence[Utterance]) -> list[str]:
+        """Notes on references the model cannot produce: classes it was not trained on, or
+        characters/words outside its CTC tokens (they are scored as errors, not skipped)."""
+        known = set(self.prep.labels[1:] if self.prep.head == "ctc" else self.prep.labels)
+        unknown: Counter[str] = Counter()
+        count = 0
+        for u in items:
+            units = [u.target] if self.prep.head == "classifier" else split_units(u.target, self.prep.units)
+            missing = [x for x in units if x not in known]
+            count += bool(missing)
+            unknown.update(missing)
+        if not count:
+            return []
+        what = {"classifier": "labels that are not trained classes", "chars": "characters the model cannot output",
+                "words": "words the model cannot output"}["classifier" if self.prep.head == "classifier"
+                                                            else self.prep.units]
+        shown = ", ".join(repr(x) for x, _ in unknown.most_common(5)) + (", ..." if len(unknown) > 5 else "")
+        return [f"{count} of {len(items)} references have {what} ({shown}); they count as errors"]
 
     def score(self, items: Sequence[Utterance], beam_size: int | None = None,
               lexicon: str | None = None) -> dict[str, Any]:
@@ -950,6 +1002,11 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     assert rate is not None
     log(f"{len(train_items)} training / {len(dev_items)} dev / {len(test_items)} test recordings at {rate} Hz"
         + (f"; {loader.summary()}" if loader.notes else ""))
+    if head == "ctc":
+        empty = [u.key for u in train_items + dev_items if not u.target]
+        if empty:
+            log(f"warning: {len(empty)} transcripts are empty (e.g. {empty[0]}): trained as silence; fill in "
+                f"the {d.label_column!r} column if they are missing")
     if d.mode == "connected_digits":
         train_items = connect_digits(train_items, d.connected_train, d, rate, cfg.train.seed, "train")
         dev_items = connect_digits(dev_items, d.connected_eval, d, rate, cfg.train.seed + 1, "dev")
