@@ -57,3 +57,14 @@ def test_a_closed_output_pipe_exits_quietly(monkeypatch, capsys):  # type: ignor
               "from rnnkit.cli import main; main()")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stderr and "Broken pipe" not in done.stderr
+
+
+def test_a_missing_input_file_names_the_fix(tmp_path):  # type: ignore[no-untyped-def]
+    import pytest
+
+    from rnnkit.cli import _file_inputs
+
+    with pytest.raises(FileNotFoundError, match=r"input file not found: .*missing\.txt; fix: give the path"):
+        _file_inputs(object(), str(tmp_path / "missing.txt"))
+    with pytest.raises(FileNotFoundError, match="is a folder, not a file"):
+        _file_inputs(object(), str(tmp_path))

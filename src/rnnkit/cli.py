@@ -361,7 +361,9 @@ def _file_inputs(model: Any, file: str) -> list[tuple[str, str]]:
         return model.texts_of_file(file)  # type: ignore[no-any-return]
     path = Path(file)
     if not path.is_file():
-        raise FileNotFoundError(f"input file not found: {path}")
+        raise FileNotFoundError(f"input file {'is a folder, not a file' if path.is_dir() else 'not found'}: {path}; "
+                                "fix: give the path of a text file with one input per line (relative to "
+                                f"{Path.cwd()})")
     errors = getattr(getattr(getattr(model, "prep", None), "cfg", None), "encoding_errors", "strict")
     return [(line, f"{path}:{number}") for number, line in iter_lines(path, errors=errors)]
 

@@ -539,7 +539,9 @@ class TrainedTextClassifier:
 
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"input file not found: {p}")
+            raise FileNotFoundError(f"input file {'is a folder, not a file' if p.is_dir() else 'not found'}: {p}; "
+                                    "fix: give the path of a text, CSV, TSV or JSONL file (relative to "
+                                    f"{Path.cwd()})")
         fmt = detect_format(p, getattr(self, "file_format", "auto"))
         if fmt in ("csv", "tsv", "jsonl"):
             cfg = DataConfig(**{**asdict(self.prep.cfg), "format": fmt})
