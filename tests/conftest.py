@@ -102,6 +102,24 @@ def variant_kwargs():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def saved_bytes():  # type: ignore[no-untyped-def]
+    """``measure(run)``: ``(run(), bytes autograd saved for backward while it ran)``."""
+    def measure(run):  # type: ignore[no-untyped-def]
+        total = 0
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            nonlocal total
+            total += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            result = run()
+        return result, total
+
+    return measure
+
+
+@pytest.fixture
 def graph_case_options():  # type: ignore[no-untyped-def]
     """``make(kw, batch, steps, hidden, device)``: scan options for a CUDA-graph replay test case
     (``kw`` flags ``holes``, ``recurrent_dropout``, ``zoneout``; float64 recurrent mask)."""

@@ -35,6 +35,22 @@ def _randomise(cell: LSTMCell) -> LSTMCell:
     return cell
 
 
+def _assert_engine_matches_reference(cell: LSTMCell, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
+                                     **kw: object) -> int:
+    """Engine and reference scan agree to 1e-10 in float64 (outputs, states, every gradient), and so
+    does the engine's inference path; returns how many tensors were compared with gradients."""
+    expected = _run(reference_scan, cell, x, state, **kw)
+    got = _run(engine_scan, cell, x, state, **kw)
+    assert len(got) == len(expected)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+    with torch.no_grad():  # the inference path: nothing saved
+        out, (h_n, c_n), _ = engine_scan(cell, x, state, **kw)  # type: ignore[arg-type]
+    for e, g in zip(expected[:3], (out, h_n, c_n)):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+    return len(got)
+
+
 @pytest.mark.parametrize("peephole", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("mask_kind", ["none", "right", "left", "holes"])
@@ -50,15 +66,7 @@ def test_engine_matches_reference_float64(scan_mask: ScanMask, peephole: bool, r
     mask = scan_mask(mask_kind, B, T)
     rec = (torch.rand(B, H) > 0.3).double() / 0.7 if recurrent_dropout else None
     kw = {"mask": mask, "reverse": reverse, "recurrent_mask": rec}
-    expected = _run(reference_scan, cell, x, state, **kw)
-    got = _run(engine_scan, cell, x, state, **kw)
-    assert len(got) == len(expected)
-    for e, g in zip(expected, got):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
-    with torch.no_grad():  # the inference path: nothing saved
-        out, (h_n, c_n), _ = engine_scan(cell, x, state, **kw)  # type: ignore[arg-type]
-    for e, g in zip(expected[:3], (out, h_n, c_n)):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+    _assert_engine_matches_reference(cell, x, state, **kw)
 
 
 P = 3  # projection size for the LSTMP cases
@@ -75,15 +83,8 @@ def test_projected_engine_matches_reference_float64(scan_mask: ScanMask, peephol
     state = (torch.randn(B, P, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
     rec = (torch.rand(B, P) > 0.3).double() / 0.7 if recurrent_dropout else None
     kw = {"mask": scan_mask(mask_kind, B, T), "reverse": reverse, "recurrent_mask": rec}
-    expected = _run(reference_scan, cell, x, state, **kw)
-    got = _run(engine_scan, cell, x, state, **kw)
-    assert len(got) == len(expected) == 11 + peephole  # out, h_n, c_n, 3 input grads, parameter grads with W_hr
-    for e, g in zip(expected, got):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
-    with torch.no_grad():  # the inference path: nothing saved
-        out, (h_n, c_n), _ = engine_scan(cell, x, state, **kw)  # type: ignore[arg-type]
-    for e, g in zip(expected[:3], (out, h_n, c_n)):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+    compared = _assert_engine_matches_reference(cell, x, state, **kw)
+    assert compared == 11 + peephole  # out, h_n, c_n, 3 input grads, parameter grads with W_hr
 
 
 @pytest.mark.parametrize("recompute", [False, True])
@@ -340,25 +341,14 @@ def test_engine_under_cpu_autocast_runs_in_the_weights_dtype(kw: dict[str, objec
 @pytest.mark.parametrize("peephole", [False, True])
 @pytest.mark.parametrize("variant", ["plain", "mask", "recurrent_dropout", "zoneout_eval"])
 def test_recomputed_gates_give_the_same_gradients_with_less_saved(
-        variant_kwargs: Callable[..., dict[str, object]], peephole: bool, variant: str) -> None:
+        variant_kwargs: Callable[..., dict[str, object]], saved_bytes: Callable[..., tuple[list[torch.Tensor], int]],
+        peephole: bool, variant: str) -> None:
     from rnnkit.scan import recompute_gates
 
     cell = _randomise(LSTMCell(I, H, peephole=peephole).double())
     x = torch.randn(B, T, I, dtype=torch.float64)
     state = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
     kw = variant_kwargs(variant, B, T, H, torch.float64)
-
-    def saved_bytes(run: object) -> tuple[list[torch.Tensor], int]:
-        total = 0
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            nonlocal total
-            total += t.numel() * t.element_size()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            result = run()  # type: ignore[operator]
-        return result, total
 
     kept, kept_bytes = saved_bytes(lambda: _run(engine_scan, cell, x, state, **kw))
     with recompute_gates():

@@ -217,7 +217,8 @@ def test_torch_kernels_gradcheck() -> None:
 @pytest.mark.parametrize("backend", ["torch", "onednn"])
 @pytest.mark.parametrize("variant", ["plain", "mask", "recurrent_dropout", "zoneout_eval"])
 def test_gru_recomputed_gates_give_the_same_gradients_with_less_saved(
-        variant_kwargs: Callable[..., dict[str, object]], variant: str, backend: str) -> None:
+        variant_kwargs: Callable[..., dict[str, object]], saved_bytes: Callable[..., tuple[list[torch.Tensor], int]],
+        variant: str, backend: str) -> None:
     from rnnkit.scan import recompute_gates
 
     torch.manual_seed(3)
@@ -231,18 +232,6 @@ def test_gru_recomputed_gates_give_the_same_gradients_with_less_saved(
     if DEVICE.type != "cpu" and "mask" in kw:
         kw["mask"] = kw["mask"].to(DEVICE)  # type: ignore[attr-defined]
     engine = functools.partial(gru_engine_scan, kernels="torch")
-
-    def saved_bytes(run: Callable[[], list[torch.Tensor]]) -> tuple[list[torch.Tensor], int]:
-        total = 0
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            nonlocal total
-            total += t.numel() * t.element_size()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            result = run()
-        return result, total
 
     with step_matmul_backend(backend):
         kept, kept_bytes = saved_bytes(lambda: _run(engine, cell, x, state, **kw))
