@@ -452,3 +452,10 @@ def test_empty_labels_in_a_manifest(tmp_path):
     result = runner.invoke(app, [*base, "--set", "data.mode=transcripts"])
     assert result.exit_code == 0, result.output
     assert "1 transcripts are empty" in " ".join(result.output.split())
+
+
+def test_missing_audio_data_names_the_fix(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from rnnkit.tasks.speech import DataConfig, list_items
+
+    with pytest.raises(FileNotFoundError, match="audio data not found: .*; fix: give a folder of wav files"):
+        list_items(tmp_path / "nowhere", DataConfig())

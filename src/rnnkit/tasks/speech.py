@@ -574,7 +574,8 @@ def list_items(path: str | Path, cfg: DataConfig) -> list[Utterance]:
     elif p.is_file():
         items = read_audio_manifest(p, cfg.path_column, cfg.label_column)
     else:
-        raise FileNotFoundError(f"audio data not found: {p} (give a folder of wav files or a CSV/TSV manifest)")
+        raise FileNotFoundError(f"audio data not found: {p}; fix: give a folder of wav files or a CSV/TSV manifest "
+                                f"(relative paths start at {Path.cwd()})")
     out = []
     for it in items:
         if it.label is None:
