@@ -275,6 +275,10 @@ def test_stray_inside_tag_keeps_an_iob2_file_iob2_and_is_noted(tmp_path):
     log = (tmp_path / "r" / "train.log").read_text()
     assert f"note: {train}:9: tag 'I-ORG' follows 'O', which IOB2 does not allow (1 of " in log
     assert "fix the tags, or set data.scheme" in log
+    evaluated = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--data", str(train)])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"note: {train}:9: tag 'I-ORG' follows 'O', which IOB2 does not allow (1 of " in evaluated.output
+    assert "evaluated sentences break IOB2" in evaluated.output
 
 
 def test_empty_training_file_and_bilou_tags_name_file_and_fix(tmp_path):

@@ -594,7 +594,12 @@ class Tagger:
             check_chunk_tags(sentences, cfg, trained_column=self.prep.cfg.tag_column)
         for s in sentences:
             self.prep.encode_tags(s, "evaluation")
-        return self.score(sentences)
+        metrics = self.score(sentences)
+        if self.prep.file_scheme != "none":  # gold tags the scheme does not allow are scored leniently: say so
+            note = scheme_note(sentences, self.prep.file_scheme, "evaluated")
+            if note:
+                metrics["notes"] = [*metrics.get("notes", []), note.removeprefix("note: ")]
+        return metrics
 
     def score(self, sentences: Sequence[Any]) -> dict[str, Any]:
         from ..metrics.entities import entity_scores
