@@ -71,6 +71,30 @@ def test_edits_through_data_reach_inference(cls, kw, backend: str) -> None:
         assert _eval_gap(layer, reference, x) < 1e-6
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("cls", "kw"), VARIANTS)
+def test_one_columns_edit_through_data_reaches_inference(cls, kw, backend: str) -> None:
+    """Zeroing one input feature's or hidden unit's weights through ``.data`` (an ablation) in eval mode.
+
+    ``layer.eval()`` before the prediction no longer clears the kept values (no switch), so the
+    samples alone must see the edit: at H=256 a sampling stride of a whole row (``[4H, I]`` with
+    I=128, ``[4H, H]``: 128 and 256) read column 0 only, and a stride of 192 for the GRU's
+    ``[3H, H]`` read 4 of its 256 columns.
+    """
+    torch.manual_seed(0)
+    layer = cls(128, 256, batch_first=True, **kw).eval()
+    reference = cls(128, 256, batch_first=True, implementation="reference", **kw)
+    x = torch.randn(4, 9, 128)
+    with step_matmul.step_matmul_backend(backend):
+        with torch.no_grad():
+            layer(x)  # fills the cache
+            for p in layer.parameters():
+                if p.dim() == 2:
+                    p.data[:, 1] = 0.0  # a separate version counter: invisible to it
+        layer.eval()  # model.eval() before every prediction: no switch, nothing forgotten
+        assert _eval_gap(layer, reference, x) < 1e-6
+
+
 def test_a_switch_between_train_and_eval_forgets_the_cells_values() -> None:
     layer = rnn.LSTM(3, 8, cell="peephole_lstm").eval()
     with torch.no_grad():

@@ -8,16 +8,19 @@ storage and cannot be copied), and they go when the cell goes.
 
 A kept value is reused only while each source tensor is unchanged in identity (address, shape,
 strides, dtype, device and in-place version counter) and in content at up to 1,024 positions
-evenly spaced over it, compared exactly (one strided ``torch.equal`` per tensor, 1-2 µs). The version counter alone misses edits through
+evenly spaced over it (in every column of a matrix with up to 1,024 of them), compared exactly
+(one strided ``torch.equal`` per tensor, 1-2 µs). The version counter alone misses edits through
 ``param.data`` (a separate counter, by design) and torch's fused optimizers (``Adam(fused=True)``
 leaves it as it was); the sampled values catch every update that touches the whole tensor:
 optimizer steps, ``param.data.copy_()``, scaling. An edit through ``.data`` of a few elements that
 misses every sampled position is not seen: call :func:`forget` after one (switching the layer
-between ``train()`` and ``eval()`` also clears its cells' values).
+between ``train()`` and ``eval()`` also clears its cells' values; ``eval()`` on a layer already in
+eval mode does not).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Sequence
@@ -47,7 +50,14 @@ def _sample(t: Tensor) -> Tensor:
         by_stride = t.permute(sorted(range(t.dim()), key=lambda d: -t.stride()[d]))
         t = by_stride if by_stride.is_contiguous() else t
     flat = t.reshape(-1)
-    return flat[::-(-flat.numel() // _SAMPLES) or 1]
+    step = -(-flat.numel() // _SAMPLES) or 1
+    # A stride sharing a factor with the row length reads only some columns (a multiple of it, as for
+    # [4H, I] with I=128 at H=256, column 0 alone): an edit of one input's or unit's weights went
+    # unseen. Coprime with it, the samples visit every column (up to 1,024) and still spread over the rows.
+    if step > 1 and t.dim() > 1:
+        while math.gcd(step, t.shape[-1]) != 1:
+            step += 1
+    return flat[::step]
 
 
 def _live_view(t: Tensor | None) -> Tensor | None:
