@@ -513,10 +513,10 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
     c_views, c_rows = cells.unbind(0), cells.squeeze(2).unbind(0)
     tanh_c = xw.new_empty(batch, hidden)
     h_raw = xw.new_empty(batch, hidden) if w_hr_t is not None else None  # o * tanh c before the projection
-    h_cand = xw.new_empty(batch, state) if update_h is not None else None
     h_in = xw.new_empty(batch, state) if rec_mask is not None else None
-    uh_s = update_h.unbind(0) if update_h is not None and update_c is not None else None
-    uc_s = update_c.unbind(0) if update_h is not None and update_c is not None else None
+    updates = (list(zip(update_h.unbind(0), update_c.unbind(0)))  # (u_h, u_c) per step
+               if update_h is not None and update_c is not None else [])
+    h_cand = xw.new_empty(batch, state) if updates else None  # h~ before its update
     h, c = h0, c0
     c3 = c0.unsqueeze(1)
     for t, (x_t, out_t) in enumerate(zip(xw.unbind(0), out.unbind(0))):
@@ -533,17 +533,17 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
         torch.mul(f, c, out=c_new).addcmul_(i, g, value=2.0).sub_(i)  # f c + i (2 s_g - 1)
         if peep_o is not None:
             torch.sigmoid_(o.addcmul_(peep_o, c_new))
-        h_new = out_t if uh_s is None or uc_s is None or h_cand is None else h_cand
-        if w_hr_t is None:
-            torch.mul(o, torch.tanh(c_new, out=tanh_c), out=h_new)
-        else:
-            torch.mm(torch.mul(o, torch.tanh(c_new, out=tanh_c), out=h_raw), w_hr_t, out=h_new)
-        if uh_s is None or uc_s is None or h_new is out_t:
+        h_new = out_t if h_cand is None else h_cand
+        o_tanh_c = torch.mul(o, torch.tanh(c_new, out=tanh_c), out=h_new if w_hr_t is None else h_raw)
+        if w_hr_t is not None:
+            torch.mm(o_tanh_c, w_hr_t, out=h_new)
+        if h_cand is None:
             h = out_t
             c, c3 = c_new, c_new3
         else:
-            h = torch.lerp(h, h_new, uh_s[t], out=out_t)
-            c = torch.lerp(c, c_new, uc_s[t], out=c_new)  # c_new is dead once lerped: reuse it
+            u_h, u_c = updates[t]
+            h = torch.lerp(h, h_cand, u_h, out=out_t)
+            c = torch.lerp(c, c_new, u_c, out=c_new)  # c_new is dead once lerped: reuse it
             c3 = c_new3
     h_n = h.clone()
     if out_mask is not None:
