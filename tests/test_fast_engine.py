@@ -170,7 +170,7 @@ def _graph_names(t: torch.Tensor) -> set[str]:
     ({"recurrent_dropout": 0.2}, True),
     ({"zoneout": 0.1}, True),
     ({}, False),  # the fused torch.nn kernel
-    ({"cell": "layernorm_lstm"}, True),  # on CPU; opt-in on GPUs until timed there
+    ({"cell": "layernorm_lstm"}, True),  # on CUDA with triton, its Triton form
     ({"proj_size": 2}, False),  # the engine beats torch's non-oneDNN proj_size loop only on longer sequences
     ({"proj_size": 2, "recurrent_dropout": 0.2}, True),
     ({"proj_size": 2, "cell": "peephole_lstm"}, True),

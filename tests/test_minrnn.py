@@ -25,6 +25,7 @@ from rnnkit.scan import (
     select_scan,
     sequential_scan,
 )
+from rnnkit.scan.engine_gru import gru_engine_scan
 
 I, H, B, T = 3, 5, 4, 7
 CELL_CLASSES = {"mingru": MinGRUCell, "minlstm": MinLSTMCell}
@@ -343,7 +344,7 @@ def test_auto_picks_sequential_on_cpu_and_falls_back() -> None:
     assert select_scan([make_cell("layernorm_lstm", I, H)], "auto", cpu, return_gates=True) is None
 
 
-def test_auto_runs_lstm_variants_on_the_triton_engine_where_it_can(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_runs_lstm_layernorm_and_gru_variants_on_the_triton_engines_where_it_can(monkeypatch: pytest.MonkeyPatch) -> None:
     from rnnkit.scan import engine_triton
 
     cuda = torch.device("cuda")  # only the choice is made here: nothing runs
@@ -357,8 +358,18 @@ def test_auto_runs_lstm_variants_on_the_triton_engine_where_it_can(monkeypatch: 
     half = make_cell("lstm", I, H).half()  # the Triton kernels take float32/float64 weights: the engine runs it
     assert select_scan([half], "auto", cuda) is engine_scan
     assert select_scan([make_cell("lstm", I, H)], "auto", torch.device("cpu")) is engine_scan
+    for name in ("layernorm_lstm", "gru"):  # measured 1.22x and 1.3-1.7x cuDNN on an H100 (RESULTS.md)
+        chosen = select_scan([make_cell(name, I, H)], "auto", cuda)
+        assert isinstance(chosen, functools.partial) and chosen.keywords == {"kernels": "triton"}
+        assert chosen.func is (engine_scan if name == "layernorm_lstm" else gru_engine_scan)
+        assert select_scan([make_cell(name, I, H)], "auto", cuda, return_gates=True) is None
+    assert select_scan([make_cell("gru", I, H).half()], "auto", cuda) is None  # Triton needs float32/64 weights
+    assert select_scan([make_cell("gru", I, H, reset_after=False)], "auto", cuda) is None  # not torch's GRU form
     monkeypatch.setattr(engine_triton, "chosen_by_auto", lambda device: False)  # an older GPU, or no triton
     assert select_scan([make_cell("lstm", I, H)], "auto", cuda) is engine_scan
+    assert select_scan([make_cell("layernorm_lstm", I, H)], "auto", cuda) is engine_scan  # 7.4x the reference
+    assert select_scan([make_cell("gru", I, H)], "auto", cuda) is None  # the torch-kernel GRU engine: untimed there
+    assert select_scan([make_cell("gru", I, H)], "auto", torch.device("cpu")) is gru_engine_scan
     layer = rnn.Recurrent("minlstm", I, H)
     out, h, gates = layer(torch.randn(B, T, I), return_gates=True)  # auto: reference scan records gates
     assert set(gates["l0"]) == {"forget", "input", "candidate"}

@@ -204,10 +204,11 @@ class _FakeRecording:
         return self.fn(**inputs)
 
 
-def test_recordings_are_made_on_a_shapes_second_call_and_evicted_least_recent_first(
+def test_recordings_are_made_on_a_shapes_second_call_evicted_least_recent_first_and_made_again_later(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cuda_graph, "CapturedLoop", _FakeRecording)
     monkeypatch.setattr(cuda_graph, "CACHE_SIZE", 2)
+    monkeypatch.setattr(cuda_graph, "REWAIT", 3)
     cuda_graph.clear()
 
     def call(n: int) -> bool:
@@ -218,7 +219,11 @@ def test_recordings_are_made_on_a_shapes_second_call_and_evicted_least_recent_fi
     assert [call(1), call(1), call(1)] == [False, True, True]  # eager once, then recorded and replayed
     assert [call(2), call(2), call(3), call(3)] == [False, True, False, True]
     assert len(cuda_graph._CACHE) == 2
-    assert [call(1), call(1)] == [False, False]  # shape 1's recording was evicted: eager from then on
+    # shape 1's recording was evicted: eager for REWAIT calls, then recorded again (evicting shape 2)
+    assert [call(1) for _ in range(5)] == [False, False, False, True, True]
+    assert [call(2) for _ in range(4)] == [False, False, False, True]  # evicts shape 3
+    assert [call(3) for _ in range(4)] == [False, False, False, True]  # evicts shape 1 a second time
+    assert [call(1) for _ in range(7)] == [False] * 6 + [True]  # its wait doubled
     monkeypatch.setattr(cuda_graph, "CACHE_BYTES", 150)  # room for one recording of 100 bytes
     call(4), call(4)
     assert len(cuda_graph._CACHE) == 1
@@ -237,6 +242,29 @@ def test_recordings_are_made_on_a_shapes_second_call_and_evicted_least_recent_fi
     with pytest.warns(RuntimeWarning, match="recording a CUDA graph failed .*out of memory"):
         assert not call(6)  # the failure is reported once, and the call still computes
     assert not call(6)
+    cuda_graph.clear()
+
+
+def test_more_shapes_in_turn_than_the_cache_keeps_are_recorded_rarely(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three shapes in turn through a cache of two: every recording is evicted before its shape comes back,
+    so each eviction doubles the wait and recordings stay a vanishing share of the calls."""
+    recordings = []
+
+    class Counting(_FakeRecording):
+        def __init__(self, fn: Callable[..., cuda_graph.Outputs], inputs: cuda_graph.Inputs) -> None:
+            super().__init__(fn, inputs)
+            recordings.append(len(next(iter(inputs.values()))))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cuda_graph, "CapturedLoop", Counting)
+    monkeypatch.setattr(cuda_graph, "CACHE_SIZE", 2)
+    monkeypatch.setattr(cuda_graph, "REWAIT", 4)
+    cuda_graph.clear()
+    for _ in range(1000):
+        for n in (1, 2, 3):
+            outputs, _ = cuda_graph.run_captured("k", lambda x: {"y": x + 1}, {"x": torch.zeros(n)})
+            assert outputs["y"] is not None and outputs["y"].tolist() == [1.0] * n
+    assert sorted(set(recordings)) == [1, 2, 3]
+    assert 3 < len(recordings) <= 3 * 9  # each shape: its first recording, then one per doubling wait (4, 8, ...)
     cuda_graph.clear()
 
 

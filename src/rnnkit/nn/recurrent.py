@@ -9,14 +9,15 @@ or a cell class), ``return_gates``, variational input and recurrent dropout, zon
 
 Standard configurations run on ``torch.nn``'s fused kernels (oneDNN, cuDNN) and give the same
 numbers; LSTM cells those kernels cannot run (peepholes, recurrent dropout, zoneout, masks with
-gaps; layer-norm LSTMs and such GRUs on CPU) and, on CPU, projected LSTMs (``proj_size``, which
-oneDNN lacks: the engine beats torch's generic loop) run on rnnkit's hand-written-backward engines;
+gaps; layer-norm LSTMs; GRUs with those variants on CPU, and on CUDA with triton) and, on CPU,
+projected LSTMs (``proj_size``, which oneDNN lacks: the engine beats torch's generic loop) run on
+rnnkit's hand-written-backward engines;
 everything else runs the reference scan (``docs/core.md``, "Which path runs a call").
 ``implementation`` chooses: ``"auto"`` (fused when it computes this call exactly, else the
 engine or the reference), ``"fused"`` (fail with the reason when it cannot), ``"engine"``,
 ``"triton"`` (the engine with one Triton kernel per step for its element-wise math and its
-loops replayed as CUDA graphs: CUDA, LSTM cells, where ``"auto"`` picks it when triton is
-installed, and layer-norm LSTM and GRU cells, opt-in) or ``"reference"``. Cells whose gates depend only on the input (``"mingru"``, ``"minlstm"``) also run
+loops replayed as CUDA graphs: CUDA, LSTM, layer-norm LSTM and GRU cells, where ``"auto"``
+picks it when triton is installed) or ``"reference"``. Cells whose gates depend only on the input (``"mingru"``, ``"minlstm"``) also run
 on element-wise linear scans, ``"sequential"`` or ``"parallel"``; ``"auto"`` picks the sequential
 one on CPU (see ``rnnkit.scan.parallel``, ``rnnkit.scan.engine`` and ``docs/speed.md``).
 
@@ -480,14 +481,13 @@ _EXTRA_DOC = """
             ``"engine"``: the hand-written-backward LSTM engine (``rnnkit.scan.engine``), which
             ``"auto"`` uses for LSTM cells the fused kernel cannot run (peepholes, recurrent dropout,
             zoneout, masks with gaps) and on CPU for ``proj_size`` at batch > 1 from 16 steps on,
-            outside autocast (faster than torch's non-oneDNN loop); layer-norm LSTM cells on CPU,
-            opt-in elsewhere. ``"triton"``: that engine
-            with each step's element-wise math in one Triton kernel and its loops replayed as CUDA
-            graphs (CUDA tensors, ``LSTMCell`` and, opt-in, ``LayerNormLSTMCell``;
-            ``rnnkit.scan.engine_triton``,
-            ``rnnkit.scan.cuda_graph``), which ``"auto"`` uses instead of ``"engine"`` on CUDA
-            where triton is installed; on GRU cells (``reset_after=True``) the GRU engine of
-            ``rnnkit.scan.engine_gru``, built the same way (opt-in until timed on a GPU).
+            outside autocast (faster than torch's non-oneDNN loop), and for layer-norm LSTM cells.
+            ``"triton"``: that engine with each step's element-wise math in one Triton kernel and
+            its loops replayed as CUDA graphs (CUDA tensors, ``LSTMCell`` and
+            ``LayerNormLSTMCell``; ``rnnkit.scan.engine_triton``, ``rnnkit.scan.cuda_graph``),
+            which ``"auto"`` uses instead of ``"engine"`` on CUDA where triton is installed; on
+            GRU cells (``reset_after=True``) the GRU engine of ``rnnkit.scan.engine_gru``, built
+            the same way, which ``"auto"`` uses on CUDA for the GRUs cuDNN cannot run.
         stateful: carry the final state into the next call (see ``reset_state``).
 """
 

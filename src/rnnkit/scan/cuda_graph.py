@@ -15,8 +15,11 @@ replays them with one call. :class:`CapturedLoop` does that for a function of te
   replays; a recording holds about one call's activations on the GPU, and the most recently
   used are kept (``CACHE_SIZE`` of them, their inputs and outputs within ``CACHE_BYTES`` and
   ``CACHE_FRACTION`` of the device's memory); a shape whose recording was evicted runs eagerly
-  from then on, so that more shapes in turn than the cache keeps cost one eager run each, not
-  a recording each;
+  for ``REWAIT`` calls and is then recorded again, and each further eviction doubles that wait,
+  so that more shapes in turn than the cache keeps cost an extra run once per wait (a few
+  percent), not a recording per call, while a shape that comes back to stay (the training
+  shapes after a round of dev evaluation) is replayed again soon; a shape that cannot be
+  recorded (an error) or kept (larger than the cache) runs eagerly from then on;
 * every call copies its inputs into those buffers and replays; the function's outputs live in
   the graph's memory pool and are overwritten by the next replay, so :func:`run_captured` hands
   back copies.
@@ -50,8 +53,10 @@ CACHE_SIZE = 32  # recorded loops kept (each holds its static inputs and its mem
 CACHE_BYTES = 4 * 2**30  # ... and the most GPU memory their inputs and outputs may hold together (at most
 CACHE_FRACTION = 0.125   # this fraction of the device's memory)
 _SEEN: OrderedDict[Hashable, None] = OrderedDict()  # keys run once, eagerly: the next call records
-_EVICTED: OrderedDict[Hashable, None] = OrderedDict()  # keys whose recording was evicted: eager from then on
+_UNRECORDABLE: OrderedDict[Hashable, None] = OrderedDict()  # recording failed or too large: eager from then on
+_BACKOFF: OrderedDict[Hashable, list[int]] = OrderedDict()  # evicted keys: [eager calls left, wait] before recording
 SEEN_SIZE = 4096  # keys remembered in each
+REWAIT = 8  # eager calls of an evicted key before it is recorded again; doubled at each later eviction
 
 
 _DISABLED: ContextVar[bool] = ContextVar("rnnkit_cuda_graphs_disabled", default=False)
@@ -167,9 +172,10 @@ def run_captured(key: Hashable, fn: Callable[..., Outputs], inputs: Inputs) -> t
         if loop is not None:
             _CACHE.move_to_end(full_key)
             return _owned(loop(inputs)), True
-        # a shape seen once (bucketed lengths, a last short batch), or one whose recording was evicted
-        # or failed before (more shapes in turn than the cache keeps would record on every call)
-        eager = full_key not in _SEEN or full_key in _EVICTED
+        # a shape seen once (bucketed lengths, a last short batch), one whose recording failed or was too
+        # large, or one evicted and still waiting (more shapes in turn than the cache keeps would otherwise
+        # record on every call)
+        eager = full_key not in _SEEN or full_key in _UNRECORDABLE or _waiting(full_key)
         _remember(_SEEN, full_key)
         if not eager:
             loop = _record(full_key, fn, inputs)
@@ -183,19 +189,37 @@ def _record(full_key: Hashable, fn: Callable[..., Outputs], inputs: Inputs) -> C
     try:
         loop = CapturedLoop(fn, inputs)  # recording launches nothing: the caller's replay computes
     except Exception as err:  # noqa: BLE001  # out of memory, an op that cannot be captured: run eagerly
-        _remember(_EVICTED, full_key)
+        _remember(_UNRECORDABLE, full_key)
         warnings.warn(f"rnnkit: recording a CUDA graph failed ({type(err).__name__}: {err}); this shape runs "
                       "eagerly from now on", RuntimeWarning, stacklevel=4)
         return None
     limit = min(CACHE_BYTES, CACHE_FRACTION * _device_bytes(loop))
     if loop.nbytes > limit:  # one recording alone would not fit: eager for this shape
-        _remember(_EVICTED, full_key)
+        _remember(_UNRECORDABLE, full_key)
         return None
     _CACHE[full_key] = loop
     while len(_CACHE) > CACHE_SIZE or sum(kept.nbytes for kept in _CACHE.values()) > limit:
         evicted, _ = _CACHE.popitem(last=False)  # the least recently used
-        _remember(_EVICTED, evicted)
+        _evict(evicted)
     return loop
+
+
+def _evict(key: Hashable) -> None:
+    """Start ``key``'s wait: ``REWAIT`` eager calls after its first eviction, twice the last wait after later ones."""
+    wait = 2 * _BACKOFF[key][1] if key in _BACKOFF else REWAIT
+    _BACKOFF[key] = [wait, wait]
+    _BACKOFF.move_to_end(key)
+    while len(_BACKOFF) > SEEN_SIZE:
+        _BACKOFF.popitem(last=False)
+
+
+def _waiting(key: Hashable) -> bool:
+    """Whether an evicted ``key`` still runs eagerly on this call (counting the call); ``False`` when not evicted."""
+    entry = _BACKOFF.get(key)
+    if entry is None or entry[0] <= 0:
+        return False
+    entry[0] -= 1
+    return True
 
 
 def _owned(outputs: Outputs) -> Outputs:
@@ -207,4 +231,5 @@ def clear() -> None:
     """Drop every recorded loop and the GPU memory it holds."""
     _CACHE.clear()
     _SEEN.clear()
-    _EVICTED.clear()
+    _UNRECORDABLE.clear()
+    _BACKOFF.clear()

@@ -1,4 +1,4 @@
-"""Triton kernels for the LSTM engine's per-step element-wise math (GPU; opt-in).
+"""Triton kernels for the LSTM engine's per-step element-wise math (CUDA; ``"auto"`` uses them there).
 
 On a GPU the engine of :mod:`rnnkit.scan.engine` spends its time launching kernels: each step's
 gate math is about ten small PyTorch ops forward and fifteen backward, each a kernel launch of a

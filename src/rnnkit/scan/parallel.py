@@ -311,15 +311,17 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
     for :class:`~rnnkit.cells.LSTMCell` (peepholes, recurrent dropout, zoneout, masks with gaps) the
     hand-written-backward engine of :mod:`rnnkit.scan.engine` (measured 1.2-1.5x the reference
     scan on CPU; for ``LayerNormLSTMCell`` 1.3-1.5x on CPU since its per-step matmuls run on
-    oneDNN, :mod:`rnnkit.scan.step_matmul`, and opt-in on GPUs until timed there), on CUDA
-    with its element-wise work in Triton kernels and its loops replayed as CUDA graphs where
-    triton is installed (``"triton"``: 1.2-1.5x cuDNN's plain LSTM on an H100, where the engine
-    without them ran 0.1-0.2x); for :class:`~rnnkit.cells.GRUCell` (recurrent dropout, zoneout,
-    masks with gaps) on CPU the GRU engine of :mod:`rnnkit.scan.engine_gru` with torch kernels;
-    then the reference scan. An explicit ``"sequential"``, ``"parallel"``, ``"engine"`` or
-    ``"triton"`` raises ValueError with the reason when it cannot run this call (``"engine"`` on
-    GRU cells runs the GRU engine with torch kernels, ``"triton"`` with Triton kernels, opt-in
-    until timed on a GPU); any other implementation gives ``None``.
+    oneDNN, :mod:`rnnkit.scan.step_matmul`), on CUDA with its element-wise work in Triton kernels
+    and its loops replayed as CUDA graphs where triton is installed (``"triton"``: 1.2-1.5x
+    cuDNN's plain LSTM on an H100, where the engine without them ran 0.1-0.2x; the layer-norm
+    LSTM 1.22x); for :class:`~rnnkit.cells.GRUCell` (recurrent dropout, zoneout, masks with
+    gaps) the GRU engine of :mod:`rnnkit.scan.engine_gru`, with torch kernels on CPU and Triton
+    kernels on CUDA where triton is installed (1.3-1.7x cuDNN's plain GRU on an H100, where the
+    reference scan ran 0.1-0.2x; other GPUs keep the reference scan, the torch-kernel GRU
+    engine not having been timed there); then the reference scan. An explicit ``"sequential"``,
+    ``"parallel"``, ``"engine"`` or ``"triton"`` raises ValueError with the reason when it cannot
+    run this call (``"engine"`` on GRU cells runs the GRU engine with torch kernels,
+    ``"triton"`` with Triton kernels); any other implementation gives ``None``.
 
     On CPU, ``"auto"`` runs short calls (``steps``, when given, below :data:`SHORT_STEPS`: 8 for
     the LSTM engines, 4 for the GRU engine) on the reference scan, where the engines' fixed cost
@@ -372,12 +374,16 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
                                                         for c in cells):
             return functools.partial(engine_scan, kernels="triton")  # 1.2-1.5x cuDNN on an H100 (CUDA graphs)
         return engine_scan
-    if device.type == "cpu" and all(
-            type(c) is LayerNormLSTMCell and engine_unavailable_reason(c, zoneout_rate=zoneout_rate,
-                                                                       return_gates=return_gates) is None
-            for c in cells):
-        return engine_scan  # 1.3-1.5x the reference scan on CPU; not timed on a GPU yet
-    if device.type == "cpu" and cells and all(
-            gru_engine_unavailable_reason(c, device, return_gates=return_gates) is None for c in cells):
-        return gru_engine_scan  # GRUs with recurrent dropout, zoneout or gappy masks; faster than the reference on CPU
+    if cells and all(type(c) is LayerNormLSTMCell and engine_unavailable_reason(
+            c, zoneout_rate=zoneout_rate, return_gates=return_gates) is None for c in cells):
+        if engine_triton.chosen_by_auto(device) and all(triton_engine_unavailable_reason(c, device) is None
+                                                        for c in cells):
+            return functools.partial(engine_scan, kernels="triton")  # 1.22x cuDNN's plain LSTM on an H100 (H=256)
+        return engine_scan  # 1.3-1.5x the reference scan on CPU, 7.4x on an H100 (H=256) without Triton
+    if cells and all(gru_engine_unavailable_reason(c, device, return_gates=return_gates) is None for c in cells):
+        if device.type == "cpu":
+            return gru_engine_scan  # GRUs with recurrent dropout, zoneout or gappy masks: faster than the reference
+        if engine_triton.chosen_by_auto(device) and all(gru_engine_unavailable_reason(
+                c, device, return_gates=return_gates, kernels="triton") is None for c in cells):
+            return functools.partial(gru_engine_scan, kernels="triton")  # 1.3-1.7x cuDNN's plain GRU on an H100
     return None
