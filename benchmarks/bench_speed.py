@@ -194,6 +194,8 @@ def core_paths() -> list[BenchPath]:
                   4, True, lstm),
         BenchPath(f"rnnkit layernorm LSTM (auto: {_auto('layernorm')})",
                   _ours(rnn.LSTM, cell="layernorm_lstm"), 4, True, lstm),
+        BenchPath(f"rnnkit layernorm LSTM (auto: {_auto('layernorm')}), gates recomputed",
+                  lambda i, h: _Recomputing(rnn.LSTM(i, h, batch_first=True, cell="layernorm_lstm")), 4, True, lstm),
         BenchPath("rnnkit layernorm LSTM engine" if DEVICE.type != "cpu" else "rnnkit layernorm LSTM reference",
                   _ours(rnn.LSTM, cell="layernorm_lstm",
                         implementation="engine" if DEVICE.type != "cpu" else "reference"), 4, True, lstm),

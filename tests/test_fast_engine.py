@@ -335,14 +335,15 @@ def test_engine_under_cpu_autocast_runs_in_the_weights_dtype(kw: dict[str, objec
     torch.testing.assert_close(got, expected)
 
 
+@pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
 @pytest.mark.parametrize("peephole", [False, True])
 @pytest.mark.parametrize("variant", ["plain", "mask", "recurrent_dropout", "zoneout_eval"])
 def test_recomputed_gates_give_the_same_gradients_with_less_saved(
         variant_kwargs: Callable[..., dict[str, object]], saved_bytes: Callable[..., tuple[list[torch.Tensor], int]],
-        peephole: bool, variant: str) -> None:
+        peephole: bool, variant: str, kind: type[LSTMCell]) -> None:
     from rnnkit.scan import recompute_gates
 
-    cell = _randomise(LSTMCell(I, H, peephole=peephole).double())
+    cell = _randomise(kind(I, H, peephole=peephole).double())
     x = torch.randn(B, T, I, dtype=torch.float64)
     state = (torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
     kw = variant_kwargs(variant, B, T, H, torch.float64)
@@ -352,13 +353,16 @@ def test_recomputed_gates_give_the_same_gradients_with_less_saved(
         again, again_bytes = saved_bytes(lambda: _run(engine_scan, cell, x, state, **kw))
     for a, b in zip(kept, again):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
-    assert again_bytes < 0.7 * kept_bytes
+    # the layer-norm engine keeps xw [T, B, 4H] in place of z, W_hh h (2 x [T, B, 4H]) and tanh c~; its input
+    # side's layer norm keeps W_ih x either way (measured: 0.68-0.69 of the bytes, the LSTM engine 0.51-0.54)
+    assert again_bytes < (0.75 if kind is LayerNormLSTMCell else 0.6) * kept_bytes
 
 
-def test_recomputed_gates_gradcheck() -> None:
+@pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
+def test_recomputed_gates_gradcheck(kind: type[LSTMCell]) -> None:
     from rnnkit.scan import recompute_gates
 
-    cell = _randomise(LSTMCell(2, 3, peephole=True).double())
+    cell = _randomise(kind(2, 3, peephole=True).double())
     x = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
     c0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)

@@ -619,7 +619,8 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
         scale = x.new_ones(4, hidden)
         scale[3] = 2.0
         out, h_n, c_n = layernorm_engine_scan(cell, x_tm, (h0, c0), order, scale.view(-1), recurrent_mask,
-                                              update_h, update_c, out_mask, triton=kernels == "triton")
+                                              update_h, update_c, out_mask, triton=kernels == "triton",
+                                              recompute=recompute_requested() or not backward_needed)
     else:
         bias = None
         if cell.bias_ih is not None and cell.bias_hh is not None:

@@ -11,7 +11,7 @@ _RECOMPUTE: ContextVar[bool] = ContextVar("rnnkit_engine_recompute", default=Fal
 
 @contextmanager
 def recompute_gates(enabled: bool = True) -> Iterator[None]:
-    """Within this block the LSTM and GRU engines save no gate activations: backward recomputes them.
+    """Within this block the LSTM, layer-norm LSTM and GRU engines save no gate activations: backward recomputes them.
 
     The choice is made when the forward runs::
 
@@ -28,8 +28,12 @@ def recompute_gates(enabled: bool = True) -> Iterator[None]:
     * GRU engine with torch kernels (GRUs with recurrent dropout, zoneout or gappy masks on CPU):
       keeps the input projection ``[T, B, 3H]`` instead of the gates and ``W_hh h`` (``2 x [T, B, 3H]``),
       for one more ``[B, H] x [H, 3H]`` matmul per step in backward.
+    * Layer-norm LSTM engine with torch kernels (``LayerNormLSTMCell``; ``"auto"`` on CPU, and on
+      GPUs without triton): keeps ``xw = LN_ih(W_ih x) + b`` ``[T, B, 4H]`` instead of the gates,
+      ``W_hh h`` (``2 x [T, B, 4H]``), ``tanh LN_c(c~)`` and the norms' statistics, for one more
+      ``[B, H] x [H, 4H]`` matmul per step in backward.
 
-    The layer-norm engine and the Triton kernels always save their activations.
+    The Triton kernels always save their activations.
     """
     token = _RECOMPUTE.set(enabled)
     try:
