@@ -291,7 +291,11 @@ def projected_paths() -> list[BenchPath]:
                       base, projected=True),
             BenchPath("rnnkit LSTMP recurrent dropout 0.25 reference",
                       ours(recurrent_dropout=0.25, implementation="reference"), 4, True, base, projected=True),
-            BenchPath("rnnkit LSTMP zoneout 0.1 (auto: engine)", ours(zoneout=0.1), 4, True, base, projected=True)]
+            BenchPath("rnnkit LSTMP zoneout 0.1 (auto: engine)", ours(zoneout=0.1), 4, True, base, projected=True),
+            BenchPath("rnnkit layernorm LSTMP (auto: engine)", ours(cell="layernorm_lstm"), 4, True, base,
+                      projected=True),
+            BenchPath("rnnkit layernorm LSTMP reference", ours(cell="layernorm_lstm", implementation="reference"), 4,
+                      True, base, projected=True)]
 
 
 def triton_gru_paths() -> list[BenchPath]:

@@ -76,22 +76,26 @@ P = 3  # projection size for the LSTMP cases
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("mask_kind", ["none", "left", "holes"])
 @pytest.mark.parametrize("recurrent_dropout", [False, True])
+@pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
 def test_projected_engine_matches_reference_float64(scan_mask: ScanMask, peephole: bool, reverse: bool,
-                                                    mask_kind: str, recurrent_dropout: bool) -> None:
-    cell = _randomise(LSTMCell(I, H, proj_size=P, peephole=peephole).double())
+                                                    mask_kind: str, recurrent_dropout: bool,
+                                                    kind: type[LSTMCell]) -> None:
+    cell = _randomise(kind(I, H, proj_size=P, peephole=peephole).double())
     x = torch.randn(B, T, I, dtype=torch.float64)
     state = (torch.randn(B, P, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
     rec = (torch.rand(B, P) > 0.3).double() / 0.7 if recurrent_dropout else None
     kw = {"mask": scan_mask(mask_kind, B, T), "reverse": reverse, "recurrent_mask": rec}
     compared = _assert_engine_matches_reference(cell, x, state, **kw)
-    assert compared == 11 + peephole  # out, h_n, c_n, 3 input grads, parameter grads with W_hr
+    # out, h_n, c_n, 3 input grads, parameter grads with W_hr (and the layer norms' gains and LN_c's bias)
+    assert compared == 11 + peephole + (4 if kind is LayerNormLSTMCell else 0)
 
 
 @pytest.mark.parametrize("recompute", [False, True])
-def test_projected_engine_gradcheck(recompute: bool) -> None:
+@pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
+def test_projected_engine_gradcheck(recompute: bool, kind: type[LSTMCell]) -> None:
     from rnnkit.scan import recompute_gates
 
-    cell = _randomise(LSTMCell(2, 3, proj_size=2, peephole=True).double())
+    cell = _randomise(kind(2, 3, proj_size=2, peephole=True).double())
     x = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
     c0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
@@ -174,6 +178,7 @@ def _graph_names(t: torch.Tensor) -> set[str]:
     ({"proj_size": 2}, False),  # the engine beats torch's non-oneDNN proj_size loop only on longer sequences
     ({"proj_size": 2, "recurrent_dropout": 0.2}, True),
     ({"proj_size": 2, "cell": "peephole_lstm"}, True),
+    ({"proj_size": 2, "cell": "layernorm_lstm"}, True),
 ])
 def test_auto_picks_the_engine_where_the_fused_kernel_cannot_run(kw: dict[str, object], engine: bool) -> None:
     layer = rnn.LSTM(I, H, batch_first=True, **kw)  # type: ignore[arg-type]
@@ -300,15 +305,6 @@ def test_zoneout_layer_engine_against_reference(training: bool) -> None:
         out, _ = eng(torch.randn(64, 1, I, dtype=torch.float64))
         frac.append(float((out == 0).double().mean()))
     assert abs(sum(frac) / len(frac) - 0.4) < 0.03
-
-
-@pytest.mark.parametrize("kw, match", [
-    ({"proj_size": 2, "cell": "layernorm_lstm"}, "proj_size on LSTMCell only"),
-])
-def test_engine_fails_loudly(kw: dict[str, object], match: str) -> None:
-    layer = rnn.LSTM(I, H, batch_first=True, implementation="engine", **kw)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=match):
-        layer(torch.randn(B, T, I))
 
 
 def test_engine_rejects_gate_recording_and_other_cells() -> None:

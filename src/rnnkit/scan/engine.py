@@ -24,8 +24,8 @@ State updates are written as ``s_t = s_{t-1} + u_t (s~_t - s_{t-1})`` (``torch.l
 update weight ``u``: 1 everywhere (plain), the sequence mask (masked steps keep their state),
 zoneout's Bernoulli keep-mask in training or its expectation ``1 - rate`` at inference, or their
 product. Same contract as :func:`~rnnkit.scan.reference_scan` for ``LSTMCell`` (plain or
-peephole, projected) and ``LayerNormLSTMCell`` (see :mod:`rnnkit.scan.engine_layernorm`; no
-projection): masks of any pattern, reverse, initial state, recurrent dropout, zoneout. Gate
+peephole, projected) and ``LayerNormLSTMCell`` (see :mod:`rnnkit.scan.engine_layernorm`;
+projected too, with torch kernels): masks of any pattern, reverse, initial state, recurrent dropout, zoneout. Gate
 recording is not supported (:func:`engine_unavailable_reason` says why). ``implementation="auto"``
 uses it for the ``LSTMCell`` configurations the fused kernel cannot run (measured 1.2-1.5x the
 reference scan; see ``docs/speed.md``) and, on CPU, for plain projected LSTMs at batch > 1 and
@@ -59,8 +59,6 @@ def engine_unavailable_reason(cell: RecurrentCell, *, zoneout_rate: float = 0.0,
     if type(cell) not in (LSTMCell, LayerNormLSTMCell):
         return (f"implementation='engine' supports LSTMCell and LayerNormLSTMCell (plain, peephole, projection, "
                 f"recurrent dropout, zoneout) only; got {type(cell).__name__}")
-    if cell.weight_hr is not None and type(cell) is not LSTMCell:
-        return "implementation='engine' supports proj_size on LSTMCell only, not on LayerNormLSTMCell"
     if return_gates:
         return "gate activations are recorded only by the reference scan"
     return None

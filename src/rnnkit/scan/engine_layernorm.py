@@ -52,11 +52,14 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
                 gain_c: Tensor, bias_c: Tensor, peep: Tensor | None, h0: Tensor, c0: Tensor,
                 rec_mask: Tensor | None, update_h: Tensor | None, update_c: Tensor | None,
                 out_mask: Tensor | None, eps_hh: float, eps_c: float,
-                triton: bool = False, recompute: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+                triton: bool = False, recompute: bool = False,
+                w_hr: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         recompute = recompute and not triton  # the Triton loops always keep their activations
         inputs: cuda_graph.Inputs = {"xw": xw, "w_hh": w_hh, "gain_hh": gain_hh, "gain_c": gain_c,
                                      "bias_c": bias_c, "peep": peep, "h0": h0, "c0": c0, "rec_mask": rec_mask,
                                      "update_h": update_h, "update_c": update_c}
+        if w_hr is not None:  # LSTMP: the torch-op loops only
+            inputs["w_hr"] = w_hr
         loop: Callable[..., cuda_graph.Outputs] = (
             functools.partial(_triton_forward_loop, eps_hh=eps_hh, eps_c=eps_c) if triton
             else functools.partial(_forward_loop, eps_hh=eps_hh, eps_c=eps_c, recompute=recompute))
@@ -76,7 +79,7 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
         # recomputing: xw instead of the gates, W_hh h, tanh c~ and the norms' statistics (z's slot holds it)
         saved: tuple[Any, ...] = (xw if recompute else res["z"], res["y"], cs, res["tanh_c"], c_cand, h_in, w_hh,
                                   gain_hh, gain_c, bias_c, peep, rec_mask, update_h, update_c, out_mask,
-                                  res["stats"])  # None is allowed
+                                  res["stats"], w_hr)  # None is allowed
         ctx.save_for_backward(*saved)
         return out, hs[steps].clone(), cs[steps].clone()
 
@@ -85,11 +88,11 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None,  # type: ignore[override]
                  grad_c: Tensor | None) -> tuple[Tensor | None, ...]:
         (z, y, cs, tanh_c, c_cand, h_in, w_hh, gain_hh, gain_c, bias_c, peep, rec_mask, update_h, update_c,
-         out_mask, stats) = ctx.saved_tensors
+         out_mask, stats, w_hr) = ctx.saved_tensors
         xw = z if ctx.recompute else None  # recomputing: z's slot holds xw
         steps, batch, hidden = cs.shape[0] - 1, cs.shape[1], cs.shape[2]
         g_out = None if grad_out is None else (grad_out if out_mask is None else grad_out * out_mask)
-        gh = torch.zeros(batch, hidden, dtype=cs.dtype, device=cs.device) if grad_h is None else grad_h
+        gh = torch.zeros(batch, w_hh.shape[1], dtype=cs.dtype, device=cs.device) if grad_h is None else grad_h
         if g_out is not None:
             gh = gh + g_out[steps - 1]
         gc = torch.zeros_like(gh) if grad_c is None else grad_c
@@ -98,6 +101,8 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
             "tanh_c": tanh_c, "c_cand": c_cand if update_h is not None else None, "stats": stats, "w_hh": w_hh,
             "gain_hh": gain_hh, "gain_c": gain_c, "bias_c": bias_c, "peep": peep, "rec_mask": rec_mask,
             "update_h": update_h, "update_c": update_c}
+        if w_hr is not None:
+            inputs["w_hr"] = w_hr
         loop: Callable[..., cuda_graph.Outputs] = _triton_backward_loop if ctx.triton else _backward_loop
         if ctx.recompute:
             inputs.update(xw=xw, h_in=h_in)
@@ -112,7 +117,8 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
         grad_p = None
         if peep is not None and res["peep_if"] is not None and res["peep_o"] is not None:
             grad_p = torch.cat([res["peep_if"].sum(0), res["peep_o"].sum(0, keepdim=True)])
-        return (dz, grad_w, *grads[:3], grad_p, *grads[3:], None, None, None, None, None, None, None, None)
+        return (dz, grad_w, *grads[:3], grad_p, *grads[3:], None, None, None, None, None, None, None, None,
+                res.get("grad_hr"))
 
 
 StepViews = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
@@ -165,27 +171,31 @@ class _GateStep:
 
 def _forward_loop(xw: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tensor, bias_c: Tensor, peep: Tensor | None,
                   h0: Tensor, c0: Tensor, rec_mask: Tensor | None, update_h: Tensor | None,
-                  update_c: Tensor | None, eps_hh: float, eps_c: float, recompute: bool = False) -> cuda_graph.Outputs:
+                  update_c: Tensor | None, eps_hh: float, eps_c: float, recompute: bool = False,
+                  w_hr: Tensor | None = None) -> cuda_graph.Outputs:
     """The forward loop; writes only tensors it allocates (it may be recorded as a CUDA graph).
 
     Returns ``z`` (gate activations), ``y`` (``W_hh h_{t-1}``), ``hs``/``cs`` ``[T+1, B, H]``,
     ``tanh_c``, ``c_cand`` and ``h_in`` (``None`` where they are views of ``cs``/``hs``) and
     ``stats`` ``[T, 4, B, 1]``: the mean and reciprocal deviation of ``LN_hh`` and ``LN_c`` per step.
     With ``recompute``, ``z``, ``y``, ``tanh_c``, ``c_cand`` and ``stats`` are ``None``: they were one
-    step's buffers, and the backward rebuilds them from ``xw``, ``h_in`` and ``cs``.
+    step's buffers, and the backward rebuilds them from ``xw``, ``h_in`` and ``cs``. ``w_hr``
+    ``[P, H]`` (LSTMP) projects each step's ``o * tanh LN_c(c~)`` to the ``h`` that is output and fed back.
     """
     steps, batch, four_h = xw.shape
-    hidden = four_h // 4
+    hidden, state = four_h // 4, w_hh.shape[1]  # state: h's size, the projection's or H
     kept = 1 if recompute else steps
     z = xw.new_empty(kept, batch, four_h)  # pre-activations, then (in place) sigmoids of o, i, f, 2g
     y = xw.new_empty(kept, batch, four_h)  # W_hh h_{t-1}: the input of LN_hh
-    hs, cs = xw.new_empty(steps + 1, batch, hidden), xw.new_empty(steps + 1, batch, hidden)
+    hs, cs = xw.new_empty(steps + 1, batch, state), xw.new_empty(steps + 1, batch, hidden)
     hs[0], cs[0] = h0, c0
-    h_in = xw.new_empty(steps, batch, hidden) if rec_mask is not None else hs[:-1]
+    h_in = xw.new_empty(steps, batch, state) if rec_mask is not None else hs[:-1]
     updates = update_h is not None
     c_cand = xw.new_empty(kept, batch, hidden) if updates or recompute else cs[1:]
     tanh_c = xw.new_empty(kept, batch, hidden)  # tanh(LN_c(c~_t))
-    h_cand = xw.new_empty(batch, hidden) if updates else None
+    h_cand = xw.new_empty(batch, state) if updates else None
+    h_raw = xw.new_empty(batch, hidden) if w_hr is not None else None  # o * tanh LN_c(c~) before the projection
+    w_hr_t = w_hr.t() if w_hr is not None else None
     stats: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # (mean, rstd) of LN_hh and LN_c per step
     gate_step = _GateStep(w_hh, gain_hh, gain_c, bias_c, peep, batch, steps, eps_hh, eps_c)
     views = _step_views(z, y, c_cand, tanh_c, steps, peep is not None)
@@ -198,10 +208,13 @@ def _forward_loop(xw: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tensor, bia
         if not recompute:
             stats.append(step_stats)
         o, cn, tc = views[t][3], views[t][8], views[t][9]
-        if h_cand is None:
-            torch.mul(o, tc, out=h_s[t + 1])
+        new_h = h_s[t + 1] if h_cand is None else h_cand
+        if w_hr_t is None:
+            torch.mul(o, tc, out=new_h)
         else:
-            torch.lerp(h_s[t], torch.mul(o, tc, out=h_cand), uh_s[t], out=h_s[t + 1])
+            torch.mm(torch.mul(o, tc, out=h_raw), w_hr_t, out=new_h)
+        if h_cand is not None:
+            torch.lerp(h_s[t], h_cand, uh_s[t], out=h_s[t + 1])
             torch.lerp(c_s[t], cn, uc_s[t], out=c_s[t + 1])
         if recompute and not updates:
             c_s[t + 1].copy_(cn)
@@ -217,14 +230,16 @@ def _backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor | Non
                    tanh_c: Tensor | None, c_cand: Tensor | None, stats: Tensor | None, w_hh: Tensor, gain_hh: Tensor,
                    gain_c: Tensor, bias_c: Tensor, peep: Tensor | None, rec_mask: Tensor | None,
                    update_h: Tensor | None, update_c: Tensor | None, xw: Tensor | None = None,
-                   h_in: Tensor | None = None, eps_hh: float = 0.0, eps_c: float = 0.0) -> cuda_graph.Outputs:
+                   h_in: Tensor | None = None, eps_hh: float = 0.0, eps_c: float = 0.0,
+                   w_hr: Tensor | None = None) -> cuda_graph.Outputs:
     """The backward loop; writes only tensors it allocates (it may be recorded as a CUDA graph).
 
     Returns ``dz`` (``dL/d`` pre-activations: the input side's gradient), ``dy`` (``LN_hh``'s input
     gradient, for ``dL/dW_hh``), ``gh``/``gc`` (``dL/dh_0``, ``dL/dc_0``), the layer-norm gain and
     bias gradients and the peephole gradients per batch row. Given ``xw`` and ``h_in`` instead of
     the saved activations (``z`` ... ``stats`` ``None``), it rebuilds each step's gates first, with
-    the forward's code (one more ``[B, H] x [H, 4H]`` matmul per step).
+    the forward's code (one more ``[B, H] x [H, 4H]`` matmul per step). With ``w_hr`` (LSTMP) it also
+    returns ``grad_hr``: one matmul after the loop, or summed step by step when recomputing.
     """
     steps, batch, hidden = cs.shape[0] - 1, cs.shape[1], cs.shape[2]
     four_h = 4 * hidden
@@ -259,6 +274,12 @@ def _backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor | Non
         dzif_s = dz[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
     gh = gh.clone()
     back = StepMatmul(w_hh.t(), None, batch, adds=g_out is not None or update_h is not None, calls=steps)
+    grad_hr: Tensor | None = None
+    if w_hr is not None:  # dL/dh~ per step, for dL/dW_hr after the loop (or summed here when recomputing)
+        dh_hat = cs.new_empty(1 if recompute else steps, batch, w_hr.shape[0])
+        dh_raw = cs.new_empty(batch, hidden)
+        if recompute:
+            grad_hr = cs.new_zeros(w_hr.shape)
     for t in range(steps - 1, -1, -1):
         a, _, _, o, i, f, s_g, y_t, cc, tc = views[t]
         if gate_step is not None:
@@ -268,6 +289,13 @@ def _backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor | Non
             mean_hh, rstd_hh, mean_c, rstd_c = stats[t].unbind(0)
         torch.addcmul(a, a, a, value=-1, out=slope)
         dh = gh if update_h is None else gh * uh_s[t]
+        dh_skip = dh
+        if w_hr is not None:  # back through h~ = W_hr (o tanh LN_c(c~))
+            dh_t = dh_hat[0 if recompute else t]
+            dh_t.copy_(dh)
+            dh = torch.mm(dh_t, w_hr, out=dh_raw)
+            if grad_hr is not None:
+                grad_hr.addmm_(dh_t.t(), o * tc)
         dh_tc = dh * tc
         torch.mul(dh_tc, slope_o, out=dzo_s[t])
         d_normed_c = torch.addcmul(dh, dh_tc, tc, value=-1).mul_(o)  # dh o (1 - tanh^2)
@@ -298,11 +326,14 @@ def _backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor | Non
         grad_gain_hh += d_gain_hh
         skip = gout_s[t - 1] if (g_out is not None and t) else None
         if update_h is not None:
-            skip = gh - dh if skip is None else (gh - dh).add_(skip)
+            skip = gh - dh_skip if skip is None else (gh - dh_skip).add_(skip)
         gh = recurrent_grad(skip, d_y, back, rec_mask)
+    if w_hr is not None and grad_hr is None:  # sum_t dh~_t^T (o_t tanh LN_c(c~_t))
+        h_raw = torch.mul(z[..., :hidden], tanh_c)
+        grad_hr = dh_hat.view(-1, w_hr.shape[0]).t() @ h_raw.view(-1, hidden)
     return {"dz": dz, "dy": dy, "gh": gh, "gc": gc, "grad_gain_hh": grad_gain_hh, "grad_gain_c": grad_gain_c,
             "grad_bias_c": grad_bias_c, "peep_if": peep_if_acc if peep is not None else None,
-            "peep_o": peep_o_acc if peep is not None else None}
+            "peep_o": peep_o_acc if peep is not None else None, "grad_hr": grad_hr}
 
 
 def _triton_forward_loop(xw: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tensor, bias_c: Tensor,
@@ -398,5 +429,5 @@ def layernorm_engine_scan(cell: LayerNormLSTMCell, x_tm: Tensor, state: tuple[Te
     out, h_n, c_n = _LayerNormLSTMEngine.apply(
         xw.contiguous(), cell.weight_hh[order], cell.ln_hh.weight[order] * scale, cell.ln_cell.weight,
         cell.ln_cell.bias, cell.weight_peephole, h0.contiguous(), c0.contiguous(), recurrent_mask, update_h,
-        update_c, out_mask, cell.ln_hh.eps, cell.ln_cell.eps, triton, recompute)
+        update_c, out_mask, cell.ln_hh.eps, cell.ln_cell.eps, triton, recompute, cell.weight_hr)
     return out, h_n, c_n
