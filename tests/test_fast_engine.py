@@ -250,14 +250,23 @@ def test_engine_zoneout_in_training_matches_reference_given_the_same_draws(
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
 def test_projected_engine_zoneout_in_training_matches_reference_given_the_same_draws(
-        same_zoneout_draws: Callable[[torch.Tensor], None]) -> None:
+        same_zoneout_draws: Callable[[torch.Tensor], None], kind: type[LSTMCell], recompute: bool) -> None:
+    from rnnkit.scan import recompute_gates
+
     same_zoneout_draws(torch.rand(T, 2, B, H, dtype=torch.float64))
-    cell = _randomise(LSTMCell(I, H, proj_size=P, peephole=True).double())
+    cell = _randomise(kind(I, H, proj_size=P, peephole=True).double())
     x = torch.randn(B, T, I, dtype=torch.float64)
     state = (torch.randn(B, P, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64))
-    kw = {"mask": torch.rand(B, T) > 0.3, "zoneout_rate": 0.3, "training": True}
-    for e, g in zip(_run(reference_scan, cell, x, state, **kw), _run(engine_scan, cell, x, state, **kw)):
+    kw = {"mask": torch.rand(B, T) > 0.3, "zoneout_rate": 0.3, "training": True, "reverse": True,
+          "recurrent_mask": (torch.rand(B, P) > 0.3).double() / 0.7}
+    expected = _run(reference_scan, cell, x, state, **kw)
+    with recompute_gates(recompute):
+        got = _run(engine_scan, cell, x, state, **kw)
+    assert len(got) == len(expected)
+    for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
 
 

@@ -15,11 +15,12 @@ replays them with one call. :class:`CapturedLoop` does that for a function of te
   replays; a recording holds about one call's activations on the GPU, and the most recently
   used are kept (``CACHE_SIZE`` of them, their inputs and outputs within ``CACHE_BYTES`` and
   ``CACHE_FRACTION`` of the device's memory); a shape whose recording was evicted runs eagerly
-  for ``REWAIT`` calls and is then recorded again, and each further eviction doubles that wait,
-  so that more shapes in turn than the cache keeps cost an extra run once per wait (a few
-  percent), not a recording per call, while a shape that comes back to stay (the training
-  shapes after a round of dev evaluation) is replayed again soon; a shape that cannot be
-  recorded (an error) or kept (larger than the cache) runs eagerly from then on;
+  for ``REWAIT`` calls and is then recorded again. The wait starts over at ``REWAIT`` when the
+  evicted recording had been replayed at least ``REPAID`` times (it paid for itself: the
+  training shapes pushed out by each round of dev evaluation come back within a few calls every
+  epoch) and doubles when it had not (more shapes in turn than the cache keeps: recordings then
+  grow rare instead of costing a recording per call); a shape that cannot be recorded (an error)
+  or kept (larger than the cache) runs eagerly from then on;
 * every call copies its inputs into those buffers and replays; the function's outputs live in
   the graph's memory pool and are overwritten by the next replay, so :func:`run_captured` hands
   back copies.
@@ -56,7 +57,9 @@ _SEEN: OrderedDict[Hashable, None] = OrderedDict()  # keys run once, eagerly: th
 _UNRECORDABLE: OrderedDict[Hashable, None] = OrderedDict()  # recording failed or too large: eager from then on
 _BACKOFF: OrderedDict[Hashable, list[int]] = OrderedDict()  # evicted keys: [eager calls left, wait] before recording
 SEEN_SIZE = 4096  # keys remembered in each
-REWAIT = 8  # eager calls of an evicted key before it is recorded again; doubled at each later eviction
+_REPLAYS: dict[Hashable, int] = {}  # cache hits of each kept recording
+REWAIT = 8  # eager calls of an evicted key before it is recorded again ...
+REPAID = 8  # ... a wait that starts over after a recording replayed this often, and doubles after one replayed less
 
 
 _DISABLED: ContextVar[bool] = ContextVar("rnnkit_cuda_graphs_disabled", default=False)
@@ -171,6 +174,7 @@ def run_captured(key: Hashable, fn: Callable[..., Outputs], inputs: Inputs) -> t
         loop = _CACHE.get(full_key)
         if loop is not None:
             _CACHE.move_to_end(full_key)
+            _REPLAYS[full_key] = _REPLAYS.get(full_key, 0) + 1
             return _owned(loop(inputs)), True
         # a shape seen once (bucketed lengths, a last short batch), one whose recording failed or was too
         # large, or one evicted and still waiting (more shapes in turn than the cache keeps would otherwise
@@ -198,6 +202,7 @@ def _record(full_key: Hashable, fn: Callable[..., Outputs], inputs: Inputs) -> C
         _remember(_UNRECORDABLE, full_key)
         return None
     _CACHE[full_key] = loop
+    _REPLAYS[full_key] = 0
     while len(_CACHE) > CACHE_SIZE or sum(kept.nbytes for kept in _CACHE.values()) > limit:
         evicted, _ = _CACHE.popitem(last=False)  # the least recently used
         _evict(evicted)
@@ -205,8 +210,10 @@ def _record(full_key: Hashable, fn: Callable[..., Outputs], inputs: Inputs) -> C
 
 
 def _evict(key: Hashable) -> None:
-    """Start ``key``'s wait: ``REWAIT`` eager calls after its first eviction, twice the last wait after later ones."""
-    wait = 2 * _BACKOFF[key][1] if key in _BACKOFF else REWAIT
+    """Start ``key``'s wait: ``REWAIT`` eager calls after its first eviction or a recording that paid for itself
+    (replayed ``REPAID`` times or more), twice the last wait after one that did not."""
+    replays = _REPLAYS.pop(key, 0)
+    wait = 2 * _BACKOFF[key][1] if key in _BACKOFF and replays < REPAID else REWAIT
     _BACKOFF[key] = [wait, wait]
     _BACKOFF.move_to_end(key)
     while len(_BACKOFF) > SEEN_SIZE:
@@ -233,3 +240,4 @@ def clear() -> None:
     _SEEN.clear()
     _UNRECORDABLE.clear()
     _BACKOFF.clear()
+    _REPLAYS.clear()

@@ -580,7 +580,7 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
     :func:`engine_unavailable_reason` reports. In training, zoneout draws its masks from torch's
     generator in a different order than the reference scan: same distribution, other samples.
     ``kernels="triton"`` does each step's element-wise work in one Triton kernel
-    (:mod:`rnnkit.scan.engine_triton`; CUDA, ``LSTMCell`` only).
+    (:mod:`rnnkit.scan.engine_triton`; CUDA, ``LSTMCell`` and ``LayerNormLSTMCell`` without a projection).
     """
     reason = engine_unavailable_reason(cell, zoneout_rate=zoneout_rate, return_gates=return_gates)
     if reason is None and kernels == "triton":

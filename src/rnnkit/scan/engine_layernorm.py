@@ -95,7 +95,7 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
         gh = torch.zeros(batch, w_hh.shape[1], dtype=cs.dtype, device=cs.device) if grad_h is None else grad_h
         if g_out is not None:
             gh = gh + g_out[steps - 1]
-        gc = torch.zeros_like(gh) if grad_c is None else grad_c
+        gc = cs.new_zeros(batch, hidden) if grad_c is None else grad_c  # [B, H]: gh is [B, P] with a projection
         inputs: cuda_graph.Inputs = {
             "gh": gh, "gc": gc, "g_out": g_out, "z": None if ctx.recompute else z, "y": y, "cs": cs,
             "tanh_c": tanh_c, "c_cand": c_cand if update_h is not None else None, "stats": stats, "w_hh": w_hh,
