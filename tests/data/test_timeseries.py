@@ -68,6 +68,23 @@ def test_fill_policies(tmp_path: Path, policy: str, expected: list[float]) -> No
     assert r.to_dict()["num_missing_steps"] == 2
 
 
+def test_observed_mask_marks_filled_target_positions(tmp_path: Path) -> None:
+    # HOURLY: steps 2 and 3 are a gap, step 5 an empty target cell; the covariate has no NaN
+    ds = read_timeseries(_csv(tmp_path, HOURLY), "date", "load", past_covariates=["temp"], fill="interpolate")
+    s = ds.only()
+    assert s.observed is not None and s.observed.shape == s.targets.shape
+    assert s.observed[:, 0].tolist() == [True, True, False, False, True, False, True]
+    r = ds.reports["0"]  # the mask agrees with the report's counts
+    assert int((~s.observed).sum()) == r.num_missing_steps + r.nan_filled["load"]
+    assert s.slice(2, 5).observed[:, 0].tolist() == [False, False, True]
+    clean = read_timeseries(_csv(tmp_path, "t,y\n2020-01,1\n2020-02,2\n", "clean.csv"), "t", "y").only()
+    assert clean.observed is not None and clean.observed.all()
+    assert TimeSeries.from_arrays([1.0, 2.0]).observed is None  # arrays: no mask, every value observed
+    assert TimeSeries.from_arrays([1.0, 2.0], observed=[True, False]).observed[:, 0].tolist() == [True, False]
+    with pytest.raises(DataError, match="observed has shape"):
+        TimeSeries.from_arrays([1.0, 2.0], observed=[True])
+
+
 def test_nan_error_and_leading_ffill(tmp_path: Path) -> None:
     f = _csv(tmp_path, "t,y\n2020-01,1\n2020-02,NA\n2020-03,3\n")
     with pytest.raises(DataError, match=r"series\.csv:3: missing value in column 'y'"):

@@ -13,7 +13,10 @@ values...). It then
 * fills NaN values (empty cells, ``NA``, ``nan``...) with the same policy.
 
 The result is a :class:`TimeSeriesDataset` of :class:`TimeSeries` plus one
-:class:`SeriesReport` per series recording what was filled, so nothing is silent.
+:class:`SeriesReport` per series recording what was filled, so nothing is silent. Each series
+also carries ``observed``, a per-position mask of the target values that were really in the
+file (``False`` where a gap or an empty cell was filled), so that errors can be scored on
+observations only.
 Pandas is optional: it is used only for Parquet files.
 """
 
@@ -117,6 +120,9 @@ class TimeSeries:
         past_covariate_names: Names of the past covariates.
         future_covariate_names: Names of the known-future covariates.
         freq: Sampling step (e.g. ``'1h'``, ``'1M'``) or ``None``.
+        observed: ``[N, n_targets]`` bool, ``True`` where the target value was read from the
+            file and ``False`` where it was filled (a gap or an empty/NaN cell); ``None`` means
+            every value is an observation (e.g. a series built from arrays).
     """
 
     series_id: str
@@ -128,6 +134,7 @@ class TimeSeries:
     past_covariate_names: tuple[str, ...] = ()
     future_covariate_names: tuple[str, ...] = ()
     freq: str | None = None
+    observed: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -152,6 +159,7 @@ class TimeSeries:
             self.past_covariate_names,
             self.future_covariate_names,
             self.freq,
+            None if self.observed is None else self.observed[start:stop],
         )
 
     @classmethod
@@ -164,6 +172,7 @@ class TimeSeries:
         time: Any = None,
         series_id: str = "0",
         target_names: Sequence[str] | None = None,
+        observed: Any = None,
     ) -> TimeSeries:
         """Build a series from arrays (no gap checks: the data is assumed regular).
 
@@ -174,6 +183,8 @@ class TimeSeries:
             time: ``[N]`` timestamps or ``None`` (steps ``0..N-1``).
             series_id: Identifier.
             target_names: Column names (default ``target_0``...).
+            observed: ``[N]`` or ``[N, n_targets]`` booleans, ``False`` at target values that
+                were filled rather than observed; ``None``: all observed.
 
         Returns:
             The series.
@@ -205,6 +216,14 @@ class TimeSeries:
         )
         pc, fc = cov(past_covariates), cov(future_covariates)
         t = np.arange(n) if time is None else np.asarray(time)
+        mask = None
+        if observed is not None:
+            mask = np.asarray(observed, dtype=bool)
+            mask = mask[:, None] if mask.ndim == 1 else mask
+            if mask.shape != y.shape:
+                raise DataError(
+                    f"observed has shape {mask.shape}, targets {y.shape}", hint="give one flag per target value"
+                )
         return cls(
             series_id,
             t,
@@ -214,6 +233,7 @@ class TimeSeries:
             names,
             tuple(f"past_{i}" for i in range(pc.shape[1])),
             tuple(f"future_{i}" for i in range(fc.shape[1])),
+            observed=mask,
         )
 
 
@@ -777,6 +797,7 @@ def read_timeseries(
                 **table.where(int(rows[r])),
                 hint=fixes("fix the cell", setting("fill", "ffill", "interpolate", "zero")),
             )
+        observed = ~np.isnan(vals[:, :nt])  # before filling: False at gaps and empty target cells
         if np.isnan(vals).any():
             try:
                 vals = fill_missing(vals, fill)
@@ -799,6 +820,7 @@ def read_timeseries(
             tuple(past_covariates),
             tuple(future_covariates),
             report.freq,
+            observed,
         )
         reports[sid] = report
     return TimeSeriesDataset(series, reports, str(p))

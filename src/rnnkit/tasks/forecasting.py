@@ -413,6 +413,9 @@ class Backtest:
         scale: ``[N, 1, T]`` MASE denominators of each window's series.
         windows: ``(series_position, origin)`` of each window.
         skipped: Baselines that could not run, with the reason.
+        observed: ``[N, H, T]`` bool, ``False`` at actual values that ``data.fill`` filled (a gap or
+            an empty cell) rather than read from the file; ``None``: all observed. Every error
+            metric (of the model and of the baselines) is computed over the observed positions only.
     """
 
     y: np.ndarray
@@ -424,17 +427,86 @@ class Backtest:
     scale: np.ndarray
     windows: list[tuple[int, int]]
     skipped: dict[str, str]
+    observed: np.ndarray | None = None
+
+    def _keep(self) -> np.ndarray | None:
+        """The positions scored: ``None`` when every one is observed (the metrics are then computed on
+        the whole arrays, exactly as before masks existed), else the boolean mask ``[N, H, T]``."""
+        if self.observed is None or self.observed.all():
+            return None
+        return np.asarray(self.observed, dtype=bool)
+
+    def filled_excluded(self) -> int:
+        """How many target positions (window x horizon step x target; a step inside several overlapping
+        windows counts once per window) were filled, not observed, and so left out of every metric."""
+        return 0 if self.observed is None else int((~np.asarray(self.observed, dtype=bool)).sum())
+
+    def _point(self, pred: np.ndarray) -> dict[str, float]:
+        keep = self._keep()
+        if keep is None:
+            return fm.point_metrics(self.y, pred, self.scale)
+        return fm.point_metrics(self.y[keep], pred[keep], np.broadcast_to(self.scale, self.y.shape)[keep])
 
     def metrics(self) -> dict[str, Any]:
-        out: dict[str, Any] = fm.point_metrics(self.y, self.point, self.scale)
+        out: dict[str, Any] = self._point(self.point)
         if self.quantiles is not None:
-            gauss = (self.point, self.std) if self.std is not None else None
-            out.update(fm.probabilistic_metrics(self.y, self.quantiles, self.levels, gauss))
+            keep = self._keep()
+            if keep is None:
+                gauss = (self.point, self.std) if self.std is not None else None
+                out.update(fm.probabilistic_metrics(self.y, self.quantiles, self.levels, gauss))
+            else:
+                gauss = (self.point[keep], self.std[keep]) if self.std is not None else None
+                out.update(fm.probabilistic_metrics(self.y[keep], self.quantiles[keep], self.levels, gauss))
         out["windows"] = len(self.windows)
+        out["filled_targets_excluded"] = self.filled_excluded()
         return out
 
     def baseline_metrics(self) -> dict[str, dict[str, float]]:
-        return {name: fm.point_metrics(self.y, pred, self.scale) for name, pred in self.baselines.items()}
+        return {name: self._point(pred) for name, pred in self.baselines.items()}
+
+    def by_horizon(self, pred: np.ndarray) -> list[float]:
+        """MAE of each horizon step over the observed positions (``nan`` for a step never observed)."""
+        keep = self._keep()
+        if keep is None:
+            return fm.by_horizon(self.y, pred)
+        n, h = self.y.shape[:2]
+        err = np.where(keep, np.abs(self.y - pred), 0.0).reshape(n, h, -1).sum(axis=(0, 2))
+        count = keep.reshape(n, h, -1).sum(axis=(0, 2))
+        return [float(e / c) if c else math.nan for e, c in zip(err, count)]
+
+
+def observed_mase_scale(history: np.ndarray, observed: np.ndarray | None, period: int) -> np.ndarray:
+    """:func:`rnnkit.metrics.forecasting.mase_scale` over observed values only.
+
+    The scale is the mean ``|y_t - y_{t-m}|`` over the pairs of training steps whose two values were
+    both observed: a filled value (an interpolated gap is smooth, a zero is an outlier) would bias the
+    denominator of MASE as it would its numerator. The series lies on a regular grid (gaps are
+    filled to keep it so), so ``t - m`` is always the step one season earlier. With every value
+    observed this is exactly ``mase_scale``; with no observed pair it is ``nan`` (MASE undefined).
+    """
+    if observed is None or observed.all():
+        return fm.mase_scale(history, period)
+    h, ok = np.asarray(history, dtype=np.float64), np.asarray(observed, dtype=bool)
+    m = period if h.shape[0] > period else 1
+    if h.shape[0] <= m:
+        return np.full(h.shape[1:], np.nan)
+    pairs = ok[m:] & ok[:-m]
+    total = np.where(pairs, np.abs(h[m:] - h[:-m]), 0.0).sum(axis=0)
+    count = pairs.sum(axis=0)
+    scale = np.divide(total, count, out=np.full(np.shape(total), np.nan), where=count > 0)
+    return np.where(scale > 0, scale, np.nan)
+
+
+def _all_filled_error(period_name: str, fill: str) -> DataError:
+    return DataError(f"every target value in the {period_name} period was filled by data.fill={fill}, none "
+                     "observed, so no forecast error can be measured there",
+                     hint="give a file with observed values in that period, or move the period with "
+                          "data.test_size / data.val_size")
+
+
+def _observed(s: TimeSeries) -> np.ndarray:
+    """``[N, T]`` mask of the target values read from the file (all ``True`` when unknown)."""
+    return np.ones(s.targets.shape, dtype=bool) if s.observed is None else np.asarray(s.observed, dtype=bool)
 
 
 def backtest_origins(n_steps: int, lookback: int, horizon: int, stride: int, period: tuple[int, int]) -> np.ndarray:
@@ -445,14 +517,18 @@ def backtest_origins(n_steps: int, lookback: int, horizon: int, stride: int, per
 
 def run_backtest(model: Forecaster, pipe: Pipeline, series: list[TimeSeries], periods: dict[str, tuple[int, int]],
                  fit_stops: dict[str, int], stride: int, baselines: Sequence[str], levels: Sequence[float],
-                 batch_size: int = 256) -> Backtest:
+                 batch_size: int = 256, period_name: str = "evaluated") -> Backtest:
     """Forecast from every origin in ``periods`` (per series) without refitting anything.
 
     ``fit_stops[sid]`` ends the history used for statistics of series unseen in training, the
-    Holt-Winters fit and the MASE scale; inputs of a window end at its origin.
+    Holt-Winters fit and the MASE scale; inputs of a window end at its origin. Inputs (and the
+    baselines' histories) may hold values filled by ``data.fill``; the actual values a forecast is
+    scored against are masked where they were filled (:attr:`Backtest.observed`), and the MASE scale
+    uses observed training values only (:func:`observed_mase_scale`). ``period_name`` words the
+    error raised when every actual value of the period was filled.
     """
     lookback, horizon = model.lookback, model.horizon
-    xs, futs, ids, ys, windows = [], [], [], [], []
+    xs, futs, ids, ys, obs, windows = [], [], [], [], [], []
     base: dict[str, list[np.ndarray]] = {b: [] for b in baselines}
     skipped: dict[str, str] = {}
     if "ets" in base and not statsmodels_available():
@@ -471,13 +547,15 @@ def run_backtest(model: Forecaster, pipe: Pipeline, series: list[TimeSeries], pe
                 ets = HoltWinters(pipe.period).fit(s.targets[:fit_stop])
             except Exception as err:  # statsmodels fails on degenerate series; report, do not crash
                 skipped[f"ets ({s.series_id})"] = f"{type(err).__name__}: {str(err)[:80]}"
-        scale = fm.mase_scale(s.targets[:fit_stop], pipe.period)
+        observed = _observed(s)
+        scale = observed_mase_scale(s.targets[:fit_stop], observed[:fit_stop], pipe.period)
         for t0 in origins.tolist():
             x, fut = _window_inputs(scaled, t0, lookback, horizon)
             xs.append(x)
             futs.append(fut)
             ids.append(pipe.series_index(s.series_id))
             ys.append(s.targets[t0:t0 + horizon])
+            obs.append(observed[t0:t0 + horizon])
             windows.append((k, t0))
             scales.append(scale)
             hist = s.targets[:t0]
@@ -494,6 +572,8 @@ def run_backtest(model: Forecaster, pipe: Pipeline, series: list[TimeSeries], pe
     if not windows:
         raise DataError(f"no backtest window fits: each needs {horizon} steps inside the evaluated period and "
                         f"{lookback} steps before its origin", hint="enlarge data.test_size or shorten lookback/horizon")
+    if not np.any(obs):
+        raise _all_filled_error(period_name, pipe.cfg.fill)
     if "ets" in base and any(k.startswith("ets (") for k in skipped):
         base.pop("ets")
     point, quant, std = _forecast(model, np.stack(xs), np.stack(futs), np.asarray(ids), levels, batch_size)
@@ -505,7 +585,7 @@ def run_backtest(model: Forecaster, pipe: Pipeline, series: list[TimeSeries], pe
         std = (np.stack([sd * pipe.target_scale(sid) for sd, sid in zip(std, sids)])
                if pipe.cfg.transform == "none" else None)  # log-normal in original units: scored by its quantiles
     return Backtest(np.stack(ys), point, quant, list(levels), std, {k: np.stack(v) for k, v in base.items()},
-                    np.stack(scales)[:, None, :], windows, skipped)
+                    np.stack(scales)[:, None, :], windows, skipped, np.stack(obs))
 
 
 def _forecast(model: Forecaster, x: np.ndarray, fut: np.ndarray, ids: np.ndarray, levels: Sequence[float],
@@ -694,6 +774,8 @@ class TrainedForecaster:
             metrics.update({f"{name}_{k}": v for k, v in values.items()})
         if "seasonal_naive" in bt.baselines:
             metrics["beats_seasonal_naive"] = beats_seasonal_naive(metrics, bt.baseline_metrics())
+        if metrics["filled_targets_excluded"]:
+            metrics["notes"] = [_excluded_note(bt)]
         return metrics
 
     def forecast(self, path: str | Path | None = None, future_path: str | Path | None = None,
@@ -854,15 +936,22 @@ def _plot_horizon(bt: Backtest, path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     steps = np.arange(1, bt.y.shape[1] + 1)
-    ax.plot(steps, fm.by_horizon(bt.y, bt.point), marker="o", label="model")
+    ax.plot(steps, bt.by_horizon(bt.point), marker="o", label="model")
     for name, pred in bt.baselines.items():
-        ax.plot(steps, fm.by_horizon(bt.y, pred), marker=".", ls="--", label=name)
+        ax.plot(steps, bt.by_horizon(pred), marker=".", ls="--", label=name)
     ax.set(xlabel="steps ahead", ylabel="MAE (original units)", title="test error by horizon")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def _excluded_note(bt: Backtest) -> str:
+    """One sentence on the filled target positions left out of the metrics of a backtest."""
+    n, total = bt.filled_excluded(), bt.y.size
+    return (f"{n} of {total} forecast target positions (window x step x target) were filled by data.fill, not "
+            "observed, and are excluded from every error metric of the model and the baselines.")
 
 
 def _verdict_key(model: dict[str, Any]) -> str:
@@ -931,6 +1020,9 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         if report.num_gaps or report.nan_filled or report.sorted_rows:
             log(report.summary())
     bounds = _split(series, d)
+    for what, key in (("validation", "val"), ("test", "test")):  # refuse before training, not after
+        if not any(_observed(s)[slice(*getattr(bounds[s.series_id], key))].any() for s in series):
+            raise _all_filled_error(what, d.fill)
     pipe = Pipeline.fit(series, bounds, d)
     series = [_with_calendar(s, pipe.calendar) for s in series]
     scaled = [pipe.scale(s, bounds[s.series_id].train[1]) for s in series]
@@ -992,20 +1084,23 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     stride = cfg.evaluation.stride or d.horizon
     stops = {sid: b.train[1] for sid, b in bounds.items()}
     dev_bt = run_backtest(model, pipe, series, {sid: b.val for sid, b in bounds.items()}, stops, stride,
-                          cfg.evaluation.baselines, levels)
+                          cfg.evaluation.baselines, levels, period_name="validation")
     test_bt = run_backtest(model, pipe, series, {sid: b.test for sid, b in bounds.items()}, stops, stride,
-                           cfg.evaluation.baselines, levels)
+                           cfg.evaluation.baselines, levels, period_name="test")
     test_metrics, base_metrics = test_bt.metrics(), test_bt.baseline_metrics()
     for name, reason in test_bt.skipped.items():
         log(f"baseline {name} skipped: {reason}")
+    for what, bt in (("validation", dev_bt), ("test", test_bt)):
+        if bt.filled_excluded():
+            log(f"{what} backtest: {_excluded_note(bt)}")
     sentence = verdict(test_metrics, base_metrics)
     log(sentence.replace("**", ""))
     best = min(history, key=lambda r: r.get("dev_loss", math.inf))["epoch"] if history else 0
     metrics = {"dev": dev_bt.metrics(), "test": test_metrics, "baselines": base_metrics,
                "baselines_skipped": test_bt.skipped,
                "beats_seasonal_naive": beats_seasonal_naive(test_metrics, base_metrics),
-               "error_by_horizon": {"model": fm.by_horizon(test_bt.y, test_bt.point),
-                                    **{k: fm.by_horizon(test_bt.y, v) for k, v in test_bt.baselines.items()}},
+               "error_by_horizon": {"model": test_bt.by_horizon(test_bt.point),
+                                    **{k: test_bt.by_horizon(v) for k, v in test_bt.baselines.items()}},
                "train_seconds": train_seconds, "parameters": params, "best_epoch": best, "epochs_run": len(history),
                "series": len(series), "data_reports": {k: r.to_dict() for k, r in dataset.reports.items()}}
     run.write_json("metrics.json", metrics)
@@ -1040,6 +1135,8 @@ def _write_report(run: RunDir, cfg: Config, train_path: str | Path, series: list
         report += [f"Baseline {name} was skipped: {reason}.", ""]
     report += [f"MASE divides by the in-sample MAE of the seasonal naive forecast (season length {run.read_json('forecasting.json')['period']}) "
                "over the training period.", ""]
+    if t.get("filled_targets_excluded"):
+        report += [f"Test backtest: {_excluded_note(bt)}", ""]
     filled = [r for r in metrics["data_reports"].values() if r["num_gaps"] or r["nan_filled"]]
     if filled:
         report += ["## Data repairs", ""] + [f"- series {r['series_id']}: {r['num_gaps']} gaps ({r['num_missing_steps']} "
