@@ -11,7 +11,9 @@ stack of cells, one step at a time) that attends over the encoder outputs at eac
   query is ``s_t``.
 
 In both, the attentional vector is ``h~_t = tanh(W_c [s_t; c_t])`` and
-``p(y_t) = softmax(W_o h~_t + b)``. Input feeding (Luong sec. 3.3) passes ``h~_{t-1}`` into the
+``p(y_t) = softmax(W_o h~_t + b)`` over the outputs the decoder can produce: the scores of
+``<pad>`` and ``<bos>`` are ``-inf`` (probability exactly 0) in training and decoding alike, and
+label smoothing spreads only over the other ids. Input feeding (Luong sec. 3.3) passes ``h~_{t-1}`` into the
 next step; with ``tie_embeddings`` ``W_o`` is the decoder's input embedding matrix (Press & Wolf
 2017), so ``h~`` has the embedding size. Optional coverage (See et al. 2017, sec. 2.2) sums
 earlier attention, feeds it into the score and adds ``sum_s min(a_ts, cov_ts)`` to the loss.
@@ -172,30 +174,46 @@ class Seq2Seq(nn.Module):
         coverage = None if state.coverage is None else state.coverage + weights
         return attentional, DecoderState(tuple(new_hidden), attentional, coverage), weights
 
+    @property
+    def invalid_output_ids(self) -> tuple[int, ...]:
+        """Target ids the decoder can never produce: padding and the start token (``<unk>`` stays possible)."""
+        return tuple(sorted({self.pad_id, self.bos_id}))
+
+    def output_mask(self, device: torch.device | None = None) -> Tensor:
+        """``[V]`` bool, True on the ids the decoder can never produce (:attr:`invalid_output_ids`)."""
+        mask = torch.zeros(self.target_vocab_size, dtype=torch.bool, device=device)
+        mask[list(self.invalid_output_ids)] = True
+        return mask
+
     def logits(self, attentional: Tensor) -> Tensor:
-        """Output scores ``[..., V]`` from attentional vectors ``[..., D]``."""
+        """Output scores ``[..., V]`` from attentional vectors ``[..., D]``.
+
+        The scores of padding and the start token are ``-inf``: the softmax over them gives those
+        ids probability exactly 0 and spreads all mass over the valid outputs. Training (:meth:`loss`),
+        greedy and beam decoding (:meth:`step`) all read their scores from here.
+        """
         x = F.dropout(attentional, self.dropout, self.training)
         if self.output is None:
-            return F.linear(x, self.target_embedding.weight, self.output_bias)
-        return self.output(x)
+            scores = F.linear(x, self.target_embedding.weight, self.output_bias)
+        else:
+            scores = self.output(x)
+        return scores.masked_fill(self.output_mask(scores.device), float("-inf"))
 
     def step(self, previous: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, DecoderState, Tensor]:
         """Decode one step: ``previous`` token ids ``[B]`` -> ``(log_probs [B, V], state, attention [B, S])``.
 
         Padding and the start token can never be produced: their log-probabilities are ``-inf``
-        and the rest is renormalised.
+        (masked in :meth:`logits`) and the rest is normalised over the valid outputs.
         """
         attentional, state, weights = self._advance(self.target_embedding(previous), state, memory)
-        scores = self.logits(attentional)
-        scores[:, self.pad_id] = float("-inf")
-        scores[:, self.bos_id] = float("-inf")
-        return torch.log_softmax(scores, -1), state, weights
+        return torch.log_softmax(self.logits(attentional), -1), state, weights
 
     def forward(self, source: Tensor, lengths: Tensor, target_in: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Teacher forcing: ``target_in`` ``[B, T]`` starts with ``<bos>``.
 
         Returns:
-            ``(logits [B, T, V], attention [B, T, S], coverage penalty [B, T] or None)``.
+            ``(logits [B, T, V], attention [B, T, S], coverage penalty [B, T] or None)``; the logits
+            are ``-inf`` on ``<pad>`` and ``<bos>`` (see :meth:`logits`).
         """
         memory, state = self.encode(source, lengths)
         embedded = F.dropout(self.target_embedding(target_in), self.dropout, self.training)  # [B, T, E]
@@ -212,14 +230,46 @@ class Seq2Seq(nn.Module):
 
     def loss(self, source: Tensor, lengths: Tensor, target_in: Tensor, target_out: Tensor, *,
              label_smoothing: float = 0.0, coverage_weight: float = 1.0) -> Tensor:
-        """Mean label-smoothed cross entropy per target token (+ the coverage penalty when enabled)."""
+        """Mean label-smoothed cross entropy per real target token (+ the coverage penalty when enabled).
+
+        Smoothing spreads only over the outputs the decoder can produce (see :func:`smoothed_cross_entropy`);
+        padded target positions (and any target that is an impossible output) are left out.
+        """
         logits, _, penalty = self(source, lengths, target_in)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_out.reshape(-1),
-                               ignore_index=self.pad_id, label_smoothing=label_smoothing)
+        invalid = self.output_mask(logits.device)
+        real = ~invalid[target_out]  # [B, T]
+        loss = smoothed_cross_entropy(logits, target_out, real, invalid, label_smoothing)
         if penalty is not None and coverage_weight:
-            real = target_out != self.pad_id
             loss = loss + coverage_weight * (penalty * real).sum() / real.sum().clamp(min=1)
         return loss
+
+
+def smoothed_cross_entropy(logits: Tensor, target: Tensor, real: Tensor, invalid: Tensor,
+                           label_smoothing: float = 0.0) -> Tensor:
+    """Label-smoothed cross entropy over the valid outputs, averaged over the real positions.
+
+    With ``V' = V - |invalid|`` valid outputs and ``eps = label_smoothing``, each real position with
+    target ``y`` costs ``-(1 - eps) log p(y) - (eps / V') sum_{c valid} log p(c)``, where ``p`` is
+    the softmax of ``logits`` (whose invalid entries are ``-inf``, so ``p`` is 0 there): PyTorch's
+    label smoothing with the uniform part over the ``V'`` valid outputs instead of all ``V``.
+
+    Args:
+        logits: ``[..., V]`` scores, ``-inf`` on the invalid outputs.
+        target: ``[...]`` target ids.
+        real: ``[...]`` bool, True where the position counts (False on padding).
+        invalid: ``[V]`` bool, True on the outputs that can never be produced.
+        label_smoothing: ``eps`` in ``[0, 1]``.
+    """
+    log_probs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+    valid = ~invalid
+    safe_target = torch.where(real, target, valid.long().argmax())  # a valid id on ignored positions: never -inf
+    nll = -log_probs.gather(-1, safe_target.unsqueeze(-1)).squeeze(-1)
+    per_token = nll
+    if label_smoothing:
+        uniform = -log_probs.masked_fill(invalid, 0.0).sum(-1) / valid.sum()
+        per_token = (1.0 - label_smoothing) * nll + label_smoothing * uniform
+    per_token = per_token.masked_fill(~real, 0.0)
+    return per_token.sum() / real.sum().clamp(min=1)
 
 
 # -- decoding ----------------------------------------------------------------------------------
