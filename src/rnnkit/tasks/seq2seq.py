@@ -197,7 +197,17 @@ class Seq2Seq(nn.Module):
             scores = F.linear(x, self.target_embedding.weight, self.output_bias)
         else:
             scores = self.output(x)
-        return scores.masked_fill(self.output_mask(scores.device), float("-inf"))
+        # in place, two columns: the linear layer's backward does not read its output, and a full-width
+        # masked_fill would copy the [..., V] scores at every decoding step
+        return scores.index_fill_(-1, self._invalid_index(scores.device), float("-inf"))
+
+    def _invalid_index(self, device: torch.device) -> Tensor:
+        """:attr:`invalid_output_ids` as a tensor on ``device``, made once (not in the state dict)."""
+        cached = self.__dict__.get("_invalid_index_cache")
+        if cached is None or cached.device != device:
+            cached = torch.tensor(self.invalid_output_ids, dtype=torch.long, device=device)
+            self.__dict__["_invalid_index_cache"] = cached
+        return cached
 
     def step(self, previous: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, DecoderState, Tensor]:
         """Decode one step: ``previous`` token ids ``[B]`` -> ``(log_probs [B, V], state, attention [B, S])``.
