@@ -177,3 +177,19 @@ def test_training_reports_the_excluded_positions_and_refuses_a_hollow_test_perio
     assert result.exit_code == 2 and len(errors) == 1, result.output
     assert "every target value in the test period was filled by data.fill=interpolate" in errors[0]
     assert "fix:" in errors[0]
+
+
+def test_a_period_whose_scored_windows_are_all_filled_is_refused_before_training(tmp_path: Path) -> None:
+    # val_size=7 with horizon = stride = 3: the validation windows start at 41 and 44 and score steps 41-46;
+    # step 47 is observed but lies in no window, so nothing the backtest scores is observed
+    hollow = _write(tmp_path / "hollow_val.csv", empty_cells=tuple(range(41, 47)))
+    result = runner.invoke(app, ["train", "forecasting", "--set", "data.time_column=date", "--set",
+                                 "data.target=sales", "--set", "data.fill=interpolate", "--set",
+                                 f"data.lookback={LOOKBACK}", "--set", f"data.horizon={HORIZON}", "--set",
+                                 "data.val_size=7", "--set", f"data.test_size={TEST}", "--set", "train.epochs=1",
+                                 "--set", "model.hidden_size=4", "--set", "train.accelerator=cpu", "--set",
+                                 "evaluation.baselines=naive", "--out", str(tmp_path / "runs"), "--train",
+                                 str(hollow)])
+    assert result.exit_code == 2, result.output
+    assert "every target value in the validation period was filled" in result.output
+    assert "epoch 1" not in result.output  # refused before training, not after it

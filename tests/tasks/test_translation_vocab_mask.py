@@ -152,3 +152,18 @@ def test_greedy_and_beam_never_emit_pad_or_bos_and_beam_one_is_greedy(tie, seed)
             assert PAD not in hyp.tokens and BOS not in hyp.tokens and EOS not in hyp.tokens
             assert math.isfinite(hyp.log_prob)
     assert any(h.tokens for h in greedy)  # something was produced
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_decoding_under_inference_mode_first_does_not_break_training(tie):
+    # the pad/bos index is cached on first use; made under torch.inference_mode() it was an inference
+    # tensor, which index_fill_ cannot save for backward, so training after such a decode raised
+    model = _model(tie)
+    src, lengths, target_in, target_out = _batch()
+    with torch.inference_mode():
+        greedy_search(model, src, lengths)
+    model.train()
+    loss = model.loss(src, lengths, target_in, target_out, label_smoothing=0.1)
+    loss.backward()
+    assert math.isfinite(loss.item())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

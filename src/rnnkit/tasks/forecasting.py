@@ -1020,8 +1020,14 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         if report.num_gaps or report.nan_filled or report.sorted_rows:
             log(report.summary())
     bounds = _split(series, d)
+    stride = cfg.evaluation.stride or d.horizon
     for what, key in (("validation", "val"), ("test", "test")):  # refuse before training, not after
-        if not any(_observed(s)[slice(*getattr(bounds[s.series_id], key))].any() for s in series):
+        # the positions the backtest scores (its windows' targets), not the whole period: with a stride the
+        # last steps of a period may lie in no window, and an observed value there is never scored
+        targets = [_observed(s)[t0:t0 + d.horizon] for s in series
+                   for t0 in backtest_origins(len(s), d.lookback, d.horizon, stride,
+                                              getattr(bounds[s.series_id], key)).tolist()]
+        if targets and not np.any(targets):
             raise _all_filled_error(what, d.fill)
     pipe = Pipeline.fit(series, bounds, d)
     series = [_with_calendar(s, pipe.calendar) for s in series]
@@ -1081,7 +1087,6 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     run.save_model(model, NAME, hyper)
     meta = run.read_json("model.json")
     run.write_json("model.json", {**meta, "levels": levels})
-    stride = cfg.evaluation.stride or d.horizon
     stops = {sid: b.train[1] for sid, b in bounds.items()}
     dev_bt = run_backtest(model, pipe, series, {sid: b.val for sid, b in bounds.items()}, stops, stride,
                           cfg.evaluation.baselines, levels, period_name="validation")

@@ -205,7 +205,10 @@ class Seq2Seq(nn.Module):
         """:attr:`invalid_output_ids` as a tensor on ``device``, made once (not in the state dict)."""
         cached = self.__dict__.get("_invalid_index_cache")
         if cached is None or cached.device != device:
-            cached = torch.tensor(self.invalid_output_ids, dtype=torch.long, device=device)
+            # made outside inference mode even when the first call runs under torch.inference_mode(): an
+            # inference tensor cannot be saved for backward, and index_fill_ saves its index when training
+            with torch.inference_mode(False):
+                cached = torch.tensor(self.invalid_output_ids, dtype=torch.long, device=device)
             self.__dict__["_invalid_index_cache"] = cached
         return cached
 
