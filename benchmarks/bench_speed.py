@@ -272,9 +272,11 @@ def stacked_paths() -> list[BenchPath]:
 
 
 def projected_paths() -> list[BenchPath]:
-    """LSTMP (``proj_size = H/2``): torch.nn has no oneDNN kernel for it, so "auto" runs the engine on CPU."""
+    """LSTMP (``proj_size = H/2``): torch.nn has no oneDNN kernel for it, so "auto" runs the engine on CPU; on CUDA
+    plain LSTMP runs cuDNN and its variants the Triton engine (the layer-norm one the torch engine)."""
     base = "torch.nn.LSTM proj_size=H/2"
     auto = "engine" if DEVICE.type == "cpu" else "fused"
+    variants = _auto("lstm")
 
     def ours(**kw: object) -> Builder:
         return lambda i, h: rnn.LSTM(i, h, batch_first=True, proj_size=h // 2, **kw)  # type: ignore[arg-type]
@@ -285,13 +287,14 @@ def projected_paths() -> list[BenchPath]:
             BenchPath(f"rnnkit LSTMP (auto: {auto})", ours(), 4, True, base, projected=True),
             BenchPath("rnnkit LSTMP engine", ours(implementation="engine"), 4, True, base, projected=True),
             BenchPath("rnnkit LSTMP reference", ours(implementation="reference"), 4, True, base, projected=True),
-            BenchPath("rnnkit peephole LSTMP (auto: engine)", ours(cell="peephole_lstm"), 4, True, base,
+            BenchPath(f"rnnkit peephole LSTMP (auto: {variants})", ours(cell="peephole_lstm"), 4, True, base,
                       projected=True),
-            BenchPath("rnnkit LSTMP recurrent dropout 0.25 (auto: engine)", ours(recurrent_dropout=0.25), 4, True,
-                      base, projected=True),
+            BenchPath(f"rnnkit LSTMP recurrent dropout 0.25 (auto: {variants})", ours(recurrent_dropout=0.25), 4,
+                      True, base, projected=True),
             BenchPath("rnnkit LSTMP recurrent dropout 0.25 reference",
                       ours(recurrent_dropout=0.25, implementation="reference"), 4, True, base, projected=True),
-            BenchPath("rnnkit LSTMP zoneout 0.1 (auto: engine)", ours(zoneout=0.1), 4, True, base, projected=True),
+            BenchPath(f"rnnkit LSTMP zoneout 0.1 (auto: {variants})", ours(zoneout=0.1), 4, True, base,
+                      projected=True),
             BenchPath("rnnkit layernorm LSTMP (auto: engine)", ours(cell="layernorm_lstm"), 4, True, base,
                       projected=True),
             BenchPath("rnnkit layernorm LSTMP reference", ours(cell="layernorm_lstm", implementation="reference"), 4,

@@ -363,7 +363,9 @@ def test_auto_runs_lstm_layernorm_and_gru_variants_on_the_triton_engines_where_i
         assert isinstance(chosen, functools.partial) and chosen.keywords == {"kernels": "triton"}
         assert chosen.func is (engine_scan if name == "layernorm_lstm" else gru_engine_scan)
         assert select_scan([make_cell(name, I, H)], "auto", cuda, return_gates=True) is None
-    assert select_scan([make_cell("layernorm_lstm", I, H, proj_size=2)], "auto", cuda) is engine_scan  # no Triton LSTMP
+    for name in ("lstm", "layernorm_lstm"):  # LSTMP variants (plain LSTMP runs cuDNN)
+        chosen = select_scan([make_cell(name, I, H, proj_size=2)], "auto", cuda)
+        assert isinstance(chosen, functools.partial) and chosen.keywords == {"kernels": "triton"}
     assert select_scan([make_cell("gru", I, H).half()], "auto", cuda) is None  # Triton needs float32/64 weights
     assert select_scan([make_cell("gru", I, H, reset_after=False)], "auto", cuda) is None  # not torch's GRU form
     monkeypatch.setattr(engine_triton, "chosen_by_auto", lambda device: False)  # an older GPU, or no triton

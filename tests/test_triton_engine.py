@@ -36,7 +36,7 @@ def _run(kernels: str | None, cell: LSTMCell, x: torch.Tensor, state: tuple[torc
         out, (h_n, c_n), _ = reference_scan(cell, xx, (h0, c0), **kw)  # type: ignore[arg-type]
     else:
         out, (h_n, c_n), _ = engine_scan(cell, xx, (h0, c0), kernels=kernels, **kw)  # type: ignore[arg-type]
-    weights = torch.linspace(-1, 1, H, dtype=x.dtype, device=x.device)
+    weights = torch.linspace(-1, 1, h0.shape[-1], dtype=x.dtype, device=x.device)
     (out.pow(2).sum() + (h_n * weights).sum() + c_n.pow(2).sum()).backward()
     assert xx.grad is not None and h0.grad is not None and c0.grad is not None
     return [out.detach(), h_n.detach(), c_n.detach(), xx.grad, h0.grad, c0.grad,
@@ -130,13 +130,112 @@ def test_triton_is_refused_clearly_where_it_cannot_run(monkeypatch: pytest.Monke
         engine_scan(GRUCell(I, H), torch.randn(B, T, I), (torch.zeros(B, H),), kernels="triton")
     with pytest.raises(ValueError, match="kernels must be 'torch' or 'triton'"):
         engine_scan(LSTMCell(I, H), torch.randn(B, T, I), (torch.zeros(B, H), torch.zeros(B, H)), kernels="cuda")
-    with pytest.raises(ValueError, match="proj_size"):
-        rnn.LSTM(I, H, proj_size=2, implementation="triton")(torch.randn(B, T, I))
     with pytest.raises(ValueError, match="runs float32 or float64 weights, got torch.float16"):
         engine_scan(LSTMCell(I, H).half().to(DEVICE), torch.randn(B, T, I, device=DEVICE).half(),
                     (torch.zeros(B, H, device=DEVICE).half(),) * 2, kernels="triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert "runs on CUDA tensors, got cpu" in (triton_unavailable_reason(torch.device("cpu")) or "")
+
+
+# -- projected LSTMs (LSTMP, proj_size): the kernel writes o tanh c, the projection and h's update run in torch --
+P = 2
+
+
+def _projected_case(peephole: bool, bias: bool = True,
+                    layernorm: bool = False) -> tuple[LSTMCell, torch.Tensor, tuple[torch.Tensor, ...]]:
+    kind = LayerNormLSTMCell if layernorm else LSTMCell
+    cell = kind(I, H, bias, peephole=peephole, proj_size=P).double().to(DEVICE)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(B, T, I, dtype=torch.float64, device=DEVICE)
+    return cell, x, (torch.randn(B, P, dtype=torch.float64, device=DEVICE),
+                     torch.randn(B, H, dtype=torch.float64, device=DEVICE))
+
+
+@pytest.mark.parametrize("peephole", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("mask_kind", ["none", "holes"])
+@pytest.mark.parametrize("recurrent_dropout", [False, True])
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("layernorm", [False, True])
+def test_projected_triton_engine_matches_reference_float64(scan_mask: ScanMask, peephole: bool, reverse: bool,
+                                                           mask_kind: str, recurrent_dropout: bool,
+                                                           recompute: bool, layernorm: bool) -> None:
+    torch.manual_seed(5)
+    cell, x, state = _projected_case(peephole, bias=not recurrent_dropout, layernorm=layernorm)
+    rec = (torch.rand(B, P, device=DEVICE) > 0.3).double() / 0.7 if recurrent_dropout else None
+    kw = {"mask": scan_mask(mask_kind, B, T, DEVICE), "reverse": reverse, "recurrent_mask": rec}
+    expected = _run(None, cell, x, state, **kw)
+    with recompute_gates(recompute):
+        got = _run("triton", cell, x, state, **kw)
+    # out, h_n, c_n, three input gradients, W_ih, W_hh, (biases), (peepholes), W_hr (, the layer norms' gains and
+    # LN_c's bias)
+    assert len(got) == len(expected) == 6 + 3 + 2 * (not recurrent_dropout) + peephole + 4 * layernorm
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+    with torch.no_grad():
+        out, (h_n, c_n), _ = engine_scan(cell, x, state, kernels="triton", **kw)  # type: ignore[arg-type]
+    for e, g in zip(expected[:3], (out, h_n, c_n)):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("peephole", [False, True])
+@pytest.mark.parametrize("layernorm", [False, True])
+def test_projected_triton_zoneout_in_training_matches_reference_given_the_same_draws(
+        same_zoneout_draws: Callable[[torch.Tensor], None], recompute: bool, peephole: bool, layernorm: bool) -> None:
+    """Zoneout draws one mask of h's size (P) and one of c's (H): h is updated after the projection."""
+    torch.manual_seed(6)
+    same_zoneout_draws(torch.rand(T, 2, B, H, dtype=torch.float64, device=DEVICE))
+    cell, x, state = _projected_case(peephole, layernorm=layernorm)
+    kw = {"mask": torch.rand(B, T, device=DEVICE) > 0.3, "zoneout_rate": 0.3, "training": True, "reverse": True,
+          "recurrent_mask": (torch.rand(B, P, device=DEVICE) > 0.3).double() / 0.7}
+    expected = _run(None, cell, x, state, **kw)
+    with recompute_gates(recompute):
+        got = _run("triton", cell, x, state, **kw)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", [LSTMCell, LayerNormLSTMCell])
+def test_projected_triton_gradcheck(kind: type[LSTMCell]) -> None:
+    torch.manual_seed(7)
+    cell = kind(2, 3, peephole=True, proj_size=2).double().to(DEVICE)
+    x = torch.randn(2, 4, 2, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    h0 = torch.randn(2, 2, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    c0 = torch.randn(2, 3, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    mask = torch.tensor([[True, False, True, True], [False, True, True, False]], device=DEVICE)
+    rec = torch.tensor([[2.0, 0.0], [0.0, 2.0]], dtype=torch.float64, device=DEVICE)
+
+    def f(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out, (h_n, c_n), _ = engine_scan(cell, x, (h0, c0), mask=mask, reverse=True, recurrent_mask=rec,
+                                         zoneout_rate=0.3, training=False, kernels="triton")
+        return out, h_n, c_n
+
+    assert torch.autograd.gradcheck(f, (x, h0, c0, *cell.parameters()))
+
+
+@pytest.mark.parametrize("cell", ["peephole_lstm", "layernorm_lstm"])
+def test_projected_layer_with_implementation_triton_matches_the_reference_layer_in_float32(cell: str) -> None:
+    torch.manual_seed(8)
+    kw = {"cell": cell, "bidirectional": True, "num_layers": 2, "batch_first": True, "proj_size": P,
+          "recurrent_dropout": 0.2}
+    ref = rnn.LSTM(I, H, implementation="reference", **kw).to(DEVICE)  # type: ignore[arg-type]
+    tri = rnn.LSTM(I, H, implementation="triton", **kw).to(DEVICE)  # type: ignore[arg-type]
+    tri.load_state_dict(ref.state_dict())
+    ref.eval()
+    tri.eval()
+    x = torch.randn(B, T, I, device=DEVICE)
+    lengths = torch.tensor([T, 4, 2, 1])
+    (y_ref, (h_ref, c_ref)), (y_tri, (h_tri, c_tri)) = ref(x, lengths=lengths), tri(x, lengths=lengths)
+    assert y_tri.shape == (B, T, 2 * P) and h_tri.shape == (4, B, P) and c_tri.shape == (4, B, H)
+    for e, g in ((y_ref, y_tri), (h_ref, h_tri), (c_ref, c_tri)):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+    g_ref = torch.autograd.grad(y_ref.pow(2).sum(), list(ref.parameters()))
+    g_tri = torch.autograd.grad(y_tri.pow(2).sum(), list(tri.parameters()))
+    for a, b in zip(g_ref, g_tri):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(B, 1), (1, H)])

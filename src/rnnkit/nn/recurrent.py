@@ -484,7 +484,8 @@ _EXTRA_DOC = """
             outside autocast (faster than torch's non-oneDNN loop), and for layer-norm LSTM cells.
             ``"triton"``: that engine with each step's element-wise math in one Triton kernel and
             its loops replayed as CUDA graphs (CUDA tensors, ``LSTMCell`` and
-            ``LayerNormLSTMCell``; ``rnnkit.scan.engine_triton``, ``rnnkit.scan.cuda_graph``),
+            ``LayerNormLSTMCell``, with or without ``proj_size``; ``rnnkit.scan.engine_triton``,
+            ``rnnkit.scan.cuda_graph``),
             which ``"auto"`` uses instead of ``"engine"`` on CUDA where triton is installed; on
             GRU cells (``reset_after=True``) the GRU engine of ``rnnkit.scan.engine_gru``, built
             the same way, which ``"auto"`` uses on CUDA for the GRUs cuDNN cannot run.

@@ -57,14 +57,17 @@ def _cell(zo, zi, zf, zg, c, peep, cols, hidden, HAS_PEEP: tl.constexpr):  # typ
 @triton.jit
 def _store_state(rows, cols, ok, h, c, cc, h_prev, h_prev_row, h_next, h_next_row, c_next, c_next_row, h_in,
         h_in_row, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, rec, rec_row, rec_col,
-        HAS_UPDATES: tl.constexpr, HAS_REC: tl.constexpr, CARRIED: tl.constexpr):  # type: ignore[no-untyped-def]
+        HAS_UPDATES: tl.constexpr, UPDATE_H: tl.constexpr, HAS_REC: tl.constexpr,
+        CARRIED: tl.constexpr):  # type: ignore[no-untyped-def]
     """The new state from the cell's ``h~ = h`` and ``c~ = cc``: lerped by the update weights, and the next
-    matmul input ``h_t * rec``."""
+    matmul input ``h_t * rec``. Without ``UPDATE_H`` only ``c`` is lerped and ``h~`` is stored as it is
+    (a projected cell: its ``h`` is updated after the projection, outside the kernel)."""
     if HAS_UPDATES:
-        hp = tl.load(h_prev + rows * h_prev_row + cols, mask=ok, other=0.0)
-        uh = tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0)
+        if UPDATE_H:
+            hp = tl.load(h_prev + rows * h_prev_row + cols, mask=ok, other=0.0)
+            uh = tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0)
+            h = hp + uh * (h - hp)
         uc = tl.load(u_c + rows * u_c_row + cols * u_c_col, mask=ok, other=0.0)
-        h = hp + uh * (h - hp)
         tl.store(c_next + rows * c_next_row + cols, c + uc * (cc - c), mask=ok)
     tl.store(h_next + rows * h_next_row + cols, h, mask=ok)
     if HAS_REC:
@@ -75,18 +78,23 @@ def _store_state(rows, cols, ok, h, c, cc, h_prev, h_prev_row, h_next, h_next_ro
 
 @triton.jit
 def _reaching(rows, cols, ok, g_h, g_c, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col,
-        HAS_UPDATES: tl.constexpr):  # type: ignore[no-untyped-def]
-    """What of ``dL/dh_t`` and ``dL/dc_t`` reaches the cell (the rest skipped it through the update weights)."""
+        HAS_UPDATES: tl.constexpr, UPDATE_H: tl.constexpr):  # type: ignore[no-untyped-def]
+    """What of ``dL/dh_t`` and ``dL/dc_t`` reaches the cell (the rest skipped it through the update weights;
+    without ``UPDATE_H``, ``g_h`` already is what reaches the cell's ``h~``)."""
     if HAS_UPDATES:
-        return (g_h * tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0),
-                g_c * tl.load(u_c + rows * u_c_row + cols * u_c_col, mask=ok, other=0.0))
+        gck = g_c * tl.load(u_c + rows * u_c_row + cols * u_c_col, mask=ok, other=0.0)
+        dh = g_h
+        if UPDATE_H:
+            dh = g_h * tl.load(u_h + rows * u_h_row + cols * u_h_col, mask=ok, other=0.0)
+        return dh, gck
     return g_h, g_c
 
 
 @triton.jit
 def _cell_backward(rows, cols, ok, hidden, dc, dzo, i, f, sg, c, cc, g_h, g_c, dh, gck, peep, peep_if, peep_o,
         dz, dz_row, gc_next, gc_next_row, skip, skip_row, g_prev, g_prev_row,
-        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_GPREV: tl.constexpr):  # type: ignore[no-untyped-def]
+        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, UPDATE_H: tl.constexpr,
+        HAS_GPREV: tl.constexpr):  # type: ignore[no-untyped-def]
     """From ``dL/dc~`` through the tanh (``dc``) and ``dL/d a_o`` (``dzo``): the other gates' gradients, ``dL/dc_{t-1}``,
     the peephole sums, what skips the recurrent matmul; stores ``dz`` and returns ``(dzi, dzf, dzg)``."""
     if HAS_PEEP:
@@ -109,10 +117,11 @@ def _cell_backward(rows, cols, ok, hidden, dc, dzo, i, f, sg, c, cc, g_h, g_c, d
     _store_gates(dz + rows * dz_row + cols, hidden, ok, dzo, dzi, dzf, dzg)
     tl.store(gc_next + rows * gc_next_row + cols, nxt, mask=ok)
     if HAS_UPDATES:  # the part of dL/dh_{t-1} that does not pass through the recurrent matmul
-        s = g_h - dh
-        if HAS_GPREV:
-            s += tl.load(g_prev + rows * g_prev_row + cols, mask=ok, other=0.0)
-        tl.store(skip + rows * skip_row + cols, s, mask=ok)
+        if UPDATE_H:
+            s = g_h - dh
+            if HAS_GPREV:
+                s += tl.load(g_prev + rows * g_prev_row + cols, mask=ok, other=0.0)
+            tl.store(skip + rows * skip_row + cols, s, mask=ok)
     return dzi, dzf, dzg
 
 
@@ -120,8 +129,8 @@ def _cell_backward(rows, cols, ok, hidden, dc, dzo, i, f, sg, c, cc, g_h, g_c, d
 def lstm_forward_step(z, z_row, c_prev, c_prev_row, c_cand, c_cand_row, tanh_c, tanh_c_row, h_prev, h_prev_row,
         h_next, h_next_row, c_next, c_next_row, h_in, h_in_row, peep, u_h, u_h_row, u_h_col, u_c, u_c_row,
         u_c_col, rec, rec_row, rec_col, batch, hidden,
-        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_REC: tl.constexpr, CARRIED: tl.constexpr,
-        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
+        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, UPDATE_H: tl.constexpr, HAS_REC: tl.constexpr,
+        CARRIED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
     rows, cols, ok = _tile(batch, hidden, BLOCK_B, BLOCK_H)
     zp = z + rows * z_row + cols
     zo, zi, zf, zg = _load_gates(zp, hidden, ok)
@@ -133,13 +142,13 @@ def lstm_forward_step(z, z_row, c_prev, c_prev_row, c_cand, c_cand_row, tanh_c, 
     tl.store(tanh_c + rows * tanh_c_row + cols, tc, mask=ok)
     _store_state(rows, cols, ok, o * tc, c, cc, h_prev, h_prev_row, h_next, h_next_row, c_next, c_next_row, h_in,
                  h_in_row, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, rec, rec_row, rec_col,
-                 HAS_UPDATES, HAS_REC, CARRIED)
+                 HAS_UPDATES, UPDATE_H, HAS_REC, CARRIED)
 
 @triton.jit
 def lstm_backward_step(a, a_row, tanh_c, tanh_c_row, c_cand, c_cand_row, c_prev, c_prev_row, gh, gh_row, gc, gc_row,
         dz, dz_row, gc_next, gc_next_row, skip, skip_row, g_prev, g_prev_row, peep, peep_if, peep_o,
         u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, batch, hidden,
-        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_GPREV: tl.constexpr,
+        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, UPDATE_H: tl.constexpr, HAS_GPREV: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
     rows, cols, ok = _tile(batch, hidden, BLOCK_B, BLOCK_H)
     o, i, f, sg = _load_gates(a + rows * a_row + cols, hidden, ok)
@@ -147,14 +156,14 @@ def lstm_backward_step(a, a_row, tanh_c, tanh_c_row, c_cand, c_cand_row, c_prev,
     c = tl.load(c_prev + rows * c_prev_row + cols, mask=ok, other=0.0)
     g_h = tl.load(gh + rows * gh_row + cols, mask=ok, other=0.0)
     g_c = tl.load(gc + rows * gc_row + cols, mask=ok, other=0.0)
-    dh, gck = _reaching(rows, cols, ok, g_h, g_c, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, HAS_UPDATES)
+    dh, gck = _reaching(rows, cols, ok, g_h, g_c, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, HAS_UPDATES, UPDATE_H)
     dzo = dh * tc * o * (1.0 - o)
     cc = c  # c~ is read only for the peephole sums
     if HAS_PEEP:
         cc = tl.load(c_cand + rows * c_cand_row + cols, mask=ok, other=0.0)
     _cell_backward(rows, cols, ok, hidden, dh * o * (1.0 - tc * tc), dzo, i, f, sg, c, cc, g_h, g_c, dh, gck, peep,
                    peep_if, peep_o, dz, dz_row, gc_next, gc_next_row, skip, skip_row, g_prev, g_prev_row,
-                   HAS_PEEP, HAS_UPDATES, HAS_GPREV)
+                   HAS_PEEP, HAS_UPDATES, UPDATE_H, HAS_GPREV)
 
 
 @triton.jit
@@ -232,8 +241,8 @@ def ln_lstm_forward_step(xw, xw_row, y, y_row, z, z_row, gain_hh, stats, stats_r
         c_cand_row, tanh_c, tanh_c_row, h_prev, h_prev_row, h_next, h_next_row, c_next, c_next_row, h_in, h_in_row,
         peep, gain_c, bias_c, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, rec, rec_row, rec_col, batch, hidden,
         eps_hh: tl.constexpr, eps_c: tl.constexpr,
-        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_REC: tl.constexpr, CARRIED: tl.constexpr,
-        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
+        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, UPDATE_H: tl.constexpr, HAS_REC: tl.constexpr,
+        CARRIED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
     rows, cols, ok = _row_tile(batch, hidden, BLOCK_B, BLOCK_H)
     cok = cols < hidden
     # LN_hh over the whole 4H row of y = W_hh h_in (gate blocks o, i, f, 2g; the gain has the g block doubled)
@@ -275,7 +284,7 @@ def ln_lstm_forward_step(xw, xw_row, y, y_row, z, z_row, gain_hh, stats, stats_r
     tl.store(sp + 3, rstd_c, mask=rok)
     _store_state(rows, cols, ok, o * tc, c, cc, h_prev, h_prev_row, h_next, h_next_row, c_next, c_next_row, h_in,
                  h_in_row, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, rec, rec_row, rec_col,
-                 HAS_UPDATES, HAS_REC, CARRIED)
+                 HAS_UPDATES, UPDATE_H, HAS_REC, CARRIED)
 
 
 @triton.jit
@@ -283,7 +292,7 @@ def ln_lstm_backward_step(a, a_row, y, y_row, stats, stats_row, tanh_c, tanh_c_r
         c_prev_row, gh, gh_row, gc, gc_row, dz, dz_row, dy, dy_row, gc_next, gc_next_row, skip, skip_row, g_prev,
         g_prev_row, gain_hh, gain_c, acc_gain_hh, acc_gain_c, acc_bias_c, peep, peep_if, peep_o,
         u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, batch, hidden,
-        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, HAS_GPREV: tl.constexpr,
+        HAS_PEEP: tl.constexpr, HAS_UPDATES: tl.constexpr, UPDATE_H: tl.constexpr, HAS_GPREV: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):  # type: ignore[no-untyped-def]
     rows, cols, ok = _row_tile(batch, hidden, BLOCK_B, BLOCK_H)
     cok = cols < hidden
@@ -299,7 +308,7 @@ def ln_lstm_backward_step(a, a_row, y, y_row, stats, stats_row, tanh_c, tanh_c_r
     rstd_hh = tl.load(sp + 1, mask=rok, other=0.0)
     mean_c = tl.load(sp + 2, mask=rok, other=0.0)
     rstd_c = tl.load(sp + 3, mask=rok, other=0.0)
-    dh, gck = _reaching(rows, cols, ok, g_h, g_c, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, HAS_UPDATES)
+    dh, gck = _reaching(rows, cols, ok, g_h, g_c, u_h, u_h_row, u_h_col, u_c, u_c_row, u_c_col, HAS_UPDATES, UPDATE_H)
     dzo = dh * tc * o * (1.0 - o)
     d_nc = tl.where(ok, dh * o * (1.0 - tc * tc), 0.0)  # dL/d LN_c(c~)
     # LN_c backward over H: dc~ = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = d_nc gain_c
@@ -314,7 +323,7 @@ def ln_lstm_backward_step(a, a_row, y, y_row, stats, stats_row, tanh_c, tanh_c_r
     tl.store(abc, tl.load(abc, mask=ok, other=0.0) + d_nc, mask=ok)
     dzi, dzf, dzg = _cell_backward(rows, cols, ok, hidden, dc, dzo, i, f, sg, c, cc, g_h, g_c, dh, gck, peep,
                                    peep_if, peep_o, dz, dz_row, gc_next, gc_next_row, skip, skip_row, g_prev,
-                                   g_prev_row, HAS_PEEP, HAS_UPDATES, HAS_GPREV)
+                                   g_prev_row, HAS_PEEP, HAS_UPDATES, UPDATE_H, HAS_GPREV)
     # LN_hh backward over the 4H row: its output's gradient is dz
     yo, yi, yf, yg = _load_gates(y + rows * y_row + cols, hidden, ok)
     xo = tl.where(ok, (yo - mean_hh) * rstd_hh, 0.0)

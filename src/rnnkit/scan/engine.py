@@ -138,7 +138,7 @@ class _LSTMEngine(torch.autograd.Function):
         ctx.triton = triton  # type: ignore[attr-defined]
         if triton:
             return _triton_engine_forward(ctx, x, w_cat, bias, peep, h0, c0, rec_mask, update_h, update_c, out_mask,
-                                          recompute)
+                                          recompute, w_hr)
         hidden = w_cat.shape[0] // 4
         xh, hs, cs, z, tanh_c, c_cand = _forward_buffers(x, h0, c0, hidden, rec_mask, update_h, recompute)
         carried = update_h is not None or rec_mask is not None
@@ -277,8 +277,6 @@ def triton_engine_unavailable_reason(cell: RecurrentCell, device: torch.device) 
     if type(cell) not in (LSTMCell, LayerNormLSTMCell):
         return (f"implementation='triton' supports LSTMCell and LayerNormLSTMCell (plain, peephole, recurrent "
                 f"dropout, zoneout) only; got {type(cell).__name__}")
-    if cell.weight_hr is not None:
-        return "implementation='triton' does not support proj_size; implementation='engine' does (torch kernels)"
     if cell.weight_ih.dtype not in (torch.float32, torch.float64):
         return (f"implementation='triton' runs float32 or float64 weights, got {cell.weight_ih.dtype}; "
                 "keep the weights in float32 (autocast still works around them)")
@@ -288,10 +286,10 @@ def triton_engine_unavailable_reason(cell: RecurrentCell, device: torch.device) 
 def _triton_engine_forward(ctx: Any, x: Tensor, w_cat: Tensor, bias: Tensor | None, peep: Tensor | None,
                            h0: Tensor, c0: Tensor, rec_mask: Tensor | None, update_h: Tensor | None,
                            update_c: Tensor | None, out_mask: Tensor | None,
-                           recompute: bool) -> tuple[Tensor, Tensor, Tensor]:
+                           recompute: bool, w_hr: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """:class:`_LSTMEngine`'s forward with Triton kernels: the loop replayed as a CUDA graph where it can be."""
     inputs: cuda_graph.Inputs = {"x": x, "h0": h0, "c0": c0, "w_cat": w_cat, "bias": bias, "peep": peep,
-                                 "rec": rec_mask, "uh": update_h, "uc": update_c}
+                                 "rec": rec_mask, "uh": update_h, "uc": update_c, "w_hr": w_hr}
     loop: Callable[..., cuda_graph.Outputs] = functools.partial(_triton_forward_loop, recompute=recompute)
     ctx.graphs = cuda_graph.graphs_enabled(x.device)  # decided here for the backward too
     res, _ = (cuda_graph.run_captured(("lstm engine forward", recompute), loop, inputs)
@@ -303,26 +301,32 @@ def _triton_engine_forward(ctx: Any, x: Tensor, w_cat: Tensor, bias: Tensor | No
     c_cand = res["c_cand"] if res["c_cand"] is not None or recompute else cs[1:]
     out = hs[1:] if out_mask is None else hs[1:] * out_mask
     ctx.save_for_backward(x, res["z"], cs, res["tanh_c"], c_cand, xh, w_cat, bias, peep, rec_mask, update_h,
-                          update_c, out_mask, None)
+                          update_c, out_mask, w_hr)
     return out, hs[steps].clone(), cs[steps].clone()
 
 
 def _triton_forward_loop(x: Tensor, h0: Tensor, c0: Tensor, w_cat: Tensor, bias: Tensor | None, peep: Tensor | None,
-                         rec: Tensor | None, uh: Tensor | None, uc: Tensor | None,
+                         rec: Tensor | None, uh: Tensor | None, uc: Tensor | None, w_hr: Tensor | None,
                          recompute: bool) -> cuda_graph.Outputs:
     """The forward loop, one matmul and one Triton kernel per step; returns what backward needs.
 
     Writes only into tensors it allocates (it may be recorded as a CUDA graph and replayed):
-    ``xh`` ``[T+1, B, I+H]`` (``[x_t, h_{t-1}]``, recurrent-masked), ``hs`` (the states, when they
+    ``xh`` ``[T+1, B, I+P]`` (``[x_t, h_{t-1}]``, recurrent-masked), ``hs`` (the states, when they
     differ from the matmul input, else ``None``: they are ``xh``'s ``h`` columns), ``cs``, and, unless
     the gates are recomputed in backward, ``z`` (activations ``o, i, f, sigmoid(2 a_g)``), ``tanh_c``
-    and, with update weights, ``c_cand``.
+    and, with update weights, ``c_cand``. A projected cell (``w_hr`` ``[P, H]``) has the kernel
+    write ``o tanh c`` and update only ``c``; the projection, ``h``'s update and the next matmul
+    input are three small torch ops after it.
     """
-    steps, _, inputs = x.shape
-    xh, hs, cs, z, tanh_c, c_cand = _forward_buffers(x, h0, c0, w_cat.shape[0] // 4, rec, uh, recompute)
+    steps, batch, inputs = x.shape
+    hidden = w_cat.shape[0] // 4
+    xh, hs, cs, z, tanh_c, c_cand = _forward_buffers(x, h0, c0, hidden, rec, uh, recompute)
     carried = uh is not None or rec is not None
     updates = uh is not None
     w_t = w_cat.t()
+    w_hr_t = w_hr.t() if w_hr is not None else None
+    h_raw = x.new_empty(batch, hidden) if w_hr is not None else None  # o * tanh c before the projection
+    h_cand = x.new_empty(batch, h0.shape[-1]) if w_hr is not None and updates else None
     xh_s, hin_s, h_s, c_s = xh.unbind(0), xh[..., inputs:].unbind(0), hs.unbind(0), cs.unbind(0)
     z_s, cc_s, tc_s = z.unbind(0), c_cand.unbind(0), tanh_c.unbind(0)
     uh_s = uh.unbind(0) if uh is not None else ()
@@ -333,9 +337,22 @@ def _triton_forward_loop(x: Tensor, h0: Tensor, c0: Tensor, w_cat: Tensor, bias:
             torch.mm(xh_s[t], w_t, out=z_s[k])
         else:
             torch.addmm(bias, xh_s[t], w_t, out=z_s[k])
-        engine_triton.forward_step(z_s[k], c_s[t], cc_s[k] if updates else c_s[t + 1], tc_s[k], h_s[t], h_s[t + 1],
-                                   c_s[t + 1], hin_s[t + 1] if carried else None, peep,
-                                   uh_s[t] if updates else None, uc_s[t] if updates else None, rec)
+        c_next = cc_s[k] if updates else c_s[t + 1]
+        if h_raw is None:
+            engine_triton.forward_step(z_s[k], c_s[t], c_next, tc_s[k], h_s[t], h_s[t + 1], c_s[t + 1],
+                                       hin_s[t + 1] if carried else None, peep, uh_s[t] if updates else None,
+                                       uc_s[t] if updates else None, rec)
+            continue
+        engine_triton.forward_step(z_s[k], c_s[t], c_next, tc_s[k], h_raw, h_raw, c_s[t + 1], None, peep, None,
+                                   uc_s[t] if updates else None, None)
+        assert w_hr_t is not None
+        torch.mm(h_raw, w_hr_t, out=h_s[t + 1] if h_cand is None else h_cand)
+        if h_cand is not None:
+            torch.lerp(h_s[t], h_cand, uh_s[t], out=h_s[t + 1])
+        if rec is not None:
+            torch.mul(h_s[t + 1], rec, out=hin_s[t + 1])
+        elif carried:
+            hin_s[t + 1].copy_(h_s[t + 1])
     return {"xh": xh, "hs": hs if carried else None, "cs": cs, "z": None if recompute else z,
             "tanh_c": None if recompute else tanh_c, "c_cand": c_cand if updates and not recompute else None}
 
@@ -343,17 +360,18 @@ def _triton_forward_loop(x: Tensor, h0: Tensor, c0: Tensor, w_cat: Tensor, bias:
 def _triton_engine_backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None,
                             grad_c: Tensor | None) -> tuple[Tensor | None, ...]:
     """:class:`_LSTMEngine`'s backward with Triton kernels (recorded as a CUDA graph where it can be)."""
-    x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c, out_mask, _ = ctx.saved_tensors
+    x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c, out_mask, w_hr = \
+        ctx.saved_tensors
     steps = x.shape[0]
     g_out = None if grad_out is None else (grad_out if out_mask is None else grad_out * out_mask).contiguous()
-    gh = torch.zeros_like(cs[0]) if grad_h is None else grad_h
+    gh = xh.new_zeros(xh.shape[1], xh.shape[2] - x.shape[2]) if grad_h is None else grad_h
     if g_out is not None:
         gh = gh + g_out[steps - 1]
-    gc = torch.zeros_like(gh) if grad_c is None else grad_c
+    gc = torch.zeros_like(cs[0]) if grad_c is None else grad_c
     inputs: cuda_graph.Inputs = {
         "gh": gh, "gc": gc, "gout": g_out, "z": z, "tanh_c": tanh_c, "c_cand": None if update_h is None else c_cand,
         "cs": cs, "xh": xh if ctx.recompute else None, "w_cat": w_cat, "bias": bias if ctx.recompute else None,
-        "peep": peep, "rec": rec_mask, "uh": update_h, "uc": update_c}
+        "peep": peep, "rec": rec_mask, "uh": update_h, "uc": update_c, "w_hr": w_hr}
     loop: Callable[..., cuda_graph.Outputs] = functools.partial(_triton_backward_loop, inputs_size=x.shape[2],
                                                                 recompute=ctx.recompute)
     res, _ = (cuda_graph.run_captured(("lstm engine backward", ctx.recompute, x.shape[2]), loop, inputs)
@@ -361,17 +379,26 @@ def _triton_engine_backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | 
     dz, gh_0, gc_0 = res["dz"], res["gh"], res["gc"]
     assert dz is not None and gh_0 is not None and gc_0 is not None
     grads = _weight_grads(ctx, dz, xh, x.shape[2], w_cat, bias, peep, res["peep_if"], res["peep_o"])
-    return (*grads, gh_0, gc_0, None, None, None, None, None, None, None)
+    grad_hr = res["grad_hr"]
+    if w_hr is not None and grad_hr is None and ctx.needs_input_grad[12]:  # sum_t dh~_t^T (o_t tanh c_t)
+        dh_hat = res["dh_hat"]
+        assert dh_hat is not None and z is not None and tanh_c is not None
+        hidden = cs.shape[-1]
+        grad_hr = dh_hat.flatten(0, 1).t() @ torch.mul(z[..., :hidden], tanh_c).flatten(0, 1)
+    return (*grads, gh_0, gc_0, None, None, None, None, None, None, grad_hr if ctx.needs_input_grad[12] else None)
 
 
 def _triton_backward_loop(gh: Tensor, gc: Tensor, gout: Tensor | None, z: Tensor | None, tanh_c: Tensor | None,
                           c_cand: Tensor | None, cs: Tensor, xh: Tensor | None, w_cat: Tensor, bias: Tensor | None,
                           peep: Tensor | None, rec: Tensor | None, uh: Tensor | None, uc: Tensor | None,
-                          inputs_size: int, recompute: bool) -> cuda_graph.Outputs:
+                          w_hr: Tensor | None, inputs_size: int, recompute: bool) -> cuda_graph.Outputs:
     """The backward loop, one Triton kernel and one matmul per step; writes only tensors it allocates.
 
     Returns ``dz`` ``[T, B, 4H]`` (``dL/d`` pre-activations, for the weight gradients after the
-    loop), ``gh``/``gc`` (``dL/dh_0``, ``dL/dc_0``) and the peephole gradients per batch row.
+    loop), ``gh``/``gc`` (``dL/dh_0``, ``dL/dc_0``) and the peephole gradients per batch row. A
+    projected cell (``w_hr`` ``[P, H]``) adds a ``[B, P] x [P, H]`` matmul per step before the
+    kernel and returns every step's ``dL/dh~`` (``dh_hat`` ``[T, B, P]``) for ``dL/dW_hr``, or,
+    recomputing the gates, that gradient summed per step (``grad_hr``).
     """
     steps, batch, hidden = cs.shape[0] - 1, cs.shape[1], cs.shape[2]
     updates = uh is not None
@@ -395,6 +422,9 @@ def _triton_backward_loop(gh: Tensor, gc: Tensor, gout: Tensor | None, z: Tensor
     gh = gh.contiguous()
     gc = gc.contiguous().clone()
     gc_next = torch.empty_like(gc)  # two buffers, swapped each step
+    if w_hr is not None:
+        return _triton_projected_backward(gh, gc, gc_next, gout_s, gate_s, xh_s, project, back, dz, cp_s, peep,
+                                          peep_if, peep_o, rec, uh_s, uc_s, w_hr)
     skip_buf = torch.empty_like(gh) if updates else None
     for t in range(steps - 1, -1, -1):
         views = gate_s[t]
@@ -407,7 +437,46 @@ def _triton_backward_loop(gh: Tensor, gc: Tensor, gout: Tensor | None, z: Tensor
                                     uh_s[t] if updates else None, uc_s[t] if updates else None)
         gc, gc_next = gc_next, gc
         gh = recurrent_grad(skip, dz_s[t], back, rec)
-    return {"dz": dz, "gh": gh, "gc": gc, "peep_if": peep_if, "peep_o": peep_o}
+    return {"dz": dz, "gh": gh, "gc": gc, "peep_if": peep_if, "peep_o": peep_o, "dh_hat": None, "grad_hr": None}
+
+
+def _triton_projected_backward(gh: Tensor, gc: Tensor, gc_next: Tensor, gout_s: tuple[Tensor, ...],
+                               gate_s: list[GateViews], xh_s: tuple[Tensor, ...], project: StepMatmul | None,
+                               back: StepMatmul, dz: Tensor, cp_s: tuple[Tensor, ...], peep: Tensor | None,
+                               peep_if: Tensor | None, peep_o: Tensor | None, rec: Tensor | None,
+                               uh_s: tuple[Tensor, ...], uc_s: tuple[Tensor, ...], w_hr: Tensor) -> cuda_graph.Outputs:
+    """:func:`_triton_backward_loop` for a projected cell: ``dL/dh~`` (``P``) goes back through ``W_hr`` to ``o tanh c``
+    (``H``) in one matmul, the kernel takes it from there and handles ``c``'s update weight, and what skips the
+    cell through ``h``'s update weight is added in torch."""
+    steps, batch = dz.shape[0], dz.shape[1]
+    hidden, state = w_hr.shape[1], w_hr.shape[0]
+    recompute = project is not None
+    dz_s = dz.unbind(0)
+    dh_hat = gh.new_empty(1 if recompute else steps, batch, state)
+    dh_hat_s = dh_hat.unbind(0)
+    dh_raw = gh.new_empty(batch, hidden)
+    grad_hr = gh.new_zeros(state, hidden) if recompute else None
+    for t in range(steps - 1, -1, -1):
+        views = gate_s[t]
+        if project is not None:
+            _gates(xh_s[t], project, cp_s[t], peep, views)
+        dh = dh_hat_s[0 if recompute else t]  # what reaches the cell's h~
+        if uh_s:
+            torch.mul(gh, uh_s[t], out=dh)
+        else:
+            dh.copy_(gh)
+        torch.mm(dh, w_hr, out=dh_raw)
+        if grad_hr is not None:
+            grad_hr.addmm_(dh.t(), views[2] * views[-1])  # o tanh c~
+        engine_triton.backward_step(views[0], views[-1], views[-2], cp_s[t], dh_raw, gc, dz_s[t], gc_next, None, None,
+                                    peep, peep_if, peep_o, None, uc_s[t] if uc_s else None)
+        gc, gc_next = gc_next, gc
+        skip = gout_s[t - 1] if (gout_s and t) else None  # what reaches dL/dh_{t-1} around the matmul
+        if uh_s:
+            skip = gh - dh if skip is None else (gh - dh).add_(skip)
+        gh = recurrent_grad(skip, dz_s[t], back, rec)
+    return {"dz": dz, "gh": gh, "gc": gc, "peep_if": peep_if, "peep_o": peep_o,
+            "dh_hat": None if recompute else dh_hat, "grad_hr": grad_hr}
 
 
 def _weight_grads(ctx: Any, dz: Tensor, xh: Tensor, inputs: int, w_cat: Tensor, bias: Tensor | None,
@@ -580,7 +649,7 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
     :func:`engine_unavailable_reason` reports. In training, zoneout draws its masks from torch's
     generator in a different order than the reference scan: same distribution, other samples.
     ``kernels="triton"`` does each step's element-wise work in one Triton kernel
-    (:mod:`rnnkit.scan.engine_triton`; CUDA, ``LSTMCell`` and ``LayerNormLSTMCell`` without a projection).
+    (:mod:`rnnkit.scan.engine_triton`; CUDA, ``LSTMCell`` and ``LayerNormLSTMCell``, projected or not).
     """
     reason = engine_unavailable_reason(cell, zoneout_rate=zoneout_rate, return_gates=return_gates)
     if reason is None and kernels == "triton":

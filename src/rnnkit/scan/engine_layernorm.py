@@ -58,7 +58,7 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
         inputs: cuda_graph.Inputs = {"xw": xw, "w_hh": w_hh, "gain_hh": gain_hh, "gain_c": gain_c,
                                      "bias_c": bias_c, "peep": peep, "h0": h0, "c0": c0, "rec_mask": rec_mask,
                                      "update_h": update_h, "update_c": update_c}
-        if w_hr is not None:  # LSTMP: the torch-op loops only
+        if w_hr is not None:  # LSTMP
             inputs["w_hr"] = w_hr
         loop: Callable[..., cuda_graph.Outputs] = (
             functools.partial(_triton_forward_loop, eps_hh=eps_hh, eps_c=eps_c) if triton
@@ -338,16 +338,19 @@ def _backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor | Non
 
 def _triton_forward_loop(xw: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tensor, bias_c: Tensor,
                          peep: Tensor | None, h0: Tensor, c0: Tensor, rec_mask: Tensor | None, update_h: Tensor | None,
-                         update_c: Tensor | None, eps_hh: float, eps_c: float) -> cuda_graph.Outputs:
+                         update_c: Tensor | None, eps_hh: float, eps_c: float,
+                         w_hr: Tensor | None = None) -> cuda_graph.Outputs:
     """:func:`_forward_loop` with one matmul and one Triton kernel per step (same outputs, but
-    ``stats`` is ``[T, B, 4]``)."""
+    ``stats`` is ``[T, B, 4]``). A projected cell (``w_hr`` ``[P, H]``) has the kernel write
+    ``o tanh LN_c(c~)`` and update only ``c``; the projection, ``h``'s update and the next matmul
+    input are small torch ops after it."""
     steps, batch, four_h = xw.shape
-    hidden = four_h // 4
+    hidden, state = four_h // 4, w_hh.shape[1]  # state: h's size, the projection's or H
     z, y = torch.empty_like(xw), torch.empty_like(xw)
-    hs, cs = xw.new_empty(steps + 1, batch, hidden), xw.new_empty(steps + 1, batch, hidden)
+    hs, cs = xw.new_empty(steps + 1, batch, state), xw.new_empty(steps + 1, batch, hidden)
     hs[0], cs[0] = h0, c0
     carried = rec_mask is not None  # the matmul input h * rec differs from h
-    h_in = xw.new_empty(steps + 1, batch, hidden) if carried else hs
+    h_in = xw.new_empty(steps + 1, batch, state) if carried else hs
     if rec_mask is not None:
         torch.mul(h0, rec_mask, out=h_in[0])
     updates = update_h is not None
@@ -360,12 +363,26 @@ def _triton_forward_loop(xw: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tens
     h_s, c_s, hin_s = hs.unbind(0), cs.unbind(0), h_in.unbind(0)
     uh_s = update_h.unbind(0) if update_h is not None else ()
     uc_s = update_c.unbind(0) if update_c is not None else ()
+    h_raw = xw.new_empty(batch, hidden) if w_hr is not None else None  # o * tanh LN_c(c~) before the projection
+    h_cand = xw.new_empty(batch, state) if w_hr is not None and updates else None
+    w_hr_t = w_hr.t() if w_hr is not None else None
     for t in range(steps):
         torch.mm(hin_s[t], w_t, out=y_s[t])
-        engine_triton.ln_forward_step(x_s[t], y_s[t], z_s[t], gain_hh, st_s[t], c_s[t], cc_s[t], tc_s[t], h_s[t],
-                                      h_s[t + 1], c_s[t + 1], hin_s[t + 1] if carried else None, peep, gain_c,
-                                      bias_c, uh_s[t] if updates else None, uc_s[t] if updates else None, rec_mask,
-                                      eps_hh, eps_c)
+        if h_raw is None:
+            engine_triton.ln_forward_step(x_s[t], y_s[t], z_s[t], gain_hh, st_s[t], c_s[t], cc_s[t], tc_s[t],
+                                          h_s[t], h_s[t + 1], c_s[t + 1], hin_s[t + 1] if carried else None, peep,
+                                          gain_c, bias_c, uh_s[t] if updates else None,
+                                          uc_s[t] if updates else None, rec_mask, eps_hh, eps_c)
+            continue
+        engine_triton.ln_forward_step(x_s[t], y_s[t], z_s[t], gain_hh, st_s[t], c_s[t], cc_s[t], tc_s[t], h_raw,
+                                      h_raw, c_s[t + 1], None, peep, gain_c, bias_c, None,
+                                      uc_s[t] if updates else None, None, eps_hh, eps_c)
+        assert w_hr_t is not None
+        torch.mm(h_raw, w_hr_t, out=h_s[t + 1] if h_cand is None else h_cand)
+        if h_cand is not None:
+            torch.lerp(h_s[t], h_cand, uh_s[t], out=h_s[t + 1])
+        if rec_mask is not None:
+            torch.mul(h_s[t + 1], rec_mask, out=hin_s[t + 1])
     return {"z": z, "y": y, "hs": hs, "cs": cs, "tanh_c": tanh_c, "c_cand": c_cand if updates else None,
             "h_in": h_in[:steps] if carried else None, "stats": stats}
 
@@ -373,8 +390,10 @@ def _triton_forward_loop(xw: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tens
 def _triton_backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor, y: Tensor, cs: Tensor,
                           tanh_c: Tensor, c_cand: Tensor | None, stats: Tensor, w_hh: Tensor, gain_hh: Tensor,
                           gain_c: Tensor, bias_c: Tensor, peep: Tensor | None, rec_mask: Tensor | None,
-                          update_h: Tensor | None, update_c: Tensor | None) -> cuda_graph.Outputs:
-    """:func:`_backward_loop` with one Triton kernel and one matmul per step (same outputs)."""
+                          update_h: Tensor | None, update_c: Tensor | None,
+                          w_hr: Tensor | None = None) -> cuda_graph.Outputs:
+    """:func:`_backward_loop` with one Triton kernel and one matmul per step (same outputs). A projected cell
+    adds a ``[B, P] x [P, H]`` matmul per step before the kernel, and ``dL/dW_hr`` as one matmul after the loop."""
     del bias_c  # LN_c's bias does not enter its backward
     steps, batch, four_h = z.shape
     hidden = four_h // 4
@@ -395,19 +414,37 @@ def _triton_backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tenso
     gh = gh.contiguous()
     gc = gc.contiguous().clone()
     gc_next = torch.empty_like(gc)  # two buffers, swapped each step
-    skip_buf = torch.empty_like(gh) if updates else None
+    skip_buf = torch.empty_like(gh) if updates and w_hr is None else None
     back = StepMatmul(w_hh.t(), None, batch, calls=steps)
-    for t in range(steps - 1, -1, -1):
-        g_prev = gout_s[t - 1] if (gout_s and t) else None
-        skip = skip_buf if updates else g_prev  # what reaches dL/dh_{t-1} around the matmul
-        engine_triton.ln_backward_step(z_s[t], y_s[t], st_s[t], tc_s[t], cc_s[t], cp_s[t], gh, gc, dz_s[t], dy_s[t],
-                                       gc_next, skip_buf, g_prev if updates else None, gain_hh, gain_c, acc_gain_hh,
-                                       acc_gain_c, acc_bias_c, peep, peep_if, peep_o,
-                                       uh_s[t] if updates else None, uc_s[t] if updates else None)
-        gc, gc_next = gc_next, gc
-        gh = recurrent_grad(skip, dy_s[t], back, rec_mask)
+    grad_hr = None
+    if w_hr is not None:  # dL/dh~ -> dL/d(o tanh LN_c(c~)) through W_hr, h's update weight applied in torch
+        dh_hat = z.new_empty(steps, batch, w_hr.shape[0])
+        dh_raw = z.new_empty(batch, hidden)
+        for t in range(steps - 1, -1, -1):
+            dh = torch.mul(gh, uh_s[t], out=dh_hat[t]) if updates else dh_hat[t].copy_(gh)
+            torch.mm(dh, w_hr, out=dh_raw)
+            engine_triton.ln_backward_step(z_s[t], y_s[t], st_s[t], tc_s[t], cc_s[t], cp_s[t], dh_raw, gc, dz_s[t],
+                                           dy_s[t], gc_next, None, None, gain_hh, gain_c, acc_gain_hh, acc_gain_c,
+                                           acc_bias_c, peep, peep_if, peep_o, None, uc_s[t] if updates else None)
+            gc, gc_next = gc_next, gc
+            skip = gout_s[t - 1] if (gout_s and t) else None  # what reaches dL/dh_{t-1} around the matmul
+            if updates:
+                skip = gh - dh if skip is None else (gh - dh).add_(skip)
+            gh = recurrent_grad(skip, dy_s[t], back, rec_mask)
+        grad_hr = dh_hat.flatten(0, 1).t() @ torch.mul(z[..., :hidden], tanh_c).flatten(0, 1)  # sum_t dh~ (o tanh)
+    else:
+        for t in range(steps - 1, -1, -1):
+            g_prev = gout_s[t - 1] if (gout_s and t) else None
+            skip = skip_buf if updates else g_prev  # what reaches dL/dh_{t-1} around the matmul
+            engine_triton.ln_backward_step(z_s[t], y_s[t], st_s[t], tc_s[t], cc_s[t], cp_s[t], gh, gc, dz_s[t],
+                                           dy_s[t], gc_next, skip_buf, g_prev if updates else None, gain_hh, gain_c,
+                                           acc_gain_hh, acc_gain_c, acc_bias_c, peep, peep_if, peep_o,
+                                           uh_s[t] if updates else None, uc_s[t] if updates else None)
+            gc, gc_next = gc_next, gc
+            gh = recurrent_grad(skip, dy_s[t], back, rec_mask)
     return {"dz": dz, "dy": dy, "gh": gh, "gc": gc, "grad_gain_hh": acc_gain_hh.sum(0),
-            "grad_gain_c": acc_gain_c.sum(0), "grad_bias_c": acc_bias_c.sum(0), "peep_if": peep_if, "peep_o": peep_o}
+            "grad_gain_c": acc_gain_c.sum(0), "grad_bias_c": acc_bias_c.sum(0), "peep_if": peep_if, "peep_o": peep_o,
+            "grad_hr": grad_hr}
 
 
 def layernorm_engine_scan(cell: LayerNormLSTMCell, x_tm: Tensor, state: tuple[Tensor, Tensor], order: Tensor,

@@ -21,7 +21,9 @@ a GPU when there is one. One kernel per step is not enough on its own: the host 
 300-470 µs per step on Python and launches while the GPU worked about 50 (0.2-0.5x cuDNN), so
 the engine records its forward and backward loops as CUDA graphs and replays them
 (:mod:`rnnkit.scan.cuda_graph`): 1.2-1.5x cuDNN's plain LSTM on an H100 for plain, peephole,
-recurrent-dropout and zoneout LSTMs (``benchmarks/RESULTS.md``). The layer uses them with
+recurrent-dropout and zoneout LSTMs (``benchmarks/RESULTS.md``). Projected cells (LSTMP) use the
+same kernels with ``u_h=None``: the kernel writes ``o tanh c`` and updates only ``c``, and the engine
+projects and updates ``h`` after it. The layer uses them with
 ``implementation="triton"``, and ``"auto"`` on CUDA where triton is installed. Triton ships with
 CUDA builds of PyTorch; nothing here is imported unless asked for.
 """
@@ -99,6 +101,12 @@ def _update(u: Tensor | None, like: Tensor) -> tuple[Tensor, int, int]:
     return u, u.stride(0), (u.stride(1) if u.shape[1] > 1 else 0)
 
 
+def _check_updates(u_h: Tensor | None, u_c: Tensor | None) -> None:
+    """``u_c`` alone is allowed (a projected cell, whose ``h`` is updated after its projection), ``u_h`` alone is not."""
+    if u_h is not None and u_c is None:
+        raise ValueError("an update weight for h needs one for c (pass u_c, all ones if c is not updated)")
+
+
 def forward_step(z: Tensor, c_prev: Tensor, c_cand: Tensor, tanh_c: Tensor, h_prev: Tensor, h_next: Tensor,
                  c_next: Tensor, h_in: Tensor | None, peep: Tensor | None, u_h: Tensor | None,
                  u_c: Tensor | None, rec: Tensor | None) -> None:
@@ -107,7 +115,8 @@ def forward_step(z: Tensor, c_prev: Tensor, c_cand: Tensor, tanh_c: Tensor, h_pr
     ``z`` holds the pre-activations and receives the activations ``o, i, f, sigmoid(2 a_g)``;
     ``c_next`` is written only with update weights (else ``c~`` is the new cell state, and
     ``c_cand`` should be that buffer); ``h_in`` (the next matmul's ``h`` input, recurrent-dropped)
-    only when it is not ``h_next`` itself.
+    only when it is not ``h_next`` itself. ``u_c`` without ``u_h`` (a projected cell) updates ``c``
+    only and writes ``o tanh c`` to ``h_next`` as it is (``h_prev`` is then not read).
     """
     fwd, _ = _kernels()
     batch, hidden = c_prev.shape
@@ -115,7 +124,7 @@ def forward_step(z: Tensor, c_prev: Tensor, c_cand: Tensor, tanh_c: Tensor, h_pr
     grid, block_b, block_h = _grid(batch, hidden)
     uh, uh_row, uh_col = _update(u_h, c_prev)
     uc, uc_row, uc_col = _update(u_c, c_prev)
-    updates = u_h is not None
+    _check_updates(u_h, u_c)
     if rec is not None:  # [B, H], [B, 1] or [1, H]: read through broadcast strides
         rec = rec.expand(batch, hidden)
     with _on(z.device):
@@ -124,8 +133,8 @@ def forward_step(z: Tensor, c_prev: Tensor, c_cand: Tensor, tanh_c: Tensor, h_pr
                   _row(h_in if h_in is not None else h_next), peep if peep is not None else z, uh, uh_row, uh_col,
                   uc, uc_row, uc_col, rec if rec is not None else c_prev, 0 if rec is None else rec.stride(0),
                   0 if rec is None else rec.stride(1), batch, hidden,
-                  HAS_PEEP=peep is not None, HAS_UPDATES=updates, HAS_REC=rec is not None, CARRIED=h_in is not None,
-                  BLOCK_B=block_b, BLOCK_H=block_h)
+                  HAS_PEEP=peep is not None, HAS_UPDATES=u_c is not None, UPDATE_H=u_h is not None,
+                  HAS_REC=rec is not None, CARRIED=h_in is not None, BLOCK_B=block_b, BLOCK_H=block_h)
 
 
 def backward_step(a: Tensor, tanh_c: Tensor, c_cand: Tensor, c_prev: Tensor, gh: Tensor, gc: Tensor, dz: Tensor,
@@ -145,6 +154,7 @@ def backward_step(a: Tensor, tanh_c: Tensor, c_cand: Tensor, c_prev: Tensor, gh:
     grid, block_b, block_h = _grid(batch, hidden)
     uh, uh_row, uh_col = _update(u_h, c_prev)
     uc, uc_row, uc_col = _update(u_c, c_prev)
+    _check_updates(u_h, u_c)
     if u_h is not None and skip is None:
         raise ValueError("backward_step needs a skip buffer with update weights")
     with _on(a.device):
@@ -153,8 +163,8 @@ def backward_step(a: Tensor, tanh_c: Tensor, c_cand: Tensor, c_prev: Tensor, gh:
                   g_prev if g_prev is not None else gh, _row(g_prev), peep if peep is not None else gh,
                   peep_if if peep_if is not None else gh, peep_o if peep_o is not None else gh,
                   uh, uh_row, uh_col, uc, uc_row, uc_col, batch, hidden,
-                  HAS_PEEP=peep is not None, HAS_UPDATES=u_h is not None, HAS_GPREV=g_prev is not None,
-                  BLOCK_B=block_b, BLOCK_H=block_h)
+                  HAS_PEEP=peep is not None, HAS_UPDATES=u_c is not None, UPDATE_H=u_h is not None,
+                  HAS_GPREV=g_prev is not None, BLOCK_B=block_b, BLOCK_H=block_h)
 
 
 @functools.lru_cache(maxsize=1)
@@ -241,6 +251,7 @@ def ln_forward_step(xw: Tensor, y: Tensor, z: Tensor, gain_hh: Tensor, stats: Te
     grid, block_b, block_h, warps = _row_grid(batch, hidden)
     uh, uh_row, uh_col = _update(u_h, c_prev)
     uc, uc_row, uc_col = _update(u_c, c_prev)
+    _check_updates(u_h, u_c)
     if rec is not None:
         rec = rec.expand(batch, hidden)
     with _on(z.device):
@@ -250,8 +261,9 @@ def ln_forward_step(xw: Tensor, y: Tensor, z: Tensor, gain_hh: Tensor, stats: Te
                   peep if peep is not None else gain_c, gain_c, bias_c, uh, uh_row, uh_col, uc, uc_row, uc_col,
                   rec if rec is not None else c_prev, 0 if rec is None else rec.stride(0),
                   0 if rec is None else rec.stride(1), batch, hidden, eps_hh, eps_c,
-                  HAS_PEEP=peep is not None, HAS_UPDATES=u_h is not None, HAS_REC=rec is not None,
-                  CARRIED=h_in is not None, BLOCK_B=block_b, BLOCK_H=block_h, num_warps=warps)
+                  HAS_PEEP=peep is not None, HAS_UPDATES=u_c is not None, UPDATE_H=u_h is not None,
+                  HAS_REC=rec is not None, CARRIED=h_in is not None, BLOCK_B=block_b, BLOCK_H=block_h,
+                  num_warps=warps)
 
 
 def ln_backward_step(a: Tensor, y: Tensor, stats: Tensor, tanh_c: Tensor, c_cand: Tensor, c_prev: Tensor, gh: Tensor,
@@ -272,6 +284,7 @@ def ln_backward_step(a: Tensor, y: Tensor, stats: Tensor, tanh_c: Tensor, c_cand
     grid, block_b, block_h, warps = _row_grid(batch, hidden)
     uh, uh_row, uh_col = _update(u_h, c_prev)
     uc, uc_row, uc_col = _update(u_c, c_prev)
+    _check_updates(u_h, u_c)
     if u_h is not None and skip is None:
         raise ValueError("ln_backward_step needs a skip buffer with update weights")
     with _on(a.device):
@@ -281,5 +294,5 @@ def ln_backward_step(a: Tensor, y: Tensor, stats: Tensor, tanh_c: Tensor, c_cand
                   _row(g_prev), gain_hh, gain_c, acc_gain_hh, acc_gain_c, acc_bias_c,
                   peep if peep is not None else gain_c, peep_if if peep_if is not None else gh,
                   peep_o if peep_o is not None else gh, uh, uh_row, uh_col, uc, uc_row, uc_col, batch, hidden,
-                  HAS_PEEP=peep is not None, HAS_UPDATES=u_h is not None, HAS_GPREV=g_prev is not None,
-                  BLOCK_B=block_b, BLOCK_H=block_h, num_warps=warps)
+                  HAS_PEEP=peep is not None, HAS_UPDATES=u_c is not None, UPDATE_H=u_h is not None,
+                  HAS_GPREV=g_prev is not None, BLOCK_B=block_b, BLOCK_H=block_h, num_warps=warps)
