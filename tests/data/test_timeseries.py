@@ -277,3 +277,53 @@ def test_semicolon_files_are_read_and_column_typos_get_a_suggestion(tmp_path: Pa
         read_timeseries(f, "date", "Y")
     with pytest.raises(DataError, match="not found"):  # an explicit delimiter is kept
         read_timeseries(f, "date", "y", delimiter=",")
+
+
+def test_fill_missing_interpolates_each_period_from_its_past_only() -> None:
+    nan = np.nan
+    x = np.array([[1.0, 10.0], [nan, nan], [3.0, 30.0], [nan, 40.0], [nan, nan], [6.0, nan], [nan, 70.0]])
+    # one period: every gap reads the next observed value
+    np.testing.assert_allclose(fill_missing(x, "interpolate"),
+                               [[1, 10], [2, 20], [3, 30], [4, 40], [5, 50], [6, 60], [6, 70]])
+    # periods [0, 4), [4, 6), [6, 7): a gap at the end of a period is forward-filled (step 3 of
+    # column 0 does not read step 5; step 5 of column 1 does not read step 6), a gap at the start of
+    # a period is interpolated from the last value of the past period (step 4 of column 0)
+    out = fill_missing(x, "interpolate", breaks=(4, 6))
+    np.testing.assert_allclose(out, [[1, 10], [2, 20], [3, 30], [3, 40], [5, 40], [6, 40], [6, 70]])
+    # changing a value of a later period never changes the filled values of an earlier one
+    for i in range(len(x)):
+        for c in range(2):
+            if np.isnan(x[i, c]):
+                continue
+            y = x.copy()
+            y[i, c] += 100.0
+            stop = next((b for b in (4, 6, 7) if b > i), 7)  # the end of step i's period
+            lo = {4: 0, 6: 4, 7: 6}[stop]
+            np.testing.assert_array_equal(fill_missing(y, "interpolate", breaks=(4, 6))[:lo, c], out[:lo, c])
+    # breaks outside (0, N) are ignored; ffill and zero never look ahead, so breaks do not change them
+    np.testing.assert_array_equal(fill_missing(x, "interpolate", breaks=(0, 7, 9)), fill_missing(x, "interpolate"))
+    for policy in ("ffill", "zero"):
+        np.testing.assert_array_equal(fill_missing(x, policy, breaks=(4, 6)), fill_missing(x, policy))
+    # a first period with nothing observed cannot be filled without reading the future
+    with pytest.raises(DataError, match="no value to interpolate from before step 2"):
+        fill_missing(np.array([nan, nan, 3.0]), "interpolate", breaks=(2,))
+
+
+def test_read_timeseries_fill_breaks(tmp_path: Path) -> None:
+    # step 2 (an empty cell) ends the first period and step 3 (a missing row) the second one
+    f = _csv(tmp_path, "t,y,x\n2020-01-01,1,5\n2020-01-02,2,6\n2020-01-03,,7\n2020-01-05,5,\n2020-01-06,6,10\n")
+    seen: list[int] = []
+
+    def breaks(n: int) -> tuple[int, ...]:
+        seen.append(n)
+        return (3, 4)
+
+    s = read_timeseries(f, "t", "y", past_covariates=["x"], fill="interpolate", fill_breaks=breaks).only()
+    assert seen == [6]  # called with the number of steps after the gap is inserted
+    assert s.targets[:, 0].tolist() == [1, 2, 2, 2, 5, 6]  # not 3 and 4 from the value 5 of step 4
+    # covariates too: the gap at step 3 ends its period (forward fill); step 4 lies between step 2 (the
+    # past) and step 5 of its own period
+    assert s.past_covariates[:, 0].tolist() == [5, 6, 7, 7, 9, 10]
+    assert s.observed[:, 0].tolist() == [True, True, False, False, True, True]
+    plain = read_timeseries(f, "t", "y", past_covariates=["x"], fill="interpolate").only()
+    assert plain.targets[:, 0].tolist() == [1, 2, 3, 4, 5, 6]

@@ -24,6 +24,7 @@ from rnnkit.tasks.forecasting import (
     TrainedForecaster,
     _split,
     observed_mase_scale,
+    split_breaks,
 )
 from rnnkit.tasks.forecasting_models import Forecaster
 
@@ -193,3 +194,114 @@ def test_a_period_whose_scored_windows_are_all_filled_is_refused_before_training
     assert result.exit_code == 2, result.output
     assert "every target value in the validation period was filled" in result.output
     assert "epoch 1" not in result.output  # refused before training, not after it
+
+
+# -- data.fill=interpolate never reads a later period ------------------------------------------
+# N=60, val_size=6, test_size=12: train [0, 42), validation [42, 48), test [48, 60)
+TRAIN_END, VAL_END = 42, 48
+
+
+def _write_varied(path: Path, changed: dict[int, float], missing_rows: tuple[int, ...] = (),
+                  empty_cells: tuple[int, ...] = ()) -> Path:
+    """``_write`` with some observed values replaced."""
+    days = np.datetime64("2021-01-01") + np.arange(N)
+    y = _values()
+    for i, v in changed.items():
+        y[i] = v
+    lines = [f"{d},{'' if i in empty_cells else y[i]}" for i, d in enumerate(days) if i not in missing_rows]
+    path.write_text("date,sales\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def _windows_of(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, list[np.ndarray]]:
+    """Train on ``path`` (one tiny epoch) and return the inputs and targets of every training and
+    validation window the model was given."""
+    import rnnkit.tasks.forecasting as fc
+
+    seen: dict[str, list[np.ndarray]] = {}
+    original = fc._Windows.__init__
+
+    def spy(self: fc._Windows, series: list, ids: list, period: str, *args: object, **kwargs: object) -> None:
+        original(self, series, ids, period, *args, **kwargs)
+        items = [self[i] for i in range(len(self))]
+        seen[period] = [np.stack([x.numpy() for x, *_ in items]), np.stack([y.numpy() for *_, y in items])]
+
+    with monkeypatch.context() as patch:  # undone on return: a second call spies on the real class
+        patch.setattr(fc._Windows, "__init__", spy)
+        patch.setattr(fc, "statsmodels_available", lambda: False)
+        result = runner.invoke(app, ["train", "forecasting", "--set", "data.time_column=date", "--set",
+                                     "data.target=sales", "--set", "data.fill=interpolate", "--set",
+                                     f"data.lookback={LOOKBACK}", "--set", f"data.horizon={HORIZON}", "--set",
+                                     "data.val_size=6", "--set", f"data.test_size={TEST}", "--set",
+                                     "train.epochs=1", "--set", "model.hidden_size=4", "--set",
+                                     "train.accelerator=cpu", "--set", "evaluation.baselines=naive", "--quiet",
+                                     "--out", str(tmp_path / "runs"), "--train", str(path)])
+    assert result.exit_code == 0, result.output
+    assert set(seen) == {"train", "val"}
+    return seen
+
+
+def _filled(path: Path, breaks: object) -> np.ndarray:
+    cfg = DataConfig(time_column="date", target=["sales"], fill="interpolate", calendar=[])
+    return Pipeline.read_raw(path, cfg, breaks).only().targets[:, 0]
+
+
+def test_interpolation_at_the_end_of_training_does_not_read_the_validation_period(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = _values()
+    # the last training step is an empty cell; only the first validation value differs between the files
+    a = _write_varied(tmp_path / "a.csv", {}, empty_cells=(TRAIN_END - 1,))
+    b = _write_varied(tmp_path / "b.csv", {TRAIN_END: raw[TRAIN_END] + 100.0}, empty_cells=(TRAIN_END - 1,))
+    breaks = split_breaks(None, 6, TEST)
+    assert breaks(N) == (TRAIN_END, VAL_END, N)
+    fa, fb = _filled(a, breaks), _filled(b, breaks)
+    # no later observed value inside the training period: forward fill from the last training value
+    assert fa[TRAIN_END - 1] == fb[TRAIN_END - 1] == raw[TRAIN_END - 2]
+    np.testing.assert_array_equal(fa[:TRAIN_END], fb[:TRAIN_END])
+    # without period breaks (a forecast from the whole file) the gap is interpolated as before
+    assert _filled(a, None)[TRAIN_END - 1] == pytest.approx((raw[TRAIN_END - 2] + raw[TRAIN_END]) / 2)
+    # what training feeds the model (inputs and targets of every training window, scaled on the
+    # training period) is the same whatever the first validation value is
+    wa, wb = _windows_of(a, monkeypatch, tmp_path), _windows_of(b, monkeypatch, tmp_path)
+    assert wa["train"][0].shape[0] > 0
+    for got, want in zip(wb["train"], wa["train"]):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_interpolation_at_the_end_of_validation_does_not_read_the_test_period(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = _values()
+    # a missing row (a gap) at the last validation step; only the first test value differs
+    a = _write_varied(tmp_path / "a.csv", {}, missing_rows=(VAL_END - 1,))
+    b = _write_varied(tmp_path / "b.csv", {VAL_END: raw[VAL_END] - 50.0}, missing_rows=(VAL_END - 1,))
+    fa, fb = _filled(a, split_breaks(None, 6, TEST)), _filled(b, split_breaks(None, 6, TEST))
+    assert fa[VAL_END - 1] == fb[VAL_END - 1] == raw[VAL_END - 2]
+    np.testing.assert_array_equal(fa[:VAL_END], fb[:VAL_END])
+    wa, wb = _windows_of(a, monkeypatch, tmp_path), _windows_of(b, monkeypatch, tmp_path)
+    for period in ("train", "val"):
+        for got, want in zip(wb[period], wa[period]):
+            np.testing.assert_array_equal(got, want)
+    # evaluate/backtest splits the file into history and test period the same way: the forecast from
+    # the first test origin reads the filled last history step, which must not depend on the first
+    # test value (the actual it is scored against)
+    model = _model(a)
+    bta, btb = model.backtest(a), model.backtest(b)
+    assert bta.windows[0][1] == btb.windows[0][1] == VAL_END
+    np.testing.assert_array_equal(bta.point[0], btb.point[0])
+    assert not np.array_equal(bta.point[1], btb.point[1])  # later origins read the first test value
+    assert bta.y[0, 0, 0] == raw[VAL_END] and btb.y[0, 0, 0] == raw[VAL_END] - 50.0
+    assert bta.observed is not None and bta.observed[0].all()  # the window's targets were all observed
+
+
+def test_interpolation_inside_a_period_may_read_the_past_of_an_earlier_one(tmp_path: Path) -> None:
+    raw = _values()
+    # the first validation step is missing: it lies between the last training value (the past, known
+    # at forecast time) and the next validation value, and is interpolated between the two
+    a = _write_varied(tmp_path / "a.csv", {}, empty_cells=(TRAIN_END, 30))
+    filled = _filled(a, split_breaks(None, 6, TEST))
+    assert filled[TRAIN_END] == pytest.approx((raw[TRAIN_END - 1] + raw[TRAIN_END + 1]) / 2)
+    assert filled[30] == pytest.approx((raw[29] + raw[31]) / 2)  # inside the training period: as before
+    # the filled positions stay unobserved, so they are never scored
+    cfg = DataConfig(time_column="date", target=["sales"], fill="interpolate", calendar=[])
+    s = Pipeline.read_raw(a, cfg, split_breaks(None, 6, TEST)).only()
+    assert not s.observed[TRAIN_END, 0] and not s.observed[30, 0] and s.observed.sum() == N - 2

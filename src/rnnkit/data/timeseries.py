@@ -10,7 +10,9 @@ values...). It then
 * infers the sampling step (calendar-aware: monthly data stays monthly) or checks ``freq``;
 * detects gaps, reports them, and fills them with the chosen policy
   (``'ffill'``, ``'interpolate'``, ``'zero'`` or ``'error'``);
-* fills NaN values (empty cells, ``NA``, ``nan``...) with the same policy.
+* fills NaN values (empty cells, ``NA``, ``nan``...) with the same policy; with ``fill_breaks``
+  (e.g. the train / validation / test periods of a chronological split), ``'interpolate'`` fills
+  each period from values observed before its end only, so no later value leaks into it.
 
 The result is a :class:`TimeSeriesDataset` of :class:`TimeSeries` plus one
 :class:`SeriesReport` per series recording what was filled, so nothing is silent. Each series
@@ -27,7 +29,7 @@ import difflib
 import io
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -558,7 +560,7 @@ def _coarsest_unit(times: np.ndarray) -> str:
     return "s"
 
 
-def fill_missing(values: np.ndarray, policy: str) -> np.ndarray:
+def fill_missing(values: np.ndarray, policy: str, breaks: Sequence[int] = ()) -> np.ndarray:
     """Fill NaN values along axis 0 of ``[N, C]`` values.
 
     Args:
@@ -566,6 +568,15 @@ def fill_missing(values: np.ndarray, policy: str) -> np.ndarray:
         policy: ``'ffill'`` (previous value; a leading NaN is an error), ``'interpolate'``
             (linear; edges take the nearest value), ``'zero'`` or ``'error'`` (any NaN is an
             error).
+        breaks: Steps where a new period starts (e.g. the first validation and test steps of a
+            chronological split). With ``'interpolate'`` each period is filled separately from
+            the values observed before its end only, so no value leaks into an earlier period: a
+            missing value is interpolated between the last observed value before it (which may
+            lie in an earlier period: the past is known) and the next observed value inside its
+            own period; a gap at the end of a period, with no later observed value inside it,
+            takes the last observed value (forward fill). A period (the first one) with no
+            observed value at all before its end is an error. ``'ffill'`` and ``'zero'`` never
+            look ahead, so ``breaks`` does not change them. Default: one period.
 
     Returns:
         The filled copy.
@@ -599,16 +610,24 @@ def fill_missing(values: np.ndarray, policy: str) -> np.ndarray:
             np.maximum.accumulate(idx, out=idx)
             out[:, c] = col[idx]
     else:
-        steps = np.arange(out.shape[0])
+        n = out.shape[0]
+        stops = sorted({int(b) for b in breaks if 0 < int(b) < n}) + [n]
+        steps = np.arange(n)
         for c in range(out.shape[1]):
-            col = out[:, c]
+            col = out[:, c].copy()
             ok = ~np.isnan(col)
-            if not ok.any():
-                raise DataError(
-                    f"column {c} has no value to interpolate from",
-                    hint=fixes("drop the column", setting("fill", "zero")),
-                )
-            out[:, c] = np.interp(steps, steps[ok], col[ok])
+            lo = 0
+            for hi in stops:
+                if nan[lo:hi, c].any():
+                    known = steps[:hi][ok[:hi]]  # observed before the end of the period only
+                    if not known.size:
+                        raise DataError(
+                            f"column {c} has no value to interpolate from"
+                            + (f" before step {hi}, the end of its first period" if hi < n else ""),
+                            hint=fixes("drop the column", setting("fill", "zero")),
+                        )
+                    out[lo:hi, c] = np.interp(steps[lo:hi], known, col[known])
+                lo = hi
     return out[:, 0] if squeeze else out
 
 
@@ -629,6 +648,7 @@ def read_timeseries(
     delimiter: str | None = None,
     encoding: str = "utf-8",
     max_gaps_listed: int = 20,
+    fill_breaks: Callable[[int], Sequence[int]] | None = None,
 ) -> TimeSeriesDataset:
     """Read one or many time series from a CSV (or Parquet) table.
 
@@ -652,6 +672,11 @@ def read_timeseries(
         delimiter: CSV delimiter (default ``','``, ``'\\t'`` for ``.tsv``).
         encoding: Text encoding.
         max_gaps_listed: How many gaps each report lists explicitly.
+        fill_breaks: Given the number of steps of a series (after gaps are inserted), the steps
+            where a new period starts (e.g. the validation and test periods of a chronological
+            split): ``fill='interpolate'`` then fills each period from values observed before
+            its end only (see :func:`fill_missing`), so a value of a later period never leaks
+            into an earlier one. ``None``: the whole series is one period.
 
     Returns:
         A :class:`TimeSeriesDataset`.
@@ -800,7 +825,7 @@ def read_timeseries(
         observed = ~np.isnan(vals[:, :nt])  # before filling: False at gaps and empty target cells
         if np.isnan(vals).any():
             try:
-                vals = fill_missing(vals, fill)
+                vals = fill_missing(vals, fill, () if fill_breaks is None else fill_breaks(n_steps))
             except DataError as exc:
                 nan_rows = nan_in_file.any(axis=1)
                 first = int(rows[int(np.argmax(nan_rows))]) if nan_rows.any() else int(rows[0])

@@ -1,13 +1,14 @@
 """Time-series forecasting: a CSV of one or many series in, forecasts with intervals out.
 
 Pipeline: :func:`rnnkit.data.read_timeseries` reads the series (gaps and NaN reported, filled by
-``data.fill`` or refused), calendar features are derived from the time column, each series is
-split chronologically into train / validation / test periods, per-series scalers are fitted on
-the training period only, and one global recurrent model (see :mod:`.forecasting_models`) is
-trained on lookback windows. Evaluation is a rolling-origin backtest over the test period
-(origins every ``evaluation.stride`` steps, no refit, inputs strictly before each origin) beside
-the naive, seasonal naive, drift and Holt-Winters baselines; forecasts are returned in original
-units.
+``data.fill`` or refused; ``interpolate`` fills each train / validation / test period from values
+observed before its end only, so no later value leaks into an earlier period), calendar features
+are derived from the time column, each series is split chronologically into train / validation /
+test periods, per-series scalers are fitted on the training period only, and one global recurrent
+model (see :mod:`.forecasting_models`) is trained on lookback windows. Evaluation is a rolling-origin
+backtest over the test period (origins every ``evaluation.stride`` steps, no refit, inputs strictly
+before each origin) beside the naive, seasonal naive, drift and Holt-Winters baselines; forecasts are
+returned in original units.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class DataConfig:
                                  "picks by frequency; empty for none")
     fill: Literal["error", "ffill", "interpolate", "zero"] = option(
         "error", "gaps and empty/NaN cells: error stops at the first one; ffill, interpolate or zero fill them "
-        "(reported)")
+        "(reported); interpolate fills each train/val/test period from values observed before its end only "
+        "(forward fill at a period's end)")
     freq: str | None = option(None, "sampling step, e.g. 1h, D, M (default: inferred)")
     time_format: str | None = option(None, "strptime format of the timestamps, or 'numeric' (default ISO 8601)")
     sort: bool = option(False, "sort rows by time instead of refusing unsorted files")
@@ -287,7 +289,9 @@ class Pipeline:
         self._index = {sid: i + 1 for i, sid in enumerate(series_ids)}
 
     @staticmethod
-    def read_raw(path: str | Path, cfg: DataConfig) -> Any:
+    def read_raw(path: str | Path, cfg: DataConfig, fill_breaks: Callable[[int], Sequence[int]] | None = None) -> Any:
+        """Read a file with ``cfg``'s column settings; ``fill_breaks`` (see :func:`split_breaks`) gives the
+        periods that ``data.fill=interpolate`` fills separately (``None``: the whole file is history)."""
         p = Path(path)
         if not p.is_file():
             what = "is a folder, not a file" if p.is_dir() else "not found"
@@ -295,7 +299,8 @@ class Pipeline:
                                     f"start at the current folder, {Path.cwd()})")
         return read_timeseries(p, cfg.time_column, cfg.target, series_id_column=cfg.series_id_column,
                                past_covariates=cfg.past_covariates, future_covariates=cfg.future_covariates,
-                               fill=cfg.fill, freq=cfg.freq, time_format=cfg.time_format, sort=cfg.sort)
+                               fill=cfg.fill, freq=cfg.freq, time_format=cfg.time_format, sort=cfg.sort,
+                               fill_breaks=fill_breaks)
 
     @classmethod
     def fit(cls, series: list[TimeSeries], bounds: dict[str, SplitBounds], cfg: DataConfig) -> Pipeline:
@@ -312,9 +317,10 @@ class Pipeline:
             c_scaler.fit({s.series_id: _covariates(s)[: bounds[s.series_id].train[1]] for s in with_cal})
         return cls(cfg, calendar, [s.series_id for s in series], t_scaler, c_scaler, period, series[0].freq)
 
-    def read(self, path: str | Path, cfg: DataConfig | None = None) -> list[TimeSeries]:
+    def read(self, path: str | Path, cfg: DataConfig | None = None,
+             fill_breaks: Callable[[int], Sequence[int]] | None = None) -> list[TimeSeries]:
         """Read a file with the training column settings (or ``cfg``); calendar features added."""
-        return [_with_calendar(s, self.calendar) for s in self.read_raw(path, cfg or self.cfg)]
+        return [_with_calendar(s, self.calendar) for s in self.read_raw(path, cfg or self.cfg, fill_breaks)]
 
     def series_index(self, series_id: str) -> int:
         """Embedding row of a series (0 for series not seen in training)."""
@@ -387,6 +393,23 @@ class Pipeline:
                        None if c is None else StandardScaler.from_config(c), int(meta["period"]), meta["freq"])
         except (KeyError, TypeError, ValueError) as err:
             raise RunError(f"{run.file('forecasting.json')} is corrupt ({err!r}); train again") from None
+
+
+def split_breaks(train: int | float | None, val: int | float | None,
+                test: int | float | None) -> Callable[[int], tuple[int, ...]]:
+    """For :func:`rnnkit.data.read_timeseries`: the ends of the train, validation and test periods of
+    a series of ``n`` steps (:func:`chronological_split` with these sizes), so that ``data.fill=
+    interpolate`` fills each period from values observed before its end only: a missing value near
+    the end of the training period never reads the first validation value, nor one of the validation
+    period the first test value. Sizes the split refuses give no breaks (the split then raises its
+    own error)."""
+    def breaks(n: int) -> tuple[int, ...]:
+        try:
+            b = chronological_split(n, train, val, test)
+        except DataError:
+            return ()
+        return b.train[1], b.val[1], b.test[1]
+    return breaks
 
 
 def _covariates(s: TimeSeries) -> np.ndarray:
@@ -735,7 +758,7 @@ class TrainedForecaster:
     def backtest(self, path: str | Path, overrides: Sequence[str] = (), stride: int | None = None) -> Backtest:
         """Rolling-origin backtest over the last ``data.test_size`` steps of every series in ``path``."""
         cfg = self._data_cfg(overrides)
-        series = self.pipe.read(path, cfg)
+        series = self.pipe.read(path, cfg, split_breaks(None, 0, cfg.test_size))
         periods, stops = {}, {}
         lookback, horizon = self.model.lookback, self.model.horizon
         if all(len(s) < lookback + horizon for s in series):
@@ -896,6 +919,8 @@ def write_forecasts(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
 # -- report ------------------------------------------------------------------------------------
 def _plot_forecasts(bt: Backtest, series: list[TimeSeries], periods: dict[str, tuple[int, int]], count: int,
                     path: Path) -> Path | None:
+    """Actual values and non-overlapping backtest forecasts of the first ``count`` series; the x axis
+    shows the series' timestamps (dates when the file has a date/time column, else steps)."""
     from .report import _pyplot
 
     shown = list(dict.fromkeys(k for k, _ in bt.windows))[:count]
@@ -908,7 +933,8 @@ def _plot_forecasts(bt: Backtest, series: list[TimeSeries], periods: dict[str, t
         s = series[k]
         lo, hi = periods[s.series_id]
         start = max(0, lo - 3 * horizon - 1)
-        t = np.arange(len(s))
+        t = np.asarray(s.time) if len(s.time) == len(s) else np.arange(len(s))
+        dated = np.issubdtype(t.dtype, np.datetime64)
         ax.plot(t[start:hi], s.targets[start:hi, 0], color="black", lw=1, label="actual")
         last_end, labelled = -1, False
         for i, (kk, t0) in enumerate(bt.windows):
@@ -921,9 +947,15 @@ def _plot_forecasts(bt: Backtest, series: list[TimeSeries], periods: dict[str, t
                 ax.fill_between(steps, bt.quantiles[i, :, 0, 0], bt.quantiles[i, :, 0, -1], color="tab:blue", alpha=0.2,
                                 label=None if labelled else f"{bt.levels[0]:g}-{bt.levels[-1]:g} quantiles")
             labelled = True
-        ax.axvline(lo, color="grey", ls="--", lw=0.8)
+        ax.axvline(t[lo], color="grey", ls="--", lw=0.8)
         ax.set_title(f"series {s.series_id}: {s.target_names[0]} (test backtest from the dashed line)", fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
+        if dated:  # every subplot keeps its own date labels (series may cover different dates)
+            ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
+        else:
+            ax.set_xlabel("step", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -1014,7 +1046,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         raise ConfigError("forecasting selects the model on the last data.val_size steps of each training series; "
                           "--dev is not used (give one file with the whole history)")
     torch.manual_seed(cfg.train.seed)
-    dataset = Pipeline.read_raw(train_path, d)
+    dataset = Pipeline.read_raw(train_path, d, split_breaks(d.train_size, d.val_size, d.test_size))
     series = list(dataset)
     for report in dataset.reports.values():
         if report.num_gaps or report.nan_filled or report.sorted_rows:
