@@ -253,6 +253,16 @@ def test_bleu_matches_a_hand_computation_and_torchmetrics():
         corpus_scores(hyps, refs[:1])
 
 
+def test_corpus_scores_lowercase_ignores_case_and_says_so_in_the_signature():
+    refs = ["The cat sat on the Mat.", "A dog barks loudly in Berlin."]
+    hyps = [r.lower() for r in refs]  # what a model trained with data.lowercase outputs
+    cased, folded = corpus_scores(hyps, refs), corpus_scores(hyps, refs, lowercase=True)
+    assert folded["bleu"] == pytest.approx(100) and folded["chrf"] == pytest.approx(100)
+    assert cased["bleu"] < 80 and cased["chrf"] < 100
+    assert "case:lc" in folded["bleu_signature"] and "case:mixed" in cased["bleu_signature"]
+    assert corpus_scores(refs, refs, lowercase=True)["bleu"] == pytest.approx(100)
+
+
 @pytest.mark.parametrize("tokenizer,shared", [("bpe", False), ("unigram", True)])
 def test_subword_round_trip_gives_back_the_raw_text(tokenizer, shared):
     src, tgt = toy_pairs(200, 0)
@@ -365,6 +375,16 @@ def test_train_writes_a_complete_run_folder(trained_run):
     log = (run / "train.log").read_text()
     assert "skipped 1 pair(s) with an empty side (data.empty=skip" in log and "nrefs:1" in log
     assert "sacreBLEU signature" in (run / "report.md").read_text()
+
+
+def test_scoring_follows_the_runs_lowercase_setting(trained_run, monkeypatch):
+    run, _ = trained_run
+    model = TrainedTranslator.load(run)
+    sources, refs = ["ka lu mi"], ["Ka Lu Mi"]
+    assert "case:mixed" in model.score_pairs(sources, refs, beam_size=1)["bleu_signature"]
+    monkeypatch.setattr(model.prep.cfg, "lowercase", True)
+    scored = model.score_pairs(sources, refs, beam_size=1)
+    assert "case:lc" in scored["bleu_signature"] and "case:lc" in scored["chrf_signature"]
 
 
 def test_load_translate_and_cli_agree(trained_run, tmp_path):

@@ -159,12 +159,16 @@ def _sacrebleu() -> Any:
     return sacrebleu
 
 
-def corpus_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+def corpus_scores(hypotheses: Sequence[str], references: Sequence[str], *, lowercase: bool = False) -> dict[str, Any]:
     """Detokenized corpus BLEU and chrF with sacreBLEU's default settings and their signatures.
 
     Args:
         hypotheses: System outputs, plain text (not tokenized).
         references: One reference per hypothesis, plain text.
+        lowercase: Score case-insensitively (sacreBLEU's ``lowercase``; the signatures then say
+            ``case:lc``). A model trained with ``data.lowercase`` outputs lowercase text, which
+            case-sensitive scoring against cased references would count as errors in every
+            capitalised word; training and ``evaluate`` pass the run's ``data.lowercase`` here.
 
     Returns:
         ``bleu``, ``chrf`` (0-100), ``bleu_signature``, ``chrf_signature`` and BLEU's details
@@ -173,7 +177,7 @@ def corpus_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
     metrics = _sacrebleu().metrics
-    bleu, chrf = metrics.BLEU(), metrics.CHRF()
+    bleu, chrf = metrics.BLEU(lowercase=lowercase), metrics.CHRF(lowercase=lowercase)
     b = bleu.corpus_score(list(hypotheses), [list(references)])
     c = chrf.corpus_score(list(hypotheses), [list(references)])
     return {"bleu": float(b.score), "chrf": float(c.score), "bleu_signature": str(bleu.get_signature()),
@@ -418,7 +422,7 @@ class TrainedTranslator:
         translations = [r["translation"] for r in self.translate(sources, beam_size=beam_size, nbest=1,
                                                                     truncate=True)]
         seconds = time.perf_counter() - start
-        metrics = corpus_scores(translations, references)
+        metrics = corpus_scores(translations, references, lowercase=self.prep.cfg.lowercase)
         metrics.update({"sentences": len(sources), "sentences_per_second": len(sources) / max(seconds, 1e-9),
                         "beam_size": beam_size or self.decode.beam_size})
         metrics["translations"] = translations
@@ -597,7 +601,7 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
 
     def metric_fn(pred: Tensor, index: Tensor) -> dict[str, float]:
         hyps = [prep.detokenize([i for i in row if i >= 0]) for row in pred.tolist()]
-        scores = corpus_scores(hyps, [dev_tgt[i] for i in index.tolist()])
+        scores = corpus_scores(hyps, [dev_tgt[i] for i in index.tolist()], lowercase=d.lowercase)
         return {"bleu": scores["bleu"], "chrf": scores["chrf"]}
 
     options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate,
