@@ -151,3 +151,14 @@ def test_text_encoder_subword(tmp_path: Path) -> None:
     assert enc.decode(enc.encode("the fox")) == "the fox"
     loaded = load_transform(enc.save(tmp_path / "sub.json"))
     assert isinstance(loaded, TextEncoder) and loaded.encode("lazy dog") == enc.encode("lazy dog")
+
+
+def test_vocabulary_refuses_non_string_tokens_which_would_not_survive_saving(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"vocabulary tokens must be strings, got int 3; fix: convert the tokens"):
+        Vocabulary.build([[2, 3], [3]])  # type: ignore[list-item]
+    with pytest.raises(DataError, match="special tokens must be strings, got 0"):
+        Vocabulary(["a"], pad_token=0)  # type: ignore[arg-type]
+    vocab = Vocabulary.build([["2", "3"], ["3"]])  # as strings they round-trip
+    vocab.save(tmp_path / "v.json")
+    again = Vocabulary.load(tmp_path / "v.json")
+    assert again.encode(["3", "2", "9"]) == vocab.encode(["3", "2", "9"]) and len(again) == len(vocab)

@@ -168,7 +168,9 @@ class Scaler(JsonSerializable):
         """Scale data.
 
         Args:
-            data: Array/tensor ``[..., F]`` (or ``[N]`` if fitted on 1-D data), or a mapping.
+            data: Array/tensor ``[..., F]``, or a mapping. A scaler fitted on 1-D data (one
+                feature) scales every value of any shape alike, e.g. ``[N, window]`` windows of
+                the series it was fitted on; fit on ``[N, F]`` data for per-column statistics.
             series_id: The series, for per-series scalers.
 
         Returns:

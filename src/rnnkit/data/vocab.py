@@ -49,6 +49,9 @@ class Vocabulary(JsonSerializable):
         self.extra_specials = tuple(extra_specials)
         specials = [t for t in (pad_token, unk_token, bos_token, eos_token) if t is not None]
         specials += [t for t in self.extra_specials if t not in specials]
+        odd = [t for t in specials if not isinstance(t, str)]
+        if odd:
+            raise DataError(f"special tokens must be strings, got {odd[0]!r}", hint='use strings such as "<pad>"')
         if len(set(specials)) != len(specials):
             raise DataError(
                 f"special tokens must be distinct, got {specials}",
@@ -59,6 +62,11 @@ class Vocabulary(JsonSerializable):
         self._stoi: dict[str, int] = {t: i for i, t in enumerate(self._itos)}
         for tok in tokens:
             if tok not in self._stoi:
+                if not isinstance(tok, str):  # a saved vocabulary is JSON: 3 would come back as "3"
+                    raise DataError(
+                        f"vocabulary tokens must be strings, got {type(tok).__name__} {tok!r}",
+                        hint="convert the tokens with str() (or use LabelEncoder for labels)",
+                    )
                 self._stoi[tok] = len(self._itos)
                 self._itos.append(tok)
         self.counts = dict(counts) if counts else {}
