@@ -622,8 +622,9 @@ def transcribe(
     stream: bool = typer.Option(False, "--stream", help="Feed the audio chunk by chunk with carried state."),
     chunk_ms: float = typer.Option(200.0, "--chunk-ms", min=0.1, help="Chunk length for --stream (ms)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line per file."),
-    overrides: list[str] = typer.Option([], "--set", help="How audio is read: --set data.mono=first (multi-channel "
-                                        "files: downmix, first or error)."),
+    overrides: list[str] = typer.Option([], "--set", help="How audio is read and decoded: --set data.mono=first "
+                                        "(multi-channel files: downmix, first or error); --set "
+                                        "decode.max_chunk_seconds=60 (longer files are decoded in chunks)."),
 ) -> None:
     """Transcribe (or classify) audio files with a trained speech run; real-time factor on stderr."""
     import json

@@ -263,14 +263,22 @@ def test_connected_digits_ctc_end_to_end_and_streaming_cli(tmp_path):
     rng = np.random.default_rng(1)
     sf.write(wav, np.concatenate([_tone("1", 0.3, rng), np.zeros(800, np.float32), _tone("2", 0.3, rng)]), RATE)
     outs = []
-    for extra in ([], ["--stream", "--chunk-ms", "30"], ["--stream", "--chunk-ms", "200"]):
+    for extra in ([], ["--stream", "--chunk-ms", "30"], ["--stream", "--chunk-ms", "200"],
+                  ["--set", "decode.max_chunk_seconds=0.1"]):
         result = runner.invoke(app, ["transcribe", str(run), str(wav), "--json", *extra])
         assert result.exit_code == 0, result.output
         outs.append(json.loads(result.stdout.splitlines()[0])["text"])
-    assert outs[0] == outs[1] == outs[2]
+    assert outs[0] == outs[1] == outs[2] == outs[3]
+    assert "decoded in 8 chunks of at most 0.1 s (decode.max_chunk_seconds; state carried" in result.output
     result = runner.invoke(app, ["evaluate", str(run), "--data", str(tmp_path / "rec"), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["wer"] == pytest.approx(metrics["test"]["wer"])
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(tmp_path / "rec"), "--json",
+                                 "--set", "decode.max_chunk_seconds=0.5"])
+    assert result.exit_code == 0, result.output
+    assert "utterances are longer than decode.max_chunk_seconds=0.5 and were decoded in chunks" in result.output
+    chunked = json.loads(result.stdout[result.stdout.index("{"):])
+    assert chunked["wer"] == pytest.approx(metrics["test"]["wer"]) and chunked["chunked_utterances"] > 0
 
 
 def test_transcript_manifest_with_character_units(tmp_path):
@@ -459,3 +467,252 @@ def test_missing_audio_data_names_the_fix(tmp_path) -> None:  # type: ignore[no-
 
     with pytest.raises(FileNotFoundError, match="audio data not found: .*; fix: give a folder of wav files"):
         list_items(tmp_path / "nowhere", DataConfig())
+
+
+# -- long files: chunked decoding, training limit ------------------------------------------------
+@pytest.mark.parametrize(("frames", "window", "context", "factor"),
+                         [(1, 50, 0, 1), (601, 50, 0, 2), (601, 50, 12, 2), (600, 50, 200, 2), (97, 8, 3, 4),
+                          (1000, 64, 16, 4), (5, 1, 0, 2), (49, 50, 12, 2)])
+def test_chunk_windows_tile_the_frames_once_on_subsampling_cuts(frames, window, context, factor):
+    from rnnkit.tasks.speech import chunk_windows
+
+    windows = chunk_windows(frames, window, context, factor)
+    kept = [i for _, _, s, e in windows for i in range(s, e)]
+    assert kept == list(range(frames))  # no frame dropped, none repeated, in order
+    for start, stop, keep_start, keep_stop in windows:
+        assert 0 <= start <= keep_start < keep_stop <= stop <= frames
+        assert stop - start <= max(window, factor)  # the network never sees more than the window
+        assert keep_start % factor == 0 and start % factor == 0
+        assert keep_start - start <= window // 4 and stop - keep_stop <= window // 4
+    with pytest.raises(ValueError, match="chunk_windows"):
+        chunk_windows(0, 10)
+
+
+class _Recording(torch.nn.Module):
+    """Wraps an encoder and records the longest input it ran on."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.longest = inner, 0
+
+    def forward(self, x, hx=None, *, lengths=None):
+        self.longest = max(self.longest, x.shape[1])
+        return self.inner(x, hx, lengths=lengths)
+
+
+class _FrameLocal(torch.nn.Module):
+    """An 'encoder' whose output at a step depends on that step's input only: chunked decoding
+    must then give one pass's outputs at every frame, so any frame dropped, repeated or shifted
+    at a cut shows."""
+
+    def __init__(self, size_in: int, size_out: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(size_in, size_out)
+
+    def forward(self, x, hx=None, *, lengths=None):
+        return torch.tanh(self.linear(x)), None
+
+
+def _long_wave() -> torch.Tensor:
+    return torch.cat([_wave(1.2, seed=s) for s in range(5)])  # 6 s: 601 frames, 301 after stacking
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_chunked_decoding_with_carried_state_equals_one_pass(beam):
+    trained = _random_ctc()  # unidirectional, frame stacking: streamable
+    wave = _long_wave()
+    one = trained.recognize([wave], beam_size=beam, max_chunk_seconds=60)[0]
+    assert "chunks" not in one and len(one["text"]) >= 20
+    recording = _Recording(trained.model.encoder)
+    trained.model.encoder = recording  # type: ignore[assignment]
+    chunked = trained.recognize([wave], beam_size=beam, max_chunk_seconds=0.5)[0]
+    assert chunked == {"text": one["text"], "chunks": 13}  # 601 frames in windows of 50
+    assert recording.longest == 25  # 50 frames, stacked in pairs: the network never saw more
+    decode = trained.chunking(0.5)
+    blocks = list(trained.chunk_log_probs(trained.prep.features(wave), decode))
+    whole, lengths = trained.scores([wave])
+    assert sum(b.shape[0] for b in blocks) == int(lengths[0]) == 301
+    torch.testing.assert_close(torch.cat(blocks), whole[0], atol=1e-5, rtol=0)  # exact up to kernel rounding
+
+
+@pytest.mark.parametrize("subsampling", ["stack", "conv", "none"])
+def test_chunked_decoding_of_a_bidirectional_model_keeps_every_frame_once(subsampling):
+    trained = _random_ctc(bidirectional=True, subsampling=subsampling)
+    wave = _long_wave()
+    decode = trained.chunking(0.5)
+    feats = trained.prep.features(wave)
+    # the real BiLSTM: as many output frames as one pass, in windows of at most 50 input frames
+    whole, lengths = trained.scores([wave])
+    recording = _Recording(trained.model.encoder)
+    trained.model.encoder = recording  # type: ignore[assignment]
+    blocks = list(trained.chunk_log_probs(feats, decode))
+    assert sum(b.shape[0] for b in blocks) == int(lengths[0])
+    assert recording.longest <= 50 // trained.model.factor
+    result = trained.recognize([wave], max_chunk_seconds=0.5)[0]
+    assert result["chunks"] == len(trained.chunk_windows(601, decode)) > 12 and result["text"]
+    # a frame-local encoder: every chunked frame equals one pass's (nothing dropped, repeated or shifted)
+    size_in = recording.inner.input_size  # type: ignore[union-attr]
+    trained.model.encoder = _FrameLocal(size_in, trained.model.output.in_features)  # type: ignore[assignment]
+    blocks = list(trained.chunk_log_probs(feats, decode))
+    whole, lengths = trained.scores([wave])
+    torch.testing.assert_close(torch.cat(blocks), whole[0], atol=1e-5, rtol=0)
+    one = trained.recognize([wave], max_chunk_seconds=60)[0]["text"]
+    assert trained.recognize([wave], max_chunk_seconds=0.5)[0]["text"] == one
+
+
+def test_features_in_blocks_equal_whole_file_features_bitwise():
+    wave = _long_wave()
+    for normalize in ("global", "utterance"):
+        feats = SpeechFeatures(RATE, "mfcc", n_mels=32, normalize=normalize)
+        whole = feats(wave)
+        for block in (333, 4000, 10**6):
+            assert torch.equal(feats.in_blocks(wave, block), whole)
+
+
+def test_max_chunk_seconds_is_checked_in_the_api_and_the_config():
+    trained = _random_ctc()
+    wave = _wave(1.0)
+    for bad in (0, -2.5, float("nan")):
+        with pytest.raises(ConfigError, match=r"decode.max_chunk_seconds: must be > 0") as err:
+            trained.recognize([wave], max_chunk_seconds=bad)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="decode.max_chunk_seconds: must be > 0"):
+        load_config(Config, overrides=["decode.max_chunk_seconds=0"])
+    with pytest.raises(ConfigError, match="decode.chunk_context_seconds: must be >= 0"):
+        load_config(Config, overrides=["decode.chunk_context_seconds=-1"])
+    with pytest.raises(ConfigError, match="data.max_seconds: must be > 0"):
+        load_config(Config, overrides=["data.max_seconds=0"])
+    cfg = load_config(Config, overrides=["data.max_seconds=null"])
+    assert cfg.data.max_seconds is None and cfg.decode.max_chunk_seconds == 30.0
+
+
+def test_transcribe_and_evaluate_chunk_long_files_from_the_command_line(trained_run, tmp_path):
+    """The fixture run is an isolated-word classifier: it refuses to label a file in chunks."""
+    wav = tmp_path / "w.wav"
+    sf.write(wav, _tone("1", 0.35, np.random.default_rng(0)), RATE)
+    for value, message in (("0", "decode.max_chunk_seconds: must be > 0"),
+                           ("-1", "decode.max_chunk_seconds: must be > 0"),
+                           ("0.1", "an isolated-word classifier labels a clip as a whole"),
+                           ("abc", "decode.max_chunk_seconds")):
+        result = runner.invoke(app, ["transcribe", str(trained_run), str(wav), "--set",
+                                     f"decode.max_chunk_seconds={value}"])
+        assert result.exit_code == 2, (value, result.output)
+        assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    result = runner.invoke(app, ["evaluate", str(trained_run), "--data", str(tmp_path), "--set", "data.split=none",
+                                 "--set", "data.pattern=(?P<label>w)", "--set", "decode.max_chunk_seconds=0"])
+    assert result.exit_code == 2 and "decode.max_chunk_seconds: must be > 0" in result.output, result.output
+    result = runner.invoke(app, ["transcribe", str(trained_run), str(wav), "--set", "decode.max_chunk_seconds=5",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert "chunks" not in json.loads(result.stdout.splitlines()[0])
+
+
+def test_transcribe_notes_chunked_files_and_evaluate_counts_them(tmp_path):
+    trained = _random_ctc()
+    path = tmp_path / "long.wav"
+    wave = _long_wave()
+    sf.write(path, wave.numpy(), RATE)
+    one = trained.transcribe([path], max_chunk_seconds=60)[0]
+    chunked = trained.transcribe([path], max_chunk_seconds=0.5)[0]
+    assert chunked["text"] == one["text"] and chunked["chunks"] == 13 and not one["notes"]
+    assert chunked["notes"] == ["decoded in 13 chunks of at most 0.5 s (decode.max_chunk_seconds; state carried "
+                                "across chunks: the same transcript as one pass)"]
+    predicted = trained.predict([str(path)])[0]  # the run's limit: 30 s
+    assert predicted["text"] == one["text"] and "note" not in predicted and "chunks" not in predicted
+    trained.use_overrides(["decode.max_chunk_seconds=0.5"])
+    assert trained.predict([str(path)])[0]["note"] == chunked["notes"][0]
+    items = [Utterance("long", "ab", wave=wave), Utterance("short", "ab", wave=_wave(0.4))]
+    metrics = trained.score(items)
+    assert metrics["chunked_utterances"] == 1
+    assert metrics["notes"] == ["1 of 2 utterances are longer than decode.max_chunk_seconds=0.5 and were decoded in "
+                                "chunks (state carried across chunks: the same transcript as one pass)"]
+    assert metrics["wer"] == trained.score(items, max_chunk_seconds=60)["wer"]
+
+
+def test_training_skips_utterances_longer_than_max_seconds_with_a_count():
+    from rnnkit.tasks.speech import drop_long
+
+    def utts(seconds):
+        return [Utterance(f"u{i}.wav", "1", wave=torch.zeros(int(s * RATE))) for i, s in enumerate(seconds)]
+
+    train, dev = utts([1, 2, 90, 600]), utts([1, 70])
+    kept_train, kept_dev, line = drop_long(train, dev, RATE, 60.0)
+    assert [u.key for u in kept_train] == ["u0.wav", "u1.wav"] and [u.key for u in kept_dev] == ["u0.wav"]
+    assert line == ("skipped 2 training and 1 dev utterances longer than data.max_seconds=60 (the longest, u3.wav, "
+                    "has 600 s); cut them into shorter utterances or raise data.max_seconds to train on them")
+    assert drop_long(train, dev, RATE, None) == (train, dev, "")
+    assert drop_long(train, dev, RATE, 1000.0) == (train, dev, "")
+    with pytest.raises(ConfigError, match=r"every dev utterance is longer than data.max_seconds=10 .*fix: cut"):
+        drop_long(utts([1]), utts([20]), RATE, 10.0)
+
+
+def test_training_logs_and_records_skipped_long_utterances(tmp_path):
+    run = _train(tmp_path, "train.epochs=1", "data.max_seconds=0.36")  # tones are 0.25-0.4 s
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["notes"][0].startswith("skipped ") and "longer than data.max_seconds=0.36" in metrics["notes"][0]
+    assert "skipped " in (run / "report.md").read_text()
+
+
+# -- WER with empty references -------------------------------------------------------------------
+def test_error_rates_match_jiwer_and_are_undefined_when_every_reference_is_empty():
+    from rnnkit.nn.ctc import error_counts
+    from rnnkit.tasks.speech import error_rates
+
+    jiwer = pytest.importorskip("jiwer")
+    for refs, hyps in ((["3 5 1 9", "the cat sat", "one"], ["3 1 9 9 2", "the bat sat down", ""]),
+                       (["", "a b"], ["x y", "a b"])):  # some references empty: insertions count against the rest
+        rates = error_rates([error_counts(r, h) for r, h in zip(refs, hyps)])
+        assert rates["wer"] == pytest.approx(jiwer.wer(refs, hyps))
+        assert rates["cer"] == pytest.approx(jiwer.cer(refs, hyps))
+    rates = error_rates([error_counts("", "a b"), error_counts(" ", ""), error_counts("", "c")])
+    assert rates == {"wer": None, "cer": None, "inserted_words": 3, "inserted_chars": 4}
+    assert error_rates([error_counts("", "")]) == {"wer": None, "cer": None, "inserted_words": 0, "inserted_chars": 0}
+
+
+def test_scoring_all_empty_references_reports_null_wer_with_a_note():
+    trained = _random_ctc()
+    items = [Utterance(f"u{i}", "", wave=_wave(0.6, seed=i)) for i in range(3)]
+    metrics = trained.score(items)
+    hyps = trained.last_hypotheses
+    assert metrics["wer"] is None and metrics["cer"] is None
+    assert metrics["inserted_words"] == sum(len(h.split()) for h in hyps) > 0
+    assert metrics["notes"] == [f"every reference transcript is empty (3 utterances): WER and CER are undefined "
+                                f"(reported as null); the hypotheses have {metrics['inserted_words']} words, all "
+                                f"insertions (inserted_words)"]
+    assert json.loads(json.dumps(metrics))["wer"] is None  # valid JSON: null, not NaN
+    mixed = trained.score([*items, Utterance("x", "ab ca", wave=_wave(0.6, seed=9))])
+    assert isinstance(mixed["wer"], float) and "inserted_words" not in mixed and "notes" not in mixed
+
+
+def test_evaluate_and_training_with_all_empty_references(tmp_path):
+    rng = np.random.default_rng(5)
+    rows, empty = ["path,label"], ["path,label"]
+    for i in range(10):
+        sf.write(tmp_path / f"u{i}.wav", _tone(str(i % 3), 0.3, rng), RATE)
+        rows.append(f"u{i}.wav,{'abc'[i % 3]}")
+        empty.append(f"u{i}.wav,")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "empty.csv").write_text("\n".join(empty) + "\n")
+    base = ["train", "speech", "--train", str(tmp_path / "m.csv"), "--out", str(tmp_path / "runs"), "--name", "e",
+            "--set", "data.mode=transcripts", "--set", "data.split=none", "--set", "train.epochs=1", "--set",
+            "model.hidden_size=8", "--set", "model.num_layers=1", "--set", "data.n_mels=16"]
+    result = runner.invoke(app, [*base, "--dev", str(tmp_path / "empty.csv")])
+    assert result.exit_code == 2, result.output
+    assert "every dev transcript is empty (10 utterances): WER, the dev metric, is undefined" in result.output
+    result = runner.invoke(app, base)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "runs" / "e"), "--data", str(tmp_path / "empty.csv"),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert "note: every reference transcript is empty (10 utterances): WER and CER are undefined" in result.output
+    metrics = json.loads(result.stdout[result.stdout.index("{"):])
+    assert metrics["wer"] is None and metrics["cer"] is None and metrics["inserted_words"] >= 0
+
+
+def test_training_a_classifier_refuses_clips_longer_than_the_chunk_limit_before_training(tmp_path):
+    data = _folder(tmp_path / "rec", per_class=6)
+    result = runner.invoke(app, ["train", "speech", "--train", str(data), "--out", str(tmp_path / "runs"),
+                                 "--set", "decode.max_chunk_seconds=0.3", "--set", "train.epochs=1"])
+    assert result.exit_code == 2, result.output
+    assert "an isolated-word classifier labels a clip as a whole" in result.output
+    assert "epoch" not in result.output.lower() and not list((tmp_path / "runs").glob("*/model.safetensors"))

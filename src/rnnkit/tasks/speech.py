@@ -15,6 +15,14 @@ decoder alone, so the result does not depend on how the audio was cut into chunk
 and the transcript equals the whole-file batched pass (the batched recurrent kernels round
 differently in the last bits, which does not change the decoded tokens).
 
+Long files: evaluation and transcription run at most ``decode.max_chunk_seconds`` of audio through
+the network at once. A longer file is decoded in chunks: streamable models carry their state
+across chunks (the same transcript as one pass); others see ``decode.chunk_context_seconds`` of
+context each side of a chunk and keep only its own outputs (:func:`chunk_windows`). The kept
+log-probabilities are decoded as one sequence. Training skips utterances longer than
+``data.max_seconds`` (with a count). WER and CER are undefined (null, with the insertions counted
+apart) when every reference is empty (:func:`error_rates`).
+
 Connected digits (``data.mode=connected_digits``): utterances of 2 to 7 isolated recordings
 joined with random silences and white noise; training, dev and test utterances are built from
 disjoint sets of recordings (FSDD's official split: indices 0-4 are test).
@@ -27,8 +35,8 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,6 +102,9 @@ class DataConfig:
     connected_eval: int = option(500, "connected digits: dev and test utterances (each)")
     silence_ms: list[float] = option([30.0, 250.0], "connected digits: silence between words, min,max in ms")
     snr_db: list[float] = option([15.0, 40.0], "connected digits: white-noise SNR range in dB (empty: no noise)")
+    max_seconds: float | None = option(
+        60.0, "training and dev utterances longer than this are skipped, with a count in the log (null: no "
+              "limit); evaluation and transcription decode long files in chunks (decode.max_chunk_seconds)")
 
 
 @dataclass
@@ -133,6 +144,20 @@ class DecodeConfig:
     beam_size: int = option(1, "CTC decoding: 1 greedy, > 1 prefix beam search")
     lexicon: str | None = option(None, "restrict CTC output to words: 'train' (training words) or a word-list file")
     token_threshold: float = option(-12.0, "beam search skips tokens below this log-probability at a frame")
+    max_chunk_seconds: float = option(
+        30.0, "longest audio run through the network at once when evaluating or transcribing; longer files are "
+              "decoded in chunks (streamable models carry their state across chunks: same transcript)")
+    chunk_context_seconds: float = option(
+        2.0, "chunked decoding of bidirectional or conv-subsampled models: audio on each side of a chunk that "
+             "the network sees but whose outputs are dropped")
+
+    def validate(self) -> None:
+        """One-line errors for chunk limits that cannot work."""
+        if not self.max_chunk_seconds > 0:  # also NaN
+            raise ConfigError(f"decode.max_chunk_seconds: must be > 0 (seconds of audio per decoding chunk), "
+                              f"got {self.max_chunk_seconds}")
+        if not self.chunk_context_seconds >= 0:
+            raise ConfigError(f"decode.chunk_context_seconds: must be >= 0, got {self.chunk_context_seconds}")
 
 
 @dataclass
@@ -144,6 +169,8 @@ class Config:
 
     def validate(self) -> None:
         check_max_minutes(self.train.max_minutes)
+        if self.data.max_seconds is not None and not self.data.max_seconds > 0:
+            raise ConfigError(f"data.max_seconds: must be > 0 (or null for no limit), got {self.data.max_seconds}")
         check_cell(self.model.cell)
         check_at_least_one(("model.hidden_size", self.model.hidden_size), ("model.num_layers", self.model.num_layers),
                            ("model.subsample_factor", self.model.subsample_factor),
@@ -271,6 +298,32 @@ class SpeechFeatures:
         self.check_length(int(waveform.shape[-1]))
         feats = self._from_power(self.melspec.power_spectrogram(waveform))
         return normalize_utterance(feats) if self.normalize == "utterance" else feats
+
+    def in_blocks(self, waveform: Tensor, block_samples: int) -> Tensor:
+        """The frames of :meth:`__call__`, bitwise, computed ``block_samples`` of audio at a time.
+
+        For long files: the whole-file STFT holds a complex ``[n_fft/2+1, frames]`` spectrum
+        (about 0.7 GB for an hour at 16 kHz); here only one block's is. Frames come from a
+        :class:`FeatureStream` (the same framing); per-utterance CMVN is applied to the joined
+        frames, as :meth:`__call__` does.
+        """
+        from ..data.audio import normalize_utterance
+
+        self.check_length(int(waveform.shape[-1]))
+        stream = FeatureStream(self)
+        wave = waveform.reshape(-1)
+        step = max(1, int(block_samples))
+        parts = [stream.push(wave[i : i + step]) for i in range(0, wave.numel(), step)] + [stream.flush()]
+        feats = torch.cat(parts)
+        return normalize_utterance(feats) if self.normalize == "utterance" else feats
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames of a clip of ``num_samples`` (centred framing: one per hop, plus one)."""
+        return 1 + int(num_samples) // self.hop
+
+    def window_frames(self, seconds: float) -> int:
+        """Whole frames in ``seconds`` of audio (at least one): a decoding chunk's length."""
+        return max(1, int(seconds * self.sample_rate) // self.hop)
 
     def stream(self) -> FeatureStream:
         """A chunk-by-chunk extractor giving exactly the frames of :meth:`__call__`."""
@@ -438,6 +491,22 @@ class SpeechModel(nn.Module):
         x, lengths = self.subsample(x, lengths)
         out, _ = self.encoder(x, lengths=lengths.clamp(min=1))
         return out, lengths
+
+    def ctc_chunk(self, feats: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """CTC log-probabilities ``[T', V]`` of a piece ``[T, F]`` of one utterance's frames, run
+        from the encoder state ``state`` (``None``: the start), and the state after it.
+
+        For a streamable model, pieces cut at multiples of :attr:`factor` frames and run in order
+        with the state carried give the whole-utterance outputs of :meth:`forward` (frame
+        stacking never crosses such a cut; the last piece is zero padded as the whole pass is),
+        up to the last-bit rounding of the batched kernels.
+        """
+        if not self.streamable:
+            raise ValueError("ctc_chunk needs a streamable model (unidirectional, CTC head, subsampling=stack "
+                             "or none)")
+        x, _ = self.subsample(self.normalize(feats).unsqueeze(0), torch.tensor([feats.shape[0]]))
+        out, state = self.encoder(x, state)
+        return torch.log_softmax(self.output(self.drop(out)), -1)[0], state
 
     def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         out, lengths = self.encode(feats, lengths)
@@ -759,6 +828,97 @@ def read_word_list(path: str | Path) -> list[str]:
     return words
 
 
+# -- chunked decoding of long files ------------------------------------------------------------
+def chunk_windows(frames: int, window: int, context: int = 0, factor: int = 1) -> list[tuple[int, int, int, int]]:
+    """How chunked decoding cuts ``frames`` feature frames: ``(start, stop, keep_start, keep_stop)``
+    per chunk, in order.
+
+    The network sees ``[start, stop)``, at most ``window`` frames; only the outputs of the kept
+    part ``[keep_start, keep_stop)`` are used, and the kept parts tile ``[0, frames)`` with no
+    gap or overlap. Up to ``context`` frames each side (at most a quarter of the window, so at
+    least half of it is kept) give a bidirectional or convolutional network the audio around its
+    kept part. Every cut falls on a multiple of ``factor`` (the subsampling), so the kept
+    subsampled outputs also tile the utterance's.
+    """
+    if frames < 1 or window < 1 or context < 0 or factor < 1:
+        raise ValueError(f"chunk_windows: need frames, window, factor >= 1 and context >= 0, got {frames}, "
+                         f"{window}, {context}, {factor}")
+    window = max(factor, window // factor * factor)
+    context = min(context, window // 4) // factor * factor
+    keep = window - 2 * context
+    return [(max(0, s - context), min(frames, s + keep + context), s, min(frames, s + keep))
+            for s in range(0, frames, keep)]
+
+
+def decode_blocks(blocks: Iterable[Tensor], beam_size: int = 1, lexicon: Lexicon | None = None,
+                  token_threshold: float = -12.0) -> list[int]:
+    """The CTC labelling of log-probabilities given as consecutive blocks ``[n, V]`` of one
+    utterance: the same as decoding them joined (greedy collapses across blocks; the beam search
+    advances block by block), holding one block at a time."""
+    if beam_size <= 1 and lexicon is None:
+        labels: list[int] = []
+        last: int | None = None
+        for lp in blocks:
+            best = lp.argmax(-1).tolist()
+            labels += collapse_alignment(best, 0, last)
+            last = best[-1] if best else last
+        return labels
+    search = CTCPrefixBeamSearch(max(beam_size, 1), 0, lexicon, token_threshold)
+    for lp in blocks:
+        search.advance(lp)
+    return search.best()
+
+
+# -- scoring -----------------------------------------------------------------------------------
+def error_rates(counts: Sequence[tuple[int, int, int, int]]) -> dict[str, Any]:
+    """Corpus-level WER and CER from :func:`rnnkit.nn.ctc.error_counts` rows: total word
+    (character) errors over total reference words (characters), as jiwer computes them.
+
+    With no reference word at all (every reference empty) a rate is undefined: ``wer`` and
+    ``cer`` are ``None`` (null in metrics.json) and the errors, all insertions, are given as
+    ``inserted_words`` and ``inserted_chars``. (jiwer 3 raises here and jiwer 4 returns the
+    insertion count as the WER; neither is a rate, and averaging one into a table would mislead.)
+    When only some references are empty, their insertions count against the others' words.
+    """
+    word_errors, words, char_errors, chars = (sum(c[i] for c in counts) for i in range(4))
+    if words == 0:
+        return {"wer": None, "cer": None, "inserted_words": word_errors, "inserted_chars": char_errors}
+    return {"wer": word_errors / words, "cer": char_errors / chars}
+
+
+def empty_references_note(utterances: int, inserted_words: int) -> str:
+    """The note that goes with :func:`error_rates`' undefined WER and CER."""
+    return (f"every reference transcript is empty ({utterances} utterances): WER and CER are undefined "
+            f"(reported as null); the hypotheses have {inserted_words} words, all insertions (inserted_words)")
+
+
+def check_classifier_clip(features: SpeechFeatures, num_samples: int, decode: DecodeConfig, source: str) -> None:
+    """One-line error for a clip longer than ``decode.max_chunk_seconds`` for an isolated-word
+    classifier: it labels a clip as a whole (pooled over time), so it is not decoded in chunks."""
+    if features.num_frames(num_samples) <= features.window_frames(decode.max_chunk_seconds):
+        return
+    seconds = num_samples / features.sample_rate
+    raise ConfigError(f"{source}: {seconds:.1f} s is longer than decode.max_chunk_seconds="
+                      f"{decode.max_chunk_seconds:g}, and an isolated-word classifier labels a clip as a whole "
+                      f"(it is not decoded in chunks); fix: trim the clip, or add --set "
+                      f"decode.max_chunk_seconds={math.ceil(seconds)}")
+
+
+def _split_decode_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``--set`` items as ``(data.* and others, decode.*)``."""
+    decode = [o for o in overrides if o.strip().startswith("decode.")]
+    return [o for o in overrides if o not in decode], decode
+
+
+def _with_decode_overrides(decode: DecodeConfig, overrides: Sequence[str]) -> DecodeConfig:
+    """``decode`` with ``decode.KEY=VALUE`` items applied and checked (one-line errors)."""
+    from .config import apply_overrides, from_dict
+
+    if not overrides:
+        return decode
+    return from_dict(DecodeConfig, apply_overrides({"decode": asdict(decode)}, list(overrides))["decode"], "decode.")
+
+
 # -- trained model -----------------------------------------------------------------------------
 class TrainedSpeechModel:
     """A speech model with its features and tokens: transcribe or classify wav files, score data."""
@@ -819,21 +979,115 @@ class TrainedSpeechModel:
                 labels.append(search.best())
         return [join_tokens([self.prep.labels[i] for i in row], self.prep.units) for row in labels]
 
+    def chunking(self, max_chunk_seconds: float | None = None) -> DecodeConfig:
+        """The run's decoding options with ``max_chunk_seconds`` (when given) in place, checked:
+        a limit that is not positive is a one-line :class:`ConfigError`."""
+        decode = self.decode if max_chunk_seconds is None else replace(self.decode,
+                                                                         max_chunk_seconds=max_chunk_seconds)
+        decode.validate()
+        return decode
+
+    def window_frames(self, decode: DecodeConfig) -> int:
+        """Feature frames in ``decode.max_chunk_seconds`` of audio (at least one)."""
+        return self.prep.features.window_frames(decode.max_chunk_seconds)
+
+    def num_frames(self, wave: Tensor) -> int:
+        """Feature frames of a waveform."""
+        return self.prep.features.num_frames(int(wave.shape[-1]))
+
+    def check_classifier_length(self, wave: Tensor, decode: DecodeConfig, source: str = "audio") -> None:
+        """One-line error for a clip that an isolated-word classifier would have to label in chunks."""
+        if self.prep.head == "classifier":
+            check_classifier_clip(self.prep.features, int(wave.shape[-1]), decode, source)
+
+    def chunk_windows(self, frames: int, decode: DecodeConfig) -> list[tuple[int, int, int, int]]:
+        """:func:`chunk_windows` for this model: streamable models run chunks of the whole window
+        with carried state (no context needed); others see ``decode.chunk_context_seconds`` of
+        context each side."""
+        context = 0
+        if not self.model.streamable:
+            context = int(decode.chunk_context_seconds * self.sample_rate) // self.prep.features.hop
+        return chunk_windows(frames, self.window_frames(decode), context, self.model.factor)
+
+    def chunk_log_probs(self, feats: Tensor, decode: DecodeConfig) -> Iterator[Tensor]:
+        """CTC log-probabilities of one utterance's frames ``[T, F]``, chunk by chunk: blocks that
+        join into the utterance's ``[T', V]`` with no subsampled frame dropped or repeated.
+
+        A streamable model runs the chunks in order with its recurrent state carried: the same
+        outputs as one pass (up to the kernels' last-bit rounding). Another model runs each chunk
+        with its context and keeps the chunk's own outputs, which differ from one pass near the
+        cuts by what the network would have seen beyond the context.
+        """
+        k = self.model.factor
+        state: Any = None
+        for start, stop, keep_start, keep_stop in self.chunk_windows(int(feats.shape[0]), decode):
+            with torch.no_grad():
+                if self.model.streamable:
+                    lp, state = self.model.ctc_chunk(feats[start:stop], state)
+                    yield lp
+                    continue
+                scores, _ = self.model(feats[start:stop].unsqueeze(0), torch.tensor([stop - start]))
+            first = (keep_start - start) // k
+            yield scores[0, first : first + (keep_stop - keep_start + k - 1) // k]
+
+    def recognize_long(self, wave: Tensor, decode: DecodeConfig, beam_size: int | None = None,
+                       lexicon: Lexicon | None = None) -> dict[str, Any]:
+        """A CTC transcript of one long waveform decoded in chunks (:meth:`chunk_log_probs`), with
+        ``chunks``: how many. Features are computed in blocks of the window's length; the
+        decoder takes the chunks' outputs in order, so memory does not grow with the file."""
+        feats = self.prep.features.in_blocks(wave, self.window_frames(decode) * self.prep.features.hop)
+        beam = self.decode.beam_size if beam_size is None else beam_size
+        labels = decode_blocks(self.chunk_log_probs(feats, decode), beam, lexicon, self.decode.token_threshold)
+        return {"text": join_tokens([self.prep.labels[i] for i in labels], self.prep.units),
+                "chunks": len(self.chunk_windows(int(feats.shape[0]), decode))}
+
+    def chunk_method(self, decode: DecodeConfig) -> str:
+        """How this model decodes in chunks, for notes."""
+        if self.model.streamable:
+            return "state carried across chunks: the same transcript as one pass"
+        return (f"up to {decode.chunk_context_seconds:g} s of context each side: words at a cut may differ from "
+                f"one pass")
+
+    def chunk_note(self, result: dict[str, Any], decode: DecodeConfig) -> list[str]:
+        """The note for a result decoded in chunks (none for one pass)."""
+        if "chunks" not in result:
+            return []
+        return [f"decoded in {result['chunks']} chunks of at most {decode.max_chunk_seconds:g} s "
+                f"(decode.max_chunk_seconds; {self.chunk_method(decode)})"]
+
     def recognize(self, waves: Sequence[Tensor], beam_size: int | None = None,
-                  lexicon: str | None = None, batch_size: int = 32) -> list[dict[str, Any]]:
-        """Transcripts (CTC) or labels with probabilities (classifier) for waveforms at the model's rate."""
+                  lexicon: str | None = None, batch_size: int = 32, *, max_chunk_seconds: float | None = None,
+                  names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Transcripts (CTC) or labels with probabilities (classifier) for waveforms at the model's rate.
+
+        Waveforms longer than ``max_chunk_seconds`` (default: ``decode.max_chunk_seconds``) are
+        decoded in chunks (:meth:`recognize_long`; their results say how many ``chunks``); the
+        rest in batches of ``batch_size``. A classifier refuses them (one line naming ``names``)."""
+        decode = self.chunking(max_chunk_seconds)
+        window = self.window_frames(decode)
+        for i, wave in enumerate(waves):
+            self.check_classifier_length(wave, decode, names[i] if names is not None else f"audio {i + 1}")
         lex = self.lexicon(lexicon)
-        out: list[dict[str, Any]] = []
-        for start in range(0, len(waves), batch_size):
-            scores, lengths = self.scores(waves[start : start + batch_size])
-            if self.prep.head == "ctc":
-                out += [{"text": t} for t in self.decode_ctc(scores, lengths, beam_size, lex)]
-            else:
-                probs = torch.softmax(scores, -1)
-                for row in probs.tolist():
-                    best = max(range(len(row)), key=row.__getitem__)
-                    out.append({"text": self.prep.labels[best], "label": self.prep.labels[best],
-                                "probabilities": dict(zip(self.prep.labels, row))})
+        out: list[dict[str, Any]] = [{} for _ in waves]
+        short = [i for i, w in enumerate(waves) if self.num_frames(w) <= window]
+        for start in range(0, len(short), batch_size):
+            batch = short[start : start + batch_size]
+            for i, res in zip(batch, self._recognize_batch([waves[i] for i in batch], beam_size, lex)):
+                out[i] = res
+        for i in sorted(set(range(len(waves))) - set(short)):
+            out[i] = self.recognize_long(waves[i], decode, beam_size, lex)
+        return out
+
+    def _recognize_batch(self, waves: Sequence[Tensor], beam_size: int | None,
+                         lex: Lexicon | None) -> list[dict[str, Any]]:
+        scores, lengths = self.scores(waves)
+        if self.prep.head == "ctc":
+            return [{"text": t} for t in self.decode_ctc(scores, lengths, beam_size, lex)]
+        out = []
+        for row in torch.softmax(scores, -1).tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append({"text": self.prep.labels[best], "label": self.prep.labels[best],
+                        "probabilities": dict(zip(self.prep.labels, row))})
         return out
 
     def streamer(self, beam_size: int | None = None, lexicon: str | None = None) -> StreamingRecognizer:
@@ -853,13 +1107,16 @@ class TrainedSpeechModel:
         return rec.finish()
 
     def transcribe(self, paths: Sequence[str | Path], *, beam_size: int | None = None, lexicon: str | None = None,
-                   stream: bool = False, chunk_ms: float = 200.0) -> list[dict[str, Any]]:
+                   stream: bool = False, chunk_ms: float = 200.0,
+                   max_chunk_seconds: float | None = None) -> list[dict[str, Any]]:
         """Recognise files: ``{"path", "text", "seconds", "rtf", "notes"}`` per file (plus
         ``label`` and ``probabilities`` for a classifier). ``rtf`` is processing time over audio
-        duration."""
+        duration. Files longer than ``max_chunk_seconds`` (default: ``decode.max_chunk_seconds``)
+        are decoded in chunks, with ``chunks`` and a note saying so."""
         if stream and not self.model.streamable:
             raise ValueError("this model cannot stream: it needs model.bidirectional=false, model.head=ctc and "
                              "model.subsampling=stack or none; transcribe without --stream")
+        decode = self.chunking(max_chunk_seconds)
         results = []
         for path in paths:
             wave, notes = self.load_audio(path)
@@ -868,34 +1125,55 @@ class TrainedSpeechModel:
                 chunk = max(1, round(chunk_ms * self.sample_rate / 1000))
                 res: dict[str, Any] = {"text": self.transcribe_stream(wave, chunk, beam_size, lexicon)}
             else:
-                res = self.recognize([wave], beam_size, lexicon)[0]
+                res = self.recognize([wave], beam_size, lexicon, max_chunk_seconds=decode.max_chunk_seconds,
+                                     names=[str(path)])[0]
             seconds = time.perf_counter() - start
             duration = wave.shape[0] / self.sample_rate
             results.append({"path": str(path), **res, "seconds": seconds, "rtf": seconds / duration,
-                            "notes": list(notes)})
+                            "notes": [*notes, *self.chunk_note(res, decode)]})
         return results
 
     def use_overrides(self, overrides: Sequence[str]) -> None:
-        """Read later audio files (``transcribe``, ``predict``) with ``data.*`` overrides: ``data.mono``
-        (how multi-channel files become mono) is the one that can change after training."""
+        """Read and decode later audio files (``transcribe``, ``predict``) with ``--set`` overrides:
+        ``data.mono`` (how multi-channel files become mono) is the data key that can change after
+        training; ``decode.*`` keys (beam, lexicon, chunk limits) all can."""
         from .config import reading_overrides
 
-        self.prep.data = reading_overrides(self.prep.data, overrides, ("mono",), "--set")
+        data, decode = _split_decode_overrides(overrides)
+        self.prep.data = reading_overrides(self.prep.data, data, ("mono",), "--set")
+        self.decode = _with_decode_overrides(self.decode, decode)
 
     def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
-        """``rnnkit predict RUN a.wav b.wav``: transcripts or labels of wav files."""
-        return [{k: v for k, v in r.items() if k not in ("seconds", "notes")} for r in self.transcribe(inputs)]
+        """``rnnkit predict RUN a.wav b.wav``: transcripts or labels of wav files (with a ``note``
+        when a file was resampled, down-mixed or decoded in chunks)."""
+        out = []
+        for r in self.transcribe(inputs):
+            row = {k: v for k, v in r.items() if k not in ("seconds", "notes")}
+            if r["notes"]:
+                row["note"] = "; ".join(r["notes"])
+            out.append(row)
+        return out
 
     def evaluate(self, path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-        """Metrics on labelled audio read as in training (``data.*`` overrides change how). With
+        """Metrics on labelled audio read as in training (``data.*`` overrides change how;
+        ``decode.*`` ones how it is decoded, e.g. ``decode.max_chunk_seconds``). With
         ``data.split=fsdd`` or ``speaker`` only the test part is scored; ``data.split=none``
         scores every file. Connected-digit runs build test utterances from those files."""
         from .config import apply_overrides, from_dict
 
-        data = apply_overrides({"data": asdict(self.prep.data)}, list(overrides))
+        data_overrides, decode_overrides = _split_decode_overrides(overrides)
+        data = apply_overrides({"data": asdict(self.prep.data)}, data_overrides)
         if set(data) != {"data"}:
-            raise ConfigError(f"evaluate --set accepts data.* keys only, got {sorted(set(data) - {'data'})}")
+            raise ConfigError(f"evaluate --set accepts data.* and decode.* keys only, got "
+                              f"{sorted(set(data) - {'data'})}")
         cfg = from_dict(DataConfig, data["data"], "data.")
+        saved, self.decode = self.decode, _with_decode_overrides(self.decode, decode_overrides)
+        try:
+            return self._evaluate_items(path, cfg)
+        finally:  # the overrides hold for this call only
+            self.decode = saved
+
+    def _evaluate_items(self, path: str | Path, cfg: DataConfig) -> dict[str, Any]:
         items = list_items(path, cfg)
         _, test = split_test(items, cfg)
         items = test if cfg.split != "none" else items
@@ -909,6 +1187,7 @@ class TrainedSpeechModel:
         notes = [loader.summary()] if loader.notes else []
         notes += self.unknown_reference_notes(items)
         metrics = self.score(items)
+        notes += metrics.pop("notes", [])
         if notes:
             metrics["notes"] = notes
         return metrics
@@ -932,27 +1211,40 @@ class TrainedSpeechModel:
         shown = ", ".join(repr(x) for x, _ in unknown.most_common(5)) + (", ..." if len(unknown) > 5 else "")
         return [f"{count} of {len(items)} references have {what} ({shown}); they count as errors"]
 
-    def score(self, items: Sequence[Utterance], beam_size: int | None = None,
-              lexicon: str | None = None) -> dict[str, Any]:
-        """Accuracy (classifier) or WER/CER (CTC) and the real-time factor on loaded utterances."""
+    def score(self, items: Sequence[Utterance], beam_size: int | None = None, lexicon: str | None = None,
+              max_chunk_seconds: float | None = None) -> dict[str, Any]:
+        """Accuracy (classifier) or WER/CER (CTC, :func:`error_rates`) and the real-time factor on
+        loaded utterances, with ``notes`` on utterances decoded in chunks and on WER/CER left
+        undefined (every reference empty)."""
         waves = [u.wave for u in items if u.wave is not None]
         if len(waves) != len(items) or not items:
             raise ValueError("score() needs loaded utterances (wave set)")
+        decode = self.chunking(max_chunk_seconds)
         start = time.perf_counter()
-        hyps = [r["text"] for r in self.recognize(waves, beam_size, lexicon)]
+        results = self.recognize(waves, beam_size, lexicon, max_chunk_seconds=decode.max_chunk_seconds,
+                                 names=[u.key for u in items])
         seconds = time.perf_counter() - start
+        hyps = [r["text"] for r in results]
         audio = sum(w.shape[0] for w in waves) / self.sample_rate
         metrics: dict[str, Any] = {"utterances": len(items)}
+        notes: list[str] = []
         refs = [u.target for u in items]
         if self.prep.head == "classifier":
             metrics["accuracy"] = sum(r == h for r, h in zip(refs, hyps)) / len(refs)
         else:
-            counts = [error_counts(r, h) for r, h in zip(refs, hyps)]
-            metrics["wer"] = sum(c[0] for c in counts) / max(1, sum(c[1] for c in counts))
-            metrics["cer"] = sum(c[2] for c in counts) / max(1, sum(c[3] for c in counts))
+            metrics.update(error_rates([error_counts(r, h) for r, h in zip(refs, hyps)]))
             metrics["sentence_accuracy"] = sum(r == h for r, h in zip(refs, hyps)) / len(refs)
+            if metrics["wer"] is None:
+                notes.append(empty_references_note(len(items), metrics["inserted_words"]))
         metrics["rtf"] = seconds / audio
         metrics["audio_seconds"] = audio
+        chunked = [r for r in results if "chunks" in r]
+        if chunked:
+            metrics["chunked_utterances"] = len(chunked)
+            notes.append(f"{len(chunked)} of {len(items)} utterances are longer than decode.max_chunk_seconds="
+                         f"{decode.max_chunk_seconds:g} and were decoded in chunks ({self.chunk_method(decode)})")
+        if notes:
+            metrics["notes"] = notes
         self.last_hypotheses = hyps
         return metrics
 
@@ -961,6 +1253,42 @@ class TrainedSpeechModel:
 def _load_all(items: list[Utterance], loader: AudioLoader) -> None:
     for u in items:
         u.wave = loader(u.key)
+
+
+def _cell(value: Any) -> Any:
+    """A report table cell: an undefined metric (``None``, e.g. WER with every reference empty) as "n/a"."""
+    return "n/a" if value is None else value
+
+
+def drop_long(train_items: list[Utterance], dev_items: list[Utterance], sample_rate: int,
+              max_seconds: float | None) -> tuple[list[Utterance], list[Utterance], str]:
+    """Training and dev utterances without those longer than ``data.max_seconds``, and the log line
+    saying how many went (empty when none). Training runs an utterance whole (activations for
+    back-propagation grow with its length, and a bidirectional model cannot be cut), so a
+    minutes-long recording would exhaust memory; evaluation and transcription decode such files in
+    chunks instead. Every training (or dev) utterance too long is a one-line error."""
+    if max_seconds is None:
+        return train_items, dev_items, ""
+    limit = max_seconds * sample_rate
+
+    def short(items: list[Utterance]) -> list[Utterance]:
+        return [u for u in items if u.wave is not None and u.wave.shape[0] <= limit]
+
+    kept_train, kept_dev = short(train_items), short(dev_items)
+    gone = [u for u in train_items + dev_items if u.wave is not None and u.wave.shape[0] > limit]
+    if not gone:
+        return train_items, dev_items, ""
+    longest = max(gone, key=lambda u: u.wave.shape[0])  # type: ignore[union-attr]
+    seconds = longest.wave.shape[0] / sample_rate  # type: ignore[union-attr]
+    for name, kept in (("training", kept_train), ("dev", kept_dev)):
+        if not kept:
+            raise ConfigError(f"every {name} utterance is longer than data.max_seconds={max_seconds:g} (the longest, "
+                              f"{longest.key}, has {round(seconds, 1):g} s); fix: cut the recordings into shorter "
+                              f"utterances, or raise data.max_seconds")
+    return kept_train, kept_dev, (
+        f"skipped {len(train_items) - len(kept_train)} training and {len(dev_items) - len(kept_dev)} dev utterances "
+        f"longer than data.max_seconds={max_seconds:g} (the longest, {longest.key}, has {round(seconds, 1):g} s); cut them "
+        f"into shorter utterances or raise data.max_seconds to train on them")
 
 
 def dev_metrics(config: Config) -> dict[str, str | None]:
@@ -1008,18 +1336,29 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         if empty:
             log(f"warning: {len(empty)} transcripts are empty (e.g. {empty[0]}): trained as silence; fill in "
                 f"the {d.label_column!r} column if they are missing")
+    if head == "ctc" and all(not u.target for u in dev_items):
+        raise ConfigError(f"every dev transcript is empty ({len(dev_items)} utterances): WER, the dev metric, is "
+                          f"undefined; fix: fill in the {d.label_column!r} column of the dev data (or give --dev "
+                          f"with transcripts)")
     if d.mode == "connected_digits":
         train_items = connect_digits(train_items, d.connected_train, d, rate, cfg.train.seed, "train")
         dev_items = connect_digits(dev_items, d.connected_eval, d, rate, cfg.train.seed + 1, "dev")
         test_items = connect_digits(test_items, d.connected_eval, d, rate, 2, "test")
         log(f"connected digits: {len(train_items)} / {len(dev_items)} / {len(test_items)} utterances of "
             f"{d.min_digits}-{d.max_digits} words")
+    train_items, dev_items, skipped = drop_long(train_items, dev_items, rate, d.max_seconds)
+    if skipped:
+        log(skipped)
     units = "words" if d.mode == "connected_digits" else d.units
     if head == "classifier":
         labels = sorted({u.target for u in train_items}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
     else:
         labels = [BLANK] + sorted({t for u in train_items for t in split_units(u.target, units)})
     features = SpeechFeatures(rate, d.features, d.n_mels, d.n_mfcc, d.frame_ms, d.hop_ms, d.normalize)
+    if head == "classifier":  # scored after training: refuse a clip it cannot label before training, not after
+        for u in dev_items + test_items:
+            assert u.wave is not None
+            check_classifier_clip(features, int(u.wave.shape[0]), cfg.decode, u.key)
     words = sorted({w for u in train_items for w in u.target.split()})
     prep = Prepared(features, head, units, labels, d.lowercase, words, d)
 
@@ -1079,8 +1418,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     def metric_fn(pred: Tensor, gold: Tensor) -> dict[str, float]:
         if head == "classifier":
             return {"accuracy": float((pred == gold).float().mean())}
-        tot = pred.sum(0).tolist()
-        return {"wer": tot[0] / max(1, tot[1]), "cer": tot[2] / max(1, tot[3])}
+        rates = error_rates([tuple(pred.sum(0).tolist())])  # type: ignore[list-item]
+        return {k: math.nan if rates[k] is None else rates[k] for k in ("wer", "cer")}
 
     monitor, mode = ("accuracy", "max") if head == "classifier" else ("wer", "min")
     options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate,
@@ -1106,15 +1445,21 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         best = int((max if mode == "max" else min)(history, key=lambda r: r.get(key, math.inf))["epoch"])
     metrics.update({"train_seconds": seconds, "parameters": params, "best_epoch": best, "epochs_run": len(history),
                     "sample_rate": rate})
+    if skipped:
+        metrics["notes"] = [skipped]
     run.write_json("metrics.json", metrics)
     curves = plot_learning_curves(history, run.file("learning_curves.png"))
     report = [f"# Speech recognition run: {run.path.name}", "",
               f"Trained on `{train_path}` ({len(train_items)} {'utterances' if d.mode == 'connected_digits' else 'recordings'}"
               f", {d.mode}, {head} head) in {seconds:.0f} s; best epoch {best} of {len(history)}; {params:,} parameters.",
               ""]
-    rows = [[split, *(metrics[split].get(k, float("nan")) for k in ("accuracy", "wer", "cer", "rtf")),
-             metrics[split]["utterances"]] for split in ("dev", "test") if split in metrics]
+    splits = [split for split in ("dev", "test") if split in metrics]
+    rows = [[split, *(_cell(metrics[split].get(k, math.nan)) for k in ("accuracy", "wer", "cer", "rtf")),
+             metrics[split]["utterances"]] for split in splits]
     report += [markdown_table(["split", "accuracy", "WER", "CER", "real-time factor", "utterances"], rows), ""]
+    notes = [*metrics.get("notes", []), *(f"{split}: {n}" for split in splits for n in metrics[split].get("notes", []))]
+    if notes:
+        report += [*(f"* {n}" for n in notes), ""]
     if head == "classifier" and test_items:
         index = {label: i for i, label in enumerate(labels)}
         matrix = [[0] * len(labels) for _ in labels]
