@@ -3,7 +3,7 @@
 Needs Keras 3 on its torch backend (kept out of the test dependencies)::
 
     pip install keras==3.15.1
-    KERAS_BACKEND=torch python tests/models/make_keras_fixtures.py
+    KERAS_BACKEND=torch python tests/models/make_keras_fixtures.py [case ...]
 
 Each fixture holds a small input ``x``, the Keras model's weights (``w0``, ``w1``... in
 ``model.get_weights()`` order) and its output ``y``. ``test_keras_import.py`` builds the same
@@ -14,6 +14,7 @@ is installed it also rebuilds the Keras model from the same :data:`CASES` and ch
 from __future__ import annotations
 
 import os
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,17 @@ CASES: dict[str, tuple[str, list[tuple[str, tuple[Any, ...], dict[str, Any]]]]] 
                                        ("Dense", (3,), {"activation": "softmax"})]),
     "masked_bidirectional_gru": ("ids", [("Embedding", (20, 6), {"mask_zero": True}),
                                          ("Bidirectional", (("GRU", (3,), {}),), {"merge_mode": "sum"})]),
+    # convolution, pooling and normalization (the keras examples' imdb_cnn_lstm.py, scaled down)
+    "cnn_lstm": ("ids", [("Embedding", (20, 6), {}), ("Dropout", (0.25,), {}),
+                         ("Conv1D", (5, 3), {"padding": "valid", "activation": "relu", "strides": 1}),
+                         ("MaxPooling1D", (), {"pool_size": 2}), ("LSTM", (4,), {}), ("Dense", (1,), {}),
+                         ("Activation", ("sigmoid",), {})]),
+    "conv1d_same_strided": ("float", [("Conv1D", (4, 4), {"strides": 2, "padding": "same", "activation": "tanh"}),
+                                      ("MaxPooling1D", (2,), {"padding": "same"})]),
+    "conv1d_causal_dilated": ("float", [("Conv1D", (3, 2), {"padding": "causal", "dilation_rate": 2}),
+                                        ("AveragePooling1D", (3,), {"strides": 1, "padding": "same"})]),
+    "normalization": ("float", [("BatchNormalization", (), {}), ("SpatialDropout1D", (0.3,), {}),
+                                ("Dense", (4,), {}), ("LayerNormalization", (), {}), ("Reshape", ((-1, 2),), {})]),
 }
 
 
@@ -70,13 +82,16 @@ def keras_model(case: str) -> Any:
     return keras.Model(inputs, h)
 
 
-def main() -> None:
+def main(cases: list[str] | None = None) -> None:
+    """Write the fixtures of ``cases`` (default: all; ``python make_keras_fixtures.py cnn_lstm`` for one)."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import keras
 
     keras.utils.set_random_seed(0)
     FIXTURES.mkdir(exist_ok=True)
     for case, (kind, _) in CASES.items():
+        if cases and case not in cases:
+            continue
         model = keras_model(case)
         x = make_input(kind)
         weights = model.get_weights()
@@ -89,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -9,8 +9,9 @@ Every layer here is a ``torch.nn.Module`` with four extra habits:
   ``layer.compute_mask(x, m)`` returns the output's mask (``[B, T]`` bool, ``True`` on real
   steps, or ``None``); :meth:`Layer.forward_with_mask` does both. ``Embedding(mask_zero=True)``
   and ``Masking`` create masks, recurrent layers with ``return_sequences=True``, ``Dense``,
-  ``Dropout`` and ``TimeDistributed`` pass them on, pooling and last-step recurrent layers
-  consume them.
+  ``Dropout``, the normalization layers and ``TimeDistributed`` pass them on, pooling and
+  last-step recurrent layers consume them, and layers that change the time axis (``Conv1D``,
+  ``MaxPooling1D``, ``Reshape``...) drop them.
 * **Configs.** ``get_config()`` returns JSON-friendly constructor arguments and
   ``from_config(config)`` rebuilds the layer; :func:`serialize_layer` and
   :func:`deserialize_layer` add the class name (looked up in :data:`LAYERS`).
@@ -125,7 +126,9 @@ def first_tensor(struct: Any) -> Tensor | None:
 
 
 # -- symbolic tensors -----------------------------------------------------------------------------
-EXAMPLE_SIZES = ((2, 3), (3, 4))  # (batch, every dynamic dimension) of the two example runs
+EXAMPLE_SIZES = ((2, 24), (3, 37))  # (batch, every dynamic dimension) of the two example runs: lengths
+# long enough for "valid" windows of up to 24 steps, and far enough apart that strided layers (pooling 2, 3, 4, and
+# chains of them) still map them to different lengths, so a dynamic length stays dynamic (None)
 
 
 def make_example(shape: Shape, dtype: torch.dtype, variant: int) -> Tensor:
@@ -285,8 +288,10 @@ class Layer(nn.Module):
     @trainable.setter
     def trainable(self, value: bool) -> None:
         self._trainable = bool(value)
-        for p in self.parameters():
-            p.requires_grad_(self._trainable)
+        for module in self.modules():  # statistics (BatchNormalization's moving mean) are never trained
+            frozen = getattr(module, "non_trainable_parameter_names", ())
+            for name, p in module.named_parameters(recurse=False):
+                p.requires_grad_(self._trainable and name not in frozen)
 
     @property
     def weights(self) -> list[nn.Parameter]:
@@ -407,7 +412,17 @@ class Layer(nn.Module):
                         def example_mask(s: SymbolicTensor, v: int = variant) -> Tensor | None:
                             return s._masks[v]
                         k["mask"] = automatic_mask(args[0], example_mask)
-                    results.append(self.forward_with_mask(*a, **k))
+                    try:
+                        results.append(self.forward_with_mask(*a, **k))
+                    except ValueError as err:  # e.g. Dense after Flatten of a dynamic length
+                        dynamic = [s.shape for s in flatten(args) if isinstance(s, SymbolicTensor)
+                                   and len(s.shape) > 1 and s.shape[-1] is None]
+                        if variant == 0 or not dynamic:
+                            raise
+                        raise ValueError(f"{type(self).__name__} {self.name!r} needs a fixed last dimension, and its "
+                                         f"input's is dynamic (shape {dynamic[0]}); fix: give the model input a fixed "
+                                         "length, e.g. Input(shape=(maxlen, ...)) or Embedding(input_length=maxlen), "
+                                         "or pool over time (GlobalMaxPooling1D) instead of Flatten") from err
         finally:
             self.train(was_training)
             reset_states(self)

@@ -1,5 +1,5 @@
-"""Core Keras-style layers: Input, Dense, Activation, Dropout, Flatten, RepeatVector,
-Embedding, Masking and the merge layers (Concatenate, Add, Multiply, Average).
+"""Core Keras-style layers: Input, Dense, Activation, Dropout, SpatialDropout1D, Flatten, Reshape,
+RepeatVector, Embedding, Masking and the merge layers (Concatenate, Add, Multiply, Average).
 
 Shapes: ``B`` batch, ``T`` time, ``F`` features. Every layer accepts ``mask=``; see
 :mod:`rnnkit.layers.base` for what each does with it.
@@ -246,6 +246,35 @@ class Dropout(Layer):
 
 
 @register_layer
+class SpatialDropout1D(Dropout):
+    """Dropout of whole channels: in training, zero a fraction ``rate`` of the ``F`` features of each
+    sample at every time step at once, and scale the rest by ``1 / (1 - rate)``.
+
+    Input ``[B, T, F]``; the same as ``Dropout(rate, noise_shape=(None, 1, None))``. Masks pass
+    through; at inference the input is returned unchanged.
+
+    Args:
+        rate: fraction of channels to drop, in ``[0, 1)``.
+        seed: accepted for compatibility; use ``rnnkit.models.set_random_seed``.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(rate, noise_shape=None, seed=seed, **kwargs)
+
+    def call(self, inputs: Tensor, mask: Any = None, **kwargs: Any) -> Tensor:
+        if inputs.dim() != 3:
+            raise ValueError(f"SpatialDropout1D {self.name!r} expects [batch, time, channels], got "
+                             f"{list(inputs.shape)}; use Dropout for other ranks")
+        if not self.training or self.rate == 0.0:
+            return inputs
+        keep = 1.0 - self.rate
+        return inputs * torch.bernoulli(inputs.new_full((inputs.shape[0], 1, inputs.shape[2]), keep)) / keep
+
+    def get_config(self) -> dict[str, Any]:
+        return {**Layer.get_config(self), "rate": self.rate, "seed": self.seed}
+
+
+@register_layer
 class Flatten(Layer):
     """``[B, d1, d2, ...]`` -> ``[B, d1 * d2 * ...]``; drops the mask."""
 
@@ -255,6 +284,40 @@ class Flatten(Layer):
 
     def call(self, inputs: Tensor, mask: Any = None, **kwargs: Any) -> Tensor:
         return inputs.reshape(inputs.shape[0], -1)
+
+
+@register_layer
+class Reshape(Layer):
+    """Reshape each sample to ``target_shape`` (without the batch axis); one entry may be ``-1``
+    (inferred). Drops the mask (the time axis may change).
+
+    Example: ``Reshape((-1, 2))`` turns ``[B, 6, 4]`` into ``[B, 12, 2]``.
+    """
+
+    def __init__(self, target_shape: tuple[int, ...] | list[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        shape = tuple(target_shape) if isinstance(target_shape, list | tuple) else (target_shape,)
+        if any(isinstance(d, bool) or not isinstance(d, int | np.integer) or (d < 1 and d != -1) for d in shape) \
+                or sum(d == -1 for d in shape) > 1:
+            raise ValueError(f"Reshape target_shape must hold positive integers and at most one -1 (without the "
+                             f"batch axis), got {target_shape!r}")
+        self.target_shape: tuple[int, ...] = tuple(int(d) for d in shape)
+        self.built = True
+
+    def call(self, inputs: Tensor, mask: Any = None, **kwargs: Any) -> Tensor:
+        per_sample = int(np.prod(inputs.shape[1:], dtype=np.int64))
+        known = int(np.prod([d for d in self.target_shape if d != -1], dtype=np.int64))
+        target = list(self.target_shape)
+        if -1 in target and known > 0 and per_sample % known == 0:
+            target[target.index(-1)] = per_sample // known
+        if int(np.prod(target, dtype=np.int64)) != per_sample:
+            raise ValueError(f"Reshape {self.name!r} cannot reshape {list(inputs.shape)} ({per_sample} values per "
+                             f"sample) to target_shape {self.target_shape}; the target sizes must multiply to "
+                             f"{per_sample} (use -1 for one size to infer)")
+        return inputs.reshape(inputs.shape[0], *target)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "target_shape": list(self.target_shape)}
 
 
 @register_layer

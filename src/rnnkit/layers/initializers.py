@@ -4,7 +4,9 @@ Keras stores a dense kernel as ``[in, out]`` and ``torch`` as ``[out, in]``; the
 schemes (Glorot, He, LeCun) read the fans from the ``torch`` layout, so they give the bounds
 Keras gives the transposed matrix (for an LSTM kernel ``[4H, I]``: ``fan_in = I``,
 ``fan_out = 4H``, as for Keras' ``[I, 4H]``), and ``orthogonal`` on ``[4H, H]`` is the
-transpose of Keras' orthogonal ``[H, 4H]``.
+transpose of Keras' orthogonal ``[H, 4H]``. A convolution kernel ``[filters, in, k]`` counts its
+receptive field too (``fan_in = in * k``, ``fan_out = filters * k``), as Keras does for
+``[k, in, filters]``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ Initializer = Callable[[Tensor], object]
 def _fans(t: Tensor) -> tuple[int, int]:
     if t.dim() < 2:
         return t.numel(), t.numel()
-    fan_out, fan_in = t.shape[0], t.shape[1]  # torch layout [out, in]
+    receptive = math.prod(t.shape[2:])  # a convolution kernel [out, in, *kernel]: 1 for a matrix
+    fan_out, fan_in = t.shape[0] * receptive, t.shape[1] * receptive  # torch layout [out, in]
     return fan_in, fan_out
 
 

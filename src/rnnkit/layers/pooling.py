@@ -1,8 +1,13 @@
-"""Pooling over time, aware of masks: ``GlobalAveragePooling1D``, ``GlobalMaxPooling1D`` and
-``AttentionPooling``.
+"""Pooling over time.
 
-Each takes ``[B, T, F]`` and returns ``[B, F]``, reading only the real steps when a mask is
-given; a sequence with no real step pools to zeros. They consume the mask.
+* Global, aware of masks: ``GlobalAveragePooling1D``, ``GlobalMaxPooling1D`` and
+  ``AttentionPooling`` take ``[B, T, F]`` and return ``[B, F]``, reading only the real steps
+  when a mask is given; a sequence with no real step pools to zeros. They consume the mask.
+* Windowed: ``MaxPooling1D`` and ``AveragePooling1D`` take ``[B, T, F]`` and return
+  ``[B, T_out, F]`` with Keras' padding rules (see :mod:`rnnkit.layers.convolutional`; with
+  ``"same"`` the average counts only real steps, as Keras on TensorFlow does: Keras' torch
+  backend repeats the edge steps instead when the padding is uneven). The time axis changes,
+  so they drop the incoming mask.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Layer, register_layer
+from .convolutional import check_channels_last, check_length, check_padding, padding_amounts, positive_int
+from .convolutional import check_sequence as check_windowed_sequence
 from .initializers import Initializer, get_initializer, initializer_name
 
 
@@ -128,3 +135,65 @@ class AttentionPooling(Layer):
         return {**super().get_config(), "units": self.units, "use_bias": self.use_bias,
                 "return_attention": self.return_attention,
                 "kernel_initializer": initializer_name(self.kernel_initializer)}
+
+
+class _Pooling1D(Layer):
+    """Base of the windowed pooling layers (``MaxPooling1D``, ``AveragePooling1D``).
+
+    Args:
+        pool_size: window length.
+        strides: step between windows (default: ``pool_size``).
+        padding: ``"valid"`` (default) or ``"same"`` (``T_out = ceil(T / strides)``, the extra
+            padding step on the right, as Keras).
+        data_format: ``"channels_last"`` only.
+    """
+
+    def __init__(self, pool_size: int | tuple[int] = 2, strides: int | tuple[int] | None = None,
+                 padding: str = "valid", data_format: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        owner = type(self).__name__
+        self.pool_size = positive_int(owner, "pool_size", pool_size)
+        self.strides = self.pool_size if strides is None else positive_int(owner, "strides", strides)
+        self.padding = check_padding(owner, padding, ("valid", "same"))
+        self.data_format = check_channels_last(owner, data_format)
+        self.built = True
+
+    def call(self, inputs: Tensor, mask: Any = None, **kwargs: Any) -> Tensor:
+        check_windowed_sequence(self, inputs)
+        length = int(inputs.shape[1])
+        left, right = padding_amounts(length, self.pool_size, self.strides, self.padding)
+        check_length(self, length, length + left + right, self.pool_size, self.padding, f"pool_size={self.pool_size}")
+        return self._pool(inputs.transpose(1, 2), left, right).transpose(1, 2)
+
+    def _pool(self, x: Tensor, left: int, right: int) -> Tensor:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
+                "padding": self.padding, "data_format": self.data_format}
+
+
+@register_layer
+class MaxPooling1D(_Pooling1D):
+    """Maximum over windows of ``pool_size`` steps: ``[B, T, F]`` -> ``[B, T_out, F]`` (drops the mask)."""
+
+    def _pool(self, x: Tensor, left: int, right: int) -> Tensor:
+        if left or right:
+            x = F.pad(x, (left, right), value=float("-inf"))  # padding never wins a window
+        return F.max_pool1d(x, self.pool_size, self.strides)
+
+
+@register_layer
+class AveragePooling1D(_Pooling1D):
+    """Mean over windows of ``pool_size`` steps: ``[B, T, F]`` -> ``[B, T_out, F]`` (drops the mask).
+
+    With ``padding="same"`` the windows that overlap the padding average their real steps only
+    (Keras semantics; ``torch.nn.AvgPool1d(count_include_pad=True)`` would count the zeros).
+    """
+
+    def _pool(self, x: Tensor, left: int, right: int) -> Tensor:
+        if not (left or right):
+            return F.avg_pool1d(x, self.pool_size, self.strides)
+        sums = F.avg_pool1d(F.pad(x, (left, right)), self.pool_size, self.strides)
+        counts = F.avg_pool1d(F.pad(x.new_ones(1, 1, x.shape[-1]), (left, right)), self.pool_size, self.strides)
+        return sums / counts
