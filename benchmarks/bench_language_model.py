@@ -100,7 +100,7 @@ def _generation_speed(run: str, level: str) -> tuple[float, str]:
     lm = TrainedLanguageModel.load(run)
     lm.generate("the", length=20, seed=0)  # warm-up
     start = time.perf_counter()
-    out = lm.generate("the", length=1000, seed=0, stop="\x00never")
+    out = lm.generate("the", length=1000, seed=0, stop="")  # "": never stop
     speed = len(out["tokens"]) / (time.perf_counter() - start)
     prompt = "ROMEO:\n" if level == "char" else "the company said"
     sample = lm.generate(prompt, length=500 if level == "char" else 60, temperature=0.8, seed=0)

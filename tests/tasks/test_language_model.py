@@ -222,3 +222,161 @@ def test_evaluate_prints_the_token_count_as_an_integer(word_run):
     assert len(tokens) == 1 and tokens[0][1].isdigit()
     assert isinstance(json.loads(runner.invoke(app, ["evaluate", str(run), "--data", str(dev), "--json"]).output)[
         "tokens"], int)
+
+
+# -- review: perplexity, stream layout, generation rules, bad settings, the dev split -----------
+def _prep(tmp_path, text, **data):
+    from rnnkit.tasks.language_model import DataConfig, Preprocessor
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text)
+    return Preprocessor.fit(corpus, DataConfig(**data))
+
+
+def test_perplexity_is_the_token_mean_whatever_the_window_length():
+    torch.manual_seed(0)
+    model = RNNLanguageModel(12, embedding_dim=6, hidden_size=8, num_layers=2, tie_weights=False).eval()
+    ids = np.random.default_rng(0).integers(0, 12, 41)
+    total, state = 0.0, None  # independent: one token at a time with the step API
+    with torch.no_grad():
+        for a, b in zip(ids[:-1], ids[1:], strict=True):
+            logits, state = model.step(torch.tensor([int(a)]), state)
+            total -= float(logits[0].log_softmax(-1)[int(b)])
+    for bptt in (1, 3, 7, 40, 1000):
+        nll, count = stream_nll(model, ids, batch_size=1, bptt=bptt)
+        assert count == 40 and nll == pytest.approx(total, rel=1e-5)
+    # more streams: contiguous parts, each first token unscored and the remainder dropped (documented)
+    nll, count = stream_nll(model, ids, batch_size=3, bptt=4)
+    assert count == 3 * (41 // 3 - 1)
+
+
+def test_windows_walk_each_stream_in_order_and_keep_the_last_short_window():
+    from rnnkit.data.corpus import batchify
+    from rnnkit.tasks.language_model import StreamWindows
+
+    ids = np.arange(23)
+    streams = np.asarray(batchify(ids, 3))  # 3 x 7: each row a contiguous stretch, 2 ids dropped
+    assert streams.tolist() == [list(range(0, 7)), list(range(7, 14)), list(range(14, 21))]
+    for variable in (False, True):
+        windows = list(StreamWindows(streams, 4, variable=variable, seed=1))
+        inputs = torch.cat([w[0] for w in windows], 1)
+        targets = torch.cat([w[1] for w in windows], 1)
+        assert torch.equal(inputs, torch.from_numpy(streams[:, :-1])) and torch.equal(targets, inputs + 1)
+        assert [w[2] for w in windows][0] == 0
+    assert [w[0].shape[1] for w in StreamWindows(streams, 4)] == [4, 2]
+
+
+def _unk_loving_model(prep, **kw):
+    model = RNNLanguageModel(len(prep.vocab), embedding_dim=4, hidden_size=4, num_layers=1, tie_weights=False, **kw)
+    with torch.no_grad():
+        model.decoder.bias.zero_()
+        model.decoder.bias[prep.vocab.unk_id] = 30.0  # <unk> and <eos> far more likely than anything else
+        model.decoder.bias[prep.vocab.eos_id] = 25.0
+    return TrainedLanguageModel(model.eval(), prep)
+
+
+def test_generation_never_samples_unk_nor_an_eos_the_text_never_had(tmp_path):
+    word = _unk_loving_model(_prep(tmp_path, "a b c\nb c a\n"))
+    out = word.generate("a", length=5, seed=0)
+    assert out["tokens"] == ["<eos>"]  # <eos> ends a line of a word model: allowed, and the default stop
+    assert "<unk>" not in word.generate("a", length=5, seed=0, stop="")["tokens"]
+    assert "<unk>" not in word.generate("a", length=5, greedy=True, stop="")["tokens"]
+    char = _unk_loving_model(_prep(tmp_path, "ab\nba\n", level="char"))
+    out = char.generate("a", length=6, seed=0)
+    assert len(out["tokens"]) == 6 and not {"<unk>", "<eos>"} & set(out["tokens"])
+
+
+def test_generation_settings_are_checked(tmp_path):
+    lm = _unk_loving_model(_prep(tmp_path, "the cat sat .\n"))
+    with pytest.raises(ValueError, match="not in the vocabulary.*'' to never stop"):
+        lm.generate("the", stop="zebra")
+    with pytest.raises(ValueError, match="greedy"):
+        lm.generate("the", temperature=0)
+    with pytest.raises(ValueError, match="length"):
+        lm.generate("the", length=-1)
+    assert lm.generate("the", length=4, stop="", seed=0)["tokens"] == ["<eos>"] * 4
+    assert lm.generate("the", length=4, top_k=1000, seed=0)["tokens"] == ["<eos>"]
+
+
+def test_empty_prompt_starts_at_a_line_break(tmp_path, monkeypatch):
+    for level, start in (("word", "<eos>"), ("char", "\n")):
+        lm = _unk_loving_model(_prep(tmp_path, "ab\nba\n", level=level))
+        seen = []
+        forward = lm.model.forward
+        monkeypatch.setattr(lm.model, "forward", lambda ids, state, f=forward, s=seen: (s.append(ids), f(ids, state))[1])
+        lm.generate("", length=1, seed=0)
+        assert [lm.prep.vocab.id_to_token(int(i)) for i in seen[0][0]] == [start]
+
+
+def test_subword_generation_is_detokenized_and_stops_at_eos(tmp_path):
+    prep = _prep(tmp_path, "the cat sees the moon .\nthe dog eats fish .\n" * 20, level="subword", vocab_size=40)
+    model = RNNLanguageModel(len(prep.vocab), embedding_dim=4, hidden_size=4, num_layers=1, tie_weights=False)
+    lm = TrainedLanguageModel(model.eval(), prep)
+    pieces = [p for p in prep.tokenizer.tokenize("the cat sees the moon .") if p in prep.vocab]
+    with torch.no_grad():  # the first piece from the prompt's scores, the others from a scripted step
+        model.decoder.bias.zero_()
+        model.decoder.bias[prep.vocab.token_to_id(pieces[0])] = 50.0
+        script = iter([*pieces[1:], "<eos>", "\u2581the"])
+        lm.model.step = lambda ids, state: (_one_hot(prep, next(script)), state)
+        out = lm.generate("", length=20, seed=0)
+    assert out["tokens"][-1] == "<eos>" and "\u2581" not in out["text"]
+    assert out["text"] == "the cat sees the moon . <eos>"
+
+
+def _one_hot(prep, token):
+    row = torch.full((1, len(prep.vocab)), -50.0)
+    row[0, prep.vocab.token_to_id(token)] = 50.0
+    return row
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("data.vocab_size=2", "data.vocab_size: must be >= 3"),
+    ("data.min_freq=0", "data.min_freq: must be >= 1"),
+    ("data.dev_fraction=0", "data.dev_fraction: must be between 0 and 1"),
+    ("data.dev_fraction=1", "data.dev_fraction: must be between 0 and 1"),
+    ("data.dev_fraction=-0.5", "data.dev_fraction: must be between 0 and 1"),
+])
+def test_bad_data_settings_name_the_key(setting, message):
+    result = runner.invoke(app, ["train", "language-model", "--set", setting, "--print-config"])
+    assert result.exit_code == 2 and message in result.output and "fix:" in result.output
+
+
+def _train(tmp_path, corpus, *settings, dev=None):
+    args = ["train", "language-model", "--train", str(corpus), "--out", str(tmp_path), "--name", "run", "--quiet",
+            "--set", "train.epochs=1", "--set", "model.hidden_size=8", "--set", "model.embedding_dim=8",
+            "--set", "train.batch_size=2", "--set", "train.bptt=5"]
+    for s in settings:
+        args += ["--set", s]
+    return runner.invoke(app, args + (["--dev", str(dev)] if dev else []))
+
+
+def test_a_vocabulary_of_special_tokens_only_is_an_error(tmp_path):
+    result = _train(tmp_path, _corpus(tmp_path / "train.txt", 40), "data.min_freq=100000")
+    assert result.exit_code == 2 and "every token would be <unk>" in result.output
+    assert "data.min_freq" in result.output and not (tmp_path / "run").exists()
+
+
+def test_the_held_out_dev_tail_is_not_in_the_vocabulary(tmp_path):
+    corpus = _corpus(tmp_path / "train.txt", 200)
+    corpus.write_text(corpus.read_text() + "zebra zebra zebra zebra .\n" * 10)  # only in the last 5% of lines
+    result = _train(tmp_path, corpus)
+    assert result.exit_code == 0, result.output
+    tokens = json.loads((tmp_path / "run" / "vocab.json").read_text())["config"]["tokens"]
+    assert "cat" in tokens and "zebra" not in tokens
+    assert "the last 10 lines (5%)" in (tmp_path / "run" / "train.log").read_text()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["dev"]["tokens"] == 10 * 6 - 1  # the 10 held-out lines, each 5 words and <eos>
+
+
+def test_the_dev_tail_of_a_single_line_and_a_too_short_tail(tmp_path):
+    from rnnkit.tasks.language_model import split_dev_tail
+
+    one = tmp_path / "one.txt"
+    one.write_text("abc def ghi jkl mno pqr stu vwx")
+    assert split_dev_tail(one, 0.2, tmp_path / "h", tmp_path / "t") == 0
+    assert (tmp_path / "h").read_text() + (tmp_path / "t").read_text() == one.read_text()
+    assert (tmp_path / "t").read_text() == " vwx"
+    blank_tail = tmp_path / "blank.txt"
+    blank_tail.write_text("a b c d e f g h i j k l m n o p\n\n")
+    result = _train(tmp_path, blank_tail, "data.dev_fraction=0.1", "data.line_ending=drop")
+    assert result.exit_code == 2 and "data.dev_fraction" in result.output and "--dev" in result.output

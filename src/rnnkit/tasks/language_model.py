@@ -114,6 +114,15 @@ class Config:
         check_rates(("model.dropout", self.model.dropout), ("model.embedding_dropout", self.model.embedding_dropout),
                           ("model.weight_drop", self.model.weight_drop))
         check_lr_decay(self.train.lr_decay, self.train.lr_decay_patience)
+        if self.data.min_freq < 1:
+            raise ConfigError(f"data.min_freq: must be >= 1, got {self.data.min_freq}; fix: --set data.min_freq=1 "
+                              "keeps every token")
+        if self.data.vocab_size < 3:
+            raise ConfigError(f"data.vocab_size: must be >= 3 (<unk>, <eos> and at least one token of the corpus), "
+                              f"got {self.data.vocab_size}; fix: --set data.vocab_size=10000")
+        if not 0 < self.data.dev_fraction < 1:
+            raise ConfigError(f"data.dev_fraction: must be between 0 and 1 (exclusive), got {self.data.dev_fraction}; "
+                              "fix: --set data.dev_fraction=0.05, or give a dev file with --dev")
         if self.model.softmax == "adaptive" and self.model.tie_weights:
             raise ConfigError("model.softmax=adaptive cannot share the embedding with the output layer; "
                               "add --set model.tie_weights=false")
@@ -311,7 +320,8 @@ class Preprocessor:
 
         ids = tokenize_to_memmap(path, out, self.tokenizer.tokenize, self.vocab, line_ending=self.line_ending)
         if len(ids) < 2:
-            raise ConfigError(f"{path}: the corpus holds {len(ids)} tokens; a language model needs at least 2")
+            raise ConfigError(f"{path}: the text holds {len(ids)} token(s); a language model needs at least 2 "
+                              "(one to read, one to predict); fix: give a longer text")
         return ids
 
     def encode_prompt(self, text: str) -> tuple[list[int], list[str]]:
@@ -337,6 +347,38 @@ class Preprocessor:
         except Exception as err:
             raise RunError(f"run folder {run.path}: tokenizer or vocabulary missing or corrupt ({err}); train again") from None
         return cls(tokenizer, vocab, DataConfig(**meta["data"]))
+
+
+def split_dev_tail(path: Path, fraction: float, head: Path, tail: Path) -> int:
+    """Copy ``path`` to ``head`` (training part) and ``tail`` (its last ``fraction``, the dev stream),
+    so that the vocabulary and a subword model are fitted on the training part only.
+
+    Whole lines are held out (at least one); a file of a single line is cut inside it, at the first
+    space at or after the cut point (or the last one before it; any character if there is none).
+
+    Returns:
+        The number of lines held out (0 when a single line was cut).
+    """
+    from ..data.errors import DataError
+    from ..data.io import iter_lines
+
+    lines = sum(1 for _ in iter_lines(path, keepends=True))  # decoding errors name the file and line here
+    if lines == 0:
+        raise DataError("no tokens in file", path=str(path), hint="check the file is not empty")
+    if lines == 1:
+        text = next(iter(iter_lines(path, keepends=True)))[1]
+        cut = int(len(text.rstrip("\r\n")) * (1 - fraction))
+        at = text.find(" ", cut)
+        at = at if at > 0 else text.rfind(" ", 0, cut)
+        at = at if at > 0 else cut
+        head.write_text(text[:at], encoding="utf-8")
+        tail.write_text(text[at:], encoding="utf-8")
+        return 0
+    held = min(lines - 1, max(1, round(lines * fraction)))
+    with head.open("w", encoding="utf-8") as h, tail.open("w", encoding="utf-8") as t:
+        for number, text in iter_lines(path, keepends=True):
+            (h if number <= lines - held else t).write(text)
+    return held
 
 
 class StreamWindows(torch.utils.data.IterableDataset):
@@ -371,7 +413,13 @@ def _loader(streams: np.ndarray, bptt: int, variable: bool, seed: int) -> torch.
 
 
 def stream_nll(model: RNNLanguageModel, ids: np.ndarray, *, batch_size: int = 1, bptt: int = 70) -> tuple[float, int]:
-    """Total negative log-likelihood (nats) and token count of a stream, state carried throughout."""
+    """Total negative log-likelihood (nats) and token count of a stream, state carried throughout.
+
+    With ``batch_size`` 1 every token after the first is a target, and the result does not depend on
+    ``bptt`` (the state flows from window to window). With ``batch_size`` S > 1 the ids are cut into S
+    contiguous streams (:func:`rnnkit.data.corpus.batchify`): each starts from a fresh state, its first
+    token is not scored, and the last ``len(ids) % S`` ids are dropped, so the count is lower and the
+    figure usually a little higher than at batch size 1."""
     from ..data.corpus import batchify
 
     streams = batchify(np.asarray(ids), batch_size)
@@ -439,7 +487,9 @@ class TrainedLanguageModel:
         return self.model, (block[:, :-1], block[:, 1:]), loss_fn
 
     def evaluate(self, path: str | Path, overrides: Sequence[str] = (), batch_size: int = 1) -> dict[str, float]:
-        """Perplexity (and bits per character) of a text file, batch size 1, state carried."""
+        """Perplexity (and bits per character) of a text file: exp of the mean negative log-likelihood of
+        every token after the first (``tokens`` counts them), the state carried through the whole file.
+        ``batch_size`` > 1 is faster but scores slightly fewer tokens (see :func:`stream_nll`)."""
         import tempfile
 
         if overrides:
@@ -458,40 +508,59 @@ class TrainedLanguageModel:
                  on_token: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Sample a continuation of ``prompt`` one token at a time with carried state.
 
+        ``<unk>`` is never sampled (it stands for many words, not one), nor is ``<eos>`` in a model
+        whose text has no ``<eos>`` (``line_ending`` keep or drop). An empty prompt starts from a
+        line break: ``<eos>`` (word and subword models) or the newline character (character models).
+
         Args:
             prompt: text that primes the state (unknown tokens become <unk> and are reported).
-            length: maximum new tokens.
-            temperature: softmax temperature (> 0).
-            top_k: keep the k most likely tokens (0: all).
+            length: maximum new tokens (>= 0).
+            temperature: softmax temperature (> 0; for the most likely token every time use ``greedy``).
+            top_k: keep the k most likely tokens (0: all; more than the vocabulary: all).
             top_p: nucleus sampling threshold (1: off).
-            greedy: always take the most likely token.
+            greedy: always take the most likely token (``temperature``, ``top_k``, ``top_p`` do not matter).
             seed: fixes the sampling for reproducible output.
-            stop: stop when this token is produced (default: <eos> for word models).
+            stop: stop after this token (a token of the vocabulary; "": never stop). Default: ``<eos>``
+                for word and subword models, none for character models.
             on_token: called with each new token's text (streaming output).
+
+        Returns:
+            ``prompt``, ``text`` (the new tokens joined as the level writes them: characters
+            concatenated, words space-separated, subwords detokenized), ``tokens`` (the stop token
+            included) and ``unknown_prompt_tokens``.
         """
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}; fix: for the most likely token at every "
+                             "step use greedy decoding (--greedy) instead of temperature 0")
         if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}; fix: 1 turns nucleus sampling off")
+        if length < 0:
+            raise ValueError(f"length must be >= 0 new tokens, got {length}")
+        vocab, level = self.prep.vocab, self.prep.cfg.level
+        stop_id = self._stop_id(stop)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         ids, unknown = self.prep.encode_prompt(prompt)
         if not ids:
-            eos = self.prep.vocab.eos_id
-            ids = [eos if eos is not None else 0]
-        stop_id = self.prep.vocab.token_to_id(stop) if stop is not None and stop in self.prep.vocab else None
-        if stop is None and self.prep.cfg.level == "word":
-            stop_id = self.prep.vocab.eos_id
+            start = "\n" if self.prep.line_ending == "keep" and "\n" in vocab else None
+            ids = [vocab.token_to_id(start) if start is not None else vocab.eos_id if vocab.eos_id is not None else 0]
+        banned = [i for i in (vocab.unk_id, vocab.pad_id, vocab.bos_id) if i is not None]
+        if vocab.eos_id is not None and self.prep.line_ending != "eos":
+            banned.append(vocab.eos_id)
+        if len(banned) >= len(vocab):  # a vocabulary of special tokens only: nothing else to sample
+            banned = []
         out_tokens: list[str] = []
         with torch.no_grad():
             logits, state = self.model(torch.tensor([ids]), None)  # prime the state with the whole prompt once
             last = logits[0, -1]
             for _ in range(length):
-                scores = top_p_filter(top_k_filter(last / temperature, top_k), top_p)
+                scores = last.clone()
+                scores[banned] = float("-inf")
                 if greedy:
                     token = int(scores.argmax())
                 else:
+                    scores = top_p_filter(top_k_filter(scores / temperature, top_k), top_p)
                     token = int(torch.multinomial(scores.softmax(-1), 1, generator=generator))
-                text = self.prep.vocab.id_to_token(token)
+                text = vocab.id_to_token(token)
                 out_tokens.append(text)
                 if on_token is not None:
                     on_token(text)
@@ -499,8 +568,27 @@ class TrainedLanguageModel:
                     break
                 step_logits, state = self.model.step(torch.tensor([token]), state)
                 last = step_logits[0]
-        joiner = "" if self.prep.cfg.level == "char" else " "
-        return {"prompt": prompt, "text": joiner.join(out_tokens), "tokens": out_tokens, "unknown_prompt_tokens": unknown}
+        if level == "char":
+            joined = "".join(out_tokens)
+        elif level == "subword":
+            joined = "".join(subword_text(t, vocab.specials) for t in out_tokens).lstrip(" ")
+        else:
+            joined = " ".join(out_tokens)
+        return {"prompt": prompt, "text": joined, "tokens": out_tokens, "unknown_prompt_tokens": unknown}
+
+    def _stop_id(self, stop: str | None) -> int | None:
+        """The id generation stops at: ``stop`` (checked against the vocabulary), or the default."""
+        vocab = self.prep.vocab
+        if stop is None:
+            return vocab.eos_id if self.prep.cfg.level != "char" and self.prep.line_ending == "eos" else None
+        if stop == "":
+            return None
+        for token in (stop, stop.lower(), "\u2581" + stop, "\u2581" + stop.lower()):  # subword pieces start with ▁
+            if token in vocab and token != vocab.unk_token:
+                return vocab.token_to_id(token)
+        example = next((vocab.id_to_token(i) for i in range(len(vocab.specials), len(vocab))), "")
+        raise ValueError(f"stop token {stop!r} is not in the vocabulary, so generation could never stop at it; fix: "
+                         f"give a token of the model (e.g. {example!r}), or '' to never stop")
 
     def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
         """Generation with default settings for each prompt (seed 0)."""
@@ -534,18 +622,29 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     train_file = Path(train_path)
     if not train_file.is_file():
         raise FileNotFoundError(f"data file not found: {train_file}")
-    prep = Preprocessor.fit(train_file, cfg.data)
-    if len(prep.vocab) < 2:
-        raise ConfigError(f"{train_file}: the corpus is empty or has a single distinct token")
     cache = run.file("cache")
     cache.mkdir(exist_ok=True)
-    ids = prep.ids_of_file(train_file, cache / "train.bin")
+    fit_file = train_file
+    if dev_path is None:  # hold the tail out before the vocabulary (or subword model) sees any of it
+        fit_file, dev_file = cache / "train.txt", cache / "dev.txt"
+        held = split_dev_tail(train_file, cfg.data.dev_fraction, fit_file, dev_file)
+    prep = Preprocessor.fit(fit_file, cfg.data)
+    if len(prep.vocab) <= len(prep.vocab.specials):
+        raise ConfigError(f"{train_file}: no token of the corpus is in the vocabulary (data.min_freq={cfg.data.min_freq}, "
+                          f"data.vocab_size={cfg.data.vocab_size}), so every token would be <unk>; fix: lower "
+                          "data.min_freq or raise data.vocab_size")
+    train_ids = prep.ids_of_file(fit_file, cache / "train.bin")
     if dev_path is None:
-        cut = int(len(ids) * (1 - cfg.data.dev_fraction))
-        train_ids, dev_ids = ids[:cut], ids[cut:]
-        log(f"no --dev given: the last {len(dev_ids):,} tokens ({cfg.data.dev_fraction:.0%}) are the dev stream")
+        try:
+            dev_ids = prep.ids_of_file(dev_file, cache / "dev.bin")
+        except ValueError:
+            raise ConfigError(f"{train_file}: the held-out tail (data.dev_fraction={cfg.data.dev_fraction}) is too "
+                              "short for a dev stream; fix: raise data.dev_fraction or give a dev file with --dev") from None
+        part = f"{held:,} lines" if held else "part of its single line"
+        log(f"no --dev given: the last {part} ({cfg.data.dev_fraction:.0%}) of {train_file.name} are the dev stream; "
+            "the vocabulary is built from the rest")
     else:
-        train_ids, dev_ids = ids, prep.ids_of_file(Path(dev_path), cache / "dev.bin")
+        dev_ids = prep.ids_of_file(Path(dev_path), cache / "dev.bin")
     needed = cfg.train.batch_size * (cfg.train.bptt + 1)
     if len(train_ids) < needed:
         raise ConfigError(f"{train_file}: {len(train_ids)} training tokens cannot fill {cfg.train.batch_size} streams "
@@ -625,6 +724,15 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     return metrics
 
 
+def subword_text(token: str, specials: Sequence[str] = ()) -> str:
+    """How a subword piece reads in text: ``▁`` (a word start) becomes a space; a special token
+    such as ``<eos>`` is written as a word of its own."""
+    return f" {token}" if token in specials else token.replace("\u2581", " ")
+
+
 def stream_to_terminal(token: str, level: str) -> None:
-    sys.stdout.write(token if level == "char" else token + " ")
+    if level == "subword":
+        sys.stdout.write(subword_text(token, ("<unk>", "<eos>", "<pad>", "<bos>")))
+    else:
+        sys.stdout.write(token if level == "char" else token + " ")
     sys.stdout.flush()
