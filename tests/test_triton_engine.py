@@ -43,6 +43,15 @@ def _run(kernels: str | None, cell: LSTMCell, x: torch.Tensor, state: tuple[torc
             *[p.grad for p in cell.parameters() if p.grad is not None]]
 
 
+def _assert_inference_matches(expected: list[torch.Tensor], cell: LSTMCell, x: torch.Tensor,
+                              state: tuple[torch.Tensor, ...], kw: dict[str, object]) -> None:
+    """The no-gradient path (nothing saved) gives the outputs and states of the training run."""
+    with torch.no_grad():
+        out, (h_n, c_n), _ = engine_scan(cell, x, state, kernels="triton", **kw)  # type: ignore[arg-type]
+    for e, g in zip(expected[:3], (out, h_n, c_n)):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+
+
 def _case(peephole: bool, bias: bool = True,
           layernorm: bool = False) -> tuple[LSTMCell, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     cell = (LayerNormLSTMCell if layernorm else LSTMCell)(I, H, bias, peephole=peephole).double().to(DEVICE)
@@ -103,10 +112,7 @@ def test_triton_engine_with_recomputed_gates_and_without_gradients(scan_mask: Sc
         got = _run("triton", cell, x, state, **kw)
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
-    with torch.no_grad():
-        out, (h_n, c_n), _ = engine_scan(cell, x, state, kernels="triton", **kw)  # type: ignore[arg-type]
-    for e, g in zip(expected[:3], (out, h_n, c_n)):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+    _assert_inference_matches(expected, cell, x, state, kw)
 
 
 def test_layer_with_implementation_triton_matches_the_reference_layer_in_float32() -> None:
@@ -174,10 +180,7 @@ def test_projected_triton_engine_matches_reference_float64(scan_mask: ScanMask, 
     assert len(got) == len(expected) == 6 + 3 + 2 * (not recurrent_dropout) + peephole + 4 * layernorm
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
-    with torch.no_grad():
-        out, (h_n, c_n), _ = engine_scan(cell, x, state, kernels="triton", **kw)  # type: ignore[arg-type]
-    for e, g in zip(expected[:3], (out, h_n, c_n)):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
+    _assert_inference_matches(expected, cell, x, state, kw)
 
 
 @pytest.mark.parametrize("recompute", [False, True])

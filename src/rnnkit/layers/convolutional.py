@@ -19,15 +19,14 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .activations import Activation as ActivationFn
 from .activations import activation_name, get_activation, known_activation_name
-from .base import Layer, check_weight_list, register_layer
-from .core import _ActivationMixin
+from .base import Layer, register_layer
+from .core import KernelWeights, _ActivationMixin
 from .initializers import Initializer, get_initializer, initializer_name
 
 CONV_PADDINGS = ("valid", "same", "causal")
@@ -88,7 +87,7 @@ def check_length(layer: Layer, length: int, padded: int, span: int, padding: str
 
 
 @register_layer
-class Conv1D(_ActivationMixin, Layer):
+class Conv1D(KernelWeights, _ActivationMixin, Layer):
     """1D convolution over time: ``[B, T, C]`` -> ``[B, T_out, filters]`` (Keras ``Conv1D``).
 
     Args:
@@ -172,25 +171,6 @@ class Conv1D(_ActivationMixin, Layer):
         y = F.conv1d(x, self.weight, self.bias, stride=self.strides, dilation=self.dilation_rate,
                      groups=self.groups).transpose(1, 2)
         return y if self._emit_logits else self.activation(y)
-
-    def get_weights(self) -> list[np.ndarray]:
-        if self.weight is None:
-            return []
-        out = [self.weight.detach().cpu().numpy().transpose(2, 1, 0).copy()]
-        if self.bias is not None:
-            out.append(self.bias.detach().cpu().numpy().copy())
-        return out
-
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        shapes = [] if self.weight is None else [tuple(self.weight.shape[::-1])]
-        if self.bias is not None:
-            shapes.append(tuple(self.bias.shape))
-        check_weight_list(self, weights, shapes)  # refuses an unbuilt layer
-        assert self.weight is not None
-        with torch.no_grad():
-            self.weight.copy_(torch.as_tensor(np.asarray(weights[0]).transpose(2, 1, 0), dtype=self.weight.dtype))
-            if self.bias is not None:
-                self.bias.copy_(torch.as_tensor(np.asarray(weights[1]), dtype=self.bias.dtype))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

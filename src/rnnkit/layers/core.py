@@ -109,8 +109,39 @@ def Input(shape: Shape | list[int | None] | None = None, batch_size: int | None 
                       sparse=sparse).output
 
 
+class KernelWeights:
+    """Keras' ``get_weights``/``set_weights`` for a layer with a ``weight`` kernel and an optional ``bias``.
+
+    Keras stores a kernel with its axes reversed from torch's (``Dense`` ``[in, out]`` against
+    ``[out, in]``, ``Conv1D`` ``[kernel_size, in, filters]`` against ``[filters, in, kernel_size]``):
+    ``.T`` on a NumPy array reverses every axis, so one rule serves both.
+    """
+
+    weight: nn.Parameter | None
+    bias: nn.Parameter | None
+
+    def get_weights(self) -> list[np.ndarray]:
+        if self.weight is None:
+            return []
+        out = [self.weight.detach().cpu().numpy().T.copy()]
+        if self.bias is not None:
+            out.append(self.bias.detach().cpu().numpy().copy())
+        return out
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        shapes = [] if self.weight is None else [tuple(self.weight.shape[::-1])]
+        if self.bias is not None:
+            shapes.append(tuple(self.bias.shape))
+        check_weight_list(self, weights, shapes)  # type: ignore[arg-type]  # refuses an unbuilt layer
+        assert self.weight is not None
+        with torch.no_grad():
+            self.weight.copy_(torch.as_tensor(np.asarray(weights[0]).T, dtype=self.weight.dtype))
+            if self.bias is not None:
+                self.bias.copy_(torch.as_tensor(np.asarray(weights[1]), dtype=self.bias.dtype))
+
+
 @register_layer
-class Dense(_ActivationMixin, Layer):
+class Dense(KernelWeights, _ActivationMixin, Layer):
     """Fully connected layer on the last axis: ``activation(x W^T + b)``.
 
     Works on any rank (``[B, F]`` or ``[B, T, F]``); masks pass through. Parameters use
@@ -160,24 +191,6 @@ class Dense(_ActivationMixin, Layer):
         y = F.linear(inputs, self.weight, self.bias)
         return y if self._emit_logits else self.activation(y)
 
-    def get_weights(self) -> list[np.ndarray]:
-        if self.weight is None:
-            return []
-        out = [self.weight.detach().cpu().numpy().T.copy()]
-        if self.bias is not None:
-            out.append(self.bias.detach().cpu().numpy().copy())
-        return out
-
-    def set_weights(self, weights: list[np.ndarray]) -> None:
-        shapes = [] if self.weight is None else [tuple(self.weight.shape[::-1])]
-        if self.bias is not None:
-            shapes.append(tuple(self.bias.shape))
-        check_weight_list(self, weights, shapes)  # refuses an unbuilt layer
-        assert self.weight is not None
-        with torch.no_grad():
-            self.weight.copy_(torch.as_tensor(np.asarray(weights[0]).T, dtype=self.weight.dtype))
-            if self.bias is not None:
-                self.bias.copy_(torch.as_tensor(np.asarray(weights[1]), dtype=self.bias.dtype))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -346,13 +346,8 @@ def _triton_forward_loop(x: Tensor, h0: Tensor, c0: Tensor, w_cat: Tensor, bias:
         engine_triton.forward_step(z_s[k], c_s[t], c_next, tc_s[k], h_raw, h_raw, c_s[t + 1], None, peep, None,
                                    uc_s[t] if updates else None, None)
         assert w_hr_t is not None
-        torch.mm(h_raw, w_hr_t, out=h_s[t + 1] if h_cand is None else h_cand)
-        if h_cand is not None:
-            torch.lerp(h_s[t], h_cand, uh_s[t], out=h_s[t + 1])
-        if rec is not None:
-            torch.mul(h_s[t + 1], rec, out=hin_s[t + 1])
-        elif carried:
-            hin_s[t + 1].copy_(h_s[t + 1])
+        engine_triton.project_state(h_raw, w_hr_t, h_s[t], h_s[t + 1], h_cand, uh_s[t] if updates else None, rec,
+                                    hin_s[t + 1] if carried else None)
     return {"xh": xh, "hs": hs if carried else None, "cs": cs, "z": None if recompute else z,
             "tanh_c": None if recompute else tanh_c, "c_cand": c_cand if updates and not recompute else None}
 

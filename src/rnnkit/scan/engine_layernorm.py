@@ -378,11 +378,8 @@ def _triton_forward_loop(xw: Tensor, w_hh: Tensor, gain_hh: Tensor, gain_c: Tens
                                       h_raw, c_s[t + 1], None, peep, gain_c, bias_c, None,
                                       uc_s[t] if updates else None, None, eps_hh, eps_c)
         assert w_hr_t is not None
-        torch.mm(h_raw, w_hr_t, out=h_s[t + 1] if h_cand is None else h_cand)
-        if h_cand is not None:
-            torch.lerp(h_s[t], h_cand, uh_s[t], out=h_s[t + 1])
-        if rec_mask is not None:
-            torch.mul(h_s[t + 1], rec_mask, out=hin_s[t + 1])
+        engine_triton.project_state(h_raw, w_hr_t, h_s[t], h_s[t + 1], h_cand, uh_s[t] if updates else None,
+                                    rec_mask, hin_s[t + 1] if carried else None)
     return {"z": z, "y": y, "hs": hs, "cs": cs, "tanh_c": tanh_c, "c_cand": c_cand if updates else None,
             "h_in": h_in[:steps] if carried else None, "stats": stats}
 

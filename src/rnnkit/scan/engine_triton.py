@@ -107,6 +107,26 @@ def _check_updates(u_h: Tensor | None, u_c: Tensor | None) -> None:
         raise ValueError("an update weight for h needs one for c (pass u_c, all ones if c is not updated)")
 
 
+def project_state(h_raw: Tensor, w_hr_t: Tensor, h_prev: Tensor, h_next: Tensor, h_cand: Tensor | None,
+                  u_h: Tensor | None, rec: Tensor | None, h_in: Tensor | None) -> None:
+    """A projected cell's step after its kernel (torch ops; recorded in the same CUDA graph).
+
+    ``h~ = W_hr (o tanh c)`` from ``h_raw``; ``h_next`` is ``h~``, or lerped from ``h_prev`` by
+    ``u_h`` (``h_cand`` then holds ``h~``); ``h_in``, when the next matmul reads its own copy, gets
+    ``h_next * rec`` (or ``h_next``).
+    """
+    torch.mm(h_raw, w_hr_t, out=h_next if h_cand is None else h_cand)
+    if h_cand is not None:
+        assert u_h is not None
+        torch.lerp(h_prev, h_cand, u_h, out=h_next)
+    if h_in is None:
+        return
+    if rec is not None:
+        torch.mul(h_next, rec, out=h_in)
+    else:
+        h_in.copy_(h_next)
+
+
 def forward_step(z: Tensor, c_prev: Tensor, c_cand: Tensor, tanh_c: Tensor, h_prev: Tensor, h_next: Tensor,
                  c_next: Tensor, h_in: Tensor | None, peep: Tensor | None, u_h: Tensor | None,
                  u_c: Tensor | None, rec: Tensor | None) -> None:
