@@ -11,10 +11,12 @@ unless ``errors="replace"`` is passed.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import math
 import re
+import shlex
 import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -85,15 +87,30 @@ def _resolve_column(
             hint="pass the column index instead, or has_header=True",
         )
     if column not in header:
+        near = _closest(column, header)
         raise DataError(
-            f"no {role} column {column!r}; columns are {list(header)}",
+            f"no {role} column {column!r}; columns are {list(header)}"
+            + (f"; did you mean {near!r}?" if near else ""),
             path=path,
             line=1,
-            hint=setting(
+            hint=setting(f"{role}_column", (repr(near), shlex.quote(near)))
+            if near
+            else setting(
                 f"{role}_column", ("<name>", "<name>"), then=" with one of those names (or a 0-based index)"
             ),
         )
     return list(header).index(column)
+
+
+def _closest(name: str, names: Sequence[str]) -> str | None:
+    """The name in ``names`` that ``name`` most likely meant (same letters in another case, else the
+    closest spelling), or ``None``."""
+    same = [n for n in names if n.strip().lower() == name.strip().lower()]
+    if same:
+        return same[0]
+    lowered = {n.lower(): n for n in reversed(names)}
+    near = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[near[0]] if near else None
 
 
 def read_delimited(
@@ -143,14 +160,17 @@ def read_delimited(
     li = None if label_column is None else _resolve_column(label_column, header, p, "label", ncols)
     rows: Iterable[list[str]] = reader if has_header else _prepend(first, reader)
     out: list[TextExample] = []
+    end = reader.line_num if has_header else 0
     try:
         for row in rows:
-            line = reader.line_num
+            # a quoted field may hold newlines: a record is named by the line it starts on
+            line, end = end + 1, reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if len(row) != ncols:
+                spans = f" (the record runs from line {line} to line {end}: an unclosed quote?)" if end > line else ""
                 raise DataError(
-                    f"row has {len(row)} fields, the header has {ncols}",
+                    f"row has {len(row)} fields, the header has {ncols}{spans}",
                     path=p,
                     line=line,
                     hint=f"quote fields containing {delimiter!r} or fix the row",
@@ -215,11 +235,15 @@ def read_jsonl(
             )
         for key, role in ((text_field, "text"), (label_field, "label")):
             if key is not None and key not in record:
+                near = _closest(key, sorted(record))
                 raise DataError(
-                    f"no {role} field {key!r}; fields are {sorted(record)}",
+                    f"no {role} field {key!r}; fields are {sorted(record)}"
+                    + (f"; did you mean {near!r}?" if near else ""),
                     path=p,
                     line=number,
-                    hint=setting(f"{role}_field", ("<key>", "<key>"), then=" with one of those keys"),
+                    hint=setting(f"{role}_field", (repr(near), shlex.quote(near)))
+                    if near
+                    else setting(f"{role}_field", ("<key>", "<key>"), then=" with one of those keys"),
                 )
         value = record[text_field]
         if not isinstance(value, str):

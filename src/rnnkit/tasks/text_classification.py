@@ -38,6 +38,7 @@ from .config import (
     check_at_least_one,
     check_cell,
     check_max_minutes,
+    from_dict,
     option,
     reading_overrides,
     seconds_budget,
@@ -128,6 +129,18 @@ class Config:
             raise ConfigError(f"data.dev_fraction: must be in (0, 1), got {self.data.dev_fraction}")
         if self.train.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate: must be > 0, got {self.train.learning_rate}")
+        check_at_least_one(("data.min_freq", self.data.min_freq), ("data.max_sentences", self.data.max_sentences),
+                           ("data.max_sentence_length", self.data.max_sentence_length))
+        if self.train.patience is not None and self.train.patience < 1:
+            raise ConfigError(f"train.patience: must be >= 1 (or null to never stop early), got {self.train.patience}; "
+                              "1 stops after the first epoch without dev improvement")
+        if self.train.clip_norm is not None and not self.train.clip_norm > 0:
+            raise ConfigError(f"train.clip_norm: must be > 0 (or null for no clipping), got {self.train.clip_norm}")
+        if self.train.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay: must be >= 0, got {self.train.weight_decay}")
+        if self.train.multi_label and not self.data.label_separator:
+            raise ConfigError("data.label_separator: must not be empty with train.multi_label=true; e.g. "
+                              "--set 'data.label_separator=|'")
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -226,8 +239,11 @@ def _column(value: str) -> str | int:
     return int(value) if value.isdigit() else value
 
 
-def read_examples(path: str | Path, cfg: DataConfig, *, labelled: bool = True) -> list[Any]:
-    """Read a file into ``TextExample`` records (text, label, source) with the data layer."""
+def read_examples(path: str | Path, cfg: DataConfig, *, labelled: bool = True, keep_empty: bool = False) -> list[Any]:
+    """Read a file into ``TextExample`` records (text, label, source) with the data layer.
+
+    Records whose text is empty or only whitespace are left out unless ``keep_empty`` (``predict
+    --file`` keeps them, so its answers stay one per record)."""
     from ..data import text as readers
 
     p = Path(path)
@@ -237,14 +253,39 @@ def read_examples(path: str | Path, cfg: DataConfig, *, labelled: bool = True) -
     label_column = _column(cfg.label_column) if labelled else None
     if fmt in ("csv", "tsv"):
         return readers.read_delimited(p, _column(cfg.text_column), label_column,
-                                      delimiter="\t" if fmt == "tsv" else ",", errors=cfg.encoding_errors)
+                                      delimiter="\t" if fmt == "tsv" else ",", errors=cfg.encoding_errors,
+                                      skip_empty=not keep_empty)
     if fmt == "jsonl":
         return readers.read_jsonl(p, cfg.text_column, cfg.label_column if labelled else None,
-                                  errors=cfg.encoding_errors)
+                                  errors=cfg.encoding_errors, skip_empty=not keep_empty)
     if fmt == "folders":
-        return readers.read_class_folders(p, member_prefix=cfg.member_prefix, classes=cfg.classes or None,
-                                          errors=cfg.encoding_errors)
+        examples = readers.read_class_folders(p, member_prefix=cfg.member_prefix, classes=cfg.classes or None,
+                                              errors=cfg.encoding_errors)
+        return examples if keep_empty else [e for e in examples if e.text.strip()]
     return readers.read_label_sentence(p, errors=cfg.encoding_errors)
+
+
+def read_labelled(path: str | Path, cfg: DataConfig) -> tuple[list[Any], str]:
+    """The labelled texts of ``path`` and a note on the records left out for an empty text ("" if none)."""
+    examples = read_examples(path, cfg, keep_empty=True)
+    empty = [e.source for e in examples if not e.text.strip()]
+    if not empty:
+        return examples, ""
+    note = (f"{path}: left out {len(empty)} record{'s' if len(empty) > 1 else ''} whose text is empty (first: "
+            f"{empty[0]})")
+    return [e for e in examples if e.text.strip()], note
+
+
+_INTEGRAL_FLOAT = re.compile(r"([+-]?\d+)\.0*")
+
+
+def label_name(label: Any) -> str:
+    """A label as a class name: stripped, and a whole number written as a float (``1.0``, as a label
+    column with a missing value is written by pandas, or ``1.0`` in JSON) as that integer (``1``), so
+    ``1.0`` in one file and ``1`` in another are one class."""
+    name = str(label).strip()
+    whole = _INTEGRAL_FLOAT.fullmatch(name)
+    return str(int(whole.group(1))) if whole else name
 
 
 def _labels_of(example: Any, cfg: DataConfig, multi_label: bool) -> list[str]:
@@ -255,8 +296,8 @@ def _labels_of(example: Any, cfg: DataConfig, multi_label: bool) -> list[str]:
         raise ConfigError(f"{example.source}: missing label ({shown}); every labelled text needs one: fill it in "
                           "or remove the line")
     if not multi_label:
-        return [str(label)]
-    parts = [s.strip() for s in str(label).split(cfg.label_separator)]
+        return [label_name(label)]
+    parts = [label_name(s) for s in str(label).split(cfg.label_separator)]
     empty = [i for i, s in enumerate(parts, 1) if s.lower() in _MISSING_LABELS]
     if empty:
         raise ConfigError(f"{example.source}: missing label in {str(label)!r} (part {empty[0]} of {len(parts)} after "
@@ -301,6 +342,9 @@ class Preprocessor:
 
     def encode_labels(self, labels: Sequence[list[str]], sources: Sequence[str], split: str) -> Tensor:
         known = set(self.labels.classes)
+        # runs trained before label names were normalised may hold classes such as '1.0'
+        alias = {label_name(c): c for c in self.labels.classes if label_name(c) not in known}
+        labels = [[label if label in known else alias.get(label, label) for label in ls] for ls in labels]
         for ls, source in zip(labels, sources):
             for label in ls:
                 if label not in known:
@@ -319,8 +363,12 @@ class Preprocessor:
         encoded: list[Any] = []
         for text in texts:
             if self.architecture == "han":
-                sentences = split_sentences(text)[: self.cfg.max_sentences]
-                ids = [self.encoder.encode(s)[: self.cfg.max_sentence_length] for s in sentences]
+                sentences = [self.encoder.encode(s) for s in split_sentences(text)]
+                ids = [s[: self.cfg.max_sentence_length] for s in sentences[: self.cfg.max_sentences]]
+                total, kept = sum(map(len, sentences)), sum(map(len, ids))
+                self.tokens_total += total
+                self.tokens_kept += kept
+                self.truncated += kept < total
                 encoded.append(ids)
                 continue
             ids = self.encoder.encode(text)
@@ -332,13 +380,23 @@ class Preprocessor:
             encoded.append(ids)
         return encoded
 
-    def truncation_note(self) -> str:
-        if self.architecture == "han" or not self.tokens_total:
+    def counts(self) -> tuple[int, int, int]:
+        """``(texts cut, tokens read, tokens kept)`` so far, for :meth:`truncation_note`'s ``since``."""
+        return self.truncated, self.tokens_total, self.tokens_kept
+
+    def truncation_note(self, since: tuple[int, int, int] = (0, 0, 0)) -> str:
+        """How many of the texts encoded (since the :meth:`counts` ``since``) were cut, and the share of
+        tokens kept."""
+        truncated, total, kept = (now - before for now, before in zip(self.counts(), since))
+        if not total:
             return ""
-        kept = self.tokens_kept / self.tokens_total
+        if self.architecture == "han":
+            return (f"{truncated} texts with more than data.max_sentences={self.cfg.max_sentences} sentences or a "
+                    f"sentence longer than data.max_sentence_length={self.cfg.max_sentence_length} tokens were "
+                    f"cut; {kept / total:.1%} of all tokens were used")
         side = "first" if self.cfg.truncation == "post" else "last"
-        return (f"{self.truncated} texts longer than data.max_length={self.cfg.max_length} tokens kept their {side} "
-                f"{self.cfg.max_length} tokens; {kept:.1%} of all tokens were used")
+        return (f"{truncated} texts longer than data.max_length={self.cfg.max_length} tokens kept their {side} "
+                f"{self.cfg.max_length} tokens; {kept / total:.1%} of all tokens were used")
 
     def save(self, run: RunDir) -> None:
         self.encoder.save(run.file("text_encoder.json"))
@@ -360,7 +418,16 @@ class Preprocessor:
             labels = LabelEncoder.load(run.file("labels.json"))
         except Exception as err:
             raise RunError(f"run folder {run.path}: preprocessing files are corrupt ({err}); train again") from None
-        return cls(encoder, labels, DataConfig(**meta["data"]), meta["architecture"], meta["multi_label"])
+        try:
+            cfg = from_dict(DataConfig, meta["data"], "data.")
+            architecture, multi_label = meta["architecture"], meta["multi_label"]
+            if architecture not in ("rnn", "han") or not isinstance(multi_label, bool):
+                raise ValueError(f"architecture {architecture!r}, multi_label {multi_label!r}")
+        except (KeyError, TypeError, ValueError) as err:
+            detail = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
+            raise RunError(f"{run.file('preprocessing.json')} is corrupt or from another rnnkit version ({detail}); "
+                           "train again") from None
+        return cls(encoder, labels, cfg, architecture, multi_label)
 
 
 class EncodedDataset(torch.utils.data.Dataset):
@@ -474,7 +541,22 @@ class TrainedTextClassifier:
     def load(cls, run_dir: str | Path) -> TrainedTextClassifier:
         run, meta = RunDir.open_task(run_dir, NAME)
         prep = Preprocessor.load(run)
-        model = build_model(meta["hyperparameters"])
+        hyper = meta.get("hyperparameters") if isinstance(meta, dict) else None
+        try:
+            if not isinstance(hyper, dict):
+                raise ValueError("no hyperparameters")
+            model = build_model(hyper)
+        except (KeyError, TypeError, ValueError) as err:
+            detail = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
+            raise RunError(f"{run.file('model.json')} is corrupt or from another rnnkit version ({detail}); "
+                           "train again") from None
+        # the files must describe one model: as many classes as outputs, as many words as embeddings
+        for what, saved, needed in (("classes", len(prep.labels), hyper["num_classes"]),
+                                    ("vocabulary entries", prep.encoder.vocab_size, hyper["vocab_size"])):
+            if saved != needed:
+                raise RunError(f"run folder {run.path}: {'labels.json' if what == 'classes' else 'text_encoder.json'} "
+                               f"holds {saved} {what} but the model in model.json has {needed}; the run folder was "
+                               "mixed up or edited, train again")
         return cls(run.load_into(model), prep)
 
     def diagnostic_batch(self, path: str | Path, size: int = 32) -> tuple[nn.Module, Any, Callable[[nn.Module, Any], Tensor]]:
@@ -545,7 +627,7 @@ class TrainedTextClassifier:
         fmt = detect_format(p, getattr(self, "file_format", "auto"))
         if fmt in ("csv", "tsv", "jsonl"):
             cfg = DataConfig(**{**asdict(self.prep.cfg), "format": fmt})
-            return [(e.text, e.source) for e in read_examples(p, cfg, labelled=False)]
+            return [(e.text, e.source) for e in read_examples(p, cfg, labelled=False, keep_empty=True)]
         if fmt == "folders":
             raise ConfigError(f"{p}: predict reads texts one per line or from a CSV/TSV/JSONL text column; to score "
                               "a folder or archive of class folders use 'rnnkit evaluate RUN --data' instead")
@@ -567,7 +649,13 @@ class TrainedTextClassifier:
         """Metrics on a labelled file; ``overrides`` (``data.key=value``) change how it is read,
         e.g. ``data.member_prefix=aclImdb/test`` for the test folders of an archive."""
         cfg = reading_overrides(self.prep.cfg, overrides, READING_KEYS, "evaluate --set")
-        metrics = self.evaluate_examples(read_examples(path, cfg), str(path))
+        examples, empty_note = read_labelled(path, cfg)
+        counts = self.prep.counts()
+        metrics = self.evaluate_examples(examples, str(path))
+        notes = [empty_note] if empty_note else []
+        cut = self.prep.truncation_note(since=counts)
+        if self.prep.truncated > counts[0]:
+            notes.append(f"{path}: {cut}")
         p = Path(path)
         if detect_format(p, cfg.format) == "folders":  # say which folder was read
             metrics["read"] = f"{p}, folder {cfg.member_prefix or '/'}"
@@ -575,9 +663,11 @@ class TrainedTextClassifier:
             if cfg.member_prefix and not given:
                 test = re.sub(r"train$", "test", cfg.member_prefix.rstrip("/"))
                 other = test if test != cfg.member_prefix.rstrip("/") else "<folder of the evaluation split>"
-                metrics["notes"] = [f"read {cfg.member_prefix} of {p}: data.member_prefix as at training, so these "
-                                    "may be the training texts; for another split add --set "
-                                    f"data.member_prefix={other}"]
+                notes.append(f"read {cfg.member_prefix} of {p}: data.member_prefix as at training, so these "
+                             "may be the training texts; for another split add --set "
+                             f"data.member_prefix={other}")
+        if notes:
+            metrics["notes"] = notes
         return metrics
 
     def explain(self, text: str, top: int = 8) -> dict[str, Any]:
@@ -636,10 +726,29 @@ def _has_tokens(ids: Any) -> bool:
 
 # -- training ----------------------------------------------------------------------------------
 def _split_dev(examples: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    """Hold out ``fraction`` of the examples as dev, stratified by label and fixed by ``seed``.
+
+    Each label (for multi-label data: each label combination, as written) gives its share of the
+    dev texts (largest remainders, so the total is ``round(n * fraction)``, at least 1), and keeps
+    at least one text in training: a rare class is never held out whole, which would stop training
+    with a label seen only in dev. Both parts keep the file order."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(examples), generator=generator).tolist()
+    groups: dict[str, list[int]] = {}
+    for i in order:  # each group's members in a seeded random order
+        label = examples[i].label
+        groups.setdefault("" if label is None else label_name(label), []).append(i)
     n_dev = max(1, int(round(len(examples) * fraction)))
-    dev = [examples[i] for i in sorted(order[:n_dev])]
-    train = [examples[i] for i in sorted(order[n_dev:])]
+    quotas = {key: len(members) * n_dev / len(examples) for key, members in groups.items()}
+    take = {key: int(q) for key, q in quotas.items()}
+    by_remainder = sorted(groups, key=lambda key: (-(quotas[key] - take[key]), groups[key][0]))
+    for key in by_remainder[: n_dev - sum(take.values())]:
+        take[key] += 1
+    held = {i for key, members in groups.items() for i in members[: min(take[key], len(members) - 1)]}
+    if not held and order:  # every label has a single text: hold out one text anyway (training then names it)
+        held = {order[0]}
+    dev = [e for i, e in enumerate(examples) if i in held]
+    train = [e for i, e in enumerate(examples) if i not in held]
     return train, dev
 
 
@@ -664,13 +773,17 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
 
     cfg, t = config, time.perf_counter()
     torch.manual_seed(cfg.train.seed)
-    train_examples = read_examples(train_path, cfg.data)
+    train_examples, empty_note = read_labelled(train_path, cfg.data)
+    if empty_note:
+        log(f"note: {empty_note}")
     if dev_path is not None:
-        dev_examples = read_examples(dev_path, cfg.data)
+        dev_examples, empty_note = read_labelled(dev_path, cfg.data)
+        if empty_note:
+            log(f"note: {empty_note}")
     else:
         train_examples, dev_examples = _split_dev(train_examples, cfg.data.dev_fraction, cfg.train.seed)
         log(f"no --dev given: held out {len(dev_examples)} of the training texts (data.dev_fraction="
-            f"{cfg.data.dev_fraction}) for model selection")
+            f"{cfg.data.dev_fraction}, stratified by label, train.seed={cfg.train.seed}) for model selection")
     if len(train_examples) < 2:
         raise ConfigError(f"{train_path}: need at least 2 training texts, found {len(train_examples)}")
     if not dev_examples:
@@ -742,10 +855,12 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     if "confusion_matrix" in dev_metrics:
         plot_confusion(dev_metrics["confusion_matrix"], classes, run.file("confusion_matrix.png"))
     per_class = dev_metrics["per_class"]
+    held_out = (f"{len(dev_examples)} texts held out of the training file (data.dev_fraction="
+                f"{cfg.data.dev_fraction}, stratified by label, train.seed={cfg.train.seed})")
     report = [f"# Text classification run: {run.path.name}", "",
               f"Trained on `{train_path}` ({len(train_examples)} texts), selected on "
-              f"{'`' + str(dev_path) + '`' if dev_path else 'a held-out part of the training file'} "
-              f"({len(dev_examples)} texts) in {seconds:.0f} s; best epoch {metrics['best_epoch']} of {len(history)}.",
+              f"{f'`{dev_path}` ({len(dev_examples)} texts)' if dev_path else held_out} "
+              f"in {seconds:.0f} s; best epoch {metrics['best_epoch']} of {len(history)}.",
               "", f"Model: {cfg.model.architecture}, cell {cfg.model.cell}, {params:,} parameters.", "",
               (f"Truncation: {note}." if note else ""), "", "## Dev metrics", "",
               markdown_table(["metric", "value"], [[k, dev_metrics[k]] for k in ("accuracy", "macro_f1", "micro_f1")]),
