@@ -523,7 +523,10 @@ def main(argv: list[str] | None = None) -> None:
                    + ").")
     rounds = 1 if args.quick else args.rounds
     gemm_size, gemm_repeats = (256, 2) if args.quick else ((8192 if on_gpu else 2048), 5)
-    peak = matmul_gflops(gemm_size, gemm_repeats)
+    # the matmul probe runs before every table and once at the end, and the best of them is the machine's figure:
+    # one probe at start-up once read 159.5 GFLOP/s against about 187 in other runs (a slow moment), and every
+    # "% of GEMM" of that run came out above 100%
+    probes = [matmul_gflops(gemm_size, gemm_repeats)]
     extra, keras_note = ([], "Keras not timed (--no-keras).") if args.no_keras else keras_paths()
     i, h, b, t = (16, 32, 8, 10) if args.quick else (128, 256, 64, 100)
     big_h = 64 if args.quick else 1024
@@ -549,8 +552,9 @@ def main(argv: list[str] | None = None) -> None:
     lines = [GPU_SECTION if on_gpu else SECTION, "",
              f"Command: `{cmd}`  ",
              f"Machine: {machine}, torch {torch.__version__}, {datetime.date.today().isoformat()}. "
-             f"{'Best' if args.stat == 'best' else 'Median'} of {rounds} interleaved rounds. Measured fp32 GEMM peak ({gemm_size}^3, best of {gemm_repeats}): "
-             f"{peak:.1f} GFLOP/s. {keras_note} {memory_note}"
+             f"{'Best' if args.stat == 'best' else 'Median'} of {rounds} interleaved rounds. Measured fp32 GEMM peak "
+             f"({gemm_size}^3, best of {gemm_repeats}, probed before each table and at the end, best probe): "
+             "{peak} GFLOP/s. " + f"{keras_note} {memory_note}"
              + (" CUDA graphs: every path's recordings kept within a table (cache limits raised for the run)."
                 if on_gpu else ""), "",
              "Columns: see the docstring of benchmarks/bench_speed.py (GFLOP/s counts matmul FLOPs only; "
@@ -570,17 +574,29 @@ def main(argv: list[str] | None = None) -> None:
     if extra:  # timed apart: interleaving Keras' many small tensors with our paths slowed ours by 5-10%
         baselines = [p for p in core_paths() if p.name in ("torch.nn.LSTM", "torch.nn.GRU")]
         configs.append((baselines + extra, h, b, t, min(t, 100), "Keras 3 on the torch backend, "))
-    print("\n".join(lines), flush=True)
-    for paths, hidden, batch, steps, latency_steps, what in configs:
+    print("\n".join(lines).replace("{peak}", f"{probes[0]:.1f} (first probe)"), flush=True)
+    timed = []
+    for n, (paths, hidden, batch, steps, latency_steps, what) in enumerate(configs):
         label = f"### {what}I={i} H={hidden} B={batch} T={steps}"
         print(label, flush=True)
+        if n:
+            probes.append(matmul_gflops(gemm_size, gemm_repeats))
         cuda_graph.clear()  # each table starts with no recordings (and their GPU memory freed)
         results = bench(paths, batch=batch, steps=steps, input_size=i, hidden=hidden, rounds=rounds,
                         latency_steps=latency_steps)
+        timed.append((label, paths, results, batch, steps, hidden, latency_steps))
+        rows = table(paths, results, batch=batch, steps=steps, input_size=i, hidden=hidden,
+                     latency_steps=latency_steps, peak_gflops=max(probes), stat=args.stat)
+        print("\n".join(rows) + "\n", flush=True)
+    probes.append(matmul_gflops(gemm_size, gemm_repeats))
+    peak = max(probes)
+    print(f"GEMM probes (GFLOP/s): {', '.join(f'{g:.1f}' for g in probes)}; the tables use the best, {peak:.1f}",
+          flush=True)
+    lines = [line.replace("{peak}", f"{peak:.1f}") for line in lines]
+    for label, paths, results, batch, steps, hidden, latency_steps in timed:
         rows = table(paths, results, batch=batch, steps=steps, input_size=i, hidden=hidden,
                      latency_steps=latency_steps, peak_gflops=peak, stat=args.stat)
         lines += [label, "", *rows, ""]
-        print("\n".join(rows) + "\n", flush=True)
     if args.profile:
         paths, hidden, batch, steps = configs[0][:4]
         for p in paths:
