@@ -235,3 +235,132 @@ def test_npz_with_other_array_names_predicts_with_set_and_empty_data_is_refused(
     np.savez(tmp_path / "empty.npz", x=images[:0], y=labels[:0])
     result = runner.invoke(app, ["evaluate", str(digits_run), "--data", str(tmp_path / "empty.npz")])
     assert result.exit_code == 2 and "no labelled images read" in result.output
+
+
+def test_bad_train_and_permutation_values_are_one_line_errors_naming_the_key():
+    for bad, key in (("data.permutation_seed=-1", "data.permutation_seed: must be >= 0"),
+                     ("train.clip_norm=-1", "train.clip_norm: must be > 0"),  # a negative norm flips the gradients
+                     ("train.clip_norm=0", "train.clip_norm: must be > 0"),
+                     ("train.weight_decay=-0.1", "train.weight_decay: must be >= 0"),
+                     ("train.patience=0", "train.patience: must be >= 1")):
+        with pytest.raises(ConfigError, match=key):
+            load_config(Config, overrides=[bad]).validate()
+
+
+def test_labels_must_be_whole_class_indices(tmp_path):
+    images, labels = load_digits()
+    np.savez(tmp_path / "names.npz", x=images[:20], y=np.array(["cat", "dog"] * 10))
+    np.savez(tmp_path / "halves.npz", x=images[:20], y=labels[:20] + 0.5)
+    np.savez(tmp_path / "floats.npz", x=images[:20], y=labels[:20].astype(np.float64))
+    for name, shown in (("names.npz", "'cat'"), ("halves.npz", "0.5")):
+        result = runner.invoke(app, ["train", "image-classification", "--train", str(tmp_path / name),
+                                     "--out", str(tmp_path), "--quiet"])
+        assert result.exit_code == 2, result.output
+        assert f"labels must be whole-number class indices, got {shown}" in result.output
+    _, y = read_images(tmp_path / "floats.npz", DataConfig())  # 0.0, 1.0, ... are class indices
+    assert y is not None and y.dtype == np.int64 and np.array_equal(y, labels[:20])
+
+
+def test_colour_images_in_every_sequence_mode():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 3, 2, 3), dtype=np.uint8)  # [N, H, W, C]
+    labels = np.array([0, 1, 0, 1])
+    for mode, shape in (("rows", (4, 3, 6)), ("pixels", (4, 6, 3)), ("permuted", (4, 6, 3))):
+        prep = Preprocessor.fit(images, labels, DataConfig(sequence=mode, standardize=False))
+        seq = prep.sequences(images)
+        assert seq.shape == shape and (prep.steps, prep.input_size) == shape[1:] and prep.channels == 3
+        pixels = torch.tensor(images, dtype=torch.float32).reshape(4, 6, 3) * prep.scale
+        if mode == "pixels":  # step t holds the C values of pixel t
+            assert torch.allclose(seq, pixels)
+        if mode == "permuted":  # the same pixels, each with its C values, in the saved order
+            assert torch.allclose(seq, pixels[:, torch.as_tensor(prep.permutation.order)])
+    with pytest.raises(ConfigError, match="images are 3x2 but the model was trained on 3x2x3"):
+        prep.sequences(images[..., 0])
+    assert Preprocessor.fit(images[..., :1], labels, DataConfig()).channels == 1  # [N, H, W, 1] is grey
+
+
+@pytest.fixture(scope="module")
+def colour_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("colour")
+    images, labels = load_digits()
+    tint = np.array([1.0, 0.5, 0.25], dtype=np.float32)
+    np.savez(root / "colour.npz", x=np.round(images[:400, :, :, None] * tint * 255).astype(np.uint8), y=labels[:400])
+    result = runner.invoke(app, ["train", "image-classification", "--train", str(root / "colour.npz"), "--out",
+                                 str(root), "--name", "run", "--set", "train.epochs=1", "--set", "model.hidden_size=8",
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    return root / "run"
+
+
+def test_colour_run_trains_evaluates_and_predicts_pictures(colour_run, tmp_path):
+    from PIL import Image
+
+    trained = TrainedImageClassifier.load(colour_run)
+    assert trained.prep.channels == 3 and trained.prep.input_size == 24  # rows: 8 pixels x 3 channels
+    assert "images of 8x8x3" in (colour_run / "train.log").read_text()
+    result = runner.invoke(app, ["evaluate", str(colour_run), "--data", str(colour_run.parent / "colour.npz"),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    images = np.load(colour_run.parent / "colour.npz")["x"]
+    Image.fromarray(images[3]).save(tmp_path / "rgb.png")
+    Image.fromarray(images[3]).resize((16, 16)).convert("L").save(tmp_path / "grey16.png")  # converted and resized
+    np.save(tmp_path / "one.npy", images[3])
+    result = runner.invoke(app, ["predict", str(colour_run), str(tmp_path / "rgb.png"), str(tmp_path / "grey16.png"),
+                                 str(tmp_path / "one.npy"), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["input"] for r in rows] == [str(tmp_path / n) for n in ("rgb.png", "grey16.png", "one.npy")]
+    direct = trained.scores(images[3:4])[0]
+    for row in (rows[0], rows[2]):  # the lossless PNG and the array read back as the same image
+        assert max(abs(row["probabilities"][str(c)] - float(p)) for c, p in zip(trained.prep.classes, direct)) < 1e-5
+    batch = trained.scores(images[:6])  # one image at a time gives the batch's scores (eval mode)
+    assert torch.allclose(torch.cat([trained.scores(images[i:i + 1]) for i in range(6)]), batch, atol=1e-6)
+
+
+def test_predict_refuses_arrays_that_are_not_training_images_in_one_line(digits_run, tmp_path):
+    images, _ = load_digits()
+    np.save(tmp_path / "flat.npy", images[0].reshape(64))
+    np.save(tmp_path / "rgb.npy", np.repeat(images[:2, ..., None], 3, -1))
+    result = runner.invoke(app, ["predict", str(digits_run), str(tmp_path / "flat.npy")])
+    assert result.exit_code == 2 and "flat.npy: an array of shape (64,) is not an image" in result.output
+    result = runner.invoke(app, ["predict", str(digits_run), str(tmp_path / "rgb.npy")])
+    assert result.exit_code == 2
+    assert "rgb.npy: images are 8x8x3 but the model was trained on 8x8 (grey)" in result.output
+    trained = TrainedImageClassifier.load(digits_run)
+    with pytest.raises(ConfigError, match=r"array: image is 6x6 but the model was trained on 8x8 \(grey\); resize"):
+        trained.predict([images[0][:6, :6]])
+
+
+def test_dev_must_not_be_the_training_data_and_must_hold_training_classes(tmp_path):
+    same = runner.invoke(app, ["train", "image-classification", "--train", "builtin:digits", "--dev", "builtin:digits",
+                               "--out", str(tmp_path), "--quiet"])
+    assert same.exit_code == 2 and "is the training data itself" in same.output
+    few = runner.invoke(app, ["train", "image-classification", "--train", "builtin:digits", "--out", str(tmp_path),
+                              "--set", "data.max_train_examples=5", "--quiet"])
+    assert few.exit_code == 2
+    assert "never occur in the 5 training images" in few.output and "raise data.max_train_examples" in few.output
+
+
+def test_class_folders_of_pictures_get_an_error_that_says_what_to_give(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "pics" / "cat").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "pics" / "cat" / "1.png")
+    result = runner.invoke(app, ["train", "image-classification", "--train", str(tmp_path / "pics"), "--out",
+                                 str(tmp_path), "--quiet"])
+    assert result.exit_code == 2 and "folders of picture files (one subfolder per class) are not read" in result.output
+    assert "stack them into a .npz" in result.output
+
+
+def test_training_or_selecting_on_mnist_test_files_is_noted(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 20), ("t10k", 10)):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 4, 4), dtype=np.uint8))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n, dtype=np.uint8) % 2)
+    result = runner.invoke(app, ["train", "image-classification", "--train", str(tmp_path), "--dev",
+                                 str(tmp_path / "t10k-images-idx3-ubyte.gz"), "--out", str(tmp_path), "--name", "r",
+                                 "--set", "train.epochs=1", "--set", "model.hidden_size=4", "--quiet"])
+    assert result.exit_code == 0, result.output
+    log = (tmp_path / "r" / "train.log").read_text()
+    assert "note: the dev data are MNIST test (t10k) files; keep them for the final evaluate only" in log
+    assert "the training data are MNIST test" not in log

@@ -21,6 +21,10 @@ Inputs (``--train``, ``--dev``, ``evaluate --data``):
 * a ``.npz`` archive (arrays ``data.images_key`` and ``data.labels_key``);
 * a digits CSV (``.csv`` / ``.csv.gz``: pixel columns then the label, images of ``data.image_shape``);
 * ``builtin:digits``: the 8x8 digits shipped with rnnkit (1,797 images; a quick test).
+
+Images are grey ``[N, H, W]`` or, in ``.npz`` archives, colour ``[N, H, W, C]`` (channels last: ``rows``
+steps then have ``W*C`` features, ``pixels``/``permuted`` steps ``C``); labels are whole-number class
+indices. ``predict`` converts picture files to the training colour mode and size.
 """
 
 from __future__ import annotations
@@ -129,6 +133,15 @@ class Config:
             raise ConfigError(f"data.dev_fraction: must be in (0, 1), got {self.data.dev_fraction}")
         if self.train.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate: must be > 0, got {self.train.learning_rate}")
+        if self.data.permutation_seed < 0:
+            raise ConfigError(f"data.permutation_seed: must be >= 0, got {self.data.permutation_seed}")
+        if self.train.patience is not None and self.train.patience < 1:
+            raise ConfigError(f"train.patience: must be >= 1 (or null to never stop early), got {self.train.patience}; "
+                              "1 stops after the first epoch without dev improvement")
+        if self.train.clip_norm is not None and not self.train.clip_norm > 0:
+            raise ConfigError(f"train.clip_norm: must be > 0 (or null for no clipping), got {self.train.clip_norm}")
+        if self.train.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay: must be >= 0, got {self.train.weight_decay}")
         check_lr_decay(self.train.lr_decay, self.train.lr_decay_patience)
 
 
@@ -191,10 +204,37 @@ def _find_one(folder: Path, prefix: str, kind: str) -> Path:
         raise FileNotFoundError(f"{folder}: data.format=mnist needs a folder holding MNIST idx files; "
                                 "pass the folder, or data.format=idx for one idx file")
     found = sorted(p for p in folder.iterdir() if p.name.startswith(prefix) and kind in p.name and p.is_file())
+    if not found and _holds_pictures(folder):
+        raise ConfigError(f"{folder}: folders of picture files (one subfolder per class) are not read by "
+                          f"{NAME}; stack them into a .npz with arrays x [N, H, W] (or [N, H, W, C]) and y [N] "
+                          "(whole-number class indices), or give MNIST idx files")
     if not found:
         raise FileNotFoundError(f"{folder}: no MNIST file named {prefix}*{kind}* (expected e.g. "
                                 f"{prefix}-images-idx3-ubyte.gz); set data.split or pass the idx file itself")
     return found[0]
+
+
+def _holds_pictures(folder: Path) -> bool:
+    """Whether ``folder`` or one of its subfolders holds a picture file (PNG, JPEG ...)."""
+    def pictures(d: Path) -> bool:
+        return any(q.suffix.lower() in IMAGE_SUFFIXES and q.is_file() for q in d.iterdir())
+
+    try:
+        return pictures(folder) or any(d.is_dir() and pictures(d) for d in folder.iterdir())
+    except OSError:
+        return False
+
+
+def integer_labels(labels: Any, source: str) -> np.ndarray:
+    """Labels as int64 class indices, or a one-line error for names or fractional values."""
+    arr = np.asarray(labels).reshape(-1)
+    if arr.dtype.kind in "biu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "f" and bool(np.all(np.isfinite(arr))) and bool(np.all(arr == np.round(arr))):
+        return arr.astype(np.int64)
+    bad = next((v for v in arr.tolist() if not (isinstance(v, int | float) and float(v).is_integer())), arr.dtype)
+    raise ConfigError(f"{source}: labels must be whole-number class indices, got {bad!r}; map class names or "
+                      "other values to 0..K-1 first (numpy.unique(y, return_inverse=True) does it)")
 
 
 def _labels_beside(images: Path) -> Path:
@@ -239,26 +279,45 @@ def read_images(path: str | Path, cfg: DataConfig, *, labelled: bool = True) -> 
     else:
         h, w = cfg.image_shape
         images, labels = read_digits_csv(p, (h, w))
-    if images.ndim != 3:
-        raise ConfigError(f"{path}: expected grey images [N, H, W], got an array of shape {images.shape}")
+    images = _channels_last(images, str(path))
     if labels is not None:
-        labels = np.asarray(labels).reshape(-1)
+        labels = integer_labels(labels, str(path))
         if len(labels) != len(images):
             raise ConfigError(f"{path}: {len(images)} images but {len(labels)} labels")
     return images, labels
 
 
-def read_image_file(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """One picture file (PNG, JPEG ...) as grey ``[H, W]`` values 0-255, resized to ``shape``."""
+def _channels_last(images: np.ndarray, source: str) -> np.ndarray:
+    """``[N, H, W]`` grey or ``[N, H, W, C]`` images (``C == 1`` dropped), or a one-line error."""
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = images[..., 0]
+    if images.ndim == 4 and images.shape[3] > 4 and images.shape[1] <= 4:
+        raise ConfigError(f"{source}: images of shape {images.shape} look channels-first; store them channels-last "
+                          "[N, H, W, C] (numpy.moveaxis(x, 1, -1))")
+    if images.ndim not in (3, 4):
+        raise ConfigError(f"{source}: expected images [N, H, W] (grey) or [N, H, W, C] (channels last), got an array "
+                          f"of shape {images.shape}; reshape flat images to [N, H, W]")
+    return images
+
+
+PICTURE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def read_image_file(path: Path, shape: tuple[int, int], channels: int = 1) -> np.ndarray:
+    """One picture file (PNG, JPEG ...) as values 0-255, converted to the training colour mode (grey
+    ``[H, W]``, or ``[H, W, C]`` for 3 or 4 channels) and resized to ``shape``."""
     from PIL import Image
 
+    if channels not in PICTURE_MODES:
+        raise ConfigError(f"{path}: the model was trained on images of {channels} channels, which picture files "
+                          "do not have; give .npy or .npz arrays of that shape")
     try:
         with Image.open(path) as img:
-            grey = img.convert("L")
-            if grey.size != (shape[1], shape[0]):
-                grey = grey.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-            return np.asarray(grey, dtype=np.float32)
-    except OSError as err:
+            converted = img.convert(PICTURE_MODES[channels])
+            if converted.size != (shape[1], shape[0]):
+                converted = converted.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+            return np.asarray(converted, dtype=np.float32)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ValueError(f"{path}: cannot read the image ({err})") from None
 
 
@@ -266,26 +325,49 @@ class Preprocessor:
     """Scaling, standardisation, pixel order and label set, fitted on training images only."""
 
     def __init__(self, cfg: DataConfig, image_shape: tuple[int, int], scale: float, mean: float, std: float,
-                 classes: list[int], permutation: Any = None) -> None:
+                 classes: list[int], permutation: Any = None, channels: int = 1) -> None:
         self.cfg, self.image_shape, self.scale = cfg, (int(image_shape[0]), int(image_shape[1])), float(scale)
         self.mean, self.std, self.classes = float(mean), float(std), [int(c) for c in classes]
-        self.permutation = permutation
+        self.permutation, self.channels = permutation, int(channels)
 
     @classmethod
     def fit(cls, images: np.ndarray, labels: np.ndarray, cfg: DataConfig) -> Preprocessor:
         from ..data.images import PixelPermutation
 
+        images = _channels_last(np.asarray(images), "training images")
+        labels = integer_labels(labels, "training labels")
         top = float(images.max()) if images.size else 1.0
         scale = 1.0 / top if top > 1.0 else 1.0  # uint8 MNIST: 1/255; digits CSV (0-16): 1/16
         x = images.astype(np.float32) * scale
         mean, std = (float(x.mean()), float(x.std()) or 1.0) if cfg.standardize else (0.0, 1.0)
         shape = (int(images.shape[1]), int(images.shape[2]))
         perm = PixelPermutation(shape[0] * shape[1], cfg.permutation_seed) if cfg.sequence == "permuted" else None
-        return cls(cfg, shape, scale, mean, std, sorted(int(c) for c in np.unique(labels)), perm)
+        channels = 1 if images.ndim == 3 else int(images.shape[3])
+        return cls(cfg, shape, scale, mean, std, sorted(int(c) for c in np.unique(labels)), perm, channels)
+
+    def describe(self, size: Sequence[int] | None = None, channels: int | None = None) -> str:
+        """``8x8`` (grey) or ``32x32x3`` (3 channels): the training images, or the given ones."""
+        h, w = size if size is not None else self.image_shape
+        c = self.channels if channels is None else channels
+        return f"{h}x{w}" + (f"x{c}" if c != 1 else "")
+
+    def check_shape(self, images: np.ndarray, source: str, single: bool = False) -> np.ndarray:
+        """``images`` (``[N, H, W(, C)]``, or one ``[H, W(, C)]`` image with ``single``) in the training
+        shape, or a one-line error naming the difference."""
+        x = images[None] if single else images
+        x = _channels_last(x, source)
+        size, channels = tuple(x.shape[1:3]), 1 if x.ndim == 3 else int(x.shape[3])
+        if size != self.image_shape or channels != self.channels:
+            what = "images are" if not single else "image is"
+            fix = ("convert them to the training colour mode" if size == self.image_shape else
+                   "resize them to the training size (picture files given to predict are resized)")
+            raise ConfigError(f"{source}: {what} {self.describe(size, channels)} but the model was trained on "
+                              f"{self.describe()} ({'grey' if self.channels == 1 else 'channels last'}); {fix}")
+        return x
 
     @property
     def input_size(self) -> int:
-        return self.image_shape[1] if self.cfg.sequence == "rows" else 1
+        return (self.image_shape[1] if self.cfg.sequence == "rows" else 1) * self.channels
 
     @property
     def steps(self) -> int:
@@ -295,13 +377,12 @@ class Preprocessor:
         """``[N, H, W]`` images -> standardized float32 sequences ``[N, T, I]``."""
         from ..data.images import images_to_sequences
 
-        if tuple(images.shape[1:]) != self.image_shape:
-            raise ConfigError(f"{source}: images are {images.shape[1]}x{images.shape[2]} but the model was trained "
-                              f"on {self.image_shape[0]}x{self.image_shape[1]}")
+        images = self.check_shape(np.asarray(images), source)
         seq = images_to_sequences(images, self.cfg.sequence, permutation=self.permutation, scale=self.scale)
         return (seq - self.mean) / self.std
 
     def encode_labels(self, labels: np.ndarray, source: str) -> Tensor:
+        labels = integer_labels(labels, source)
         index = {c: i for i, c in enumerate(self.classes)}
         unknown = sorted({int(v) for v in labels} - set(index))
         if unknown:
@@ -313,6 +394,7 @@ class Preprocessor:
         if self.permutation is not None:
             run.write_json("permutation.json", self.permutation.to_config())
         run.write_json("preprocessing.json", {"data": asdict(self.cfg), "image_shape": list(self.image_shape),
+                                              "channels": self.channels,
                                               "scale": self.scale, "mean": self.mean, "std": self.std,
                                               "classes": self.classes})
 
@@ -330,7 +412,7 @@ class Preprocessor:
                 raise RunError(f"run folder {run.path}: permutation.json is missing or corrupt ({err}); "
                                "train again") from None
         return cls(cfg, tuple(meta["image_shape"]), meta["scale"], meta["mean"], meta["std"],  # type: ignore[arg-type]
-                   meta["classes"], perm)
+                   meta["classes"], perm, int(meta.get("channels", 1)))
 
 
 def _loader(x: Tensor, y: Tensor | None, batch_size: int, *, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
@@ -360,7 +442,8 @@ class TrainedImageClassifier:
         return cls(run.load_into(build_model(meta["hyperparameters"])), prep, device=device)
 
     def scores(self, images: np.ndarray, source: str = "images") -> Tensor:
-        """Class probabilities ``[N, C]`` for raw ``[N, H, W]`` images (training pixel scale)."""
+        """Class probabilities ``[N, C]`` for raw ``[N, H, W]`` (or ``[N, H, W, C]``) images (training pixel
+        scale)."""
         x = self.prep.sequences(images, source)
         out = []
         with torch.no_grad():
@@ -368,36 +451,50 @@ class TrainedImageClassifier:
                 out.append(torch.softmax(self.model(xb.to(self.device)), -1).cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.prep.classes))
 
+    def _split(self, arr: np.ndarray, name: str, numbered: bool) -> tuple[list[str], list[np.ndarray]]:
+        """One image (``[H, W]``, or ``[H, W, C]`` for a colour model) or a batch of them, each checked
+        against the training shape (a one-line error names the input)."""
+        arr = np.asarray(arr)
+        single = arr.ndim == 2 or (self.prep.channels > 1 and arr.ndim == 3 and arr.shape[-1] == self.prep.channels)
+        if not single and arr.ndim not in (3, 4):
+            raise ConfigError(f"{name}: an array of shape {arr.shape} is not an image; give [H, W] images (or "
+                              "[H, W, C]) or batches [N, H, W(, C)] of them")
+        batch = self.prep.check_shape(arr, name, single=single)
+        if single and not numbered:
+            return [name], [batch[0]]
+        return [f"{name}[{i}]" for i in range(len(batch))], list(batch)
+
     def _inputs(self, inputs: Sequence[str | np.ndarray]) -> tuple[list[str], np.ndarray]:
         names: list[str] = []
         arrays: list[np.ndarray] = []
         for item in inputs:
             if isinstance(item, np.ndarray):
-                batch = item[None] if item.ndim == 2 else item
-                names += [f"array[{i}]" for i in range(len(batch))]
-                arrays += list(batch)
-                continue
-            p = Path(item)
-            if not p.is_file():
-                raise FileNotFoundError(f"input not found: {p} (give image files, .npy or .npz files)")
-            if p.suffix.lower() == ".npz":
-                images, _ = read_images(p, self.prep.cfg, labelled=False)
-                names += [f"{p}[{i}]" for i in range(len(images))]
-                arrays += list(images)
-            elif p.suffix.lower() == ".npy":
-                arr = np.load(p, allow_pickle=False)
-                batch = arr[None] if arr.ndim == 2 else arr
-                names += [f"{p}[{i}]" for i in range(len(batch))] if arr.ndim == 3 else [str(p)]
-                arrays += list(batch)
-            elif p.suffix.lower() in IMAGE_SUFFIXES:
-                names.append(str(p))
-                # picture files are 0-255; bring them to the training scale's 0..max range
-                arrays.append(read_image_file(p, self.prep.image_shape) * (1.0 / (255.0 * self.prep.scale)))
+                more_names, more = self._split(item, "array", numbered=True)
             else:
-                raise ValueError(f"{p}: cannot predict on {p.suffix or 'this'} files; give PNG/JPEG images, "
-                                 ".npy arrays or .npz archives")
+                p = Path(item)
+                if not p.is_file():
+                    raise FileNotFoundError(f"input not found: {p} (give image files, .npy or .npz files)")
+                if p.suffix.lower() == ".npz":
+                    images, _ = read_images(p, self.prep.cfg, labelled=False)
+                    more_names, more = self._split(images, str(p), numbered=True)
+                elif p.suffix.lower() == ".npy":
+                    try:
+                        arr = np.load(p, allow_pickle=False)
+                    except (OSError, ValueError) as err:
+                        raise ValueError(f"{p}: cannot read the array ({err})") from None
+                    more_names, more = self._split(arr, str(p), numbered=False)
+                elif p.suffix.lower() in IMAGE_SUFFIXES:
+                    # picture files are 0-255; bring them to the training scale's 0..max range
+                    picture = read_image_file(p, self.prep.image_shape, self.prep.channels)
+                    more_names, more = [str(p)], [picture * (1.0 / (255.0 * self.prep.scale))]
+                else:
+                    raise ValueError(f"{p}: cannot predict on {p.suffix or 'this'} files; give PNG/JPEG images, "
+                                     ".npy arrays or .npz archives")
+            names += more_names
+            arrays += more
         if not arrays:
-            return names, np.zeros((0, *self.prep.image_shape), dtype=np.float32)
+            shape = self.prep.image_shape if self.prep.channels == 1 else (*self.prep.image_shape, self.prep.channels)
+            return names, np.zeros((0, *shape), dtype=np.float32)
         return names, np.stack([np.asarray(a, dtype=np.float32) for a in arrays])
 
     def predict(self, inputs: Sequence[str | np.ndarray]) -> list[dict[str, Any]]:
@@ -474,6 +571,22 @@ def _inference_device(accelerator: str) -> torch.device:
     return torch.device("cpu")
 
 
+def _same_data(a: str | Path, b: str | Path) -> bool:
+    """Whether two data arguments name the same file(s) or folder."""
+    if str(a) == str(b):
+        return True
+    try:
+        return [Path(x).resolve() for x in str(a).split(",")] == [Path(x).resolve() for x in str(b).split(",")]
+    except OSError:
+        return False
+
+
+def _is_mnist_test(source: str | Path, cfg: DataConfig) -> bool:
+    """Whether ``source`` reads MNIST test files: a folder with ``data.split=test``, or a ``t10k*`` file."""
+    first = Path(str(source).split(",")[0])
+    return (first.is_dir() and cfg.split == "test") or first.name.startswith("t10k")
+
+
 def _split_dev(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
     n_dev = max(1, int(round(n * fraction)))
@@ -502,6 +615,12 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
 
     cfg, t = config, time.perf_counter()
     torch.manual_seed(cfg.train.seed)
+    if dev_path is not None and _same_data(train_path, dev_path):
+        raise ConfigError(f"--dev {dev_path} is the training data itself, so dev scores would measure memorisation; "
+                          "drop --dev to hold out data.dev_fraction of the training images, or give other data")
+    for role, source in (("training", train_path), ("dev", dev_path)):
+        if source is not None and _is_mnist_test(source, cfg.data):
+            log(f"note: the {role} data are MNIST test (t10k) files; keep them for the final evaluate only")
     images, labels = read_images(train_path, cfg.data)
     assert labels is not None
     if dev_path is not None:
@@ -522,11 +641,20 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     if len(prep.classes) < 2:
         raise ConfigError(f"{train_path}: only one label ({prep.classes[0]}) in the training data; "
                           "a classifier needs at least two")
+    unseen = sorted({int(v) for v in dev_labels} - set(prep.classes))
+    if unseen:
+        if cfg.data.max_train_examples is not None:
+            fix = "raise data.max_train_examples (it keeps the first N training images)"
+        elif dev_path is not None:
+            fix = "give dev data of the training classes only"
+        else:
+            fix = "those classes are too rare to hold out: give more images of them, or remove them"
+        raise ConfigError(f"{dev_path or train_path}: dev label(s) {', '.join(map(str, unseen[:5]))} never occur in "
+                          f"the {len(images)} training images (labels {', '.join(map(str, prep.classes))}); {fix}")
     x_train, y_train = prep.sequences(images, str(train_path)), prep.encode_labels(labels, str(train_path))
     x_dev = prep.sequences(dev_images, str(dev_path or train_path))
     y_dev = prep.encode_labels(dev_labels, str(dev_path or train_path))
-    h, w = prep.image_shape
-    log(f"{len(images)} training / {len(dev_images)} dev images of {h}x{w}, {len(prep.classes)} classes; "
+    log(f"{len(images)} training / {len(dev_images)} dev images of {prep.describe()}, {len(prep.classes)} classes; "
         f"data.sequence={cfg.data.sequence}: {prep.steps} steps of {prep.input_size} features")
 
     hyper = {"input_size": prep.input_size, "num_classes": len(prep.classes), "hidden_size": cfg.model.hidden_size,
@@ -571,7 +699,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     plot_confusion(dev_metrics["confusion_matrix"], classes, run.file("confusion_matrix.png"))
     per_class = dev_metrics["per_class"]
     report = [f"# Image classification run: {run.path.name}", "",
-              f"Trained on `{train_path}` ({len(images)} images of {h}x{w}), selected on "
+              f"Trained on `{train_path}` ({len(images)} images of {prep.describe()}), selected on "
               f"{'`' + str(dev_path) + '`' if dev_path else 'a held-out part of the training data'} "
               f"({len(dev_images)} images) in {seconds:.0f} s; best epoch {metrics['best_epoch']} of {len(history)}.",
               "", f"Images read as `{cfg.data.sequence}`: {prep.steps} steps of {prep.input_size} features"
