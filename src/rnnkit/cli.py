@@ -537,11 +537,14 @@ def compare(
     import json
 
     from .insight.compare import compare_cells
+    from .tasks import get_task
 
     try:
-        result = compare_cells(task, _split_names(cells), train_file, dev_path=dev_file, seeds=seeds,
-                               config_path=config, overrides=overrides, out=out, metric=metric, overwrite=overwrite,
-                               log=(lambda _: None) if (quiet or as_json) else (lambda m: typer.echo(m, err=True)))
+        with _config_keys(get_task(task)):  # data errors name the --set data.KEY=VALUE that fixes them
+            result = compare_cells(task, _split_names(cells), train_file, dev_path=dev_file, seeds=seeds,
+                                   config_path=config, overrides=overrides, out=out, metric=metric,
+                                   overwrite=overwrite, log=(lambda _: None) if (quiet or as_json)
+                                   else (lambda m: typer.echo(m, err=True)))
     except _USER_ERRORS as err:
         raise _fail(err) from None
     if as_json:

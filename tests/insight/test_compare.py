@@ -85,6 +85,16 @@ def test_compare_rejects_bad_cells_and_conflicting_overrides(tmp_path):
         compare_cells("image-classification", ["rnn"], "builtin:digits", overrides=["model.cell=gru"], out=tmp_path)
 
 
+def test_compare_data_errors_name_the_set_option(tmp_path):
+    """As in 'rnnkit train', a data error's fix names --set data.KEY=VALUE, not a Python argument."""
+    data = tmp_path / "reviews.csv"
+    data.write_text("review,sentiment\ngood,pos\nbad,neg\n")
+    bad = runner.invoke(app, ["compare", "text-classification", "--cells", "gru", "--train", str(data),
+                              "--set", "data.text_column=review", "--out", str(tmp_path / "cmp")])
+    assert bad.exit_code == 2
+    assert "no label column 'label'" in bad.output and "fix: add --set data.label_column=" in bad.output
+
+
 # -- a fake task: first calls cost time, as imports and kernel set-up do ------------------------
 @dataclass
 class _FakeModel:

@@ -455,6 +455,23 @@ def test_dev_error_names_the_tag_written_in_the_file(tmp_path):
     assert f"{dev}:9: tag 'I-ORG' appears in dev data" in message and "S-ORG" not in message
 
 
+def test_a_longer_entity_of_a_trained_type_is_not_an_unseen_tag(tmp_path):
+    """Training persons are two tokens (BIOES B-, E-); a three-token one needs BIOES I-PER, which the
+    file writes as I-PER, a tag the training file has: dev and evaluate take it."""
+    train = _write_conll(tmp_path / "t.txt", 20, 0)
+    dev = tmp_path / "d.txt"
+    dev.write_text("Anna NNP B-NP B-PER\nMaria NNP I-NP I-PER\nSmith NNP I-NP I-PER\nsaw VBD B-VP O\n"
+                   "Paris NNP B-NP B-LOC\n. . O O\n")
+    result = runner.invoke(app, ["train", "tagging", "--train", str(train), "--dev", str(dev), "--out", str(tmp_path),
+                                 "--name", "run", "--set", "train.epochs=1", "--set", "model.hidden_size=4",
+                                 "--set", "model.embedding_dim=4", "--set", "model.char_hidden_size=2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    tags = json.loads((tmp_path / "run" / "tags.json").read_text())["tags"]
+    assert {"B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"} <= set(tags)
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--data", str(dev)])
+    assert result.exit_code == 0, result.output
+
+
 def test_pos_column_with_the_default_scheme_names_file_line_and_the_fix(ner_run, tmp_path):
     train = _write_conll(tmp_path / "t.txt", 20, 0)
     message = _error(tmp_path, "--train", str(train), "--set", "data.tag_column=1")

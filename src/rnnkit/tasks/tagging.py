@@ -369,6 +369,10 @@ class Preprocessor:
         for s in sentences:
             tags = list(s.tags) if model_scheme == file_scheme else convert_tags(s.tags, file_scheme, model_scheme)
             tag_set.update(tags)
+        if model_scheme != file_scheme:  # every spelling of a seen type: the conversion of an entity of another
+            # length than training's (a 3-token LOC needs BIOES I-LOC) is no tag the training data never had
+            prefixes = {"BIOES": "BIES", "IOB2": "BI", "IOB1": "BI"}[model_scheme]
+            tag_set.update(f"{p}-{t[2:]}" for t in list(tag_set) if t != "O" for p in prefixes)
         return cls(words, chars, sorted(tag_set), file_scheme, model_scheme, cfg)
 
     @staticmethod
