@@ -57,6 +57,19 @@ def check_lr_decay(value: float | None, patience: int = 1) -> None:
                           "learning rate after every 3 epochs in a row without dev improvement")
 
 
+def check_early_stopping_and_clipping(patience: int | None, clip_norm: float | None, weight_decay: float) -> None:
+    """``train.patience`` null or >= 1, ``train.clip_norm`` null or > 0 and ``train.weight_decay`` >= 0, or a
+    one-line error names the key (0 or less would stop after one epoch, turn clipping off, or, for a negative
+    clip norm, flip the gradients' sign)."""
+    if patience is not None and patience < 1:
+        raise ConfigError(f"train.patience: must be >= 1 (or null to never stop early), got {patience}; "
+                          "1 stops after the first epoch without dev improvement")
+    if clip_norm is not None and not clip_norm > 0:
+        raise ConfigError(f"train.clip_norm: must be > 0 (or null for no clipping), got {clip_norm}")
+    if weight_decay < 0:
+        raise ConfigError(f"train.weight_decay: must be >= 0, got {weight_decay}")
+
+
 LR_DECAY_HELP = ("multiply the learning rate by this after train.lr_decay_patience epochs without dev improvement "
                  "(null: keep it)")
 LR_DECAY_PATIENCE_HELP = ("epochs in a row without dev improvement before each learning-rate cut (1: every such "

@@ -49,6 +49,7 @@ from .config import (
     ConfigError,
     check_at_least_one,
     check_cell,
+    check_early_stopping_and_clipping,
     check_lr_decay,
     check_max_minutes,
     option,
@@ -135,13 +136,7 @@ class Config:
             raise ConfigError(f"train.learning_rate: must be > 0, got {self.train.learning_rate}")
         if self.data.permutation_seed < 0:
             raise ConfigError(f"data.permutation_seed: must be >= 0, got {self.data.permutation_seed}")
-        if self.train.patience is not None and self.train.patience < 1:
-            raise ConfigError(f"train.patience: must be >= 1 (or null to never stop early), got {self.train.patience}; "
-                              "1 stops after the first epoch without dev improvement")
-        if self.train.clip_norm is not None and not self.train.clip_norm > 0:
-            raise ConfigError(f"train.clip_norm: must be > 0 (or null for no clipping), got {self.train.clip_norm}")
-        if self.train.weight_decay < 0:
-            raise ConfigError(f"train.weight_decay: must be >= 0, got {self.train.weight_decay}")
+        check_early_stopping_and_clipping(self.train.patience, self.train.clip_norm, self.train.weight_decay)
         check_lr_decay(self.train.lr_decay, self.train.lr_decay_patience)
 
 
