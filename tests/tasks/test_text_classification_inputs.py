@@ -26,10 +26,9 @@ from rnnkit.tasks.text_classification import (
     label_name,
 )
 
+from .test_text_classification import FILLER, NEGATIVE, POSITIVE
+
 runner = CliRunner()
-POSITIVE = ["great", "wonderful", "superb", "moving", "brilliant", "delightful"]
-NEGATIVE = ["awful", "boring", "dull", "terrible", "clumsy", "tedious"]
-FILLER = ["the", "film", "was", "a", "story", "and", "acting", "plot", "really", "quite", "this", "movie"]
 FAST = ["--set", "train.epochs=2", "--set", "model.hidden_size=8", "--set", "model.embedding_dim=8",
         "--set", "data.min_freq=1", "--set", "train.learning_rate=0.02", "--quiet"]
 
