@@ -41,7 +41,15 @@ from .conll import (
 from .corpus import BPTTIterator, batchify, build_vocab_from_file, load_token_memmap, tokenize_to_memmap
 from .encoding import TextEncoder
 from .errors import DataError
-from .images import PixelPermutation, images_to_sequences, read_digits_csv, read_idx, read_npz
+from .images import (
+    PixelPermutation,
+    images_to_sequences,
+    read_digits_csv,
+    read_idx,
+    read_image_folder,
+    read_npz,
+    read_picture,
+)
 from .padding import PaddedBatch, lengths_to_mask, pad_batch, pad_sequences
 from .parallel import ParallelCorpus, read_parallel, read_parallel_tsv
 from .scalers import DifferenceTransform, LogTransform, MinMaxScaler, RobustScaler, Scaler, StandardScaler
@@ -169,6 +177,8 @@ __all__ = [
     # images
     "read_idx",
     "read_npz",
+    "read_image_folder",
+    "read_picture",
     "read_digits_csv",
     "PixelPermutation",
     "images_to_sequences",

@@ -1,5 +1,5 @@
-"""Images as sequences: readers for idx (MNIST), ``.npz`` and scikit-learn's
-``digits.csv.gz``, and conversion of ``[N, H, W(, C)]`` images into sequences:
+"""Images as sequences: readers for idx (MNIST), ``.npz``, scikit-learn's ``digits.csv.gz``
+and folders of picture files (one subfolder per class), and conversion of ``[N, H, W(, C)]`` images into sequences:
 
 * ``'rows'``: one step per row, ``[N, H, W*C]``;
 * ``'pixels'``: one step per pixel in raster order, ``[N, H*W, C]`` (sequential MNIST);
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,12 +26,22 @@ __all__ = [
     "read_idx",
     "read_npz",
     "read_digits_csv",
+    "read_picture",
+    "read_image_folder",
+    "picture_files",
+    "natural_key",
+    "PICTURE_SUFFIXES",
     "PixelPermutation",
     "images_to_sequences",
     "SEQUENCE_MODES",
 ]
 
 SEQUENCE_MODES = ("rows", "pixels", "permuted")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# colour mode of a picture per channel count: grey, RGB, RGB with alpha
+PICTURE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+# Pillow modes with one colour band (an alpha band, as in "LA", is dropped)
+_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -160,6 +171,142 @@ def read_digits_csv(path: PathLike_, image_shape: tuple[int, int] = (8, 8)) -> t
     if images.min() >= 0 and images.max() <= 255 and np.all(images == np.round(images)):
         images = images.astype(np.uint8)
     return images, labels
+
+
+def picture_files(folder: PathLike_, recursive: bool = True) -> list[Path]:
+    """Picture files (PNG, JPEG, BMP, GIF, TIFF, WebP) in ``folder`` (and its subfolders), sorted by path;
+    hidden files (``.name``) are skipped."""
+    root = Path(folder)
+    found = root.rglob("*") if recursive else root.iterdir()
+    return sorted(
+        q for q in found
+        if q.suffix.lower() in PICTURE_SUFFIXES and q.is_file()
+        and not any(part.startswith(".") for part in q.relative_to(root).parts)
+    )
+
+
+def _pillow(path: Path) -> Any:
+    """Pillow's ``Image`` module, or a one-line error saying how to install it."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DataError(
+            "reading picture files needs the Pillow package", path=path, hint="pip install 'rnnkit[image]'"
+        ) from None
+    return Image
+
+
+def _open_picture(path: Path) -> Any:
+    Image = _pillow(path)
+    try:
+        return Image.open(path)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read the picture ({exc})", path=path, hint="remove or replace the file") from None
+
+
+def read_picture(path: PathLike_, image_shape: Sequence[int] | None = None, channels: int = 1) -> np.ndarray:
+    """One picture file as uint8 values 0-255 in a colour mode and size.
+
+    Args:
+        path: A PNG, JPEG, BMP, GIF, TIFF or WebP file.
+        image_shape: ``(H, W)`` to resize to (bilinear), or ``None`` for the picture's own size.
+        channels: 1 (grey ``[H, W]``), 3 (RGB ``[H, W, 3]``) or 4 (RGBA ``[H, W, 4]``); the picture
+            is converted to that mode (colour to grey by ITU-R 601-2 luma, an alpha band dropped or
+            added as opaque). Pictures of more than 8 bits per band are clipped to 0-255.
+
+    Returns:
+        ``uint8 [H, W]`` or ``[H, W, C]``.
+    """
+    p = check_file(path)
+    Image = _pillow(p)
+    if channels not in PICTURE_MODES:
+        raise DataError(
+            f"pictures are read with 1, 3 or 4 channels, not {channels}",
+            path=p,
+            hint="give .npy or .npz arrays for other channel counts",
+        )
+    with _open_picture(p) as img:
+        try:
+            converted = img.convert(PICTURE_MODES[channels])
+            if image_shape is not None and converted.size != (image_shape[1], image_shape[0]):
+                converted = converted.resize((int(image_shape[1]), int(image_shape[0])), Image.Resampling.BILINEAR)
+            return np.asarray(converted, dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise DataError(
+                f"cannot read the picture ({exc})", path=p, hint="remove or replace the file"
+            ) from None
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """``"2" < "10"``, ``"cat" < "dog"``: numbers compare as numbers."""
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+def read_image_folder(
+    root: PathLike_, image_shape: Sequence[int] | None = None, channels: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read pictures laid out one subfolder per class (``root/<class>/<picture>``, as
+    torchvision's ``ImageFolder``; pictures may sit deeper inside a class folder).
+
+    Args:
+        root: The folder of class folders. Class folders without pictures are ignored; pictures
+            directly in ``root`` (no class) are an error.
+        image_shape: ``(H, W)`` every picture is resized to, or ``None``: all pictures must share
+            one size.
+        channels: 1 (grey), 3 (RGB) or 4 (RGBA), or ``None``: grey when every picture is grey,
+            else RGB (alpha dropped).
+
+    Returns:
+        ``(images uint8 [N, H, W] or [N, H, W, C], labels [N])``: the labels are the class
+        folders' names (strings), in class-then-file order (classes sorted with numbers as numbers).
+    """
+    top = Path(root)
+    if not top.is_dir():
+        raise DataError("not a folder", path=top, hint="pass the folder that holds one subfolder per class")
+    loose = picture_files(top, recursive=False)
+    if loose:
+        raise DataError(
+            f"{len(loose)} picture(s) directly in the folder (e.g. {loose[0].name}) have no class",
+            path=top,
+            hint="put each picture in a subfolder named after its class",
+        )
+    classes = sorted((d for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                     key=lambda d: natural_key(d.name))
+    files: list[Path] = []
+    names: list[str] = []
+    for folder in classes:
+        found = picture_files(folder)
+        files += found
+        names += [folder.name] * len(found)
+    if not files:
+        raise DataError(
+            "no picture files (PNG, JPEG, BMP, GIF, TIFF, WebP) in its subfolders",
+            path=top,
+            hint="lay the pictures out as FOLDER/<class>/<picture>",
+        )
+    if channels is None or image_shape is None:
+        sizes: dict[tuple[int, int], Path] = {}
+        colour = False
+        for f in files:  # headers only: Pillow decodes pixels on first access
+            with _open_picture(f) as img:
+                sizes.setdefault((img.height, img.width), f)
+                colour = colour or img.mode not in _GREY_MODES
+            if image_shape is None and len(sizes) > 1:
+                (a, fa), (b, fb) = list(sizes.items())[:2]
+                raise DataError(
+                    f"pictures differ in size: {fa} is {a[0]}x{a[1]}, {fb} is {b[0]}x{b[1]} (height x width)",
+                    path=top,
+                    hint=setting("image_shape", ("(H, W)", "[H,W]"), then=" to resize them all"),
+                )
+        if channels is None:
+            channels = 3 if colour else 1
+        if image_shape is None:
+            image_shape = next(iter(sizes))
+    h, w = int(image_shape[0]), int(image_shape[1])
+    images = np.empty((len(files), h, w) if channels == 1 else (len(files), h, w, channels), dtype=np.uint8)
+    for i, f in enumerate(files):
+        images[i] = read_picture(f, (h, w), channels)
+    return images, np.asarray(names, dtype=str)
 
 
 def _is_float(v: str) -> bool:

@@ -20,11 +20,14 @@ Inputs (``--train``, ``--dev``, ``evaluate --data``):
   as ``IMAGES,LABELS``;
 * a ``.npz`` archive (arrays ``data.images_key`` and ``data.labels_key``);
 * a digits CSV (``.csv`` / ``.csv.gz``: pixel columns then the label, images of ``data.image_shape``);
+* a folder of class folders holding picture files (``FOLDER/<class>/<picture>.png``, as torchvision's
+  ``ImageFolder``): the class is the folder's name; pictures are resized to ``data.image_shape`` (or
+  must share one size) and read grey or colour (``data.color``);
 * ``builtin:digits``: the 8x8 digits shipped with rnnkit (1,797 images; a quick test).
 
-Images are grey ``[N, H, W]`` or, in ``.npz`` archives, colour ``[N, H, W, C]`` (channels last: ``rows``
-steps then have ``W*C`` features, ``pixels``/``permuted`` steps ``C``); labels are whole-number class
-indices. ``predict`` converts picture files to the training colour mode and size.
+Images are grey ``[N, H, W]`` or colour ``[N, H, W, C]`` (channels last: ``rows`` steps then have
+``W*C`` features, ``pixels``/``permuted`` steps ``C``); labels are whole-number class indices, or
+class names (the class folders). ``predict`` converts picture files to the training colour mode and size.
 """
 
 from __future__ import annotations
@@ -61,24 +64,29 @@ from .run import RunDir, RunError
 NAME = "image-classification"
 # The data readers' arguments as config keys, for one-line errors worded for the command line.
 CONFIG_KEYS = {"images_key": "data.images_key", "labels_key": "data.labels_key", "image_shape": "data.image_shape"}
-DESCRIPTION = "Image recognition with images read as sequences (MNIST idx, npz, digits CSV; rows, pixels, permuted)"
+DESCRIPTION = ("Image recognition with images read as sequences (MNIST idx, npz, digits CSV, class folders of "
+               "pictures; rows, pixels, permuted)")
 BUILTIN_DIGITS = "builtin:digits"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+COLOR_CHANNELS = {"auto": None, "grey": 1, "rgb": 3, "rgba": 4}
 
 
 # -- configuration -----------------------------------------------------------------------------
 @dataclass
 class DataConfig:
-    format: Literal["auto", "mnist", "idx", "npz", "digits-csv", "builtin"] = option(
-        "auto", "input format; auto: folder -> mnist, *idx* -> idx, .npz -> npz, .csv[.gz] -> digits-csv, "
-        "builtin:digits -> builtin")
+    format: Literal["auto", "mnist", "idx", "npz", "digits-csv", "folders", "builtin"] = option(
+        "auto", "input format; auto: folder of idx files -> mnist, folder of class folders of pictures -> folders, "
+        "*idx* -> idx, .npz -> npz, .csv[.gz] -> digits-csv, builtin:digits -> builtin")
     split: Literal["train", "test"] = option("train", "which MNIST files a folder gives: train-* or t10k-* (test)")
     sequence: Literal["rows", "pixels", "permuted"] = option(
         "rows", "rows: one step per image row; pixels: one step per pixel; permuted: pixels in a fixed random order")
     permutation_seed: int = option(0, "seed of the pixel permutation (sequence=permuted); saved in the run folder")
     images_key: str = option("x", "array of images in a .npz archive")
     labels_key: str = option("y", "array of labels in a .npz archive")
-    image_shape: list[int] = option([8, 8], "[height, width] of the images in a digits CSV")
+    image_shape: list[int] | None = option(None, "[height, width]: of the images in a digits CSV (null: 8x8); "
+                                                 "class-folder pictures are resized to it (null: all must share "
+                                                 "one size)")
+    color: Literal["auto", "grey", "rgb", "rgba"] = option(
+        "auto", "colour mode class-folder pictures are read in; auto: grey when every picture is grey, else rgb")
     standardize: bool = option(True, "subtract the training pixel mean and divide by its standard deviation")
     dev_fraction: float = option(0.1, "fraction of training images held out as dev when --dev is not given")
     max_train_examples: int | None = option(None, "use only the first N training images (after the dev split); "
@@ -124,7 +132,7 @@ class Config:
         check_cell(self.model.cell)
         check_at_least_one(("model.hidden_size", self.model.hidden_size), ("model.num_layers", self.model.num_layers),
                            ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size))
-        if len(self.data.image_shape) != 2 or min(self.data.image_shape) < 1:
+        if self.data.image_shape is not None and (len(self.data.image_shape) != 2 or min(self.data.image_shape) < 1):
             raise ConfigError(f"data.image_shape: expected [height, width] of positive sizes, got {self.data.image_shape}")
         if self.data.max_train_examples is not None and self.data.max_train_examples < 2:
             raise ConfigError(f"data.max_train_examples: must be >= 2 or null, got {self.data.max_train_examples}")
@@ -180,18 +188,20 @@ def detect_format(path: str | Path, fmt: str) -> str:
     p = Path(str(path).split(",")[0])
     name = p.name.lower()
     if not p.exists():
-        raise FileNotFoundError(f"data not found: {p} (give an existing folder of MNIST idx files, an idx, .npz "
-                                "or .csv[.gz] file, or builtin:digits)")
+        raise FileNotFoundError(f"data not found: {p} (give an existing folder of MNIST idx files or of class "
+                                "folders of pictures, an idx, .npz or .csv[.gz] file, or builtin:digits)")
     if p.is_dir():
-        return "mnist"
+        idx_files = any("idx" in q.name or "ubyte" in q.name for q in p.iterdir() if q.is_file())
+        return "folders" if not idx_files and _holds_pictures(p) else "mnist"
     if name.endswith(".npz"):
         return "npz"
     if name.endswith((".csv", ".csv.gz")):
         return "digits-csv"
     if "idx" in name or "ubyte" in name:
         return "idx"
-    raise ConfigError(f"{path}: cannot tell the image format from the name; pass a folder of MNIST idx files, an "
-                      "idx, .npz or .csv[.gz] file, or builtin:digits (or set data.format)")
+    raise ConfigError(f"{path}: cannot tell the image format from the name; pass a folder of MNIST idx files or of "
+                      "class folders of pictures, an idx, .npz or .csv[.gz] file, or builtin:digits (or set "
+                      "data.format)")
 
 
 def _find_one(folder: Path, prefix: str, kind: str) -> Path:
@@ -200,9 +210,8 @@ def _find_one(folder: Path, prefix: str, kind: str) -> Path:
                                 "pass the folder, or data.format=idx for one idx file")
     found = sorted(p for p in folder.iterdir() if p.name.startswith(prefix) and kind in p.name and p.is_file())
     if not found and _holds_pictures(folder):
-        raise ConfigError(f"{folder}: folders of picture files (one subfolder per class) are not read by "
-                          f"{NAME}; stack them into a .npz with arrays x [N, H, W] (or [N, H, W, C]) and y [N] "
-                          "(whole-number class indices), or give MNIST idx files")
+        raise ConfigError(f"{folder}: holds picture files, not MNIST idx files; set data.format=folders (or auto) to "
+                          "read one subfolder of pictures per class")
     if not found:
         raise FileNotFoundError(f"{folder}: no MNIST file named {prefix}*{kind}* (expected e.g. "
                                 f"{prefix}-images-idx3-ubyte.gz); set data.split or pass the idx file itself")
@@ -211,8 +220,10 @@ def _find_one(folder: Path, prefix: str, kind: str) -> Path:
 
 def _holds_pictures(folder: Path) -> bool:
     """Whether ``folder`` or one of its subfolders holds a picture file (PNG, JPEG ...)."""
+    from ..data.images import PICTURE_SUFFIXES
+
     def pictures(d: Path) -> bool:
-        return any(q.suffix.lower() in IMAGE_SUFFIXES and q.is_file() for q in d.iterdir())
+        return any(q.suffix.lower() in PICTURE_SUFFIXES and q.is_file() for q in d.iterdir())
 
     try:
         return pictures(folder) or any(d.is_dir() and pictures(d) for d in folder.iterdir())
@@ -221,15 +232,24 @@ def _holds_pictures(folder: Path) -> bool:
 
 
 def integer_labels(labels: Any, source: str) -> np.ndarray:
-    """Labels as int64 class indices, or a one-line error for names or fractional values."""
+    """Labels as int64 class indices, or a one-line error for fractional or other non-integer values."""
     arr = np.asarray(labels).reshape(-1)
     if arr.dtype.kind in "biu":
         return arr.astype(np.int64)
     if arr.dtype.kind == "f" and bool(np.all(np.isfinite(arr))) and bool(np.all(arr == np.round(arr))):
         return arr.astype(np.int64)
     bad = next((v for v in arr.tolist() if not (isinstance(v, int | float) and float(v).is_integer())), arr.dtype)
-    raise ConfigError(f"{source}: labels must be whole-number class indices, got {bad!r}; map class names or "
-                      "other values to 0..K-1 first (numpy.unique(y, return_inverse=True) does it)")
+    raise ConfigError(f"{source}: labels must be whole-number class indices or class names (strings), got {bad!r}; "
+                      "map other values to 0..K-1 first (numpy.unique(y, return_inverse=True) does it)")
+
+
+def class_labels(labels: Any, source: str) -> np.ndarray:
+    """Class names (strings, e.g. the class folders) as they are, else whole-number class indices
+    (:func:`integer_labels`)."""
+    arr = np.asarray(labels).reshape(-1)
+    if arr.dtype.kind in "US" or (arr.dtype.kind == "O" and all(isinstance(v, str) for v in arr.tolist())):
+        return arr.astype(str)
+    return integer_labels(arr, source)
 
 
 def _labels_beside(images: Path) -> Path:
@@ -245,7 +265,8 @@ def _labels_beside(images: Path) -> Path:
 
 def read_images(path: str | Path, cfg: DataConfig, *, labelled: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Read ``(images [N, H, W], labels [N] | None)`` with the data layer's readers."""
-    from ..data.images import read_digits_csv, read_idx, read_npz
+    from ..data.errors import config_keys
+    from ..data.images import read_digits_csv, read_idx, read_image_folder, read_npz
 
     fmt = detect_format(path, cfg.format)
     if fmt == "builtin":
@@ -271,12 +292,15 @@ def read_images(path: str | Path, cfg: DataConfig, *, labelled: bool = True) -> 
         labels = read_idx(label_file) if label_file is not None else None
     elif fmt == "npz":
         images, labels = read_npz(p, cfg.images_key, cfg.labels_key if labelled else None)
+    elif fmt == "folders":
+        with config_keys(CONFIG_KEYS):
+            images, labels = read_image_folder(p, cfg.image_shape, COLOR_CHANNELS[cfg.color])
     else:
-        h, w = cfg.image_shape
+        h, w = cfg.image_shape or (8, 8)
         images, labels = read_digits_csv(p, (h, w))
     images = _channels_last(images, str(path))
     if labels is not None:
-        labels = integer_labels(labels, str(path))
+        labels = class_labels(labels, str(path))
         if len(labels) != len(images):
             raise ConfigError(f"{path}: {len(images)} images but {len(labels)} labels")
     return images, labels
@@ -295,42 +319,38 @@ def _channels_last(images: np.ndarray, source: str) -> np.ndarray:
     return images
 
 
-PICTURE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
-
-
 def read_image_file(path: Path, shape: tuple[int, int], channels: int = 1) -> np.ndarray:
-    """One picture file (PNG, JPEG ...) as values 0-255, converted to the training colour mode (grey
-    ``[H, W]``, or ``[H, W, C]`` for 3 or 4 channels) and resized to ``shape``."""
-    from PIL import Image
+    """One picture file (PNG, JPEG ...) as float values 0-255, converted to the training colour mode
+    (grey ``[H, W]``, or ``[H, W, C]`` for 3 or 4 channels) and resized to ``shape``."""
+    from ..data.images import PICTURE_MODES, read_picture
 
     if channels not in PICTURE_MODES:
         raise ConfigError(f"{path}: the model was trained on images of {channels} channels, which picture files "
                           "do not have; give .npy or .npz arrays of that shape")
-    try:
-        with Image.open(path) as img:
-            converted = img.convert(PICTURE_MODES[channels])
-            if converted.size != (shape[1], shape[0]):
-                converted = converted.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-            return np.asarray(converted, dtype=np.float32)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"{path}: cannot read the image ({err})") from None
+    return read_picture(path, shape, channels).astype(np.float32)
 
 
 class Preprocessor:
     """Scaling, standardisation, pixel order and label set, fitted on training images only."""
 
     def __init__(self, cfg: DataConfig, image_shape: tuple[int, int], scale: float, mean: float, std: float,
-                 classes: list[int], permutation: Any = None, channels: int = 1) -> None:
+                 classes: Sequence[int | str], permutation: Any = None, channels: int = 1,
+                 pictures: bool = False) -> None:
         self.cfg, self.image_shape, self.scale = cfg, (int(image_shape[0]), int(image_shape[1])), float(scale)
-        self.mean, self.std, self.classes = float(mean), float(std), [int(c) for c in classes]
+        # class indices (ints) or class names (the class folders), in output order
+        self.classes = [c if isinstance(c, str) else int(c) for c in classes]
+        self.mean, self.std = float(mean), float(std)
+        # trained on picture files (class folders): pictures given to predict are on the training scale as
+        # they are; otherwise their 0-255 values are mapped to the training arrays' 0..max range
+        self.pictures = bool(pictures)
         self.permutation, self.channels = permutation, int(channels)
 
     @classmethod
-    def fit(cls, images: np.ndarray, labels: np.ndarray, cfg: DataConfig) -> Preprocessor:
-        from ..data.images import PixelPermutation
+    def fit(cls, images: np.ndarray, labels: np.ndarray, cfg: DataConfig, pictures: bool = False) -> Preprocessor:
+        from ..data.images import PixelPermutation, natural_key
 
         images = _channels_last(np.asarray(images), "training images")
-        labels = integer_labels(labels, "training labels")
+        labels = class_labels(labels, "training labels")
         top = float(images.max()) if images.size else 1.0
         scale = 1.0 / top if top > 1.0 else 1.0  # uint8 MNIST: 1/255; digits CSV (0-16): 1/16
         x = images.astype(np.float32) * scale
@@ -338,7 +358,9 @@ class Preprocessor:
         shape = (int(images.shape[1]), int(images.shape[2]))
         perm = PixelPermutation(shape[0] * shape[1], cfg.permutation_seed) if cfg.sequence == "permuted" else None
         channels = 1 if images.ndim == 3 else int(images.shape[3])
-        return cls(cfg, shape, scale, mean, std, sorted(int(c) for c in np.unique(labels)), perm, channels)
+        names = labels.dtype.kind == "U"
+        classes = sorted(np.unique(labels).tolist(), key=natural_key if names else None)
+        return cls(cfg, shape, scale, mean, std, classes, perm, channels, pictures)
 
     def describe(self, size: Sequence[int] | None = None, channels: int | None = None) -> str:
         """``8x8`` (grey) or ``32x32x3`` (3 channels): the training images, or the given ones."""
@@ -376,20 +398,28 @@ class Preprocessor:
         seq = images_to_sequences(images, self.cfg.sequence, permutation=self.permutation, scale=self.scale)
         return (seq - self.mean) / self.std
 
+    def unknown_labels(self, labels: np.ndarray, source: str) -> list[str]:
+        """Labels (names or indices, compared as text: class folder ``3`` is label 3) not among the
+        training classes, sorted."""
+        from ..data.images import natural_key
+
+        known = {str(c) for c in self.classes}
+        return sorted({str(v) for v in class_labels(labels, source).tolist()} - known, key=natural_key)
+
     def encode_labels(self, labels: np.ndarray, source: str) -> Tensor:
-        labels = integer_labels(labels, source)
-        index = {c: i for i, c in enumerate(self.classes)}
-        unknown = sorted({int(v) for v in labels} - set(index))
+        labels = class_labels(labels, source)
+        unknown = self.unknown_labels(labels, source)
         if unknown:
             raise ConfigError(f"{source}: label {unknown[0]} is not in the training labels "
                               f"({', '.join(map(str, self.classes))})")
-        return torch.tensor([index[int(v)] for v in labels], dtype=torch.long)
+        index = {str(c): i for i, c in enumerate(self.classes)}
+        return torch.tensor([index[str(v)] for v in labels.tolist()], dtype=torch.long)
 
     def save(self, run: RunDir) -> None:
         if self.permutation is not None:
             run.write_json("permutation.json", self.permutation.to_config())
         run.write_json("preprocessing.json", {"data": asdict(self.cfg), "image_shape": list(self.image_shape),
-                                              "channels": self.channels,
+                                              "channels": self.channels, "pictures": self.pictures,
                                               "scale": self.scale, "mean": self.mean, "std": self.std,
                                               "classes": self.classes})
 
@@ -407,7 +437,7 @@ class Preprocessor:
                 raise RunError(f"run folder {run.path}: permutation.json is missing or corrupt ({err}); "
                                "train again") from None
         return cls(cfg, tuple(meta["image_shape"]), meta["scale"], meta["mean"], meta["std"],  # type: ignore[arg-type]
-                   meta["classes"], perm, int(meta.get("channels", 1)))
+                   meta["classes"], perm, int(meta.get("channels", 1)), bool(meta.get("pictures", False)))
 
 
 def _loader(x: Tensor, y: Tensor | None, batch_size: int, *, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
@@ -459,16 +489,19 @@ class TrainedImageClassifier:
             return [name], [batch[0]]
         return [f"{name}[{i}]" for i in range(len(batch))], list(batch)
 
-    def _inputs(self, inputs: Sequence[str | np.ndarray]) -> tuple[list[str], np.ndarray]:
+    def _inputs(self, inputs: Sequence[str | Path | np.ndarray]) -> tuple[list[str], np.ndarray]:
+        from ..data.images import PICTURE_SUFFIXES
+
         names: list[str] = []
         arrays: list[np.ndarray] = []
-        for item in inputs:
+        for item in self._expand_folders(inputs):
             if isinstance(item, np.ndarray):
                 more_names, more = self._split(item, "array", numbered=True)
             else:
                 p = Path(item)
                 if not p.is_file():
-                    raise FileNotFoundError(f"input not found: {p} (give image files, .npy or .npz files)")
+                    raise FileNotFoundError(f"input not found: {p} (give image files, folders of them, .npy or "
+                                            ".npz files)")
                 if p.suffix.lower() == ".npz":
                     images, _ = read_images(p, self.prep.cfg, labelled=False)
                     more_names, more = self._split(images, str(p), numbered=True)
@@ -478,13 +511,14 @@ class TrainedImageClassifier:
                     except (OSError, ValueError) as err:
                         raise ValueError(f"{p}: cannot read the array ({err})") from None
                     more_names, more = self._split(arr, str(p), numbered=False)
-                elif p.suffix.lower() in IMAGE_SUFFIXES:
-                    # picture files are 0-255; bring them to the training scale's 0..max range
+                elif p.suffix.lower() in PICTURE_SUFFIXES:
                     picture = read_image_file(p, self.prep.image_shape, self.prep.channels)
-                    more_names, more = [str(p)], [picture * (1.0 / (255.0 * self.prep.scale))]
+                    if not self.prep.pictures:  # 0-255 values to the training arrays' 0..max range
+                        picture = picture * (1.0 / (255.0 * self.prep.scale))
+                    more_names, more = [str(p)], [picture]
                 else:
-                    raise ValueError(f"{p}: cannot predict on {p.suffix or 'this'} files; give PNG/JPEG images, "
-                                     ".npy arrays or .npz archives")
+                    raise ValueError(f"{p}: cannot predict on {p.suffix or 'this'} files; give PNG/JPEG images "
+                                     "(or folders of them), .npy arrays or .npz archives")
             names += more_names
             arrays += more
         if not arrays:
@@ -492,8 +526,26 @@ class TrainedImageClassifier:
             return names, np.zeros((0, *shape), dtype=np.float32)
         return names, np.stack([np.asarray(a, dtype=np.float32) for a in arrays])
 
-    def predict(self, inputs: Sequence[str | np.ndarray]) -> list[dict[str, Any]]:
-        """Label and per-class probabilities for each image (files, ``.npz`` rows or arrays)."""
+    @staticmethod
+    def _expand_folders(inputs: Sequence[str | Path | np.ndarray]) -> list[str | Path | np.ndarray]:
+        """Each folder among ``inputs`` replaced by the picture files in it and its subfolders (sorted)."""
+        from ..data.images import picture_files
+
+        out: list[str | Path | np.ndarray] = []
+        for item in inputs:
+            if not isinstance(item, np.ndarray) and Path(item).is_dir():
+                found = picture_files(item)
+                if not found:
+                    raise FileNotFoundError(f"{item}: no picture files (PNG, JPEG, BMP, GIF, TIFF, WebP) in this "
+                                            "folder or its subfolders")
+                out += found
+            else:
+                out.append(item)
+        return out
+
+    def predict(self, inputs: Sequence[str | Path | np.ndarray]) -> list[dict[str, Any]]:
+        """Label and per-class probabilities for each image (picture files, folders of them, ``.npy``
+        arrays, ``.npz`` rows or arrays)."""
         names, images = self._inputs(inputs)
         probs = self.scores(images, "prediction input")
         classes = [str(c) for c in self.prep.classes]
@@ -579,7 +631,9 @@ def _same_data(a: str | Path, b: str | Path) -> bool:
 def _is_mnist_test(source: str | Path, cfg: DataConfig) -> bool:
     """Whether ``source`` reads MNIST test files: a folder with ``data.split=test``, or a ``t10k*`` file."""
     first = Path(str(source).split(",")[0])
-    return (first.is_dir() and cfg.split == "test") or first.name.startswith("t10k")
+    if first.is_dir():
+        return cfg.split == "test" and detect_format(first, cfg.format) == "mnist"
+    return first.name.startswith("t10k")
 
 
 def _split_dev(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -632,11 +686,11 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         log(f"data.max_train_examples: training on the first {len(images)} images")
     if len(images) < 2:
         raise ConfigError(f"{train_path}: need at least 2 training images, found {len(images)}")
-    prep = Preprocessor.fit(images, labels, cfg.data)
+    prep = Preprocessor.fit(images, labels, cfg.data, pictures=detect_format(train_path, cfg.data.format) == "folders")
     if len(prep.classes) < 2:
         raise ConfigError(f"{train_path}: only one label ({prep.classes[0]}) in the training data; "
                           "a classifier needs at least two")
-    unseen = sorted({int(v) for v in dev_labels} - set(prep.classes))
+    unseen = prep.unknown_labels(dev_labels, str(dev_path or train_path))
     if unseen:
         if cfg.data.max_train_examples is not None:
             fix = "raise data.max_train_examples (it keeps the first N training images)"
