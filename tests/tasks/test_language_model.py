@@ -264,6 +264,21 @@ def test_windows_walk_each_stream_in_order_and_keep_the_last_short_window():
         assert torch.equal(inputs, torch.from_numpy(streams[:, :-1])) and torch.equal(targets, inputs + 1)
         assert [w[2] for w in windows][0] == 0
     assert [w[0].shape[1] for w in StreamWindows(streams, 4)] == [4, 2]
+    long = np.zeros((2, 2001), dtype=np.int64)  # variable windows never exceed a short bptt's floor
+    lengths = [n for _, n in StreamWindows(long, 3, variable=True, seed=0).bounds()]
+    assert min(lengths[:-1]) == 3 and max(lengths) > 3
+    lengths = [n for _, n in StreamWindows(long, 35, variable=True, seed=0).bounds()]
+    assert min(lengths[:-1]) >= 5 and 30 < np.mean(lengths) < 36
+
+
+def test_generated_text_reads_eos_as_a_line_break():
+    from rnnkit.tasks.language_model import render_tokens
+
+    tokens = ["the", "cat", "<eos>", "a", "<unk>", "dog", "<eos>"]
+    assert render_tokens(tokens, "word") == "the cat\na <unk> dog\n"
+    pieces = ["\u2581the", "\u2581ca", "t", "<eos>", "\u2581a", "<unk>"]
+    assert render_tokens(pieces, "subword") == "the cat\na <unk>"
+    assert render_tokens(["a", "\n", "b"], "char") == "a\nb"
 
 
 def _unk_loving_model(prep, **kw):
@@ -320,7 +335,7 @@ def test_subword_generation_is_detokenized_and_stops_at_eos(tmp_path):
         lm.model.step = lambda ids, state: (_one_hot(prep, next(script)), state)
         out = lm.generate("", length=20, seed=0)
     assert out["tokens"][-1] == "<eos>" and "\u2581" not in out["text"]
-    assert out["text"] == "the cat sees the moon . <eos>"
+    assert out["text"] == "the cat sees the moon .\n"  # <eos> reads as a line break
 
 
 def _one_hot(prep, token):

@@ -382,7 +382,9 @@ def split_dev_tail(path: Path, fraction: float, head: Path, tail: Path) -> int:
 
 
 class StreamWindows(torch.utils.data.IterableDataset):
-    """TBPTT windows over ``[S, T]`` streams in order; with ``variable`` the lengths vary per epoch."""
+    """TBPTT windows over ``[S, T]`` streams in order; with ``variable`` the lengths vary per epoch
+    (AWD-LSTM: ``bptt``, or ``bptt / 2`` one time in twenty, plus normal noise of standard deviation
+    5; at least 5 steps, or ``bptt`` when that is shorter)."""
 
     def __init__(self, streams: np.ndarray, bptt: int, *, variable: bool = False, seed: int = 0) -> None:
         self.streams, self.bptt, self.variable, self.seed, self.epoch = streams, bptt, variable, seed, 0
@@ -395,7 +397,7 @@ class StreamWindows(torch.utils.data.IterableDataset):
             length = self.bptt
             if self.variable:
                 base = self.bptt if rng.random() < 0.95 else self.bptt / 2
-                length = max(5, int(rng.gauss(base, 5)))
+                length = max(min(5, self.bptt), int(rng.gauss(base, 5)))
             length = min(length, total - start)
             out.append((start, length))
             start += length
@@ -525,9 +527,9 @@ class TrainedLanguageModel:
             on_token: called with each new token's text (streaming output).
 
         Returns:
-            ``prompt``, ``text`` (the new tokens joined as the level writes them: characters
-            concatenated, words space-separated, subwords detokenized), ``tokens`` (the stop token
-            included) and ``unknown_prompt_tokens``.
+            ``prompt``, ``text`` (the new tokens as text, :func:`render_tokens`: characters
+            concatenated, words space-separated, subwords detokenized, ``<eos>`` a line break),
+            ``tokens`` (the stop token included) and ``unknown_prompt_tokens``.
         """
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}; fix: for the most likely token at every "
@@ -568,13 +570,8 @@ class TrainedLanguageModel:
                     break
                 step_logits, state = self.model.step(torch.tensor([token]), state)
                 last = step_logits[0]
-        if level == "char":
-            joined = "".join(out_tokens)
-        elif level == "subword":
-            joined = "".join(subword_text(t, vocab.specials) for t in out_tokens).lstrip(" ")
-        else:
-            joined = " ".join(out_tokens)
-        return {"prompt": prompt, "text": joined, "tokens": out_tokens, "unknown_prompt_tokens": unknown}
+        text = render_tokens(out_tokens, level, vocab.specials)
+        return {"prompt": prompt, "text": text, "tokens": out_tokens, "unknown_prompt_tokens": unknown}
 
     def _stop_id(self, stop: str | None) -> int | None:
         """The id generation stops at: ``stop`` (checked against the vocabulary), or the default."""
@@ -669,7 +666,10 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
             carried["train"] = None  # a new epoch starts the streams again
         nll, state = mdl.nll(inputs, targets, carried["train"])  # type: ignore[operator]
         carried["train"] = detach_state(state)
-        return nll / targets.numel()
+        loss = nll / targets.numel()
+        # AWD-LSTM scales the learning rate by window length / bptt, so each token weighs the same
+        # whatever window it falls in; scaling the loss does the same for every optimizer's step size
+        return loss * (inputs.shape[1] / cfg.train.bptt) if cfg.train.variable_bptt else loss
 
     def predict_fn(mdl: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
         inputs, targets, start = batch
@@ -724,6 +724,24 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     return metrics
 
 
+def render_tokens(tokens: Sequence[str], level: str, specials: Sequence[str] = ("<unk>", "<eos>", "<pad>", "<bos>")
+                  ) -> str:
+    """Generated tokens as text: characters concatenated; words joined by spaces; subwords
+    detokenized (``▁`` starts a word); ``<eos>``, the end of a line in word and subword models, is a
+    line break (no space around it). Other special tokens stay visible as words."""
+    if level == "char":
+        return "".join(tokens)
+    lines: list[list[str]] = [[]]
+    for token in tokens:
+        if token == "<eos>":
+            lines.append([])
+        else:
+            lines[-1].append(subword_text(token, specials) if level == "subword" else token)
+    if level == "subword":
+        return "\n".join("".join(line).strip(" ") for line in lines)
+    return "\n".join(" ".join(line) for line in lines)
+
+
 def subword_text(token: str, specials: Sequence[str] = ()) -> str:
     """How a subword piece reads in text: ``▁`` (a word start) becomes a space; a special token
     such as ``<eos>`` is written as a word of its own."""
@@ -731,7 +749,9 @@ def subword_text(token: str, specials: Sequence[str] = ()) -> str:
 
 
 def stream_to_terminal(token: str, level: str) -> None:
-    if level == "subword":
+    if token == "<eos>" and level != "char":
+        sys.stdout.write("\n")
+    elif level == "subword":
         sys.stdout.write(subword_text(token, ("<unk>", "<eos>", "<pad>", "<bos>")))
     else:
         sys.stdout.write(token if level == "char" else token + " ")
