@@ -52,7 +52,7 @@ def test_missing_column_names_file_and_columns(tmp_path: Path) -> None:
     assert str(f) in msg and "'label'" in msg and "['text', 'target']" in msg and "\n" not in msg
     with pytest.raises(DataError, match="out of range"):
         read_delimited(f, 5, None)
-    with pytest.raises(DataError, match="has_header=False"):
+    with pytest.raises(DataError, match="given by name but the file is read without a header row; fix: pass text_column"):
         read_delimited(f, "text", None, has_header=False)
 
 

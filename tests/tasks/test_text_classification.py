@@ -401,7 +401,7 @@ def test_predict_file_with_undecodable_bytes_names_file_and_line(trained_run, tm
 def test_missing_column_hint_names_the_config_key(tmp_path):
     train = _write_csv(tmp_path / "t.csv", 20, 0)
     message = _train_error(tmp_path, "--train", str(train), "--set", "data.label_column=sentiment")
-    assert message.endswith("fix: add --set data.text_column=<name> with one of those names (or a 0-based index)")
+    assert "fix: add --set data.text_column=<name> with one of those names (or a 0-based index) or add --set data.has_header=false" in message
 
 
 def test_evaluate_output_is_aligned_and_multi_label_predictions_are_joined(tmp_path):

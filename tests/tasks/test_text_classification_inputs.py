@@ -195,6 +195,32 @@ def test_a_wrong_column_name_suggests_the_closest(tmp_path):
         read_delimited(data, "body", "sentiment")  # nothing close: the columns and the generic fix
 
 
+def test_a_csv_without_a_header_row_reads_every_row_with_column_indexes(tmp_path):
+    rows = [[label, text] for text, label in _rows(40, 3)]  # label first, no header
+    train = tmp_path / "train.csv"
+    with train.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(train), "--out", str(tmp_path), *FAST])
+    assert result.exit_code == 2
+    assert _errors(result)[0].endswith("fix: add --set data.text_column=<name> with one of those names (or a "
+                                       "0-based index) or add --set data.has_header=false and give 0-based column "
+                                       "indexes if the first row is data, not names")
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(train), "--out", str(tmp_path),
+                                 "--set", "data.has_header=false", *FAST])
+    assert result.exit_code == 2 and _errors(result) == [
+        f"error: {train}: text column 'text' given by name but the file is read without a header row; fix: add "
+        "--set data.text_column=<index> (0-based) or add --set data.has_header=true if its first row names the columns"]
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(train), "--out", str(tmp_path),
+                                 "--name", "nohead", "--set", "data.has_header=false", "--set", "data.text_column=1",
+                                 "--set", "data.label_column=0", *FAST])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "nohead"), "--data", str(train), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["examples"] == 40  # the first row is data, not a header
+    examples = read_delimited(train, 1, 0, has_header=False)
+    assert [[e.label, e.text] for e in examples] == rows
+
+
 def test_quoted_fields_with_commas_and_newlines_are_named_by_their_first_line(tmp_path):
     data = tmp_path / "q.csv"
     data.write_text('text,label\n"great, really\ngreat film",1\n"dull\n\nplot, awful",0\nfine,\n', encoding="utf-8")

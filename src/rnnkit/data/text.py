@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import DataError, name_of, setting
+from .errors import DataError, fixes, name_of, setting
 from .io import PathLike_, check_file, decode_bytes, iter_lines, read_text
 
 __all__ = [
@@ -82,9 +82,12 @@ def _resolve_column(
         return index
     if header is None:
         raise DataError(
-            f"{role} column {column!r} given by name but has_header=False",
+            f"{role} column {column!r} given by name but the file is read without a header row",
             path=path,
-            hint="pass the column index instead, or has_header=True",
+            hint=fixes(
+                setting(f"{role}_column", ("<index>", "<index>"), then=" (0-based)"),
+                setting("has_header", ("True", "true"), then=" if its first row names the columns"),
+            ),
         )
     if column not in header:
         near = _closest(column, header)
@@ -95,8 +98,10 @@ def _resolve_column(
             line=1,
             hint=setting(f"{role}_column", (repr(near), shlex.quote(near)))
             if near
-            else setting(
-                f"{role}_column", ("<name>", "<name>"), then=" with one of those names (or a 0-based index)"
+            else fixes(
+                setting(f"{role}_column", ("<name>", "<name>"), then=" with one of those names (or a 0-based index)"),
+                setting("has_header", ("False", "false"), then=" and give 0-based column indexes if the first row "
+                        "is data, not names"),
             ),
         )
     return list(header).index(column)
@@ -170,7 +175,7 @@ def read_delimited(
             if len(row) != ncols:
                 spans = f" (the record runs from line {line} to line {end}: an unclosed quote?)" if end > line else ""
                 raise DataError(
-                    f"row has {len(row)} fields, the header has {ncols}{spans}",
+                    f"row has {len(row)} fields, the {'header' if has_header else 'first row'} has {ncols}{spans}",
                     path=p,
                     line=line,
                     hint=f"quote fields containing {delimiter!r} or fix the row",

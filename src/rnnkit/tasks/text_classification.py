@@ -53,9 +53,9 @@ _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|<br\s*/?>|\n+")
 # The data readers' arguments as config keys, for one-line errors worded for the command line.
 CONFIG_KEYS = {"text_column": "data.text_column", "label_column": "data.label_column", "text_field": "data.text_column",
                "label_field": "data.label_column", "classes": "data.classes", "member_prefix": "data.member_prefix",
-               "errors": "data.encoding_errors"}
+               "errors": "data.encoding_errors", "has_header": "data.has_header"}
 # The data.* keys that evaluate and predict may change: how files are read, not how texts are encoded.
-READING_KEYS = ("format", "text_column", "label_column", "member_prefix", "classes", "label_separator",
+READING_KEYS = ("format", "text_column", "label_column", "has_header", "member_prefix", "classes", "label_separator",
                 "encoding_errors")
 _MISSING_LABELS = ("", "nan")
 
@@ -67,6 +67,8 @@ class DataConfig:
         "auto", "input format; auto: by extension (.csv .tsv .jsonl), folder or tar archive -> folders, else label-sentence")
     text_column: str = option("text", "text column (CSV/TSV/JSONL): name, or 0-based index")
     label_column: str = option("label", "label column (CSV/TSV/JSONL): name, or 0-based index")
+    has_header: bool = option(True, "CSV/TSV: the first row names the columns; false: it is data (give the columns "
+                                    "as 0-based indexes)")
     member_prefix: str | None = option(None, "folder inside a tar archive or folder holding the class folders, e.g. aclImdb/train")
     classes: list[str] = option([], "class folders to read (folders format); empty: all")
     label_separator: str = option("|", "separator between labels of one text (multi-label)")
@@ -249,7 +251,7 @@ def read_examples(path: str | Path, cfg: DataConfig, *, labelled: bool = True, k
     if fmt in ("csv", "tsv"):
         return readers.read_delimited(p, _column(cfg.text_column), label_column,
                                       delimiter="\t" if fmt == "tsv" else ",", errors=cfg.encoding_errors,
-                                      skip_empty=not keep_empty)
+                                      has_header=cfg.has_header, skip_empty=not keep_empty)
     if fmt == "jsonl":
         return readers.read_jsonl(p, cfg.text_column, cfg.label_column if labelled else None,
                                   errors=cfg.encoding_errors, skip_empty=not keep_empty)
