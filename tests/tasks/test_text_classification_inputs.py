@@ -221,6 +221,20 @@ def test_a_csv_without_a_header_row_reads_every_row_with_column_indexes(tmp_path
     assert [[e.label, e.text] for e in examples] == rows
 
 
+def test_a_vocabulary_too_small_for_the_texts_is_a_one_line_error(tmp_path):
+    train = _write(tmp_path / "train.csv", _rows(30, 0))
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(train), "--out", str(tmp_path),
+                                 *FAST, "--set", "data.min_freq=1000"])
+    assert result.exit_code == 2 and _errors(result) == [
+        f"error: {train}: no token of the training texts is in the vocabulary (data.min_freq=1000, "
+        "data.vocab_size=30000), so every token would be <unk>; fix: lower data.min_freq or raise data.vocab_size"]
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(train), "--out", str(tmp_path),
+                                 *FAST, "--set", "data.tokenizer=unigram", "--set", "data.vocab_size=8"])
+    assert result.exit_code == 2 and _errors(result) == [
+        "error: vocab_size=8 is too small for a unigram model of these texts: it must hold every distinct character "
+        "and the special tokens; fix: add --set data.vocab_size=8000 or another size larger than the alphabet"]
+
+
 def test_quoted_fields_with_commas_and_newlines_are_named_by_their_first_line(tmp_path):
     data = tmp_path / "q.csv"
     data.write_text('text,label\n"great, really\ngreat film",1\n"dull\n\nplot, awful",0\nfine,\n', encoding="utf-8")
@@ -248,6 +262,8 @@ def test_quoted_fields_with_commas_and_newlines_are_named_by_their_first_line(tm
     (["train.epochs=-1"], "train.epochs: must be >= 1, got -1"),
     (["train.batch_size=0"], "train.batch_size: must be >= 1, got 0"),
     (["train.epoch=3"], "unknown key train.epoch; valid keys here: accelerator, batch_size"),
+    (["data.vocab_size=2"], r"data.vocab_size: must be >= 5 \(the 4 special tokens .*got 2; fix: --set "
+                            "data.vocab_size=30000"),
 ])
 def test_bad_training_values_are_one_line_errors_naming_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):

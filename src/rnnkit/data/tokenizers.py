@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .errors import DataError
+from .errors import DataError, setting
 from .serialization import JsonSerializable
 
 __all__ = [
@@ -346,7 +346,16 @@ class SubwordTokenizer(Tokenizer):
             steps.append(normalizers.Lowercase())
         if steps:
             backend.normalizer = normalizers.Sequence(steps)
-        backend.train_from_iterator(texts, trainer=trainer)
+        try:
+            backend.train_from_iterator(texts, trainer=trainer)
+        except Exception as exc:  # the tokenizers library raises a bare Exception
+            if "not large enough" in str(exc):
+                raise DataError(
+                    f"vocab_size={vocab_size} is too small for a {kind} model of these texts: it must hold "
+                    "every distinct character and the special tokens",
+                    hint=setting("vocab_size", ("8000", "8000"), then=" or another size larger than the alphabet"),
+                ) from None
+            raise DataError(f"training the {kind} tokenizer failed: {exc}", hint="check the texts") from None
         return cls(backend, kind, specials)
 
     @property

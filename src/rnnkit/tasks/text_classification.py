@@ -53,7 +53,7 @@ _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|<br\s*/?>|\n+")
 # The data readers' arguments as config keys, for one-line errors worded for the command line.
 CONFIG_KEYS = {"text_column": "data.text_column", "label_column": "data.label_column", "text_field": "data.text_column",
                "label_field": "data.label_column", "classes": "data.classes", "member_prefix": "data.member_prefix",
-               "errors": "data.encoding_errors", "has_header": "data.has_header"}
+               "errors": "data.encoding_errors", "has_header": "data.has_header", "vocab_size": "data.vocab_size"}
 # The data.* keys that evaluate and predict may change: how files are read, not how texts are encoded.
 READING_KEYS = ("format", "text_column", "label_column", "has_header", "member_prefix", "classes", "label_separator",
                 "encoding_errors")
@@ -128,6 +128,10 @@ class Config:
                            ("data.vocab_size", self.data.vocab_size))
         if not 0 <= self.model.dropout < 1:
             raise ConfigError(f"model.dropout: must be in [0, 1), got {self.model.dropout}")
+        if self.data.vocab_size < 5:
+            raise ConfigError(f"data.vocab_size: must be >= 5 (the 4 special tokens <pad>, <unk>, <bos>, <eos> and at "
+                              f"least one token of the texts), got {self.data.vocab_size}; fix: --set "
+                              "data.vocab_size=30000")
         if not 0 < self.data.dev_fraction < 1:
             raise ConfigError(f"data.dev_fraction: must be in (0, 1), got {self.data.dev_fraction}")
         if self.train.learning_rate <= 0:
@@ -788,6 +792,11 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     multi = cfg.train.multi_label
     train_labels = [_labels_of(e, cfg.data, multi) for e in train_examples]
     prep = Preprocessor.fit([e.text for e in train_examples], train_labels, cfg.data, cfg.model.architecture, multi)
+    specials = 4  # <pad>, <unk>, <bos>, <eos>
+    if prep.encoder.vocab_size <= specials:
+        raise ConfigError(f"{train_path}: no token of the training texts is in the vocabulary (data.min_freq="
+                          f"{cfg.data.min_freq}, data.vocab_size={cfg.data.vocab_size}), so every token would be "
+                          "<unk>; fix: lower data.min_freq or raise data.vocab_size")
     if len(prep.labels) < 2 and not multi:
         raise ConfigError(f"{train_path}: only one label ({prep.labels.classes[0]!r}) in the training data; "
                           "a classifier needs at least two")
