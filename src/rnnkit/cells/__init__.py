@@ -51,6 +51,12 @@ def make_cell(spec: CellSpec, input_size: int, hidden_size: int, **options: Any)
             raise ValueError(f"unknown cell {spec!r}; choose one of {', '.join(sorted(CELLS))} "
                              "or pass a RecurrentCell class")
         spec = CELLS[key]
+    elif isinstance(spec, RecurrentCell):
+        raise TypeError(f"cell must be a name, a RecurrentCell class or a factory, got the instance "
+                        f"{type(spec).__name__}(...); pass the class ({type(spec).__name__}) and its options "
+                        "(cell_options=...) instead")
+    elif not callable(spec):
+        raise TypeError(f"cell must be a name, a RecurrentCell class or a factory, got {type(spec).__name__}")
     cell = spec(input_size, hidden_size, **options)
     if not isinstance(cell, RecurrentCell):
         raise TypeError(f"cell factory returned {type(cell).__name__}, expected a RecurrentCell")

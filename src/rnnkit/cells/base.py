@@ -17,6 +17,7 @@ cell projects its output, as LSTMP does).
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -79,23 +80,63 @@ class RecurrentCell(nn.Module):
     def forward(self, x: Tensor, state: State | Tensor | None = None, *,
                 return_gates: bool = False) -> Any:
         """One time step: ``x`` is ``[B, I]``; returns ``(output, state)`` (and gates if asked)."""
+        name = type(self).__name__
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} expects a tensor of shape [batch, {self.input_size}], got {type(x).__name__}")
         if x.dim() != 2 or x.shape[-1] != self.input_size:
             raise ValueError(
-                f"{type(self).__name__} expects input of shape [batch, {self.input_size}], "
-                f"got {list(x.shape)}"
+                f"{name} expects input of shape [batch, {self.input_size}], "
+                f"got {list(x.shape)}" + ("; a cell runs one step, use rnnkit.nn.Recurrent for sequences"
+                                          if x.dim() == 3 else "")
             )
+        ref = next(iter(self.parameters()), None)
+        autocast = torch.is_autocast_enabled(x.device.type)  # mixed dtypes are autocast's business
+        if ref is not None and (x.device != ref.device or (x.dtype != ref.dtype and not autocast)):
+            raise ValueError(f"{name} input is {x.dtype} on {x.device} but the cell's parameters are {ref.dtype} "
+                             f"on {ref.device}; convert one of them (x.to(...) or cell.to(...))")
         if state is None:
             state = self.initial_state(x.shape[0], dtype=x.dtype, device=x.device)
-        elif isinstance(state, Tensor):
-            state = (state,)
+        else:
+            state = self._check_state(state, x, check_dtype=not autocast)
         out, new_state, gates = self.recur(self.project_input(x), tuple(state), return_gates=return_gates)
         if return_gates:
             return out, new_state, gates
         return out, new_state
 
+    def _check_state(self, state: State | Tensor | list[Tensor], x: Tensor, check_dtype: bool = True) -> State:
+        """``state`` as a tuple of ``[B, size]`` tensors matching ``x``, else a one-line ``ValueError``."""
+        parts = (state,) if isinstance(state, Tensor) else tuple(state)
+        sizes = tuple(self.state_sizes)
+        name = type(self).__name__
+        expected = ", ".join(f"[{x.shape[0]}, {s}]" for s in sizes)
+        if len(parts) != len(sizes):
+            raise ValueError(f"{name} carries {len(sizes)} state tensor(s) ({expected}), got {len(parts)}")
+        for k, (h, size) in enumerate(zip(parts, sizes)):
+            if not isinstance(h, Tensor):
+                raise TypeError(f"{name} state[{k}] must be a tensor of shape [{x.shape[0]}, {size}], "
+                                f"got {type(h).__name__}")
+            if tuple(h.shape) != (x.shape[0], size):
+                raise ValueError(f"{name} state[{k}] must have shape [batch, {size}] = [{x.shape[0]}, {size}], "
+                                 f"got {list(h.shape)}")
+            if h.device != x.device or (check_dtype and h.dtype != x.dtype):
+                raise ValueError(f"{name} state[{k}] is {h.dtype} on {h.device} but the input is {x.dtype} "
+                                 f"on {x.device}; convert the state")
+        return parts
+
     def fused_mode(self) -> str | None:
         """Name of the ``torch.nn`` fused kernel that computes exactly this cell, else ``None``."""
         return None
+
+
+def check_sizes(cell: str, input_size: int, hidden_size: int) -> None:
+    """One-line ``ValueError`` unless ``input_size`` and ``hidden_size`` are positive integers."""
+    for what, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+        try:
+            ok = not isinstance(value, bool) and operator.index(value) >= 1
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{cell} {what} must be a positive integer, got {value!r}")
 
 
 def init_uniform_(module: nn.Module, hidden_size: int) -> None:

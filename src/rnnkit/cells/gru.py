@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RecurrentCell, State, apply_mask, init_uniform_
+from .base import RecurrentCell, State, apply_mask, check_sizes, init_uniform_
 
 
 class GRUCell(RecurrentCell):
@@ -31,6 +31,7 @@ class GRUCell(RecurrentCell):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, reset_after: bool = True,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        check_sizes(type(self).__name__, input_size, hidden_size)
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
         self.reset_after = reset_after

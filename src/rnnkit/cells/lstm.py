@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RecurrentCell, State, apply_mask, init_uniform_
+from .base import RecurrentCell, State, apply_mask, check_sizes, init_uniform_
 
 
 class LSTMCell(RecurrentCell):
@@ -46,8 +46,12 @@ class LSTMCell(RecurrentCell):
                  peephole: bool = False, forget_bias: float | None = None,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        check_sizes(type(self).__name__, input_size, hidden_size)
         if proj_size < 0 or (proj_size and proj_size >= hidden_size):
             raise ValueError(f"proj_size must be 0 or in [1, hidden_size={hidden_size}), got {proj_size}")
+        if forget_bias is not None and not bias:
+            raise ValueError(f"forget_bias={forget_bias} needs bias=True (a cell without biases has no forget-gate "
+                             "bias to set); drop forget_bias or keep the biases")
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size, self.proj_size = input_size, hidden_size, proj_size
         self.output_size = proj_size or hidden_size

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RecurrentCell, State, apply_mask, init_uniform_
+from .base import RecurrentCell, State, apply_mask, check_sizes, init_uniform_
 
 CANDIDATE_ACTIVATIONS = ("g", "linear")
 
@@ -121,6 +121,7 @@ class MinGRUCell(LinearRecurrentCell):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, candidate_activation: str = "g",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        check_sizes(type(self).__name__, input_size, hidden_size)
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
         self.candidate_activation = _check_activation(candidate_activation)
@@ -190,6 +191,7 @@ class MinLSTMCell(LinearRecurrentCell):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, candidate_activation: str = "g",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        check_sizes(type(self).__name__, input_size, hidden_size)
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
         self.candidate_activation = _check_activation(candidate_activation)

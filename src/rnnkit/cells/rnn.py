@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RecurrentCell, State, apply_mask, init_uniform_
+from .base import RecurrentCell, State, apply_mask, check_sizes, init_uniform_
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -32,6 +32,7 @@ class RNNCell(RecurrentCell):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
                  *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        check_sizes(type(self).__name__, input_size, hidden_size)
         if nonlinearity not in _ACTIVATIONS:
             raise ValueError(f"unknown nonlinearity {nonlinearity!r}; choose one of {sorted(_ACTIVATIONS)}")
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
@@ -54,6 +55,8 @@ class RNNCell(RecurrentCell):
         return h, (h,), ({"pre_activation": pre} if return_gates else None)
 
     def fused_mode(self) -> str | None:
+        if type(self) is not RNNCell:  # a subclass may change the math: only the reference scan runs its recur
+            return None
         return "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
 
     def extra_repr(self) -> str:

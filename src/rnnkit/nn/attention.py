@@ -99,10 +99,24 @@ class Attention(nn.Module):
                              f"{self.key_size}], got {list(keys.shape)}")
         if mask is not None and tuple(mask.shape) != tuple(keys.shape[:2]):
             raise ValueError(f"mask must have shape {list(keys.shape[:2])} (batch, source), got {list(mask.shape)}")
+        ref = next(iter(self.parameters()), None)
+        for what, t in (("query", query), ("keys", keys)):
+            if ref is not None and (t.device != ref.device or (
+                    t.dtype != ref.dtype and not torch.is_autocast_enabled(t.device.type))):
+                raise ValueError(f"{type(self).__name__}: {what} is {t.dtype} on {t.device} but the parameters are "
+                                 f"{ref.dtype} on {ref.device}; convert one of them")
+        if coverage is not None and tuple(coverage.shape) != tuple(keys.shape[:2]):
+            raise ValueError(f"coverage must have shape {list(keys.shape[:2])} (batch, source), "
+                             f"got {list(coverage.shape)}")
         if self.coverage and coverage is None:
             coverage = keys.new_zeros(keys.shape[:2])
         if projected_keys is None:
             projected_keys = self.project_keys(keys)
+        else:
+            expected = [*keys.shape[:2], getattr(self, "attention_size", self.query_size)]
+            if list(projected_keys.shape) != expected:
+                raise ValueError(f"projected_keys must be project_keys(keys), of shape {expected}, "
+                                 f"got {list(projected_keys.shape)}")
         weights = masked_softmax(self.score(query, projected_keys, coverage if self.coverage else None), mask)
         context = torch.bmm(weights.unsqueeze(1), keys).squeeze(1)  # [B, K]
         return context, weights
@@ -125,6 +139,8 @@ class BahdanauAttention(Attention):
     def __init__(self, query_size: int, key_size: int, attention_size: int | None = None, *,
                  coverage: bool = False) -> None:
         super().__init__(query_size, key_size, coverage=coverage)
+        if attention_size is not None and attention_size < 1:
+            raise ValueError(f"attention_size must be >= 1 (or None for query_size), got {attention_size}")
         size = attention_size or query_size
         self.attention_size = size
         self.query_proj = nn.Linear(query_size, size, bias=False)  # W_q

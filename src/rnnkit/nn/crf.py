@@ -72,6 +72,8 @@ class CRF(nn.Module):
 
     def __init__(self, num_tags: int, constraints: tuple[Tensor, Tensor, Tensor] | None = None) -> None:
         super().__init__()
+        if isinstance(num_tags, bool) or not isinstance(num_tags, int) or num_tags < 1:
+            raise ValueError(f"CRF num_tags must be a positive integer, got {num_tags!r}")
         self.num_tags = num_tags
         self.start = nn.Parameter(torch.zeros(num_tags))
         self.transitions = nn.Parameter(torch.zeros(num_tags, num_tags))  # [from, to]
@@ -80,9 +82,38 @@ class CRF(nn.Module):
             constraints = (torch.ones(num_tags, dtype=torch.bool), torch.ones(num_tags, num_tags, dtype=torch.bool),
                            torch.ones(num_tags, dtype=torch.bool))
         start_ok, trans_ok, end_ok = constraints
+        for what, t, shape in (("start", start_ok, (num_tags,)), ("transitions", trans_ok, (num_tags, num_tags)),
+                               ("end", end_ok, (num_tags,))):
+            if tuple(t.shape) != shape or t.dtype != torch.bool:
+                raise ValueError(f"CRF constraints: {what} must be a bool tensor of shape {list(shape)}, got "
+                                 f"{t.dtype} of shape {list(t.shape)} (see allowed_transitions)")
         self.register_buffer("start_ok", start_ok.clone())
         self.register_buffer("transitions_ok", trans_ok.clone())
         self.register_buffer("end_ok", end_ok.clone())
+
+    def _check(self, emissions: Tensor, mask: Tensor, tags: Tensor | None = None) -> None:
+        """One-line ``ValueError`` for inputs the recursions would silently misread. The value checks
+        (right padding, tag range) run only on CPU tensors: on a GPU they would cost a sync per call."""
+        k = self.num_tags
+        if emissions.dim() != 3 or emissions.shape[-1] != k:
+            raise ValueError(f"CRF expects emissions of shape [batch, time, {k}], got {list(emissions.shape)}")
+        if emissions.shape[1] == 0:
+            raise ValueError("CRF emissions have no time steps; drop empty batches (or give each batch >= 1 step)")
+        if tuple(mask.shape) != tuple(emissions.shape[:2]) or mask.dtype != torch.bool:
+            raise ValueError(f"CRF mask must be a bool tensor of shape {list(emissions.shape[:2])}, got {mask.dtype} "
+                             f"of shape {list(mask.shape)}")
+        if tags is not None and (tuple(tags.shape) != tuple(emissions.shape[:2])
+                                 or tags.dtype.is_floating_point or tags.dtype == torch.bool):
+            raise ValueError(f"CRF tags must be an integer tensor of shape {list(emissions.shape[:2])}, got "
+                             f"{tags.dtype} of shape {list(tags.shape)}")
+        if mask.device.type == "cpu" and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+            raise ValueError("CRF mask must be right-padded (each row: real steps first, then padding); "
+                             "left padding or gaps would be scored wrongly")
+        if tags is not None and tags.device.type == "cpu" and tags.numel():
+            real = tags[mask]
+            if real.numel() and (int(real.min()) < 0 or int(real.max()) >= k):
+                raise ValueError(f"CRF tags must be in [0, {k}), got values from {int(real.min())} to "
+                                 f"{int(real.max())}")
 
     def _scores(self) -> tuple[Tensor, Tensor, Tensor]:
         forbidden = torch.tensor(FORBIDDEN, dtype=self.start.dtype, device=self.start.device)
@@ -92,6 +123,10 @@ class CRF(nn.Module):
 
     def log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
         """``log Z`` per sequence (forward algorithm), ``[B]``."""
+        self._check(emissions, mask)
+        return self._log_partition(emissions, mask)
+
+    def _log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
         start, trans, end = self._scores()
         alpha = start + emissions[:, 0]  # [B, K]
         for t in range(1, emissions.shape[1]):
@@ -106,6 +141,7 @@ class CRF(nn.Module):
         ``exp(alpha_t + beta_t - log Z)``, with ``alpha`` the forward and ``beta`` the backward
         log-scores, both vectorised over the batch; padded steps and empty sequences get 0.
         """
+        self._check(emissions, mask)
         start, trans, end = self._scores()
         steps = emissions.shape[1]
         alphas = [start + emissions[:, 0]]  # [B, K] each
@@ -122,6 +158,10 @@ class CRF(nn.Module):
 
     def score(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """Unnormalised score ``s(y)`` of the given tag sequences, ``[B]``."""
+        self._check(emissions, mask, tags)
+        return self._score(emissions, tags, mask)
+
+    def _score(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         start, trans, end = self._scores()
         maskf = mask.to(emissions.dtype)
         emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # [B, T]
@@ -133,18 +173,24 @@ class CRF(nn.Module):
 
     def log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """``log p(tags | emissions)`` per sequence, ``[B]`` (0 for empty sequences)."""
+        self._check(emissions, mask, tags)
+        return self._log_likelihood(emissions, tags, mask)
+
+    def _log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         nonempty = mask[:, 0]
-        ll = self.score(emissions, tags, mask) - self.log_partition(emissions, mask)
+        ll = self._score(emissions, tags, mask) - self._log_partition(emissions, mask)
         return ll * nonempty.to(ll.dtype)
 
     def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """Mean negative log-likelihood over the non-empty sequences of the batch."""
+        self._check(emissions, mask, tags)
         count = mask[:, 0].sum().clamp(min=1)
-        return -self.log_likelihood(emissions, tags, mask).sum() / count
+        return -self._log_likelihood(emissions, tags, mask).sum() / count
 
     @torch.no_grad()
     def decode(self, emissions: Tensor, mask: Tensor) -> tuple[list[list[int]], Tensor]:
         """Viterbi: the best tag sequence of each sequence (its real steps only) and its score."""
+        self._check(emissions, mask)
         start, trans, end = self._scores()
         batch, steps, k = emissions.shape
         score = start + emissions[:, 0]

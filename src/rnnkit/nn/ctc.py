@@ -84,8 +84,18 @@ def ctc_greedy_decode(log_probs: Tensor, lengths: Tensor | None = None, blank: i
         log_probs = log_probs.unsqueeze(0)
     if log_probs.dim() != 3:
         raise ValueError(f"log_probs must be [T, V] or [B, T, V], got shape {list(log_probs.shape)}")
+    batch, steps, vocab = log_probs.shape
+    if not 0 <= blank < vocab:
+        raise ValueError(f"blank must be a token id in [0, {vocab}) (the last dimension of log_probs), got {blank}")
     best = log_probs.argmax(-1).tolist()
-    lens = [len(row) for row in best] if lengths is None else [int(n) for n in lengths.tolist()]
+    if lengths is None:
+        lens = [steps] * batch
+    else:
+        lens = [int(n) for n in (lengths.tolist() if isinstance(lengths, Tensor) else lengths)]
+        if len(lens) != batch:
+            raise ValueError(f"lengths must have one entry per row ({batch}), got {len(lens)}")
+        if lens and (min(lens) < 0 or max(lens) > steps):
+            raise ValueError(f"lengths must be in [0, {steps}] (the frames per row), got {lens}")
     return [collapse_alignment(row[:n], blank) for row, n in zip(best, lens)]
 
 
@@ -218,6 +228,9 @@ class CTCPrefixBeamSearch:
             log_probs, dtype=np.float64)
         if lp.ndim != 2:
             raise ValueError(f"log_probs must be [T, V], got shape {list(lp.shape)}")
+        if not 0 <= self.blank < lp.shape[1]:
+            raise ValueError(f"blank must be a token id in [0, {lp.shape[1]}) (the last dimension of log_probs), "
+                             f"got {self.blank}")
         for frame in lp:
             self._advance_frame(frame)
 

@@ -28,6 +28,9 @@ def recurrent_layer(cell: CellSpec, input_size: int, hidden_size: int, *, num_la
         dropout: dropout between layers.
         extras: ``input_dropout``, ``recurrent_dropout``, ``zoneout``, ``implementation``, ``cell_options``...
     """
+    if "batch_first" in extras:
+        raise ValueError("recurrent_layer always builds batch-first layers ([batch, time, features]); drop "
+                         "batch_first= (transpose a time-first input, or build rnnkit.nn.LSTM/GRU/RNN directly)")
     kw = dict(num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, batch_first=True, **extras)
     if isinstance(cell, str):
         name = cell.lower().replace("-", "_")

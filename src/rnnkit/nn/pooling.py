@@ -25,6 +25,11 @@ class AttentionPooling(nn.Module):
         self.last_weights: Tensor | None = None
 
     def forward(self, outputs: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        features = self.project.in_features
+        if outputs.dim() != 3 or outputs.shape[-1] != features:
+            raise ValueError(f"AttentionPooling expects outputs of shape [batch, time, {features}], "
+                             f"got {list(outputs.shape)}")
+        _check_mask("AttentionPooling", outputs, mask)
         scores = self.score(torch.tanh(self.project(outputs))).squeeze(-1)  # [B, T]
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
@@ -35,8 +40,20 @@ class AttentionPooling(nn.Module):
         return torch.einsum("bt,btf->bf", weights, outputs), weights
 
 
+def _check_mask(owner: str, outputs: Tensor, mask: Tensor | None) -> None:
+    if mask is None:
+        return
+    if tuple(mask.shape) != tuple(outputs.shape[:2]):
+        raise ValueError(f"{owner}: mask must have shape [batch, time] = {list(outputs.shape[:2])}, "
+                         f"got {list(mask.shape)}")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"{owner}: mask must be a bool tensor (True on real steps), got {mask.dtype}; "
+                         "pass mask.bool()")
+
+
 def masked_mean(outputs: Tensor, mask: Tensor | None) -> Tensor:
     """Mean over real steps (zeros for an empty sequence)."""
+    _check_mask("masked_mean", outputs, mask)
     if mask is None:
         return outputs.mean(1)
     m = mask.unsqueeze(-1).to(outputs.dtype)
@@ -45,6 +62,7 @@ def masked_mean(outputs: Tensor, mask: Tensor | None) -> Tensor:
 
 def masked_max(outputs: Tensor, mask: Tensor | None) -> Tensor:
     """Maximum over real steps (zeros for an empty sequence)."""
+    _check_mask("masked_max", outputs, mask)
     if mask is None:
         return outputs.amax(1)
     filled = outputs.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)

@@ -93,6 +93,10 @@ class _RecurrentCore(nn.Module):
         self.state: Hidden | None = None
         self.cell_spec = cell
         self.cell_options = dict(cell_options or {})
+        clash = sorted(set(self.cell_options) & {"input_size", "hidden_size", "bias", *extra_cell_kwargs})
+        if clash:
+            raise ValueError(f"cell_options {clash} are set by the layer's own arguments; pass them to "
+                             f"{type(self).__name__}(...) directly, not in cell_options")
         ref = next(iter(self.parameters()), None)
         cells: list[RecurrentCell] = []
         bindings: list[tuple[nn.Module, str, str, bool]] = []
@@ -204,6 +208,10 @@ class _RecurrentCore(nn.Module):
             raise ValueError(f"{type(self).__name__} expects {self.input_size} input features (input_size), "
                              f"got {x.shape[-1]} (input shape {list(x.shape)}, layout {layout})")
         ref = next(iter(self.parameters()), None)
+        if not (x.dtype.is_floating_point or x.dtype.is_complex):
+            raise ValueError(f"{type(self).__name__} expects a floating-point input, got dtype {x.dtype}; convert it "
+                             f"(x.to({ref.dtype if ref is not None else torch.get_default_dtype()})), or embed token "
+                             "ids first (torch.nn.Embedding)")
         if ref is not None and x.dtype != ref.dtype:
             raise ValueError(f"input dtype {x.dtype} does not match the layer's parameters ({ref.dtype}); "
                              f"convert the input (x.to({ref.dtype})) or the layer (layer.to({x.dtype}))")
@@ -228,10 +236,14 @@ class _RecurrentCore(nn.Module):
         sizes = self._state_sizes()
         parts = (hx,) if isinstance(hx, Tensor) else tuple(hx)
         if len(parts) != len(sizes):
-            raise ValueError(f"{type(self).__name__} expects hx with {len(sizes)} tensor(s), got {len(parts)}")
+            shape = "[num_layers*num_directions, batch, size]"
+            raise ValueError(f"{type(self).__name__} expects hx with {len(sizes)} tensor(s) of shape {shape}, "
+                             f"got {len(parts)}" + (" (pass (h_0, c_0) as a tuple)" if len(sizes) == 2 else ""))
         n = self.num_layers * self.num_directions
         out = []
         for k, (h, size) in enumerate(zip(parts, sizes)):
+            if not isinstance(h, Tensor):
+                raise TypeError(f"hx[{k}] must be a tensor of shape [{n}, {batch}, {size}], got {type(h).__name__}")
             if unbatched:
                 if h.dim() != 2:
                     raise ValueError(f"for unbatched input hx[{k}] must be 2-D [{n}, {size}], got {list(h.shape)}")
@@ -318,7 +330,7 @@ class _RecurrentCore(nn.Module):
         m = self._resolve_mask(lengths, mask, batch, steps, x.device)
         hx = self._check_hx(hx, batch, unbatched, x)
         if hx is None and self.stateful and self.state is not None:
-            hx = self._carried_state(batch)
+            hx = self._carried_state(batch, x)
         out_bf, h_n, gates = self._run(x, x_bf, hx, m, return_gates)
         if self.stateful:
             self.state = tuple(h.detach() for h in h_n) if isinstance(h_n, tuple) else h_n.detach()
@@ -406,7 +418,7 @@ class _RecurrentCore(nn.Module):
         if self._use_fused(None, return_gates, packed.data.device, int(packed.batch_sizes[0]),
                            len(packed.batch_sizes)):
             if self.stateful and hx is None and self.state is not None:
-                hx = self._carried_state(int(packed.batch_sizes[0]))
+                hx = self._carried_state(int(packed.batch_sizes[0]), packed.data)
             out, h_n = super().forward(packed, hx)  # type: ignore[misc]
             if self.stateful:
                 self.state = tuple(h.detach() for h in h_n) if isinstance(h_n, tuple) else h_n.detach()
@@ -438,12 +450,17 @@ class _RecurrentCore(nn.Module):
         out, h = self.forward(x_t.unsqueeze(time_dim), hx)
         return out.squeeze(time_dim), h
 
-    def _carried_state(self, batch: int) -> Hidden:
+    def _carried_state(self, batch: int, like: Tensor | None = None) -> Hidden:
         assert self.state is not None
         first = self.state[0] if isinstance(self.state, tuple) else self.state
         if first.shape[1] != batch:
             raise ValueError(f"this stateful layer carries state for batch size {first.shape[1]} but got "
                              f"{batch}; call reset_state() before changing the batch size")
+        if like is not None and (first.dtype != like.dtype or first.device != like.device):
+            # the layer was moved or cast (.to(), .double()) since the state was stored: the state follows it
+            moved = tuple(p.to(device=like.device, dtype=like.dtype) for p in
+                          (self.state if isinstance(self.state, tuple) else (self.state,)))
+            self.state = moved if len(moved) > 1 else moved[0]
         return self.state
 
     def reset_state(self, samples: Tensor | list[int] | None = None) -> None:
@@ -452,8 +469,20 @@ class _RecurrentCore(nn.Module):
             self.state = None
             return
         parts = self.state if isinstance(self.state, tuple) else (self.state,)
-        keep = torch.ones(parts[0].shape[1], dtype=torch.bool, device=parts[0].device)
-        keep[torch.as_tensor(samples, device=keep.device)] = False
+        batch = parts[0].shape[1]
+        index = torch.as_tensor(samples)
+        if index.dtype == torch.bool:
+            if tuple(index.shape) != (batch,):
+                raise ValueError(f"reset_state: a bool mask must have shape [{batch}] (the carried batch size), "
+                                 f"got {list(index.shape)}")
+        elif index.dtype.is_floating_point or index.dim() > 1:
+            raise ValueError(f"reset_state expects sample indices (ints) or a [{batch}] bool mask, "
+                             f"got {index.dtype} of shape {list(index.shape)}")
+        elif index.numel() and (int(index.min()) < -batch or int(index.max()) >= batch):
+            raise ValueError(f"reset_state: sample indices must be in [0, {batch}) (the carried batch size), "
+                             f"got {index.tolist()}")
+        keep = torch.ones(batch, dtype=torch.bool, device=parts[0].device)
+        keep[index.to(keep.device)] = False
         cleared = tuple(p * keep.view(1, -1, 1) for p in parts)
         self.state = cleared if len(cleared) > 1 else cleared[0]
 
@@ -572,8 +601,8 @@ class Recurrent(_RecurrentCore):
                  recurrent_dropout: float = 0.0, zoneout: float = 0.0, implementation: str = "auto",
                  stateful: bool = False) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"num_layers must be an integer >= 1, got {num_layers!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
         self.dropout = _check_rate("dropout", dropout)

@@ -15,6 +15,19 @@ from .pooling import masked_max, masked_mean
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
+def _check_batch_first(owner: str, layer: nn.Module, what: str = "layer") -> None:
+    if not getattr(layer, "batch_first", True):
+        raise ValueError(f"{owner} needs batch_first=True layers; this {what} ({type(layer).__name__}) is "
+                         "time-first: build it with batch_first=True")
+
+
+def _check_sequence(owner: str, x: Tensor) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        got = f"shape {list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{owner} expects batch-first input [batch, time, features], got {got}"
+                         + ("; for one sequence pass x.unsqueeze(0)" if isinstance(x, Tensor) and x.dim() == 2 else ""))
+
+
 def _mask_from(lengths: Tensor | None, mask: Tensor | None, batch: int, steps: int,
                device: torch.device) -> Tensor | None:
     if lengths is not None and mask is not None:
@@ -48,8 +61,9 @@ class Bidirectional(nn.Module):
             raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
         if getattr(layer, "bidirectional", False):
             raise ValueError("Bidirectional wraps a unidirectional layer; this one already has bidirectional=True")
-        if not getattr(layer, "batch_first", True):
-            raise ValueError("Bidirectional needs a batch_first=True layer")
+        _check_batch_first("Bidirectional", layer)
+        if backward_layer is not None:
+            _check_batch_first("Bidirectional", backward_layer, "backward_layer")
         self.forward_layer = layer
         if backward_layer is None:
             backward_layer = copy.deepcopy(layer)
@@ -61,7 +75,12 @@ class Bidirectional(nn.Module):
 
     def forward(self, x: Tensor, hx: tuple[Any, Any] | None = None, *, lengths: Tensor | None = None,
                 mask: Tensor | None = None) -> tuple[Any, tuple[Any, Any]]:
-        m = _mask_from(lengths, mask, x.shape[0], x.shape[1], x.device) if x.dim() == 3 else None
+        _check_sequence("Bidirectional", x)  # a [T, I] input would be reversed along its features
+        m = _mask_from(lengths, mask, x.shape[0], x.shape[1], x.device)
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise ValueError("Bidirectional expects hx=(state_forward, state_backward), each in the wrapped "
+                             f"layer's own format (None for zeros), got {type(hx).__name__}"
+                             + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else ""))
         h_f, h_b = hx if hx is not None else (None, None)
         out_f, state_f = self.forward_layer(x, h_f, mask=m)
         out_b, state_b = self.backward_layer(reverse_padded(x, m), h_b, mask=m)
@@ -96,14 +115,20 @@ class Stack(nn.Module):
         super().__init__()
         if not layers:
             raise ValueError("Stack needs at least one layer")
+        for k, layer in enumerate(layers):
+            _check_batch_first("Stack", layer, f"layer {k}")
         self.layers = nn.ModuleList(layers)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, states: Sequence[Any] | None = None, *, lengths: Tensor | None = None,
                 mask: Tensor | None = None) -> tuple[Tensor, list[Any]]:
-        m = _mask_from(lengths, mask, x.shape[0], x.shape[1], x.device)
-        if states is not None and len(states) != len(self.layers):
-            raise ValueError(f"states must have one entry per layer ({len(self.layers)}), got {len(states)}")
+        if lengths is not None or mask is not None:
+            _check_sequence("Stack with lengths= or mask=", x)
+        m = _mask_from(lengths, mask, x.shape[0], x.shape[1], x.device) if x.dim() == 3 else None
+        if states is not None and (not isinstance(states, (list, tuple)) or len(states) != len(self.layers)):
+            got = f"{len(states)} entries" if isinstance(states, (list, tuple)) else f"a {type(states).__name__}"
+            raise ValueError(f"states must be a list with one entry per layer ({len(self.layers)}; None for zeros), "
+                             f"got {got}")
         finals = []
         for k, layer in enumerate(self.layers):
             if k:
@@ -113,13 +138,15 @@ class Stack(nn.Module):
         return x, finals
 
 
-def last_state_pooling(outputs: Tensor, state: Any, mask: Tensor | None) -> Tensor:
-    """The final hidden state of the top layer (both directions concatenated)."""
+def last_state_pooling(outputs: Tensor, state: Any, mask: Tensor | None, *, num_directions: int = 1) -> Tensor:
+    """The final hidden state of the top layer, ``[B, D*P]``: ``h_n`` of its ``num_directions``
+    directions concatenated (forward first), as ``torch.nn`` stacks them (``[L*D, B, P]``; for an
+    LSTM the ``h`` of ``(h, c)``). For a :class:`Bidirectional` wrapper's ``(forward, backward)``
+    pair, pool each state and concatenate (``Hierarchical`` does)."""
     h = state[0] if isinstance(state, tuple) else state
-    if isinstance(h, tuple):  # Bidirectional returns (forward, backward)
-        parts = [s[0] if isinstance(s, tuple) else s for s in h]
-        return torch.cat([p[-1] for p in parts], -1)
-    return h[-1] if h.dim() == 3 else h
+    if h.dim() == 2:  # already one vector per sequence
+        return h
+    return torch.cat(list(h[-num_directions:]), -1)
 
 
 class Hierarchical(nn.Module):
@@ -145,12 +172,15 @@ class Hierarchical(nn.Module):
         super().__init__()
         if isinstance(pool, str) and pool not in ("last", "mean", "max"):
             raise ValueError(f"pool must be 'last', 'mean', 'max' or a module, got {pool!r}")
+        _check_batch_first("Hierarchical", inner, "inner layer")
+        _check_batch_first("Hierarchical", outer, "outer layer")
         self.inner, self.outer, self.pool = inner, outer, pool
 
     def forward(self, x: Tensor, unit_lengths: Tensor, segment_lengths: Tensor | None = None) -> tuple[Tensor, Any, Tensor]:
         if x.dim() != 4:
             raise ValueError(f"Hierarchical expects input [batch, segments, units, features], got {list(x.shape)}")
         batch, segments, units, features = x.shape
+        unit_lengths = torch.as_tensor(unit_lengths, device=x.device)
         if tuple(unit_lengths.shape) != (batch, segments):
             raise ValueError(f"unit_lengths must have shape [{batch}, {segments}], got {list(unit_lengths.shape)}")
         flat_lengths = check_lengths(unit_lengths.reshape(-1), batch * segments, units, x.device)
@@ -172,5 +202,8 @@ class Hierarchical(nn.Module):
             pooled = self.pool(outputs, mask)
             return pooled[0] if isinstance(pooled, tuple) else pooled  # AttentionPooling: (vector, weights)
         if self.pool == "last":
-            return last_state_pooling(outputs, state, mask)
+            if isinstance(self.inner, Bidirectional):  # state = (forward state, backward state)
+                return torch.cat([last_state_pooling(outputs, s, mask) for s in state], -1)
+            directions = 2 if getattr(self.inner, "bidirectional", False) else 1
+            return last_state_pooling(outputs, state, mask, num_directions=directions)
         return masked_mean(outputs, mask) if self.pool == "mean" else masked_max(outputs, mask)
