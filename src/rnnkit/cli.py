@@ -134,13 +134,17 @@ def train(
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and every option, then exit."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars or log lines; print the run folder only."),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+    resume: str | None = typer.Option(None, "--resume", help="Continue a run folder from its last finished epoch "
+                                      "(same config and data; --set may change train.epochs and train.max_minutes)."),
 ) -> None:
     """Train a task model from raw files; writes a run folder with model, metrics, report and log."""
-    import json
 
     from .tasks import get_task
     from .tasks.config import describe, dump_yaml, load_config
 
+    if resume is not None:
+        _resume(task, resume, train_file, dev_file, config, overrides, name, quiet, as_json)
+        return
     try:
         module = get_task(task)
         cfg = load_config(module.Config, config, overrides)
@@ -159,29 +163,68 @@ def train(
         raise _fail(err) from None
     if train_path is None:
         raise _fail(ValueError("--train FILE is required"))
-    from rich.console import Console
 
     from .tasks.run import RunDir
 
-    console = Console(stderr=True, quiet=quiet or as_json)
     try:
         run = RunDir.create(out, task, name, exist_ok=False)
         run.write_text("config.yaml", dump_yaml(cfg))
+        run.record_inputs(task, train_path, dev_path)
     except _USER_ERRORS as err:
         raise _fail(err) from None
-    log_lines: list[str] = []
+    _run_training(module, task, cfg, train_path, dev_path, run, [], quiet, as_json)
+
+
+def _resume(task: str, path: str, train_file: list[str] | None, dev_file: list[str] | None, config: str | None,
+            overrides: list[str], name: str | None, quiet: bool, as_json: bool) -> None:
+    """``rnnkit train TASK --resume RUN``: the run's own config and data, from its last checkpoint."""
+    from .tasks import get_task
+    from .tasks.config import dump_yaml, load_config
+    from .tasks.run import RESUME_KEYS, RunDir
+
+    try:
+        if config is not None or name is not None:
+            raise ValueError("--resume continues a run with its own config.yaml and folder; drop --config/--name")
+        changed = sorted({o.split("=", 1)[0].strip() for o in overrides} - set(RESUME_KEYS))
+        if changed:
+            raise ValueError(f"--resume cannot change {', '.join(changed)} (the run's model and data are fixed); "
+                             f"only {' and '.join(RESUME_KEYS)}, or train a new run")
+        module = get_task(task)
+        paired = getattr(module, "PAIRED_INPUT", False)
+        run, train_path, dev_path = RunDir.for_resume(path, task, _paths(train_file, "--train", paired),
+                                                      _paths(dev_file, "--dev", paired))
+        cfg = load_config(module.Config, str(run.file("config.yaml")), overrides)
+        run.write_text("config.yaml", dump_yaml(cfg))
+    except _USER_ERRORS as err:
+        raise _fail(err) from None
+    log_file = run.file("train.log")
+    earlier = log_file.read_text(encoding="utf-8").splitlines() if log_file.is_file() else []
+    _run_training(module, task, cfg, train_path, dev_path, run, earlier, quiet, as_json, resume=True)
+
+
+def _run_training(module: Any, task: str, cfg: Any, train_path: Any, dev_path: Any, run: Any, log_lines: list[str],
+                  quiet: bool, as_json: bool, resume: bool = False) -> None:
+    """Run the task's ``train`` in ``run`` with the log, errors and summary of ``rnnkit train``."""
+    import contextlib
+    import json
+
+    from rich.console import Console
+
+    from .tasks.engine import resuming
+
+    console = Console(stderr=True, quiet=quiet or as_json)
 
     def log(message: str) -> None:
         log_lines.append(message)
         run.write_text("train.log", "\n".join(log_lines) + "\n")
         console.print(message, highlight=False)
 
-    log(f"run folder: {run.path}")
+    log(f"run folder: {run.path}" + (" (resumed)" if resume else ""))
     try:
-        with _config_keys(module):
+        with _config_keys(module), (resuming() if resume else contextlib.nullcontext()):
             metrics = module.train(cfg, train_path, dev_path, run, log, progress=not (quiet or as_json))
     except BaseException as err:
-        _failed_run(run, log_lines, err)
+        _failed_run(run, log_lines, err, task)
         if isinstance(err, _USER_ERRORS):
             raise _fail(err) from None
         raise
@@ -194,18 +237,25 @@ def train(
     _summary(console, run.path, metrics)
 
 
-def _failed_run(run: Any, log_lines: list[str], err: BaseException) -> None:
+def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = "TASK") -> None:
     """After a failed ``train``: remove the run folder when training wrote no weights yet (so the next
-    run takes its number), else keep it, with the error at the end of its log."""
+    run takes its number), else keep it, with the error at the end of its log and, when an epoch
+    finished, the command that resumes it."""
     import shutil
+
+    from .tasks.engine import LAST_CHECKPOINT
 
     if not run.has_weights():
         shutil.rmtree(run.path, ignore_errors=True)
         return
-    log_lines.append(f"error: {' '.join(str(err).split()) or type(err).__name__}")
+    interrupted = isinstance(err, KeyboardInterrupt | SystemExit)  # Lightning turns Ctrl-C into exit status 1
+    reason = "interrupted" if interrupted else " ".join(str(err).split()) or type(err).__name__
+    log_lines.append(f"error: {reason}")
     run.write_text("train.log", "\n".join(log_lines) + "\n")
     kept = [n for n in ("model.safetensors", "checkpoint-best.safetensors") if run.file(n).is_file()]
     typer.echo(f"note: training stopped; {run.path} keeps the weights written so far ({', '.join(kept)})", err=True)
+    if run.file(LAST_CHECKPOINT).is_file():
+        typer.echo(f"note: continue it with: rnnkit train {task} --resume {run.path}", err=True)
 
 
 def _summary(console: object, run_path: object, metrics: dict) -> None:

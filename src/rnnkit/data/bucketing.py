@@ -13,13 +13,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 from .errors import DataError
 
 logger = logging.getLogger("rnnkit.data")
 
-__all__ = ["BucketBatchSampler", "PaddingReport", "padding_efficiency", "sequential_batches"]
+__all__ = ["BucketBatchSampler", "EpochSampler", "PaddingReport", "padding_efficiency", "sequential_batches"]
 
 
 def _check_count(value: object, name: str) -> None:
@@ -89,6 +90,13 @@ class BucketBatchSampler(Sampler[list[int]]):
         """
         self.epoch = int(epoch)
 
+    @property
+    def sampler(self) -> BucketBatchSampler:
+        """The sampler itself: Lightning calls ``batch_sampler.sampler.set_epoch(epoch)`` at every
+        epoch start (not ``batch_sampler.set_epoch``), so each epoch gets its own shuffle and a
+        resumed run the one an uninterrupted run would have drawn."""
+        return self
+
     def batches(self) -> list[list[int]]:
         """Return this epoch's batches.
 
@@ -120,7 +128,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         return out
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+        yield from self.batches()  # lazily: the epoch may be set after the loader's iterator is made
 
     def __len__(self) -> int:
         n = len(self.lengths)
@@ -135,6 +143,32 @@ class BucketBatchSampler(Sampler[list[int]]):
         pool = self.batch_size * self.pool_factor
         full, rest = divmod(n, pool)
         return full * self.pool_factor + rest // self.batch_size
+
+
+class EpochSampler(Sampler[int]):
+    """Sequential, or shuffled with an order that depends only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` at each epoch start, so a run resumed at epoch ``k``
+    draws the same order as an uninterrupted one.
+    """
+
+    def __init__(self, n: int, *, shuffle: bool, seed: int, epoch_offset: int = 0) -> None:
+        self.n, self.shuffle, self.seed, self.epoch_offset = n, shuffle, int(seed), int(epoch_offset)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the order of ``epoch`` (0-based, relative to this fit's first epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator()
+        g.manual_seed((self.seed * 1_000_003 + self.epoch_offset + self.epoch) % (2**63))
+        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 def sequential_batches(n: int, batch_size: int, *, shuffle: bool = True, seed: int = 0) -> list[list[int]]:

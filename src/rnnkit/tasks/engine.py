@@ -11,6 +11,13 @@ is what dev sees and what is kept; ``average_weights`` does the same averaging f
 ``max_seconds`` is a time budget: training stops after the epoch past which another one, at the
 last epoch's pace, would end beyond it (the best weights so far are kept, as with early stopping).
 Lightning is imported here only, so ``--help``, ``predict`` and ``evaluate`` stay fast.
+
+Resuming: after every epoch the engine writes ``checkpoint-last.ckpt`` in the run folder (atomically:
+a Lightning checkpoint of the weights, optimizer, loop counters, and the engine's own state: history,
+best score, epochs without improvement, weight average, random-number generators and the training
+loader's shuffling state). Inside :func:`resuming` a :func:`fit` on that run continues from it, so an
+interrupted run ends with the weights, history and metrics an uninterrupted one would have; the
+checkpoint is loaded with ``weights_only`` (tensors and plain values, no code).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import contextvars
 import copy
 import logging
 import math
+import os
+import random
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +45,7 @@ PredictFn = Callable[[nn.Module, Any], tuple[Tensor, Tensor]]
 MetricFn = Callable[[Tensor, Tensor], dict[str, float]]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "asgd")
+LAST_CHECKPOINT = "checkpoint-last.ckpt"
 
 
 @dataclass
@@ -58,22 +68,62 @@ class EngineOptions:
 
 
 _BATCH_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("rnnkit_engine_batch_limit", default=None)
+_RESUMING: contextvars.ContextVar[bool] = contextvars.ContextVar("rnnkit_engine_resuming", default=False)
 
 
 @contextlib.contextmanager
-def batch_limit(batches: int = 1) -> Iterator[None]:
-    """Inside this block :func:`fit` runs one epoch of at most ``batches`` training and dev batches.
-
-    A warm-up: ``rnnkit compare`` runs each task's own ``train`` once this way (imports, first
-    allocations, kernels) before it times the real runs.
-    """
-    if batches < 1:
-        raise ValueError(f"batches must be >= 1, got {batches}")
-    token = _BATCH_LIMIT.set(batches)
+def resuming() -> Iterator[None]:
+    """Inside this block :func:`fit` continues from the run folder's ``checkpoint-last.ckpt`` (the
+    task's ``train`` rebuilds data and model as before; the checkpoint restores the rest)."""
+    token = _RESUMING.set(True)
     try:
         yield
     finally:
-        _BATCH_LIMIT.reset(token)
+        _RESUMING.reset(token)
+
+
+def _rng_states() -> dict[str, Any]:
+    """Every random-number generator training draws from, as plain values and tensors."""
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [kind, torch.from_numpy(np.asarray(keys).copy()), int(pos), int(has_gauss), float(gauss)],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, gauss_value = states["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss_value))
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _dataset_epoch(loader: Any) -> int | None:
+    """The epoch counter of a dataset that shuffles itself (the language model's windows)."""
+    epoch = getattr(getattr(loader, "dataset", None), "epoch", None)
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
+def _set_dataset_epoch(loader: Any, epoch: int | None) -> None:
+    if epoch is not None:
+        loader.dataset.epoch = epoch
+
+
+def _set_sampler_epochs(loader: Any, epoch: int) -> None:
+    """``set_epoch(epoch)`` on the loader's samplers. Lightning does this too, but from a counter that,
+    in the first epoch after resuming, still reads the epoch before; the samplers draw their order
+    lazily, after this is called at the epoch's start."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    for part in {id(p): p for p in (getattr(loader, "sampler", None), batch_sampler,
+                                    getattr(batch_sampler, "sampler", None)) if p is not None}.values():
+        if callable(getattr(part, "set_epoch", None)):
+            part.set_epoch(epoch)
 
 
 def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -236,9 +286,49 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
     sign = 1.0 if options.mode == "max" else -1.0
     state: dict[str, Any] = {"best": -math.inf, "best_weights": None, "bad_epochs": 0, "start": time.perf_counter()}
     averager = WeightAverage(model)
+    limit = _BATCH_LIMIT.get()  # set by batch_limit(): a warm-up of one short epoch
+    resume_from = None
+    if _RESUMING.get():
+        if run is None or not run.file(LAST_CHECKPOINT).is_file():
+            raise ValueError(f"nothing to resume: {run.path if run else 'no run folder'} has no {LAST_CHECKPOINT} "
+                             "(it is written after each finished epoch); train a new run")
+        resume_from = run.file(LAST_CHECKPOINT)
+    pending: dict[str, Any] = {}
 
     class Track(pl.Callback):
+        def state_dict(self) -> dict[str, Any]:
+            return {"history": [dict(row) for row in history], "best": state["best"],
+                    "bad_epochs": state["bad_epochs"], "elapsed": time.perf_counter() - state["start"],
+                    "average": None if averager.mean is None else {"mean": averager.mean, "steps": averager.steps},
+                    "rng": _rng_states(), "dataset_epoch": _dataset_epoch(train_loader)}
+
+        def load_state_dict(self, saved: dict[str, Any]) -> None:
+            history[:] = saved["history"]
+            state["best"], state["bad_epochs"] = saved["best"], saved["bad_epochs"]
+            state["start"] = time.perf_counter() - saved["elapsed"]
+            if saved["average"] is not None:
+                averager.mean, averager.steps = saved["average"]["mean"], saved["average"]["steps"]
+            best_file = run.file("checkpoint-best.safetensors") if run is not None else None
+            if history and best_file is not None and best_file.is_file():
+                from safetensors.torch import load_file
+
+                state["best_weights"] = load_file(best_file)
+            # a dataset that shuffles itself may be read before the first epoch's hooks run: set it now
+            _set_dataset_epoch(train_loader, saved["dataset_epoch"])
+            pending["rng"] = saved["rng"]  # applied when the next epoch starts
+
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if run is not None and limit is None:
+                partial = run.file(LAST_CHECKPOINT + ".partial")
+                trainer.save_checkpoint(partial)
+                os.replace(partial, run.file(LAST_CHECKPOINT))  # atomic: the old checkpoint or the new one
+
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            if pending:  # the first epoch after resuming; its batches are drawn after this hook
+                _set_rng_states(pending.pop("rng"))
+                log(f"resuming from {LAST_CHECKPOINT} after epoch {len(history)} of {options.epochs}")
+            _set_sampler_epochs(train_loader, trainer.current_epoch)
             state["epoch_start"] = time.perf_counter()
 
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -294,7 +384,6 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                     f"{options.max_seconds / 60:g} min (train.max_minutes); stopping after epoch {row['epoch']}")
                 trainer.should_stop = True
 
-    limit = _BATCH_LIMIT.get()  # set by batch_limit(): a warm-up of one short epoch
     trainer = pl.Trainer(
         max_epochs=options.epochs if limit is None else 1, accelerator=options.accelerator, devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=options.progress, enable_model_summary=False,
@@ -303,7 +392,16 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
         deterministic=False, limit_train_batches=1.0 if limit is None else limit,
         limit_val_batches=1.0 if limit is None else limit,
     )
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=dev_loader)
+    if resume_from is None:
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=dev_loader)
+    else:
+        import inspect
+
+        safe: dict[str, Any] = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters \
+            else {}
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=dev_loader, ckpt_path=resume_from, **safe)
+        if pending:  # training never started: the checkpoint had every epoch
+            log(f"{resume_from.name}: all {len(history)} epoch(s) were done already; raise train.epochs to train on")
     if state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])
     model.cpu().eval()

@@ -1106,8 +1106,11 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                             patience=cfg.train.patience, monitor="loss", mode="min", seed=cfg.train.seed,
                             accelerator=cfg.train.accelerator, progress=progress,
                             max_seconds=seconds_budget(cfg.train.max_minutes))
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    history = fit(model, torch.utils.data.DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True,
+    from ..data.bucketing import EpochSampler
+
+    generator = torch.Generator().manual_seed(cfg.train.seed)  # seed draws stay off the global random state
+    shuffled = EpochSampler(len(train_ds), shuffle=True, seed=cfg.train.seed)  # order from (seed, epoch) only
+    history = fit(model, torch.utils.data.DataLoader(train_ds, batch_size=cfg.train.batch_size, sampler=shuffled,
                                                      generator=generator),
                   torch.utils.data.DataLoader(val_ds, batch_size=4 * cfg.train.batch_size),
                   loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)

@@ -441,9 +441,14 @@ class Preprocessor:
 
 
 def _loader(x: Tensor, y: Tensor | None, batch_size: int, *, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
+    from ..data.bucketing import EpochSampler
+
     tensors = (x,) if y is None else (x, y)
+    # the order depends on (seed, epoch) only, so a resumed run draws what an uninterrupted one would;
+    # the generator keeps the loader's per-epoch seed draw off the global random state
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tensors), batch_size=batch_size,
-                                       shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+                                       sampler=EpochSampler(len(x), shuffle=shuffle, seed=seed),
+                                       generator=torch.Generator().manual_seed(seed))
 
 
 # -- the trained classifier --------------------------------------------------------------------

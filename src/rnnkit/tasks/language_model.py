@@ -411,7 +411,8 @@ class StreamWindows(torch.utils.data.IterableDataset):
 
 
 def _loader(streams: np.ndarray, bptt: int, variable: bool, seed: int) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(StreamWindows(streams, bptt, variable=variable, seed=seed), batch_size=None)
+    return torch.utils.data.DataLoader(StreamWindows(streams, bptt, variable=variable, seed=seed), batch_size=None,
+                                       generator=torch.Generator().manual_seed(seed))  # off the global random state
 
 
 def stream_nll(model: RNNLanguageModel, ids: np.ndarray, *, batch_size: int = 1, bptt: int = 70) -> tuple[float, int]:

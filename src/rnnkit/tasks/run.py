@@ -8,6 +8,8 @@ Layout::
     <transform>.json    fitted preprocessing (text encoder, labels, scalers ...)
     metrics.json        final metrics;  history.csv  per-epoch figures
     report.md, *.png    the report and its plots;  train.log  the log
+    inputs.json         the task, the training and dev data (absolute paths, sizes) for --resume
+    checkpoint-best.safetensors   best weights so far;  checkpoint-last.ckpt  state after the last epoch
 """
 
 from __future__ import annotations
@@ -25,6 +27,39 @@ from .. import __version__
 from ..runtime import new_file_mode
 
 REQUIRED = ("config.yaml", "model.json", "model.safetensors")
+# config keys ``rnnkit train --resume`` may change: how long to train on, not what is trained
+RESUME_KEYS = ("train.epochs", "train.max_minutes")
+
+
+def _absolute(path: str | tuple[str, ...] | None) -> Any:
+    """Data arguments with every existing path made absolute (``IMAGES,LABELS`` pairs and
+    ``builtin:`` names kept as written)."""
+    if path is None:
+        return None
+    if isinstance(path, tuple):
+        return [_absolute(p) for p in path]
+    parts = str(path).split(",")
+    return ",".join(str(Path(part).resolve()) if Path(part).exists() else part for part in parts)
+
+
+def data_fingerprint(path: str | tuple[str, ...] | list[str] | None) -> Any:
+    """``[size, modification time]`` of each data file (a folder: the number of its entries), to
+    tell whether a resumed run reads the data it started with."""
+    if path is None:
+        return None
+    if isinstance(path, tuple | list):
+        return [data_fingerprint(p) for p in path]
+    out: list[Any] = []
+    for part in str(path).split(","):
+        q = Path(part)
+        if q.is_file():
+            st = q.stat()
+            out.append([st.st_size, st.st_mtime_ns])
+        elif q.is_dir():
+            out.append(["folder", sum(1 for _ in q.iterdir())])
+        else:
+            out.append(part)
+    return out
 
 
 class RunError(ValueError):
@@ -142,6 +177,48 @@ class RunDir:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def record_inputs(self, task: str, train: str | tuple[str, ...], dev: str | tuple[str, ...] | None) -> None:
+        """Write ``inputs.json``: the task and its data, as ``--resume`` finds them again."""
+        self.write_json("inputs.json", {"task": task, "train": _absolute(train), "dev": _absolute(dev),
+                                        "fingerprint": {"train": data_fingerprint(train),
+                                                        "dev": data_fingerprint(dev)}})
+
+    @classmethod
+    def for_resume(cls, path: str | Path, task: str, train: str | tuple[str, ...] | None = None,
+                   dev: str | tuple[str, ...] | None = None) -> tuple[RunDir, Any, Any]:
+        """An interrupted (or finished) run folder of ``task`` to continue, and its training and dev data:
+        the recorded ones, or ``train``/``dev`` when given, which must hold the same data (sizes and
+        modification times)."""
+        from .engine import LAST_CHECKPOINT
+
+        p = Path(path)
+        if not p.is_dir():
+            raise RunError(f"--resume {p}: run folder not found (pass the folder printed by 'rnnkit train')")
+        run = cls(p)
+        if not run.file("inputs.json").is_file():
+            raise RunError(f"--resume {p}: no inputs.json (runs written before rnnkit recorded their data cannot be "
+                           "resumed); train a new run")
+        inputs = run.read_json("inputs.json")
+        if inputs.get("task") != task:
+            raise RunError(f"--resume {p}: this run trains {inputs.get('task')!r}, not {task!r}; run "
+                           f"'rnnkit train {inputs.get('task')} --resume {p}'")
+        if not run.file(LAST_CHECKPOINT).is_file():
+            raise RunError(f"--resume {p}: no {LAST_CHECKPOINT} (it is written after each finished epoch, so the "
+                           "run stopped during its first one); train a new run")
+        _check_config(run.file("config.yaml"))
+        chosen = []
+        for role, given in (("train", train), ("dev", dev)):
+            recorded = inputs.get(role)
+            if isinstance(recorded, list):
+                recorded = tuple(recorded)
+            use = given if given is not None else recorded
+            if use is not None and data_fingerprint(use) != inputs.get("fingerprint", {}).get(role):
+                what = "--train" if role == "train" else "--dev"
+                raise RunError(f"--resume {p}: the {role} data {use} differ from the ones the run started with "
+                               f"(size or modification time); give the same data with {what}, or train a new run")
+            chosen.append(use)
+        return run, chosen[0], chosen[1]
 
     def write_text(self, name: str, text: str) -> Path:
         atomic_write_bytes(self.file(name), text.encode("utf-8"))

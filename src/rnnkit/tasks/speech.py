@@ -811,7 +811,8 @@ def make_loader(items: list[tuple[Tensor, list[int]]], batch_size: int, *, shuff
     from ..data import BucketBatchSampler
 
     sampler = BucketBatchSampler([f.shape[0] for f, _ in items], batch_size, shuffle=shuffle, seed=seed)
-    return torch.utils.data.DataLoader(_ListDataset(items), batch_sampler=sampler, collate_fn=collate)
+    return torch.utils.data.DataLoader(_ListDataset(items), batch_sampler=sampler, collate_fn=collate,
+                                       generator=torch.Generator().manual_seed(seed))  # seed draws off the global random state
 
 
 def build_model(hyper: dict[str, Any]) -> SpeechModel:

@@ -470,7 +470,8 @@ def make_loader(items: list[Any], batch_size: int, *, shuffle: bool, seed: int) 
     from ..data import BucketBatchSampler
 
     sampler = BucketBatchSampler([len(w) for w, _, _ in items], batch_size, shuffle=shuffle, seed=seed)
-    return torch.utils.data.DataLoader(TaggedDataset(items), batch_sampler=sampler, collate_fn=collate)
+    return torch.utils.data.DataLoader(TaggedDataset(items), batch_sampler=sampler, collate_fn=collate,
+                                       generator=torch.Generator().manual_seed(seed))  # seed draws off the global random state
 
 
 def build_model(hyper: dict[str, Any], prep: Preprocessor) -> SequenceTagger:

@@ -480,10 +480,13 @@ def make_loader(dataset: EncodedDataset, architecture: str, batch_size: int, *, 
 
         lengths = [sum(len(s) for s in d) if architecture == "han" else len(d) for d in dataset.ids]
         sampler = BucketBatchSampler(lengths, batch_size, shuffle=shuffle, seed=seed)
-        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
-                                       generator=generator)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                           generator=torch.Generator().manual_seed(seed))  # seed draws off the global random state
+    from ..data.bucketing import EpochSampler
+
+    generator = torch.Generator().manual_seed(seed)  # the loader's seed draws stay off the global random state
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate, generator=generator,
+                                       sampler=EpochSampler(len(dataset), shuffle=shuffle, seed=seed))
 
 
 # -- metrics -----------------------------------------------------------------------------------

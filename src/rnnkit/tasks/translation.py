@@ -295,7 +295,7 @@ def make_loader(items: list[Item], batch_size: int, prep: Preprocessor, *, shuff
 
     sampler = BucketBatchSampler([max(len(s), len(t) + 1) for s, t, _ in items], batch_size, shuffle=shuffle, seed=seed)
     return torch.utils.data.DataLoader(
-        PairDataset(items), batch_sampler=sampler,
+        PairDataset(items), batch_sampler=sampler, generator=torch.Generator().manual_seed(seed),  # off global RNG
         collate_fn=lambda batch: collate(batch, prep.pad_id, prep.bos_id, prep.eos_id))
 
 

@@ -21,13 +21,15 @@ what was expected in one line.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
+
+from ..data.bucketing import EpochSampler
 
 
 class InputDataError(ValueError):
@@ -253,32 +255,6 @@ class _IndexCollate:
 
     def __call__(self, index: list[int]) -> dict[str, Any]:
         return self.data.batch(list(index))
-
-
-class EpochSampler(Sampler[int]):
-    """Sequential, or shuffled with an order that depends only on ``(seed, epoch)``.
-
-    Lightning calls :meth:`set_epoch` at each epoch start, so a run resumed at epoch ``k``
-    draws the same order as an uninterrupted one.
-    """
-
-    def __init__(self, n: int, *, shuffle: bool, seed: int, epoch_offset: int = 0) -> None:
-        self.n, self.shuffle, self.seed, self.epoch_offset = n, shuffle, int(seed), int(epoch_offset)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the order of ``epoch`` (0-based, relative to this fit's first epoch)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.n))
-        g = torch.Generator()
-        g.manual_seed((self.seed * 1_000_003 + self.epoch_offset + self.epoch) % (2**63))
-        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 def _split_item(item: Any) -> tuple[Any, Any, Any]:

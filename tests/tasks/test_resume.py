@@ -1,0 +1,169 @@
+"""Resuming task training: a run interrupted after some epochs and resumed ends exactly where an
+uninterrupted run ends (weights, history), from the engine up to ``rnnkit train --resume``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from typer.testing import CliRunner
+
+from rnnkit.cli import app
+from rnnkit.data.bucketing import BucketBatchSampler, EpochSampler
+from rnnkit.tasks.engine import LAST_CHECKPOINT, EngineOptions, fit, resuming
+from rnnkit.tasks.run import RunDir
+
+runner = CliRunner()
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.drop = nn.Dropout(0.3)  # draws from the global random state in training
+        self.out = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.drop(x))
+
+
+def _train(run: RunDir, epochs: int, *, bucketed: bool = False, interrupt_at: int | None = None,
+           resume: bool = False, optimizer: str = "adam") -> tuple[nn.Module, list[dict], list[list[int]]]:
+    """Train on fixed data; ``interrupt_at``: raise Ctrl-C at that training batch (counted from 1)."""
+    x = torch.randn(40, 5, generator=torch.Generator().manual_seed(1))
+    y = (x[:, 0] > 0).long()
+    data = TensorDataset(torch.arange(40), x, y)
+    if bucketed:
+        lengths = torch.randint(1, 9, (40,), generator=torch.Generator().manual_seed(2)).tolist()
+        sampler = BucketBatchSampler(lengths, 8, seed=3, pool_factor=2)
+        loader = DataLoader(data, batch_sampler=sampler, generator=torch.Generator().manual_seed(3))
+    else:
+        loader = DataLoader(data, batch_size=8, sampler=EpochSampler(40, shuffle=True, seed=3),
+                            generator=torch.Generator().manual_seed(3))
+    batches: list[list[int]] = []
+
+    def loss_fn(model: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+        batches.append(batch[0].tolist())
+        if interrupt_at is not None and len(batches) == interrupt_at:
+            raise KeyboardInterrupt
+        return F.cross_entropy(model(batch[1]), batch[2])
+
+    def predict_fn(model: nn.Module, batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return model(batch[1]).softmax(-1), batch[2]
+
+    def metric_fn(scores: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        return {"accuracy": float((scores.argmax(-1) == targets).float().mean())}
+
+    model = _Net()
+    options = EngineOptions(epochs=epochs, learning_rate=0.05, optimizer=optimizer, progress=False, patience=None,
+                            lr_decay=0.5, accelerator="cpu")
+    dev = DataLoader(TensorDataset(torch.arange(40), x, y), batch_size=40)
+    with resuming() if resume else _nothing():
+        history = fit(model, loader, dev, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
+                      options=options, run=run, log=lambda _: None)
+    return model, history, batches
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _rows(history: list[dict]) -> list[tuple]:
+    return [(row["epoch"], row["train_loss"], row["dev_accuracy"], row["lr"]) for row in history]
+
+
+@pytest.mark.parametrize("bucketed,optimizer", [(False, "adam"), (True, "asgd")])
+def test_an_interrupted_fit_resumes_to_the_uninterrupted_result(tmp_path, bucketed, optimizer):
+    straight, history, batches = _train(RunDir(tmp_path / "a"), 4, bucketed=bucketed, optimizer=optimizer)
+    (tmp_path / "b").mkdir()
+    with pytest.raises((KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into exit status 1
+        _train(RunDir(tmp_path / "b"), 4, bucketed=bucketed, optimizer=optimizer, interrupt_at=13)  # in epoch 3
+    assert (tmp_path / "b" / LAST_CHECKPOINT).is_file()
+    resumed, resumed_history, resumed_batches = _train(RunDir(tmp_path / "b"), 4, bucketed=bucketed,
+                                                       optimizer=optimizer, resume=True)
+    assert _rows(resumed_history) == _rows(history)
+    assert resumed_batches == batches[10:]  # epochs 3 and 4 (5 batches each), in the same order
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_each_epoch_gets_its_own_batch_order(tmp_path):
+    """Lightning sets the epoch of ``batch_sampler.sampler``; the bucket sampler is its own sampler,
+    so its shuffle changes every epoch (it used to repeat epoch 0's order)."""
+    for bucketed in (False, True):
+        _, _, batches = _train(RunDir(tmp_path / str(bucketed)), 3, bucketed=bucketed)
+        epochs = [sorted(map(tuple, batches[i * 5:(i + 1) * 5])) for i in range(3)]
+        assert sorted(i for b in batches[:5] for i in b) == list(range(40))
+        assert epochs[0] != epochs[1] != epochs[2]
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path):
+    (tmp_path / "r").mkdir()
+    with pytest.raises(ValueError, match=f"nothing to resume: .* has no {LAST_CHECKPOINT}"):
+        _train(RunDir(tmp_path / "r"), 2, resume=True)
+
+
+FAST = ["--set", "model.hidden_size=16", "--set", "train.learning_rate=0.01", "--quiet"]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(run / "model.safetensors")
+
+
+def test_rnnkit_train_resume_continues_a_run_to_the_same_model(tmp_path):
+    args = ["train", "image-classification", "--train", "builtin:digits", "--out", str(tmp_path), *FAST]
+    assert runner.invoke(app, [*args, "--name", "straight", "--set", "train.epochs=3"]).exit_code == 0
+    assert runner.invoke(app, [*args, "--name", "split", "--set", "train.epochs=2"]).exit_code == 0
+    result = runner.invoke(app, ["train", "image-classification", "--resume", str(tmp_path / "split"),
+                                 "--set", "train.epochs=3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    straight, split = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert all(torch.equal(straight[k], split[k]) for k in straight)
+    log = (tmp_path / "split" / "train.log").read_text()
+    assert "run folder: " in log and "(resumed)" in log and "resuming from checkpoint-last.ckpt after epoch 2 of 3" in log
+    assert json.loads((tmp_path / "split" / "metrics.json").read_text())["epochs_run"] == 3
+    assert "train.epochs: 3" in (tmp_path / "split" / "config.yaml").read_text() or \
+        "epochs: 3" in (tmp_path / "split" / "config.yaml").read_text()
+    again = runner.invoke(app, ["train", "image-classification", "--resume", str(tmp_path / "split")])
+    assert again.exit_code == 0 and "all 3 epoch(s) were done already; raise train.epochs" in again.output
+
+
+def test_rnnkit_train_resume_refuses_what_it_cannot_continue(tmp_path):
+    data = tmp_path / "digits.npz"
+    import numpy as np
+
+    from rnnkit.datasets import load_digits
+
+    images, labels = load_digits()
+    np.savez(data, x=images[:300], y=labels[:300])
+    base = ["train", "image-classification", "--train", str(data), "--out", str(tmp_path), "--name", "r",
+            "--set", "train.epochs=1", *FAST]
+    assert runner.invoke(app, base).exit_code == 0
+    run = str(tmp_path / "r")
+    cases = [
+        (["image-classification", "--resume", run, "--set", "model.hidden_size=8"],
+         "--resume cannot change model.hidden_size (the run's model and data are fixed)"),
+        (["text-classification", "--resume", run], "this run trains 'image-classification', not 'text-classification'"),
+        (["image-classification", "--resume", str(tmp_path / "absent")], "run folder not found"),
+        (["image-classification", "--resume", run, "--name", "x"], "drop --config/--name"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, ["train", *args])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    np.savez(data, x=images[:200], y=labels[:200])  # the data changed since the run started
+    result = runner.invoke(app, ["train", "image-classification", "--resume", run, "--set", "train.epochs=2"])
+    assert result.exit_code == 2 and "differ from the ones the run started with" in result.output
+    (tmp_path / "r" / LAST_CHECKPOINT).unlink()
+    result = runner.invoke(app, ["train", "image-classification", "--resume", run])
+    assert result.exit_code == 2 and f"no {LAST_CHECKPOINT}" in result.output
