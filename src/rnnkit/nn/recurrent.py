@@ -345,8 +345,8 @@ class _RecurrentCore(nn.Module):
         if lengths is not None and mask is not None:
             raise ValueError("pass either lengths= or mask=, not both")
         if lengths is not None:
-            lens = check_lengths(lengths, batch, steps, device)
-            return None if bool((lens == steps).all()) else lengths_to_mask(lens, steps)
+            lens = check_lengths(lengths, batch, steps, None)  # checked where they are: no sync for CPU lengths
+            return None if bool((lens == steps).all()) else lengths_to_mask(lens.to(device), steps)
         if mask is not None:
             m = check_mask(torch.as_tensor(mask), batch, steps, device)
             return None if bool(m.all()) else m

@@ -22,9 +22,12 @@ def lengths_to_mask(lengths: Tensor, max_length: int, *, padding_side: str = "ri
     raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
 
 
-def check_lengths(lengths: Tensor | list[int], batch_size: int, max_length: int, device: torch.device) -> Tensor:
-    """Validate per-sequence lengths and return them as an int64 tensor on ``device``."""
-    lengths = torch.as_tensor(lengths, device=device)
+def check_lengths(lengths: Tensor | list[int], batch_size: int, max_length: int,
+                  device: torch.device | None) -> Tensor:
+    """Validate per-sequence lengths and return them as an int64 tensor on ``device`` (``None``: where
+    they are). The values are checked before the move, so CPU lengths (a list, or a CPU tensor as
+    packing wants them) for a GPU layer cost no device synchronisation."""
+    lengths = torch.as_tensor(lengths)
     if lengths.dim() != 1 or lengths.shape[0] != batch_size:
         raise ValueError(f"lengths must have shape [{batch_size}] (one per sequence), got {list(lengths.shape)}")
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
@@ -33,7 +36,7 @@ def check_lengths(lengths: Tensor | list[int], batch_size: int, max_length: int,
         raise ValueError(f"lengths must be >= 0, got minimum {int(lengths.min())}")
     if lengths.numel() and int(lengths.max()) > max_length:
         raise ValueError(f"lengths must be <= the sequence length {max_length}, got maximum {int(lengths.max())}")
-    return lengths.long()
+    return lengths.long() if device is None else lengths.to(device=device, dtype=torch.long)
 
 
 def check_mask(mask: Tensor, batch_size: int, max_length: int, device: torch.device) -> Tensor:
