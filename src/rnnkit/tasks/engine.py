@@ -126,6 +126,22 @@ def _set_sampler_epochs(loader: Any, epoch: int) -> None:
             part.set_epoch(epoch)
 
 
+@contextlib.contextmanager
+def batch_limit(batches: int = 1) -> Iterator[None]:
+    """Inside this block :func:`fit` runs one epoch of at most ``batches`` training and dev batches.
+
+    A warm-up: ``rnnkit compare`` runs each task's own ``train`` once this way (imports, first
+    allocations, kernels) before it times the real runs.
+    """
+    if batches < 1:
+        raise ValueError(f"batches must be >= 1, got {batches}")
+    token = _BATCH_LIMIT.set(batches)
+    try:
+        yield
+    finally:
+        _BATCH_LIMIT.reset(token)
+
+
 def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
