@@ -311,3 +311,287 @@ def test_diagnose_forecasting_tagging_and_language_model_runs(tmp_path):
 
     lookback = load_trained(str(tmp_path / "fc")).model.lookback  # type: ignore[attr-defined]
     assert g.diagnose_run(tmp_path / "fc", series, samples=4).steps == lookback  # the encoder reads the lookback
+
+
+# -- regression tests: tiny norms, zoneout, padding, NaN, long sequences ------------------------
+def test_tiny_gradient_norms_are_not_flushed_to_zero():
+    """||dL/dh_t|| of 1e-25 is a real value: a float32 norm squares its entries to zero."""
+    torch.manual_seed(0)
+    layer = rnn.RNN(2, 6, batch_first=True)
+    with torch.no_grad():
+        layer.weight_hh_l0.mul_(0.05)  # gradients shrink about 20x per step
+    x = torch.randn(3, 25, 2)
+    report = g.gradient_diagnostics(layer, x, jacobians=False)
+    # reference: the same recurrence in float64 by a plain loop
+    w_ih, w_hh, b_ih, b_hh = (getattr(layer, n).detach().double().requires_grad_() for n in
+                              ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"))
+    h = torch.zeros(3, 6, dtype=torch.float64)
+    hs = []
+    for t in range(25):
+        h = torch.tanh(x[:, t].double() @ w_ih.T + b_ih + h @ w_hh.T + b_hh)
+        h.retain_grad()
+        hs.append(h)
+    h.sum().backward()
+    expected = [float(v.grad.norm(dim=-1).mean()) for v in hs]
+    assert expected[0] < 1e-25  # far below float32's sqrt(smallest normal), ~1e-19
+    assert report.grad_norms == pytest.approx(expected, rel=1e-3, abs=0)
+    assert report.horizon == g.memory_horizon(expected)
+
+
+def _zoneout_lstm_reference(layer: rnn.LSTM, x: torch.Tensor, rate: float):
+    """LSTM with inference-time zoneout, written out: returns the final h and the step function."""
+    w_ih, w_hh, b_ih, b_hh = (getattr(layer, n).detach().double().requires_grad_() for n in
+                              ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"))
+
+    def step(x_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        i, f, gg, o = (x_t @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, -1)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        return rate * h + (1 - rate) * h_new, rate * c + (1 - rate) * c_new
+
+    return step
+
+
+def test_zoneout_layers_are_diagnosed_as_they_run():
+    """The diagnosed pass must be the layer's own inference pass: with zoneout, each step mixes in the
+    previous state (rate x s_(t-1) + (1 - rate) x s_t), in the loss, the gradients and the Jacobians."""
+    torch.manual_seed(0)
+    rate = 0.5
+    layer = rnn.LSTM(3, 4, batch_first=True, zoneout=rate)
+    x = torch.randn(2, 7, 3)
+    report = g.gradient_diagnostics(layer, x, jacobian_samples=2)
+    layer.eval()
+    with torch.no_grad():
+        assert report.loss == pytest.approx(float(layer(x)[0][:, -1].sum()), rel=1e-5)
+    step = _zoneout_lstm_reference(layer, x, rate)
+    h = c = torch.zeros(2, 4, dtype=torch.float64)
+    hs, states = [], []
+    for t in range(7):
+        states.append((h.detach(), c.detach()))
+        h, c = step(x[:, t].double(), h, c)
+        h.retain_grad()
+        hs.append(h)
+    h.sum().backward()
+    assert report.grad_norms == pytest.approx([float(v.grad.norm(dim=-1).mean()) for v in hs], rel=1e-4)
+    for t in (1, 4, 6):  # J_t = d[h_t, c_t] / d[h_(t-1), c_(t-1)], by torch.autograd on the written-out step
+        jac = [torch.autograd.functional.jacobian(
+            lambda s, b=b, t=t: torch.cat(step(x[b, t].double(), s[:4], s[4:])), torch.cat(states[t], -1)[b])
+            for b in range(2)]
+        expected = sum(float(torch.linalg.matrix_norm(j, 2)) for j in jac) / 2
+        assert report.jacobian_step_norms[t] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("cell", sorted(__import__("rnnkit.cells", fromlist=["CELLS"]).CELLS))
+def test_the_traced_pass_is_the_layers_own_forward(cell):
+    """For every cell, with zoneout, a mask, two layers and both directions: the loss of the
+    diagnosed pass equals the layer's own evaluation-mode output."""
+    torch.manual_seed(0)
+    layer = rnn.Recurrent(cell, 3, 4, num_layers=2, bidirectional=True, batch_first=True, zoneout=0.3)
+    x = torch.randn(3, 6, 3)
+    lengths = torch.tensor([6, 4, 2])
+    weights = torch.randn(3, 6, 8)
+
+    def loss_fn(m, b):
+        return (m(b[0], lengths=b[1])[0] * weights).sum()
+
+    report = g.gradient_diagnostics(layer, (x, lengths), loss_fn=loss_fn, jacobian_samples=3)
+    layer.eval()
+    with torch.no_grad():
+        assert report.loss == pytest.approx(float(loss_fn(layer, (x, lengths))), rel=1e-4, abs=1e-5)
+
+
+class _LastState(torch.nn.Module):
+    """A classifier reading each sequence's last real state (h_n), as the task models do."""
+
+    def __init__(self, cell: str = "gru") -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.encoder = rnn.Recurrent(cell, 3, 5, batch_first=True)
+        self.head = torch.nn.Linear(5, 2)
+
+    def forward(self, x, lengths):
+        _, h_n = self.encoder(x, lengths=lengths)
+        return self.head((h_n[0] if isinstance(h_n, tuple) else h_n)[-1])
+
+
+def _last_state_loss(model, batch):
+    x, lengths, y = batch
+    return F.cross_entropy(model(x, lengths), y, reduction="sum")
+
+
+def test_padding_does_not_change_the_diagnosis():
+    """Padded steps are not hidden states: they are left out of the means (and the Jacobian of a padded
+    step is the identity, as the layer keeps its state there), so extra padding changes nothing, and
+    each value is the mean over the sequences real at that step of what each gives alone."""
+    model = _LastState()
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 3)
+    lengths = torch.tensor([8, 5, 3])
+    y = torch.tensor([0, 1, 1])
+    report = g.gradient_diagnostics(model, (x, lengths, y), loss_fn=_last_state_loss, jacobian_samples=3)
+    padded = torch.cat([x, torch.randn(3, 4, 3)], 1)  # four more padded steps
+    again = g.gradient_diagnostics(model, (padded, lengths, y), loss_fn=_last_state_loss, jacobian_samples=3)
+    assert again.steps == report.steps == 8
+    for key in ("grad_norms", "jacobian_step_norms", "jacobian_product_norm", "jacobian_product_log10"):
+        assert getattr(again, key) == pytest.approx(getattr(report, key), rel=1e-6, nan_ok=True)
+    assert again.horizon == report.horizon
+    # reference: each sequence alone, unpadded, in float64 (||dL_b/dh_t|| by autograd; d s_(L-1)/d s_t by jacobian)
+    model64 = _LastState().double()
+    cell = model64.encoder.cell(0)
+    grads: list[list[float]] = [[] for _ in range(8)]
+    products: list[list[float]] = [[] for _ in range(8)]
+    for b in range(3):
+        n = int(lengths[b])
+        xb = x[b, :n].double()
+        h = torch.zeros(1, 5, dtype=torch.float64)
+        hs = []
+        for t in range(n):
+            _, (h,) = cell(xb[t:t + 1], (h,))
+            h.retain_grad()
+            hs.append(h)
+        F.cross_entropy(model64.head(h), y[b:b + 1], reduction="sum").backward()
+        for t in range(n):
+            grads[t].append(float(hs[t].grad.norm()))
+
+            def run_from(s, t=t, n=n, xb=xb):
+                for k in range(t + 1, n):
+                    _, (s,) = cell(xb[k:k + 1], (s,))
+                return s
+
+            jac = torch.autograd.functional.jacobian(run_from, hs[t].detach()).reshape(5, 5)
+            products[t].append(float(torch.linalg.matrix_norm(jac, 2)))
+    assert report.grad_norms == pytest.approx([sum(v) / len(v) for v in grads], rel=1e-4)
+    assert report.jacobian_product_norm == pytest.approx([sum(v) / len(v) for v in products], rel=1e-4)
+
+
+def test_nan_in_padding_does_not_reach_the_diagnosis():
+    model = _LastState("lstm")
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 3)
+    lengths = torch.tensor([6, 3])
+    y = torch.tensor([0, 1])
+    clean = g.gradient_diagnostics(model, (x, lengths, y), loss_fn=_last_state_loss, jacobian_samples=2)
+    dirty = x.clone()
+    dirty[1, 3:] = math.nan
+    report = g.gradient_diagnostics(model, (dirty, lengths, y), loss_fn=_last_state_loss, jacobian_samples=2)
+    assert report.grad_norms == pytest.approx(clean.grad_norms)
+    assert report.jacobian_product_norm == pytest.approx(clean.jacobian_product_norm)
+    assert report.param_grad_norm == pytest.approx(clean.param_grad_norm)
+
+
+def test_non_finite_losses_are_one_line_errors():
+    layer = rnn.GRU(2, 3, batch_first=True)
+    x = torch.randn(2, 5, 2)
+    x[0, 2, 1] = math.nan
+    with pytest.raises(ValueError, match="data holds NaN or inf"):
+        g.gradient_diagnostics(layer, x)
+    with torch.no_grad():
+        layer.weight_hh_l0[0, 0] = math.inf
+    with pytest.raises(ValueError, match="weights hold NaN or inf"):
+        g.gradient_diagnostics(layer, torch.randn(2, 5, 2))
+    assert "_run" not in vars(layer)  # restored after the error
+
+
+def test_jacobian_products_beyond_float_range_do_not_crash():
+    """An exploding product (3^799 > 1e308) is reported as inf (its log10 bound stays exact), not an SVD error."""
+    layer = rnn.RNN(1, 3, nonlinearity="relu", batch_first=True, bias=False).double()
+    with torch.no_grad():
+        layer.weight_hh_l0.copy_(3.0 * torch.eye(3, dtype=torch.float64))
+        layer.weight_ih_l0.fill_(1.0)
+    report = g.gradient_diagnostics(layer, torch.full((1, 800, 1), 1e-300, dtype=torch.float64),
+                                    jacobian_samples=1)
+    assert report.jacobian_product_norm[0] == math.inf
+    assert report.jacobian_product_norm[-3:] == pytest.approx([9.0, 3.0, 1.0])  # J_t = 3 I
+    assert report.jacobian_product_log10[0] == pytest.approx(799 * math.log10(3))
+
+
+def test_jacobians_in_chunks_match_one_pass(monkeypatch):
+    layer = rnn.LSTM(2, 3, batch_first=True)
+    x = torch.randn(3, 11, 2)
+    whole = g.gradient_diagnostics(layer, x, jacobian_samples=3)
+    monkeypatch.setattr(g, "JACOBIAN_CHUNK_ELEMENTS", 3 * 36 * 4)  # 4 steps per chunk
+    chunked = g.gradient_diagnostics(layer, x, jacobian_samples=3)
+    assert chunked.jacobian_step_norms == pytest.approx(whole.jacobian_step_norms, nan_ok=True)
+    assert chunked.jacobian_product_norm == pytest.approx(whole.jacobian_product_norm)
+    # and the exact product against a plain product of torch.autograd Jacobians
+    cell = layer.cell(0)
+    state = cell.initial_state(3)
+    prevs = []
+    for t in range(11):
+        prevs.append(torch.cat(state, -1))
+        _, state = cell(x[:, t], state)
+
+    def step(t, s):
+        _, new = cell(x[:1, t], (s[:3].unsqueeze(0), s[3:].unsqueeze(0)))
+        return torch.cat(new, -1).squeeze(0)
+
+    product = torch.eye(6, dtype=torch.float64)
+    for t in range(10, 0, -1):
+        product = product @ torch.autograd.functional.jacobian(lambda s, t=t: step(t, s), prevs[t][0]).double()
+    first = g.gradient_diagnostics(layer, x[:1], jacobian_samples=1)
+    assert first.jacobian_product_norm[0] == pytest.approx(float(torch.linalg.matrix_norm(product, 2)), rel=1e-4)
+
+
+def test_a_stateful_layer_keeps_its_carried_state():
+    layer = rnn.GRU(2, 3, batch_first=True, stateful=True)
+    layer(torch.randn(2, 4, 2))
+    carried = layer.state.clone()
+    g.gradient_diagnostics(layer, torch.randn(2, 5, 2))
+    assert torch.equal(layer.state, carried)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_diagnostics_on_cuda_match_the_cpu():
+    layer = rnn.LSTM(2, 3, batch_first=True)
+    x = torch.randn(2, 6, 2)
+    cpu = g.gradient_diagnostics(layer, x, jacobian_samples=2)
+    gpu = g.gradient_diagnostics(layer.cuda(), x.cuda(), jacobian_samples=2)
+    assert gpu.grad_norms == pytest.approx(cpu.grad_norms, rel=1e-4)
+    assert gpu.jacobian_product_norm == pytest.approx(cpu.jacobian_product_norm, rel=1e-4)
+
+
+def test_fresh_diagnosis_refuses_bad_settings():
+    with pytest.raises(ValueError, match="exploding-scale must be a finite number > 0"):
+        g.diagnose_fresh(["rnn"], length=10, exploding_scale=math.nan)
+    with pytest.raises(ValueError, match="names 'RNN' twice"):
+        g.diagnose_fresh(["rnn", "RNN"], length=10)
+    bad = runner.invoke(app, ["diagnose", "--fresh", "--cell", "rnn", "--length", "100000000"])
+    assert bad.exit_code == 2 and "length 100000000 is too long for the adding task: at most 100,000" in bad.output
+    bad = runner.invoke(app, ["bench", "memory", "--cell", "rnn", "--length", "50,100000000"])
+    assert bad.exit_code == 2 and "too long" in bad.output
+
+
+def test_the_markdown_table_keeps_its_columns():
+    """Header cells such as ||dL/dh_t|| hold pipes: unescaped, each one starts a new column and the
+    table does not render (GitHub needs as many header cells as delimiter cells)."""
+    import re
+
+    report = g.gradient_diagnostics(rnn.RNN(2, 3, batch_first=True), torch.randn(2, 4, 2))
+    report.label = "a|b"
+    table = [line for line in g.diagnostics_markdown([report]).splitlines() if line.startswith("|")]
+    counts = [len(re.split(r"(?<!\\)\|", line.strip().strip("|"))) for line in table]
+    assert counts == [10, 10, 10]
+    assert r"\|\|dL/dh_T-1\|\|" in table[0] and table[2].startswith(r"| a\|b | 4 |")
+
+
+def test_a_horizon_without_a_reference_is_not_shown_as_long_memory():
+    """A loss that never reads the last step (here: only the first output) leaves ||dL/dh_(T-1)|| = 0:
+    the horizon rule has no reference, and "> T-1" would claim the gradient survives every lag."""
+    layer = rnn.GRU(2, 3, batch_first=True)
+    report = g.gradient_diagnostics(layer, torch.randn(2, 6, 2), loss_fn=lambda m, x: m(x)[0][:, 0].sum())
+    assert report.grad_norms[-1] == 0.0 and report.grad_norms[0] > 0
+    row = next(line for line in g.diagnostics_markdown([report]).splitlines() if line.startswith("| gru | 6 |"))
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[5] == "n/a" and cells[6] == "n/a"  # first/last and horizon
+
+
+def test_an_unbatched_sequence_is_one_sequence_of_a_batch():
+    """A bare layer's default loss reads the last step: for an unbatched [T, I] input that is out[-1],
+    not the last unit of every step."""
+    torch.manual_seed(0)
+    layer = rnn.RNN(2, 3, batch_first=True)
+    x = torch.randn(5, 2)
+    unbatched = g.gradient_diagnostics(layer, x)
+    expected, _ = _manual_rnn_grads(layer, x.unsqueeze(0))
+    assert unbatched.grad_norms == pytest.approx(expected, rel=1e-5)
+    assert unbatched.grad_norms[-1] == pytest.approx(math.sqrt(3))

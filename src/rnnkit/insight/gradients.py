@@ -5,14 +5,20 @@ layer) on a batch and measures, for the model's first ``rnnkit.nn`` recurrent la
 
 * ``grad_norms[t] = mean_b ||dL/dh_t||_2``: the total derivative of the loss with respect to the
   hidden state at step ``t`` (all paths: the read-out at ``t`` and every later step). The layer is
-  unrolled step by step (the fused kernel hides its states), each ``h_t`` is kept with
-  ``retain_grad()``, and the gradients are read after ``loss.backward()``.
+  unrolled step by step, in evaluation mode (the fused kernel hides its states; zoneout takes its
+  inference form, as in the layer's own scan), each ``h_t`` is kept with ``retain_grad()``, and
+  the gradients are read after ``loss.backward()``; norms are taken in float64. With padding
+  (``lengths=``/``mask=``), the mean is over the sequences whose step ``t`` is real, and steps
+  after the last real step of every sequence are dropped: padding does not change the report.
 * Step Jacobians ``J_t = ds_t / ds_{t-1}`` of the full state ``s`` (``h``; for LSTMs ``[h, c]``),
-  computed with ``torch.func.jacrev`` for the first ``jacobian_samples`` sequences, and their
-  norm, **spectral** (largest singular value, the default) or **Frobenius** (``norm=``). Reported
-  per step, as the *product of the per-step norms* ``prod_{k>t} ||J_k||`` (an upper bound, in
-  log10) and as the exact norm of the product ``||ds_{T-1}/ds_t||`` (float64). Both norms are
-  sub-multiplicative, so the exact norm never exceeds the bound. Masks are ignored here.
+  computed with ``torch.func.jacrev`` for the first ``jacobian_samples`` sequences (vectorised
+  over steps), and their norm, **spectral** (largest singular value, the default) or
+  **Frobenius** (``norm=``). Reported per step, as the *product of the per-step norms*
+  ``prod_{k>t} ||J_k||`` (an upper bound, in log10) and as the exact norm of the product
+  ``||ds_{T-1}/ds_t||`` (float64, rescaled at every step; ``inf`` beyond float64's range). Both
+  norms are sub-multiplicative, so the exact norm never exceeds the bound. At a padded step the
+  layer keeps its state, so its Jacobian is the identity, and each value is a mean over the
+  sequences real at that step.
 * Gate saturation from ``return_gates``: the fraction of sigmoid gate values ``< 0.05`` or
   ``> 0.95`` and of tanh values with ``|x| > 0.95`` (LSTM input/forget/output and the candidate;
   GRU reset/update and candidate; a tanh RNN's ``tanh(pre-activation)``). Which activation each
@@ -44,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn.recurrent import _RecurrentCore
+from ..scan.reference import zoneout
 from .memory import check_unique, clip_norm_or_none
 
 SIGMOID_GATES = ("input", "forget", "output", "reset", "update")
@@ -157,11 +164,15 @@ class _Trace:
     order: list[int] = field(default_factory=list)  # time index of each processed step
     gates: dict[str, Tensor] | None = None
     cell: Any = None
+    zoneout: float = 0.0  # the layer's zoneout rate (its inference form, a fixed mix, is part of each step)
 
 
 def _traced_scan(cell: Any, x: Tensor, state: tuple[Tensor, ...], mask: Tensor | None, reverse: bool,
-                 trace: _Trace) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """The reference scan, keeping every hidden state in the graph with ``retain_grad``."""
+                 trace: _Trace, zoneout_rate: float = 0.0) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The reference scan (in evaluation mode), keeping every hidden state in the graph with ``retain_grad``.
+
+    Zoneout takes its inference form, ``rate * s_(t-1) + (1 - rate) * s_t``, as the layer's own scan does.
+    """
     steps = x.shape[1]
     inputs = cell.project_input(x).unbind(1)  # T x [B, G]
     valid = mask.unsqueeze(-1).unbind(1) if mask is not None else None
@@ -172,6 +183,8 @@ def _traced_scan(cell: Any, x: Tensor, state: tuple[Tensor, ...], mask: Tensor |
         trace.inputs.append(inputs[t].detach())
         trace.order.append(t)
         out, new, gates = cell.recur(inputs[t], state, return_gates=True)
+        if zoneout_rate:
+            new = zoneout(new, state, zoneout_rate, False)
         if valid is not None:
             keep = valid[t]
             new = tuple(torch.where(keep, n, s) for n, s in zip(new, state))
@@ -187,6 +200,7 @@ def _traced_scan(cell: Any, x: Tensor, state: tuple[Tensor, ...], mask: Tensor |
         gate_steps[t] = gates or {}
     trace.gates = {k: torch.stack([g[k] for g in gate_steps], 1).detach() for k in gate_steps[0]} if steps else {}
     trace.cell = cell
+    trace.zoneout = zoneout_rate
     return torch.stack(outputs, 1), state
 
 
@@ -196,6 +210,8 @@ def _traced_run(layer: _RecurrentCore, traces: dict[str, _Trace]) -> Callable[..
     def run(x: Tensor, x_bf: Tensor, hx: Any, mask: Tensor | None, return_gates: bool) -> Any:
         layer._bind()
         batch = x_bf.shape[0]
+        if mask is not None:  # as the layer's own scan: padding never reaches the math (NaN there would leak)
+            x_bf = torch.where(mask.unsqueeze(-1).bool(), x_bf, x_bf.new_zeros(()))
         initial = layer._zeros(batch, x_bf) if hx is None else hx
         parts = initial if isinstance(initial, tuple) else (initial,)
         finals: list[tuple[Tensor, ...]] = []
@@ -207,7 +223,7 @@ def _traced_run(layer: _RecurrentCore, traces: dict[str, _Trace]) -> Callable[..
                 key = f"l{depth}{'_reverse' if direction else ''}"
                 traces[key] = _Trace()
                 out, state = _traced_scan(layer._cells[index], layer_input, tuple(p[index] for p in parts), mask,
-                                          direction == 1, traces[key])
+                                          direction == 1, traces[key], float(layer.zoneout or 0.0))
                 outputs.append(out)
                 finals.append(state)
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
@@ -292,7 +308,7 @@ def _default_loss(is_layer: bool, layer: _RecurrentCore) -> Callable[[nn.Module,
         if is_layer:
             x = batch[0] if isinstance(batch, list | tuple) else batch
             out = model(x)[0]
-            last = out[:, -1] if layer.batch_first else out[-1]
+            last = out[:, -1] if layer.batch_first and x.dim() == 3 else out[-1]  # unbatched: [T, H]
             return last.sum()  # dL/dh_(T-1) = 1: the gradient's decay back in time is the layer's own
         if isinstance(batch, Tensor):
             return model(batch).sum()
@@ -307,31 +323,80 @@ def _default_loss(is_layer: bool, layer: _RecurrentCore) -> Callable[[nn.Module,
     return loss
 
 
-def _jacobians(trace: _Trace, samples: int) -> Tensor:
-    """``[T, n, S, S]`` step Jacobians in processing order (row 0 is all nan: no previous step)."""
-    cell = trace.cell
+JACOBIAN_CHUNK_ELEMENTS = 2**22  # Jacobian entries per vectorised call (bounds memory on long sequences)
+
+
+def _matrix_norm(m: Tensor, norm: str) -> Tensor:
+    """Spectral or Frobenius norm of each ``[..., S, S]`` matrix; ``nan`` for a matrix with a
+    non-finite entry (the SVD refuses those)."""
+    finite = torch.isfinite(m).flatten(-2).all(-1)
+    values = torch.linalg.matrix_norm(torch.where(finite[..., None, None], m, m.new_zeros(())),
+                                      ord=2 if norm == "spectral" else "fro")
+    return torch.where(finite, values, values.new_full((), math.nan))
+
+
+def _jacobian_norms(trace: _Trace, samples: int, steps: int, real: Tensor | None,
+                    norm: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Step-Jacobian norms of the first ``samples`` sequences of a forward trace, float64.
+
+    Returns ``(step [T, n], log10_exact [T, n], valid [T, n])``: ``step[t] = ||J_t||`` with
+    ``J_t = ds_t/ds_(t-1)`` (row 0 ``nan``), ``log10_exact[t] = log10 ||ds_(T-1)/ds_t||``, and
+    whether step ``t`` of each sequence is real. At a padded step the layer keeps its state, so
+    ``J_t`` is the identity there. The Jacobians come from one vectorised ``jacrev`` call per chunk
+    of steps (chunks walk back from the end, carrying the product, so memory stays bounded); the
+    product is rescaled after every step, so neither overflow nor underflow stops it.
+    """
+    cell, rate = trace.cell, trace.zoneout
     sizes = [s.shape[-1] for s in trace.prev_states[0]]
     total = sum(sizes)
+    n = min(samples, trace.inputs[0].shape[0])
+    device = trace.inputs[0].device
 
     def step(xp: Tensor, flat: Tensor) -> Tensor:
         parts = tuple(p.unsqueeze(0) for p in torch.split(flat, sizes))
         _, new, _ = cell.recur(xp.unsqueeze(0), parts)
-        return torch.cat([n.squeeze(0) for n in new])
+        if rate:
+            new = zoneout(new, parts, rate, False)
+        return torch.cat([s.squeeze(0) for s in new])
 
-    jac = torch.func.vmap(torch.func.jacrev(step, argnums=1))
-    out = []
+    jac_fn = torch.func.vmap(torch.func.jacrev(step, argnums=1))
+    valid = (real[:n, :steps].T.to(device) if real is not None else
+             torch.ones(steps, n, dtype=torch.bool, device=device))
+    eye = torch.eye(total, dtype=torch.float64, device=device)
+    step_norms = torch.full((steps, n), math.nan, dtype=torch.float64, device=device)
+    log_exact = torch.zeros(steps, n, dtype=torch.float64, device=device)
+    product = eye.expand(n, total, total).clone()  # ds_(T-1)/ds_t, rescaled by 10^scale
+    scale = torch.zeros(n, dtype=torch.float64, device=device)
+    chunk = max(1, JACOBIAN_CHUNK_ELEMENTS // (n * total * total))
+    stop = steps
     with torch.no_grad():
-        for xp, prev in zip(trace.inputs, trace.prev_states):
-            n = min(samples, xp.shape[0])
-            out.append(jac(xp[:n], torch.cat([p[:n] for p in prev], -1)))
-    stacked = torch.stack(out)  # [T, n, S, S]
-    stacked[0] = float("nan")
-    assert stacked.shape[-1] == total
-    return stacked
+        while stop > 0:
+            begin = max(0, stop - chunk)
+            xp = torch.stack([trace.inputs[t][:n] for t in range(begin, stop)])  # [c, n, G]
+            prev = torch.stack([torch.cat([s[:n] for s in trace.prev_states[t]], -1) for t in range(begin, stop)])
+            jac = jac_fn(xp.flatten(0, 1), prev.flatten(0, 1)).view(stop - begin, n, total, total).double()
+            jac = torch.where(valid[begin:stop, :, None, None], jac, eye)
+            step_norms[begin:stop] = _matrix_norm(jac, norm)
+            products = []
+            for t in range(stop - 1, begin - 1, -1):  # each product needs the one after it: sequential
+                products.append(product)
+                log_exact[t] = scale
+                product = product @ jac[t - begin]
+                size = product.abs().amax((-2, -1)).clamp_min(1e-300)
+                product = product / size[:, None, None]
+                scale = scale + torch.log10(size)
+            norms = _matrix_norm(torch.stack(products[::-1]), norm)  # [c, n], time order
+            log_exact[begin:stop] += torch.log10(norms)
+            stop = begin
+    step_norms[0] = math.nan  # no previous step inside the sequence
+    return step_norms, log_exact, valid
 
 
-def _matrix_norm(m: Tensor, norm: str) -> Tensor:
-    return torch.linalg.matrix_norm(m, ord=2 if norm == "spectral" else "fro")
+def _masked_mean(values: Tensor, valid: Tensor, dim: int = -1) -> Tensor:
+    """Mean over ``dim`` of the ``valid`` entries (``nan`` where none is)."""
+    count = valid.sum(dim)
+    total = torch.where(valid, values, values.new_zeros(())).sum(dim)
+    return torch.where(count > 0, total / count.clamp_min(1), values.new_full((), math.nan))
 
 
 def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
@@ -371,6 +436,7 @@ def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
     params = [p for p in model_or_layer.parameters() if p.requires_grad]
     saved_grads = [p.grad for p in params]
     was_training = model_or_layer.training
+    carried = getattr(rec, "state", None)  # a stateful layer's carried state is put back afterwards
     traces: dict[str, _Trace] = {}
     model_or_layer.eval()
     for p in params:
@@ -381,12 +447,22 @@ def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
             loss = loss_fn(model_or_layer, batch)
             if loss.dim() != 0:
                 raise ValueError(f"loss_fn must return a scalar, got shape {list(loss.shape)}")
+            if not bool(torch.isfinite(loss.detach())):
+                if not all(bool(torch.isfinite(p).all()) for p in model_or_layer.parameters()):
+                    raise ValueError("the model's weights hold NaN or inf (did training diverge?): there are no "
+                                     "gradients to diagnose; train again, e.g. with a lower learning rate or "
+                                     "gradient clipping")
+                raise ValueError(f"the loss on the diagnosed batch is {float(loss.detach())} with finite weights: "
+                                 "the data holds NaN or inf values (or the model overflows on them); clean the "
+                                 "data or choose other samples")
             loss.backward()
         grads = [p.grad for p in params if p.grad is not None]
         param_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))\
             if grads else 0.0
     finally:
         object.__delattr__(rec, "_run")
+        if getattr(rec, "stateful", False):
+            rec.state = carried
         for p, g in zip(params, saved_grads):
             p.grad = g
         model_or_layer.train(was_training)
@@ -395,14 +471,22 @@ def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
     if not traces or not traces["l0"].hidden:
         raise ValueError(f"the recurrent layer {name} was not called by loss_fn (or saw an empty sequence)")
 
+    # ||dL/dh_t|| per sequence, in float64 (a float32 norm squares entries below 1e-19 to zero), averaged
+    # over the sequences whose step t is real; steps after the last real one of any sequence are dropped
+    real = mask.bool() if mask is not None else None
+    present = real.any(0) if real is not None else None
+    steps = int(present.nonzero().max()) + 1 if present is not None and bool(present.any()) else \
+        (len(traces["l0"].hidden) if present is None else 0)
+    if steps == 0:
+        raise ValueError("the diagnosed batch has no real step (every sequence is all padding)")
     by_layer: dict[str, list[float]] = {}
     for key, trace in traces.items():
-        norms = [0.0] * len(trace.hidden)
-        for h, t in zip(trace.hidden, trace.order):
-            norms[t] = float(h.grad.norm(dim=-1).mean()) if h.grad is not None else 0.0
-        by_layer[key] = norms
+        h_grads = torch.stack([h.grad if h.grad is not None else torch.zeros_like(h) for h in trace.hidden], 1)
+        per = torch.zeros(h_grads.shape[0], len(trace.order), dtype=torch.float64, device=h_grads.device)
+        per[:, torch.tensor(trace.order, device=h_grads.device)] = torch.linalg.vector_norm(h_grads.double(), dim=-1)
+        valid = real.to(per.device) if real is not None else torch.ones_like(per, dtype=torch.bool)
+        by_layer[key] = _masked_mean(per, valid, 0)[:steps].tolist()
     main = traces["l0"]
-    steps = len(main.hidden)
     saturation = {key: saturation_fractions(t.gates or {}, cell=t.cell, mask=mask) for key, t in traces.items()}
     fractions = [v for per in saturation.values() for v in per.values()]
     unbounded = {name: kind for name, kind in gate_activations(main.cell, main.gates or {}).items()
@@ -412,21 +496,20 @@ def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
     bound: list[float] = [0.0] * steps
     exact: list[float] = [1.0] * steps
     if jacobians and steps:
-        jac = _jacobians(main, jacobian_samples).double()  # forward direction: processing order = time order
-        per_step = _matrix_norm(jac[1:], norm)  # [T-1, n]
-        step_norms = [math.nan] + per_step.mean(-1).tolist()
-        logs = torch.log10(per_step.clamp_min(1e-300))
-        suffix = torch.zeros(steps, logs.shape[1], dtype=torch.float64)  # sum_{k>t} log10 ||J_k||
-        for t in range(steps - 2, -1, -1):
-            suffix[t] = suffix[t + 1] + logs[t]  # logs[t] is ||J_{t+1}||
-        # mean over samples of the product, in log10 (logsumexp: products overflow floats)
-        bound = ((torch.logsumexp(suffix * math.log(10), -1) - math.log(suffix.shape[1])) / math.log(10)).tolist()
-        product = torch.eye(jac.shape[-1], dtype=torch.float64).expand_as(jac[0]).clone()  # ds_{T-1}/ds_{T-1}
-        exact = [0.0] * steps
-        exact[steps - 1] = float(_matrix_norm(product, norm).mean())
-        for t in range(steps - 2, -1, -1):
-            product = product @ jac[t + 1]
-            exact[t] = float(_matrix_norm(product, norm).mean())
+        # forward direction: processing order = time order; means over the sequences real at each step
+        per_step, log_exact, valid = _jacobian_norms(main, jacobian_samples, steps, real, norm)
+        step_norms = _masked_mean(per_step, valid).tolist()
+        step_norms[0] = math.nan
+        logs = torch.where(valid, torch.log10(per_step.clamp_min(1e-300)), per_step.new_zeros(()))
+        logs[0] = 0.0  # J_0 is not part of any product ds_(T-1)/ds_t
+        # suffix[t] = sum_{k>t} log10 ||J_k||; the mean over samples of the products, in log10 (logsumexp:
+        # the products overflow floats)
+        suffix = torch.cat([logs.flip(0).cumsum(0).flip(0)[1:], logs.new_zeros(1, logs.shape[1])])
+        ln10 = math.log(10)
+        lse = torch.logsumexp(torch.where(valid, suffix * ln10, suffix.new_full((), -math.inf)), -1)
+        bound = torch.where(valid.any(-1), (lse - torch.log(valid.sum(-1).clamp_min(1))) / ln10,
+                            lse.new_full((), math.nan)).tolist()
+        exact = _masked_mean(torch.pow(10.0, log_exact), valid).tolist()
     grad_norms = by_layer["l0"]
     return GradientReport(
         label=label or _cell_name(rec), layer=name, cell=_cell_name(rec), steps=steps, loss=float(loss.detach()),
@@ -533,6 +616,21 @@ def plot_gradient_norms(reports: Sequence[GradientReport], path: Path, *, title:
     return path
 
 
+def _horizon_text(report: GradientReport) -> str:
+    """The horizon column: the lag, ``> T-1`` when no lag fell below the threshold, and ``n/a`` when
+    the rule has no reference (``||dL/dh_(T-1)||`` is 0 or not finite, e.g. a max-pooled classifier
+    whose last step is never the maximum): ``None`` alone would read as a long memory."""
+    last = report.grad_norms[-1] if report.grad_norms else math.nan
+    if not (last > 0 and math.isfinite(last)):
+        return "n/a"
+    return str(report.horizon) if report.horizon is not None else f"> {report.steps - 1}"
+
+
+def _escape(text: object) -> str:
+    """A Markdown table cell: a ``|`` inside it (``||dL/dh_t||``) would start a new column."""
+    return str(text).replace("|", "\\|")
+
+
 def diagnostics_markdown(reports: Sequence[GradientReport], clipping: Mapping[str, Any] | None = None,
                          title: str = "Gradient diagnostics") -> str:
     """A Markdown report: one row per model, the definitions, and the clipping demo."""
@@ -545,19 +643,23 @@ def diagnostics_markdown(reports: Sequence[GradientReport], clipping: Mapping[st
     rows = []
     for r in reports:
         s = r.summary()
-        rows.append([r.label, r.steps, f"{s['grad_norm_last']:.3g}", f"{s['grad_norm_first']:.3g}",
-                     f"{s['ratio_first_to_last']:.3g}", r.horizon if r.horizon is not None else f"> {r.steps - 1}",
+        rows.append([_escape(r.label), r.steps, f"{s['grad_norm_last']:.3g}", f"{s['grad_norm_first']:.3g}",
+                     f"{s['ratio_first_to_last']:.3g}" if math.isfinite(s["ratio_first_to_last"]) else "n/a",
+                     _horizon_text(r),
                      f"{r.saturation_overall:.3f}" if math.isfinite(r.saturation_overall) else "n/a",
                      f"{r.jacobian_product_norm[0]:.3g}" if r.jacobian_product_norm else "",
                      f"{r.jacobian_product_log10[0]:.2f}" if r.jacobian_product_log10 else "",
                      f"{r.param_grad_norm:.3g}"])
     lines = [f"# {title}", "",
-             markdown_table(["model", "T", "||dL/dh_T-1||", "||dL/dh_0||", "first/last", "horizon",
-                             "saturated", f"||ds_T-1/ds_0|| ({norm})", "log10 prod ||J_t||", "param grad norm"],
-                            rows), "",
-             "Definitions: `||dL/dh_t||` is the mean over the batch of the L2 norm of the total derivative of the "
+             markdown_table([_escape(h) for h in
+                             ["model", "T", "||dL/dh_T-1||", "||dL/dh_0||", "first/last", "horizon", "saturated",
+                              f"||ds_T-1/ds_0|| ({norm})", "log10 prod ||J_t||", "param grad norm"]], rows), "",
+             "Definitions: `||dL/dh_t||` is the mean over the batch (on padded batches, over the sequences whose step t "
+             "is real) of the L2 norm of the total derivative of the "
              "loss with respect to the hidden state at step t (retained hidden-state gradients of the unrolled "
-             f"layer). Horizon: {rule}; `> T-1` means no lag within the sequence fell that low. Saturated: fraction "
+             f"layer). Horizon: {rule}; `> T-1` means no lag within the sequence fell that low; n/a: "
+             "||dL/dh_T-1|| is 0 or not finite, so the rule has no reference (the loss does not read the last "
+             "step). Saturated: fraction "
              "of sigmoid gate values < 0.05 or > 0.95 and of tanh values with |x| > 0.95 (n/a: no bounded "
              f"activation). Jacobian norms are {norm} norms of ds_t/ds_(t-1) for the full state "
              "(h, and c for LSTMs); `log10 prod ||J_t||` is the product of the per-step norms (an upper bound), "
@@ -605,7 +707,10 @@ def diagnose_fresh(cells: Sequence[str], *, task: str = "adding", length: int = 
     clip_norm = clip_norm_or_none(clip_norm)
     if not cells:
         raise ValueError("give at least one cell, e.g. --cell rnn,lstm,gru")
-    check_unique(cells, "--cell")
+    check_unique([c.lower().replace("-", "_") for c in cells], "--cell", shown=[repr(c) for c in cells])
+    if exploding_scale is not None and not (math.isfinite(exploding_scale) and exploding_scale > 0):
+        raise ValueError(f"--exploding-scale must be a finite number > 0 (0: skip the exploding case), "
+                         f"got {exploding_scale:g}")
     spec = make_task(task)
     spec.check_length(length)
     for cell in cells:

@@ -19,10 +19,10 @@ a fresh LSTM does not forget at the rate 0.5 per step of a forget gate at ``sigm
 * **copy** (Hochreiter and Schmidhuber 1997, experiment 2; the version of Arjovsky et al. 2016):
   ``K`` symbols from an alphabet of ``A``, a gap of blanks, a delimiter, then ``K`` steps in which
   the network must output the symbols in order. ``length`` = total sequence length ``T``
-  (the gap is ``T - 2K``; at least ``2K + 1``). Without memory, accuracy on the recalled segment
-  is ``1/A``. Success: recalled-segment accuracy above 0.9.
+  (``T - 2K - 1`` blanks before the delimiter; at least ``2K + 1``). Without memory, accuracy on
+  the recalled segment is ``1/A``. Success: recalled-segment accuracy above 0.9.
 * **selective-copy** (Gu and Dao 2023, sec. 3.1; Jing et al. 2019): ``K`` symbols at random
-  positions among blanks in the first ``T - K`` steps, a delimiter, then the symbols in order
+  positions among blanks in the first ``T - K - 1`` steps, a delimiter, then the symbols in order
   (the network must pick out *where* the symbols were, not just copy a fixed block). Same
   baseline and success rule as copy; ``length`` = total length (at least ``2K + 1``).
 """
@@ -44,6 +44,7 @@ from ..nn import recurrent_layer
 from ..nn.factory import LSTM_CELLS
 
 Batch = tuple[Tensor, Tensor]
+MAX_LENGTH = 100_000  # longer sequences would not fit in memory (the dev set alone is 512 x T x features)
 
 
 def clip_norm_or_none(value: float | None, option: str = "--clip-norm") -> float | None:
@@ -95,6 +96,9 @@ class MemoryTask:
         return 4 if self.name == "adding" else 2 * self.memorize + 1
 
     def check_length(self, length: int) -> None:
+        if length > MAX_LENGTH:
+            raise ValueError(f"length {length} is too long for the {self.name} task: at most {MAX_LENGTH:,} steps "
+                             "(a batch of such sequences would not fit in memory); give a shorter --length")
         if length < self.min_length():
             what = ("two marked steps, one in each half" if self.name == "adding" else
                     f"{self.memorize} symbols, a delimiter and {self.memorize} recall steps")
@@ -467,7 +471,7 @@ def run_memory_benchmark(task_name: str, lengths: Sequence[int], cells: Sequence
 
     Raises:
         ValueError: unknown task or cell names (listing the valid ones), no cell or no length, a
-            cell or length given twice, a length too short for the task, ``seeds < 1``, a
+            cell or length given twice, a length too short for the task (or above MAX_LENGTH), ``seeds < 1``, a
             negative ``clip_norm`` or a ``success_rate`` outside ``(0, 1]``.
     """
     from ..cells import CELLS
@@ -506,6 +510,6 @@ def run_memory_benchmark(task_name: str, lengths: Sequence[int], cells: Sequence
     return MemoryBenchmark(task, results, settings)
 
 
-__all__ = ["MEMORY_TASKS", "MemoryBenchmark", "MemoryModel", "MemoryResult", "MemoryTask", "adding_problem",
+__all__ = ["MAX_LENGTH", "MEMORY_TASKS", "MemoryBenchmark", "MemoryModel", "MemoryResult", "MemoryTask", "adding_problem",
            "check_unique", "clip_norm_or_none", "copy_memory", "make_task", "run_memory_benchmark", "selective_copy",
            "split_budget", "task_loss", "task_metric", "train_memory_task"]
