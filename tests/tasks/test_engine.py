@@ -165,3 +165,10 @@ def test_run_files_get_the_usual_permissions(tmp_path):
     assert stat.S_IMODE(os.stat(target).st_mode) == new_file_mode()
     (tmp_path / "plain.txt").write_text("x")
     assert stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode) == new_file_mode()
+
+
+def test_markdown_tables_escape_pipes_inside_cells():
+    from rnnkit.tasks.report import markdown_table
+
+    table = markdown_table(["class", "f1"], [["a|b", 0.5]]).splitlines()
+    assert table == ["| class | f1 |", "|---|---|", r"| a\|b | 0.5000 |"]

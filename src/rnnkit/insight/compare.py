@@ -240,7 +240,10 @@ class CompareResult:
             lows = [r["mean"] - r["std"] for r in finite]
             highs = [r["mean"] + r["std"] for r in finite]
             pad = (max(highs) - min(lows)) * 0.5 or 0.01
-            axes[0].set_ylim(min(lows) - pad, max(highs) + pad)
+            bottom = min(lows) - pad
+            if min(r["mean"] for r in finite) >= 0:  # accuracy, F1, BLEU, WER, perplexity, errors: never below 0
+                bottom = max(bottom, 0.0)
+            axes[0].set_ylim(bottom, max(highs) + pad)
         axes[1].bar(names, [r["seconds"] for r in rows], yerr=[r["seconds_std"] for r in rows], capsize=4,
                     color="tab:orange")
         axes[1].set(title="training time", ylabel="seconds")

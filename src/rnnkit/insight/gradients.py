@@ -626,11 +626,6 @@ def _horizon_text(report: GradientReport) -> str:
     return str(report.horizon) if report.horizon is not None else f"> {report.steps - 1}"
 
 
-def _escape(text: object) -> str:
-    """A Markdown table cell: a ``|`` inside it (``||dL/dh_t||``) would start a new column."""
-    return str(text).replace("|", "\\|")
-
-
 def diagnostics_markdown(reports: Sequence[GradientReport], clipping: Mapping[str, Any] | None = None,
                          title: str = "Gradient diagnostics") -> str:
     """A Markdown report: one row per model, the definitions, and the clipping demo."""
@@ -643,7 +638,7 @@ def diagnostics_markdown(reports: Sequence[GradientReport], clipping: Mapping[st
     rows = []
     for r in reports:
         s = r.summary()
-        rows.append([_escape(r.label), r.steps, f"{s['grad_norm_last']:.3g}", f"{s['grad_norm_first']:.3g}",
+        rows.append([r.label, r.steps, f"{s['grad_norm_last']:.3g}", f"{s['grad_norm_first']:.3g}",
                      f"{s['ratio_first_to_last']:.3g}" if math.isfinite(s["ratio_first_to_last"]) else "n/a",
                      _horizon_text(r),
                      f"{r.saturation_overall:.3f}" if math.isfinite(r.saturation_overall) else "n/a",
@@ -651,9 +646,8 @@ def diagnostics_markdown(reports: Sequence[GradientReport], clipping: Mapping[st
                      f"{r.jacobian_product_log10[0]:.2f}" if r.jacobian_product_log10 else "",
                      f"{r.param_grad_norm:.3g}"])
     lines = [f"# {title}", "",
-             markdown_table([_escape(h) for h in
-                             ["model", "T", "||dL/dh_T-1||", "||dL/dh_0||", "first/last", "horizon", "saturated",
-                              f"||ds_T-1/ds_0|| ({norm})", "log10 prod ||J_t||", "param grad norm"]], rows), "",
+             markdown_table(["model", "T", "||dL/dh_T-1||", "||dL/dh_0||", "first/last", "horizon", "saturated",
+                             f"||ds_T-1/ds_0|| ({norm})", "log10 prod ||J_t||", "param grad norm"], rows), "",
              "Definitions: `||dL/dh_t||` is the mean over the batch (on padded batches, over the sequences whose step t "
              "is real) of the L2 norm of the total derivative of the "
              "loss with respect to the hidden state at step t (retained hidden-state gradients of the unrolled "

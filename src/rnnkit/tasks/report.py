@@ -55,9 +55,11 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table; floats to 4 decimals, and a ``|`` inside a cell (``||dL/dh||``, a class
+    named ``a|b``) escaped so it does not start a new column."""
     def fmt(v: object) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
+        return (f"{v:.4f}" if isinstance(v, float) else str(v)).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(fmt(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
