@@ -348,8 +348,8 @@ class _RecurrentCore(nn.Module):
             lens = check_lengths(lengths, batch, steps, None)  # checked where they are: no sync for CPU lengths
             return None if bool((lens == steps).all()) else lengths_to_mask(lens.to(device), steps)
         if mask is not None:
-            m = check_mask(torch.as_tensor(mask), batch, steps, device)
-            return None if bool(m.all()) else m
+            m = check_mask(torch.as_tensor(mask), batch, steps, None)  # checked where it is (no sync on CPU)
+            return None if bool(m.all()) else m.to(device)
         return None
 
     def _run(self, x: Tensor, x_bf: Tensor, hx: Hidden | None, mask: Tensor | None,

@@ -39,15 +39,16 @@ def check_lengths(lengths: Tensor | list[int], batch_size: int, max_length: int,
     return lengths.long() if device is None else lengths.to(device=device, dtype=torch.long)
 
 
-def check_mask(mask: Tensor, batch_size: int, max_length: int, device: torch.device) -> Tensor:
-    """Validate a ``[B, T]`` mask (bool, or 0/1 numbers) and return it as bool on ``device``."""
+def check_mask(mask: Tensor, batch_size: int, max_length: int, device: torch.device | None) -> Tensor:
+    """Validate a ``[B, T]`` mask (bool, or 0/1 numbers) and return it as bool on ``device`` (``None``:
+    where it is)."""
     if mask.shape != (batch_size, max_length):
         raise ValueError(f"mask must have shape [batch, time] = [{batch_size}, {max_length}], got {list(mask.shape)}")
     if mask.dtype != torch.bool:
         if not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError("mask must be boolean (True on real steps) or contain only 0 and 1")
         mask = mask.bool()
-    return mask.to(device)
+    return mask if device is None else mask.to(device)
 
 
 def padding_side(mask: Tensor) -> str | None:
