@@ -135,7 +135,7 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars or log lines; print the run folder only."),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
     resume: str | None = typer.Option(None, "--resume", help="Continue a run folder from its last finished epoch "
-                                      "(same config and data; --set may change train.epochs and train.max_minutes)."),
+                                      "(same config and data; --set may change train.epochs, train.max_minutes and train.patience)."),
 ) -> None:
     """Train a task model from raw files; writes a run folder with model, metrics, report and log."""
 
@@ -188,7 +188,7 @@ def _resume(task: str, path: str, train_file: list[str] | None, dev_file: list[s
         changed = sorted({o.split("=", 1)[0].strip() for o in overrides} - set(RESUME_KEYS))
         if changed:
             raise ValueError(f"--resume cannot change {', '.join(changed)} (the run's model and data are fixed); "
-                             f"only {' and '.join(RESUME_KEYS)}, or train a new run")
+                             f"only {', '.join(RESUME_KEYS)}, or train a new run")
         module = get_task(task)
         paired = getattr(module, "PAIRED_INPUT", False)
         run, train_path, dev_path = RunDir.for_resume(path, task, _paths(train_file, "--train", paired),
@@ -243,7 +243,7 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
     finished, the command that resumes it."""
     import shutil
 
-    from .tasks.engine import LAST_CHECKPOINT
+    from .tasks.engine import LAST_CHECKPOINT, ResumeError
 
     if not run.has_weights():
         shutil.rmtree(run.path, ignore_errors=True)
@@ -254,7 +254,7 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
     run.write_text("train.log", "\n".join(log_lines) + "\n")
     kept = [n for n in ("model.safetensors", "checkpoint-best.safetensors") if run.file(n).is_file()]
     typer.echo(f"note: training stopped; {run.path} keeps the weights written so far ({', '.join(kept)})", err=True)
-    if run.file(LAST_CHECKPOINT).is_file():
+    if run.file(LAST_CHECKPOINT).is_file() and not isinstance(err, ResumeError):  # not from a checkpoint that failed
         typer.echo(f"note: continue it with: rnnkit train {task} --resume {run.path}", err=True)
 
 

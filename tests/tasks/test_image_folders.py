@@ -201,3 +201,48 @@ def test_mnist_pictures_end_to_end(shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
     assert metrics["examples"] == 500 and metrics["accuracy"] > 0.7
+
+
+def test_sixteen_bit_pictures_are_scaled_not_clipped(tmp_path):
+    wide = (np.arange(64, dtype=np.uint32).reshape(8, 8) * 1040).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(wide).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I;16")
+    np.testing.assert_array_equal(read_picture(tmp_path / "deep.png"), np.round(wide / 257).astype(np.uint8))
+
+
+def test_photos_are_read_as_their_exif_orientation_shows_them(tmp_path):
+    (tmp_path / "a").mkdir()
+    stored = np.zeros((4, 6, 3), np.uint8)
+    stored[:, :3] = 255  # left half white as stored; orientation 6: turn clockwise to show it
+    picture = Image.fromarray(stored)
+    exif = picture.getexif()
+    exif[0x0112] = 6
+    picture.save(tmp_path / "a" / "photo.jpg", exif=exif, quality=100)
+    shown = read_picture(tmp_path / "a" / "photo.jpg", channels=3)
+    assert shown.shape == (6, 4, 3) and shown[:3].min() > 200 and shown[3:].max() < 50  # white on top
+    Image.fromarray(np.zeros((6, 4), np.uint8)).save(tmp_path / "a" / "upright.png")
+    images, _ = read_image_folder(tmp_path, channels=1)  # one size as shown: no resize needed
+    assert images.shape == (2, 6, 4)
+
+
+def test_a_model_trained_on_arrays_reads_class_folder_pictures_on_its_scale(folders, tmp_path):
+    """Pictures are 0-255; arrays may be 0-16 (the digits): evaluate, diagnose and --dev on class
+    folders map the pictures to the arrays' range, as predict on picture files does."""
+    images, labels = folders["train"]  # 0-16 values
+    test_images, test_labels = folders["test"]
+    np.savez(tmp_path / "train.npz", x=images, y=labels)
+    np.savez(tmp_path / "test.npz", x=test_images, y=test_labels)
+    for i, (picture, label) in enumerate(zip(test_images, test_labels)):  # the same test images, full range
+        (tmp_path / "pictures" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(picture * 255.0 / 16).astype(np.uint8)).save(tmp_path / "pictures" / str(label) /
+                                                                            f"{i:04d}.png")
+    result = runner.invoke(app, ["train", "image-classification", "--train", str(tmp_path / "train.npz"), "--dev",
+                                 str(tmp_path / "pictures"), "--out", str(tmp_path), "--name", "run", *FAST])
+    assert result.exit_code == 0, result.output
+    dev = json.loads((tmp_path / "run" / "metrics.json").read_text())["dev"]["accuracy"]
+    scores = []
+    for data in ("test.npz", "pictures"):
+        result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / data), "--json"])
+        assert result.exit_code == 0, result.output
+        scores.append(json.loads(result.output)["accuracy"])
+    assert scores[0] > 0.5 and abs(scores[0] - scores[1]) < 0.03 and abs(dev - scores[1]) < 0.03

@@ -33,7 +33,8 @@ class _Net(nn.Module):
 
 
 def _train(run: RunDir, epochs: int, *, bucketed: bool = False, interrupt_at: int | None = None,
-           resume: bool = False, optimizer: str = "adam") -> tuple[nn.Module, list[dict], list[list[int]]]:
+           resume: bool = False, optimizer: str = "adam", patience: int | None = None,
+           max_seconds: float | None = None, lr: float = 0.05) -> tuple[nn.Module, list[dict], list[list[int]]]:
     """Train on fixed data; ``interrupt_at``: raise Ctrl-C at that training batch (counted from 1)."""
     x = torch.randn(40, 5, generator=torch.Generator().manual_seed(1))
     y = (x[:, 0] > 0).long()
@@ -60,8 +61,8 @@ def _train(run: RunDir, epochs: int, *, bucketed: bool = False, interrupt_at: in
         return {"accuracy": float((scores.argmax(-1) == targets).float().mean())}
 
     model = _Net()
-    options = EngineOptions(epochs=epochs, learning_rate=0.05, optimizer=optimizer, progress=False, patience=None,
-                            lr_decay=0.5, accelerator="cpu")
+    options = EngineOptions(epochs=epochs, learning_rate=lr, optimizer=optimizer, progress=False, patience=patience,
+                            lr_decay=0.5, accelerator="cpu", max_seconds=max_seconds)
     dev = DataLoader(TensorDataset(torch.arange(40), x, y), batch_size=40)
     with resuming() if resume else _nothing():
         history = fit(model, loader, dev, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
@@ -167,3 +168,89 @@ def test_rnnkit_train_resume_refuses_what_it_cannot_continue(tmp_path):
     (tmp_path / "r" / LAST_CHECKPOINT).unlink()
     result = runner.invoke(app, ["train", "image-classification", "--resume", run])
     assert result.exit_code == 2 and f"no {LAST_CHECKPOINT}" in result.output
+
+
+def test_a_run_ended_by_early_stopping_stays_ended_when_resumed(tmp_path):
+    """Early stopping ends a run as it would have ended without the interruption: resuming it (killed
+    while writing its report, or asked for more epochs) trains no further epoch."""
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    stopped, history, _ = _train(run, 12, patience=1, lr=0.5)
+    assert len(history) < 12  # early stopping ended it
+    resumed, resumed_history, batches = _train(run, 20, patience=1, lr=0.5, resume=True)
+    assert batches == [] and _rows(resumed_history) == _rows(history)
+    assert all(torch.equal(a, b) for a, b in zip(stopped.state_dict().values(), resumed.state_dict().values()))
+    _, patient_history, batches = _train(run, len(history) + 2, patience=50, lr=0.5, resume=True)
+    assert len(batches) == 10 and len(patient_history) == len(history) + 2  # a larger patience trains on
+
+
+def test_a_run_ended_by_its_time_budget_trains_on_only_with_a_larger_one(tmp_path):
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    _, history, _ = _train(run, 5, max_seconds=1e-6)  # no second epoch fits in a microsecond
+    assert len(history) == 1
+    _, again, batches = _train(run, 5, max_seconds=1e-6, resume=True)
+    assert batches == [] and len(again) == 1
+    _, longer, batches = _train(run, 5, max_seconds=600.0, resume=True)
+    assert len(longer) == 5 and len(batches) == 20
+
+
+def test_the_last_checkpoint_is_on_disk_before_it_replaces_the_old_one(tmp_path, monkeypatch):
+    import os
+
+    import rnnkit.tasks.engine as engine
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(engine.os, "fsync", lambda fd: (events.append(f"fsync {os.readlink(f'/proc/self/fd/{fd}')}"),
+                                                        real_fsync(fd))[1])
+    monkeypatch.setattr(engine.os, "replace", lambda a, b: (events.append(f"replace {a}"), real_replace(a, b))[1])
+    (tmp_path / "r").mkdir()
+    _train(RunDir(tmp_path / "r"), 1)
+    partial = str(tmp_path / "r" / (LAST_CHECKPOINT + ".partial"))
+    assert [e for e in events if LAST_CHECKPOINT in e] == [f"fsync {partial}", f"replace {partial}"]
+
+
+def _digits_run(tmp_path: Path, name: str, hidden: int) -> Path:
+    import numpy as np
+
+    from rnnkit.datasets import load_digits
+
+    data = tmp_path / "digits.npz"
+    if not data.exists():
+        images, labels = load_digits()
+        np.savez(data, x=images[:200], y=labels[:200])
+    args = ["train", "image-classification", "--train", str(data), "--out", str(tmp_path), "--name", name,
+            "--set", "train.epochs=1", "--set", f"model.hidden_size={hidden}", "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    return tmp_path / name
+
+
+def test_a_broken_or_foreign_checkpoint_is_a_one_line_error(tmp_path):
+    run = _digits_run(tmp_path, "r", 8)
+    other = _digits_run(tmp_path, "other", 16)
+    good = (run / LAST_CHECKPOINT).read_bytes()
+    cases = [(good[: len(good) // 2], "is corrupt or truncated"), (b"", "is corrupt or truncated"),
+             (b"not a checkpoint" * 8, "is corrupt or truncated"),
+             ((other / LAST_CHECKPOINT).read_bytes(), "holds another model than this run's config.yaml builds")]
+    for content, message in cases:
+        (run / LAST_CHECKPOINT).write_bytes(content)
+        result = runner.invoke(app, ["train", "image-classification", "--resume", str(run), "--set", "train.epochs=2"])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "Traceback" not in result.output and "--resume" not in result.output  # not: resume it again
+
+
+def test_the_fingerprint_of_a_data_folder_sees_changes_inside_its_class_folders(tmp_path):
+    from rnnkit.tasks.run import data_fingerprint
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.png").write_bytes(b"12345")
+    before = data_fingerprint(str(tmp_path))
+    (tmp_path / "cat" / "b.png").write_bytes(b"1")  # one more picture, same class folders
+    added = data_fingerprint(str(tmp_path))
+    (tmp_path / "cat" / "b.png").unlink()
+    (tmp_path / "dog" / "a.png").write_bytes(b"123456")  # a picture replaced
+    changed = data_fingerprint(str(tmp_path))
+    assert before != added and before != changed and added != changed
+    assert data_fingerprint(str(tmp_path)) == changed

@@ -42,6 +42,10 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 PICTURE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 # Pillow modes with one colour band (an alpha band, as in "LA", is dropped)
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+# EXIF orientation -> the transpose that shows the picture upright (as Pillow's ImageOps.exif_transpose)
+_ORIENTATION_FIXES = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+                      7: "TRANSVERSE", 8: "ROTATE_90"}
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -204,6 +208,23 @@ def _open_picture(path: Path) -> Any:
         raise DataError(f"cannot read the picture ({exc})", path=path, hint="remove or replace the file") from None
 
 
+def _orientation(img: Any) -> int:
+    """The EXIF orientation (1: upright) from the header; a PNG's EXIF after its pixels is not read
+    (that would decode the picture)."""
+    if "exif" not in img.info and img.format != "TIFF":
+        return 1
+    try:
+        value = int(img.getexif().get(0x0112, 1))
+    except Exception:  # a damaged EXIF block: show the picture as stored
+        return 1
+    return value if value in _ORIENTATION_FIXES else 1
+
+
+def _upright_size(img: Any) -> tuple[int, int]:
+    """``(height, width)`` as the picture is shown (EXIF orientations 5-8 turn it a quarter)."""
+    return (img.width, img.height) if _orientation(img) in (5, 6, 7, 8) else (img.height, img.width)
+
+
 def read_picture(path: PathLike_, image_shape: Sequence[int] | None = None, channels: int = 1) -> np.ndarray:
     """One picture file as uint8 values 0-255 in a colour mode and size.
 
@@ -212,7 +233,8 @@ def read_picture(path: PathLike_, image_shape: Sequence[int] | None = None, chan
         image_shape: ``(H, W)`` to resize to (bilinear), or ``None`` for the picture's own size.
         channels: 1 (grey ``[H, W]``), 3 (RGB ``[H, W, 3]``) or 4 (RGBA ``[H, W, 4]``); the picture
             is converted to that mode (colour to grey by ITU-R 601-2 luma, an alpha band dropped or
-            added as opaque). Pictures of more than 8 bits per band are clipped to 0-255.
+            added as opaque). 16-bit grey pictures are scaled to 0-255; 32-bit integer and float
+            pictures are clipped to 0-255. A photo's EXIF orientation is applied (as it is shown).
 
     Returns:
         ``uint8 [H, W]`` or ``[H, W, C]``.
@@ -227,7 +249,13 @@ def read_picture(path: PathLike_, image_shape: Sequence[int] | None = None, chan
         )
     with _open_picture(p) as img:
         try:
+            orientation = _orientation(img)
+            if img.mode in _SIXTEEN_BIT_MODES:  # convert() would clip 0-65535 to 0-255: nearly all white
+                wide = np.asarray(img).astype(np.uint32)
+                img = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
             converted = img.convert(PICTURE_MODES[channels])
+            if orientation != 1:
+                converted = converted.transpose(getattr(Image.Transpose, _ORIENTATION_FIXES[orientation]))
             if image_shape is not None and converted.size != (image_shape[1], image_shape[0]):
                 converted = converted.resize((int(image_shape[1]), int(image_shape[0])), Image.Resampling.BILINEAR)
             return np.asarray(converted, dtype=np.uint8)
@@ -289,7 +317,7 @@ def read_image_folder(
         colour = False
         for f in files:  # headers only: Pillow decodes pixels on first access
             with _open_picture(f) as img:
-                sizes.setdefault((img.height, img.width), f)
+                sizes.setdefault(_upright_size(img), f)
                 colour = colour or img.mode not in _GREY_MODES
             if image_shape is None and len(sizes) > 1:
                 (a, fa), (b, fb) = list(sizes.items())[:2]

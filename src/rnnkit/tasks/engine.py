@@ -48,6 +48,10 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "asgd")
 LAST_CHECKPOINT = "checkpoint-last.ckpt"
 
 
+class ResumeError(ValueError):
+    """``checkpoint-last.ckpt`` cannot be continued from (unreadable, or another model's)."""
+
+
 @dataclass
 class EngineOptions:
     epochs: int = 5
@@ -124,6 +128,28 @@ def _set_sampler_epochs(loader: Any, epoch: int) -> None:
                                     getattr(batch_sampler, "sampler", None)) if p is not None}.values():
         if callable(getattr(part, "set_epoch", None)):
             part.set_epoch(epoch)
+
+
+def _check_last_checkpoint(path: Any, module: nn.Module) -> None:
+    """A one-line :class:`ResumeError` unless ``path`` is a readable engine checkpoint of ``module``'s
+    shapes (memory-mapped: the tensors are not read here)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # truncated zip, not a zip, unpickling refused ...
+        raise ResumeError(f"{path} is corrupt or truncated ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:100]}); it cannot be resumed: train a new run") from None
+    track = [v for k, v in saved.get("callbacks", {}).items() if k.endswith("Track")] \
+        if isinstance(saved, dict) and isinstance(saved.get("callbacks"), dict) else []
+    if not track or not isinstance(saved.get("state_dict"), dict) or "optimizer_states" not in saved:
+        raise ResumeError(f"{path} is not an rnnkit training checkpoint; it cannot be resumed: train a new run")
+    expected = module.state_dict()
+    found = saved["state_dict"]
+    wrong = sorted(set(expected) ^ set(found)) or [k for k in expected if tuple(expected[k].shape) != tuple(found[k].shape)]
+    if wrong:
+        detail = (f"{wrong[0]} is {tuple(found[wrong[0]].shape)} there, {tuple(expected[wrong[0]].shape)} here"
+                  if wrong[0] in found and wrong[0] in expected else f"{wrong[0]} is only in one of them")
+        raise ResumeError(f"{path} holds another model than this run's config.yaml builds ({detail}); "
+                          "it cannot be resumed: train a new run")
 
 
 @contextlib.contextmanager
@@ -300,7 +326,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
     module = _lightning_module(model, loss_fn, predict_fn, metric_fn, options)
     history: list[dict[str, float]] = []
     sign = 1.0 if options.mode == "max" else -1.0
-    state: dict[str, Any] = {"best": -math.inf, "best_weights": None, "bad_epochs": 0, "start": time.perf_counter()}
+    state: dict[str, Any] = {"best": -math.inf, "best_weights": None, "bad_epochs": 0, "start": time.perf_counter(),
+                             "stopped": None}  # "early" or "time": the run ended before train.epochs
     averager = WeightAverage(model)
     limit = _BATCH_LIMIT.get()  # set by batch_limit(): a warm-up of one short epoch
     resume_from = None
@@ -316,7 +343,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
             return {"history": [dict(row) for row in history], "best": state["best"],
                     "bad_epochs": state["bad_epochs"], "elapsed": time.perf_counter() - state["start"],
                     "average": None if averager.mean is None else {"mean": averager.mean, "steps": averager.steps},
-                    "rng": _rng_states(), "dataset_epoch": _dataset_epoch(train_loader)}
+                    "rng": _rng_states(), "dataset_epoch": _dataset_epoch(train_loader),
+                    "stopped": state["stopped"], "max_seconds": options.max_seconds}
 
         def load_state_dict(self, saved: dict[str, Any]) -> None:
             history[:] = saved["history"]
@@ -332,12 +360,26 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
             # a dataset that shuffles itself may be read before the first epoch's hooks run: set it now
             _set_dataset_epoch(train_loader, saved["dataset_epoch"])
             pending["rng"] = saved["rng"]  # applied when the next epoch starts
+            # a run that early stopping or the time budget ended stays ended, as it would have without the
+            # interruption (a stop after the last checkpoint repeats itself); a larger budget trains on
+            # (early stopping is judged with this call's train.patience: a larger one trains on)
+            early = options.patience is not None and saved["bad_epochs"] >= options.patience
+            stopped = "early" if early else ("time" if saved.get("stopped") == "time" else None)
+            if stopped == "early" or (stopped == "time" and options.max_seconds is not None
+                                      and options.max_seconds <= (saved.get("max_seconds") or math.inf)):
+                pending["stopped"] = stopped
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            if pending.get("stopped"):
+                trainer.should_stop = True  # no further epoch
 
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             if run is not None and limit is None:
                 partial = run.file(LAST_CHECKPOINT + ".partial")
                 trainer.save_checkpoint(partial)
+                with open(partial, "rb+") as f:  # on disk before the rename, or a lost machine may leave it empty
+                    os.fsync(f.fileno())
                 os.replace(partial, run.file(LAST_CHECKPOINT))  # atomic: the old checkpoint or the new one
 
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
@@ -392,13 +434,13 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                     f"{optimizer.param_groups[0]['lr']:.3g}")
             if options.patience is not None and state["bad_epochs"] >= options.patience:
                 log(f"early stopping: dev {options.monitor} has not improved for {options.patience} epochs")
-                trainer.should_stop = True
+                trainer.should_stop, state["stopped"] = True, "early"
             last_epoch = time.perf_counter() - state.get("epoch_start", state["start"])  # training + dev
             if (options.max_seconds is not None and row["epoch"] < options.epochs and not trainer.should_stop
                     and row["seconds"] + last_epoch > options.max_seconds):
                 log(f"time budget: another epoch (about {last_epoch:.0f} s) would end past "
                     f"{options.max_seconds / 60:g} min (train.max_minutes); stopping after epoch {row['epoch']}")
-                trainer.should_stop = True
+                trainer.should_stop, state["stopped"] = True, "time"
 
     trainer = pl.Trainer(
         max_epochs=options.epochs if limit is None else 1, accelerator=options.accelerator, devices=1, logger=False,
@@ -415,8 +457,15 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
 
         safe: dict[str, Any] = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters \
             else {}
+        _check_last_checkpoint(resume_from, module)
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=dev_loader, ckpt_path=resume_from, **safe)
-        if pending:  # training never started: the checkpoint had every epoch
+        if pending.get("stopped") == "early":
+            log(f"{resume_from.name}: early stopping ended this run after epoch {len(history)}; nothing to train "
+                "(an uninterrupted run stops there too)")
+        elif pending.get("stopped") == "time":
+            log(f"{resume_from.name}: the time budget ended this run after epoch {len(history)}; raise "
+                "train.max_minutes to train on")
+        elif pending:  # training never started: the checkpoint had every epoch
             log(f"{resume_from.name}: all {len(history)} epoch(s) were done already; raise train.epochs to train on")
     if state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])

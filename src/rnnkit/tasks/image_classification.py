@@ -382,6 +382,13 @@ class Preprocessor:
                               f"{self.describe()} ({'grey' if self.channels == 1 else 'channels last'}); {fix}")
         return x
 
+    def from_source(self, images: np.ndarray, path: str | Path) -> np.ndarray:
+        """Images read from ``path`` on the training pixel scale: pictures from class folders (0-255) for a
+        model trained on arrays are mapped to the arrays' 0..max range, as ``predict`` maps picture files."""
+        if self.pictures or detect_format(path, self.cfg.format) != "folders":
+            return images
+        return images.astype(np.float32) * np.float32(1.0 / (255.0 * self.scale))
+
     @property
     def input_size(self) -> int:
         return (self.image_shape[1] if self.cfg.sequence == "rows" else 1) * self.channels
@@ -598,7 +605,7 @@ class TrainedImageClassifier:
         cfg = self._data_cfg(overrides, "evaluate --set")
         images, labels = read_images(path, cfg)
         assert labels is not None
-        return self.evaluate_arrays(images, labels, str(path))
+        return self.evaluate_arrays(self.prep.from_source(images, path), labels, str(path))
 
     def diagnostic_batch(self, path: str | Path, size: int = 32) -> tuple[nn.Module, tuple[Tensor, Tensor],
                                                                            Callable[[nn.Module, Any], Tensor]]:
@@ -606,7 +613,7 @@ class TrainedImageClassifier:
         :func:`rnnkit.insight.gradient_diagnostics`)."""
         images, labels = read_images(path, self.prep.cfg)
         assert labels is not None
-        x = self.prep.sequences(images[:size], str(path))
+        x = self.prep.sequences(self.prep.from_source(images[:size], path), str(path))
         y = self.prep.encode_labels(labels[:size], str(path))
 
         def loss_fn(model: nn.Module, batch: Any) -> Tensor:
@@ -706,6 +713,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         raise ConfigError(f"{dev_path or train_path}: dev label(s) {', '.join(map(str, unseen[:5]))} never occur in "
                           f"the {len(images)} training images (labels {', '.join(map(str, prep.classes))}); {fix}")
     x_train, y_train = prep.sequences(images, str(train_path)), prep.encode_labels(labels, str(train_path))
+    if dev_path is not None:  # class-folder pictures as dev for arrays: on the arrays' scale
+        dev_images = prep.from_source(dev_images, dev_path)
     x_dev = prep.sequences(dev_images, str(dev_path or train_path))
     y_dev = prep.encode_labels(dev_labels, str(dev_path or train_path))
     log(f"{len(images)} training / {len(dev_images)} dev images of {prep.describe()}, {len(prep.classes)} classes; "

@@ -28,7 +28,7 @@ from ..runtime import new_file_mode
 
 REQUIRED = ("config.yaml", "model.json", "model.safetensors")
 # config keys ``rnnkit train --resume`` may change: how long to train on, not what is trained
-RESUME_KEYS = ("train.epochs", "train.max_minutes")
+RESUME_KEYS = ("train.epochs", "train.max_minutes", "train.patience")
 
 
 def _absolute(path: str | tuple[str, ...] | None) -> Any:
@@ -43,8 +43,9 @@ def _absolute(path: str | tuple[str, ...] | None) -> Any:
 
 
 def data_fingerprint(path: str | tuple[str, ...] | list[str] | None) -> Any:
-    """``[size, modification time]`` of each data file (a folder: the number of its entries), to
-    tell whether a resumed run reads the data it started with."""
+    """``[size, modification time]`` of each data file (a folder: the number, total size and latest
+    modification time of the files in it and its subfolders), to tell whether a resumed run reads
+    the data it started with."""
     if path is None:
         return None
     if isinstance(path, tuple | list):
@@ -56,10 +57,31 @@ def data_fingerprint(path: str | tuple[str, ...] | list[str] | None) -> Any:
             st = q.stat()
             out.append([st.st_size, st.st_mtime_ns])
         elif q.is_dir():
-            out.append(["folder", sum(1 for _ in q.iterdir())])
+            out.append(["folder", *_folder_fingerprint(q)])
         else:
             out.append(part)
     return out
+
+
+def _folder_fingerprint(folder: Path) -> list[int]:
+    """``[files, bytes, latest modification time]`` of everything under ``folder``, subfolders
+    (class folders) and linked folders included, each folder once."""
+    files = size = latest = 0
+    seen: set[tuple[int, int]] = set()
+    for parent, folders, names in os.walk(folder, followlinks=True):
+        st = os.stat(parent)
+        if (st.st_dev, st.st_ino) in seen:  # a link back up the tree
+            folders[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        folders.sort()
+        for name in names:
+            try:
+                st = os.stat(os.path.join(parent, name))
+            except OSError:  # a broken link
+                continue
+            files, size, latest = files + 1, size + st.st_size, max(latest, st.st_mtime_ns)
+    return [files, size, latest]
 
 
 class RunError(ValueError):
