@@ -297,8 +297,12 @@ def progress_bar() -> Any:
 
 def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn, predict_fn: PredictFn,
         metric_fn: MetricFn, options: EngineOptions, run: RunDir | None = None,
-        log: Callable[[str], None] = print) -> list[dict[str, float]]:
+        log: Callable[[str], None] = print, task_state: dict[str, Any] | None = None) -> list[dict[str, float]]:
     """Train ``model`` and leave it holding the best weights by ``options.monitor`` on dev.
+
+    ``task_state``: a small dict of plain values the task's own functions keep across batches (a
+    step counter for a schedule); it is saved in ``checkpoint-last.ckpt`` and updated in place when
+    a run resumes.
 
     Returns:
         One dict per epoch: ``epoch``, ``train_loss``, ``seconds`` and ``dev_<metric>`` for each
@@ -344,10 +348,13 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                     "bad_epochs": state["bad_epochs"], "elapsed": time.perf_counter() - state["start"],
                     "average": None if averager.mean is None else {"mean": averager.mean, "steps": averager.steps},
                     "rng": _rng_states(), "dataset_epoch": _dataset_epoch(train_loader),
-                    "stopped": state["stopped"], "max_seconds": options.max_seconds}
+                    "stopped": state["stopped"], "max_seconds": options.max_seconds,
+                    "task_state": dict(task_state) if task_state is not None else None}
 
         def load_state_dict(self, saved: dict[str, Any]) -> None:
             history[:] = saved["history"]
+            if task_state is not None and saved.get("task_state") is not None:
+                task_state.update(saved["task_state"])
             state["best"], state["bad_epochs"] = saved["best"], saved["bad_epochs"]
             state["start"] = time.perf_counter() - saved["elapsed"]
             if saved["average"] is not None:

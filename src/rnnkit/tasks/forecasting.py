@@ -1084,7 +1084,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     log(f"{len(train_ds):,} training / {len(val_ds):,} validation windows; model: {m.cell.upper()} x{m.num_layers} "
         f"encoder + {m.decoder} decoder, {m.likelihood} output, {params:,} parameters")
     steps_total = max(1, cfg.train.epochs * math.ceil(len(train_ds) / cfg.train.batch_size))
-    counter = {"step": 0}
+    counter = {"step": 0}  # the teacher-forcing schedule's position; saved with the engine's checkpoint
 
     def loss_fn(mdl: nn.Module, batch: Any) -> Tensor:
         x, fut, sid, y = batch
@@ -1113,7 +1113,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     history = fit(model, torch.utils.data.DataLoader(train_ds, batch_size=cfg.train.batch_size, sampler=shuffled,
                                                      generator=generator),
                   torch.utils.data.DataLoader(val_ds, batch_size=4 * cfg.train.batch_size),
-                  loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)
+                  loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log,
+                  task_state=counter)
     train_seconds = time.perf_counter() - t0
     pipe.save(run)
     extra = run.read_json("forecasting.json")
