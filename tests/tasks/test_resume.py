@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from rnnkit.cli import app
 from rnnkit.data.bucketing import BucketBatchSampler, EpochSampler
-from rnnkit.tasks.engine import LAST_CHECKPOINT, EngineOptions, fit, resuming
+from rnnkit.tasks.engine import LAST_CHECKPOINT, EngineOptions, fit, prior_seconds, resuming
 from rnnkit.tasks.run import RunDir
 
 runner = CliRunner()
@@ -95,6 +95,10 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_result(tmp_path, bucket
                                                        optimizer=optimizer, resume=True)
     assert _rows(resumed_history) == _rows(history)
     assert resumed_batches == batches[10:]  # epochs 3 and 4 (5 batches each), in the same order
+    # the time trained before the stop is reported (tasks add it to train_seconds), and is the history's
+    assert 0 < prior_seconds() <= resumed_history[2]["seconds"] and prior_seconds() >= resumed_history[1]["seconds"]
+    _train(RunDir(tmp_path / "c"), 1)
+    assert prior_seconds() == 0.0  # a run trained in one go
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
 

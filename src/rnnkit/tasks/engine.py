@@ -73,6 +73,13 @@ class EngineOptions:
 
 _BATCH_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("rnnkit_engine_batch_limit", default=None)
 _RESUMING: contextvars.ContextVar[bool] = contextvars.ContextVar("rnnkit_engine_resuming", default=False)
+_PRIOR_SECONDS: contextvars.ContextVar[float] = contextvars.ContextVar("rnnkit_engine_prior_seconds", default=0.0)
+
+
+def prior_seconds() -> float:
+    """Seconds the last :func:`fit` had trained before it resumed (0 for a run trained in one go):
+    tasks add them to their ``train_seconds``, so a resumed run reports its whole training time."""
+    return _PRIOR_SECONDS.get()
 
 
 @contextlib.contextmanager
@@ -328,6 +335,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning 2.6 vs torch 2.13, harmless
     pl.seed_everything(options.seed, verbose=False)
     module = _lightning_module(model, loss_fn, predict_fn, metric_fn, options)
+    _PRIOR_SECONDS.set(0.0)
     history: list[dict[str, float]] = []
     sign = 1.0 if options.mode == "max" else -1.0
     state: dict[str, Any] = {"best": -math.inf, "best_weights": None, "bad_epochs": 0, "start": time.perf_counter(),
@@ -357,6 +365,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                 task_state.update(saved["task_state"])
             state["best"], state["bad_epochs"] = saved["best"], saved["bad_epochs"]
             state["start"] = time.perf_counter() - saved["elapsed"]
+            _PRIOR_SECONDS.set(float(saved["elapsed"]))
             if saved["average"] is not None:
                 averager.mean, averager.steps = saved["average"]["mean"], saved["average"]["steps"]
             best_file = run.file("checkpoint-best.safetensors") if run is not None else None

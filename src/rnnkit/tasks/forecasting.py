@@ -1035,7 +1035,7 @@ def quality_metric(config: Config) -> str:
 
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
-    from .engine import EngineOptions, fit
+    from .engine import EngineOptions, fit, prior_seconds
     from .report import markdown_table, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -1115,7 +1115,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                   torch.utils.data.DataLoader(val_ds, batch_size=4 * cfg.train.batch_size),
                   loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log,
                   task_state=counter)
-    train_seconds = time.perf_counter() - t0
+    train_seconds = time.perf_counter() - t0 + prior_seconds()  # a resumed run: its whole training
     pipe.save(run)
     extra = run.read_json("forecasting.json")
     run.write_json("forecasting.json", {**extra, "evaluation": asdict(cfg.evaluation),

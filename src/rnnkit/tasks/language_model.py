@@ -612,7 +612,7 @@ def quality_metric(config: Config) -> str:
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     from ..data.corpus import batchify
-    from .engine import EngineOptions, fit
+    from .engine import EngineOptions, fit, prior_seconds
     from .report import markdown_table, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -701,7 +701,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     dev = lm_metrics(nll, count, cfg.data.level)
     sample = TrainedLanguageModel(model, prep).generate("", length=60 if cfg.data.level == "word" else 300, seed=0,
                                                         temperature=0.8)
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 + prior_seconds()  # a resumed run: its whole training
     tokens_per_second = len(train_ids) * len(history) / max(sum(
         (h["seconds"] - (history[i - 1]["seconds"] if i else 0)) for i, h in enumerate(history)), 1e-9)
     metrics = {"dev": dev, "train_seconds": seconds, "parameters": params, "epochs_run": len(history),

@@ -1309,7 +1309,7 @@ def quality_metric(config: Config) -> str:
 
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
-    from .engine import EngineOptions, fit
+    from .engine import EngineOptions, fit, prior_seconds
     from .report import markdown_table, plot_confusion, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -1439,7 +1439,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     if test_items:
         metrics["test"] = trained.score(test_items)
         test_hyps = list(trained.last_hypotheses)
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 + prior_seconds()  # a resumed run: its whole training
     best = 0
     if history:
         key = f"dev_{monitor}"

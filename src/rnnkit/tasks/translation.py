@@ -524,7 +524,7 @@ def quality_metric(config: Config) -> str:
 def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     """Read, fit subword vocabularies, train with early stopping on dev BLEU, save into ``run``, report."""
-    from .engine import EngineOptions, fit
+    from .engine import EngineOptions, fit, prior_seconds
     from .report import markdown_table, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -613,7 +613,7 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
     history = fit(model, make_loader(train_items, cfg.train.batch_size, prep, shuffle=True, seed=cfg.train.seed),
                   make_loader(dev_items, 2 * cfg.train.batch_size, prep, shuffle=False, seed=0),
                   loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)
-    train_seconds = time.perf_counter() - t0
+    train_seconds = time.perf_counter() - t0 + prior_seconds()  # a resumed run: its whole training
     prep.save(run)
     run.save_model(model, NAME, hyper)
     meta = run.read_json("model.json")
