@@ -148,6 +148,7 @@ def train(
     try:
         module = get_task(task)
         cfg = load_config(module.Config, config, overrides)
+        _absolute_paths(module, cfg)
     except _USER_ERRORS as err:
         raise _fail(err) from None
     if print_config:
@@ -173,6 +174,19 @@ def train(
     except _USER_ERRORS as err:
         raise _fail(err) from None
     _run_training(module, task, cfg, train_path, dev_path, run, [], quiet, as_json)
+
+
+def _absolute_paths(module: Any, cfg: Any) -> None:
+    """Config values that name existing files (the task's ``PATH_KEYS``, e.g. ``decode.lexicon``) made
+    absolute, so the run's config.yaml works from any folder (evaluate, transcribe, --resume)."""
+    from pathlib import Path
+
+    for key in getattr(module, "PATH_KEYS", ()):
+        section, name = key.split(".")
+        part = getattr(cfg, section)
+        value = getattr(part, name)
+        if isinstance(value, str) and value and Path(value).is_file():  # not decode.lexicon=train
+            setattr(part, name, str(Path(value).resolve()))
 
 
 def _resume(task: str, path: str, train_file: list[str] | None, dev_file: list[str] | None, config: str | None,

@@ -260,3 +260,27 @@ def test_the_fingerprint_of_a_data_folder_sees_changes_inside_its_class_folders(
     changed = data_fingerprint(str(tmp_path))
     assert before != added and before != changed and added != changed
     assert data_fingerprint(str(tmp_path)) == changed
+
+
+def test_file_settings_are_made_absolute_so_a_run_resumes_from_any_folder(tmp_path, monkeypatch):
+    """model/data settings that name files (tagging's data.pretrained_vectors, speech's
+    decode.lexicon) are written to config.yaml as absolute paths when the run starts."""
+    import yaml
+
+    from .test_tagging import _write_conll
+
+    work = tmp_path / "work"
+    work.mkdir()
+    _write_conll(work / "train.txt", 30, 0)
+    (work / "vec.txt").write_text("the 0.5 1.5 0.1 0.2 0.3 0.4 0.5 0.6\n")
+    monkeypatch.chdir(work)
+    result = runner.invoke(app, ["train", "tagging", "--train", "train.txt", "--out", "runs", "--name", "r",
+                                 "--set", "data.pretrained_vectors=vec.txt", "--set", "model.embedding_dim=8",
+                                 "--set", "model.hidden_size=8", "--set", "model.char_hidden_size=4",
+                                 "--set", "train.epochs=1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((work / "runs" / "r" / "config.yaml").read_text())
+    assert config["data"]["pretrained_vectors"] == str(work / "vec.txt")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "tagging", "--resume", "work/runs/r", "--set", "train.epochs=2", "--quiet"])
+    assert result.exit_code == 0, result.output

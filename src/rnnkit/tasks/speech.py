@@ -62,6 +62,9 @@ from .config import (
 from .run import RunDir, RunError
 
 NAME = "speech"
+# config keys that name files: made absolute when a run starts, so evaluate, transcribe and --resume
+# find them from any folder
+PATH_KEYS = ("decode.lexicon",)
 # The data readers' arguments as config keys, for one-line errors worded for the command line.
 CONFIG_KEYS = {"path_column": "data.path_column", "label_column": "data.label_column", "pattern": "data.pattern",
                "mono": "data.mono"}

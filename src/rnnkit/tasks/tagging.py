@@ -44,6 +44,8 @@ from .config import (
 from .run import RunDir, RunError
 
 NAME = "tagging"
+# config keys that name files: made absolute when a run starts (--resume reads them again from any folder)
+PATH_KEYS = ("data.pretrained_vectors",)
 DESCRIPTION = "Named-entity recognition and sequence labelling from CoNLL column files (BiLSTM-CRF)"
 _TOKEN = re.compile(r"\w+(?:[-'.]\w+)*|[^\w\s]")
 _DIGIT = re.compile(r"\d")
