@@ -395,3 +395,12 @@ def test_the_dev_tail_of_a_single_line_and_a_too_short_tail(tmp_path):
     blank_tail.write_text("a b c d e f g h i j k l m n o p\n\n")
     result = _train(tmp_path, blank_tail, "data.dev_fraction=0.1", "data.line_ending=drop")
     assert result.exit_code == 2 and "data.dev_fraction" in result.output and "--dev" in result.output
+
+
+def test_perplexity_is_exp_of_the_cross_entropy_without_a_cap():
+    import math
+
+    from rnnkit.tasks.language_model import lm_metrics
+
+    assert lm_metrics(60.0 * 10, 10, "word")["perplexity"] == pytest.approx(math.exp(60.0))  # was capped at e^50
+    assert lm_metrics(800.0, 1, "word")["perplexity"] == math.inf
