@@ -116,12 +116,28 @@ def _segmented_direction(call: Callable[[Tensor, tuple[Tensor, ...]], tuple[Tens
     empty = sum(1 for n in lengths if n == 0)
     pieces = finished[::-1] + ([tuple(s[:, batch - empty:] for s in initial)] if empty else [])  # never ran
     final = tuple(torch.cat([p[k] for p in pieces], 1) for k in range(len(state)))
-    if not outputs:
-        return x.new_zeros(batch, steps, initial[0].shape[-1]), final
+    if not outputs:  # every sequence is empty: nothing to run, but see _all_empty
+        return _all_empty(call, x, initial)
     out = torch.cat(outputs, 1)
     if out.shape[1] < steps:
         out = F.pad(out, (0, 0, 0, steps - out.shape[1]))
     return out, final
+
+
+def _all_empty(call: Callable[[Tensor, tuple[Tensor, ...]], tuple[Tensor, tuple[Tensor, ...]]], x: Tensor,
+               initial: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """Zero outputs and the initial state for a batch whose sequences are all empty, in the graph.
+
+    The reference scan's zeros and states depend on the input, the weights and the initial state
+    (with zero gradients): fresh zeros instead left a loss on this layer alone nothing to
+    differentiate (``backward()`` raised where the reference scan's ran). One step of the kernel
+    on zeros (``x`` enters through ``where``, so padding that holds NaN stays out) puts them back
+    in the graph; it runs only for such a batch.
+    """
+    off = torch.zeros((), dtype=torch.bool, device=x.device)
+    out, new = call(torch.where(off, x[:, :1], 0.0), initial)
+    zeros = F.pad(torch.where(off, out, 0.0), (0, 0, 0, x.shape[1] - 1))
+    return zeros, tuple(torch.where(off, n, i) for n, i in zip(new, initial))
 
 
 def run_fused_segments(module: Any, x: Tensor, mask: Tensor, initial: Hidden) -> tuple[Tensor, Hidden]:

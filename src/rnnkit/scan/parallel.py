@@ -238,6 +238,20 @@ def _check(cell: RecurrentCell, implementation: str, zoneout_rate: float, return
     return cell
 
 
+def _projected(cell: LinearRecurrentCell, x: Tensor, h0: Tensor) -> Tensor:
+    """``cell.project_input(x)`` in the state's dtype.
+
+    Under autocast the projection comes out in the autocast dtype (bfloat16, float16) while the
+    state stays in the weights' dtype, as the reference scan's does (its ``a_t h_{t-1}`` promotes
+    back). The scans' coefficients and their running sums must be computed in the state's dtype
+    too: in bfloat16 the log-space scan's error grew to 30x the reference scan's (0.3 against 0.009
+    at T=200), and the sequential scan returned its outputs and final state in bfloat16. A no-op
+    outside autocast.
+    """
+    x_proj = cell.project_input(x)
+    return x_proj if x_proj.dtype == h0.dtype else x_proj.to(h0.dtype)
+
+
 def _empty(cell: RecurrentCell, x: Tensor, state: State) -> tuple[Tensor, State, None]:
     return x.new_zeros(x.shape[0], 0, cell.output_size), state, None
 
@@ -254,7 +268,7 @@ def sequential_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tenso
     if x.shape[1] == 0:
         return _empty(cell, x, state)
     (h0,) = state
-    a, b, _ = lin.scan_terms(lin.project_input(x))  # [B, T, H] each, all steps at once
+    a, b, _ = lin.scan_terms(_projected(lin, x, h0))  # [B, T, H] each, all steps at once
     if recurrent_mask is not None:
         a = a * recurrent_mask.unsqueeze(1)  # dropout on h_{t-1}: the same mask at every step
     keep = None if mask is None else mask.unsqueeze(-1)
@@ -280,7 +294,7 @@ def parallel_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor 
     if x.shape[1] == 0:
         return _empty(cell, x, state)
     (h0,) = state
-    log_a, log_b, b_sign = lin.scan_terms(lin.project_input(x), log_space=True)
+    log_a, log_b, b_sign = lin.scan_terms(_projected(lin, x, h0), log_space=True)
     keep = None if mask is None else mask.unsqueeze(-1)
     if keep is not None:
         log_a = torch.where(keep, log_a, 0.0)  # a = 1
