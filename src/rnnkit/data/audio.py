@@ -194,7 +194,8 @@ def list_audio_folder(
         extensions: File extensions to consider.
 
     Returns:
-        Items sorted by path.
+        Items sorted by path. Hidden files and folders (names starting with ``.``, e.g. the
+        ``._3_jackson_0.wav`` resource forks of archives made on a Mac) are skipped.
     """
     rp = Path(root)
     if not rp.is_dir():
@@ -217,6 +218,8 @@ def list_audio_folder(
     for f in sorted(files):
         if not f.is_file() or f.suffix.lower() not in exts:
             continue
+        if any(part.startswith(".") for part in f.relative_to(rp).parts):
+            continue  # hidden: macOS's ._name.wav resource forks, .Trash and the like hold no audio
         if regex is None:
             items.append(AudioItem(str(f), f.parent.name if f.parent != rp else None, {}))
             continue
@@ -311,6 +314,9 @@ def read_audio_manifest(
     return items
 
 
+_MAX_RESAMPLE_TAPS = 1 << 25  # filter-bank size beyond which a rate ratio is refused (256 MiB in float64)
+
+
 def resample(
     waveform: Tensor, orig_rate: int, new_rate: int, *, lowpass_filter_width: int = 6, rolloff: float = 0.99
 ) -> Tensor:
@@ -343,6 +349,13 @@ def resample(
     dtype = waveform.dtype if waveform.is_floating_point() else torch.float32
     base_freq = min(orig, new) * rolloff
     width = math.ceil(lowpass_filter_width * orig / base_freq)
+    taps = new * (2 * width + orig)
+    if taps > _MAX_RESAMPLE_TAPS:  # e.g. 16000 -> 16001 Hz: 16001 phases of 16014 taps, 2 GB
+        raise DataError(
+            f"resampling {orig_rate} -> {new_rate} Hz reduces to the ratio {orig}:{new}, whose polyphase "
+            f"filter would hold {taps:,} taps ({taps * 8 / 2**30:.1f} GiB)",
+            hint="resample to a rate with a simpler ratio to the source rate (e.g. 8000, 16000, 22050, 44100 or 48000 Hz)",
+        )
     idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
     t = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + idx
     t = (t * base_freq).clamp(-lowpass_filter_width, lowpass_filter_width)

@@ -105,6 +105,10 @@ class TextEncoder(JsonSerializable):
         Returns:
             The fitted encoder.
         """
+        if isinstance(texts, str):  # iterating a str would fit on its characters, one 'text' each
+            raise DataError(
+                "texts is one str, not a list of texts", hint="pass a list of training texts, e.g. [text]"
+            )
         vocab = None
         if not isinstance(tokenizer, SubwordTokenizer):
             vocab = Vocabulary.build(

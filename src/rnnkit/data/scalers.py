@@ -113,11 +113,12 @@ class Scaler(JsonSerializable):
                 for k, v in arrays.items():
                     self.stats[k] = self._fit_array(v, k)
             else:
-                ndims = {v.ndim for v in arrays.values()}
-                if len(ndims) != 1:
+                shapes = {k: v.shape[1:] for k, v in arrays.items()}
+                if len(set(shapes.values())) != 1:
+                    shown = ", ".join(f"{k!r}: {list(v)}" for k, v in list(shapes.items())[:4])
                     raise DataError(
-                        "series have different numbers of dimensions",
-                        hint="give every series the same features",
+                        f"series have different feature shapes ({shown}), so they cannot be pooled",
+                        hint="give every series the same features, or pass per_series=True",
                     )
                 self.stats[GLOBAL_KEY] = self._fit_array(
                     np.concatenate(list(arrays.values()), axis=0), GLOBAL_KEY

@@ -14,6 +14,7 @@ import csv
 import difflib
 import io
 import json
+import logging
 import math
 import re
 import shlex
@@ -24,6 +25,8 @@ from pathlib import Path, PurePosixPath
 
 from .errors import DataError, fixes, name_of, setting
 from .io import PathLike_, check_file, decode_bytes, iter_lines, read_text
+
+logger = logging.getLogger("rnnkit.data")
 
 __all__ = [
     "TextExample",
@@ -143,7 +146,7 @@ def read_delimited(
         skip_empty: Skip rows whose text is empty or whitespace.
 
     Returns:
-        The examples in file order.
+        The examples in file order (an empty label cell gives the label ``None``: missing).
     """
     p = check_file(path)
     if delimiter is None:
@@ -165,6 +168,7 @@ def read_delimited(
     li = None if label_column is None else _resolve_column(label_column, header, p, "label", ncols)
     rows: Iterable[list[str]] = reader if has_header else _prepend(first, reader)
     out: list[TextExample] = []
+    skipped: list[int] = []
     end = reader.line_num if has_header else 0
     try:
         for row in rows:
@@ -182,11 +186,26 @@ def read_delimited(
                 )
             value = row[ti]
             if skip_empty and not value.strip():
+                skipped.append(line)
                 continue
-            out.append(TextExample(value, None if li is None else row[li].strip(), f"{p}:{line}"))
+            # an empty label cell (what pandas writes for NaN) is a missing label, as JSON null is
+            label = None if li is None else row[li].strip() or None
+            out.append(TextExample(value, label, f"{p}:{line}"))
     except csv.Error as exc:
         raise DataError(f"malformed CSV: {exc}", path=p, line=reader.line_num, hint="check quoting") from None
+    _report_skipped(p, skipped)
     return out
+
+
+def _report_skipped(path: Path, lines: list[int]) -> None:
+    """Log the records skipped for an empty text (``skip_empty=True``), so none vanishes silently."""
+    if lines:
+        logger.warning(
+            "%s: skipped %d record(s) with an empty text (first on line %d); pass skip_empty=False to keep them",
+            path,
+            len(lines),
+            lines[0],
+        )
 
 
 def _prepend(first: list[str], rest: Iterable[list[str]]) -> Iterable[list[str]]:
@@ -214,11 +233,12 @@ def read_jsonl(
         skip_empty: Skip records whose text is empty.
 
     Returns:
-        The examples in file order (labels converted to ``str``; a ``null`` or ``NaN`` label is
-        ``None``).
+        The examples in file order (labels converted to ``str``, a whole float such as ``1.0`` as
+        ``'1'``; a ``null`` or ``NaN`` label is ``None``).
     """
     p = check_file(path)
     out: list[TextExample] = []
+    skipped: list[int] = []
     for number, line in iter_lines(p, encoding=encoding, errors=errors):
         if not line.strip():
             continue
@@ -259,12 +279,15 @@ def read_jsonl(
                 hint="store the text as a JSON string",
             )
         if skip_empty and not value.strip():
+            skipped.append(number)
             continue
         raw = None if label_field is None else record[label_field]
         # null and NaN are missing labels (None), not the classes 'None' and 'nan'
         missing = raw is None or (isinstance(raw, float) and math.isnan(raw))
-        label = None if missing else str(raw)
+        # JSON 1.0 (a float column written out) is the label 1, as in a file that writes 1
+        label = None if missing else str(int(raw)) if isinstance(raw, float) and raw.is_integer() else str(raw)
         out.append(TextExample(value, label, f"{p}:{number}"))
+    _report_skipped(p, skipped)
     return out
 
 
@@ -348,6 +371,7 @@ def read_class_folders(
 
     Returns:
         Examples sorted by class then by file name (natural order), label = class folder name.
+        Hidden files and folders (``.DS_Store``, macOS's ``._name.txt``) are skipped.
     """
     rp = Path(root)
     if not rp.exists():
@@ -369,7 +393,9 @@ def read_class_folders(
 def _read_class_dirs(
     base: Path, classes: Sequence[str] | None, pattern: str, encoding: str, errors: str
 ) -> list[TextExample]:
-    found = sorted(d.name for d in base.iterdir() if d.is_dir() and any(d.glob(pattern)))
+    found = sorted(
+        d.name for d in base.iterdir() if d.is_dir() and not _hidden(d.name) and any(_files(d, pattern))
+    )
     wanted = list(classes) if classes is not None else found
     missing = [c for c in wanted if not (base / c).is_dir()]
     if missing:
@@ -384,13 +410,21 @@ def _read_class_dirs(
         )
     out: list[TextExample] = []
     for label in sorted(wanted):
-        files = sorted(
-            (f for f in (base / label).glob(pattern) if f.is_file()), key=lambda f: _natural_key(f.name)
-        )
+        files = sorted(_files(base / label, pattern), key=lambda f: _natural_key(f.name))
         for f in files:
             text = decode_bytes(f.read_bytes(), f, encoding=encoding, errors=errors)
             out.append(TextExample(text, label, str(f)))
     return out
+
+
+def _hidden(name: str) -> bool:
+    """Hidden names (``.DS_Store``, macOS's ``._review.txt`` resource forks that archives made on
+    a Mac carry next to every file, ``.ipynb_checkpoints``) are no data: readers skip them."""
+    return name.startswith(".")
+
+
+def _files(folder: Path, pattern: str) -> Iterable[Path]:
+    return (f for f in folder.glob(pattern) if f.is_file() and not _hidden(f.name))
 
 
 def _read_class_archive(
@@ -413,11 +447,13 @@ def _read_class_archive(
                     except ValueError:
                         continue
                 parts = rel.parts
-                if len(parts) >= 1 and member.isdir():
+                if len(parts) >= 1 and member.isdir() and not _hidden(parts[0]):
                     seen_dirs.add(parts[0])
                 if not member.isfile() or len(parts) != 2:
                     continue
                 label, fname = parts
+                if _hidden(label) or _hidden(fname):
+                    continue
                 seen_dirs.add(label)
                 if not PurePosixPath(fname).match(pattern) or (wanted is not None and label not in wanted):
                     continue

@@ -52,6 +52,8 @@ __all__ = [
 
 FILL_POLICIES = ("ffill", "interpolate", "zero", "error")
 MISSING_TOKENS = frozenset({"", "na", "nan", "null", "none", "n/a", "#n/a"})
+_OFFSET = re.compile(r"\d:\d\d(?::\d\d)?(?:Z|[+-]\d\d(?::?\d\d)?)$")  # a time ending in a UTC offset: ...00Z, ...00+02:00
+_FRACTION = re.compile(r"\d:\d\d[.,]\d*[1-9]")  # seconds with a non-zero fraction: 00:00:01.250
 # Coarsest first; "calendar" units (Y, M) are exact in datetime64.
 _UNITS = ("Y", "M", "D", "h", "m", "s")
 _FREQ_UNITS = {
@@ -89,7 +91,7 @@ def parse_freq(freq: str) -> tuple[int, str]:
     )
 
 
-def _freq_name(step: int, unit: str) -> str:
+def _freq_name(step: int | float, unit: str) -> str:
     """Human name of a step, in the largest whole unit (``60`` minutes -> ``'1h'``)."""
     for small, factor, big in (("s", 60, "m"), ("m", 60, "h"), ("h", 24, "D"), ("M", 12, "Y")):
         if unit == small and step % factor == 0:
@@ -368,10 +370,21 @@ def _read_csv_table(path: Path, delimiter: str | None, encoding: str, wanted: Se
     index = {name: header.index(name) for name in wanted}
     cols: dict[str, list[str]] = {name: [] for name in wanted}
     lines: list[int] = []
+    # In a one-column file a blank line is an empty cell (a missing value), not a row to drop:
+    # dropping it would shift every later value one step earlier. Trailing blank lines are dropped.
+    one_column = len(header) == 1
+    blank: list[int] = []
     try:
         for row in reader:
             if not row or (len(row) == 1 and not row[0].strip()):
+                if one_column:
+                    blank.append(reader.line_num)
                 continue
+            if blank:
+                for line in blank:
+                    cols[header[0]].append("")
+                    lines.append(line)
+                blank.clear()
             if len(row) != len(header):
                 raise DataError(
                     f"row has {len(row)} fields, the header has {len(header)}",
@@ -410,7 +423,7 @@ def _read_parquet_table(path: Path, wanted: Sequence[str]) -> _Table:
         if pd.api.types.is_datetime64_any_dtype(series.dtype):
             if getattr(series.dt, "tz", None) is not None:
                 series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-            cols[name] = series.to_numpy(dtype="datetime64[s]")
+            cols[name] = series.to_numpy()  # native resolution: _parse_times refuses sub-second parts
         elif pd.api.types.is_numeric_dtype(series.dtype):
             cols[name] = series.to_numpy(dtype=np.float64, na_value=np.nan)
         else:
@@ -436,6 +449,21 @@ def _check_columns(header: Sequence[str], wanted: Sequence[str], path: Path) -> 
         )
 
 
+def _sub_second(shown: Any, i: int, table: _Table, column: str) -> DataError:
+    """Timestamps are kept to the second: cutting 00:00:00.250 to 00:00:00 would merge 4 Hz rows into
+    false duplicates (or shift every step), so a fraction of a second is refused, naming the row."""
+    return DataError(
+        f"timestamp {shown!s} in column {column!r} has a fraction of a second; timestamps are kept to "
+        "the whole second",
+        **table.where(i),
+        hint=fixes(
+            "round the timestamps to whole seconds",
+            setting("time_format", ("'numeric'", "numeric"), then=" with a column of elapsed seconds"),
+            setting("time_column", ("None", "null"), then=" to use the row order"),
+        ),
+    )
+
+
 def _parse_times(values: np.ndarray, table: _Table, column: str, time_format: str | None) -> np.ndarray:
     if np.issubdtype(values.dtype, np.datetime64):
         bad = np.flatnonzero(np.isnat(values))
@@ -445,7 +473,11 @@ def _parse_times(values: np.ndarray, table: _Table, column: str, time_format: st
                 **table.where(int(bad[0])),
                 hint="remove the row or fill the timestamp",
             )
-        return values.astype("datetime64[s]")
+        seconds = values.astype("datetime64[s]")
+        frac = np.flatnonzero(seconds.astype(values.dtype) != values)
+        if frac.size:
+            raise _sub_second(values[int(frac[0])], int(frac[0]), table, column)
+        return seconds
     if time_format == "numeric":
         out = np.empty(len(values), dtype=np.float64)
         for i, v in enumerate(values):
@@ -464,7 +496,7 @@ def _parse_times(values: np.ndarray, table: _Table, column: str, time_format: st
         parsed = np.empty(len(values), dtype="datetime64[s]")
         for i, v in enumerate(values):
             try:
-                parsed[i] = np.datetime64(datetime.strptime(str(v), time_format).replace(tzinfo=None), "s")
+                dt = datetime.strptime(str(v), time_format)
             except ValueError:
                 raise DataError(
                     f"cannot parse timestamp {v!r} in column {column!r} with time_format={time_format!r}",
@@ -474,8 +506,29 @@ def _parse_times(values: np.ndarray, table: _Table, column: str, time_format: st
                         setting("time_format", ("...", "FORMAT"), then=" with the right strptime codes"),
                     ),
                 ) from None
+            if dt.microsecond:
+                raise _sub_second(repr(v), i, table, column)
+            if dt.tzinfo is not None:  # %z / %Z: an instant, kept in UTC as ISO offsets are
+                dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+            parsed[i] = np.datetime64(dt, "s")
         return parsed
     strings = [str(v).strip() for v in values]
+    fraction_at = next((i for i, v in enumerate(strings) if _FRACTION.search(v)), None)
+    if fraction_at is not None:
+        raise _sub_second(repr(strings[fraction_at]), fraction_at, table, column)
+    aware = np.fromiter((bool(_OFFSET.search(v)) for v in strings), dtype=bool, count=len(strings))
+    if aware.any() and not aware.all():
+        # offsets are converted to UTC, naive times kept as written: mixed, they would be compared
+        # across time zones (a false gap, duplicate or reordering)
+        i = int(np.argmin(aware)) if aware[0] else int(np.argmax(aware))
+        other = int(np.argmax(aware)) if aware[0] else int(np.argmin(aware))
+        raise DataError(
+            f"timestamp {strings[i]!r} in column {column!r} {'lacks' if aware[0] else 'has'} a UTC offset "
+            f"that {strings[other]!r} ({'line' if table.rows_are_lines else 'row'} "
+            f"{int(table.lines[other])}) {'has' if aware[0] else 'lacks'}",
+            **table.where(i),
+            hint="give every timestamp an offset (e.g. +01:00), or none",
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numpy warns when it converts UTC offsets
         try:
@@ -771,7 +824,7 @@ def read_timeseries(
                 )
         ordered[sid] = (rows, times, report)
     # The grid (unit and step) is shared by every series of the file.
-    grid: tuple[str, int] | None = None
+    grid: tuple[str, int | float] | None = None
     if times_all is not None and regular:
         grid = _infer_grid([t for _, t, _ in ordered.values() if t is not None], freq, table)
     # Pass 2: grid positions, gaps and missing values.
@@ -857,21 +910,32 @@ def _to_ints(times: np.ndarray, unit: str) -> np.ndarray:
     return times.astype(f"datetime64[{unit}]").astype(np.int64)
 
 
-def _infer_grid(all_times: list[np.ndarray], freq: str | None, table: _Table) -> tuple[str, int] | None:
-    """Return the ``(unit, step)`` of the sampling grid shared by all series."""
+def _numeric_step(value: float) -> int | float:
+    """A numeric time step: an int when whole (``10``), else the float (``0.5``)."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _infer_grid(
+    all_times: list[np.ndarray], freq: str | None, table: _Table
+) -> tuple[str, int | float] | None:
+    """Return the ``(unit, step)`` of the sampling grid shared by all series (a numeric time
+    column may have a fractional step, e.g. ``0.5`` seconds)."""
     if not all_times:
         return None
     numeric = not np.issubdtype(all_times[0].dtype, np.datetime64)
     if freq is not None:
         if numeric:
             try:
-                return "", int(freq)
+                value = float(freq)
             except ValueError:
+                value = float("nan")
+            if not (np.isfinite(value) and value > 0):
                 raise DataError(
                     f"freq={freq!r} for a numeric time column",
                     path=table.path,
-                    hint=setting("freq", "1", then=" (an integer step)"),
-                ) from None
+                    hint=setting("freq", "1", then=" (a positive number: the step between rows)"),
+                )
+            return "", _numeric_step(value)
         step, unit = parse_freq(freq)
         return unit, step
     unit = "" if numeric else _coarsest_unit(np.concatenate(all_times))
@@ -880,8 +944,11 @@ def _infer_grid(all_times: list[np.ndarray], freq: str | None, table: _Table) ->
     diffs = np.concatenate([np.diff(_to_ints(t, unit)) for t in all_times])
     if diffs.size == 0:
         return None
+    if numeric and diffs.dtype.kind == "f":
+        # 0.1-steps differ in their last bits (0.30000000000000004 - 0.2): compare them rounded
+        diffs = np.round(diffs, 9)
     values, counts = np.unique(diffs, return_counts=True)
-    return unit, int(values[np.argmax(counts)])
+    return unit, _numeric_step(values[np.argmax(counts)])
 
 
 def _grid_positions(
@@ -889,7 +956,7 @@ def _grid_positions(
     rows: np.ndarray,
     table: _Table,
     unit: str,
-    step: int,
+    step: int | float,
     freq: str | None,
     sid: str | None,
 ) -> np.ndarray:
@@ -911,7 +978,13 @@ def _grid_positions(
                 ),
             )
     offsets = _to_ints(times, unit) - _to_ints(times[:1], unit)[0]
-    off_grid = np.flatnonzero(offsets % step != 0)
+    if isinstance(step, float):  # a fractional numeric step: positions up to rounding noise
+        quotient = offsets / step
+        positions = np.rint(quotient)
+        off_grid = np.flatnonzero(np.abs(quotient - positions) > 1e-6)
+    else:
+        positions = offsets // step
+        off_grid = np.flatnonzero(offsets % step != 0)
     if off_grid.size:
         i = int(off_grid[0])
         name = _freq_name(step, unit) if unit else str(step)
@@ -924,7 +997,7 @@ def _grid_positions(
                 setting("regular", ("False", "false"), then=" to keep irregular timestamps"),
             ),
         )
-    return (offsets // step).astype(np.int64)
+    return positions.astype(np.int64)
 
 
 def _is_month_end(times: np.ndarray) -> np.ndarray:
@@ -936,7 +1009,7 @@ def _is_month_end(times: np.ndarray) -> np.ndarray:
     return (days.astype(t.dtype) == t) & ((days + 1).astype("datetime64[M]") != days.astype("datetime64[M]"))
 
 
-def _grid_times(start: Any, n_steps: int, unit: str, step: int, month_end: bool = False) -> np.ndarray:
+def _grid_times(start: Any, n_steps: int, unit: str, step: int | float, month_end: bool = False) -> np.ndarray:
     """``n_steps`` timestamps from ``start`` every ``step`` ``unit``; ``month_end``: on the last day of
     each month (``unit`` ``'M'`` or ``'Y'``), as the file's own dates are."""
     if not unit:

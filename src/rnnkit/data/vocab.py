@@ -8,6 +8,7 @@ for class labels. Both save to JSON.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -307,6 +308,8 @@ def _label_str(label: Any) -> str:
     # 0-d tensors and NumPy scalars by value: str(torch.tensor(1)) is 'tensor(1)', not '1'
     if getattr(label, "ndim", None) == 0 and hasattr(label, "item"):
         label = label.item()
+    if isinstance(label, float) and label.is_integer():
+        return str(int(label))  # 1.0 (a float column, JSON 1.0) is the class of 1, not a class '1.0'
     return str(label)
 
 
@@ -348,9 +351,12 @@ class LabelEncoder(JsonSerializable):
 
         def key(s: str) -> tuple[int, float, str]:
             try:
-                return (0, float(s), s)
+                value = float(s)
             except ValueError:
                 return (1, 0.0, s)
+            # 'nan' is no number to order by (NaN compares false to everything, which made the
+            # order, hence the ids, depend on set iteration order): sort it with the words
+            return (1, 0.0, s) if math.isnan(value) else (0, value, s)
 
         return cls(sorted(distinct, key=key))
 
@@ -369,6 +375,8 @@ class LabelEncoder(JsonSerializable):
         out = []
         for x in labels:
             i = self._index.get(_label_str(x))
+            if i is None:  # an encoder saved before 1.0 was read as '1' holds the class '1.0'
+                i = self._index.get(str(x.item() if getattr(x, "ndim", None) == 0 and hasattr(x, "item") else x))
             if i is None:
                 raise DataError(
                     f"unknown label {x!r}; known labels: {list(self.classes)}",
