@@ -385,9 +385,16 @@ class Preprocessor:
     def from_source(self, images: np.ndarray, path: str | Path) -> np.ndarray:
         """Images read from ``path`` on the training pixel scale: pictures from class folders (0-255) for a
         model trained on arrays are mapped to the arrays' 0..max range, as ``predict`` maps picture files."""
-        if self.pictures or detect_format(path, self.cfg.format) != "folders":
+        if detect_format(path, self.cfg.format) != "folders":
             return images
-        return images.astype(np.float32) * np.float32(1.0 / (255.0 * self.scale))
+        return self.picture_scale(images)
+
+    def picture_scale(self, pictures: np.ndarray) -> np.ndarray:
+        """0-255 picture values on the training scale: as they are for a model trained on pictures,
+        mapped to the arrays' 0..max range for one trained on arrays."""
+        if self.pictures:
+            return pictures
+        return pictures.astype(np.float32) * np.float32(1.0 / (255.0 * self.scale))
 
     @property
     def input_size(self) -> int:
@@ -525,9 +532,7 @@ class TrainedImageClassifier:
                     more_names, more = self._split(arr, str(p), numbered=False)
                 elif p.suffix.lower() in PICTURE_SUFFIXES:
                     picture = read_image_file(p, self.prep.image_shape, self.prep.channels)
-                    if not self.prep.pictures:  # 0-255 values to the training arrays' 0..max range
-                        picture = picture * (1.0 / (255.0 * self.prep.scale))
-                    more_names, more = [str(p)], [picture]
+                    more_names, more = [str(p)], [self.prep.picture_scale(picture)]
                 else:
                     raise ValueError(f"{p}: cannot predict on {p.suffix or 'this'} files; give PNG/JPEG images "
                                      "(or folders of them), .npy arrays or .npz archives")
