@@ -70,7 +70,8 @@ DEFAULT_CHUNK = 64
 
 
 def linear_scan_log(log_a: Tensor, log_b: Tensor, h0: Tensor, *, b_sign: Tensor | None = None,
-                    reverse: bool = False, chunk_size: int | None = DEFAULT_CHUNK) -> Tensor:
+                    reverse: bool = False, chunk_size: int | None = DEFAULT_CHUNK,
+                    b: Tensor | None = None) -> Tensor:
     """All states of ``h_t = a_t h_{t-1} + b_t`` by a log-space parallel scan.
 
     Args:
@@ -82,6 +83,13 @@ def linear_scan_log(log_a: Tensor, log_b: Tensor, h0: Tensor, *, b_sign: Tensor 
         chunk_size: scan blocks of this many steps in parallel (all blocks at once), then carry
             the state across blocks with a ``T / chunk_size``-step element-wise loop. ``None``
             scans the whole sequence in one block, exactly the paper's form.
+        b: ``[B, T, H]`` ``b_t`` itself, carrying its graph. Given, the states are still computed
+            from ``log_b`` and ``b_sign`` (read as values only), but the gradients come from the
+            adjoint recurrence ``g_t = dL/dh_t + a_{t+1} g_{t+1}``, run by the same parallel scan:
+            ``dL/db_t = g_t``, ``dL/d log a_t = g_t a_t h_{t-1}``, ``dL/dh_0 = a_1 g_1``. That is
+            exact where ``b_t = 0``: through ``log |b_t|`` the gradient there is ``0 * inf``, and
+            autograd's clamped form returns 0 (a ``"linear"`` minGRU candidate whose pre-activation
+            is exactly 0 lost ``dL/dk``). The backward is itself differentiable (double backward).
 
     Returns:
         ``[B, T, H]`` states ``h_1 .. h_T`` (in input order when ``reverse``).
@@ -94,10 +102,18 @@ def linear_scan_log(log_a: Tensor, log_b: Tensor, h0: Tensor, *, b_sign: Tensor 
     lost to rounding anyway, while a huge ``|log a_t|`` (pre-activations in the hundreds) would
     cost every later step of its block its precision.
     """
+    if b is not None:
+        return _AdjointLogScan.apply(log_a, b, log_b.detach(), b_sign, h0, reverse, chunk_size)
+    return _scan_log(log_a, log_b, h0, b_sign=b_sign, reverse=reverse, chunk_size=chunk_size)
+
+
+def _scan_log(log_a: Tensor, log_b: Tensor, h0: Tensor, *, b_sign: Tensor | None, reverse: bool,
+              chunk_size: int | None) -> Tensor:
+    """:func:`linear_scan_log` without ``b``: differentiable by autograd through the logs."""
     log_a = log_a.clamp(min=_log_a_floor(log_a.dtype))
     if reverse:
-        flipped = linear_scan_log(log_a.flip(1), log_b.flip(1), h0, chunk_size=chunk_size,
-                                  b_sign=None if b_sign is None else b_sign.flip(1))
+        flipped = _scan_log(log_a.flip(1), log_b.flip(1), h0, chunk_size=chunk_size, reverse=False,
+                            b_sign=None if b_sign is None else b_sign.flip(1))
         return flipped.flip(1)
     batch, steps, hidden = log_a.shape
     if chunk_size is None or steps <= chunk_size:
@@ -123,6 +139,48 @@ def linear_scan_log(log_a: Tensor, log_b: Tensor, h0: Tensor, *, b_sign: Tensor 
     starts = torch.cat([h0.unsqueeze(1), ends[:, :-1]], 1)
     h = local + decay * starts.unsqueeze(2)
     return h.reshape(batch, n * chunk_size, hidden)[:, :steps]
+
+
+class _AdjointLogScan(torch.autograd.Function):
+    """:func:`linear_scan_log` with ``b_t`` as an input and the adjoint recurrence as backward.
+
+    The backward is written in differentiable ops (the adjoint scan calls this function again,
+    with ``dL/dh`` as its ``b``), so second derivatives are exact too.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, log_a: Tensor, b: Tensor, log_b: Tensor,  # type: ignore[override]
+                b_sign: Tensor | None, h0: Tensor, reverse: bool, chunk_size: int | None) -> Tensor:
+        h = _scan_log(log_a, log_b, h0, b_sign=b_sign, reverse=reverse, chunk_size=chunk_size)
+        ctx.save_for_backward(log_a, h, h0)
+        ctx.options = (reverse, chunk_size)  # type: ignore[attr-defined]
+        return h
+
+    @staticmethod
+    def backward(ctx: Any, grad_h: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        log_a, h, h0 = ctx.saved_tensors
+        reverse, chunk_size = ctx.options
+        floor = _log_a_floor(log_a.dtype)
+        a = torch.exp(log_a.clamp(min=floor))  # the coefficients the forward used
+        if reverse:  # step t feeds step t - 1
+            a_next = F.pad(a[:, :-1], (0, 0, 1, 0), value=1.0)
+            h_prev = torch.cat([h[:, 1:], h0.unsqueeze(1)], 1)
+        else:  # step t feeds step t + 1
+            a_next = F.pad(a[:, 1:], (0, 0, 0, 1), value=1.0)
+            h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], 1)
+        # g_t = dL/dh_t + a_{t+1} g_{t+1}: the forward's recurrence run the other way
+        tiny = torch.finfo(grad_h.dtype).tiny
+        g = linear_scan_log(torch.log(a_next), torch.log(grad_h.detach().abs().clamp_min(tiny)),
+                            torch.zeros_like(h0), b_sign=torch.sign(grad_h.detach()), reverse=not reverse,
+                            chunk_size=chunk_size, b=grad_h)
+        grad_log_a = None
+        if ctx.needs_input_grad[0]:  # d(a_t h_{t-1})/d log a_t, zero where the forward's clamp was active
+            grad_log_a = torch.where(log_a >= floor, g * a * h_prev, 0.0)
+        grad_h0 = None
+        if ctx.needs_input_grad[4]:
+            first = -1 if reverse else 0
+            grad_h0 = a[:, first] * g[:, first]
+        return grad_log_a, g, None, None, grad_h0, None, None
 
 
 def _log_block(log_a: Tensor, log_b: Tensor, h0: Tensor | None, b_sign: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -274,7 +332,7 @@ def sequential_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tenso
     keep = None if mask is None else mask.unsqueeze(-1)
     if keep is not None:
         a = torch.where(keep, a, 1.0)  # a masked step carries the state ...
-        b = torch.where(keep, b, 0.0)
+        b = None if b is None else torch.where(keep, b, 0.0)
     h = linear_scan_sequential(a, b, h0, reverse=reverse)
     h_n = h[:, 0] if reverse else h[:, -1]
     if keep is not None:
@@ -294,14 +352,20 @@ def parallel_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor 
     if x.shape[1] == 0:
         return _empty(cell, x, state)
     (h0,) = state
-    log_a, log_b, b_sign = lin.scan_terms(_projected(lin, x, h0), log_space=True)
+    x_proj = _projected(lin, x, h0)
+    log_a, log_b, b_sign = lin.scan_terms(x_proj, log_space=True)
+    b = None
+    if torch.is_grad_enabled() and (x_proj.requires_grad or h0.requires_grad):
+        log_b = log_b.detach()  # the states come from log |b|, the gradients from b itself (exact at b = 0)
+        _, b, _ = lin.scan_terms(x_proj)
     keep = None if mask is None else mask.unsqueeze(-1)
     if keep is not None:
         log_a = torch.where(keep, log_a, 0.0)  # a = 1
         log_b = torch.where(keep, log_b, _very_negative(log_b.dtype))  # b = 0
+        b = None if b is None else torch.where(keep, b, 0.0)
         if b_sign is not None:
             b_sign = torch.where(keep, b_sign, 0.0)
-    h = linear_scan_log(log_a, log_b, h0, b_sign=b_sign, reverse=reverse)
+    h = linear_scan_log(log_a, log_b, h0, b_sign=b_sign, reverse=reverse, b=b)
     h_n = h[:, 0] if reverse else h[:, -1]
     if keep is not None:
         h = h * keep
