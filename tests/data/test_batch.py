@@ -49,6 +49,10 @@ def test_collate_dicts_with_extras_and_truncation() -> None:
     assert batch.extras["id"].tolist() == [10, 11]
     assert batch.extras["name"] == ["a", "b"]
     assert batch.extras["num_truncated"] == 1 and batch.extras["tokens_dropped"] == 2
+    assert batch.extras["truncation_side"] == "post"
+    pre = collate_sequences(samples, max_length=2, truncation="pre")
+    assert pre.inputs.tolist() == [[3, 4], [5, 0]] and pre.extras["truncation_side"] == "pre"
+    assert "truncation_side" not in collate_sequences(samples).extras  # nothing was cut
 
 
 def test_collate_plain_sequences_and_errors() -> None:

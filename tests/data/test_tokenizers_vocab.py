@@ -119,6 +119,10 @@ def test_subword_tokenizers(model: str, tmp_path: Path) -> None:
     for t in CORPUS[:4]:
         assert loaded.encode(t) == tok.encode(t)
     assert loaded.model == model and loaded.vocab_size == tok.vocab_size
+    # a string outside the vocabulary shows as the unknown token instead of vanishing
+    pieces = tok.tokenize(text)
+    assert tok.detokenize([*pieces, "\u2603not-a-piece"]) == tok.decode([*tok.encode(text), 1], skip_specials=False)
+    assert "<unk>" in tok.detokenize(["\u2603not-a-piece"])
 
 
 def test_subword_errors() -> None:

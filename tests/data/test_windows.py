@@ -38,6 +38,16 @@ def test_chronological_split_sizes() -> None:
         chronological_split(10, 1.5, 0.0, 0.0)
 
 
+def test_chronological_split_fractions_round_halves_up() -> None:
+    """A fraction lands on the nearest step, halves up, for every series length alike (Python's
+    round() sent 0.5 * 5 = 2.5 to 2 but 0.5 * 7 = 3.5 to 4)."""
+    assert chronological_split(5, None, 0, 0.5).test == (2, 5)  # 2.5 -> 3 test steps
+    assert chronological_split(7, None, 0, 0.5).test == (3, 7)  # 3.5 -> 4
+    assert chronological_split(25, None, 0.1, 0.1).as_dict() == {"train": (0, 19), "val": (19, 22), "test": (22, 25)}
+    b = chronological_split(25, 0.8, 0.1, 0.1)  # fractions summing to 1: training takes the rest
+    assert b.test == (22, 25) and b.val == (19, 22) and b.train == (0, 19)
+
+
 def test_window_starts_basic() -> None:
     assert window_starts(10, 3, 2).tolist() == [0, 1, 2, 3, 4, 5]
     assert window_starts(10, 3, 2, stride=2).tolist() == [0, 2, 4]

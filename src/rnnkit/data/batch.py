@@ -151,7 +151,8 @@ def collate_sequences(
 
     Returns:
         A :class:`Batch`; ``extras['num_truncated']`` and ``extras['tokens_dropped']`` report
-        input truncation, ``extras['target_num_truncated']`` and
+        input truncation (with ``max_length``, ``extras['truncation_side']`` says which end went:
+        ``'post'`` or ``'pre'``), ``extras['target_num_truncated']`` and
         ``extras['target_tokens_dropped']`` that of sequence targets.
     """
     if len(samples) == 0:
@@ -161,6 +162,8 @@ def collate_sequences(
         list(inputs), max_length=max_length, padding=padding, truncation=truncation, pad_value=pad_value
     )
     extras: dict[str, Any] = {"num_truncated": padded.num_truncated, "tokens_dropped": padded.tokens_dropped}
+    if max_length is not None:
+        extras["truncation_side"] = truncation  # which end lost its steps, next to how many did
     target_tensor: Tensor | None = None
     has_target = [t is not None for t in targets]
     if any(has_target):

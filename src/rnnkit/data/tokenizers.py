@@ -444,9 +444,16 @@ class SubwordTokenizer(Tokenizer):
         return str(self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_specials))
 
     def detokenize(self, tokens: Sequence[str]) -> str:
-        """Turn subword strings back into text."""
+        """Turn subword strings back into text; a string outside the vocabulary becomes the unknown
+        token (it used to vanish from the text without a trace)."""
+        unk = self.backend.token_to_id(self.special_tokens[1])
         ids = [self.backend.token_to_id(t) for t in tokens]
-        return self.decode([i for i in ids if i is not None], skip_specials=False)
+        missing = [t for t, i in zip(tokens, ids, strict=True) if i is None]
+        if missing and unk is None:
+            raise DataError(f"{len(missing)} tokens are not in the subword vocabulary (first: {missing[0]!r}) "
+                            "and it has no unknown token to stand for them",
+                            hint="pass tokens from this tokenizer's tokenize()")
+        return self.decode([unk if i is None else i for i in ids], skip_specials=False)
 
     def to_config(self) -> dict[str, Any]:
         """Return the model kind, specials and the full ``tokenizers`` JSON."""

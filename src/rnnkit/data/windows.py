@@ -12,6 +12,7 @@ range only, scale, and build the three :class:`WindowDataset` s.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,7 @@ def _size(value: float | int | None, n: int, name: str) -> int | None:
             raise DataError(
                 f"{name} fraction {value} > 1", hint="pass a fraction in [0, 1] or an integer count"
             )
-        return int(round(value * n))
+        return math.floor(value * n + 0.5)  # halves round up (round() sent 2.5 to 2 and 3.5 to 4)
     return int(value)
 
 
@@ -77,7 +78,8 @@ def chronological_split(
 ) -> SplitBounds:
     """Cut ``n_steps`` into consecutive train, val and test ranges.
 
-    Each size is an ``int`` (steps) or a ``float`` (fraction of ``n_steps``). One of them may be
+    Each size is an ``int`` (steps) or a ``float`` (fraction of ``n_steps``, rounded to the nearest
+    step, halves up; three fractions summing to 1 give the training split the rest). One of them may be
     ``None``: it takes what is left. Steps beyond the three splits are unused (e.g. the
     standard ETTh1 split ``train=8640, val=2880, test=2880`` of 17,420 rows).
 
