@@ -418,3 +418,27 @@ def test_layernorm_engine_graph_replays_equal_the_eager_loop(check_graph_replays
         return _run(engine_scan, cell, x, state, **options)
 
     check_graph_replays(cell, inputs, run, str(kw))
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.25, 0.5, 0.9])
+def test_zoneout_keep_masks_have_the_rate_in_every_lane(rate: float) -> None:
+    """The CPU draw splits each 64-bit number into four 16-bit lanes: every lane position (the
+    sign-carrying top lane too) zones out at ``rate`` within sampling error, a second mask drawn for
+    the cell state is independent of the first, and the mask is the state's dtype."""
+    from rnnkit.scan.engine import _update_weights
+
+    torch.manual_seed(0)
+    steps, batch = 50, 64
+    like = torch.empty(0, dtype=torch.float64)
+    update_h, update_c, out_mask = _update_weights(None, rate, True, steps, batch, (256, 256), like)
+    assert update_h is not None and update_c is not None and out_mask is None
+    assert update_h.dtype == torch.float64 and update_h.shape == (steps, batch, 256)
+    tol = 5 * (rate * (1 - rate) / (update_h.numel() / 4)) ** 0.5
+    for lane in range(4):
+        assert abs(1 - update_h.reshape(-1)[lane::4].mean().item() - rate) < tol
+    both = ((update_h == 0) & (update_c == 0)).double().mean().item()
+    assert abs(both - rate * rate) < 5 * (rate * rate / update_h.numel()) ** 0.5 + 1e-4
+    assert set(update_h.unique().tolist()) == {0.0, 1.0}
+    mask = torch.rand(batch, steps) > 0.5  # padded steps never update
+    update_h, _, _ = _update_weights(mask, rate, True, steps, batch, (256, 256), like)
+    assert update_h is not None and not update_h[~mask.t()].any()
