@@ -92,7 +92,7 @@ def test_schedules() -> None:
     model = Sequential([Input(shape=(2,)), Dense(1)])
     model.compile(SGD(learning_rate=pw), "mse")
     model.fit(np.ones((12, 2)), np.ones((12, 1)), batch_size=2, epochs=1, verbose=0)
-    assert model.optimizer.iterations == 5 and model.optimizer.learning_rate == pytest.approx(pw(5))  # steps 0..5
+    assert model.optimizer.iterations == 6 and model.optimizer.learning_rate == pytest.approx(pw(5))  # steps 0..5
     with pytest.raises(TypeError, match="follows a schedule"):
         model.optimizer.learning_rate = 0.3
 
@@ -400,7 +400,7 @@ def test_trainer_kwargs_pass_through_to_lightning() -> None:
     model.compile("sgd", "mse")
     model.fit(np.ones((64, 2)), np.ones((64, 1)), batch_size=8, epochs=2, verbose=0, accelerator="cpu",
               trainer_kwargs={"limit_train_batches": 3})
-    assert model.optimizer.iterations == 5  # 2 epochs x 3 batches, last step index 5
+    assert model.optimizer.iterations == 6  # 2 epochs x 3 batches, last step index 5
 
 
 def test_verbose_two_prints_one_line_per_epoch(capsys: pytest.CaptureFixture[str]) -> None:

@@ -126,7 +126,7 @@ class EarlyStopping(Callback):
         patience: epochs without improvement before stopping.
         verbose: print when stopping.
         mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy-like keys).
-        baseline: stop unless the value beats this within ``patience`` epochs.
+        baseline: stop unless the value beats this (by ``min_delta``) within ``patience`` epochs.
         restore_best_weights: at the end of training, put back the weights of the best epoch.
         start_from_epoch: epochs to wait before monitoring.
     """
@@ -159,16 +159,16 @@ class EarlyStopping(Callback):
             warnings.warn(f"EarlyStopping monitors {self.monitor!r}, which is not in the logs "
                           f"({', '.join(sorted(logs or {}))})", stacklevel=2)
             return
-        if epoch < self.start_from_epoch or math.isnan(current):
+        if epoch < self.start_from_epoch:
             return
         if self.restore_best_weights and self.best_weights is None:
-            self.best_weights = self._snapshot()
+            self.best_weights, self.best_epoch = self._snapshot(), epoch
         self.wait += 1
-        if _better(self.mode, current, self.best, self.min_delta):
+        if _better(self.mode, current, self.best, self.min_delta):  # never for NaN: it counts as no improvement
             self.best, self.best_epoch = float(current), epoch
             if self.restore_best_weights:
                 self.best_weights = self._snapshot()
-            if self.baseline is None or _better(self.mode, current, self.baseline, 0.0):
+            if self.baseline is None or _better(self.mode, current, self.baseline, self.min_delta):
                 self.wait = 0
             return
         if self.wait >= self.patience and epoch > 0:
@@ -290,6 +290,9 @@ class ModelCheckpoint(Callback):
 class ReduceLROnPlateau(Callback):
     """Multiply the learning rate by ``factor`` when ``monitor`` stops improving (Keras ``ReduceLROnPlateau``).
 
+    Its state (best value, counters) restarts with every ``fit``, and the rate in use is added to
+    each epoch's logs as ``learning_rate``.
+
     Args:
         monitor: log key (``"val_loss"``).
         factor: multiplier, below 1.
@@ -309,15 +312,23 @@ class ReduceLROnPlateau(Callback):
         self.monitor, self.factor, self.patience, self.verbose = monitor, float(factor), int(patience), verbose
         self.mode = _monitor_mode(monitor, mode)
         self.min_delta, self.cooldown, self.min_lr = float(min_delta), int(cooldown), float(min_lr)
+        self._reset()
+
+    def _reset(self) -> None:
         self.wait = 0
         self.cooldown_counter = 0
         self.best = math.inf if self.mode == "min" else -math.inf
 
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._reset()
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
+        logs["learning_rate"] = _lr_of(self.model)
         current = logs.get(self.monitor)
         if current is None:
-            warnings.warn(f"ReduceLROnPlateau monitors {self.monitor!r}, which is not in the logs", stacklevel=2)
+            warnings.warn(f"ReduceLROnPlateau monitors {self.monitor!r}, which is not in the logs "
+                          f"({', '.join(sorted(logs))})", stacklevel=2)
             return
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
@@ -348,8 +359,10 @@ class LearningRateScheduler(Callback):
     """Set the learning rate at each epoch start to ``schedule(epoch, current_lr)`` (Keras ``LearningRateScheduler``).
 
     Args:
-        schedule: ``fn(epoch, lr) -> new lr`` (epochs from 0).
+        schedule: ``fn(epoch, lr) -> new lr`` (epochs from 0), or ``fn(epoch) -> new lr``.
         verbose: print the rate set.
+
+    The rate in use is added to each epoch's logs as ``learning_rate`` (so ``History`` records it).
     """
 
     def __init__(self, schedule: Callable[[int, float], float], verbose: int = 0) -> None:
@@ -357,12 +370,20 @@ class LearningRateScheduler(Callback):
         self.schedule, self.verbose = schedule, verbose
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        lr = float(self.schedule(epoch, _lr_of(self.model)))
+        current = _lr_of(self.model)
+        try:
+            lr = float(self.schedule(epoch, current))
+        except TypeError:  # Keras also takes a schedule of the epoch alone
+            lr = float(self.schedule(epoch))  # type: ignore[call-arg]
         if not math.isfinite(lr):
             raise ValueError(f"the schedule returned learning rate {lr} for epoch {epoch}")
         self.model.optimizer.learning_rate = lr
         if self.verbose:
             print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr:g}.")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = _lr_of(self.model)
 
 
 class CSVLogger(Callback):

@@ -69,6 +69,7 @@ from .evaluation import (
     require_compiled,
     to_device,
 )
+from .optimizers import check_clipping
 from .step import StepLogic
 
 _RECURRENT = (NNRNN, NNLSTM, NNGRU, Recurrent)
@@ -110,7 +111,7 @@ class KerasModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         if self.automatic_optimization:
-            self.optimizer_spec.before_step(self.trainer.global_step)
+            self.optimizer_spec.before_step()
 
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
@@ -195,7 +196,7 @@ class KerasModule(pl.LightningModule):
                 if scaler is not None:
                     scaler.unscale_(opt.optimizer)  # type: ignore[union-attr]
                 self.optimizer_spec.clip(self.model.parameters(), self.clip_overrides)
-                self.optimizer_spec.before_step(self.trainer.global_step)
+                self.optimizer_spec.before_step()
                 opt.step()  # type: ignore[union-attr]
                 self._record("train", total, parts, outputs, out_masks, chunk if per_step else b)
                 totals.append(total.detach())
@@ -462,6 +463,7 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         The ``History``.
     """
     compiled = require_compiled(model)
+    check_clipping(clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm)
     verbose_level = 1 if verbose == "auto" else int(verbose)
     if verbose_level not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")

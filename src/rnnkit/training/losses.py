@@ -58,6 +58,13 @@ class Loss:
         """Loss per sample (or per step): ``[B]`` or ``[B, T]``."""
         raise NotImplementedError
 
+    def positions(self, y_true: Tensor, y_pred: Tensor) -> Tensor | None:
+        """The positions that count, shaped like :meth:`elementwise`'s result (``None``: all).
+
+        The mean is taken over these (Keras divides by the unmasked count too).
+        """
+        return None
+
     def check(self, y_true: Tensor, y_pred: Tensor, *, values: bool = True) -> None:
         """Raise a one-line ``ValueError`` when the labels do not fit this loss and output.
 
@@ -77,6 +84,9 @@ class Loss:
             while w.dim() < per.dim():
                 w = w.unsqueeze(-1)
             per = per * w
+        keep = self.positions(y_true, y_pred)
+        if keep is not None:
+            return (per * keep).sum() / keep.sum().clamp(min=1)
         return per.sum() / max(per.numel(), 1)
 
     def get_config(self) -> dict[str, Any]:
@@ -148,7 +158,8 @@ class SparseCategoricalCrossentropy(Loss):
 
     Args:
         from_logits: ``y_pred`` holds logits.
-        ignore_class: a label value that contributes no loss (e.g. a padding tag).
+        ignore_class: a label value that contributes no loss and is left out of the mean (e.g. a padding
+            tag), as in Keras.
     """
 
     registry_name = "sparse_categorical_crossentropy"
@@ -181,6 +192,11 @@ class SparseCategoricalCrossentropy(Loss):
                 raise ValueError(_one_line(f"""sparse_categorical_crossentropy got class ids in [{int(ids.min())},
                     {int(ids.max())}] but the output has {classes} classes (ids 0..{classes - 1}); give the last
                     layer more units or remap the labels"""))
+
+    def positions(self, y_true: Tensor, y_pred: Tensor) -> Tensor | None:
+        if self.ignore_class is None:
+            return None
+        return y_true.reshape(y_pred.shape[:-1]) != self.ignore_class
 
     def elementwise(self, y_true: Tensor, y_pred: Tensor, *, logits: bool = False) -> Tensor:
         classes = y_pred.shape[-1]

@@ -14,8 +14,9 @@ centered=False``), ``adagrad`` (``0.001, initial_accumulator_value=0.1, epsilon=
 Clipping (Keras semantics): ``clipvalue`` clips every gradient element to
 ``[-clipvalue, clipvalue]``; ``clipnorm`` rescales each parameter's gradient to norm at most
 ``clipnorm``; ``global_clipnorm`` rescales all gradients together (``torch``'s
-``clip_grad_norm_``). ``weight_decay`` is decoupled for ``adam``/``adamw`` (as in Keras) and
-``torch``'s L2 term for the others.
+``clip_grad_norm_``). ``weight_decay`` is decoupled for every optimizer, as in Keras 3: before
+each step every parameter with a gradient is multiplied by ``1 - learning_rate * weight_decay``
+(``torch.optim.AdamW`` for ``adam``/``adamw``), not added to the gradient as an L2 term.
 """
 
 from __future__ import annotations
@@ -127,6 +128,13 @@ class FunctionSchedule(LearningRateSchedule):
 
 
 # -- clipping -------------------------------------------------------------------------------------
+def check_clipping(**limits: float | None) -> None:
+    """Raise a one-line ``ValueError`` for a clipping limit that is not a positive number."""
+    for name, value in limits.items():
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number (None for no clipping), got {value!r}")
+
+
 @torch.no_grad()
 def clip_gradients(parameters: Iterable[nn.Parameter], *, clipnorm: float | None = None,
                    clipvalue: float | None = None, global_clipnorm: float | None = None) -> None:
@@ -144,6 +152,11 @@ def clip_gradients(parameters: Iterable[nn.Parameter], *, clipnorm: float | None
 
 
 # -- optimizers -----------------------------------------------------------------------------------
+def _check_learning_rate(value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"learning_rate must be a finite number >= 0, got {value}")
+
+
 class Optimizer:
     """Keras-style optimizer description that owns its ``torch.optim`` optimizer.
 
@@ -158,6 +171,7 @@ class Optimizer:
 
     registry_name = ""
     default_learning_rate = 0.001
+    torch_weight_decay = False  # the torch class applies weight_decay itself (decoupled)
 
     def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[int], float] | None = None,
                  weight_decay: float | None = None, clipnorm: float | None = None, clipvalue: float | None = None,
@@ -166,6 +180,11 @@ class Optimizer:
             learning_rate = self.default_learning_rate
         if clipnorm is not None and global_clipnorm is not None:
             raise ValueError("pass clipnorm (per parameter) or global_clipnorm (all together), not both")
+        check_clipping(clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm)
+        if weight_decay is not None and not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0 (None for none), got {weight_decay}")
+        if isinstance(learning_rate, int | float):
+            _check_learning_rate(learning_rate)
         if not isinstance(learning_rate, int | float | LearningRateSchedule):
             if not callable(learning_rate):
                 raise TypeError(f"learning_rate must be a number or a schedule, got {type(learning_rate).__name__}")
@@ -205,7 +224,7 @@ class Optimizer:
 
     @property
     def iterations(self) -> int:
-        """Optimizer steps taken so far (read from the optimizer state)."""
+        """Optimizer steps taken so far, across ``fit`` and ``train_on_batch`` calls (Keras ``iterations``)."""
         return int(getattr(self, "_iterations", 0))
 
     @iterations.setter
@@ -225,6 +244,7 @@ class Optimizer:
         if isinstance(self._learning_rate, LearningRateSchedule):
             raise TypeError("this optimizer's learning rate follows a schedule; it cannot be set directly "
                             "(ReduceLROnPlateau and LearningRateScheduler need a constant learning_rate)")
+        _check_learning_rate(float(value))
         self._learning_rate = float(value)
         if self.torch_optimizer is not None:
             for group in self.torch_optimizer.param_groups:
@@ -240,13 +260,27 @@ class Optimizer:
         lr = self._learning_rate
         return lr(step) if isinstance(lr, LearningRateSchedule) else float(lr)
 
-    def before_step(self, step: int) -> None:
-        """Apply the schedule for ``step`` to the optimizer (called before each optimizer step)."""
-        self.iterations = step
-        if self.torch_optimizer is not None and isinstance(self._learning_rate, LearningRateSchedule):
+    def before_step(self, step: int | None = None) -> None:
+        """Prepare optimizer step ``step`` (0-based; default :attr:`iterations`, so the steps of
+        successive ``fit`` calls continue one schedule, as in Keras): apply the schedule and the
+        decoupled weight decay, and count the step. Called once before each optimizer step."""
+        step = self.iterations if step is None else step
+        self.iterations = step + 1
+        if self.torch_optimizer is None:
+            return
+        if isinstance(self._learning_rate, LearningRateSchedule):
             lr = self._learning_rate(step)
             for group in self.torch_optimizer.param_groups:
                 group["lr"] = lr
+        if not self.torch_weight_decay:
+            for group in self.torch_optimizer.param_groups:
+                group["weight_decay"] = 0.0  # optimizer states saved before decay was decoupled carry torch's L2
+        if self.weight_decay and not self.torch_weight_decay:
+            with torch.no_grad():
+                for group in self.torch_optimizer.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            p.mul_(1.0 - group["lr"] * self.weight_decay)
 
     def clip(self, parameters: Iterable[nn.Parameter], overrides: dict[str, float | None] | None = None) -> None:
         """Clip gradients with this optimizer's settings (``overrides`` from compile/fit win)."""
@@ -291,6 +325,8 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate: Any = 0.01, momentum: float = 0.0, nesterov: bool = False, **kwargs: Any) -> None:
         super().__init__(learning_rate, **kwargs)
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be between 0 and 1, got {momentum}")
         if nesterov and momentum <= 0:
             raise ValueError("nesterov=True needs momentum > 0")
         self.momentum, self.nesterov = float(momentum), nesterov
@@ -299,7 +335,7 @@ class SGD(Optimizer):
         return torch.optim.SGD
 
     def _torch_kwargs(self) -> dict[str, Any]:
-        return {"momentum": self.momentum, "nesterov": self.nesterov, "weight_decay": self.weight_decay or 0.0}
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -309,6 +345,7 @@ class Adam(Optimizer):
     """Adam (Kingma and Ba 2015); with ``weight_decay`` it is decoupled (AdamW), as in Keras 3."""
 
     registry_name = "adam"
+    torch_weight_decay = True
 
     def __init__(self, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
                  amsgrad: bool = False, **kwargs: Any) -> None:
@@ -353,8 +390,7 @@ class RMSprop(Optimizer):
         return torch.optim.RMSprop
 
     def _torch_kwargs(self) -> dict[str, Any]:
-        return {"alpha": self.rho, "momentum": self.momentum, "eps": self.epsilon, "centered": self.centered,
-                "weight_decay": self.weight_decay or 0.0}
+        return {"alpha": self.rho, "momentum": self.momentum, "eps": self.epsilon, "centered": self.centered}
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
@@ -375,8 +411,7 @@ class Adagrad(Optimizer):
         return torch.optim.Adagrad
 
     def _torch_kwargs(self) -> dict[str, Any]:
-        return {"initial_accumulator_value": self.initial_accumulator_value, "eps": self.epsilon,
-                "weight_decay": self.weight_decay or 0.0}
+        return {"initial_accumulator_value": self.initial_accumulator_value, "eps": self.epsilon}
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,

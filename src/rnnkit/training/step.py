@@ -153,7 +153,7 @@ class StepLogic:
         for i, (loss, out, y) in enumerate(zip(self.losses, outputs, ys)):
             y = y.to(out.device)
             loss.check(y, out, values=self.check_values)
-            per = loss.elementwise(y, out, logits=self.fused[i])
+            per = loss.elementwise(y, out, logits=self.fused[i] or loss.from_logits)
             weight: Tensor | None = None
             if sw is not None:
                 w = sw.to(device=per.device, dtype=per.dtype)
@@ -170,7 +170,7 @@ class StepLogic:
             if self._class_table is not None:
                 cw = self._class_weights(loss, y, out, per)
                 weight = cw if weight is None else weight * cw
-            mask = _positions_mask(per, out_masks[i], y_masks[i])
+            mask = _positions_mask(per, out_masks[i], y_masks[i], loss.positions(y, out))
             if weight is not None:
                 per = per * weight
             if mask is not None:
