@@ -134,16 +134,21 @@ def train(
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and every option, then exit."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars or log lines; print the run folder only."),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
-    resume: str | None = typer.Option(None, "--resume", help="Continue a run folder from its last finished epoch "
+    resume: str | None = typer.Option(None, "--resume", help="Continue a run folder from its last checkpoint "
                                       "(same config and data; --set may change train.epochs, train.max_minutes and train.patience)."),
+    checkpoint_minutes: float = typer.Option(10.0, "--checkpoint-minutes", help="Also checkpoint in the middle of an "
+                                             "epoch this often, for --resume (0: at the ends of epochs only)."),
 ) -> None:
     """Train a task model from raw files; writes a run folder with model, metrics, report and log."""
 
     from .tasks import get_task
     from .tasks.config import describe, dump_yaml, load_config
 
+    if not (checkpoint_minutes >= 0 and checkpoint_minutes < float("inf")):
+        raise _fail(ValueError(f"--checkpoint-minutes must be >= 0 (0: ends of epochs only), got {checkpoint_minutes}"))
+    interval = checkpoint_minutes or None
     if resume is not None:
-        _resume(task, resume, train_file, dev_file, config, overrides, name, quiet, as_json)
+        _resume(task, resume, train_file, dev_file, config, overrides, name, quiet, as_json, interval)
         return
     try:
         module = get_task(task)
@@ -173,7 +178,7 @@ def train(
         run.record_inputs(task, train_path, dev_path)
     except _USER_ERRORS as err:
         raise _fail(err) from None
-    _run_training(module, task, cfg, train_path, dev_path, run, [], quiet, as_json)
+    _run_training(module, task, cfg, train_path, dev_path, run, [], quiet, as_json, interval=interval)
 
 
 def _absolute_paths(module: Any, cfg: Any) -> None:
@@ -190,7 +195,7 @@ def _absolute_paths(module: Any, cfg: Any) -> None:
 
 
 def _resume(task: str, path: str, train_file: list[str] | None, dev_file: list[str] | None, config: str | None,
-            overrides: list[str], name: str | None, quiet: bool, as_json: bool) -> None:
+            overrides: list[str], name: str | None, quiet: bool, as_json: bool, interval: float | None) -> None:
     """``rnnkit train TASK --resume RUN``: the run's own config and data, from its last checkpoint."""
     from .tasks import get_task
     from .tasks.config import dump_yaml, load_config
@@ -213,18 +218,19 @@ def _resume(task: str, path: str, train_file: list[str] | None, dev_file: list[s
         raise _fail(err) from None
     log_file = run.file("train.log")
     earlier = log_file.read_text(encoding="utf-8").splitlines() if log_file.is_file() else []
-    _run_training(module, task, cfg, train_path, dev_path, run, earlier, quiet, as_json, resume=True)
+    _run_training(module, task, cfg, train_path, dev_path, run, earlier, quiet, as_json, resume=True,
+                  interval=interval)
 
 
 def _run_training(module: Any, task: str, cfg: Any, train_path: Any, dev_path: Any, run: Any, log_lines: list[str],
-                  quiet: bool, as_json: bool, resume: bool = False) -> None:
+                  quiet: bool, as_json: bool, resume: bool = False, interval: float | None = 10.0) -> None:
     """Run the task's ``train`` in ``run`` with the log, errors and summary of ``rnnkit train``."""
     import contextlib
     import json
 
     from rich.console import Console
 
-    from .tasks.engine import resuming
+    from .tasks.engine import checkpoint_interval, resuming
 
     console = Console(stderr=True, quiet=quiet or as_json)
 
@@ -235,7 +241,7 @@ def _run_training(module: Any, task: str, cfg: Any, train_path: Any, dev_path: A
 
     log(f"run folder: {run.path}" + (" (resumed)" if resume else ""))
     try:
-        with _config_keys(module), (resuming() if resume else contextlib.nullcontext()):
+        with _config_keys(module), (resuming() if resume else contextlib.nullcontext()), checkpoint_interval(interval):
             metrics = module.train(cfg, train_path, dev_path, run, log, progress=not (quiet or as_json))
     except BaseException as err:
         _failed_run(run, log_lines, err, task)
@@ -266,7 +272,7 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
     reason = "interrupted" if interrupted else " ".join(str(err).split()) or type(err).__name__
     log_lines.append(f"error: {reason}")
     run.write_text("train.log", "\n".join(log_lines) + "\n")
-    kept = [n for n in ("model.safetensors", "checkpoint-best.safetensors") if run.file(n).is_file()]
+    kept = [n for n in ("model.safetensors", "checkpoint-best.safetensors", LAST_CHECKPOINT) if run.file(n).is_file()]
     typer.echo(f"note: training stopped; {run.path} keeps the weights written so far ({', '.join(kept)})", err=True)
     if run.file(LAST_CHECKPOINT).is_file() and not isinstance(err, ResumeError):  # not from a checkpoint that failed
         typer.echo(f"note: continue it with: rnnkit train {task} --resume {run.path}", err=True)

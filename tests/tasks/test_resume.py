@@ -15,7 +15,14 @@ from typer.testing import CliRunner
 
 from rnnkit.cli import app
 from rnnkit.data.bucketing import BucketBatchSampler, EpochSampler
-from rnnkit.tasks.engine import LAST_CHECKPOINT, EngineOptions, fit, prior_seconds, resuming
+from rnnkit.tasks.engine import (
+    LAST_CHECKPOINT,
+    EngineOptions,
+    checkpoint_interval,
+    fit,
+    prior_seconds,
+    resuming,
+)
 from rnnkit.tasks.run import RunDir
 
 runner = CliRunner()
@@ -34,8 +41,10 @@ class _Net(nn.Module):
 
 def _train(run: RunDir, epochs: int, *, bucketed: bool = False, interrupt_at: int | None = None,
            resume: bool = False, optimizer: str = "adam", patience: int | None = None,
-           max_seconds: float | None = None, lr: float = 0.05) -> tuple[nn.Module, list[dict], list[list[int]]]:
-    """Train on fixed data; ``interrupt_at``: raise Ctrl-C at that training batch (counted from 1)."""
+           max_seconds: float | None = None, lr: float = 0.05,
+           checkpoint_minutes: float | None = None) -> tuple[nn.Module, list[dict], list[list[int]]]:
+    """Train on fixed data; ``interrupt_at``: raise Ctrl-C at that training batch (counted from 1);
+    ``checkpoint_minutes``: the mid-epoch checkpoint interval (``None``: ends of epochs only)."""
     x = torch.randn(40, 5, generator=torch.Generator().manual_seed(1))
     y = (x[:, 0] > 0).long()
     data = TensorDataset(torch.arange(40), x, y)
@@ -66,7 +75,7 @@ def _train(run: RunDir, epochs: int, *, bucketed: bool = False, interrupt_at: in
     options = EngineOptions(epochs=epochs, learning_rate=lr, optimizer=optimizer, progress=False, patience=patience,
                             lr_decay=0.5, accelerator="cpu", max_seconds=max_seconds)
     dev = DataLoader(TensorDataset(torch.arange(40), x, y), batch_size=40)
-    with resuming() if resume else _nothing():
+    with resuming() if resume else _nothing(), checkpoint_interval(checkpoint_minutes):
         history = fit(model, loader, dev, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
                       options=options, run=run, log=lambda _: None, task_state=schedule)
     return model, history, batches
@@ -101,6 +110,46 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_result(tmp_path, bucket
     assert prior_seconds() == 0.0  # a run trained in one go
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bucketed,optimizer", [(False, "adam"), (True, "asgd")])
+def test_a_fit_interrupted_mid_epoch_resumes_from_the_next_batch(tmp_path, bucketed, optimizer):
+    """With a mid-epoch checkpoint after every batch (an interval of ~0 minutes), Ctrl-C in the third
+    batch of epoch 3 loses nothing: the resumed run trains batches 13 to 20 in the original order and
+    ends bitwise where an uninterrupted run ends (weights, per-epoch loss, dev scores, learning rates,
+    weight average, the task's own state); interrupted again mid-epoch, it resumes again."""
+    straight, history, batches = _train(RunDir(tmp_path / "a"), 4, bucketed=bucketed, optimizer=optimizer)
+    (tmp_path / "b").mkdir()
+    tiny = 1e-9  # minutes: a checkpoint after every batch but an epoch's last
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        _train(RunDir(tmp_path / "b"), 4, bucketed=bucketed, optimizer=optimizer, interrupt_at=13,
+               checkpoint_minutes=tiny)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):  # batch 13 and 14 trained, then stopped in 15
+        _train(RunDir(tmp_path / "b"), 4, bucketed=bucketed, optimizer=optimizer, interrupt_at=3,
+               checkpoint_minutes=tiny, resume=True)
+    resumed, resumed_history, resumed_batches = _train(RunDir(tmp_path / "b"), 4, bucketed=bucketed,
+                                                       optimizer=optimizer, resume=True, checkpoint_minutes=tiny)
+    assert resumed_batches == batches[14:]  # from the 15th batch on, in the same order
+    assert _rows(resumed_history) == _rows(history)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_without_mid_epoch_checkpoints_a_resume_repeats_the_interrupted_epoch(tmp_path):
+    """``checkpoint_interval(None)``: only ends of epochs are saved, so the whole third epoch is
+    trained again after Ctrl-C in it (and the result is still exact)."""
+    _, history, batches = _train(RunDir(tmp_path / "a"), 3)
+    (tmp_path / "b").mkdir()
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        _train(RunDir(tmp_path / "b"), 3, interrupt_at=13)
+    _, resumed_history, resumed_batches = _train(RunDir(tmp_path / "b"), 3, resume=True)
+    assert resumed_batches == batches[10:] and _rows(resumed_history) == _rows(history)
+
+
+def test_the_checkpoint_interval_is_checked():
+    for bad in (0, -1.0, float("nan"), float("inf"), "10"):
+        with pytest.raises(ValueError, match="minutes > 0"), checkpoint_interval(bad):  # type: ignore[arg-type]
+            pass
 
 
 def test_each_epoch_gets_its_own_batch_order(tmp_path):
@@ -144,6 +193,40 @@ def test_rnnkit_train_resume_continues_a_run_to_the_same_model(tmp_path):
         "epochs: 3" in (tmp_path / "split" / "config.yaml").read_text()
     again = runner.invoke(app, ["train", "image-classification", "--resume", str(tmp_path / "split")])
     assert again.exit_code == 0 and "all 3 epoch(s) were done already; raise train.epochs" in again.output
+
+
+def test_rnnkit_train_stopped_in_its_first_epoch_keeps_a_mid_epoch_checkpoint(tmp_path, monkeypatch):
+    """Ctrl-C in the first epoch, before any dev score: with --checkpoint-minutes the run folder keeps
+    checkpoint-last.ckpt (it used to be deleted with no weights in it), the CLI prints the resume
+    command, and the resumed run ends with the uninterrupted run's model."""
+    from rnnkit.tasks import engine
+
+    args = ["train", "image-classification", "--train", "builtin:digits", "--out", str(tmp_path), *FAST,
+            "--set", "train.epochs=2"]
+    assert runner.invoke(app, [*args, "--name", "straight"]).exit_code == 0
+    calls = {"n": 0}
+    update = engine.WeightAverage.update
+
+    def stop_at_the_fifth_batch(self: engine.WeightAverage) -> None:  # runs before each batch's checkpoint
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        update(self)
+
+    monkeypatch.setattr(engine.WeightAverage, "update", stop_at_the_fifth_batch)
+    stopped = runner.invoke(app, [*args, "--name", "split", "--checkpoint-minutes", "1e-9"])
+    monkeypatch.setattr(engine.WeightAverage, "update", update)
+    assert stopped.exit_code != 0 and (tmp_path / "split" / LAST_CHECKPOINT).is_file()
+    assert not (tmp_path / "split" / "checkpoint-best.safetensors").exists()
+    assert f"--resume {tmp_path / 'split'}" in stopped.output
+    result = runner.invoke(app, ["train", "image-classification", "--resume", str(tmp_path / "split"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "resuming from checkpoint-last.ckpt in epoch 1 of 2, after batch 4" in \
+        (tmp_path / "split" / "train.log").read_text()
+    straight, split = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert all(torch.equal(straight[k], split[k]) for k in straight)
+    bad = runner.invoke(app, [*args, "--name", "bad", "--checkpoint-minutes", "-1"])
+    assert bad.exit_code == 2 and "--checkpoint-minutes must be >= 0" in bad.output
 
 
 def test_rnnkit_train_resume_refuses_what_it_cannot_continue(tmp_path):

@@ -15,9 +15,13 @@ Lightning is imported here only, so ``--help``, ``predict`` and ``evaluate`` sta
 Resuming: after every epoch the engine writes ``checkpoint-last.ckpt`` in the run folder (atomically:
 a Lightning checkpoint of the weights, optimizer, loop counters, and the engine's own state: history,
 best score, epochs without improvement, weight average, random-number generators and the training
-loader's shuffling state). Inside :func:`resuming` a :func:`fit` on that run continues from it, so an
-interrupted run ends with the weights, history and metrics an uninterrupted one would have; the
-checkpoint is loaded with ``weights_only`` (tensors and plain values, no code).
+loader's shuffling state). In long epochs it also writes one mid-epoch, after the batch that ends
+:func:`checkpoint_interval` (10 minutes by default) since the last one, with the batches done so far
+and the epoch's running loss. Inside :func:`resuming` a :func:`fit` on that run continues from it
+(from the next batch of the same epoch for a mid-epoch checkpoint: the epoch's batches are drawn in
+the same order and the first ones passed over), so an interrupted run ends with the weights, history
+and metrics an uninterrupted one would have; the checkpoint is loaded with ``weights_only`` (tensors
+and plain values, no code).
 """
 
 from __future__ import annotations
@@ -74,6 +78,23 @@ class EngineOptions:
 _BATCH_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("rnnkit_engine_batch_limit", default=None)
 _RESUMING: contextvars.ContextVar[bool] = contextvars.ContextVar("rnnkit_engine_resuming", default=False)
 _PRIOR_SECONDS: contextvars.ContextVar[float] = contextvars.ContextVar("rnnkit_engine_prior_seconds", default=0.0)
+DEFAULT_CHECKPOINT_MINUTES = 10.0
+_CHECKPOINT_SECONDS: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "rnnkit_engine_checkpoint_seconds", default=DEFAULT_CHECKPOINT_MINUTES * 60)
+
+
+@contextlib.contextmanager
+def checkpoint_interval(minutes: float | None) -> Iterator[None]:
+    """Inside this block :func:`fit` also writes ``checkpoint-last.ckpt`` in the middle of an epoch,
+    after the first batch that ends ``minutes`` or more after the last checkpoint (``None``: at the
+    ends of epochs only). Outside it, every 10 minutes."""
+    if minutes is not None and not (isinstance(minutes, int | float) and math.isfinite(minutes) and minutes > 0):
+        raise ValueError(f"the checkpoint interval must be a number of minutes > 0 (or none), got {minutes!r}")
+    token = _CHECKPOINT_SECONDS.set(None if minutes is None else float(minutes) * 60)
+    try:
+        yield
+    finally:
+        _CHECKPOINT_SECONDS.reset(token)
 
 
 def prior_seconds() -> float:
@@ -137,9 +158,10 @@ def _set_sampler_epochs(loader: Any, epoch: int) -> None:
             part.set_epoch(epoch)
 
 
-def _check_last_checkpoint(path: Any, module: nn.Module) -> None:
+def _check_last_checkpoint(path: Any, module: nn.Module) -> dict[str, Any] | None:
     """A one-line :class:`ResumeError` unless ``path`` is a readable engine checkpoint of ``module``'s
-    shapes (memory-mapped: the tensors are not read here)."""
+    shapes (memory-mapped: the tensors are not read here). Returns its mid-epoch record (``batches``
+    done in the interrupted epoch ...), ``None`` for a checkpoint written at the end of an epoch."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # truncated zip, not a zip, unpickling refused ...
@@ -157,6 +179,35 @@ def _check_last_checkpoint(path: Any, module: nn.Module) -> None:
                   if wrong[0] in found and wrong[0] in expected else f"{wrong[0]} is only in one of them")
         raise ResumeError(f"{path} holds another model than this run's config.yaml builds ({detail}); "
                           "it cannot be resumed: train a new run")
+    mid = track[0].get("mid_epoch") if isinstance(track[0], dict) else None
+    return mid if isinstance(mid, dict) else None
+
+
+class _PassOver:
+    """The training loader, whose first pass starts after its first ``skip`` batches (they are drawn
+    and dropped: the same order as before the interruption, nothing of them trained on); later passes
+    are whole. Attributes are the loader's (Lightning sets its samplers' epochs through them)."""
+
+    def __init__(self, loader: Any, skip: int) -> None:
+        self.loader, self.skip = loader, skip
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self.skip = self.skip, 0
+        batches = iter(self.loader)
+        for _ in range(skip):
+            if next(batches, _END) is _END:
+                raise ResumeError(f"the interrupted epoch had {skip} training batches done but the data now "
+                                  "gives fewer; it cannot be resumed mid-epoch: train a new run")
+        yield from batches
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["loader"], name)
+
+
+_END = object()
 
 
 @contextlib.contextmanager
@@ -357,7 +408,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                     "average": None if averager.mean is None else {"mean": averager.mean, "steps": averager.steps},
                     "rng": _rng_states(), "dataset_epoch": _dataset_epoch(train_loader),
                     "stopped": state["stopped"], "max_seconds": options.max_seconds,
-                    "task_state": dict(task_state) if task_state is not None else None}
+                    "task_state": dict(task_state) if task_state is not None else None,
+                    "mid_epoch": state.get("mid_epoch")}
 
         def load_state_dict(self, saved: dict[str, Any]) -> None:
             history[:] = saved["history"]
@@ -375,7 +427,14 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                 state["best_weights"] = load_file(best_file)
             # a dataset that shuffles itself may be read before the first epoch's hooks run: set it now
             _set_dataset_epoch(train_loader, saved["dataset_epoch"])
-            pending["rng"] = saved["rng"]  # applied when the next epoch starts
+            pending["rng"] = saved["rng"]  # applied when the next epoch (or, mid-epoch, the next batch) starts
+            mid = saved.get("mid_epoch")
+            if mid is not None:  # the epoch's running loss and clock go on from where they were
+                module.loss_sum, module.loss_count = mid["loss_sum"], mid["loss_count"]
+                state["epoch_start"] = time.perf_counter() - mid["epoch_seconds"]
+                state["epoch_batches"] = mid["batches"]
+                pending["mid_epoch"] = mid
+            state["saved_at"] = time.perf_counter()
             # a run that early stopping or the time budget ended stays ended, as it would have without the
             # interruption (a stop after the last checkpoint repeats itself); a larger budget trains on
             # (early stopping is judged with this call's train.patience: a larger one trains on)
@@ -390,23 +449,46 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                 trainer.should_stop = True  # no further epoch
 
 
+        def save(self, trainer: Any) -> None:
+            if run is None or limit is not None:
+                return
+            partial = run.file(LAST_CHECKPOINT + ".partial")
+            trainer.save_checkpoint(partial)
+            with open(partial, "rb+") as f:  # on disk before the rename, or a lost machine may leave it empty
+                os.fsync(f.fileno())
+            os.replace(partial, run.file(LAST_CHECKPOINT))  # atomic: the old checkpoint or the new one
+            state["saved_at"] = time.perf_counter()
+
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-            if run is not None and limit is None:
-                partial = run.file(LAST_CHECKPOINT + ".partial")
-                trainer.save_checkpoint(partial)
-                with open(partial, "rb+") as f:  # on disk before the rename, or a lost machine may leave it empty
-                    os.fsync(f.fileno())
-                os.replace(partial, run.file(LAST_CHECKPOINT))  # atomic: the old checkpoint or the new one
+            self.save(trainer)
 
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-            if pending:  # the first epoch after resuming; its batches are drawn after this hook
+            if "rng" in pending:  # the first epoch after resuming; its batches are drawn after this hook
                 _set_rng_states(pending.pop("rng"))
                 log(f"resuming from {LAST_CHECKPOINT} after epoch {len(history)} of {options.epochs}")
             _set_sampler_epochs(train_loader, trainer.current_epoch)
-            state["epoch_start"] = time.perf_counter()
+            state["epoch_start"], state["epoch_batches"] = time.perf_counter(), 0
+
+        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            if "mid_epoch" in pending:  # resumed mid-epoch: Lightning starts no epoch, this is the next batch
+                if "rng" in pending:
+                    _set_rng_states(pending.pop("rng"))
+                log(f"resuming from {LAST_CHECKPOINT} in epoch {trainer.current_epoch + 1} of {options.epochs}, "
+                    f"after batch {pending.pop('mid_epoch')['batches']}")
 
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
             averager.update()
+            state["epoch_batches"] = state.get("epoch_batches", 0) + 1  # Lightning's batch_idx restarts one short
+            interval = _CHECKPOINT_SECONDS.get()
+            if (interval is not None and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+                    and time.perf_counter() - state.get("saved_at", state["start"]) >= interval):
+                state["mid_epoch"] = {"batches": state["epoch_batches"], "loss_sum": pl_module.loss_sum,
+                                      "loss_count": pl_module.loss_count,
+                                      "epoch_seconds": time.perf_counter() - state.get("epoch_start", state["start"])}
+                try:
+                    self.save(trainer)
+                finally:
+                    state["mid_epoch"] = None
 
         def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
             averager.swap_in()
@@ -473,15 +555,18 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
 
         safe: dict[str, Any] = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters \
             else {}
-        _check_last_checkpoint(resume_from, module)
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=dev_loader, ckpt_path=resume_from, **safe)
+        mid = _check_last_checkpoint(resume_from, module)
+        loader = train_loader if mid is None else _PassOver(train_loader, int(mid["batches"]))
+        with warnings.catch_warnings():  # "not resumable" mid-epoch: _PassOver is what resumes it
+            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
+            trainer.fit(module, train_dataloaders=loader, val_dataloaders=dev_loader, ckpt_path=resume_from, **safe)
         if pending.get("stopped") == "early":
             log(f"{resume_from.name}: early stopping ended this run after epoch {len(history)}; nothing to train "
                 "(an uninterrupted run stops there too)")
         elif pending.get("stopped") == "time":
             log(f"{resume_from.name}: the time budget ended this run after epoch {len(history)}; raise "
                 "train.max_minutes to train on")
-        elif pending:  # training never started: the checkpoint had every epoch
+        elif "rng" in pending:  # training never started: the checkpoint had every epoch
             log(f"{resume_from.name}: all {len(history)} epoch(s) were done already; raise train.epochs to train on")
     if state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])

@@ -172,8 +172,10 @@ class RunDir:
         return cls(path)
 
     def has_weights(self) -> bool:
-        """Whether training wrote weights here (a best-so-far checkpoint or the final model)."""
-        return any(self.file(name).is_file() for name in ("checkpoint-best.safetensors", "model.safetensors"))
+        """Whether training wrote weights here (a best-so-far checkpoint, the final model, or a
+        checkpoint to resume from, which a long first epoch writes before any dev score)."""
+        return any(self.file(name).is_file()
+                   for name in ("checkpoint-best.safetensors", "model.safetensors", "checkpoint-last.ckpt"))
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
