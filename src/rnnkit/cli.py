@@ -463,9 +463,19 @@ def generate(
         if unknown:
             typer.echo(f"note: prompt tokens not in the vocabulary were read as <unk>: {' '.join(map(repr, unknown))}",
                        err=True)
-        typer.echo(prompt, nl=level != "char" and bool(prompt))
+        # the continuation goes on the prompt's line (words after a space); the prompt is shown with the
+        # first new token, so settings that generate refuses print the error alone
+        gap = " " if level == "word" and prompt and not prompt[-1].isspace() else ""
+        shown: list[bool] = []
+
+        def on_token(token: str) -> None:
+            if not shown:
+                typer.echo(prompt + gap, nl=False)
+                shown.append(True)
+            stream_to_terminal(token, level)
+
         model.generate(prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-                       seed=seed, stop=stop, on_token=lambda t: stream_to_terminal(t, level))
+                       seed=seed, stop=stop, on_token=on_token)
         typer.echo("")
     except _USER_ERRORS as err:
         raise _fail(err) from None

@@ -112,7 +112,8 @@ def test_language_model_end_to_end(word_run):
     assert json.loads(result.output)["perplexity"] == pytest.approx(metrics["dev"]["perplexity"], rel=1e-4)
     out = runner.invoke(app, ["generate", str(run), "--prompt", "the cat", "--length", "20", "--seed", "3"])
     again = runner.invoke(app, ["generate", str(run), "--prompt", "the cat", "--length", "20", "--seed", "3"])
-    assert out.exit_code == 0 and out.output == again.output and out.output.startswith("the cat")
+    assert out.exit_code == 0 and out.output == again.output and out.output.startswith("the cat ")
+    assert out.output.splitlines()[0] != "the cat"  # the continuation goes on the prompt's line
     model = TrainedLanguageModel.load(run)
     greedy = model.generate("the king", greedy=True, length=10)
     assert greedy["tokens"][-1] in ("<eos>",) or len(greedy["tokens"]) == 10
@@ -317,8 +318,8 @@ def test_empty_prompt_starts_at_a_line_break(tmp_path, monkeypatch):
     for level, start in (("word", "<eos>"), ("char", "\n")):
         lm = _unk_loving_model(_prep(tmp_path, "ab\nba\n", level=level))
         seen = []
-        forward = lm.model.forward
-        monkeypatch.setattr(lm.model, "forward", lambda ids, state, f=forward, s=seen: (s.append(ids), f(ids, state))[1])
+        features = lm.model.features
+        monkeypatch.setattr(lm.model, "features", lambda ids, state, f=features, s=seen: (s.append(ids), f(ids, state))[1])
         lm.generate("", length=1, seed=0)
         assert [lm.prep.vocab.id_to_token(int(i)) for i in seen[0][0]] == [start]
 
@@ -404,3 +405,134 @@ def test_perplexity_is_exp_of_the_cross_entropy_without_a_cap():
 
     assert lm_metrics(60.0 * 10, 10, "word")["perplexity"] == pytest.approx(math.exp(60.0))  # was capped at e^50
     assert lm_metrics(800.0, 1, "word")["perplexity"] == math.inf
+
+
+# -- review 2: prompt line breaks, long prompts, extreme sampling settings, <eos> in char models --
+@pytest.mark.parametrize("data", [{"level": "word"}, {"level": "char"}, {"level": "char", "line_ending": "drop"},
+                                  {"level": "char", "line_ending": "eos"}, {"level": "word", "line_ending": "drop"}])
+def test_a_prompt_reads_its_line_breaks_as_the_training_file_does(tmp_path, data):
+    # a prompt's line breaks were tokenized as spaces (word: no <eos>) or as an unknown '\n' (char, drop/eos)
+    prep = _prep(tmp_path, "the cat sat\non the mat\n", **data)
+    text = "the cat\non the" if prep.line_ending == "keep" else "the cat\r\non the"  # keep: '\r' is a character
+    ids, unknown = prep.encode_prompt(text)
+    reference = tmp_path / "prompt.txt"  # independent: the same text read as a file (which ends every line)
+    reference.write_bytes(text.encode())
+    file_ids = [int(i) for i in prep.ids_of_file(reference, tmp_path / "prompt.bin")]
+    if prep.line_ending == "eos":
+        file_ids = file_ids[:-1]  # the file's last line gets an <eos> too; the prompt's open line does not
+    assert ids == file_ids and unknown == [] and prep.vocab.unk_id not in ids
+    if prep.line_ending == "eos":
+        assert prep.encode_prompt("the cat\n")[0][-1] == prep.vocab.eos_id  # a final break starts a new line
+
+
+def test_a_long_prompt_is_scored_at_its_last_position_only(tmp_path, monkeypatch):
+    # priming built the [T, V] scores of every prompt position: memory grew with prompt length x vocabulary
+    lm = _unk_loving_model(_prep(tmp_path, "a b c d e f\nb c a\n"))
+    prompt = " ".join(random.Random(0).choice("abcdef") for _ in range(3000))
+    with torch.no_grad():
+        full, _ = lm.model(torch.tensor([lm.prep.encode_prompt(prompt)[0]]))
+    scored = []
+    scores = lm.model.scores
+    monkeypatch.setattr(lm.model, "scores", lambda x, f=scores, s=scored: (s.append(x.shape), f(x))[1])
+    with torch.no_grad():
+        lm.model.decoder.bias.zero_()  # make the full softmax's last row decide the greedy token
+    out = lm.generate(prompt, length=1, greedy=True, stop="")
+    assert all(math.prod(shape[:-1]) == 1 for shape in scored)
+    expected = full[0, -1].clone()
+    expected[lm.prep.vocab.unk_id] = float("-inf")
+    assert out["tokens"] == [lm.prep.vocab.id_to_token(int(expected.argmax()))]
+
+
+def test_extreme_temperatures_and_seeds(word_run):
+    run, _ = word_run
+    lm = TrainedLanguageModel.load(run)
+    greedy = lm.generate("the cat", length=12, greedy=True, stop="")
+    # a tiny temperature overflowed the logits to nan ("probability tensor contains inf, nan") instead of greedy
+    assert lm.generate("the cat", length=12, temperature=1e-300, stop="", seed=0)["tokens"] == greedy["tokens"]
+    for bad in (math.inf, -math.inf, math.nan, 0.0):
+        with pytest.raises(ValueError, match="temperature must be > 0 and finite"):
+            lm.generate("the cat", temperature=bad)
+    with pytest.raises(ValueError, match="seed must fit in 64 bits"):
+        lm.generate("the cat", seed=2 ** 70)
+    assert lm.generate("the cat", length=3, seed=2 ** 64 - 1) == lm.generate("the cat", length=3, seed=2 ** 64 - 1)
+    for option in (["--temperature", "inf"], ["--seed", str(10 ** 30)]):
+        result = runner.invoke(app, ["generate", str(run), "--prompt", "the", "--length", "3", *option])
+        assert result.exit_code == 2 and "error:" in result.output, result.output
+        assert not result.output.startswith("the"), result.output  # the prompt shows only once generation starts
+
+
+def test_eos_of_a_char_model_reads_as_a_line_break(capsys):
+    from rnnkit.tasks.language_model import render_tokens, stream_to_terminal
+
+    # a char model trained with data.line_ending=eos printed a literal "<eos>" inside its text
+    assert render_tokens(["a", "<eos>", "b"], "char") == "a\nb"
+    for token in ("a", "<eos>", "b"):
+        stream_to_terminal(token, "char")
+    assert capsys.readouterr().out == "a\nb"
+
+
+def test_evaluate_counts_the_tokens_read_as_unk(word_run, tmp_path):
+    run, dev = word_run
+    assert "notes" not in TrainedLanguageModel.load(run).evaluate(dev)
+    odd = tmp_path / "odd.txt"
+    odd.write_text("the zebra sees the moon .\nthe cat sees a unicorn .\n")  # 'zebra', 'unicorn' unknown
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(odd)])
+    assert result.exit_code == 0, result.output
+    assert "note: 2 of the 14 tokens of odd.txt were read as <unk>" in result.output
+    assert math.isfinite(float(next(line.split()[1] for line in result.output.splitlines()
+                                    if line.startswith("perplexity"))))
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("train.learning_rate=0", "train.learning_rate: must be > 0"),
+    ("train.learning_rate=-1", "train.learning_rate: must be > 0"),
+    ("train.clip_norm=-1", "train.clip_norm: must be > 0"),
+    ("train.clip_norm=0", "train.clip_norm: must be > 0"),
+    ("train.patience=0", "train.patience: must be >= 1"),
+    ("train.weight_decay=-0.1", "train.weight_decay: must be >= 0"),
+])
+def test_bad_optimisation_settings_name_the_key(setting, message):
+    # these trained silently (no learning, sign-flipped clipping, a stop after one epoch) or failed with torch's words
+    result = runner.invoke(app, ["train", "language-model", "--set", setting, "--print-config"])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_a_corpus_of_blank_lines_says_so(tmp_path):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n\t\n\n" * 10)
+    result = _train(tmp_path, blank)
+    assert result.exit_code == 2 and "no tokens, only blank lines" in result.output and "min_freq" not in result.output
+
+
+def test_a_run_stopped_mid_epoch_resumes_with_the_streams_state(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of epoch 2 with a checkpoint after every window: the resumed run goes on
+    from the next window with the state the streams had (saved with the checkpoint, not restarted
+    from zeros) and ends with the uninterrupted run's weights."""
+    from safetensors.torch import load_file
+
+    from rnnkit.tasks import engine
+
+    corpus, dev = _corpus(tmp_path / "train.txt", 200), _corpus(tmp_path / "dev.txt", 30, 1)
+    args = ["train", "language-model", "--train", str(corpus), "--dev", str(dev), "--out", str(tmp_path),
+            "--set", "train.epochs=2", "--set", "model.hidden_size=16", "--set", "model.embedding_dim=16",
+            "--set", "train.batch_size=4", "--set", "train.bptt=12", "--set", "train.variable_bptt=true", "--quiet"]
+    update, calls = engine.WeightAverage.update, {"n": 0, "stop": 0}
+
+    def count_or_stop(self: engine.WeightAverage) -> None:  # runs after each window, before its checkpoint
+        calls["n"] += 1
+        if calls["n"] == calls["stop"]:
+            raise KeyboardInterrupt
+        update(self)
+
+    monkeypatch.setattr(engine.WeightAverage, "update", count_or_stop)
+    assert runner.invoke(app, [*args, "--name", "straight"]).exit_code == 0
+    per_epoch = calls["n"] // 2  # the windows of one epoch (about the same in both)
+    calls.update(n=0, stop=per_epoch + 5)
+    assert runner.invoke(app, [*args, "--name", "split", "--checkpoint-minutes", "1e-9"]).exit_code != 0
+    monkeypatch.setattr(engine.WeightAverage, "update", update)
+    result = runner.invoke(app, ["train", "language-model", "--resume", str(tmp_path / "split"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    log = (tmp_path / "split" / "train.log").read_text()
+    assert "resuming from checkpoint-last.ckpt in epoch 2 of 2, after batch" in log, log
+    straight, split = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "split" / "model.safetensors")
+    assert all(torch.equal(straight[k], split[k]) for k in straight)

@@ -36,6 +36,7 @@ from .config import (
     ConfigError,
     check_at_least_one,
     check_cell,
+    check_early_stopping_and_clipping,
     check_lr_decay,
     check_max_minutes,
     check_rates,
@@ -114,6 +115,9 @@ class Config:
         check_rates(("model.dropout", self.model.dropout), ("model.embedding_dropout", self.model.embedding_dropout),
                           ("model.weight_drop", self.model.weight_drop))
         check_lr_decay(self.train.lr_decay, self.train.lr_decay_patience)
+        if not self.train.learning_rate > 0:
+            raise ConfigError(f"train.learning_rate: must be > 0, got {self.train.learning_rate}")
+        check_early_stopping_and_clipping(self.train.patience, self.train.clip_norm, self.train.weight_decay)
         if self.data.min_freq < 1:
             raise ConfigError(f"data.min_freq: must be >= 1, got {self.data.min_freq}; fix: --set data.min_freq=1 "
                               "keeps every token")
@@ -325,10 +329,18 @@ class Preprocessor:
         return ids
 
     def encode_prompt(self, text: str) -> tuple[list[int], list[str]]:
-        """Ids of a prompt and the tokens that are not in the vocabulary (mapped to <unk>)."""
-        tokens = self.tokenizer.tokenize(text)
-        unknown = sorted({t for t in tokens if t not in self.vocab})
-        return [self.vocab.token_to_id(t) for t in tokens], unknown
+        """Ids of a prompt and the tokens that are not in the vocabulary (mapped to <unk>). Line breaks
+        are read as in the training file: ``<eos>`` (line_ending eos), the newline token (keep) or nothing (drop)."""
+        lines = [text] if self.line_ending == "keep" else [line.rstrip("\r") for line in text.split("\n")]
+        ids: list[int] = []
+        unknown: set[str] = set()
+        for k, line in enumerate(lines):
+            if k and self.line_ending == "eos":
+                ids.append(self.vocab.eos_id)
+            tokens = self.tokenizer.tokenize(line)
+            unknown.update(t for t in tokens if t not in self.vocab)
+            ids += [self.vocab.token_to_id(t) for t in tokens]
+        return ids, sorted(unknown)
 
     def save(self, run: RunDir) -> None:
         self.tokenizer.save(run.file("tokenizer.json"))
@@ -490,10 +502,11 @@ class TrainedLanguageModel:
 
         return self.model, (block[:, :-1], block[:, 1:]), loss_fn
 
-    def evaluate(self, path: str | Path, overrides: Sequence[str] = (), batch_size: int = 1) -> dict[str, float]:
+    def evaluate(self, path: str | Path, overrides: Sequence[str] = (), batch_size: int = 1) -> dict[str, Any]:
         """Perplexity (and bits per character) of a text file: exp of the mean negative log-likelihood of
         every token after the first (``tokens`` counts them), the state carried through the whole file.
-        ``batch_size`` > 1 is faster but scores slightly fewer tokens (see :func:`stream_nll`)."""
+        ``batch_size`` > 1 is faster but scores slightly fewer tokens (see :func:`stream_nll`). Tokens
+        outside the vocabulary are scored as ``<unk>``; ``notes`` says how many there were, if any."""
         import tempfile
 
         if overrides:
@@ -505,7 +518,13 @@ class TrainedLanguageModel:
         with tempfile.TemporaryDirectory() as tmp:
             ids = self.prep.ids_of_file(p, Path(tmp) / "ids.bin")
             nll, count = stream_nll(self.model, ids, batch_size=batch_size)
-        return lm_metrics(nll, count, self.prep.cfg.level)
+            unknown = int((np.asarray(ids) == self.prep.vocab.unk_id).sum())
+        metrics: dict[str, Any] = lm_metrics(nll, count, self.prep.cfg.level)
+        if unknown:
+            metrics["notes"] = [f"{unknown:,} of the {len(ids):,} tokens of {p.name} were read as <unk> (outside the "
+                                "vocabulary, or <unk> in the text); perplexities compare only between models with "
+                                "the same vocabulary"]
+        return metrics
 
     def generate(self, prompt: str = "", *, length: int = 200, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, greedy: bool = False, seed: int | None = None, stop: str | None = None,
@@ -517,13 +536,14 @@ class TrainedLanguageModel:
         line break: ``<eos>`` (word and subword models) or the newline character (character models).
 
         Args:
-            prompt: text that primes the state (unknown tokens become <unk> and are reported).
+            prompt: text that primes the state, read as a line of the training file (unknown tokens become
+                <unk> and are reported; a line break is read as in the file, see ``data.line_ending``).
             length: maximum new tokens (>= 0).
-            temperature: softmax temperature (> 0; for the most likely token every time use ``greedy``).
+            temperature: softmax temperature (> 0 and finite; for the most likely token every time use ``greedy``).
             top_k: keep the k most likely tokens (0: all; more than the vocabulary: all).
             top_p: nucleus sampling threshold (1: off).
             greedy: always take the most likely token (``temperature``, ``top_k``, ``top_p`` do not matter).
-            seed: fixes the sampling for reproducible output.
+            seed: fixes the sampling for reproducible output (a 64-bit integer).
             stop: stop after this token (a token of the vocabulary; "": never stop). Default: ``<eos>``
                 for word and subword models, none for character models.
             on_token: called with each new token's text (streaming output).
@@ -533,13 +553,15 @@ class TrainedLanguageModel:
             concatenated, words space-separated, subwords detokenized, ``<eos>`` a line break),
             ``tokens`` (the stop token included) and ``unknown_prompt_tokens``.
         """
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}; fix: for the most likely token at every "
-                             "step use greedy decoding (--greedy) instead of temperature 0")
+        if not 0 < temperature < math.inf:
+            raise ValueError(f"temperature must be > 0 and finite, got {temperature}; fix: for the most likely token "
+                             "at every step use greedy decoding (--greedy) instead of temperature 0")
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}; fix: 1 turns nucleus sampling off")
         if length < 0:
             raise ValueError(f"length must be >= 0 new tokens, got {length}")
+        if seed is not None and not -(2 ** 63) <= seed < 2 ** 64:
+            raise ValueError(f"seed must fit in 64 bits (e.g. 0 to {2 ** 64 - 1}), got {seed}")
         vocab, level = self.prep.vocab, self.prep.cfg.level
         stop_id = self._stop_id(stop)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -554,15 +576,19 @@ class TrainedLanguageModel:
             banned = []
         out_tokens: list[str] = []
         with torch.no_grad():
-            logits, state = self.model(torch.tensor([ids]), None)  # prime the state with the whole prompt once
-            last = logits[0, -1]
+            # prime the state with the whole prompt once; only the last position needs scores (a long
+            # prompt would otherwise hold [T, V] of them)
+            x, state = self.model.features(torch.tensor([ids]), None)
+            last = self.model.scores(x[0, -1])
             for _ in range(length):
                 scores = last.clone()
                 scores[banned] = float("-inf")
                 if greedy:
                     token = int(scores.argmax())
                 else:
-                    scores = top_p_filter(top_k_filter(scores / temperature, top_k), top_p)
+                    # shifted so the best token is 0, in float64: a tiny temperature gives 0 and -inf, not nan
+                    scores = (scores - scores.max()).double() / temperature
+                    scores = top_p_filter(top_k_filter(scores, top_k), top_p)
                     token = int(torch.multinomial(scores.softmax(-1), 1, generator=generator))
                 text = vocab.id_to_token(token)
                 out_tokens.append(text)
@@ -629,6 +655,10 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         held = split_dev_tail(train_file, cfg.data.dev_fraction, fit_file, dev_file)
     prep = Preprocessor.fit(fit_file, cfg.data)
     if len(prep.vocab) <= len(prep.vocab.specials):
+        from ..data.io import iter_lines
+
+        if not any(prep.tokenizer.tokenize(line) for _, line in iter_lines(fit_file)):
+            raise ConfigError(f"{train_file}: the text has no tokens, only blank lines; fix: give a text file")
         raise ConfigError(f"{train_file}: no token of the corpus is in the vocabulary (data.min_freq={cfg.data.min_freq}, "
                           f"data.vocab_size={cfg.data.vocab_size}), so every token would be <unk>; fix: lower "
                           "data.min_freq or raise data.vocab_size")
@@ -660,14 +690,17 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     output = f"adaptive softmax (cutoffs {hyper['adaptive_cutoffs']})" if m.softmax == "adaptive" else "full softmax"
     log(f"{len(train_ids):,} training / {len(dev_ids):,} dev tokens, vocabulary {len(prep.vocab):,} ({cfg.data.level}s); "
         f"{m.cell} x{m.num_layers}, {output}, {params:,} parameters; {cfg.train.batch_size} streams, bptt {cfg.train.bptt}")
-    carried: dict[str, Any] = {"train": None, "dev": None}
+    carried: dict[str, Any] = {"dev": None}
+    # the training streams' state between windows: in the engine's task_state, so a checkpoint written
+    # mid-epoch holds it and a resumed run continues the streams where they were
+    train_state: dict[str, Any] = {"carried": None}
 
     def loss_fn(mdl: nn.Module, batch: Any) -> Tensor:
         inputs, targets, start = batch
         if int(start) == 0:
-            carried["train"] = None  # a new epoch starts the streams again
-        nll, state = mdl.nll(inputs, targets, carried["train"])  # type: ignore[operator]
-        carried["train"] = detach_state(state)
+            train_state["carried"] = None  # a new epoch starts the streams again
+        nll, state = mdl.nll(inputs, targets, train_state["carried"])  # type: ignore[operator]
+        train_state["carried"] = detach_state(state)
         loss = nll / targets.numel()
         # AWD-LSTM scales the learning rate by window length / bptt, so each token weighs the same
         # whatever window it falls in; scaling the loss does the same for every optimizer's step size
@@ -692,7 +725,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                             max_seconds=seconds_budget(cfg.train.max_minutes))
     history = fit(model, _loader(train_streams, cfg.train.bptt, cfg.train.variable_bptt, cfg.train.seed),
                   _loader(dev_streams, cfg.train.bptt, False, 0), loss_fn=loss_fn, predict_fn=predict_fn,
-                  metric_fn=metric_fn, options=options, run=run, log=log)
+                  metric_fn=metric_fn, options=options, run=run, log=log, task_state=train_state)
     prep.save(run)
     run.save_model(model, NAME, hyper)
     for f in cache.iterdir():
@@ -729,10 +762,11 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
 def render_tokens(tokens: Sequence[str], level: str, specials: Sequence[str] = ("<unk>", "<eos>", "<pad>", "<bos>")
                   ) -> str:
     """Generated tokens as text: characters concatenated; words joined by spaces; subwords
-    detokenized (``▁`` starts a word); ``<eos>``, the end of a line in word and subword models, is a
-    line break (no space around it). Other special tokens stay visible as words."""
+    detokenized (``▁`` starts a word); ``<eos>``, the end of a line (word and subword models, and
+    character models with ``line_ending=eos``), is a line break (no space around it). Other special
+    tokens stay visible as words."""
     if level == "char":
-        return "".join(tokens)
+        return "".join("\n" if token == "<eos>" else token for token in tokens)
     lines: list[list[str]] = [[]]
     for token in tokens:
         if token == "<eos>":
@@ -751,7 +785,7 @@ def subword_text(token: str, specials: Sequence[str] = ()) -> str:
 
 
 def stream_to_terminal(token: str, level: str) -> None:
-    if token == "<eos>" and level != "char":
+    if token == "<eos>":
         sys.stdout.write("\n")
     elif level == "subword":
         sys.stdout.write(subword_text(token, ("<unk>", "<eos>", "<pad>", "<bos>")))
