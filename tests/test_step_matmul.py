@@ -185,3 +185,107 @@ def test_streaming_inference_repacks_when_weights_or_batch_change() -> None:
                 out, (h, c), _ = engine_scan(cell, xs[:, t:t + 1], (h, c))
                 steps.append(out)
             torch.testing.assert_close(torch.cat(steps, 1), expected, rtol=1e-5, atol=1e-5)
+
+
+# -- large products: weight and input gradients, projections -------------------------------------
+def _operands() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    dz = torch.randn(90, 48, generator=g)
+    xh = torch.randn(90, 20, generator=g)
+    w_cat = torch.randn(48, 20, generator=g)
+    return [("dZ^T [x, h]: a transposed view", dz.t(), xh),
+            ("dZ W_x: a column slice of the weight", dz, w_cat[:, :7]),
+            ("plain", torch.randn(30, 40, generator=g), torch.randn(40, 50, generator=g)),
+            ("both transposed", torch.randn(40, 30, generator=g).t(), torch.randn(50, 40, generator=g).t())]
+
+
+@needs_onednn
+@pytest.mark.parametrize("form", step_matmul._LARGE_FORMS)
+def test_each_form_of_a_large_product_equals_torch(form: str) -> None:
+    for name, a, b in _operands():
+        expected = a.double() @ b.double()
+        got = step_matmul._run_large(form, a, b)
+        assert got.shape == expected.shape and got.is_contiguous(), name
+        _assert_close(got.double(), expected)
+
+
+@needs_onednn
+def test_large_matmul_measures_once_per_class_of_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    step_matmul.forget_measurements()
+    runs: list[str] = []
+    real = step_matmul._run_large
+    monkeypatch.setattr(step_matmul, "_run_large", lambda form, a, b: runs.append(form) or real(form, a, b))
+    monkeypatch.setattr(step_matmul, "LARGE_MIN_FLOPS", 1e5)
+    a, b = torch.randn(300, 64).t(), torch.randn(300, 96)  # 3.7 MFLOP: measured
+    with step_matmul_backend("auto"):
+        first = step_matmul.large_matmul(a, b)
+        assert set(runs) == set(step_matmul._LARGE_FORMS) and len(runs) >= 9  # warm-up and two timed rounds
+        runs.clear()
+        second = step_matmul.large_matmul(torch.randn(280, 64).t(), torch.randn(280, 96))  # same class (256)
+        assert len(runs) == 1  # the remembered form only
+        runs.clear()
+        step_matmul.large_matmul(torch.randn(4, 5), torch.randn(5, 6))  # under LARGE_MIN_FLOPS: torch, unmeasured
+        assert runs == []
+    _assert_close(first, a @ b)
+    assert second.shape == (64, 96)
+    with step_matmul_backend("torch"):
+        runs.clear()
+        step_matmul.large_matmul(a, b)
+        assert runs == []
+    x64 = torch.randn(300, 64, dtype=torch.float64)
+    with step_matmul_backend("onednn"):  # float64: oneDNN has no such linear
+        runs.clear()
+        step_matmul.large_matmul(x64.t(), x64)
+        assert runs == []
+
+
+@needs_onednn
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_on_onednn_matches_f_linear_with_gradients(bias: bool) -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 11, 9, generator=g, requires_grad=True)
+    weight = torch.randn(14, 9, generator=g, requires_grad=True)
+    b = torch.randn(14, generator=g, requires_grad=True) if bias else None
+    grad_out = torch.randn(6, 11, 14, generator=g)
+    results = []
+    for backend in ("torch", "onednn"):
+        with step_matmul_backend(backend):
+            y = step_matmul.linear(x, weight, b)
+        grads = torch.autograd.grad(y, [t for t in (x, weight, b) if t is not None], grad_out)
+        results.append([y, *grads])
+    for e, got in zip(*results, strict=True):
+        _assert_close(got, e)
+    with step_matmul_backend("onednn"):  # create_graph: the backward's products stay differentiable
+        y = step_matmul.linear(x, weight, b)
+        (gx,) = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
+        (gw,) = torch.autograd.grad(gx.sum(), weight)
+    y = torch.nn.functional.linear(x, weight, b)
+    (ex,) = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
+    (ew,) = torch.autograd.grad(ex.sum(), weight)
+    _assert_close(gw, ew)
+
+
+@needs_onednn
+@pytest.mark.parametrize("cell, implementation", [("gru", "engine"), ("layernorm_lstm", "engine"),
+                                                  ("mingru", "sequential"), ("minlstm", "parallel")])
+def test_other_engines_match_reference_in_float32_on_onednn(cell: str, implementation: str) -> None:
+    """The GRU and layer-norm engines' input projections and weight gradients, and minGRU/minLSTM's
+    projection, on oneDNN: outputs and every gradient equal the reference scan's."""
+    import rnnkit.nn as rnn
+
+    torch.manual_seed(0)
+    kw = {"zoneout": 0.0} if cell == "gru" else {}
+    layer = rnn.Recurrent(cell, I, H, batch_first=True, implementation=implementation, **kw)
+    reference = rnn.Recurrent(cell, I, H, batch_first=True, implementation="reference", **kw)
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(B, T, I)
+    mask = torch.rand(B, T) > 0.2  # gaps: the GRU engine takes them where torch's kernel cannot
+    results = []
+    for module, backend in ((reference, "torch"), (layer, "onednn")):
+        xx = x.clone().requires_grad_()
+        with step_matmul_backend(backend):
+            out, _ = module(xx, mask=mask)
+            out.pow(2).sum().backward()
+        results.append([out.detach(), xx.grad, *(p.grad for p in module.parameters())])
+    for e, got in zip(*results, strict=True):
+        _assert_close(got, e)

@@ -49,7 +49,7 @@ from . import cuda_graph, engine_triton, weight_cache
 from ._bptt import first_order_only, needs_grad, recurrent_grad
 from .engine_layernorm import layernorm_engine_scan
 from .recompute import recompute_requested
-from .step_matmul import StepMatmul, cached_step_matmul
+from .step_matmul import StepMatmul, cached_step_matmul, large_matmul
 
 
 def engine_unavailable_reason(cell: RecurrentCell, *, zoneout_rate: float = 0.0,
@@ -268,7 +268,7 @@ class _LSTMEngine(torch.autograd.Function):
                               peep_o_acc if peep is not None else None)
         if w_hr is not None and grad_hr is None and ctx.needs_input_grad[12]:  # sum_t dh~_t^T (o_t tanh c_t)
             h_raw = torch.mul(z[..., :hidden], tanh_c)
-            grad_hr = dh_hat.view(-1, state).t() @ h_raw.view(-1, hidden)
+            grad_hr = large_matmul(dh_hat.view(-1, state).t(), h_raw.view(-1, hidden))
         return (*grads, gh, gc, None, None, None, None, None, None, grad_hr)
 
 
@@ -479,8 +479,8 @@ def _weight_grads(ctx: Any, dz: Tensor, xh: Tensor, inputs: int, w_cat: Tensor, 
     """``dL/d(x, w_cat, bias, peephole)`` from every step's ``dz`` ``[T, B, 4H]``: one large matmul each."""
     steps, batch, four_h = dz.shape
     flat_dz = dz.view(steps * batch, four_h)
-    grad_x = (flat_dz @ w_cat[:, :inputs]).view(steps, batch, inputs) if ctx.needs_input_grad[0] else None
-    grad_w = flat_dz.t() @ xh[:steps].reshape(steps * batch, -1) if ctx.needs_input_grad[1] else None
+    grad_x = large_matmul(flat_dz, w_cat[:, :inputs]).view(steps, batch, inputs) if ctx.needs_input_grad[0] else None
+    grad_w = large_matmul(flat_dz.t(), xh[:steps].reshape(steps * batch, -1)) if ctx.needs_input_grad[1] else None
     grad_b = flat_dz.sum(0) if bias is not None and ctx.needs_input_grad[2] else None
     grad_p = None
     if peep is not None and peep_if is not None and peep_o is not None and ctx.needs_input_grad[3]:

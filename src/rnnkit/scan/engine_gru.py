@@ -37,7 +37,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
@@ -46,7 +45,7 @@ from ..cells.gru import GRUCell
 from . import cuda_graph, engine_triton
 from ._bptt import first_order_only, needs_grad, recurrent_grad
 from .recompute import recompute_requested
-from .step_matmul import StepMatmul, cached_step_matmul
+from .step_matmul import StepMatmul, cached_step_matmul, large_matmul, linear
 
 
 def gru_engine_unavailable_reason(cell: RecurrentCell, device: torch.device, *, return_gates: bool = False,
@@ -115,7 +114,7 @@ class _GRUEngine(torch.autograd.Function):
                   if ctx.graphs and cuda_graph.graphs_enabled(gates.device) else (loop(**inputs), False))
         dxw, dhw, gh_0 = res["dxw"], res["dhw"], res["gh"]
         assert dxw is not None and dhw is not None and gh_0 is not None
-        grad_w = dhw.view(steps * batch, three_h).t() @ h_in[:steps].reshape(steps * batch, -1) \
+        grad_w = large_matmul(dhw.view(steps * batch, three_h).t(), h_in[:steps].reshape(steps * batch, -1)) \
             if ctx.needs_input_grad[1] else None
         grad_b = dhw.sum((0, 1)) if b_hh is not None and ctx.needs_input_grad[2] else None
         return dxw, grad_w, grad_b, gh_0, None, None, None, None, None
@@ -309,7 +308,7 @@ def gru_engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tenso
         mask = None if mask is None else mask.flip(1)
     update_h, _, out_mask = engine._update_weights(mask, zoneout_rate, training, steps, batch, (cell.hidden_size,),
                                                    x)
-    xw = F.linear(x_tm, cell.weight_ih, cell.bias_ih).contiguous()
+    xw = linear(x_tm, cell.weight_ih, cell.bias_ih).contiguous()
     (h0,) = state
     if not needs_grad(cell, x, h0, recurrent_mask) and kernels == "torch":
         out, h_n = _gru_inference(cell, xw, h0, recurrent_mask, update_h, out_mask)

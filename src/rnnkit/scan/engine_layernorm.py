@@ -37,7 +37,7 @@ from torch.autograd.function import FunctionCtx
 from ..cells.lstm import LayerNormLSTMCell
 from . import cuda_graph, engine_triton
 from ._bptt import first_order_only, recurrent_grad
-from .step_matmul import StepMatmul
+from .step_matmul import StepMatmul, large_matmul, linear
 
 
 class _LayerNormLSTMEngine(torch.autograd.Function):
@@ -112,7 +112,7 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
                   if ctx.graphs and cuda_graph.graphs_enabled(cs.device) else (loop(**inputs), False))
         dz, dy, gh_0, gc_0 = res["dz"], res["dy"], res["gh"], res["gc"]
         assert dz is not None and dy is not None and gh_0 is not None and gc_0 is not None
-        grad_w = dy.view(steps * batch, 4 * hidden).t() @ h_in.reshape(steps * batch, -1)
+        grad_w = large_matmul(dy.view(steps * batch, 4 * hidden).t(), h_in.reshape(steps * batch, -1))
         grads = [res["grad_gain_hh"], res["grad_gain_c"], res["grad_bias_c"], gh_0, gc_0]
         grad_p = None
         if peep is not None and res["peep_if"] is not None and res["peep_o"] is not None:
@@ -330,7 +330,7 @@ def _backward_loop(gh: Tensor, gc: Tensor, g_out: Tensor | None, z: Tensor | Non
         gh = recurrent_grad(skip, d_y, back, rec_mask)
     if w_hr is not None and grad_hr is None:  # sum_t dh~_t^T (o_t tanh LN_c(c~_t))
         h_raw = torch.mul(z[..., :hidden], tanh_c)
-        grad_hr = dh_hat.view(-1, w_hr.shape[0]).t() @ h_raw.view(-1, hidden)
+        grad_hr = large_matmul(dh_hat.view(-1, w_hr.shape[0]).t(), h_raw.view(-1, hidden))
     return {"dz": dz, "dy": dy, "gh": gh, "gc": gc, "grad_gain_hh": grad_gain_hh, "grad_gain_c": grad_gain_c,
             "grad_bias_c": grad_bias_c, "peep_if": peep_if_acc if peep is not None else None,
             "peep_o": peep_o_acc if peep is not None else None, "grad_hr": grad_hr}
@@ -455,7 +455,7 @@ def layernorm_engine_scan(cell: LayerNormLSTMCell, x_tm: Tensor, state: tuple[Te
     ``W_hh h``, ``tanh LN_c(c~)`` and the norms' statistics, and rebuild them in backward.
     """
     four_h = 4 * cell.hidden_size
-    xw = F.layer_norm(F.linear(x_tm, cell.weight_ih[order]), (four_h,), cell.ln_ih.weight[order] * scale,
+    xw = F.layer_norm(linear(x_tm, cell.weight_ih[order]), (four_h,), cell.ln_ih.weight[order] * scale,
                       None, cell.ln_ih.eps)
     if cell.bias_ih is not None and cell.bias_hh is not None:
         xw = xw + (cell.bias_ih + cell.bias_hh)[order] * scale

@@ -41,11 +41,12 @@ from torch.autograd.function import FunctionCtx
 from ..cells.base import RecurrentCell, State
 from ..cells.gru import GRUCell
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
-from ..cells.minrnn import LinearRecurrentCell
+from ..cells.minrnn import LinearRecurrentCell, MinGRUCell, MinLSTMCell
 from . import engine_triton
 from ._bptt import first_order_only
 from .engine import engine_scan, engine_unavailable_reason, triton_engine_unavailable_reason
 from .engine_gru import gru_engine_scan, gru_engine_unavailable_reason
+from .step_matmul import linear
 
 ScanFn = Callable[..., tuple[Tensor, State, "dict[str, Tensor] | None"]]
 LINEAR_SCANS = ("sequential", "parallel")
@@ -306,8 +307,14 @@ def _projected(cell: LinearRecurrentCell, x: Tensor, h0: Tensor) -> Tensor:
     at T=200), and the sequential scan returned its outputs and final state in bfloat16. A no-op
     outside autocast.
     """
-    x_proj = cell.project_input(x)
+    if type(cell).project_input in _PLAIN_PROJECTIONS:  # F.linear's products on the faster GEMM (step_matmul)
+        x_proj = linear(x, cell.weight_ih, cell.bias_ih)  # type: ignore[arg-type]
+    else:
+        x_proj = cell.project_input(x)
     return x_proj if x_proj.dtype == h0.dtype else x_proj.to(h0.dtype)
+
+
+_PLAIN_PROJECTIONS = (MinGRUCell.project_input, MinLSTMCell.project_input)
 
 
 def _empty(cell: RecurrentCell, x: Tensor, state: State) -> tuple[Tensor, State, None]:

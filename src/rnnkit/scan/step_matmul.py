@@ -14,13 +14,23 @@ about 0.8 ms at H=256, as much as 3-4 steps of a training batch of 64: oneDNN is
 where the calls the object will serve (the sequence's steps) pay for it, so short sequences
 (a streaming chunk, a short sentence) stay on torch's GEMM.
 
+The large products outside the loops (the weight gradients ``dL/dW = dZ^T [x, h]`` after it, the
+input gradient, the input projection of the GRU and layer-norm engines and of minGRU/minLSTM) go
+through :func:`large_matmul` and :func:`linear`, chosen the same way per class of shape (each size
+rounded to a power of two). It matters by CPU: on the 2-core AMD EPYC (AVX-512) measured on
+2026-11-29, MKL's sgemm (what ``torch.mm`` calls) ran large products at 205-225 GFLOP/s and
+oneDNN's at 480-520 (MKL takes a generic code path on CPUs that are not Intel's), while on the
+Intel machine of the earlier measurements the two were close.
+
 ``RNNKIT_STEP_MATMUL`` (``auto``, ``torch`` or ``onednn``) or :func:`step_matmul_backend` sets
 the choice; GPUs, float64 and tensors that need autograd always use torch. Both backends give the
-same result up to float32 rounding (the order of the sums differs).
+same result up to float32 rounding (the order of the sums differs); since the choice is timed, two
+processes may round differently: ``RNNKIT_STEP_MATMUL=torch`` makes runs repeat bit for bit.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import threading
@@ -29,6 +39,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -206,3 +217,112 @@ def forget_measurements() -> None:
     """Drop the remembered choices (tests; after changing the thread count they are re-measured anyway)."""
     with _LOCK:
         _CHOICES.clear()
+        _LARGE_CHOICES.clear()
+
+
+# -- one large product: weight gradients, input gradients and projections ------------------------
+# a product of fewer FLOPs stays on torch: oneDNN's fixed cost per call (tens of µs, and a reorder
+# of an unpacked weight) is not paid back, and measuring would cost more than it saves
+LARGE_MIN_FLOPS = 5e7
+_LARGE_CHOICES: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+_LARGE_FORMS = ("torch", "onednn", "onednn_transposed")
+
+
+def _dense(t: Tensor) -> Tensor:
+    """``t`` if it is a plain or transposed dense matrix (what oneDNN reads in place), else a copy."""
+    return t if t.is_contiguous() or t.t().is_contiguous() else t.contiguous()
+
+
+def _run_large(form: str, a: Tensor, b: Tensor) -> Tensor:
+    if form == "torch":
+        return a @ b
+    if form == "onednn":  # oneDNN computes input @ weight^T: weight = b^T, a strided view
+        return torch.ops.mkldnn._linear_pointwise(_dense(a), _dense(b.t()), None, "none", [], "")
+    # (b^T a^T)^T: faster when a is a transposed view (dZ^T of a weight gradient)
+    return torch.ops.mkldnn._linear_pointwise(_dense(b.t()), _dense(a), None, "none", [], "").t().contiguous()
+
+
+def _size_class(n: int) -> int:
+    return 1 << max(0, round(math.log2(max(n, 1))))
+
+
+def large_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for one large product ``[M, K] x [K, N]`` (either may be a transposed view), on
+    torch's GEMM or oneDNN, whichever ran this class of shape faster here.
+
+    The class is ``(M, K, N)`` each rounded to a power of two, the operands' layouts and the
+    thread count; its first product is timed in each form (torch; oneDNN on ``a``; oneDNN on the
+    transposed problem), alternated, and oneDNN is kept only for a clear win (under 0.8x torch's
+    time). Products under :data:`LARGE_MIN_FLOPS`, tensors that need autograd, GPUs and float64
+    stay on torch. Not differentiable (the engines call it inside their backward).
+    """
+    backend = current_backend()
+    m, k = a.shape
+    n = b.shape[1]
+    if (backend == "torch" or not _ONEDNN or a.device.type != "cpu" or a.dtype != torch.float32
+            or b.dtype != torch.float32 or min(m, k, n) == 0
+            or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+            or (backend == "auto" and 2.0 * m * k * n < LARGE_MIN_FLOPS)):
+        return a @ b
+    if backend == "onednn":
+        return _run_large("onednn_transposed" if a.stride(0) == 1 and a.stride(1) != 1 else "onednn", a, b)
+    key = (_size_class(m), _size_class(k), _size_class(n), a.stride(0) == 1, b.stride(0) == 1,
+           torch.get_num_threads())
+    with _LOCK:
+        form = _LARGE_CHOICES.get(key)
+        if form is not None:
+            _LARGE_CHOICES.move_to_end(key)
+    if form is not None:
+        return _run_large(form, a, b)
+    times = {f: math.inf for f in _LARGE_FORMS}
+    result = a @ b
+    for timed in (False, True, True):  # the untimed round warms each form up (oneDNN creates its primitive)
+        for f in _LARGE_FORMS:
+            start = time.perf_counter()
+            result = _run_large(f, a, b)
+            if timed:
+                times[f] = min(times[f], time.perf_counter() - start)
+    best = min(("onednn", "onednn_transposed"), key=lambda f: times[f])
+    form = best if times[best] < 0.8 * times["torch"] else "torch"
+    with _LOCK:
+        _LARGE_CHOICES[key] = form
+        if len(_LARGE_CHOICES) > _MAX_CHOICES:
+            _LARGE_CHOICES.popitem(last=False)
+    return result if form == _LARGE_FORMS[-1] else _run_large(form, a, b)
+
+
+class _Linear(torch.autograd.Function):
+    """``x @ weight^T + bias`` on ``[M, K]`` rows, each of its three products through :func:`large_matmul`."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        y = large_matmul(x, weight.t())
+        return y if bias is None else y.add_(bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        # under create_graph=True (grad mode on here) large_matmul keeps torch's differentiable products
+        grad_x = large_matmul(grad, weight) if ctx.needs_input_grad[0] else None
+        grad_w = large_matmul(grad.t(), x) if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear`` over any leading shape, whose forward and backward products go through
+    :func:`large_matmul` (same values up to float32 rounding; first derivatives only, like the
+    engines it feeds). Anything :func:`large_matmul` would keep on torch runs ``F.linear`` itself."""
+    rows = x.numel() // max(x.shape[-1], 1)
+    backend = current_backend()
+    if (backend == "torch" or not _ONEDNN or x.device.type != "cpu" or x.dtype != torch.float32
+            or weight.dtype != torch.float32 or (bias is not None and bias.dtype != torch.float32)
+            or rows == 0 or torch.is_autocast_enabled("cpu")
+            or (backend == "auto" and 2.0 * rows * weight.shape[0] * weight.shape[1] < LARGE_MIN_FLOPS)):
+        return torch.nn.functional.linear(x, weight, bias)
+    flat = x.reshape(rows, x.shape[-1])
+    out: Tensor = _Linear.apply(flat, weight, bias)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
