@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import platform
 import re
@@ -62,7 +63,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import rnnkit.nn as rnn
 from rnnkit.runtime import reuse_freed_memory
-from rnnkit.scan import cuda_graph, engine_triton, recompute_gates
+from rnnkit.scan import cuda_graph, engine_triton, recompute_gates, step_matmul
 
 SECTION = "## Speed: every recurrent path, training and inference"
 GPU_SECTION = "## Speed on a GPU: every recurrent path against cuDNN"
@@ -330,10 +331,19 @@ def select_paths(paths: list[BenchPath], pattern: str) -> list[BenchPath]:
 
 # -- measuring ---------------------------------------------------------------------------------
 def matmul_gflops(size: int, repeats: int) -> float:
-    """Best-of-``repeats`` fp32 ``[size x size] @ [size x size]`` throughput in GFLOP/s."""
+    """Best-of-``repeats`` fp32 ``[size x size] @ [size x size]`` throughput in GFLOP/s: on a CPU the
+    faster of torch's GEMM (MKL) and oneDNN's (MKL took a generic code path on the AMD EPYC of
+    2026-11-29: 205-225 GFLOP/s against oneDNN's 480-520, and ``torch.nn.LSTM``'s oneDNN kernel showed
+    as 193% of a GEMM probed through torch alone)."""
     a, b = torch.randn(size, size, device=DEVICE), torch.randn(size, size, device=DEVICE)
-    a @ b  # warm-up
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    products: list[Callable[[], object]] = [lambda: a @ b]
+    if DEVICE.type == "cpu" and step_matmul._ONEDNN:
+        weight = b.t().contiguous()
+        products.append(lambda: torch.ops.mkldnn._linear_pointwise(a, weight, None, "none", [], ""))
+    best = math.inf
+    for product in products:
+        product()  # warm-up
+        best = min(best, *(_timed(product) for _ in range(repeats)))
     return 2 * size**3 / best / 1e9
 
 
@@ -552,7 +562,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [GPU_SECTION if on_gpu else SECTION, "",
              f"Command: `{cmd}`  ",
              f"Machine: {machine}, torch {torch.__version__}, {datetime.date.today().isoformat()}. "
-             f"{'Best' if args.stat == 'best' else 'Median'} of {rounds} interleaved rounds. Measured fp32 GEMM peak "
+             f"{'Best' if args.stat == 'best' else 'Median'} of {rounds} interleaved rounds. Measured fp32 GEMM peak (the faster of torch.mm and oneDNN on a CPU) "
              f"({gemm_size}^3, best of {gemm_repeats}, probed before each table and at the end, best probe): "
              "{peak} GFLOP/s. " + f"{keras_note} {memory_note}"
              + (" CUDA graphs: every path's recordings kept within a table (cache limits raised for the run)."

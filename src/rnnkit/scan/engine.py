@@ -39,7 +39,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
@@ -49,7 +48,7 @@ from . import cuda_graph, engine_triton, weight_cache
 from ._bptt import first_order_only, needs_grad, recurrent_grad
 from .engine_layernorm import layernorm_engine_scan
 from .recompute import recompute_requested
-from .step_matmul import StepMatmul, cached_step_matmul, large_matmul
+from .step_matmul import StepMatmul, cached_step_matmul, large_matmul, linear
 
 
 def engine_unavailable_reason(cell: RecurrentCell, *, zoneout_rate: float = 0.0,
@@ -561,7 +560,7 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
     """
     hidden, state = cell.hidden_size, cell.output_size
     w_ih, bias, w_t, w_hr_t = _inference_weights(cell, order)
-    xw = F.linear(x_tm, w_ih, bias)
+    xw = linear(x_tm, w_ih, bias)
     steps, batch = x_tm.shape[0], x_tm.shape[1]
     recur = cached_step_matmul(cell, w_t.t(), None, batch, adds=True)
     out = xw.new_empty(steps, batch, state)

@@ -323,6 +323,11 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             or (backend == "auto" and 2.0 * rows * weight.shape[0] * weight.shape[1] < LARGE_MIN_FLOPS)):
         return torch.nn.functional.linear(x, weight, bias)
     flat = x.reshape(rows, x.shape[-1])
-    out: Tensor = _Linear.apply(flat, weight, bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        out: Tensor = _Linear.apply(flat, weight, bias)
+    else:  # inference: the product alone
+        out = large_matmul(flat, weight.t())
+        if bias is not None:
+            out = out.add_(bias) if out.is_contiguous() else out + bias
     return out.view(*x.shape[:-1], weight.shape[0])
 
