@@ -324,3 +324,42 @@ def test_gru_layer_with_recomputed_gates_matches_the_reference_layer_float64() -
     for a, b in zip(torch.autograd.grad(loss_ref, list(ref.parameters())),
                     torch.autograd.grad(loss, list(layer.parameters())), strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("hidden, batch, steps, grad, dtype, engine", [
+    (256, 1, 8, True, torch.float32, True),  # training: from batch 1
+    (256, 4, 8, False, torch.float32, True),  # inference: from batch 4
+    (256, 2, 100, False, torch.float32, False),  # inference at batch 1-2: torch's loop
+    (256, 4, 7, True, torch.float32, False),  # short calls: torch's kernel
+    (128, 16, 50, True, torch.float32, False),  # small states: torch's kernel
+    (256, 4, 8, True, torch.float64, False),  # float64: torch's kernel
+])
+def test_auto_runs_plain_grus_on_the_engine_on_cpu_where_it_measured_faster(
+        monkeypatch: pytest.MonkeyPatch, hidden: int, batch: int, steps: int, grad: bool, dtype: torch.dtype,
+        engine: bool) -> None:
+    """torch.nn.GRU has no oneDNN kernel on CPUs (ATen's generic loop): "auto" takes the GRU engine for
+    float32 states of 256 and more from 8 steps, in inference from batch 4; the result equals the
+    fused kernel's, bidirectional and with a padded batch too."""
+    import rnnkit.scan.parallel as parallel
+
+    calls: list[int] = []
+    real = parallel.gru_engine_scan
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(parallel, "gru_engine_scan", spy)
+    torch.manual_seed(0)
+    layer = rnn.GRU(5, hidden, batch_first=True, bidirectional=True).to(dtype)
+    fused = rnn.GRU(5, hidden, batch_first=True, bidirectional=True, implementation="fused").to(dtype)
+    fused.load_state_dict(layer.state_dict())
+    x = torch.randn(batch, steps, 5, dtype=dtype)
+    lengths = torch.full((batch,), steps)
+    lengths[0] = max(1, steps - 3)
+    with torch.set_grad_enabled(grad):
+        out, h = layer(x, lengths=lengths)
+        expected, expected_h = fused(x, lengths=lengths)
+    assert bool(calls) == engine
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(h, expected_h, rtol=1e-4, atol=1e-5)

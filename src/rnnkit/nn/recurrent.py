@@ -294,9 +294,25 @@ class _RecurrentCore(nn.Module):
         ``step``) and batch 1 stay on torch's kernel. cuDNN has the projection. Under CPU autocast
         torch's kernel stays too: it runs in the autocast dtype, while the engine runs in the
         weights' dtype, so the output's dtype would otherwise depend on the batch and the length.
+
+        ``torch.nn.GRU`` has no oneDNN kernel on CPUs either (only LSTMs do): it runs ATen's generic
+        loop, at about 30% of the machine's matrix-multiply speed. The GRU engine
+        (:mod:`rnnkit.scan.engine_gru`) trained 1.3-1.7x faster at H=256-1024 from batch 1 and ran
+        inference 1.3-2.9x faster from batch 4 (2-core AMD EPYC, I=128, T=8-100, float32), so
+        ``"auto"`` runs float32 GRUs with ``hidden_size >= 256`` on it from 8 steps on, in
+        inference from batch 4 (at batch 1-2 torch's loop was 10-17% faster there; smaller
+        states measured mixed).
         """
-        return (device.type == "cpu" and self._torch_mode == "LSTM" and bool(getattr(self, "proj_size", 0))
-                and steps >= 16 and batch > 1 and not torch.is_autocast_enabled(device.type))
+        if device.type != "cpu" or torch.is_autocast_enabled(device.type):
+            return False
+        if self._torch_mode == "LSTM":
+            return bool(getattr(self, "proj_size", 0)) and steps >= 16 and batch > 1
+        if self._torch_mode == "GRU":
+            weight = next(self.parameters())
+            training = torch.is_grad_enabled() and weight.requires_grad
+            return (weight.dtype == torch.float32 and self.hidden_size >= 256 and steps >= 8
+                    and (training or batch >= 4))
+        return False
 
     # -- running -------------------------------------------------------------------------------
     def forward(self, input: Tensor | PackedSequence, hx: Hidden | None = None, *, lengths: Tensor | None = None,
