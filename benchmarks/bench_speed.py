@@ -203,6 +203,8 @@ def core_paths() -> list[BenchPath]:
         *triton_paths(),
         BenchPath(gru, _torch_layer(nn.GRU), 3, True, gru),
         BenchPath("rnnkit GRU fused", _ours(rnn.GRU, implementation="fused"), 3, True, gru),
+        # on CPU "auto" runs plain float32 GRUs of 256+ units on the GRU engine (batch 1-2 inference: fused)
+        BenchPath("rnnkit GRU (auto)", _ours(rnn.GRU), 3, True, gru),
         BenchPath("rnnkit GRU reference", _ours(rnn.GRU, implementation="reference"), 3, True, gru),
         BenchPath(f"rnnkit GRU recurrent dropout 0.25 (auto: {_auto('gru')})",
                   _ours(rnn.GRU, recurrent_dropout=0.25), 3, True, gru),
@@ -269,7 +271,11 @@ def stacked_paths() -> list[BenchPath]:
                       lambda i, h: _VariableLengths(rnn.LSTM(i, h, cell="peephole_lstm", **stack)),  # type: ignore[arg-type]
                       4, True, base, True),
             BenchPath("rnnkit LSTM recurrent dropout 0.25 (auto)", ours(recurrent_dropout=0.25), 4, True, base, True),
-            BenchPath("rnnkit LSTM zoneout 0.1 (auto)", ours(zoneout=0.1), 4, True, base, True)]
+            BenchPath("rnnkit LSTM zoneout 0.1 (auto)", ours(zoneout=0.1), 4, True, base, True),
+            BenchPath("torch.nn.GRU, 2 layers, bidirectional", lambda i, h: nn.GRU(i, h, **stack), 3, True,  # type: ignore[arg-type]
+                      "torch.nn.GRU, 2 layers, bidirectional", True),
+            BenchPath("rnnkit GRU (auto)", lambda i, h: rnn.GRU(i, h, **stack), 3, True,  # type: ignore[arg-type]
+                      "torch.nn.GRU, 2 layers, bidirectional", True)]
 
 
 def projected_paths() -> list[BenchPath]:
