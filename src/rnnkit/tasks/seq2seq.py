@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..cells import make_cell
 from ..nn import recurrent_layer
 from ..nn.attention import ATTENTIONS, make_attention
+from ..scan.step_matmul import linear
 
 State = tuple[tuple[Tensor, ...], ...]  # per decoder layer, per state tensor: [B, size]
 
@@ -193,10 +194,11 @@ class Seq2Seq(nn.Module):
         greedy and beam decoding (:meth:`step`) all read their scores from here.
         """
         x = F.dropout(attentional, self.dropout, self.training)
+        # the output layer's products on the faster GEMM of this CPU (rnnkit.scan.step_matmul; F.linear elsewhere)
         if self.output is None:
-            scores = F.linear(x, self.target_embedding.weight, self.output_bias)
+            scores = linear(x, self.target_embedding.weight, self.output_bias)
         else:
-            scores = self.output(x)
+            scores = linear(x, self.output.weight, self.output.bias)
         # in place, two columns: the linear layer's backward does not read its output, and a full-width
         # masked_fill would copy the [..., V] scores at every decoding step
         return scores.index_fill_(-1, self._invalid_index(scores.device), float("-inf"))
