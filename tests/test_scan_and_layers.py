@@ -373,3 +373,36 @@ def test_cpu_autocast_gives_one_dtype_with_and_without_lengths_and_gradients(cls
                     out, h = layer(x, lengths=lens)
                     dtypes.add((out.dtype, _flat(h)[0].dtype))
     assert len(dtypes) == 1, dtypes
+
+
+@pytest.mark.parametrize("cell, implementation, kw", [
+    ("lstm", "engine", {}), ("peephole_lstm", "auto", {}), ("lstm", "auto", {"zoneout": 0.1}),
+    ("layernorm_lstm", "auto", {}), ("gru", "engine", {}), ("gru", "auto", {"zoneout": 0.1}),
+    ("mingru", "sequential", {}), ("minlstm", "parallel", {}),
+])
+def test_outputs_of_the_fast_paths_can_be_edited_in_place(cell: str, implementation: str, kw: dict) -> None:
+    """``out += residual`` after a layer: the engines returned a view of their state buffer (autograd
+    refused the edit) and the linear scans a tensor their backward reads; now every path allows it, as
+    torch.nn's layers and the reference scan do, with the reference's gradients."""
+    import copy
+
+    import rnnkit.nn as rnn
+
+    torch.manual_seed(0)
+    fast = rnn.Recurrent(cell, 4, 6, batch_first=True, implementation=implementation, **kw).double()
+    reference = copy.deepcopy(fast)
+    reference.implementation = "reference"
+    x = torch.randn(3, 9, 4, dtype=torch.float64)
+    grads = []
+    for module in (reference, fast):
+        torch.manual_seed(1)  # the same zoneout draws in both
+        xx = x.clone().requires_grad_()
+        out, state = module(xx)
+        out += 1.0
+        out.mul_(2.0)
+        first = state[0] if isinstance(state, tuple) else state
+        first.add_(1.0)
+        (out.pow(2).sum() + first.pow(2).sum()).backward()
+        grads.append(xx.grad)
+    if not kw.get("zoneout"):  # zoneout's draws differ between the reference scan and the engines
+        torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=1e-10)

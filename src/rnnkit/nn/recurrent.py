@@ -426,6 +426,11 @@ class _RecurrentCore(nn.Module):
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
+        if scan is not reference_scan and len(outputs) == 1 and layer_input.requires_grad:
+            # the fast scans return a view of their state buffer or a tensor their backward reads: a copy
+            # (about 1% of a training step) lets callers edit the output in place (out += residual), as
+            # torch.nn's layers and the reference scan allow
+            layer_input = layer_input.clone()
         stacked = tuple(torch.stack([f[k] for f in finals], 0) for k in range(len(parts)))
         h_n: Hidden = stacked if len(stacked) > 1 else stacked[0]
         return layer_input, h_n, (gates_by_layer if return_gates else None)
