@@ -37,6 +37,11 @@ def hard_sigmoid(x: Tensor) -> Tensor:
     return F.relu6(x + 3.0) / 6.0
 
 
+def leaky_relu(x: Tensor) -> Tensor:
+    """Keras' leaky ReLU: slope ``0.2`` below zero (``torch``'s default is ``0.01``)."""
+    return F.leaky_relu(x, negative_slope=0.2)
+
+
 def softsign(x: Tensor) -> Tensor:
     """``x / (1 + |x|)``."""
     return F.softsign(x)
@@ -46,7 +51,7 @@ ACTIVATIONS: dict[str, Activation] = {
     "linear": linear,
     "relu": torch.relu,
     "relu6": F.relu6,
-    "leaky_relu": F.leaky_relu,
+    "leaky_relu": leaky_relu,
     "elu": F.elu,
     "selu": F.selu,
     "gelu": F.gelu,

@@ -394,9 +394,34 @@ class Layer(nn.Module):
         out = self(inputs, *args, mask=mask, **kwargs)
         return out, self.compute_mask(inputs, mask)
 
-    def _call_symbolic(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not args:
-            raise TypeError(f"{type(self).__name__} needs its input as the first positional argument")
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        """The output shape for inputs of ``input_shape`` (Keras ``compute_output_shape``).
+
+        Args:
+            input_shape: the input's shape with the batch axis first (``None`` for any size),
+                e.g. ``(None, 100, 8)``; a list of shapes for merge layers.
+
+        Returns:
+            A tuple, or a list of tuples for layers with several outputs (``return_state``).
+            Found as functional models find shapes: by running the layer on two small examples
+            (builds the layer if needed; a ``stateful`` layer forgets its carried state).
+        """
+        several = isinstance(input_shape, list | tuple) and bool(input_shape) \
+            and all(isinstance(s, list | tuple) for s in input_shape)
+        shapes = [tuple(s) for s in input_shape] if several else [tuple(input_shape)]
+        if any(not s for s in shapes):
+            raise ValueError(f"{type(self).__name__} {self.name!r}: compute_output_shape needs the input shape with "
+                             f"its batch axis, e.g. (None, 100, 8), got {input_shape!r}")
+        symbols = [SymbolicTensor((make_example(s[1:], torch.float32, 0), make_example(s[1:], torch.float32, 1)),
+                                  (None, None)) for s in shapes]
+        (out_a, _), (out_b, _) = self._run_examples((symbols if several else symbols[0],), {})
+        batch = shapes[0][0]
+        outputs = [(batch, *(int(x) if x == y else None for x, y in zip(a.shape[1:], b.shape[1:])))
+                   for a, b in zip(flatten(out_a), flatten(out_b))]
+        return outputs if isinstance(out_a, list | tuple) else outputs[0]
+
+    def _run_examples(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, Any]]:
+        """``(output, mask)`` of the layer on both example variants of symbolic ``args``, in inference mode."""
         results = []
         was_training = self.training
         self.eval()
@@ -426,7 +451,12 @@ class Layer(nn.Module):
         finally:
             self.train(was_training)
             reset_states(self)
-        (out_a, mask_a), (out_b, mask_b) = results
+        return results
+
+    def _call_symbolic(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not args:
+            raise TypeError(f"{type(self).__name__} needs its input as the first positional argument")
+        (out_a, mask_a), (out_b, mask_b) = self._run_examples(args, kwargs)
         flat_a, flat_b = flatten(out_a), flatten(out_b)
         masks_a, masks_b = _split_masks(out_a, mask_a), _split_masks(out_b, mask_b)
         for t in flat_a:

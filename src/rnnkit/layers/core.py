@@ -162,8 +162,8 @@ class Dense(KernelWeights, _ActivationMixin, Layer):
                  kernel_initializer: str | Initializer = "glorot_uniform",
                  bias_initializer: str | Initializer = "zeros", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if int(units) < 1:
-            raise ValueError(f"Dense units must be a positive integer, got {units}")
+        if isinstance(units, bool) or not isinstance(units, int | np.integer) or units < 1:
+            raise ValueError(f"Dense units must be a positive integer, got {units!r}")
         self.units = int(units)
         self.activation = get_activation(activation)
         self.activation_name = known_activation_name(activation)

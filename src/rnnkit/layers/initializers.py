@@ -27,6 +27,19 @@ def _fans(t: Tensor) -> tuple[int, int]:
     return fan_in, fan_out
 
 
+_TRUNCATED_STD = 0.87962566103423978  # std of a unit normal truncated at +-2 (Keras' VarianceScaling constant)
+
+
+def _scaled_truncated_normal(t: Tensor, variance: float) -> Tensor:
+    """Truncated normal (at two standard deviations) whose variance after truncation is ``variance``.
+
+    Keras' ``VarianceScaling`` widens the normal by ``1 / 0.8796...`` before truncating, so
+    ``glorot_normal``, ``he_normal`` and ``lecun_normal`` keep the variance their names promise.
+    """
+    std = math.sqrt(variance) / _TRUNCATED_STD
+    return nn.init.trunc_normal_(t, 0.0, std, -2 * std, 2 * std)
+
+
 def glorot_uniform(t: Tensor) -> Tensor:
     """U(-l, l), ``l = sqrt(6 / (fan_in + fan_out))``."""
     fan_in, fan_out = _fans(t)
@@ -35,10 +48,9 @@ def glorot_uniform(t: Tensor) -> Tensor:
 
 
 def glorot_normal(t: Tensor) -> Tensor:
-    """Truncated normal with ``std = sqrt(2 / (fan_in + fan_out))``."""
+    """Truncated normal with variance ``2 / (fan_in + fan_out)`` (after truncation, as Keras)."""
     fan_in, fan_out = _fans(t)
-    std = math.sqrt(2.0 / max(1, fan_in + fan_out))
-    return nn.init.trunc_normal_(t, 0.0, std, -2 * std, 2 * std)
+    return _scaled_truncated_normal(t, 2.0 / max(1, fan_in + fan_out))
 
 
 def he_uniform(t: Tensor) -> Tensor:
@@ -48,9 +60,8 @@ def he_uniform(t: Tensor) -> Tensor:
 
 
 def he_normal(t: Tensor) -> Tensor:
-    """Truncated normal with ``std = sqrt(2 / fan_in)``."""
-    std = math.sqrt(2.0 / max(1, _fans(t)[0]))
-    return nn.init.trunc_normal_(t, 0.0, std, -2 * std, 2 * std)
+    """Truncated normal with variance ``2 / fan_in`` (after truncation, as Keras)."""
+    return _scaled_truncated_normal(t, 2.0 / max(1, _fans(t)[0]))
 
 
 def lecun_uniform(t: Tensor) -> Tensor:
@@ -60,9 +71,8 @@ def lecun_uniform(t: Tensor) -> Tensor:
 
 
 def lecun_normal(t: Tensor) -> Tensor:
-    """Truncated normal with ``std = sqrt(1 / fan_in)``."""
-    std = math.sqrt(1.0 / max(1, _fans(t)[0]))
-    return nn.init.trunc_normal_(t, 0.0, std, -2 * std, 2 * std)
+    """Truncated normal with variance ``1 / fan_in`` (after truncation, as Keras)."""
+    return _scaled_truncated_normal(t, 1.0 / max(1, _fans(t)[0]))
 
 
 def orthogonal(t: Tensor) -> Tensor:

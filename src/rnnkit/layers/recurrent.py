@@ -154,8 +154,8 @@ class _KerasRNN(Layer):
                  use_cudnn: str | bool = "auto", seed: int | None = None, **kwargs: Any) -> None:
         kwargs.pop("implementation", None)  # Keras 2 (1 or 2): no effect
         super().__init__(**kwargs)
-        if int(units) < 1:
-            raise ValueError(f"{type(self).__name__} units must be a positive integer, got {units}")
+        if isinstance(units, bool) or not isinstance(units, int | np.integer) or units < 1:
+            raise ValueError(f"{type(self).__name__} units must be a positive integer, got {units!r}")
         if use_cudnn not in _USE_CUDNN:
             raise ValueError(f"use_cudnn must be 'auto', True or False, got {use_cudnn!r}")
         self.units = int(units)
@@ -209,7 +209,10 @@ class _KerasRNN(Layer):
         get_initializer(self.recurrent_initializer)(rnn.weight_hh_l0)
         if self.use_bias:
             get_initializer(self.bias_initializer)(rnn.bias_ih_l0)
-            rnn.bias_hh_l0.zero_()
+            if self._reset_after() and self._kind == "gru":  # Keras' bias [2, 3H]: both rows initialised
+                get_initializer(self.bias_initializer)(rnn.bias_hh_l0)
+            else:  # Keras has one bias: bias_hh stays 0 (the two are summed in get_weights)
+                rnn.bias_hh_l0.zero_()
             if self._kind == "lstm" and getattr(self, "unit_forget_bias", False):
                 rnn.bias_ih_l0[self.units:2 * self.units].fill_(1.0)
 
@@ -217,6 +220,7 @@ class _KerasRNN(Layer):
     def _initial_hx(self, initial_state: Any, batch: int) -> Any:
         if initial_state is None:
             return None
+        initial_state = self._autocast(initial_state)  # NumPy arrays and float64, as for the inputs
         states = list(initial_state) if isinstance(initial_state, list | tuple) else [initial_state]
         n = 2 if self._kind == "lstm" else 1
         if len(states) != n:

@@ -54,8 +54,14 @@ class Bidirectional(Layer):
             backward_layer = type(layer).from_config(config)
         if not isinstance(backward_layer, _KerasRNN):
             raise ValueError("backward_layer must be a SimpleRNN, LSTM or GRU layer")
-        if backward_layer.return_sequences != layer.return_sequences or backward_layer.return_state != layer.return_state:
-            raise ValueError("forward and backward layers must agree on return_sequences and return_state")
+        for attr in ("return_sequences", "return_state", "stateful"):
+            if getattr(backward_layer, attr) != getattr(layer, attr):
+                raise ValueError(f"forward and backward layers must agree on {attr}, got {getattr(layer, attr)} "
+                                 f"and {getattr(backward_layer, attr)}")
+        if backward_layer.go_backwards == layer.go_backwards:
+            raise ValueError(f"backward_layer must read the other way from the forward layer (both have "
+                             f"go_backwards={layer.go_backwards}); create it with go_backwards="
+                             f"{not layer.go_backwards}")
         self.forward_layer = layer
         self.backward_layer = backward_layer
         self.merge_mode = merge_mode
