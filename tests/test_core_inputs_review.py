@@ -91,6 +91,11 @@ def test_integer_input_names_floating_point():
     with pytest.raises(ValueError, match="expects a floating-point input, got dtype torch.int64") as err:
         layer(torch.ones(2, 5, I, dtype=torch.long))
     assert "layer.to(torch.int64)" not in str(err.value)
+    with pytest.raises(ValueError, match=r"embed token ids first") as err:  # [batch, time] ids: not a size error
+        layer(torch.randint(0, 5, (2, 5)))
+    assert "input features" not in str(err.value)
+    with pytest.raises(ValueError, match=r"layout \[time, features\], unbatched"):
+        layer(torch.randn(5, I + 1))
 
 
 def test_hx_entries_must_be_tensors():

@@ -267,6 +267,8 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
 
     if not run.has_weights():
         shutil.rmtree(run.path, ignore_errors=True)
+        if not isinstance(err, KeyboardInterrupt | SystemExit):
+            typer.echo(f"note: {run.path} removed: training wrote nothing to keep", err=True)
         return
     interrupted = isinstance(err, KeyboardInterrupt | SystemExit)  # Lightning turns Ctrl-C into exit status 1
     reason = "interrupted" if interrupted else " ".join(str(err).split()) or type(err).__name__
@@ -720,6 +722,9 @@ def transcribe(
         if not isinstance(model, TrainedSpeechModel):
             raise ValueError(f"{run} is not a speech run")
         _use_overrides(model, overrides, run)
+        if model.prep.head == "classifier" and (beam is not None or lexicon is not None):
+            typer.echo(f"note: {run} classifies whole clips: --beam and --lexicon apply to CTC runs only "
+                       "(data.mode=connected_digits or transcripts) and are ignored here", err=True)
         with _config_keys(model):
             results = model.transcribe(files, beam_size=beam, lexicon=lexicon, stream=stream, chunk_ms=chunk_ms)
     except _USER_ERRORS as err:

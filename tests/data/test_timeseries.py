@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rnnkit.data import DataError, TimeSeries, fill_missing, read_timeseries
+from rnnkit.data.errors import config_keys
 from rnnkit.data.timeseries import parse_freq
 
 HOURLY = """date,load,temp,hour
@@ -273,7 +274,13 @@ def test_semicolon_files_are_read_and_column_typos_get_a_suggestion(tmp_path: Pa
     # found; columns are ['date;y']" and the hint to spell the names as in the header.
     f = _csv(tmp_path, "date;y\n2020-01-01;1\n2020-01-02;2\n2020-01-03;3\n")
     assert read_timeseries(f, "date", "y").only().targets[:, 0].tolist() == [1, 2, 3]
-    with pytest.raises(DataError, match="did you mean 'y' for 'Y'"):
+    with pytest.raises(DataError, match=r"fix: pass target_columns='y' \(columns are case- and spelling-exact\)"):
+        read_timeseries(f, "date", "Y")
+    with pytest.raises(DataError, match=r"fix: pass time_column='date'"):
+        read_timeseries(f, "Date", "y")
+    with pytest.raises(DataError, match=r"fix: pass future_covariates=\['y'\]"):  # lists keep their other names
+        read_timeseries(_csv(tmp_path, "date;y;x\n2020-01-01;1;2\n", "c.csv"), "date", "x", future_covariates=["Y"])
+    with config_keys({"target_columns": "data.target"}), pytest.raises(DataError, match=r"add --set data.target=y "):
         read_timeseries(f, "date", "Y")
     with pytest.raises(DataError, match="not found"):  # an explicit delimiter is kept
         read_timeseries(f, "date", "y", delimiter=",")

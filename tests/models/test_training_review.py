@@ -288,3 +288,18 @@ def test_an_old_optimizer_state_with_torch_l2_decay_is_not_decayed_twice() -> No
     opt.step()
     assert all(group["weight_decay"] == 0.0 for group in opt.param_groups)
     torch.testing.assert_close(layer.weight, torch.full((1, 2), 1.0 - 0.1 * 0.5))  # decoupled only
+
+
+def test_a_learning_rate_callback_over_a_schedule_is_refused_when_fit_starts() -> None:
+    """ReduceLROnPlateau or LearningRateScheduler with a scheduled learning rate failed with a traceback
+    only when the callback first acted, epochs into training; now fit refuses it before the first epoch."""
+    from rnnkit.layers import Dense
+    from rnnkit.models import Sequential
+    from rnnkit.training.callbacks import LearningRateScheduler, ReduceLROnPlateau
+    from rnnkit.training.optimizers import SGD, ExponentialDecay
+
+    for callback in (ReduceLROnPlateau(monitor="loss", patience=0), LearningRateScheduler(lambda epoch: 0.1)):
+        model = Sequential([Dense(1)])
+        model.compile(SGD(learning_rate=ExponentialDecay(0.1, 10, 0.5)), "mse")
+        with pytest.raises(ValueError, match="compile with a constant learning_rate"):
+            model.fit(np.ones((8, 2)), np.ones((8, 1)), epochs=3, verbose=0, callbacks=[callback])

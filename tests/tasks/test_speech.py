@@ -716,3 +716,25 @@ def test_training_a_classifier_refuses_clips_longer_than_the_chunk_limit_before_
     assert result.exit_code == 2, result.output
     assert "an isolated-word classifier labels a clip as a whole" in result.output
     assert "epoch" not in result.output.lower() and not list((tmp_path / "runs").glob("*/model.safetensors"))
+
+
+def test_a_lexicon_the_model_cannot_write_is_refused_before_training(tmp_path):
+    """Connected digits output the units 0-9: a word list of 'three' and 'seven' used to train fully
+    and then fail with 'the lexicon is empty'; now it is refused first, naming the units."""
+    data = _folder(tmp_path / "rec", per_class=6)
+    words = tmp_path / "words.txt"
+    words.write_text("three\nseven\n")
+    result = runner.invoke(app, ["train", "speech", "--train", str(data), "--out", str(tmp_path / "runs"),
+                                 "--set", "data.mode=connected_digits", "--set", f"decode.lexicon={words}",
+                                 "--set", "train.epochs=1"])
+    assert result.exit_code == 2, result.output
+    assert "none of the 2 lexicon words (e.g. 'seven') can be written with the model's output" in result.output
+    assert "epoch" not in result.output.lower() and not list((tmp_path / "runs").glob("*/model.safetensors"))
+
+
+def test_beam_options_on_a_classifier_run_say_they_do_not_apply(tmp_path):
+    run = _train(tmp_path, "train.epochs=1")
+    wav = next((tmp_path / "rec").rglob("*.wav"))
+    result = runner.invoke(app, ["transcribe", str(run), str(wav), "--beam", "4"])
+    assert result.exit_code == 0, result.output
+    assert "--beam and --lexicon apply to CTC runs only" in result.output

@@ -372,3 +372,19 @@ def test_metrics_match_a_reference_computation(classes, n):
             assert m["per_class"][key] == pytest.approx(ref[key], abs=1e-6), key
         assert m["confusion_matrix"] == ref["confusion"]
         assert m["per_class"]["support"] == [targets.tolist().count(c) for c in range(classes)]
+
+
+def test_predict_refuses_a_single_string_that_it_would_split_into_characters(run: Path) -> None:
+    """``predict("great film")`` iterated the string: one prediction per character. Every task's
+    predict now says to wrap it in a list (tagging ensembles and file-based tasks share the check)."""
+    from rnnkit.tasks import load_trained
+    from rnnkit.tasks.config import check_batch
+
+    model = load_trained(run)
+    with pytest.raises(TypeError, match=r"predict takes a list of texts, got a single str .*predict\(\[x\]\)"):
+        model.predict("great film")
+    assert len(model.predict(["great film"])) == 1
+    for single in (b"bytes", Path("a.wav")):
+        with pytest.raises(TypeError, match="wrap it in a list"):
+            check_batch(single, "files")
+    check_batch([], "files")

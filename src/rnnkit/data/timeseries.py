@@ -352,7 +352,8 @@ class _Table:
         return {"path": self.path, "line": n} if self.rows_are_lines else {"path": self.path, "row": n}
 
 
-def _read_csv_table(path: Path, delimiter: str | None, encoding: str, wanted: Sequence[str]) -> _Table:
+def _read_csv_table(path: Path, delimiter: str | None, encoding: str, wanted: Sequence[str],
+                    roles: dict[str, tuple[list[str], bool]] | None = None) -> _Table:
     sniff = delimiter is None
     if delimiter is None:
         delimiter = "\t" if any(s.lower() in (".tsv", ".tab") for s in path.suffixes) else ","
@@ -366,7 +367,7 @@ def _read_csv_table(path: Path, delimiter: str | None, encoding: str, wanted: Se
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise DataError("file is empty", path=path, hint="check the file") from None
-    _check_columns(header, wanted, path)
+    _check_columns(header, wanted, path, roles)
     index = {name: header.index(name) for name in wanted}
     cols: dict[str, list[str]] = {name: [] for name in wanted}
     lines: list[int] = []
@@ -402,7 +403,8 @@ def _read_csv_table(path: Path, delimiter: str | None, encoding: str, wanted: Se
     return _Table({k: np.asarray(v, dtype=object) for k, v in cols.items()}, np.asarray(lines), path, True)
 
 
-def _read_parquet_table(path: Path, wanted: Sequence[str]) -> _Table:
+def _read_parquet_table(path: Path, wanted: Sequence[str],
+                        roles: dict[str, tuple[list[str], bool]] | None = None) -> _Table:
     try:
         import pandas as pd
     except ImportError:
@@ -416,7 +418,7 @@ def _read_parquet_table(path: Path, wanted: Sequence[str]) -> _Table:
     except ImportError as exc:
         raise DataError(f"cannot read Parquet: {exc}", path=path, hint="pip install pyarrow") from None
     header = [str(c) for c in frame.columns]
-    _check_columns(header, wanted, path)
+    _check_columns(header, wanted, path, roles)
     cols: dict[str, np.ndarray] = {}
     for name in wanted:
         series = frame[name]
@@ -434,17 +436,28 @@ def _read_parquet_table(path: Path, wanted: Sequence[str]) -> _Table:
     return _Table(cols, np.arange(1, len(frame) + 1), path, False)
 
 
-def _check_columns(header: Sequence[str], wanted: Sequence[str], path: Path) -> None:
+def _check_columns(header: Sequence[str], wanted: Sequence[str], path: Path,
+                   roles: dict[str, tuple[list[str], bool]] | None = None) -> None:
+    """A one-line error for columns not in ``header``; ``roles`` (argument -> its columns, and whether
+    it takes one name) lets the fix name the setting to change (``--set data.target=sales``)."""
     missing = [c for c in wanted if c not in header]
     if missing:
         lower = {h.lower(): h for h in header}
         near = {c: lower.get(c.lower()) or next(iter(difflib.get_close_matches(c, header, 1)), None) for c in missing}
         guesses = [f"{near[c]!r} for {c!r}" for c in missing if near[c] is not None]
+        hint = None
+        for argument, (columns, single) in (roles or {}).items():
+            if any(c in missing for c in columns) and all(c not in missing or near[c] for c in columns):
+                fixed = [near[c] if c in missing else c for c in columns]
+                value = repr(fixed[0]) if single else repr(fixed)
+                hint = setting(argument, (value, ",".join(str(c) for c in fixed)),
+                               then=" (columns are case- and spelling-exact)")
+                break
         raise DataError(
             f"column(s) {missing} not found; columns are {list(header)}",
             path=path,
             line=1,
-            hint="pass column names exactly as in the header"
+            hint=hint or "pass column names exactly as in the header"
             + (f" (did you mean {', '.join(guesses)}?)" if guesses else ""),
         )
 
@@ -757,11 +770,15 @@ def read_timeseries(
     if series_id_column is not None:
         wanted.append(series_id_column)
     wanted = list(dict.fromkeys(wanted))
+    roles = {"target_columns": (targets, isinstance(target_columns, str)),
+             "past_covariates": (list(past_covariates), False), "future_covariates": (list(future_covariates), False),
+             "time_column": ([time_column] if time_column is not None else [], True),
+             "series_id_column": ([series_id_column] if series_id_column is not None else [], True)}
     fmt = file_format or ("parquet" if p.suffix.lower() in (".parquet", ".pq") else "csv")
     if fmt == "parquet":
-        table = _read_parquet_table(p, wanted)
+        table = _read_parquet_table(p, wanted, roles)
     elif fmt == "csv":
-        table = _read_csv_table(p, delimiter, encoding, wanted)
+        table = _read_csv_table(p, delimiter, encoding, wanted, roles)
     else:
         raise DataError(f"unknown file_format {file_format!r}", path=p, hint="use 'csv' or 'parquet'")
     n_rows = len(table.lines)

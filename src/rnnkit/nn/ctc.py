@@ -154,10 +154,17 @@ class Lexicon:
         """
         index = {t: i for i, t in enumerate(tokens)}
         spelled: list[list[int]] = []
+        words = [w for w in words if w]
         for w in words:
             parts = list(w) if units == "chars" else [w]
             if all(p in index for p in parts):
                 spelled.append([index[p] for p in parts])
+        if words and not spelled:  # not "empty": the words are there, the model just cannot write any of them
+            shown = [t for t in tokens if t and t != separator and not (t.startswith("<") and t.endswith(">"))][:12]
+            raise ValueError(f"none of the {len(words)} lexicon words (e.g. {words[0]!r}) can be written with the "
+                             f"model's output {'characters' if units == 'chars' else 'words'} ({' '.join(shown)}"
+                             f"{' ...' if len(tokens) > len(shown) + 2 else ''}); give words made of those, "
+                             "or decode.lexicon=train")
         sep = index.get(separator) if (units == "chars" and separator is not None) else None
         return cls(spelled, sep)
 

@@ -201,17 +201,18 @@ class _RecurrentCore(nn.Module):
         if not isinstance(x, Tensor):
             raise TypeError(f"input must be a torch.Tensor or PackedSequence, got {type(x).__name__}")
         layout = "[batch, time, features]" if self.batch_first else "[time, batch, features]"
+        ref = next(iter(self.parameters()), None)
+        if not (x.dtype.is_floating_point or x.dtype.is_complex):  # token ids: before the size, which they miss
+            raise ValueError(f"{type(self).__name__} expects a floating-point input, got dtype {x.dtype} (shape "
+                             f"{list(x.shape)}); embed token ids first (torch.nn.Embedding), or convert the input "
+                             f"(x.to({ref.dtype if ref is not None else torch.get_default_dtype()}))")
         if x.dim() not in (2, 3):
             raise ValueError(f"{type(self).__name__} expects input of shape {layout} or [time, features] "
                              f"(unbatched), got rank {x.dim()} with shape {list(x.shape)}")
         if x.shape[-1] != self.input_size:
+            shown = layout if x.dim() == 3 else "[time, features], unbatched"
             raise ValueError(f"{type(self).__name__} expects {self.input_size} input features (input_size), "
-                             f"got {x.shape[-1]} (input shape {list(x.shape)}, layout {layout})")
-        ref = next(iter(self.parameters()), None)
-        if not (x.dtype.is_floating_point or x.dtype.is_complex):
-            raise ValueError(f"{type(self).__name__} expects a floating-point input, got dtype {x.dtype}; convert it "
-                             f"(x.to({ref.dtype if ref is not None else torch.get_default_dtype()})), or embed token "
-                             "ids first (torch.nn.Embedding)")
+                             f"got {x.shape[-1]} (input shape {list(x.shape)}, layout {shown})")
         if ref is not None and x.dtype != ref.dtype:
             raise ValueError(f"input dtype {x.dtype} does not match the layer's parameters ({ref.dtype}); "
                              f"convert the input (x.to({ref.dtype})) or the layer (layer.to({x.dtype}))")

@@ -24,6 +24,14 @@ class ConfigError(ValueError):
     """A config value or key is not valid (one line, names the key and what is expected)."""
 
 
+def check_batch(inputs: Any, what: str = "texts") -> None:
+    """``predict`` takes a list of ``what``: a bare string (which Python would iterate character by
+    character, one prediction per character) is a one-line ``TypeError`` with the fix."""
+    if isinstance(inputs, str | bytes | Path):
+        raise TypeError(f"predict takes a list of {what}, got a single {type(inputs).__name__} "
+                        f"({str(inputs)[:40]!r}); wrap it in a list: predict([x])")
+
+
 def check_cell(value: str, key: str = "model.cell") -> None:
     """A registered cell name, or a one-line error listing them."""
     from ..cells import CELLS

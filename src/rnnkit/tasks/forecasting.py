@@ -35,6 +35,7 @@ from .config import (
     MAX_MINUTES_HELP,
     ConfigError,
     check_at_least_one,
+    check_batch,
     check_cell,
     check_max_minutes,
     option,
@@ -60,7 +61,9 @@ DESCRIPTION = ("Time-series forecasting from CSV (one or many series; direct or 
 SCALERS: dict[str, type[Scaler]] = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
 # The data readers' arguments as config keys, for one-line errors worded for the command line.
 CONFIG_KEYS = {"fill": "data.fill", "freq": "data.freq", "time_format": "data.time_format", "sort": "data.sort",
-               "series_id_column": "data.series_id_column", "target_columns": "data.target"}
+               "series_id_column": "data.series_id_column", "target_columns": "data.target",
+               "time_column": "data.time_column", "past_covariates": "data.past_covariates",
+               "future_covariates": "data.future_covariates"}
 
 
 @dataclass
@@ -887,6 +890,7 @@ class TrainedForecaster:
 
     def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
         """CLI entry: ``inputs`` = ``[history.csv]`` or ``[history.csv, future.csv]`` (empty: the training file)."""
+        check_batch(inputs, "files")
         if len(inputs) > 2:
             raise ValueError("forecasting predict takes a history CSV and optionally a future-covariates CSV")
         return self.forecast(inputs[0] if inputs else None, inputs[1] if len(inputs) > 1 else None,

@@ -51,6 +51,7 @@ from .config import (
     MAX_MINUTES_HELP,
     ConfigError,
     check_at_least_one,
+    check_batch,
     check_cell,
     check_early_stopping_and_clipping,
     check_lr_decay,
@@ -563,6 +564,7 @@ class TrainedImageClassifier:
     def predict(self, inputs: Sequence[str | Path | np.ndarray]) -> list[dict[str, Any]]:
         """Label and per-class probabilities for each image (picture files, folders of them, ``.npy``
         arrays, ``.npz`` rows or arrays)."""
+        check_batch(inputs, "images")
         names, images = self._inputs(inputs)
         probs = self.scores(images, "prediction input")
         classes = [str(c) for c in self.prep.classes]

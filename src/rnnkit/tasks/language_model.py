@@ -36,6 +36,7 @@ from .config import (
     MAX_MINUTES_HELP,
     ConfigError,
     check_at_least_one,
+    check_batch,
     check_cell,
     check_early_stopping_and_clipping,
     check_lr_decay,
@@ -620,6 +621,7 @@ class TrainedLanguageModel:
 
     def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
         """Generation with default settings for each prompt (seed 0)."""
+        check_batch(inputs, "prompts")
         return [self.generate(p, length=50, seed=0) for p in inputs]
 
 

@@ -53,6 +53,7 @@ from .config import (
     MAX_MINUTES_HELP,
     ConfigError,
     check_at_least_one,
+    check_batch,
     check_cell,
     check_max_minutes,
     option,
@@ -1150,6 +1151,7 @@ class TrainedSpeechModel:
     def predict(self, inputs: Sequence[str]) -> list[dict[str, Any]]:
         """``rnnkit predict RUN a.wav b.wav``: transcripts or labels of wav files (with a ``note``
         when a file was resampled, down-mixed or decoded in chunks)."""
+        check_batch(inputs, "audio files")
         out = []
         for r in self.transcribe(inputs):
             row = {k: v for k, v in r.items() if k not in ("seconds", "notes")}
@@ -1365,6 +1367,11 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
             check_classifier_clip(features, int(u.wave.shape[0]), cfg.decode, u.key)
     words = sorted({w for u in train_items for w in u.target.split()})
     prep = Prepared(features, head, units, labels, d.lowercase, words, d)
+    if head == "ctc" and cfg.decode.lexicon not in (None, "", "train"):  # a word list the model cannot write: now
+        try:
+            Lexicon.from_words(read_word_list(cfg.decode.lexicon), labels, " ", units)
+        except ValueError as err:
+            raise ConfigError(f"decode.lexicon: {err}") from None
 
     def encode(group: list[Utterance], split: str) -> list[tuple[Tensor, list[int]]]:
         out = []

@@ -32,6 +32,7 @@ from .config import (
     MAX_MINUTES_HELP,
     ConfigError,
     check_at_least_one,
+    check_batch,
     check_cell,
     check_lr_decay,
     check_max_minutes,
@@ -572,6 +573,7 @@ class Tagger:
         softmax, summed over the model-scheme tags that read as that tag (``B-X`` and ``S-X`` for an
         IOB2 ``B-X``). An entity's ``score`` is the mean of its tokens' scores (as Flair reports spans).
         """
+        check_batch(texts, "sentences")
         from ..data.conll import tags_to_spans
 
         tokenized = [tokenize_sentence(t) for t in texts]

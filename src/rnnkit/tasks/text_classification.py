@@ -36,6 +36,7 @@ from .config import (
     MAX_MINUTES_HELP,
     ConfigError,
     check_at_least_one,
+    check_batch,
     check_cell,
     check_early_stopping_and_clipping,
     check_max_minutes,
@@ -596,6 +597,7 @@ class TrainedTextClassifier:
         A text with no tokens (empty, or only whitespace) still gets the model's answer for an
         empty input, with a ``note`` saying so.
         """
+        check_batch(texts, "texts")
         encoded = self.prep.encode_texts(list(texts))
         probs = self.scores(encoded)
         classes = [str(c) for c in self.prep.labels.classes]

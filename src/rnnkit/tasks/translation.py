@@ -32,6 +32,7 @@ from .config import (
     LR_DECAY_PATIENCE_HELP,
     MAX_MINUTES_HELP,
     ConfigError,
+    check_batch,
     check_cell,
     check_lr_decay,
     check_max_minutes,
@@ -413,6 +414,7 @@ class TrainedTranslator:
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """Translations with the run's decoding options (for ``rnnkit predict``)."""
+        check_batch(texts, "sentences")
         return self.translate(texts)
 
     def score_pairs(self, sources: Sequence[str], references: Sequence[str], *, beam_size: int | None = None

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from .optimizers import LearningRateSchedule
+
 
 class Callback:
     """Base class: override the hooks you need.
@@ -87,6 +89,16 @@ def _better(mode: str, current: float, best: float, min_delta: float) -> bool:
     if mode == "min":
         return current < best - min_delta
     return current > best + min_delta
+
+
+def _refuse_a_schedule(model: Any, callback: str) -> None:
+    """A one-line error at ``fit``'s start (not when the callback first acts, epochs later) when the
+    optimizer's learning rate follows a schedule, which this callback would have to overwrite."""
+    opt = getattr(model, "optimizer", None)
+    if opt is not None and isinstance(getattr(opt, "_learning_rate", None), LearningRateSchedule):
+        raise ValueError(f"{callback} sets the learning rate, but the optimizer's follows a schedule "
+                         f"({type(opt._learning_rate).__name__}); compile with a constant learning_rate, or drop "
+                         f"{callback}")
 
 
 def _lr_of(model: Any) -> float:
@@ -320,6 +332,7 @@ class ReduceLROnPlateau(Callback):
         self.best = math.inf if self.mode == "min" else -math.inf
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        _refuse_a_schedule(self.model, "ReduceLROnPlateau")
         self._reset()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -368,6 +381,9 @@ class LearningRateScheduler(Callback):
     def __init__(self, schedule: Callable[[int, float], float], verbose: int = 0) -> None:
         super().__init__()
         self.schedule, self.verbose = schedule, verbose
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        _refuse_a_schedule(self.model, "LearningRateScheduler")
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         current = _lr_of(self.model)
