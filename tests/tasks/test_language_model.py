@@ -351,10 +351,18 @@ def _one_hot(prep, token):
     ("data.dev_fraction=0", "data.dev_fraction: must be between 0 and 1"),
     ("data.dev_fraction=1", "data.dev_fraction: must be between 0 and 1"),
     ("data.dev_fraction=-0.5", "data.dev_fraction: must be between 0 and 1"),
+    # these trained silently (no learning, sign-flipped clipping, a stop after one epoch) or failed with torch's words
+    ("train.learning_rate=0", "train.learning_rate: must be > 0"),
+    ("train.learning_rate=-1", "train.learning_rate: must be > 0"),
+    ("train.clip_norm=-1", "train.clip_norm: must be > 0"),
+    ("train.clip_norm=0", "train.clip_norm: must be > 0"),
+    ("train.patience=0", "train.patience: must be >= 1"),
+    ("train.weight_decay=-0.1", "train.weight_decay: must be >= 0"),
 ])
-def test_bad_data_settings_name_the_key(setting, message):
+def test_bad_settings_name_the_key(setting, message):
     result = runner.invoke(app, ["train", "language-model", "--set", setting, "--print-config"])
-    assert result.exit_code == 2 and message in result.output and "fix:" in result.output
+    assert result.exit_code == 2 and message in result.output
+    assert "fix:" in result.output or not setting.startswith("data.")
 
 
 def _train(tmp_path, corpus, *settings, dev=None):
@@ -483,18 +491,6 @@ def test_evaluate_counts_the_tokens_read_as_unk(word_run, tmp_path):
                                     if line.startswith("perplexity"))))
 
 
-@pytest.mark.parametrize(("setting", "message"), [
-    ("train.learning_rate=0", "train.learning_rate: must be > 0"),
-    ("train.learning_rate=-1", "train.learning_rate: must be > 0"),
-    ("train.clip_norm=-1", "train.clip_norm: must be > 0"),
-    ("train.clip_norm=0", "train.clip_norm: must be > 0"),
-    ("train.patience=0", "train.patience: must be >= 1"),
-    ("train.weight_decay=-0.1", "train.weight_decay: must be >= 0"),
-])
-def test_bad_optimisation_settings_name_the_key(setting, message):
-    # these trained silently (no learning, sign-flipped clipping, a stop after one epoch) or failed with torch's words
-    result = runner.invoke(app, ["train", "language-model", "--set", setting, "--print-config"])
-    assert result.exit_code == 2 and message in result.output
 
 
 def test_a_corpus_of_blank_lines_says_so(tmp_path):
