@@ -204,7 +204,10 @@ class _PassOver:
         yield from batches
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["loader"], name)
+        loader = self.__dict__.get("loader")
+        if loader is None:  # mid-construction (copy, unpickling): no forwarding yet
+            raise AttributeError(name)
+        return getattr(loader, name)
 
 
 _END = object()
