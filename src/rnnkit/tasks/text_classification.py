@@ -59,6 +59,8 @@ CONFIG_KEYS = {"text_column": "data.text_column", "label_column": "data.label_co
 READING_KEYS = ("format", "text_column", "label_column", "has_header", "member_prefix", "classes", "label_separator",
                 "encoding_errors")
 _MISSING_LABELS = ("", "nan")
+# multi-label: a class is predicted when its probability is at least this, in predict and in the metrics
+THRESHOLD = 0.5
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -366,7 +368,7 @@ class Preprocessor:
         for text in texts:
             if self.architecture == "han":
                 sentences = [self.encoder.encode(s) for s in split_sentences(text)]
-                ids = [s[: self.cfg.max_sentence_length] for s in sentences[: self.cfg.max_sentences]]
+                ids = [self.cut(s, self.cfg.max_sentence_length) for s in self.cut(sentences, self.cfg.max_sentences)]
                 total, kept = sum(map(len, sentences)), sum(map(len, ids))
                 self.tokens_total += total
                 self.tokens_kept += kept
@@ -377,10 +379,15 @@ class Preprocessor:
             self.tokens_total += len(ids)
             if len(ids) > self.cfg.max_length:
                 self.truncated += 1
-                ids = ids[: self.cfg.max_length] if self.cfg.truncation == "post" else ids[-self.cfg.max_length:]
+                ids = self.cut(ids, self.cfg.max_length)
             self.tokens_kept += len(ids)
             encoded.append(ids)
         return encoded
+
+    def cut(self, items: list[Any], limit: int) -> list[Any]:
+        """The first ``limit`` items (``data.truncation=post``) or the last (``pre``): tokens of a text
+        (rnn), sentences of a document and tokens of a sentence (han)."""
+        return items[:limit] if self.cfg.truncation == "post" else items[max(len(items) - limit, 0):]
 
     def counts(self) -> tuple[int, int, int]:
         """``(texts cut, tokens read, tokens kept)`` so far, for :meth:`truncation_note`'s ``since``."""
@@ -493,12 +500,14 @@ def make_loader(dataset: EncodedDataset, architecture: str, batch_size: int, *, 
 # -- metrics -----------------------------------------------------------------------------------
 def classification_metrics(scores: Tensor, targets: Tensor, multi_label: bool) -> dict[str, Any]:
     """Accuracy, micro/macro F1, per-class precision/recall/F1/support (lists in class order) and the
-    confusion matrix (torchmetrics)."""
+    confusion matrix (torchmetrics). Multi-label: a class is predicted at probability >= ``THRESHOLD``,
+    and accuracy is the share of texts whose label set is exactly right."""
     import torchmetrics.functional.classification as tmf
 
     num = scores.shape[1]
     if multi_label:
         t = targets.long()
+        scores = (scores >= THRESHOLD).long()  # as predict decides (torchmetrics alone counts only > 0.5)
         return {
             "accuracy": float(tmf.multilabel_exact_match(scores, t, num_labels=num)),
             "micro_f1": float(tmf.multilabel_f1_score(scores, t, num_labels=num, average="micro")),
@@ -604,7 +613,7 @@ class TrainedTextClassifier:
         results = []
         for text, ids, row in zip(texts, encoded, probs.tolist()):
             if self.prep.multi_label:
-                label: Any = [c for c, p in zip(classes, row) if p >= 0.5]
+                label: Any = [c for c, p in zip(classes, row) if p >= THRESHOLD]
             else:
                 label = classes[max(range(len(row)), key=row.__getitem__)]
             result = {"text": text, "label": label, "probabilities": dict(zip(classes, row))}
@@ -718,7 +727,7 @@ class TrainedTextClassifier:
         model = self.model
         assert isinstance(model, HierarchicalAttentionNetwork)
         weights = model.sentence_attention.last_weights
-        sentences = split_sentences(text)[: self.prep.cfg.max_sentences]
+        sentences = self.prep.cut(split_sentences(text), self.prep.cfg.max_sentences)
         return list(zip(sentences, weights[0].tolist())) if weights is not None else []
 
 
