@@ -186,3 +186,20 @@ def test_jsonl_null_and_nan_labels_are_missing_not_strings(tmp_path: Path) -> No
     f = tmp_path / "d.jsonl"
     f.write_text('{"text": "a", "label": null}\n{"text": "b", "label": NaN}\n{"text": "c", "label": "nan"}\n')
     assert [e.label for e in read_jsonl(f)] == [None, None, "nan"]  # the string is the task's call
+
+
+def test_jsonl_list_and_boolean_labels(tmp_path: Path) -> None:
+    """A JSON list label is a multi-label record (joined as a CSV cell writes it; it used to become the
+    class "['a', 'b']"), booleans read as JSON writes them (not Python's 'True'), and a list holding an
+    object, or a label containing the separator, is refused."""
+    f = tmp_path / "x.jsonl"
+    f.write_text('{"text": "one", "label": ["sport", "news"]}\n{"text": "two", "label": ["news"]}\n'
+                 '{"text": "three", "label": true}\n{"text": "four", "label": []}\n{"text": "five", "label": [1.0, 2]}\n')
+    assert [e.label for e in read_jsonl(f)] == ["sport|news", "news", "true", None, "1|2"]
+    assert read_jsonl(f, label_separator=";")[0].label == "sport;news"
+    f.write_text('{"text": "one", "label": ["a", {"b": 1}]}\n')
+    with pytest.raises(DataError, match="is a list with"):
+        read_jsonl(f)
+    f.write_text('{"text": "one", "label": ["a|b"]}\n')
+    with pytest.raises(DataError, match="contains the label separator"):
+        read_jsonl(f)

@@ -221,6 +221,7 @@ def read_jsonl(
     encoding: str = "utf-8",
     errors: str = "strict",
     skip_empty: bool = True,
+    label_separator: str = "|",
 ) -> list[TextExample]:
     """Read a JSON Lines file (one object per line, plain or ``.gz``).
 
@@ -231,10 +232,12 @@ def read_jsonl(
         encoding: Text encoding.
         errors: Decoding error policy.
         skip_empty: Skip records whose text is empty.
+        label_separator: Joins the labels of a JSON list label (``["a", "b"]`` -> ``'a|b'``, a
+            multi-label record, as a CSV cell would write it).
 
     Returns:
         The examples in file order (labels converted to ``str``, a whole float such as ``1.0`` as
-        ``'1'``; a ``null`` or ``NaN`` label is ``None``).
+        ``'1'``, ``true``/``false`` as written in JSON; a ``null`` or ``NaN`` label is ``None``).
     """
     p = check_file(path)
     out: list[TextExample] = []
@@ -284,11 +287,36 @@ def read_jsonl(
         raw = None if label_field is None else record[label_field]
         # null and NaN are missing labels (None), not the classes 'None' and 'nan'
         missing = raw is None or (isinstance(raw, float) and math.isnan(raw))
-        # JSON 1.0 (a float column written out) is the label 1, as in a file that writes 1
-        label = None if missing else str(int(raw)) if isinstance(raw, float) and raw.is_integer() else str(raw)
+        if isinstance(raw, list):  # several labels of one text: joined as a multi-label cell writes them
+            bad = [v for v in raw if not isinstance(v, str | int | float) or isinstance(v, bool)]
+            if bad or any(label_separator in _json_label(v) for v in raw):
+                raise DataError(
+                    f"label field {label_field!r} is a list with {bad[0]!r} in it" if bad else
+                    f"a label in {raw!r} contains the label separator {label_separator!r}",
+                    path=p,
+                    line=number,
+                    hint="write a label as a string or number, or a list of them"
+                    if bad else setting("label_separator", ("';'", "';'")),
+                )
+            label = label_separator.join(_json_label(v) for v in raw) if raw else None
+        elif isinstance(raw, dict):
+            raise DataError(f"label field {label_field!r} is an object", path=p, line=number,
+                            hint="write a label as a string or number, or a list of them")
+        else:
+            label = None if missing else _json_label(raw)
         out.append(TextExample(value, label, f"{p}:{number}"))
     _report_skipped(p, skipped)
     return out
+
+
+def _json_label(raw: object) -> str:
+    """A JSON label value as text: 1.0 (a float column written out) is ``'1'``, as in a file that
+    writes 1; ``true``/``false`` as JSON and CSV files write them (Python's ``str`` gives ``'True'``)."""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, float) and raw.is_integer():
+        return str(int(raw))
+    return str(raw)
 
 
 def read_label_sentence(

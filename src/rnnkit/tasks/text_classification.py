@@ -261,7 +261,8 @@ def read_examples(path: str | Path, cfg: DataConfig, *, labelled: bool = True, k
                                       has_header=cfg.has_header, skip_empty=not keep_empty)
     if fmt == "jsonl":
         return readers.read_jsonl(p, cfg.text_column, cfg.label_column if labelled else None,
-                                  errors=cfg.encoding_errors, skip_empty=not keep_empty)
+                                  errors=cfg.encoding_errors, skip_empty=not keep_empty,
+                                  label_separator=cfg.label_separator or "|")
     if fmt == "folders":
         examples = readers.read_class_folders(p, member_prefix=cfg.member_prefix, classes=cfg.classes or None,
                                               errors=cfg.encoding_errors)
