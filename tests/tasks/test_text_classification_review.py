@@ -4,7 +4,9 @@ shared by predict and the metrics, and data.truncation for the hierarchical atte
 from __future__ import annotations
 
 import torch
+from typer.testing import CliRunner
 
+from rnnkit.cli import app
 from rnnkit.data.text import TextExample
 from rnnkit.tasks.text_classification import (
     DataConfig,
@@ -14,6 +16,8 @@ from rnnkit.tasks.text_classification import (
     TrainedTextClassifier,
     classification_metrics,
 )
+
+runner = CliRunner()
 
 
 def _multi_label_reference(predicted: list[list[int]], truth: list[list[int]]) -> dict[str, object]:
@@ -92,3 +96,24 @@ def test_han_honours_truncation_pre_and_keeps_the_last_sentences_and_tokens():
     assert whole["probabilities"] == kept["probabilities"]
     explained = trained.explain("a b c. d e. f g h.")
     assert [s for s, _ in explained["weights"]] == ["d e.", "f g h."]
+
+
+def test_balanced_class_weights_match_the_formula_and_reach_the_log(tmp_path):
+    """``train.class_weight=balanced``: N / (C n_c) per class (scikit-learn's "balanced"), multi-label
+    positives weighted by negatives / positives; the weights are logged and training runs with them."""
+    from rnnkit.tasks.text_classification import class_weights
+
+    y = torch.tensor([0, 0, 0, 1, 2, 2])
+    torch.testing.assert_close(class_weights(y, 3, False), torch.tensor([6 / 9, 6 / 3, 6 / 6]))
+    multi = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
+    torch.testing.assert_close(class_weights(multi, 3, True), torch.tensor([1 / 3, 3.0, 1.0]))  # always-on: 1
+    rows = ["text,label"] + [f"good fine nice {i},pos" for i in range(36)] + [f"bad awful poor {i},neg" for i in range(4)]
+    data = tmp_path / "d.csv"
+    data.write_text("\n".join(rows) + "\n")
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(data), "--out", str(tmp_path / "runs"),
+                                 "--set", "train.class_weight=balanced", "--set", "train.epochs=1",
+                                 "--set", "model.hidden_size=8", "--set", "model.embedding_dim=8",
+                                 "--set", "data.min_freq=1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    log = next((tmp_path / "runs").glob("*/train.log")).read_text()
+    assert "class weights (train.class_weight=balanced): neg: " in log

@@ -112,6 +112,9 @@ class TrainConfig:
     monitor: Literal["accuracy", "macro_f1", "micro_f1"] = option("accuracy", "dev metric that selects the best epoch")
     bucketing: bool = option(True, "batch texts of similar length together (less padding)")
     multi_label: bool = option(False, "each text may have several labels")
+    class_weight: Literal["none", "balanced"] = option(
+        "none", "balanced: weight each class's loss by N / (classes x its count) (multi-label: positives by "
+        "negatives / positives), so rare classes count as much as common ones")
     seed: int = option(0, "random seed (data split, initialisation, batching)")
     accelerator: Literal["auto", "cpu", "gpu", "mps"] = option("auto", "device")
 
@@ -291,6 +294,20 @@ def label_name(label: Any) -> str:
     name = str(label).strip()
     whole = _INTEGRAL_FLOAT.fullmatch(name)
     return str(int(whole.group(1))) if whole else name
+
+
+def class_weights(targets: Tensor, num_classes: int, multi_label: bool) -> Tensor:
+    """``train.class_weight=balanced``: ``N / (C n_c)`` per class for single-label targets ``[N]``
+    (scikit-learn's "balanced"; a cross-entropy weight), or ``(N - n_c) / n_c`` per class for
+    multi-label targets ``[N, C]`` (the positives' weight in binary cross-entropy, 1 for a class
+    that is always or never on)."""
+    if multi_label:
+        positives = targets.float().sum(0)
+        negatives = targets.shape[0] - positives
+        ok = (positives > 0) & (negatives > 0)
+        return torch.where(ok, negatives / positives.clamp(min=1), torch.ones_like(positives))
+    counts = torch.bincount(targets.long(), minlength=num_classes).float()
+    return torch.where(counts > 0, targets.shape[0] / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
 
 
 def _labels_of(example: Any, cfg: DataConfig, multi_label: bool) -> list[str]:
@@ -841,10 +858,17 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     dev_loader = make_loader(EncodedDataset(x_dev, y_dev), arch, 2 * cfg.train.batch_size, shuffle=False,
                              bucketing=False, seed=0)
 
+    weights = class_weights(y_train, len(prep.labels), multi) if cfg.train.class_weight == "balanced" else None
+    if weights is not None:
+        log("class weights (train.class_weight=balanced): " + ", ".join(
+            f"{c}: {w:.3g}" for c, w in zip(prep.labels.classes, weights.tolist())))
+
     def loss_fn(m: nn.Module, batch: Any) -> Tensor:
         ids, lengths, targets, _ = batch
         logits = m(ids, lengths)
-        return F.binary_cross_entropy_with_logits(logits, targets) if multi else F.cross_entropy(logits, targets)
+        w = None if weights is None else weights.to(logits.device)
+        return (F.binary_cross_entropy_with_logits(logits, targets, pos_weight=w) if multi
+                else F.cross_entropy(logits, targets, weight=w))
 
     def predict_fn(m: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
         ids, lengths, targets, _ = batch
