@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -213,6 +213,10 @@ def _find_one(folder: Path, prefix: str, kind: str) -> Path:
     if not found and _holds_pictures(folder):
         raise ConfigError(f"{folder}: holds picture files, not MNIST idx files; set data.format=folders (or auto) to "
                           "read one subfolder of pictures per class")
+    if not found and not any("idx" in q.name or "ubyte" in q.name for q in folder.iterdir()):
+        raise FileNotFoundError(f"{folder}: no MNIST file named {prefix}*{kind}* and no class folders of pictures "
+                                "in it; pass a folder of MNIST idx files or of class folders of pictures "
+                                "(FOLDER/<class>/<picture>.png)")
     if not found:
         raise FileNotFoundError(f"{folder}: no MNIST file named {prefix}*{kind}* (expected e.g. "
                                 f"{prefix}-images-idx3-ubyte.gz); set data.split or pass the idx file itself")
@@ -295,7 +299,12 @@ def read_images(path: str | Path, cfg: DataConfig, *, labelled: bool = True) -> 
         images, labels = read_npz(p, cfg.images_key, cfg.labels_key if labelled else None)
     elif fmt == "folders":
         with config_keys(CONFIG_KEYS):
-            images, labels = read_image_folder(p, cfg.image_shape, COLOR_CHANNELS[cfg.color])
+            try:
+                images, labels = read_image_folder(p, cfg.image_shape, COLOR_CHANNELS[cfg.color])
+            except MemoryError:
+                size = f" at data.image_shape={cfg.image_shape}" if cfg.image_shape else ""
+                raise ConfigError(f"{path}: not enough memory to hold the pictures{size}; set a smaller "
+                                  "data.image_shape=[H,W]") from None
     else:
         h, w = cfg.image_shape or (8, 8)
         images, labels = read_digits_csv(p, (h, w))
@@ -308,7 +317,15 @@ def read_images(path: str | Path, cfg: DataConfig, *, labelled: bool = True) -> 
 
 
 def _channels_last(images: np.ndarray, source: str) -> np.ndarray:
-    """``[N, H, W]`` grey or ``[N, H, W, C]`` images (``C == 1`` dropped), or a one-line error."""
+    """``[N, H, W]`` grey or ``[N, H, W, C]`` images (``C == 1`` dropped) of finite real pixel values,
+    or a one-line error."""
+    if images.dtype.kind not in "biuf":
+        raise ConfigError(f"{source}: pixel values must be real numbers, got an array of {images.dtype}; store "
+                          "the images as numbers (e.g. uint8 0-255 or float32)")
+    if images.dtype.kind == "f" and not bool(np.isfinite(images).all()):
+        bad = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(1)) if images.ndim else [0]
+        raise ConfigError(f"{source}: {len(bad)} image(s) hold NaN or infinite pixel values (first: image "
+                          f"{int(bad[0])}); replace the values (numpy.nan_to_num) or drop those images")
     if images.ndim == 4 and images.shape[3] == 1:
         images = images[..., 0]
     if images.ndim == 4 and images.shape[3] > 4 and images.shape[1] <= 4:
@@ -382,6 +399,16 @@ class Preprocessor:
             raise ConfigError(f"{source}: {what} {self.describe(size, channels)} but the model was trained on "
                               f"{self.describe()} ({'grey' if self.channels == 1 else 'channels last'}); {fix}")
         return x
+
+    def read(self, path: str | Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+        """Labelled images of ``path`` on the training pixel scale (:meth:`from_source`); pictures of class
+        folders are read in the training colour mode and size, as ``predict`` reads picture files."""
+        if detect_format(path, cfg.format) == "folders":
+            mode = next((m for m, c in COLOR_CHANNELS.items() if c == self.channels), cfg.color)
+            cfg = replace(cfg, image_shape=list(self.image_shape), color=mode)  # type: ignore[arg-type]
+        images, labels = read_images(path, cfg)
+        assert labels is not None
+        return self.from_source(images, path), labels
 
     def from_source(self, images: np.ndarray, path: str | Path) -> np.ndarray:
         """Images read from ``path`` on the training pixel scale: pictures from class folders (0-255) for a
@@ -610,17 +637,15 @@ class TrainedImageClassifier:
         """Metrics on labelled images; ``overrides`` (``data.key=value``) change how they are read,
         e.g. ``data.split=test`` for the ``t10k-*`` files of an MNIST folder."""
         cfg = self._data_cfg(overrides, "evaluate --set")
-        images, labels = read_images(path, cfg)
-        assert labels is not None
-        return self.evaluate_arrays(self.prep.from_source(images, path), labels, str(path))
+        images, labels = self.prep.read(path, cfg)
+        return self.evaluate_arrays(images, labels, str(path))
 
     def diagnostic_batch(self, path: str | Path, size: int = 32) -> tuple[nn.Module, tuple[Tensor, Tensor],
                                                                            Callable[[nn.Module, Any], Tensor]]:
         """``(model, (x, y), loss_fn)`` on the first ``size`` labelled images of ``path`` (for
         :func:`rnnkit.insight.gradient_diagnostics`)."""
-        images, labels = read_images(path, self.prep.cfg)
-        assert labels is not None
-        x = self.prep.sequences(self.prep.from_source(images[:size], path), str(path))
+        images, labels = self.prep.read(path, self.prep.cfg)
+        x = self.prep.sequences(images[:size], str(path))
         y = self.prep.encode_labels(labels[:size], str(path))
 
         def loss_fn(model: nn.Module, batch: Any) -> Tensor:
@@ -691,24 +716,22 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
             log(f"note: the {role} data are MNIST test (t10k) files; keep them for the final evaluate only")
     images, labels = read_images(train_path, cfg.data)
     assert labels is not None
-    if dev_path is not None:
-        dev_images, dev_labels = read_images(dev_path, cfg.data)
-        assert dev_labels is not None
-    else:
+    held_note = ""
+    if dev_path is None:
         keep, held = _split_dev(len(images), cfg.data.dev_fraction, cfg.train.seed)
         dev_images, dev_labels = images[held], labels[held]
         images, labels = images[keep], labels[keep]
+        held_note = f" (after holding out {len(held)} for dev; give more images or --dev)"
         log(f"no --dev given: held out {len(held)} of the training images (data.dev_fraction="
             f"{cfg.data.dev_fraction}) for model selection")
     if cfg.data.max_train_examples is not None and len(images) > cfg.data.max_train_examples:
         images, labels = images[: cfg.data.max_train_examples], labels[: cfg.data.max_train_examples]
         log(f"data.max_train_examples: training on the first {len(images)} images")
     if len(images) < 2:
-        raise ConfigError(f"{train_path}: need at least 2 training images, found {len(images)}")
+        raise ConfigError(f"{train_path}: need at least 2 training images, found {len(images)}{held_note}")
     prep = Preprocessor.fit(images, labels, cfg.data, pictures=detect_format(train_path, cfg.data.format) == "folders")
-    if len(prep.classes) < 2:
-        raise ConfigError(f"{train_path}: only one label ({prep.classes[0]}) in the training data; "
-                          "a classifier needs at least two")
+    if dev_path is not None:  # class-folder pictures: in the training colour mode, size and pixel scale
+        dev_images, dev_labels = prep.read(dev_path, cfg.data)
     unseen = prep.unknown_labels(dev_labels, str(dev_path or train_path))
     if unseen:
         if cfg.data.max_train_examples is not None:
@@ -719,9 +742,10 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
             fix = "those classes are too rare to hold out: give more images of them, or remove them"
         raise ConfigError(f"{dev_path or train_path}: dev label(s) {', '.join(map(str, unseen[:5]))} never occur in "
                           f"the {len(images)} training images (labels {', '.join(map(str, prep.classes))}); {fix}")
+    if len(prep.classes) < 2:
+        raise ConfigError(f"{train_path}: only one label ({prep.classes[0]}) in the training data; "
+                          "a classifier needs at least two")
     x_train, y_train = prep.sequences(images, str(train_path)), prep.encode_labels(labels, str(train_path))
-    if dev_path is not None:  # class-folder pictures as dev for arrays: on the arrays' scale
-        dev_images = prep.from_source(dev_images, dev_path)
     x_dev = prep.sequences(dev_images, str(dev_path or train_path))
     y_dev = prep.encode_labels(dev_labels, str(dev_path or train_path))
     log(f"{len(images)} training / {len(dev_images)} dev images of {prep.describe()}, {len(prep.classes)} classes; "
