@@ -70,6 +70,9 @@ def test_read_npz(tmp_path: Path) -> None:
     np.savez(tmp_path / "m.npz", x=np.zeros((3, 2, 2)), y=np.array([0, 1]))
     with pytest.raises(DataError, match="3 images but 2 labels"):
         read_npz(tmp_path / "m.npz")
+    np.savez(tmp_path / "s.npz", x=np.float32(3), y=np.int64(1))  # 0-d arrays: len() raised a TypeError
+    with pytest.raises(DataError, match="array 'x' is a single value, not one image per row"):
+        read_npz(tmp_path / "s.npz")
 
 
 def test_read_digits_csv(tmp_path: Path) -> None:

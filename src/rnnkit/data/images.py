@@ -129,6 +129,10 @@ def read_npz(
                 )
         images = archive[images_key]
         labels = archive[labels_key] if labels_key is not None else None
+    for key, array in ((images_key, images), (labels_key, labels)):
+        if array is not None and array.ndim == 0:  # len() of a 0-d array raises a TypeError
+            raise DataError(f"array {key!r} is a single value, not one {'image' if key == images_key else 'label'} "
+                            "per row", path=p, hint="store an array with one row per image")
     if labels is not None and len(labels) != len(images):
         raise DataError(
             f"{len(images)} images but {len(labels)} labels", path=p, hint="store one label per image"
