@@ -112,6 +112,8 @@ def test_train_without_dev_says_how_the_split_was_made(tmp_path):
 def test_label_names_read_whole_floats_as_integers():
     assert [label_name(x) for x in ("1.0", " 0.00 ", "-2.0", "pos", " neg ", "1.5", "10", "1e3", 3.0, 1)] == [
         "1", "0", "-2", "pos", "neg", "1.5", "10", "1e3", "3", "1"]
+    # SST-style +1/-1 labels: '+1' and '+1.0' are one class with 1 ('+1' stayed '+1'); codes like '01' are kept
+    assert [label_name(x) for x in ("+1", "+1.0", "-1", "01", "+x")] == ["1", "1", "-1", "01", "+x"]
 
 
 def test_a_label_column_written_as_floats_matches_integer_labels(tmp_path):

@@ -285,6 +285,7 @@ def read_labelled(path: str | Path, cfg: DataConfig) -> tuple[list[Any], str]:
 
 
 _INTEGRAL_FLOAT = re.compile(r"([+-]?\d+)\.0*")
+_PLUS_INTEGER = re.compile(r"(\+\d+)")
 
 
 def label_name(label: Any) -> str:
@@ -292,7 +293,7 @@ def label_name(label: Any) -> str:
     column with a missing value is written by pandas, or ``1.0`` in JSON) as that integer (``1``), so
     ``1.0`` in one file and ``1`` in another are one class."""
     name = str(label).strip()
-    whole = _INTEGRAL_FLOAT.fullmatch(name)
+    whole = _INTEGRAL_FLOAT.fullmatch(name) or _PLUS_INTEGER.fullmatch(name)  # +1 as 1, as +1.0 already was
     return str(int(whole.group(1))) if whole else name
 
 
