@@ -399,6 +399,8 @@ def predict(
     except _USER_ERRORS as err:
         raise _fail(err) from None
     _notes([(where, r["note"]) for (_, where), r in zip(items, results) if isinstance(r, dict) and "note" in r])
+    if not results:  # e.g. an .npz or a folder holding no images: say so rather than print nothing
+        typer.echo("note: nothing to predict: the inputs hold no items (an empty array, file or folder)", err=True)
     separator = str(getattr(getattr(getattr(model, "prep", None), "cfg", None), "label_separator", "|"))
     for result in results:
         if as_json:

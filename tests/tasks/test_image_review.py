@@ -141,3 +141,14 @@ def test_pictures_too_large_for_memory_are_a_one_line_error(tmp_path, monkeypatc
     monkeypatch.setattr(images_module, "read_image_folder", no_memory)
     with pytest.raises(ConfigError, match=r"not enough memory .* data.image_shape=\[100000, 100000\]"):
         read_images(data, DataConfig(image_shape=[100000, 100000]))
+
+
+def test_predict_on_inputs_holding_no_images_says_so(tmp_path: Path) -> None:
+    """An .npz with no rows printed nothing and exited 0; it still exits 0 (nothing failed) but says so."""
+    result = runner.invoke(app, ["train", "image-classification", "--train", "builtin:digits", "--out", str(tmp_path),
+                                 "--name", "r", "--set", "train.epochs=1", "--set", "model.hidden_size=8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((0, 8, 8), dtype=np.float32))
+    result = runner.invoke(app, ["predict", str(tmp_path / "r"), str(empty)])
+    assert result.exit_code == 0 and "note: nothing to predict: the inputs hold no items" in result.output
