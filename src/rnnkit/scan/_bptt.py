@@ -36,8 +36,8 @@ def first_order_only(backward: Callable[..., Any]) -> Callable[..., Any]:
         if torch.is_grad_enabled():
             raise RuntimeError("rnnkit's fast recurrent paths (engine, sequential scan) give first derivatives "
                                "only, and create_graph=True asks for second ones: build the layer with "
-                               "implementation='reference' for double backward (gradient penalties, "
-                               "Hessian-vector products)")
+                               "implementation='reference' (or 'fused' for plain LSTM/GRU cells) for double "
+                               "backward (gradient penalties, Hessian-vector products)")
         return inner(ctx, *grads)
 
     return wrapper
