@@ -223,7 +223,7 @@ def _resume(task: str, path: str, train_file: list[str] | None, dev_file: list[s
 
 
 def _run_training(module: Any, task: str, cfg: Any, train_path: Any, dev_path: Any, run: Any, log_lines: list[str],
-                  quiet: bool, as_json: bool, resume: bool = False, interval: float | None = 10.0) -> None:
+                  quiet: bool, as_json: bool, *, interval: float | None, resume: bool = False) -> None:
     """Run the task's ``train`` in ``run`` with the log, errors and summary of ``rnnkit train``."""
     import contextlib
     import json

@@ -339,7 +339,7 @@ def sequential_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tenso
     keep = None if mask is None else mask.unsqueeze(-1)
     if keep is not None:
         a = torch.where(keep, a, 1.0)  # a masked step carries the state ...
-        b = None if b is None else torch.where(keep, b, 0.0)
+        b = torch.where(keep, b, 0.0)
     h = linear_scan_sequential(a, b, h0, reverse=reverse)
     h_n = h[:, 0] if reverse else h[:, -1]
     if keep is not None:

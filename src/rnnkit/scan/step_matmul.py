@@ -246,6 +246,13 @@ def _size_class(n: int) -> int:
     return 1 << max(0, round(math.log2(max(n, 1))))
 
 
+def _stays_on_torch(backend: str, device: torch.device, dtypes: tuple[torch.dtype, ...], m: int, k: int,
+                    n: int) -> bool:
+    """Whether an ``[M, K] x [K, N]`` product keeps torch's GEMM whatever the timing would say."""
+    return (backend == "torch" or not _ONEDNN or device.type != "cpu" or any(d != torch.float32 for d in dtypes)
+            or min(m, k, n) == 0 or (backend == "auto" and 2.0 * m * k * n < LARGE_MIN_FLOPS))
+
+
 def large_matmul(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` for one large product ``[M, K] x [K, N]`` (either may be a transposed view), on
     torch's GEMM or oneDNN, whichever ran this class of shape faster here.
@@ -259,10 +266,8 @@ def large_matmul(a: Tensor, b: Tensor) -> Tensor:
     backend = current_backend()
     m, k = a.shape
     n = b.shape[1]
-    if (backend == "torch" or not _ONEDNN or a.device.type != "cpu" or a.dtype != torch.float32
-            or b.dtype != torch.float32 or min(m, k, n) == 0
-            or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
-            or (backend == "auto" and 2.0 * m * k * n < LARGE_MIN_FLOPS)):
+    if (_stays_on_torch(backend, a.device, (a.dtype, b.dtype), m, k, n)
+            or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))):
         return a @ b
     if backend == "onednn":
         return _run_large("onednn_transposed" if a.stride(0) == 1 and a.stride(1) != 1 else "onednn", a, b)
@@ -275,7 +280,7 @@ def large_matmul(a: Tensor, b: Tensor) -> Tensor:
     if form is not None:
         return _run_large(form, a, b)
     times = {f: math.inf for f in _LARGE_FORMS}
-    result = a @ b
+    result: Tensor | None = None
     for timed in (False, True, True):  # the untimed round warms each form up (oneDNN creates its primitive)
         for f in _LARGE_FORMS:
             start = time.perf_counter()
@@ -288,7 +293,7 @@ def large_matmul(a: Tensor, b: Tensor) -> Tensor:
         _LARGE_CHOICES[key] = form
         if len(_LARGE_CHOICES) > _MAX_CHOICES:
             _LARGE_CHOICES.popitem(last=False)
-    return result if form == _LARGE_FORMS[-1] else _run_large(form, a, b)
+    return result if form == _LARGE_FORMS[-1] and result is not None else _run_large(form, a, b)
 
 
 class _Linear(torch.autograd.Function):
@@ -313,14 +318,13 @@ class _Linear(torch.autograd.Function):
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear`` over any leading shape, whose forward and backward products go through
-    :func:`large_matmul` (same values up to float32 rounding; first derivatives only, like the
-    engines it feeds). Anything :func:`large_matmul` would keep on torch runs ``F.linear`` itself."""
+    :func:`large_matmul` (same values up to float32 rounding; under ``create_graph=True`` the
+    backward's products are torch's own, so second derivatives work). Anything :func:`large_matmul`
+    would keep on torch, and CPU autocast, runs ``F.linear`` itself."""
     rows = x.numel() // max(x.shape[-1], 1)
-    backend = current_backend()
-    if (backend == "torch" or not _ONEDNN or x.device.type != "cpu" or x.dtype != torch.float32
-            or weight.dtype != torch.float32 or (bias is not None and bias.dtype != torch.float32)
-            or rows == 0 or torch.is_autocast_enabled("cpu")
-            or (backend == "auto" and 2.0 * rows * weight.shape[0] * weight.shape[1] < LARGE_MIN_FLOPS)):
+    dtypes = (x.dtype, weight.dtype) if bias is None else (x.dtype, weight.dtype, bias.dtype)
+    if (_stays_on_torch(current_backend(), x.device, dtypes, rows, weight.shape[1], weight.shape[0])
+            or torch.is_autocast_enabled("cpu")):
         return torch.nn.functional.linear(x, weight, bias)
     flat = x.reshape(rows, x.shape[-1])
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):

@@ -392,7 +392,9 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
     _PRIOR_SECONDS.set(0.0)
     history: list[dict[str, float]] = []
     sign = 1.0 if options.mode == "max" else -1.0
-    state: dict[str, Any] = {"best": -math.inf, "best_weights": None, "bad_epochs": 0, "start": time.perf_counter(),
+    started = time.perf_counter()
+    state: dict[str, Any] = {"best": -math.inf, "best_weights": None, "bad_epochs": 0, "start": started,
+                             "saved_at": started, "epoch_start": started, "epoch_batches": 0, "mid_epoch": None,
                              "stopped": None}  # "early" or "time": the run ended before train.epochs
     averager = WeightAverage(model)
     limit = _BATCH_LIMIT.get()  # set by batch_limit(): a warm-up of one short epoch
@@ -412,7 +414,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                     "rng": _rng_states(), "dataset_epoch": _dataset_epoch(train_loader),
                     "stopped": state["stopped"], "max_seconds": options.max_seconds,
                     "task_state": dict(task_state) if task_state is not None else None,
-                    "mid_epoch": state.get("mid_epoch")}
+                    "mid_epoch": state["mid_epoch"]}
 
         def load_state_dict(self, saved: dict[str, Any]) -> None:
             history[:] = saved["history"]
@@ -481,13 +483,13 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
 
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
             averager.update()
-            state["epoch_batches"] = state.get("epoch_batches", 0) + 1  # Lightning's batch_idx restarts one short
+            state["epoch_batches"] += 1  # Lightning's batch_idx restarts one short after a mid-epoch resume
             interval = _CHECKPOINT_SECONDS.get()
             if (interval is not None and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-                    and time.perf_counter() - state.get("saved_at", state["start"]) >= interval):
+                    and time.perf_counter() - state["saved_at"] >= interval):
                 state["mid_epoch"] = {"batches": state["epoch_batches"], "loss_sum": pl_module.loss_sum,
                                       "loss_count": pl_module.loss_count,
-                                      "epoch_seconds": time.perf_counter() - state.get("epoch_start", state["start"])}
+                                      "epoch_seconds": time.perf_counter() - state["epoch_start"]}
                 try:
                     self.save(trainer)
                 finally:
@@ -536,7 +538,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
             if options.patience is not None and state["bad_epochs"] >= options.patience:
                 log(f"early stopping: dev {options.monitor} has not improved for {options.patience} epochs")
                 trainer.should_stop, state["stopped"] = True, "early"
-            last_epoch = time.perf_counter() - state.get("epoch_start", state["start"])  # training + dev
+            last_epoch = time.perf_counter() - state["epoch_start"]  # training + dev
             if (options.max_seconds is not None and row["epoch"] < options.epochs and not trainer.should_stop
                     and row["seconds"] + last_epoch > options.max_seconds):
                 log(f"time budget: another epoch (about {last_epoch:.0f} s) would end past "
