@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..scan.elementwise import tanh
 from .base import Layer, register_layer
 from .convolutional import check_channels_last, check_length, check_padding, padding_amounts, positive_int
 from .convolutional import check_sequence as check_windowed_sequence
@@ -118,7 +119,7 @@ class AttentionPooling(Layer):
 
     def call(self, inputs: Tensor, mask: Any = None, **kwargs: Any) -> Any:
         _check_sequence(self, inputs)
-        scores = torch.tanh(F.linear(inputs, self.weight, self.bias)) @ self.context  # [B, T]
+        scores = tanh(F.linear(inputs, self.weight, self.bias)) @ self.context  # [B, T]
         if mask is not None:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
             weights = torch.softmax(scores, dim=1) * mask  # exactly 0 on padding; all-padding rows -> 0

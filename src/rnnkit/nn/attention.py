@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..scan.elementwise import tanh
+
 __all__ = ["ATTENTIONS", "Attention", "BahdanauAttention", "LuongAttention", "make_attention", "masked_softmax"]
 
 
@@ -155,7 +157,7 @@ class BahdanauAttention(Attention):
         hidden = projected_keys + self.query_proj(query).unsqueeze(1)  # [B, S, A]
         if coverage is not None and self.coverage_proj is not None:
             hidden = hidden + self.coverage_proj(coverage.unsqueeze(-1))
-        return self.v(torch.tanh(hidden)).squeeze(-1)  # [B, S]
+        return self.v(tanh(hidden)).squeeze(-1)  # [B, S]
 
     def extra_repr(self) -> str:
         return f"{self.query_size}, {self.key_size}, attention_size={self.attention_size}, coverage={self.coverage}"

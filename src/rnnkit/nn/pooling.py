@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..scan.elementwise import tanh
+
 
 class AttentionPooling(nn.Module):
     r"""Additive attention pooling (Bahdanau et al. 2015; Yang et al. 2016, sec. 2.2).
@@ -30,7 +32,7 @@ class AttentionPooling(nn.Module):
             raise ValueError(f"AttentionPooling expects outputs of shape [batch, time, {features}], "
                              f"got {list(outputs.shape)}")
         _check_mask("AttentionPooling", outputs, mask)
-        scores = self.score(torch.tanh(self.project(outputs))).squeeze(-1)  # [B, T]
+        scores = self.score(tanh(self.project(outputs))).squeeze(-1)  # [B, T]
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1)

@@ -46,6 +46,7 @@ from ..cells.base import RecurrentCell, State
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from . import cuda_graph, engine_triton, weight_cache
 from ._bptt import first_order_only, needs_grad, recurrent_grad
+from .elementwise import tanh_into
 from .engine_layernorm import layernorm_engine_scan
 from .recompute import recompute_requested
 from .step_matmul import StepMatmul, cached_step_matmul, large_matmul, linear
@@ -521,7 +522,7 @@ def _gates(xh_t: Tensor, project: StepMatmul, c: Tensor, peep: Tensor | None, vi
     torch.mul(f, c, out=c_new).addcmul_(i, s_g, value=2.0).sub_(i)  # f c + i (2 s_g - 1)
     if peep is not None:
         torch.sigmoid(pre_o.addcmul_(peep[2], c_new), out=o)
-    torch.tanh(c_new, out=tanh_c)
+    tanh_into(c_new, tanh_c)
 
 
 def _inference_weights(cell: LSTMCell, order: Tensor) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
@@ -595,7 +596,7 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
         if peep_o is not None:
             torch.sigmoid_(o.addcmul_(peep_o, c_new))
         h_new = out_t if h_cand is None else h_cand
-        o_tanh_c = torch.mul(o, torch.tanh(c_new, out=tanh_c), out=h_new if w_hr_t is None else h_raw)
+        o_tanh_c = torch.mul(o, tanh_into(c_new, tanh_c), out=h_new if w_hr_t is None else h_raw)
         if w_hr_t is not None:
             torch.mm(o_tanh_c, w_hr_t, out=h_new)
         if h_cand is None:

@@ -37,6 +37,7 @@ from torch.autograd.function import FunctionCtx
 from ..cells.lstm import LayerNormLSTMCell
 from . import cuda_graph, engine_triton
 from ._bptt import first_order_only, recurrent_grad
+from .elementwise import tanh_into
 from .step_matmul import StepMatmul, large_matmul, linear
 
 
@@ -165,7 +166,7 @@ class _GateStep:
         if peep is not None:
             torch.sigmoid_(o.addcmul_(peep[2], cc))
         normed_c, mean_c, rstd_c = torch.native_layer_norm(cc, (cc.shape[-1],), self.gain_c, self.bias_c, self.eps_c)
-        torch.tanh(normed_c, out=tc)
+        tanh_into(normed_c, tc)
         return mean_hh, rstd_hh, mean_c, rstd_c
 
 

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..cells import make_cell
 from ..nn import recurrent_layer
 from ..nn.attention import ATTENTIONS, make_attention
+from ..scan.elementwise import tanh
 from ..scan.step_matmul import linear
 
 State = tuple[tuple[Tensor, ...], ...]  # per decoder layer, per state tensor: [B, size]
@@ -145,7 +146,7 @@ class Seq2Seq(nn.Module):
         per_part = []
         for part, bridge, size in zip(parts, self.bridge, self.state_sizes):
             top = torch.cat([part[-2], part[-1]], -1)  # top layer, forward and backward: [B, 2H]
-            per_part.append(torch.tanh(bridge(top)).view(batch, self.decoder_layers, size))
+            per_part.append(tanh(bridge(top)).view(batch, self.decoder_layers, size))
         hidden = tuple(tuple(p[:, i] for p in per_part) for i in range(self.decoder_layers))
         feed = keys.new_zeros(batch, self.attentional_size)
         coverage = keys.new_zeros(keys.shape[:2]) if self.coverage else None
@@ -171,7 +172,7 @@ class Seq2Seq(nn.Module):
         if not bahdanau:  # query s_t
             context, weights = self.attention(layer_input, memory.keys, memory.mask,
                                               projected_keys=memory.projected, coverage=state.coverage)
-        attentional = torch.tanh(self.combine(torch.cat([layer_input, context], -1)))  # [B, D]
+        attentional = tanh(self.combine(torch.cat([layer_input, context], -1)))  # [B, D]
         coverage = None if state.coverage is None else state.coverage + weights
         return attentional, DecoderState(tuple(new_hidden), attentional, coverage), weights
 
