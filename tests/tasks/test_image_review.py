@@ -152,3 +152,22 @@ def test_predict_on_inputs_holding_no_images_says_so(tmp_path: Path) -> None:
     np.savez(empty, x=np.zeros((0, 8, 8), dtype=np.float32))
     result = runner.invoke(app, ["predict", str(tmp_path / "r"), str(empty)])
     assert result.exit_code == 0 and "note: nothing to predict: the inputs hold no items" in result.output
+
+
+def test_max_train_examples_samples_every_class_in_proportion(tmp_path):
+    from rnnkit.tasks.image_classification import _stratified_sample
+
+    labels = np.array(["a"] * 60 + ["b"] * 30 + ["c"] * 10)  # class folders arrive class by class
+    chosen = _stratified_sample(labels, 20, seed=0)
+    assert len(chosen) == 20 and np.all(np.diff(chosen) > 0)  # original order, no repeats
+    assert {k: int((labels[chosen] == k).sum()) for k in "abc"} == {"a": 12, "b": 6, "c": 2}
+    assert np.array_equal(chosen, _stratified_sample(labels, 20, seed=0))
+    assert not np.array_equal(chosen, _stratified_sample(labels, 20, seed=1))
+    assert np.array_equal(_stratified_sample(labels, 100, seed=0), np.arange(100))
+    # through the command: with --dev given, training images stay in folder order; 6 of 3 classes keeps all three
+    train = _folders(tmp_path / "train", {"c0": 8, "c1": 8, "c2": 8})
+    dev = _folders(tmp_path / "dev", {"c0": 2, "c1": 2, "c2": 2})
+    result = runner.invoke(app, ["train", "image-classification", "--train", str(train), "--dev", str(dev),
+                                 "--out", str(tmp_path), "--name", "run", "--set", "data.max_train_examples=6", *TINY])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "preprocessing.json").read_text())["classes"] == ["c0", "c1", "c2"]

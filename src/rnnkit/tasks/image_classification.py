@@ -90,8 +90,8 @@ class DataConfig:
         "auto", "colour mode class-folder pictures are read in; auto: grey when every picture is grey, else rgb")
     standardize: bool = option(True, "subtract the training pixel mean and divide by its standard deviation")
     dev_fraction: float = option(0.1, "fraction of training images held out as dev when --dev is not given")
-    max_train_examples: int | None = option(None, "use only the first N training images (after the dev split); "
-                                                  "null: all")
+    max_train_examples: int | None = option(None, "train on N of the training images (after the dev split), drawn "
+                                                  "with train.seed in proportion to each class; null: all")
 
 
 @dataclass
@@ -686,6 +686,24 @@ def _split_dev(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     return np.sort(order[n_dev:]), np.sort(order[:n_dev])
 
 
+def _stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of ``n`` of ``labels``, in their original order, each class in proportion to its size.
+
+    Class folders are read class by class, so the first ``n`` images would hold only the first
+    classes. Each image's key is its rank within its class (in a permutation drawn from ``seed``)
+    over the class size; the ``n`` smallest keys take every class's share in turn.
+    """
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).numpy()
+    _, codes = np.unique(np.asarray(labels)[order].astype(str), return_inverse=True)
+    counts = np.bincount(codes)
+    rank = np.empty(len(order), dtype=np.int64)
+    for code in range(len(counts)):
+        members = np.flatnonzero(codes == code)
+        rank[members] = np.arange(len(members))
+    keys = (rank + 0.5) / counts[codes]
+    return np.sort(order[np.argsort(keys, kind="stable")[:n]])
+
+
 def dev_metrics(config: Config) -> dict[str, str | None]:
     """The dev metrics and their directions, as for text classification (the same classification metrics)."""
     from .text_classification import dev_metrics as classification_metrics
@@ -725,8 +743,9 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         log(f"no --dev given: held out {len(held)} of the training images (data.dev_fraction="
             f"{cfg.data.dev_fraction}) for model selection")
     if cfg.data.max_train_examples is not None and len(images) > cfg.data.max_train_examples:
-        images, labels = images[: cfg.data.max_train_examples], labels[: cfg.data.max_train_examples]
-        log(f"data.max_train_examples: training on the first {len(images)} images")
+        chosen = _stratified_sample(labels, cfg.data.max_train_examples, cfg.train.seed)
+        images, labels = images[chosen], labels[chosen]
+        log(f"data.max_train_examples: training on {len(images)} images drawn in proportion to each class")
     if len(images) < 2:
         raise ConfigError(f"{train_path}: need at least 2 training images, found {len(images)}{held_note}")
     prep = Preprocessor.fit(images, labels, cfg.data, pictures=detect_format(train_path, cfg.data.format) == "folders")
@@ -735,7 +754,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     unseen = prep.unknown_labels(dev_labels, str(dev_path or train_path))
     if unseen:
         if cfg.data.max_train_examples is not None:
-            fix = "raise data.max_train_examples (it keeps the first N training images)"
+            fix = "raise data.max_train_examples (it keeps N training images in proportion to each class)"
         elif dev_path is not None:
             fix = "give dev data of the training classes only"
         else:
