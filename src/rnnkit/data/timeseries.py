@@ -54,6 +54,7 @@ FILL_POLICIES = ("ffill", "interpolate", "zero", "error")
 MISSING_TOKENS = frozenset({"", "na", "nan", "null", "none", "n/a", "#n/a"})
 _OFFSET = re.compile(r"\d:\d\d(?::\d\d)?(?:Z|[+-]\d\d(?::?\d\d)?)$")  # a time ending in a UTC offset: ...00Z, ...00+02:00
 _FRACTION = re.compile(r"\d:\d\d[.,]\d*[1-9]")  # seconds with a non-zero fraction: 00:00:01.250
+_INTEGER = re.compile(r"[+-]?\d+")  # a whole number: a step count, a YYYYMMDD date or a year, not ISO 8601 as such
 # Coarsest first; "calendar" units (Y, M) are exact in datetime64.
 _UNITS = ("Y", "M", "D", "h", "m", "s")
 _FREQ_UNITS = {
@@ -64,6 +65,7 @@ _FREQ_UNITS = {
     "min": ("m", 1), "t": ("m", 1), "s": ("s", 1),
 }  # fmt: skip
 _UNIT_NAMES = {"Y": "Y", "M": "M", "D": "D", "h": "h", "m": "min", "s": "s"}
+_SECONDS = {"D": 86400, "h": 3600, "m": 60, "s": 1}  # the units of fixed length
 
 
 def parse_freq(freq: str) -> tuple[int, str]:
@@ -526,6 +528,10 @@ def _parse_times(values: np.ndarray, table: _Table, column: str, time_format: st
             parsed[i] = np.datetime64(dt, "s")
         return parsed
     strings = [str(v).strip() for v in values]
+    if strings and all(_INTEGER.fullmatch(v) for v in strings):
+        digits = _integer_times(strings, table, column)
+        if digits is not None:
+            return digits
     fraction_at = next((i for i, v in enumerate(strings) if _FRACTION.search(v)), None)
     if fraction_at is not None:
         raise _sub_second(repr(strings[fraction_at]), fraction_at, table, column)
@@ -563,6 +569,31 @@ def _parse_times(values: np.ndarray, table: _Table, column: str, time_format: st
                     ),
                 )
     return parsed
+
+
+def _integer_times(strings: Sequence[str], table: _Table, column: str) -> np.ndarray | None:
+    """A time column of whole numbers only, which numpy would read as years of any length
+    (``20200131`` as the year 20,200,131 and ``1, 2, 3`` as the years 1, 2, 3): eight digits each
+    are ISO 8601 basic dates (``YYYYMMDD``); four digits each stay years (``1700``: ``None``, parsed
+    as ISO 8601); other whole numbers are steps, as with ``time_format='numeric'``."""
+    if all(len(v) == 4 and v.isdigit() for v in strings):
+        return None
+    if all(len(v) == 8 and v.isdigit() for v in strings):
+        dates = np.empty(len(strings), dtype="datetime64[s]")
+        for i, v in enumerate(strings):
+            try:
+                dates[i] = np.datetime64(datetime.strptime(v, "%Y%m%d"), "s")
+            except ValueError:
+                raise DataError(
+                    f"cannot parse {v!r} in time column {column!r} as a YYYYMMDD date",
+                    **table.where(i),
+                    hint=fixes(
+                        "fix the value",
+                        setting("time_format", ("'numeric'", "numeric"), then=" if the column counts steps"),
+                    ),
+                ) from None
+        return dates
+    return np.asarray([int(v) for v in strings], dtype=np.int64)
 
 
 def _parse_one_time(text: str) -> np.datetime64:
@@ -626,7 +657,8 @@ def _coarsest_unit(times: np.ndarray) -> str:
     return "s"
 
 
-def fill_missing(values: np.ndarray, policy: str, breaks: Sequence[int] = ()) -> np.ndarray:
+def fill_missing(values: np.ndarray, policy: str, breaks: Sequence[int] = (),
+                 names: Sequence[str] | None = None) -> np.ndarray:
     """Fill NaN values along axis 0 of ``[N, C]`` values.
 
     Args:
@@ -643,6 +675,7 @@ def fill_missing(values: np.ndarray, policy: str, breaks: Sequence[int] = ()) ->
             takes the last observed value (forward fill). A period (the first one) with no
             observed value at all before its end is an error. ``'ffill'`` and ``'zero'`` never
             look ahead, so ``breaks`` does not change them. Default: one period.
+        names: The columns' names, for errors (default: their positions in ``values``).
 
     Returns:
         The filled copy.
@@ -656,10 +689,14 @@ def fill_missing(values: np.ndarray, policy: str, breaks: Sequence[int] = ()) ->
     nan = np.isnan(out)
     if not nan.any():
         return out[:, 0] if squeeze else out
+
+    def column(c: int) -> str:
+        return f"column {names[c]!r}" if names is not None and c < len(names) else f"column {c}"
+
     if policy == "error":
         i, c = np.argwhere(nan)[0]
         raise DataError(
-            f"missing value at step {i} (column {c})", hint=setting("fill", "ffill", "interpolate", "zero")
+            f"missing value at step {i} ({column(int(c))})", hint=setting("fill", "ffill", "interpolate", "zero")
         )
     if policy == "zero":
         out[nan] = 0.0
@@ -669,7 +706,7 @@ def fill_missing(values: np.ndarray, policy: str, breaks: Sequence[int] = ()) ->
             isnan = np.isnan(col)
             if isnan[0]:
                 raise DataError(
-                    f"cannot forward-fill column {c}: it starts with a missing value",
+                    f"cannot forward-fill {column(c)}: it starts with a missing value",
                     hint=setting("fill", "interpolate", "zero"),
                 )
             idx = np.where(~isnan, np.arange(len(col)), 0)
@@ -688,7 +725,7 @@ def fill_missing(values: np.ndarray, policy: str, breaks: Sequence[int] = ()) ->
                     known = steps[:hi][ok[:hi]]  # observed before the end of the period only
                     if not known.size:
                         raise DataError(
-                            f"column {c} has no value to interpolate from"
+                            f"{column(c)} has no value to interpolate from"
                             + (f" before step {hi}, the end of its first period" if hi < n else ""),
                             hint=fixes("drop the column", setting("fill", "zero")),
                         )
@@ -895,7 +932,7 @@ def read_timeseries(
         observed = ~np.isnan(vals[:, :nt])  # before filling: False at gaps and empty target cells
         if np.isnan(vals).any():
             try:
-                vals = fill_missing(vals, fill, () if fill_breaks is None else fill_breaks(n_steps))
+                vals = fill_missing(vals, fill, () if fill_breaks is None else fill_breaks(n_steps), value_columns)
             except DataError as exc:
                 nan_rows = nan_in_file.any(axis=1)
                 first = int(rows[int(np.argmax(nan_rows))]) if nan_rows.any() else int(rows[0])
@@ -982,7 +1019,7 @@ def _grid_positions(
     if unit in ("M", "Y") and _is_month_end(times).all():
         # Month-end dates: count whole months (a yearly grid is every 12 months).
         unit, step = "M", step * (12 if unit == "Y" else 1)
-    elif unit:
+    elif unit in ("M", "Y"):  # calendar steps: every timestamp must be a whole month (year)
         exact = times.astype(f"datetime64[{unit}]").astype(times.dtype) == times
         if not exact.all():
             i = int(np.flatnonzero(~exact)[0])
@@ -994,7 +1031,14 @@ def _grid_positions(
                     setting("regular", ("False", "false")),
                 ),
             )
-    offsets = _to_ints(times, unit) - _to_ints(times[:1], unit)[0]
+    name = _freq_name(step, unit) if unit else str(step)
+    if unit in _SECONDS:
+        # Fixed-length steps: the grid starts at the first timestamp, not at a whole unit, so hourly
+        # data at :30 (or daily data at 09:00) is on the 1h (1D) grid it is inferred to be on.
+        offsets = _to_ints(times, "s") - _to_ints(times[:1], "s")[0]
+        step = int(step) * _SECONDS[unit]
+    else:
+        offsets = _to_ints(times, unit) - _to_ints(times[:1], unit)[0]
     if isinstance(step, float):  # a fractional numeric step: positions up to rounding noise
         quotient = offsets / step
         positions = np.rint(quotient)
@@ -1004,9 +1048,9 @@ def _grid_positions(
         off_grid = np.flatnonzero(offsets % step != 0)
     if off_grid.size:
         i = int(off_grid[0])
-        name = _freq_name(step, unit) if unit else str(step)
         raise DataError(
-            f"timestamp {times[i]} is off the regular {name} grid starting at {times[0]}{in_series}",
+            (f"timestamp {times[i]} is not on a {freq} grid starting at {times[0]}" if freq and unit in _SECONDS else
+             f"timestamp {times[i]} is off the regular {name} grid starting at {times[0]}") + in_series,
             **table.where(int(rows[i])),
             hint=fixes(
                 "fix the timestamp",
@@ -1034,5 +1078,8 @@ def _grid_times(start: Any, n_steps: int, unit: str, step: int | float, month_en
     if month_end and unit in ("M", "Y"):
         months = start.astype("datetime64[M]") + np.arange(n_steps) * step * (12 if unit == "Y" else 1)
         return ((months + 1).astype("datetime64[D]") - 1).astype("datetime64[s]")
+    if unit in _SECONDS:  # fixed-length steps from the first timestamp as it is (e.g. hourly at :30)
+        seconds = (np.arange(n_steps) * (int(step) * _SECONDS[unit])).astype("timedelta64[s]")
+        return (start.astype("datetime64[s]") + seconds).astype("datetime64[s]")
     first = start.astype(f"datetime64[{unit}]")
     return (first + np.arange(n_steps) * step).astype("datetime64[s]")

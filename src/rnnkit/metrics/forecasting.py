@@ -98,11 +98,16 @@ def mase(y: object, pred: object, scale: object) -> float:
             ``[N, 1, T]`` for windows of different series).
 
     Returns:
-        The mean over the elements whose scale is defined (``nan`` if none is).
+        The mean over the elements whose scale is defined (finite and > 0; ``nan`` if none is). Only
+        an undefined scale leaves an element out: a NaN or infinite forecast or actual value makes
+        the result NaN or infinite, as it does MAE, rather than vanishing from the mean.
     """
-    err = np.abs(_arr(y) - _arr(pred)) / _arr(scale)
-    ok = np.isfinite(err)
-    return float(np.mean(err[ok])) if ok.any() else math.nan
+    err = np.abs(_arr(y) - _arr(pred))
+    s = _arr(scale)
+    shape = np.broadcast_shapes(err.shape, s.shape)
+    err, s = np.broadcast_to(err, shape), np.broadcast_to(s, shape)
+    ok = np.isfinite(s) & (s > 0)
+    return float(np.mean(err[ok] / s[ok])) if ok.any() else math.nan
 
 
 def pinball_loss(y: object, quantile_preds: object, quantiles: Sequence[float]) -> float:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..cells import CELLS
 from ..data.errors import DataError
 from ..data.scalers import MinMaxScaler, RobustScaler, Scaler, StandardScaler
-from ..data.timeseries import TimeSeries, _grid_times, _is_month_end, parse_freq, read_timeseries
+from ..data.timeseries import _SECONDS, TimeSeries, _grid_times, _is_month_end, parse_freq, read_timeseries
 from ..data.windows import SplitBounds, chronological_split, window_starts
 from ..metrics import forecasting as fm
 from .config import (
@@ -252,8 +252,13 @@ def future_times(series: TimeSeries, horizon: int) -> np.ndarray:
         step, unit = step_unit
         if unit in ("M", "Y") and _is_month_end(t[-1:]).all():  # month-end dates stay month ends
             return _grid_times(t[-1], horizon + 1, unit, step, month_end=True)[1:]
-        last = t[-1].astype(f"datetime64[{unit}]")
-        return (last + step * np.arange(1, horizon + 1)).astype("datetime64[s]")
+        if unit in ("M", "Y"):  # calendar steps: the grid's dates are whole months (or years)
+            last = t[-1].astype(f"datetime64[{unit}]")
+            return (last + step * np.arange(1, horizon + 1)).astype("datetime64[s]")
+        # fixed-length steps continue from the last timestamp as it is: hourly data at :30 (or daily data at
+        # 09:00) is forecast at :30 (09:00), not at the whole hour (midnight) the unit would truncate it to
+        seconds = (np.arange(1, horizon + 1) * (step * _SECONDS[unit])).astype("timedelta64[s]")
+        return (t[-1].astype("datetime64[s]") + seconds).astype("datetime64[s]")
     step = (t[-1] - t[-2]) if len(t) > 1 else 1
     return t[-1] + step * np.arange(1, horizon + 1)
 
@@ -354,6 +359,11 @@ class Pipeline:
             p = s.past_covariates.shape[1]
             new.past_covariates, new.future_covariates = cov[:, :p], cov[:, p:]
         return new
+
+    def scale_targets(self, values: np.ndarray, series_id: str) -> np.ndarray:
+        """Targets ``[N, T]`` of a series in the model's units (its statistics must exist: see :meth:`scale`)."""
+        out = transform_targets(values, self.cfg.transform, series_id)
+        return out if self.target_scaler is None else self.target_scaler.transform(out, series_id)
 
     def scale_future(self, s: TimeSeries, future: np.ndarray) -> np.ndarray:
         """Scale known-future covariates ``[H, F]`` of series ``s`` (the past columns are ignored)."""
@@ -523,6 +533,25 @@ def observed_mase_scale(history: np.ndarray, observed: np.ndarray | None, period
     return np.where(scale > 0, scale, np.nan)
 
 
+def refill_before(values: np.ndarray, observed: np.ndarray, lo: int, origin: int) -> np.ndarray:
+    """``values[:origin]`` as a forecaster at ``origin`` can know them: ``data.fill=interpolate`` fills
+    each period from the values observed before the period's end, so inside an evaluated period
+    ``[lo, hi)`` a missing value just before an origin was interpolated towards an observed value at
+    or after the origin (the very values that window forecasts). Here every value of ``[lo, origin)``
+    that was not observed is interpolated again from observed values before ``origin`` only (a gap
+    that no later value before ``origin`` closes takes the last observed value); values before
+    ``lo`` were filled from before ``lo`` and are kept."""
+    out = np.array(values[:origin], dtype=np.float64, copy=True)
+    ok = np.asarray(observed[:origin], dtype=bool)
+    steps = np.arange(origin)
+    for c in range(out.shape[1]):
+        missing = np.flatnonzero(~ok[lo:, c]) + lo
+        known = steps[ok[:, c]]
+        if missing.size and known.size:
+            out[missing, c] = np.interp(missing, known, values[known, c])
+    return out
+
+
 def _all_filled_error(period_name: str, fill: str) -> DataError:
     return DataError(f"every target value in the {period_name} period was filled by data.fill={fill}, none "
                      "observed, so no forecast error can be measured there",
@@ -575,8 +604,14 @@ def run_backtest(model: Forecaster, pipe: Pipeline, series: list[TimeSeries], pe
                 skipped[f"ets ({s.series_id})"] = f"{type(err).__name__}: {str(err)[:80]}"
         observed = _observed(s)
         scale = observed_mase_scale(s.targets[:fit_stop], observed[:fit_stop], pipe.period)
+        refill = pipe.cfg.fill == "interpolate" and not observed.all()
         for t0 in origins.tolist():
             x, fut = _window_inputs(scaled, t0, lookback, horizon)
+            hist = s.targets[:t0]
+            if refill:  # values filled inside the period from values at or after the origin: fill them again
+                hist = refill_before(s.targets, observed, periods[s.series_id][0], t0)
+                x = x.copy()
+                x[:, :hist.shape[1]] = pipe.scale_targets(hist[t0 - lookback:], s.series_id)
             xs.append(x)
             futs.append(fut)
             ids.append(pipe.series_index(s.series_id))
@@ -584,7 +619,6 @@ def run_backtest(model: Forecaster, pipe: Pipeline, series: list[TimeSeries], pe
             obs.append(observed[t0:t0 + horizon])
             windows.append((k, t0))
             scales.append(scale)
-            hist = s.targets[:t0]
             for name in base:
                 if name == "naive":
                     base[name].append(naive_forecast(hist, horizon))
@@ -660,25 +694,29 @@ class _Windows(torch.utils.data.Dataset):
         return x[t0 - self.lookback: t0], fut[t0: t0 + self.horizon], self.ids[k], y[t0: t0 + self.horizon]
 
 
-def _split(series: list[TimeSeries], cfg: DataConfig) -> dict[str, SplitBounds]:
+def _split(series: list[TimeSeries], cfg: DataConfig, path: str | Path | None = None) -> dict[str, SplitBounds]:
+    """Each series' train / validation / test periods; a series or period too short for the windows is a
+    one-line error naming ``path`` (the file read)."""
+    where = None if path is None else str(path)
     bounds = {}
     for s in series:
         if len(s) < cfg.lookback + cfg.horizon:
             raise DataError(f"series {s.series_id!r} has {len(s)} steps, fewer than lookback + horizon = "
-                            f"{cfg.lookback} + {cfg.horizon}", hint="use a shorter data.lookback/data.horizon or drop "
-                            "short series")
+                            f"{cfg.lookback} + {cfg.horizon}", path=where, hint="use a shorter data.lookback/data.horizon "
+                            "or drop short series")
         try:
             b = chronological_split(len(s), cfg.train_size, cfg.val_size, cfg.test_size)
         except DataError as err:
-            raise DataError(f"series {s.series_id!r}: {err.message}", hint="lower data.val_size and data.test_size "
-                            "(steps or fractions), or data.train_size") from None
+            raise DataError(f"series {s.series_id!r}: {err.message}", path=where, hint="lower data.val_size and "
+                            "data.test_size (steps or fractions), or data.train_size") from None
         for name, (lo, hi) in (("val", b.val), ("test", b.test)):
             if hi - lo < cfg.horizon:
                 raise DataError(f"series {s.series_id!r}: the {name} period has {hi - lo} steps, fewer than the "
-                                f"horizon {cfg.horizon}", hint=f"raise data.{name}_size or shorten data.horizon")
+                                f"horizon {cfg.horizon}", path=where, hint=f"raise data.{name}_size or shorten data.horizon")
         if b.train[1] < cfg.lookback + cfg.horizon:
             raise DataError(f"series {s.series_id!r}: the training period has {b.train[1]} steps, fewer than lookback "
-                            f"+ horizon = {cfg.lookback + cfg.horizon}", hint="give more history or shorten data.lookback")
+                            f"+ horizon = {cfg.lookback + cfg.horizon}", path=where,
+                            hint="give more history or shorten data.lookback")
         bounds[s.series_id] = b
     return bounds
 
@@ -758,10 +796,24 @@ class TrainedForecaster:
                 raise ConfigError(f"data.{key} is fixed by the trained model ({getattr(self.pipe.cfg, key)!r})")
         return cfg
 
+    def _read(self, path: str | Path, cfg: DataConfig,
+              fill_breaks: Callable[[int], Sequence[int]] | None = None) -> list[TimeSeries]:
+        """The series of ``path``, refused when their sampling step is not the one the model was trained
+        on: a weekly file fed to a daily model would be forecast (and dated) as if it were daily."""
+        series = self.pipe.read(path, cfg, fill_breaks)
+        trained = self.pipe.freq
+        for s in series:
+            if trained and s.freq and s.freq != trained:
+                raise DataError(f"series {s.series_id!r} steps by {s.freq}, but the model was trained on data that "
+                                f"steps by {trained}", path=str(path),
+                                hint=f"give a file sampled every {trained} (a timestamp off that grid is then an "
+                                     f"error naming its line), or add --set data.freq={trained}")
+        return series
+
     def backtest(self, path: str | Path, overrides: Sequence[str] = (), stride: int | None = None) -> Backtest:
         """Rolling-origin backtest over the last ``data.test_size`` steps of every series in ``path``."""
         cfg = self._data_cfg(overrides)
-        series = self.pipe.read(path, cfg, split_breaks(None, 0, cfg.test_size))
+        series = self._read(path, cfg, split_breaks(None, 0, cfg.test_size))
         periods, stops = {}, {}
         lookback, horizon = self.model.lookback, self.model.horizon
         if all(len(s) < lookback + horizon for s in series):
@@ -823,7 +875,7 @@ class TrainedForecaster:
                 raise ValueError("give a CSV to forecast from")
             path = self.train_path
         cfg = self._data_cfg(overrides)
-        series = self.pipe.read(path, cfg)
+        series = self._read(path, cfg)
         lookback, horizon = self.model.lookback, self.model.horizon
         futures = self._future_covariates(series, future_path, cfg)
         xs, futs, ids, times = [], [], [], []
@@ -1055,7 +1107,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     for report in dataset.reports.values():
         if report.num_gaps or report.nan_filled or report.sorted_rows:
             log(report.summary())
-    bounds = _split(series, d)
+    bounds = _split(series, d, train_path)
     stride = cfg.evaluation.stride or d.horizon
     for what, key in (("validation", "val"), ("test", "test")):  # refuse before training, not after
         # the positions the backtest scores (its windows' targets), not the whole period: with a stride the
