@@ -543,7 +543,8 @@ class StreamingRecognizer:
         tokens: Token strings by id (0 = blank).
         units: ``'chars'`` or ``'words'`` (how tokens are joined).
         beam_size: 1 for greedy decoding, else prefix beam search.
-        lexicon: Optional beam-search word constraint.
+        lexicon: Optional word constraint (with it, even ``beam_size=1`` runs the beam search, as
+            whole-file decoding does).
         token_threshold: Beam-search token pruning.
     """
 
@@ -554,7 +555,9 @@ class StreamingRecognizer:
                              "(train with model.bidirectional=false)")
         self.model, self.features, self.tokens, self.units = model.eval(), features, list(tokens), units
         self.beam_size = beam_size
-        self.search = CTCPrefixBeamSearch(beam_size, 0, lexicon, token_threshold) if beam_size > 1 else None
+        # the whole-file pass (decode_ctc, decode_blocks) decodes greedily only without a lexicon
+        use_search = beam_size > 1 or lexicon is not None
+        self.search = CTCPrefixBeamSearch(max(1, beam_size), 0, lexicon, token_threshold) if use_search else None
         self.reset()
 
     def reset(self) -> None:
@@ -594,8 +597,8 @@ class StreamingRecognizer:
             self._last = best[-1]
 
     def push(self, samples: Tensor) -> str:
-        """Feed audio; returns the transcript so far."""
-        self._run_frames(self.stream.push(samples), final=False)
+        """Feed audio (mono ``[n]``, or ``[n, 1]`` / ``[1, n]``); returns the transcript so far."""
+        self._run_frames(self.stream.push(mono_samples(samples, "streamed audio")), final=False)
         return self.partial()
 
     def partial(self) -> str:
@@ -606,6 +609,20 @@ class StreamingRecognizer:
         """End of audio: the final transcript."""
         self._run_frames(self.stream.flush(), final=True)
         return self.partial()
+
+
+def mono_samples(samples: Any, source: str = "audio") -> Tensor:
+    """A waveform as a float32 ``[T]`` tensor: ``[T]``, ``[1, T]`` and ``[T, 1]`` are accepted; a
+    multi-channel array is a one-line error (flattening ``[T, 2]`` would interleave the channels)."""
+    x = torch.as_tensor(samples)
+    if x.dim() > 1 and sum(int(n) > 1 for n in x.shape) > 1:
+        raise ValueError(f"{source}: expected a mono waveform [samples], got shape {list(x.shape)}; down-mix it "
+                         f"(e.g. x.mean(-1) for [samples, channels]) or read the file with rnnkit.data.read_wav")
+    x = x.reshape(-1)
+    if not x.is_floating_point():
+        raise ValueError(f"{source}: expected float samples in [-1, 1], got dtype {x.dtype}; scale integer PCM "
+                         f"(e.g. x / 32768 for int16) or read the file with rnnkit.data.read_wav")
+    return x.to(torch.float32)
 
 
 # -- text and data -----------------------------------------------------------------------------
@@ -819,15 +836,26 @@ def make_loader(items: list[tuple[Tensor, list[int]]], batch_size: int, *, shuff
                                        generator=torch.Generator().manual_seed(seed))  # seed draws off the global random state
 
 
+def ctc_min_frames(target: Sequence[int]) -> int:
+    """The fewest frames a CTC alignment of ``target`` needs: one per label, plus a blank between
+    each pair of equal neighbours (``"ee"`` needs 3), else no alignment exists and the loss is
+    infinite (zeroed by ``zero_infinity``: the utterance teaches nothing)."""
+    return len(target) + sum(a == b for a, b in zip(target, target[1:]))
+
+
 def build_model(hyper: dict[str, Any]) -> SpeechModel:
     return SpeechModel(**hyper)
 
 
-def read_word_list(path: str | Path) -> list[str]:
+def read_word_list(path: str | Path, lowercase: bool = False) -> list[str]:
+    """The words of a lexicon file (whitespace separated), lowercased like the transcripts when
+    ``lowercase`` (``data.lowercase``): the model never writes capitals then."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"lexicon word list not found: {p} (one word per line, or decode.lexicon=train)")
-    words = sorted({w for line in p.read_text(encoding="utf-8").splitlines() for w in line.split()})
+    from ..data.io import read_text
+
+    words = sorted({normalize_text(w, lowercase) for line in read_text(p).splitlines() for w in line.split()})
     if not words:
         raise ConfigError(f"lexicon word list {p} is empty")
     return words
@@ -953,7 +981,7 @@ class TrainedSpeechModel:
         spec = self.decode.lexicon if spec is None else spec
         if not spec or spec == "none" or self.prep.head != "ctc":
             return None
-        words = self.prep.lexicon_words if spec == "train" else read_word_list(spec)
+        words = self.prep.lexicon_words if spec == "train" else read_word_list(spec, self.prep.lowercase)
         return Lexicon.from_words(words, self.prep.labels, " ", self.prep.units)
 
     def load_audio(self, path: str | Path) -> tuple[Tensor, tuple[str, ...]]:
@@ -1067,7 +1095,15 @@ class TrainedSpeechModel:
 
         Waveforms longer than ``max_chunk_seconds`` (default: ``decode.max_chunk_seconds``) are
         decoded in chunks (:meth:`recognize_long`; their results say how many ``chunks``); the
-        rest in batches of ``batch_size``. A classifier refuses them (one line naming ``names``)."""
+        rest in batches of ``batch_size``. A classifier refuses them (one line naming ``names``).
+        ``waves`` is a list: one waveform is ``[wave]``."""
+        if getattr(waves, "ndim", 2) < 2:  # one tensor or array [T]: iterating it would give T scalars
+            raise TypeError(f"recognize takes a list of waveforms, got a single {type(waves).__name__} of shape "
+                            f"{list(getattr(waves, 'shape', []))}; wrap it in a list: recognize([wave])")
+        sources = [names[i] if names is not None else f"audio {i + 1}" for i in range(len(waves))]
+        waves = [mono_samples(w, source) for w, source in zip(waves, sources)]
+        for wave, source in zip(waves, sources):
+            self.prep.features.check_length(int(wave.shape[0]), source)
         decode = self.chunking(max_chunk_seconds)
         window = self.window_frames(decode)
         for i, wave in enumerate(waves):
@@ -1118,6 +1154,9 @@ class TrainedSpeechModel:
         ``label`` and ``probabilities`` for a classifier). ``rtf`` is processing time over audio
         duration. Files longer than ``max_chunk_seconds`` (default: ``decode.max_chunk_seconds``)
         are decoded in chunks, with ``chunks`` and a note saying so."""
+        if isinstance(paths, str | bytes | Path):
+            raise TypeError(f"transcribe takes a list of files, got a single {type(paths).__name__} "
+                            f"({str(paths)[:40]!r}); wrap it in a list: transcribe([path])")
         if stream and not self.model.streamable:
             raise ValueError("this model cannot stream: it needs model.bidirectional=false, model.head=ctc and "
                              "model.subsampling=stack or none; transcribe without --stream")
@@ -1369,7 +1408,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     prep = Prepared(features, head, units, labels, d.lowercase, words, d)
     if head == "ctc" and cfg.decode.lexicon not in (None, "", "train"):  # a word list the model cannot write: now
         try:
-            Lexicon.from_words(read_word_list(cfg.decode.lexicon), labels, " ", units)
+            Lexicon.from_words(read_word_list(cfg.decode.lexicon, d.lowercase), labels, " ", units)
         except ValueError as err:
             raise ConfigError(f"decode.lexicon: {err}") from None
 
@@ -1396,10 +1435,11 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         model.feat_std.copy_(allf.std(0, unbiased=False).clamp(min=1e-5))
     if head == "ctc":
         too_long = [(u.key, len(t)) for u, (f, t) in zip(train_items, train_data)
-                    if len(t) > (f.shape[0] + model.factor - 1) // model.factor]
+                    if ctc_min_frames(t) > (f.shape[0] + model.factor - 1) // model.factor]
         if too_long:
             log(f"warning: {len(too_long)} training transcripts are longer than their subsampled frames "
-                f"(e.g. {too_long[0][0]}); CTC ignores them (lower model.subsample_factor)")
+                f"(e.g. {too_long[0][0]}; CTC needs a frame per label and a blank between repeated labels); "
+                f"CTC ignores them (lower model.subsample_factor)")
     params = sum(p.numel() for p in model.parameters())
     log(f"model: {d.features} x{features.size} -> {m.subsampling} x{model.factor} -> "
         f"{'Bi' if m.bidirectional else ''}{m.cell.upper()} x{m.num_layers} ({m.hidden_size}) -> {head} "
