@@ -252,3 +252,29 @@ def test_real_fsdd_files_transcribe_with_the_streamer_equal_to_whole_file(shared
     streamed = trained.transcribe(files, lexicon=str(words), stream=True, chunk_ms=50)
     assert [r["text"] for r in streamed] == [r["text"] for r in whole]
     assert json.dumps(whole)  # JSON-serialisable, as `transcribe --json` prints it
+
+
+def test_a_character_only_in_dev_transcripts_is_scored_not_fatal(tmp_path):
+    """An apostrophe the dev split holds whole used to stop training ("was not in the training
+    transcripts"); now it is an output never trained towards, and the dev WER counts it."""
+    rng = np.random.default_rng(1)
+    (tmp_path / "w").mkdir()
+    rows = ["path,label"]
+    for i in range(6):
+        sf.write(tmp_path / "w" / f"{i}.wav", (0.2 * rng.standard_normal(4000)).astype(np.float32), RATE)
+        rows.append(f"w/{i}.wav,{'ab' if i < 4 else (chr(39) + 'ab' if i == 4 else 'ba')}")
+    (tmp_path / "train.csv").write_text("\n".join(rows[:5]) + "\n")
+    (tmp_path / "dev.csv").write_text("\n".join([rows[0], *rows[5:]]) + "\n")
+    result = runner.invoke(app, ["train", "speech", "--train", str(tmp_path / "train.csv"), "--dev",
+                                 str(tmp_path / "dev.csv"), "--out", str(tmp_path / "runs"), "--name", "r",
+                                 "--set", "data.mode=transcripts", "--set", "data.split=none",
+                                 "--set", "train.epochs=1", "--set", "model.hidden_size=8",
+                                 "--set", "model.num_layers=1", "--set", "data.n_mels=16",
+                                 "--set", "train.accelerator=cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "r"
+    assert "1 char(s) occur only in dev transcripts (\"'\")" in (run / "train.log").read_text()
+    labels = json.loads((run / "speech.json").read_text())["labels"]
+    assert labels == [BLANK, "a", "b", "'"]  # training units sorted, then the dev-only ones
+    trained = TrainedSpeechModel.load(run)
+    assert "'" in trained.prep.labels

@@ -1399,6 +1399,16 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         labels = sorted({u.target for u in train_items}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
     else:
         labels = [BLANK] + sorted({t for u in train_items for t in split_units(u.target, units)})
+        # a rare character (an apostrophe, an accented letter) that the random dev split took whole would
+        # stop training with an error the user cannot act on: it becomes an output the model never trains
+        # towards, so dev counts it as an error, as evaluate does with characters the model cannot output
+        dev_only = sorted({t for u in dev_items for t in split_units(u.target, units)} - set(labels))
+        if dev_only:
+            labels += dev_only
+            shown = ", ".join(repr(t) for t in dev_only[:5]) + (", ..." if len(dev_only) > 5 else "")
+            log(f"note: {len(dev_only)} {units[:-1]}(s) occur only in dev transcripts ({shown}); they are outputs "
+                "the model never trains towards, so dev scores count them as errors (add training transcripts "
+                "that have them)")
     features = SpeechFeatures(rate, d.features, d.n_mels, d.n_mfcc, d.frame_ms, d.hop_ms, d.normalize)
     if head == "classifier":  # scored after training: refuse a clip it cannot label before training, not after
         for u in dev_items + test_items:
