@@ -36,6 +36,7 @@ __all__ = [
     "validate_tags",
     "detect_scheme",
     "first_scheme_violation",
+    "split_columns",
 ]
 
 TAG_SCHEMES = ("IOB1", "IOB2", "BIOES")
@@ -114,7 +115,8 @@ def read_conll(
         token_column: 0-based index of the token column (negative counts from the end).
         tag_column: 0-based index of the tag column (default: the last one).
         separator: Column separator (default: any whitespace; pass ``'\\t'`` for tokens
-            that contain spaces).
+            that contain spaces). Spaces around a column are dropped; a ``-DOCSTART-`` line is
+            recognised however its columns are separated.
         docstart: Token that marks document boundaries; those lines are skipped. ``None``
             keeps them.
         encoding: Text encoding.
@@ -140,11 +142,12 @@ def read_conll(
         tokens, tags = [], []
 
     for number, line in iter_lines(p, encoding=encoding, errors=errors):
-        fields = line.split(separator) if separator is not None else line.split()
-        if not fields or (separator is not None and not line.strip()):
+        fields = split_columns(line, separator)
+        if not fields:
             flush()
             continue
-        if docstart is not None and fields[0] == docstart:
+        # a -DOCSTART- line is one however its columns are separated (a tab file may space them)
+        if docstart is not None and line.split()[0] == docstart:
             flush()
             document += seen_docstart or bool(sentences)
             seen_docstart = True
@@ -174,6 +177,17 @@ def read_conll(
         tags.append(fields[tag_column])
     flush()
     return sentences
+
+
+def split_columns(line: str, separator: str | None) -> list[str]:
+    """The columns of a line (``[]`` for a blank one): split on ``separator`` (any whitespace when
+    ``None``), each column stripped of the spaces around it, so ``'EU\\tB-ORG '`` has the tag ``B-ORG``
+    (spaces inside a column, as in ``New York``, stay)."""
+    if separator is None:
+        return line.split()
+    if not line.strip():
+        return []
+    return [field.strip() for field in line.split(separator)]
 
 
 def _split_tag(tag: str, position: int) -> tuple[str, str]:

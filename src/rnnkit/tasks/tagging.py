@@ -289,10 +289,11 @@ def check_chunk_tags(sentences: Sequence[Any], cfg: DataConfig, trained_column: 
                               f"(O, or B-/I-/E-/S- and a type); fix: {fix}")
 
 
-def scheme_note(sentences: Sequence[Any], scheme: str, split: str) -> str | None:
+def scheme_note(sentences: Sequence[Any], scheme: str, split: str, trained: bool = False) -> str | None:
     """A one-line note naming the first tag of ``sentences`` that ``scheme`` does not allow (an ``I-``
     after ``O`` in IOB2, say) and how many sentences have one; ``None`` when all are well formed.
-    Such tags are read leniently, as conlleval reads them (an ``I-X`` that cannot go on a chunk opens one)."""
+    Such tags are read leniently, as conlleval reads them (an ``I-X`` that cannot go on a chunk opens one).
+    ``trained``: the file is read by a trained run, whose ``data.scheme`` can no longer change."""
     from ..data.conll import first_scheme_violation
 
     found = first_scheme_violation([s.tags for s in sentences], scheme)
@@ -303,10 +304,14 @@ def scheme_note(sentences: Sequence[Any], scheme: str, split: str) -> str | None
     before = f"follows {tags[position - 1]!r}" if position else "starts the sentence"
     if scheme == "BIOES" and position == len(tags) - 1 and tags[position][0] in "BI":
         before = "ends the sentence without closing its chunk"
+    if trained:  # data.scheme is fixed at training: say what the run does instead
+        fix = (f"fix the tags if they are wrong (this run reads and writes {scheme}, the scheme of its training "
+               "files; data.scheme was fixed at training)")
+    else:
+        fix = f"fix the tags, or set data.scheme to the files' scheme if it is not {scheme}"
     return (f"note: {line_of(sentences[index], position)}: tag {tags[position]!r} {before}, which {scheme} does not "
             f"allow ({count} of {len(sentences)} {split} sentences break {scheme}); such tags are read as conlleval "
-            f"reads them (an I- that cannot continue a chunk starts one); fix the tags, or set data.scheme to the "
-            "files' scheme if it is not " + scheme)
+            f"reads them (a tag that cannot continue a chunk starts one); {fix}")
 
 
 def tokenize_sentence(text: str) -> list[str]:
@@ -345,9 +350,11 @@ class Preprocessor:
     """Word, character and tag vocabularies plus the tag schemes, fitted on training data."""
 
     def __init__(self, words: Any, chars: Any, tags: list[str], file_scheme: str, model_scheme: str,
-                 cfg: DataConfig) -> None:
+                 cfg: DataConfig, tag_separator: str = "-") -> None:
         self.words, self.chars, self.tags = words, chars, tags
         self.file_scheme, self.model_scheme, self.cfg = file_scheme, model_scheme, cfg
+        # how the training files join prefix and type (B-PER or B_PER): answers are written the same way
+        self.tag_separator = tag_separator
         self.tag_ids = {t: i for i, t in enumerate(tags)}
 
     @classmethod
@@ -370,13 +377,17 @@ class Preprocessor:
                                  eos_token=None)
         tag_set: Counter[str] = Counter()
         for s in sentences:
-            tags = list(s.tags) if model_scheme == file_scheme else convert_tags(s.tags, file_scheme, model_scheme)
+            # chunk tags are rewritten well formed (through spans, as conlleval reads them) even in the files'
+            # own scheme: a stray I- after O would otherwise be a gold path the CRF's constraints forbid
+            tags = list(s.tags) if file_scheme == "none" else convert_tags(s.tags, file_scheme, model_scheme)
             tag_set.update(tags)
-        if model_scheme != file_scheme:  # every spelling of a seen type: the conversion of an entity of another
-            # length than training's (a 3-token LOC needs BIOES I-LOC) is no tag the training data never had
+        if model_scheme != "none":  # every spelling of a seen type: an entity of another length than training's
+            # (a 2-token LOC in BIOES B-LOC E-LOC where training had only S-LOC) is no tag the training data never had
             prefixes = {"BIOES": "BIES", "IOB2": "BI", "IOB1": "BI"}[model_scheme]
             tag_set.update(f"{p}-{t[2:]}" for t in list(tag_set) if t != "O" for p in prefixes)
-        return cls(words, chars, sorted(tag_set), file_scheme, model_scheme, cfg)
+        joins = Counter(t[1] for s in sentences for t in s.tags if t != "O" and len(t) > 2)
+        return cls(words, chars, sorted(tag_set), file_scheme, model_scheme, cfg,
+                   "_" if joins["_"] > joins["-"] else "-")
 
     @staticmethod
     def _word(token: str, cfg: DataConfig) -> str:
@@ -385,18 +396,25 @@ class Preprocessor:
         return token.lower() if cfg.lowercase else token
 
     def to_model_tags(self, tags: Sequence[str]) -> list[str]:
+        """Tags of the files as the model learns them: in the model's scheme and well formed (a stray
+        ``I-X`` after ``O`` in IOB2 becomes ``B-X``, as conlleval reads it), so no gold path uses a
+        transition the CRF forbids."""
         from ..data.conll import convert_tags
 
-        if self.model_scheme == self.file_scheme:
+        if self.file_scheme == "none":
             return list(tags)
         return convert_tags(tags, self.file_scheme, self.model_scheme)
 
     def to_file_tags(self, tags: Sequence[str]) -> list[str]:
+        """Model tags as the training files write them: their scheme, and ``B_PER`` for files that join
+        prefix and type with ``_`` (the model's own tags always use ``-``)."""
         from ..data.conll import convert_tags
 
-        if self.model_scheme == self.file_scheme:
-            return list(tags)
-        return convert_tags(tags, self.model_scheme, self.file_scheme)
+        out = list(tags) if self.model_scheme == self.file_scheme else convert_tags(tags, self.model_scheme,
+                                                                                    self.file_scheme)
+        if self.tag_separator != "-" and self.file_scheme != "none":
+            out = [f"{t[0]}{self.tag_separator}{t[2:]}" if t != "O" and t[1:2] == "-" else t for t in out]
+        return out
 
     def encode(self, tokens: Sequence[str]) -> tuple[list[int], list[list[int]]]:
         words = [self.words.token_to_id(self._word(t, self.cfg)) for t in tokens]
@@ -408,7 +426,8 @@ class Preprocessor:
         unknown = [i for i, t in enumerate(tags) if t not in self.tag_ids]
         if unknown:  # name the tag as the file writes it (the model's scheme may spell it differently)
             types = sorted({t[2:] for t in self.tags if t != "O"})
-            known = ", ".join(self.tags) if self.file_scheme == "none" else f"O and the types {', '.join(types)}"
+            known = (", ".join(self.tags) if self.file_scheme == "none"
+                     else f"O and the types {', '.join(types)}" if types else "O only, no entity types")
             raise ConfigError(f"{line_of(sentence, unknown[0])}: tag {sentence.tags[unknown[0]]!r} appears in {split} "
                               f"data but not in training data (known: {known}); add training sentences with it or "
                               "remove it")
@@ -423,7 +442,8 @@ class Preprocessor:
         self.words.save(run.file("words.json"))
         self.chars.save(run.file("chars.json"))
         run.write_json("tags.json", {"tags": self.tags, "file_scheme": self.file_scheme,
-                                     "model_scheme": self.model_scheme, "data": asdict(self.cfg)})
+                                     "model_scheme": self.model_scheme, "tag_separator": self.tag_separator,
+                                     "data": asdict(self.cfg)})
 
     @classmethod
     def load(cls, run: RunDir) -> Preprocessor:
@@ -435,7 +455,8 @@ class Preprocessor:
             chars = Vocabulary.load(run.file("chars.json"))
         except Exception as err:
             raise RunError(f"run folder {run.path}: vocabulary files are missing or corrupt ({err}); train again") from None
-        return cls(words, chars, meta["tags"], meta["file_scheme"], meta["model_scheme"], DataConfig(**meta["data"]))
+        return cls(words, chars, meta["tags"], meta["file_scheme"], meta["model_scheme"], DataConfig(**meta["data"]),
+                   meta.get("tag_separator", "-"))  # runs from before it was saved: '-'
 
 
 class TaggedDataset(torch.utils.data.Dataset):
@@ -605,7 +626,7 @@ class Tagger:
             self.prep.encode_tags(s, "evaluation")
         metrics = self.score(sentences)
         if self.prep.file_scheme != "none":  # gold tags the scheme does not allow are scored leniently: say so
-            note = scheme_note(sentences, self.prep.file_scheme, "evaluated")
+            note = scheme_note(sentences, self.prep.file_scheme, "evaluated", trained=True)
             if note:
                 metrics["notes"] = [*metrics.get("notes", []), note.removeprefix("note: ")]
         return metrics
@@ -620,7 +641,8 @@ class Tagger:
         if self.prep.file_scheme == "none":
             total = sum(len(g) for g in gold)
             acc = sum(a == b for g, p in zip(gold, predicted) for a, b in zip(g, p)) / max(total, 1)
-            return {"token_accuracy": acc, "sentences": len(sentences), "sentences_per_second": len(sentences) / seconds}
+            return {"token_accuracy": acc, "sentences": len(sentences),
+                    "sentences_per_second": len(sentences) / max(seconds, 1e-9)}
         metrics = entity_scores(gold, predicted, self.prep.file_scheme)
         metrics["sentences"] = len(sentences)
         metrics["sentences_per_second"] = len(sentences) / max(seconds, 1e-9)
@@ -632,16 +654,22 @@ class Tagger:
         Tokens come from ``data.token_column`` (other columns, tags included, are kept as they
         are, so a file without tags works too); blank and ``-DOCSTART-`` lines are copied.
         """
-        from ..data.conll import read_conll
+        from ..data.conll import read_conll, split_columns
         from ..data.errors import DataError
         from ..data.io import iter_lines
 
         col, errors = self.prep.cfg.token_column, self.prep.cfg.encoding_errors
         separator = separator_of(self.prep.cfg)
+        if not Path(path).is_file():  # as evaluate says it, not as a column-layout problem
+            raise FileNotFoundError(f"data file {'is a folder' if Path(path).is_dir() else 'not found'}: {path}")
         try:
             sentences = read_conll(path, col, col, separator=separator, errors=errors)  # names file and line
         except (DataError, UnicodeDecodeError) as err:
-            where = f"{err.path}:{err.line}: {err.message}" if isinstance(err, DataError) else str(err)
+            if isinstance(err, DataError):
+                where = ":".join(str(x) for x in (err.path, err.line) if x is not None) or str(path)
+                where = f"{where}: {err.message}"
+            else:
+                where = str(err)
             raise DataError(f"{where} (this run reads tokens from column {col} of UTF-8 text, as set by "
                             "data.token_column and data.encoding_errors at training)",
                             hint="give a file with the training files' column layout, re-encoded as UTF-8 "
@@ -651,8 +679,8 @@ class Tagger:
         current: Iterator[str] | None = None
         for _, line in iter_lines(path, errors=errors):
             # split as read_conll does, so token lines here are the tokens it read
-            fields = line.split(separator) if separator is not None and line.strip() else line.split()
-            if not fields or fields[0] == "-DOCSTART-":
+            fields = split_columns(line, separator)
+            if not fields or line.split()[0] == "-DOCSTART-":
                 out.append(line)
                 current = None
                 continue
