@@ -31,8 +31,9 @@ def test_weight_average_is_the_running_mean_and_swaps_back():
     assert torch.equal(model.weight, live)
 
 
-def _fit(tmp_path, scores, **options):
-    """Train a linear model with a dev 'metric' that follows ``scores`` and record what dev saw."""
+def _fit(tmp_path, scores, ties=None, **options):
+    """Train a linear model with a dev 'metric' that follows ``scores`` (and a 'tie' metric ``ties``)
+    and record what dev saw."""
     torch.manual_seed(0)
     model = nn.Linear(4, 1)
     data = TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
@@ -48,7 +49,7 @@ def _fit(tmp_path, scores, **options):
         return torch.zeros(1), torch.zeros(1)
 
     def metric_fn(preds, targets):
-        return {"score": scores[len(seen) - 1]}
+        return {"score": scores[len(seen) - 1], **({"tie": ties[len(seen) - 1]} if ties else {})}
 
     run = RunDir.create(tmp_path, "test", "run")
     history = fit(model, DataLoader(data, batch_size=8), DataLoader(data, batch_size=32), loss_fn=loss_fn,
@@ -94,6 +95,16 @@ def test_averaging_starts_at_the_first_bad_epoch_and_keeps_the_best_average(tmp_
 def test_adam_without_average_weights_evaluates_the_live_weights(tmp_path):
     _, _, seen, trained, _ = _fit(tmp_path, [1.0, 0.5, 2.0, 3.0], optimizer="adam", learning_rate=0.05)
     assert torch.equal(seen[2], trained[12])
+
+
+def test_a_tie_on_the_monitored_metric_is_broken_by_the_second_metric(tmp_path):
+    # score ties at epochs 2 and 3 (WER on a small dev set, say); the tie metric (CER, lower is better)
+    # prefers epoch 3; epoch 4 ties on both and counts as no improvement
+    model, _, seen, _, _ = _fit(tmp_path, [1.0, 2.0, 2.0, 2.0, 1.5], ties=[0.5, 0.4, 0.3, 0.3, 0.1],
+                                tie_break="tie", tie_break_mode="min")
+    assert torch.equal(model.weight.detach(), seen[2])  # epoch 3's weights
+    model, _, seen, _, _ = _fit(tmp_path / "plain", [1.0, 2.0, 2.0, 2.0], ties=[0.5, 0.4, 0.3, 0.2])
+    assert torch.equal(model.weight.detach(), seen[1])  # without a tie-breaker the first of the tied epochs
 
 
 def test_lr_decay_out_of_range_is_refused(tmp_path):

@@ -66,6 +66,10 @@ class EngineOptions:
     patience: int | None = 3
     monitor: str = "accuracy"
     mode: str = "max"
+    # a second dev metric that decides between epochs whose monitored metric ties exactly (speech: CER under
+    # an equal WER, which a small dev set repeats often), in its own direction ("min" or "max")
+    tie_break: str | None = None
+    tie_break_mode: str = "min"
     seed: int = 0
     accelerator: str = "auto"
     progress: bool = True
@@ -393,7 +397,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
     history: list[dict[str, float]] = []
     sign = 1.0 if options.mode == "max" else -1.0
     started = time.perf_counter()
-    state: dict[str, Any] = {"best": -math.inf, "best_weights": None, "bad_epochs": 0, "start": started,
+    tie_sign = 1.0 if options.tie_break_mode == "max" else -1.0
+    state: dict[str, Any] = {"best": -math.inf, "best_tie": -math.inf, "best_weights": None, "bad_epochs": 0, "start": started,
                              "saved_at": started, "epoch_start": started, "epoch_batches": 0, "mid_epoch": None,
                              "stopped": None}  # "early" or "time": the run ended before train.epochs
     averager = WeightAverage(model)
@@ -408,7 +413,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
 
     class Track(pl.Callback):
         def state_dict(self) -> dict[str, Any]:
-            return {"history": [dict(row) for row in history], "best": state["best"],
+            return {"history": [dict(row) for row in history], "best": state["best"], "best_tie": state["best_tie"],
                     "bad_epochs": state["bad_epochs"], "elapsed": time.perf_counter() - state["start"],
                     "average": None if averager.mean is None else {"mean": averager.mean, "steps": averager.steps},
                     "rng": _rng_states(), "dataset_epoch": _dataset_epoch(train_loader),
@@ -421,6 +426,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
             if task_state is not None and saved.get("task_state") is not None:
                 task_state.update(saved["task_state"])
             state["best"], state["bad_epochs"] = saved["best"], saved["bad_epochs"]
+            state["best_tie"] = saved.get("best_tie", -math.inf)  # checkpoints from before the tie-breaker
             state["start"] = time.perf_counter() - saved["elapsed"]
             _PRIOR_SECONDS.set(float(saved["elapsed"]))
             if saved["average"] is not None:
@@ -510,8 +516,10 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                    **{f"dev_{k}": float(v) for k, v in metrics.items()}}
             history.append(row)
             score = sign * metrics.get(options.monitor, -sign * math.inf)
-            if score > state["best"]:
-                state["best"], state["bad_epochs"] = score, 0
+            tie = -math.inf if options.tie_break is None else tie_sign * metrics.get(options.tie_break,
+                                                                                     -tie_sign * math.inf)
+            if score > state["best"] or (score == state["best"] and tie > state["best_tie"]):
+                state["best"], state["best_tie"], state["bad_epochs"] = score, tie, 0
                 state["best_weights"] = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
                 if run is not None:
                     from safetensors.torch import save

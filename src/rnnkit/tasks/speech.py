@@ -1486,7 +1486,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate,
                             optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
                             clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor=monitor, mode=mode,
-                            seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress,
+                            tie_break=None if head == "classifier" else "cer", seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress,
                             max_seconds=seconds_budget(cfg.train.max_minutes))
     history = fit(model, make_loader(train_data, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
                   make_loader(dev_data, 2 * cfg.train.batch_size, shuffle=False, seed=0),
@@ -1503,7 +1503,10 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     best = 0
     if history:
         key = f"dev_{monitor}"
-        best = int((max if mode == "max" else min)(history, key=lambda r: r.get(key, math.inf))["epoch"])
+        if head == "classifier":
+            best = int(max(history, key=lambda r: r.get(key, -math.inf))["epoch"])
+        else:  # the engine's choice: the lowest WER, ties broken by the lowest CER, then the earliest epoch
+            best = int(min(history, key=lambda r: (r.get(key, math.inf), r.get("dev_cer", math.inf)))["epoch"])
     metrics.update({"train_seconds": seconds, "parameters": params, "best_epoch": best, "epochs_run": len(history),
                     "sample_rate": rate})
     if skipped:
