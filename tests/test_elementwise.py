@@ -69,6 +69,15 @@ def test_differentiable_tanh_gradients(route: bool) -> None:
         torch.testing.assert_close(elementwise.tanh(wide), torch.tanh(wide), rtol=0, atol=1e-15)
 
 
+def test_torch_func_transforms_work_through_it(route: bool) -> None:
+    x = torch.randn(3, 64, 80, dtype=torch.float64)
+    jac = torch.func.vmap(torch.func.jacrev(lambda v: elementwise.tanh(v * 2.0).sum(0)))(x)
+    expected = torch.func.vmap(torch.func.jacrev(lambda v: torch.tanh(v * 2.0).sum(0)))(x)
+    torch.testing.assert_close(jac, expected, rtol=1e-12, atol=1e-14)
+    with torch.no_grad():  # the path without autograd too
+        torch.testing.assert_close(torch.func.vmap(elementwise.tanh)(x), torch.tanh(x), rtol=0, atol=1e-15)
+
+
 def test_where_torch_tanh_runs_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(elementwise._CHOICES, (torch.float32, torch.get_num_threads()), True)
     small = torch.randn(elementwise.MIN_ELEMENTS - 1)

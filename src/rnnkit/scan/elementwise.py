@@ -99,14 +99,27 @@ def tanh_(x: Tensor) -> Tensor:
     return tanh_into(x, x)
 
 
+def _functional(x: Tensor) -> Tensor:
+    """``2 sigmoid(2x) - 1`` in a new tensor, without ``out=`` (``vmap`` has no batching rule for those)."""
+    return torch.add(_minus_one(x.dtype), torch.add(x, x).sigmoid_(), alpha=2.0)
+
+
 class _Tanh(torch.autograd.Function):
-    """``tanh`` forward through ``sigmoid``; backward ``grad (1 - y^2)`` from the saved output, as torch's own."""
+    """``tanh`` forward through ``sigmoid``; backward ``grad (1 - y^2)`` from the saved output, as torch's own.
+
+    Written with ``setup_context`` and ``generate_vmap_rule`` so that ``torch.func`` transforms
+    (``vmap``, ``jacrev``) work through it as through ``torch.tanh``.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
-        y = _via_sigmoid(x, torch.empty_like(x, memory_format=torch.contiguous_format))
-        ctx.save_for_backward(y)
-        return y
+    def forward(x: Tensor) -> Tensor:  # type: ignore[override]
+        return _functional(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor], output: Tensor) -> None:  # type: ignore[override]
+        ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
@@ -121,4 +134,4 @@ def tanh(x: Tensor) -> Tensor:
     if torch.is_grad_enabled() and x.requires_grad:
         out: Tensor = _Tanh.apply(x)
         return out
-    return _via_sigmoid(x, torch.empty_like(x, memory_format=torch.contiguous_format))
+    return _functional(x)
