@@ -220,10 +220,12 @@ class CompareResult:
             "the fastest to train (then the smallest).", "", "![comparison](compare.png)", ""])
 
     def to_json(self) -> dict[str, Any]:
+        """Strict JSON values (``rnnkit compare --json`` prints this): a ``nan`` or ``inf`` figure (a
+        diverged run's quality) becomes its string, as in ``compare.json``."""
         cell, reason = self.recommendation()
-        return {"task": self.task, "metric": self.metric, "higher_is_better": self.higher_is_better,
-                "memory_method": self.memory_method, "settings": self.settings, "summary": self.summary(),
-                "recommended": cell, "reason": reason, "runs": [asdict(r) for r in self.runs]}
+        return _finite({"task": self.task, "metric": self.metric, "higher_is_better": self.higher_is_better,  # type: ignore[no-any-return]
+                        "memory_method": self.memory_method, "settings": self.settings, "summary": self.summary(),
+                        "recommended": cell, "reason": reason, "runs": [asdict(r) for r in self.runs]})
 
     def plot(self, path: Path) -> Path:
         """Quality, training time and peak memory (mean ± std) and parameters per cell, side by side."""

@@ -63,6 +63,19 @@ HORIZON_RULE = ("smallest lag k >= 1 with ||dL/dh_(T-1-k)|| < {threshold:g} x ||
                 "(None: never within the sequence)")
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (``nan``, ``inf``) replaced by its string, in nested
+    dicts, lists and tuples: ``json.dumps`` writes those floats as ``NaN``/``Infinity``, which is
+    not JSON (``jq``, browsers and ``json.loads(..., parse_constant=...)``-strict readers refuse it)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 # -- saturation --------------------------------------------------------------------------------
 def gate_activations(cell: Any, names: Iterable[str] | None = None) -> dict[str, str | None]:
     """The activation behind each ``return_gates`` entry of ``cell``, read from the cell itself.
@@ -174,6 +187,9 @@ def _traced_scan(cell: Any, x: Tensor, state: tuple[Tensor, ...], mask: Tensor |
     Zoneout takes its inference form, ``rate * s_(t-1) + (1 - rate) * s_t``, as the layer's own scan does.
     """
     steps = x.shape[1]
+    if steps == 0:
+        raise ValueError("the diagnosed batch has no time step (sequence length T = 0): there is no gradient "
+                         "through time to measure; give sequences of at least one step")
     inputs = cell.project_input(x).unbind(1)  # T x [B, G]
     valid = mask.unsqueeze(-1).unbind(1) if mask is not None else None
     outputs: list[Tensor] = [x] * steps
@@ -295,7 +311,9 @@ class GradientReport:
                 "clipped_grad_norm": self.clipped_grad_norm if self.clip_norm is not None else None}
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in asdict(self).items()}
+        """The report as strict JSON values: non-finite floats, also inside the per-step lists
+        (``jacobian_step_norms[0]`` is always ``nan``), become strings (:func:`json_safe`)."""
+        return json_safe(asdict(self))  # type: ignore[no-any-return]
 
 
 def _cell_name(layer: _RecurrentCore) -> str:
@@ -428,6 +446,11 @@ def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if jacobians and not jacobian_samples >= 1:
+        raise ValueError(f"jacobian_samples must be a whole number >= 1 (or jacobians=False), got {jacobian_samples!r}")
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"threshold must be a finite number > 0 (the horizon rule compares norms with "
+                         f"threshold x ||dL/dh_(T-1)||), got {threshold:g}")
     clip_norm = clip_norm_or_none(clip_norm)
     is_layer = isinstance(model_or_layer, _RecurrentCore)
     name, rec = ("<layer>", model_or_layer) if is_layer else find_recurrent_layer(model_or_layer, layer)
@@ -435,7 +458,7 @@ def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
     loss_fn = loss_fn or _default_loss(is_layer, rec)
     params = [p for p in model_or_layer.parameters() if p.requires_grad]
     saved_grads = [p.grad for p in params]
-    was_training = model_or_layer.training
+    modes = [(m, m.training) for m in model_or_layer.modules()]  # each submodule's own mode (frozen parts stay eval)
     carried = getattr(rec, "state", None)  # a stateful layer's carried state is put back afterwards
     traces: dict[str, _Trace] = {}
     model_or_layer.eval()
@@ -465,7 +488,8 @@ def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
             rec.state = carried
         for p, g in zip(params, saved_grads):
             p.grad = g
-        model_or_layer.train(was_training)
+        for module, mode in modes:
+            module.training = mode
     mask_trace = traces.pop("_mask", None)
     mask = mask_trace.gates["mask"] if mask_trace is not None and mask_trace.gates else None
     if not traces or not traces["l0"].hidden:
@@ -493,8 +517,8 @@ def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
                  if kind is not None and kind not in BOUNDED}
 
     step_norms: list[float] = [math.nan] * steps
-    bound: list[float] = [0.0] * steps
-    exact: list[float] = [1.0] * steps
+    bound: list[float] = [math.nan] * steps  # not measured (jacobians=False): nan, shown as n/a
+    exact: list[float] = [math.nan] * steps
     if jacobians and steps:
         # forward direction: processing order = time order; means over the sequences real at each step
         per_step, log_exact, valid = _jacobian_norms(main, jacobian_samples, steps, real, norm)
@@ -626,6 +650,14 @@ def _horizon_text(report: GradientReport) -> str:
     return str(report.horizon) if report.horizon is not None else f"> {report.steps - 1}"
 
 
+def _jacobian_text(values: Sequence[float], fmt: str) -> str:
+    """The first value of a Jacobian column; ``n/a`` when it was not measured (``nan``: ``jacobians=False``);
+    ``inf`` stays (a product beyond float64's range)."""
+    if not values or math.isnan(values[0]):
+        return "n/a"
+    return fmt.format(values[0])
+
+
 def diagnostics_markdown(reports: Sequence[GradientReport], clipping: Mapping[str, Any] | None = None,
                          title: str = "Gradient diagnostics") -> str:
     """A Markdown report: one row per model, the definitions, and the clipping demo."""
@@ -642,8 +674,8 @@ def diagnostics_markdown(reports: Sequence[GradientReport], clipping: Mapping[st
                      f"{s['ratio_first_to_last']:.3g}" if math.isfinite(s["ratio_first_to_last"]) else "n/a",
                      _horizon_text(r),
                      f"{r.saturation_overall:.3f}" if math.isfinite(r.saturation_overall) else "n/a",
-                     f"{r.jacobian_product_norm[0]:.3g}" if r.jacobian_product_norm else "",
-                     f"{r.jacobian_product_log10[0]:.2f}" if r.jacobian_product_log10 else "",
+                     _jacobian_text(r.jacobian_product_norm, "{:.3g}"),
+                     _jacobian_text(r.jacobian_product_log10, "{:.2f}"),
                      f"{r.param_grad_norm:.3g}"])
     lines = [f"# {title}", "",
              markdown_table(["model", "T", "||dL/dh_T-1||", "||dL/dh_0||", "first/last", "horizon", "saturated",
@@ -749,6 +781,14 @@ def _check_data(data: str | Path) -> None:
         raise FileNotFoundError(f"data not found: {first} (give the labelled file or folder the run was trained on)")
 
 
+def _check_samples(samples: int, jacobian_samples: int) -> None:
+    """A one-line error for a batch size (``--samples``) or a Jacobian sample count below 1."""
+    if not samples >= 1:
+        raise ValueError(f"samples (--samples, the diagnosed batch size) must be a whole number >= 1, got {samples!r}")
+    if not jacobian_samples >= 1:
+        raise ValueError(f"jacobian_samples must be a whole number >= 1, got {jacobian_samples!r}")
+
+
 def diagnostic_inputs(trained: Any, data: str | Path, size: int = 32) -> tuple[nn.Module, Any, LossFn]:
     """``(model, batch, loss_fn)`` for a trained task on the first ``size`` labelled examples of ``data``:
     the trained class's ``diagnostic_batch(path, size)`` (image and text classification with
@@ -771,6 +811,7 @@ def diagnose_run(run_dir: str | Path, data: str | Path, *, samples: int = 32, no
     """
     from ..tasks import load_trained
 
+    _check_samples(samples, jacobian_samples)
     _check_data(data)
     model, batch, loss_fn = diagnostic_inputs(load_trained(str(run_dir)), data, samples)
     layer = "encoder" if isinstance(getattr(model, "encoder", None), _RecurrentCore) else None
@@ -784,6 +825,7 @@ def diagnose_runs(run_dirs: Sequence[str | Path], data: str | Path, *, samples: 
     folder name, or the path where two runs share a name)."""
     if not run_dirs:
         raise ValueError("give at least one RUN folder")
+    _check_samples(samples, jacobian_samples)
     check_unique([str(Path(r).resolve()) for r in run_dirs], "RUN", shown=[str(r) for r in run_dirs])
     names = [Path(r).name for r in run_dirs]
     return [diagnose_run(r, data, samples=samples, norm=norm, jacobian_samples=jacobian_samples,
@@ -792,5 +834,5 @@ def diagnose_runs(run_dirs: Sequence[str | Path], data: str | Path, *, samples: 
 
 __all__ = ["BOUNDED", "GradientReport", "HORIZON_RULE", "SUPPORTED_RUNS", "clipping_demo", "diagnose_fresh",
            "diagnose_run", "diagnose_runs", "diagnostic_inputs", "diagnostics_markdown", "find_recurrent_layer",
-           "gate_activations", "gradient_diagnostics", "memory_horizon", "plot_gradient_norms",
+           "gate_activations", "gradient_diagnostics", "json_safe", "memory_horizon", "plot_gradient_norms",
            "saturation_fractions", "scale_recurrent_weights"]

@@ -266,6 +266,17 @@ class _Batches(torch.utils.data.IterableDataset):
             yield self.task.generate(self.batch_size, self.length, self.generator)
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats (in nested dicts and lists) replaced by their strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 # -- training under a budget -------------------------------------------------------------------
 @dataclass
 class MemoryResult:
@@ -418,8 +429,10 @@ class MemoryBenchmark:
         return "\n".join(head + [markdown_table(header, rows), ""] + tail)
 
     def to_json(self) -> dict[str, Any]:
-        return {"task": asdict(self.task), "settings": self.settings, "summary": self.summary(),
-                "limits": self.limits(), "runs": [asdict(r) for r in self.results]}
+        """The benchmark as strict JSON values: a diverged run's ``nan`` (its value, history and the
+        means it enters) is written as the string ``"nan"``, not the ``NaN`` that JSON lacks."""
+        return _json_safe({"task": asdict(self.task), "settings": self.settings, "summary": self.summary(),
+                           "limits": self.limits(), "runs": [asdict(r) for r in self.results]})
 
     def plot(self, path: Path) -> Path:
         """Success rate against ``T``, one line per cell; the success threshold as a dotted line,
@@ -464,6 +477,8 @@ def run_memory_benchmark(task_name: str, lengths: Sequence[int], cells: Sequence
                          log: Callable[[str], None] = print) -> MemoryBenchmark:
     """Train every cell at every length for ``seeds`` seeds under one budget.
 
+    Before the timed runs each cell trains one untimed step at the shortest length (a warm-up), so
+    the first run's ``seconds`` do not include the process's start-up (imports, first calls).
     ``success_rate``: a cell learns a length when at least this fraction of its seeds succeed
     there (:meth:`MemoryBenchmark.limits`). ``clip_norm`` ``None`` or ``0``: no clipping.
     ``forget_bias``: the LSTM cells' initial forget-gate bias (``None``, the default: the cell's own
@@ -493,6 +508,10 @@ def run_memory_benchmark(task_name: str, lengths: Sequence[int], cells: Sequence
     check_unique(list(lengths), "--length", shown=[f"T={t}" for t in lengths])
     for length in lengths:
         task.check_length(length)
+    for cell in cells:  # untimed warm-up: imports and first-call set-up are not paid by the first timed run
+        train_memory_task(task, cell, min(lengths), budget_steps=1, evaluations=1, dev_size=min(batch_size, 8),
+                          batch_size=min(batch_size, 8), hidden_size=hidden_size, learning_rate=learning_rate,
+                          clip_norm=clip_norm, forget_bias=forget_bias)
     results = []
     for length in lengths:
         for cell in cells:
