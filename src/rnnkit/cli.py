@@ -493,6 +493,14 @@ def _split_names(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _check_out_folder(out: str) -> None:
+    """``--out`` must be a folder or not exist yet: an existing file is a one-line error before any work."""
+    from pathlib import Path
+
+    if Path(out).exists() and not Path(out).is_dir():
+        raise _fail(ValueError(f"--out {out} is a file, not a folder; give a folder for the results"))
+
+
 @bench_app.command("memory")
 def bench_memory(
     task: str = typer.Option("adding", "--task", help="Memory task: adding, copy or selective-copy."),
@@ -521,6 +529,7 @@ def bench_memory(
         lengths = [int(v) for v in _split_names(length)]
     except ValueError:
         raise _fail(ValueError(f"--length: expected integers separated by commas, got {length!r}")) from None
+    _check_out_folder(out)  # before the training, not after it
     try:
         bench = run_memory_benchmark(task, lengths, _split_names(cells), budget_steps=budget_steps, seeds=seeds,
                                      batch_size=batch_size, hidden_size=hidden_size, learning_rate=learning_rate,
@@ -566,6 +575,7 @@ def diagnose(
     from .insight import gradients as g
     from .insight.memory import clip_norm_or_none
 
+    _check_out_folder(out)
     try:
         if fresh == bool(runs):
             raise ValueError("give either RUN folder(s) or --fresh")
@@ -589,11 +599,11 @@ def diagnose(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "diagnose.md").write_text(g.diagnostics_markdown(reports, clipping, title)
                                         + "\n![gradient norms](gradient_norms.png)\n")
-    payload = {"reports": [r.to_json() for r in reports], "clipping": clipping}
+    payload = g.json_safe({"reports": [r.to_json() for r in reports], "clipping": clipping})  # nan/inf as strings
     (folder / "diagnose.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     g.plot_gradient_norms(reports, folder / "gradient_norms.png", title=title, clipping=clipping)
     if as_json:
-        typer.echo(json.dumps([r.summary() for r in reports], indent=2, default=str))
+        typer.echo(json.dumps(g.json_safe([r.summary() for r in reports]), indent=2, default=str))
         return
     typer.echo(g.diagnostics_markdown(reports, clipping, title))
     typer.echo(f"written: {folder}/diagnose.md, diagnose.json, gradient_norms.png", err=True)

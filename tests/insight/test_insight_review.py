@@ -269,3 +269,48 @@ def test_each_submodules_train_mode_is_restored():
 
     g.gradient_diagnostics(model, torch.randn(2, 4, 2), loss_fn=loss_fn)
     assert model.training and model.rec.training and not model.drop.training
+
+
+def test_cli_diagnose_and_bench_refuse_an_out_file_and_an_empty_csv_before_any_work(tmp_path):
+    """Found by the insight review, fixed in cli.py and text_classification.py: --out naming an existing
+    file raised FileExistsError after the work (bench: after all the training); a header-only CSV for
+    diagnose RUN --data crashed with IndexError."""
+    from typer.testing import CliRunner
+
+    from rnnkit.cli import app
+
+    runner = CliRunner()
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    for args in (["bench", "memory", "--length", "5", "--budget-steps", "1", "--cells", "rnn"],
+                 ["diagnose", "--fresh", "--cells", "rnn", "--length", "5", "--hidden-size", "4"]):
+        result = runner.invoke(app, [*args, "--out", str(taken)])
+        assert result.exit_code == 2, result.output
+        assert f"--out {taken} is a file, not a folder" in result.output
+    data = tmp_path / "train.csv"
+    data.write_text("text,label\n" + "".join(f"{w} good,{i % 2}\n" for i, w in enumerate(["a", "b", "c", "d"] * 3)))
+    trained = runner.invoke(app, ["train", "text-classification", "--train", str(data), "--out", str(tmp_path),
+                                  "--name", "run", "--set", "train.epochs=1", "--set", "model.hidden_size=4",
+                                  "--set", "train.accelerator=cpu", "--quiet"])
+    assert trained.exit_code == 0, trained.output
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    result = runner.invoke(app, ["diagnose", str(tmp_path / "run"), "--data", str(empty), "--out",
+                                 str(tmp_path / "diag")])
+    assert result.exit_code == 2 and "no labelled texts to diagnose" in result.output, result.output
+
+
+def test_cli_diagnose_fresh_with_the_clipping_demo_writes_strict_json(tmp_path):
+    """The clipping demo's unclipped losses hold nan/inf; cli.py dumped them raw into diagnose.json."""
+    from typer.testing import CliRunner
+
+    from rnnkit.cli import app
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"non-JSON constant {name}")
+
+    # the defaults (T=100, 64 units, scale 3): the unclipped demo's losses overflow to inf and nan
+    result = CliRunner().invoke(app, ["diagnose", "--fresh", "--cells", "rnn", "--out", str(tmp_path / "d"), "--json"])
+    assert result.exit_code == 0, result.output
+    json.loads((tmp_path / "d" / "diagnose.json").read_text(), parse_constant=refuse)
+    json.loads(result.stdout, parse_constant=refuse)

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from .. import runtime
+from .memory import json_safe
 
 OUTPUTS = ("compare.md", "compare.json", "compare.png")
 
@@ -223,7 +224,7 @@ class CompareResult:
         """Strict JSON values (``rnnkit compare --json`` prints this): a ``nan`` or ``inf`` figure (a
         diverged run's quality) becomes its string, as in ``compare.json``."""
         cell, reason = self.recommendation()
-        return _finite({"task": self.task, "metric": self.metric, "higher_is_better": self.higher_is_better,  # type: ignore[no-any-return]
+        return json_safe({"task": self.task, "metric": self.metric, "higher_is_better": self.higher_is_better,  # type: ignore[no-any-return]
                         "memory_method": self.memory_method, "settings": self.settings, "summary": self.summary(),
                         "recommended": cell, "reason": reason, "runs": [asdict(r) for r in self.runs]})
 
@@ -427,19 +428,9 @@ def compare_cells(task: str, cells: Sequence[str], train_path: str, *, dev_path:
     atomic_write_bytes(root / "compare.md", result.markdown().encode())
     import json
 
-    atomic_write_bytes(root / "compare.json", (json.dumps(_finite(result.to_json()), indent=2) + "\n").encode())
+    atomic_write_bytes(root / "compare.json", (json.dumps(result.to_json(), indent=2) + "\n").encode())
     result.plot(root / "compare.png")
     return result
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 __all__ = ["OUTPUTS", "CellRun", "CompareResult", "PeakMemory", "compare_cells", "prepare_out", "quality_key",

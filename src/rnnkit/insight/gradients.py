@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from ..nn.recurrent import _RecurrentCore
 from ..scan.reference import zoneout
-from .memory import check_unique, clip_norm_or_none
+from .memory import check_unique, clip_norm_or_none, json_safe
 
 SIGMOID_GATES = ("input", "forget", "output", "reset", "update")
 TANH_GATES = ("cell_candidate", "candidate")
@@ -61,19 +61,6 @@ UNBOUNDED = {"g": "g(x) = x + 0.5 for x >= 0, sigmoid(x) below: unbounded above"
 NORMS = ("spectral", "frobenius")
 HORIZON_RULE = ("smallest lag k >= 1 with ||dL/dh_(T-1-k)|| < {threshold:g} x ||dL/dh_(T-1)|| "
                 "(None: never within the sequence)")
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every non-finite float (``nan``, ``inf``) replaced by its string, in nested
-    dicts, lists and tuples: ``json.dumps`` writes those floats as ``NaN``/``Infinity``, which is
-    not JSON (``jq``, browsers and ``json.loads(..., parse_constant=...)``-strict readers refuse it)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 # -- saturation --------------------------------------------------------------------------------

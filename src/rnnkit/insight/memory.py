@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,14 +266,16 @@ class _Batches(torch.utils.data.IterableDataset):
             yield self.task.generate(self.batch_size, self.length, self.generator)
 
 
-def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats (in nested dicts and lists) replaced by their strings."""
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (``nan``, ``inf``) replaced by its string, in nested
+    dicts, lists and tuples: ``json.dumps`` writes those floats as ``NaN``/``Infinity``, which is
+    not JSON (``jq``, browsers and strict readers refuse it)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -431,7 +433,7 @@ class MemoryBenchmark:
     def to_json(self) -> dict[str, Any]:
         """The benchmark as strict JSON values: a diverged run's ``nan`` (its value, history and the
         means it enters) is written as the string ``"nan"``, not the ``NaN`` that JSON lacks."""
-        return _json_safe({"task": asdict(self.task), "settings": self.settings, "summary": self.summary(),
+        return json_safe({"task": asdict(self.task), "settings": self.settings, "summary": self.summary(),
                            "limits": self.limits(), "runs": [asdict(r) for r in self.results]})
 
     def plot(self, path: Path) -> Path:

@@ -598,6 +598,8 @@ class TrainedTextClassifier:
         if self.prep.multi_label or self.prep.architecture != "rnn":
             raise ValueError("diagnose supports single-label text classifiers with architecture=rnn")
         examples = read_examples(path, self.prep.cfg)[:size]
+        if not examples:
+            raise ValueError(f"{path}: no labelled texts to diagnose; give a file with at least one row")
         labels = [_labels_of(e, self.prep.cfg, False) for e in examples]
         targets = self.prep.encode_labels(labels, [e.source for e in examples], "diagnostic")
         ids, lengths, _, _ = collate_flat([(ids, None, i) for i, ids in
