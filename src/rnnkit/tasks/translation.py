@@ -42,7 +42,7 @@ from .config import (
     section,
 )
 from .run import RunDir, RunError
-from .seq2seq import Hypothesis, Seq2Seq, beam_search, greedy_search
+from .seq2seq import Hypothesis, Seq2Seq, beam_search, greedy_search, normalized
 
 NAME = "translation"
 # The data readers' arguments as config keys, for one-line errors worded for the command line.
@@ -112,6 +112,18 @@ class DecodeConfig:
     max_length_offset: int = option(10, "output limit: ratio * source length + offset tokens")
     batch_size: int = option(64, "sentences decoded together")
 
+    def validate(self) -> None:
+        """Checked wherever decoding options are read: the training config, a run's ``model.json`` and
+        ``--set decode.*`` on ``translate`` / ``evaluate`` / ``predict`` (``nbest <= beam_size`` is checked
+        where both are used: a run's n-best setting must not refuse a greedy evaluation)."""
+        for key in ("beam_size", "nbest", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"decode.{key}: must be >= 1, got {getattr(self, key)}")
+        if not (math.isfinite(self.max_length_ratio) and self.max_length_ratio >= 0):
+            raise ConfigError(f"decode.max_length_ratio: must be a finite number >= 0, got {self.max_length_ratio}")
+        if not math.isfinite(self.length_penalty):
+            raise ConfigError(f"decode.length_penalty: must be a finite number, got {self.length_penalty}")
+
 
 @dataclass
 class Config:
@@ -127,14 +139,13 @@ class Config:
                     ("data.max_target_tokens", self.data.max_target_tokens),
                     ("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
                     ("model.num_layers", self.model.num_layers), ("model.decoder_layers", self.model.decoder_layers),
-                    ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size),
-                    ("decode.beam_size", self.decode.beam_size), ("decode.nbest", self.decode.nbest),
-                    ("decode.batch_size", self.decode.batch_size)]
+                    ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size)]
         for key, value in positive:
             if value < 1:
                 raise ConfigError(f"{key}: must be >= 1, got {value}")
         if self.data.vocab_size < 8:
             raise ConfigError(f"data.vocab_size: must be >= 8 (4 special tokens plus subwords), got {self.data.vocab_size}")
+        self.decode.validate()
         if self.decode.nbest > self.decode.beam_size:
             raise ConfigError(f"decode.nbest ({self.decode.nbest}) cannot exceed decode.beam_size "
                               f"({self.decode.beam_size})")
@@ -305,6 +316,14 @@ def build_model(hyper: dict[str, Any]) -> Seq2Seq:
 
 
 # -- trained model -----------------------------------------------------------------------------
+def _check_sentences(texts: Any, what: str = "sentences", fix: str = "translate([text])") -> None:
+    """A list of sentences: a bare string (which Python iterates character by character, one
+    translation per character) is a one-line ``TypeError`` with the fix."""
+    if isinstance(texts, str | bytes | Path):
+        raise TypeError(f"expected a list of {what}, got a single {type(texts).__name__} ({str(texts)[:40]!r}); "
+                        f"wrap it in a list: {fix}")
+
+
 class TrainedTranslator:
     """A translation model with its subword vocabularies: translate raw sentences, score parallel files.
 
@@ -318,6 +337,7 @@ class TrainedTranslator:
 
     def __init__(self, model: Seq2Seq, prep: Preprocessor, decode: DecodeConfig | None = None) -> None:
         self.model, self.prep, self.decode = model.eval(), prep, decode or DecodeConfig()
+        self.decode.validate()
 
     @classmethod
     def load(cls, run_dir: str | Path) -> TrainedTranslator:
@@ -357,10 +377,17 @@ class TrainedTranslator:
                    truncate: bool = False) -> list[list[Hypothesis]]:
         """The n-best :class:`Hypothesis` lists (ids and attention), in input order.
 
-        Empty inputs are not decoded: they get one empty hypothesis with score 0.
+        Empty inputs are not decoded: they get one empty hypothesis with score 0. Scores are
+        ``log_prob / length ** decode.length_penalty`` (length counts ``<eos>``) for every beam size,
+        greedy decoding (``beam_size=1``) included, as :func:`~rnnkit.tasks.seq2seq.beam_search` ranks them.
         """
-        beam = beam_size or self.decode.beam_size
-        n = nbest or self.decode.nbest
+        _check_sentences(texts)
+        beam = self.decode.beam_size if beam_size is None else beam_size
+        n = self.decode.nbest if nbest is None else nbest
+        if beam < 1:
+            raise ValueError(f"beam_size must be >= 1 (1: greedy), got {beam}")
+        if n < 1:
+            raise ValueError(f"nbest must be >= 1, got {n}")
         if n > beam:
             raise ValueError(f"nbest ({n}) cannot exceed the beam size ({beam})")
         encoded = self._encode_inputs(texts, truncate)
@@ -371,9 +398,12 @@ class TrainedTranslator:
             chunk = order[start:start + size]
             source, lengths, *_ = collate([(encoded[i], [], i) for i in chunk], self.prep.pad_id)
             ratio, offset = self.decode.max_length_ratio, self.decode.max_length_offset
-            if beam == 1:
-                found = [[h] for h in greedy_search(self.model, source, lengths, max_length_ratio=ratio,
-                                                    max_length_offset=offset)]
+            if beam == 1:  # greedy_search scores by the raw log-probability: normalise as beam search does
+                alpha = self.decode.length_penalty
+                found = [[Hypothesis(h.tokens, h.log_prob, normalized(h.log_prob, len(h.tokens) + 1, alpha),
+                                     h.attention)]
+                         for h in greedy_search(self.model, source, lengths, max_length_ratio=ratio,
+                                                max_length_offset=offset)]
             else:
                 found = beam_search(self.model, source, lengths, beam_size=beam, nbest=n,
                                     length_penalty=self.decode.length_penalty, max_length_ratio=ratio,
@@ -420,6 +450,8 @@ class TrainedTranslator:
     def score_pairs(self, sources: Sequence[str], references: Sequence[str], *, beam_size: int | None = None
                     ) -> dict[str, Any]:
         """BLEU and chrF of the translations of ``sources`` against ``references``, plus speed."""
+        _check_sentences(sources)
+        _check_sentences(references, "references", "score_pairs([source], [reference])")
         start = time.perf_counter()
         translations = [r["translation"] for r in self.translate(sources, beam_size=beam_size, nbest=1,
                                                                     truncate=True)]
@@ -627,7 +659,8 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
     log(f"dev (beam {dec.beam_size}): BLEU {dev_metrics['bleu']:.2f}, chrF {dev_metrics['chrf']:.2f}; "
         f"{dev_metrics['bleu_signature']}; {dev_metrics['chrf_signature']}")
     example = next((s for s in dev_src if s.strip()), None)
-    attention_png = translator.plot_attention(example, run.file("attention.png")) if example else None
+    # truncate as the dev score does: a first dev sentence over data.max_source_tokens must not end the run
+    attention_png = translator.plot_attention(example, run.file("attention.png"), truncate=True) if example else None
     seconds = time.perf_counter() - t0
     best = max(history, key=lambda r: r.get("dev_bleu", -math.inf))["epoch"] if history else 0
     metrics = {"dev": dev_metrics, "train_seconds": train_seconds, "parameters": params, "best_epoch": best,
