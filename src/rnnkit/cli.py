@@ -667,7 +667,8 @@ def translate(
     texts: list[str] = typer.Argument(None, help="Sentences to translate."),
     file: str | None = typer.Option(None, "--file", help="Translate every line of this file."),
     beam: int | None = typer.Option(None, "--beam", min=1, help="Beam size (default: the run's decode.beam_size; 1 = greedy)."),
-    nbest: int = typer.Option(1, "--nbest", min=1, help="Print the N best translations ('i ||| translation ||| score')."),
+    nbest: int | None = typer.Option(None, "--nbest", min=1, help="Print the N best translations ('i ||| translation "
+                                     "||| score'; default: the run's decode.nbest)."),
     attention_plot: str | None = typer.Option(None, "--attention-plot", help="Save the first sentence's attention as a PNG."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
     truncate: bool = typer.Option(False, "--truncate", help="Cut sentences longer than the model's maximum "
@@ -701,7 +702,7 @@ def translate(
     for i, result in enumerate(results):
         if as_json:
             typer.echo(json.dumps(result, ensure_ascii=False))
-        elif nbest > 1:
+        elif len(result.get("nbest", ())) > 1:  # --nbest N, or a run (or --set decode.nbest) that keeps N
             for hyp in result["nbest"]:
                 typer.echo(f"{i} ||| {hyp['translation']} ||| {hyp['score']:.4f}")
         else:

@@ -131,6 +131,19 @@ def test_evaluate_with_greedy_override_still_works_when_the_run_keeps_an_nbest(r
     assert model.evaluate((src, tgt), ["decode.beam_size=1"])["beam_size"] == 1
 
 
+def test_cli_translate_prints_the_runs_nbest_and_caps_it_at_the_beam(run_dir):
+    """rnnkit translate passed nbest=1 always, so --set decode.nbest=3 was silently ignored."""
+    listed = runner.invoke(app, ["translate", str(run_dir), "ein hund", "--beam", "4", "--set", "decode.nbest=3"])
+    assert listed.exit_code == 0, listed.output
+    lines = [line for line in listed.stdout.splitlines() if line.strip()]
+    assert len(lines) == 3 and all(line.startswith("0 ||| ") for line in lines), listed.stdout
+    greedy = runner.invoke(app, ["translate", str(run_dir), "ein hund", "--beam", "1", "--set", "decode.nbest=3"])
+    assert greedy.exit_code == 0, greedy.output  # the run's n-best is capped at the beam asked for
+    assert len([line for line in greedy.stdout.splitlines() if line.strip()]) == 1
+    explicit = runner.invoke(app, ["translate", str(run_dir), "ein hund", "--beam", "4", "--nbest", "2"])
+    assert len([line for line in explicit.stdout.splitlines() if " ||| " in line]) == 2
+
+
 # -- independent checks (pass; they guard the decoders) -----------------------------------------
 def _tiny(seed: int, vocab: int = 6, **kw) -> Seq2Seq:
     torch.manual_seed(seed)

@@ -383,7 +383,7 @@ class TrainedTranslator:
         """
         _check_sentences(texts)
         beam = self.decode.beam_size if beam_size is None else beam_size
-        n = self.decode.nbest if nbest is None else nbest
+        n = min(self.decode.nbest, beam) if nbest is None else nbest  # the run's n-best, within this beam
         if beam < 1:
             raise ValueError(f"beam_size must be >= 1 (1: greedy), got {beam}")
         if n < 1:
