@@ -9,7 +9,8 @@ measurably help". This script measures, at I=128 B=64 T=100 (and batch 1 for lat
 
 1. **The matmul floor**: the matmuls of one engine training step alone (input projection, T
    recurrent steps through :class:`rnnkit.scan.step_matmul.StepMatmul` as the engine runs them,
-   T backward ``dL/dh`` products, the input and weight gradients), against the whole training
+   T backward ``dL/dh`` products, the input and weight gradients; the large products on the GEMM
+   :func:`rnnkit.scan.step_matmul.large_matmul` picks, as the engine), against the whole training
    step of ``torch.nn.LSTM`` (oneDNN's fused kernel). No element-wise work at all.
 2. **Fused element-wise step**: the peephole forward and backward step math eager against
    ``torch.compile(fullgraph=True)`` (Inductor's C++ kernels, one pass), per call at B=64 and B=1,
@@ -18,6 +19,11 @@ measurably help". This script measures, at I=128 B=64 T=100 (and batch 1 for lat
 3. **Batch-1 inference loops**: the engine in eval mode against the same loop under
    ``torch.jit.script``, and against ``torch.compile`` of the whole loop as a ``while_loop``
    (generated C++ wrapper: no Python per step), microseconds per token over T=100.
+
+4. **oneDNN's fused LSTM one step at a time**: what a variant (zoneout here: the fused step, then
+   ``lerp`` of ``h`` and ``c`` towards the previous state) would train at if each step called
+   ``torch.nn.LSTM``'s own kernel with ``T=1`` (``_VF.lstm``, autograd through it), against the
+   engine's zoneout training step and ``torch.nn.LSTM``'s whole sequence.
 
 Anything that fails (no C++ compiler, a torch without TorchScript) is reported, not raised.
 """
@@ -39,7 +45,7 @@ from torch import Tensor
 import rnnkit.nn as rnn
 from rnnkit import runtime
 from rnnkit.scan.engine import _gate_order, _inference_weights
-from rnnkit.scan.step_matmul import StepMatmul
+from rnnkit.scan.step_matmul import StepMatmul, large_matmul, linear
 
 SECTION = "## What TorchScript and torch.compile would buy the LSTM engine (CPU)"
 BATCH, STEPS, INPUT = 64, 100, 128
@@ -76,16 +82,43 @@ def matmul_floor(hidden: int, rounds: int) -> tuple[float, float]:
     dz_steps = dz.view(STEPS, BATCH, 4 * hidden).unbind(0)
     xw_steps = xw.unbind(0)
 
-    def matmuls_only() -> None:
-        F.linear(x_tm, w_ih)
+    def matmuls_only() -> None:  # the large products as the engine runs them: rnnkit.scan.step_matmul's choice
+        linear(x_tm, w_ih)
         for x_t in xw_steps:
             recur(h, add=x_t, out=gates)
         for dz_t in dz_steps:
             back(dz_t, out=dh)
-        dz.t().mm(xh)  # dL/dW for [W_ih, W_hh] in one matmul
-        dz.mm(w_ih)  # dL/dx
+        large_matmul(dz.t(), xh)  # dL/dW for [W_ih, W_hh] in one matmul
+        large_matmul(dz, w_ih)  # dL/dx
 
     return best_time(matmuls_only, rounds), best_time(torch_step, rounds)
+
+
+def fused_per_step(hidden: int, rounds: int) -> tuple[float, float]:
+    """(seconds of a zoneout training step built from T=1 calls of oneDNN's LSTM, of the engine's zoneout step)."""
+    from torch import _VF
+
+    x = torch.randn(STEPS, BATCH, INPUT, requires_grad=True)
+    lstm = torch.nn.LSTM(INPUT, hidden)
+    weights = [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0]
+    keep = [(torch.rand(1, BATCH, hidden) < 0.1).to(x.dtype) for _ in range(STEPS)]
+
+    def per_step() -> None:
+        h = c = x.new_zeros(1, BATCH, hidden)
+        outputs = []
+        for t in range(STEPS):
+            _, h_new, c_new = _VF.lstm(x[t:t + 1], (h, c), weights, True, 1, 0.0, True, False, False)
+            h, c = torch.lerp(h_new, h, keep[t]), torch.lerp(c_new, c, keep[t])
+            outputs.append(h)
+        torch.stack(outputs).sum().backward()
+
+    engine = rnn.LSTM(INPUT, hidden, zoneout=0.1)
+    engine.train()
+
+    def engine_step() -> None:
+        engine(x)[0].sum().backward()
+
+    return best_time(per_step, rounds), best_time(engine_step, rounds)
 
 
 def peephole_forward(pre: Tensor, c: Tensor, peep: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -181,7 +214,7 @@ def batch1_loops(hidden: int, rounds: int) -> dict[str, float | str]:
     layer = rnn.LSTM(INPUT, hidden, cell="peephole_lstm").eval()
     cell = layer._cells[0]
     x = torch.randn(STEPS, 1, INPUT)
-    w_ih, bias, w_t = _inference_weights(cell, _gate_order(hidden, x.device))
+    w_ih, bias, w_t, _ = _inference_weights(cell, _gate_order(hidden, x.device))  # no projection
     peep = cell.weight_peephole.detach()
     h0, c0 = torch.zeros(1, hidden), torch.zeros(1, hidden)  # two tensors: while_loop rejects aliased inputs
     res: dict[str, float | str] = {}
@@ -233,6 +266,11 @@ def main() -> None:
     lines = [f"- **Matmul floor**: the matmuls of one engine training step alone take {floor * 1e3:.1f} ms; "
              f"`torch.nn.LSTM`'s whole training step takes {nn_step * 1e3:.1f} ms "
              f"({floor / nn_step:.2f}x of it before any element-wise work)."]
+    per_step, engine_zoneout = fused_per_step(hidden, rounds)
+    lines.append(f"- **oneDNN's LSTM one step at a time** (zoneout 0.1): {per_step * 1e3:.1f} ms a training step "
+                 f"({nn_step / per_step:.2f}x `torch.nn.LSTM`'s whole sequence), against {engine_zoneout * 1e3:.1f} ms "
+                 f"({nn_step / engine_zoneout:.2f}x) on rnnkit's engine: the fused kernel loses its edge when called "
+                 "per step (a weight gradient and an input product per call, no batched input projection).")
     rows = []
     for batch in (BATCH, 1):
         e = elementwise(hidden, batch, rounds)
