@@ -151,3 +151,33 @@ def test_underscore_tags_are_answered_as_the_files_write_them(tmp_path, train_sc
     run = RunDir.create(tmp_path / "runs", "tagging")
     prep.save(run)
     assert Preprocessor.load(run).tag_separator == "_"
+
+
+def test_collate_pads_like_a_plain_loop():
+    """collate builds each tensor from padded Python lists in one call; a plain per-row loop is the reference."""
+    import random
+
+    import torch
+
+    from rnnkit.tasks.tagging import collate
+
+    rng = random.Random(0)
+    items = [([rng.randint(1, 99) for _ in range(n)], [[rng.randint(1, 50) for _ in range(rng.randint(1, 9))]
+                                                       for _ in range(n)], [rng.randint(0, 8) for _ in range(n)])
+             for n in (rng.randint(1, 12) for _ in range(7))]
+    items += [([], [], []), ([5, 6], [[1], [2, 3]], None)]  # an empty sentence; no tags (prediction)
+    words, chars, char_lengths, lengths, tags = collate(items)
+    steps = max(len(w) for w, _, _ in items)
+    width = max(len(c) for _, cs, _ in items for c in cs)
+    assert words.shape == (9, steps) and chars.shape == (9, steps, width) and tags.shape == (9, steps)
+    for b, (w, cs, t) in enumerate(items):
+        assert lengths[b] == len(w)
+        assert words[b].tolist() == w + [0] * (steps - len(w))
+        assert tags[b].tolist() == (t or []) + [-1] * (steps - len(t or []))
+        for i in range(steps):
+            c = cs[i] if i < len(cs) else []
+            assert chars[b, i].tolist() == c + [0] * (width - len(c))
+            assert char_lengths[b, i] == len(c)
+    assert all(x.dtype == torch.long for x in (words, chars, char_lengths, lengths, tags))
+    empty = collate([([], [], [])])
+    assert [tuple(x.shape) for x in empty] == [(1, 1), (1, 1, 1), (1, 1), (1,), (1, 1)]
