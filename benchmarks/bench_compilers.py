@@ -39,7 +39,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from results_md import write_section  # benchmarks/results_md.py
+from results_md import best_per_call as best_time  # benchmarks/results_md.py
+from results_md import write_section
 from torch import Tensor
 
 import rnnkit.nn as rnn
@@ -49,18 +50,6 @@ from rnnkit.scan.step_matmul import StepMatmul, large_matmul, linear
 
 SECTION = "## What TorchScript and torch.compile would buy the LSTM engine (CPU)"
 BATCH, STEPS, INPUT = 64, 100, 128
-
-
-def best_time(fn: Callable[[], object], rounds: int, calls: int = 1) -> float:
-    """Seconds per call: the fastest of ``rounds`` samples of ``calls`` calls, after one warm-up."""
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
 
 
 def matmul_floor(hidden: int, rounds: int) -> tuple[float, float]:

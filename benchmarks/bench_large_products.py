@@ -14,10 +14,7 @@ scan's forward and backward through autograd's logarithms against its adjoint ba
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import write_section  # benchmarks/results_md.py
+from results_md import section_benchmark  # benchmarks/results_md.py
 
 import rnnkit.nn as rnn
 import rnnkit.scan.step_matmul as step_matmul
@@ -120,25 +117,8 @@ def scan_table(quick: bool, rounds: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--write", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    rounds = 1 if args.quick else args.rounds
-    cmd = "python benchmarks/bench_large_products.py" + (" --quick" if args.quick else
-                                                          f" --threads {args.threads} --rounds {rounds} --write")
-    lines = [SECTION, "", f"Command: `{cmd}`  ",
-             f"Machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, torch "
-             f"{torch.__version__}, {datetime.date.today().isoformat()}. Best of {rounds} interleaved rounds. "
-             "Training steps at I=128 H=256 B=64 T=100 (minGRU: B=16 T=1024).", "",
-             *products_table(args.quick, rounds), "", *scan_table(args.quick, rounds)]
-    text = "\n".join(lines)
-    print(text)
-    if args.write and not args.quick:
-        write_section(SECTION, text)
+    section_benchmark("bench_large_products.py", __doc__, SECTION, lambda quick, rounds: [*products_table(quick, rounds), "", *scan_table(quick, rounds)],
+                      'Training steps at I=128 H=256 B=64 T=100 (minGRU: B=16 T=1024); interleaved rounds.')
 
 
 if __name__ == "__main__":

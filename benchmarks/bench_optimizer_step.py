@@ -16,11 +16,8 @@ first 300 of valid.txt), training seconds with the default and the fused Adam, i
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
 import math
-import platform
 import sys
 import tempfile
 import time
@@ -31,9 +28,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import write_section  # benchmarks/results_md.py
+from results_md import section_benchmark  # benchmarks/results_md.py
 
-from rnnkit.runtime import reuse_freed_memory
 from rnnkit.tasks.language_model import RNNLanguageModel
 from rnnkit.tasks.tagging import SequenceTagger
 from rnnkit.tasks.text_classification import TextClassifier
@@ -119,25 +115,8 @@ def task_table(quick: bool, rounds: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--write", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    reuse_freed_memory()
-    rounds = 1 if args.quick else args.rounds
-    cmd = "python benchmarks/bench_optimizer_step.py" + (" --quick" if args.quick else
-                                                         f" --threads {args.threads} --rounds {rounds} --write")
-    lines = [SECTION, "", f"Command: `{cmd}`  ",
-             f"Machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, torch "
-             f"{torch.__version__}, {datetime.date.today().isoformat()}. Best of {rounds} rounds.", "",
-             *step_table(args.quick, rounds), "", *task_table(args.quick, rounds)]
-    text = "\n".join(lines)
-    print(text)
-    if args.write and not args.quick:
-        write_section(SECTION, text)
+    section_benchmark("bench_optimizer_step.py", __doc__, SECTION, lambda quick, rounds: [*step_table(quick, rounds), "", *task_table(quick, rounds)],
+                      '')
 
 
 if __name__ == "__main__":

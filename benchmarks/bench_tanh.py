@@ -15,10 +15,7 @@ steps (B=64, 40 source positions, A=256) and attention pooling over ``[64, 200, 
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -27,27 +24,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_md import write_section  # benchmarks/results_md.py
+from results_md import best_per_call, section_benchmark  # benchmarks/results_md.py
 
 import rnnkit.nn as rnn
 from rnnkit.nn.attention import BahdanauAttention
 from rnnkit.nn.pooling import AttentionPooling
-from rnnkit.runtime import reuse_freed_memory
 from rnnkit.scan import elementwise
 
 SECTION = "## tanh through sigmoid"
-
-
-def _per_call(fn: Callable[[], object], rounds: int, calls: int) -> float:
-    for _ in range(10):
-        fn()
-    best = math.inf
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
 
 
 def kernel_table(quick: bool, rounds: int) -> list[str]:
@@ -57,8 +41,8 @@ def kernel_table(quick: bool, rounds: int) -> list[str]:
         x = torch.linspace(-3, 3, numel)
         out = torch.empty_like(x)
         calls = 20 if quick else max(20, 2_000_000 // numel)
-        slow = _per_call(lambda x=x, out=out: torch.tanh(x, out=out), rounds, calls)
-        fast = _per_call(lambda x=x, out=out: elementwise._via_sigmoid(x, out), rounds, calls)
+        slow = best_per_call(lambda x=x, out=out: torch.tanh(x, out=out), rounds, calls, warmup=10)
+        fast = best_per_call(lambda x=x, out=out: elementwise._via_sigmoid(x, out), rounds, calls, warmup=10)
         used = "identity" if elementwise.uses_sigmoid(x) else "torch.tanh"
         rows.append(f"| {numel:,} | {slow * 1e6:.2f} | {fast * 1e6:.2f} | {slow / fast:.2f}x | {used} |")
     return rows
@@ -129,27 +113,8 @@ def paths_table(quick: bool, rounds: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--write", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    reuse_freed_memory()
-    rounds = 1 if args.quick else args.rounds
-    cmd = "python benchmarks/bench_tanh.py" + (" --quick" if args.quick else
-                                                f" --threads {args.threads} --rounds {rounds} --write")
-    lines = [SECTION, "", f"Command: `{cmd}`  ",
-             f"Machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, torch "
-             f"{torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-             f"{datetime.date.today().isoformat()}. Best of {rounds} rounds (table 2 interleaved). "
-             "Freed memory kept for reuse, as the rnnkit command does.", "",
-             *kernel_table(args.quick, rounds), "", *paths_table(args.quick, rounds)]
-    text = "\n".join(lines)
-    print(text)
-    if args.write and not args.quick:
-        write_section(SECTION, text)
+    section_benchmark("bench_tanh.py", __doc__, SECTION, lambda quick, rounds: [*kernel_table(quick, rounds), "", *paths_table(quick, rounds)],
+                      'Table 2 interleaved.')
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -42,3 +45,52 @@ def merge_rows(heading: str, rows: list[str], key_columns: int = 1) -> tuple[lis
     new = {key(r) for r in rows}
     notes = body[table_lines[-1] + 1:] if table_lines else []
     return [r for r in earlier if key(r) not in new] + rows, notes
+
+
+def best_per_call(fn: Callable[[], object], rounds: int, calls: int = 1, warmup: int = 1) -> float:
+    """Seconds per call of ``fn``: the fastest of ``rounds`` samples of ``calls`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    best = math.inf
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def section_benchmark(script: str, doc: str | None, section: str, tables: Callable[[bool, int], list[str]],
+                      describe: str = "") -> None:
+    """The ``main`` of a benchmark that writes one section of RESULTS.md: ``--threads``, ``--rounds``,
+    ``--quick`` (one round, small sizes: checks the script runs) and ``--write``; freed memory kept for
+    reuse as the rnnkit command does; a header with the command and the machine, then ``tables(quick,
+    rounds)``, printed, and with ``--write`` written over the section."""
+    import argparse
+    import datetime
+    import platform
+
+    import torch
+
+    from rnnkit.runtime import reuse_freed_memory
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    reuse_freed_memory()
+    rounds = 1 if args.quick else args.rounds
+    cmd = f"python benchmarks/{script}" + (" --quick" if args.quick else
+                                           f" --threads {args.threads} --rounds {rounds} --write")
+    lines = [section, "", f"Command: `{cmd}`  ",
+             f"Machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, torch "
+             f"{torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+             f"{datetime.date.today().isoformat()}. Best of {rounds} rounds. Freed memory kept for reuse, as the "
+             f"rnnkit command does.{' ' + describe if describe else ''}", "", *tables(args.quick, rounds)]
+    text = "\n".join(lines)
+    print(text)
+    if args.write and not args.quick:
+        write_section(section, text)

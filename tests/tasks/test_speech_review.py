@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,25 +165,31 @@ def test_ctc_min_frames_is_where_torch_ctc_loss_becomes_infinite():
             assert bool(torch.isinf(loss)) == (ctc_min_frames(target) > steps), (target, steps)
 
 
-def test_training_warns_about_transcripts_infeasible_only_because_of_repeats(tmp_path):
-    """0.3 s at 8 kHz is 31 frames, 16 after stacking by 2: 'aabbaabbaabb' has 12 labels (fewer than
-    16) but needs 18 frames (6 blanks between equal neighbours); its loss was silently zeroed."""
-    rng = np.random.default_rng(0)
+def _train_on_manifests(tmp_path, transcripts: list[str], samples: int, seed: int) -> tuple[object, Path]:
+    """Train 1 epoch on noise wavs: the first len-1 transcripts as training, the first and the last as dev."""
+    rng = np.random.default_rng(seed)
     (tmp_path / "w").mkdir()
     rows = ["path,label"]
-    for i in range(6):
-        sf.write(tmp_path / "w" / f"{i}.wav", (0.2 * rng.standard_normal(2400)).astype(np.float32), RATE)
-        rows.append(f"w/{i}.wav,{'aabbaabbaabb' if i == 0 else 'ab ba'}")
-    (tmp_path / "train.csv").write_text("\n".join(rows[:5]) + "\n")
-    (tmp_path / "dev.csv").write_text("\n".join([rows[0], *rows[5:]]) + "\n")
+    for i, text in enumerate(transcripts):
+        sf.write(tmp_path / "w" / f"{i}.wav", (0.2 * rng.standard_normal(samples)).astype(np.float32), RATE)
+        rows.append(f"w/{i}.wav,{text}")
+    (tmp_path / "train.csv").write_text("\n".join(rows[:-1]) + "\n")
+    (tmp_path / "dev.csv").write_text("\n".join([rows[0], rows[1], rows[-1]]) + "\n")
     result = runner.invoke(app, ["train", "speech", "--train", str(tmp_path / "train.csv"), "--dev",
-                                 str(tmp_path / "dev.csv"), "--out", str(tmp_path / "runs"), "--name", "r", "--json",
+                                 str(tmp_path / "dev.csv"), "--out", str(tmp_path / "runs"), "--name", "r",
                                  "--set", "data.mode=transcripts", "--set", "data.split=none",
                                  "--set", "train.epochs=1", "--set", "model.hidden_size=8",
                                  "--set", "model.num_layers=1", "--set", "data.n_mels=16",
-                                 "--set", "train.accelerator=cpu"])
+                                 "--set", "train.accelerator=cpu", "--quiet"])
+    return result, tmp_path / "runs" / "r"
+
+
+def test_training_warns_about_transcripts_infeasible_only_because_of_repeats(tmp_path):
+    """0.3 s at 8 kHz is 31 frames, 16 after stacking by 2: 'aabbaabbaabb' has 12 labels (fewer than
+    16) but needs 18 frames (6 blanks between equal neighbours); its loss was silently zeroed."""
+    result, run = _train_on_manifests(tmp_path, ["aabbaabbaabb", "ab ba", "ab ba", "ab ba", "ab ba", "ab ba"], 2400, 0)
     assert result.exit_code == 0, result.output
-    log = (tmp_path / "runs" / "r" / "train.log").read_text()
+    log = (run / "train.log").read_text()
     assert "warning: 1 training transcripts are longer than their subsampled frames" in log, log
     assert "0.wav" in log
 
@@ -257,22 +264,8 @@ def test_real_fsdd_files_transcribe_with_the_streamer_equal_to_whole_file(shared
 def test_a_character_only_in_dev_transcripts_is_scored_not_fatal(tmp_path):
     """An apostrophe the dev split holds whole used to stop training ("was not in the training
     transcripts"); now it is an output never trained towards, and the dev WER counts it."""
-    rng = np.random.default_rng(1)
-    (tmp_path / "w").mkdir()
-    rows = ["path,label"]
-    for i in range(6):
-        sf.write(tmp_path / "w" / f"{i}.wav", (0.2 * rng.standard_normal(4000)).astype(np.float32), RATE)
-        rows.append(f"w/{i}.wav,{'ab' if i < 4 else (chr(39) + 'ab' if i == 4 else 'ba')}")
-    (tmp_path / "train.csv").write_text("\n".join(rows[:5]) + "\n")
-    (tmp_path / "dev.csv").write_text("\n".join([rows[0], *rows[5:]]) + "\n")
-    result = runner.invoke(app, ["train", "speech", "--train", str(tmp_path / "train.csv"), "--dev",
-                                 str(tmp_path / "dev.csv"), "--out", str(tmp_path / "runs"), "--name", "r",
-                                 "--set", "data.mode=transcripts", "--set", "data.split=none",
-                                 "--set", "train.epochs=1", "--set", "model.hidden_size=8",
-                                 "--set", "model.num_layers=1", "--set", "data.n_mels=16",
-                                 "--set", "train.accelerator=cpu", "--quiet"])
+    result, run = _train_on_manifests(tmp_path, ["ab", "ab", "ab", "ab", "ab", chr(39) + "ab"], 4000, 1)
     assert result.exit_code == 0, result.output
-    run = tmp_path / "runs" / "r"
     assert "1 char(s) occur only in dev transcripts (\"'\")" in (run / "train.log").read_text()
     labels = json.loads((run / "speech.json").read_text())["labels"]
     assert labels == [BLANK, "a", "b", "'"]  # training units sorted, then the dev-only ones
