@@ -35,8 +35,16 @@ CELLS: dict[str, CellFactory] = {
 
 
 def register_cell(name: str, factory: CellFactory) -> None:
-    """Make ``cell=name`` resolve to ``factory`` everywhere (layers, tasks, CLI)."""
-    CELLS[name] = factory
+    """Make ``cell=name`` resolve to ``factory`` everywhere (layers, tasks, CLI).
+
+    Names are looked up case-insensitively with ``-`` read as ``_`` (``"IndRNN"``, ``"ind-rnn"``), so the
+    name is stored in that form: ``register_cell("IndRNN", ...)`` then answers to ``cell="IndRNN"``."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_cell needs a non-empty name (str), got {name!r}")
+    if isinstance(factory, RecurrentCell) or not callable(factory):
+        raise TypeError(f"register_cell needs a RecurrentCell class or a factory, got {type(factory).__name__}"
+                        + (" (an instance: pass its class)" if isinstance(factory, RecurrentCell) else ""))
+    CELLS[name.lower().replace("-", "_")] = factory
 
 
 def make_cell(spec: CellSpec, input_size: int, hidden_size: int, **options: Any) -> RecurrentCell:

@@ -36,7 +36,7 @@ class RecurrentCell(nn.Module):
 
     To write a new cell, subclass this, define the parameters in ``__init__`` and the math in
     ``recur``; :class:`rnnkit.nn.Recurrent` then gives it masking, reversal, bidirectionality,
-    stacking, streaming and state handling. See ``docs/custom_cells.md``.
+    stacking, streaming and state handling. See ``docs/core.md``, "Writing your own cell".
     """
 
     input_size: int
@@ -59,7 +59,8 @@ class RecurrentCell(nn.Module):
 
     def project_input(self, x: Tensor) -> Tensor:
         """Input-only part of the step for any leading shape ``[..., I] -> [..., G]``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement project_input(x): the input-only part of "
+                                  "the step for [..., input_size] inputs (return x itself if there is none)")
 
     def recur(self, x_proj: Tensor, state: State, *, recurrent_mask: Tensor | None = None,
               return_gates: bool = False) -> tuple[Tensor, State, dict[str, Tensor] | None]:
@@ -75,7 +76,8 @@ class RecurrentCell(nn.Module):
         Returns:
             ``(output, new_state, gates)``; ``gates`` is ``None`` unless ``return_gates``.
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement recur(x_proj, state, *, recurrent_mask=None, "
+                                  "return_gates=False) returning (output, new_state, gates)")
 
     def forward(self, x: Tensor, state: State | Tensor | None = None, *,
                 return_gates: bool = False) -> Any:
@@ -98,7 +100,9 @@ class RecurrentCell(nn.Module):
             state = self.initial_state(x.shape[0], dtype=x.dtype, device=x.device)
         else:
             state = self._check_state(state, x, check_dtype=not autocast)
-        out, new_state, gates = self.recur(self.project_input(x), tuple(state), return_gates=return_gates)
+        result = self.recur(self.project_input(x), tuple(state), return_gates=return_gates)
+        check_step(self, result, x.shape[0])
+        out, new_state, gates = result
         if return_gates:
             return out, new_state, gates
         return out, new_state
@@ -126,6 +130,34 @@ class RecurrentCell(nn.Module):
     def fused_mode(self) -> str | None:
         """Name of the ``torch.nn`` fused kernel that computes exactly this cell, else ``None``."""
         return None
+
+
+def check_step(cell: RecurrentCell, result: Any, batch: int) -> None:
+    """One-line ``ValueError`` unless ``result``, what ``cell.recur`` returned for a batch of ``batch``, is
+    ``(output [batch, output_size], new_state, gates)`` with ``new_state`` a tuple of ``[batch, state_sizes[k]]``
+    tensors. The scans call it on their first step: a malformed cell fails here, not in a broadcast later."""
+    name = type(cell).__name__
+    if not isinstance(result, (tuple, list)) or len(result) != 3:
+        got = f"{len(result)} values" if isinstance(result, (tuple, list)) else f"a {type(result).__name__}"
+        raise ValueError(f"{name}.recur must return (output, new_state, gates) with gates None unless return_gates, "
+                         f"got {got}")
+    out, new_state, _ = result
+    sizes = tuple(cell.state_sizes)
+    expected = ", ".join(f"[{batch}, {s}]" for s in sizes)
+    if not isinstance(new_state, (tuple, list)) or len(new_state) != len(sizes):
+        got = (f"{len(new_state)} state tensors" if isinstance(new_state, (tuple, list))
+               else f"a {type(new_state).__name__}")
+        raise ValueError(f"{name}.recur returned {got} as the new state, expected a tuple of {len(sizes)} tensor(s) "
+                         f"({expected}, from state_sizes={sizes}); return e.g. (h,) for one state, or fix state_sizes")
+    for k, (s, size) in enumerate(zip(new_state, sizes)):
+        if not isinstance(s, Tensor) or tuple(s.shape) != (batch, size):
+            got = f"of shape {list(s.shape)}" if isinstance(s, Tensor) else f"of type {type(s).__name__}"
+            raise ValueError(f"{name}.recur returned state[{k}] {got}, expected [{batch}, {size}] "
+                             f"([batch, state_sizes[{k}]]); fix recur or state_sizes")
+    if not isinstance(out, Tensor) or tuple(out.shape) != (batch, cell.output_size):
+        got = f"of shape {list(out.shape)}" if isinstance(out, Tensor) else f"of type {type(out).__name__}"
+        raise ValueError(f"{name}.recur returned an output {got}, expected [{batch}, {cell.output_size}] "
+                         "([batch, output_size]); fix recur or output_size")
 
 
 def check_sizes(cell: str, input_size: int, hidden_size: int) -> None:

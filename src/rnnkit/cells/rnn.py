@@ -29,6 +29,8 @@ class RNNCell(RecurrentCell):
         nonlinearity: ``"tanh"`` or ``"relu"``.
     """
 
+    gate_names = ("pre_activation",)
+
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
                  *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()

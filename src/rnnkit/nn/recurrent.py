@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..cells import CellSpec, RecurrentCell, make_cell
+from ..cells import CellSpec, LinearRecurrentCell, RecurrentCell, make_cell
 from ..scan import (
     check_lengths,
     check_mask,
@@ -56,6 +56,18 @@ IMPLEMENTATIONS = ("auto", "reference", "fused", "sequential", "parallel", "engi
 def layer_param_name(cell_param: str, layer: int, reverse: bool) -> str:
     """The ``torch.nn`` name of a cell parameter: ``weight_ih`` of layer 1, reverse -> ``weight_ih_l1_reverse``."""
     return f"{cell_param.replace('.', '_')}_l{layer}{'_reverse' if reverse else ''}"
+
+
+def _recur_overrides_scan_terms(cell: RecurrentCell) -> bool:
+    """Whether ``cell`` is a :class:`LinearRecurrentCell` whose ``recur`` is written below the class that
+    defines its ``scan_terms`` (a subclass of ``MinGRUCell`` that rewrites only ``recur``): the linear scans
+    run ``scan_terms``, which then computes the parent's recurrence, not this cell's."""
+    if not isinstance(cell, LinearRecurrentCell):
+        return False
+    mro = type(cell).__mro__
+    recur_owner = next(k for k in mro if "recur" in vars(k))
+    terms_owner = next(k for k in mro if "scan_terms" in vars(k))
+    return recur_owner is not terms_owner and issubclass(recur_owner, terms_owner)
 
 
 def _check_rate(name: str, value: float) -> float:
@@ -78,6 +90,8 @@ class _RecurrentCore(nn.Module):
     training: bool
     _torch_mode: str | None = None
     _cells: list[RecurrentCell]
+    _extra_cell_kwargs: dict[str, Any]
+    _stale_linear_cell: str | None = None
     _bindings: list[tuple[nn.Module, str, str, bool]]
 
     def _setup_recurrent(self, cell: CellSpec, cell_options: dict[str, Any] | None, *, input_dropout: float,
@@ -97,21 +111,24 @@ class _RecurrentCore(nn.Module):
         if clash:
             raise ValueError(f"cell_options {clash} are set by the layer's own arguments; pass them to "
                              f"{type(self).__name__}(...) directly, not in cell_options")
+        self._extra_cell_kwargs = dict(extra_cell_kwargs)
         ref = next(iter(self.parameters()), None)
         cells: list[RecurrentCell] = []
         bindings: list[tuple[nn.Module, str, str, bool]] = []
         for layer in range(self.num_layers):
             in_size = self.input_size if layer == 0 else cells[0].output_size * self.num_directions
             for direction in range(self.num_directions):
-                try:
-                    c = make_cell(cell, in_size, self.hidden_size, bias=self.bias,
-                                  **extra_cell_kwargs, **self.cell_options)
-                except TypeError as err:
-                    raise TypeError(f"cannot build cell {cell!r} with options "
-                                    f"{sorted({**extra_cell_kwargs, **self.cell_options})}: {err}") from None
+                c = self._build_cell(in_size)
                 if ref is not None:
                     c = c.to(device=ref.device, dtype=ref.dtype)
-                self._check_cell(c, cell)
+                self._check_cell(c, cell, in_size)
+                if cells and tuple(c.state_sizes) != tuple(cells[0].state_sizes):
+                    raise ValueError(
+                        f"cell {getattr(cell, '__name__', cell)!r} carries states of sizes "
+                        f"{tuple(cells[0].state_sizes)} in layer 0 but "
+                        f"{tuple(c.state_sizes)} in layer {layer} (input_size={in_size}); the layer stacks each state "
+                        "as [num_layers*num_directions, batch, size], so state_sizes must not depend on input_size: "
+                        "stack layers of different sizes with rnnkit.nn.Stack")
                 for name, tensor in list(c.named_parameters()) + list(c.named_buffers()):
                     owner_name, _, leaf = name.rpartition(".")
                     owner = c.get_submodule(owner_name) if owner_name else c
@@ -119,13 +136,16 @@ class _RecurrentCore(nn.Module):
                     is_param = isinstance(tensor, nn.Parameter)
                     if is_param:
                         setattr(self, lname, tensor)
-                    else:
-                        self.register_buffer(lname, tensor)
+                    else:  # a cell's non-persistent buffer (a constant) stays out of the layer's state_dict too
+                        self.register_buffer(lname, tensor, persistent=leaf not in owner._non_persistent_buffers_set)
                     bindings.append((owner, leaf, lname, is_param))
+                c.train(self.training)  # cells are not submodules: train()/eval() reach them through train()
                 cells.append(c)
         # cells are views on this layer's parameters, not registered submodules: parameter names
         # stay those of torch.nn, and _bind() re-points the cells after .to(), load_state_dict() etc.
         object.__setattr__(self, "_cells", cells)
+        # the class name of a linear cell whose recur is not its scan_terms' (a str: a cell here would register)
+        self._stale_linear_cell = next((type(c).__name__ for c in cells if _recur_overrides_scan_terms(c)), None)
         object.__setattr__(self, "_bindings", bindings)
         init_flat = getattr(self, "_init_flat_weights", None)
         if callable(init_flat):  # torch.nn.RNNBase: re-point its flat weight list (and weak refs) at the new tensors
@@ -143,7 +163,33 @@ class _RecurrentCore(nn.Module):
         """Features per direction of the output (``proj_size`` or ``hidden_size``)."""
         return getattr(self, "proj_size", 0) or self.hidden_size
 
-    def _check_cell(self, cell: RecurrentCell, spec: CellSpec) -> None:
+    def _build_cell(self, in_size: int) -> RecurrentCell:
+        """A new cell from this layer's ``cell`` and options, for a layer that reads ``in_size`` features."""
+        options = {**self._extra_cell_kwargs, **self.cell_options}
+        try:
+            return make_cell(self.cell_spec, in_size, self.hidden_size, bias=self.bias, **options)
+        except TypeError as err:
+            raise TypeError(f"cannot build cell {self.cell_spec!r} with arguments (input_size, hidden_size) and "
+                            f"options {sorted({'bias', *options})}: {err}; the cell's __init__ must accept them "
+                            "(bias=True: ignore it if the cell has no bias)") from None
+
+    def _check_cell(self, cell: RecurrentCell, spec: CellSpec, in_size: int) -> None:
+        name = type(cell).__name__
+        missing = [a for a in ("input_size", "hidden_size", "output_size")
+                   if not isinstance(getattr(cell, a, None), int)]
+        if missing:
+            raise ValueError(f"cell {name} must set {', '.join('self.' + a for a in missing)} in __init__ (integers: "
+                             "features in, state size, features out)")
+        for method in ("project_input", "recur"):
+            if getattr(type(cell), method) is getattr(RecurrentCell, method):
+                raise ValueError(f"cell {name} must implement {method}() (see docs/core.md, 'Writing your own cell')")
+        if cell.input_size != in_size:
+            raise ValueError(f"cell {name} was built with input_size={in_size} but reports input_size="
+                             f"{cell.input_size}; set self.input_size = input_size in __init__")
+        sizes = tuple(cell.state_sizes)
+        if not sizes or sizes[0] != cell.output_size:
+            raise ValueError(f"cell {name} has state_sizes {sizes} and output_size {cell.output_size}: the first state "
+                             "is the output h, so state_sizes[0] must equal output_size")
         expected = self._expected_state_sizes()
         if expected is not None and tuple(cell.state_sizes) != expected:
             raise ValueError(f"cell {spec!r} carries states of sizes {tuple(cell.state_sizes)}, but "
@@ -164,9 +210,10 @@ class _RecurrentCore(nn.Module):
         :mod:`rnnkit.scan.weight_cache`): a switch between training and evaluation re-reads them.
         A call that does not switch (``model.eval()`` before every prediction) keeps them: rebuilding
         and repacking them cost about 0.6 ms a call, 3x a streaming step of one token."""
-        if mode != self.training:
-            for c in getattr(self, "_cells", ()):
+        for c in getattr(self, "_cells", ()):
+            if mode != self.training:
                 weight_cache.forget(c)
+            c.train(mode)  # a cell's own dropout or batch norm follows the layer (cells are not submodules)
         return super().train(mode)
 
     def _replicate_for_data_parallel(self) -> _RecurrentCore:
@@ -188,13 +235,21 @@ class _RecurrentCore(nn.Module):
             store[leaf] = getattr(self, lname)
 
     def reset_parameters(self) -> None:
-        """Re-initialise every cell with its own scheme (uniform, forget bias, unit layer-norm gains)."""
+        """Re-initialise every cell with its own scheme (uniform, forget bias, unit layer-norm gains); a cell
+        without ``reset_parameters`` takes the values of a newly built one."""
         if not hasattr(self, "_cells"):
             super().reset_parameters()  # type: ignore[misc]  # torch.nn.RNNBase.__init__ calls this first
             return
         self._bind()
-        for c in self._cells:
-            c.reset_parameters()  # type: ignore[operator]
+        for index, c in enumerate(self._cells):
+            if callable(getattr(c, "reset_parameters", None)):
+                c.reset_parameters()  # type: ignore[operator]
+                continue
+            # a cell without reset_parameters (docs/core.md's example): its own initialisation, from a new one
+            layer = index // self.num_directions
+            in_size = self.input_size if layer == 0 else self._cells[0].output_size * self.num_directions
+            fresh = self._build_cell(in_size)
+            c.load_state_dict(fresh.state_dict())  # copies into this layer's tensors (dtype, device kept)
 
     # -- validation ----------------------------------------------------------------------------
     def _check_input(self, x: Tensor) -> tuple[Tensor, bool]:
@@ -386,6 +441,15 @@ class _RecurrentCore(nn.Module):
             else:  # cuDNN runs packed sequences natively; on CPU, packed inference is as fast as padded
                 out_bf, h_n = run_fused_masked(fused, x_bf, hx, mask, initial)
             return out_bf, h_n, None
+        # a linear cell that rewrites recur only: its recur is the definition, the linear scans would run the
+        # parent's scan_terms (rnnkit.scan.parallel.linear_scan_unavailable_reason does not look)
+        stale = self._stale_linear_cell
+        if stale is not None and self.implementation in ("auto", "sequential", "parallel"):
+            if self.implementation != "auto":
+                raise ValueError(f"implementation={self.implementation!r} runs {stale}.scan_terms, but "
+                                 f"{stale} overrides recur without it; define scan_terms from the same "
+                                 "equations, or use implementation='reference'")
+            return self._reference(x_bf, hx, mask, return_gates)
         # cells with input-only gates (minGRU, minLSTM): element-wise linear scans, see rnnkit.scan.parallel
         scan = select_scan(self._cells, self.implementation, x.device, zoneout_rate=self.zoneout,
                            return_gates=return_gates, recurrent_dropout=bool(self.training and self.recurrent_dropout),

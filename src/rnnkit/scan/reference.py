@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..cells.base import RecurrentCell, State
+from ..cells.base import RecurrentCell, State, check_step
 
 
 def zoneout(new: State, old: State, rate: float, training: bool) -> State:
@@ -22,6 +22,19 @@ def zoneout(new: State, old: State, rate: float, training: bool) -> State:
     if training:
         return tuple(torch.where(torch.rand_like(n) < rate, o, n) for n, o in zip(new, old))
     return tuple(rate * o + (1 - rate) * n for n, o in zip(new, old))
+
+
+def _empty_gates(cell: RecurrentCell, x: Tensor, state: State) -> dict[str, Tensor]:
+    """``[B, 0, size]`` gates of a zero-length call, named and sized as the cell reports them: one step on an
+    empty batch (no arithmetic) tells; ``gate_names`` of ``hidden_size`` if the cell cannot run one."""
+    try:
+        with torch.no_grad():
+            x_proj = cell.project_input(x.new_zeros(0, x.shape[-1]))
+            _, _, probe = cell.recur(x_proj, tuple(s[:0] for s in state), return_gates=True)
+        sizes = {k: v.shape[-1] for k, v in (probe or {}).items()}
+    except Exception:  # noqa: BLE001 - only the names and sizes are wanted; fall back to the declared ones
+        sizes = {g: cell.hidden_size for g in cell.gate_names}
+    return {k: x.new_zeros(x.shape[0], 0, size) for k, size in sizes.items()}
 
 
 def reference_scan(
@@ -56,14 +69,17 @@ def reference_scan(
     batch, steps = x.shape[0], x.shape[1]
     if steps == 0:
         empty = x.new_zeros(batch, 0, cell.output_size)
-        gates = {g: x.new_zeros(batch, 0, cell.hidden_size) for g in cell.gate_names} if return_gates else None
-        return empty, state, gates
+        return empty, state, (_empty_gates(cell, x, state) if return_gates else None)
     inputs = cell.project_input(x).unbind(1)  # one matmul for all steps: T x [B, G]
     valid = mask.unsqueeze(-1).unbind(1) if mask is not None else None  # T x [B, 1]
     outputs: list[Tensor] = [x] * steps
     gate_steps: list[dict[str, Tensor]] = [{}] * steps
+    first = steps - 1 if reverse else 0
     for t in range(steps - 1, -1, -1) if reverse else range(steps):
-        out, new, gates = cell.recur(inputs[t], state, recurrent_mask=recurrent_mask, return_gates=return_gates)
+        result = cell.recur(inputs[t], state, recurrent_mask=recurrent_mask, return_gates=return_gates)
+        if t == first:  # a malformed cell fails here with what to fix, not in a broadcast below
+            check_step(cell, result, batch)
+        out, new, gates = result
         if zoneout_rate:
             new = zoneout(new, state, zoneout_rate, training)
             out = new[0]
