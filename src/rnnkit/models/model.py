@@ -346,16 +346,26 @@ class Model(Layer):
         """
         self._require_built("set_weights")
         weights = list(weights)
+        # Check the count and every shape before anything is written, so a bad list leaves the
+        # model as it was (and the error names the model's own layer, not one nested in it).
+        plan: list[tuple[Layer, int, int]] = []
         position = 0
         for layer in self.layers:
-            n = len(layer.get_weights())
-            if position + n > len(weights):
-                raise ValueError(f"not enough weight arrays: layer {layer.name!r} needs {n} more, "
-                                 f"{len(weights) - position} left (got {len(weights)} in all)")
-            layer.set_weights(weights[position:position + n])
-            position += n
+            shapes = [tuple(np.shape(w)) for w in layer.get_weights()]
+            plan.append((layer, position, len(shapes)))
+            for k, shape in enumerate(shapes):
+                index = position + k
+                if index < len(weights) and tuple(np.shape(weights[index])) != shape:
+                    raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) weight {k} must have shape "
+                                     f"{list(shape)}, got {list(np.shape(weights[index]))} (array {index} of the list)")
+            position += len(shapes)
         if position != len(weights):
-            raise ValueError(f"the model takes {position} weight arrays, got {len(weights)}")
+            short = next(((layer, start, n) for layer, start, n in plan if start + n > len(weights)), None)
+            where = "" if short is None else (f" (layer {short[0].name!r} needs arrays {short[1]}..{short[1] + short[2] - 1})")
+            raise ValueError(f"the model takes {position} weight arrays, got {len(weights)}{where}")
+        for layer, start, n in plan:
+            if n:
+                layer.set_weights(weights[start:start + n])
 
     def count_params(self) -> int:
         self._require_built("count_params")
@@ -410,6 +420,13 @@ class Model(Layer):
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Model:  # type: ignore[override]
         """Rebuild a functional model from :meth:`get_config` output (layers are rebuilt by replaying the calls)."""
+        from .saving import custom_object_scope
+
+        with custom_object_scope(custom_objects):
+            return cls._from_graph_config(config, custom_objects)
+
+    @classmethod
+    def _from_graph_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None) -> Model:
         by_name: dict[str, Layer] = {}
         entries: dict[str, dict[str, Any]] = {}
         tensors: dict[tuple[str, int, int], Any] = {}
@@ -916,13 +933,16 @@ class Sequential(Model):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Sequential:  # type: ignore[override]
+        from .saving import custom_object_scope
+
         model = cls(name=config.get("name"), trainable=config.get("trainable", True))
         spec = config.get("input_spec")
         if spec is not None:
             model._input_layer_name = spec.get("name", "input")
             model.input_spec = (tuple(spec["shape"]), to_torch_dtype(spec["dtype"]))
-        for entry in config.get("layers", []):
-            model.add(deserialize_layer(entry, custom_objects))
+        with custom_object_scope(custom_objects):
+            for entry in config.get("layers", []):
+                model.add(deserialize_layer(entry, custom_objects))
         return model
 
 
@@ -933,7 +953,10 @@ def model_from_json(text: str, custom_objects: dict[str, Any] | None = None) -> 
     """Rebuild a model (untrained) from :meth:`Model.to_json` output."""
     import json
 
-    layer = deserialize_layer(json.loads(text), custom_objects)
+    from .saving import custom_object_scope
+
+    with custom_object_scope(custom_objects):
+        layer = deserialize_layer(json.loads(text), custom_objects)
     if not isinstance(layer, Model):
         raise ValueError(f"the JSON describes a {type(layer).__name__}, not a model")
     return layer

@@ -10,15 +10,20 @@ Layouts:
 
 Every file is written under a temporary name in the same folder and moved over the target
 with ``os.replace``, so readers never see a half-written file. Loading never calls
-``torch.load``.
+``torch.load``. The config records a SHA-256 of the weights (``weights_sha256``), so damaged
+weights are refused rather than loaded; an optimizer file records the optimizer class and the
+parameter shapes it was saved for.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -26,7 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..layers.base import deserialize_layer, serialize_layer
+from ..layers.base import LAYERS, deserialize_layer, serialize_layer
 from ..runtime import new_file_mode
 
 FORMAT = "rnnkit.model"
@@ -75,6 +80,27 @@ def _corrupt(path: str, err: BaseException) -> ValueError:
                       "model; save the model again")
 
 
+def _foreign(path: str) -> ValueError | None:
+    """A one-line error for a file in another library's format (told by its first bytes), else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return ValueError(f"{path} is a Python pickle, which rnnkit never loads (unpickling can run code); rnnkit "
+                          "saves are JSON + safetensors: save the model with model.save()")
+    if head.startswith(b"PK\x03\x04"):
+        kind = "a zip archive (a Keras .keras file or a torch.save checkpoint)"
+    elif head.startswith(b"\x89HDF\r\n\x1a\n"):
+        kind = "an HDF5 file (a Keras .h5 / .weights.h5 file)"
+    else:
+        return None
+    return ValueError(f"{path} is {kind}, not an rnnkit save (rnnkit reads only its own JSON + safetensors "
+                      "files); to import Keras weights, load the model in Keras, build the same architecture "
+                      "here and call model.set_weights(keras_model.get_weights())")
+
+
 def _load_tensors(path: str) -> dict[str, torch.Tensor]:
     """``safetensors.torch.load_file`` with one-line errors for missing or corrupt files."""
     if not os.path.isfile(path):
@@ -82,7 +108,25 @@ def _load_tensors(path: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except (SafetensorError, OSError) as err:
-        raise _corrupt(path, err) from None
+        raise _foreign(path) or _corrupt(path, err) from None
+
+
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors`` (in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_digest(config: dict[str, Any], tensors: dict[str, torch.Tensor], source: str) -> None:
+    expected = config.get("weights_sha256")
+    if expected is not None and weights_digest(tensors) != expected:
+        raise ValueError(f"{source} is not a readable rnnkit save (its weights do not match the checksum saved with "
+                         "the config): the file is damaged or was replaced; save the model again (to load other "
+                         "weights into this architecture, use model.load_weights(file))")
 
 
 def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -93,16 +137,21 @@ def _is_file_path(path: str) -> bool:
     return path.endswith(".safetensors")
 
 
+def _compile_config(model: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The compile settings as JSON, or ``(None, why)`` when they cannot be saved."""
+    compiled = getattr(model, "compiled", None)
+    if compiled is None:
+        return None, None
+    try:
+        compiled.resolve(list(model.output_names))
+        return compiled.get_config(), None
+    except ValueError as err:  # custom losses/metrics, torch optimizer classes, schedule functions
+        return None, str(err).splitlines()[0]
+
+
 def model_config(model: Any) -> dict[str, Any]:
     """The JSON document saved beside the weights."""
-    compile_config = None
-    compiled = getattr(model, "compiled", None)
-    if compiled is not None:
-        try:
-            compiled.resolve(list(model.output_names))
-            compile_config = compiled.get_config()
-        except ValueError:
-            compile_config = None  # custom losses/metrics: the architecture and weights are still saved
+    compile_config, _ = _compile_config(model)
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "rnnkit_version": __version__,
             "torch_version": torch.__version__, "model": serialize_layer(model), "compile": compile_config}
 
@@ -121,8 +170,10 @@ def _optimizer_tensors(model: Any) -> tuple[dict[str, torch.Tensor], dict[str, A
                 tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous().clone()
             else:
                 scalars[f"{idx}.{name}"] = value
+    shapes = [list(p.shape) for group in opt.param_groups for p in group["params"]]
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars,
-                     "iterations": compiled.optimizer.iterations}
+                     "iterations": compiled.optimizer.iterations, "optimizer_class": type(opt).__name__,
+                     "param_shapes": shapes, "tensors_sha256": weights_digest(tensors)}
 
 
 def save_model(model: Any, filepath: str | os.PathLike[str], *, overwrite: bool = True,
@@ -140,7 +191,16 @@ def save_model(model: Any, filepath: str | os.PathLike[str], *, overwrite: bool 
         config = model_config(model)
     except NotImplementedError as err:
         raise ValueError(str(err)) from None
+    _, unsaved = _compile_config(model)
+    if unsaved is not None:
+        if include_optimizer:
+            raise ValueError(f"include_optimizer=True but the compile settings cannot be saved ({unsaved}), so the "
+                             "optimizer state could not be restored; compile with rnnkit optimizer, loss and metric "
+                             "names or objects, or save without include_optimizer")
+        warnings.warn(f"{path}: the compile settings are not saved ({unsaved}); the loaded model predicts as "
+                      "this one but needs compile() again before it trains", stacklevel=3)
     tensors = _tensors(model)
+    config["weights_sha256"] = weights_digest(tensors)
     if _is_file_path(path):
         if include_optimizer:
             raise ValueError("include_optimizer=True needs a folder save (a path not ending in .safetensors)")
@@ -180,21 +240,50 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
             raise _corrupt(config_file, err) from None
         if not isinstance(config, dict):
             raise _corrupt(config_file, ValueError("the config is not a JSON object"))
-        return config, _load_tensors(weights_file)
+        tensors = _load_tensors(weights_file)
+        _check_digest(config, tensors, weights_file)
+        return config, tensors
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no saved model at {path}")
     try:
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError) as err:
-        raise _corrupt(path, err) from None
+        raise _foreign(path) or _corrupt(path, err) from None
     if "rnnkit_config" not in metadata:
         raise ValueError(f"{path} holds weights only (no model config); build the model and call load_weights()")
     try:
         config = json.loads(metadata["rnnkit_config"])
     except ValueError as err:
         raise _corrupt(path, err) from None
-    return config, _load_tensors(path)
+    if not isinstance(config, dict):
+        raise _corrupt(path, ValueError("the config is not a JSON object"))
+    tensors = _load_tensors(path)
+    _check_digest(config, tensors, path)
+    return config, tensors
+
+
+@contextlib.contextmanager
+def custom_object_scope(custom_objects: dict[str, Any] | None) -> Iterator[None]:
+    """Make ``custom_objects`` (layer classes by name) known to every ``from_config`` inside.
+
+    Nested models and wrappers (``Bidirectional``, ``TimeDistributed``) look their layers up by
+    name too, so the classes are registered for the duration of the block and the registry is
+    restored after it.
+    """
+    if not custom_objects:
+        yield
+        return
+    saved = {name: LAYERS[name] for name in custom_objects if name in LAYERS}
+    LAYERS.update(custom_objects)
+    try:
+        yield
+    finally:
+        for name in custom_objects:
+            if name in saved:
+                LAYERS[name] = saved[name]
+            else:
+                LAYERS.pop(name, None)
 
 
 def load_model(filepath: str | os.PathLike[str], custom_objects: dict[str, Any] | None = None,
@@ -211,11 +300,24 @@ def load_model(filepath: str | os.PathLike[str], custom_objects: dict[str, Any] 
     """
     path = os.fspath(filepath)
     config, tensors = _read(path)
+    config_file = os.path.join(path, CONFIG_NAME) if os.path.isdir(path) else path
     if config.get("format") != FORMAT:
         raise ValueError(f"{path} is not an rnnkit model file (format {config.get('format')!r})")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(f"{path} was saved by a newer rnnkit (format {config['format_version']}); upgrade rnnkit")
-    model: Any = deserialize_layer(config["model"], custom_objects)
+    version = config.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _corrupt(config_file, ValueError(f"format_version {version!r} is not an integer"))
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path} was saved by a newer rnnkit (format {version}); upgrade rnnkit")
+    if not isinstance(config.get("model"), dict):
+        raise _corrupt(config_file, ValueError("the config has no model architecture"))
+    try:
+        with custom_object_scope(custom_objects):
+            model: Any = deserialize_layer(config["model"], custom_objects)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, KeyError):
+            detail = f"missing entry {detail}"
+        raise ValueError(f"cannot rebuild the model in {config_file}: {detail}") from None
     _load_state(model, tensors, strict=True, source=path)
     if compile and config.get("compile"):
         from ..training.compile import CompileState
@@ -243,20 +345,37 @@ def _load_state(model: Any, tensors: dict[str, torch.Tensor], *, strict: bool, s
 
 
 def _load_optimizer(model: Any, path: str) -> None:
-    with safe_open(path, framework="pt") as f:
-        meta = json.loads((f.metadata() or {})["rnnkit_optimizer"])
+    """Restore the optimizer state saved by ``include_optimizer=True`` (one-line errors naming ``path``)."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["rnnkit_optimizer"])
+    except (SafetensorError, OSError, KeyError, ValueError) as err:
+        raise _corrupt(path, ValueError("no optimizer state") if isinstance(err, KeyError) else err) from None
     tensors = _load_tensors(path)
+    if meta.get("tensors_sha256") is not None and weights_digest(tensors) != meta["tensors_sha256"]:
+        raise _corrupt(path, ValueError("its tensors do not match their checksum"))
     spec = model.compiled.optimizer
     opt = spec.build(model.parameters())
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    for key, value in meta["scalars"].items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    spec.iterations = int(meta.get("iterations", 0))
+    saved_class, saved_shapes = meta.get("optimizer_class"), meta.get("param_shapes")
+    if saved_class is not None and saved_class != type(opt).__name__:
+        raise ValueError(f"{path} holds the state of a {saved_class} optimizer but the model is compiled with "
+                         f"{type(opt).__name__}; the optimizer file belongs to another save")
+    shapes = [list(p.shape) for group in opt.param_groups for p in group["params"]]
+    if saved_shapes is not None and saved_shapes != shapes:
+        raise ValueError(f"{path} holds optimizer state for parameters of other shapes than this model's "
+                         f"({len(saved_shapes)} saved, {len(shapes)} here); the optimizer file belongs to another model")
+    try:
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = value
+        for key, value in meta["scalars"].items():
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = value
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        spec.iterations = int(meta.get("iterations", 0))
+    except (KeyError, TypeError, ValueError) as err:
+        raise _corrupt(path, err) from None
 
 
 def save_weights(model: Any, filepath: str | os.PathLike[str], *, overwrite: bool = True) -> None:
@@ -271,6 +390,15 @@ def save_weights(model: Any, filepath: str | os.PathLike[str], *, overwrite: boo
 def load_weights(model: Any, filepath: str | os.PathLike[str], *, strict: bool = True) -> None:
     """Load weights from a safetensors file or a saved model folder."""
     path = os.fspath(filepath)
+    config: dict[str, Any] = {}
     if os.path.isdir(path):
+        try:
+            with open(os.path.join(path, CONFIG_NAME), encoding="utf-8") as f:
+                loaded = json.load(f)
+            config = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            config = {}  # weights alone are enough here; their checksum is checked when the config has one
         path = os.path.join(path, WEIGHTS_NAME)
-    _load_state(model, _load_tensors(path), strict=strict, source=path)
+    tensors = _load_tensors(path)
+    _check_digest(config, tensors, path)
+    _load_state(model, tensors, strict=strict, source=path)
