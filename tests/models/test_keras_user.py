@@ -47,7 +47,8 @@ def test_weights_properties() -> None:
     model.build((None, 8))
     assert len(model.weights) == 1 + 4 + 2  # embeddings; LSTM w_ih, w_hh, b_ih, b_hh; Dense kernel, bias
     assert all(isinstance(w, torch.nn.Parameter) for w in model.weights)
-    assert len(model.trainable_weights) == 6 and len(model.non_trainable_weights) == 1
+    # frozen embeddings and the LSTM's bias_hh (a constant 0 where Keras has one bias) are not trained
+    assert len(model.trainable_weights) == 5 and len(model.non_trainable_weights) == 2
     assert len(model.layers[1].weights) == 4
 
 

@@ -223,3 +223,52 @@ def test_compute_output_shape_matches_keras(make: Any, shape: Any) -> None:
     if isinstance(keras_layer_shape[0], tuple):
         expected = [tuple(s) for s in keras_layer_shape]
     assert make(L).compute_output_shape(shape) == expected
+
+
+# -- one bias, as in Keras ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["LSTM", "SimpleRNN", "GRU_reset_before", "Bidirectional_LSTM"])
+def test_single_bias_layers_keep_bias_hh_a_frozen_zero(kind: str) -> None:
+    """Keras has one bias where torch adds bias_ih and bias_hh: a trained bias_hh took the same gradient
+    and doubled the bias's step (0.1 off Keras's LSTM bias after one SGD step at lr 0.5)."""
+    from rnnkit.models import Sequential
+    from rnnkit.training.optimizers import SGD
+
+    make = {"LSTM": lambda: L.LSTM(4), "SimpleRNN": lambda: L.SimpleRNN(4),
+            "GRU_reset_before": lambda: L.GRU(4, reset_after=False),
+            "Bidirectional_LSTM": lambda: L.Bidirectional(L.LSTM(4))}[kind]
+    model = Sequential([L.Input((5, 3)), make()])
+    model.compile(optimizer=SGD(0.5), loss="mse")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 5, 3)).astype("float32"), rng.normal(size=(8, 8 if "Bi" in kind else 4)).astype("float32")
+    hh = [p for n, p in model.named_parameters() if "bias_hh" in n]
+    assert hh and all(not p.requires_grad for p in hh)
+    before = model.get_weights()
+    model.train_on_batch(x, y)
+    assert all(torch.count_nonzero(p) == 0 for p in hh)  # still the constant 0
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the rest trained
+    layer = model.layers[-1]
+    layer.trainable = False
+    layer.trainable = True  # re-enabling training leaves the constant frozen
+    assert all(not p.requires_grad for p in hh)
+    assert all(p.requires_grad for n, p in model.named_parameters() if "bias_hh" not in n)
+    gru = Sequential([L.Input((5, 3)), L.GRU(4)])  # reset_after=True: Keras's [2, 3H] bias trains both rows
+    assert all(p.requires_grad for p in gru.parameters())
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "SimpleRNN"])
+def test_one_sgd_step_matches_keras(name: str) -> None:
+    keras = keras_module()
+    from rnnkit.models import Sequential
+    from rnnkit.training.optimizers import SGD
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 5, 3)).astype("float32"), rng.normal(size=(8, 4)).astype("float32")
+    k_model = keras.Sequential([keras.Input((5, 3)), getattr(keras.layers, name)(4)])
+    k_model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    r_model = Sequential([L.Input((5, 3)), getattr(L, name)(4)])
+    r_model.compile(optimizer=SGD(0.5), loss="mse")
+    r_model.set_weights(k_model.get_weights())
+    k_model.train_on_batch(x, y)
+    r_model.train_on_batch(x, y)
+    for k_w, r_w in zip(k_model.get_weights(), r_model.get_weights()):
+        np.testing.assert_allclose(r_w, k_w, atol=1e-6)

@@ -200,6 +200,15 @@ class _KerasRNN(Layer):
                              "put an Embedding before it for token ids, or reshape features to [B, T, F]")
         self.rnn = self._make_rnn(int(input_shape[-1]))
         self._initialize()
+        if self.use_bias and not (self._reset_after() and self._kind == "gru"):
+            # Keras has one bias where torch adds bias_ih and bias_hh: bias_hh stays a constant 0, for trained
+            # too it would take the same gradient as bias_ih and double the bias's step (SGD: 0.1 off Keras's
+            # bias after one step at lr 0.5). trainable=True/False leaves it frozen (non_trainable_parameter_names).
+            frozen = tuple(n for n, _ in self.rnn.named_parameters() if n.startswith("bias_hh"))
+            object.__setattr__(self.rnn, "non_trainable_parameter_names", frozen)
+            for name, p in self.rnn.named_parameters():
+                if name in frozen:
+                    p.requires_grad_(False)
 
     @torch.no_grad()
     def _initialize(self) -> None:
