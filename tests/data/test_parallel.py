@@ -66,3 +66,18 @@ def test_read_parallel_tsv(tmp_path: Path) -> None:
     bad = _write(tmp_path / "bad.tsv", "hello hallo\n")
     with pytest.raises(DataError, match=r"bad\.tsv:1: line has 1 tab-separated fields"):
         read_parallel_tsv(bad)
+
+
+def test_tsv_lines_with_a_tab_inside_a_sentence_are_counted_and_noted(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.tsv"
+    path.write_text("ein Hund\ta dog\nzwei\tKatzen\ttwo cats\ndrei\tthree\n", encoding="utf-8")  # line 2: a stray tab
+    corpus = read_parallel_tsv(path)
+    assert corpus.num_ragged == 1 and corpus.first_ragged == (2, 3, 1, 2)
+    note = corpus.ragged_note()
+    assert note is not None and "1 line(s) have another number of tab-separated fields than line 1 (2)" in note
+    assert "first line 2 (3)" in note and "replace tabs inside sentences with spaces" in note
+    same = tmp_path / "three.tsv"  # a third column on every line (an id, a score) is fine
+    same.write_text("ein Hund\ta dog\t1\nzwei Katzen\ttwo cats\t2\n", encoding="utf-8")
+    consistent = read_parallel_tsv(same)
+    assert consistent.num_ragged == 0 and consistent.ragged_note() is None
+    assert [tuple(p) for p in consistent] == [("ein Hund", "a dog"), ("zwei Katzen", "two cats")]

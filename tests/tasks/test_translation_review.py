@@ -264,3 +264,15 @@ def test_multi30k_slice_bleu_matches_sacrebleu(tmp_path):
     assert math.isclose(metrics["bleu"], sacrebleu.corpus_bleu(hyps, [test_ref], tokenize="13a").score, abs_tol=1e-9)
     assert math.isclose(metrics["chrf"], sacrebleu.corpus_chrf(hyps, [test_ref]).score, abs_tol=1e-9)
     assert corpus_scores(hyps, test_ref)["bleu"] == metrics["bleu"]
+
+
+def test_evaluate_notes_tsv_lines_with_a_tab_inside_a_sentence(run_dir, tmp_path):
+    """A stray tab shifts a TSV line's columns (the pair is cut or crossed): counted and noted, not silent."""
+    src, tgt = _pairs(4, 9)
+    rows = [f"{s}\t{t}" for s, t in zip(src, tgt)]
+    rows[2] = rows[2].replace(" ", "\t", 1)  # a tab inside the source sentence
+    path = tmp_path / "test.tsv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    metrics = TrainedTranslator.load(run_dir).evaluate(str(path))
+    assert any("1 line(s) have another number of tab-separated fields than line 1" in n
+               for n in metrics.get("notes", [])), metrics.get("notes")

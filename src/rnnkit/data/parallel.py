@@ -31,6 +31,9 @@ class ParallelCorpus:
         line_numbers: 1-based line of each kept pair.
         num_skipped_empty: Pairs dropped because a side was empty (``empty='skip'``).
         files: The file(s) read.
+        num_ragged: TSV lines with another number of tab-separated fields than the first pair's
+            (a tab inside a sentence shifts the columns: part of it is cut or read as the other side).
+        first_ragged: ``(line, fields, first line, its fields)`` of the first such line, or ``None``.
     """
 
     sources: list[str] = field(default_factory=list)
@@ -38,6 +41,17 @@ class ParallelCorpus:
     line_numbers: list[int] = field(default_factory=list)
     num_skipped_empty: int = 0
     files: tuple[str, ...] = ()
+    num_ragged: int = 0
+    first_ragged: tuple[int, int, int, int] | None = None
+
+    def ragged_note(self) -> str | None:
+        """A one-line note on TSV lines whose field count differs from the first pair's, or ``None``."""
+        if self.first_ragged is None:
+            return None
+        line, fields, first_line, first_fields = self.first_ragged
+        return (f"{self.files[0]}: {self.num_ragged} line(s) have another number of tab-separated fields than line "
+                f"{first_line} ({first_fields}), first line {line} ({fields}): a tab inside a sentence shifts the "
+                "columns, so part of it was cut or read as the other side; replace tabs inside sentences with spaces")
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -160,6 +174,7 @@ def read_parallel_tsv(
     p = check_file(path)
     corpus = ParallelCorpus(files=(str(p),))
     need = max(source_column, target_column) + 1
+    first: tuple[int, int] | None = None  # (line, fields) of the first pair: every line must have as many
     for number, line in iter_lines(p, encoding=encoding, errors=errors):
         if has_header and number == 1:
             continue
@@ -179,5 +194,10 @@ def read_parallel_tsv(
                 line=number,
                 hint="separate source and target with a tab",
             )
+        if first is None:
+            first = (number, len(fields))
+        elif len(fields) != first[1]:  # a tab inside a sentence shifts the columns: recorded, never silent
+            corpus.num_ragged += 1
+            corpus.first_ragged = corpus.first_ragged or (number, len(fields), first[0], first[1])
         _add(corpus, fields[source_column], fields[target_column], number, empty, str(p), str(p), strip)
     return corpus

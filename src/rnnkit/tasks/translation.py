@@ -484,6 +484,9 @@ class TrainedTranslator:
             self.decode = saved
         metrics.pop("translations")
         metrics["skipped_empty_pairs"] = corpus.num_skipped_empty
+        note = corpus.ragged_note()
+        if note:
+            metrics["notes"] = [*metrics.get("notes", []), note]
         return metrics
 
     def use_overrides(self, overrides: Sequence[str]) -> None:
@@ -576,6 +579,10 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
         skipped += dev.num_skipped_empty
     if skipped:
         log(f"skipped {skipped} pair(s) with an empty side (data.empty=skip; data.empty=error stops instead)")
+    for read in (corpus, dev) if dev_path is not None else (corpus,):
+        note = read.ragged_note()
+        if note:
+            log(f"warning: {note}")
     if len(train_src) < 2 or not dev_src:
         raise ConfigError(f"need at least 2 training pairs and 1 dev pair, got {len(train_src)} and {len(dev_src)}")
     prep = Preprocessor.fit(train_src, train_tgt, cfg.data)
