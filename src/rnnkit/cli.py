@@ -261,6 +261,7 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
     """After a failed ``train``: remove the run folder when training wrote no weights yet (so the next
     run takes its number), else keep it, with the error at the end of its log and, when an epoch
     finished, the command that resumes it."""
+    import contextlib
     import shutil
 
     from .tasks.engine import LAST_CHECKPOINT, ResumeError
@@ -273,10 +274,13 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
     interrupted = isinstance(err, KeyboardInterrupt | SystemExit)  # Lightning turns Ctrl-C into exit status 1
     reason = "interrupted" if interrupted else " ".join(str(err).split()) or type(err).__name__
     log_lines.append(f"error: {reason}")
-    run.write_text("train.log", "\n".join(log_lines) + "\n")
+    with contextlib.suppress(OSError):  # a full disk (often the error itself): the error line is printed anyway
+        run.write_text("train.log", "\n".join(log_lines) + "\n")
+    if isinstance(err, ResumeError):  # nothing was trained or changed: the error line alone says it
+        return
     kept = [n for n in ("model.safetensors", "checkpoint-best.safetensors", LAST_CHECKPOINT) if run.file(n).is_file()]
     typer.echo(f"note: training stopped; {run.path} keeps the weights written so far ({', '.join(kept)})", err=True)
-    if run.file(LAST_CHECKPOINT).is_file() and not isinstance(err, ResumeError):  # not from a checkpoint that failed
+    if run.file(LAST_CHECKPOINT).is_file():
         typer.echo(f"note: continue it with: rnnkit train {task} --resume {run.path}", err=True)
 
 

@@ -35,6 +35,7 @@ import os
 import random
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -167,8 +168,15 @@ def _check_last_checkpoint(path: Any, module: nn.Module) -> dict[str, Any] | Non
     shapes (memory-mapped: the tensors are not read here). Returns its mid-epoch record (``batches``
     done in the interrupted epoch ...), ``None`` for a checkpoint written at the end of an epoch."""
     try:
+        with zipfile.ZipFile(path) as archive:  # torch.load does not check the CRCs: a flipped bit would load
+            damaged = archive.testzip()
+        if damaged is not None:
+            raise ValueError(f"CRC check failed for {damaged}")
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # truncated zip, not a zip, unpickling refused ...
+    except PermissionError as err:  # not damaged: only unreadable to this user
+        raise ResumeError(f"{path} cannot be read ({err.strerror}); make it readable (chmod u+r {path}) and "
+                          "resume again") from None
+    except Exception as err:  # truncated zip, not a zip, bit flips, unpickling refused ...
         raise ResumeError(f"{path} is corrupt or truncated ({type(err).__name__}: "
                           f"{' '.join(str(err).split())[:100]}); it cannot be resumed: train a new run") from None
     track = [v for k, v in saved.get("callbacks", {}).items() if k.endswith("Track")] \
@@ -439,7 +447,15 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
             if history and best_file is not None and best_file.is_file():
                 from safetensors.torch import load_file
 
-                state["best_weights"] = load_file(best_file)
+                try:
+                    best = load_file(best_file)
+                except Exception as err:  # safetensors raises its own error types for bad headers
+                    raise ResumeError(f"{best_file} is corrupt ({' '.join(str(err).split())[:100]}); it cannot be "
+                                      "resumed: train a new run") from None
+                for alias, name in unshared_tensors(model.state_dict())[1].items():  # tied weights: saved once
+                    if alias not in best and name in best:
+                        best[alias] = best[name]
+                state["best_weights"] = best
             # a dataset that shuffles itself may be read before the first epoch's hooks run: set it now
             _set_dataset_epoch(train_loader, saved["dataset_epoch"])
             pending["rng"] = saved["rng"]  # applied when the next epoch (or, mid-epoch, the next batch) starts
@@ -468,10 +484,14 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
             if run is None or limit is not None:
                 return
             partial = run.file(LAST_CHECKPOINT + ".partial")
-            trainer.save_checkpoint(partial)
-            with open(partial, "rb+") as f:  # on disk before the rename, or a lost machine may leave it empty
-                os.fsync(f.fileno())
-            os.replace(partial, run.file(LAST_CHECKPOINT))  # atomic: the old checkpoint or the new one
+            try:
+                trainer.save_checkpoint(partial)
+                with open(partial, "rb+") as f:  # on disk before the rename, or a lost machine may leave it empty
+                    os.fsync(f.fileno())
+                os.replace(partial, run.file(LAST_CHECKPOINT))  # atomic: the old checkpoint or the new one
+            except BaseException:  # a full disk: the old checkpoint stays, and no half-written copy takes space
+                partial.unlink(missing_ok=True)
+                raise
             state["saved_at"] = time.perf_counter()
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:

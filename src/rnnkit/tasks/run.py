@@ -227,6 +227,10 @@ class RunDir:
         if inputs.get("task") != task:
             raise RunError(f"--resume {p}: this run trains {inputs.get('task')!r}, not {task!r}; run "
                            f"'rnnkit train {inputs.get('task')} --resume {p}'")
+        if not run.file(LAST_CHECKPOINT).is_file() and (run.file("history.csv").is_file()
+                                                         or run.file("model.safetensors").is_file()):
+            raise RunError(f"--resume {p}: no {LAST_CHECKPOINT}, though epochs finished (it was deleted or moved); "
+                           f"put it back in {p}, or train a new run")
         if not run.file(LAST_CHECKPOINT).is_file():
             raise RunError(f"--resume {p}: no {LAST_CHECKPOINT} (it is written after each finished epoch, so the "
                            "run stopped during its first one); train a new run")
