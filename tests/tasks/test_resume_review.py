@@ -192,3 +192,27 @@ def test_speech_stopped_mid_epoch_resumes_to_the_uninterrupted_model(tmp_path, m
         return [[v for i, v in enumerate(line.split(",")) if i != drop] for line in lines]
 
     assert rows("straight") == rows("split")
+
+
+def test_numbered_run_folders_are_claimed_atomically(tmp_path, monkeypatch):
+    """Two runs started together without --name: the second must get the next number, not the same folder."""
+    from pathlib import Path
+
+    from rnnkit.tasks.run import RunDir
+
+    real_exists = Path.exists
+    raced = {"done": False}
+
+    def exists_then_taken(self: Path) -> bool:  # another process makes task-1 right after this check
+        result = real_exists(self)
+        if self.name == "demo-1" and not raced["done"]:
+            raced["done"] = True
+            self.mkdir()
+            return False
+        return result
+
+    monkeypatch.setattr(Path, "exists", exists_then_taken)
+    run = RunDir.create(tmp_path, "demo")
+    assert run.path.name == "demo-2"
+    monkeypatch.setattr(Path, "exists", real_exists)
+    assert RunDir.create(tmp_path, "demo").path.name == "demo-3"

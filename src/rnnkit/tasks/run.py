@@ -157,13 +157,21 @@ class RunDir:
             raise RunError(f"--out {root} is a file, not a folder; give a folder for the run folders (e.g. runs)")
         try:
             root.mkdir(parents=True, exist_ok=True)
-            if name is None:
-                n = 1
-                while (root / f"{task}-{n}").exists():
-                    n += 1
+            if name is None:  # the next free number, claimed by mkdir itself: two runs started together
+                n = 1        # (two processes, one --out) get two folders, never one shared
+                while True:
+                    while (root / f"{task}-{n}").exists():
+                        n += 1
+                    try:
+                        (root / f"{task}-{n}").mkdir()
+                        break
+                    except FileExistsError:  # taken between the check and the mkdir
+                        n += 1
                 name = f"{task}-{n}"
-            path = root / name
-            path.mkdir(parents=True, exist_ok=exist_ok)
+                path = root / name
+            else:
+                path = root / name
+                path.mkdir(parents=True, exist_ok=exist_ok)
         except FileExistsError:
             raise RunError(f"run folder {root / str(name)} already exists; choose another --name, or remove that "
                            "folder first") from None
