@@ -68,3 +68,19 @@ def test_a_missing_input_file_names_the_fix(tmp_path):  # type: ignore[no-untype
         _file_inputs(object(), str(tmp_path / "missing.txt"))
     with pytest.raises(FileNotFoundError, match="is a folder, not a file"):
         _file_inputs(object(), str(tmp_path))
+
+
+def test_os_errors_name_a_fix_that_fits_the_error(monkeypatch):
+    import errno
+
+    import typer
+
+    from rnnkit.cli import _fail
+
+    captured: list[str] = []
+    monkeypatch.setattr(typer, "echo", lambda message="", err=False, **kw: captured.append(str(message)))
+    _fail(OSError(errno.ENOSPC, "No space left on device", "/tmp/tmpx"))
+    assert captured[-1] == ("error: /tmp/tmpx: No space left on device; free some space there (or write elsewhere: "
+                            "--out, TMPDIR)")
+    _fail(OSError(errno.EISDIR, "Is a directory", "runs"))
+    assert captured[-1] == "error: runs: Is a directory; check the path"

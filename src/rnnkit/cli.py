@@ -38,7 +38,13 @@ def _fail(err: Exception) -> typer.Exit:
         return typer.Exit(_closed_pipe())
     message = str(err)
     if isinstance(err, OSError) and err.strerror and err.filename is not None:  # "[Errno 21] ..." from the OS
-        message = f"{err.filename}: {err.strerror}; check the path"
+        import errno
+
+        fix = {errno.ENOSPC: "free some space there (or write elsewhere: --out, TMPDIR)",
+               errno.EDQUOT: "free some space there (or write elsewhere: --out, TMPDIR)",
+               errno.EACCES: "check its permissions", errno.EROFS: "write elsewhere (--out)"}.get(err.errno or 0,
+                                                                                               "check the path")
+        message = f"{err.filename}: {err.strerror}; {fix}"
     typer.echo(f"error: {' '.join(message.split())}", err=True)
     return typer.Exit(2)
 
