@@ -367,3 +367,44 @@ def test_file_settings_are_made_absolute_so_a_run_resumes_from_any_folder(tmp_pa
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["train", "tagging", "--resume", "work/runs/r", "--set", "train.epochs=2", "--quiet"])
     assert result.exit_code == 0, result.output
+
+
+def test_checkpoints_are_written_in_the_run_folder_not_through_the_temp_folder(tmp_path, monkeypatch):
+    """Lightning's default writer goes through an fsspec transaction, which stages the file in the system
+    temp folder: a second write, and a failed checkpoint wherever /tmp is small."""
+    import tempfile
+
+    real_mkstemp = tempfile.mkstemp
+
+    def no_temp(*args, **kwargs):  # files beside their target (dir=...) are fine; the system temp folder is full
+        if kwargs.get("dir") is None:
+            raise OSError(28, "No space left on device", tempfile.gettempdir())
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_temp)
+    (tmp_path / "r").mkdir()
+    _train(RunDir(tmp_path / "r"), 2)
+    assert (tmp_path / "r" / LAST_CHECKPOINT).is_file()
+
+
+def test_keras_style_checkpoints_skip_the_temp_folder_too(tmp_path, monkeypatch):
+    import tempfile
+
+    import numpy as np
+
+    from rnnkit.layers import LSTM, Dense, Input
+    from rnnkit.models import Sequential
+
+    real_mkstemp = tempfile.mkstemp
+
+    def no_temp(*args, **kwargs):
+        if kwargs.get("dir") is None:
+            raise OSError(28, "No space left on device", tempfile.gettempdir())
+        return real_mkstemp(*args, **kwargs)
+
+    model = Sequential([Input((4, 3)), LSTM(5), Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    monkeypatch.setattr(tempfile, "mkstemp", no_temp)
+    x, y = np.zeros((8, 4, 3), "float32"), np.zeros((8, 1), "float32")
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0, checkpoint_dir=str(tmp_path / "ck"))
+    assert (tmp_path / "ck" / "last.ckpt").is_file()

@@ -485,9 +485,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                 return
             partial = run.file(LAST_CHECKPOINT + ".partial")
             try:
+                # DirectCheckpointIO fsyncs it: on disk before the rename, or a lost machine may leave it empty
                 trainer.save_checkpoint(partial)
-                with open(partial, "rb+") as f:  # on disk before the rename, or a lost machine may leave it empty
-                    os.fsync(f.fileno())
                 os.replace(partial, run.file(LAST_CHECKPOINT))  # atomic: the old checkpoint or the new one
             except BaseException:  # a full disk: the old checkpoint stays, and no half-written copy takes space
                 partial.unlink(missing_ok=True)
@@ -577,7 +576,10 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                     f"{options.max_seconds / 60:g} min (train.max_minutes); stopping after epoch {row['epoch']}")
                 trainer.should_stop, state["stopped"] = True, "time"
 
+    from ..training.checkpoint_io import DirectCheckpointIO
+
     trainer = pl.Trainer(
+        plugins=[DirectCheckpointIO()],  # into the run folder's .partial, not through /tmp (see the module)
         max_epochs=options.epochs if limit is None else 1, accelerator=options.accelerator, devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=options.progress, enable_model_summary=False,
         num_sanity_val_steps=0, gradient_clip_val=options.clip_norm,

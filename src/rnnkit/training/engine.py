@@ -564,7 +564,11 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         options["limit_train_batches"] = int(steps_per_epoch)
     if validation_steps is not None:
         options["limit_val_batches"] = int(validation_steps)
-    options.update(trainer_kwargs or {})
+    if checkpoint_dir is not None:  # into the checkpoint folder's temporary name, not through /tmp
+        from .checkpoint_io import DirectCheckpointIO
+
+        options["plugins"] = [DirectCheckpointIO()]
+    options.update(trainer_kwargs or {})  # a caller's own plugins replace it
     if options["default_root_dir"] is None:
         options.pop("default_root_dir")
     model.stop_training = False
