@@ -219,6 +219,11 @@ def _resume(task: str, path: str, train_file: list[str] | None, dev_file: list[s
         run, train_path, dev_path = RunDir.for_resume(path, task, _paths(train_file, "--train", paired),
                                                       _paths(dev_file, "--dev", paired))
         cfg = load_config(module.Config, str(run.file("config.yaml")), overrides)
+        history = run.file("history.csv")
+        done = max(0, len(history.read_text(encoding="utf-8").splitlines()) - 1) if history.is_file() else 0
+        if cfg.train.epochs < done:  # nothing would train, and config.yaml would say fewer epochs than the run has
+            raise ValueError(f"--resume: {run.path} has trained {done} epochs already; train.epochs={cfg.train.epochs} "
+                             f"is fewer: give train.epochs={done} or more")
         run.write_text("config.yaml", dump_yaml(cfg))
     except _USER_ERRORS as err:
         raise _fail(err) from None

@@ -193,6 +193,10 @@ def test_rnnkit_train_resume_continues_a_run_to_the_same_model(tmp_path):
         "epochs: 3" in (tmp_path / "split" / "config.yaml").read_text()
     again = runner.invoke(app, ["train", "image-classification", "--resume", str(tmp_path / "split")])
     assert again.exit_code == 0 and "all 3 epoch(s) were done already; raise train.epochs" in again.output
+    fewer = runner.invoke(app, ["train", "image-classification", "--resume", str(tmp_path / "split"),
+                                "--set", "train.epochs=1"])
+    assert fewer.exit_code == 2 and "has trained 3 epochs already; train.epochs=1 is fewer" in fewer.output
+    assert "epochs: 3" in (tmp_path / "split" / "config.yaml").read_text()  # not rewritten
 
 
 def test_rnnkit_train_stopped_in_its_first_epoch_keeps_a_mid_epoch_checkpoint(tmp_path, monkeypatch):
