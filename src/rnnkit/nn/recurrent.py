@@ -105,6 +105,7 @@ class _RecurrentCore(nn.Module):
         self.zoneout = _check_rate("zoneout", zoneout)
         self.stateful = stateful
         self.state: Hidden | None = None
+        self._check_stateful()
         self.cell_spec = cell
         self.cell_options = dict(cell_options or {})
         clash = sorted(set(self.cell_options) & {"input_size", "hidden_size", "bias", *extra_cell_kwargs})
@@ -390,6 +391,7 @@ class _RecurrentCore(nn.Module):
             ``"l{k}_reverse"`` when ``return_gates``. Outputs at padded steps are zero and ``h_n``
             is taken at each sequence's last real step.
         """
+        self._check_stateful()
         if isinstance(input, PackedSequence):
             if lengths is not None or mask is not None:
                 raise ValueError("a PackedSequence already carries its lengths; do not pass lengths= or mask=")
@@ -536,6 +538,13 @@ class _RecurrentCore(nn.Module):
         out, h = self.forward(x_t.unsqueeze(time_dim), hx)
         return out.squeeze(time_dim), h
 
+    def _check_stateful(self) -> None:
+        if self.stateful and self.bidirectional:
+            raise ValueError(f"{type(self).__name__}(stateful=True) cannot be bidirectional: the backward direction "
+                             "of a chunk starts at its last step and needs the steps after it, which the next call "
+                             "holds, so its carried state would be wrong; use bidirectional=False to stream, or pass "
+                             "the whole sequence to a layer without stateful")
+
     def _carried_state(self, batch: int, like: Tensor | None = None) -> Hidden:
         assert self.state is not None
         first = self.state[0] if isinstance(self.state, tuple) else self.state
@@ -604,7 +613,7 @@ _EXTRA_DOC = """
             which ``"auto"`` uses instead of ``"engine"`` on CUDA where triton is installed; on
             GRU cells (``reset_after=True``) the GRU engine of ``rnnkit.scan.engine_gru``, built
             the same way, which ``"auto"`` uses on CUDA for the GRUs cuDNN cannot run.
-        stateful: carry the final state into the next call (see ``reset_state``).
+        stateful: carry the final state into the next call (see ``reset_state``); unidirectional layers only.
 """
 
 

@@ -282,15 +282,18 @@ def top_k_filter(logits: Tensor, k: int) -> Tensor:
 
 
 def top_p_filter(logits: Tensor, p: float) -> Tensor:
-    """Nucleus filter: keep the smallest set of most likely tokens whose probability reaches ``p``."""
+    """Nucleus filter: keep the smallest set of most likely tokens whose probability reaches ``p``
+    (tokens tied with the least likely one kept are kept too, as in :func:`top_k_filter`)."""
     if p >= 1.0:
         return logits
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    sorted_logits, _ = logits.sort(dim=-1, descending=True)
     probs = sorted_logits.softmax(-1)
     before = probs.cumsum(-1) - probs  # probability mass strictly above each token
-    remove_sorted = before >= p  # a token is kept while the mass above it is still short of p
-    remove = remove_sorted.scatter(-1, order, remove_sorted)
-    return logits.masked_fill(remove, float("-inf"))
+    keep_sorted = before < p  # a token is kept while the mass above it is still short of p
+    # the least likely kept logit: every token at or above it stays (equal logits are kept or dropped together,
+    # not by the order sort happened to put them in)
+    lowest = sorted_logits.masked_fill(~keep_sorted, float("inf")).amin(-1, keepdim=True)
+    return logits.masked_fill(logits < lowest, float("-inf"))
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -544,8 +547,10 @@ class TrainedLanguageModel:
                 <unk> and are reported; a line break is read as in the file, see ``data.line_ending``).
             length: maximum new tokens (>= 0).
             temperature: softmax temperature (> 0 and finite; for the most likely token every time use ``greedy``).
-            top_k: keep the k most likely tokens (0: all; more than the vocabulary: all).
-            top_p: nucleus sampling threshold (1: off).
+            top_k: keep the k most likely tokens (0: all; more than the vocabulary: all; ties with the k-th kept).
+            top_p: nucleus sampling threshold in (0, 1] (1: off): the smallest set of most likely tokens whose
+                probability, after ``temperature`` and ``top_k``, reaches ``top_p`` (ties with its least likely
+                token kept).
             greedy: always take the most likely token (``temperature``, ``top_k``, ``top_p`` do not matter).
             seed: fixes the sampling for reproducible output (a 64-bit integer).
             stop: stop after this token (a token of the vocabulary; "": never stop). Default: ``<eos>``
@@ -564,20 +569,18 @@ class TrainedLanguageModel:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}; fix: 1 turns nucleus sampling off")
         if length < 0:
             raise ValueError(f"length must be >= 0 new tokens, got {length}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {top_k}; fix: 0 keeps every token")
         if seed is not None and not -(2 ** 63) <= seed < 2 ** 64:
             raise ValueError(f"seed must fit in 64 bits (e.g. 0 to {2 ** 64 - 1}), got {seed}")
         vocab, level = self.prep.vocab, self.prep.cfg.level
+        banned = self._never_sampled()
         stop_id = self._stop_id(stop)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         ids, unknown = self.prep.encode_prompt(prompt)
         if not ids:
             start = "\n" if self.prep.line_ending == "keep" and "\n" in vocab else None
             ids = [vocab.token_to_id(start) if start is not None else vocab.eos_id if vocab.eos_id is not None else 0]
-        banned = [i for i in (vocab.unk_id, vocab.pad_id, vocab.bos_id) if i is not None]
-        if vocab.eos_id is not None and self.prep.line_ending != "eos":
-            banned.append(vocab.eos_id)
-        if len(banned) >= len(vocab):  # a vocabulary of special tokens only: nothing else to sample
-            banned = []
         out_tokens: list[str] = []
         with torch.no_grad():
             # prime the state with the whole prompt once; only the last position needs scores (a long
@@ -605,6 +608,15 @@ class TrainedLanguageModel:
         text = render_tokens(out_tokens, level, vocab.specials)
         return {"prompt": prompt, "text": text, "tokens": out_tokens, "unknown_prompt_tokens": unknown}
 
+    def _never_sampled(self) -> list[int]:
+        """Ids generation never samples: ``<unk>``, padding and ``<bos>``, and ``<eos>`` in a model whose text
+        has none (``line_ending`` keep or drop); none in a vocabulary of special tokens only."""
+        vocab = self.prep.vocab
+        banned = [i for i in (vocab.unk_id, vocab.pad_id, vocab.bos_id) if i is not None]
+        if vocab.eos_id is not None and self.prep.line_ending != "eos":
+            banned.append(vocab.eos_id)
+        return [] if len(banned) >= len(vocab) else banned  # special tokens only: nothing else to sample
+
     def _stop_id(self, stop: str | None) -> int | None:
         """The id generation stops at: ``stop`` (checked against the vocabulary), or the default."""
         vocab = self.prep.vocab
@@ -614,6 +626,10 @@ class TrainedLanguageModel:
             return None
         for token in (stop, stop.lower(), "\u2581" + stop, "\u2581" + stop.lower()):  # subword pieces start with ▁
             if token in vocab and token != vocab.unk_token:
+                if vocab.token_to_id(token) in self._never_sampled():
+                    raise ValueError(f"stop token {stop!r} is never generated by this model (its text has no "
+                                     f"{token!r}: data.line_ending={self.prep.line_ending}), so generation could "
+                                     "never stop at it; fix: give another token of the vocabulary, or '' to never stop")
                 return vocab.token_to_id(token)
         example = next((vocab.id_to_token(i) for i in range(len(vocab.specials), len(vocab))), "")
         raise ValueError(f"stop token {stop!r} is not in the vocabulary, so generation could never stop at it; fix: "
