@@ -305,3 +305,14 @@ def test_reported_perplexity_is_exp_of_the_mean_nll_recomputed(tmp_path):
             logits, state = lm.model.step(torch.tensor([a]), state)
             total -= float(logits[0].log_softmax(-1)[b])
     assert reported["perplexity"] == pytest.approx(math.exp(total / (len(ids) - 1)), rel=1e-5)
+
+
+def test_the_bidirectional_wrapper_refuses_a_stateful_layer():
+    """rnnkit.nn.Bidirectional deep-copied a stateful layer: the backward copy carried state across chunks."""
+    from rnnkit.nn.wrappers import Bidirectional as Wrapper
+
+    with pytest.raises(ValueError, match="cannot wrap a stateful layer"):
+        Wrapper(rnn.LSTM(3, 4, batch_first=True, stateful=True))
+    with pytest.raises(ValueError, match="cannot wrap a stateful backward_layer"):
+        Wrapper(rnn.LSTM(3, 4, batch_first=True), backward_layer=rnn.LSTM(3, 4, batch_first=True, stateful=True))
+    Wrapper(rnn.LSTM(3, 4, batch_first=True))  # not stateful: fine

@@ -61,6 +61,11 @@ class Bidirectional(nn.Module):
             raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
         if getattr(layer, "bidirectional", False):
             raise ValueError("Bidirectional wraps a unidirectional layer; this one already has bidirectional=True")
+        for role, candidate in (("layer", layer), ("backward_layer", backward_layer)):
+            if getattr(candidate, "stateful", False):  # the backward copy would carry state across chunks
+                raise ValueError(f"Bidirectional cannot wrap a stateful {role}: the backward direction of a chunk "
+                                 "needs the steps after it, which the next call holds, so a carried state would be "
+                                 "wrong; use stateful=False, or stream with a unidirectional layer")
         _check_batch_first("Bidirectional", layer)
         if backward_layer is not None:
             _check_batch_first("Bidirectional", backward_layer, "backward_layer")
