@@ -508,25 +508,11 @@ def _parse_times(values: np.ndarray, table: _Table, column: str, time_format: st
                 )
         return out.astype(np.int64) if np.all(out == np.round(out)) else out
     if time_format is not None:
-        parsed = np.empty(len(values), dtype="datetime64[s]")
-        for i, v in enumerate(values):
-            try:
-                dt = datetime.strptime(str(v), time_format)
-            except ValueError:
-                raise DataError(
-                    f"cannot parse timestamp {v!r} in column {column!r} with time_format={time_format!r}",
-                    **table.where(i),
-                    hint=fixes(
-                        "fix the value",
-                        setting("time_format", ("...", "FORMAT"), then=" with the right strptime codes"),
-                    ),
-                ) from None
-            if dt.microsecond:
-                raise _sub_second(repr(v), i, table, column)
-            if dt.tzinfo is not None:  # %z / %Z: an instant, kept in UTC as ISO offsets are
-                dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
-            parsed[i] = np.datetime64(dt, "s")
-        return parsed
+        return _strptime_times(
+            values, time_format, table, column,
+            lambda v: f"cannot parse timestamp {v!r} in column {column!r} with time_format={time_format!r}",
+            fixes("fix the value", setting("time_format", ("...", "FORMAT"), then=" with the right strptime codes")),
+        )
     strings = [str(v).strip() for v in values]
     if strings and all(_INTEGER.fullmatch(v) for v in strings):
         digits = _integer_times(strings, table, column)
@@ -579,21 +565,30 @@ def _integer_times(strings: Sequence[str], table: _Table, column: str) -> np.nda
     if all(len(v) == 4 and v.isdigit() for v in strings):
         return None
     if all(len(v) == 8 and v.isdigit() for v in strings):
-        dates = np.empty(len(strings), dtype="datetime64[s]")
-        for i, v in enumerate(strings):
-            try:
-                dates[i] = np.datetime64(datetime.strptime(v, "%Y%m%d"), "s")
-            except ValueError:
-                raise DataError(
-                    f"cannot parse {v!r} in time column {column!r} as a YYYYMMDD date",
-                    **table.where(i),
-                    hint=fixes(
-                        "fix the value",
-                        setting("time_format", ("'numeric'", "numeric"), then=" if the column counts steps"),
-                    ),
-                ) from None
-        return dates
+        return _strptime_times(
+            strings, "%Y%m%d", table, column,
+            lambda v: f"cannot parse {v!r} in time column {column!r} as a YYYYMMDD date",
+            fixes("fix the value", setting("time_format", ("'numeric'", "numeric"), then=" if the column counts steps")),
+        )
     return np.asarray([int(v) for v in strings], dtype=np.int64)
+
+
+def _strptime_times(values: Any, time_format: str, table: _Table, column: str, problem: Callable[[Any], str],
+                    hint: str) -> np.ndarray:
+    """``values`` parsed with ``datetime.strptime(time_format)`` as ``datetime64[s]`` (offsets converted to
+    UTC); a value that does not parse is a one-line error naming its line (``problem(value)``, ``hint``)."""
+    parsed = np.empty(len(values), dtype="datetime64[s]")
+    for i, v in enumerate(values):
+        try:
+            dt = datetime.strptime(str(v), time_format)
+        except ValueError:
+            raise DataError(problem(v), **table.where(i), hint=hint) from None
+        if dt.microsecond:
+            raise _sub_second(repr(v), i, table, column)
+        if dt.tzinfo is not None:  # %z / %Z: an instant, kept in UTC as ISO offsets are
+            dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+        parsed[i] = np.datetime64(dt, "s")
+    return parsed
 
 
 def _parse_one_time(text: str) -> np.datetime64:
