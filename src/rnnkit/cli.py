@@ -471,7 +471,7 @@ def generate(
 ) -> None:
     """Generate text with a trained language model, streamed as it is produced."""
     from .tasks import load_trained
-    from .tasks.language_model import TrainedLanguageModel, stream_to_terminal
+    from .tasks.language_model import TerminalStream, TrainedLanguageModel
 
     try:
         model = load_trained(run)
@@ -486,12 +486,14 @@ def generate(
         # first new token, so settings that generate refuses print the error alone
         gap = " " if level == "word" and prompt and not prompt[-1].isspace() else ""
         shown: list[bool] = []
+        # written as the returned text reads: a subword continuing the prompt's line keeps its leading space
+        stream = TerminalStream(level, line_start=level != "subword" or not prompt or prompt.endswith("\n"))
 
         def on_token(token: str) -> None:
             if not shown:
                 typer.echo(prompt + gap, nl=False)
                 shown.append(True)
-            stream_to_terminal(token, level)
+            stream(token)
 
         model.generate(prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                        seed=seed, stop=stop, on_token=on_token)

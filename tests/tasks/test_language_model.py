@@ -470,13 +470,32 @@ def test_extreme_temperatures_and_seeds(word_run):
 
 
 def test_eos_of_a_char_model_reads_as_a_line_break(capsys):
-    from rnnkit.tasks.language_model import render_tokens, stream_to_terminal
+    from rnnkit.tasks.language_model import TerminalStream, render_tokens
 
     # a char model trained with data.line_ending=eos printed a literal "<eos>" inside its text
     assert render_tokens(["a", "<eos>", "b"], "char") == "a\nb"
+    stream = TerminalStream("char")
     for token in ("a", "<eos>", "b"):
-        stream_to_terminal(token, "char")
+        stream(token)
     assert capsys.readouterr().out == "a\nb"
+
+
+@pytest.mark.parametrize("level,tokens", [
+    ("word", ["the", "cat", "<eos>", "a", "dog", "sat", "<eos>"]),
+    ("word", ["<unk>", "x", "<eos>", "<eos>", "y"]),
+    ("subword", ["\u2581the", "\u2581ca", "t", "<eos>", "\u2581a", "\u2581", "<eos>", "dog", "\u2581<unk>"]),
+    ("subword", ["\u2581", "\u2581hi", "\u2581", "\u2581"]),
+    ("char", ["h", "i", "<eos>", " ", "x"]),
+])
+def test_streamed_text_reads_as_the_returned_text(capsys, level, tokens):
+    """The terminal stream wrote a space after every word (before line breaks and at the end) and began
+    subword lines with a space: it now matches render_tokens, which the returned text uses."""
+    from rnnkit.tasks.language_model import TerminalStream, render_tokens
+
+    stream = TerminalStream(level)
+    for token in tokens:
+        stream(token)
+    assert capsys.readouterr().out == render_tokens(tokens, level)
 
 
 def test_evaluate_counts_the_tokens_read_as_unk(word_run, tmp_path):

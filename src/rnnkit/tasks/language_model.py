@@ -805,11 +805,40 @@ def subword_text(token: str, specials: Sequence[str] = ()) -> str:
     return f" {token}" if token in specials else token.replace("\u2581", " ")
 
 
-def stream_to_terminal(token: str, level: str) -> None:
-    if token == "<eos>":
-        sys.stdout.write("\n")
-    elif level == "subword":
-        sys.stdout.write(subword_text(token, ("<unk>", "<eos>", "<pad>", "<bos>")))
-    else:
-        sys.stdout.write(token if level == "char" else token + " ")
-    sys.stdout.flush()
+class TerminalStream:
+    """Writes generated tokens to standard output as they come, as :func:`render_tokens` joins them:
+    words separated by one space (none before a line break or at the end), subword lines without
+    the leading or trailing space a ``▁`` piece would give, ``<eos>`` as a line break.
+
+    ``line_start``: whether the first token begins a line (``False`` after a prompt on the same line:
+    a subword piece then keeps its word-starting space; the caller writes the space after a word
+    prompt itself).
+    """
+
+    SPECIALS = ("<unk>", "<eos>", "<pad>", "<bos>")
+
+    def __init__(self, level: str, *, line_start: bool = True) -> None:
+        self.level, self.line_start = level, line_start
+        self.pending = ""  # a subword line's trailing spaces: written only if the line goes on
+
+    def __call__(self, token: str) -> None:
+        if token == "<eos>":
+            text, self.pending, self.line_start = "\n", "", True
+        elif self.level == "char":
+            text = token
+        elif self.level == "subword":
+            piece = subword_text(token, self.SPECIALS)
+            if self.line_start:
+                piece = piece.lstrip(" ")
+            body = piece.rstrip(" ")
+            text = (self.pending + body) if body else ""
+            self.pending = (piece[len(body):] if body else self.pending + piece)
+            self.line_start = self.line_start and not body
+        else:
+            text = token if self.line_start else " " + token
+            self.line_start = False
+        if text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+
