@@ -101,7 +101,9 @@ class RecurrentCell(nn.Module):
         else:
             state = self._check_state(state, x, check_dtype=not autocast)
         result = self.recur(self.project_input(x), tuple(state), return_gates=return_gates)
-        check_step(self, result, x.shape[0])
+        if not self.__dict__.get("_step_checked"):  # once per cell: a decoder calls it at every step
+            check_step(self, result, x.shape[0])
+            self.__dict__["_step_checked"] = True
         out, new_state, gates = result
         if return_gates:
             return out, new_state, gates

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -84,14 +85,24 @@ def uses_sigmoid(x: Tensor) -> bool:
     return chosen
 
 
+def _torch_tanh_into(x: Tensor, out: Tensor) -> Tensor:
+    return torch.tanh(x, out=out)
+
+
+def tanh_for(like: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """``tanh_into`` decided once for tensors shaped like ``like``: an engine resolves it before its
+    loop over time, so the per-step call does no dispatching (``(x, out) -> out``, ``out`` may be ``x``)."""
+    return _via_sigmoid if uses_sigmoid(like) else _torch_tanh_into
+
+
 def tanh_into(x: Tensor, out: Tensor) -> Tensor:
     """``torch.tanh(x, out=out)`` (``out`` may be ``x``), through ``sigmoid`` where that measured faster.
 
     Not differentiable: for the engines' loops, which run with autograd off; see :func:`tanh`.
     """
-    if uses_sigmoid(out) and x.shape == out.shape:
-        return _via_sigmoid(x, out)
-    return torch.tanh(x, out=out)
+    if x.shape != out.shape:
+        return torch.tanh(x, out=out)
+    return tanh_for(out)(x, out)
 
 
 def tanh_(x: Tensor) -> Tensor:

@@ -46,7 +46,7 @@ from ..cells.base import RecurrentCell, State
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from . import cuda_graph, engine_triton, weight_cache
 from ._bptt import first_order_only, needs_grad, recurrent_grad
-from .elementwise import tanh_into
+from .elementwise import tanh_for, tanh_into
 from .engine_layernorm import layernorm_engine_scan
 from .recompute import recompute_requested
 from .step_matmul import StepMatmul, cached_step_matmul, large_matmul, linear
@@ -151,10 +151,11 @@ class _LSTMEngine(torch.autograd.Function):
         gate_s = _gate_views(z, tanh_c, c_cand, steps, peep is not None)
         uh_s = update_h.unbind(0) if update_h is not None else ()
         uc_s = update_c.unbind(0) if update_c is not None else ()
+        tanh = tanh_for(c0)
         for t in range(steps):
             c = c_s[t]
             views = gate_s[t]
-            _gates(xh_s[t], project, c, peep, views)
+            _gates(xh_s[t], project, c, peep, views, tanh)
             o, cn, tc = views[2], views[-2], views[-1]
             new_h = h_s[t + 1] if h_cand is None else h_cand
             if w_hr_t is None:
@@ -226,10 +227,11 @@ class _LSTMEngine(torch.autograd.Function):
             peep_if_acc = x.new_zeros(batch, 2, hidden)
             peep_o_acc = x.new_zeros(batch, hidden)
             dzif_s = dz[..., hidden:3 * hidden].unflatten(-1, (2, hidden)).unbind(0)
+        tanh = tanh_for(cs[0])
         for t in range(steps - 1, -1, -1):
             views = gate_s[t]
             if project is not None:
-                _gates(xh_s[t], project, cp_s[t], peep, views)
+                _gates(xh_s[t], project, cp_s[t], peep, views, tanh)
             a, _, o, i, f, s_g, _, cc, tc = views
             torch.addcmul(a, a, a, value=-1, out=slope)
             dh = gh if update_h is None else gh * uh_s[t]  # what reaches the cell's h~
@@ -503,11 +505,13 @@ def _gate_views(z: Tensor, tanh_c: Tensor, c_cand: Tensor, steps: int, peephole:
     return [tuple(p[t if len(p) == steps else 0] for p in per_step) for t in range(steps)]  # type: ignore[misc]
 
 
-def _gates(xh_t: Tensor, project: StepMatmul, c: Tensor, peep: Tensor | None, views: GateViews) -> None:
+def _gates(xh_t: Tensor, project: StepMatmul, c: Tensor, peep: Tensor | None, views: GateViews,
+           tanh: Callable[[Tensor, Tensor], Tensor] = tanh_into) -> None:
     """One step's gate activations, ``c~`` and ``tanh c~`` written into ``views``.
 
     ``project`` writes the pre-activations into ``z_t`` (torch) or returns them in a new tensor
     (oneDNN): the sigmoid then reads them from there and writes ``z_t``, no extra pass either way.
+    ``tanh``: :func:`~rnnkit.scan.elementwise.tanh_for`, resolved once by the loop that calls this.
     """
     z_t, act, o, i, f, s_g, i_f, c_new, tanh_c = views
     pre = project(xh_t, out=z_t)
@@ -522,7 +526,7 @@ def _gates(xh_t: Tensor, project: StepMatmul, c: Tensor, peep: Tensor | None, vi
     torch.mul(f, c, out=c_new).addcmul_(i, s_g, value=2.0).sub_(i)  # f c + i (2 s_g - 1)
     if peep is not None:
         torch.sigmoid(pre_o.addcmul_(peep[2], c_new), out=o)
-    tanh_into(c_new, tanh_c)
+    tanh(c_new, tanh_c)
 
 
 def _inference_weights(cell: LSTMCell, order: Tensor) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
@@ -581,6 +585,7 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
     h_cand = xw.new_empty(batch, state) if updates else None  # h~ before its update
     h, c = h0, c0
     c3 = c0.unsqueeze(1)
+    tanh = tanh_for(tanh_c)
     for t, (x_t, out_t) in enumerate(zip(xw.unbind(0), out.unbind(0))):
         pre = recur(h if h_in is None or rec_mask is None else torch.mul(h, rec_mask, out=h_in), add=x_t, out=gates)
         if pre is not gates:
@@ -596,7 +601,7 @@ def _lstm_inference(cell: LSTMCell, x_tm: Tensor, h0: Tensor, c0: Tensor, order:
         if peep_o is not None:
             torch.sigmoid_(o.addcmul_(peep_o, c_new))
         h_new = out_t if h_cand is None else h_cand
-        o_tanh_c = torch.mul(o, tanh_into(c_new, tanh_c), out=h_new if w_hr_t is None else h_raw)
+        o_tanh_c = torch.mul(o, tanh(c_new, tanh_c), out=h_new if w_hr_t is None else h_raw)
         if w_hr_t is not None:
             torch.mm(o_tanh_c, w_hr_t, out=h_new)
         if h_cand is None:

@@ -44,7 +44,7 @@ from ..cells.base import RecurrentCell, State
 from ..cells.gru import GRUCell
 from . import cuda_graph, engine_triton
 from ._bptt import first_order_only, needs_grad, recurrent_grad
-from .elementwise import tanh_
+from .elementwise import tanh_for
 from .recompute import recompute_requested
 from .step_matmul import StepMatmul, cached_step_matmul, large_matmul, linear
 
@@ -159,13 +159,15 @@ def _forward_loop(xw: Tensor, w_hh: Tensor, b_hh: Tensor | None, h0: Tensor, rec
         rz_s, n_s = gates[..., :2 * hidden].unbind(0), gates[..., 2 * hidden:].unbind(0)
         xrz_s, xn_s = xw[..., :2 * hidden].unbind(0), xw[..., 2 * hidden:].unbind(0)
         h_cand = xw.new_empty(batch, hidden) if uh is not None else None
+        tanh = tanh_for(h0)
         for t in range(steps):
             k = 0 if recompute else t
             pre = project(hin_s[t], out=hw_s[k])
             if pre is not hw_s[k] and not recompute:  # oneDNN's result: keep the n block for the backward
                 hidden_n[k].copy_(pre[:, 2 * hidden:])
             rz = torch.add(xrz_s[t], pre[:, :2 * hidden], out=rz_s[k]).sigmoid_()
-            n = tanh_(torch.addcmul(xn_s[t], rz[:, :hidden], pre[:, 2 * hidden:], out=n_s[k]))
+            n = torch.addcmul(xn_s[t], rz[:, :hidden], pre[:, 2 * hidden:], out=n_s[k])
+            tanh(n, n)
             h_prev = h_s[t]
             target = h_s[t + 1] if h_cand is None else h_cand
             torch.sub(h_prev, n, out=target)
@@ -204,13 +206,15 @@ def _backward_loop(gh: Tensor, gout: Tensor | None, gates: Tensor, hw: Tensor | 
     gh = gh.contiguous()
     back = StepMatmul(w_hh.t(), None, batch, adds=True, calls=steps)
     step = engine_triton.gru_backward_step if triton else _torch_backward_step
+    tanh = tanh_for(gh)
     for t in range(steps - 1, -1, -1):
         if recompute:  # r, z = sigmoid(xw_rz + hw_rz), n = tanh(xw_n + r hw_n), as the forward
             pre = project(hin_s[t], out=hw_buf)
             x_t = xw_s[t]
             torch.add(x_t[:, :2 * hidden], pre[:, :2 * hidden], out=gate_buf[:, :2 * hidden]).sigmoid_()
-            tanh_(torch.addcmul(x_t[:, 2 * hidden:], gate_buf[:, :hidden], pre[:, 2 * hidden:],
-                                out=gate_buf[:, 2 * hidden:]))
+            n = torch.addcmul(x_t[:, 2 * hidden:], gate_buf[:, :hidden], pre[:, 2 * hidden:],
+                              out=gate_buf[:, 2 * hidden:])
+            tanh(n, n)
             g_t, hw_t = gate_buf, pre
         else:
             g_t, hw_t = g_s[t], hw_s[t]
@@ -265,10 +269,11 @@ def _gru_inference(cell: GRUCell, xw: Tensor, h0: Tensor, rec: Tensor | None, uh
     xrz_s, xn_s = xw[..., :2 * hidden].unbind(0), xw[..., 2 * hidden:].unbind(0)
     uh_s = uh.unbind(0) if uh is not None else ()
     h = h0
+    tanh = tanh_for(n)
     for t, out_t in enumerate(out.unbind(0)):
         pre = recur(h if rec is None or h_in is None else torch.mul(h, rec, out=h_in), out=hw)
         torch.add(xrz_s[t], pre[:, :2 * hidden], out=rz).sigmoid_()
-        tanh_(torch.addcmul(xn_s[t], r, pre[:, 2 * hidden:], out=n))
+        tanh(torch.addcmul(xn_s[t], r, pre[:, 2 * hidden:], out=n), n)
         target = out_t if h_cand is None else h_cand
         torch.addcmul(n, z, torch.sub(h, n, out=target), out=target)  # (1 - z) n + z h_{t-1}
         h = out_t if h_cand is None else torch.lerp(h, h_cand, uh_s[t], out=out_t)

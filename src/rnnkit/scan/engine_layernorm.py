@@ -37,7 +37,7 @@ from torch.autograd.function import FunctionCtx
 from ..cells.lstm import LayerNormLSTMCell
 from . import cuda_graph, engine_triton
 from ._bptt import first_order_only, recurrent_grad
-from .elementwise import tanh_into
+from .elementwise import tanh_for
 from .step_matmul import StepMatmul, large_matmul, linear
 
 
@@ -147,6 +147,7 @@ class _GateStep:
     def __init__(self, w_hh: Tensor, gain_hh: Tensor, gain_c: Tensor, bias_c: Tensor, peep: Tensor | None,
                  batch: int, steps: int, eps_hh: float, eps_c: float) -> None:
         self.project = StepMatmul(w_hh, None, batch, calls=steps)
+        self.tanh = tanh_for(gain_c.new_empty(batch, gain_c.shape[-1]))  # decided once for the loop
         self.gain_hh, self.gain_c, self.bias_c, self.peep = gain_hh, gain_c, bias_c, peep
         self.eps_hh, self.eps_c = eps_hh, eps_c
         self.four_h = w_hh.shape[0]
@@ -166,7 +167,7 @@ class _GateStep:
         if peep is not None:
             torch.sigmoid_(o.addcmul_(peep[2], cc))
         normed_c, mean_c, rstd_c = torch.native_layer_norm(cc, (cc.shape[-1],), self.gain_c, self.bias_c, self.eps_c)
-        tanh_into(normed_c, tc)
+        self.tanh(normed_c, tc)
         return mean_hh, rstd_hh, mean_c, rstd_c
 
 

@@ -349,13 +349,10 @@ def make_torch_optimizer(optimizer_class: type[torch.optim.Optimizer], params: I
     """``optimizer_class(params, **kwargs)`` with the fused step where :func:`fused_step_kwargs` allows it,
     falling back to torch's default step where this torch refuses it."""
     params = list(params)
-    fused = fused_step_kwargs(optimizer_class, params)
-    if fused:
-        try:
-            return optimizer_class(params, **kwargs, **fused)
-        except (RuntimeError, TypeError, ValueError):  # an older torch without a fused CPU step
-            pass
-    return optimizer_class(params, **kwargs)
+    try:
+        return optimizer_class(params, **kwargs, **fused_step_kwargs(optimizer_class, params))
+    except (RuntimeError, TypeError, ValueError):  # an older torch without a fused CPU step, or bad settings:
+        return optimizer_class(params, **kwargs)  # the default step (which reports bad settings itself)
 
 
 class SGD(Optimizer):
