@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..cells import CellSpec, LinearRecurrentCell, RecurrentCell, make_cell
+from ..cells import CellSpec, RecurrentCell, make_cell
 from ..scan import (
     check_lengths,
     check_mask,
@@ -56,18 +56,6 @@ IMPLEMENTATIONS = ("auto", "reference", "fused", "sequential", "parallel", "engi
 def layer_param_name(cell_param: str, layer: int, reverse: bool) -> str:
     """The ``torch.nn`` name of a cell parameter: ``weight_ih`` of layer 1, reverse -> ``weight_ih_l1_reverse``."""
     return f"{cell_param.replace('.', '_')}_l{layer}{'_reverse' if reverse else ''}"
-
-
-def _recur_overrides_scan_terms(cell: RecurrentCell) -> bool:
-    """Whether ``cell`` is a :class:`LinearRecurrentCell` whose ``recur`` is written below the class that
-    defines its ``scan_terms`` (a subclass of ``MinGRUCell`` that rewrites only ``recur``): the linear scans
-    run ``scan_terms``, which then computes the parent's recurrence, not this cell's."""
-    if not isinstance(cell, LinearRecurrentCell):
-        return False
-    mro = type(cell).__mro__
-    recur_owner = next(k for k in mro if "recur" in vars(k))
-    terms_owner = next(k for k in mro if "scan_terms" in vars(k))
-    return recur_owner is not terms_owner and issubclass(recur_owner, terms_owner)
 
 
 def _check_rate(name: str, value: float) -> float:
@@ -91,7 +79,6 @@ class _RecurrentCore(nn.Module):
     _torch_mode: str | None = None
     _cells: list[RecurrentCell]
     _extra_cell_kwargs: dict[str, Any]
-    _stale_linear_cell: str | None = None
     _bindings: list[tuple[nn.Module, str, str, bool]]
 
     def _setup_recurrent(self, cell: CellSpec, cell_options: dict[str, Any] | None, *, input_dropout: float,
@@ -145,8 +132,6 @@ class _RecurrentCore(nn.Module):
         # cells are views on this layer's parameters, not registered submodules: parameter names
         # stay those of torch.nn, and _bind() re-points the cells after .to(), load_state_dict() etc.
         object.__setattr__(self, "_cells", cells)
-        # the class name of a linear cell whose recur is not its scan_terms' (a str: a cell here would register)
-        self._stale_linear_cell = next((type(c).__name__ for c in cells if _recur_overrides_scan_terms(c)), None)
         object.__setattr__(self, "_bindings", bindings)
         init_flat = getattr(self, "_init_flat_weights", None)
         if callable(init_flat):  # torch.nn.RNNBase: re-point its flat weight list (and weak refs) at the new tensors
@@ -443,15 +428,6 @@ class _RecurrentCore(nn.Module):
             else:  # cuDNN runs packed sequences natively; on CPU, packed inference is as fast as padded
                 out_bf, h_n = run_fused_masked(fused, x_bf, hx, mask, initial)
             return out_bf, h_n, None
-        # a linear cell that rewrites recur only: its recur is the definition, the linear scans would run the
-        # parent's scan_terms (rnnkit.scan.parallel.linear_scan_unavailable_reason does not look)
-        stale = self._stale_linear_cell
-        if stale is not None and self.implementation in ("auto", "sequential", "parallel"):
-            if self.implementation != "auto":
-                raise ValueError(f"implementation={self.implementation!r} runs {stale}.scan_terms, but "
-                                 f"{stale} overrides recur without it; define scan_terms from the same "
-                                 "equations, or use implementation='reference'")
-            return self._reference(x_bf, hx, mask, return_gates)
         # cells with input-only gates (minGRU, minLSTM): element-wise linear scans, see rnnkit.scan.parallel
         scan = select_scan(self._cells, self.implementation, x.device, zoneout_rate=self.zoneout,
                            return_gates=return_gates, recurrent_dropout=bool(self.training and self.recurrent_dropout),

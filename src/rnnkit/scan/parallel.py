@@ -270,12 +270,26 @@ def linear_scan_sequential(a: Tensor, b: Tensor, h0: Tensor, *, reverse: bool = 
 
 
 # -- cell-level scans (same contract as reference_scan) -----------------------------------------
+@functools.cache
+def _recur_overrides_scan_terms(cls: type) -> bool:
+    """Whether the cell class's ``recur`` is written below the class that defines its ``scan_terms`` (a subclass
+    of ``MinGRUCell`` that rewrites only ``recur``): the linear scans would compute the parent's recurrence."""
+    mro = cls.__mro__
+    recur_owner = next(k for k in mro if "recur" in vars(k))
+    terms_owner = next(k for k in mro if "scan_terms" in vars(k))
+    return recur_owner is not terms_owner and issubclass(recur_owner, terms_owner)
+
+
 def linear_scan_unavailable_reason(cell: RecurrentCell, implementation: str, *, zoneout_rate: float = 0.0,
                                    return_gates: bool = False, recurrent_dropout: bool = False) -> str | None:
     """Why ``implementation`` (``"sequential"`` or ``"parallel"``) cannot run ``cell`` exactly, else ``None``."""
     if not isinstance(cell, LinearRecurrentCell):
         return (f"implementation={implementation!r} needs a cell whose gates depend only on the input "
                 f"(a LinearRecurrentCell such as 'mingru' or 'minlstm'); {type(cell).__name__} is not one")
+    if _recur_overrides_scan_terms(type(cell)):
+        name = type(cell).__name__
+        return (f"the linear scans run {name}.scan_terms, but {name} overrides recur without it (its own recur "
+                "is the definition); define scan_terms from the same equations, or use implementation='reference'")
     if return_gates:
         return "gate activations are recorded only by the reference scan"
     if zoneout_rate:
