@@ -270,14 +270,19 @@ def linear_scan_sequential(a: Tensor, b: Tensor, h0: Tensor, *, reverse: bool = 
 
 
 # -- cell-level scans (same contract as reference_scan) -----------------------------------------
-@functools.cache
+_OVERRIDES: dict[type, bool] = {}  # per cell class, worked out once
+
+
 def _recur_overrides_scan_terms(cls: type) -> bool:
     """Whether the cell class's ``recur`` is written below the class that defines its ``scan_terms`` (a subclass
     of ``MinGRUCell`` that rewrites only ``recur``): the linear scans would compute the parent's recurrence."""
-    mro = cls.__mro__
-    recur_owner = next(k for k in mro if "recur" in vars(k))
-    terms_owner = next(k for k in mro if "scan_terms" in vars(k))
-    return recur_owner is not terms_owner and issubclass(recur_owner, terms_owner)
+    known = _OVERRIDES.get(cls)
+    if known is None:
+        mro = cls.__mro__
+        recur_owner = next(k for k in mro if "recur" in vars(k))
+        terms_owner = next(k for k in mro if "scan_terms" in vars(k))
+        known = _OVERRIDES[cls] = recur_owner is not terms_owner and issubclass(recur_owner, terms_owner)
+    return known
 
 
 def linear_scan_unavailable_reason(cell: RecurrentCell, implementation: str, *, zoneout_rate: float = 0.0,
