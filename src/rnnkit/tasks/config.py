@@ -24,12 +24,13 @@ class ConfigError(ValueError):
     """A config value or key is not valid (one line, names the key and what is expected)."""
 
 
-def check_batch(inputs: Any, what: str = "texts") -> None:
-    """``predict`` takes a list of ``what``: a bare string (which Python would iterate character by
-    character, one prediction per character) is a one-line ``TypeError`` with the fix."""
+def check_batch(inputs: Any, what: str = "texts", call: str = "predict", fix: str | None = None) -> None:
+    """``call`` (``predict``, ``translate``, ``transcribe`` ...) takes a list of ``what``: a bare string
+    (which Python would iterate character by character, one result per character) is a one-line
+    ``TypeError`` with the fix (default ``call([x])``)."""
     if isinstance(inputs, str | bytes | Path):
-        raise TypeError(f"predict takes a list of {what}, got a single {type(inputs).__name__} "
-                        f"({str(inputs)[:40]!r}); wrap it in a list: predict([x])")
+        raise TypeError(f"{call} takes a list of {what}, got a single {type(inputs).__name__} "
+                        f"({str(inputs)[:40]!r}); wrap it in a list: {fix or call + '([x])'}")
 
 
 def check_cell(value: str, key: str = "model.cell") -> None:

@@ -1154,9 +1154,7 @@ class TrainedSpeechModel:
         ``label`` and ``probabilities`` for a classifier). ``rtf`` is processing time over audio
         duration. Files longer than ``max_chunk_seconds`` (default: ``decode.max_chunk_seconds``)
         are decoded in chunks, with ``chunks`` and a note saying so."""
-        if isinstance(paths, str | bytes | Path):
-            raise TypeError(f"transcribe takes a list of files, got a single {type(paths).__name__} "
-                            f"({str(paths)[:40]!r}); wrap it in a list: transcribe([path])")
+        check_batch(paths, "files", "transcribe", "transcribe([path])")
         if stream and not self.model.streamable:
             raise ValueError("this model cannot stream: it needs model.bidirectional=false, model.head=ctc and "
                              "model.subsampling=stack or none; transcribe without --stream")

@@ -316,14 +316,6 @@ def build_model(hyper: dict[str, Any]) -> Seq2Seq:
 
 
 # -- trained model -----------------------------------------------------------------------------
-def _check_sentences(texts: Any, what: str = "sentences", fix: str = "translate([text])") -> None:
-    """A list of sentences: a bare string (which Python iterates character by character, one
-    translation per character) is a one-line ``TypeError`` with the fix."""
-    if isinstance(texts, str | bytes | Path):
-        raise TypeError(f"expected a list of {what}, got a single {type(texts).__name__} ({str(texts)[:40]!r}); "
-                        f"wrap it in a list: {fix}")
-
-
 class TrainedTranslator:
     """A translation model with its subword vocabularies: translate raw sentences, score parallel files.
 
@@ -381,7 +373,7 @@ class TrainedTranslator:
         ``log_prob / length ** decode.length_penalty`` (length counts ``<eos>``) for every beam size,
         greedy decoding (``beam_size=1``) included, as :func:`~rnnkit.tasks.seq2seq.beam_search` ranks them.
         """
-        _check_sentences(texts)
+        check_batch(texts, "sentences", "translate", "translate([text])")
         beam = self.decode.beam_size if beam_size is None else beam_size
         n = min(self.decode.nbest, beam) if nbest is None else nbest  # the run's n-best, within this beam
         if beam < 1:
@@ -450,8 +442,8 @@ class TrainedTranslator:
     def score_pairs(self, sources: Sequence[str], references: Sequence[str], *, beam_size: int | None = None
                     ) -> dict[str, Any]:
         """BLEU and chrF of the translations of ``sources`` against ``references``, plus speed."""
-        _check_sentences(sources)
-        _check_sentences(references, "references", "score_pairs([source], [reference])")
+        check_batch(sources, "sentences", "score_pairs", "score_pairs([source], [reference])")
+        check_batch(references, "references", "score_pairs", "score_pairs([source], [reference])")
         start = time.perf_counter()
         translations = [r["translation"] for r in self.translate(sources, beam_size=beam_size, nbest=1,
                                                                     truncate=True)]
