@@ -480,22 +480,24 @@ def test_eos_of_a_char_model_reads_as_a_line_break(capsys):
     assert capsys.readouterr().out == "a\nb"
 
 
-@pytest.mark.parametrize("level,tokens", [
-    ("word", ["the", "cat", "<eos>", "a", "dog", "sat", "<eos>"]),
-    ("word", ["<unk>", "x", "<eos>", "<eos>", "y"]),
-    ("subword", ["\u2581the", "\u2581ca", "t", "<eos>", "\u2581a", "\u2581", "<eos>", "dog", "\u2581<unk>"]),
-    ("subword", ["\u2581", "\u2581hi", "\u2581", "\u2581"]),
-    ("char", ["h", "i", "<eos>", " ", "x"]),
+@pytest.mark.parametrize("level,tokens,text", [
+    ("word", ["the", "cat", "<eos>", "a", "dog", "sat", "<eos>"], "the cat\na dog sat\n"),
+    ("word", ["<unk>", "x", "<eos>", "<eos>", "y"], "<unk> x\n\ny"),
+    ("subword", ["\u2581the", "\u2581ca", "t", "<eos>", "\u2581a", "\u2581", "<eos>", "dog", "\u2581<unk>"],
+     "the cat\na\ndog <unk>"),
+    ("subword", ["\u2581", "\u2581hi", "\u2581", "\u2581"], "hi"),
+    ("char", ["h", "i", "<eos>", " ", "x"], "hi\n x"),
 ])
-def test_streamed_text_reads_as_the_returned_text(capsys, level, tokens):
+def test_streamed_text_reads_as_the_returned_text(capsys, level, tokens, text):
     """The terminal stream wrote a space after every word (before line breaks and at the end) and began
-    subword lines with a space: it now matches render_tokens, which the returned text uses."""
+    subword lines with a space: it now writes what the returned text (render_tokens) holds."""
     from rnnkit.tasks.language_model import TerminalStream, render_tokens
 
     stream = TerminalStream(level)
     for token in tokens:
         stream(token)
-    assert capsys.readouterr().out == render_tokens(tokens, level)
+    assert capsys.readouterr().out == text
+    assert render_tokens(tokens, level) == text
 
 
 def test_evaluate_counts_the_tokens_read_as_unk(word_run, tmp_path):

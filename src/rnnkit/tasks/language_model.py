@@ -785,18 +785,12 @@ def render_tokens(tokens: Sequence[str], level: str, specials: Sequence[str] = (
     """Generated tokens as text: characters concatenated; words joined by spaces; subwords
     detokenized (``▁`` starts a word); ``<eos>``, the end of a line (word and subword models, and
     character models with ``line_ending=eos``), is a line break (no space around it). Other special
-    tokens stay visible as words."""
-    if level == "char":
-        return "".join("\n" if token == "<eos>" else token for token in tokens)
-    lines: list[list[str]] = [[]]
+    tokens stay visible as words. The same rules as the terminal stream (:class:`TerminalStream`)."""
+    parts: list[str] = []
+    stream = TerminalStream(level, specials=specials, write=parts.append)
     for token in tokens:
-        if token == "<eos>":
-            lines.append([])
-        else:
-            lines[-1].append(subword_text(token, specials) if level == "subword" else token)
-    if level == "subword":
-        return "\n".join("".join(line).strip(" ") for line in lines)
-    return "\n".join(" ".join(line) for line in lines)
+        stream(token)
+    return "".join(parts)
 
 
 def subword_text(token: str, specials: Sequence[str] = ()) -> str:
@@ -806,7 +800,7 @@ def subword_text(token: str, specials: Sequence[str] = ()) -> str:
 
 
 class TerminalStream:
-    """Writes generated tokens to standard output as they come, as :func:`render_tokens` joins them:
+    """Writes generated tokens as they come (to standard output, or ``write``), the rules :func:`render_tokens` uses:
     words separated by one space (none before a line break or at the end), subword lines without
     the leading or trailing space a ``▁`` piece would give, ``<eos>`` as a line break.
 
@@ -817,9 +811,11 @@ class TerminalStream:
 
     SPECIALS = ("<unk>", "<eos>", "<pad>", "<bos>")
 
-    def __init__(self, level: str, *, line_start: bool = True) -> None:
-        self.level, self.line_start = level, line_start
+    def __init__(self, level: str, *, line_start: bool = True, specials: Sequence[str] = SPECIALS,
+                 write: Callable[[str], Any] | None = None) -> None:
+        self.level, self.line_start, self.specials = level, line_start, specials
         self.pending = ""  # a subword line's trailing spaces: written only if the line goes on
+        self.write = write  # None: standard output, flushed after every token
 
     def __call__(self, token: str) -> None:
         if token == "<eos>":
@@ -827,7 +823,7 @@ class TerminalStream:
         elif self.level == "char":
             text = token
         elif self.level == "subword":
-            piece = subword_text(token, self.SPECIALS)
+            piece = subword_text(token, self.specials)
             if self.line_start:
                 piece = piece.lstrip(" ")
             body = piece.rstrip(" ")
@@ -837,7 +833,11 @@ class TerminalStream:
         else:
             text = token if self.line_start else " " + token
             self.line_start = False
-        if text:
+        if not text:
+            return
+        if self.write is not None:
+            self.write(text)
+        else:
             sys.stdout.write(text)
             sys.stdout.flush()
 
