@@ -145,7 +145,8 @@ def test_training_windows_never_reach_the_validation_or_test_period(n, lookback,
         ds = _Windows(series, [1], period, bounds, lookback, horizon, 1)
         lo, hi = getattr(bounds["a"], period)
         for i in range(len(ds)):
-            x, _, _, y = ds[i]
+            x, _, _, y, observed = ds[i]
+            assert bool(observed.all())  # every value of a series built from arrays was observed
             first_target = int(y[0, 0])  # values equal their step index
             assert lo <= first_target and first_target + horizon <= hi
             assert int(x[-1, 0]) == first_target - 1  # inputs end right before the targets

@@ -18,7 +18,8 @@ The result is a :class:`TimeSeriesDataset` of :class:`TimeSeries` plus one
 :class:`SeriesReport` per series recording what was filled, so nothing is silent. Each series
 also carries ``observed``, a per-position mask of the target values that were really in the
 file (``False`` where a gap or an empty cell was filled), so that errors can be scored on
-observations only.
+observations only, and ``past_observed``, the same mask for the past covariates (a forecaster
+re-fills an input from the values it could know at its origin).
 Pandas is optional: it is used only for Parquet files.
 """
 
@@ -129,6 +130,7 @@ class TimeSeries:
         observed: ``[N, n_targets]`` bool, ``True`` where the target value was read from the
             file and ``False`` where it was filled (a gap or an empty/NaN cell); ``None`` means
             every value is an observation (e.g. a series built from arrays).
+        past_observed: ``[N, P]`` bool, the same for the past covariates (``None``: all observed).
     """
 
     series_id: str
@@ -141,6 +143,7 @@ class TimeSeries:
     future_covariate_names: tuple[str, ...] = ()
     freq: str | None = None
     observed: np.ndarray | None = None
+    past_observed: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -166,6 +169,7 @@ class TimeSeries:
             self.future_covariate_names,
             self.freq,
             None if self.observed is None else self.observed[start:stop],
+            None if self.past_observed is None else self.past_observed[start:stop],
         )
 
     @classmethod
@@ -179,6 +183,7 @@ class TimeSeries:
         series_id: str = "0",
         target_names: Sequence[str] | None = None,
         observed: Any = None,
+        past_observed: Any = None,
     ) -> TimeSeries:
         """Build a series from arrays (no gap checks: the data is assumed regular).
 
@@ -191,6 +196,7 @@ class TimeSeries:
             target_names: Column names (default ``target_0``...).
             observed: ``[N]`` or ``[N, n_targets]`` booleans, ``False`` at target values that
                 were filled rather than observed; ``None``: all observed.
+            past_observed: ``[N, P]`` booleans, the same for ``past_covariates``.
 
         Returns:
             The series.
@@ -230,6 +236,15 @@ class TimeSeries:
                 raise DataError(
                     f"observed has shape {mask.shape}, targets {y.shape}", hint="give one flag per target value"
                 )
+        past_mask = None
+        if past_observed is not None:
+            past_mask = np.asarray(past_observed, dtype=bool)
+            past_mask = past_mask[:, None] if past_mask.ndim == 1 else past_mask
+            if past_mask.shape != pc.shape:
+                raise DataError(
+                    f"past_observed has shape {past_mask.shape}, past_covariates {pc.shape}",
+                    hint="give one flag per past covariate value",
+                )
         return cls(
             series_id,
             t,
@@ -240,6 +255,7 @@ class TimeSeries:
             tuple(f"past_{i}" for i in range(pc.shape[1])),
             tuple(f"future_{i}" for i in range(fc.shape[1])),
             observed=mask,
+            past_observed=past_mask,
         )
 
 
@@ -925,6 +941,7 @@ def read_timeseries(
                 hint=fixes("fix the cell", setting("fill", "ffill", "interpolate", "zero")),
             )
         observed = ~np.isnan(vals[:, :nt])  # before filling: False at gaps and empty target cells
+        past_observed = ~np.isnan(vals[:, nt : nt + npc])
         if np.isnan(vals).any():
             try:
                 vals = fill_missing(vals, fill, () if fill_breaks is None else fill_breaks(n_steps), value_columns)
@@ -948,6 +965,7 @@ def read_timeseries(
             tuple(future_covariates),
             report.freq,
             observed,
+            past_observed,
         )
         reports[sid] = report
     return TimeSeriesDataset(series, reports, str(p))

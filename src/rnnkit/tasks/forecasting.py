@@ -365,6 +365,13 @@ class Pipeline:
         out = transform_targets(values, self.cfg.transform, series_id)
         return out if self.target_scaler is None else self.target_scaler.transform(out, series_id)
 
+    def scale_past(self, s: TimeSeries, past: np.ndarray) -> np.ndarray:
+        """Scale past covariates ``[N, P]`` of series ``s`` (its statistics must exist: see :meth:`scale`)."""
+        if self.covariate_scaler is None:
+            return past
+        full = np.concatenate([past, np.zeros((len(past), s.future_covariates.shape[1]))], 1)
+        return self.covariate_scaler.transform(full, s.series_id)[:, :past.shape[1]]
+
     def scale_future(self, s: TimeSeries, future: np.ndarray) -> np.ndarray:
         """Scale known-future covariates ``[H, F]`` of series ``s`` (the past columns are ignored)."""
         if self.covariate_scaler is None:
@@ -533,23 +540,49 @@ def observed_mase_scale(history: np.ndarray, observed: np.ndarray | None, period
     return np.where(scale > 0, scale, np.nan)
 
 
-def refill_before(values: np.ndarray, observed: np.ndarray, lo: int, origin: int) -> np.ndarray:
-    """``values[:origin]`` as a forecaster at ``origin`` can know them: ``data.fill=interpolate`` fills
-    each period from the values observed before the period's end, so inside an evaluated period
-    ``[lo, hi)`` a missing value just before an origin was interpolated towards an observed value at
-    or after the origin (the very values that window forecasts). Here every value of ``[lo, origin)``
-    that was not observed is interpolated again from observed values before ``origin`` only (a gap
-    that no later value before ``origin`` closes takes the last observed value); values before
-    ``lo`` were filled from before ``lo`` and are kept."""
-    out = np.array(values[:origin], dtype=np.float64, copy=True)
+def refill_before(values: np.ndarray, observed: np.ndarray, lo: int, origin: int, start: int = 0) -> np.ndarray:
+    """``values[start:origin]`` as a forecaster at ``origin`` can know them: ``data.fill=interpolate``
+    fills each period from the values observed before the period's end, so inside an evaluated
+    period ``[lo, hi)`` a missing value just before an origin was interpolated towards an observed
+    value at or after the origin (the very values that window forecasts). Here every value of
+    ``[max(lo, start), origin)`` that was not observed is interpolated again from observed values
+    before ``origin`` only (a gap that no later value before ``origin`` closes takes the last
+    observed value); values before ``lo`` were filled from before ``lo`` and are kept."""
+    out = np.array(values[start:origin], dtype=np.float64, copy=True)
     ok = np.asarray(observed[:origin], dtype=bool)
-    steps = np.arange(origin)
+    first = max(lo, start)
     for c in range(out.shape[1]):
-        missing = np.flatnonzero(~ok[lo:, c]) + lo
-        known = steps[ok[:, c]]
-        if missing.size and known.size:
-            out[missing, c] = np.interp(missing, known, values[known, c])
+        missing = np.flatnonzero(~ok[first:, c]) + first
+        if not missing.size:
+            continue
+        known = np.flatnonzero(ok[:, c])
+        if known.size:
+            out[missing - start, c] = np.interp(missing, known, values[known, c])
     return out
+
+
+def inputs_known_at(pipe: Pipeline, s: TimeSeries, x: np.ndarray, lo: int, origin: int) -> np.ndarray:
+    """The input window ``x`` (``[lookback, columns]``, in the model's units, ending at ``origin``) of
+    series ``s`` (in original units) as a forecaster at ``origin`` can know it: the targets and past
+    covariates that ``data.fill`` filled inside the evaluated period ``[lo, hi)`` are filled again
+    from values observed before ``origin`` (:func:`refill_before`). Known-future covariates are known
+    ahead by definition and kept. ``x`` itself is returned when nothing in it needs filling again."""
+    if pipe.cfg.fill != "interpolate":  # ffill and zero never read a later value
+        return x
+    start = origin - len(x)
+    first = max(lo, start)
+    targets_ok, past_ok = _observed(s), _past_observed(s)
+    redo_targets, redo_past = not targets_ok[first:origin].all(), not past_ok[first:origin].all()
+    if not (redo_targets or redo_past):
+        return x
+    x = x.copy()
+    n_targets = s.targets.shape[1]
+    if redo_targets:
+        x[:, :n_targets] = pipe.scale_targets(refill_before(s.targets, targets_ok, lo, origin, start), s.series_id)
+    if redo_past:
+        x[:, n_targets:n_targets + s.past_covariates.shape[1]] = pipe.scale_past(
+            s, refill_before(s.past_covariates, past_ok, lo, origin, start))
+    return x
 
 
 def _all_filled_error(period_name: str, fill: str) -> DataError:
@@ -562,6 +595,12 @@ def _all_filled_error(period_name: str, fill: str) -> DataError:
 def _observed(s: TimeSeries) -> np.ndarray:
     """``[N, T]`` mask of the target values read from the file (all ``True`` when unknown)."""
     return np.ones(s.targets.shape, dtype=bool) if s.observed is None else np.asarray(s.observed, dtype=bool)
+
+
+def _past_observed(s: TimeSeries) -> np.ndarray:
+    """``[N, P]`` mask of the past covariate values read from the file (all ``True`` when unknown)."""
+    shape = s.past_covariates.shape
+    return np.ones(shape, dtype=bool) if s.past_observed is None else np.asarray(s.past_observed, dtype=bool)
 
 
 def backtest_origins(n_steps: int, lookback: int, horizon: int, stride: int, period: tuple[int, int]) -> np.ndarray:
@@ -604,14 +643,15 @@ def run_backtest(model: Forecaster, pipe: Pipeline, series: list[TimeSeries], pe
                 skipped[f"ets ({s.series_id})"] = f"{type(err).__name__}: {str(err)[:80]}"
         observed = _observed(s)
         scale = observed_mase_scale(s.targets[:fit_stop], observed[:fit_stop], pipe.period)
-        refill = pipe.cfg.fill == "interpolate" and not observed.all()
+        lo = periods[s.series_id][0]
+        refill = pipe.cfg.fill == "interpolate"
         for t0 in origins.tolist():
             x, fut = _window_inputs(scaled, t0, lookback, horizon)
             hist = s.targets[:t0]
             if refill:  # values filled inside the period from values at or after the origin: fill them again
-                hist = refill_before(s.targets, observed, periods[s.series_id][0], t0)
-                x = x.copy()
-                x[:, :hist.shape[1]] = pipe.scale_targets(hist[t0 - lookback:], s.series_id)
+                x = inputs_known_at(pipe, s, x, lo, t0)
+                if not observed[lo:t0].all():
+                    hist = refill_before(s.targets, observed, lo, t0)
             xs.append(x)
             futs.append(fut)
             ids.append(pipe.series_index(s.series_id))
@@ -669,18 +709,34 @@ def _forecast(model: Forecaster, x: np.ndarray, fut: np.ndarray, ids: np.ndarray
 
 # -- data for training -------------------------------------------------------------------------
 class _Windows(torch.utils.data.Dataset):
+    """Training or validation windows ``(inputs, known-future covariates, series index, targets,
+    observed)``: ``observed`` is ``False`` at target values that ``data.fill`` filled, which the loss
+    leaves out. ``known_inputs`` (the raw series and the pipeline) re-fills each window's inputs from
+    values observed before its origin (:func:`inputs_known_at`): used for the validation period,
+    where an interpolated input must not read the values the window is scored on."""
+
     def __init__(self, series: list[TimeSeries], ids: list[int], period: str, bounds: dict[str, SplitBounds],
-                 lookback: int, horizon: int, stride: int) -> None:
+                 lookback: int, horizon: int, stride: int,
+                 known_inputs: tuple[list[TimeSeries], Pipeline] | None = None) -> None:
         self.items: list[tuple[int, int]] = []
         self.arrays = [(torch.as_tensor(np.concatenate([s.targets, s.past_covariates, s.future_covariates], 1),
                                         dtype=torch.float32),
                         torch.as_tensor(s.future_covariates, dtype=torch.float32),
-                        torch.as_tensor(s.targets, dtype=torch.float32)) for s in series]
+                        torch.as_tensor(s.targets, dtype=torch.float32),
+                        torch.as_tensor(_observed(s))) for s in series]
         self.ids, self.lookback, self.horizon = ids, lookback, horizon
+        self.inputs: dict[int, Tensor] = {}  # item -> inputs filled again from values before its origin
         for k, s in enumerate(series):
             rng = getattr(bounds[s.series_id], period)
             for start in window_starts(len(s), lookback, horizon, stride, rng).tolist():
-                self.items.append((k, start + lookback))
+                t0 = start + lookback
+                if known_inputs is not None:
+                    raw, pipe = known_inputs[0][k], known_inputs[1]
+                    x = self.arrays[k][0][start:t0].double().numpy()
+                    known = inputs_known_at(pipe, raw, x, rng[0], t0)
+                    if known is not x:
+                        self.inputs[len(self.items)] = torch.as_tensor(known, dtype=torch.float32)
+                self.items.append((k, t0))
         if not self.items:
             raise DataError(f"no {period} window fits: the {period} period needs at least horizon = {horizon} steps",
                             hint=f"enlarge data.{'val' if period == 'val' else period}_size or shorten data.horizon")
@@ -688,10 +744,12 @@ class _Windows(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int, Tensor]:
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int, Tensor, Tensor]:
         k, t0 = self.items[i]
-        x, fut, y = self.arrays[k]
-        return x[t0 - self.lookback: t0], fut[t0: t0 + self.horizon], self.ids[k], y[t0: t0 + self.horizon]
+        x, fut, y, observed = self.arrays[k]
+        inputs = self.inputs.get(i)
+        return (x[t0 - self.lookback: t0] if inputs is None else inputs, fut[t0: t0 + self.horizon], self.ids[k],
+                y[t0: t0 + self.horizon], observed[t0: t0 + self.horizon])
 
 
 def _split(series: list[TimeSeries], cfg: DataConfig, path: str | Path | None = None) -> dict[str, SplitBounds]:
@@ -1129,7 +1187,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         raise ConfigError(f"model.window_norm=seasonal reads the last season from the input window, but data.lookback "
                           f"= {d.lookback} is shorter than the season length {pipe.period}; raise data.lookback")
     train_ds = _Windows(scaled, ids, "train", bounds, d.lookback, d.horizon, d.train_stride)
-    val_ds = _Windows(scaled, ids, "val", bounds, d.lookback, d.horizon, 1)
+    val_ds = _Windows(scaled, ids, "val", bounds, d.lookback, d.horizon, 1, known_inputs=(series, pipe))
     hyper = {"n_targets": len(d.target), "n_past": scaled[0].past_covariates.shape[1],
              "n_future": scaled[0].future_covariates.shape[1], "horizon": d.horizon, "lookback": d.lookback,
              "cell": m.cell, "hidden_size": m.hidden_size, "num_layers": m.num_layers, "dropout": m.dropout,
@@ -1143,19 +1201,24 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     counter = {"step": 0}  # the teacher-forcing schedule's position; saved with the engine's checkpoint
 
     def loss_fn(mdl: nn.Module, batch: Any) -> Tensor:
-        x, fut, sid, y = batch
+        x, fut, sid, y, observed = batch
         assert isinstance(mdl, Forecaster)
         progress_ = min(1.0, counter["step"] / steps_total)
         mdl.teacher_forcing = m.teacher_forcing + (m.teacher_forcing_end - m.teacher_forcing) * progress_
         counter["step"] += 1
-        return mdl.loss(mdl(x, fut, sid, y), y)
+        return mdl.loss(mdl(x, fut, sid, y), y, None if bool(observed.all()) else observed)
 
     def predict_fn(mdl: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
-        x, fut, sid, y = batch
-        return mdl(x, fut, sid), y
+        x, fut, sid, y, observed = batch
+        return mdl(x, fut, sid), y.masked_fill(~observed, math.nan)  # NaN: a filled value, not scored
 
     def metric_fn(params_: Tensor, y: Tensor) -> dict[str, float]:
-        return {"loss": float(model.loss(params_, y)), "mae": float((model.point(params_) - y).abs().mean())}
+        observed = ~y.isnan()
+        if bool(observed.all()):
+            return {"loss": float(model.loss(params_, y)), "mae": float((model.point(params_) - y).abs().mean())}
+        y = y.nan_to_num()
+        return {"loss": float(model.loss(params_, y, observed)),
+                "mae": float((model.point(params_) - y).abs()[observed].mean())}
 
     options = EngineOptions(epochs=cfg.train.epochs, learning_rate=cfg.train.learning_rate, optimizer=cfg.train.optimizer,
                             weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,

@@ -181,20 +181,30 @@ class Forecaster(nn.Module):
             return params[..., :1] + params[..., 1:2] * student_t_quantile(lv, params[..., 2:3])
         return params[..., :1].expand(*params.shape[:-1], len(lv))
 
-    def loss(self, params: Tensor, y: Tensor) -> Tensor:
-        """The training objective for targets ``y`` ``[B, H, T]``."""
+    def loss(self, params: Tensor, y: Tensor, observed: Tensor | None = None) -> Tensor:
+        """The training objective for targets ``y`` ``[B, H, T]``: the mean over the positions where
+        ``observed`` (``[B, H, T]`` bool; ``None``: all) is ``True``, so values that ``data.fill``
+        filled are not learnt from (an interpolated gap is smoother, a zero-filled one an outlier)."""
         if self.likelihood == "quantile":
             q = torch.tensor(self.quantiles, dtype=params.dtype, device=params.device)
             e = y.unsqueeze(-1) - params
-            return torch.maximum(q * e, (q - 1) * e).mean()
+            per_value = torch.maximum(q * e, (q - 1) * e)
+            if observed is None:
+                return per_value.mean()
+            return per_value.mean(-1).masked_fill(~observed, 0.0).sum() / observed.sum().clamp(min=1)
         if self.likelihood == "gaussian":
-            return -torch.distributions.Normal(params[..., 0], params[..., 1]).log_prob(y).mean()
-        if self.likelihood == "student_t":
-            dist = torch.distributions.StudentT(params[..., 2], params[..., 0], params[..., 1])
-            return -dist.log_prob(y).mean()
-        if self.likelihood == "mae":
-            return (params[..., 0] - y).abs().mean()
-        return F.mse_loss(params[..., 0], y)
+            per_value = -torch.distributions.Normal(params[..., 0], params[..., 1]).log_prob(y)
+        elif self.likelihood == "student_t":
+            per_value = -torch.distributions.StudentT(params[..., 2], params[..., 0], params[..., 1]).log_prob(y)
+        elif self.likelihood == "mae":
+            per_value = (params[..., 0] - y).abs()
+        elif observed is None:
+            return F.mse_loss(params[..., 0], y)
+        else:
+            per_value = (params[..., 0] - y).square()
+        if observed is None:
+            return per_value.mean()
+        return per_value.masked_fill(~observed, 0.0).sum() / observed.sum().clamp(min=1)
 
 
 # -- calendar features -------------------------------------------------------------------------
