@@ -20,6 +20,7 @@ from rnnkit.data import (
     validate_tags,
 )
 from rnnkit.data.conll import first_scheme_violation
+from rnnkit.data.errors import config_keys
 
 CONLL = """-DOCSTART- -X- -X- O
 
@@ -59,8 +60,13 @@ def test_conll_column_errors(tmp_path: Path) -> None:
         read_conll(f)
     assert f"{f}:2: line has 3 columns, expected 4 (as on line 1)" in str(err.value)
     f.write_text("EU B-ORG\n", encoding="utf-8")
-    with pytest.raises(DataError, match="tag_column=5 but lines have 2 columns"):
+    with pytest.raises(DataError, match="tag_column=5 but lines have 2 columns") as err:
         read_conll(f, tag_column=5)
+    assert "fix: pass tag_column=N with N between 0 and 1 (-1 is the last column)" in str(err.value)
+    with config_keys({"tag_column": "data.tag_column"}), pytest.raises(DataError) as err:
+        read_conll(f, tag_column=5)  # worded for the command line, as a task reads its files
+    assert str(err.value).startswith(f"{f}:1: data.tag_column=5 but lines have 2 columns; fix: add --set "
+                                     "data.tag_column=N with N between 0 and 1")
 
 
 def test_conll_tab_separator(tmp_path: Path) -> None:
@@ -68,6 +74,21 @@ def test_conll_tab_separator(tmp_path: Path) -> None:
     f.write_text("New York\tB-LOC\nis\tO\n\nok\tO\n", encoding="utf-8")
     sents = read_conll(f, separator="\t")
     assert sents[0].tokens == ("New York", "is") and len(sents) == 2
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("EU\tB-ORG\n\tO\n", 2, "empty token in column 0"),
+    ("EU\tB-ORG\nrejects\t \n", 2, "empty tag in column 1"),
+    ("EU\tNNP\tB-ORG\n  \tVBZ\tO\n", 2, "empty token in column 0"),
+])
+def test_conll_tab_file_with_an_empty_token_or_tag_is_refused(tmp_path: Path, text: str, line: int,
+                                                              message: str) -> None:
+    # split on a tab, a line may hold an empty column: a token "" would become a word of the vocabulary
+    f = tmp_path / "tab.tsv"
+    f.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        read_conll(f, separator="\t")
+    assert str(err.value).startswith(f"{f}:{line}: {message}") and "fix:" in str(err.value)
 
 
 def test_spans_per_scheme() -> None:

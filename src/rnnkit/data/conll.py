@@ -156,11 +156,14 @@ def read_conll(
             ncols, ncols_line = len(fields), number
             for col, role in ((token_column, "token"), (tag_column, "tag")):
                 if not -ncols <= col < ncols:
+                    key = name_of(role + "_column")
+                    command = "pass" if key == role + "_column" else "add --set"  # a Python call or a command
                     raise DataError(
-                        f"{role}_column={col} but lines have {ncols} columns",
+                        f"{key}={col} but lines have {ncols} columns",
                         path=p,
                         line=number,
-                        hint=f"choose {name_of(role + '_column')} between 0 and {ncols - 1}",
+                        hint=f"{command} {key}=N with N between 0 and {ncols - 1} (-1 is the last column), "
+                        "or give a file with the expected columns",
                     )
         elif len(fields) != ncols:
             raise DataError(
@@ -171,6 +174,14 @@ def read_conll(
                     "fix the line", setting("separator", ("'\\t'", "tab"), then=" if tokens contain spaces")
                 ),
             )
+        for col, role in ((token_column, "token"), (tag_column, "tag")):
+            if not fields[col]:  # only a separator given can leave a column empty ("\tB-ORG")
+                raise DataError(
+                    f"empty {role} in column {col % ncols} (the line is {line.rstrip(chr(10))!r})",
+                    path=p,
+                    line=number,
+                    hint=f"give every line a {role}, or remove the line",
+                )
         if not tokens:
             start_line = number
         tokens.append(fields[token_column])
