@@ -511,11 +511,14 @@ def _split_names(value: str) -> list[str]:
 
 
 def _check_out_folder(out: str) -> None:
-    """``--out`` must be a folder or not exist yet: an existing file is a one-line error before any work."""
-    from pathlib import Path
+    """``--out`` must be a folder or not exist yet: an existing file, or a file where a folder above it
+    would be made, is a one-line error before any work."""
+    from .insight.memory import check_out_folder
 
-    if Path(out).exists() and not Path(out).is_dir():
-        raise _fail(ValueError(f"--out {out} is a file, not a folder; give a folder for the results"))
+    try:
+        check_out_folder(out)
+    except ValueError as err:
+        raise _fail(err) from None
 
 
 @bench_app.command("memory")
@@ -554,11 +557,18 @@ def bench_memory(
                                      log=(lambda _: None) if quiet else (lambda m: typer.echo(m, err=True)))
     except _USER_ERRORS as err:
         raise _fail(err) from None
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
+        typer.echo(f"interrupted: the benchmark stopped before its end; nothing written to {out}", err=True)
+        raise
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "memory.md").write_text(bench.markdown())
-    (folder / "memory.json").write_text(json.dumps(bench.to_json(), indent=2, default=str) + "\n")
-    bench.plot(folder / "memory.png")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "memory.md").write_text(bench.markdown())
+        (folder / "memory.json").write_text(json.dumps(bench.to_json(), indent=2, default=str) + "\n")
+        bench.plot(folder / "memory.png")
+    except OSError as err:
+        raise _fail(ValueError(f"cannot write the results to --out {out} ({err.strerror or err}); "
+                               "give another --out")) from None
     typer.echo(bench.markdown())
     if not quiet:
         typer.echo(f"written: {folder}/memory.md, memory.json, memory.png", err=True)

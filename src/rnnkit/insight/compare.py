@@ -22,6 +22,11 @@ warm-up, the task's own ``train`` on the same config with one training and one d
 (:func:`rnnkit.tasks.engine.batch_limit`) in a temporary folder, so imports, first-call
 allocations and kernel set-up are paid there, not by whichever cell comes first in ``cells``.
 
+A run whose training loss diverges (the engine's ``FloatingPointError``) does not end the
+comparison: it counts with quality ``nan`` (so its cell is not recommended), its error is kept in
+``CellRun.error`` and its run folder's ``train.log``, and the other runs go on. An interrupted
+comparison (Ctrl-C) says which runs finished before it stops, and writes no report.
+
 The recommendation is the best trade-off by this rule: among cells whose mean quality is within
 ``max(spread of the best cell, tolerance)`` of the best mean, the one with the shortest mean
 training time (then the fewest parameters).
@@ -29,6 +34,7 @@ training time (then the fewest parameters).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import re
@@ -46,7 +52,7 @@ from typing import Any
 import torch
 
 from .. import runtime
-from .memory import json_safe
+from .memory import canonical_cell, check_out_folder, json_safe
 
 OUTPUTS = ("compare.md", "compare.json", "compare.png")
 
@@ -92,7 +98,8 @@ class PeakMemory:
         self.device = device
         self.cuda = device == "cuda"
         if self.cuda and not torch.cuda.is_available():
-            raise ValueError("the run trains on CUDA but torch sees no CUDA device")
+            raise ValueError("the config trains on CUDA (train.accelerator) but torch sees no CUDA device; "
+                             "add --set train.accelerator=cpu (or auto)")
         self.interval = interval
         self.peak = 0
         self.method = ("CUDA max_memory_allocated" if self.cuda else
@@ -140,9 +147,14 @@ class CellRun:
     seconds: float
     parameters: int
     peak_mib: float
+    error: str | None = None  # why training stopped (a diverged loss), None for a run that finished
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value); ``nan`` spread when a value is not
+    finite (a diverged run), where ``statistics.stdev`` would raise."""
+    if not all(math.isfinite(v) for v in values):
+        return statistics.fmean(values), math.nan
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -169,7 +181,7 @@ class CompareResult:
             seconds, seconds_std = _mean_std([r.seconds for r in runs])
             memory, memory_std = _mean_std([r.peak_mib for r in runs])
             rows.append({"cell": cell, "seeds": len(runs), "mean": mean, "std": std, "seconds": seconds,
-                         "seconds_std": seconds_std, "parameters": runs[0].parameters, "peak_mib": memory,
+                         "seconds_std": seconds_std, "parameters": max(r.parameters for r in runs), "peak_mib": memory,
                          "peak_mib_std": memory_std})
         return rows
 
@@ -182,17 +194,22 @@ class CompareResult:
         sign = 1.0 if self.higher_is_better else -1.0
         best = max(rows, key=lambda r: sign * r["mean"])
         margin = max(best["std"], self.tolerance)
-        close = [r for r in rows if sign * (best["mean"] - r["mean"]) <= margin]
+        slack = 1e-9 * max(1.0, abs(best["mean"]))  # 0.900 - 0.895 is 0.0050000000000000044 in floats
+        close = [r for r in rows if sign * (best["mean"] - r["mean"]) <= margin + slack]
         pick = min(close, key=lambda r: (r["seconds"], r["parameters"]))
         others = [r["cell"] for r in close if r is not pick]
         if pick is best:
             reason = (f"best mean dev {self.metric} ({best['mean']:.4f})"
                       + (f" and the fastest of the cells within {margin:.4f} of it ({', '.join(others)})" if others
                          else f"; no other cell came within {margin:.4f}"))
-        else:
+        elif pick["seconds"] < best["seconds"]:
             reason = (f"dev {self.metric} {pick['mean']:.4f} is within {margin:.4f} of the best ({best['cell']}, "
                       f"{best['mean']:.4f}) and it trains faster ({pick['seconds']:.1f} s against "
                       f"{best['seconds']:.1f} s)")
+        else:
+            reason = (f"dev {self.metric} {pick['mean']:.4f} is within {margin:.4f} of the best ({best['cell']}, "
+                      f"{best['mean']:.4f}), it trains as fast ({pick['seconds']:.1f} s) and it is smaller "
+                      f"({pick['parameters']:,} parameters against {best['parameters']:,})")
         return pick["cell"], reason
 
     @property
@@ -207,6 +224,9 @@ class CompareResult:
                  f"{r['seconds']:.1f} ± {r['seconds_std']:.1f}", f"{r['parameters']:,}",
                  f"{r['peak_mib']:.0f} ± {r['peak_mib_std']:.0f}"] for r in self.summary()]
         device = self.settings.get("device", "cpu")
+        failed = [f"- {Path(r.run).name}: {r.error}" for r in self.runs if r.error]
+        if failed:
+            failed = ["Runs that did not finish (quality nan; their cell is not recommended):", "", *failed, ""]
         return "\n".join([
             f"# Cell comparison: {self.task}", "",
             f"Every cell trained with the same config, data and budget through the task's own training; "
@@ -215,7 +235,7 @@ class CompareResult:
             f"batch), so no run pays the process's start-up cost. Trained on {device}; peak memory is the "
             f"{self.memory_method} above the start of each run.", "",
             markdown_table(["cell", "seeds", f"dev {self.metric}", "std", "train s", "parameters",
-                            f"peak MiB ({self.memory_method})"], rows), "",
+                            f"peak MiB ({self.memory_method})"], rows), "", *failed,
             f"**Recommended: {cell}**: {reason}.", "",
             f"Rule: among cells whose mean is within max(the best cell's std, {self.tolerance}) of the best mean, "
             "the fastest to train (then the smallest).", "", "![comparison](compare.png)", ""])
@@ -279,9 +299,11 @@ def quality_key(module: ModuleType, task: str, config: Any, metric: str | None) 
     return key, directions[key] == "max"
 
 
-def _parameters(metrics: dict[str, Any], run_path: Path) -> int:
+def _parameters(metrics: dict[str, Any], run_path: Path | None) -> int:
     if isinstance(metrics.get("parameters"), int):
         return int(metrics["parameters"])
+    if run_path is None:
+        return 0
     from ..tasks.run import RunDir
 
     return sum(int(t.numel()) for t in RunDir(run_path).load_state().values())
@@ -296,10 +318,9 @@ def _is_compare_output(entry: Path) -> bool:
 def prepare_out(root: Path, overwrite: bool) -> None:
     """Refuse a non-empty ``root``; with ``overwrite``, clear it if it holds only a previous
     comparison (``compare.*`` and ``<cell>-seed<k>`` run folders)."""
+    check_out_folder(root)
     if not root.exists():
         return
-    if not root.is_dir():
-        raise ValueError(f"--out {root} is a file; give a folder")
     entries = sorted(root.iterdir())
     if not entries:
         return
@@ -317,21 +338,24 @@ def prepare_out(root: Path, overwrite: bool) -> None:
             entry.unlink()
 
 
-def _canonical(cell: str) -> str:
-    return cell.strip().lower().replace("-", "_")
-
-
 def warm_up(module: ModuleType, task: str, config: Any, train_path: str, dev_path: str | None) -> dict[str, Any]:
     """Run the task's own ``train`` on ``config`` with one training and one dev batch, in a
     temporary folder, untimed: imports, first-call allocations and kernels of this cell. Returns
-    the dev metrics it reported."""
+    the metrics it reported (``{}`` when its loss diverged: the timed runs will say so)."""
     from ..tasks.engine import batch_limit
     from ..tasks.run import RunDir
 
     with tempfile.TemporaryDirectory(prefix="rnnkit-compare-warm-up-") as tmp:
         run = RunDir.create(tmp, task, "warm-up")
         with batch_limit(1):
-            metrics = module.train(config, train_path, dev_path, run, lambda _: None, progress=False)
+            try:
+                metrics = module.train(config, train_path, dev_path, run, lambda _: None, progress=False)
+            except FloatingPointError:
+                return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def _dev(metrics: dict[str, Any]) -> dict[str, Any]:
     dev = metrics.get("dev", metrics)
     return dev if isinstance(dev, dict) else {}
 
@@ -368,10 +392,11 @@ def compare_cells(task: str, cells: Sequence[str], train_path: str, *, dev_path:
     if not cells:
         raise ValueError("give at least one cell, e.g. --cells rnn,lstm,gru")
     seen: dict[str, str] = {}
-    for cell in cells:
-        if _canonical(cell) in seen:
-            raise ValueError(f"--cells names {cell!r} twice (as {seen[_canonical(cell)]!r} before); name each cell once")
-        seen[_canonical(cell)] = cell
+    for cell in cells:  # rnn_tanh is rnn under another name: the same model trained twice
+        if canonical_cell(cell) in seen:
+            raise ValueError(f"--cells names {cell!r} twice (as {seen[canonical_cell(cell)]!r} before; both are "
+                             f"{canonical_cell(cell)}); name each cell once")
+        seen[canonical_cell(cell)] = cell
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     for o in overrides:
@@ -387,10 +412,12 @@ def compare_cells(task: str, cells: Sequence[str], train_path: str, *, dev_path:
     root = Path(out)
     prepare_out(root, overwrite)
 
+    warm: dict[str, dict[str, Any]] = {}
     for cell in cells:  # the same start for every timed run: each cell's first call happens here
         log(f"{cell}: untimed warm-up (one training batch)")
-        dev = warm_up(module, task, configs[cell], train_path, dev_path)
-        if key not in dev:
+        warm[cell] = warm_up(module, task, configs[cell], train_path, dev_path)
+        dev = _dev(warm[cell])
+        if warm[cell] and key not in dev:
             reported = [k for k in module.dev_metrics(first) if k in dev]
             raise ValueError(f"the {task} task reports no dev metric {key!r} on this data (it reports "
                              f"{', '.join(reported) or 'none of its usual metrics'}); choose one with --metric")
@@ -408,16 +435,35 @@ def compare_cells(task: str, cells: Sequence[str], train_path: str, *, dev_path:
                 _run.write_text("train.log", "\n".join(_lines) + "\n")
 
             release_freed_memory()
-            with PeakMemory(device) as memory:
-                start = time.perf_counter()
-                metrics = module.train(cfg, train_path, dev_path, run, run_log, progress=progress)
-                seconds = time.perf_counter() - start
-            dev = metrics.get("dev", metrics)
-            quality = float(dev[key])
-            runs.append(CellRun(cell, seed, str(run.path), quality, seconds, _parameters(metrics, run.path),
-                                memory.megabytes))
-            log(f"{cell} seed {seed}: dev {key} {quality:.4f}, {seconds:.1f} s, peak {memory.megabytes:.0f} MiB "
-                f"({run.path})")
+            error = None
+            try:
+                with PeakMemory(device) as memory:
+                    start = time.perf_counter()
+                    try:
+                        metrics = module.train(cfg, train_path, dev_path, run, run_log, progress=progress)
+                    except FloatingPointError as err:  # a diverged loss: this run failed, the comparison goes on
+                        error = " ".join(str(err).split()) or "training diverged"
+                        metrics = {}
+                    seconds = time.perf_counter() - start
+            except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
+                lines.append("error: interrupted")
+                with contextlib.suppress(OSError):
+                    run.write_text("train.log", "\n".join(lines) + "\n")
+                done = ", ".join(Path(r.run).name for r in runs) or "none"
+                log(f"interrupted during {cell} seed {seed}: no report written; finished runs in {root}: {done}; "
+                    "start again with --overwrite")
+                raise
+            if error is not None:
+                run_log(f"error: {error}")
+                quality = math.nan
+                parameters = _parameters(warm[cell], None) if warm[cell] else 0
+                log(f"{cell} seed {seed}: training diverged ({error}); counted as quality nan ({run.path})")
+            else:
+                quality = float(_dev(metrics)[key])
+                parameters = _parameters(metrics, run.path)
+                log(f"{cell} seed {seed}: dev {key} {quality:.4f}, {seconds:.1f} s, peak {memory.megabytes:.0f} MiB "
+                    f"({run.path})")
+            runs.append(CellRun(cell, seed, str(run.path), quality, seconds, parameters, memory.megabytes, error))
     result = CompareResult(task, key, higher, runs, list(cells), method, tolerance,
                            {"train": str(train_path), "dev": None if dev_path is None else str(dev_path),
                             "seeds": seeds, "overrides": list(overrides), "config": config_path, "device": device,

@@ -57,6 +57,37 @@ def clip_norm_or_none(value: float | None, option: str = "--clip-norm") -> float
     return float(value)
 
 
+CELL_ALIASES = {"rnn_tanh": "rnn"}  # the same cell under two names (nn.factory.RNN_CELLS)
+
+
+def canonical_cell(name: str) -> str:
+    """The registered cell ``name`` stands for (case, ``-``/``_`` and aliases folded): two names
+    with the same canonical cell train the same model."""
+    key = name.strip().lower().replace("-", "_")
+    return CELL_ALIASES.get(key, key)
+
+
+def check_out_folder(out: str | Path, option: str = "--out") -> None:
+    """``out`` must be a folder or a path that can become one: a ValueError when it, or the nearest
+    part of it that exists, is a file (found before any work, not when the results are written)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {out} is a file, not a folder; give a folder for the results")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{option} {out}: {parent} is a file, so no folder can be made under it; "
+                                 "give another folder for the results")
+            return
+
+
+def check_learning_rate(value: float, option: str = "--learning-rate") -> float:
+    """A learning rate: finite and > 0, or a ValueError naming ``option``."""
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{option} must be a number > 0, got {value:g}; e.g. {option} 1e-3")
+    return float(value)
+
+
 def check_unique(values: Sequence[Any], option: str, shown: Sequence[Any] | None = None) -> None:
     """A ValueError naming the first value given twice (``shown``: how to print each value)."""
     seen: set[Any] = set()
@@ -121,7 +152,9 @@ class MemoryTask:
 
 
 def make_task(name: str, *, symbols: int = 8, memorize: int = 10) -> MemoryTask:
-    """The task called ``name`` (``adding``, ``copy``, ``selective-copy``); ValueError lists them."""
+    """The task called ``name`` (``adding``, ``copy``, ``selective-copy``; case and ``_`` for ``-``
+    do not matter); ValueError lists them."""
+    name = name.strip().lower().replace("_", "-") if isinstance(name, str) else name
     if name == "adding":
         baseline = 1.0 / 6.0
         return MemoryTask("adding", 2, 1, "mse", False, baseline, 0.1 * baseline,
@@ -316,6 +349,9 @@ def train_memory_task(task: MemoryTask, cell: str, length: int, *, budget_steps:
     task.check_length(length)
     if budget_steps < 1:
         raise ValueError(f"budget_steps must be >= 1, got {budget_steps}")
+    if batch_size < 1 or hidden_size < 1:
+        raise ValueError(f"batch_size and hidden_size must be >= 1, got {batch_size} and {hidden_size}")
+    learning_rate = check_learning_rate(learning_rate, "learning_rate")
     clip_norm = clip_norm_or_none(clip_norm, "clip_norm")
     evaluations = max(1, min(evaluations, budget_steps))
     torch.manual_seed(seed)
@@ -502,11 +538,19 @@ def run_memory_benchmark(task_name: str, lengths: Sequence[int], cells: Sequence
         raise ValueError("give at least one length, e.g. --length 50,100")
     if not 0 < success_rate <= 1:
         raise ValueError(f"--success-rate must be in (0, 1], got {success_rate:g}")
+    if budget_steps < 1:
+        raise ValueError(f"--budget-steps must be >= 1, got {budget_steps}")
+    for option, value in (("--batch-size", batch_size), ("--hidden-size", hidden_size)):
+        if value < 1:
+            raise ValueError(f"{option} must be >= 1, got {value}")
+    learning_rate = check_learning_rate(learning_rate)
     clip_norm = clip_norm_or_none(clip_norm)
     for cell in cells:
         if cell.lower().replace("-", "_") not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose from {', '.join(sorted(CELLS))}")
-    check_unique([c.lower().replace("-", "_") for c in cells], "--cell", shown=[repr(c) for c in cells])
+    check_unique([canonical_cell(c) for c in cells], "--cell",  # rnn_tanh is rnn: the same model twice
+                 shown=[repr(c) if canonical_cell(c) == c.strip().lower().replace("-", "_") else
+                        f"{c!r} (the same cell as {canonical_cell(c)})" for c in cells])
     check_unique(list(lengths), "--length", shown=[f"T={t}" for t in lengths])
     for length in lengths:
         task.check_length(length)
@@ -532,5 +576,6 @@ def run_memory_benchmark(task_name: str, lengths: Sequence[int], cells: Sequence
 
 
 __all__ = ["MAX_LENGTH", "MEMORY_TASKS", "MemoryBenchmark", "MemoryModel", "MemoryResult", "MemoryTask", "adding_problem",
-           "check_unique", "clip_norm_or_none", "copy_memory", "make_task", "run_memory_benchmark", "selective_copy",
-           "split_budget", "task_loss", "task_metric", "train_memory_task"]
+           "canonical_cell", "check_learning_rate", "check_out_folder", "check_unique", "clip_norm_or_none",
+           "copy_memory", "make_task", "run_memory_benchmark", "selective_copy", "split_budget", "task_loss",
+           "task_metric", "train_memory_task"]
