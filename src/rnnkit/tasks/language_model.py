@@ -61,8 +61,8 @@ class DataConfig:
     min_freq: int = option(1, "minimum count for the vocabulary (word/char)")
     vocab_size: int = option(50000, "maximum vocabulary size (subword: the trained size)")
     line_ending: Literal["auto", "eos", "keep", "drop"] = option(
-        "auto", "line breaks: eos adds <eos>, keep passes the newline on as a token, drop ignores them; "
-        "auto: keep for char models, eos otherwise")
+        "auto", "line breaks: eos adds <eos>, keep passes the newline on as a token (char models only), drop ignores "
+        "them; auto: keep for char models, eos otherwise")
     dev_fraction: float = option(0.05, "tail of the training file held out as dev when --dev is not given")
 
 
@@ -129,6 +129,11 @@ class Config:
         if not 0 < self.data.dev_fraction < 1:
             raise ConfigError(f"data.dev_fraction: must be between 0 and 1 (exclusive), got {self.data.dev_fraction}; "
                               "fix: --set data.dev_fraction=0.05, or give a dev file with --dev")
+        if self.data.line_ending == "keep" and self.data.level != "char":
+            # word tokens never hold a newline (it vanished), subword ones read it as <unk>
+            raise ConfigError(f"data.line_ending=keep passes the newline character on as a token, which only "
+                              f"character models have (a {self.data.level} model would lose its line breaks); "
+                              "fix: --set data.line_ending=eos (an <eos> token per line) or drop")
         if self.model.softmax == "adaptive" and self.model.tie_weights:
             raise ConfigError("model.softmax=adaptive cannot share the embedding with the output layer; "
                               "add --set model.tie_weights=false")
@@ -361,11 +366,29 @@ class Preprocessor:
 
         meta = run.read_json("preprocessing.json")
         try:
+            cfg = DataConfig(**meta["data"])
+            if cfg.level not in ("word", "char", "subword") or cfg.line_ending not in ("auto", "eos", "keep", "drop"):
+                raise ValueError(f"data.level={cfg.level!r}, data.line_ending={cfg.line_ending!r}")
+        except (KeyError, TypeError, ValueError) as err:
+            detail = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
+            raise RunError(f"{run.file('preprocessing.json')} is corrupt or from another rnnkit version ({detail}); "
+                           "train again") from None
+        try:
             tokenizer = load_transform(run.file("tokenizer.json"))
             vocab = Vocabulary.load(run.file("vocab.json"))
         except Exception as err:
             raise RunError(f"run folder {run.path}: tokenizer or vocabulary missing or corrupt ({err}); train again") from None
-        return cls(tokenizer, vocab, DataConfig(**meta["data"]))
+        return cls(tokenizer, vocab, cfg)
+
+
+def text_file(path: str | Path) -> Path:
+    """``path`` as a ``Path`` if it is a file; else a one-line error naming the problem and the fix."""
+    p = Path(path)
+    if not p.is_file():
+        what = "is a folder, not a file" if p.is_dir() else "not found"
+        raise FileNotFoundError(f"data file {what}: {p}; fix: give the path of a text file (relative paths start "
+                                f"at {Path.cwd()})")
+    return p
 
 
 def split_dev_tail(path: Path, fraction: float, head: Path, tail: Path) -> int:
@@ -478,9 +501,26 @@ class TrainedLanguageModel:
 
         run, meta = RunDir.open_task(run_dir, NAME)
         prep = Preprocessor.load(run)
-        model = RNNLanguageModel(**meta["hyperparameters"])
+        hyper = meta.get("hyperparameters") if isinstance(meta, dict) else None
+        try:
+            if not isinstance(hyper, dict):
+                raise ValueError("no hyperparameters")
+            model = RNNLanguageModel(**hyper)
+        except (KeyError, TypeError, ValueError) as err:
+            detail = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
+            raise RunError(f"{run.file('model.json')} is corrupt or from another rnnkit version ({detail}); "
+                           "train again") from None
+        # vocab.json and model.json must describe one model: an id past the embedding would crash scoring
+        if len(prep.vocab) != model.embedding.num_embeddings:
+            raise RunError(f"run folder {run.path}: vocab.json holds {len(prep.vocab)} tokens but the model in "
+                           f"model.json has {model.embedding.num_embeddings}; the run folder was mixed up or edited, "
+                           "train again")
         train = (yaml.safe_load(run.file("config.yaml").read_text(encoding="utf-8")) or {}).get("train", {})
-        return cls(run.load_into(model), prep, int(train.get("bptt", TrainConfig().bptt)))  # type: ignore[arg-type]
+        bptt = train.get("bptt", TrainConfig().bptt) if isinstance(train, dict) else None
+        if isinstance(bptt, bool) or not isinstance(bptt, int) or bptt < 1:
+            raise RunError(f"{run.file('config.yaml')}: train.bptt must be a whole number >= 1, got {bptt!r}; "
+                           "restore the file or train again")
+        return cls(run.load_into(model), prep, bptt)  # type: ignore[arg-type]
 
     def diagnostic_batch(self, path: str | Path, size: int = 32) -> tuple[nn.Module, Any, Callable[[nn.Module, Any], Tensor]]:
         """``(model, (inputs, targets), loss_fn)`` for :func:`rnnkit.insight.gradient_diagnostics`: the
@@ -490,9 +530,7 @@ class TrainedLanguageModel:
 
         from ..data.corpus import batchify
 
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"data file not found: {p}")
+        p = text_file(path)
         with tempfile.TemporaryDirectory() as tmp:
             ids = np.array(self.prep.ids_of_file(p, Path(tmp) / "ids.bin"), dtype=np.int64)
         streams = min(size, max(1, (len(ids) - 1) // 2))
@@ -519,9 +557,7 @@ class TrainedLanguageModel:
         if overrides:
             raise ConfigError(f"evaluate --set {overrides[0]}: a language-model run reads text as at training "
                               "(tokenization, lowercasing and line endings are fixed); drop --set")
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"data file not found: {p}")
+        p = text_file(path)
         with tempfile.TemporaryDirectory() as tmp:
             ids = self.prep.ids_of_file(p, Path(tmp) / "ids.bin")
             nll, count = stream_nll(self.model, ids, batch_size=batch_size)
@@ -624,6 +660,10 @@ class TrainedLanguageModel:
             return vocab.eos_id if self.prep.cfg.level != "char" and self.prep.line_ending == "eos" else None
         if stop == "":
             return None
+        if stop == vocab.unk_token:
+            raise ValueError(f"stop token {stop!r} is never generated (it stands for every token outside the "
+                             "vocabulary), so generation could never stop at it; fix: give a token of the vocabulary, "
+                             "or '' to never stop")
         for token in (stop, stop.lower(), "\u2581" + stop, "\u2581" + stop.lower()):  # subword pieces start with ▁
             if token in vocab and token != vocab.unk_token:
                 if vocab.token_to_id(token) in self._never_sampled():
@@ -665,9 +705,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
 
     cfg, t0 = config, time.perf_counter()
     torch.manual_seed(cfg.train.seed)
-    train_file = Path(train_path)
-    if not train_file.is_file():
-        raise FileNotFoundError(f"data file not found: {train_file}")
+    train_file = text_file(train_path)
     cache = run.file("cache")
     cache.mkdir(exist_ok=True)
     fit_file = train_file
@@ -697,8 +735,10 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         dev_ids = prep.ids_of_file(Path(dev_path), cache / "dev.bin")
     needed = cfg.train.batch_size * (cfg.train.bptt + 1)
     if len(train_ids) < needed:
-        raise ConfigError(f"{train_file}: {len(train_ids)} training tokens cannot fill {cfg.train.batch_size} streams "
-                          f"of one window of {cfg.train.bptt} steps ({needed} tokens); lower train.batch_size or train.bptt")
+        held_out = f" after data.dev_fraction={cfg.data.dev_fraction} was held out" if dev_path is None else ""
+        raise ConfigError(f"{train_file}: {len(train_ids)} training tokens{held_out} cannot fill {cfg.train.batch_size} "
+                          f"streams of one window of {cfg.train.bptt} steps ({needed} tokens); lower train.batch_size or "
+                          f"train.bptt{' (or data.dev_fraction)' if dev_path is None else ''}")
     train_streams = np.asarray(batchify(np.asarray(train_ids), cfg.train.batch_size))
     dev_streams = np.asarray(batchify(np.asarray(dev_ids), min(10, max(1, len(dev_ids) // (cfg.train.bptt + 1)))))
     m = cfg.model
