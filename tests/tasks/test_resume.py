@@ -258,6 +258,11 @@ def test_rnnkit_train_resume_refuses_what_it_cannot_continue(tmp_path):
     np.savez(data, x=images[:200], y=labels[:200])  # the data changed since the run started
     result = runner.invoke(app, ["train", "image-classification", "--resume", run, "--set", "train.epochs=2"])
     assert result.exit_code == 2 and "differ from the ones the run started with" in result.output
+    moved = data.rename(tmp_path / "moved.npz")  # gone, not changed: the error says so and how to go on
+    result = runner.invoke(app, ["train", "image-classification", "--resume", run, "--set", "train.epochs=2"])
+    assert result.exit_code == 2 and f"the train data {data} the run started with is not found" in result.output
+    assert "give its new path with --train" in result.output
+    moved.rename(data)
     (tmp_path / "r" / LAST_CHECKPOINT).unlink()
     result = runner.invoke(app, ["train", "image-classification", "--resume", run])
     assert result.exit_code == 2 and f"no {LAST_CHECKPOINT}" in result.output

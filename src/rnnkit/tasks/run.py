@@ -251,6 +251,11 @@ class RunDir:
             use = given if given is not None else recorded
             if use is not None and data_fingerprint(use) != inputs.get("fingerprint", {}).get(role):
                 what = "--train" if role == "train" else "--dev"
+                parts = [str(q) for q in (use if isinstance(use, tuple) else (use,))]
+                gone = [q for part in parts for q in part.split(",") if not Path(q).exists()]
+                if gone:  # not "different data": no data at all
+                    raise RunError(f"--resume {p}: the {role} data {gone[0]} the run started with is not found (moved "
+                                   f"or deleted); put it back, or give its new path with {what}")
                 raise RunError(f"--resume {p}: the {role} data {use} differ from the ones the run started with "
                                f"(size or modification time); give the same data with {what}, or train a new run")
             chosen.append(use)
