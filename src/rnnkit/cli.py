@@ -668,6 +668,11 @@ def compare(
                                    else (lambda m: typer.echo(m, err=True)))
     except _USER_ERRORS as err:
         raise _fail(err) from None
+    except (KeyboardInterrupt, SystemExit):  # the log said which runs finished, unless it was silenced
+        if quiet or as_json:
+            typer.echo(f"interrupted: no report written; the finished runs are in {out}; start again with "
+                       "--overwrite", err=True)
+        raise
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2, default=str))
         return

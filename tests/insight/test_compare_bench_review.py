@@ -143,6 +143,21 @@ def test_an_interrupted_comparison_says_which_runs_finished(monkeypatch, tmp_pat
     assert [r.cell for r in result.runs] == ["rnn", "gru"] and (out / "compare.md").is_file()
 
 
+@pytest.mark.parametrize("flag", ["--quiet", "--json"])
+def test_a_quiet_interrupted_comparison_still_says_so(monkeypatch, tmp_path, flag):
+    import rnnkit.insight.compare as compare
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise SystemExit(1)
+
+    monkeypatch.setattr(compare, "compare_cells", interrupted)
+    out = tmp_path / "c"
+    result = runner.invoke(app, ["compare", "image-classification", "--cells", "rnn,gru", "--train", "x.npz",
+                                 "--out", str(out), flag])
+    assert result.exit_code == 1
+    assert f"interrupted: no report written; the finished runs are in {out}" in result.output
+
+
 def test_an_interrupted_bench_says_nothing_was_written(monkeypatch, tmp_path):
     import rnnkit.insight.memory as memory
 
