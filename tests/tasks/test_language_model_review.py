@@ -267,3 +267,23 @@ def test_a_bad_bptt_in_config_yaml_names_the_file(run, tmp_path, value):
     result = runner.invoke(app, ["evaluate", str(folder), "--data", str(run[2])])
     line = _one_line_error(result.output)
     assert result.exit_code == 2 and "config.yaml" in line and "train.bptt" in line
+
+
+@pytest.mark.parametrize("level", ["word", "char", "subword"])
+def test_a_dev_text_of_blank_lines_only_is_refused(tmp_path, level):
+    # its perplexity would only score line breaks following line breaks: no model can be selected on it
+    train = _corpus(tmp_path / "train.txt", 120, 0)
+    dev = tmp_path / "dev.txt"
+    dev.write_text("\n\n  \n\n")
+    result = runner.invoke(app, ["train", "language-model", "--train", str(train), "--dev", str(dev), "--out",
+                                 str(tmp_path / "runs"), "--quiet", *_args(*SETTINGS, f"data.level={level}",
+                                                                           "data.vocab_size=40")])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1, result.output
+    assert "the dev text is empty or only blank lines" in errors[0] and "fix:" in errors[0]
+    # the tail held out of the training file is checked the same way
+    train.write_text(train.read_text() + "\n" * 400)
+    result = runner.invoke(app, ["train", "language-model", "--train", str(train), "--out", str(tmp_path / "runs"),
+                                 "--quiet", *_args(*SETTINGS, f"data.level={level}", "data.vocab_size=40",
+                                                   "data.dev_fraction=0.5")])
+    assert result.exit_code == 2 and f"the held-out tail of {train}: the dev text is empty" in result.output

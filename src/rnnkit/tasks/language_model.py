@@ -733,6 +733,13 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
             "the vocabulary is built from the rest")
     else:
         dev_ids = prep.ids_of_file(Path(dev_path), cache / "dev.bin")
+    from ..data.io import iter_lines
+
+    if not any(line.strip() for _, line in iter_lines(Path(dev_path) if dev_path is not None else dev_file)):
+        # its perplexity would only measure how well a line break follows a line break: no model is selected on that
+        source = dev_path if dev_path is not None else f"the held-out tail of {train_file}"
+        raise ConfigError(f"{source}: the dev text is empty or only blank lines, so its perplexity says nothing; "
+                          "fix: give a dev file with text (--dev), or let data.dev_fraction hold out the tail")
     needed = cfg.train.batch_size * (cfg.train.bptt + 1)
     if len(train_ids) < needed:
         held_out = f" after data.dev_fraction={cfg.data.dev_fraction} was held out" if dev_path is None else ""
