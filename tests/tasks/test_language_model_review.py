@@ -287,3 +287,21 @@ def test_a_dev_text_of_blank_lines_only_is_refused(tmp_path, level):
                                  "--quiet", *_args(*SETTINGS, f"data.level={level}", "data.vocab_size=40",
                                                    "data.dev_fraction=0.5")])
     assert result.exit_code == 2 and f"the held-out tail of {train}: the dev text is empty" in result.output
+
+
+def test_the_unk_share_is_reported_and_a_large_one_noted(tmp_path):
+    train, dev = _corpus(tmp_path / "train.txt", 120, 0), _corpus(tmp_path / "dev.txt", 25, 1)
+    for vocab_size, noted in ((6, True), (50, False)):
+        name = f"v{vocab_size}"
+        result = runner.invoke(app, ["train", "language-model", "--train", str(train), "--dev", str(dev), "--out",
+                                     str(tmp_path), "--name", name, "--quiet",
+                                     *_args(*SETTINGS, "data.level=word", f"data.vocab_size={vocab_size}")])
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        vocab = set(TrainedLanguageModel.load(tmp_path / name).prep.vocab) - {"<unk>"}
+        # reference: the dev text's words, one <eos> per line, counted outside the vocabulary by hand
+        words = [w for line in dev.read_text().splitlines() for w in [*line.split(), "<eos>"]]
+        expected = sum(w not in vocab for w in words) / len(words)
+        assert metrics["unk_share"]["dev"] == pytest.approx(expected)
+        assert ("notes" in metrics) == noted == (expected > 0.05)
+        assert ("**Note:**" in (tmp_path / name / "report.md").read_text()) == noted

@@ -51,6 +51,7 @@ from .run import RunDir, RunError
 NAME = "language-model"
 CONFIG_KEYS: dict[str, str] = {}  # no reader argument of this task is a config key
 DESCRIPTION = "Character-, word- or subword-level language models (TBPTT) and text generation"
+UNK_NOTE_SHARE = 0.05  # a larger share of <unk> among the dev tokens is noted next to the perplexity
 Hidden = Any
 
 
@@ -756,8 +757,19 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     model = RNNLanguageModel(**hyper)
     params = sum(p.numel() for p in model.parameters())
     output = f"adaptive softmax (cutoffs {hyper['adaptive_cutoffs']})" if m.softmax == "adaptive" else "full softmax"
-    log(f"{len(train_ids):,} training / {len(dev_ids):,} dev tokens, vocabulary {len(prep.vocab):,} ({cfg.data.level}s); "
+    unk_id = prep.vocab.unk_id
+    unk_share = {name: float(np.mean(np.asarray(ids) == unk_id)) if len(ids) else 0.0
+                 for name, ids in (("train", train_ids), ("dev", dev_ids))}
+    log(f"{len(train_ids):,} training / {len(dev_ids):,} dev tokens, vocabulary {len(prep.vocab):,} ({cfg.data.level}s; "
+        f"<unk> {unk_share['train']:.1%} of training, {unk_share['dev']:.1%} of dev tokens); "
         f"{m.cell} x{m.num_layers}, {output}, {params:,} parameters; {cfg.train.batch_size} streams, bptt {cfg.train.bptt}")
+    notes = []
+    if unk_share["dev"] > UNK_NOTE_SHARE:  # <unk> is one easy token standing for many: perplexity looks better
+        notes.append(f"{unk_share['dev']:.1%} of the dev tokens are <unk> (outside the vocabulary of "
+                     f"{len(prep.vocab):,}); <unk> stands for many tokens and is easy to predict, so the perplexity "
+                     "flatters the model and compares only with models of the same vocabulary; raise "
+                     "data.vocab_size or lower data.min_freq")
+        log(f"note: {notes[-1]}")
     carried: dict[str, Any] = {"dev": None}
     # the training streams' state between windows: in the engine's task_state, so a checkpoint written
     # mid-epoch holds it and a resumed run continues the streams where they were
@@ -807,8 +819,10 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     tokens_per_second = len(train_ids) * len(history) / max(sum(
         (h["seconds"] - (history[i - 1]["seconds"] if i else 0)) for i, h in enumerate(history)), 1e-9)
     metrics = {"dev": dev, "train_seconds": seconds, "parameters": params, "epochs_run": len(history),
-               "train_tokens_per_second": tokens_per_second,
+               "train_tokens_per_second": tokens_per_second, "unk_share": unk_share,
                "best_epoch": min(history, key=lambda r: r.get("dev_perplexity", math.inf))["epoch"] if history else 0}
+    if notes:
+        metrics["notes"] = notes
     run.write_json("metrics.json", metrics)
     run.write_json("sample.json", sample)
     curves = plot_learning_curves(history, run.file("learning_curves.png"))
@@ -821,6 +835,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
               "batch size 1 with the state carried through the whole stream.", "",
               markdown_table(["metric", "value"], rows), "", "## Sample (temperature 0.8, seed 0)", "", "```",
               sample["text"], "```", ""]
+    if notes:
+        report[4:4] = [*(f"**Note:** {n}." for n in notes), ""]
     if curves:
         report += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
     run.write_text("report.md", "\n".join(report))
