@@ -8,7 +8,6 @@ import json
 import math
 import statistics
 import types
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +21,13 @@ from rnnkit.insight import compare_cells
 from rnnkit.insight.compare import CellRun, CompareResult, PeakMemory, _mean_std
 from rnnkit.insight.memory import make_task, run_memory_benchmark, train_memory_task
 
+from .test_compare import _FakeConfig
+
 runner = CliRunner()
 
 
 # -- a fake task whose runs can diverge or be interrupted -----------------------------------------
-@dataclass
-class _Model:
-    cell: str = "rnn"
-
-
-@dataclass
-class _Train:
-    seed: int = 0
-    accelerator: str = "cpu"
-
-
-@dataclass
-class _Config:
-    model: _Model = field(default_factory=_Model)
-    train: _Train = field(default_factory=_Train)
+_Config = _FakeConfig  # the fake task's config of test_compare.py
 
 
 def _fake_task(fail: dict[str, BaseException | type[BaseException]] | None = None,

@@ -228,23 +228,20 @@ class TimeSeries:
         )
         pc, fc = cov(past_covariates), cov(future_covariates)
         t = np.arange(n) if time is None else np.asarray(time)
-        mask = None
-        if observed is not None:
-            mask = np.asarray(observed, dtype=bool)
+        def flags(given: Any, name: str, like: np.ndarray, like_name: str) -> np.ndarray | None:
+            if given is None:
+                return None
+            mask = np.asarray(given, dtype=bool)
             mask = mask[:, None] if mask.ndim == 1 else mask
-            if mask.shape != y.shape:
+            if mask.shape != like.shape:
                 raise DataError(
-                    f"observed has shape {mask.shape}, targets {y.shape}", hint="give one flag per target value"
+                    f"{name} has shape {mask.shape}, {like_name} {like.shape}",
+                    hint=f"give one flag per {like_name.rstrip('s').replace('_', ' ')} value",
                 )
-        past_mask = None
-        if past_observed is not None:
-            past_mask = np.asarray(past_observed, dtype=bool)
-            past_mask = past_mask[:, None] if past_mask.ndim == 1 else past_mask
-            if past_mask.shape != pc.shape:
-                raise DataError(
-                    f"past_observed has shape {past_mask.shape}, past_covariates {pc.shape}",
-                    hint="give one flag per past covariate value",
-                )
+            return mask
+
+        mask = flags(observed, "observed", y, "targets")
+        past_mask = flags(past_observed, "past_observed", pc, "past_covariates")
         return cls(
             series_id,
             t,
