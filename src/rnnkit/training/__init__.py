@@ -6,6 +6,7 @@ Importing this package does not import Lightning: :mod:`rnnkit.training.engine` 
 """
 
 from .callbacks import (
+    BackupAndRestore,
     Callback,
     CSVLogger,
     EarlyStopping,
@@ -48,10 +49,10 @@ from .optimizers import (
 )
 
 __all__ = [
-    "LOSSES", "OPTIMIZERS", "SGD", "Adagrad", "Adam", "AdamW", "BinaryCrossentropy", "CSVLogger", "Callback",
-    "CategoricalCrossentropy", "CosineDecay", "EarlyStopping", "ExponentialDecay", "History", "Huber",
-    "InputDataError", "InverseTimeDecay", "LambdaCallback", "LearningRateSchedule", "LearningRateScheduler", "Loss",
-    "MeanAbsoluteError", "MeanSquaredError", "ModelCheckpoint", "Optimizer", "PiecewiseConstantDecay", "RMSprop",
-    "ReduceLROnPlateau", "SparseCategoricalCrossentropy", "TensorBoard", "TerminateOnNaN", "TorchOptimizer",
-    "clip_gradients", "get_loss", "get_optimizer",
+    "LOSSES", "OPTIMIZERS", "SGD", "Adagrad", "Adam", "AdamW", "BackupAndRestore", "BinaryCrossentropy",
+    "CSVLogger", "Callback", "CategoricalCrossentropy", "CosineDecay", "EarlyStopping", "ExponentialDecay",
+    "History", "Huber", "InputDataError", "InverseTimeDecay", "LambdaCallback", "LearningRateSchedule",
+    "LearningRateScheduler", "Loss", "MeanAbsoluteError", "MeanSquaredError", "ModelCheckpoint", "Optimizer",
+    "PiecewiseConstantDecay", "RMSprop", "ReduceLROnPlateau", "SparseCategoricalCrossentropy", "TensorBoard",
+    "TerminateOnNaN", "TorchOptimizer", "clip_gradients", "get_loss", "get_optimizer",
 ]

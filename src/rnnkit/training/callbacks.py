@@ -293,10 +293,70 @@ class ModelCheckpoint(Callback):
             self._save(epoch, logs)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "batches": self._batches}
+        return {"best": self.best, "batches": self._batches, "epoch": self._epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self._batches = float(state["best"]), int(state["batches"])
+        self._epoch = int(state.get("epoch", self._epoch))  # a mid-epoch resume starts no epoch
+
+
+class BackupAndRestore(Callback):
+    """Back up the whole training state, and resume from it when ``fit`` is called again (Keras
+    ``BackupAndRestore``).
+
+    ``fit(..., callbacks=[BackupAndRestore("backup")])`` writes ``backup/latest.ckpt`` at the end of
+    every epoch (or every ``save_freq`` training batches): the weights, optimizer, epoch and batch
+    counters, the state of the other callbacks, the random-number generators and, mid-epoch, the
+    epoch's running loss and metrics. After an interruption the same ``fit`` call (same data, same
+    ``seed``) finds the backup and continues from it, from the next batch for a mid-epoch backup, and
+    ends with the weights an uninterrupted run would have. When ``fit`` ends normally the backup is
+    deleted (``delete_checkpoint=True``). Each backup is written under a temporary name, flushed to
+    disk and renamed over the last one; it is read back with ``torch.load(weights_only=True)``.
+
+    Args:
+        backup_dir: the folder of the backup (created when needed); give each run its own.
+        save_freq: ``"epoch"``, or a whole number of training batches between backups (counted
+            across epochs, as in Keras; one falling on an epoch's last batch is written at the
+            epoch's end).
+        delete_checkpoint: delete the backup when ``fit`` finishes normally (not after an error).
+        double_checkpoint: also keep the backup before the latest (``previous.ckpt``), used when
+            the latest one cannot be read.
+    """
+
+    LATEST = "latest.ckpt"
+    PREVIOUS = "previous.ckpt"
+
+    def __init__(self, backup_dir: str | os.PathLike[str], save_freq: str | int = "epoch",
+                 delete_checkpoint: bool = True, double_checkpoint: bool = False) -> None:
+        super().__init__()
+        if not isinstance(backup_dir, str | os.PathLike) or not os.fspath(backup_dir):
+            raise ValueError(f"BackupAndRestore needs a backup_dir, a folder path, got {backup_dir!r}")
+        self.backup_dir = os.fspath(backup_dir)
+        if save_freq != "epoch" and (not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1):
+            raise ValueError(f"BackupAndRestore save_freq must be 'epoch' or a whole number of batches >= 1, got "
+                             f"{save_freq!r}")
+        for name, flag in (("delete_checkpoint", delete_checkpoint), ("double_checkpoint", double_checkpoint)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"BackupAndRestore {name} must be True or False, got {flag!r}")
+        self.save_freq: str | int = save_freq
+        self.delete_checkpoint, self.double_checkpoint = delete_checkpoint, double_checkpoint
+        self.check_dir()
+
+    def check_dir(self) -> None:
+        """A one-line error when ``backup_dir`` exists but is not a folder."""
+        if os.path.exists(self.backup_dir) and not os.path.isdir(self.backup_dir):
+            raise ValueError(f"BackupAndRestore backup_dir {self.backup_dir} is a file, not a folder; pass a folder "
+                             "path (it is created when needed)")
+
+    @property
+    def latest_path(self) -> str:
+        """The latest backup, ``<backup_dir>/latest.ckpt``."""
+        return os.path.join(self.backup_dir, self.LATEST)
+
+    @property
+    def previous_path(self) -> str:
+        """The backup before it, kept with ``double_checkpoint=True``."""
+        return os.path.join(self.backup_dir, self.PREVIOUS)
 
 
 class ReduceLROnPlateau(Callback):

@@ -21,6 +21,13 @@ interruption ``fit(..., resume_from=d)`` (same data, same ``seed``) ends with th
 as an uninterrupted run: the shuffling order depends only on ``(seed, epoch)``. These training
 checkpoints are Lightning ``.ckpt`` files (loaded with ``torch.load(weights_only=True)``); the
 model files of ``Model.save`` are JSON and safetensors.
+
+Keras' ``BackupAndRestore`` callback is the same machinery (:class:`BackupWriter`): a backup at
+epoch ends or every ``save_freq`` batches, found by the next ``fit``. A mid-epoch checkpoint also
+records the batches done in the epoch and the epoch's running loss and metrics (the torchmetrics
+states); resuming from it passes over those batches (:class:`_PassOver`, the same order) and puts
+the random-number generators back at the next batch, since creating the data iterator draws from
+torch's.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import os
 import random
 import time
 import warnings
+import zipfile
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -40,6 +48,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback as LightningCallback
 from torch import Tensor, nn
+from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 
 from ..layers.recurrent import _KerasRNN
@@ -49,7 +58,7 @@ from ..nn import GRU as NNGRU
 from ..nn import LSTM as NNLSTM
 from ..nn import RNN as NNRNN
 from ..nn import Recurrent
-from .callbacks import Callback, CallbackList, History
+from .callbacks import BackupAndRestore, Callback, CallbackList, History
 from .data import (
     ArrayData,
     InputDataError,
@@ -104,6 +113,10 @@ class KerasModule(pl.LightningModule):
         self.clip_overrides = clip_overrides or {}
         self._val_logs: dict[str, float] = {}
         self._seen = {"train": 0, "val": 0}
+        self.epoch_batches = 0  # training batches started in this epoch (counting those before a mid-epoch resume)
+        self.mid_epoch: dict[str, Any] | None = None  # set while a mid-epoch checkpoint is written
+        self.resumed_mid_epoch: dict[str, Any] | None = None  # the mid-epoch record this fit resumed from
+        self._pending_rng: dict[str, Any] | None = None  # restored at the next batch after a mid-epoch resume
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -255,27 +268,89 @@ class KerasModule(pl.LightningModule):
         return logs
 
     # -- checkpoints ---------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self.epoch_batches = 0
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._pending_rng is not None:  # resumed mid-epoch: the generators as they were before this batch
+            _set_rng_state(self._pending_rng)
+            self._pending_rng = None
+        self.epoch_batches += 1
+
+    def optimizer_name(self) -> str:
+        """The compiled optimizer, as recorded in checkpoints (``"Adam (torch Adam)"``)."""
+        torch_opt = getattr(self.optimizer_spec, "torch_optimizer", None)
+        inner = f" (torch {type(torch_opt).__name__})" if torch_opt is not None else ""
+        return f"{type(self.optimizer_spec).__name__}{inner}"
+
+    def _train_metrics(self) -> Iterator[tuple[str, Metric]]:
+        for name, m in self.named_modules():
+            if name.split(".")[0] in ("train_loss", "train_parts", "train_metrics") and isinstance(m, Metric):
+                yield name, m
+
+    def train_metric_states(self) -> dict[str, Any]:
+        """The running training loss and metrics of the epoch (tensors, lists and numbers)."""
+        states: dict[str, Any] = {}
+        for name, m in self._train_metrics():
+            values: dict[str, Any] = {}
+            for key in m._defaults:
+                value = getattr(m, key)
+                values[key] = [v.detach().cpu().clone() for v in value] if isinstance(value, list) \
+                    else value.detach().cpu().clone()
+            states[name] = {"values": values, "updates": int(m._update_count)}
+        return states
+
+    def load_train_metric_states(self, states: dict[str, Any]) -> None:
+        metrics = dict(self._train_metrics())
+        if set(metrics) != set(states):
+            raise ValueError("the checkpoint's running metrics are not this model's compiled metrics; compile "
+                             "with the metrics of the interrupted run")
+        for name, m in metrics.items():
+            device = m.device
+            for key, value in states[name]["values"].items():
+                setattr(m, key, [v.to(device) for v in value] if isinstance(value, list) else value.to(device))
+            m._update_count = int(states[name]["updates"])
+            m._computed = None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        np_state: Any = np.random.get_state()
-        checkpoint["rnnkit"] = {
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy_rng": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            "python_rng": random.getstate(),
-            "optimizer_iterations": self.optimizer_spec.iterations,
-        }
+        checkpoint["rnnkit"] = {**_rng_state(), "optimizer_iterations": self.optimizer_spec.iterations,
+                                "optimizer": self.optimizer_name(), "mid_epoch": self.mid_epoch}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("rnnkit")
         if not state:
             return
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        name, keys, pos, has_gauss, cached = state["numpy_rng"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-        random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python_rng"]))
         self.optimizer_spec.iterations = state["optimizer_iterations"]
+        mid = state.get("mid_epoch")
+        if not mid:  # at an epoch end: nothing draws random numbers before the next epoch's first batch
+            _set_rng_state(state)
+            return
+        # mid-epoch: the running loss and metrics go on; the generators are restored at the next batch
+        # (creating the data iterator draws from torch's), the batches already done are passed over
+        self.load_train_metric_states(mid["metrics"])
+        self._seen["train"] = int(mid["seen"])
+        self.epoch_batches = int(mid["batches"])
+        self.resumed_mid_epoch = mid
+        self._pending_rng = state
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state: Any = np.random.get_state()
+    return {
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy_rng": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python_rng": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    name, keys, pos, has_gauss, cached = state["numpy_rng"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python_rng"]))
 
 
 # -- Keras callbacks on Lightning hooks -----------------------------------------------------------
@@ -299,8 +374,22 @@ class KerasCallbackBridge(LightningCallback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.callbacks.on_train_begin({})
+        self._epoch_start = time.perf_counter()  # a mid-epoch resume starts no epoch
         if self._pending is not None:
-            for cb, state in zip(self.callbacks.callbacks, self._pending.get("callbacks", [])):
+            states = list(self._pending.get("callbacks", []))
+            names = self._pending.get("names")
+            if names is None:  # checkpoints written before the names: by position
+                pairs = list(zip(self.callbacks.callbacks, states))
+            else:  # each callback takes the next unused state of its class (a callback added or dropped is fine)
+                unused = list(zip(names, states))
+                pairs = []
+                for cb in self.callbacks.callbacks:
+                    for i, (name, state) in enumerate(unused):
+                        if name == type(cb).__name__:
+                            pairs.append((cb, state))
+                            del unused[i]
+                            break
+            for cb, state in pairs:
                 if state:
                     cb.load_state_dict(state)
             self._pending = None
@@ -338,7 +427,8 @@ class KerasCallbackBridge(LightningCallback):
         self.callbacks.on_train_end({})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"callbacks": [cb.state_dict() for cb in self.callbacks.callbacks]}
+        return {"callbacks": [cb.state_dict() for cb in self.callbacks.callbacks],
+                "names": [type(cb).__name__ for cb in self.callbacks.callbacks]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict
@@ -354,12 +444,204 @@ class LastCheckpoint(LightningCallback):
         self.dirpath = dirpath
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        os.makedirs(self.dirpath, exist_ok=True)
-        target = os.path.join(self.dirpath, "last.ckpt")
-        tmp = os.path.join(self.dirpath, f".last.ckpt.tmp-{os.getpid()}")
-        trainer.save_checkpoint(tmp)
+        _write_checkpoint_atomically(trainer, os.path.join(self.dirpath, "last.ckpt"))
+
+
+def _write_checkpoint_atomically(trainer: pl.Trainer, target: str, previous: str | None = None) -> None:
+    """``trainer.save_checkpoint`` under a temporary name in ``target``'s folder, flushed to disk, then
+    renamed over ``target`` (the old file or the new one, never half of either; the temporary file
+    goes on failure). With ``previous``, the old ``target`` is first renamed to it."""
+    folder = os.path.dirname(target) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(target)}.tmp-{os.getpid()}")
+    try:
+        trainer.save_checkpoint(tmp)  # DirectCheckpointIO fsyncs it
         if trainer.is_global_zero:
+            if previous is not None and os.path.isfile(target):
+                os.replace(target, previous)  # for a moment only the previous one: loading falls back to it
             os.replace(tmp, target)
+            _fsync_dir(folder)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (where the system allows opening a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class BackupWriter(LightningCallback):
+    """Writes the backups of a :class:`~rnnkit.training.callbacks.BackupAndRestore`: at every epoch
+    end, or every ``save_freq`` training batches (mid-epoch, with the batches done and the epoch's
+    running metrics; one on an epoch's last batch is written at the epoch's end). Placed after the
+    Keras callbacks, so their state is included."""
+
+    def __init__(self, backup: BackupAndRestore) -> None:
+        self.backup = backup
+        self.batches = 0  # training batches since the last backup (across epochs, as Keras counts)
+        self._at_epoch_end = False
+
+    @property
+    def state_key(self) -> str:
+        return "rnnkit.BackupWriter"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches": self.batches}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.batches = int(state_dict.get("batches", 0))
+
+    def save(self, trainer: pl.Trainer) -> None:
+        self.backup.check_dir()
+        _write_checkpoint_atomically(trainer, self.backup.latest_path,
+                                     self.backup.previous_path if self.backup.double_checkpoint else None)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        every = self.backup.save_freq
+        if not isinstance(every, int):
+            return
+        self.batches += 1
+        if self.batches < every:
+            return
+        self.batches = 0
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._at_epoch_end = True  # after validation and the epoch's callbacks: an end-of-epoch backup
+            return
+        assert isinstance(pl_module, KerasModule)
+        pl_module.mid_epoch = {"batches": pl_module.epoch_batches, "seen": pl_module._seen["train"],
+                               "metrics": pl_module.train_metric_states()}
+        try:
+            self.save(trainer)
+        finally:
+            pl_module.mid_epoch = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.backup.save_freq == "epoch" or self._at_epoch_end:
+            self._at_epoch_end = False
+            self.save(trainer)
+
+
+class _PassOver:
+    """The training loader, whose first pass starts after its first ``skip`` batches (drawn and
+    dropped: the same order as before the interruption, none of them trained on again); later passes
+    are whole. Other attributes are the loader's (Lightning sets its samplers' epochs through them)."""
+
+    def __init__(self, loader: Any, skip: int) -> None:
+        self.loader, self.skip = loader, skip
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self.skip = self.skip, 0
+        batches = iter(self.loader)
+        for _ in range(skip):
+            if next(batches, _END) is _END:
+                raise ValueError(f"the interrupted epoch had {skip} training batches done but the data now gives "
+                                 "fewer; resume with the same data and batch_size")
+        yield from batches
+
+    def __getattr__(self, name: str) -> Any:
+        loader = self.__dict__.get("loader")
+        if loader is None:  # mid-construction (copy, unpickling): no forwarding yet
+            raise AttributeError(name)
+        return getattr(loader, name)
+
+
+_END = object()
+
+
+def _warn_random_order(loader: Any) -> None:
+    """A mid-epoch resume passes over the batches already trained on: with a DataLoader that shuffles
+    from its own random draws (``shuffle=True``), those are not the same batches."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    samplers = (getattr(loader, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None))
+    if any(isinstance(s, torch.utils.data.RandomSampler) for s in samplers):
+        warnings.warn("resuming mid-epoch with a DataLoader that shuffles by itself: the batches passed over are not "
+                      "those trained on before the interruption; pass the Dataset to fit (shuffled by seed and "
+                      "epoch) or back up with save_freq='epoch'", stacklevel=3)
+
+
+def _peek_checkpoint(path: str) -> dict[str, Any]:
+    """Read a training checkpoint's header (memory-mapped, ``weights_only``); ``ValueError`` with the
+    reason when it is damaged or not an rnnkit training checkpoint."""
+    try:
+        with zipfile.ZipFile(path) as archive:  # torch.load does not check the CRCs: a flipped bit would load
+            damaged = archive.testzip()
+        if damaged is not None:
+            raise ValueError(f"CRC check failed for {damaged}")
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # truncated, not a zip, unpickling refused, unreadable ...
+        raise ValueError(f"{type(err).__name__}: {' '.join(str(err).split())[:100]}") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict) \
+            or not isinstance(saved.get("rnnkit"), dict):
+        raise ValueError("not an rnnkit training checkpoint")
+    return saved
+
+
+def _mid_epoch_record(path: str) -> dict[str, Any] | None:
+    """The mid-epoch record of a checkpoint (``None`` for one written at an epoch end)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # Lightning's own load gives the error
+        return None
+    state = saved.get("rnnkit") if isinstance(saved, dict) else None
+    mid = state.get("mid_epoch") if isinstance(state, dict) else None
+    return mid if isinstance(mid, dict) else None
+
+
+def _find_backup(backup: BackupAndRestore, module: KerasModule) -> str | None:
+    """The backup to resume from (``None``: start afresh), checked against this model and optimizer."""
+    backup.check_dir()
+    latest, previous = backup.latest_path, backup.previous_path
+    candidates = [p for p in (latest, previous) if os.path.isfile(p)]
+    if not candidates:
+        return None
+    fix = f"delete {backup.backup_dir} (or pass another backup_dir) to train from the start"
+    errors: list[str] = []
+    for path in candidates:
+        try:
+            saved = _peek_checkpoint(path)
+        except ValueError as err:
+            errors.append(f"{path} cannot be read ({err})")
+            continue
+        if errors:
+            warnings.warn(f"{errors[0]}; resuming from the backup before it, {path}", stacklevel=3)
+        expected = module.state_dict()
+        found = saved["state_dict"]
+        wrong = sorted(set(expected) ^ set(found)) or \
+            [k for k in expected if tuple(expected[k].shape) != tuple(found[k].shape)]
+        if wrong:
+            detail = (f"{wrong[0]} is {tuple(found[wrong[0]].shape)} there, {tuple(expected[wrong[0]].shape)} here"
+                      if wrong[0] in found and wrong[0] in expected else f"{wrong[0]} is only in one of them")
+            raise ValueError(f"the backup {path} is of another model ({detail}); {fix}")
+        theirs, ours = saved["rnnkit"].get("optimizer"), module.optimizer_name()
+        if theirs != ours:
+            raise ValueError(f"the backup {path} was written with optimizer {theirs}, this model is compiled "
+                             f"with {ours}; compile as before, or {fix}")
+        return path
+    raise ValueError(f"{errors[0]}; {fix}")
+
+
+def _delete_backup(backup: BackupAndRestore) -> None:
+    """Remove the backup files (the folder too when nothing else is left in it)."""
+    folder = backup.backup_dir
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name in (backup.LATEST, backup.PREVIOUS) or name.startswith((f".{backup.LATEST}.", f".{backup.PREVIOUS}.")):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)  # only when empty
 
 
 # -- fit ------------------------------------------------------------------------------------------
@@ -455,7 +737,8 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         strategy: ``"auto"``, ``"ddp"``, ``"ddp_spawn"``... (multi-process data parallel).
         precision: ``"32-true"`` (default), ``"bf16-mixed"``, ``"16-mixed"``...
         checkpoint_dir: write ``last.ckpt`` there at every epoch end (for ``resume_from``).
-        resume_from: a ``checkpoint_dir`` (or ``.ckpt`` file) to continue an interrupted run.
+        resume_from: a ``checkpoint_dir`` (or ``.ckpt`` file) to continue an interrupted run
+            (not with a ``BackupAndRestore`` callback, which resumes from its own backup).
         num_workers: DataLoader worker processes for arrays and Datasets.
         trainer_kwargs: more ``lightning.pytorch.Trainer`` arguments (they win over the above).
 
@@ -529,7 +812,16 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
     history = History()
     keras_callbacks: list[Callback] = []
     lightning_callbacks: list[LightningCallback] = []
+    backups = [cb for cb in callbacks or [] if isinstance(cb, BackupAndRestore)]
+    if len(backups) > 1:
+        raise ValueError("pass one BackupAndRestore callback, not several")
+    backup = backups[0] if backups else None
+    if backup is not None and resume_from is not None:
+        raise ValueError("BackupAndRestore resumes by itself from its backup_dir; drop resume_from (or the "
+                         "BackupAndRestore callback)")
     for cb in callbacks or []:
+        if isinstance(cb, BackupAndRestore):
+            continue
         if isinstance(cb, Callback):
             keras_callbacks.append(cb)
         elif isinstance(cb, LightningCallback):
@@ -544,12 +836,15 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
     checkpointing: list[LightningCallback] = []
     if checkpoint_dir is not None:
         checkpointing.append(LastCheckpoint(os.fspath(checkpoint_dir)))
-    ckpt_path = _resolve_resume(resume_from)
-    max_epochs = epochs if ckpt_path is not None else epochs - initial_epoch
+    if backup is not None:
+        checkpointing.append(BackupWriter(backup))
+    ckpt_path = _resolve_resume(resume_from) if backup is None else _find_backup(backup, module)
+    # Lightning counts this fit's epochs from 0 (a checkpoint's count too): epoch initial_epoch + i
+    max_epochs = epochs - initial_epoch
     if max_epochs <= 0:
         return history
-    progress = _keras_progress_bar(lightning_callbacks, epochs, 0 if ckpt_path is not None else initial_epoch,
-                                   verbose_level)
+    mid = _mid_epoch_record(ckpt_path) if ckpt_path is not None else None
+    progress = _keras_progress_bar(lightning_callbacks, epochs, initial_epoch, verbose_level)
     options: dict[str, Any] = {
         "max_epochs": max_epochs, "accelerator": accelerator, "devices": devices, "strategy": strategy,
         "logger": False, "enable_checkpointing": False, "enable_model_summary": False,
@@ -564,7 +859,7 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         options["limit_train_batches"] = int(steps_per_epoch)
     if validation_steps is not None:
         options["limit_val_batches"] = int(validation_steps)
-    if checkpoint_dir is not None:  # into the checkpoint folder's temporary name, not through /tmp
+    if checkpoint_dir is not None or backup is not None:  # into the checkpoint folder's temporary name, not /tmp
         from .checkpoint_io import DirectCheckpointIO
 
         options["plugins"] = [DirectCheckpointIO()]
@@ -574,9 +869,19 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
     model.stop_training = False
     with _quiet_lightning():
         trainer = pl.Trainer(**options)
+        if backup is not None and isinstance(backup.save_freq, int) and trainer.world_size > 1:
+            raise ValueError("BackupAndRestore(save_freq=<batches>) backs up mid-epoch in one process only; with "
+                             f"{trainer.world_size} processes use save_freq='epoch'")
+        loader: Any = train_loader
+        if mid is not None:  # the epoch's batches in the same order, the first ones (already trained on) passed over
+            loader = _PassOver(train_loader, int(mid["batches"]))
+            _warn_random_order(train_loader)
+            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
         with logic.logits_mode():
-            trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
+            trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
                         weights_only=True if ckpt_path is not None else None)
+    if backup is not None and backup.delete_checkpoint and not trainer.interrupted:
+        _delete_backup(backup)
     model.history = history
     _warn_nan(history)
     return history
