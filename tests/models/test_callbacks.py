@@ -185,3 +185,31 @@ def test_lightning_callbacks_pass_through() -> None:
     assert Count.batches == 4
     with pytest.raises(TypeError, match="callbacks must be"):
         linear_model().fit(x, y, epochs=1, verbose=0, callbacks=[object()])
+
+
+@pytest.mark.parametrize(("activation", "loss"), [("softmax", "sparse_categorical_crossentropy"),
+                                                  ("sigmoid", "binary_crossentropy")])
+def test_predict_from_a_callback_during_fit_returns_what_predict_returns_after_it(activation, loss):
+    # fit trains on logits (the activation fused into the loss); a callback sampling text with
+    # model.predict in on_epoch_end (keras.io's lstm_text_generation) got those logits, not probabilities
+    from rnnkit.layers import LSTM
+    from rnnkit.training import LambdaCallback
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 5, 3)).astype("float32")
+    units = 4 if activation == "softmax" else 1
+    y = rng.integers(0, 4, 64) if activation == "softmax" else rng.integers(0, 2, (64, 1)).astype("float32")
+    model = Sequential([Input(shape=(5, 3)), LSTM(8), Dense(units, activation=activation)])
+    model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
+    during: list[np.ndarray] = []
+    batch_end: list[np.ndarray] = []
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, seed=0, callbacks=[LambdaCallback(
+        on_epoch_end=lambda epoch, logs: during.append(model.predict(x[:4], verbose=0)),
+        on_train_batch_end=lambda batch, logs: batch_end.append(model.predict(x[:2], verbose=0)))])
+    after = model.predict(x[:4], verbose=0)
+    np.testing.assert_allclose(during[-1], after, atol=1e-6)
+    assert ((after >= 0) & (after <= 1)).all() and ((batch_end[0] >= 0) & (batch_end[0] <= 1)).all()
+    if activation == "softmax":
+        np.testing.assert_allclose(after.sum(-1), 1.0, atol=1e-5)
+    # training still runs on logits afterwards: a second fit keeps lowering the loss as before
+    assert np.isfinite(model.fit(x, y, epochs=1, batch_size=16, verbose=0, seed=0).history["loss"][-1])

@@ -89,6 +89,20 @@ class StepLogic:
             for layer in layers:
                 layer.set_emit_logits(False)
 
+    @contextlib.contextmanager
+    def declared_outputs(self) -> Iterator[None]:
+        """Inside :meth:`logits_mode` (during ``fit``): the output layers apply their activation again
+        while user code runs (a Keras callback calling ``predict`` gets probabilities, as outside
+        ``fit``); logits mode resumes after it."""
+        layers = [layer for layer, fused in zip(self._output_layers, self.fused) if fused and layer is not None]
+        for layer in layers:
+            layer.set_emit_logits(False)
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.set_emit_logits(True)
+
     # -- batches ---------------------------------------------------------------------------------
     def canonical(self, batch: Any) -> dict[str, Any]:
         """The batch as a batch dict (see :mod:`rnnkit.training.data`), checked if asked."""
