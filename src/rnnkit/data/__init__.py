@@ -50,6 +50,7 @@ from .images import (
     read_npz,
     read_picture,
 )
+from .keras_utils import TimeseriesWindows, WindowBatches, timeseries_dataset_from_array
 from .padding import PaddedBatch, lengths_to_mask, pad_batch, pad_sequences
 from .parallel import ParallelCorpus, read_parallel, read_parallel_tsv
 from .scalers import DifferenceTransform, LogTransform, MinMaxScaler, RobustScaler, Scaler, StandardScaler
@@ -90,6 +91,9 @@ __all__ = [
     "load_transform",
     # padding and batches
     "pad_sequences",
+    "timeseries_dataset_from_array",
+    "TimeseriesWindows",
+    "WindowBatches",
     "pad_batch",
     "PaddedBatch",
     "lengths_to_mask",

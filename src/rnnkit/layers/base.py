@@ -23,6 +23,8 @@ Every layer here is a ``torch.nn.Module`` with four extra habits:
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -235,6 +237,32 @@ def reset_states(module: nn.Module) -> None:
         reset()
 
 
+_TAKES_MASK: dict[type, bool] = {}
+
+
+def _takes_mask(cls: type[Layer]) -> bool:
+    """Whether ``cls.call`` accepts ``mask`` (by name or ``**kwargs``); Keras passes it only then."""
+    known = _TAKES_MASK.get(cls)
+    if known is None:
+        try:
+            params = inspect.signature(cls.call).parameters.values()
+            known = any(p.name == "mask" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        except (TypeError, ValueError):
+            known = True
+        _TAKES_MASK[cls] = known
+    return known
+
+
+def _attach_mask(outputs: Any, masks: Any) -> None:
+    """Keras 3's ``tensor._keras_mask``: the output mask rides on an eager output tensor."""
+    outs = outputs if isinstance(outputs, list | tuple) else [outputs]
+    ms = masks if isinstance(masks, list | tuple) else [masks]
+    for out, m in zip(outs, ms):
+        if isinstance(out, Tensor) and isinstance(m, Tensor):
+            with contextlib.suppress(AttributeError, RuntimeError):  # a tensor subclass that takes no attributes
+                out._keras_mask = m  # type: ignore[attr-defined]
+
+
 # -- the base class -------------------------------------------------------------------------------
 class Layer(nn.Module):
     """Base class of Keras-style layers (see the module docstring for the protocol).
@@ -292,6 +320,35 @@ class Layer(nn.Module):
             frozen = getattr(module, "non_trainable_parameter_names", ())
             for name, p in module.named_parameters(recurse=False):
                 p.requires_grad_(self._trainable and name not in frozen)
+
+    def _first_node_tensors(self, what: str) -> Any:
+        if getattr(self, "_graph", False):  # a functional model: the structures it was built from (as Keras)
+            return self.__dict__.get("_input_struct" if what == "input" else "_output_struct")
+        if not self.inbound_nodes:
+            raise ValueError(f"{type(self).__name__} {self.name!r} has never been called on a symbolic tensor "
+                             f"(Input(...) or another layer's output), so it has no {what}")
+        node = self.inbound_nodes[0]
+        values = node.inputs if what == "input" else node.outputs
+        return values[0] if len(values) == 1 else list(values)
+
+    @property
+    def input(self) -> Any:
+        """The symbolic input(s) of the layer's first call in a functional model (Keras ``layer.input``).
+
+        One tensor, or a list when that call read several (an ``initial_state`` included); for a
+        functional ``Model``, the ``inputs`` it was built from. A layer never called on a symbolic
+        tensor raises ``ValueError``.
+        """
+        return self._first_node_tensors("input")
+
+    @property
+    def output(self) -> Any:
+        """The symbolic output(s) of the layer's first call (Keras ``layer.output``).
+
+        A list for several outputs (``[output, h, c]`` for ``LSTM(return_state=True)``); for a
+        functional ``Model``, the ``outputs`` it was built from.
+        """
+        return self._first_node_tensors("output")
 
     @property
     def weights(self) -> list[nn.Parameter]:
@@ -361,15 +418,24 @@ class Layer(nn.Module):
             The layer's output (a tensor, or a list for layers with several outputs).
         """
         inputs = self._autocast(inputs)
+        if mask is None and isinstance(inputs, Tensor):  # Keras: a tensor carries its mask (``_keras_mask``)
+            mask = getattr(inputs, "_keras_mask", None)
         self.maybe_build(inputs)
+        if _takes_mask(type(self)):
+            kwargs["mask"] = mask  # a custom ``call(self, inputs)`` without a mask argument gets none (as Keras)
         if training is None or bool(training) == self.training:
-            return self.call(inputs, *args, mask=mask, **kwargs)  # type: ignore[misc]
-        previous = self.training
-        self.train(bool(training))
-        try:
-            return self.call(inputs, *args, mask=mask, **kwargs)  # type: ignore[misc]
-        finally:
-            self.train(previous)
+            out = self.call(inputs, *args, **kwargs)
+        else:
+            previous = self.training
+            self.train(bool(training))
+            try:
+                out = self.call(inputs, *args, **kwargs)
+            finally:
+                self.train(previous)
+        if (mask is not None or type(self).compute_mask is not Layer.compute_mask) \
+                and not torch.compiler.is_compiling():
+            _attach_mask(out, self.compute_mask(inputs, mask))
+        return out
 
     def _autocast(self, inputs: Any) -> Any:
         # numpy users pass float64; layers compute in their parameter dtype (as Keras casts to floatx)

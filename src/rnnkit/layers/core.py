@@ -72,11 +72,11 @@ class InputLayer(Layer):
         self.batch_size = batch_size
         self.built = True
         examples = (make_example(self.shape, self.input_dtype, 0), make_example(self.shape, self.input_dtype, 1))
-        self.output = SymbolicTensor(examples, (None, None))
-        node = Node(self, (), {}, self.output)
-        self.output.node = node
-        self.inbound_nodes.append(node)
-        self.output_shape = self.output.shape
+        output = SymbolicTensor(examples, (None, None))
+        node = Node(self, (), {}, output)
+        output.node = node
+        self.inbound_nodes.append(node)  # ``self.output`` (Layer.output) reads it back
+        self.output_shape = output.shape
 
     def call(self, inputs: Any, mask: Any = None, **kwargs: Any) -> Any:
         return inputs
@@ -441,6 +441,8 @@ class Embedding(Layer):
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
         if not self.mask_zero:
             return mask
+        if not isinstance(inputs, Tensor):  # NumPy ids or a list, as Keras takes them: a tensor mask
+            inputs = torch.as_tensor(np.asarray(inputs))
         own = inputs != 0
         return own if mask is None else own & mask
 

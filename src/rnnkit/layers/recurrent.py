@@ -27,7 +27,7 @@ regularizers and constraints are not supported (use ``weight_decay`` on the opti
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -254,6 +254,8 @@ class _KerasRNN(Layer):
             x = x.flip(1)
             m = None if m is None else m.flip(1)
         hx = self._initial_hx(initial_state, x.shape[0])
+        if self.stateful:
+            self.__dict__["_state_batch"] = int(x.shape[0])  # the size ``states`` has after a reset
         out, h_n = self.rnn(x, hx, mask=m)
         states = list(h_n) if isinstance(h_n, tuple) else [h_n]
         finals = [s[-1] for s in states]  # [B, H] each: top layer, last real step
@@ -274,6 +276,26 @@ class _KerasRNN(Layer):
             self.rnn.reset_state()  # type: ignore[operator]
 
     reset_state = reset_states
+
+    @property
+    def states(self) -> list[Tensor] | None:
+        """The carried state of a ``stateful`` layer, as Keras' ``layer.states``: ``[h, c]`` for an
+        ``LSTM``, ``[h]`` otherwise, each ``[batch, units]`` (detached; pass them as another layer's
+        ``initial_state``). Zeros after ``reset_states()``; ``None`` for a layer that is not stateful
+        or has not run yet (Keras: ``None`` until it is built).
+        """
+        if not self.stateful or self.rnn is None:
+            return None
+        carried = getattr(self.rnn, "state", None)
+        n = 2 if self._kind == "lstm" else 1
+        if carried is None:
+            batch = self.__dict__.get("_state_batch")
+            if batch is None:
+                return None
+            weight = cast(Tensor, self.rnn.weight_hh_l0)
+            return [torch.zeros(batch, self.units, dtype=weight.dtype, device=weight.device) for _ in range(n)]
+        parts = carried if isinstance(carried, tuple) else (carried,)
+        return [p[-1].detach() for p in parts]
 
     @property
     def implementation_in_use(self) -> str:

@@ -607,6 +607,16 @@ class Model(Layer):
             self._check_rank(tuple(x.shape))
         return predict_model(self, x, verbose=0, one_batch=True)
 
+    def predict_classes(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """Keras 2's ``predict_classes``, removed in Keras 2.6 and 3: an error that names the replacement."""
+        raise AttributeError("predict_classes was removed in Keras 2.6 (and 3); use np.argmax(model.predict(x), "
+                             "axis=-1), or (model.predict(x) > 0.5).astype('int32') for a sigmoid output")
+
+    def predict_proba(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """Keras 2's ``predict_proba``, removed in Keras 2.6 and 3: an error that names the replacement."""
+        raise AttributeError("predict_proba was removed in Keras 2.6 (and 3); use model.predict(x), which returns "
+                             "the output layer's probabilities")
+
     @property
     def metrics_names(self) -> list[str]:
         """Names of the values :meth:`evaluate`/:meth:`test_on_batch`/:meth:`train_on_batch` return.
