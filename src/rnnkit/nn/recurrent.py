@@ -48,6 +48,7 @@ from ..scan import (
     select_scan,
     weight_cache,
 )
+from ..scan._bptt import vmap_active
 
 Hidden = Tensor | tuple[Tensor, ...]
 IMPLEMENTATIONS = ("auto", "reference", "fused", "sequential", "parallel", "engine", "triton")
@@ -312,6 +313,9 @@ class _RecurrentCore(nn.Module):
             return "gate activations are recorded only by the reference scan"
         if mask is not None and padding_side(mask) is None:
             return "the mask has gaps: the fused kernel needs each sequence's real steps in one block"
+        if vmap_active():
+            return ("torch.func.vmap is in force and torch's fused RNN kernels have no batching rule (auto runs "
+                    "the reference scan under vmap)")
         return None
 
     def _use_fused(self, mask: Tensor | None, return_gates: bool, device: torch.device | None = None,

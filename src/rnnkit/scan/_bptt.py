@@ -4,13 +4,73 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .step_matmul import StepMatmul
+
+F = TypeVar("F", bound=Callable[..., Any])
+_TRANSFORMS = {"Vmap": "vmap", "Grad": "grad", "Jvp": "jvp", "Functionalize": "functionalize"}
+_EAGER: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def unsupported_transform() -> str | None:
+    """The function transform in force that the hand-written paths cannot run under, else ``None``.
+
+    The engines and the sequential scan are custom ``autograd.Function``s without ``setup_context``,
+    ``vmap`` or ``jvp`` rules and write into buffers with ``out=``: under ``torch.func`` (``grad``,
+    ``vmap``, ``jvp``, ``functional_call`` inside them; per-sample gradients as in Opacus) or
+    forward-mode AD they stop with torch's internal errors. ``"auto"`` runs the reference scan
+    there instead, which every transform supports; an explicit implementation names it.
+    """
+    if torch._C._functorch.maybe_current_level() is not None:
+        names = [_TRANSFORMS.get(i.key().name, i.key().name.lower())
+                 for i in torch._C._functorch.get_interpreter_stack() or ()]
+        return "torch.func." + "/".join(dict.fromkeys(names) or ["transform"])
+    if torch.autograd.forward_ad._current_level >= 0:
+        return "forward-mode AD (torch.autograd.forward_ad.dual_level)"
+    return None
+
+
+def vmap_active() -> bool:
+    """Whether ``torch.func.vmap`` is in force (torch's fused RNN kernels have no batching rule)."""
+    return torch._C._functorch.maybe_current_level() is not None and any(
+        i.key().name == "Vmap" for i in torch._C._functorch.get_interpreter_stack() or ())
+
+
+def eager_under_compile(fn: F) -> F:
+    """``fn`` run eagerly, never traced, under ``torch.compile`` (``torch.compiler.disable``).
+
+    The engines write their states into views of preallocated buffers (``out=``) inside an
+    ``autograd.Function``; dynamo traced those loops with graph breaks inside the Function and,
+    with ``backend="aot_eager"``, the LSTM engine returned uninitialised memory (outputs of 1e29),
+    and inductor failed to lower the GRU engine's inference loop. Eagerly they are exact and
+    fast; the rest of the model still compiles around them. Outside ``torch.compile`` the plain
+    function runs (and ``torch._dynamo``, 1 s to import, is not imported for it).
+    """
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not torch.compiler.is_compiling():
+            return fn(*args, **kwargs)
+        return _eager(fn)(*args, **kwargs)  # run eagerly; torch.compile(fullgraph=True): implementation='reference'
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _eager(fn: Callable[..., Any]) -> Callable[..., Any]:
+    disabled = _EAGER.get(fn)
+    if disabled is None:
+        reason = (f"rnnkit's {fn.__name__} runs eagerly under torch.compile (hand-written loops over out= "
+                  "buffers); implementation='reference' traces as one graph (fullgraph=True)")
+        try:
+            disabled = torch.compiler.disable(fn, reason=reason)
+        except TypeError:  # torch before 2.7 takes no reason
+            disabled = torch.compiler.disable(fn)
+        _EAGER[fn] = disabled
+    return disabled
 
 
 def needs_grad(cell: nn.Module, *tensors: Tensor | None) -> bool:

@@ -45,7 +45,7 @@ from torch.autograd.function import FunctionCtx
 from ..cells.base import RecurrentCell, State
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from . import cuda_graph, engine_triton, weight_cache
-from ._bptt import first_order_only, needs_grad, recurrent_grad
+from ._bptt import eager_under_compile, first_order_only, needs_grad, recurrent_grad
 from .elementwise import tanh_for, tanh_into
 from .engine_layernorm import layernorm_engine_scan
 from .recompute import recompute_requested
@@ -655,6 +655,7 @@ def _update_weights(mask: Tensor | None, zoneout_rate: float, training: bool, st
     return u, u, keep
 
 
+@eager_under_compile
 def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | None = None,
                 reverse: bool = False, recurrent_mask: Tensor | None = None, zoneout_rate: float = 0.0,
                 training: bool = False, return_gates: bool = False,

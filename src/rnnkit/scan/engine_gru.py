@@ -43,7 +43,7 @@ from torch.autograd.function import FunctionCtx
 from ..cells.base import RecurrentCell, State
 from ..cells.gru import GRUCell
 from . import cuda_graph, engine_triton
-from ._bptt import first_order_only, needs_grad, recurrent_grad
+from ._bptt import eager_under_compile, first_order_only, needs_grad, recurrent_grad
 from .elementwise import tanh_for
 from .recompute import recompute_requested
 from .step_matmul import StepMatmul, cached_step_matmul, large_matmul, linear
@@ -283,6 +283,7 @@ def _gru_inference(cell: GRUCell, xw: Tensor, h0: Tensor, rec: Tensor | None, uh
     return out, h_n
 
 
+@eager_under_compile
 def gru_engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | None = None,
                     reverse: bool = False, recurrent_mask: Tensor | None = None, zoneout_rate: float = 0.0,
                     training: bool = False, return_gates: bool = False,

@@ -43,7 +43,7 @@ from ..cells.gru import GRUCell
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from ..cells.minrnn import LinearRecurrentCell, MinGRUCell, MinLSTMCell
 from . import engine_triton
-from ._bptt import first_order_only
+from ._bptt import eager_under_compile, first_order_only, unsupported_transform
 from .engine import engine_scan, engine_unavailable_reason, triton_engine_unavailable_reason
 from .engine_gru import gru_engine_scan, gru_engine_unavailable_reason
 from .step_matmul import linear
@@ -340,6 +340,7 @@ def _empty(cell: RecurrentCell, x: Tensor, state: State) -> tuple[Tensor, State,
     return x.new_zeros(x.shape[0], 0, cell.output_size), state, None
 
 
+@eager_under_compile
 def sequential_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | None = None,
                     reverse: bool = False, recurrent_mask: Tensor | None = None, zoneout_rate: float = 0.0,
                     training: bool = False, return_gates: bool = False) -> tuple[Tensor, State, None]:
@@ -432,7 +433,18 @@ def select_scan(cells: Sequence[RecurrentCell], implementation: str, device: tor
     per call (weights reordered under autograd, buffers, the weight gradients' matmuls: 0.1-2 ms)
     does not pay and the reference measured faster (``docs/speed.md``, "Short sequences"): a
     streaming call of one step, a short sentence.
+
+    Under ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``: per-sample gradients) and
+    forward-mode AD, whose rules the hand-written ``autograd.Function``s lack, ``"auto"`` gives
+    ``None`` (the reference scan) and an explicit fast implementation raises ValueError.
     """
+    transform = unsupported_transform() if implementation != "reference" else None
+    if transform is not None:  # the hand-written autograd Functions have no functorch / forward-AD rules
+        if implementation in (*LINEAR_SCANS, "engine", "triton"):
+            raise ValueError(f"implementation={implementation!r} cannot run under {transform}: its hand-written "
+                             "backward is a custom autograd.Function without vmap/jvp rules; use "
+                             "implementation='reference' (or 'auto', which runs it under transforms)")
+        return None  # "auto": the reference scan, which every transform supports
     if implementation in ("engine", "triton") and cells and all(isinstance(c, GRUCell) for c in cells):
         kernels = "triton" if implementation == "triton" else "torch"
         for c in cells:
