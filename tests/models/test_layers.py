@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -330,3 +332,14 @@ def test_trainable_false_freezes() -> None:
     assert all(not p.requires_grad for p in layer.parameters())
     layer.trainable = True
     assert all(p.requires_grad for p in layer.parameters())
+
+
+def test_wrappers_are_named_as_keras_names_them() -> None:
+    # model.get_layer("time_distributed") / ("bidirectional") in a Keras script must find them
+    from rnnkit.layers import Bidirectional, TimeDistributed
+
+    names = [Bidirectional(LSTM(3)).name, Bidirectional(LSTM(3)).name, TimeDistributed(Dense(2)).name,
+             TimeDistributed(Dense(2)).name]
+    assert re.fullmatch(r"bidirectional(_\d+)?", names[0]) and re.fullmatch(r"bidirectional_\d+", names[1])
+    assert re.fullmatch(r"time_distributed(_\d+)?", names[2]) and re.fullmatch(r"time_distributed_\d+", names[3])
+    assert len(set(names)) == 4

@@ -46,7 +46,7 @@ class Bidirectional(Layer):
             raise ValueError(f"Bidirectional wraps a SimpleRNN, LSTM or GRU layer, got {type(layer).__name__}")
         if merge_mode not in MERGE_MODES:
             raise ValueError(f"merge_mode must be one of {MERGE_MODES}, got {merge_mode!r}")
-        kwargs.setdefault("name", f"bidirectional_{layer.name}")
+        # default names as Keras 3 gives them: bidirectional, bidirectional_1 ... (get_layer finds them)
         super().__init__(**kwargs)
         if backward_layer is None:
             config = layer.get_config()
@@ -158,7 +158,7 @@ class TimeDistributed(Layer):
     def __init__(self, layer: Layer, **kwargs: Any) -> None:
         if not isinstance(layer, Layer):
             raise ValueError(f"TimeDistributed wraps an rnnkit layer, got {type(layer).__name__}")
-        kwargs.setdefault("name", f"time_distributed_{layer.name}")
+        # default names as Keras 3 gives them: time_distributed, time_distributed_1 ...
         super().__init__(**kwargs)
         self.layer = layer
 
