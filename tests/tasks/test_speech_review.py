@@ -271,3 +271,18 @@ def test_a_character_only_in_dev_transcripts_is_scored_not_fatal(tmp_path):
     assert labels == [BLANK, "a", "b", "'"]  # training units sorted, then the dev-only ones
     trained = TrainedSpeechModel.load(run)
     assert "'" in trained.prep.labels
+
+
+def test_global_feature_statistics_are_exact_for_constant_features_and_match_numpy():
+    from rnnkit.tasks.speech import feature_statistics
+
+    rng = np.random.default_rng(0)
+    utterances = [torch.tensor(rng.normal(3.0, 2.0, (n, 4)), dtype=torch.float32) for n in (7, 1, 30, 12)]
+    for u in utterances:
+        u[:, 2] = -13.815510749816895  # log(1e-6): an empty mel filter is this constant everywhere
+    mean, std = feature_statistics(utterances)
+    every = np.concatenate([u.double().numpy() for u in utterances])
+    np.testing.assert_allclose(mean.numpy(), every.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(std.numpy(), every.std(0), rtol=1e-10)
+    normalised = (utterances[0] - mean.float()) / std.float().clamp(min=1e-5)
+    assert torch.equal(normalised[:, 2], torch.zeros(7))  # float32 statistics gave +-0.3 here
