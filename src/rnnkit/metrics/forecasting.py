@@ -61,10 +61,12 @@ def mape(y: object, pred: object) -> float:
 
 
 def smape(y: object, pred: object) -> float:
-    """Symmetric MAPE ``100 * mean 2|y - pred| / (|y| + |pred|)`` in ``[0, 200]``; ``0/0`` counts as 0."""
+    """Symmetric MAPE ``100 * mean 2|y - pred| / (|y| + |pred|)`` in ``[0, 200]`` (the M4 competition's
+    sMAPE); ``0/0`` counts as 0. A NaN actual or forecast makes the result NaN, as it does MAE."""
     a, p = _arr(y), _arr(pred)
     den = np.abs(a) + np.abs(p)
     ratio = np.divide(2.0 * np.abs(a - p), den, out=np.zeros_like(den), where=den > 0)
+    ratio = np.where(np.isnan(den), np.nan, ratio)  # NaN > 0 is False: without this a NaN would count as 0
     return float(100.0 * np.mean(ratio))
 
 
@@ -136,12 +138,20 @@ def crps_from_quantiles(y: object, quantile_preds: object, quantiles: Sequence[f
 
 def crps_gaussian(y: object, mean: object, std: object) -> float:
     """Mean closed-form CRPS of Gaussian forecasts ``N(mean, std^2)``:
-    ``std * (z (2 Phi(z) - 1) + 2 phi(z) - 1/sqrt(pi))`` with ``z = (y - mean) / std``."""
+    ``std * (z (2 Phi(z) - 1) + 2 phi(z) - 1/sqrt(pi))`` with ``z = (y - mean) / std``.
+
+    ``std = 0`` is the point forecast ``mean``, whose CRPS is its absolute error ``|y - mean|``
+    (the limit of the formula)."""
+    err = _arr(y) - _arr(mean)
     s = _arr(std)
-    z = (_arr(y) - _arr(mean)) / s
+    err, s = np.broadcast_arrays(err, s)
+    point = s == 0
+    safe = np.where(point, 1.0, s)
+    z = err / safe
     cdf = 0.5 * (1.0 + _erf(z / math.sqrt(2.0)))
-    pdf = np.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
-    return float(np.mean(s * (z * (2.0 * cdf - 1.0) + 2.0 * pdf - 1.0 / math.sqrt(math.pi))))
+    pdf = np.exp(-0.5 * np.minimum(z**2, 1e300)) / math.sqrt(2.0 * math.pi)
+    crps = safe * (z * (2.0 * cdf - 1.0) + 2.0 * pdf - 1.0 / math.sqrt(math.pi))
+    return float(np.mean(np.where(point, np.abs(err), crps)))
 
 
 def _erf(x: np.ndarray) -> np.ndarray:

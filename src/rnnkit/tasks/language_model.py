@@ -480,10 +480,13 @@ def stream_nll(model: RNNLanguageModel, ids: np.ndarray, *, batch_size: int = 1,
 
 
 def lm_metrics(nll: float, count: int, level: str, chars: int | None = None) -> dict[str, float]:
-    """Cross-entropy per token, perplexity, and bits per character for character models."""
-    ce = nll / max(count, 1)
+    """Cross-entropy per token, perplexity, and bits per character for character models.
+
+    With no token scored (``count`` 0) every figure is undefined and reads NaN (not the perfect
+    perplexity 1 that ``0 / max(count, 1)`` would give)."""
+    ce = nll / count if count > 0 else math.nan
     # exp overflows a float past 709.78 nats: a model that far gone reads inf (it was capped at e^50 before)
-    out = {"cross_entropy": ce, "perplexity": math.exp(ce) if ce < 709.0 else math.inf, "tokens": int(count)}
+    out = {"cross_entropy": ce, "perplexity": math.inf if ce >= 709.0 else math.exp(ce), "tokens": int(count)}
     if level == "char":
         out["bits_per_character"] = ce / math.log(2)
     return out

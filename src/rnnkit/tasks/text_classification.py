@@ -525,16 +525,24 @@ def classification_metrics(scores: Tensor, targets: Tensor, multi_label: bool) -
 
     num = scores.shape[1]
     if multi_label:
-        t = targets.long()
-        scores = (scores >= THRESHOLD).long()  # as predict decides (torchmetrics alone counts only > 0.5)
+        # counted here, not with torchmetrics' multilabel_*, which refuse a single label (num_labels=1),
+        # a multi-label run training allows; same figures (scikit-learn's, zero_division=0)
+        t = targets.long().reshape(-1, num)
+        hard = (scores >= THRESHOLD).long()  # as predict decides (torchmetrics alone counts only > 0.5)
+        tp, fp, fn = (hard & t).sum(0), (hard & (1 - t)).sum(0), ((1 - hard) & t).sum(0)
+
+        def ratio(a: Tensor, b: Tensor) -> Tensor:
+            return torch.where(b > 0, a.double() / b.clamp(min=1), torch.zeros((), dtype=torch.float64))
+
+        f1 = ratio(2 * tp, 2 * tp + fp + fn)
         return {
-            "accuracy": float(tmf.multilabel_exact_match(scores, t, num_labels=num)),
-            "micro_f1": float(tmf.multilabel_f1_score(scores, t, num_labels=num, average="micro")),
-            "macro_f1": float(tmf.multilabel_f1_score(scores, t, num_labels=num, average="macro")),
+            "accuracy": float((hard == t).all(1).double().mean()),
+            "micro_f1": float(ratio(2 * tp.sum(), 2 * tp.sum() + fp.sum() + fn.sum())),
+            "macro_f1": float(f1.mean()),
             "per_class": {
-                "precision": tmf.multilabel_precision(scores, t, num_labels=num, average=None).tolist(),
-                "recall": tmf.multilabel_recall(scores, t, num_labels=num, average=None).tolist(),
-                "f1": tmf.multilabel_f1_score(scores, t, num_labels=num, average=None).tolist(),
+                "precision": ratio(tp, tp + fp).tolist(),
+                "recall": ratio(tp, tp + fn).tolist(),
+                "f1": f1.tolist(),
                 "support": t.sum(0).tolist(),
             },
         }

@@ -188,6 +188,8 @@ def corpus_scores(hypotheses: Sequence[str], references: Sequence[str], *, lower
     """
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    if not hypotheses:  # sacreBLEU fails here with an IndexError
+        raise ValueError("no sentences to score: corpus BLEU and chrF need at least one hypothesis and reference")
     metrics = _sacrebleu().metrics
     bleu, chrf = metrics.BLEU(lowercase=lowercase), metrics.CHRF(lowercase=lowercase)
     b = bleu.corpus_score(list(hypotheses), [list(references)])

@@ -199,8 +199,16 @@ class StepLogic:
 
     # -- metrics ---------------------------------------------------------------------------------
     def probabilities(self, i: int, out: Tensor) -> Tensor:
-        """Output ``i`` as the model would return it (the fused activation applied)."""
-        return get_activation(self.activations[i])(out) if self.fused[i] else out
+        """Output ``i`` as probabilities for the metrics: the fused activation applied, and the
+        loss's activation (sigmoid or softmax) applied to an output that a ``from_logits=True`` loss
+        reads as logits. (torchmetrics would otherwise apply it only to a batch holding a value
+        outside [0, 1], so the same logit would be scored differently from batch to batch.)"""
+        if self.fused[i]:
+            return get_activation(self.activations[i])(out)
+        loss = self.losses[i]
+        if loss.from_logits and loss.fusable_activation is not None:
+            return get_activation(loss.fusable_activation)(out)
+        return out
 
     def make_metrics(self, features: list[int]) -> nn.ModuleList:
         """Fresh metric objects: one list per output (torchmetrics is imported here)."""
@@ -229,6 +237,14 @@ class StepLogic:
             for m in (out_masks[i], y_masks[i]):
                 if isinstance(m, Tensor) and tuple(m.shape) == tuple(lead[: m.dim()]) and m.dim() >= 2:
                     mask = m.bool() if mask is None else mask & m.bool()
+            if prob.dim() > 1 and ys[i] is not None:  # positions of the loss's ignore_class: left out, like padding
+                keep = self.losses[i].positions(ys[i].to(prob.device), prob)
+                if keep is not None:
+                    if mask is not None:
+                        while mask.dim() < keep.dim():
+                            mask = mask.unsqueeze(-1)
+                        keep = keep & mask
+                    mask = keep
             for metric in bound:
                 assert isinstance(metric, BoundMetric)
                 metric.update(prob, ys[i], mask)
