@@ -340,9 +340,11 @@ def edit_distance(ref: Sequence[object], hyp: Sequence[object]) -> int:
 def error_counts(reference: str, hypothesis: str) -> tuple[int, int, int, int]:
     """``(word errors, reference words, char errors, reference chars)`` for one utterance.
 
-    Words are whitespace-separated; characters are counted on the text with runs of
-    whitespace reduced to one space and the ends stripped (as jiwer's and torchmetrics'
-    CER/WER do for single sentences).
+    Words are whitespace-separated (as jiwer's WER splits them); characters are counted on the
+    text with runs of whitespace reduced to one space and the ends stripped. jiwer's CER keeps a
+    run of inner spaces (``cer("a  b", "a b")`` is 0.25 there, 0 here): a doubled space is a
+    formatting accident, not a recognition error. Texts without such runs score as jiwer does
+    (``tests/test_metrics_references.py``).
     """
     ref_w, hyp_w = reference.split(), hypothesis.split()
     ref_c, hyp_c = " ".join(ref_w), " ".join(hyp_w)
