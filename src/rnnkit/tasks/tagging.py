@@ -892,7 +892,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                    markdown_table(["type", "precision", "recall", "f1", "support"],
                                   [[k, v["precision"], v["recall"], v["f1"], v["support"]]
                                    for k, v in dev_metrics["per_type"].items()]
-                                  + [["all", dev_metrics["precision"], dev_metrics["recall"], dev_metrics["f1"],
+                                  + [["all (micro)", dev_metrics["precision"], dev_metrics["recall"], dev_metrics["f1"],
                                       sum(v["support"] for v in dev_metrics["per_type"].values())]]),
                    "", f"Token accuracy {dev_metrics['token_accuracy']:.4f}; decoding "
                    f"{dev_metrics['sentences_per_second']:.0f} sentences/s.", ""]
