@@ -305,3 +305,24 @@ def test_the_unk_share_is_reported_and_a_large_one_noted(tmp_path):
         assert metrics["unk_share"]["dev"] == pytest.approx(expected)
         assert ("notes" in metrics) == noted == (expected > 0.05)
         assert ("**Note:**" in (tmp_path / name / "report.md").read_text()) == noted
+
+
+def test_an_empty_prompt_without_a_start_token_starts_from_the_training_frequencies(tmp_path):
+    # line_ending=drop: no token ever marked where a text starts, and <eos> was never trained; the first
+    # token is drawn by its training frequency (greedy: the most frequent token), then the model goes on
+    from collections import Counter
+
+    corpus = _corpus(tmp_path / "train.txt", 120, 0)
+    result = runner.invoke(app, ["train", "language-model", "--train", str(corpus), "--out", str(tmp_path),
+                                 "--name", "drop", "--quiet", *_args(*SETTINGS, "data.line_ending=drop")])
+    assert result.exit_code == 0, result.output
+    model = TrainedLanguageModel.load(tmp_path / "drop")
+    counts = Counter(w for line in corpus.read_text().splitlines() for w in line.split())
+    in_vocab = {w: c for w, c in counts.items() if w in set(model.prep.vocab)}
+    first = model.generate("", length=1, greedy=True)["tokens"][0]
+    assert in_vocab[first] == max(in_vocab.values())
+    # the rest follows from a fresh state fed that token: the same as prompting with it
+    out = model.generate("", length=6, greedy=True)["tokens"]
+    assert out[1:] == model.generate(first, length=5, greedy=True)["tokens"]
+    sampled = [model.generate("", length=3, seed=s)["tokens"][0] for s in range(20)]
+    assert len(set(sampled)) > 1 and all(t in in_vocab for t in sampled)

@@ -618,15 +618,26 @@ class TrainedLanguageModel:
         stop_id = self._stop_id(stop)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         ids, unknown = self.prep.encode_prompt(prompt)
+        unigram = None
         if not ids:
             start = "\n" if self.prep.line_ending == "keep" and "\n" in vocab else None
-            ids = [vocab.token_to_id(start) if start is not None else vocab.eos_id if vocab.eos_id is not None else 0]
+            if start is None and self.prep.line_ending == "drop":
+                # no token ever marked where a text starts (<eos> never trained): draw the first token by
+                # its training frequency, p(x_1) as the corpus gives it, then go on from a fresh state
+                unigram = self._unigram_scores()
+            if unigram is None:
+                ids = [vocab.token_to_id(start) if start is not None else vocab.eos_id if vocab.eos_id is not None
+                       else 0]
         out_tokens: list[str] = []
         with torch.no_grad():
             # prime the state with the whole prompt once; only the last position needs scores (a long
             # prompt would otherwise hold [T, V] of them)
-            x, state = self.model.features(torch.tensor([ids]), None)
-            last = self.model.scores(x[0, -1])
+            state: list[Any] | None = None
+            if unigram is None:
+                x, state = self.model.features(torch.tensor([ids]), None)
+                last = self.model.scores(x[0, -1])
+            else:
+                last = unigram
             for _ in range(length):
                 scores = last.clone()
                 scores[banned] = float("-inf")
@@ -647,6 +658,15 @@ class TrainedLanguageModel:
                 last = step_logits[0]
         text = render_tokens(out_tokens, level, vocab.specials)
         return {"prompt": prompt, "text": text, "tokens": out_tokens, "unknown_prompt_tokens": unknown}
+
+    def _unigram_scores(self) -> Tensor | None:
+        """Log training frequencies of the vocabulary's tokens (``-inf`` for those never counted);
+        ``None`` when the vocabulary kept no counts."""
+        vocab = self.prep.vocab
+        if not vocab.counts:
+            return None
+        counts = torch.tensor([float(vocab.counts.get(t, 0)) for t in vocab], dtype=torch.float64)
+        return counts.log().float() if bool((counts > 0).any()) else None
 
     def _never_sampled(self) -> list[int]:
         """Ids generation never samples: ``<unk>``, padding and ``<bos>``, and ``<eos>`` in a model whose text
