@@ -9,7 +9,12 @@ Score of a tag sequence ``y`` for emissions ``E [T, K]``:
 The partition function (forward algorithm) and the best path (Viterbi) are computed with tensor
 operations over the whole batch, one vectorised step per time step. Transitions that the tag
 scheme forbids (``O`` then ``I-PER`` in IOB2, say) can be masked out: they get a score of
-``-10000`` so no decoded path uses them.
+``-10000`` so no decoded path uses them (unless no allowed path of that length exists; constraints
+that allow no path of any length are an error).
+
+Padded positions (``mask`` False) are never read: any emission there (even ``inf`` or ``NaN``) and
+any tag id there (``-100``, say) leaves every output and gradient unchanged. Half and bfloat16
+inputs or parameters are computed in float32 and the results cast back.
 """
 
 from __future__ import annotations
@@ -87,6 +92,12 @@ class CRF(nn.Module):
             if tuple(t.shape) != shape or t.dtype != torch.bool:
                 raise ValueError(f"CRF constraints: {what} must be a bool tensor of shape {list(shape)}, got "
                                  f"{t.dtype} of shape {list(t.shape)} (see allowed_transitions)")
+        reach = start_ok.clone()  # tags some allowed path can be in; a path of any length must end allowed
+        for _ in range(num_tags):
+            reach = reach | (reach.unsqueeze(1) & trans_ok).any(0)
+        if not bool((reach & end_ok).any()):
+            raise ValueError("CRF constraints allow no tag path of any length (no allowed start tag reaches an "
+                             "allowed end tag); check the tag list and scheme given to allowed_transitions")
         self.register_buffer("start_ok", start_ok.clone())
         self.register_buffer("transitions_ok", trans_ok.clone())
         self.register_buffer("end_ok", end_ok.clone())
@@ -115,54 +126,72 @@ class CRF(nn.Module):
                 raise ValueError(f"CRF tags must be in [0, {k}), got values from {int(real.min())} to "
                                  f"{int(real.max())}")
 
-    def _scores(self) -> tuple[Tensor, Tensor, Tensor]:
-        forbidden = torch.tensor(FORBIDDEN, dtype=self.start.dtype, device=self.start.device)
-        return (torch.where(self.start_ok, self.start, forbidden),
-                torch.where(self.transitions_ok, self.transitions, forbidden),
-                torch.where(self.end_ok, self.end, forbidden))
+    def _scores(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        dtype = dtype or self.start.dtype
+        forbidden = torch.tensor(FORBIDDEN, dtype=dtype, device=self.start.device)
+        return (torch.where(self.start_ok, self.start.to(dtype), forbidden),
+                torch.where(self.transitions_ok, self.transitions.to(dtype), forbidden),
+                torch.where(self.end_ok, self.end.to(dtype), forbidden))
+
+    def _prepare(self, emissions: Tensor, mask: Tensor) -> tuple[Tensor, torch.dtype]:
+        """Emissions in the working dtype (float32 for half/bfloat16) with padded positions zeroed,
+        so garbage there (``inf``, ``NaN``) cannot reach a real position's output or gradient; and
+        the dtype the results are returned in."""
+        out = torch.promote_types(emissions.dtype, self.start.dtype)
+        work = torch.float32 if out in (torch.float16, torch.bfloat16) else out
+        return emissions.to(work).masked_fill(~mask.unsqueeze(2), 0.0), out
 
     def log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
         """``log Z`` per sequence (forward algorithm), ``[B]``."""
         self._check(emissions, mask)
-        return self._log_partition(emissions, mask)
+        work, out = self._prepare(emissions, mask)
+        return self._log_partition(work, mask).to(out)
 
     def _log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
-        start, trans, end = self._scores()
+        start, trans, end = self._scores(emissions.dtype)
         alpha = start + emissions[:, 0]  # [B, K]
         for t in range(1, emissions.shape[1]):
             step = torch.logsumexp(alpha.unsqueeze(2) + trans + emissions[:, t].unsqueeze(1), dim=1)  # [B, K]
             alpha = torch.where(mask[:, t].unsqueeze(1), step, alpha)
-        return torch.logsumexp(alpha + end, dim=1)
+        log_z = torch.logsumexp(alpha + end, dim=1)
+        return torch.where(mask[:, 0], log_z, torch.zeros_like(log_z))  # an empty sequence: log 1
 
     @torch.no_grad()
     def marginals(self, emissions: Tensor, mask: Tensor) -> Tensor:
         """``p(y_t = k | emissions)`` for every step and tag, ``[B, T, K]`` (forward-backward).
 
         ``exp(alpha_t + beta_t - log Z)``, with ``alpha`` the forward and ``beta`` the backward
-        log-scores, both vectorised over the batch; padded steps and empty sequences get 0.
+        log-scores, both vectorised over the batch (``log Z`` taken per step as the logsumexp of
+        ``alpha_t + beta_t`` over tags, for accuracy); padded steps and empty sequences get 0.
         """
         self._check(emissions, mask)
-        start, trans, end = self._scores()
+        emissions, out = self._prepare(emissions, mask)
+        start, trans, end = self._scores(emissions.dtype)
         steps = emissions.shape[1]
         alphas = [start + emissions[:, 0]]  # [B, K] each
         for t in range(1, steps):
             step = torch.logsumexp(alphas[-1].unsqueeze(2) + trans + emissions[:, t].unsqueeze(1), dim=1)
             alphas.append(torch.where(mask[:, t].unsqueeze(1), step, alphas[-1]))
-        log_z = torch.logsumexp(alphas[-1] + end, dim=1)  # [B]
         betas = [end.expand_as(alphas[-1])]  # beta at the last real step is the end score
         for t in range(steps - 2, -1, -1):
             step = torch.logsumexp(trans + (emissions[:, t + 1] + betas[-1]).unsqueeze(1), dim=2)  # [B, from]
             betas.append(torch.where(mask[:, t + 1].unsqueeze(1), step, end.expand_as(step)))
-        log_marginal = torch.stack(alphas, 1) + torch.stack(betas[::-1], 1) - log_z[:, None, None]
-        return log_marginal.exp() * mask.unsqueeze(2).to(emissions.dtype)
+        joint = torch.stack(alphas, 1) + torch.stack(betas[::-1], 1)  # log Z + log p(y_t = k), [B, T, K]
+        # normalise each step by its own logsumexp (= log Z, mathematically): subtracting one global
+        # log Z of size ~1e4 after T = 2000 steps left float32 marginals 4% off
+        log_marginal = joint - torch.logsumexp(joint, dim=2, keepdim=True)
+        return (log_marginal.exp() * mask.unsqueeze(2).to(emissions.dtype)).to(out)
 
     def score(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """Unnormalised score ``s(y)`` of the given tag sequences, ``[B]``."""
         self._check(emissions, mask, tags)
-        return self._score(emissions, tags, mask)
+        work, out = self._prepare(emissions, mask)
+        return self._score(work, tags, mask).to(out)
 
     def _score(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
-        start, trans, end = self._scores()
+        """Expects :meth:`_prepare`'d emissions; tags on padded positions may be anything."""
+        start, trans, end = self._scores(emissions.dtype)
+        tags = tags.long().masked_fill(~mask, 0)
         maskf = mask.to(emissions.dtype)
         emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # [B, T]
         total = start[tags[:, 0]] + (emitted * maskf).sum(1)
@@ -177,9 +206,10 @@ class CRF(nn.Module):
         return self._log_likelihood(emissions, tags, mask)
 
     def _log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+        work, out = self._prepare(emissions, mask)
         nonempty = mask[:, 0]
-        ll = self._score(emissions, tags, mask) - self._log_partition(emissions, mask)
-        return ll * nonempty.to(ll.dtype)
+        ll = self._score(work, tags, mask) - self._log_partition(work, mask)
+        return (ll * nonempty.to(ll.dtype)).to(out)
 
     def forward(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """Mean negative log-likelihood over the non-empty sequences of the batch."""
@@ -189,9 +219,11 @@ class CRF(nn.Module):
 
     @torch.no_grad()
     def decode(self, emissions: Tensor, mask: Tensor) -> tuple[list[list[int]], Tensor]:
-        """Viterbi: the best tag sequence of each sequence (its real steps only) and its score."""
+        """Viterbi: the best tag sequence of each sequence (its real steps only) and its score
+        (``[]`` and 0 for an empty sequence; ties go to the lowest tag id)."""
         self._check(emissions, mask)
-        start, trans, end = self._scores()
+        emissions, out = self._prepare(emissions, mask)
+        start, trans, end = self._scores(emissions.dtype)
         batch, steps, k = emissions.shape
         score = start + emissions[:, 0]
         keep = torch.arange(k, device=emissions.device).expand(batch, k)
@@ -210,4 +242,5 @@ class CRF(nn.Module):
             path.append(last)
         tags = torch.stack(path[::-1], 1)  # [B, T]
         lengths = mask.sum(1).tolist()
+        best_score = torch.where(mask[:, 0], best_score, torch.zeros_like(best_score)).to(out)
         return [tags[b, :n].tolist() for b, n in enumerate(lengths)], best_score

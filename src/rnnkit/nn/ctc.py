@@ -238,6 +238,8 @@ class CTCPrefixBeamSearch:
         if not 0 <= self.blank < lp.shape[1]:
             raise ValueError(f"blank must be a token id in [0, {lp.shape[1]}) (the last dimension of log_probs), "
                              f"got {self.blank}")
+        if np.isnan(lp).any():  # NaN breaks the ranking silently (every comparison with it is False)
+            raise ValueError("log_probs contain NaN; check the model output (use -inf, not NaN, for impossible tokens)")
         for frame in lp:
             self._advance_frame(frame)
 

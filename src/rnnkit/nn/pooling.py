@@ -21,6 +21,9 @@ class AttentionPooling(nn.Module):
 
     def __init__(self, features: int, attention_size: int | None = None) -> None:
         super().__init__()
+        for name, value in (("features", features), ("attention_size", attention_size or 1)):
+            if value < 1:
+                raise ValueError(f"AttentionPooling {name} must be >= 1, got {value}")
         size = attention_size or features
         self.project = nn.Linear(features, size)
         self.score = nn.Linear(size, 1, bias=False)
@@ -54,17 +57,24 @@ def _check_mask(owner: str, outputs: Tensor, mask: Tensor | None) -> None:
 
 
 def masked_mean(outputs: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean over real steps (zeros for an empty sequence)."""
+    """Mean over real steps (zeros for an empty sequence). Padded steps are never read (even
+    ``inf``/``NaN`` there is ignored); half and bfloat16 sums accumulate in float32."""
     _check_mask("masked_mean", outputs, mask)
+    if outputs.shape[1] == 0:
+        return outputs.sum(1)  # zeros (still differentiable)
     if mask is None:
         return outputs.mean(1)
-    m = mask.unsqueeze(-1).to(outputs.dtype)
-    return (outputs * m).sum(1) / m.sum(1).clamp(min=1)
+    m = mask.unsqueeze(-1)
+    acc = torch.float32 if outputs.dtype in (torch.float16, torch.bfloat16) else None
+    total = outputs.masked_fill(~m, 0.0).sum(1, dtype=acc)  # a float16 sum of 2000 steps overflows
+    return (total / m.sum(1).clamp(min=1)).to(outputs.dtype)
 
 
 def masked_max(outputs: Tensor, mask: Tensor | None) -> Tensor:
     """Maximum over real steps (zeros for an empty sequence)."""
     _check_mask("masked_max", outputs, mask)
+    if outputs.shape[1] == 0:
+        return outputs.sum(1)  # zeros (still differentiable)
     if mask is None:
         return outputs.amax(1)
     filled = outputs.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
