@@ -17,6 +17,13 @@ Clipping (Keras semantics): ``clipvalue`` clips every gradient element to
 ``clip_grad_norm_``). ``weight_decay`` is decoupled for every optimizer, as in Keras 3: before
 each step every parameter with a gradient is multiplied by ``1 - learning_rate * weight_decay``
 (``torch.optim.AdamW`` for ``adam``/``adamw``), not added to the gradient as an L2 term.
+
+The updates are Keras 3's (to float32 rounding, tested against Keras): Adam adds ``epsilon`` to
+``sqrt(v)`` before the bias correction (torch's ``eps`` is set per step to
+``epsilon / sqrt(1 - beta_2**t)``, so the fused torch step computes it), RMSprop and Adagrad divide
+by ``sqrt(v + epsilon)`` (own foreach steps; torch divides by ``sqrt(v) + epsilon``), and the
+momentum buffers of SGD and RMSprop are rescaled when the learning rate changes, since Keras keeps
+the rate inside its momentum. docs/models.md lists the deliberate differences.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 # -- schedules ------------------------------------------------------------------------------------
@@ -98,10 +105,13 @@ class CosineDecay(LearningRateSchedule):
         self.warmup_target, self.warmup_steps = warmup_target, int(warmup_steps)
 
     def __call__(self, step: int) -> float:
-        peak = self.initial_learning_rate if self.warmup_target is None else float(self.warmup_target)
-        if step < self.warmup_steps:
-            return self.initial_learning_rate + (peak - self.initial_learning_rate) * step / self.warmup_steps
-        p = min(step - self.warmup_steps, self.decay_steps) / self.decay_steps
+        if self.warmup_target is None:  # as Keras: no warm-up without a target (warmup_steps is ignored)
+            peak, warmup = self.initial_learning_rate, 0
+        else:
+            peak, warmup = float(self.warmup_target), self.warmup_steps
+        if step < warmup:
+            return self.initial_learning_rate + (peak - self.initial_learning_rate) * step / warmup
+        p = min(step - warmup, self.decay_steps) / self.decay_steps
         return peak * ((1 - self.alpha) * 0.5 * (1 + math.cos(math.pi * p)) + self.alpha)
 
     def get_config(self) -> dict[str, Any]:
@@ -138,17 +148,30 @@ def check_clipping(**limits: float | None) -> None:
 @torch.no_grad()
 def clip_gradients(parameters: Iterable[nn.Parameter], *, clipnorm: float | None = None,
                    clipvalue: float | None = None, global_clipnorm: float | None = None) -> None:
-    """Clip gradients in place with Keras semantics (see the module docstring)."""
+    """Clip gradients in place with Keras semantics (see the module docstring).
+
+    The norm limits scale by ``limit / max(norm, limit)`` exactly as Keras 3 does (torch's
+    ``clip_grad_norm_`` divides by ``norm + 1e-6``, which is off by ``1e-6 / norm`` relative).
+    Unlike Keras, which refuses more than one limit, ``clipvalue`` may be combined with a norm
+    limit: the values are clipped first."""
     params = [p for p in parameters if p.grad is not None]
     if not params:
         return
+    grads: list[Tensor] = [p.grad for p in params if p.grad is not None]
     if clipvalue is not None:
         nn.utils.clip_grad_value_(params, clipvalue)
     if clipnorm is not None:
-        for p in params:
-            nn.utils.clip_grad_norm_([p], clipnorm)
+        for g, norm in zip(grads, torch._foreach_norm(grads)):
+            g.mul_(clipnorm / norm.clamp(min=clipnorm))
     if global_clipnorm is not None:
-        nn.utils.clip_grad_norm_(params, global_clipnorm)
+        norms = torch._foreach_norm(grads)
+        if len({n.device for n in norms}) == 1:
+            total = torch.linalg.vector_norm(torch.stack(norms))
+        else:
+            total = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+        scale = (global_clipnorm / total).clamp(max=1.0)  # NaN for a non-finite norm, as in Keras
+        for device in {g.device for g in grads}:
+            torch._foreach_mul_([g for g in grads if g.device == device], scale.to(device))
 
 
 # -- optimizers -----------------------------------------------------------------------------------
@@ -272,6 +295,7 @@ class Optimizer:
             lr = self._learning_rate(step)
             for group in self.torch_optimizer.param_groups:
                 group["lr"] = lr
+        self._keras_form(step)
         if not self.torch_weight_decay:
             for group in self.torch_optimizer.param_groups:
                 group["weight_decay"] = 0.0  # optimizer states saved before decay was decoupled carry torch's L2
@@ -281,6 +305,28 @@ class Optimizer:
                     for p in group["params"]:
                         if p.grad is not None:
                             p.mul_(1.0 - group["lr"] * self.weight_decay)
+
+    def _keras_form(self, step: int) -> None:
+        """Adjust the torch optimizer so that its step ``step`` is Keras' update (see the subclasses)."""
+
+    def _carry_momentum_over_lr_change(self) -> None:
+        """Keras keeps the learning rate inside its momentum (``m = momentum * m - lr * g``), torch
+        outside (``buf = momentum * buf + g``, ``p -= lr * buf``): the same update while the rate is
+        constant. When it changes (a schedule, ``ReduceLROnPlateau``) the torch buffers are rescaled by
+        ``old_lr / new_lr`` so the step stays Keras' one. The rate of the last step is kept in each
+        param group (``keras_lr``), so it survives saving and checkpoints."""
+        assert self.torch_optimizer is not None
+        for group in self.torch_optimizer.param_groups:
+            new, old = float(group["lr"]), group.get("keras_lr")
+            if new <= 0:
+                continue  # a zero rate: torch moves nothing (Keras still moves by momentum * m)
+            if old is not None and float(old) > 0 and float(old) != new:
+                bufs = [buf for p in group["params"]
+                        if (buf := self.torch_optimizer.state.get(p, {}).get("momentum_buffer")) is not None]
+                if bufs:
+                    with torch.no_grad():
+                        torch._foreach_mul_(bufs, float(old) / new)
+            group["keras_lr"] = new
 
     def clip(self, parameters: Iterable[nn.Parameter], overrides: dict[str, float | None] | None = None) -> None:
         """Clip gradients with this optimizer's settings (``overrides`` from compile/fit win)."""
@@ -375,6 +421,10 @@ class SGD(Optimizer):
     def _torch_kwargs(self) -> dict[str, Any]:
         return {"momentum": self.momentum, "nesterov": self.nesterov}
 
+    def _keras_form(self, step: int) -> None:
+        if self.momentum:
+            self._carry_momentum_over_lr_change()
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
@@ -397,6 +447,17 @@ class Adam(Optimizer):
         return {"betas": (self.beta_1, self.beta_2), "eps": self.epsilon, "amsgrad": self.amsgrad,
                 "weight_decay": self.weight_decay or 0.0}
 
+    def _keras_form(self, step: int) -> None:
+        # Keras adds epsilon to sqrt(v) before the bias correction, torch after it:
+        #   Keras: p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+        #   torch: p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps_torch)
+        # equal with eps_torch = eps / sqrt(1 - b2^t) (t = step + 1, torch's step count). A number
+        # set per step: the fused kernel runs unchanged.
+        assert self.torch_optimizer is not None
+        eps = self.epsilon / math.sqrt(1.0 - self.beta_2 ** (step + 1)) if self.beta_2 < 1 else self.epsilon
+        for group in self.torch_optimizer.param_groups:
+            group["eps"] = eps
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
                 "amsgrad": self.amsgrad}
@@ -414,6 +475,93 @@ class AdamW(Adam):
         return torch.optim.AdamW
 
 
+def _params_with_grads(group: dict[str, Any], what: str) -> tuple[list[Tensor], list[Tensor]]:
+    params = [p for p in group["params"] if p.grad is not None]
+    if any(p.grad is not None and p.grad.is_sparse for p in params):
+        raise RuntimeError(f"{what} does not support sparse gradients")
+    return params, [p.grad for p in params if p.grad is not None]
+
+
+class _KerasRMSprop(torch.optim.RMSprop):
+    """``torch.optim.RMSprop`` with Keras 3's update: epsilon inside the square root,
+    ``p -= lr * g / sqrt(v + eps)`` (``sqrt(v - mean_g**2 + eps)`` centered), where torch divides by
+    ``sqrt(v) + eps``; the two differ wherever ``v`` is not much larger than ``eps`` (small
+    gradients). Same state entries as torch's (``square_avg``, ``grad_avg``, ``momentum_buffer``:
+    ``p -= lr * buf``), so saved states load either way."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads = _params_with_grads(group, "RMSprop")
+            if not params:
+                continue
+            rho, eps, lr = group["alpha"], group["eps"], group["lr"]
+            momentum, centered = group["momentum"], group["centered"]
+            for p in params:
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = torch.tensor(0.0)
+                    state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if momentum > 0 and "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if centered and "grad_avg" not in state:
+                    state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+            square_avgs = [self.state[p]["square_avg"] for p in params]
+            torch._foreach_mul_(square_avgs, rho)
+            torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - rho)
+            if centered:
+                grad_avgs = [self.state[p]["grad_avg"] for p in params]
+                torch._foreach_mul_(grad_avgs, rho)
+                torch._foreach_add_(grad_avgs, grads, alpha=1 - rho)
+                denom = torch._foreach_addcmul(square_avgs, grad_avgs, grad_avgs, value=-1)
+                torch._foreach_add_(denom, eps)
+            else:
+                denom = torch._foreach_add(square_avgs, eps)
+            torch._foreach_sqrt_(denom)
+            if momentum > 0:
+                bufs = [self.state[p]["momentum_buffer"] for p in params]
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_addcdiv_(bufs, grads, denom)
+                torch._foreach_add_(params, bufs, alpha=-lr)
+            else:
+                torch._foreach_addcdiv_(params, grads, denom, value=-lr)
+        return loss
+
+
+class _KerasAdagrad(torch.optim.Adagrad):
+    """``torch.optim.Adagrad`` with Keras 3's update ``p -= lr * g / sqrt(acc + eps)`` (torch divides
+    by ``sqrt(acc) + eps``); same state entries (``sum``, ``step``) as torch's."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads = _params_with_grads(group, "Adagrad")
+            if not params:
+                continue
+            for p in params:
+                self.state[p]["step"] += 1
+            sums = [self.state[p]["sum"] for p in params]
+            torch._foreach_addcmul_(sums, grads, grads)
+            denom = torch._foreach_add(sums, group["eps"])
+            torch._foreach_sqrt_(denom)
+            torch._foreach_addcdiv_(params, grads, denom, value=-group["lr"])
+        return loss
+
+
+# Saved optimizer states record the torch class name; these keep torch's names and state entries.
+_KerasRMSprop.__name__ = _KerasRMSprop.__qualname__ = "RMSprop"
+_KerasAdagrad.__name__ = _KerasAdagrad.__qualname__ = "Adagrad"
+
+
 class RMSprop(Optimizer):
     """RMSprop (Tieleman and Hinton 2012)."""
 
@@ -425,7 +573,11 @@ class RMSprop(Optimizer):
         self.rho, self.momentum, self.epsilon, self.centered = float(rho), float(momentum), float(epsilon), centered
 
     def _torch_class(self) -> type[torch.optim.Optimizer]:
-        return torch.optim.RMSprop
+        return _KerasRMSprop
+
+    def _keras_form(self, step: int) -> None:
+        if self.momentum:
+            self._carry_momentum_over_lr_change()
 
     def _torch_kwargs(self) -> dict[str, Any]:
         return {"alpha": self.rho, "momentum": self.momentum, "eps": self.epsilon, "centered": self.centered}
@@ -446,7 +598,7 @@ class Adagrad(Optimizer):
         self.initial_accumulator_value, self.epsilon = float(initial_accumulator_value), float(epsilon)
 
     def _torch_class(self) -> type[torch.optim.Optimizer]:
-        return torch.optim.Adagrad
+        return _KerasAdagrad
 
     def _torch_kwargs(self) -> dict[str, Any]:
         return {"initial_accumulator_value": self.initial_accumulator_value, "eps": self.epsilon}
