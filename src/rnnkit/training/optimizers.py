@@ -475,86 +475,84 @@ class AdamW(Adam):
         return torch.optim.AdamW
 
 
-def _params_with_grads(group: dict[str, Any], what: str) -> tuple[list[Tensor], list[Tensor]]:
-    params = [p for p in group["params"] if p.grad is not None]
-    if any(p.grad is not None and p.grad.is_sparse for p in params):
-        raise RuntimeError(f"{what} does not support sparse gradients")
-    return params, [p.grad for p in params if p.grad is not None]
+class _KerasFormStep:
+    """A torch optimizer whose ``step`` runs :meth:`_group_step` on every param group's parameters
+    that have a gradient (foreach ops, no fused kernel); the update rule is the subclass's."""
+
+    param_groups: list[dict[str, Any]]
+    state: Any
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if any(p.grad is not None and p.grad.is_sparse for p in params):
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            if params:
+                self._group_step(group, params, [p.grad for p in params if p.grad is not None])
+        return loss
+
+    def _group_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        raise NotImplementedError
 
 
-class _KerasRMSprop(torch.optim.RMSprop):
+class _KerasRMSprop(_KerasFormStep, torch.optim.RMSprop):
     """``torch.optim.RMSprop`` with Keras 3's update: epsilon inside the square root,
     ``p -= lr * g / sqrt(v + eps)`` (``sqrt(v - mean_g**2 + eps)`` centered), where torch divides by
     ``sqrt(v) + eps``; the two differ wherever ``v`` is not much larger than ``eps`` (small
     gradients). Same state entries as torch's (``square_avg``, ``grad_avg``, ``momentum_buffer``:
     ``p -= lr * buf``), so saved states load either way."""
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = _params_with_grads(group, "RMSprop")
-            if not params:
-                continue
-            rho, eps, lr = group["alpha"], group["eps"], group["lr"]
-            momentum, centered = group["momentum"], group["centered"]
-            for p in params:
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = torch.tensor(0.0)
-                    state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if momentum > 0 and "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if centered and "grad_avg" not in state:
-                    state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-            square_avgs = [self.state[p]["square_avg"] for p in params]
-            torch._foreach_mul_(square_avgs, rho)
-            torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - rho)
-            if centered:
-                grad_avgs = [self.state[p]["grad_avg"] for p in params]
-                torch._foreach_mul_(grad_avgs, rho)
-                torch._foreach_add_(grad_avgs, grads, alpha=1 - rho)
-                denom = torch._foreach_addcmul(square_avgs, grad_avgs, grad_avgs, value=-1)
-                torch._foreach_add_(denom, eps)
-            else:
-                denom = torch._foreach_add(square_avgs, eps)
-            torch._foreach_sqrt_(denom)
-            if momentum > 0:
-                bufs = [self.state[p]["momentum_buffer"] for p in params]
-                torch._foreach_mul_(bufs, momentum)
-                torch._foreach_addcdiv_(bufs, grads, denom)
-                torch._foreach_add_(params, bufs, alpha=-lr)
-            else:
-                torch._foreach_addcdiv_(params, grads, denom, value=-lr)
-        return loss
+    def _group_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        rho, eps, lr = group["alpha"], group["eps"], group["lr"]
+        momentum, centered = group["momentum"], group["centered"]
+        for p in params:
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = torch.tensor(0.0)
+                state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if momentum > 0 and "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if centered and "grad_avg" not in state:
+                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step"] += 1
+        square_avgs = [self.state[p]["square_avg"] for p in params]
+        torch._foreach_mul_(square_avgs, rho)
+        torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - rho)
+        if centered:
+            grad_avgs = [self.state[p]["grad_avg"] for p in params]
+            torch._foreach_mul_(grad_avgs, rho)
+            torch._foreach_add_(grad_avgs, grads, alpha=1 - rho)
+            denom = torch._foreach_addcmul(square_avgs, grad_avgs, grad_avgs, value=-1)
+            torch._foreach_add_(denom, eps)
+        else:
+            denom = torch._foreach_add(square_avgs, eps)
+        torch._foreach_sqrt_(denom)
+        if momentum > 0:
+            bufs = [self.state[p]["momentum_buffer"] for p in params]
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_addcdiv_(bufs, grads, denom)
+            torch._foreach_add_(params, bufs, alpha=-lr)
+        else:
+            torch._foreach_addcdiv_(params, grads, denom, value=-lr)
 
 
-class _KerasAdagrad(torch.optim.Adagrad):
+class _KerasAdagrad(_KerasFormStep, torch.optim.Adagrad):
     """``torch.optim.Adagrad`` with Keras 3's update ``p -= lr * g / sqrt(acc + eps)`` (torch divides
     by ``sqrt(acc) + eps``); same state entries (``sum``, ``step``) as torch's."""
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = _params_with_grads(group, "Adagrad")
-            if not params:
-                continue
-            for p in params:
-                self.state[p]["step"] += 1
-            sums = [self.state[p]["sum"] for p in params]
-            torch._foreach_addcmul_(sums, grads, grads)
-            denom = torch._foreach_add(sums, group["eps"])
-            torch._foreach_sqrt_(denom)
-            torch._foreach_addcdiv_(params, grads, denom, value=-group["lr"])
-        return loss
+    def _group_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        for p in params:
+            self.state[p]["step"] += 1
+        sums = [self.state[p]["sum"] for p in params]
+        torch._foreach_addcmul_(sums, grads, grads)
+        denom = torch._foreach_add(sums, group["eps"])
+        torch._foreach_sqrt_(denom)
+        torch._foreach_addcdiv_(params, grads, denom, value=-group["lr"])
 
 
 # Saved optimizer states record the torch class name; these keep torch's names and state entries.
