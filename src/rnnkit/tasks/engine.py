@@ -9,7 +9,8 @@ epoch that did not improve it, and the ``asgd`` optimizer (plain SGD) starts ave
 at the first such epoch (non-monotonically triggered averaged SGD, Merity et al. 2018); the average
 is what dev sees and what is kept; ``average_weights`` does the same averaging for any optimizer.
 ``max_seconds`` is a time budget: training stops after the epoch past which another one, at the
-last epoch's pace, would end beyond it (the best weights so far are kept, as with early stopping).
+last epoch's pace, would end beyond it (the best weights so far are kept, as with early stopping);
+:func:`stop_reason` says which of the two ended the last run early.
 Lightning is imported here only, so ``--help``, ``predict`` and ``evaluate`` stay fast.
 
 Resuming: after every epoch the engine writes ``checkpoint-last.ckpt`` in the run folder (atomically:
@@ -83,6 +84,7 @@ class EngineOptions:
 _BATCH_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("rnnkit_engine_batch_limit", default=None)
 _RESUMING: contextvars.ContextVar[bool] = contextvars.ContextVar("rnnkit_engine_resuming", default=False)
 _PRIOR_SECONDS: contextvars.ContextVar[float] = contextvars.ContextVar("rnnkit_engine_prior_seconds", default=0.0)
+_STOPPED: contextvars.ContextVar[str | None] = contextvars.ContextVar("rnnkit_engine_stopped", default=None)
 DEFAULT_CHECKPOINT_MINUTES = 10.0
 _CHECKPOINT_SECONDS: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "rnnkit_engine_checkpoint_seconds", default=DEFAULT_CHECKPOINT_MINUTES * 60)
@@ -100,6 +102,12 @@ def checkpoint_interval(minutes: float | None) -> Iterator[None]:
         yield
     finally:
         _CHECKPOINT_SECONDS.reset(token)
+
+
+def stop_reason() -> str | None:
+    """Why the last :func:`fit` ended before ``train.epochs``: ``"early"`` (early stopping), ``"time"``
+    (the time budget), or ``None`` (it ran every epoch), for a task's metrics.json."""
+    return _STOPPED.get()
 
 
 def prior_seconds() -> float:
@@ -372,6 +380,30 @@ def progress_bar() -> Any:
     return epoch_progress_bar()
 
 
+def _check_options(options: EngineOptions) -> None:
+    """One-line errors for settings that would otherwise train silently wrong: a patience of 0 or less
+    stops after the first epoch, a clip norm of 0 or less turns clipping off (Lightning skips it), a
+    mode other than "max" would select the worst epochs."""
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if options.optimizer not in OPTIMIZERS:
+        raise ValueError(f"train.optimizer: unknown optimizer {options.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if not (isinstance(options.learning_rate, int | float) and math.isfinite(options.learning_rate)
+            and options.learning_rate > 0):
+        raise ValueError(f"train.learning_rate must be a number > 0, got {options.learning_rate!r}")
+    if not options.weight_decay >= 0:
+        raise ValueError(f"train.weight_decay must be >= 0 (0 for none), got {options.weight_decay!r}")
+    if options.patience is not None and not (whole(options.patience) and options.patience >= 1):
+        raise ValueError(f"train.patience must be a whole number >= 1 (or null to never stop early), got "
+                         f"{options.patience!r}; 1 stops after the first epoch without dev improvement")
+    if options.clip_norm is not None and not options.clip_norm > 0:
+        raise ValueError(f"train.clip_norm must be > 0 (or null for no clipping), got {options.clip_norm!r}")
+    for key, mode in (("mode", options.mode), ("tie_break_mode", options.tie_break_mode)):
+        if mode not in ("max", "min"):
+            raise ValueError(f"{key} must be 'max' (higher is better) or 'min' (lower is better), got {mode!r}")
+
+
 def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn, predict_fn: PredictFn,
         metric_fn: MetricFn, options: EngineOptions, run: RunDir | None = None,
         log: Callable[[str], None] = print, task_state: dict[str, Any] | None = None) -> list[dict[str, float]]:
@@ -389,8 +421,9 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
 
     if options.epochs < 1:
         raise ValueError(f"train.epochs must be >= 1, got {options.epochs}")
+    _check_options(options)
     if options.max_seconds is not None and not options.max_seconds > 0:
-        raise ValueError(f"train.max_minutes must be > 0, got {options.max_seconds / 60:g}")
+        raise ValueError(f"train.max_minutes must be > 0 (or null for no time budget), got {options.max_seconds / 60:g}")
     if options.lr_decay is not None and not 0.0 < options.lr_decay <= 1.0:
         raise ValueError(f"train.lr_decay must be in (0, 1], got {options.lr_decay}; 0.25 divides the rate by 4")
     patience_ok = isinstance(options.lr_decay_patience, int) and not isinstance(options.lr_decay_patience, bool)
@@ -406,6 +439,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
     pl.seed_everything(options.seed, verbose=False)
     module = _lightning_module(model, loss_fn, predict_fn, metric_fn, options)
     _PRIOR_SECONDS.set(0.0)
+    _STOPPED.set(None)
     history: list[dict[str, float]] = []
     sign = 1.0 if options.mode == "max" else -1.0
     started = time.perf_counter()
@@ -532,6 +566,12 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                 averager.swap_out()
                 return
             metrics = pl_module.dev_metrics
+            pl_module.dev_metrics = {}  # an epoch whose dev data gave no batches must not reuse these
+            for key in (options.monitor, options.tie_break):  # else no epoch would ever count as better
+                if key is not None and key not in metrics:
+                    raise ValueError(f"the dev metrics have no {key!r} to select epochs by (they are: "
+                                     f"{', '.join(metrics) or 'none, the dev data gave no batches'}); "
+                                     "monitor or tie_break must name one of them")
             optimizer = trainer.optimizers[0]
             row = {"epoch": trainer.current_epoch + 1,
                    "train_loss": pl_module.loss_sum / max(pl_module.loss_count, 1),
@@ -607,6 +647,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                 "train.max_minutes to train on")
         elif "rng" in pending:  # training never started: the checkpoint had every epoch
             log(f"{resume_from.name}: all {len(history)} epoch(s) were done already; raise train.epochs to train on")
+    _STOPPED.set(None if len(history) >= options.epochs else state["stopped"] or pending.get("stopped"))
     if state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])
     model.cpu().eval()
