@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..training.pass_over import PassOver
 from .run import RunDir, atomic_write_bytes, unshared_tensors
 
 LossFn = Callable[[nn.Module, Any], Tensor]
@@ -201,36 +202,6 @@ def _check_last_checkpoint(path: Any, module: nn.Module) -> dict[str, Any] | Non
                           "it cannot be resumed: train a new run")
     mid = track[0].get("mid_epoch") if isinstance(track[0], dict) else None
     return mid if isinstance(mid, dict) else None
-
-
-class _PassOver:
-    """The training loader, whose first pass starts after its first ``skip`` batches (they are drawn
-    and dropped: the same order as before the interruption, nothing of them trained on); later passes
-    are whole. Attributes are the loader's (Lightning sets its samplers' epochs through them)."""
-
-    def __init__(self, loader: Any, skip: int) -> None:
-        self.loader, self.skip = loader, skip
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[Any]:
-        skip, self.skip = self.skip, 0
-        batches = iter(self.loader)
-        for _ in range(skip):
-            if next(batches, _END) is _END:
-                raise ResumeError(f"the interrupted epoch had {skip} training batches done but the data now "
-                                  "gives fewer; it cannot be resumed mid-epoch: train a new run")
-        yield from batches
-
-    def __getattr__(self, name: str) -> Any:
-        loader = self.__dict__.get("loader")
-        if loader is None:  # mid-construction (copy, unpickling): no forwarding yet
-            raise AttributeError(name)
-        return getattr(loader, name)
-
-
-_END = object()
 
 
 @contextlib.contextmanager
@@ -635,8 +606,10 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
         safe: dict[str, Any] = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters \
             else {}
         mid = _check_last_checkpoint(resume_from, module)
-        loader = train_loader if mid is None else _PassOver(train_loader, int(mid["batches"]))
-        with warnings.catch_warnings():  # "not resumable" mid-epoch: _PassOver is what resumes it
+        loader = train_loader if mid is None else PassOver(train_loader, int(mid["batches"]), lambda skip: ResumeError(
+            f"the interrupted epoch had {skip} training batches done but the data now gives fewer; it cannot be "
+            "resumed mid-epoch: train a new run"))
+        with warnings.catch_warnings():  # "not resumable" mid-epoch: PassOver is what resumes it
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
             trainer.fit(module, train_dataloaders=loader, val_dataloaders=dev_loader, ckpt_path=resume_from, **safe)
         if pending.get("stopped") == "early":

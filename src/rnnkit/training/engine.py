@@ -25,7 +25,7 @@ model files of ``Model.save`` are JSON and safetensors.
 Keras' ``BackupAndRestore`` callback is the same machinery (:class:`BackupWriter`): a backup at
 epoch ends or every ``save_freq`` batches, found by the next ``fit``. A mid-epoch checkpoint also
 records the batches done in the epoch and the epoch's running loss and metrics (the torchmetrics
-states); resuming from it passes over those batches (:class:`_PassOver`, the same order) and puts
+states); resuming from it passes over those batches (:class:`~rnnkit.training.pass_over.PassOver`, the same order) and puts
 the random-number generators back at the next batch, since creating the data iterator draws from
 torch's.
 """
@@ -79,6 +79,7 @@ from .evaluation import (
     to_device,
 )
 from .optimizers import check_clipping
+from .pass_over import PassOver
 from .step import StepLogic
 
 _RECURRENT = (NNRNN, NNLSTM, NNGRU, Recurrent)
@@ -549,36 +550,6 @@ class BackupWriter(LightningCallback):
             self.save(trainer)
 
 
-class _PassOver:
-    """The training loader, whose first pass starts after its first ``skip`` batches (drawn and
-    dropped: the same order as before the interruption, none of them trained on again); later passes
-    are whole. Other attributes are the loader's (Lightning sets its samplers' epochs through them)."""
-
-    def __init__(self, loader: Any, skip: int) -> None:
-        self.loader, self.skip = loader, skip
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[Any]:
-        skip, self.skip = self.skip, 0
-        batches = iter(self.loader)
-        for _ in range(skip):
-            if next(batches, _END) is _END:
-                raise ValueError(f"the interrupted epoch had {skip} training batches done but the data now gives "
-                                 "fewer; resume with the same data and batch_size")
-        yield from batches
-
-    def __getattr__(self, name: str) -> Any:
-        loader = self.__dict__.get("loader")
-        if loader is None:  # mid-construction (copy, unpickling): no forwarding yet
-            raise AttributeError(name)
-        return getattr(loader, name)
-
-
-_END = object()
-
-
 def _warn_random_order(loader: Any) -> None:
     """A mid-epoch resume passes over the batches already trained on: with a DataLoader that shuffles
     from its own random draws (``shuffle=True``), those are not the same batches."""
@@ -895,7 +866,9 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
                              f"{trainer.world_size} processes use save_freq='epoch'")
         loader: Any = train_loader
         if mid is not None:  # the epoch's batches in the same order, the first ones (already trained on) passed over
-            loader = _PassOver(train_loader, int(mid["batches"]))
+            loader = PassOver(train_loader, int(mid["batches"]), lambda skip: ValueError(
+                f"the interrupted epoch had {skip} training batches done but the data now gives fewer; resume "
+                "with the same data and batch_size"))
             _warn_random_order(train_loader)
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
         with logic.logits_mode():
