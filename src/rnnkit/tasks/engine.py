@@ -36,7 +36,6 @@ import os
 import random
 import time
 import warnings
-import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..training.pass_over import PassOver
+from ..training.resuming import PassOver, read_checkpoint
 from .run import RunDir, atomic_write_bytes, unshared_tensors
 
 LossFn = Callable[[nn.Module, Any], Tensor]
@@ -177,11 +176,7 @@ def _check_last_checkpoint(path: Any, module: nn.Module) -> dict[str, Any] | Non
     shapes (memory-mapped: the tensors are not read here). Returns its mid-epoch record (``batches``
     done in the interrupted epoch ...), ``None`` for a checkpoint written at the end of an epoch."""
     try:
-        with zipfile.ZipFile(path) as archive:  # torch.load does not check the CRCs: a flipped bit would load
-            damaged = archive.testzip()
-        if damaged is not None:
-            raise ValueError(f"CRC check failed for {damaged}")
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        saved = read_checkpoint(path)  # the zip's CRCs checked first
     except PermissionError as err:  # not damaged: only unreadable to this user
         raise ResumeError(f"{path} cannot be read ({err.strerror}); make it readable (chmod u+r {path}) and "
                           "resume again") from None

@@ -25,7 +25,7 @@ model files of ``Model.save`` are JSON and safetensors.
 Keras' ``BackupAndRestore`` callback is the same machinery (:class:`BackupWriter`): a backup at
 epoch ends or every ``save_freq`` batches, found by the next ``fit``. A mid-epoch checkpoint also
 records the batches done in the epoch and the epoch's running loss and metrics (the torchmetrics
-states); resuming from it passes over those batches (:class:`~rnnkit.training.pass_over.PassOver`, the same order) and puts
+states); resuming from it passes over those batches (:class:`~rnnkit.training.resuming.PassOver`, the same order) and puts
 the random-number generators back at the next batch, since creating the data iterator draws from
 torch's.
 """
@@ -39,7 +39,6 @@ import os
 import random
 import time
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -79,7 +78,7 @@ from .evaluation import (
     to_device,
 )
 from .optimizers import check_clipping
-from .pass_over import PassOver
+from .resuming import PassOver, read_checkpoint
 from .step import StepLogic
 
 _RECURRENT = (NNRNN, NNLSTM, NNGRU, Recurrent)
@@ -565,11 +564,7 @@ def _peek_checkpoint(path: str) -> dict[str, Any]:
     """Read a training checkpoint's header (memory-mapped, ``weights_only``); ``ValueError`` with the
     reason when it is damaged or not an rnnkit training checkpoint."""
     try:
-        with zipfile.ZipFile(path) as archive:  # torch.load does not check the CRCs: a flipped bit would load
-            damaged = archive.testzip()
-        if damaged is not None:
-            raise ValueError(f"CRC check failed for {damaged}")
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        saved = read_checkpoint(path)  # the zip's CRCs checked first
     except Exception as err:  # truncated, not a zip, unpickling refused, unreadable ...
         raise ValueError(f"{type(err).__name__}: {' '.join(str(err).split())[:100]}") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict) \

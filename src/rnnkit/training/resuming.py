@@ -1,11 +1,28 @@
-"""The training loader of an epoch resumed in its middle (both training engines use it)."""
+"""What both training engines need to resume: a checked read of a training checkpoint, and the
+training loader of an epoch resumed in its middle."""
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Iterator
+from os import PathLike
 from typing import Any
 
+import torch
+
 _END = object()
+
+
+def read_checkpoint(path: str | PathLike[str]) -> Any:
+    """``torch.load(path, weights_only=True, mmap=True)`` on the CPU, after checking the zip's CRCs
+    (``torch.load`` does not: a flipped bit would load). Raises ``ValueError("CRC check failed for
+    ...")`` or the error of ``zipfile`` / ``torch.load`` (a truncated file, not a zip, unpickling
+    refused, ``PermissionError``)."""
+    with zipfile.ZipFile(path) as archive:
+        damaged = archive.testzip()
+    if damaged is not None:
+        raise ValueError(f"CRC check failed for {damaged}")
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 class PassOver:
