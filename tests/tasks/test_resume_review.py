@@ -84,14 +84,14 @@ def test_a_damaged_checkpoint_is_a_one_line_error_even_when_the_damage_is_a_flip
 
 def test_an_unreadable_checkpoint_is_not_called_corrupt(tmp_path, monkeypatch):
     """A checkpoint this user may not read is not damaged: the fix is its permissions, not a new run."""
-    from rnnkit.tasks import engine
+    from rnnkit.training import resuming
 
     run = _digits_run(tmp_path, "r", 8)
 
     def denied(path: object, *args: object, **kwargs: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(engine, "zipfile", SimpleNamespace(ZipFile=denied))  # the checkpoint only, not the data
+    monkeypatch.setattr(resuming, "zipfile", SimpleNamespace(ZipFile=denied))  # the checkpoint only, not the data
     result = _resume("image-classification", run, "train.epochs=2")
     assert result.exit_code == 2 and len(_lines(result.output)) == 1, result.output
     assert "cannot be read (Permission denied)" in result.output and "chmod u+r" in result.output
