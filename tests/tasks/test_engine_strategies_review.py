@@ -267,3 +267,30 @@ def test_bad_settings_are_one_line_errors_that_name_the_fix(options, message):
     with pytest.raises(ValueError, match=message) as err:
         _engine([1.0, 2.0], **options)
     assert "\n" not in str(err.value)
+
+
+def test_metrics_json_says_why_a_task_run_stopped(tmp_path):
+    """Each task writes stop_reason() into metrics.json: "early", "time" or null (every epoch ran)."""
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from rnnkit.cli import app
+    from rnnkit.datasets import load_digits
+
+    images, labels = load_digits()
+    data = tmp_path / "digits.npz"
+    np.savez(data, x=images[:200], y=labels[:200])
+    base = ["train", "image-classification", "--train", str(data), "--out", str(tmp_path), "--quiet",
+            "--set", "model.hidden_size=8"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*base, "--name", "all", "--set", "train.epochs=2"]).exit_code == 0
+    # a learning rate too small to move the dev score: epoch 2 ties epoch 1, a tie is no improvement
+    result = runner.invoke(app, [*base, "--name", "early", "--set", "train.epochs=4", "--set", "train.patience=1",
+                                 "--set", "train.learning_rate=1e-12"])
+    assert result.exit_code == 0, result.output
+    finished = json.loads((tmp_path / "all" / "metrics.json").read_text())
+    stopped = json.loads((tmp_path / "early" / "metrics.json").read_text())
+    assert finished["stopped"] is None and finished["epochs_run"] == 2
+    assert stopped["stopped"] == "early" and stopped["epochs_run"] == 2

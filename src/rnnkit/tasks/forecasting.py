@@ -1149,7 +1149,7 @@ def quality_metric(config: Config) -> str:
 
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
-    from .engine import EngineOptions, fit, prior_seconds
+    from .engine import EngineOptions, fit, prior_seconds, stop_reason
     from .report import markdown_table, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -1261,7 +1261,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                "beats_seasonal_naive": beats_seasonal_naive(test_metrics, base_metrics),
                "error_by_horizon": {"model": test_bt.by_horizon(test_bt.point),
                                     **{k: test_bt.by_horizon(v) for k, v in test_bt.baselines.items()}},
-               "train_seconds": train_seconds, "parameters": params, "best_epoch": best, "epochs_run": len(history),
+               "train_seconds": train_seconds, "parameters": params, "best_epoch": best, "epochs_run": len(history), "stopped": stop_reason(),
                "series": len(series), "data_reports": {k: r.to_dict() for k, r in dataset.reports.items()}}
     run.write_json("metrics.json", metrics)
     _write_report(run, cfg, train_path, series, bounds, test_bt, metrics, sentence, history, markdown_table,

@@ -720,7 +720,7 @@ def quality_metric(config: Config) -> str:
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     """Read images, turn them into sequences, train with early stopping on dev, save, report."""
-    from .engine import EngineOptions, fit, prior_seconds
+    from .engine import EngineOptions, fit, prior_seconds, stop_reason
     from .report import markdown_table, plot_confusion, plot_learning_curves
     from .text_classification import _best_epoch, classification_metrics
 
@@ -805,7 +805,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     model.cpu()
     seconds = time.perf_counter() - t + prior_seconds()  # a resumed run: its whole training
     metrics = {"dev": dev_metrics, "train_seconds": seconds, "parameters": params,
-               "best_epoch": _best_epoch(history, cfg.train.monitor), "epochs_run": len(history)}
+               "best_epoch": _best_epoch(history, cfg.train.monitor), "epochs_run": len(history), "stopped": stop_reason()}
     run.write_json("metrics.json", metrics)
     curves = plot_learning_curves(history, run.file("learning_curves.png"))
     classes = [str(c) for c in prep.classes]

@@ -724,7 +724,7 @@ def quality_metric(config: Config) -> str:
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     from ..data.corpus import batchify
-    from .engine import EngineOptions, fit, prior_seconds
+    from .engine import EngineOptions, fit, prior_seconds, stop_reason
     from .report import markdown_table, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -841,7 +841,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     seconds = time.perf_counter() - t0 + prior_seconds()  # a resumed run: its whole training
     tokens_per_second = len(train_ids) * len(history) / max(sum(
         (h["seconds"] - (history[i - 1]["seconds"] if i else 0)) for i, h in enumerate(history)), 1e-9)
-    metrics = {"dev": dev, "train_seconds": seconds, "parameters": params, "epochs_run": len(history),
+    metrics = {"dev": dev, "train_seconds": seconds, "parameters": params, "epochs_run": len(history), "stopped": stop_reason(),
                "train_tokens_per_second": tokens_per_second, "unk_share": unk_share,
                "best_epoch": min(history, key=lambda r: r.get("dev_perplexity", math.inf))["epoch"] if history else 0}
     if notes:

@@ -1362,7 +1362,7 @@ def quality_metric(config: Config) -> str:
 
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
-    from .engine import EngineOptions, fit, prior_seconds
+    from .engine import EngineOptions, fit, prior_seconds, stop_reason
     from .report import markdown_table, plot_confusion, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -1516,7 +1516,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
             best = int(max(history, key=lambda r: r.get(key, -math.inf))["epoch"])
         else:  # the engine's choice: the lowest WER, ties broken by the lowest CER, then the earliest epoch
             best = int(min(history, key=lambda r: (r.get(key, math.inf), r.get("dev_cer", math.inf)))["epoch"])
-    metrics.update({"train_seconds": seconds, "parameters": params, "best_epoch": best, "epochs_run": len(history),
+    metrics.update({"train_seconds": seconds, "parameters": params, "best_epoch": best, "epochs_run": len(history), "stopped": stop_reason(),
                     "sample_rate": rate})
     if skipped:
         metrics["notes"] = [skipped]

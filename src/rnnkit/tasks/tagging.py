@@ -765,7 +765,7 @@ def quality_metric(config: Config) -> str:
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     from ..metrics.entities import entity_scores
-    from .engine import EngineOptions, fit, prior_seconds
+    from .engine import EngineOptions, fit, prior_seconds, stop_reason
     from .report import markdown_table, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -879,7 +879,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     seconds = time.perf_counter() - t0 + prior_seconds()  # a resumed run: its whole training
     best = max(history, key=lambda r: r.get(f"dev_{monitor}", -math.inf))["epoch"] if history else 0
     metrics = {"dev": dev_metrics, "train_seconds": seconds, "parameters": params, "best_epoch": best,
-               "epochs_run": len(history)}
+               "epochs_run": len(history), "stopped": stop_reason()}
     run.write_json("metrics.json", metrics)
     curves = plot_learning_curves(history, run.file("learning_curves.png"))
     report = [f"# Sequence labelling run: {run.path.name}", "",

@@ -555,7 +555,7 @@ def quality_metric(config: Config) -> str:
 def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     """Read, fit subword vocabularies, train with early stopping on dev BLEU, save into ``run``, report."""
-    from .engine import EngineOptions, fit, prior_seconds
+    from .engine import EngineOptions, fit, prior_seconds, stop_reason
     from .report import markdown_table, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -665,7 +665,7 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
     seconds = time.perf_counter() - t0
     best = max(history, key=lambda r: r.get("dev_bleu", -math.inf))["epoch"] if history else 0
     metrics = {"dev": dev_metrics, "train_seconds": train_seconds, "parameters": params, "best_epoch": best,
-               "epochs_run": len(history), "training_pairs": len(train_items), "left_out_too_long": too_long,
+               "epochs_run": len(history), "stopped": stop_reason(), "training_pairs": len(train_items), "left_out_too_long": too_long,
                "skipped_empty_pairs": skipped}
     run.write_json("metrics.json", metrics)
     curves = plot_learning_curves(history, run.file("learning_curves.png"))
