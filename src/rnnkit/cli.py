@@ -74,6 +74,27 @@ def _use_overrides(model: Any, overrides: list[str], run: str) -> None:
     model.use_overrides(overrides)
 
 
+def _json_text(obj: Any, **kw: Any) -> str:
+    """``json.dumps`` for ``--json`` output that stays valid JSON: NaN and infinities (a metric with
+    nothing to score, e.g. MASE on a flat series) are written as null, not as Python's ``NaN``."""
+    import json
+    import math
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        return value
+
+    try:
+        return json.dumps(obj, allow_nan=False, **kw)
+    except ValueError:  # a non-finite float somewhere
+        return json.dumps(finite(obj), allow_nan=False, **kw)
+
+
 def _notes(notes: list[tuple[str, str]]) -> None:
     for where, note in notes:
         typer.echo(f"note: {where}: {note}" if where else f"note: {note}", err=True)
@@ -148,7 +169,7 @@ def train(
     """Train a task model from raw files; writes a run folder with model, metrics, report and log."""
 
     from .tasks import get_task
-    from .tasks.config import describe, dump_yaml, load_config
+    from .tasks.config import describe, dump_yaml, load_config, shown
 
     if not (checkpoint_minutes >= 0 and checkpoint_minutes < float("inf")):
         raise _fail(ValueError(f"--checkpoint-minutes must be >= 0 (0: ends of epochs only), got {checkpoint_minutes}"))
@@ -166,7 +187,7 @@ def train(
         typer.echo(dump_yaml(cfg))
         typer.echo("# options: key (type, default): help")
         for key, tp, default, help_text in describe(module.Config):
-            typer.echo(f"#   {key} ({tp}, {default!r}): {help_text}")
+            typer.echo(f"#   {key} ({tp}, {shown(default)}): {help_text}")
         return
     try:
         paired = getattr(module, "PAIRED_INPUT", False)
@@ -237,13 +258,15 @@ def _run_training(module: Any, task: str, cfg: Any, train_path: Any, dev_path: A
                   quiet: bool, as_json: bool, *, interval: float | None, resume: bool = False) -> None:
     """Run the task's ``train`` in ``run`` with the log, errors and summary of ``rnnkit train``."""
     import contextlib
-    import json
+    import sys
 
     from rich.console import Console
 
     from .tasks.engine import checkpoint_interval, resuming
 
     console = Console(stderr=True, quiet=quiet or as_json)
+    # the bar is drawn on stderr (rnnkit.progress), and only where someone watches it
+    show_bar = not (quiet or as_json) and sys.stderr.isatty()
 
     def log(message: str) -> None:
         log_lines.append(message)
@@ -253,14 +276,16 @@ def _run_training(module: Any, task: str, cfg: Any, train_path: Any, dev_path: A
     log(f"run folder: {run.path}" + (" (resumed)" if resume else ""))
     try:
         with _config_keys(module), (resuming() if resume else contextlib.nullcontext()), checkpoint_interval(interval):
-            metrics = module.train(cfg, train_path, dev_path, run, log, progress=not (quiet or as_json))
+            metrics = module.train(cfg, train_path, dev_path, run, log, progress=show_bar)
     except BaseException as err:
         _failed_run(run, log_lines, err, task)
         if isinstance(err, _USER_ERRORS):
             raise _fail(err) from None
+        if isinstance(err, KeyboardInterrupt | SystemExit):  # Ctrl-C: 130, as a shell reports it, not Lightning's 1
+            raise typer.Exit(130) from None
         raise
     if as_json:
-        typer.echo(json.dumps({"run": str(run.path), **metrics}, indent=2))
+        typer.echo(_json_text({"run": str(run.path), **metrics}, indent=2))
         return
     if quiet:
         typer.echo(str(run.path))
@@ -277,22 +302,38 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
 
     from .tasks.engine import LAST_CHECKPOINT, ResumeError
 
+    interrupted = isinstance(err, KeyboardInterrupt | SystemExit)  # Lightning turns Ctrl-C into exit status 1
     if not run.has_weights():
         shutil.rmtree(run.path, ignore_errors=True)
-        if not isinstance(err, KeyboardInterrupt | SystemExit):
-            typer.echo(f"note: {run.path} removed: training wrote nothing to keep", err=True)
+        typer.echo(f"interrupted: {run.path} removed: training wrote no weights yet (nothing to resume)"
+                   if interrupted else f"note: {run.path} removed: training wrote nothing to keep", err=True)
         return
-    interrupted = isinstance(err, KeyboardInterrupt | SystemExit)  # Lightning turns Ctrl-C into exit status 1
     reason = "interrupted" if interrupted else " ".join(str(err).split()) or type(err).__name__
     log_lines.append(f"error: {reason}")
+    resume = f"rnnkit train {_quoted(task)} --resume {_quoted(str(run.path))}"
+    resumable = run.file(LAST_CHECKPOINT).is_file() and not isinstance(err, ResumeError)
+    if interrupted:  # the run folder says whether --resume can continue it
+        log_lines.append(f"continue it with: {resume}" if resumable else
+                         f"no {LAST_CHECKPOINT} to resume from: --resume cannot continue this run; train again")
     with contextlib.suppress(OSError):  # a full disk (often the error itself): the error line is printed anyway
         run.write_text("train.log", "\n".join(log_lines) + "\n")
     if isinstance(err, ResumeError):  # nothing was trained or changed: the error line alone says it
         return
     kept = [n for n in ("model.safetensors", "checkpoint-best.safetensors", LAST_CHECKPOINT) if run.file(n).is_file()]
+    if interrupted:  # one line
+        typer.echo(f"interrupted: {run.path} keeps the weights written so far ({', '.join(kept)}); "
+                   + (f"continue it with: {resume}" if resumable else "--resume cannot continue it"), err=True)
+        return
     typer.echo(f"note: training stopped; {run.path} keeps the weights written so far ({', '.join(kept)})", err=True)
-    if run.file(LAST_CHECKPOINT).is_file():
-        typer.echo(f"note: continue it with: rnnkit train {task} --resume {run.path}", err=True)
+    if resumable:
+        typer.echo(f"note: continue it with: {resume}", err=True)
+
+
+def _quoted(word: str) -> str:
+    """``word`` as a shell reads it back (a run folder with spaces, as printed in a command to copy)."""
+    import shlex
+
+    return shlex.quote(word)
 
 
 def _summary(console: object, run_path: object, metrics: dict) -> None:
@@ -322,7 +363,6 @@ def evaluate(
                                        "(repeatable; the tags most probable on the members' average)."),
 ) -> None:
     """Evaluate a trained run on labelled data (needs nothing but the run folder)."""
-    import json
 
     from .tasks import load_ensemble
 
@@ -334,7 +374,7 @@ def evaluate(
         raise _fail(err) from None
     _notes([("", note) for note in metrics.get("notes", [])])
     if as_json:
-        typer.echo(json.dumps(metrics, indent=2))
+        typer.echo(_json_text(metrics, indent=2))
         return
     typer.echo(_metrics_text(metrics))
 
@@ -384,7 +424,6 @@ def predict(
                                         "files are read; translation: decode.*)."),
 ) -> None:
     """Predict with a trained run: label and probabilities per input."""
-    import json
 
     from .tasks import load_ensemble
 
@@ -419,7 +458,7 @@ def predict(
     separator = str(getattr(getattr(getattr(model, "prep", None), "cfg", None), "label_separator", "|"))
     for result in results:
         if as_json:
-            typer.echo(json.dumps(result))
+            typer.echo(_json_text(result))
             continue
         if "probabilities" in result:
             probs, label = result["probabilities"], result["label"]
@@ -432,7 +471,7 @@ def predict(
                 score = f"\t{entity['score']:.3f}" if "score" in entity else ""
                 typer.echo(f"  {entity['type']}\t{entity['text']}{score}")
         else:
-            typer.echo(json.dumps(result))
+            typer.echo(_json_text(result))
         if explain:
             top = ", ".join(f"{tok} ({w:.2f})" for tok, w in result.get("top_tokens", result.get("weights", []))[:8])
             typer.echo(f"  {result['method']}: {top or '(no tokens)'}")
@@ -623,12 +662,16 @@ def diagnose(
     except _USER_ERRORS as err:
         raise _fail(err) from None
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "diagnose.md").write_text(g.diagnostics_markdown(reports, clipping, title)
-                                        + "\n![gradient norms](gradient_norms.png)\n")
-    payload = g.json_safe({"reports": [r.to_json() for r in reports], "clipping": clipping})  # nan/inf as strings
-    (folder / "diagnose.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    g.plot_gradient_norms(reports, folder / "gradient_norms.png", title=title, clipping=clipping)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "diagnose.md").write_text(g.diagnostics_markdown(reports, clipping, title)
+                                            + "\n![gradient norms](gradient_norms.png)\n", encoding="utf-8")
+        payload = g.json_safe({"reports": [r.to_json() for r in reports], "clipping": clipping})  # nan/inf as strings
+        (folder / "diagnose.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+        g.plot_gradient_norms(reports, folder / "gradient_norms.png", title=title, clipping=clipping)
+    except OSError as err:
+        raise _fail(ValueError(f"cannot write the results to --out {out} ({err.strerror or err}); "
+                               "give another --out")) from None
     if as_json:
         typer.echo(json.dumps(g.json_safe([r.summary() for r in reports]), indent=2, default=str))
         return
@@ -655,7 +698,6 @@ def compare(
     quiet: bool = typer.Option(False, "--quiet", help="No progress lines."),
 ) -> None:
     """Train a task with each cell under the same config and budget; compare quality, time, size, memory."""
-    import json
 
     from .insight.compare import compare_cells
     from .tasks import get_task
@@ -674,7 +716,7 @@ def compare(
                        "--overwrite", err=True)
         raise
     if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
+        typer.echo(_json_text(result.to_json(), indent=2, default=str))
         return
     from rich.console import Console
     from rich.table import Table
@@ -709,7 +751,6 @@ def translate(
                                         "(decode.* keys, repeatable)."),
 ) -> None:
     """Translate sentences with a trained translation run (beam search, n-best lists, attention plot)."""
-    import json
 
     from .tasks import load_trained
 
@@ -733,7 +774,7 @@ def translate(
         raise _fail(err) from None
     for i, result in enumerate(results):
         if as_json:
-            typer.echo(json.dumps(result, ensure_ascii=False))
+            typer.echo(_json_text(result, ensure_ascii=False))
         elif len(result.get("nbest", ())) > 1:  # --nbest N, or a run (or --set decode.nbest) that keeps N
             for hyp in result["nbest"]:
                 typer.echo(f"{i} ||| {hyp['translation']} ||| {hyp['score']:.4f}")
@@ -757,7 +798,6 @@ def transcribe(
                                         "decode.max_chunk_seconds=60 (longer files are decoded in chunks)."),
 ) -> None:
     """Transcribe (or classify) audio files with a trained speech run; real-time factor on stderr."""
-    import json
 
     from .tasks import load_trained
     from .tasks.speech import TrainedSpeechModel
@@ -777,7 +817,7 @@ def transcribe(
     for r in results:
         for note in r["notes"]:
             typer.echo(f"note: {r['path']}: {note}", err=True)
-        typer.echo(json.dumps(r) if as_json else f"{r['path']}\t{r['text']}")
+        typer.echo(_json_text(r) if as_json else f"{r['path']}\t{r['text']}")
     audio = sum(r["seconds"] / r["rtf"] for r in results)
     typer.echo(f"real-time factor {sum(r['seconds'] for r in results) / audio:.4f} ({audio:.1f} s of audio)", err=True)
 

@@ -11,7 +11,8 @@ from typing import Any
 
 
 def epoch_progress_bar(offset: int = 0, epochs: int | None = None) -> Any:
-    """A rich (or, without rich, tqdm) progress bar whose epochs read ``Epoch k/N`` with ``k`` from 1.
+    """A rich (or, without rich, tqdm) progress bar whose epochs read ``Epoch k/N`` with ``k`` from 1,
+    drawn on stderr (as tqdm draws), so stdout carries only results.
 
     ``offset``: epochs done before this fit (Keras' ``initial_epoch``); ``epochs``: the ``N`` shown
     (default: the trainer's ``max_epochs``).
@@ -29,7 +30,7 @@ def epoch_progress_bar(offset: int = 0, epochs: int | None = None) -> Any:
                 text = description(current_epoch, None if epochs is not None else self.trainer)
                 return f"{text:{max(len(text), len(self.validation_description))}}"
 
-        return RichBar()
+        return RichBar(console_kwargs={"stderr": True})  # stdout is for results (rnnkit train --json > file)
 
     class TQDMBar(TQDMProgressBar):
         def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:

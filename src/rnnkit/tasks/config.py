@@ -114,7 +114,36 @@ def _type_name(tp: Any) -> str:
         return " | ".join(repr(a) for a in get_args(tp))
     if get_origin(tp) in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in get_args(tp))
+    if get_origin(tp) in (list, tuple) and get_args(tp):
+        return f"list of {_type_name(get_args(tp)[0])}"
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _expected(tp: Any) -> str:
+    """What a value of type ``tp`` must be, in words: ``a number``, ``a list of integers or null``."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, get_args(tp)))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_expected(a) for a in get_args(tp))
+    if origin in (list, tuple):
+        item = (get_args(tp) or (Any,))[0]
+        words = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+        return f"a list of {words[item]}" if item in words else "a list"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null"}.get(tp, _type_name(tp))
+
+
+def shown(value: Any) -> str:
+    """A config value as the YAML or ``--set`` the user wrote reads: ``null``, ``true``, ``'abc'``, ``3``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 def _number(text: str) -> Any:
@@ -129,21 +158,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not valid; choose one of {', '.join(map(repr, choices))}")
+            raise ConfigError(f"{key}: {shown(value)} is not valid; choose one of {', '.join(map(repr, choices))}")
         return value
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
-            try:
+            with contextlib.suppress(ConfigError):
                 return _coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(f"{key}: {value!r} is not a {_type_name(tp)}")
+        if type(None) in args and isinstance(value, str) and value.strip().lower() in ("none", "null", "~"):
+            return None  # --set train.max_minutes=none, as Python writes null
+        raise ConfigError(f"{key}: expected {_expected(tp)}, got {shown(value)}")
     if origin in (list, tuple):
         (item,) = get_args(tp)[:1] or (Any,)
         if isinstance(value, str):
@@ -151,28 +179,32 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if item in (int, float):  # "0.1,0.9" from the command line: read each number
                 value = [_number(v) for v in value]
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected {_expected(tp)}, got {shown(value)}")
         return [_coerce(v, item, key) for v in value]
     if tp is Any:
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        if isinstance(value, int | str) and str(value).strip().lower() in _TRUE + _FALSE:  # 1/0, "yes"
+            return str(value).strip().lower() in _TRUE
+        raise ConfigError(f"{key}: expected true or false (or yes/no, 1/0), got {shown(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
             with contextlib.suppress(ValueError):
                 return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        raise ConfigError(f"{key}: expected a number, got {shown(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
+        if value is None or isinstance(value, dict | list):  # not the text 'None' or "{'a': 1}"
+            raise ConfigError(f"{key}: expected a string, got {shown(value)}")
         return str(value)
     return value
 
@@ -183,12 +215,17 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]}; valid keys here: {', '.join(sorted(fields))}")
+        close = _closest(cls, str(unknown[0]))
+        raise ConfigError(f"unknown key {prefix}{unknown[0]}; valid keys here: {', '.join(sorted(fields))}"
+                          + (f"; did you mean {prefix}{close}?" if close else ""))
     values = {}
     for name, value in data.items():
         tp = hints[name]
+        if isinstance(value, dict) and not dataclasses.is_dataclass(tp):
+            raise ConfigError(f"{prefix}{name} is a value, not a section: give {prefix}{name}=VALUE "
+                              f"(keys under it: {', '.join(map(str, value))})")
         if dataclasses.is_dataclass(tp):
             values[name] = from_dict(tp, value or {}, f"{prefix}{name}.")  # type: ignore[arg-type]
         else:
@@ -200,6 +237,27 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     return obj
 
 
+def _closest(cls: type, key: str) -> str | None:
+    """The valid key nearest to the unknown ``key`` in config class ``cls``: a key at this level
+    (``hiden_size`` -> ``hidden_size``) or, failing that, one in a section below (``epochs`` ->
+    ``train.epochs``)."""
+    import difflib
+
+    names = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    try:
+        rows = [row[0] for row in describe(cls)]
+    except TypeError:  # a section without defaults: no suggestion
+        return None
+    leaves: dict[str, str] = {}
+    for row in rows:
+        leaves.setdefault(row.rsplit(".", 1)[-1], row)
+    close = difflib.get_close_matches(key, list(leaves), n=1, cutoff=0.8)
+    return leaves[close[0]] if close else None
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
@@ -209,11 +267,15 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key=value (e.g. model.hidden_size=256)")
     key, raw = item.split("=", 1)
+    path = [part.strip() for part in key.split(".")]
+    if not all(path):
+        raise ConfigError(f"override {item!r}: the key {key.strip()!r} has an empty part; write it as "
+                          "section.key=value (e.g. model.hidden_size=256)")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return key.strip().split("."), value
+    return path, value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -253,13 +315,47 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
+            raise ConfigError(f"config file {'is a folder, not a file' if p.is_dir() else 'not found'}: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{p} is not a UTF-8 text file (byte {err.start}: {err.reason}); "
+                              "save the config as UTF-8 YAML") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"{p} is not valid YAML: {str(err).splitlines()[0]}") from None
+            raise ConfigError(f"{p} is not valid YAML: {_yaml_problem(err)}") from None
+        if loaded is None:  # an empty file (or only comments): the defaults
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of keys (section: key: value, as --print-config writes), "
+                              f"got a value of type {type(loaded).__name__}: {str(loaded)[:40]}")
         data = _merge(data, loaded)
     return from_dict(cls, apply_overrides(data, overrides or []))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last
+    silently, so a second ``model:`` section would drop the first one's keys)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            with contextlib.suppress(TypeError):  # an unhashable key: SafeLoader's own error follows
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given again (first on line {seen[key].line + 1}); give each key "
+                        "once", key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's error in one line, with the line and column of the problem."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + (f"{problem} ({context})" if context else str(problem))
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
