@@ -623,7 +623,8 @@ def normalize_utterance(features: Tensor, eps: float = 1e-5, lengths: Tensor | S
     Returns:
         Normalized features, same shape and dtype.
     """
-    x = features.double() if features.dtype in (torch.float32, torch.float16, torch.bfloat16) else features
+    wide = torch.float64 if features.device.type != "mps" else torch.float32  # MPS has no float64
+    x = features.to(wide) if features.dtype in (torch.float32, torch.float16, torch.bfloat16) else features
     if lengths is None:
         mean = x.mean(dim=-2, keepdim=True)
         std = x.std(dim=-2, keepdim=True, unbiased=False)

@@ -849,8 +849,9 @@ def feature_statistics(features: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     of the training set, and a feature that never changes gets exactly its value as mean and 0 as
     spread (in float32 the mean's rounding error, divided by the clamped std, came out as +-0.3)."""
     count = sum(f.shape[0] for f in features)
-    mean = torch.stack([f.double().sum(0) for f in features]).sum(0) / count
-    var = torch.stack([(f.double() - mean).square().sum(0) for f in features]).sum(0) / count
+    wide = torch.float64 if features[0].device.type != "mps" else torch.float32  # MPS has no float64
+    mean = torch.stack([f.to(wide).sum(0) for f in features]).sum(0) / count
+    var = torch.stack([(f.to(wide) - mean).square().sum(0) for f in features]).sum(0) / count
     return mean, var.sqrt()
 
 
