@@ -238,6 +238,7 @@ def reset_states(module: nn.Module) -> None:
 
 
 _TAKES_MASK: dict[type, bool] = {}
+_MISSING = object()
 
 
 def _takes_mask(cls: type[Layer]) -> bool:
@@ -317,16 +318,47 @@ class Layer(nn.Module):
     def trainable(self, value: bool) -> None:
         self._trainable = bool(value)
         for module in self.modules():  # statistics (BatchNormalization's moving mean) are never trained
+            if isinstance(module, Layer):  # as Keras: the nested layers follow (also those built later)
+                module._trainable = self._trainable
             frozen = getattr(module, "non_trainable_parameter_names", ())
             for name, p in module.named_parameters(recurse=False):
                 p.requires_grad_(self._trainable and name not in frozen)
 
+    def _own_attribute(self, name: str) -> Any:
+        """A value the layer itself holds under ``name`` (``self.output = Dense(2)`` in a subclass, as
+        PyTorch code names its last layer): it wins over the Keras ``input``/``output`` property."""
+        d = self.__dict__
+        if name in d:
+            return d[name]
+        for store in ("_modules", "_parameters", "_buffers"):
+            values = d.get(store)
+            if values is not None and name in values:
+                return values[name]
+        return _MISSING
+
+    def _set_own_attribute(self, name: str, value: Any) -> None:
+        if isinstance(value, nn.Module):
+            self.__dict__.pop(name, None)
+            nn.Module.__setattr__(self, name, value)  # registered in _modules (no object.__setattr__)
+        else:
+            self.__dict__[name] = value
+
+    def _del_own_attribute(self, name: str) -> None:
+        if name in self.__dict__:
+            del self.__dict__[name]
+        else:
+            nn.Module.__delattr__(self, name)
+
     def _first_node_tensors(self, what: str) -> Any:
+        own = self._own_attribute(what)
+        if own is not _MISSING:
+            return own
         if getattr(self, "_graph", False):  # a functional model: the structures it was built from (as Keras)
             return self.__dict__.get("_input_struct" if what == "input" else "_output_struct")
         if not self.inbound_nodes:
-            raise ValueError(f"{type(self).__name__} {self.name!r} has never been called on a symbolic tensor "
-                             f"(Input(...) or another layer's output), so it has no {what}")
+            # AttributeError, as Keras: hasattr(layer, "output") and getattr(..., None) keep working
+            raise AttributeError(f"{type(self).__name__} {self.name!r} has never been called on a symbolic tensor "
+                                 f"(Input(...) or another layer's output), so it has no {what}")
         node = self.inbound_nodes[0]
         values = node.inputs if what == "input" else node.outputs
         return values[0] if len(values) == 1 else list(values)
@@ -337,9 +369,18 @@ class Layer(nn.Module):
 
         One tensor, or a list when that call read several (an ``initial_state`` included); for a
         functional ``Model``, the ``inputs`` it was built from. A layer never called on a symbolic
-        tensor raises ``ValueError``.
+        tensor raises ``AttributeError`` (as Keras). A value the layer sets itself
+        under this name (``self.input = ...`` in a subclass) is returned instead.
         """
         return self._first_node_tensors("input")
+
+    @input.setter
+    def input(self, value: Any) -> None:
+        self._set_own_attribute("input", value)
+
+    @input.deleter
+    def input(self) -> None:
+        self._del_own_attribute("input")
 
     @property
     def output(self) -> Any:
@@ -349,6 +390,14 @@ class Layer(nn.Module):
         functional ``Model``, the ``outputs`` it was built from.
         """
         return self._first_node_tensors("output")
+
+    @output.setter
+    def output(self, value: Any) -> None:
+        self._set_own_attribute("output", value)
+
+    @output.deleter
+    def output(self) -> None:
+        self._del_own_attribute("output")
 
     @property
     def weights(self) -> list[nn.Parameter]:

@@ -9,8 +9,8 @@ Importing this package does not import Lightning; ``fit`` does when training sta
 """
 
 from ..layers.core import Input
-from .model import Model, Sequential, model_from_json
+from .model import Model, Sequential, clone_model, model_from_json
 from .saving import load_model
 from .utils import set_random_seed, to_categorical
 
-__all__ = ["Input", "Model", "Sequential", "load_model", "model_from_json", "set_random_seed", "to_categorical"]
+__all__ = ["Input", "Model", "Sequential", "clone_model", "load_model", "model_from_json", "set_random_seed", "to_categorical"]

@@ -194,7 +194,13 @@ class Model(Layer):
             ValueError: when no layer matches (the message lists the names).
         """
         layers = self.layers
+        if name is not None and index is not None:
+            raise ValueError(f"pass only a layer name or a layer index to get_layer, got name={name!r}, index={index}")
+        if name is None and index is None:
+            raise ValueError("pass a layer name or a layer index to get_layer")
         if index is not None:
+            if not -len(layers) <= index < len(layers):
+                raise ValueError(f"asked for the layer at index {index}, but the model has only {len(layers)} layers")
             return layers[index]
         for layer in layers:
             if layer.name == name:
@@ -717,11 +723,24 @@ class Model(Layer):
 
         return json.dumps(serialize_layer(self))
 
-    def summary(self, print_fn: Callable[[str], Any] | None = None, line_length: int = 90) -> None:
-        """Print the layers with output shapes and parameter counts (Keras ``summary``)."""
+    def summary(self, line_length: int | None = None, positions: Any = None,
+                print_fn: Callable[[str], Any] | None = None, expand_nested: bool = False,
+                show_trainable: bool = False, layer_range: Any = None) -> None:
+        """Print the layers with output shapes and parameter counts (Keras ``summary``).
+
+        Keras 3's arguments, in its order: ``line_length`` (at least 90 by default; wider when
+        the cells need it), ``positions`` (accepted and ignored: columns fit their cells),
+        ``print_fn`` (called once per line; default ``print``), ``expand_nested`` (list the
+        layers of nested models too), ``show_trainable`` (a ``Trainable`` column) and
+        ``layer_range`` (two layer names: the first and last rows).
+        """
         from .summary import summary_lines
 
-        for line in summary_lines(self, line_length):
+        if callable(line_length) and print_fn is None:  # rnnkit's former order: summary(print_fn)
+            line_length, print_fn = None, line_length
+        lines = summary_lines(self, line_length, expand_nested=expand_nested, show_trainable=show_trainable,
+                              layer_range=layer_range)
+        for line in lines:
             (print_fn or print)(line)
 
 
@@ -752,6 +771,9 @@ class Sequential(Model):
         self.input_spec: tuple[tuple[int | None, ...], torch.dtype] | None = None
         self._input_layer_name = "input"
         self._examples: list[tuple[Tensor, Tensor | None]] | None = None
+        self._input_layer: InputLayer | None = None
+        self._symbols: list[SymbolicTensor] = []  # Keras' graph of a built Sequential: input, then each output
+        self._symbol_nodes: list[tuple[Layer, Node]] = []
         for layer in layers or []:
             self.add(layer)
 
@@ -778,6 +800,7 @@ class Sequential(Model):
             if len(self.layer_list):
                 raise ValueError("an Input must come before the first layer of a Sequential model")
             self._input_layer_name = layer.name
+            self._input_layer = layer
             self._set_spec(layer.shape, layer.input_dtype)
             return
         if not isinstance(layer, Layer):
@@ -804,6 +827,27 @@ class Sequential(Model):
     @property
     def layers(self) -> list[Layer]:
         return list(self.layer_list)  # type: ignore[arg-type]
+
+    def _built_symbols(self) -> list[SymbolicTensor]:
+        if self.input_spec is not None and len(self.layer_list) and self._examples is None:
+            self._build_examples()
+        return self._symbols if len(self._symbols) == len(self.layer_list) + 1 else []
+
+    @property
+    def inputs(self) -> list[SymbolicTensor]:
+        """The symbolic input of a built model (Keras': ``Model(seq.inputs, seq.layers[-2].output)``)."""
+        return self._built_symbols()[:1]
+
+    @property
+    def outputs(self) -> list[SymbolicTensor]:
+        """The symbolic output of a built model (``[]`` before it is built)."""
+        return self._built_symbols()[-1:]
+
+    def _first_node_tensors(self, what: str) -> Any:
+        symbols = self._built_symbols()
+        if symbols:  # Keras 2's seq.input / seq.output: the model's own
+            return symbols[0] if what == "input" else symbols[-1]
+        return super()._first_node_tensors(what)
 
     # -- building ------------------------------------------------------------------------------
     def _set_spec(self, shape: tuple[int | None, ...], dtype: torch.dtype) -> None:
@@ -845,6 +889,14 @@ class Sequential(Model):
     def _build_examples(self) -> None:
         assert self.input_spec is not None
         shape, dtype = self.input_spec
+        for owner, node in self._symbol_nodes:  # forget the graph of an earlier build
+            if node in owner.inbound_nodes:
+                owner.inbound_nodes.remove(node)
+        self._symbol_nodes = []
+        given = self._input_layer
+        if given is None or given.shape != tuple(shape) or given.input_dtype != dtype:
+            given = InputLayer(tuple(shape), dtype=dtype_name(dtype), name=self._input_layer_name)
+        self._symbols = [given.output]
         self._examples = [(make_example(shape, dtype, v), None) for v in (0, 1)]
         for layer in self.layer_list:
             self._run_example(layer)  # type: ignore[arg-type]
@@ -879,6 +931,13 @@ class Sequential(Model):
             layer.train(was)
             reset_states(layer)
         self._examples = results
+        if self._symbols:  # record the call as a functional model would (layer.output, model.outputs)
+            symbol = SymbolicTensor((results[0][0], results[1][0]), (results[0][1], results[1][1]))
+            node = Node(layer, (self._symbols[-1],), {}, symbol)
+            symbol.node = node
+            layer.inbound_nodes.append(node)
+            self._symbol_nodes.append((layer, node))
+            self._symbols.append(symbol)
         a, b = results[0][0], results[1][0]
         layer.output_shape = (None, *(int(p) if p == q else None for p, q in zip(a.shape[1:], b.shape[1:])))
         self.built = True
@@ -970,3 +1029,64 @@ def model_from_json(text: str, custom_objects: dict[str, Any] | None = None) -> 
     if not isinstance(layer, Model):
         raise ValueError(f"the JSON describes a {type(layer).__name__}, not a model")
     return layer
+
+
+def clone_model(model: Model, input_tensors: Any = None, clone_function: Callable[[Layer], Layer] | None = None,
+                call_function: Any = None, recursive: bool = False) -> Model:
+    """A new model of the same architecture with fresh weights (Keras ``keras.models.clone_model``).
+
+    Layers keep their names and settings (``trainable`` included) but are new objects with newly
+    initialised weights; copy them with ``clone.set_weights(model.get_weights())``.
+
+    Args:
+        model: a ``Sequential`` or functional model (a subclassed one needs ``get_config``/``from_config``).
+        input_tensors: ``Input(...)`` tensor(s) to build the clone on instead of new ones.
+        clone_function: makes each new layer from the old one (default:
+            ``type(layer).from_config(layer.get_config())``); return the layer itself to share it.
+        recursive: also clone the layers inside nested models with ``clone_function``.
+    """
+    if call_function is not None:
+        raise ValueError("clone_model(call_function=...) is not supported; rebuild the graph with the layers instead")
+    if clone_function is None:
+        def clone_function(layer: Layer) -> Layer:
+            return type(layer).from_config(layer.get_config())
+
+    def clone(layer: Layer) -> Layer:
+        if recursive and isinstance(layer, Model) and (layer._graph or isinstance(layer, Sequential)):
+            return clone_model(layer, clone_function=clone_function, recursive=True)
+        return clone_function(layer)  # type: ignore[misc]
+
+    given = None if input_tensors is None else flatten(input_tensors)
+    if isinstance(model, Sequential):
+        new = Sequential(name=model.name, trainable=model.trainable)
+        if given:
+            new.add(given[0])
+        elif model.input_spec is not None:
+            new._input_layer_name = model._input_layer_name
+            new.input_spec = model.input_spec
+        for layer in model.layers:
+            new.add(clone(layer))
+        return new
+    if not model._graph:
+        return type(model).from_config(model.get_config())
+    if given is not None and len(given) != len(model._inputs):
+        raise ValueError(f"the model has {len(model._inputs)} inputs, got {len(given)} input_tensors")
+    tensors: dict[int, Any] = {}
+    for k, sym in enumerate(model._inputs):
+        old = cast(InputLayer, sym.node.layer)  # type: ignore[union-attr]
+        tensors[id(sym)] = given[k] if given is not None else InputLayer(
+            old.shape, dtype=dtype_name(old.input_dtype), batch_size=old.batch_size, name=old.name).output
+    new_layers: dict[int, Layer] = {}
+
+    def sub(value: Any) -> Any:
+        return tensors[id(value)] if isinstance(value, SymbolicTensor) else value
+
+    for node in model._nodes:
+        if id(node.layer) not in new_layers:  # a shared layer stays shared
+            new_layers[id(node.layer)] = clone(node.layer)
+        layer = new_layers[id(node.layer)]
+        out = layer(*map_structure(sub, node.args), **map_structure(sub, node.kwargs))
+        for old_out, new_out in zip(node.outputs, flatten(out)):
+            tensors[id(old_out)] = new_out
+    return Model(map_structure(sub, model._input_struct), map_structure(sub, model._output_struct),
+                 name=model.name, trainable=model.trainable)

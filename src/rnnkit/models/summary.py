@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..layers.base import Layer, SymbolicTensor, flatten
@@ -20,8 +21,35 @@ def _params(layer: Layer) -> int:
     return sum(p.numel() for p in layer.parameters())
 
 
-def summary_lines(model: Any, line_length: int = 90) -> list[str]:
-    """The lines ``Model.summary`` prints."""
+def _layer_range(layers: list[Layer], layer_range: Any) -> tuple[int, int]:
+    """Keras' ``layer_range``: the first layer matching ``layer_range[0]`` to the last matching ``[1]``."""
+    if layer_range is None:
+        return 0, len(layers)
+    if len(layer_range) != 2 or not all(isinstance(n, str) for n in layer_range):
+        raise ValueError(f"layer_range must be a list or tuple of two layer names, got {layer_range!r}")
+    lower = [i for i, layer in enumerate(layers) if re.match(layer_range[0], layer.name)]
+    upper = [i for i, layer in enumerate(layers) if re.match(layer_range[1], layer.name)]
+    if not lower or not upper:
+        raise ValueError(f"layer_range {list(layer_range)} matches no layer name of the model; layers: "
+                         f"{[layer.name for layer in layers]}")
+    if min(lower) > max(upper):
+        return min(upper), max(lower) + 1
+    return min(lower), max(upper) + 1
+
+
+def _trainable_cell(layer: Layer) -> str:
+    return ("Y" if layer.trainable else "N") if any(True for _ in layer.parameters()) else "-"
+
+
+def summary_lines(model: Any, line_length: int | None = 90, *, expand_nested: bool = False,
+                  show_trainable: bool = False, layer_range: Any = None) -> list[str]:
+    """The lines ``Model.summary`` prints.
+
+    ``expand_nested`` adds the layers of nested models below them (indented ``└``),
+    ``show_trainable`` a ``Trainable`` column (``Y``/``N``, ``-`` without weights), and
+    ``layer_range`` (two layer names, regular expressions as in Keras) limits the rows.
+    """
+    line_length = 90 if line_length is None else int(line_length)
     if not model.built:
         sequential_spec = getattr(model, "input_spec", None)
         if sequential_spec is None:
@@ -30,13 +58,28 @@ def summary_lines(model: Any, line_length: int = 90) -> list[str]:
     if getattr(model, "input_spec", None) is not None and getattr(model, "_examples", None) is None:
         model.build()
     graph = getattr(model, "_graph", False)
-    header = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if graph else [])
+    header = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if graph else []) \
+        + (["Trainable"] if show_trainable else [])
     rows: list[list[str]] = []
-    for layer in model.layers:
+
+    def nested(layer: Layer, level: int) -> None:
+        inner_layers = getattr(layer, "layers", None)
+        if not expand_nested or not isinstance(inner_layers, list):
+            return
+        for inner in inner_layers:
+            params = f"{_params(inner):,}" if inner.built else "0 (unbuilt)"
+            cells = [f"{'   ' * level}└ {inner.name} ({type(inner).__name__})", _shape(inner.output_shape), params]
+            rows.append(cells + (["-"] if graph else []) + ([_trainable_cell(inner)] if show_trainable else []))
+            nested(inner, level + 1)
+
+    start, stop = _layer_range(model.layers, layer_range)
+    for layer in model.layers[start:stop]:
+        first_row = len(rows)
         if graph:
             nodes = [n for n in model._nodes if n.layer is layer]
             if isinstance(layer, InputLayer):
-                rows.append([f"{layer.name} (InputLayer)", _shape(layer.output_shape), "0", "-"])
+                rows.append([f"{layer.name} (InputLayer)", _shape(layer.output_shape), "0", "-"]
+                            + (["-"] if show_trainable else []))
                 continue
             for node in nodes:
                 parents = sorted({s.node.layer.name for s in node.inputs if isinstance(s, SymbolicTensor) and s.node})
@@ -46,6 +89,10 @@ def summary_lines(model: Any, line_length: int = 90) -> list[str]:
         else:
             rows.append([f"{layer.name} ({type(layer).__name__})", _shape(layer.output_shape),
                          f"{_params(layer):,}" if layer.built else "0 (unbuilt)"])
+        if show_trainable:
+            for row in rows[first_row:]:
+                row.append(_trainable_cell(layer))
+        nested(layer, 1)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     widths = [max(len(r[i]) for r in [header, *rows]) + 2 for i in range(len(header))]
