@@ -556,8 +556,10 @@ class _KerasAdagrad(_KerasFormStep, torch.optim.Adagrad):
 
 
 # Saved optimizer states record the torch class name; these keep torch's names and state entries.
-_KerasRMSprop.__name__ = _KerasRMSprop.__qualname__ = "RMSprop"
-_KerasAdagrad.__name__ = _KerasAdagrad.__qualname__ = "Adagrad"
+# (``__name__`` only: pickle finds a class by its ``__qualname__``, which must stay this module's
+# own name for it, or a model compiled with RMSprop/Adagrad could not be pickled.)
+_KerasRMSprop.__name__ = "RMSprop"
+_KerasAdagrad.__name__ = "Adagrad"
 
 
 class RMSprop(Optimizer):
