@@ -5,9 +5,7 @@ keras examples' ``imdb_cnn_lstm.py`` running with only its imports changed.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -36,17 +34,10 @@ from rnnkit.layers import (
 )
 from rnnkit.models import Model, Sequential, load_model
 
+from .keras_reference import keras_module, needs_keras
 from .test_errors import one_line_error
 
-HAS_KERAS = importlib.util.find_spec("keras") is not None
-needs_keras = pytest.mark.skipif(not HAS_KERAS, reason="keras is not installed")
-
-
-def keras_layers() -> Any:
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    import keras
-
-    return keras
+keras_layers = keras_module
 
 
 def same_split(length: int, span: int, stride: int) -> tuple[int, int]:

@@ -9,8 +9,6 @@ and stateful-RNN guides. Where Keras is installed, outputs are compared with it 
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -36,18 +34,7 @@ from rnnkit.layers import (
 from rnnkit.models import Model, Sequential, load_model
 from rnnkit.training import Adam, EarlyStopping, LambdaCallback, ModelCheckpoint, RMSprop
 
-HAS_KERAS = importlib.util.find_spec("keras") is not None
-needs_keras = pytest.mark.skipif(not HAS_KERAS, reason="keras is not installed")
-
-
-def keras_module() -> Any:
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    import keras
-
-    if keras.backend.backend() != "torch":
-        pytest.skip("the Keras comparison needs KERAS_BACKEND=torch")
-    return keras
-
+from .keras_reference import keras_module, needs_keras
 
 # -- (1) lstm_seq2seq ---------------------------------------------------------------------------
 PAIRS = [("go.", "va !"), ("hi.", "salut !"), ("run!", "cours !"), ("wow!", "ça alors !"), ("fire!", "au feu !"),
