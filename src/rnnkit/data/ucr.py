@@ -41,6 +41,11 @@ class TsDataset:
 def read_ts_file(path: PathLike_, *, encoding: str = "utf-8", errors: str = "strict") -> TsDataset:
     """Read a sktime/UCR ``.ts`` file (without ``@timeStamps true``).
 
+    ``@classLabel true <labels>`` takes the last ``:`` field of each line as a declared class
+    label; ``@targetLabel true`` takes it as a numeric regression target (kept as a string in
+    ``labels``). ``@dimensions``, ``@univariate true`` and ``@equalLength true`` with
+    ``@seriesLength`` are checked against every line. Time-stamped series are refused.
+
     Args:
         path: The file (plain or ``.gz``).
         encoding: Text encoding.
@@ -55,7 +60,10 @@ def read_ts_file(path: PathLike_, *, encoding: str = "utf-8", errors: str = "str
     series: list[np.ndarray] = []
     labels: list[str | None] = []
     has_labels = False
+    has_target = False
     class_labels: tuple[str, ...] = ()
+    declared_dims: int | None = None
+    declared_length: int | None = None
     dims: int | None = None
     for number, raw in iter_lines(p, encoding=encoding, errors=errors):
         line = raw.strip()
@@ -69,8 +77,9 @@ def read_ts_file(path: PathLike_, *, encoding: str = "utf-8", errors: str = "str
                     line=number,
                     hint="check the file is in .ts format",
                 )
-            key, _, value = line[1:].partition(" ")
+            key, *rest = line[1:].split(None, 1)
             key = key.lower()
+            value = rest[0].strip() if rest else ""
             if key == "data":
                 in_data = True
                 if header.get("timestamps", "false").lower() == "true":
@@ -80,32 +89,92 @@ def read_ts_file(path: PathLike_, *, encoding: str = "utf-8", errors: str = "str
                         line=number,
                         hint="export the data without timestamps",
                     )
+                if has_labels and has_target:
+                    raise DataError(
+                        "both @classLabel true and @targetLabel true",
+                        path=p,
+                        line=number,
+                        hint="keep only one of the two tags true",
+                    )
+                declared_dims, declared_length = _declared_shape(header, p, number)
                 continue
-            header[key] = value.strip()
-            if key == "classlabel":
+            header[key] = value
+            if key in ("dimensions", "serieslength") and not (value.isascii() and value.isdigit()):
+                tag = "@dimensions" if key == "dimensions" else "@seriesLength"
+                raise DataError(
+                    f"{tag} must be a whole number, got {value!r}",
+                    path=p,
+                    line=number,
+                    hint=f"fix the {tag} header line",
+                )
+            if key in ("classlabel", "targetlabel"):
                 parts = value.split()
-                has_labels = bool(parts) and parts[0].lower() == "true"
+                flag = parts[0].lower() if parts else ""
+                if flag not in ("true", "false"):
+                    raise DataError(
+                        f"@{'classLabel' if key == 'classlabel' else 'targetLabel'} must be 'true' or 'false',"
+                        f" got {value!r}",
+                        path=p,
+                        line=number,
+                        hint="write e.g. '@classLabel true <label> <label>...' or '@classLabel false'",
+                    )
+                if key == "targetlabel":
+                    has_target = flag == "true"
+                    continue
+                has_labels = flag == "true"
                 class_labels = tuple(parts[1:]) if has_labels else ()
+                if has_labels and not class_labels:
+                    raise DataError(
+                        "@classLabel true without the list of labels",
+                        path=p,
+                        line=number,
+                        hint="list the labels: '@classLabel true <label> <label>...'",
+                    )
             continue
         fields = line.split(":")
         label: str | None = None
-        if has_labels:
-            if len(fields) < 2:
+        if has_labels or has_target:
+            what = "label" if has_labels else "target"
+            if len(fields) < 2 or (declared_dims is not None and len(fields) == declared_dims):
                 raise DataError(
-                    "data line has no label after ':'",
+                    f"data line has no {what} after the series",
                     path=p,
                     line=number,
-                    hint="end each line with ':<label>'",
+                    hint=f"end each line with ':<{what}>'",
                 )
             label = fields[-1].strip()
             fields = fields[:-1]
-            if class_labels and label not in class_labels:
+            if has_labels and label not in class_labels:
                 raise DataError(
                     f"label {label!r} not declared in @classLabel {list(class_labels)}",
                     path=p,
                     line=number,
-                    hint="fix the label or the header",
+                    hint="fix the label or add it to the @classLabel line",
                 )
+            if has_target:
+                try:
+                    float(label)
+                except ValueError:
+                    raise DataError(
+                        f"target {label!r} is not a number",
+                        path=p,
+                        line=number,
+                        hint="end each line with ':<number>' (or use @classLabel for class labels)",
+                    ) from None
+        if any("(" in f for f in fields):
+            raise DataError(
+                "time-stamped values '(t, v)' are not supported",
+                path=p,
+                line=number,
+                hint="export the data without timestamps (@timeStamps false)",
+            )
+        if declared_dims is not None and len(fields) != declared_dims:
+            raise DataError(
+                f"line has {len(fields)} dimensions, the header declares {declared_dims}",
+                path=p,
+                line=number,
+                hint="fix the line or the @dimensions/@univariate header",
+            )
         if dims is None:
             dims = len(fields)
         elif len(fields) != dims:
@@ -122,20 +191,50 @@ def read_ts_file(path: PathLike_, *, encoding: str = "utf-8", errors: str = "str
             ]
         except ValueError as exc:
             raise DataError(
-                f"non-numeric value ({exc})", path=p, line=number, hint="values must be numbers or '?'"
+                f"non-numeric value ({exc})",
+                path=p,
+                line=number,
+                hint="values must be numbers or '?' (a class label at the end needs '@classLabel true <labels>')",
             ) from None
         length = {len(c) for c in channels}
         if len(length) != 1:
             raise DataError(
-                f"dimensions have different lengths {sorted(length)}",
+                f"dimensions have different lengths {[len(c) for c in channels]}",
                 path=p,
                 line=number,
-                hint="pad dimensions to the same length",
+                hint="pad dimensions to the same length (e.g. with '?')",
+            )
+        if declared_length is not None and len(channels[0]) != declared_length:
+            raise DataError(
+                f"series has length {len(channels[0])}, @seriesLength declares {declared_length}",
+                path=p,
+                line=number,
+                hint="fix the line, or the header (@equalLength false)",
             )
         series.append(np.stack(channels, axis=1))
         labels.append(label)
     if not in_data:
         raise DataError("no @data line", path=p, hint="check the file is in .ts format")
     if not series:
-        raise DataError("no examples after @data", path=p, hint="check the file")
+        raise DataError(
+            "no examples after @data", path=p, hint="add data lines after @data (the file may be cut short)"
+        )
     return TsDataset(series, labels, class_labels, header)
+
+
+def _declared_shape(header: dict[str, str], p: PathLike_, number: int) -> tuple[int | None, int | None]:
+    """The dimensions (``@dimensions``/``@univariate true``) and the length (``@equalLength true``
+    with ``@seriesLength``) the header declares, or ``None`` where it declares none."""
+    found = {key: int(header[key]) for key in ("dimensions", "serieslength") if key in header}
+    dims = found.get("dimensions")
+    if header.get("univariate", "").lower() == "true":
+        if dims not in (None, 1):
+            raise DataError(
+                f"@univariate true but @dimensions {dims}",
+                path=p,
+                line=number,
+                hint="fix @univariate or @dimensions",
+            )
+        dims = 1
+    equal = header.get("equallength", "").lower() == "true"
+    return dims, found.get("serieslength") if equal else None
