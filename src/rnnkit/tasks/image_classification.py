@@ -74,9 +74,10 @@ COLOR_CHANNELS = {"auto": None, "grey": 1, "rgb": 3, "rgba": 4}
 # -- configuration -----------------------------------------------------------------------------
 @dataclass
 class DataConfig:
-    format: Literal["auto", "mnist", "idx", "npz", "digits-csv", "folders", "builtin"] = option(
+    format: Literal["auto", "mnist", "idx", "npz", "digits-csv", "folders", "builtin", "ts"] = option(
         "auto", "input format; auto: folder of idx files -> mnist, folder of class folders of pictures -> folders, "
-        "*idx* -> idx, .npz -> npz, .csv[.gz] -> digits-csv, builtin:digits -> builtin")
+        "*idx* -> idx, .npz -> npz, .csv[.gz] -> digits-csv, .ts[.gz] -> ts (UCR/UEA time series: one step per "
+        "time point, one feature per dimension), builtin:digits -> builtin")
     split: Literal["train", "test"] = option("train", "which MNIST files a folder gives: train-* or t10k-* (test)")
     sequence: Literal["rows", "pixels", "permuted"] = option(
         "rows", "rows: one step per image row; pixels: one step per pixel; permuted: pixels in a fixed random order")
@@ -198,6 +199,8 @@ def detect_format(path: str | Path, fmt: str) -> str:
         return "npz"
     if name.endswith((".csv", ".csv.gz")):
         return "digits-csv"
+    if name.endswith((".ts", ".ts.gz")):
+        return "ts"
     if "idx" in name or "ubyte" in name:
         return "idx"
     raise ConfigError(f"{path}: cannot tell the image format from the name; pass a folder of MNIST idx files or of "
@@ -297,6 +300,8 @@ def read_images(path: str | Path, cfg: DataConfig, *, labelled: bool = True) -> 
         labels = read_idx(label_file) if label_file is not None else None
     elif fmt == "npz":
         images, labels = read_npz(p, cfg.images_key, cfg.labels_key if labelled else None)
+    elif fmt == "ts":
+        images, labels = read_time_series(p, labelled)
     elif fmt == "folders":
         with config_keys(CONFIG_KEYS):
             try:
@@ -314,6 +319,38 @@ def read_images(path: str | Path, cfg: DataConfig, *, labelled: bool = True) -> 
         if len(labels) != len(images):
             raise ConfigError(f"{path}: {len(images)} images but {len(labels)} labels")
     return images, labels
+
+
+def read_time_series(path: Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """A UCR/UEA ``.ts`` file as ``([N, T, D] series, labels)``: each time point is one step of ``D``
+    features (one per dimension), as an image's row is one step of its pixels. The series must share
+    one length and hold no missing values (``?``): the sequence model reads whole ``[T, D]`` arrays."""
+    from ..data.ucr import read_ts_file
+
+    data = read_ts_file(path)
+    if not data.series:
+        raise ConfigError(f"{path}: the .ts file holds no series after @data; give a file with data lines")
+    lengths = sorted({s.shape[0] for s in data.series})
+    if len(lengths) > 1:
+        raise ConfigError(f"{path}: the series have {len(lengths)} different lengths ({lengths[0]} to {lengths[-1]} "
+                          "steps); resample or pad them to one length (e.g. sktime's PaddingTransformer) first")
+    x = np.stack(data.series)
+    missing = ~np.isfinite(x)
+    if missing.any():
+        first = int(np.flatnonzero(missing.reshape(len(x), -1).any(1))[0])
+        raise ConfigError(f"{path}: {int(missing.any(axis=(1, 2)).sum())} series hold missing values ('?' or NaN; "
+                          f"first: series {first}); fill them first (e.g. interpolate along time) or drop them")
+    labels = None
+    if labelled:
+        if any(label is None for label in data.labels):
+            raise ConfigError(f"{path}: the .ts file has no class labels (@classLabel true <labels>); a labelled "
+                              "file is needed to train or evaluate")
+        header = {key.lower(): value.strip().lower() for key, value in data.header.items()}
+        if header.get("targetlabel", "").split()[:1] == ["true"]:
+            raise ConfigError(f"{path}: @targetLabel true marks a regression target, not a class; this task "
+                              "classifies (forecasting or a regression model is needed for targets)")
+        labels = np.asarray(data.labels)
+    return x.astype(np.float32), labels
 
 
 def _channels_last(images: np.ndarray, source: str) -> np.ndarray:
