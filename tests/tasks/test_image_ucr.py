@@ -87,3 +87,16 @@ def test_gunpoint_trains_and_is_scored_on_its_test_split(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
     assert metrics["examples"] == 150 and metrics["accuracy"] > 0.6  # 0.75 here; chance is 0.5
+
+
+def test_a_small_set_at_a_large_batch_is_noted_in_the_log(tmp_path):
+    train = _toy(tmp_path / "train.ts", 40)
+    result = runner.invoke(app, ["train", "image-classification", "--train", str(train), "--out", str(tmp_path),
+                                 "--name", "run", "--quiet", "--set", "train.epochs=1"])
+    assert result.exit_code == 0, result.output
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "36 training examples at train.batch_size=128 make 1 optimizer step(s) per epoch" in log
+    assert "lower train.batch_size" in log
+    result = runner.invoke(app, ["train", "image-classification", "--train", str(train), "--out", str(tmp_path),
+                                 "--name", "small", "--quiet", "--set", "train.epochs=1", "--set", "train.batch_size=4"])
+    assert result.exit_code == 0 and "optimizer step(s) per epoch" not in (tmp_path / "small" / "train.log").read_text()

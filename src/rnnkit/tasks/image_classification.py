@@ -32,6 +32,7 @@ class names (the class folders). ``predict`` converts picture files to the train
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -319,6 +320,9 @@ def read_images(path: str | Path, cfg: DataConfig, *, labelled: bool = True) -> 
         if len(labels) != len(images):
             raise ConfigError(f"{path}: {len(images)} images but {len(labels)} labels")
     return images, labels
+
+
+FEW_STEPS = 5  # optimizer steps per epoch below which training is noted as too short for its settings
 
 
 def read_time_series(path: Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -806,6 +810,12 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     y_dev = prep.encode_labels(dev_labels, str(dev_path or train_path))
     log(f"{len(images)} training / {len(dev_images)} dev images of {prep.describe()}, {len(prep.classes)} classes; "
         f"data.sequence={cfg.data.sequence}: {prep.steps} steps of {prep.input_size} features")
+    steps_per_epoch = math.ceil(len(images) / cfg.train.batch_size)
+    if steps_per_epoch < FEW_STEPS:  # e.g. a UCR set of 45 series at the default batch of 64: one step an epoch
+        log(f"note: {len(images)} training examples at train.batch_size={cfg.train.batch_size} make "
+            f"{steps_per_epoch} optimizer step(s) per epoch, so train.epochs={cfg.train.epochs} (and early stopping "
+            f"after train.patience={cfg.train.patience} epochs) train very little; for a small set lower "
+            "train.batch_size (e.g. 8) and raise train.epochs")
 
     hyper = {"input_size": prep.input_size, "num_classes": len(prep.classes), "hidden_size": cfg.model.hidden_size,
              "num_layers": cfg.model.num_layers, "bidirectional": cfg.model.bidirectional, "cell": cfg.model.cell,
