@@ -39,7 +39,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
 import lightning.pytorch as pl
@@ -354,31 +354,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 # -- Keras callbacks on Lightning hooks -----------------------------------------------------------
-class _UserCode:
-    """A :class:`CallbackList` whose hooks run inside ``context`` (the output layers' activations
-    restored during ``fit``, so a callback's ``predict`` returns what it does outside ``fit``)."""
-
-    def __init__(self, callbacks: CallbackList, context: Callable[[], contextlib.AbstractContextManager[None]]) -> None:
-        self._callbacks, self._context = callbacks, context
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._callbacks, name)
-        if not (name.startswith("on_") and callable(attr)):
-            return attr
-
-        def hook(*args: Any, **kwargs: Any) -> Any:
-            with self._context():
-                return attr(*args, **kwargs)
-
-        return hook
-
-
 class KerasCallbackBridge(LightningCallback):
     """Calls Keras-style callbacks from Lightning's hooks and keeps their state in checkpoints."""
 
-    def __init__(self, callbacks: CallbackList, model: Any, *, initial_epoch: int, epochs: int, verbose: int,
-                 user_code: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext) -> None:
-        self.callbacks = _UserCode(callbacks, user_code)
+    def __init__(self, callbacks: CallbackList, model: Any, *, initial_epoch: int, epochs: int, verbose: int) -> None:
+        self.callbacks = callbacks
         self.model = model
         self.initial_epoch, self.epochs, self.verbose = initial_epoch, epochs, verbose
         self._pending: dict[str, Any] | None = None
@@ -818,8 +798,7 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
     steps = steps_per_epoch if steps_per_epoch is not None else len(train_loader)
     params = {"epochs": epochs, "steps": steps, "verbose": verbose_level}
     cb_list = CallbackList([*keras_callbacks, history], model, params)
-    bridge = KerasCallbackBridge(cb_list, model, initial_epoch=initial_epoch, epochs=epochs, verbose=verbose_level,
-                                 user_code=logic.declared_outputs)
+    bridge = KerasCallbackBridge(cb_list, model, initial_epoch=initial_epoch, epochs=epochs, verbose=verbose_level)
     checkpointing: list[LightningCallback] = []
     if checkpoint_dir is not None:
         checkpointing.append(LastCheckpoint(os.fspath(checkpoint_dir)))
@@ -866,9 +845,8 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
                 "with the same data and batch_size"))
             _warn_random_order(train_loader)
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
-        with logic.logits_mode():
-            trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
-                        weights_only=True if ckpt_path is not None else None)
+        trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
+                    weights_only=True if ckpt_path is not None else None)
     if backup is not None and backup.delete_checkpoint and not trainer.interrupted:
         _delete_backup(backup)
     model.history = history

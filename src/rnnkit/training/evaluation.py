@@ -201,7 +201,7 @@ def evaluate_model(model: Any, x: Any, y: Any = None, *, batch_size: int | None 
                 metrics = logic.make_metrics(logic.preflight(batch)).to(device)
                 part_sums = [0.0] * len(logic.losses)
             model.eval()
-            with torch.no_grad(), logic.logits_mode():
+            with torch.no_grad():
                 outputs, out_masks = logic.forward(batch)
                 total, parts = logic.losses_of(outputs, out_masks, batch)
                 logic.update_metrics(metrics, outputs, out_masks, batch)
@@ -248,7 +248,7 @@ def batch_step(model: Any, x: Any, y: Any, *, train: bool, sample_weight: Any = 
     was = model.training
     model.train(train)
     try:
-        with logic.logits_mode(), torch.set_grad_enabled(train):
+        with torch.set_grad_enabled(train):
             outputs, out_masks = logic.forward(batch)
             if len(outputs) != len(logic.losses):
                 raise ValueError(f"the model returns {len(outputs)} output(s) but compile() set "

@@ -79,7 +79,10 @@ class StepLogic:
     # -- logits mode -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def logits_mode(self) -> Iterator[None]:
-        """While active, output layers whose activation is fused into the loss emit logits."""
+        """While active, output layers whose activation is fused into the loss emit logits.
+
+        :meth:`forward` runs the model inside it and nothing else does, so user code that runs during
+        ``fit`` (a Keras callback calling ``predict``) sees the model as it is outside ``fit``."""
         layers = [layer for layer, fused in zip(self._output_layers, self.fused) if fused and layer is not None]
         for layer in layers:
             layer.set_emit_logits(True)
@@ -88,20 +91,6 @@ class StepLogic:
         finally:
             for layer in layers:
                 layer.set_emit_logits(False)
-
-    @contextlib.contextmanager
-    def declared_outputs(self) -> Iterator[None]:
-        """Inside :meth:`logits_mode` (during ``fit``): the output layers apply their activation again
-        while user code runs (a Keras callback calling ``predict`` gets probabilities, as outside
-        ``fit``); logits mode resumes after it."""
-        layers = [layer for layer, fused in zip(self._output_layers, self.fused) if fused and layer is not None]
-        for layer in layers:
-            layer.set_emit_logits(False)
-        try:
-            yield
-        finally:
-            for layer in layers:
-                layer.set_emit_logits(True)
 
     # -- batches ---------------------------------------------------------------------------------
     def canonical(self, batch: Any) -> dict[str, Any]:
@@ -125,9 +114,11 @@ class StepLogic:
         return list(xs), (None if all(m is None for m in masks) else list(masks))
 
     def forward(self, batch: dict[str, Any]) -> tuple[list[Tensor], list[Tensor | None]]:
-        """Run the model: outputs and output masks as lists (one per output)."""
+        """Run the model: outputs and output masks as lists (one per output); a fused activation is
+        left to the loss (:meth:`logits_mode`)."""
         inputs, masks = self.model_inputs(batch)
-        outs, out_masks = self.model.forward_with_mask(inputs, mask=masks)
+        with self.logits_mode():
+            outs, out_masks = self.model.forward_with_mask(inputs, mask=masks)
         flat = flatten(outs)
         flat_masks = flatten(out_masks) if out_masks is not None else [None] * len(flat)
         if len(flat_masks) != len(flat):
@@ -262,7 +253,7 @@ class StepLogic:
         was = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad(), self.logits_mode():
+            with torch.no_grad():
                 outputs, out_masks = self.forward(batch)
                 self.preflight_outputs = outputs
                 if len(outputs) != len(self.losses):
