@@ -567,8 +567,8 @@ def inputs_known_at(pipe: Pipeline, s: TimeSeries, x: np.ndarray, lo: int, origi
     covariates that ``data.fill`` filled inside the evaluated period ``[lo, hi)`` are filled again
     from values observed before ``origin`` (:func:`refill_before`). Known-future covariates are known
     ahead by definition and kept. ``x`` itself is returned when nothing in it needs filling again."""
-    if pipe.cfg.fill != "interpolate":  # ffill and zero never read a later value
-        return x
+    if pipe.cfg.fill != "interpolate" or (s.observed is None and s.past_observed is None):
+        return x  # ffill and zero never read a later value; a series without masks had nothing filled
     start = origin - len(x)
     first = max(lo, start)
     targets_ok, past_ok = _observed(s), _past_observed(s)
