@@ -146,6 +146,20 @@ def shown(value: Any) -> str:
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """A plain YAML scalar (unquoted, from a config file or ``--set``) read as a bool or a number,
+    with the text as written: a string field keeps the text (a column named ``no`` or ``1e3``,
+    a format ``01``) where YAML 1.1 would have turned it into ``False``, ``'1e3'``'s float, ``1``."""
+
+    value: Any
+    text: str
+
+
+def _written(value: Any, text: str) -> Any:
+    return Written(value, text.strip()) if isinstance(value, bool | int | float) else value
+
+
 def _number(text: str) -> Any:
     try:
         return yaml.safe_load(text)
@@ -154,11 +168,17 @@ def _number(text: str) -> Any:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
+    written = value
+    text = None
+    if isinstance(value, Written):
+        value, text = value.value, value.text
     origin = get_origin(tp)
     if origin is Literal:
         choices = get_args(tp)
+        if value not in choices and text in choices:  # a choice YAML reads as a bool or number
+            return text
         if value not in choices:
-            raise ConfigError(f"{key}: {shown(value)} is not valid; choose one of {', '.join(map(repr, choices))}")
+            raise ConfigError(f"{key}: {(text or shown(value))} is not valid; choose one of {', '.join(map(repr, choices))}")
         return value
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
@@ -168,18 +188,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             with contextlib.suppress(ConfigError):
-                return _coerce(value, arg, key)
+                return _coerce(written, arg, key)
         if type(None) in args and isinstance(value, str) and value.strip().lower() in ("none", "null", "~"):
             return None  # --set train.max_minutes=none, as Python writes null
-        raise ConfigError(f"{key}: expected {_expected(tp)}, got {shown(value)}")
+        raise ConfigError(f"{key}: expected {_expected(tp)}, got {(text or shown(value))}")
     if origin in (list, tuple):
         (item,) = get_args(tp)[:1] or (Any,)
-        if isinstance(value, str):
+        if text is not None:  # one item written bare: quantiles=0.5
+            value = [written]
+        elif isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
             if item in (int, float):  # "0.1,0.9" from the command line: read each number
                 value = [_number(v) for v in value]
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected {_expected(tp)}, got {shown(value)}")
+            raise ConfigError(f"{key}: expected {_expected(tp)}, got {(text or shown(value))}")
         return [_coerce(v, item, key) for v in value]
     if tp is Any:
         return value
@@ -188,23 +210,25 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         if isinstance(value, int | str) and str(value).strip().lower() in _TRUE + _FALSE:  # 1/0, "yes"
             return str(value).strip().lower() in _TRUE
-        raise ConfigError(f"{key}: expected true or false (or yes/no, 1/0), got {shown(value)}")
+        raise ConfigError(f"{key}: expected true or false (or yes/no, 1/0), got {(text or shown(value))}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
+        raise ConfigError(f"{key}: expected an integer, got {(text or shown(value))}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
             with contextlib.suppress(ValueError):
                 return float(value)
-        raise ConfigError(f"{key}: expected a number, got {shown(value)}")
+        raise ConfigError(f"{key}: expected a number, got {(text or shown(value))}")
     if tp is str:
+        if text is not None:  # data.text_column=no is the column 'no', not 'False'
+            return text
         if isinstance(value, str):
             return value
         if value is None or isinstance(value, dict | list):  # not the text 'None' or "{'a': 1}"
-            raise ConfigError(f"{key}: expected a string, got {shown(value)}")
+            raise ConfigError(f"{key}: expected a string, got {(text or shown(value))}")
         return str(value)
     return value
 
@@ -275,7 +299,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return path, value
+    return path, _written(value, raw)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -346,7 +370,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                         None, None, f"key {key!r} given again (first on line {seen[key].line + 1}); give each key "
                         "once", key_node.start_mark)
                 seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
+        mapping = super().construct_mapping(node, deep=deep)
+        return {k.value if isinstance(k, Written) else k: v for k, v in mapping.items()}
+
+
+def _construct_written(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    """Plain scalars that YAML reads as bools or numbers keep their text (see :class:`Written`)."""
+    constructor = yaml.SafeLoader.yaml_constructors[node.tag]
+    return _written(constructor(loader, node), node.value)
+
+
+for _tag in ("bool", "int", "float"):
+    _UniqueKeyLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _construct_written)
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
