@@ -74,3 +74,9 @@ def test_print_config_shows_the_column_named_no() -> None:
     printed = yaml.safe_load(result.output[start:result.output.index("\n\n", start)]
                              if "\n\n" in result.output[start:] else result.output[start:])
     assert printed["data"]["text_column"] == "no"
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("lr", "learning_rate"), ("wd", "weight_decay"), ("bs", "batch_size")])
+def test_an_abbreviated_key_suggests_the_key_it_abbreviates(typed: str, meant: str) -> None:
+    with pytest.raises(ConfigError, match=rf"unknown key train.{typed};.*did you mean train.{meant}\?"):
+        load_config(text_classification.Config, None, [f"train.{typed}=1"])

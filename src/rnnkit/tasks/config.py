@@ -263,7 +263,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
 
 def _closest(cls: type, key: str) -> str | None:
     """The valid key nearest to the unknown ``key`` in config class ``cls``: a key at this level
-    (``hiden_size`` -> ``hidden_size``) or, failing that, one in a section below (``epochs`` ->
+    (``hiden_size`` -> ``hidden_size``, ``lr`` -> ``learning_rate`` by initials) or, failing that, one in a section below (``epochs`` ->
     ``train.epochs``)."""
     import difflib
 
@@ -271,6 +271,9 @@ def _closest(cls: type, key: str) -> str | None:
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
     if close:
         return close[0]
+    initials = [name for name in names if "_" in name and "".join(w[:1] for w in name.split("_")) == key.lower()]
+    if len(initials) == 1:  # lr -> learning_rate, wd -> weight_decay
+        return initials[0]
     try:
         rows = [row[0] for row in describe(cls)]
     except TypeError:  # a section without defaults: no suggestion
