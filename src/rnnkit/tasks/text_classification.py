@@ -741,9 +741,8 @@ class TrainedTextClassifier:
         else:
             embedded = model.embedding(ids).detach().requires_grad_(True)
             logits = model(ids, lengths, embedded=embedded)
-            logits[0, logits[0].argmax()].backward()
-            assert embedded.grad is not None
-            weights = (embedded.grad * embedded).sum(-1).abs()[0].tolist()
+            (grad,) = torch.autograd.grad(logits[0, logits[0].argmax()], embedded)  # parameters' .grad untouched
+            weights = (grad * embedded.detach()).sum(-1).abs()[0].tolist()
             total = sum(weights) or 1.0
             weights = [w / total for w in weights]
             method = "gradient x input saliency"
