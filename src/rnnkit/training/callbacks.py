@@ -242,15 +242,16 @@ class ModelCheckpoint(Callback):
         self._epoch = 0
         self.saved: list[str] = []
 
-    def _path(self, epoch: int, logs: dict[str, Any]) -> str:
+    def _path(self, epoch: int, logs: dict[str, Any], batch: int | None = None) -> str:
+        fields = dict(logs) if batch is None or "batch" in logs else {**logs, "batch": batch + 1}
         try:
-            return self.filepath.format(epoch=epoch + 1, **logs)
+            return self.filepath.format(epoch=epoch + 1, **{k: v for k, v in fields.items() if k != "epoch"})
         except KeyError as err:
             raise KeyError(f"ModelCheckpoint filepath {self.filepath!r} uses {err}, which is not in the logs "
                            f"({', '.join(sorted(logs))})") from None
 
-    def _save(self, epoch: int, logs: dict[str, Any]) -> None:
-        path = self._path(epoch, logs)
+    def _save(self, epoch: int, logs: dict[str, Any], batch: int | None = None) -> None:
+        path = self._path(epoch, logs, batch)
         parent = os.path.dirname(path)
         if parent:
             os.makedirs(parent, exist_ok=True)
@@ -269,7 +270,7 @@ class ModelCheckpoint(Callback):
         if isinstance(self.save_freq, int):
             self._batches += 1
             if self._batches % self.save_freq == 0:
-                self._maybe_save(self._epoch, dict(logs or {}))
+                self._maybe_save(self._epoch, dict(logs or {}), batch)
 
     def wants_batch_logs(self) -> bool:
         return isinstance(self.save_freq, int)
@@ -278,19 +279,23 @@ class ModelCheckpoint(Callback):
         if self.save_freq == "epoch":
             self._maybe_save(epoch, dict(logs or {}))
 
-    def _maybe_save(self, epoch: int, logs: dict[str, Any]) -> None:
+    def _maybe_save(self, epoch: int, logs: dict[str, Any], batch: int | None = None) -> None:
         if not self.save_best_only:
-            self._save(epoch, logs)
+            self._save(epoch, logs, batch)
             return
         current = logs.get(self.monitor)
-        if current is None:
-            warnings.warn(f"ModelCheckpoint monitors {self.monitor!r}, which is not in the logs", stacklevel=2)
+        if current is None:  # as Keras: warn, and save anyway rather than never
+            warnings.warn(f"ModelCheckpoint monitors {self.monitor!r}, which is not in the logs "
+                          f"({', '.join(sorted(logs))}); saving every time instead", stacklevel=2)
+            self._save(epoch, logs, batch)
             return
         if _better(self.mode, float(current), self.best, 0.0):
             if self.verbose:
                 print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to {float(current):.5f}")
             self.best = float(current)
-            self._save(epoch, logs)
+            self._save(epoch, logs, batch)
+        elif self.verbose:
+            print(f"Epoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "batches": self._batches, "epoch": self._epoch}
@@ -448,9 +453,13 @@ class LearningRateScheduler(Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         current = _lr_of(self.model)
         try:
-            lr = float(self.schedule(epoch, current))
+            value = self.schedule(epoch, current)
         except TypeError:  # Keras also takes a schedule of the epoch alone
-            lr = float(self.schedule(epoch))  # type: ignore[call-arg]
+            value = self.schedule(epoch)  # type: ignore[call-arg]
+        try:
+            lr = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"the schedule must return a float learning rate, got {value!r} for epoch {epoch}") from None
         if not math.isfinite(lr):
             raise ValueError(f"the schedule returned learning rate {lr} for epoch {epoch}")
         self.model.optimizer.learning_rate = lr
@@ -495,6 +504,10 @@ class CSVLogger(Callback):
         logs = logs or {}
         if self.keys is None:
             self.keys = sorted(logs)
+            if self.keys and not any(k.startswith("val_") for k in self.keys):
+                # as Keras: columns for the validation values too, which later epochs may have
+                # (validation_freq > 1); "NA" where an epoch has none
+                self.keys += [f"val_{k}" for k in self.keys]
         if self._writer is None:
             self._writer = csv.DictWriter(self._file, fieldnames=["epoch", *self.keys], delimiter=self.separator)
             if self._file.tell() == 0:
@@ -560,11 +573,23 @@ class TensorBoard(Callback):
 
 
 class TerminateOnNaN(Callback):
-    """Stop training as soon as a batch loss is NaN or infinite."""
+    """Stop training as soon as a batch loss is NaN or infinite.
+
+    Args:
+        raise_error: raise ``RuntimeError`` at once instead of stopping after the batch (Keras'
+            ``raise_error``).
+    """
+
+    def __init__(self, raise_error: bool = False) -> None:
+        super().__init__()
+        self.raise_error = raise_error
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
+            if self.raise_error:
+                raise RuntimeError(f"NaN or Inf loss encountered at batch {batch}. Loss value: {loss}. "
+                                   "Terminating training immediately.")
             print(f"Batch {batch}: invalid loss {loss}, terminating training")
             self.model.stop_training = True
 

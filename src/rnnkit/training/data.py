@@ -21,7 +21,8 @@ what was expected in one line.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,12 @@ Column = Tensor | Ragged
 
 def _kind(obj: Any) -> str:
     return type(obj).__name__
+
+
+def _is_keras_batches(obj: Any) -> bool:
+    """A keras ``PyDataset`` or ``tf.data.Dataset`` (judged by the class's module, importing neither)."""
+    return any(cls.__module__.split(".")[0] in ("keras", "tensorflow") and cls.__name__ in ("PyDataset", "DatasetV2")
+               for cls in type(obj).__mro__)
 
 
 def _cast(t: Tensor) -> Tensor:
@@ -86,6 +93,11 @@ def to_column(obj: Any, what: str) -> Column:
         return to_column(arr, what)
     if isinstance(obj, int | float | np.number):
         raise InputDataError(f"{what} must be an array of samples, got a single number {obj!r}")
+    if isinstance(obj, Iterator) or _is_keras_batches(obj):
+        raise InputDataError(f"{what} is a {_kind(obj)} of batches (a Python generator, keras PyDataset or "
+                             "tf.data.Dataset), which rnnkit does not read; pass arrays, a torch Dataset of samples, "
+                             "or a torch DataLoader of (x, y) batches over an object with __len__ and __getitem__ "
+                             "(a PyDataset too: DataLoader(py_dataset, batch_size=None))")
     raise InputDataError(f"{what} must be a NumPy array, tensor, list of sequences, Dataset or DataLoader, "
                          f"got {_kind(obj)}")
 
@@ -202,11 +214,10 @@ class ArrayData:
         """Keras' ``validation_split``: the last ``fraction`` of the samples (before shuffling)."""
         if not 0.0 < fraction < 1.0:
             raise InputDataError(f"validation_split must be in (0, 1), got {fraction}")
-        n_val = int(self.n * fraction)
-        if n_val == 0 or n_val == self.n:
+        cut = int(math.floor(self.n * (1.0 - fraction)))  # as Keras: the training part rounds down
+        if cut == 0 or cut == self.n:
             raise InputDataError(f"validation_split={fraction} of {self.n} samples leaves an empty training or "
                                  "validation set; use more data or another fraction")
-        cut = self.n - n_val
         return self.subset(list(range(cut))), self.subset(list(range(cut, self.n)))
 
     def batch(self, index: list[int]) -> dict[str, Any]:
@@ -285,20 +296,26 @@ def _stack_or_pad(values: list[Any], what: str) -> tuple[Tensor, Tensor | None]:
     raise InputDataError(f"{what}: items have shapes {sorted(shapes)}, which neither stack nor pad along time")
 
 
+def _numbers(seq: list[Any] | tuple[Any, ...]) -> bool:
+    """Whether a list holds plain numbers (a sequence), not one array per input or output."""
+    return len(seq) == 0 or isinstance(seq[0], int | float | bool | np.number)
+
+
 class SampleCollate:
     """Collate ``(x, y[, sample_weight])`` items of a user ``Dataset``, padding ragged ones."""
 
     def __call__(self, items: list[Any]) -> dict[str, Any]:
         parts = [_split_item(it) for it in items]
         xs = [p[0] for p in parts]
-        multi = isinstance(xs[0], list | tuple)
+        # a list of arrays is one per input; a list of numbers is one input's sequence (token ids)
+        multi = isinstance(xs[0], list | tuple) and not _numbers(xs[0])
         x_cols = list(zip(*xs)) if multi else [xs]
         stacked = [_stack_or_pad(list(c), f"x[{i}]" if multi else "x") for i, c in enumerate(x_cols)]
         out: dict[str, Any] = {"x": [s[0] for s in stacked], "mask": [s[1] for s in stacked],
                                "y": None, "y_mask": None, "sw": None}
         if parts[0][1] is not None:
             ys = [p[1] for p in parts]
-            multi_y = isinstance(ys[0], list | tuple) and not isinstance(ys[0][0], int | float)
+            multi_y = isinstance(ys[0], list | tuple) and not _numbers(ys[0])
             y_cols = list(zip(*ys)) if multi_y else [ys]
             ystacked = [_stack_or_pad(list(c), "y") for c in y_cols]
             out["y"], out["y_mask"] = [s[0] for s in ystacked], [s[1] for s in ystacked]
