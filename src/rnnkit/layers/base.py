@@ -349,6 +349,13 @@ class Layer(nn.Module):
         else:
             nn.Module.__delattr__(self, name)
 
+    def __getattr__(self, name: str) -> Any:
+        # A property that raises AttributeError makes Python fall back to __getattr__, and nn.Module's would replace
+        # the reason (``layer.output`` of a layer never called symbolically) with "object has no attribute"
+        if name in ("input", "output"):
+            return self._first_node_tensors(name)
+        return super().__getattr__(name)
+
     def _first_node_tensors(self, what: str) -> Any:
         own = self._own_attribute(what)
         if own is not _MISSING:
@@ -452,6 +459,9 @@ class Layer(nn.Module):
     # -- calling -------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if has_symbolic(args) or has_symbolic(kwargs):
+            if not args and "inputs" in kwargs:  # Keras' layer(inputs=x)
+                kwargs = dict(kwargs)
+                args = (kwargs.pop("inputs"),)
             return self._call_symbolic(args, kwargs)
         return super().__call__(*args, **kwargs)
 
@@ -487,12 +497,17 @@ class Layer(nn.Module):
         return out
 
     def _autocast(self, inputs: Any) -> Any:
-        # numpy users pass float64; layers compute in their parameter dtype (as Keras casts to floatx)
+        # numpy users pass float64; layers compute in their parameter dtype (as Keras casts to floatx). A layer
+        # made with another float dtype (``dtype="float64"``) casts its floating inputs to it, as Keras autocasts;
+        # float32 layers leave lower-precision inputs alone (mixed precision runs under torch.autocast).
+        param_dtype = self.param_dtype
+
         def cast(t: Any) -> Any:
             if isinstance(t, np.ndarray):
                 t = torch.from_numpy(t)
-            if isinstance(t, Tensor) and t.dtype == torch.float64 and self.param_dtype != torch.float64:
-                return t.to(self.param_dtype)
+            if isinstance(t, Tensor) and t.dtype.is_floating_point and param_dtype.is_floating_point \
+                    and t.dtype != param_dtype and (t.dtype == torch.float64 or param_dtype != torch.float32):
+                return t.to(param_dtype)
             return t
         return map_structure(cast, inputs)
 

@@ -482,7 +482,10 @@ class _Merge(Layer):
 
 @register_layer
 class Concatenate(_Merge):
-    """Concatenate a list of tensors along ``axis`` (default: features). Masks are combined with AND."""
+    """Concatenate a list of tensors along ``axis`` (default: features).
+
+    Masks: combined with AND along the features (Keras: OR), joined end to end along time (as Keras).
+    """
 
     def __init__(self, axis: int = -1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -492,9 +495,17 @@ class Concatenate(_Merge):
         return torch.cat(self._check(inputs), dim=self.axis)
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-        if self.axis not in (-1, inputs[0].dim() - 1):
+        if self.axis in (-1, inputs[0].dim() - 1):
+            return super().compute_mask(inputs, mask)
+        masks = list(mask) if isinstance(mask, list | tuple) else [mask]
+        if mask is None or all(m is None for m in masks) or len(masks) != len(inputs):
             return None
-        return super().compute_mask(inputs, mask)
+        rank = inputs[0].dim()
+        if rank < 3 or self.axis % rank != 1 or any(m is not None and m.dim() != 2 for m in masks):
+            return None
+        # joined along time (Keras): the masks are joined end to end, an input without one counts as all real
+        return torch.cat([torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if m is None else m.bool()
+                          for x, m in zip(inputs, masks)], dim=1)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis}

@@ -312,6 +312,25 @@ class Model(Layer):
             return self._run_graph(inputs, mask)[1]
         return super().compute_mask(inputs, mask)
 
+    def maybe_build(self, inputs: Any) -> None:
+        if not self.built and not self._graph and not isinstance(self, Sequential):
+            # a subclassed model's first inputs (Keras' build_config): load_model runs one call like it so that the
+            # lazily built layers exist before the saved weights are loaded
+            leaves = list(inputs) if isinstance(inputs, list | tuple) else [inputs]
+            if leaves and all(isinstance(t, Tensor) and t.dim() >= 1 for t in leaves):
+                self.__dict__["_build_inputs"] = {
+                    "list": isinstance(inputs, list | tuple),
+                    "inputs": [{"shape": list(t.shape[1:]), "dtype": dtype_name(t.dtype)} for t in leaves]}
+        super().maybe_build(inputs)
+
+    def _build_from_record(self, record: dict[str, Any]) -> None:
+        """Build a subclassed model by calling it once on zeros shaped as its first inputs were."""
+        xs = [torch.zeros((1, *[int(d) for d in spec["shape"]]), dtype=to_torch_dtype(spec["dtype"]))
+              for spec in record["inputs"]]
+        with torch.no_grad(), _mode(self, False):
+            self(xs if record.get("list") else xs[0])
+        self.reset_states()
+
     # -- structure used by the engine ------------------------------------------------------------
     def output_layers(self) -> list[Layer | None]:
         """Per output, the layer that produces it if it may emit logits (used once in the graph)."""
@@ -425,9 +444,19 @@ class Model(Layer):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Model:  # type: ignore[override]
-        """Rebuild a functional model from :meth:`get_config` output (layers are rebuilt by replaying the calls)."""
+        """Rebuild a functional model from :meth:`get_config` output (layers are rebuilt by replaying the calls).
+
+        A config without a graph (a subclassed model's own ``get_config``) is passed to the constructor,
+        ``cls(**config)``, as Keras does.
+        """
         from .saving import custom_object_scope
 
+        if not all(key in config for key in ("layers", "node_order", "inputs", "outputs")):
+            try:
+                return cls(**config)
+            except TypeError as err:
+                raise TypeError(f"cannot rebuild {cls.__name__} from its config ({err}): its get_config() must return "
+                                "the arguments of its constructor, or it must override from_config()") from None
         with custom_object_scope(custom_objects):
             return cls._from_graph_config(config, custom_objects)
 

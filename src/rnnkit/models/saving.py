@@ -152,8 +152,12 @@ def _compile_config(model: Any) -> tuple[dict[str, Any] | None, str | None]:
 def model_config(model: Any) -> dict[str, Any]:
     """The JSON document saved beside the weights."""
     compile_config, _ = _compile_config(model)
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "rnnkit_version": __version__,
-            "torch_version": torch.__version__, "model": serialize_layer(model), "compile": compile_config}
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "rnnkit_version": __version__,
+              "torch_version": torch.__version__, "model": serialize_layer(model), "compile": compile_config}
+    build_inputs = model.__dict__.get("_build_inputs")
+    if build_inputs is not None:  # a subclassed model: its layers are built on load by a call like its first
+        config["build_inputs"] = build_inputs
+    return config
 
 
 def _optimizer_tensors(model: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
@@ -318,6 +322,13 @@ def load_model(filepath: str | os.PathLike[str], custom_objects: dict[str, Any] 
         if isinstance(err, KeyError):
             detail = f"missing entry {detail}"
         raise ValueError(f"cannot rebuild the model in {config_file}: {detail}") from None
+    build_inputs = config.get("build_inputs")
+    if isinstance(build_inputs, dict) and not model.built and hasattr(model, "_build_from_record"):
+        try:
+            model._build_from_record(build_inputs)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"cannot build the model in {config_file} on its recorded inputs: {detail}") from None
     _load_state(model, tensors, strict=True, source=path)
     if compile and config.get("compile"):
         from ..training.compile import CompileState
