@@ -249,7 +249,7 @@ def test_merge_layers_and_misc() -> None:
     ma, mb = torch.tensor([[1, 1, 0], [1, 0, 0]]).bool(), torch.tensor([[1, 0, 0], [1, 1, 0]]).bool()
     cat = Concatenate()
     assert cat([a, b]).shape == (2, 3, 6)
-    assert cat.compute_mask([a, b], [ma, mb]).tolist() == (ma & mb).tolist()
+    assert cat.compute_mask([a, b], [ma, mb]).tolist() == (ma | mb).tolist()  # Keras 3's OR
     assert L.Add()([a, a]).shape == (2, 3, 4)
     torch.testing.assert_close(L.Average()([a, 3 * a]), 2 * a)
     assert RepeatVector(4)(torch.randn(2, 3)).shape == (2, 4, 3)

@@ -96,12 +96,39 @@ def test_concatenate_along_time_joins_masks_like_keras() -> None:
     assert L.Concatenate(axis=1).compute_mask([torch.ones(3, 5, 3)] * 2, [None, None]) is None
 
 
-def test_concatenate_features_keeps_and_of_masks() -> None:
-    """Along the features rnnkit keeps the AND of the masks (documented difference: Keras takes the OR)."""
+@pytest.mark.parametrize("name", ["Concatenate", "Add", "Multiply", "Average"])
+def test_merge_masks_follow_keras(name: str) -> None:
+    """Keras 3 ORs the masks of merged inputs; an unmasked input makes every step real."""
+    keras = keras_module()
     ma = torch.tensor([[1, 1, 0], [1, 0, 0]]).bool()
+    mb = torch.tensor([[1, 0, 0], [1, 1, 1]]).bool()
     x = torch.ones(2, 3, 2)
-    assert L.Concatenate().compute_mask([x, x], [ma, None]).tolist() == ma.tolist()
-    assert L.Add().compute_mask([x, x], [None, None]) is None
+    ours, theirs = getattr(L, name)(), getattr(keras.layers, name)()
+    for masks in ([ma, mb], [ma, None], [None, None]):
+        got = ours.compute_mask([x, x], masks)
+        want = theirs.compute_mask([keras.ops.convert_to_tensor(x.numpy())] * 2, masks)
+        assert (got is None) == (want is None), masks
+        if got is not None:
+            np.testing.assert_array_equal(as_numpy(got), as_numpy(want))
+
+
+def test_merged_masked_embeddings_feed_an_lstm_like_keras() -> None:
+    keras = keras_module()
+    gen = np.random.default_rng(3)
+    ids_a = np.array([[3, 4, 0, 0, 0], [5, 6, 7, 0, 0], [1, 2, 3, 4, 5]])
+    ids_b = np.array([[3, 4, 5, 6, 0], [5, 0, 0, 0, 0], [1, 2, 0, 0, 0]])
+
+    def build(lib: Any, make_input: Any) -> tuple[list[Any], Any]:
+        a, b = make_input((5,), dtype="int32"), make_input((5,), dtype="int32")
+        emb = lib.Embedding(9, 3, mask_zero=True)
+        return [a, b], lib.LSTM(4)(lib.Add()([emb(a), emb(b)]))
+
+    k_model = keras.Model(*build(keras.layers, keras.Input))
+    r_model = Model(*build(L, L.Input))
+    r_model.set_weights([gen.normal(size=w.shape).astype("float32") * 0.5 for w in k_model.get_weights()])
+    k_model.set_weights(r_model.get_weights())
+    np.testing.assert_allclose(r_model.predict([ids_a, ids_b], verbose=0),
+                               k_model.predict([ids_a, ids_b], verbose=0), atol=1e-5)
 
 
 class _Scaled(Model):

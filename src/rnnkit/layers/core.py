@@ -469,14 +469,16 @@ class _Merge(Layer):
         return list(inputs)
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        """Keras' rule: a step is real where any input has it real (OR); an input without a mask
+        makes every step real, so the output has no mask."""
         if mask is None:
             return None
-        masks = [m for m in mask if m is not None] if isinstance(mask, list | tuple) else [mask]
-        if not masks:
+        masks = list(mask) if isinstance(mask, list | tuple) else [mask]
+        if any(m is None for m in masks):
             return None
-        out = masks[0]
+        out = masks[0].bool()
         for m in masks[1:]:
-            out = out & m
+            out = out | m.bool()
         return out
 
 
@@ -484,7 +486,8 @@ class _Merge(Layer):
 class Concatenate(_Merge):
     """Concatenate a list of tensors along ``axis`` (default: features).
 
-    Masks: combined with AND along the features (Keras: OR), joined end to end along time (as Keras).
+    Masks, as Keras: OR-ed along the features (an input without a mask counts as all real), joined
+    end to end along time.
     """
 
     def __init__(self, axis: int = -1, **kwargs: Any) -> None:
@@ -495,9 +498,13 @@ class Concatenate(_Merge):
         return torch.cat(self._check(inputs), dim=self.axis)
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-        if self.axis in (-1, inputs[0].dim() - 1):
-            return super().compute_mask(inputs, mask)
         masks = list(mask) if isinstance(mask, list | tuple) else [mask]
+        if self.axis in (-1, inputs[0].dim() - 1):
+            if mask is None or all(m is None for m in masks):
+                return None
+            if any(m is None for m in masks):  # Keras: an unmasked input counts as all real, OR-ed in
+                return torch.ones(inputs[0].shape[:-1], dtype=torch.bool, device=inputs[0].device)
+            return super().compute_mask(inputs, mask)
         if mask is None or all(m is None for m in masks) or len(masks) != len(inputs):
             return None
         rank = inputs[0].dim()
