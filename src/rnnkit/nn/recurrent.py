@@ -698,5 +698,17 @@ class Recurrent(_RecurrentCore):
 
     def extra_repr(self) -> str:
         name = getattr(self.cell_spec, "__name__", self.cell_spec)
-        return (f"{name!r}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-                f"bidirectional={self.bidirectional}, batch_first={self.batch_first}")
+        s = (f"{name!r}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+             f"bidirectional={self.bidirectional}, batch_first={self.batch_first}")
+        # every option away from its default, as the torch.nn-based layers' repr shows them: a model's
+        # printout must tell a stateful, dropped-out or bias-free layer from a plain one
+        if not self.bias:
+            s += ", bias=False"
+        if self.cell_options:
+            s += f", cell_options={self.cell_options!r}"
+        for key in ("dropout", "input_dropout", "recurrent_dropout", "zoneout"):
+            if getattr(self, key):
+                s += f", {key}={getattr(self, key)}"
+        if self.implementation != "auto":
+            s += f", implementation={self.implementation!r}"
+        return s + (", stateful=True" if self.stateful else "")

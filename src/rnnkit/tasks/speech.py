@@ -486,7 +486,9 @@ class SpeechModel(nn.Module):
         """Encoder outputs ``[B, T', H]`` and their lengths."""
         steps = feats.shape[1]
         mask = torch.arange(steps, device=feats.device).unsqueeze(0) < lengths.unsqueeze(1)
-        x = self.normalize(feats) * mask.unsqueeze(-1)
+        # where, not a product: NaN or inf in the padding would survive ``* 0`` and, with frame stacking,
+        # reach the real frame stacked with it
+        x = torch.where(mask.unsqueeze(-1), self.normalize(feats), feats.new_zeros(()))
         if self.training and self.augment:
             x = spec_augment(x, lengths, freq_masks=self.augment.get("freq_masks", 0),
                              freq_width=self.augment.get("freq_mask_width", 0),

@@ -525,12 +525,24 @@ def plot_attention(source_tokens: Sequence[str], target_tokens: Sequence[str], w
 
 # -- training ----------------------------------------------------------------------------------
 def _split_dev(corpus: Any, fraction: float, seed: int) -> tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]:
+    """``(train, dev)`` sources and targets: ``round(n * fraction)`` pairs (at least 1, and at most
+    ``n - 2`` where the corpus has 3 or more, so training keeps the 2 pairs it needs) drawn by ``seed``,
+    disjoint from the rest; both parts keep the corpus order."""
     n = len(corpus)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_dev = max(1, int(round(n * fraction)))
+    if n >= 3:
+        n_dev = min(n_dev, n - 2)
     dev, train = sorted(order[:n_dev]), sorted(order[n_dev:])
     return ([corpus.sources[i] for i in train], [corpus.targets[i] for i in train]), \
         ([corpus.sources[i] for i in dev], [corpus.targets[i] for i in dev])
+
+
+def _plain(path: PathArg | None) -> str:
+    """The data argument as the user typed it, for one-line errors."""
+    if path is None:
+        return "held out of the training pairs"
+    return " + ".join(map(str, [path] if isinstance(path, str | Path) else path))
 
 
 def _describe(path: PathArg | None) -> str:
@@ -564,8 +576,14 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
     corpus = read_pairs(train_path, cfg.data)
     skipped = corpus.num_skipped_empty
     if dev_path is None:
+        if len(corpus) < 3:
+            raise ConfigError(f"{_plain(train_path)}: {len(corpus)} sentence pair(s); without --dev, "
+                              f"data.dev_fraction={cfg.data.dev_fraction} of them is held out for model selection, "
+                              "and training needs at least 2 pairs besides it (3 in all); fix: give more pairs, or "
+                              "a dev set with --dev SOURCE TARGET")
         (train_src, train_tgt), (dev_src, dev_tgt) = _split_dev(corpus, cfg.data.dev_fraction, cfg.train.seed)
-        log(f"no --dev given: held out {len(dev_src)} training pairs (data.dev_fraction={cfg.data.dev_fraction})")
+        log(f"no --dev given: held out {len(dev_src)} of the {len(corpus)} training pairs (data.dev_fraction="
+            f"{cfg.data.dev_fraction}, drawn by train.seed={cfg.train.seed}) as the dev set for model selection")
     else:
         train_src, train_tgt = corpus.sources, corpus.targets
         dev = read_pairs(dev_path, cfg.data)
@@ -578,7 +596,8 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
         if note:
             log(f"warning: {note}")
     if len(train_src) < 2 or not dev_src:
-        raise ConfigError(f"need at least 2 training pairs and 1 dev pair, got {len(train_src)} and {len(dev_src)}")
+        raise ConfigError(f"need at least 2 training pairs and 1 dev pair, got {len(train_src)} "
+                          f"({_plain(train_path)}) and {len(dev_src)} ({_plain(dev_path)}); give more pairs")
     prep = Preprocessor.fit(train_src, train_tgt, cfg.data)
     d = cfg.data
     train_items: list[Item] = []
