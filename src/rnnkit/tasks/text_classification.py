@@ -774,7 +774,11 @@ def _split_dev(examples: list[Any], fraction: float, seed: int) -> tuple[list[An
     Each label (for multi-label data: each label combination, as written) gives its share of the
     dev texts (largest remainders, so the total is ``round(n * fraction)``, at least 1), and keeps
     at least one text in training: a rare class is never held out whole, which would stop training
-    with a label seen only in dev. Both parts keep the file order."""
+    with a label seen only in dev. A text that occurs more than once (with one label) is held out
+    with all its copies or not at all, so dev holds no text training has seen. Both parts keep the
+    file order."""
+    from ..data.splits import take_whole_groups
+
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(examples), generator=generator).tolist()
     groups: dict[str, list[int]] = {}
@@ -787,7 +791,8 @@ def _split_dev(examples: list[Any], fraction: float, seed: int) -> tuple[list[An
     by_remainder = sorted(groups, key=lambda key: (-(quotas[key] - take[key]), groups[key][0]))
     for key in by_remainder[: n_dev - sum(take.values())]:
         take[key] += 1
-    held = {i for key, members in groups.items() for i in members[: min(take[key], len(members) - 1)]}
+    texts = [e.text for e in examples]  # a text given more than once goes to dev with all its copies or not at all
+    held = {i for key, members in groups.items() for i in take_whole_groups(members, texts, take[key], keep=1)}
     if not held and order:  # every label has a single text: hold out one text anyway (training then names it)
         held = {order[0]}
     dev = [e for i, e in enumerate(examples) if i in held]

@@ -527,13 +527,16 @@ def plot_attention(source_tokens: Sequence[str], target_tokens: Sequence[str], w
 def _split_dev(corpus: Any, fraction: float, seed: int) -> tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]:
     """``(train, dev)`` sources and targets: ``round(n * fraction)`` pairs (at least 1, and at most
     ``n - 2`` where the corpus has 3 or more, so training keeps the 2 pairs it needs) drawn by ``seed``,
-    disjoint from the rest; both parts keep the corpus order."""
+    disjoint from the rest; both parts keep the corpus order. A source sentence that occurs more than
+    once goes to dev with all its pairs or not at all (:func:`~rnnkit.data.splits.take_whole_groups`),
+    so dev never holds a sentence training has seen."""
+    from ..data.splits import take_whole_groups
+
     n = len(corpus)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_dev = max(1, int(round(n * fraction)))
-    if n >= 3:
-        n_dev = min(n_dev, n - 2)
-    dev, train = sorted(order[:n_dev]), sorted(order[n_dev:])
+    held = take_whole_groups(order, corpus.sources, n_dev, keep=2 if n >= 3 else 0)
+    dev, train = sorted(held), [i for i in range(n) if i not in held]
     return ([corpus.sources[i] for i in train], [corpus.targets[i] for i in train]), \
         ([corpus.sources[i] for i in dev], [corpus.targets[i] for i in dev])
 

@@ -1,0 +1,82 @@
+"""Held-out dev sets keep an item and its duplicates on one side (checked by brute force and on the tasks)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from rnnkit.data.splits import take_whole_groups
+from rnnkit.data.text import TextExample
+from rnnkit.tasks.text_classification import _split_dev as split_texts
+from rnnkit.tasks.translation import _split_dev as split_pairs
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def test_without_duplicates_it_takes_the_first_of_the_order():
+    order = random.Random(0).sample(range(20), 20)
+    keys = [f"item {i}" for i in range(20)]
+    for count, keep in [(5, 1), (0, 1), (19, 1), (25, 3), (20, 0)]:
+        assert take_whole_groups(order, keys, count, keep) == set(order[:min(count, 20 - keep)])
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_duplicates_never_straddle_and_the_size_is_the_brute_force_one(seed):
+    rng = random.Random(seed)
+    n = rng.randint(1, 40)
+    keys = [rng.randint(0, max(1, n // 3)) for _ in range(n)]
+    order = rng.sample(range(n), n)
+    count, keep = rng.randint(0, n), rng.randint(0, 3)
+    held = take_whole_groups(order, keys, count, keep)
+    rest = set(range(n)) - held
+    assert not {keys[i] for i in held} & {keys[i] for i in rest}  # no key on both sides
+    assert len(rest) >= min(keep, n)
+    # brute force: walk the order, take a group whole if it fits, stop once count (or the room) is reached
+    expected: set[int] = set()
+    room = n - keep
+    for i in order:
+        if len(expected) >= min(count, room):
+            break
+        group = {j for j in range(n) if keys[j] == keys[i]}
+        if not group & expected and len(expected) + len(group) <= room:
+            expected |= group
+    assert held == expected
+
+
+def test_text_classification_dev_holds_no_training_text():
+    rng = random.Random(1)
+    texts = [f"review {rng.randint(0, 60)}" for _ in range(300)]  # many repeated texts
+    examples = [TextExample(t, "pos" if int(t.split()[1]) % 2 else "neg", f"f:{i}") for i, t in enumerate(texts)]
+    train, dev = split_texts(examples, 0.2, seed=5)
+    assert not {e.text for e in train} & {e.text for e in dev}
+    assert len(train) + len(dev) == 300 and 50 <= len(dev) <= 80
+    assert {e.label for e in train} == {"pos", "neg"}
+
+
+def test_translation_dev_holds_no_training_source():
+    sources = [f"satz {i % 25}" for i in range(100)]
+    corpus = type("Corpus", (), {"sources": sources, "targets": [f"sentence {i}" for i in range(100)],
+                                 "__len__": lambda self: 100})()
+    (train_src, _), (dev_src, dev_tgt) = split_pairs(corpus, 0.1, seed=2)
+    assert not set(train_src) & set(dev_src)
+    assert len(dev_src) == 12  # 10 asked for, whole groups of 4: three groups
+    assert all(corpus.targets[int(t.split()[1])] == t for t in dev_tgt)
+
+
+@pytest.mark.data
+def test_conll_duplicate_sentences_stay_on_one_side():
+    from rnnkit.data.conll import read_conll
+
+    path = DATA / "conll2003" / "train.txt"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (the shared datasets are not on this machine)")
+    sentences = [s for s in read_conll(path, 0, 3) if len(s)]
+    keys = [s.tokens for s in sentences]
+    assert sum(v for v in Counter(keys).values() if v > 1) > 1000  # e.g. 'EASTERN DIVISION' 16 times
+    order = random.Random(0).sample(range(len(sentences)), len(sentences))
+    held = take_whole_groups(order, keys, len(sentences) // 10, keep=0)
+    assert not {keys[i] for i in held} & {keys[i] for i in range(len(sentences)) if i not in held}
+    assert len(sentences) // 10 <= len(held) < len(sentences) // 10 + 20
