@@ -22,7 +22,8 @@ def take_whole_groups(order: Sequence[int], keys: Sequence[Hashable], count: int
             the first of ``order``; with duplicates, whole groups until ``count`` is reached, which
             may pass it by less than the last group's size.
         keep: How many of ``order`` must stay out of the held-out set (a group that would leave
-            fewer is skipped).
+            fewer is skipped). Where no group fits (a corpus of one text repeated), the first
+            ``min(count, len(order) - keep)`` items are held out one by one, copies or not.
 
     Returns:
         The held-out indices.
@@ -40,4 +41,6 @@ def take_whole_groups(order: Sequence[int], keys: Sequence[Hashable], count: int
         group = groups[keys[i]]
         if len(held) + len(group) <= room:
             held.update(group)
+    if not held and min(count, room) > 0:  # every group is too big to move whole (a corpus of copies): item by item
+        held = set(order[:min(count, room)])
     return held
