@@ -6,7 +6,7 @@ from typing import Any
 
 from ..metrics import Metric, get_metric
 from .losses import LOSSES, Loss, get_loss, serialize_loss
-from .optimizers import Optimizer, check_clipping, get_optimizer, serialize_optimizer
+from .optimizers import Optimizer, check_clipping, check_norm_limits, get_optimizer, serialize_optimizer
 
 
 def _per_output(spec: Any, names: list[str], what: str, default: Any) -> list[Any]:
@@ -44,6 +44,7 @@ class CompileState:
                  global_clipnorm: float | None = None) -> None:
         self.optimizer: Optimizer = get_optimizer(optimizer)
         check_clipping(clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm)
+        check_norm_limits(clipnorm, global_clipnorm)
         if loss is None:
             raise ValueError(f"compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'; choose one of "
                              f"{', '.join(sorted(LOSSES))} or pass a function (y_true, y_pred) -> loss")

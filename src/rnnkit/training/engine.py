@@ -9,6 +9,11 @@ What Lightning brings: the progress bar, ``accelerator="auto"|"cpu"|"cuda"|"mps"
 (``"ddp"`` for multi-process data parallel), training checkpoints and resuming, and any
 ``Trainer`` option through ``trainer_kwargs``.
 
+Several processes (``strategy="ddp"``, ``devices=2``): each takes samples ``rank, rank + world, ...``
+of rnnkit's epoch order (:class:`_ShardSampler`, in place of Lightning's sampler, which shuffles
+again), so the processes' batches together are a single process's batches of ``world`` times the
+size; the running loss and metrics are torchmetrics states, reduced across the processes.
+
 Truncated backpropagation through time (Lightning 2 dropped its own): with ``tbptt_steps=k``
 each batch is cut into chunks of ``k`` steps along time; the recurrent layers carry their
 (detached) state from chunk to chunk through their stateful machinery, and the optimizer steps
@@ -77,7 +82,7 @@ from .evaluation import (
     require_compiled,
     to_device,
 )
-from .optimizers import check_clipping
+from .optimizers import check_clipping, check_norm_limits, merge_clipping
 from .resuming import PassOver, read_checkpoint
 from .step import StepLogic
 
@@ -461,6 +466,8 @@ def _write_checkpoint_atomically(trainer: pl.Trainer, target: str, previous: str
                 os.replace(target, previous)  # for a moment only the previous one: loading falls back to it
             os.replace(tmp, target)
             _fsync_dir(folder)
+        if trainer.world_size > 1:  # no process goes on (to a next fit that looks for the file) before it is there
+            trainer.strategy.barrier("rnnkit_checkpoint_written")
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
@@ -634,8 +641,8 @@ def _quiet_lightning() -> Iterator[None]:
 
 
 def _check_tbptt(model: nn.Module, steps: int) -> None:
-    if int(steps) < 1:
-        raise ValueError(f"tbptt_steps must be a positive number of time steps, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or int(steps) < 1:
+        raise ValueError(f"tbptt_steps must be a positive whole number of time steps, got {steps!r}")
     for m in model.modules():
         if isinstance(m, Bidirectional) or (isinstance(m, _KerasRNN) and m.go_backwards) or \
                 (isinstance(m, _RECURRENT) and getattr(m, "bidirectional", False)):
@@ -713,6 +720,7 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
     """
     compiled = require_compiled(model)
     check_clipping(clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm)
+    check_norm_limits(clipnorm, global_clipnorm)
     verbose_level = 1 if verbose == "auto" else int(verbose)
     if verbose_level not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
@@ -769,10 +777,8 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         _check_tbptt(model, tbptt_steps)
     compiled.optimizer.build(model.parameters())
 
-    overrides = dict(compiled.clip_overrides)
-    for key, value in (("clipnorm", clipnorm), ("clipvalue", clipvalue), ("global_clipnorm", global_clipnorm)):
-        if value is not None:
-            overrides[key] = value
+    overrides = merge_clipping(compiled.clip_overrides, {"clipnorm": clipnorm, "clipvalue": clipvalue,
+                                                        "global_clipnorm": global_clipnorm})
     module = KerasModule(model, logic, features, tbptt_steps=tbptt_steps, clip_overrides=overrides)
 
     history = History()
@@ -838,6 +844,10 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         if backup is not None and isinstance(backup.save_freq, int) and trainer.world_size > 1:
             raise ValueError("BackupAndRestore(save_freq=<batches>) backs up mid-epoch in one process only; with "
                              f"{trainer.world_size} processes use save_freq='epoch'")
+        if trainer.world_size > 1 and options.get("use_distributed_sampler", True):  # each process its share of rnnkit's order (not Lightning's reshuffle)
+            train_loader = _shard_loader(train_loader, train=True)
+            if val_loader is not None:
+                val_loader = _shard_loader(val_loader, train=False)
         loader: Any = train_loader
         if mid is not None:  # the epoch's batches in the same order, the first ones (already trained on) passed over
             loader = PassOver(train_loader, int(mid["batches"]), lambda skip: ValueError(
@@ -848,10 +858,83 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
                     weights_only=True if ckpt_path is not None else None)
     if backup is not None and backup.delete_checkpoint and not trainer.interrupted:
-        _delete_backup(backup)
+        if trainer.is_global_zero:  # the files are rank 0's: another process deleting them raced its last write
+            _delete_backup(backup)
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            trainer.strategy.barrier("rnnkit_backup_deleted")  # no process finds it again in its next fit
     model.history = history
     _warn_nan(history)
     return history
+
+
+class _ShardSampler(torch.utils.data.DistributedSampler):  # type: ignore[type-arg]
+    """One process's share of an :class:`~rnnkit.data.bucketing.EpochSampler`'s order under
+    multi-process training: samples ``rank, rank + world, ...`` of that order, unshuffled.
+
+    Lightning's own replacement (``DistributedSamplerWrapper``) shuffles every training loader again
+    with its own seed, so ``shuffle=False`` was ignored and the batches of a ``devices=2`` run were
+    not those of a single-process run over the same order. With this one, batch ``j`` of the two
+    processes together is batch ``j`` of a single process with twice the batch size. Training
+    shares are padded to equal length with the order's first samples, as torch's ``DistributedSampler``
+    does (every process must take the same number of optimizer steps: with a sample count that is
+    not a multiple of the process count, those few samples count twice in the epoch); validation
+    shares are not, so each sample is scored once and
+    the reduced ``val_`` logs are those of one process. The rank and world size are read when
+    iterating, once the process group exists (``ddp_spawn`` builds the loaders before).
+    (A ``DistributedSampler`` subclass, so Lightning leaves it in place.)"""
+
+    def __init__(self, inner: Any, *, pad: bool) -> None:  # no super().__init__: rank and world come later
+        self.inner, self.pad = inner, pad
+        self.epoch, self.seed, self.shuffle, self.drop_last = 0, 0, False, False
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        return self._rank_world()[0]
+
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        return self._rank_world()[1]
+
+    @staticmethod
+    def _rank_world() -> tuple[int, int]:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.inner.set_epoch(epoch)
+
+    def _share(self, n: int) -> int:
+        rank, world = self._rank_world()
+        if self.pad or n < world:  # a process without batches would leave the others waiting
+            return -(-n // world)
+        return len(range(rank, n, world))
+
+    def __len__(self) -> int:
+        return self._share(len(self.inner))
+
+    def __iter__(self) -> Iterator[int]:
+        rank, world = self._rank_world()
+        order = list(self.inner)
+        size = self._share(len(order)) * world if (self.pad or len(order) < world) else len(order)
+        while len(order) < size:
+            order += order[: size - len(order)]
+        return iter(order[rank:size:world])
+
+
+def _shard_loader(loader: Any, *, train: bool) -> Any:
+    """``loader`` with its :class:`EpochSampler` split between the processes (see
+    :class:`_ShardSampler`); a user's ``DataLoader`` is left to Lightning."""
+    from ..data.bucketing import EpochSampler
+
+    if not isinstance(loader, torch.utils.data.DataLoader) or not isinstance(loader.sampler, EpochSampler) \
+            or loader.batch_size is None:
+        return loader
+    return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size,
+                                       sampler=_ShardSampler(loader.sampler, pad=train),
+                                       collate_fn=loader.collate_fn, num_workers=loader.num_workers)
 
 
 def _keras_progress_bar(lightning_callbacks: list[Any], epochs: int, offset: int, verbose_level: int) -> list[Any]:

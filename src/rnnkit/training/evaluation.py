@@ -24,6 +24,7 @@ from .data import (
     array_data,
     batch_size_of,
     canonical_batch,
+    columns,
     first_batch,
     is_loader_like,
     make_loader,
@@ -123,6 +124,7 @@ def _pad_concat(parts: list[np.ndarray]) -> np.ndarray:
 def predict_model(model: Any, x: Any, *, batch_size: int | None = None, verbose: int | str = "auto",
                   steps: int | None = None, one_batch: bool = False) -> Any:
     """Batched inference in input order; see ``Model.predict`` (``one_batch``: ``predict_on_batch``)."""
+    _check_steps(steps)
     size = None if one_batch else 32 if batch_size is None else batch_size
     loader, ragged, _ = prepare_data(model, x, None, None, batch_size=size, shuffle=False, seed=0, for_predict=True)
     device = model_device(model)
@@ -180,7 +182,9 @@ def evaluate_model(model: Any, x: Any, y: Any = None, *, batch_size: int | None 
                    sample_weight: Any = None, steps: int | None = None, return_dict: bool = False) -> Any:
     """Loss and metrics over data; see ``Model.evaluate``."""
     compiled = require_compiled(model)
+    _check_steps(steps)
     if y is None and not is_loader_like(x):
+        _check_inputs(model, x)
         raise InputDataError("evaluate needs targets: evaluate(x, y) or a Dataset/DataLoader of (x, y)")
     loader, ragged, user = prepare_data(model, x, y, sample_weight, batch_size=32 if batch_size is None else batch_size, shuffle=False, seed=0)
     logic = StepLogic(model, compiled, check_values=user)
@@ -219,6 +223,17 @@ def evaluate_model(model: Any, x: Any, y: Any = None, *, batch_size: int | None 
     return _logs_result(logs, return_dict)
 
 
+def _check_steps(steps: int | None) -> None:
+    if steps is not None and not (isinstance(steps, int) and steps >= 1):
+        raise InputDataError(f"steps must be a positive number of batches (None for all the data), got {steps!r}")
+
+
+def _check_inputs(model: Any, x: Any) -> None:
+    """Raise the error for an ``x`` that is not data rnnkit reads (a generator names itself),
+    before the one about missing targets, which would send the user the wrong way."""
+    columns(x, input_names(model), "x")
+
+
 def _logs_result(logs: dict[str, float], return_dict: bool) -> Any:
     """``evaluate``'s return convention: the loss alone, ``[loss, *metrics]``, or the dict."""
     if return_dict:
@@ -238,6 +253,7 @@ def batch_step(model: Any, x: Any, y: Any, *, train: bool, sample_weight: Any = 
     what = "train_on_batch" if train else "test_on_batch"
     compiled = require_compiled(model)
     if y is None and not is_loader_like(x):
+        _check_inputs(model, x)
         raise InputDataError(f"{what} needs targets: {what}(x, y)")
     loader, ragged, _ = prepare_data(model, x, y, sample_weight, batch_size=None, shuffle=False, seed=0)
     logic = StepLogic(model, compiled, class_weight=class_weight, check_values=True)

@@ -145,6 +145,24 @@ def check_clipping(**limits: float | None) -> None:
             raise ValueError(f"{name} must be a positive number (None for no clipping), got {value!r}")
 
 
+def check_norm_limits(clipnorm: float | None, global_clipnorm: float | None) -> None:
+    """One norm limit at a time, as Keras: ``ValueError`` for both."""
+    if clipnorm is not None and global_clipnorm is not None:
+        raise ValueError("pass clipnorm (per parameter) or global_clipnorm (all together), not both")
+
+
+def merge_clipping(base: dict[str, float | None], new: dict[str, float | None]) -> dict[str, float | None]:
+    """``base`` limits with ``new`` ones (from ``compile`` or ``fit``) in their place: a norm limit
+    in ``new`` replaces both norm limits of ``base`` (a per-parameter ``clipnorm`` given to ``fit``
+    is not added to the optimizer's ``global_clipnorm``); ``clipvalue`` replaces ``clipvalue``."""
+    merged = dict(base)
+    if new.get("clipnorm") is not None or new.get("global_clipnorm") is not None:
+        merged["clipnorm"], merged["global_clipnorm"] = new.get("clipnorm"), new.get("global_clipnorm")
+    if new.get("clipvalue") is not None:
+        merged["clipvalue"] = new["clipvalue"]
+    return merged
+
+
 @torch.no_grad()
 def clip_gradients(parameters: Iterable[nn.Parameter], *, clipnorm: float | None = None,
                    clipvalue: float | None = None, global_clipnorm: float | None = None) -> None:
@@ -201,8 +219,7 @@ class Optimizer:
                  global_clipnorm: float | None = None, name: str | None = None) -> None:
         if learning_rate is None:
             learning_rate = self.default_learning_rate
-        if clipnorm is not None and global_clipnorm is not None:
-            raise ValueError("pass clipnorm (per parameter) or global_clipnorm (all together), not both")
+        check_norm_limits(clipnorm, global_clipnorm)
         check_clipping(clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm)
         if weight_decay is not None and not weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0 (None for none), got {weight_decay}")
@@ -330,10 +347,8 @@ class Optimizer:
 
     def clip(self, parameters: Iterable[nn.Parameter], overrides: dict[str, float | None] | None = None) -> None:
         """Clip gradients with this optimizer's settings (``overrides`` from compile/fit win)."""
-        settings = {"clipnorm": self.clipnorm, "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm}
-        for key, value in (overrides or {}).items():
-            if value is not None:
-                settings[key] = value
+        settings = merge_clipping({"clipnorm": self.clipnorm, "clipvalue": self.clipvalue,
+                                   "global_clipnorm": self.global_clipnorm}, overrides or {})
         if any(v is not None for v in settings.values()):
             clip_gradients(parameters, **settings)
 

@@ -22,6 +22,13 @@ from .data import InputDataError, canonical_batch, check_finite
 from .losses import Loss
 
 
+def _full_precision(t: Tensor) -> Tensor:
+    """``t`` in float32 when it is half or bfloat16 (``precision="16-mixed"``/``"bf16-mixed"``): the
+    losses and metrics are computed in float32, as Keras' mixed precision does, not rounded to a
+    few significant digits."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _positions_mask(per: Tensor, *masks: Tensor | None) -> Tensor | None:
     out: Tensor | None = None
     for m in masks:
@@ -157,6 +164,7 @@ class StepLogic:
         total: Tensor | None = None
         for i, (loss, out, y) in enumerate(zip(self.losses, outputs, ys)):
             y = y.to(out.device)
+            out = _full_precision(out)
             loss.check(y, out, values=self.check_values)
             per = loss.elementwise(y, out, logits=self.fused[i] or loss.from_logits)
             weight: Tensor | None = None
@@ -222,7 +230,7 @@ class StepLogic:
             bound = cast(nn.ModuleList, group)
             if not len(bound):
                 continue
-            prob = self.probabilities(i, outputs[i].detach())
+            prob = self.probabilities(i, _full_precision(outputs[i].detach()))
             lead = prob.shape[:-1] if prob.dim() > 1 else prob.shape
             mask = None
             for m in (out_masks[i], y_masks[i]):
