@@ -23,6 +23,7 @@ torchmetrics is imported when a metric is bound, never by ``import rnnkit.metric
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -177,10 +178,25 @@ class BoundMetric(nn.Module):
         self.updates += 1
 
     def compute(self) -> float:
-        """The metric over everything seen since the last reset (NaN if nothing was seen)."""
-        if self.updates == 0:
+        """The metric over everything seen since the last reset (NaN if nothing was seen).
+
+        Under multi-process training (``strategy="ddp"``) every process calls torchmetrics'
+        ``compute``, which gathers the states of all of them, even one that saw nothing (every
+        position masked): a process skipping it would leave the others waiting forever. Whether
+        anything was seen is then summed across the processes too.
+        """
+        updates = self.updates
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1
+        if distributed:
+            seen = torch.tensor([updates], device=getattr(self.metric, "device", None))
+            torch.distributed.all_reduce(seen)
+            updates = int(seen.item())
+        if updates == 0:
             return float("nan")
-        value = self.metric.compute()  # type: ignore[operator]
+        with warnings.catch_warnings():  # this process may have seen nothing; the others did
+            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+            value = self.metric.compute()  # type: ignore[operator]
         return float(value.float().mean()) if isinstance(value, Tensor) else float(value)
 
     def reset(self) -> None:
