@@ -68,7 +68,7 @@ class Batch:
         return replace(
             self,
             inputs=self.inputs.to(device, non_blocking=non_blocking),
-            targets=None if self.targets is None else self.targets.to(device, non_blocking=non_blocking),
+            targets=_move(self.targets, device, non_blocking),  # a tensor, None or a list of tensors
             lengths=self.lengths.to(device, non_blocking=non_blocking),
             mask=self.mask.to(device, non_blocking=non_blocking),
             extras=_move(self.extras, device, non_blocking),

@@ -348,8 +348,9 @@ def _scheme_violation(tags: Sequence[str], scheme: str) -> tuple[int, str, str] 
         prefix, typ = _split_tag(tag, i)
         ok = True
         if scheme in ("IOB1", "IOB2") and prefix in "ES":
-            ok = False
-        elif (scheme == "IOB2" and prefix == "I") or (scheme == "IOB1" and prefix == "B"):
+            return (i, f"tag {tag!r} at position {i}: {scheme} has no {prefix}- prefix (it is a BIOES tag)",
+                    f"convert the tags with convert_tags(tags, 'BIOES', {scheme!r}), or read them as BIOES")
+        if (scheme == "IOB2" and prefix == "I") or (scheme == "IOB1" and prefix == "B"):
             ok = prev_prefix in "BI" and prev_type == typ
         elif scheme == "BIOES":
             open_chunk = prev_prefix in "BI"

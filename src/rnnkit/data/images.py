@@ -10,6 +10,7 @@ and folders of picture files (one subfolder per class), and conversion of ``[N, 
 from __future__ import annotations
 
 import gzip
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,19 @@ def read_npz(
         ``(images, labels)``.
     """
     p = check_file(path)
+    with open(p, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":  # NumPy would take another file for a pickle and say it holds object data
+        raise DataError(
+            "not an npz archive (it does not start with the zip signature)",
+            path=p,
+            hint="pass a file written by numpy.savez",
+        )
     try:
         archive = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(
-            f"cannot read npz ({exc})", path=p, hint="pass a file written by numpy.savez"
+            f"cannot read npz ({exc})", path=p, hint="pass a complete file written by numpy.savez"
         ) from None
     with archive:
         keys = list(archive.files)

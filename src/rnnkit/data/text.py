@@ -486,8 +486,7 @@ def _read_class_archive(
                 if not PurePosixPath(fname).match(pattern) or (wanted is not None and label not in wanted):
                     continue
                 fobj = tar.extractfile(member)
-                if fobj is None:
-                    continue
+                assert fobj is not None  # member.isfile(): a regular file always has data
                 source = f"{archive}::{member.name}"
                 items.append(
                     (label, fname, decode_bytes(fobj.read(), source, encoding=encoding, errors=errors))

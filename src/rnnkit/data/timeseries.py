@@ -382,6 +382,8 @@ def _read_csv_table(path: Path, delimiter: str | None, encoding: str, wanted: Se
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise DataError("file is empty", path=path, hint="check the file") from None
+    except csv.Error as exc:  # e.g. a header field longer than the csv module's limit: an unclosed quote
+        raise DataError(f"malformed CSV header: {exc}", path=path, line=1, hint="check quoting") from None
     _check_columns(header, wanted, path, roles)
     index = {name: header.index(name) for name in wanted}
     cols: dict[str, list[str]] = {name: [] for name in wanted}
@@ -629,19 +631,25 @@ def _parse_values(values: np.ndarray, table: _Table, column: str) -> tuple[np.nd
     cleaned = np.asarray(["nan" if str(v).strip().lower() in MISSING_TOKENS else str(v) for v in values])
     try:
         out = cleaned.astype(np.float64)
-    except ValueError:
-        for i, v in enumerate(cleaned):
-            try:
-                float(v)
-            except ValueError:
-                raise DataError(
-                    f"cannot parse {values[i]!r} in column {column!r} as a number",
-                    **table.where(i),
-                    hint="fix the value, or leave the cell empty / 'NA' to have it filled",
-                ) from None
-        raise
+    except ValueError:  # NumPy parses strings as float() does: find the first value float() refuses
+        i = next((i for i, v in enumerate(cleaned) if not _is_number(v)), 0)
+        joined = "\n" in str(values[i])
+        raise DataError(
+            f"cannot parse {values[i]!r} in column {column!r} as a number"
+            + (" (it spans several lines: an unclosed quote?)" if joined else ""),
+            **table.where(i),
+            hint="close the quote" if joined else "fix the value, or leave the cell empty / 'NA' to have it filled",
+        ) from None
     _check_not_infinite(out, values, table, column)
     return out, int(np.isnan(out).sum())
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_not_infinite(out: np.ndarray, values: np.ndarray, table: _Table, column: str) -> None:
@@ -659,10 +667,10 @@ def _check_not_infinite(out: np.ndarray, values: np.ndarray, table: _Table, colu
 
 
 def _coarsest_unit(times: np.ndarray) -> str:
-    for unit in _UNITS:
+    for unit in _UNITS[:-1]:
         if np.array_equal(times.astype(f"datetime64[{unit}]").astype(times.dtype), times):
             return unit
-    return "s"
+    return "s"  # timestamps are whole seconds: _parse_times refuses sub-second parts
 
 
 def fill_missing(values: np.ndarray, policy: str, breaks: Sequence[int] = (),
@@ -984,8 +992,6 @@ def _infer_grid(
 ) -> tuple[str, int | float] | None:
     """Return the ``(unit, step)`` of the sampling grid shared by all series (a numeric time
     column may have a fractional step, e.g. ``0.5`` seconds)."""
-    if not all_times:
-        return None
     numeric = not np.issubdtype(all_times[0].dtype, np.datetime64)
     if freq is not None:
         if numeric:

@@ -59,7 +59,8 @@ def _size(value: float | int | None, n: int, name: str) -> int | None:
         return None
     if isinstance(value, bool) or value < 0:
         raise DataError(
-            f"{name} size must be >= 0, got {value!r}", hint="pass a count or a fraction in [0, 1]"
+            f"{name} size must be a step count >= 0 or a fraction in [0, 1], got {value!r}",
+            hint="pass a count or a fraction in [0, 1]",
         )
     if isinstance(value, float):
         if value > 1:
