@@ -516,3 +516,44 @@ def test_compile_and_fit_refuse_two_norm_limits_like_the_optimizer() -> None:
     x, y = np.zeros((4, 5, 3), "float32"), np.zeros(4, "int64")
     with pytest.raises(ValueError, match="not both"):
         model.fit(x, y, epochs=1, verbose=0, clipnorm=1.0, global_clipnorm=1.0)
+
+
+class _Stream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+    """Five batches of 8, yielded; no ``__len__`` (a stream, as from a large file)."""
+
+    def __iter__(self) -> Any:
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            yield (torch.from_numpy(rng.normal(size=(8, 6, 3)).astype("float32")),
+                   torch.from_numpy(rng.integers(0, 2, size=(8,))))
+
+
+def test_a_stream_without_len_trains_evaluates_and_predicts_like_the_same_batches_listed() -> None:
+    """A DataLoader over an IterableDataset has no length: fit crashed on len(loader)."""
+    from rnnkit.training.callbacks import Callback
+
+    class Steps(Callback):
+        seen: list[Any] = []
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            Steps.seen.append(self.params["steps"])
+
+    def model() -> Sequential:
+        set_random_seed(3)
+        m = Sequential([Input((6, 3)), LSTM(4), Dense(2, activation="softmax")])
+        m.compile(SGD(0.5), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return m
+
+    listed = list(_Stream())
+    a, b = model(), model()
+    stream = torch.utils.data.DataLoader(_Stream(), batch_size=None)
+    got = a.fit(stream, validation_data=stream, epochs=2, verbose=0, callbacks=[Steps()]).history
+    want = b.fit(torch.utils.data.DataLoader(listed, batch_size=None, shuffle=False),
+                 validation_data=torch.utils.data.DataLoader(listed, batch_size=None), epochs=2, verbose=0).history
+    assert Steps.seen == [None]  # as Keras gives for a generator
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key], rel=1e-6), key
+    assert a.evaluate(stream, verbose=0) == pytest.approx(b.evaluate(listed_loader := torch.utils.data.DataLoader(
+        listed, batch_size=None), verbose=0), rel=1e-6)
+    np.testing.assert_allclose(a.predict(stream, verbose=0), b.predict(listed_loader, verbose=0), rtol=1e-6)

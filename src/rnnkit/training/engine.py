@@ -801,7 +801,7 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         else:
             raise TypeError(f"callbacks must be rnnkit.training.callbacks.Callback or lightning Callback objects, "
                             f"got {type(cb).__name__}")
-    steps = steps_per_epoch if steps_per_epoch is not None else len(train_loader)
+    steps = steps_per_epoch if steps_per_epoch is not None else _batches_per_epoch(train_loader)
     params = {"epochs": epochs, "steps": steps, "verbose": verbose_level}
     cb_list = CallbackList([*keras_callbacks, history], model, params)
     bridge = KerasCallbackBridge(cb_list, model, initial_epoch=initial_epoch, epochs=epochs, verbose=verbose_level)
@@ -865,6 +865,16 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
     model.history = history
     _warn_nan(history)
     return history
+
+
+def _batches_per_epoch(loader: Any) -> int | None:
+    """The loader's batch count, or ``None`` for a stream that has none (a ``DataLoader`` over an
+    ``IterableDataset`` without ``__len__``: the epoch ends where it does, and Keras callbacks see
+    ``params["steps"] = None``, as Keras gives for a generator)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
 
 
 class _ShardSampler(torch.utils.data.DistributedSampler):  # type: ignore[type-arg]
