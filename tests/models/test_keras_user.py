@@ -45,11 +45,11 @@ def test_classic_snippet_return_values() -> None:
 def test_weights_properties() -> None:
     model = imdb_model(frozen_embedding=True)
     model.build((None, 8))
-    assert len(model.weights) == 1 + 4 + 2  # embeddings; LSTM w_ih, w_hh, b_ih, b_hh; Dense kernel, bias
+    assert len(model.weights) == 1 + 3 + 2  # embeddings; LSTM w_ih, w_hh, b_ih (as Keras's 3); Dense kernel, bias
     assert all(isinstance(w, torch.nn.Parameter) for w in model.weights)
-    # frozen embeddings and the LSTM's bias_hh (a constant 0 where Keras has one bias) are not trained
-    assert len(model.trainable_weights) == 5 and len(model.non_trainable_weights) == 2
-    assert len(model.layers[1].weights) == 4
+    # frozen embeddings are not trained; the LSTM's bias_hh (a constant 0 where Keras has one bias) is no weight
+    assert len(model.trainable_weights) == 5 and len(model.non_trainable_weights) == 1
+    assert len(model.layers[1].weights) == 3 and len(list(model.layers[1].parameters())) == 4
 
 
 def test_regularizer_arguments_on_any_layer() -> None:

@@ -406,20 +406,29 @@ class Layer(nn.Module):
     def output(self) -> None:
         self._del_own_attribute("output")
 
+    def keras_parameters(self) -> list[nn.Parameter]:
+        """The parameters Keras would have: all of them but the constant-zero ``bias_hh`` that a
+        single-bias recurrent layer (``LSTM``, ``SimpleRNN``, ``GRU(reset_after=False)``) keeps
+        for torch's kernels, which Keras has no weight for (listed by the inner module's
+        ``keras_hidden_parameter_names``). ``weights``, the counts and ``summary`` use these."""
+        hidden = {id(getattr(m, n)) for m in self.modules() for n in getattr(m, "keras_hidden_parameter_names", ())}
+        return [p for p in self.parameters() if id(p) not in hidden]
+
     @property
     def weights(self) -> list[nn.Parameter]:
-        """All parameters (Keras ``layer.weights``; ``get_weights()`` gives them as NumPy arrays)."""
-        return list(self.parameters())
+        """All parameters, as Keras counts them (``layer.weights``; ``get_weights()`` gives them as
+        NumPy arrays in Keras layout); see :meth:`keras_parameters`."""
+        return self.keras_parameters()
 
     @property
     def trainable_weights(self) -> list[nn.Parameter]:
         """The parameters that training updates."""
-        return [p for p in self.parameters() if p.requires_grad]
+        return [p for p in self.keras_parameters() if p.requires_grad]
 
     @property
     def non_trainable_weights(self) -> list[nn.Parameter]:
-        """The parameters that training leaves alone (frozen layers)."""
-        return [p for p in self.parameters() if not p.requires_grad]
+        """The parameters that training leaves alone (frozen layers, normalization statistics)."""
+        return [p for p in self.keras_parameters() if not p.requires_grad]
 
     @property
     def param_dtype(self) -> torch.dtype:
@@ -454,7 +463,7 @@ class Layer(nn.Module):
         if not self.built:
             raise ValueError(f"layer {self.name!r} is not built yet, so it has no parameters; call it on "
                              "data first (or give the model an Input)")
-        return sum(p.numel() for p in self.parameters())
+        return sum(p.numel() for p in self.keras_parameters())
 
     # -- calling -------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -206,6 +206,7 @@ class _KerasRNN(Layer):
             # bias after one step at lr 0.5). trainable=True/False leaves it frozen (non_trainable_parameter_names).
             frozen = tuple(n for n, _ in self.rnn.named_parameters() if n.startswith("bias_hh"))
             object.__setattr__(self.rnn, "non_trainable_parameter_names", frozen)
+            object.__setattr__(self.rnn, "keras_hidden_parameter_names", frozen)  # not counted: Keras has no such weight
             for name, p in self.rnn.named_parameters():
                 if name in frozen:
                     p.requires_grad_(False)

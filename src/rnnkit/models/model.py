@@ -394,7 +394,7 @@ class Model(Layer):
 
     def count_params(self) -> int:
         self._require_built("count_params")
-        return sum(p.numel() for p in self.parameters())
+        return sum(p.numel() for p in self.keras_parameters())
 
     def _require_built(self, what: str) -> None:
         if not self.built:

@@ -18,7 +18,7 @@ def _shape(shape: Any) -> str:
 
 
 def _params(layer: Layer) -> int:
-    return sum(p.numel() for p in layer.parameters())
+    return sum(p.numel() for p in layer.keras_parameters())
 
 
 def _layer_range(layers: list[Layer], layer_range: Any) -> tuple[int, int]:
@@ -93,8 +93,8 @@ def summary_lines(model: Any, line_length: int | None = 90, *, expand_nested: bo
             for row in rows[first_row:]:
                 row.append(_trainable_cell(layer))
         nested(layer, 1)
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.keras_parameters())
+    trainable = sum(p.numel() for p in model.keras_parameters() if p.requires_grad)
     widths = [max(len(r[i]) for r in [header, *rows]) + 2 for i in range(len(header))]
     width = max(line_length, sum(widths))
 
