@@ -17,7 +17,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -166,6 +166,9 @@ class Config:
         check_split_sizes(d)
         if self.evaluation.stride is not None and self.evaluation.stride < 1:
             raise ConfigError(f"evaluation.stride: must be >= 1, got {self.evaluation.stride}")
+        if self.evaluation.plot_series < 0:
+            raise ConfigError(f"evaluation.plot_series: must be >= 0 (0: no forecast plot), got "
+                              f"{self.evaluation.plot_series}")
         if d.seasonal_period is not None and d.seasonal_period < 1:
             raise ConfigError(f"data.seasonal_period: must be >= 1, got {d.seasonal_period}")
         for name in d.calendar:
@@ -456,6 +459,7 @@ class Backtest:
         scale: ``[N, 1, T]`` MASE denominators of each window's series.
         windows: ``(series_position, origin)`` of each window.
         skipped: Baselines that could not run, with the reason.
+        no_window: Series with no backtest window (too short for the period), left out.
         observed: ``[N, H, T]`` bool, ``False`` at actual values that ``data.fill`` filled (a gap or
             an empty cell) rather than read from the file; ``None``: all observed. Every error
             metric (of the model and of the baselines) is computed over the observed positions only.
@@ -471,6 +475,7 @@ class Backtest:
     windows: list[tuple[int, int]]
     skipped: dict[str, str]
     observed: np.ndarray | None = None
+    no_window: list[str] = field(default_factory=list)
 
     def _keep(self) -> np.ndarray | None:
         """The positions scored: ``None`` when every one is observed (the metrics are then computed on
@@ -628,15 +633,19 @@ def run_backtest(model: Forecaster, pipe: Pipeline, series: list[TimeSeries], pe
     if "ets" in base and not statsmodels_available():
         skipped["ets"] = "statsmodels is not installed (pip install 'rnnkit[timeseries]')"
         base.pop("ets")
-    scales = []
+    scales, no_window = [], []
     for k, s in enumerate(series):
         origins = backtest_origins(len(s), lookback, horizon, stride, periods[s.series_id])
         if not len(origins):
+            no_window.append(s.series_id)
             continue
         fit_stop = fit_stops[s.series_id]
         scaled = pipe.scale(s, fit_stop)
         ets = None
-        if "ets" in base:
+        if "ets" in base and fit_stop < 2:  # statsmodels fails with an IndexError on one step
+            skipped[f"ets ({s.series_id})"] = (f"Holt-Winters needs at least 2 steps of history before the "
+                                               f"evaluated period, and there are {fit_stop}")
+        elif "ets" in base:
             try:
                 ets = HoltWinters(pipe.period).fit(s.targets[:fit_stop])
             except Exception as err:  # statsmodels fails on degenerate series; report, do not crash
@@ -685,7 +694,7 @@ def run_backtest(model: Forecaster, pipe: Pipeline, series: list[TimeSeries], pe
         std = (np.stack([sd * pipe.target_scale(sid) for sd, sid in zip(std, sids)])
                if pipe.cfg.transform == "none" else None)  # log-normal in original units: scored by its quantiles
     return Backtest(np.stack(ys), point, quant, list(levels), std, {k: np.stack(v) for k, v in base.items()},
-                    np.stack(scales)[:, None, :], windows, skipped, np.stack(obs))
+                    np.stack(scales)[:, None, :], windows, skipped, np.stack(obs), no_window)
 
 
 def _forecast(model: Forecaster, x: np.ndarray, fut: np.ndarray, ids: np.ndarray, levels: Sequence[float],
@@ -774,7 +783,8 @@ def _split(series: list[TimeSeries], cfg: DataConfig, path: str | Path | None = 
         if b.train[1] < cfg.lookback + cfg.horizon:
             raise DataError(f"series {s.series_id!r}: the training period has {b.train[1]} steps, fewer than lookback "
                             f"+ horizon = {cfg.lookback + cfg.horizon}", path=where,
-                            hint="give more history or shorten data.lookback")
+                            hint="give more history, lower data.val_size / data.test_size, or shorten "
+                                 "data.lookback / data.horizon")
         bounds[s.series_id] = b
     return bounds
 
@@ -813,8 +823,8 @@ class TrainedForecaster:
             origins = list(range(len(s) - horizon, lookback - 1, -horizon))
             per_series.append([(scaled, origin, pipe.series_index(s.series_id)) for origin in origins])
         if not any(per_series):
-            raise ValueError(f"{path}: no series is long enough for one window of lookback {lookback} + horizon "
-                             f"{horizon}")
+            raise DataError(f"no series is long enough for one window of lookback {lookback} + horizon {horizon}",
+                            path=str(path), hint=f"give a file with at least {lookback + horizon} steps per series")
         windows: list[Any] = []
         depth = 0
         while len(windows) < size and any(depth < len(w) for w in per_series):
@@ -842,7 +852,8 @@ class TrainedForecaster:
 
         data = apply_overrides({"data": asdict(self.pipe.cfg)}, list(overrides))
         if set(data) != {"data"}:
-            raise ConfigError(f"--set accepts data.* keys only, got {sorted(set(data) - {'data'})}")
+            raise ConfigError(f"--set accepts data.* keys only (how the files are read), got "
+                              f"{', '.join(sorted(set(data) - {'data'}))}.*; drop that --set")
         cfg = from_dict(DataConfig, data["data"], "data.")
         check_split_sizes(cfg)
         if cfg.seasonal_period is not None and cfg.seasonal_period < 1:
@@ -851,7 +862,8 @@ class TrainedForecaster:
                  "scaler")
         for key in fixed:
             if getattr(cfg, key) != getattr(self.pipe.cfg, key):
-                raise ConfigError(f"data.{key} is fixed by the trained model ({getattr(self.pipe.cfg, key)!r})")
+                raise ConfigError(f"data.{key} is fixed by the trained model ({getattr(self.pipe.cfg, key)!r}); drop "
+                                  f"--set data.{key}, or train a new model with it")
         return cfg
 
     def _read(self, path: str | Path, cfg: DataConfig,
@@ -880,12 +892,18 @@ class TrainedForecaster:
                             f"horizon = {lookback} + {horizon}", path=str(path),
                             hint=f"give a file with at least {lookback + horizon} steps per series")
         for s in series:
-            if isinstance(cfg.test_size, int) and not isinstance(cfg.test_size, bool) and cfg.test_size >= len(s):
-                raise DataError(f"data.test_size = {cfg.test_size} steps leaves no history before the evaluated "
+            if len(s) < lookback + horizon:  # no window fits: left out (Backtest.no_window), as when its period is short
+                periods[s.series_id], stops[s.series_id] = (len(s), len(s)), len(s)
+                continue
+            try:  # a test period of every step (an int >= the length, or a fraction rounding to it) leaves no history
+                b = chronological_split(len(s), None, 0, cfg.test_size)
+            except DataError:
+                size = (f"{cfg.test_size} steps" if isinstance(cfg.test_size, int) else
+                        f"{cfg.test_size} (a fraction of the steps)")
+                raise DataError(f"data.test_size = {size} leaves no history before the evaluated "
                                 f"period of series {s.series_id!r} ({len(s)} steps)", path=str(path),
                                 hint=f"add --set data.test_size={max(horizon, len(s) - lookback)} (steps) or give a "
-                                     "longer file")
-            b = chronological_split(len(s), None, 0, cfg.test_size)
+                                     "longer file") from None
             periods[s.series_id], stops[s.series_id] = b.test, b.test[0]
         if not any(len(backtest_origins(len(s), lookback, horizon, 1, periods[s.series_id])) for s in series):
             s = max(series, key=len)
@@ -910,8 +928,14 @@ class TrainedForecaster:
             metrics.update({f"{name}_{k}": v for k, v in values.items()})
         if "seasonal_naive" in bt.baselines:
             metrics["beats_seasonal_naive"] = beats_seasonal_naive(metrics, bt.baseline_metrics())
-        if metrics["filled_targets_excluded"]:
-            metrics["notes"] = [_excluded_note(bt)]
+        notes = [_excluded_note(bt)] if metrics["filled_targets_excluded"] else []
+        if bt.no_window:
+            notes.append(f"{len(bt.no_window)} series left out, too short for one backtest window of lookback "
+                         f"{self.model.lookback} + horizon {self.model.horizon} inside the evaluated period: "
+                         f"{', '.join(repr(sid) for sid in bt.no_window[:5])}{' ...' if len(bt.no_window) > 5 else ''}")
+        notes += [f"baseline {name} skipped: {reason}" for name, reason in bt.skipped.items()]
+        if notes:
+            metrics["notes"] = notes
         return metrics
 
     def forecast(self, path: str | Path | None = None, future_path: str | Path | None = None,
@@ -930,7 +954,8 @@ class TrainedForecaster:
         """
         if path is None:
             if not self.train_path:
-                raise ValueError("give a CSV to forecast from")
+                raise ValueError("this run does not record its training file: give a CSV to forecast from, e.g. "
+                                 "rnnkit predict RUN history.csv")
             path = self.train_path
         cfg = self._data_cfg(overrides)
         series = self._read(path, cfg)
@@ -1002,7 +1027,9 @@ class TrainedForecaster:
         """CLI entry: ``inputs`` = ``[history.csv]`` or ``[history.csv, future.csv]`` (empty: the training file)."""
         check_batch(inputs, "files")
         if len(inputs) > 2:
-            raise ValueError("forecasting predict takes a history CSV and optionally a future-covariates CSV")
+            raise ValueError(f"forecasting predict takes a history CSV and optionally a future-covariates CSV, got "
+                             f"{len(inputs)} inputs; give the file paths as arguments: rnnkit predict RUN "
+                             "history.csv [future.csv] (--file reads one input per line, not a CSV)")
         return self.forecast(inputs[0] if inputs else None, inputs[1] if len(inputs) > 1 else None,
                              getattr(self, "predict_overrides", ()))
 
