@@ -49,8 +49,9 @@ def _fail(err: Exception) -> typer.Exit:
     return typer.Exit(2)
 
 
-# Errors that come from what the user gave (values, paths, files): one line, no traceback.
-_USER_ERRORS = (ValueError, OSError, UnicodeDecodeError, KeyError)
+# Errors that come from what the user gave (values, paths, files), and a training loss that diverged
+# (the engine's FloatingPointError names the fix): one line, no traceback.
+_USER_ERRORS = (ValueError, OSError, UnicodeDecodeError, KeyError, FloatingPointError)
 
 
 def _config_keys(task: Any) -> Any:
@@ -445,9 +446,12 @@ def predict(
             if file is not None:
                 items += _file_inputs(model, file)
             if not items:
-                raise ValueError("nothing to predict: give inputs as arguments or --file FILE")
+                raise ValueError(f"nothing to predict: {file} holds no inputs; give a file with inputs, or inputs as "
+                                 "arguments" if file is not None else
+                                 "nothing to predict: give inputs as arguments or --file FILE")
             if explain and not hasattr(model, "explain"):
-                raise ValueError("--explain is available for text-classification runs")
+                raise ValueError(f"--explain is available for text-classification runs only, and {run} is not one; "
+                                 "drop --explain")
             texts = [text for text, _ in items]
             results = [model.explain(t) for t in texts] if explain else model.predict(texts)  # type: ignore[attr-defined]
     except _USER_ERRORS as err:
@@ -515,7 +519,7 @@ def generate(
     try:
         model = load_trained(run)
         if not isinstance(model, TrainedLanguageModel):
-            raise ValueError(f"{run} is not a language-model run")
+            raise ValueError(f"{run} is not a language-model run (train one with 'rnnkit train language-model')")
         level = model.prep.cfg.level
         _, unknown = model.prep.encode_prompt(prompt)
         if unknown:
@@ -764,7 +768,9 @@ def translate(
             with _config_keys(model):
                 sentences += [text for text, _ in _file_inputs(model, file)]
         if not sentences:
-            raise ValueError("nothing to translate: give sentences as arguments or --file FILE")
+            raise ValueError(f"nothing to translate: {file} holds no sentences; give a file with one sentence a "
+                             "line, or sentences as arguments" if file is not None else
+                             "nothing to translate: give sentences as arguments or --file FILE")
         results = model.translate(sentences, beam_size=beam, nbest=nbest, truncate=truncate)  # type: ignore[attr-defined]
         if attention_plot is not None:
             first = next((s for s in sentences if s.strip()), "")
@@ -805,7 +811,7 @@ def transcribe(
     try:
         model = load_trained(run)
         if not isinstance(model, TrainedSpeechModel):
-            raise ValueError(f"{run} is not a speech run")
+            raise ValueError(f"{run} is not a speech run (train one with 'rnnkit train speech')")
         _use_overrides(model, overrides, run)
         if model.prep.head == "classifier" and (beam is not None or lexicon is not None):
             typer.echo(f"note: {run} classifies whole clips: --beam and --lexicon apply to CTC runs only "
@@ -854,9 +860,9 @@ def main() -> None:
 
     try:  # a training step re-faults every page of its buffers when glibc returns them: see rnnkit.runtime
         reuse_freed_memory_from_env()
-    except ValueError as err:
-        typer.echo(f"Error: {err}", err=True)
-        raise SystemExit(2) from err
+    except ValueError as err:  # one line, as every other error of the command line
+        typer.echo(f"error: {err}; set it to 1 or 0, or unset it", err=True)
+        raise SystemExit(2) from None
     try:
         app()
     except BrokenPipeError:

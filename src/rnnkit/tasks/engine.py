@@ -388,6 +388,13 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
     if options.epochs < 1:
         raise ValueError(f"train.epochs must be >= 1, got {options.epochs}")
     _check_options(options)
+    try:
+        dev_batches = len(dev_loader)
+    except TypeError:  # an iterable loader: its length is not known ahead
+        dev_batches = None
+    if dev_batches == 0:  # Lightning then skips validation: every epoch trained, none scored, none kept
+        raise ValueError("the dev data give no batches (no dev examples), so no epoch could be scored or selected; "
+                         "give dev data with at least one example")
     if options.max_seconds is not None and not options.max_seconds > 0:
         raise ValueError(f"train.max_minutes must be > 0 (or null for no time budget), got {options.max_seconds / 60:g}")
     if options.lr_decay is not None and not 0.0 < options.lr_decay <= 1.0:

@@ -516,7 +516,7 @@ class Preprocessor:
         if cfg.sequence == "permuted":
             try:
                 perm = PixelPermutation.from_config(run.read_json("permutation.json"))
-            except (KeyError, ValueError) as err:
+            except (KeyError, ValueError, TypeError) as err:  # TypeError: not a JSON object
                 raise RunError(f"run folder {run.path}: permutation.json is missing or corrupt ({err}); "
                                "train again") from None
         return cls(cfg, tuple(meta["image_shape"]), meta["scale"], meta["mean"], meta["std"],  # type: ignore[arg-type]
@@ -709,7 +709,7 @@ def _same_data(a: str | Path, b: str | Path) -> bool:
         return True
     try:
         return [Path(x).resolve() for x in str(a).split(",")] == [Path(x).resolve() for x in str(b).split(",")]
-    except OSError:
+    except (OSError, RuntimeError):  # Python < 3.13 raises RuntimeError on a symlink loop: not the same data
         return False
 
 
