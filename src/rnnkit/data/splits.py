@@ -18,12 +18,13 @@ def take_whole_groups(order: Sequence[int], keys: Sequence[Hashable], count: int
         order: The candidate indices, in the (seeded, random) order to draw them in.
         keys: ``keys[i]`` identifies item ``i``'s content (its text, tokens or sentence pair);
             items with equal keys are held out together or not at all.
-        count: How many to hold out. With no duplicates exactly ``min(count, len(order) - keep)``,
-            the first of ``order``; with duplicates, whole groups until ``count`` is reached, which
-            may pass it by less than the last group's size.
-        keep: How many of ``order`` must stay out of the held-out set (a group that would leave
-            fewer is skipped). Where no group fits (a corpus of one text repeated), the first
-            ``min(count, len(order) - keep)`` items are held out one by one, copies or not.
+        count: How many to hold out, at most. With no duplicates exactly ``min(count, len(order) -
+            keep)``, the first of ``order``; with duplicates, whole groups in the order drawn,
+            skipping a group that would pass that number (it stays in training), so the held-out
+            set may come out a little smaller.
+        keep: How many of ``order`` must stay out of the held-out set. Where no group fits (a
+            corpus of one text repeated), the first ``min(count, len(order) - keep)`` items are
+            held out one by one, copies or not.
 
     Returns:
         The held-out indices.
@@ -31,16 +32,14 @@ def take_whole_groups(order: Sequence[int], keys: Sequence[Hashable], count: int
     groups: dict[Hashable, list[int]] = {}
     for i in order:
         groups.setdefault(keys[i], []).append(i)
-    room = len(order) - keep
+    limit = min(count, len(order) - keep)
     held: set[int] = set()
     for i in order:
-        if len(held) >= min(count, room):
+        if len(held) >= limit:
             break
-        if i in held:
-            continue
         group = groups[keys[i]]
-        if len(held) + len(group) <= room:
+        if i not in held and len(held) + len(group) <= limit:
             held.update(group)
-    if not held and min(count, room) > 0:  # every group is too big to move whole (a corpus of copies): item by item
-        held = set(order[:min(count, room)])
+    if not held and limit > 0:  # every group is too big to move whole (a corpus of copies): item by item
+        held = set(order[:limit])
     return held

@@ -784,7 +784,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
 
         order = torch.randperm(len(train_sents), generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
         n_dev = max(1, len(train_sents) // 10)
-        # a sentence that occurs more than once (a score line, a dateline) goes to dev with all its copies or not at all
+        # a sentence that occurs more than once (a score line, a dateline) goes to dev with all its copies or not at
+        # all; dev never grows past n_dev (a group of more copies than that stays in training)
         held = take_whole_groups(order, [s.tokens for s in train_sents], n_dev, keep=1 if len(order) > 1 else 0)
         dev_sents = [s for i, s in enumerate(train_sents) if i in held]
         train_sents = [s for i, s in enumerate(train_sents) if i not in held]
