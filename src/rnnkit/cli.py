@@ -413,7 +413,8 @@ def predict(
     run: str = typer.Argument(..., help="Run folder written by 'rnnkit train'."),
     inputs: list[str] = typer.Argument(None, help="Inputs (texts) to predict."),
     file: str | None = typer.Option(None, "--file", help="Predict every line of this file (text classification: "
-                                    "every record of a CSV/TSV/JSONL file, its data.text_column)."),
+                                    "every record of a CSV/TSV/JSONL file, its data.text_column; forecasting: "
+                                    "the history CSV to forecast from, default the training file)."),
     explain: bool = typer.Option(False, "--explain", help="Show which tokens carried each decision."),
     as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON lines."),
     conll: bool = typer.Option(False, "--conll", help="Tagging runs: read --file as a CoNLL column file and print "
@@ -443,9 +444,10 @@ def predict(
                     typer.echo(line)
                 return
             items = [(text, f"input {i + 1}") for i, text in enumerate(inputs or [])]
+            whole_files = getattr(model, "predicts_whole_files", False)  # forecasting: inputs are CSV paths
             if file is not None:
-                items += _file_inputs(model, file)
-            if not items:
+                items += [(file, file)] if whole_files else _file_inputs(model, file)
+            if not items and not whole_files:  # a forecaster with no input forecasts from its training file
                 raise ValueError(f"nothing to predict: {file} holds no inputs; give a file with inputs, or inputs as "
                                  "arguments" if file is not None else
                                  "nothing to predict: give inputs as arguments or --file FILE")

@@ -199,12 +199,16 @@ def test_corrupt_forecasting_json_is_one_line_error(run, tmp_path, edit):
 # -- predict ----------------------------------------------------------------------------------------
 def test_predict_inputs_overrides_and_short_history(run, tmp_path):
     path, data, _ = run
-    # --file passes every line of the CSV as an input: the error said nothing of --file
-    line = _one_error(runner.invoke(app, ["predict", str(path), "--file", str(data)]))
-    assert line == ("error: forecasting predict takes a history CSV and optionally a future-covariates CSV, got 181 "
-                    "inputs; give the file paths as arguments: rnnkit predict RUN history.csv [future.csv] (--file "
-                    "reads one input per line, not a CSV)")
+    # --file names the history CSV itself (it passed every line of the CSV as an input); no input at all
+    # forecasts from the end of the training file, which is `data` here
     plain = runner.invoke(app, ["predict", str(path), str(data), "--json"])
+    by_file = runner.invoke(app, ["predict", str(path), "--file", str(data), "--json"])
+    from_training = runner.invoke(app, ["predict", str(path), "--json"])
+    assert by_file.exit_code == 0 and from_training.exit_code == 0, by_file.output + from_training.output
+    assert by_file.output == plain.output == from_training.output
+    line = _one_error(runner.invoke(app, ["predict", str(path), "a.csv", "b.csv", "c.csv"]))
+    assert line == ("error: forecasting predict takes a history CSV and optionally a future-covariates CSV, got 3 "
+                    "inputs; give them as rnnkit predict RUN history.csv [future.csv]")
     ffill = runner.invoke(app, ["predict", str(path), str(data), "--json", "--set", "data.fill=ffill"])
     assert plain.exit_code == 0 and ffill.exit_code == 0, plain.output + ffill.output
     assert plain.output == ffill.output and len(plain.output.splitlines()) == 2 * HORIZON  # nothing to fill

@@ -797,6 +797,10 @@ def build_model(hyper: dict[str, Any]) -> Forecaster:
 class TrainedForecaster:
     """A trained forecaster with its pipeline: backtest labelled files, forecast from their end."""
 
+    #: ``rnnkit predict``: ``--file`` names the history CSV itself (not a list of inputs, one a line),
+    #: and no input at all forecasts from the end of the training file.
+    predicts_whole_files = True
+
     def __init__(self, model: Forecaster, pipe: Pipeline, levels: list[float], evaluation: EvaluationConfig,
                  train_path: str | None = None) -> None:
         self.model, self.pipe, self.levels = model.eval(), pipe, levels
@@ -1028,8 +1032,7 @@ class TrainedForecaster:
         check_batch(inputs, "files")
         if len(inputs) > 2:
             raise ValueError(f"forecasting predict takes a history CSV and optionally a future-covariates CSV, got "
-                             f"{len(inputs)} inputs; give the file paths as arguments: rnnkit predict RUN "
-                             "history.csv [future.csv] (--file reads one input per line, not a CSV)")
+                             f"{len(inputs)} inputs; give them as rnnkit predict RUN history.csv [future.csv]")
         return self.forecast(inputs[0] if inputs else None, inputs[1] if len(inputs) > 1 else None,
                              getattr(self, "predict_overrides", ()))
 
