@@ -85,7 +85,8 @@ def test_a_bad_environment_value_stops_the_command_line_with_one_line() -> None:
     done = subprocess.run([sys.executable, "-m", "rnnkit.cli", "version"], capture_output=True, text=True,
                           timeout=120, env={**_env(), runtime.ENV: "maybe"})
     assert done.returncode == 2
-    assert done.stderr.strip() == "Error: RNNKIT_REUSE_FREED_MEMORY must be 1 or 0, got 'maybe'"
+    assert done.stderr.strip() == ("error: RNNKIT_REUSE_FREED_MEMORY must be 1 or 0, got 'maybe'; set it to 1 or 0, "
+                                   "or unset it")
 
 
 def _env() -> dict[str, str]:
