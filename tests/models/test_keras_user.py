@@ -127,7 +127,7 @@ def test_on_batch_methods_take_the_paths_of_fit_evaluate_and_predict() -> None:
     assert any(not np.allclose(a, c) for a, c in zip(stepped.get_weights(), before))
     assert stepped.optimizer.iterations == 1
     assert stepped.train_on_batch(X, Y, return_dict=True)["loss"] < train_loss
-    assert stepped.optimizer.iterations == 2 and stepped.training  # the mode is restored
+    assert stepped.optimizer.iterations == 2 and not stepped.training  # back in inference mode, as before
     plain = Sequential([Embedding(50, 8), LSTM(4), Dense(1, activation="sigmoid")])
     plain.compile(loss="binary_crossentropy", optimizer="adam")
     assert isinstance(plain.train_on_batch(X, Y), float) and plain.input_shape == (None, 8)  # built from the batch

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -230,6 +230,25 @@ def _split_masks(outputs: Any, masks: Any) -> list[Tensor | None]:
     return flat
 
 
+@contextlib.contextmanager
+def module_mode(module: nn.Module, training: bool | None) -> Iterator[None]:
+    """Run the block with ``module`` and everything below it in training (``True``) or inference
+    (``False``) mode; ``None`` leaves the modes alone. Each submodule gets its own mode back after
+    the block, not the top module's: a ``BatchNormalization`` the user froze with ``.eval()`` inside
+    a model in train mode stays frozen after ``predict`` or ``fit``."""
+    if training is None or (bool(training) == module.training
+                            and all(m.training == bool(training) for m in module.modules())):
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    module.train(bool(training))
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def reset_states(module: nn.Module) -> None:
     """Forget the carried state of a stateful layer or model (no-op for others)."""
     reset = getattr(module, "reset_states", None)
@@ -307,6 +326,9 @@ class Layer(nn.Module):
         self._emit_logits = False
         self.inbound_nodes: list[Node] = []
         self.output_shape: Any = None
+        # As Keras: a layer runs in inference mode (dropout off, normalization on its moving
+        # statistics) unless called with training=True, inside fit/train_on_batch, or after .train()
+        self.training = False
 
     # -- properties ----------------------------------------------------------------------------
     @property
@@ -348,6 +370,11 @@ class Layer(nn.Module):
             del self.__dict__[name]
         else:
             nn.Module.__delattr__(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, nn.Module) and "training" in self.__dict__ and value.training != self.training:
+            value.train(self.training)  # a module made in __init__ or build() (torch's start in train mode) follows
+        super().__setattr__(name, value)
 
     def __getattr__(self, name: str) -> Any:
         # A property that raises AttributeError makes Python fall back to __getattr__, and nn.Module's would replace
@@ -445,6 +472,7 @@ class Layer(nn.Module):
             return
         self.build(shape_of(inputs))
         self.built = True
+        self.train(self.training)  # the modules build() (or a subclass's __init__) made follow the layer's mode
         if self.param_dtype != torch.float32:
             self.to(self.param_dtype)
         if not self._trainable:
@@ -494,12 +522,8 @@ class Layer(nn.Module):
         if training is None or bool(training) == self.training:
             out = self.call(inputs, *args, **kwargs)
         else:
-            previous = self.training
-            self.train(bool(training))
-            try:
+            with module_mode(self, bool(training)):
                 out = self.call(inputs, *args, **kwargs)
-            finally:
-                self.train(previous)
         if (mask is not None or type(self).compute_mask is not Layer.compute_mask) \
                 and not torch.compiler.is_compiling():
             _attach_mask(out, self.compute_mask(inputs, mask))
@@ -562,9 +586,8 @@ class Layer(nn.Module):
     def _run_examples(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, Any]]:
         """``(output, mask)`` of the layer on both example variants of symbolic ``args``, in inference mode."""
         results = []
-        was_training = self.training
-        self.eval()
-        try:
+        with module_mode(self, False), contextlib.ExitStack() as cleanup:
+            cleanup.callback(reset_states, self)  # no example state may leak into real calls, error or not
             with torch.no_grad():
                 for variant in (0, 1):
                     reset_states(self)  # the examples differ in batch size: no state may carry over
@@ -587,9 +610,6 @@ class Layer(nn.Module):
                                          f"input's is dynamic (shape {dynamic[0]}); fix: give the model input a fixed "
                                          "length, e.g. Input(shape=(maxlen, ...)) or Embedding(input_length=maxlen), "
                                          "or pool over time (GlobalMaxPooling1D) instead of Flatten") from err
-        finally:
-            self.train(was_training)
-            reset_states(self)
         return results
 
     def _call_symbolic(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

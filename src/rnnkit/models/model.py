@@ -14,8 +14,7 @@ imported on first use: ``import rnnkit.models`` does not import Lightning.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
@@ -34,6 +33,7 @@ from ..layers.base import (
     flatten,
     make_example,
     map_structure,
+    module_mode,
     register_layer,
     reset_states,
     serialize_layer,
@@ -74,19 +74,6 @@ def _check_options(method: str, options: dict[str, Any], allowed: set[str]) -> N
         close = difflib.get_close_matches(name, [*known, *sorted(allowed)], n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"see help(Model.{method}) for its arguments"
     raise TypeError(f"{method}() got an unexpected keyword argument {name!r}: {hint}")
-
-
-@contextlib.contextmanager
-def _mode(module: nn.Module, training: bool | None) -> Iterator[None]:
-    if training is None or bool(training) == module.training:
-        yield
-        return
-    previous = module.training
-    module.train(bool(training))
-    try:
-        yield
-    finally:
-        module.train(previous)
 
 
 class Model(Layer):
@@ -282,7 +269,7 @@ class Model(Layer):
         Returns:
             Outputs and their masks, in the structure of the model's outputs.
         """
-        with _mode(self, training):
+        with module_mode(self, training):
             if self._graph:
                 return self._run_graph(inputs, mask)
             return super().forward_with_mask(_to_tensor(inputs), *args, mask=mask, **kwargs)
@@ -297,13 +284,13 @@ class Model(Layer):
         if self._graph and args and not isinstance(args[0], SymbolicTensor) and not any(
                 isinstance(a, SymbolicTensor) for a in flatten(args)):
             training = kwargs.pop("training", None)
-            with _mode(self, training):
+            with module_mode(self, training):
                 return nn.Module.__call__(self, *args, **kwargs)
         return super().__call__(*args, **kwargs)
 
     def forward(self, inputs: Any, *args: Any, mask: Any = None, training: bool | None = None, **kwargs: Any) -> Any:
         if self._graph:
-            with _mode(self, training):
+            with module_mode(self, training):
                 return self._run_graph(inputs, mask)[0]
         return super().forward(_to_tensor(inputs), *args, mask=mask, training=training, **kwargs)
 
@@ -327,7 +314,7 @@ class Model(Layer):
         """Build a subclassed model by calling it once on zeros shaped as its first inputs were."""
         xs = [torch.zeros((1, *[int(d) for d in spec["shape"]]), dtype=to_torch_dtype(spec["dtype"]))
               for spec in record["inputs"]]
-        with torch.no_grad(), _mode(self, False):
+        with torch.no_grad(), module_mode(self, False):
             self(xs if record.get("list") else xs[0])
         self.reset_states()
 
@@ -984,7 +971,7 @@ class Sequential(Model):
             self._check_rank(tuple(x.shape))
         if isinstance(mask, list | tuple):
             mask = mask[0]
-        with _mode(self, training):
+        with module_mode(self, training):
             for layer in self.layer_list:
                 x, mask = layer.forward_with_mask(x, mask=mask)  # type: ignore[operator]
         if not self.built:
@@ -1010,7 +997,7 @@ class Sequential(Model):
         if any(isinstance(a, SymbolicTensor) for a in flatten((args, kwargs))):
             return Layer.__call__(self, *args, **kwargs)
         training = kwargs.pop("training", None)
-        with _mode(self, training):
+        with module_mode(self, training):
             return nn.Module.__call__(self, *args, **kwargs)
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:

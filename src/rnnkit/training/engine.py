@@ -855,8 +855,18 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
                 "with the same data and batch_size"))
             _warn_random_order(train_loader)
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
-        trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
-                    weights_only=True if ckpt_path is not None else None)
+        # A Keras model rests in inference mode: fit trains it in training mode, and each module gets its own mode
+        # back after (Lightning leaves the last loop's). A model the user put in train mode keeps the modes its
+        # modules have (a BatchNormalization frozen with .eval() stays frozen).
+        modes = [(m, m.training) for m in model.modules()]
+        if not model.training:
+            model.train()
+        try:
+            trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
+                        weights_only=True if ckpt_path is not None else None)
+        finally:
+            for m, mode in modes:
+                m.training = mode
     if backup is not None and backup.delete_checkpoint and not trainer.interrupted:
         if trainer.is_global_zero:  # the files are rank 0's: another process deleting them raced its last write
             _delete_backup(backup)

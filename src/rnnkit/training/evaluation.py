@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..layers.base import flatten, map_structure
+from ..layers.base import flatten, map_structure, module_mode
 from ..metrics import BoundMetric
 from .compile import CompileState
 from .data import (
@@ -128,32 +128,27 @@ def predict_model(model: Any, x: Any, *, batch_size: int | None = None, verbose:
     size = None if one_batch else 32 if batch_size is None else batch_size
     loader, ragged, _ = prepare_data(model, x, None, None, batch_size=size, shuffle=False, seed=0, for_predict=True)
     device = model_device(model)
-    was = model.training
-    model.eval()
     collected: list[list[np.ndarray]] = []
     structure: Any = None
     start = time.perf_counter()
-    try:
-        with torch.no_grad():
-            for i, raw in enumerate(loader):
-                if steps is not None and i >= steps:
-                    break
-                batch = to_device(canonical_batch(raw, input_names(model), output_names(model)), device)
-                if i == 0:
-                    build_model(model, batch, ragged)
-                    device = model_device(model)
-                    batch = to_device(batch, device)
-                xs, masks = batch["x"], batch["mask"]
-                inputs = xs[0] if len(xs) == 1 else xs
-                mask = masks[0] if len(masks) == 1 else (None if all(m is None for m in masks) else masks)
-                outs, _ = model.forward_with_mask(inputs, mask=mask)
-                if structure is None:
-                    structure = outs
-                    collected = [[] for _ in flatten(outs)]
-                for k, o in enumerate(flatten(outs)):
-                    collected[k].append(o.detach().float().cpu().numpy())
-    finally:
-        model.train(was)
+    with module_mode(model, False), torch.no_grad():
+        for i, raw in enumerate(loader):
+            if steps is not None and i >= steps:
+                break
+            batch = to_device(canonical_batch(raw, input_names(model), output_names(model)), device)
+            if i == 0:
+                build_model(model, batch, ragged)
+                device = model_device(model)
+                batch = to_device(batch, device)
+            xs, masks = batch["x"], batch["mask"]
+            inputs = xs[0] if len(xs) == 1 else xs
+            mask = masks[0] if len(masks) == 1 else (None if all(m is None for m in masks) else masks)
+            outs, _ = model.forward_with_mask(inputs, mask=mask)
+            if structure is None:
+                structure = outs
+                collected = [[] for _ in flatten(outs)]
+            for k, o in enumerate(flatten(outs)):
+                collected[k].append(o.detach().float().cpu().numpy())
     if structure is None:
         raise InputDataError("predict received no samples")
     arrays = [_pad_concat(parts) for parts in collected]
@@ -192,8 +187,7 @@ def evaluate_model(model: Any, x: Any, y: Any = None, *, batch_size: int | None 
     metrics: nn.ModuleList | None = None
     loss_sum, count = 0.0, 0
     part_sums: list[float] = []
-    was = model.training
-    try:
+    with module_mode(model, False):
         for i, raw in enumerate(loader):
             if steps is not None and i >= steps:
                 break
@@ -204,7 +198,6 @@ def evaluate_model(model: Any, x: Any, y: Any = None, *, batch_size: int | None 
                 batch = to_device(batch, device)
                 metrics = logic.make_metrics(logic.preflight(batch)).to(device)
                 part_sums = [0.0] * len(logic.losses)
-            model.eval()
             with torch.no_grad():
                 outputs, out_masks = logic.forward(batch)
                 total, parts = logic.losses_of(outputs, out_masks, batch)
@@ -213,8 +206,6 @@ def evaluate_model(model: Any, x: Any, y: Any = None, *, batch_size: int | None 
             loss_sum += float(total) * n
             part_sums = [s + float(p) * n for s, p in zip(part_sums, parts)]
             count += n
-    finally:
-        model.train(was)
     if metrics is None:
         raise InputDataError("evaluate received no samples")
     logs = epoch_logs(logic, loss_sum, part_sums, count, metrics)
@@ -261,30 +252,25 @@ def batch_step(model: Any, x: Any, y: Any, *, train: bool, sample_weight: Any = 
     build_model(model, batch, ragged)
     device = model_device(model)
     batch = to_device(batch, device)
-    was = model.training
-    model.train(train)
-    try:
-        with torch.set_grad_enabled(train):
-            outputs, out_masks = logic.forward(batch)
-            if len(outputs) != len(logic.losses):
-                raise ValueError(f"the model returns {len(outputs)} output(s) but compile() set "
-                                 f"{len(logic.losses)} loss(es)")
-            total, parts = logic.losses_of(outputs, out_masks, batch)
-            if train:
-                spec = compiled.optimizer
-                optimizer = spec.build(model.parameters())
-                optimizer.zero_grad()
-                total.backward()
-                spec.clip(model.parameters(), compiled.clip_overrides)
-                step = spec.iterations
-                spec.before_step(step)
-                optimizer.step()
-                spec.iterations = step + 1
-            features = [int(o.shape[-1]) if o.dim() > 1 else 1 for o in outputs]
-            metrics = logic.make_metrics(features).to(device)
-            logic.update_metrics(metrics, outputs, out_masks, batch)
-    finally:
-        model.train(was)
+    with module_mode(model, train), torch.set_grad_enabled(train):
+        outputs, out_masks = logic.forward(batch)
+        if len(outputs) != len(logic.losses):
+            raise ValueError(f"the model returns {len(outputs)} output(s) but compile() set "
+                             f"{len(logic.losses)} loss(es)")
+        total, parts = logic.losses_of(outputs, out_masks, batch)
+        if train:
+            spec = compiled.optimizer
+            optimizer = spec.build(model.parameters())
+            optimizer.zero_grad()
+            total.backward()
+            spec.clip(model.parameters(), compiled.clip_overrides)
+            step = spec.iterations
+            spec.before_step(step)
+            optimizer.step()
+            spec.iterations = step + 1
+        features = [int(o.shape[-1]) if o.dim() > 1 else 1 for o in outputs]
+        metrics = logic.make_metrics(features).to(device)
+        logic.update_metrics(metrics, outputs, out_masks, batch)
     n = batch_size_of(batch)
     logs = epoch_logs(logic, float(total.detach()) * n, [float(p.detach()) * n for p in parts], n, metrics)
     return _logs_result(logs, return_dict)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers.activations import get_activation
-from ..layers.base import flatten, reset_states
+from ..layers.base import flatten, module_mode, reset_states
 from ..metrics import BoundMetric
 from .compile import CompileState
 from .data import InputDataError, canonical_batch, check_finite
@@ -258,10 +258,8 @@ class StepLogic:
         Raises:
             ValueError: one line, saying what the loss expected.
         """
-        was = self.model.training
-        self.model.eval()
         try:
-            with torch.no_grad():
+            with module_mode(self.model, False), torch.no_grad():
                 outputs, out_masks = self.forward(batch)
                 self.preflight_outputs = outputs
                 if len(outputs) != len(self.losses):
@@ -275,7 +273,6 @@ class StepLogic:
                     finally:
                         self.check_values = check
         finally:
-            self.model.train(was)
             reset_states(self.model)  # a stateful model must not carry this preview into training
         for i, loss in enumerate(self.losses):
             if (loss.fusable_activation is not None and not loss.from_logits and not self.fused[i]
