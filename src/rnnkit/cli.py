@@ -445,8 +445,10 @@ def predict(
                 return
             items = [(text, f"input {i + 1}") for i, text in enumerate(inputs or [])]
             whole_files = getattr(model, "predicts_whole_files", False)  # forecasting: inputs are CSV paths
-            if file is not None:
-                items += [(file, file)] if whole_files else _file_inputs(model, file)
+            if file is not None and whole_files:  # --file is the history CSV: first, before a future-covariates CSV
+                items = [(file, file), *items]
+            elif file is not None:
+                items += _file_inputs(model, file)
             if not items and not whole_files:  # a forecaster with no input forecasts from its training file
                 raise ValueError(f"nothing to predict: {file} holds no inputs; give a file with inputs, or inputs as "
                                  "arguments" if file is not None else

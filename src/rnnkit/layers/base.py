@@ -240,13 +240,34 @@ def module_mode(module: nn.Module, training: bool | None) -> Iterator[None]:
                             and all(m.training == bool(training) for m in module.modules())):
         yield
         return
-    modes = [(m, m.training) for m in module.modules()]
+    restore = capture_modes(module)
     module.train(bool(training))
     try:
         yield
     finally:
-        for m, mode in modes:
-            m.training = mode
+        restore()
+
+
+def capture_modes(module: nn.Module) -> Callable[[], None]:
+    """Record the mode of ``module`` and every module below it; the returned function puts them
+    back. A module that was not there when the modes were recorded (built lazily, or made in a
+    layer's ``call``, while the block ran in another mode) takes its parent's restored mode, as
+    one made outside the block would have: it must not stay in the block's mode (an LSTM first
+    called with ``training=True`` would otherwise keep its dropout on in later inference calls)."""
+    modes = {id(m): (m, m.training) for m in module.modules()}
+
+    def restore() -> None:
+        def walk(parent: nn.Module) -> None:
+            for child in parent.children():
+                known = modes.get(id(child))
+                child.training = known[1] if known is not None and known[0] is child else parent.training
+                walk(child)
+
+        known = modes.get(id(module))
+        module.training = known[1] if known is not None else module.training
+        walk(module)
+
+    return restore
 
 
 def reset_states(module: nn.Module) -> None:
@@ -632,21 +653,69 @@ class Layer(nn.Module):
         return structure
 
     # -- weights in Keras layout ---------------------------------------------------------------
+    def _weight_parts(self) -> list[nn.Parameter | Layer]:
+        """What :meth:`get_weights` lists, in order (as Keras: the layer's own weights, then each
+        nested layer's, in the order they were assigned): a parameter of this layer or of a plain
+        torch module inside it (not the hidden ``bias_hh``, see :meth:`keras_parameters`), or a
+        nested Keras layer, which gives its weights in its own Keras layout (an ``LSTM``'s kernel
+        ``[in, 4 * units]``, not torch's ``weight_ih``)."""
+        hidden = {id(getattr(m, n)) for m in self.modules() for n in getattr(m, "keras_hidden_parameter_names", ())}
+        parts: list[nn.Parameter | Layer] = []
+        seen: set[int] = set()
+
+        def walk(module: nn.Module) -> None:
+            for p in module.parameters(recurse=False):
+                if id(p) not in seen and id(p) not in hidden:
+                    seen.add(id(p))
+                    parts.append(p)
+            for child in module.children():
+                if id(child) in seen:
+                    continue
+                seen.add(id(child))
+                if isinstance(child, Layer):
+                    parts.append(child)
+                    seen.update(id(p) for p in child.parameters())
+                else:
+                    walk(child)
+
+        walk(self)
+        return parts
+
     def get_weights(self) -> list[np.ndarray]:
         """The parameters as NumPy arrays, in Keras order and layout (``Dense``: kernel ``[in, out]``)."""
-        return [p.detach().cpu().numpy().copy() for p in self.parameters()]
+        out: list[np.ndarray] = []
+        for part in self._weight_parts():
+            if isinstance(part, Layer):
+                out.extend(part.get_weights())
+            else:
+                out.append(part.detach().cpu().numpy().copy())
+        return out
 
     def set_weights(self, weights: list[np.ndarray]) -> None:
         """Load NumPy arrays in Keras order and layout (what ``keras_layer.get_weights()`` returns).
 
         Raises:
-            ValueError: when the count or a shape does not match.
+            ValueError: when the count or a shape does not match (checked before anything is written).
         """
-        params = list(self.parameters())
-        check_weight_list(self, weights, [tuple(p.shape) for p in params])
+        parts = self._weight_parts()
+        sizes: list[int] = []
+        shapes: list[tuple[int, ...]] = []
+        for part in parts:
+            part_shapes = [tuple(np.shape(w)) for w in part.get_weights()] if isinstance(part, Layer) \
+                else [tuple(part.shape)]
+            sizes.append(len(part_shapes))
+            shapes.extend(part_shapes)
+        weights = list(weights)
+        check_weight_list(self, weights, shapes)
+        position = 0
         with torch.no_grad():
-            for p, w in zip(params, weights):
-                p.copy_(torch.as_tensor(np.asarray(w), dtype=p.dtype))
+            for part, size in zip(parts, sizes):
+                chunk = weights[position: position + size]
+                position += size
+                if isinstance(part, Layer):
+                    part.set_weights(chunk)
+                else:
+                    part.copy_(torch.as_tensor(np.asarray(chunk[0]), dtype=part.dtype))
 
     # -- config --------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

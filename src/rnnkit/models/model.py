@@ -926,10 +926,8 @@ class Sequential(Model):
 
     def _run_example(self, layer: Layer) -> None:
         assert self._examples is not None
-        was = layer.training
-        layer.eval()
         try:
-            with torch.no_grad():
+            with module_mode(layer, False), torch.no_grad():
                 results = []
                 for x, m in self._examples:
                     reset_states(layer)  # the examples differ in batch size: no state may carry over
@@ -944,7 +942,6 @@ class Sequential(Model):
                                          "the functional API (Model(inputs, outputs))")
                     results.append((out, out_mask if isinstance(out_mask, Tensor) or out_mask is None else None))
         finally:
-            layer.train(was)
             reset_states(layer)
         self._examples = results
         if self._symbols:  # record the call as a functional model would (layer.output, model.outputs)

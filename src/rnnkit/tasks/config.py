@@ -236,7 +236,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build a config dataclass from nested dicts, checking keys and types."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {data!r}")
+        shown_data = data.text if isinstance(data, Written) else repr(data)  # as written, never Written(...)
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {shown_data}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields), key=str)
@@ -298,11 +299,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not all(path):
         raise ConfigError(f"override {item!r}: the key {key.strip()!r} has an empty part; write it as "
                           "section.key=value (e.g. model.hidden_size=256)")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+    try:  # as a config file reads it: a bool or number keeps its text, in a list or mapping too ([no, 2024])
+        value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return path, _written(value, raw)
+    return path, value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

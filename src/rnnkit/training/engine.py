@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 
+from ..layers.base import capture_modes
 from ..layers.recurrent import _KerasRNN
 from ..layers.wrappers import Bidirectional
 from ..models.utils import set_random_seed
@@ -846,6 +847,12 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
                              f"{trainer.world_size} processes use save_freq='epoch'")
         if trainer.world_size > 1 and options.get("use_distributed_sampler", True):  # each process its share of rnnkit's order (not Lightning's reshuffle)
             train_loader = _shard_loader(train_loader, train=True)
+            sampler = getattr(train_loader, "sampler", None)
+            if steps_per_epoch is None and isinstance(sampler, _ShardSampler):
+                # each process takes ceil(n / world) samples (the process group, which len() reads, comes later):
+                # callbacks see this process's batch count, as Lightning runs it, not the single-process one
+                share = -(-len(sampler.inner) // trainer.world_size)
+                params["steps"] = -(-share // int(train_loader.batch_size))
             if val_loader is not None:
                 val_loader = _shard_loader(val_loader, train=False)
         loader: Any = train_loader
@@ -858,15 +865,14 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         # A Keras model rests in inference mode: fit trains it in training mode, and each module gets its own mode
         # back after (Lightning leaves the last loop's). A model the user put in train mode keeps the modes its
         # modules have (a BatchNormalization frozen with .eval() stays frozen).
-        modes = [(m, m.training) for m in model.modules()]
+        restore_modes = capture_modes(model)
         if not model.training:
             model.train()
         try:
             trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
                         weights_only=True if ckpt_path is not None else None)
         finally:
-            for m, mode in modes:
-                m.training = mode
+            restore_modes()
     if backup is not None and backup.delete_checkpoint and not trainer.interrupted:
         if trainer.is_global_zero:  # the files are rank 0's: another process deleting them raced its last write
             _delete_backup(backup)
