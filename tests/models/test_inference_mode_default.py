@@ -91,3 +91,25 @@ def test_eager_calls_match_keras(make: str) -> None:
     got = ours(torch.from_numpy(x)).detach().numpy()
     want = np.asarray(keras.ops.convert_to_numpy(theirs(x)))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_training_argument_reaches_every_module_in_a_layer_as_in_a_model() -> None:
+    """A layer and a model treat training= alike: every module inside runs in that mode for the call,
+    and each gets its own mode back after (a module the user set apart keeps its own)."""
+    class Two(L.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Dropout(0.9), torch.nn.Dropout(0.9)
+
+        def call(self, inputs: torch.Tensor) -> torch.Tensor:
+            return self.a(inputs) + self.b(inputs)
+
+    x = torch.ones(64, 32)
+    layer = Two()
+    layer.train()
+    layer.a.eval()  # set apart by the user
+    out = layer(x, training=True)
+    assert float((out == 0).float().mean()) > 0.7  # both dropped: 0.9 * 0.9 of the sums are 0
+    assert layer.training and not layer.a.training and layer.b.training
+    torch.testing.assert_close(layer(x, training=False), 2 * x)
+    assert layer.training and not layer.a.training and layer.b.training

@@ -540,9 +540,9 @@ class Layer(nn.Module):
         self.maybe_build(inputs)
         if _takes_mask(type(self)):
             kwargs["mask"] = mask  # a custom ``call(self, inputs)`` without a mask argument gets none (as Keras)
-        if training is None or bool(training) == self.training:
+        if training is None:
             out = self.call(inputs, *args, **kwargs)
-        else:
+        else:  # as Keras: training= applies to every layer inside, as Model.__call__ does (a few µs a call)
             with module_mode(self, bool(training)):
                 out = self.call(inputs, *args, **kwargs)
         if (mask is not None or type(self).compute_mask is not Layer.compute_mask) \
