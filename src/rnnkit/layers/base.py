@@ -491,9 +491,12 @@ class Layer(nn.Module):
         """Build from the shapes of ``inputs`` unless already built."""
         if self.built:
             return
+        existing = {id(m) for m in self.modules()}
         self.build(shape_of(inputs))
         self.built = True
-        self.train(self.training)  # the modules build() (or a subclass's __init__) made follow the layer's mode
+        for m in self.modules():  # the modules build() made follow the layer's mode (those before keep theirs)
+            if id(m) not in existing:
+                m.training = self.training
         if self.param_dtype != torch.float32:
             self.to(self.param_dtype)
         if not self._trainable:
