@@ -89,3 +89,13 @@ def test_conll_duplicate_sentences_stay_on_one_side():
     held = take_whole_groups(order, keys, len(sentences) // 10, keep=0)
     assert not {keys[i] for i in held} & {keys[i] for i in range(len(sentences)) if i not in held}
     assert len(sentences) // 10 - 20 < len(held) <= len(sentences) // 10
+
+
+def test_a_text_under_two_labels_stays_on_one_side():
+    """Conflicting copies (the same text labelled pos and neg) follow each other to dev."""
+    texts = [f"review {i % 31}" for i in range(124)]
+    examples = [TextExample(t, "pos" if i % 2 else "neg", f"f:{i}") for i, t in enumerate(texts)]  # 31 texts, each under both labels
+    for seed in range(5):
+        train, dev = split_texts(examples, 0.2, seed=seed)
+        assert not {e.text for e in train} & {e.text for e in dev}
+        assert {e.label for e in train} == {"pos", "neg"} and dev

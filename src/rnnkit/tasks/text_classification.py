@@ -774,9 +774,9 @@ def _split_dev(examples: list[Any], fraction: float, seed: int) -> tuple[list[An
     Each label (for multi-label data: each label combination, as written) gives its share of the
     dev texts (largest remainders, so the total is ``round(n * fraction)``, at least 1), and keeps
     at least one text in training: a rare class is never held out whole, which would stop training
-    with a label seen only in dev. A text that occurs more than once (with one label) is held out
-    with all its copies or not at all, so dev holds no text training has seen. Both parts keep the
-    file order."""
+    with a label seen only in dev. A text that occurs more than once is held out with all its
+    copies or not at all (copies under another label too, unless that label would keep no training
+    text), so dev holds no text training has seen. Both parts keep the file order."""
     from ..data.splits import take_whole_groups
 
     generator = torch.Generator().manual_seed(seed)
@@ -793,6 +793,12 @@ def _split_dev(examples: list[Any], fraction: float, seed: int) -> tuple[list[An
         take[key] += 1
     texts = [e.text for e in examples]  # a text given more than once goes to dev with all its copies or not at all
     held = {i for key, members in groups.items() for i in take_whole_groups(members, texts, take[key], keep=1)}
+    held_texts = {texts[i] for i in held}  # copies under another label (a conflicting annotation) follow them,
+    for members in groups.values():        # unless that would leave their label without a training text
+        left = [i for i in members if i not in held]
+        following = [i for i in left if texts[i] in held_texts]
+        if len(following) < len(left):
+            held.update(following)
     if not held and order:  # every label has a single text: hold out one text anyway (training then names it)
         held = {order[0]}
     dev = [e for i, e in enumerate(examples) if i in held]
