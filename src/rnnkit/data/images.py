@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .errors import DataError, name_of, setting
-from .io import PathLike_, check_file, iter_lines
+from .io import PathLike_, check_file, is_number, iter_lines
 from .serialization import JsonSerializable
 
 __all__ = [
@@ -176,7 +176,7 @@ def read_digits_csv(path: PathLike_, image_shape: tuple[int, int] = (8, 8)) -> t
         try:
             rows.append([float(v) for v in fields])
         except ValueError:
-            bad = next(v for v in fields if not _is_float(v))
+            bad = next(v for v in fields if not is_number(v))
             raise DataError(
                 f"non-numeric value {bad!r}", path=p, line=number, hint="every field must be a number"
             ) from None
@@ -348,14 +348,6 @@ def read_image_folder(
     for i, f in enumerate(files):
         images[i] = read_picture(f, (h, w), channels)
     return images, np.asarray(names, dtype=str)
-
-
-def _is_float(v: str) -> bool:
-    try:
-        float(v)
-    except ValueError:
-        return False
-    return True
 
 
 class PixelPermutation(JsonSerializable):

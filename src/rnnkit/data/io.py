@@ -18,6 +18,7 @@ __all__ = [
     "decode_bytes",
     "iter_lines",
     "read_text",
+    "is_number",
     "ERRORS_MODES",
 ]
 
@@ -150,3 +151,12 @@ def read_text(path: PathLike_, *, encoding: str = "utf-8", errors: str = "strict
     with open_binary(path) as f:
         data = f.read()
     return decode_bytes(data, path, encoding=encoding, errors=errors)
+
+
+def is_number(text: str) -> bool:
+    """Whether ``float(text)`` reads ``text`` (what NumPy's string-to-float conversion accepts too)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError, fixes, setting
-from .io import PathLike_, check_file, read_text
+from .io import PathLike_, check_file, is_number, read_text
 
 __all__ = [
     "FILL_POLICIES",
@@ -632,7 +632,7 @@ def _parse_values(values: np.ndarray, table: _Table, column: str) -> tuple[np.nd
     try:
         out = cleaned.astype(np.float64)
     except ValueError:  # NumPy parses strings as float() does: find the first value float() refuses
-        i = next((i for i, v in enumerate(cleaned) if not _is_number(v)), 0)
+        i = next((i for i, v in enumerate(cleaned) if not is_number(v)), 0)
         joined = "\n" in str(values[i])
         raise DataError(
             f"cannot parse {values[i]!r} in column {column!r} as a number"
@@ -642,14 +642,6 @@ def _parse_values(values: np.ndarray, table: _Table, column: str) -> tuple[np.nd
         ) from None
     _check_not_infinite(out, values, table, column)
     return out, int(np.isnan(out).sum())
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _check_not_infinite(out: np.ndarray, values: np.ndarray, table: _Table, column: str) -> None:
