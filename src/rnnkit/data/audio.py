@@ -306,10 +306,14 @@ def list_audio_folder(
             label = None
         items.append(AudioItem(str(f), label, groups))
     if not items:
+        below = sorted(
+            {str(f.parent) for f in rp.rglob("*") if f.is_file() and f.suffix.lower() in exts and f.parent != rp}
+        ) if rp.is_dir() and not (recursive or pattern is None) else []
         raise DataError(
-            f"no audio files ({', '.join(sorted(exts))}) found",
+            f"no audio files ({', '.join(sorted(exts))}) found"
+            + (f" directly in the folder (its subfolder {below[0]} has some)" if below else ""),
             path=rp,
-            hint="check the folder and extensions",
+            hint=f"give that subfolder, e.g. {below[0]}" if below else "check the folder and extensions",
         )
     return items
 

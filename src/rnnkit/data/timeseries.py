@@ -742,6 +742,19 @@ def fill_missing(values: np.ndarray, policy: str, breaks: Sequence[int] = (),
     return out[:, 0] if squeeze else out
 
 
+def _weekend_gaps(times: np.ndarray, jumps: np.ndarray) -> bool:
+    """Whether the days missing from a daily series are mostly (80%+) Saturdays and Sundays: business-day
+    data such as stock prices, where counting the rows as steps is usually what is meant."""
+    if not np.issubdtype(np.asarray(times).dtype, np.datetime64):
+        return False
+    days = np.asarray(times).astype("datetime64[D]").astype(np.int64)
+    missing = np.concatenate([np.arange(days[j] + 1, days[j + 1]) for j in jumps]) if jumps.size else days[:0]
+    if missing.size == 0:
+        return False
+    weekend = (missing + 3) % 7 >= 5  # 1970-01-01 (day 0) was a Thursday: Monday is 0
+    return bool(weekend.mean() >= 0.8)
+
+
 def read_timeseries(
     path: PathLike_,
     time_column: str | None,
@@ -911,12 +924,16 @@ def read_timeseries(
             ]
             if jumps.size and fill == "error":
                 j = int(jumps[0])
+                weekdays = _weekend_gaps(times, jumps) if report.freq == "1D" else False
                 raise DataError(
                     f"gap of {positions[j + 1] - positions[j] - 1} missing {report.freq} steps between "
-                    f"{times[j]} and {times[j + 1]} ({jumps.size} gaps in all)"
-                    + (f" in series {sid!r}" if multi else ""),
+                    f"{times[j]} and {times[j + 1]} ({jumps.size} gap{'s' if jumps.size != 1 else ''} in all)"
+                    + (f" in series {sid!r}" if multi else "")
+                    + ("; the missing days are mostly weekends, as in trading-day data" if weekdays else ""),
                     **table.where(int(rows[j + 1])),
                     hint=fixes(
+                        setting("time_column", ("None", "null"), then=" to count the rows as consecutive steps")
+                        if weekdays else None,
                         setting("fill", "ffill", "interpolate", "zero", then=" to fill gaps"),
                         setting("regular", ("False", "false"), then=" to keep them"),
                     ),

@@ -1094,6 +1094,7 @@ def _plot_forecasts(bt: Backtest, series: list[TimeSeries], periods: dict[str, t
         ax.axvline(t[lo], color="grey", ls="--", lw=0.8)
         ax.set_title(f"series {s.series_id}: {s.target_names[0]} (test backtest from the dashed line)", fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
+        ax.set_ylabel(f"{s.target_names[0]} (original units)", fontsize=8)
         if dated:  # every subplot keeps its own date labels (series may cover different dates)
             ax.tick_params(axis="x", labelrotation=30, labelsize=8)
             for label in ax.get_xticklabels():
@@ -1152,6 +1153,12 @@ def verdict(model: dict[str, Any], baselines: dict[str, dict[str, float]]) -> st
     key = _verdict_key(model)
     ours, ref = model[key], baselines["seasonal_naive"][key]
     if beats_seasonal_naive(model, baselines):
+        better = sorted(((v[key], name) for name, v in baselines.items()
+                         if name != "seasonal_naive" and math.isfinite(v.get(key, math.nan)) and v[key] < ours))
+        if better:  # e.g. a stock price: the random walk (naive) is the forecast to beat, not seasonal naive
+            return (f"The model beats seasonal naive on the test period ({key.upper()} {ours:.4g} vs {ref:.4g}), "
+                    f"**but not " + ", ".join(f"{name} ({value:.4g})" for value, name in better) + "**: the simpler "
+                    "forecast is the better one here.")
         return f"The model beats seasonal naive on the test period ({key.upper()} {ours:.4g} vs {ref:.4g})."
     return (f"**The model does NOT beat seasonal naive** on the test period ({key.upper()} {ours:.4g} vs "
             f"{ref:.4g}): use the seasonal naive forecast, or more data, a longer lookback or more epochs.")
@@ -1338,5 +1345,9 @@ def _write_report(run: RunDir, cfg: Config, train_path: str | Path, series: list
     _plot_horizon(bt, run.file("error_by_horizon.png"))
     report += ["## Error by horizon", "", "![error by horizon](error_by_horizon.png)", ""]
     if plot_learning_curves(history, run.file("learning_curves.png")):
-        report += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
+        report += ["## Learning curves", "", "![learning curves](learning_curves.png)", "",
+                   "The training loss and the per-epoch validation loss and MAE (`dev_loss`, `dev_mae` in "
+                   "`train.log` and `history.csv`) are computed on the scaled series (the per-series "
+                   "`data.scaler` fitted on the training period), over every validation window (stride 1); the metric tables above are "
+                   "in original units, from the backtest.", ""]
     run.write_text("report.md", "\n".join(report))

@@ -808,8 +808,9 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     x_train, y_train = prep.sequences(images, str(train_path)), prep.encode_labels(labels, str(train_path))
     x_dev = prep.sequences(dev_images, str(dev_path or train_path))
     y_dev = prep.encode_labels(dev_labels, str(dev_path or train_path))
-    log(f"{len(images)} training / {len(dev_images)} dev images of {prep.describe()}, {len(prep.classes)} classes; "
-        f"data.sequence={cfg.data.sequence}: {prep.steps} steps of {prep.input_size} features")
+    is_ts = detect_format(train_path, cfg.data.format) == "ts"
+    log(f"{len(images)} training / {len(dev_images)} dev {_examples_phrase(prep, is_ts)}, {len(prep.classes)} classes; "
+        f"data.sequence={cfg.data.sequence}: {_steps_phrase(prep)}")
     steps_per_epoch = math.ceil(len(images) / cfg.train.batch_size)
     if steps_per_epoch < FEW_STEPS:  # e.g. a UCR set of 45 series at the default batch of 64: one step an epoch
         log(f"note: {len(images)} training examples at train.batch_size={cfg.train.batch_size} make "
@@ -859,10 +860,12 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     plot_confusion(dev_metrics["confusion_matrix"], classes, run.file("confusion_matrix.png"))
     per_class = dev_metrics["per_class"]
     report = [f"# Image classification run: {run.path.name}", "",
-              f"Trained on `{train_path}` ({len(images)} images of {prep.describe()}), selected on "
+              f"Trained on `{train_path}` ({len(images)} {_examples_phrase(prep, is_ts)}), selected on "
               f"{'`' + str(dev_path) + '`' if dev_path else 'a held-out part of the training data'} "
-              f"({len(dev_images)} images) in {seconds:.0f} s; best epoch {metrics['best_epoch']} of {len(history)}.",
-              "", f"Images read as `{cfg.data.sequence}`: {prep.steps} steps of {prep.input_size} features"
+              f"({len(dev_images)} {'series' if is_ts else 'images'}) in {seconds:.0f} s; best epoch "
+              f"{metrics['best_epoch']} of {len(history)}.",
+              "", (f"Series read one time point per step: {_steps_phrase(prep)}" if is_ts else
+                   f"Images read as `{cfg.data.sequence}`: {_steps_phrase(prep)}")
               + (f" (pixel permutation seed {cfg.data.permutation_seed}, saved in permutation.json)"
                  if cfg.data.sequence == "permuted" else "") + ".",
               "", f"Model: cell {cfg.model.cell}, hidden {cfg.model.hidden_size}, {cfg.model.num_layers} layer(s)"
@@ -870,13 +873,28 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
               "## Dev metrics", "",
               markdown_table(["metric", "value"], [[k, dev_metrics[k]] for k in ("accuracy", "macro_f1")]),
               "", "## Per class (dev)", "",
-              markdown_table(["class", "precision", "recall", "f1"],
-                             [[c, per_class["precision"][i], per_class["recall"][i], per_class["f1"][i]]
+              markdown_table(["class", "precision", "recall", "f1", "support"],
+                             [[c, per_class["precision"][i], per_class["recall"][i], per_class["f1"][i],
+                               per_class["support"][i]]
                               for i, c in enumerate(classes)]),
               "", "## Learning curves", "", "![learning curves](learning_curves.png)" if curves else "", "",
               "## Confusion matrix (dev)", "", "![confusion matrix](confusion_matrix.png)", ""]
     run.write_text("report.md", "\n".join(report))
     return metrics
+
+
+def _examples_phrase(prep: Preprocessor, is_ts: bool) -> str:
+    """How the report and log name the training examples: ``images of 8x8``, or for a UCR/UEA ``.ts`` file
+    (time series, not pictures) ``series of 150 steps x 1 dimension``."""
+    if is_ts:
+        steps, dims = prep.image_shape
+        return f"series of {steps} steps x {dims} dimension{'s' if dims != 1 else ''}"
+    return f"images of {prep.describe()}"
+
+
+def _steps_phrase(prep: Preprocessor) -> str:
+    """``28 steps of 28 features`` (``1 feature``, not ``1 features``)."""
+    return f"{prep.steps} steps of {prep.input_size} feature{'s' if prep.input_size != 1 else ''}"
 
 
 __all__ = ["NAME", "DESCRIPTION", "Config", "ImageSequenceClassifier", "TrainedImageClassifier", "read_images",

@@ -1312,6 +1312,16 @@ def _load_all(items: list[Utterance], loader: AudioLoader) -> None:
         u.wave = loader(u.key)
 
 
+def split_table(metrics: dict[str, Any], splits: Sequence[str], head: str, markdown_table: Any) -> str:
+    """The report's table of dev/test scores, with the columns of the model's head only: accuracy for
+    a classifier, WER, CER and sentence accuracy for CTC (a column that cannot apply would read ``nan``)."""
+    keys = ["accuracy"] if head == "classifier" else ["wer", "cer", "sentence_accuracy"]
+    names = {"accuracy": "accuracy", "wer": "WER", "cer": "CER", "sentence_accuracy": "sentence accuracy"}
+    rows = [[split, *(_cell(metrics[split].get(k, math.nan)) for k in (*keys, "rtf")), metrics[split]["utterances"]]
+            for split in splits]
+    return markdown_table(["split", *(names[k] for k in keys), "real-time factor", "utterances"], rows)
+
+
 def _cell(value: Any) -> Any:
     """A report table cell: an undefined metric (``None``, e.g. WER with every reference empty) as "n/a"."""
     return "n/a" if value is None else value
@@ -1530,9 +1540,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
               f", {d.mode}, {head} head) in {seconds:.0f} s; best epoch {best} of {len(history)}; {params:,} parameters.",
               ""]
     splits = [split for split in ("dev", "test") if split in metrics]
-    rows = [[split, *(_cell(metrics[split].get(k, math.nan)) for k in ("accuracy", "wer", "cer", "rtf")),
-             metrics[split]["utterances"]] for split in splits]
-    report += [markdown_table(["split", "accuracy", "WER", "CER", "real-time factor", "utterances"], rows), ""]
+    report += [split_table(metrics, splits, head, markdown_table), ""]
     notes = [*metrics.get("notes", []), *(f"{split}: {n}" for split in splits for n in metrics[split].get("notes", []))]
     if notes:
         report += [*(f"* {n}" for n in notes), ""]
