@@ -161,3 +161,27 @@ def test_ucr_runs_speak_of_series_and_the_report_gives_support(tmp_path: Path) -
     result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--data", str(test), "--json"])
     assert result.exit_code == 0, result.output
     assert "per_class" in _json(result.output)
+
+
+def test_learning_curves_have_whole_epoch_ticks(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from unittest import mock
+
+    from rnnkit.tasks import report
+
+    history = [{"epoch": e, "train_loss": 1.0 / e, "dev_accuracy": 0.5 + 0.1 * e} for e in (1, 2)]
+    captured = {}
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):  # read the ticks matplotlib drew
+        fig.canvas.draw()
+        captured["ticks"] = [[t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+                             for ax in fig.axes]
+        return real_savefig(fig, *args, **kwargs)
+
+    with mock.patch.object(matplotlib.figure.Figure, "savefig", keep):
+        report.plot_learning_curves(history, tmp_path / "curves.png")
+    assert captured["ticks"] and all(ticks and all(float(t).is_integer() for t in ticks)
+                                     for ticks in captured["ticks"])
