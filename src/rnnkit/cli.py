@@ -732,10 +732,8 @@ def compare(
     table = Table(title=f"{task}: cells compared (dev {result.metric}, {result.direction}; mean ± std over seeds)")
     for column in ("cell", "seeds", "mean", "std", "train s", "parameters", "peak MiB"):
         table.add_column(column, justify="left" if column == "cell" else "right")
-    for r in result.summary():
-        table.add_row(r["cell"], str(r["seeds"]), f"{r['mean']:.4f}", f"{r['std']:.4f}",
-                      f"{r['seconds']:.1f} ± {r['seconds_std']:.1f}", f"{r['parameters']:,}",
-                      f"{r['peak_mib']:.0f} ± {r['peak_mib_std']:.0f}")
+    for row in result.formatted_rows():
+        table.add_row(*row)
     console = Console()
     console.print(table)
     cell, reason = result.recommendation()

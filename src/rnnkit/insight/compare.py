@@ -185,6 +185,18 @@ class CompareResult:
                          "peak_mib_std": memory_std})
         return rows
 
+    def formatted_rows(self) -> list[list[str]]:
+        """The summary as table cells (cell, seeds, mean, std, train s, parameters, peak MiB), for
+        ``compare.md`` and the terminal alike. A cell trained with one seed has no spread: its std and
+        ``±`` figures read ``n/a``, not a ``0.0000`` that would pass for a measured (perfectly stable)
+        spread."""
+        def spread(value: float, std: float, fmt: str, seeds: int) -> str:
+            return f"{value:{fmt}}" if seeds < 2 else f"{value:{fmt}} ± {std:{fmt}}"
+
+        return [[r["cell"], str(r["seeds"]), f"{r['mean']:.4f}", f"{r['std']:.4f}" if r["seeds"] > 1 else "n/a",
+                 spread(r["seconds"], r["seconds_std"], ".1f", r["seeds"]), f"{r['parameters']:,}",
+                 spread(r["peak_mib"], r["peak_mib_std"], ".0f", r["seeds"])] for r in self.summary()]
+
     def recommendation(self) -> tuple[str, str]:
         """``(cell, reason)`` by the rule in the module docstring (cells without a finite mean are
         left out; ``("none", why)`` when no cell has one)."""
@@ -220,9 +232,14 @@ class CompareResult:
         from ..tasks.report import markdown_table
 
         cell, reason = self.recommendation()
-        rows = [[r["cell"], r["seeds"], f"{r['mean']:.4f}", f"{r['std']:.4f}",
-                 f"{r['seconds']:.1f} ± {r['seconds_std']:.1f}", f"{r['parameters']:,}",
-                 f"{r['peak_mib']:.0f} ± {r['peak_mib_std']:.0f}"] for r in self.summary()]
+        rows = self.formatted_rows()
+        single = [r["cell"] for r in self.summary() if r["seeds"] < 2]
+        if single:
+            single_note = [f"One seed for {', '.join(single)}: no standard deviation (n/a), so the recommendation's "
+                           f"margin is the {self.tolerance} tolerance alone, and a difference within run-to-run "
+                           "noise can decide it; `--seeds 3` measures the spread.", ""]
+        else:
+            single_note = []
         device = self.settings.get("device", "cpu")
         failed = [f"- {Path(r.run).name}: {r.error}" for r in self.runs if r.error]
         if failed:
@@ -235,7 +252,7 @@ class CompareResult:
             f"batch), so no run pays the process's start-up cost. Trained on {device}; peak memory is the "
             f"{self.memory_method} above the start of each run.", "",
             markdown_table(["cell", "seeds", f"dev {self.metric}", "std", "train s", "parameters",
-                            f"peak MiB ({self.memory_method})"], rows), "", *failed,
+                            f"peak MiB ({self.memory_method})"], rows), "", *single_note, *failed,
             f"**Recommended: {cell}**: {reason}.", "",
             f"Rule: among cells whose mean is within max(the best cell's std, {self.tolerance}) of the best mean, "
             "the fastest to train (then the smallest).", "", "![comparison](compare.png)", ""])

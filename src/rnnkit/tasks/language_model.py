@@ -752,9 +752,11 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         except ValueError:
             raise ConfigError(f"{train_file}: the held-out tail (data.dev_fraction={cfg.data.dev_fraction}) is too "
                               "short for a dev stream; fix: raise data.dev_fraction or give a dev file with --dev") from None
-        part = f"{held:,} lines" if held else "part of its single line"
-        log(f"no --dev given: the last {part} ({cfg.data.dev_fraction:.0%}) of {train_file.name} are the dev stream; "
-            "the vocabulary is built from the rest")
+        share = f"{cfg.data.dev_fraction:.0%}"
+        part = (f"the last {held:,} line{'s' if held != 1 else ''} ({share}) of {train_file.name} "
+                f"{'are' if held != 1 else 'is'}" if held
+                else f"the last {share} of the single line of {train_file.name} is")
+        log(f"no --dev given: {part} the dev stream; the vocabulary is built from the rest")
     else:
         dev_ids = prep.ids_of_file(Path(dev_path), cache / "dev.bin")
     from ..data.io import iter_lines
@@ -854,7 +856,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         rows.append(["dev bits per character", dev["bits_per_character"]])
     report = [f"# Language model run: {run.path.name}", "",
               f"{cfg.data.level}-level {m.cell} x{m.num_layers} ({params:,} parameters) trained on `{train_file}` "
-              f"in {seconds:.0f} s ({len(history)} epochs, about {tokens_per_second:,.0f} tokens/s). Dev figures use "
+              f"in {seconds:.0f} s ({len(history)} epoch{'' if len(history) == 1 else 's'}, about {tokens_per_second:,.0f} tokens/s). Dev figures use "
               "batch size 1 with the state carried through the whole stream.", "",
               markdown_table(["metric", "value"], rows), "", "## Sample (temperature 0.8, seed 0)", "", "```",
               sample["text"], "```", ""]

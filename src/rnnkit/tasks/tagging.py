@@ -777,8 +777,9 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         held_out = {documents[i] for i in order[: max(1, len(documents) // 10)]}
         dev_sents = [s for s in train_sents if s.document in held_out]
         train_sents = [s for s in train_sents if s.document not in held_out]
-        log(f"no --dev given: held out {len(held_out)} training documents ({len(dev_sents)} sentences) "
-            "for model selection")
+        if dev_sents:
+            log(f"no --dev given: held out {len(held_out)} training documents ({len(dev_sents)} sentences) "
+                "for model selection")
     elif dev_path is None:
         from ..data.splits import take_whole_groups
 
@@ -789,7 +790,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         held = take_whole_groups(order, [s.tokens for s in train_sents], n_dev, keep=1 if len(order) > 1 else 0)
         dev_sents = [s for i, s in enumerate(train_sents) if i in held]
         train_sents = [s for i, s in enumerate(train_sents) if i not in held]
-        log(f"no --dev given: held out {len(dev_sents)} training sentences for model selection")
+        if dev_sents:  # an empty file stops just below, without a "held out 0" line first
+            log(f"no --dev given: held out {len(dev_sents)} training sentences for model selection")
     else:
         dev_sents = [s for s in read_sentences(dev_path, cfg.data) if len(s)]
     if not train_sents or not dev_sents:
@@ -860,10 +862,16 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     def metric_fn(pred: Tensor, gold: Tensor) -> dict[str, float]:
         g = [[prep.tags[i] for i in row if i >= 0] for row in gold.tolist()]
         p = [[prep.tags[i] for i in row if i >= 0] for row in pred.tolist()]
+        if scheme is not None:  # scored in the file's scheme, as evaluate and metrics.json score them
+            from ..data.conll import convert_tags
+
+            if prep.model_scheme != prep.file_scheme:
+                g = [convert_tags(x, prep.model_scheme, prep.file_scheme) for x in g]
+                p = [convert_tags(x, prep.model_scheme, prep.file_scheme) for x in p]
         if scheme is None:
             total = sum(len(x) for x in g)
             return {"token_accuracy": sum(a == b for x, y in zip(g, p) for a, b in zip(x, y)) / max(total, 1)}
-        s = entity_scores(g, p, scheme)
+        s = entity_scores(g, p, prep.file_scheme)
         return {"f1": s["f1"], "precision": s["precision"], "recall": s["recall"], "token_accuracy": s["token_accuracy"]}
 
     monitor = "f1" if scheme is not None else "token_accuracy"

@@ -422,6 +422,8 @@ class Preprocessor:
             return (f"{truncated} texts with more than data.max_sentences={self.cfg.max_sentences} sentences or a "
                     f"sentence longer than data.max_sentence_length={self.cfg.max_sentence_length} tokens were "
                     f"cut; {kept / total:.1%} of all tokens were used")
+        if not truncated and self.architecture != "han":  # not "0 texts ... kept their first 400 tokens"
+            return f"no text was longer than data.max_length={self.cfg.max_length} tokens; every token was used"
         side = "first" if self.cfg.truncation == "post" else "last"
         return (f"{truncated} texts longer than data.max_length={self.cfg.max_length} tokens kept their {side} "
                 f"{self.cfg.max_length} tokens; {kept / total:.1%} of all tokens were used")
@@ -828,6 +830,9 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     cfg, t = config, time.perf_counter()
     torch.manual_seed(cfg.train.seed)
     train_examples, empty_note = read_labelled(train_path, cfg.data)
+    if not train_examples:
+        raise ConfigError(f"{train_path}: no labelled texts read (an empty file, or a header only?); give a file "
+                          "with at least one text and its label")
     if empty_note:
         log(f"note: {empty_note}")
     if dev_path is not None:
@@ -931,10 +936,11 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
               (f"Truncation: {note}." if note else ""), "", "## Dev metrics", "",
               markdown_table(["metric", "value"], [[k, dev_metrics[k]] for k in ("accuracy", "macro_f1", "micro_f1")]),
               "", "## Per class (dev)", "",
-              markdown_table(["class", "precision", "recall", "f1"],
-                             [[c, per_class["precision"][i], per_class["recall"][i], per_class["f1"][i]]
-                              for i, c in enumerate(classes)]),
-              "", "## Learning curves", "", "![learning curves](learning_curves.png)" if curves else "", ""]
+              markdown_table(["class", "precision", "recall", "f1", "support"],
+                             [[c, per_class["precision"][i], per_class["recall"][i], per_class["f1"][i],
+                               per_class["support"][i]] for i, c in enumerate(classes)]), ""]
+    if curves:  # no heading over a figure that is not there
+        report += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
     if "confusion_matrix" in dev_metrics:
         report += ["## Confusion matrix (dev)", "", "![confusion matrix](confusion_matrix.png)", ""]
     run.write_text("report.md", "\n".join(report))

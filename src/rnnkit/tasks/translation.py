@@ -512,7 +512,11 @@ def plot_attention(source_tokens: Sequence[str], target_tokens: Sequence[str], w
     plt = _pyplot()
     rows, cols = len(target_tokens), len(source_tokens)
     fig, ax = plt.subplots(figsize=(1.5 + 0.45 * cols, 1.2 + 0.4 * rows))
-    ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    # Colours run from 0 to the largest weight shown (a colour bar gives the scale): on a fixed 0..1
+    # scale the diffuse attention of a young model (about 1 / source length everywhere) is all white.
+    top = max((float(w) for row in weights for w in row), default=1.0)
+    image = ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=top if top > 0 else 1.0, aspect="auto")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="weight")
     ax.set_xticks(range(cols), list(source_tokens), rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(rows), list(target_tokens), fontsize=8)
     ax.set(xlabel="source", ylabel="output", title="attention")
@@ -578,6 +582,10 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
     _sacrebleu()  # fail before training when the metric package is missing
     corpus = read_pairs(train_path, cfg.data)
     skipped = corpus.num_skipped_empty
+    if not len(corpus):
+        emptied = f" ({skipped} pair(s) with an empty side were skipped, data.empty=skip)" if skipped else ""
+        raise ConfigError(f"{_plain(train_path)}: no sentence pairs read (empty files?){emptied}; give line-aligned "
+                          "files with one sentence per line")
     if dev_path is None:
         if len(corpus) < 3:
             raise ConfigError(f"{_plain(train_path)}: {len(corpus)} sentence pair(s); without --dev, "
