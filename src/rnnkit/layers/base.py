@@ -263,8 +263,7 @@ def capture_modes(module: nn.Module) -> Callable[[], None]:
                 child.training = known[1] if known is not None and known[0] is child else parent.training
                 walk(child)
 
-        known = modes.get(id(module))
-        module.training = known[1] if known is not None else module.training
+        module.training = modes[id(module)][1]
         walk(module)
 
     return restore
@@ -459,8 +458,12 @@ class Layer(nn.Module):
         single-bias recurrent layer (``LSTM``, ``SimpleRNN``, ``GRU(reset_after=False)``) keeps
         for torch's kernels, which Keras has no weight for (listed by the inner module's
         ``keras_hidden_parameter_names``). ``weights``, the counts and ``summary`` use these."""
-        hidden = {id(getattr(m, n)) for m in self.modules() for n in getattr(m, "keras_hidden_parameter_names", ())}
+        hidden = self._hidden_parameter_ids()
         return [p for p in self.parameters() if id(p) not in hidden]
+
+    def _hidden_parameter_ids(self) -> set[int]:
+        """``id`` of each parameter Keras has no weight for (see :meth:`keras_parameters`)."""
+        return {id(getattr(m, n)) for m in self.modules() for n in getattr(m, "keras_hidden_parameter_names", ())}
 
     @property
     def weights(self) -> list[nn.Parameter]:
@@ -662,7 +665,7 @@ class Layer(nn.Module):
         torch module inside it (not the hidden ``bias_hh``, see :meth:`keras_parameters`), or a
         nested Keras layer, which gives its weights in its own Keras layout (an ``LSTM``'s kernel
         ``[in, 4 * units]``, not torch's ``weight_ih``)."""
-        hidden = {id(getattr(m, n)) for m in self.modules() for n in getattr(m, "keras_hidden_parameter_names", ())}
+        hidden = self._hidden_parameter_ids()
         parts: list[nn.Parameter | Layer] = []
         seen: set[int] = set()
 

@@ -149,15 +149,11 @@ _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 @dataclasses.dataclass(frozen=True)
 class Written:
     """A plain YAML scalar (unquoted, from a config file or ``--set``) read as a bool or a number,
-    with the text as written: a string field keeps the text (a column named ``no`` or ``1e3``,
-    a format ``01``) where YAML 1.1 would have turned it into ``False``, ``'1e3'``'s float, ``1``."""
+    with the text as written: a string field keeps the text (a column named ``no`` or ``2024``, a
+    label column ``007``) where YAML 1.1 would have turned it into ``False``, ``2024``, ``7``."""
 
     value: Any
     text: str
-
-
-def _written(value: Any, text: str) -> Any:
-    return Written(value, text.strip()) if isinstance(value, bool | int | float) else value
 
 
 def _number(text: str) -> Any:
@@ -172,13 +168,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     text = None
     if isinstance(value, Written):
         value, text = value.value, value.text
+    said = text if text is not None else shown(value)  # in errors: the value as the user wrote it
     origin = get_origin(tp)
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices and text in choices:  # a choice YAML reads as a bool or number
             return text
         if value not in choices:
-            raise ConfigError(f"{key}: {(text or shown(value))} is not valid; choose one of {', '.join(map(repr, choices))}")
+            raise ConfigError(f"{key}: {said} is not valid; choose one of {', '.join(map(repr, choices))}")
         return value
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
@@ -191,7 +188,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(written, arg, key)
         if type(None) in args and isinstance(value, str) and value.strip().lower() in ("none", "null", "~"):
             return None  # --set train.max_minutes=none, as Python writes null
-        raise ConfigError(f"{key}: expected {_expected(tp)}, got {(text or shown(value))}")
+        raise ConfigError(f"{key}: expected {_expected(tp)}, got {said}")
     if origin in (list, tuple):
         (item,) = get_args(tp)[:1] or (Any,)
         if text is not None:  # one item written bare: quantiles=0.5
@@ -201,7 +198,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if item in (int, float):  # "0.1,0.9" from the command line: read each number
                 value = [_number(v) for v in value]
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected {_expected(tp)}, got {(text or shown(value))}")
+            raise ConfigError(f"{key}: expected {_expected(tp)}, got {said}")
         return [_coerce(v, item, key) for v in value]
     if tp is Any:
         return value
@@ -210,25 +207,25 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         if isinstance(value, int | str) and str(value).strip().lower() in _TRUE + _FALSE:  # 1/0, "yes"
             return str(value).strip().lower() in _TRUE
-        raise ConfigError(f"{key}: expected true or false (or yes/no, 1/0), got {(text or shown(value))}")
+        raise ConfigError(f"{key}: expected true or false (or yes/no, 1/0), got {said}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected an integer, got {(text or shown(value))}")
+        raise ConfigError(f"{key}: expected an integer, got {said}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
             with contextlib.suppress(ValueError):
                 return float(value)
-        raise ConfigError(f"{key}: expected a number, got {(text or shown(value))}")
+        raise ConfigError(f"{key}: expected a number, got {said}")
     if tp is str:
         if text is not None:  # data.text_column=no is the column 'no', not 'False'
             return text
         if isinstance(value, str):
             return value
         if value is None or isinstance(value, dict | list):  # not the text 'None' or "{'a': 1}"
-            raise ConfigError(f"{key}: expected a string, got {(text or shown(value))}")
+            raise ConfigError(f"{key}: expected a string, got {said}")
         return str(value)
     return value
 
@@ -380,8 +377,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _construct_written(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
     """Plain scalars that YAML reads as bools or numbers keep their text (see :class:`Written`)."""
-    constructor = yaml.SafeLoader.yaml_constructors[node.tag]
-    return _written(constructor(loader, node), node.value)
+    return Written(yaml.SafeLoader.yaml_constructors[node.tag](loader, node), node.value)
 
 
 for _tag in ("bool", "int", "float"):

@@ -849,9 +849,9 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
             train_loader = _shard_loader(train_loader, train=True)
             sampler = getattr(train_loader, "sampler", None)
             if steps_per_epoch is None and isinstance(sampler, _ShardSampler):
-                # each process takes ceil(n / world) samples (the process group, which len() reads, comes later):
-                # callbacks see this process's batch count, as Lightning runs it, not the single-process one
-                share = -(-len(sampler.inner) // trainer.world_size)
+                # the process group, which len() reads, comes later: callbacks see this process's batch
+                # count, as Lightning runs it, not the single-process one
+                share = sampler.share(len(sampler.inner), 0, trainer.world_size)
                 params["steps"] = -(-share // int(train_loader.batch_size))
             if val_loader is not None:
                 val_loader = _shard_loader(val_loader, train=False)
@@ -932,22 +932,24 @@ class _ShardSampler(torch.utils.data.DistributedSampler):  # type: ignore[type-a
         self.epoch = epoch
         self.inner.set_epoch(epoch)
 
-    def _share(self, n: int) -> int:
-        rank, world = self._rank_world()
-        if self.pad or n < world:  # a process without batches would leave the others waiting
-            return -(-n // world)
-        return len(range(rank, n, world))
+    def _padded(self, n: int, world: int) -> bool:
+        return self.pad or n < world  # a process without batches would leave the others waiting
+
+    def share(self, n: int, rank: int, world: int) -> int:
+        """How many of ``n`` samples process ``rank`` of ``world`` takes (all the same when padded)."""
+        return -(-n // world) if self._padded(n, world) else len(range(rank, n, world))
 
     def __len__(self) -> int:
-        return self._share(len(self.inner))
+        return self.share(len(self.inner), *self._rank_world())
 
     def __iter__(self) -> Iterator[int]:
         rank, world = self._rank_world()
         order = list(self.inner)
-        size = self._share(len(order)) * world if (self.pad or len(order) < world) else len(order)
-        while len(order) < size:
-            order += order[: size - len(order)]
-        return iter(order[rank:size:world])
+        if self._padded(len(order), world):
+            size = self.share(len(order), rank, world) * world
+            while len(order) < size:
+                order += order[: size - len(order)]
+        return iter(order[rank::world])
 
 
 def _shard_loader(loader: Any, *, train: bool) -> Any:
