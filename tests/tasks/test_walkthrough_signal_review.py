@@ -20,7 +20,6 @@ from rnnkit.data.audio import list_audio_folder  # noqa: E402
 from rnnkit.data.errors import DataError  # noqa: E402
 from rnnkit.data.timeseries import read_timeseries  # noqa: E402
 from rnnkit.tasks.forecasting import verdict  # noqa: E402
-from rnnkit.tasks.report import markdown_table  # noqa: E402
 from rnnkit.tasks.speech import split_table  # noqa: E402
 
 runner = CliRunner()
@@ -31,16 +30,16 @@ def test_speech_report_table_shows_only_the_metrics_of_the_head() -> None:
     """A classifier's report had WER and CER columns reading ``nan`` (and a CTC run an accuracy of ``nan``)."""
     clf = {"dev": {"accuracy": 0.7, "rtf": 0.01, "utterances": 270}, "test": {"accuracy": 0.8, "rtf": 0.01,
                                                                                "utterances": 300}}
-    table = split_table(clf, ["dev", "test"], "classifier", markdown_table)
+    table = split_table(clf, ["dev", "test"], "classifier")
     assert table.splitlines()[0] == "| split | accuracy | real-time factor | utterances |"
     assert "nan" not in table and "WER" not in table
     ctc = {"test": {"wer": 0.1, "cer": 0.05, "sentence_accuracy": 0.8, "rtf": 0.01, "utterances": 3}}
-    table = split_table(ctc, ["test"], "ctc", markdown_table)
+    table = split_table(ctc, ["test"], "ctc")
     assert table.splitlines()[0] == "| split | WER | CER | sentence accuracy | real-time factor | utterances |"
     assert "nan" not in table
     # an undefined WER (every reference empty) still reads n/a
     ctc["test"].update(wer=None, cer=None)
-    assert "n/a" in split_table(ctc, ["test"], "ctc", markdown_table)
+    assert "n/a" in split_table(ctc, ["test"], "ctc")
 
 
 def test_an_audio_folder_whose_files_are_in_a_subfolder_names_it(tmp_path: Path) -> None:

@@ -1312,9 +1312,11 @@ def _load_all(items: list[Utterance], loader: AudioLoader) -> None:
         u.wave = loader(u.key)
 
 
-def split_table(metrics: dict[str, Any], splits: Sequence[str], head: str, markdown_table: Any) -> str:
+def split_table(metrics: dict[str, Any], splits: Sequence[str], head: str) -> str:
     """The report's table of dev/test scores, with the columns of the model's head only: accuracy for
     a classifier, WER, CER and sentence accuracy for CTC (a column that cannot apply would read ``nan``)."""
+    from .report import markdown_table
+
     keys = ["accuracy"] if head == "classifier" else ["wer", "cer", "sentence_accuracy"]
     names = {"accuracy": "accuracy", "wer": "WER", "cer": "CER", "sentence_accuracy": "sentence accuracy"}
     rows = [[split, *(_cell(metrics[split].get(k, math.nan)) for k in (*keys, "rtf")), metrics[split]["utterances"]]
@@ -1376,7 +1378,7 @@ def quality_metric(config: Config) -> str:
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     from .engine import EngineOptions, fit, prior_seconds, stop_reason
-    from .report import markdown_table, plot_confusion, plot_learning_curves
+    from .report import plot_confusion, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
     d, m = cfg.data, cfg.model
@@ -1540,7 +1542,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
               f", {d.mode}, {head} head) in {seconds:.0f} s; best epoch {best} of {len(history)}; {params:,} parameters.",
               ""]
     splits = [split for split in ("dev", "test") if split in metrics]
-    report += [split_table(metrics, splits, head, markdown_table), ""]
+    report += [split_table(metrics, splits, head), ""]
     notes = [*metrics.get("notes", []), *(f"{split}: {n}" for split in splits for n in metrics[split].get("notes", []))]
     if notes:
         report += [*(f"* {n}" for n in notes), ""]
