@@ -133,6 +133,12 @@ EXAMPLE_SIZES = ((2, 24), (3, 37))  # (batch, every dynamic dimension) of the tw
 # chains of them) still map them to different lengths, so a dynamic length stays dynamic (None)
 
 
+def to_numpy(t: Tensor) -> np.ndarray:
+    """A NumPy copy of ``t``; bfloat16, which NumPy lacks, as float32 (as Keras converts it)."""
+    t = t.detach()
+    return (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy().copy()
+
+
 def make_example(shape: Shape, dtype: torch.dtype, variant: int) -> Tensor:
     """A small concrete tensor for shape inference: ``shape`` without the batch dimension.
 
@@ -483,7 +489,11 @@ class Layer(nn.Module):
 
     @property
     def param_dtype(self) -> torch.dtype:
-        """The dtype parameters are created in."""
+        """The dtype the layer computes in: its parameters' (which ``model.to(torch.float64)`` or a
+        ``precision="bf16-true"`` fit changes), or before it has any, the dtype it was made with."""
+        for p in self.parameters():
+            if p.dtype.is_floating_point:
+                return p.dtype
         return to_torch_dtype(self._dtype_name)
 
     # -- build ---------------------------------------------------------------------------------
@@ -500,8 +510,8 @@ class Layer(nn.Module):
         for m in self.modules():  # the modules build() made follow the layer's mode (those before keep theirs)
             if id(m) not in existing:
                 m.training = self.training
-        if self.param_dtype != torch.float32:
-            self.to(self.param_dtype)
+        if self._dtype_name != "float32":
+            self.to(to_torch_dtype(self._dtype_name))
         if not self._trainable:
             for p in self.parameters():
                 p.requires_grad_(False)
@@ -694,7 +704,7 @@ class Layer(nn.Module):
             if isinstance(part, Layer):
                 out.extend(part.get_weights())
             else:
-                out.append(part.detach().cpu().numpy().copy())
+                out.append(to_numpy(part))
         return out
 
     def set_weights(self, weights: list[np.ndarray]) -> None:

@@ -25,6 +25,7 @@ from .base import (
     dtype_name,
     make_example,
     register_layer,
+    to_numpy,
     to_torch_dtype,
 )
 from .initializers import Initializer, get_initializer, initializer_name
@@ -123,9 +124,9 @@ class KernelWeights:
     def get_weights(self) -> list[np.ndarray]:
         if self.weight is None:
             return []
-        out = [self.weight.detach().cpu().numpy().T.copy()]
+        out = [to_numpy(self.weight).T.copy()]
         if self.bias is not None:
-            out.append(self.bias.detach().cpu().numpy().copy())
+            out.append(to_numpy(self.bias))
         return out
 
     def set_weights(self, weights: list[np.ndarray]) -> None:

@@ -39,7 +39,7 @@ from ..nn import GRU as NNGRU
 from ..nn import LSTM as NNLSTM
 from ..nn import RNN as NNRNN
 from .activations import activation_name, get_activation
-from .base import Layer, check_weight_list, register_layer
+from .base import Layer, check_weight_list, register_layer, to_numpy
 from .initializers import Initializer, get_initializer, initializer_name
 from .keras_weights import keras_to_torch, torch_to_keras
 
@@ -308,7 +308,7 @@ class _KerasRNN(Layer):
     # -- Keras weights -------------------------------------------------------------------------
     def _torch_params(self) -> dict[str, np.ndarray]:
         assert self.rnn is not None
-        return {k: v.detach().cpu().numpy() for k, v in self.rnn.named_parameters()}
+        return {k: to_numpy(v) for k, v in self.rnn.named_parameters()}
 
     def _reset_after(self) -> bool:
         return True

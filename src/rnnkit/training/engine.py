@@ -83,7 +83,7 @@ from .evaluation import (
     require_compiled,
     to_device,
 )
-from .optimizers import check_clipping, check_norm_limits, merge_clipping
+from .optimizers import check_clipping, check_norm_limits, has_trainable_parameters, merge_clipping
 from .resuming import PassOver, read_checkpoint
 from .step import StepLogic
 
@@ -123,13 +123,16 @@ class KerasModule(pl.LightningModule):
         self.mid_epoch: dict[str, Any] | None = None  # set while a mid-epoch checkpoint is written
         self.resumed_mid_epoch: dict[str, Any] | None = None  # the mid-epoch record this fit resumed from
         self._pending_rng: dict[str, Any] | None = None  # restored at the next batch after a mid-epoch resume
+        self.frozen = not has_trainable_parameters(model)
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
+        if self.frozen:
+            return None  # nothing to update: fit still runs the epochs for the losses and metrics, as Keras
         return self.optimizer_spec.build(self.model.parameters())
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
-        if self.automatic_optimization:
+        if self.automatic_optimization and not self.frozen:
             self.optimizer_spec.before_step()
 
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
@@ -160,7 +163,7 @@ class KerasModule(pl.LightningModule):
         self._record("train", total, parts, outputs, out_masks, b)
         self.log("loss", total.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size_of(b),
                  logger=False)
-        return total
+        return None if self.frozen else total
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         b = self.logic.canonical(batch)
@@ -172,7 +175,7 @@ class KerasModule(pl.LightningModule):
     def _tbptt_step(self, b: dict[str, Any]) -> Tensor:
         assert self.tbptt_steps is not None
         k = self.tbptt_steps
-        opt = self.optimizers()
+        opt = None if self.frozen else self.optimizers()
         xs = b["x"]
         steps = int(xs[0].shape[1]) if xs[0].dim() >= 2 else 0
         for x in xs:
@@ -209,6 +212,10 @@ class KerasModule(pl.LightningModule):
                 sw = b.get("sw")
                 chunk["sw"] = None if sw is None else self._time_slice(sw, steps, start, stop, per_step and sw.dim() == 2)
                 total, parts = self.logic.losses_of(outputs, out_masks, chunk)
+                if self.frozen:
+                    self._record("train", total, parts, outputs, out_masks, chunk if per_step else b)
+                    totals.append(total.detach())
+                    continue
                 opt.zero_grad()  # type: ignore[union-attr]
                 self.manual_backward(total)
                 scaler = getattr(self.trainer.precision_plugin, "scaler", None)
@@ -633,7 +640,8 @@ def _quiet_lightning() -> Iterator[None]:
             for pattern in (".*does not have many workers.*", ".*smaller than the logging interval.*",
                             ".*Checkpoint directory.*exists and is not empty.*", ".*LightningModule.*is not a.*",
                             ".*`training_step` returned `None`.*", ".*Total length of .* across ranks is zero.*",
-                            ".*isinstance\\(treespec, LeafSpec\\).*", ".*no `val_dataloader`.*", ".*sync_dist=True.*"):
+                            ".*isinstance\\(treespec, LeafSpec\\).*", ".*no `val_dataloader`.*", ".*sync_dist=True.*",
+                            ".*configure_optimizers` returned `None`.*"):
                 warnings.filterwarnings("ignore", message=pattern)
             yield
     finally:
@@ -776,7 +784,10 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         logic.preflight(to_device(logic.canonical(first_batch(val_loader)), model_device(model)))
     if tbptt_steps is not None:
         _check_tbptt(model, tbptt_steps)
-    compiled.optimizer.build(model.parameters())
+    if has_trainable_parameters(model):
+        compiled.optimizer.build(model.parameters())
+    else:
+        warnings.warn("The model does not have any trainable weights.", stacklevel=2)  # Keras's warning
 
     overrides = merge_clipping(compiled.clip_overrides, {"clipnorm": clipnorm, "clipvalue": clipvalue,
                                                         "global_clipnorm": global_clipnorm})

@@ -8,6 +8,7 @@ compiled optimizer and clipping, as ``fit`` does.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, cast
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..layers.base import flatten, map_structure, module_mode
+from ..layers.base import flatten, map_structure, module_mode, to_numpy
 from ..metrics import BoundMetric
 from .compile import CompileState
 from .data import (
@@ -29,6 +30,7 @@ from .data import (
     is_loader_like,
     make_loader,
 )
+from .optimizers import has_trainable_parameters
 from .step import StepLogic
 
 
@@ -148,7 +150,7 @@ def predict_model(model: Any, x: Any, *, batch_size: int | None = None, verbose:
                 structure = outs
                 collected = [[] for _ in flatten(outs)]
             for k, o in enumerate(flatten(outs)):
-                collected[k].append(o.detach().float().cpu().numpy())
+                collected[k].append(to_numpy(o))  # in the output's dtype, as Keras
     if structure is None:
         raise InputDataError("predict received no samples")
     arrays = [_pad_concat(parts) for parts in collected]
@@ -258,7 +260,9 @@ def batch_step(model: Any, x: Any, y: Any, *, train: bool, sample_weight: Any = 
             raise ValueError(f"the model returns {len(outputs)} output(s) but compile() set "
                              f"{len(logic.losses)} loss(es)")
         total, parts = logic.losses_of(outputs, out_masks, batch)
-        if train:
+        if train and not has_trainable_parameters(model):
+            warnings.warn("The model does not have any trainable weights.", stacklevel=2)  # as Keras: no update
+        elif train:
             spec = compiled.optimizer
             optimizer = spec.build(model.parameters())
             optimizer.zero_grad()

@@ -36,6 +36,11 @@ import torch
 from torch import Tensor, nn
 
 
+def has_trainable_parameters(model: nn.Module) -> bool:
+    """Whether any parameter of ``model`` takes gradients (a fully frozen model trains nothing)."""
+    return any(p.requires_grad for p in model.parameters())
+
+
 # -- schedules ------------------------------------------------------------------------------------
 class LearningRateSchedule:
     """A learning rate as a function of the optimizer step (0-based)."""
