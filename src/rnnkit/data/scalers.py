@@ -430,11 +430,14 @@ class DifferenceTransform(JsonSerializable):
         x = d
         for level in reversed(levels):
             seed = level[-self.lag :]
-            out = np.empty((x.shape[0] + self.lag, *x.shape[1:]), dtype=np.float64)
+            # out[t + lag] = x[t] + out[t]: a running sum down each of the `lag` interleaved streams,
+            # one cumsum over [steps / lag, lag, ...] rows (accumulate adds in order, as the loop did)
+            rows = -(-(x.shape[0] + self.lag) // self.lag)
+            out = np.zeros((rows * self.lag, *x.shape[1:]), dtype=np.float64)
             out[: self.lag] = seed
-            for t in range(x.shape[0]):
-                out[t + self.lag] = x[t] + out[t]
-            x = out[self.lag :]
+            out[self.lag : x.shape[0] + self.lag] = x
+            out = np.cumsum(out.reshape(rows, self.lag, *x.shape[1:]), axis=0).reshape(out.shape)
+            x = out[self.lag : x.shape[0] + self.lag]
         return _like(x, data)
 
     def to_config(self) -> dict[str, Any]:

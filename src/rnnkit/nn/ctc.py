@@ -328,8 +328,22 @@ def ctc_prefix_beam_search(log_probs: Tensor, beam_size: int = 8, blank: int = 0
     return search.results()
 
 
+def _plain(seq: Sequence[object]) -> bool:
+    """Whether ``seq`` holds only ``str`` and ``int`` items (hash lookup then agrees with ``==``)."""
+    return isinstance(seq, str) or all(type(x) is str or type(x) is int for x in seq)
+
+
 def edit_distance(ref: Sequence[object], hyp: Sequence[object]) -> int:
     """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
+    if len(ref) == 0 or len(hyp) == 0:  # (len: arrays and tensors have no plain truth value)
+        return max(len(ref), len(hyp))
+    if _plain(ref) and _plain(hyp):  # characters or words: rapidfuzz's C++ Levenshtein (jiwer's engine)
+        try:
+            from rapidfuzz.distance import Levenshtein
+        except ImportError:  # without the audio extra: the dynamic programme below
+            pass
+        else:
+            return int(Levenshtein.distance(ref, hyp))
     prev = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         cur = [i] + [0] * len(hyp)
