@@ -26,7 +26,9 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import tempfile
 import threading
+from pathlib import Path
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
@@ -124,3 +126,20 @@ def new_file_mode() -> int:
     """
     mask = _read_umask() if platform.system() == "Linux" else _UMASK_AT_IMPORT
     return 0o666 & ~mask
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it into place
+    (usual permissions): a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())  # mkstemp's files are 0o600; a run folder's files are read by others too
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -15,6 +15,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from ..runtime import atomic_write_bytes
 from .errors import DataError
 
 __all__ = [
@@ -76,7 +77,8 @@ class JsonSerializable:
         return {"type": self.type_name, "format_version": FORMAT_VERSION, "config": self.to_config()}
 
     def save(self, path: str | PathLike[str]) -> Path:
-        """Write the object as JSON.
+        """Write the object as JSON (atomically: to a temporary file beside ``path``, flushed to
+        disk and renamed over it, so a crash leaves the old file or the new one, never half).
 
         Args:
             path: Destination file (parent folders are created).
@@ -94,7 +96,7 @@ class JsonSerializable:
                 path=out,
                 hint="fit on data without NaN/inf values",
             ) from None
-        out.write_text(text + "\n", encoding="utf-8")
+        atomic_write_bytes(out, (text + "\n").encode("utf-8"))
         return out
 
     @classmethod
@@ -123,6 +125,15 @@ class JsonSerializable:
         return self.to_config() == other.to_config()
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _detail(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing entry {exc}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text[:200] or type(exc).__name__
 
 
 def registered_types() -> list[str]:
@@ -158,14 +169,30 @@ def transform_from_config(document: dict[str, Any], *, source: str | None = None
             hint="re-save the transform with this rnnkit version",
         )
     name = document["type"]
-    cls = _REGISTRY.get(name)
+    cls = _REGISTRY.get(name) if isinstance(name, str) else None
     if cls is None:
         raise DataError(
             f"unknown transform type {name!r}; known: {', '.join(registered_types())}",
             path=source,
             hint="import the module that defines it first",
         )
-    return cls.from_config(document["config"])
+    config = document["config"]
+    if not isinstance(config, dict) or cls.from_config.__func__ is JsonSerializable.from_config.__func__:  # type: ignore[attr-defined]
+        what = "its config is not a JSON object" if not isinstance(config, dict) else "an abstract type"
+        raise DataError(
+            f"corrupt {name} document ({what})", path=source, hint="re-save the transform with .save()"
+        )
+    try:
+        return cls.from_config(config)
+    except DataError as exc:
+        if exc.path is None and source is not None:
+            raise DataError(exc.message, path=source, hint=exc.hint) from None
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RecursionError,
+            NotImplementedError) as exc:
+        raise DataError(
+            f"corrupt {name} config ({_detail(exc)})", path=source, hint="re-save the transform with .save()"
+        ) from None
 
 
 def load_transform(path: str | PathLike[str]) -> JsonSerializable:
@@ -185,5 +212,15 @@ def load_transform(path: str | PathLike[str]) -> JsonSerializable:
     except json.JSONDecodeError as exc:
         raise DataError(
             f"invalid JSON: {exc.msg}", path=p, line=exc.lineno, hint="re-save the transform"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"not UTF-8 text (byte {exc.start}): not a saved transform", path=p, hint="re-save the transform"
+        ) from None
+    except RecursionError:
+        raise DataError("invalid JSON: nested too deeply", path=p, hint="re-save the transform") from None
+    except OSError as exc:
+        raise DataError(
+            f"cannot read the file ({exc.strerror or exc})", path=p, hint="check its permissions"
         ) from None
     return transform_from_config(document, source=str(p))

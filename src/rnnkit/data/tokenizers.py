@@ -467,5 +467,19 @@ class SubwordTokenizer(Tokenizer):
     def from_config(cls, config: dict[str, Any]) -> SubwordTokenizer:
         """Rebuild from :meth:`to_config` output."""
         hf = _hf()
-        backend = hf.Tokenizer.from_str(json.dumps(config["tokenizer"]))
-        return cls(backend, config["model"], config["special_tokens"])
+        specials = config["special_tokens"]
+        if not isinstance(specials, list) or not all(isinstance(t, str) for t in specials):
+            raise DataError("corrupt SubwordTokenizer config (special_tokens is not a list of strings)",
+                            hint="re-save the tokenizer with .save()")
+        if not isinstance(config["model"], str):
+            raise DataError("corrupt SubwordTokenizer config (model is not a string)",
+                            hint="re-save the tokenizer with .save()")
+        try:
+            backend = hf.Tokenizer.from_str(json.dumps(config["tokenizer"]))
+        except Exception as exc:  # tokenizers raises a bare Exception for a bad document
+            raise DataError(
+                f"corrupt SubwordTokenizer config (the tokenizers document does not load: "
+                f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})",
+                hint="re-save the tokenizer with .save()",
+            ) from None
+        return cls(backend, config["model"], specials)

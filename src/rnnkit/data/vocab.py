@@ -284,6 +284,12 @@ class Vocabulary(JsonSerializable):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Vocabulary:
         """Rebuild from :meth:`to_config` output."""
+        _check_list(config["tokens"], "Vocabulary", "tokens")
+        _check_list(config.get("extra_specials", ()), "Vocabulary", "extra_specials")
+        counts = config.get("counts")
+        if counts is not None and not isinstance(counts, dict):
+            raise DataError("corrupt Vocabulary config (counts is not a JSON object)",
+                            hint="re-save the vocabulary with .save()")
         return cls(
             config["tokens"],
             pad_token=config["pad_token"],
@@ -293,6 +299,13 @@ class Vocabulary(JsonSerializable):
             extra_specials=config.get("extra_specials", ()),
             counts=config.get("counts"),
         )
+
+
+def _check_list(value: Any, kind: str, key: str) -> None:
+    """A saved list must come back a JSON list (a string would be split into its characters)."""
+    if not isinstance(value, list | tuple):
+        raise DataError(f"corrupt {kind} config ({key} is a {type(value).__name__}, not a list)",
+                        hint=f"re-save the {kind} with .save()")
 
 
 def _is_missing(label: Any) -> bool:
@@ -411,4 +424,5 @@ class LabelEncoder(JsonSerializable):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LabelEncoder:
         """Rebuild from :meth:`to_config` output."""
+        _check_list(config["classes"], "LabelEncoder", "classes")
         return cls(config["classes"])

@@ -36,6 +36,15 @@ def _reorder(a: np.ndarray, order: tuple[int, ...], axis: int) -> np.ndarray:
     return np.concatenate([parts[k] for k in order], axis=axis)
 
 
+_GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
+
+
+def _gates(kind: str) -> int:
+    if kind not in _GATES:
+        raise ValueError(f"unknown recurrent layer kind {kind!r}; use one of {', '.join(_GATES)}")
+    return _GATES[kind]
+
+
 def _check_2d(name: str, a: np.ndarray, rows: int | None, cols: int) -> None:
     if a.ndim != 2 or (rows is not None and a.shape[0] != rows) or a.shape[1] != cols:
         want = f"[{rows if rows is not None else 'I'}, {cols}]"
@@ -56,7 +65,7 @@ def keras_to_torch(kind: str, weights: list[np.ndarray], units: int, *, use_bias
     Returns:
         ``{"weight_ih_l0": ..., "weight_hh_l0": ..., "bias_ih_l0": ..., "bias_hh_l0": ...}``.
     """
-    gates = {"lstm": 4, "gru": 3, "simple_rnn": 1}[kind]
+    gates = _gates(kind)
     expected = 3 if use_bias else 2
     if len(weights) != expected:
         raise ValueError(f"a Keras {kind} layer with use_bias={use_bias} has {expected} weight arrays "
@@ -96,7 +105,13 @@ def torch_to_keras(kind: str, params: dict[str, np.ndarray], *, reset_after: boo
     Returns:
         The arrays in Keras order, ready for ``keras_layer.set_weights``.
     """
-    gates = {"lstm": 4, "gru": 3, "simple_rnn": 1}[kind]
+    gates = _gates(kind)
+    missing = [k for k in ("weight_ih_l0", "weight_hh_l0") if k not in params]
+    if "bias_ih_l0" in params and "bias_hh_l0" not in params:
+        missing.append("bias_hh_l0")
+    if missing:
+        raise ValueError(f"torch {kind} parameters lack {', '.join(missing)}; pass the layer-0 parameters "
+                         "weight_ih_l0, weight_hh_l0 (and bias_ih_l0, bias_hh_l0)")
     order = _GRU_KERAS_TO_TORCH if kind == "gru" else tuple(range(gates))  # the swap is its own inverse
     out = [_reorder(params["weight_ih_l0"].T, order, 1).copy(), _reorder(params["weight_hh_l0"].T, order, 1).copy()]
     if "bias_ih_l0" in params:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import uuid
 import warnings
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import __version__
 from ..layers.base import LAYERS, deserialize_layer, serialize_layer
@@ -240,7 +242,7 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         try:
             with open(config_file, encoding="utf-8") as f:
                 config = json.load(f)
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError, RecursionError) as err:  # RecursionError: absurdly deep nesting
             raise _corrupt(config_file, err) from None
         if not isinstance(config, dict):
             raise _corrupt(config_file, ValueError("the config is not a JSON object"))
@@ -258,13 +260,86 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         raise ValueError(f"{path} holds weights only (no model config); build the model and call load_weights()")
     try:
         config = json.loads(metadata["rnnkit_config"])
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: absurdly deep nesting
         raise _corrupt(path, err) from None
     if not isinstance(config, dict):
         raise _corrupt(path, ValueError("the config is not a JSON object"))
     tensors = _load_tensors(path)
     _check_digest(config, tensors, path)
     return config, tensors
+
+
+#: Bytes a model's construction may allocate beyond what its weights file holds (a subclassed
+#: model's first call on zeros, initializers' temporaries): 1 GiB plus 8 times the weights.
+_BUILD_ALLOWANCE, _BUILD_FACTOR = 1 << 30, 8
+
+
+class _TooLarge(Exception):
+    """A model being rebuilt from a config asked for far more memory than its weights file holds."""
+
+    def __init__(self, need: int) -> None:
+        super().__init__(need)
+        self.need = need
+
+
+class _AllocationBudget(TorchDispatchMode):
+    """Refuse, before they are made, tensor allocations past ``limit`` bytes in all (``_TooLarge``).
+
+    A config is data from whoever sent the file: ``LSTM(units=10**6)`` or ``Embedding(10**10, ...)``
+    would otherwise allocate (and initialise) terabytes, or fill the machine's memory, before the
+    weights are compared with the model. Ops that take a ``size`` (``empty``, ``zeros``, ``new_*``
+    ...) are counted against the budget before they run; any other op whose result alone is over
+    the limit stops the build right after it.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit, self.left = limit, limit
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        need = _size_argument_bytes(func, args, kwargs)
+        if need is not None:
+            if need > self.left:
+                raise _TooLarge(self.limit - self.left + need)
+            self.left -= need
+        out = func(*args, **kwargs)
+        returns = func._schema.returns
+        fresh = bool(returns) and returns[0].alias_info is None  # not a view, not in place
+        if need is None and fresh and isinstance(out, torch.Tensor) and out.numel() * out.element_size() > self.limit:
+            raise _TooLarge(out.numel() * out.element_size())
+        return out
+
+
+def _size_argument_bytes(func: Any, args: Any, kwargs: dict[str, Any]) -> int | None:
+    """Bytes an allocating op with a ``size`` argument (not a view or an in-place op) will make."""
+    schema = func._schema
+    returns = schema.returns
+    if not returns or returns[0].alias_info is not None:  # views and in-place ops allocate nothing new
+        return None
+    for i, arg in enumerate(schema.arguments):
+        if arg.name != "size":
+            continue
+        size = args[i] if i < len(args) else kwargs.get("size")
+        if not isinstance(size, list | tuple) or not all(isinstance(d, int) for d in size):
+            return None
+        dtype = kwargs.get("dtype")
+        if dtype is None:
+            first = args[0] if args else None
+            dtype = first.dtype if isinstance(first, torch.Tensor) else torch.get_default_dtype()
+        return max(math.prod(size), 0) * dtype.itemsize
+    return None
+
+
+def _build_budget(tensors: dict[str, torch.Tensor]) -> int:
+    return _BUILD_ALLOWANCE + _BUILD_FACTOR * sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _too_large(config_file: str, err: _TooLarge, tensors: dict[str, torch.Tensor]) -> ValueError:
+    held = sum(t.numel() * t.element_size() for t in tensors.values())
+    return ValueError(f"{config_file} describes a model far larger than its weights (it would allocate over "
+                      f"{err.need / 2**30:.1f} GiB; the weights hold {held / 2**20:.1f} MiB): the config is damaged "
+                      "or was edited; save the model again")
 
 
 @contextlib.contextmanager
@@ -314,27 +389,44 @@ def load_model(filepath: str | os.PathLike[str], custom_objects: dict[str, Any] 
         raise ValueError(f"{path} was saved by a newer rnnkit (format {version}); upgrade rnnkit")
     if not isinstance(config.get("model"), dict):
         raise _corrupt(config_file, ValueError("the config has no model architecture"))
+    budget = _AllocationBudget(_build_budget(tensors))  # sizes in the config are checked before allocating
     try:
-        with custom_object_scope(custom_objects):
+        with custom_object_scope(custom_objects), budget:
             model: Any = deserialize_layer(config["model"], custom_objects)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+    except _TooLarge as err:
+        raise _too_large(config_file, err, tensors) from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError, OverflowError,
+            RecursionError, MemoryError) as err:
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         if isinstance(err, KeyError):
             detail = f"missing entry {detail}"
+        elif isinstance(err, RecursionError):
+            detail = "layers nested too deeply"
         raise ValueError(f"cannot rebuild the model in {config_file}: {detail}") from None
     build_inputs = config.get("build_inputs")
     if isinstance(build_inputs, dict) and not model.built and hasattr(model, "_build_from_record"):
         try:
-            model._build_from_record(build_inputs)
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            with budget:
+                model._build_from_record(build_inputs)
+        except _TooLarge as err:
+            raise _too_large(config_file, err, tensors) from None
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError, OverflowError,
+                MemoryError) as err:
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ValueError(f"cannot build the model in {config_file} on its recorded inputs: {detail}") from None
     _load_state(model, tensors, strict=True, source=path)
     if compile and config.get("compile"):
         from ..training.compile import CompileState
 
-        model.compiled = CompileState.from_config(config["compile"])
-        model.compiled.resolve(list(model.output_names))
+        try:
+            model.compiled = CompileState.from_config(config["compile"])
+            model.compiled.resolve(list(model.output_names))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if isinstance(err, KeyError):
+                detail = f"missing entry {detail}"
+            raise ValueError(f"cannot restore the compile settings in {config_file}: {detail}; load the model with "
+                             "compile=False and compile it again, or save it again") from None
         optimizer_file = os.path.join(path, OPTIMIZER_NAME)
         if os.path.isdir(path) and os.path.isfile(optimizer_file):
             _load_optimizer(model, optimizer_file)
@@ -360,8 +452,10 @@ def _load_optimizer(model: Any, path: str) -> None:
     try:
         with safe_open(path, framework="pt") as f:
             meta = json.loads((f.metadata() or {})["rnnkit_optimizer"])
-    except (SafetensorError, OSError, KeyError, ValueError) as err:
+    except (SafetensorError, OSError, KeyError, ValueError, RecursionError) as err:
         raise _corrupt(path, ValueError("no optimizer state") if isinstance(err, KeyError) else err) from None
+    if not isinstance(meta, dict):
+        raise _corrupt(path, ValueError("the optimizer state is not a JSON object"))
     tensors = _load_tensors(path)
     if meta.get("tensors_sha256") is not None and weights_digest(tensors) != meta["tensors_sha256"]:
         raise _corrupt(path, ValueError("its tensors do not match their checksum"))
@@ -385,7 +479,7 @@ def _load_optimizer(model: Any, path: str) -> None:
             state.setdefault(int(idx), {})[name] = value
         opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         spec.iterations = int(meta.get("iterations", 0))
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as err:
         raise _corrupt(path, err) from None
 
 
@@ -407,7 +501,7 @@ def load_weights(model: Any, filepath: str | os.PathLike[str], *, strict: bool =
             with open(os.path.join(path, CONFIG_NAME), encoding="utf-8") as f:
                 loaded = json.load(f)
             config = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             config = {}  # weights alone are enough here; their checksum is checked when the config has one
         path = os.path.join(path, WEIGHTS_NAME)
     tensors = _load_tensors(path)

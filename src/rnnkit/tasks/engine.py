@@ -183,13 +183,19 @@ def _check_last_checkpoint(path: Any, module: nn.Module) -> dict[str, Any] | Non
     except Exception as err:  # truncated zip, not a zip, bit flips, unpickling refused ...
         raise ResumeError(f"{path} is corrupt or truncated ({type(err).__name__}: "
                           f"{' '.join(str(err).split())[:100]}); it cannot be resumed: train a new run") from None
-    track = [v for k, v in saved.get("callbacks", {}).items() if k.endswith("Track")] \
+    track = [v for k, v in saved.get("callbacks", {}).items() if isinstance(k, str) and k.endswith("Track")] \
         if isinstance(saved, dict) and isinstance(saved.get("callbacks"), dict) else []
     if not track or not isinstance(saved.get("state_dict"), dict) or "optimizer_states" not in saved:
         raise ResumeError(f"{path} is not an rnnkit training checkpoint; it cannot be resumed: train a new run")
+    problem = _track_problem(track[0]) or _optimizer_problem(saved["optimizer_states"])
+    if problem is None and not all(isinstance(v, Tensor) for v in saved["state_dict"].values()):
+        problem = "its state_dict holds something other than tensors"
+    if problem is not None:
+        raise ResumeError(f"{path} is corrupt ({problem}); it cannot be resumed: train a new run")
     expected = module.state_dict()
     found = saved["state_dict"]
-    wrong = sorted(set(expected) ^ set(found)) or [k for k in expected if tuple(expected[k].shape) != tuple(found[k].shape)]
+    wrong = sorted(set(expected) ^ set(found), key=str) or [k for k in expected
+                                                            if tuple(expected[k].shape) != tuple(found[k].shape)]
     if wrong:
         detail = (f"{wrong[0]} is {tuple(found[wrong[0]].shape)} there, {tuple(expected[wrong[0]].shape)} here"
                   if wrong[0] in found and wrong[0] in expected else f"{wrong[0]} is only in one of them")
@@ -197,6 +203,56 @@ def _check_last_checkpoint(path: Any, module: nn.Module) -> dict[str, Any] | Non
                           "it cannot be resumed: train a new run")
     mid = track[0].get("mid_epoch") if isinstance(track[0], dict) else None
     return mid if isinstance(mid, dict) else None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _track_problem(track: Any) -> str | None:
+    """What is wrong with a checkpoint's training record (the ``Track`` callback's state), or ``None``.
+
+    Lightning hands the record to ``Track.load_state_dict`` inside ``trainer.fit``: a damaged or
+    edited one would stop there with a bare ``KeyError`` or ``TypeError``, or resume wrongly."""
+    if not isinstance(track, dict):
+        return "its training record is not a mapping"
+    for key in ("history", "best", "bad_epochs", "elapsed", "average", "rng", "dataset_epoch"):
+        if key not in track:
+            return f"its training record has no {key!r}"
+    if not isinstance(track["history"], list) or not all(isinstance(row, dict) for row in track["history"]):
+        return "its training record's history is not a list of epochs"
+    if not _number(track["best"]) or not _number(track["elapsed"]) or not isinstance(track["bad_epochs"], int):
+        return "its training record's best score, elapsed time or epochs without improvement are not numbers"
+    average = track["average"]
+    if average is not None and not (isinstance(average, dict) and {"mean", "steps"} <= set(average)):
+        return "its training record's weight average is malformed"
+    rng = track["rng"]
+    if not (isinstance(rng, dict) and isinstance(rng.get("torch"), Tensor)
+            and isinstance(rng.get("python"), list | tuple) and len(rng["python"]) == 3
+            and isinstance(rng.get("numpy"), list | tuple) and len(rng["numpy"]) == 5
+            and isinstance(rng["numpy"][1], Tensor) and isinstance(rng.get("cuda", []), list | tuple)):
+        return "its training record's random-generator states are malformed"
+    if track["dataset_epoch"] is not None and not isinstance(track["dataset_epoch"], int):
+        return "its training record's dataset epoch is not a number"
+    mid = track.get("mid_epoch")
+    if mid is not None and not (isinstance(mid, dict) and isinstance(mid.get("batches"), int)
+                                and not isinstance(mid["batches"], bool) and mid["batches"] >= 0
+                                and _number(mid.get("loss_sum")) and _number(mid.get("loss_count"))
+                                and _number(mid.get("epoch_seconds"))):
+        return "its training record's mid-epoch position is malformed"
+    task_state = track.get("task_state")
+    if task_state is not None and not isinstance(task_state, dict):
+        return "its training record's task state is not a mapping"
+    return None
+
+
+def _optimizer_problem(states: Any) -> str | None:
+    """What is wrong with a checkpoint's ``optimizer_states`` (Lightning's list of state dicts), or ``None``."""
+    if not isinstance(states, list) or not all(
+            isinstance(st, dict) and isinstance(st.get("state"), dict) and isinstance(st.get("param_groups"), list)
+            for st in states):
+        return "its optimizer states are malformed"
+    return None
 
 
 @contextlib.contextmanager
@@ -459,9 +515,14 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                 except Exception as err:  # safetensors raises its own error types for bad headers
                     raise ResumeError(f"{best_file} is corrupt ({' '.join(str(err).split())[:100]}); it cannot be "
                                       "resumed: train a new run") from None
-                for alias, name in unshared_tensors(model.state_dict())[1].items():  # tied weights: saved once
+                own = model.state_dict()
+                for alias, name in unshared_tensors(own)[1].items():  # tied weights: saved once
                     if alias not in best and name in best:
                         best[alias] = best[name]
+                wrong = sorted(set(own) ^ set(best)) or [k for k in own if tuple(own[k].shape) != tuple(best[k].shape)]
+                if wrong:  # else training would run to its end and fail there, loading these weights
+                    raise ResumeError(f"{best_file} holds another model's weights ({wrong[0]} does not match); it "
+                                      "cannot be resumed: train a new run")
                 state["best_weights"] = best
             # a dataset that shuffles itself may be read before the first epoch's hooks run: set it now
             _set_dataset_epoch(train_loader, saved["dataset_epoch"])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..runtime import new_file_mode
+from ..runtime import atomic_write_bytes
 
 REQUIRED = ("config.yaml", "model.json", "model.safetensors")
 # config keys ``rnnkit train --resume`` may change: how long to train on, not what is trained
@@ -88,22 +87,6 @@ class RunError(ValueError):
     """A run folder is missing, incomplete or corrupt."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place (usual permissions)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, new_file_mode())  # mkstemp's files are 0o600; a run folder's files are read by others too
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def unshared_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Drop tensors that alias an earlier one (tied weights) so safetensors can write them.
 
@@ -130,8 +113,10 @@ def _check_config(path: Path) -> None:
 
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: absurd nesting
         raise RunError(f"{path} is corrupt ({err.__class__.__name__}); restore it or train again") from None
+    except OSError as err:
+        raise RunError(f"{path} cannot be read ({err.strerror or err}); make it readable and try again") from None
     if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, dict) for v in loaded.values()):
         raise RunError(f"{path} is corrupt (not a mapping of config sections such as data:, model:, train:); "
                        "restore it or train again")
@@ -268,14 +253,20 @@ class RunDir:
     def write_json(self, name: str, data: Any) -> Path:
         return self.write_text(name, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
-    def read_json(self, name: str) -> Any:
+    def read_json(self, name: str) -> dict[str, Any]:
+        """The JSON object in the run file ``name`` (every run file holds one), or a one-line :class:`RunError`."""
         p = self.file(name)
         if not p.is_file():
             raise RunError(f"run folder {self.path} is incomplete: missing {name}")
         try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            loaded = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: absurd nesting
             raise RunError(f"{p} is corrupt ({err.__class__.__name__}); train again") from None
+        except OSError as err:
+            raise RunError(f"{p} cannot be read ({err.strerror or err}); make it readable and try again") from None
+        if not isinstance(loaded, dict):
+            raise RunError(f"{p} is corrupt (not a JSON object); train again")
+        return loaded
 
     def save_model(self, model: nn.Module, task: str, hyperparameters: dict[str, Any]) -> None:
         from safetensors.torch import save
@@ -290,14 +281,22 @@ class RunDir:
 
         p = self.file("model.safetensors")
         try:
-            return load(p.read_bytes())
+            data = p.read_bytes()
+        except OSError as err:
+            raise RunError(f"{p} cannot be read ({err.strerror or err}); make it readable and try again") from None
+        try:
+            return load(data)
         except Exception as err:  # safetensors raises its own error types for bad headers
             raise RunError(f"{p} is corrupt or not a safetensors file ({str(err).splitlines()[0][:120]}); "
                            "train again") from None
 
     def load_into(self, model: nn.Module) -> nn.Module:
         state = self.load_state()
-        for alias, name in self.read_json("model.json").get("tied_weights", {}).items():
+        tied = self.read_json("model.json").get("tied_weights", {})
+        if not isinstance(tied, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tied.items()):
+            raise RunError(f"{self.file('model.json')} is corrupt (tied_weights is not a mapping of weight names); "
+                           "train again")
+        for alias, name in tied.items():
             if name in state:
                 state[alias] = state[name]
         try:

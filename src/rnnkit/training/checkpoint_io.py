@@ -19,7 +19,14 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class DirectCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` into ``path`` itself, flushed to disk before returning (callers rename it into place)."""
+    """``torch.save`` into ``path`` itself, flushed to disk before returning (callers rename it into place);
+    reads always with ``weights_only=True`` (a checkpoint is data, never code)."""
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        # ``None`` would leave the choice to torch, whose default an environment variable
+        # (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD) or an older torch turns into full unpickling
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         with open(path, "wb") as f:
