@@ -106,7 +106,9 @@ class Lexicon:
     finished word is in the list and the unfinished one is the beginning of a listed word; the
     separator may only close a complete word. Without a separator (word units) a word is
     usually one token; a word spelled with several tokens returns to the root once complete,
-    unless a longer listed word continues it.
+    unless a longer listed word continues it (then the next token continues that longer word if
+    it can, else starts a new word: one state per prefix, so where a token could do both, the
+    longer word is taken).
 
     Args:
         words: Each word as its token ids.
@@ -178,6 +180,8 @@ class Lexicon:
         if self.separator is not None and token == self.separator:
             return 0 if (state != 0 and self._final[state]) else None
         nxt = self._children[state].get(token)
+        if nxt is None and self.separator is None and state != 0 and self._final[state]:
+            nxt = self._children[0].get(token)  # a complete word that a longer one could continue: a new word
         if nxt is None:
             return None
         if self.separator is None and self._final[nxt] and not self._children[nxt]:
