@@ -694,6 +694,11 @@ def _resolve_resume(resume_from: str | os.PathLike[str] | None) -> str | None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no training checkpoint at {path}; resume_from takes the checkpoint_dir of an "
                                 "earlier fit (or its last.ckpt)")
+    try:  # a damaged file or another kind of file: one line here, not Lightning's unpickling traceback
+        _peek_checkpoint(path)
+    except ValueError as err:
+        raise ValueError(f"resume_from {path} cannot be resumed from ({err}); resume_from takes the checkpoint_dir "
+                         "of an earlier fit (or its last.ckpt)") from None
     return path
 
 

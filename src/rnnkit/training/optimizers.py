@@ -29,9 +29,11 @@ the rate inside its momentum. docs/models.md lists the deliberate differences.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -203,6 +205,20 @@ def _check_learning_rate(value: float) -> None:
         raise ValueError(f"learning_rate must be a finite number >= 0, got {value}")
 
 
+def _scalar_learning_rate(value: Any) -> Any:
+    """A NumPy scalar (``np.float32(1e-3)``) or a 0-d float tensor or array as a Python float, as
+    Keras takes them; anything else unchanged."""
+    if isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, numbers.Real):  # NumPy's scalars register as numbers.Real
+        return float(value)
+    if isinstance(value, Tensor) and value.ndim == 0 and value.dtype != torch.bool:
+        return float(value)
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
+        return float(value)
+    return value
+
+
 class Optimizer:
     """Keras-style optimizer description that owns its ``torch.optim`` optimizer.
 
@@ -228,6 +244,7 @@ class Optimizer:
         check_clipping(clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm)
         if weight_decay is not None and not weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0 (None for none), got {weight_decay}")
+        learning_rate = _scalar_learning_rate(learning_rate)
         if isinstance(learning_rate, int | float):
             _check_learning_rate(learning_rate)
         if not isinstance(learning_rate, int | float | LearningRateSchedule):
@@ -431,15 +448,14 @@ class SGD(Optimizer):
         super().__init__(learning_rate, **kwargs)
         if not 0 <= momentum <= 1:
             raise ValueError(f"momentum must be between 0 and 1, got {momentum}")
-        if nesterov and momentum <= 0:
-            raise ValueError("nesterov=True needs momentum > 0")
         self.momentum, self.nesterov = float(momentum), nesterov
 
     def _torch_class(self) -> type[torch.optim.Optimizer]:
         return torch.optim.SGD
 
     def _torch_kwargs(self) -> dict[str, Any]:
-        return {"momentum": self.momentum, "nesterov": self.nesterov}
+        # Keras takes nesterov=True without momentum (plain SGD then); torch refuses it
+        return {"momentum": self.momentum, "nesterov": bool(self.nesterov and self.momentum > 0)}
 
     def _keras_form(self, step: int) -> None:
         if self.momentum:
