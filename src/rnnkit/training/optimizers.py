@@ -358,7 +358,7 @@ class Optimizer:
         for group in self.torch_optimizer.param_groups:
             new, old = float(group["lr"]), group.get("keras_lr")
             if new <= 0:
-                continue  # a zero rate: torch moves nothing (Keras still moves by momentum * m)
+                continue  # a zero rate: the buffers stay in the last rate's units (the step itself is Keras's)
             if old is not None and float(old) > 0 and float(old) != new:
                 bufs = [buf for p in group["params"]
                         if (buf := self.torch_optimizer.state.get(p, {}).get("momentum_buffer")) is not None]
@@ -460,6 +460,29 @@ class SGD(Optimizer):
     def _keras_form(self, step: int) -> None:
         if self.momentum:
             self._carry_momentum_over_lr_change()
+            self._zero_rate_step()
+
+    def _zero_rate_step(self) -> None:
+        """Keras's momentum step at learning rate 0, which torch's cannot take: ``m = momentum * m``
+        and ``p += m`` (nesterov ``p += momentum * m``) with no gradient in ``m``. The buffers hold
+        ``m = -keras_lr * buf``, so they decay in place and move the weights; the gradients are then
+        dropped, so torch's step neither adds them to its buffers nor moves anything."""
+        assert self.torch_optimizer is not None
+        for group in self.torch_optimizer.param_groups:
+            if float(group["lr"]) > 0:
+                continue
+            params = [p for p in group["params"] if p.grad is not None]
+            rate = float(group.get("keras_lr") or 0.0)  # the rate the buffers were accumulated with
+            pairs = [(p, buf) for p in params
+                     if (buf := self.torch_optimizer.state.get(p, {}).get("momentum_buffer")) is not None]
+            if rate > 0 and pairs:
+                moved, bufs = [p for p, _ in pairs], [buf for _, buf in pairs]
+                with torch.no_grad():
+                    torch._foreach_mul_(bufs, self.momentum)
+                    scale = -rate * (self.momentum if self.nesterov else 1.0)
+                    torch._foreach_add_(moved, bufs, alpha=scale)
+            for p in params:
+                p.grad = None
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -569,10 +592,15 @@ class _KerasRMSprop(_KerasFormStep, torch.optim.RMSprop):
             denom = torch._foreach_add(square_avgs, eps)
         torch._foreach_sqrt_(denom)
         if momentum > 0:
+            # Keras: m = momentum * m + lr * g / denom, p -= m; here m = rate * buf, where rate is the
+            # learning rate the buffers are in (this step's; at rate 0 the last one: m just decays)
             bufs = [self.state[p]["momentum_buffer"] for p in params]
             torch._foreach_mul_(bufs, momentum)
-            torch._foreach_addcdiv_(bufs, grads, denom)
-            torch._foreach_add_(params, bufs, alpha=-lr)
+            rate = lr if lr > 0 else float(group.get("keras_lr") or 0.0)
+            if lr > 0:
+                torch._foreach_addcdiv_(bufs, grads, denom)
+            if rate > 0:
+                torch._foreach_add_(params, bufs, alpha=-rate)
         else:
             torch._foreach_addcdiv_(params, grads, denom, value=-lr)
 
