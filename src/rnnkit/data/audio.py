@@ -57,6 +57,13 @@ logger = logging.getLogger("rnnkit.data")
 FSDD_PATTERN = r"(?P<label>\d+)_(?P<speaker>[^_]+)_(?P<index>\d+)\.wav"
 MONO_POLICIES = ("downmix", "first", "error")
 _AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+#: Largest feature sizes a :class:`LogMelSpectrogram` / :class:`MFCC` accepts. Real front ends use
+#: frames of 10-100 ms (an FFT of 256-4096 samples) and 20-256 mel bands; the limits are far above
+#: that (32768 samples: 0.68 s at 48 kHz, 2 s at 16 kHz) yet keep the filterbank that is built at
+#: construction (``n_fft // 2 + 1`` by ``n_mels`` in float64, a few temporaries) under about 0.5 GB,
+#: so a configuration read from a file cannot ask for gigabytes (``n_mels: 10000000``).
+MAX_N_FFT = 1 << 15
+MAX_N_MELS = 1024
 
 
 @dataclass
@@ -712,6 +719,15 @@ class LogMelSpectrogram(JsonSerializable):
             )
         if int(n_mels) < 1:
             raise DataError(f"n_mels must be >= 1, got {n_mels}", hint="use e.g. n_mels=40")
+        if int(n_mels) > MAX_N_MELS:
+            raise DataError(
+                f"n_mels must be at most {MAX_N_MELS}, got {n_mels}", hint="use e.g. n_mels=40 (speech) or 128 (music)"
+            )
+        if not 2 <= int(n_fft) <= MAX_N_FFT:
+            raise DataError(
+                f"n_fft must be between 2 and {MAX_N_FFT} samples, got {n_fft}",
+                hint="use frames of 10-100 ms, e.g. n_fft=400 at 16 kHz",
+            )
         if not float(log_offset) > 0:
             raise DataError(
                 f"log_offset must be > 0, got {log_offset} (silence would give log(0) = -inf)",
@@ -878,6 +894,10 @@ class MFCC(JsonSerializable):
             )
         if int(n_mfcc) < 1:
             raise DataError(f"n_mfcc must be >= 1, got {n_mfcc}", hint="use e.g. n_mfcc=13")
+        if int(n_mfcc) > self.melspec.n_mels:  # at most MAX_N_MELS: the DCT matrix stays small
+            raise DataError(
+                f"n_mfcc must be at most n_mels={self.melspec.n_mels}, got {n_mfcc}", hint="use e.g. n_mfcc=13"
+            )
         self.n_mfcc = int(n_mfcc)
         self.normalize = normalize
         self._dct = dct_matrix(self.n_mfcc, self.melspec.n_mels)

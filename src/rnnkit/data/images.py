@@ -360,8 +360,18 @@ class PixelPermutation(JsonSerializable):
             the generator's implementation).
     """
 
+    #: Most pixels a permutation may cover: 4096 x 4096 (an int64 order of 128 MiB), far past the
+    #: images a pixel-by-pixel RNN reads (28 x 28, 32 x 32), so that a file asking for
+    #: ``num_pixels: 10000000000`` is refused instead of drawing an 80 GB permutation.
+    MAX_PIXELS = 1 << 24
+
     def __init__(self, num_pixels: int, seed: int = 0, order: Sequence[int] | None = None) -> None:
         self.num_pixels = int(num_pixels)
+        if not 0 <= self.num_pixels <= self.MAX_PIXELS:
+            raise DataError(
+                f"num_pixels must be between 0 and {self.MAX_PIXELS} (4096 x 4096), got {num_pixels}",
+                hint="permute smaller images (e.g. 28 x 28 = 784 pixels), or re-save the permutation",
+            )
         self.seed = int(seed)
         if order is None:
             perm = np.random.default_rng(self.seed).permutation(self.num_pixels)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import uuid
 import warnings
@@ -30,9 +29,9 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import __version__
+from ..allocation import BUILD_ALLOWANCE, BUILD_FACTOR, AllocationBudget, TooLarge, size_argument_bytes
 from ..layers.base import LAYERS, deserialize_layer, serialize_layer
 from ..runtime import new_file_mode
 
@@ -271,64 +270,11 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 
 #: Bytes a model's construction may allocate beyond what its weights file holds (a subclassed
 #: model's first call on zeros, initializers' temporaries): 1 GiB plus 8 times the weights.
-_BUILD_ALLOWANCE, _BUILD_FACTOR = 1 << 30, 8
-
-
-class _TooLarge(Exception):
-    """A model being rebuilt from a config asked for far more memory than its weights file holds."""
-
-    def __init__(self, need: int) -> None:
-        super().__init__(need)
-        self.need = need
-
-
-class _AllocationBudget(TorchDispatchMode):
-    """Refuse, before they are made, tensor allocations past ``limit`` bytes in all (``_TooLarge``).
-
-    A config is data from whoever sent the file: ``LSTM(units=10**6)`` or ``Embedding(10**10, ...)``
-    would otherwise allocate (and initialise) terabytes, or fill the machine's memory, before the
-    weights are compared with the model. Ops that take a ``size`` (``empty``, ``zeros``, ``new_*``
-    ...) are counted against the budget before they run; any other op whose result alone is over
-    the limit stops the build right after it.
-    """
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit, self.left = limit, limit
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        need = _size_argument_bytes(func, args, kwargs)
-        if need is not None:
-            if need > self.left:
-                raise _TooLarge(self.limit - self.left + need)
-            self.left -= need
-        out = func(*args, **kwargs)
-        returns = func._schema.returns
-        fresh = bool(returns) and returns[0].alias_info is None  # not a view, not in place
-        if need is None and fresh and isinstance(out, torch.Tensor) and out.numel() * out.element_size() > self.limit:
-            raise _TooLarge(out.numel() * out.element_size())
-        return out
-
-
-def _size_argument_bytes(func: Any, args: Any, kwargs: dict[str, Any]) -> int | None:
-    """Bytes an allocating op with a ``size`` argument (not a view or an in-place op) will make."""
-    schema = func._schema
-    returns = schema.returns
-    if not returns or returns[0].alias_info is not None:  # views and in-place ops allocate nothing new
-        return None
-    for i, arg in enumerate(schema.arguments):
-        if arg.name != "size":
-            continue
-        size = args[i] if i < len(args) else kwargs.get("size")
-        if not isinstance(size, list | tuple) or not all(isinstance(d, int) for d in size):
-            return None
-        dtype = kwargs.get("dtype")
-        if dtype is None:
-            first = args[0] if args else None
-            dtype = first.dtype if isinstance(first, torch.Tensor) else torch.get_default_dtype()
-        return max(math.prod(size), 0) * dtype.itemsize
-    return None
+#: The budget itself lives in :mod:`rnnkit.allocation`, shared with run folders.
+_BUILD_ALLOWANCE, _BUILD_FACTOR = BUILD_ALLOWANCE, BUILD_FACTOR
+_TooLarge = TooLarge
+_AllocationBudget = AllocationBudget
+_size_argument_bytes = size_argument_bytes
 
 
 def _build_budget(tensors: dict[str, torch.Tensor]) -> int:

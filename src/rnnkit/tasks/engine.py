@@ -38,17 +38,18 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from ..training.resuming import PassOver, read_checkpoint
-from .run import RunDir, atomic_write_bytes, unshared_tensors
+from .run import RunDir, atomic_write_bytes, build_recorded, unshared_tensors
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 PredictFn = Callable[[nn.Module, Any], tuple[Tensor, Tensor]]
 MetricFn = Callable[[Tensor, Tensor], dict[str, float]]
+M = TypeVar("M")
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "asgd")
 LAST_CHECKPOINT = "checkpoint-last.ckpt"
@@ -125,6 +126,18 @@ def resuming() -> Iterator[None]:
         yield
     finally:
         _RESUMING.reset(token)
+
+
+def build_for_run(run: RunDir | None, build: Callable[[], M]) -> M:
+    """A task's model for :func:`fit` in ``run``: ``build()`` as configured for a new run; inside
+    :func:`resuming`, where the sizes come from the run folder's own config.yaml, under an allocation
+    budget from the size of ``checkpoint-last.ckpt`` (which holds the weights the model must take), so
+    an edited config.yaml asking for an absurd model is a one-line :class:`ResumeError` before the
+    memory is allocated."""
+    if not _RESUMING.get() or run is None:
+        return build()
+    return build_recorded(build, source=run.file("config.yaml"), weights=run.file(LAST_CHECKPOINT),
+                          fix="restore it or train a new run", error=ResumeError)
 
 
 def _rng_states() -> dict[str, Any]:

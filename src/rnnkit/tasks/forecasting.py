@@ -811,7 +811,7 @@ class TrainedForecaster:
         run, meta = RunDir.open_task(run_dir, NAME)
         pipe = Pipeline.load(run)
         extra = run.read_json("forecasting.json")
-        model = run.load_into(build_model(meta["hyperparameters"]))
+        model = run.load_into(run.build_model(meta, build_model))
         assert isinstance(model, Forecaster)
         return cls(model, pipe, meta["levels"], EvaluationConfig(**extra.get("evaluation", {})), extra.get("train_path"))
 
@@ -1186,7 +1186,7 @@ def quality_metric(config: Config) -> str:
 
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
-    from .engine import EngineOptions, fit, prior_seconds, stop_reason
+    from .engine import EngineOptions, build_for_run, fit, prior_seconds, stop_reason
     from .report import markdown_table, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -1230,7 +1230,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
              "cell": m.cell, "hidden_size": m.hidden_size, "num_layers": m.num_layers, "dropout": m.dropout,
              "decoder": m.decoder, "likelihood": m.likelihood, "quantiles": levels, "num_series": len(series),
              "series_embedding_dim": m.series_embedding_dim, "window_norm": m.window_norm, "season": pipe.period}
-    model = build_model(hyper)
+    model = build_for_run(run, lambda: build_model(hyper))
     params = sum(p.numel() for p in model.parameters())
     log(f"{len(train_ds):,} training / {len(val_ds):,} validation windows; model: {m.cell.upper()} x{m.num_layers} "
         f"encoder + {m.decoder} decoder, {m.likelihood} output, {params:,} parameters")

@@ -552,7 +552,7 @@ class TrainedImageClassifier:
         """Load a run; ``device`` (``"cpu"``, ``"cuda"``, ...) is where predictions are computed."""
         run, meta = RunDir.open_task(run_dir, NAME)
         prep = Preprocessor.load(run)
-        return cls(run.load_into(build_model(meta["hyperparameters"])), prep, device=device)
+        return cls(run.load_into(run.build_model(meta, build_model)), prep, device=device)
 
     def scores(self, images: np.ndarray, source: str = "images") -> Tensor:
         """Class probabilities ``[N, C]`` for raw ``[N, H, W]`` (or ``[N, H, W, C]``) images (training pixel
@@ -761,7 +761,7 @@ def quality_metric(config: Config) -> str:
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     """Read images, turn them into sequences, train with early stopping on dev, save, report."""
-    from .engine import EngineOptions, fit, prior_seconds, stop_reason
+    from .engine import EngineOptions, build_for_run, fit, prior_seconds, stop_reason
     from .report import markdown_table, plot_confusion, plot_learning_curves
     from .text_classification import _best_epoch, classification_metrics
 
@@ -821,7 +821,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     hyper = {"input_size": prep.input_size, "num_classes": len(prep.classes), "hidden_size": cfg.model.hidden_size,
              "num_layers": cfg.model.num_layers, "bidirectional": cfg.model.bidirectional, "cell": cfg.model.cell,
              "pooling": cfg.model.pooling, "dropout": cfg.model.dropout}
-    model = build_model(hyper)
+    model = build_for_run(run, lambda: build_model(hyper))
     params = sum(p.numel() for p in model.parameters())
     log(f"model: {cfg.model.cell} cells, {params:,} parameters")
     train_loader = _loader(x_train, y_train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)

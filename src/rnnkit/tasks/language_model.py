@@ -505,15 +505,7 @@ class TrainedLanguageModel:
 
         run, meta = RunDir.open_task(run_dir, NAME)
         prep = Preprocessor.load(run)
-        hyper = meta.get("hyperparameters") if isinstance(meta, dict) else None
-        try:
-            if not isinstance(hyper, dict):
-                raise ValueError("no hyperparameters")
-            model = RNNLanguageModel(**hyper)
-        except (KeyError, TypeError, ValueError) as err:
-            detail = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
-            raise RunError(f"{run.file('model.json')} is corrupt or from another rnnkit version ({detail}); "
-                           "train again") from None
+        model = run.build_model(meta, lambda hyper: RNNLanguageModel(**hyper))  # budget: model.safetensors' size
         # vocab.json and model.json must describe one model: an id past the embedding would crash scoring
         if len(prep.vocab) != model.embedding.num_embeddings:
             raise RunError(f"run folder {run.path}: vocab.json holds {len(prep.vocab)} tokens but the model in "
@@ -724,7 +716,7 @@ def quality_metric(config: Config) -> str:
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     from ..data.corpus import batchify
-    from .engine import EngineOptions, fit, prior_seconds, stop_reason
+    from .engine import EngineOptions, build_for_run, fit, prior_seconds, stop_reason
     from .report import markdown_table, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -779,7 +771,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
              "num_layers": m.num_layers, "cell": m.cell, "tie_weights": m.tie_weights, "dropout": m.dropout,
              "embedding_dropout": m.embedding_dropout, "weight_drop": m.weight_drop, "softmax": m.softmax,
              "adaptive_cutoffs": check_cutoffs(m.adaptive_cutoffs, len(prep.vocab)) if m.softmax == "adaptive" else []}
-    model = RNNLanguageModel(**hyper)
+    model = build_for_run(run, lambda: RNNLanguageModel(**hyper))
     params = sum(p.numel() for p in model.parameters())
     output = f"adaptive softmax (cutoffs {hyper['adaptive_cutoffs']})" if m.softmax == "adaptive" else "full softmax"
     unk_id = prep.vocab.unk_id

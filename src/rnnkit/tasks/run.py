@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from .. import __version__
+from ..allocation import TooLarge, budget_for, build_within, file_bytes
 from ..runtime import atomic_write_bytes
+
+M = TypeVar("M")
 
 REQUIRED = ("config.yaml", "model.json", "model.safetensors")
 # config keys ``rnnkit train --resume`` may change: how long to train on, not what is trained
@@ -85,6 +89,30 @@ def _folder_fingerprint(folder: Path) -> list[int]:
 
 class RunError(ValueError):
     """A run folder is missing, incomplete or corrupt."""
+
+
+def _bytes(n: int) -> str:
+    """``n`` bytes for a message: ``"5.4 KiB"``, ``"12.0 MiB"``, ``"1.2 GiB"``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def build_recorded(build: Callable[[], M], *, source: Path, weights: Path, fix: str,
+                   error: type[ValueError] = RunError) -> M:
+    """``build()``, the model that ``source`` (a run's model.json or config.yaml) describes, with its
+    allocations held to what the weights file ``weights`` justifies (:func:`rnnkit.allocation.budget_for`
+    its size on disk, read without loading it): an edited size (``hidden_size: 10000000``, a vocabulary
+    of ``10**10``) is a one-line ``error`` before the memory is allocated, not an out-of-memory kill.
+    """
+    held = file_bytes(weights)
+    try:
+        return build_within(budget_for(held), build)
+    except TooLarge as err:
+        raise error(f"{source} describes a model far larger than its weights (it would allocate over "
+                    f"{_bytes(err.need)}; {weights.name} holds {_bytes(held)}): {source.name} was damaged or edited; "
+                    f"{fix}") from None
 
 
 def unshared_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -194,6 +222,30 @@ class RunDir:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def build_model(self, meta: dict[str, Any], build: Callable[[dict[str, Any]], M]) -> M:
+        """``build(hyperparameters)``: the model ``model.json`` (``meta``) describes, rebuilt from its
+        recorded hyperparameters before :meth:`load_into` gives it its weights.
+
+        Construction runs under an allocation budget from the size of ``model.safetensors``
+        (:func:`build_recorded`), so an edited size is refused before it is allocated; missing or
+        wrong hyperparameters are a one-line :class:`RunError` too.
+        """
+        source = self.file("model.json")
+        hyper = meta.get("hyperparameters")
+        try:
+            if not isinstance(hyper, dict):
+                raise ValueError("no hyperparameters")
+            return build_recorded(lambda: build(hyper), source=source, weights=self.file("model.safetensors"),
+                                  fix="train again")
+        except RunError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError, OverflowError,
+                MemoryError) as err:
+            text = " ".join(str(err).split()).split(" Exception raised from")[0] or type(err).__name__
+            detail = f"no {err}" if isinstance(err, KeyError) else text  # (torch's C++ trace cut off)
+            raise RunError(f"{source} is corrupt or from another rnnkit version ({detail[:200]}); "
+                           "train again") from None
 
     def record_inputs(self, task: str, train: str | tuple[str, ...], dev: str | tuple[str, ...] | None) -> None:
         """Write ``inputs.json``: the task and its data, as ``--resume`` finds them again."""

@@ -981,9 +981,9 @@ class TrainedSpeechModel:
         try:
             prep = Prepared.from_json(speech)
             decode = DecodeConfig(**speech.get("decode", {}))
-        except (KeyError, TypeError) as err:
+        except (KeyError, TypeError, ValueError) as err:  # ValueError: sizes past the feature limits, bad data options
             raise RunError(f"{run.file('speech.json')} is corrupt ({err}); train again") from None
-        model = run.load_into(build_model(meta["hyperparameters"]))
+        model = run.load_into(run.build_model(meta, build_model))
         return cls(model, prep, decode)  # type: ignore[arg-type]
 
     @property
@@ -1377,7 +1377,7 @@ def quality_metric(config: Config) -> str:
 
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
-    from .engine import EngineOptions, fit, prior_seconds, stop_reason
+    from .engine import EngineOptions, build_for_run, fit, prior_seconds, stop_reason
     from .report import plot_confusion, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -1462,7 +1462,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         "pooling": m.pooling, "dropout": m.dropout,
         "spec_augment": {"freq_masks": cfg.train.freq_masks, "freq_mask_width": cfg.train.freq_mask_width,
                          "time_masks": cfg.train.time_masks, "time_mask_width": cfg.train.time_mask_width}}
-    model = build_model(hyper)
+    model = build_for_run(run, lambda: build_model(hyper))
     if d.normalize == "global":
         mean, std = feature_statistics([f for f, _ in train_data])
         model.feat_mean.copy_(mean)

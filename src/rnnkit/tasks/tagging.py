@@ -706,7 +706,7 @@ class TrainedTagger(Tagger):
     def load(cls, run_dir: str | Path) -> TrainedTagger:
         run, meta = RunDir.open_task(run_dir, NAME)
         prep = Preprocessor.load(run)
-        return cls(run.load_into(build_model(meta["hyperparameters"], prep)), prep)  # type: ignore[arg-type]
+        return cls(run.load_into(run.build_model(meta, lambda hyper: build_model(hyper, prep))), prep)  # type: ignore[arg-type]
 
     def diagnostic_batch(self, path: str | Path, size: int = 32) -> tuple[nn.Module, Any, Callable[[nn.Module, Any], Tensor]]:
         """``(model, batch, loss_fn)`` on the first ``size`` non-empty sentences of ``path`` (for
@@ -765,7 +765,7 @@ def quality_metric(config: Config) -> str:
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     from ..metrics.entities import entity_scores
-    from .engine import EngineOptions, fit, prior_seconds, stop_reason
+    from .engine import EngineOptions, build_for_run, fit, prior_seconds, stop_reason
     from .report import markdown_table, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -826,7 +826,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
              "char_hidden_size": m.char_hidden_size, "hidden_size": m.hidden_size, "num_layers": m.num_layers,
              "cell": m.cell, "decoder": m.decoder, "dropout": m.dropout, "word_dropout": m.word_dropout,
              "singleton_dropout": m.singleton_dropout}
-    model = build_model(hyper, prep)
+    model = build_for_run(run, lambda: build_model(hyper, prep))
     if m.singleton_dropout:
         singles = [i for i, w in enumerate(prep.words) if prep.words.counts.get(w) == 1]
         model.set_singletons(singles)

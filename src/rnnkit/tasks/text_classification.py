@@ -584,15 +584,8 @@ class TrainedTextClassifier:
     def load(cls, run_dir: str | Path) -> TrainedTextClassifier:
         run, meta = RunDir.open_task(run_dir, NAME)
         prep = Preprocessor.load(run)
-        hyper = meta.get("hyperparameters") if isinstance(meta, dict) else None
-        try:
-            if not isinstance(hyper, dict):
-                raise ValueError("no hyperparameters")
-            model = build_model(hyper)
-        except (KeyError, TypeError, ValueError) as err:
-            detail = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
-            raise RunError(f"{run.file('model.json')} is corrupt or from another rnnkit version ({detail}); "
-                           "train again") from None
+        model = run.build_model(meta, build_model)  # under a budget from model.safetensors' size
+        hyper = meta["hyperparameters"]
         # the files must describe one model: as many classes as outputs, as many words as embeddings
         for what, saved, needed in (("classes", len(prep.labels), hyper["num_classes"]),
                                     ("vocabulary entries", prep.encoder.vocab_size, hyper["vocab_size"])):
@@ -824,7 +817,7 @@ def quality_metric(config: Config) -> str:
 def train(config: Config, train_path: str | Path, dev_path: str | Path | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     """Read, preprocess, train with early stopping on dev, save everything into ``run``, report."""
-    from .engine import EngineOptions, fit, prior_seconds, stop_reason
+    from .engine import EngineOptions, build_for_run, fit, prior_seconds, stop_reason
     from .report import markdown_table, plot_confusion, plot_learning_curves
 
     cfg, t = config, time.perf_counter()
@@ -875,7 +868,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
              "hidden_size": cfg.model.hidden_size, "num_layers": cfg.model.num_layers,
              "bidirectional": cfg.model.bidirectional, "cell": cfg.model.cell, "pooling": cfg.model.pooling,
              "dropout": cfg.model.dropout, "padding_idx": prep.encoder.pad_id}
-    model = build_model(hyper)
+    model = build_for_run(run, lambda: build_model(hyper))
     params = sum(p.numel() for p in model.parameters())
     log(f"model: {cfg.model.architecture} with {cfg.model.cell} cells, {params:,} parameters")
     arch = cfg.model.architecture

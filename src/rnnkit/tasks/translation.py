@@ -339,7 +339,7 @@ class TrainedTranslator:
 
         run, meta = RunDir.open_task(run_dir, NAME)
         prep = Preprocessor.load(run)
-        model = run.load_into(build_model(meta["hyperparameters"]))
+        model = run.load_into(run.build_model(meta, build_model))
         decode = from_dict(DecodeConfig, meta.get("decode", {}), "decode.")
         return cls(model, prep, decode)  # type: ignore[arg-type]
 
@@ -574,7 +574,7 @@ def quality_metric(config: Config) -> str:
 def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: RunDir,
           log: Callable[[str], None], progress: bool = True) -> dict[str, Any]:
     """Read, fit subword vocabularies, train with early stopping on dev BLEU, save into ``run``, report."""
-    from .engine import EngineOptions, fit, prior_seconds, stop_reason
+    from .engine import EngineOptions, build_for_run, fit, prior_seconds, stop_reason
     from .report import markdown_table, plot_learning_curves
 
     cfg, t0 = config, time.perf_counter()
@@ -642,7 +642,7 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
              "input_feeding": m.input_feeding, "coverage": m.coverage, "tie_embeddings": m.tie_embeddings,
              "dropout": m.dropout, "max_source_length": d.max_source_tokens, "pad_id": prep.pad_id,
              "bos_id": prep.bos_id, "eos_id": prep.eos_id}
-    model = build_model(hyper)
+    model = build_for_run(run, lambda: build_model(hyper))
     params = sum(p.numel() for p in model.parameters())
     log(f"model: Bi{m.cell.upper()} x{m.num_layers} encoder, {m.cell} x{m.decoder_layers} decoder, {m.attention} "
         f"attention{', coverage' if m.coverage else ''}{', tied embeddings' if m.tie_embeddings else ''}; "
