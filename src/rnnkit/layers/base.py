@@ -392,10 +392,11 @@ class Layer(nn.Module):
             self.__dict__[name] = value
 
     def _del_own_attribute(self, name: str) -> None:
-        if name in self.__dict__:
-            del self.__dict__[name]
-        else:
-            nn.Module.__delattr__(self, name)
+        # nn.Module.__delattr__ removes a module, parameter or buffer itself before it reaches this deleter;
+        # handing anything else back to it came straight back here (RecursionError). As Keras: AttributeError.
+        if name not in self.__dict__:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        del self.__dict__[name]
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, nn.Module) and "training" in self.__dict__ and value.training != self.training:

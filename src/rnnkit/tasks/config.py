@@ -163,6 +163,17 @@ def _number(text: str) -> Any:
         return text
 
 
+def _unwritten(value: Any) -> Any:
+    """``value`` with every :class:`Written` inside it replaced by the bool or number YAML read."""
+    if isinstance(value, Written):
+        return value.value
+    if isinstance(value, list | tuple):
+        return type(value)(_unwritten(v) for v in value)
+    if isinstance(value, dict):
+        return {_unwritten(k): _unwritten(v) for k, v in value.items()}
+    return value
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     written = value
     text = None
@@ -200,8 +211,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected {_expected(tp)}, got {said}")
         return [_coerce(v, item, key) for v in value]
-    if tp is Any:
-        return value
+    if tp is Any:  # as YAML reads it: no Written left inside a list or mapping
+        return _unwritten(value)
     if tp is bool:
         if isinstance(value, bool):
             return value

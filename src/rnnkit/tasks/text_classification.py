@@ -842,6 +842,15 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         raise ConfigError(f"{dev_path}: the dev data holds no texts")
     multi = cfg.train.multi_label
     train_labels = [_labels_of(e, cfg.data, multi) for e in train_examples]
+    if dev_path is None:  # a label whose only text was held out: not "appears in dev data" the user never gave
+        seen = {label for ls in train_labels for label in ls}
+        for e in dev_examples:
+            unseen = [label for label in _labels_of(e, cfg.data, multi) if label not in seen]
+            if unseen:
+                raise ConfigError(f"{e.source}: label {unseen[0]!r} has no text left for training: no --dev was "
+                                  f"given, so this text was held out as the dev set (data.dev_fraction="
+                                  f"{cfg.data.dev_fraction}) and it is the label's only text; fix: add training "
+                                  "texts of that label, or give a dev set with --dev FILE")
     prep = Preprocessor.fit([e.text for e in train_examples], train_labels, cfg.data, cfg.model.architecture, multi)
     specials = 4  # <pad>, <unk>, <bos>, <eos>
     if prep.encoder.vocab_size <= specials:
