@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -928,10 +927,7 @@ def test_hierarchical_skips_empty_segments(data, seed, pool, bidirectional) -> N
             assert torch.all(out[b][~real] == 0)
 
 
-# -- defects found --------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="reset_state([]) raises: torch.as_tensor([]) is float32 and is refused as "
-                                       "'not sample indices' (src/rnnkit/nn/recurrent.py, reset_state); an empty "
-                                       "selection should reset nothing")
+# -- defects found (fixed) ---------------------------------------------------------------------------
 @settings(max_examples=_n(10), **SETTINGS)
 @given(kind=st.sampled_from(["rnn", "lstm", "gru"]), batch=st.integers(1, 3))
 def test_reset_state_with_no_samples_is_a_no_op(kind, batch) -> None:
@@ -941,3 +937,17 @@ def test_reset_state_with_no_samples_is_a_no_op(kind, batch) -> None:
     before = tuple(p.clone() for p in _parts(layer.state))
     layer.reset_state([])  # e.g. [i for i in range(batch) if finished[i]] with none finished
     _close(layer.state, before, "state after resetting no sample")
+
+
+def test_reset_state_clears_a_diverged_sample() -> None:
+    """A sample whose carried state went NaN or inf (a diverged stream) restarts from zeros; the
+    others keep theirs (``state * keep`` left NaN * 0 = NaN)."""
+    layer = KINDS["lstm"](2, 3, batch_first=True, stateful=True)
+    layer(torch.randn(2, 3, 2))
+    h, c = layer.state
+    layer.state = (h.clone().index_fill_(1, torch.tensor([0]), float("nan")),
+                   c.clone().index_fill_(1, torch.tensor([0]), float("inf")))
+    layer.reset_state([0])
+    assert torch.equal(layer.state[0][:, 0], torch.zeros_like(h[:, 0]))
+    assert torch.equal(layer.state[1][:, 0], torch.zeros_like(c[:, 0]))
+    assert torch.equal(layer.state[0][:, 1], h[:, 1]) and torch.equal(layer.state[1][:, 1], c[:, 1])

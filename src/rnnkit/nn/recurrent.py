@@ -216,10 +216,29 @@ class _RecurrentCore(nn.Module):
             object.__setattr__(replica, "_bindings", bindings)
         return replica  # type: ignore[no-any-return]
 
+    def _flat_weights_now(self) -> dict[str, Tensor]:
+        """``torch.nn.RNNBase``'s flat weights by name, refreshed as its ``forward`` refreshes them.
+
+        A parametrized weight (``weight_norm``, ``spectral_norm``, ``prune``) or one swapped in by
+        ``torch.func.functional_call`` is a new tensor on each read: torch's fused path re-reads the
+        weights through ``_update_flat_weights()`` and runs on ``_flat_weights``. Every other path takes
+        the same tensors, so it computes with the weights torch's kernel would use and reads each
+        parametrization as often (spectral norm's power iteration advances once per read in training).
+        Empty for layers that are not ``torch.nn.RNNBase`` subclasses (``Recurrent``)."""
+        update = getattr(self, "_update_flat_weights", None)
+        if not callable(update):
+            return {}
+        update()
+        names: list[str] = getattr(self, "_flat_weights_names")  # noqa: B009  (torch.nn.RNNBase's, untyped here)
+        weights: list[Tensor | None] = getattr(self, "_flat_weights")  # noqa: B009
+        return {n: w for n, w in zip(names, weights) if w is not None}
+
     def _bind(self) -> None:
+        flat = self._flat_weights_now()
         for owner, leaf, lname, is_param in self._bindings:
             store = owner._parameters if is_param else owner._buffers
-            store[leaf] = getattr(self, lname)
+            value = flat.get(lname) if is_param else None
+            store[leaf] = value if value is not None else getattr(self, lname)  # type: ignore[assignment]
 
     def reset_parameters(self) -> None:
         """Re-initialise every cell with its own scheme (uniform, forget bias, unit layer-norm gains); a cell
@@ -351,6 +370,8 @@ class _RecurrentCore(nn.Module):
         """
         if device.type != "cpu" or torch.is_autocast_enabled(device.type):
             return False
+        if torch.jit.is_tracing():  # the engines' autograd.Functions do not trace: torch's kernel, as torch.nn traces
+            return False
         if self._torch_mode == "LSTM":
             return bool(getattr(self, "proj_size", 0)) and steps >= 16 and batch > 1
         if self._torch_mode == "GRU":
@@ -427,7 +448,10 @@ class _RecurrentCore(nn.Module):
             initial = hx if hx is not None else self._zeros(x_bf.shape[0], x_bf)
             if x_bf.device.type == "cpu" and (torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")):
                 # packed sequences leave oneDNN when training on CPU (9x slower): run equal-activity stretches
-                # (also under autocast, which torch's packed CPU kernels ignore: same dtypes as unmasked calls)
+                # (also under autocast, which torch's packed CPU kernels ignore: same dtypes as unmasked calls);
+                # it reads _flat_weights: refresh them first, as torch's forward does (parametrized weights,
+                # functional_call)
+                self._flat_weights_now()
                 out_bf, h_n = run_fused_segments(self, x_bf, mask, initial)
             else:  # cuDNN runs packed sequences natively; on CPU, packed inference is as fast as padded
                 out_bf, h_n = run_fused_masked(fused, x_bf, hx, mask, initial)
@@ -496,7 +520,14 @@ class _RecurrentCore(nn.Module):
             padded = padded.transpose(0, 1)
         result = self.forward(padded, hx, lengths=lengths.to(padded.device), return_gates=return_gates)
         out = result[0] if self.batch_first else result[0].transpose(0, 1)
-        repacked = pack_padded_sequence(out, lengths, batch_first=True, enforce_sorted=False)
+        # repack in the input's own order, as torch.nn does: the output keeps the input's batch_sizes,
+        # sorted_indices and unsorted_indices (None stays None), so out.data lines up with packed.data
+        # (a residual ``out.data + packed.data``) even where sorting by length again would order ties otherwise
+        if packed.sorted_indices is not None:
+            out = out.index_select(0, packed.sorted_indices.to(out.device))
+            lengths = lengths.index_select(0, packed.sorted_indices.to(lengths.device))
+        data = pack_padded_sequence(out, lengths, batch_first=True, enforce_sorted=True).data
+        repacked = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
         return (repacked, *result[1:])
 
     # -- streaming -----------------------------------------------------------------------------
@@ -546,6 +577,8 @@ class _RecurrentCore(nn.Module):
         parts = self.state if isinstance(self.state, tuple) else (self.state,)
         batch = parts[0].shape[1]
         index = torch.as_tensor(samples)
+        if not isinstance(samples, Tensor) and index.numel() == 0:
+            return  # an empty selection (no sequence ended): as_tensor([]) is float32, not indices
         if index.dtype == torch.bool:
             if tuple(index.shape) != (batch,):
                 raise ValueError(f"reset_state: a bool mask must have shape [{batch}] (the carried batch size), "
@@ -558,7 +591,7 @@ class _RecurrentCore(nn.Module):
                              f"got {index.tolist()}")
         keep = torch.ones(batch, dtype=torch.bool, device=parts[0].device)
         keep[index.to(keep.device)] = False
-        cleared = tuple(p * keep.view(1, -1, 1) for p in parts)
+        cleared = tuple(torch.where(keep.view(1, -1, 1), p, p.new_zeros(())) for p in parts)  # (NaN * 0 is NaN)
         self.state = cleared if len(cleared) > 1 else cleared[0]
 
     def extra_repr(self) -> str:

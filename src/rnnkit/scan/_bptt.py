@@ -32,6 +32,8 @@ def unsupported_transform() -> str | None:
         return "torch.func." + "/".join(dict.fromkeys(names) or ["transform"])
     if torch.autograd.forward_ad._current_level >= 0:
         return "forward-mode AD (torch.autograd.forward_ad.dual_level)"
+    if torch.jit.is_tracing():  # the Functions' buffers and None arguments stop torch.jit.trace
+        return "torch.jit.trace"
     return None
 
 
