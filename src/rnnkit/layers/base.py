@@ -139,6 +139,17 @@ def to_numpy(t: Tensor) -> np.ndarray:
     return (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy().copy()
 
 
+def _walk_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
+    """``module.parameters()`` without its bookkeeping (a few times cheaper to its first parameter; duplicates
+    of shared parameters are not removed): :attr:`Layer.param_dtype` reads it on every call."""
+    for p in module._parameters.values():
+        if p is not None:
+            yield p
+    for child in module._modules.values():
+        if child is not None:
+            yield from _walk_parameters(child)
+
+
 def make_example(shape: Shape, dtype: torch.dtype, variant: int) -> Tensor:
     """A small concrete tensor for shape inference: ``shape`` without the batch dimension.
 
@@ -491,11 +502,33 @@ class Layer(nn.Module):
     @property
     def param_dtype(self) -> torch.dtype:
         """The dtype the layer computes in: its parameters' (which ``model.to(torch.float64)`` or a
-        ``precision="bf16-true"`` fit changes), or before it has any, the dtype it was made with."""
-        for p in self.parameters():
-            if p.dtype.is_floating_point:
-                return p.dtype
-        return to_torch_dtype(self._dtype_name)
+        ``precision="bf16-true"`` fit changes), or before it has any, the dtype it was made with.
+
+        Parameters of several float dtypes (a model of layers made with their own ``dtype=``) leave the
+        dtype it was made with, so each layer inside casts to its own; a layer without parameters
+        follows the conversion of the model around it (:meth:`_apply`)."""
+        made = to_torch_dtype(self._dtype_name)
+        found = None
+        for p in _walk_parameters(self):  # (stops at the first parameter unless the layer was converted)
+            if not p.dtype.is_floating_point or p.dtype == found:
+                continue
+            if found is not None or p.dtype == made:
+                return made
+            found = p.dtype
+        return found if found is not None else self.__dict__.get("_converted_dtype", made)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        before = {p.dtype for p in self.parameters() if p.dtype.is_floating_point}
+        result = super()._apply(fn, recurse)
+        after = {p.dtype for p in self.parameters() if p.dtype.is_floating_point}
+        if len(after) == 1 and after != before:  # model.to(torch.float64), .double(), a bf16-true fit
+            # the layers inside without parameters (Activation, Dropout, pooling) compute in the new dtype too,
+            # or they would cast the model's float64 activations back to float32 between its layers
+            dtype = next(iter(after))
+            for m in self.modules():
+                if isinstance(m, Layer) and not any(p.dtype.is_floating_point for p in m.parameters()):
+                    m.__dict__["_converted_dtype"] = dtype
+        return result
 
     # -- build ---------------------------------------------------------------------------------
     def build(self, input_shape: Any) -> None:

@@ -332,16 +332,28 @@ def ctc_prefix_beam_search(log_probs: Tensor, beam_size: int = 8, blank: int = 0
     return search.results()
 
 
-def _plain(seq: Sequence[object]) -> bool:
-    """Whether ``seq`` holds only ``str`` and ``int`` items (hash lookup then agrees with ``==``)."""
-    return isinstance(seq, str) or all(type(x) is str or type(x) is int for x in seq)
+#: Python hashes an int modulo 2**61 - 1: smaller ones (in size) hash to themselves (-1 aside, which
+#: rapidfuzz maps itself), so rapidfuzz, which compares items by hash, tells them apart as ``==`` does.
+_HASH_MODULUS = (1 << 61) - 1
+
+
+def _kind(seq: Sequence[object]) -> str | None:
+    """``"str"`` for a string or a sequence of strings, ``"int"`` for one of ints whose hash is the int,
+    ``None`` otherwise: rapidfuzz (hash lookup, a one-character string as its code point) agrees with
+    ``==`` on two sequences of one kind (``[97]`` and ``["a"]``, ``[0]`` and ``[2**61 - 1]`` would match)."""
+    if isinstance(seq, str) or all(type(x) is str for x in seq):
+        return "str"
+    if all(type(x) is int and -_HASH_MODULUS < x < _HASH_MODULUS for x in seq):
+        return "int"
+    return None
 
 
 def edit_distance(ref: Sequence[object], hyp: Sequence[object]) -> int:
     """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
     if len(ref) == 0 or len(hyp) == 0:  # (len: arrays and tensors have no plain truth value)
         return max(len(ref), len(hyp))
-    if _plain(ref) and _plain(hyp):  # characters or words: rapidfuzz's C++ Levenshtein (jiwer's engine)
+    kind = _kind(ref)
+    if kind is not None and _kind(hyp) == kind:  # characters, words or ids: rapidfuzz's C++ Levenshtein (jiwer's)
         try:
             from rapidfuzz.distance import Levenshtein
         except ImportError:  # without the audio extra: the dynamic programme below

@@ -577,8 +577,9 @@ class _RecurrentCore(nn.Module):
         parts = self.state if isinstance(self.state, tuple) else (self.state,)
         batch = parts[0].shape[1]
         index = torch.as_tensor(samples)
-        if not isinstance(samples, Tensor) and index.numel() == 0:
-            return  # an empty selection (no sequence ended): as_tensor([]) is float32, not indices
+        if not isinstance(samples, Tensor) and index.numel() == 0 and index.dtype != torch.bool:
+            return  # an empty selection (no sequence ended): as_tensor([]) is float32, not indices (a bool mask
+            # must still cover the batch, as a tensor one must)
         if index.dtype == torch.bool:
             if tuple(index.shape) != (batch,):
                 raise ValueError(f"reset_state: a bool mask must have shape [{batch}] (the carried batch size), "

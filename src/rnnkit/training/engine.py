@@ -604,6 +604,9 @@ def _find_backup(backup: BackupAndRestore, module: KerasModule) -> str | None:
             detail = (f"{wrong[0]} is {tuple(found[wrong[0]].shape)} there, {tuple(expected[wrong[0]].shape)} here"
                       if wrong[0] in found and wrong[0] in expected else f"{wrong[0]} is only in one of them")
             raise ValueError(f"the backup {path} is of another model ({detail}); {fix}")
+        if _no_optimizer_state(saved, module):
+            raise ValueError(f"the backup {path} holds no optimizer state (every weight was frozen in that fit) and "
+                             f"this model has trainable weights; freeze them as then, or {fix}")
         theirs, ours = saved["rnnkit"].get("optimizer"), module.optimizer_name()
         if theirs != ours:
             raise ValueError(f"the backup {path} was written with optimizer {theirs}, this model is compiled "
@@ -685,7 +688,15 @@ def _validation_loader(model: Any, validation_data: Any, batch_size: int, num_wo
     return make_loader(arrays, batch_size=batch_size, shuffle=False, seed=0, num_workers=num_workers), False
 
 
-def _resolve_resume(resume_from: str | os.PathLike[str] | None) -> str | None:
+def _no_optimizer_state(saved: dict[str, Any], module: KerasModule) -> bool:
+    """Whether ``saved`` (a checkpoint) was written by a fit with no trainable weights (no optimizer state)
+    and ``module`` has some to train: Lightning would stop in torch's ``load_state_dict`` (``KeyError``)."""
+    states = saved.get("optimizer_states")
+    return not module.frozen and isinstance(states, list) and any(
+        isinstance(st, dict) and "param_groups" not in st for st in states)
+
+
+def _resolve_resume(resume_from: str | os.PathLike[str] | None, module: KerasModule | None = None) -> str | None:
     if resume_from is None:
         return None
     path = os.fspath(resume_from)
@@ -695,10 +706,13 @@ def _resolve_resume(resume_from: str | os.PathLike[str] | None) -> str | None:
         raise FileNotFoundError(f"no training checkpoint at {path}; resume_from takes the checkpoint_dir of an "
                                 "earlier fit (or its last.ckpt)")
     try:  # a damaged file or another kind of file: one line here, not Lightning's unpickling traceback
-        _peek_checkpoint(path)
+        saved = _peek_checkpoint(path)
     except ValueError as err:
         raise ValueError(f"resume_from {path} cannot be resumed from ({err}); resume_from takes the checkpoint_dir "
                          "of an earlier fit (or its last.ckpt)") from None
+    if module is not None and _no_optimizer_state(saved, module):
+        raise ValueError(f"resume_from {path} holds no optimizer state (every weight was frozen in that fit) and "
+                         "this model has trainable weights; freeze them as then to resume, or fit without resume_from")
     return path
 
 
@@ -827,7 +841,7 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         checkpointing.append(LastCheckpoint(os.fspath(checkpoint_dir)))
     if backup is not None:
         checkpointing.append(BackupWriter(backup))
-    ckpt_path = _resolve_resume(resume_from) if backup is None else _find_backup(backup, module)
+    ckpt_path = _resolve_resume(resume_from, module) if backup is None else _find_backup(backup, module)
     # Lightning counts this fit's epochs from 0 (a checkpoint's count too): epoch initial_epoch + i
     max_epochs = epochs - initial_epoch
     if max_epochs <= 0:
