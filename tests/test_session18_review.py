@@ -172,3 +172,13 @@ def test_reset_state_refuses_an_empty_numpy_bool_mask_as_it_refuses_an_empty_ten
     layer.reset_state([])
     layer.reset_state(np.zeros(0, dtype=np.int64))
     torch.testing.assert_close(layer.state[0], before)
+
+
+def test_timeseries_dataset_from_a_bfloat16_tensor() -> None:
+    """``timeseries_dataset_from_array`` on a bfloat16 tensor (NumPy has no bfloat16: ``.numpy()`` raised)."""
+    from rnnkit.data.keras_utils import timeseries_dataset_from_array
+
+    data = torch.arange(10, dtype=torch.bfloat16).reshape(10, 1)
+    batches = list(timeseries_dataset_from_array(data, None, sequence_length=3, batch_size=8))
+    first = batches[0][0] if isinstance(batches[0], (tuple, list)) else batches[0]
+    np.testing.assert_array_equal(np.asarray(first[0]).reshape(-1), [0.0, 1.0, 2.0])

@@ -59,7 +59,8 @@ class WindowBatches(DataLoader):  # type: ignore[type-arg]
 
 def _as_array(value: Any, what: str) -> np.ndarray:
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
+        value = value.detach()
+        return (value.float() if value.dtype == torch.bfloat16 else value).cpu().numpy()  # NumPy has no bfloat16
     arr = np.asarray(value)  # NumPy arrays, lists, pandas DataFrames and Series
     if arr.ndim == 0:
         raise ValueError(f"{what} must be an array with time on axis 0, got a scalar")
