@@ -70,9 +70,9 @@ def test_an_absurd_layer_size_in_a_config_is_refused_before_allocating(tmp_path,
 def test_a_config_asking_gigabytes_is_refused_before_they_are_allocated(tmp_path, monkeypatch):
     """A size the machine could allocate (gigabytes, filled by the initializers) is refused too: the
     budget is the weights file's size plus an allowance (made small here to keep the test small)."""
-    from rnnkit.models import saving
+    from rnnkit import allocation
 
-    monkeypatch.setattr(saving, "_BUILD_ALLOWANCE", 1 << 20)
+    monkeypatch.setattr(allocation, "BUILD_ALLOWANCE", 1 << 20)
     path, cfg = _saved(tmp_path)
     cfg["model"]["config"]["layers"][1]["config"]["units"] = 2000  # 4 * 2000 * 2000 floats: 64 MB
     (path / "config.json").write_text(json.dumps(cfg))

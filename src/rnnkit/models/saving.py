@@ -31,7 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..allocation import BUILD_ALLOWANCE, BUILD_FACTOR, AllocationBudget, TooLarge, size_argument_bytes
+from ..allocation import AllocationBudget, TooLarge, budget_for
 from ..layers.base import LAYERS, deserialize_layer, serialize_layer
 from ..runtime import new_file_mode
 
@@ -268,21 +268,12 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return config, tensors
 
 
-#: Bytes a model's construction may allocate beyond what its weights file holds (a subclassed
-#: model's first call on zeros, initializers' temporaries): 1 GiB plus 8 times the weights.
-#: The budget itself lives in :mod:`rnnkit.allocation`, shared with run folders.
-_BUILD_ALLOWANCE, _BUILD_FACTOR = BUILD_ALLOWANCE, BUILD_FACTOR
-_TooLarge = TooLarge
-_AllocationBudget = AllocationBudget
-_size_argument_bytes = size_argument_bytes
+def _weight_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def _build_budget(tensors: dict[str, torch.Tensor]) -> int:
-    return _BUILD_ALLOWANCE + _BUILD_FACTOR * sum(t.numel() * t.element_size() for t in tensors.values())
-
-
-def _too_large(config_file: str, err: _TooLarge, tensors: dict[str, torch.Tensor]) -> ValueError:
-    held = sum(t.numel() * t.element_size() for t in tensors.values())
+def _too_large(config_file: str, err: TooLarge, tensors: dict[str, torch.Tensor]) -> ValueError:
+    held = _weight_bytes(tensors)
     return ValueError(f"{config_file} describes a model far larger than its weights (it would allocate over "
                       f"{err.need / 2**30:.1f} GiB; the weights hold {held / 2**20:.1f} MiB): the config is damaged "
                       "or was edited; save the model again")
@@ -335,11 +326,11 @@ def load_model(filepath: str | os.PathLike[str], custom_objects: dict[str, Any] 
         raise ValueError(f"{path} was saved by a newer rnnkit (format {version}); upgrade rnnkit")
     if not isinstance(config.get("model"), dict):
         raise _corrupt(config_file, ValueError("the config has no model architecture"))
-    budget = _AllocationBudget(_build_budget(tensors))  # sizes in the config are checked before allocating
+    budget = AllocationBudget(budget_for(_weight_bytes(tensors)))  # sizes in the config are checked before allocating
     try:
         with custom_object_scope(custom_objects), budget:
             model: Any = deserialize_layer(config["model"], custom_objects)
-    except _TooLarge as err:
+    except TooLarge as err:
         raise _too_large(config_file, err, tensors) from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError, OverflowError,
             RecursionError, MemoryError) as err:
@@ -354,7 +345,7 @@ def load_model(filepath: str | os.PathLike[str], custom_objects: dict[str, Any] 
         try:
             with budget:
                 model._build_from_record(build_inputs)
-        except _TooLarge as err:
+        except TooLarge as err:
             raise _too_large(config_file, err, tensors) from None
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError, OverflowError,
                 MemoryError) as err:
