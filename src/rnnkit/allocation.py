@@ -23,7 +23,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = ["BUILD_ALLOWANCE", "BUILD_FACTOR", "AllocationBudget", "TooLarge", "budget_for", "build_within",
-           "file_bytes", "size_argument_bytes"]
+           "file_bytes", "size_argument_bytes", "too_large_message"]
 
 #: Bytes a model's construction may allocate beyond what its weights file holds (a subclassed
 #: model's first call on zeros, initializers' temporaries): 1 GiB plus 8 times the weights.
@@ -99,6 +99,21 @@ def file_bytes(path: str | os.PathLike[str]) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
+
+
+def _size(n: int) -> str:
+    """``n`` bytes for a message: ``"5.4 KiB"``, ``"12.0 MiB"``, ``"1.2 GiB"``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def too_large_message(source: str, err: TooLarge, weights: str, held: int, fix: str) -> str:
+    """The one-line error for a model file ``source`` whose sizes ask for more than ``weights``
+    (``held`` bytes) justifies; ``fix`` says what to do."""
+    return (f"{source} describes a model far larger than its weights (it would allocate over {_size(err.need)}; "
+            f"{weights} holds {_size(held)}): the file was damaged or edited; {fix}")
 
 
 def build_within(limit: int, build: Callable[[], T]) -> T:

@@ -31,7 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..allocation import AllocationBudget, TooLarge, budget_for
+from ..allocation import AllocationBudget, TooLarge, budget_for, too_large_message
 from ..layers.base import LAYERS, deserialize_layer, serialize_layer
 from ..runtime import new_file_mode
 
@@ -273,10 +273,8 @@ def _weight_bytes(tensors: dict[str, torch.Tensor]) -> int:
 
 
 def _too_large(config_file: str, err: TooLarge, tensors: dict[str, torch.Tensor]) -> ValueError:
-    held = _weight_bytes(tensors)
-    return ValueError(f"{config_file} describes a model far larger than its weights (it would allocate over "
-                      f"{err.need / 2**30:.1f} GiB; the weights hold {held / 2**20:.1f} MiB): the config is damaged "
-                      "or was edited; save the model again")
+    return ValueError(too_large_message(config_file, err, "its weights file", _weight_bytes(tensors),
+                                        "save the model again"))
 
 
 @contextlib.contextmanager

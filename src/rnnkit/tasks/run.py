@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..allocation import TooLarge, budget_for, build_within, file_bytes
+from ..allocation import TooLarge, budget_for, build_within, file_bytes, too_large_message
 from ..runtime import atomic_write_bytes
 
 M = TypeVar("M")
@@ -91,14 +91,6 @@ class RunError(ValueError):
     """A run folder is missing, incomplete or corrupt."""
 
 
-def _bytes(n: int) -> str:
-    """``n`` bytes for a message: ``"5.4 KiB"``, ``"12.0 MiB"``, ``"1.2 GiB"``."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
-
-
 def build_recorded(build: Callable[[], M], *, source: Path, weights: Path, fix: str,
                    error: type[ValueError] = RunError) -> M:
     """``build()``, the model that ``source`` (a run's model.json or config.yaml) describes, with its
@@ -110,9 +102,7 @@ def build_recorded(build: Callable[[], M], *, source: Path, weights: Path, fix: 
     try:
         return build_within(budget_for(held), build)
     except TooLarge as err:
-        raise error(f"{source} describes a model far larger than its weights (it would allocate over "
-                    f"{_bytes(err.need)}; {weights.name} holds {_bytes(held)}): {source.name} was damaged or edited; "
-                    f"{fix}") from None
+        raise error(too_large_message(str(source), err, weights.name, held, fix)) from None
 
 
 def unshared_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
