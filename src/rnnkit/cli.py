@@ -45,6 +45,8 @@ def _fail(err: Exception) -> typer.Exit:
                errno.EACCES: "check its permissions", errno.EROFS: "write elsewhere (--out)"}.get(err.errno or 0,
                                                                                                "check the path")
         message = f"{err.filename}: {err.strerror}; {fix}"
+    for copy, name in _SHOWN_AS.items():  # a pipe's data is named as given, not as its temporary copy
+        message = message.replace(copy, name)
     typer.echo(f"error: {' '.join(message.split())}", err=True)
     return typer.Exit(2)
 
@@ -52,6 +54,44 @@ def _fail(err: Exception) -> typer.Exit:
 # Errors that come from what the user gave (values, paths, files), and a training loss that diverged
 # (the engine's FloatingPointError names the fix): one line, no traceback.
 _USER_ERRORS = (ValueError, OSError, UnicodeDecodeError, KeyError, FloatingPointError)
+
+
+# Copies of standard input and pipes made by _input_file, and the names they are shown by in messages.
+_SHOWN_AS: dict[str, str] = {}
+
+
+def _input_file(file: str | None) -> Any:
+    """``--file`` as a path the readers can open by name: ``-`` (standard input) and pipes
+    (``/dev/stdin``, ``<(command)``) are copied into a temporary file first, named ``stdin`` or as the
+    pipe, whose lines keep their numbers; other paths, and ``None``, pass through unchanged."""
+    import contextlib
+    import os
+    import shutil
+    import stat
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    if file is None or file != "-" and not os.path.exists(file):
+        return contextlib.nullcontext(file)  # the readers name a missing file
+    if file != "-" and (stat.S_ISREG(os.stat(file).st_mode) or os.path.isdir(file)):
+        return contextlib.nullcontext(file)
+
+    @contextlib.contextmanager
+    def spooled() -> Any:
+        with tempfile.TemporaryDirectory(prefix="rnnkit-input-") as folder:
+            copy = Path(folder) / ("stdin" if file == "-" else Path(file).name)
+            _SHOWN_AS[str(copy)] = "stdin" if file == "-" else file
+            source = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115 (closed below)
+            try:
+                with open(copy, "wb") as target:
+                    shutil.copyfileobj(source, target)
+            finally:
+                if file != "-":
+                    source.close()
+            yield str(copy)
+
+    return spooled()
 
 
 def _config_keys(task: Any) -> Any:
@@ -412,8 +452,8 @@ def _score_table(label: str, rows: list[tuple[str, float, float, float, int]]) -
 def predict(
     run: str = typer.Argument(..., help="Run folder written by 'rnnkit train'."),
     inputs: list[str] = typer.Argument(None, help="Inputs (texts) to predict."),
-    file: str | None = typer.Option(None, "--file", help="Predict every line of this file (text classification: "
-                                    "every record of a CSV/TSV/JSONL file, its data.text_column; forecasting: "
+    file: str | None = typer.Option(None, "--file", help="Predict every line of this file, - for standard input "
+                                    "(text classification: every record of a CSV/TSV/JSONL file, its data.text_column; forecasting: "
                                     "the history CSV to forecast from, default the training file)."),
     explain: bool = typer.Option(False, "--explain", help="Show which tokens carried each decision."),
     as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON lines."),
@@ -435,22 +475,24 @@ def predict(
         if conll and (as_json or explain):
             raise ValueError("--conll prints CoNLL lines: drop --json and --explain, or drop --conll")
         model = load_ensemble([run, *ensemble])
-        with _config_keys(model):
+        with _config_keys(model), _input_file(file) as path:
             _use_overrides(model, overrides, run)
             if conll:
                 if not hasattr(model, "tag_conll"):
                     raise ValueError(f"{run} is not a tagging run; --conll needs one (drop --conll)")
-                for line in model.tag_conll(file):  # type: ignore[arg-type]
+                for line in model.tag_conll(path):
                     typer.echo(line)
                 return
             items = [(text, f"input {i + 1}") for i, text in enumerate(inputs or [])]
             whole_files = getattr(model, "predicts_whole_files", False)  # forecasting: inputs are CSV paths
             if file is not None and whole_files:  # --file is the history CSV: first, before a future-covariates CSV
-                items = [(file, file), *items]
-            elif file is not None:
-                items += _file_inputs(model, file)
+                items = [(path, file), *items]
+            elif file is not None:  # sources named as given ("stdin:3" for --file -), not as the copy of a pipe
+                shown = _SHOWN_AS.get(path, path)
+                items += [(text, shown + where[len(path):] if where.startswith(path) else where)
+                          for text, where in _file_inputs(model, path)]
             if not items and not whole_files:  # a forecaster with no input forecasts from its training file
-                raise ValueError(f"nothing to predict: {file} holds no inputs; give a file with inputs, or inputs as "
+                raise ValueError(f"nothing to predict: {_SHOWN_AS.get(path, path)} holds no inputs; give a file with inputs, or inputs as "
                                  "arguments" if file is not None else
                                  "nothing to predict: give inputs as arguments or --file FILE")
             if explain and not hasattr(model, "explain"):
@@ -745,7 +787,7 @@ def compare(
 def translate(
     run: str = typer.Argument(..., help="Run folder of a translation run."),
     texts: list[str] = typer.Argument(None, help="Sentences to translate."),
-    file: str | None = typer.Option(None, "--file", help="Translate every line of this file."),
+    file: str | None = typer.Option(None, "--file", help="Translate every line of this file (- for standard input)."),
     beam: int | None = typer.Option(None, "--beam", min=1, help="Beam size (default: the run's decode.beam_size; 1 = greedy)."),
     nbest: int | None = typer.Option(None, "--nbest", min=1, help="Print the N best translations ('i ||| translation "
                                      "||| score'; default: the run's decode.nbest)."),
@@ -767,10 +809,10 @@ def translate(
         _use_overrides(model, overrides, run)
         sentences = list(texts or [])
         if file is not None:
-            with _config_keys(model):
-                sentences += [text for text, _ in _file_inputs(model, file)]
+            with _config_keys(model), _input_file(file) as path:
+                sentences += [text for text, _ in _file_inputs(model, path)]
         if not sentences:
-            raise ValueError(f"nothing to translate: {file} holds no sentences; give a file with one sentence a "
+            raise ValueError(f"nothing to translate: {'stdin' if file == '-' else file} holds no sentences; give a file with one sentence a "
                              "line, or sentences as arguments" if file is not None else
                              "nothing to translate: give sentences as arguments or --file FILE")
         results = model.translate(sentences, beam_size=beam, nbest=nbest, truncate=truncate)  # type: ignore[attr-defined]

@@ -488,6 +488,14 @@ def store_run(tmp_path_factory):
     return Path(json.loads(result.output)["run"]), data, tmp
 
 
+def test_predict_reads_the_history_from_standard_input(store_run):
+    run, data, _ = store_run
+    from_file = runner.invoke(app, ["predict", str(run), "--file", str(data), "--json"])
+    from_stdin = runner.invoke(app, ["predict", str(run), "--file", "-", "--json"], input=data.read_text())
+    assert from_file.exit_code == 0 and from_stdin.exit_code == 0, from_stdin.output
+    assert from_stdin.stdout == from_file.stdout and len(from_stdin.stdout.splitlines()) == 2 * 7  # 2 stores
+
+
 def test_unseen_series_results_do_not_depend_on_earlier_calls(store_run):
     # Statistics of a series unseen in training were cached in the pipeline by the first call: a
     # forecast (fitted on the whole file) before an evaluate leaked the test period into the

@@ -209,6 +209,10 @@ def test_predict_conll_appends_a_tag_column(ner_run, tmp_path):
     expected = TrainedTagger.load(run).tag_tokens([["Carla", "Smith", "visited", "Oslo"], ["Elena", "met"]])
     assert [line.split()[-1] for line in lines if len(line.split()) == 3] == expected[0] + expected[1]
     assert lines[2].startswith("Carla NNP ") and expected[0][:2] == ["B-PER", "I-PER"]
+    piped = runner.invoke(app, ["predict", str(run), "--file", "-", "--conll"], input=raw.read_text())
+    assert piped.exit_code == 0 and piped.stdout == result.stdout, piped.output
+    ragged_stdin = runner.invoke(app, ["predict", str(run), "--file", "-", "--conll"], input="Carla NNP\nSmith\n")
+    assert ragged_stdin.exit_code == 2 and "stdin:2" in ragged_stdin.output and "rnnkit-input" not in ragged_stdin.output
     bad = runner.invoke(app, ["predict", str(run), "Carla Smith", "--conll"])
     assert bad.exit_code == 2 and "--conll tags a file" in bad.output
     bad = runner.invoke(app, ["predict", str(run), "--file", str(raw), "--conll", "--json"])

@@ -386,6 +386,34 @@ def test_predict_file_reads_csv_and_jsonl_text_columns(trained_run, tmp_path):
     assert [line.split("\t")[2] for line in result.output.splitlines()] == ["text,label", "a great film"]
 
 
+def test_predict_file_reads_standard_input_and_pipes(trained_run, tmp_path):
+    """``--file -`` (standard input) and pipes (``/dev/stdin``, ``<(command)``) are read as a file of
+    the same lines would be; sources and errors name them as given, not as a temporary copy."""
+    import subprocess
+    import sys
+
+    run, _ = trained_run
+    lines = "a great film\n\nawful plot\n"
+    plain = tmp_path / "texts.txt"
+    plain.write_text(lines)
+    from_file = runner.invoke(app, ["predict", str(run), "--file", str(plain), "--json"])
+    from_stdin = runner.invoke(app, ["predict", str(run), "--file", "-", "--json"], input=lines)
+    assert from_file.exit_code == 0 and from_stdin.exit_code == 0, from_stdin.output
+    assert from_stdin.stdout == from_file.stdout and len(from_stdin.stdout.splitlines()) == 3
+    assert "note: stdin:2: the text has no tokens" in from_stdin.stderr
+    empty = runner.invoke(app, ["predict", str(run), "--file", "-"], input="")
+    assert empty.exit_code == 2 and "nothing to predict: stdin holds no inputs" in empty.output
+    # a real pipe, given by its path: the CSV reader (data.format=csv) reads it like the file
+    command = [sys.executable, "-c", "from rnnkit.cli import app; app()", "predict", str(run), "--file", "/dev/stdin",
+               "--json", "--set", "data.format=csv", "--set", "data.text_column=0"]
+    piped = subprocess.run(command, input="text\na great film\nawful plot\n", capture_output=True, text=True,
+                           timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert [json.loads(row)["text"] for row in piped.stdout.splitlines()] == ["a great film", "awful plot"]
+    bad = subprocess.run(command[:7], input=b"fine\nca\xff va\n", capture_output=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.decode().startswith("error: /dev/stdin:2: cannot decode bytes ff")
+
+
 def test_predict_file_with_undecodable_bytes_names_file_and_line(trained_run, tmp_path):
     run, _ = trained_run
     bad = tmp_path / "bad.txt"

@@ -406,6 +406,9 @@ def test_load_translate_and_cli_agree(trained_run, tmp_path):
     assert cli.exit_code == 0, cli.output
     assert plot.is_file() and plot.stat().st_size > 1000
     assert cli.stdout.splitlines()[0].startswith("0 ||| ")
+    piped = runner.invoke(app, ["translate", str(run), "--file", "-", "--beam", "1"], input="\n".join(sentences))
+    assert piped.exit_code == 0, piped.output
+    assert piped.stdout.splitlines() == [r["translation"] for r in greedy]
     detail = model.translate(["ka lu"], attention=True)[0]
     weights = torch.tensor(detail["attention"])
     assert weights.shape == (len(detail["target_tokens"]), len(detail["source_tokens"]))
