@@ -32,7 +32,8 @@ class CompileState:
         optimizer: name, optimizer object or ``torch.optim`` class.
         loss: loss spec (one, list or dict by output name).
         loss_weights: weights per output (list or dict), default 1.
-        metrics: list (all outputs), list of lists, or dict by output name.
+        metrics: list (all outputs), list with one entry per output once any entry is a list (as
+            Keras 3: ``[["accuracy"], "mae"]``), or dict by output name.
         clipnorm, clipvalue, global_clipnorm: gradient clipping overriding the optimizer's.
 
     Raises:
@@ -90,7 +91,7 @@ class CompileState:
             per: list[Any] = [[] for _ in output_names]
         elif isinstance(spec, dict):
             per = _per_output(spec, output_names, "metrics", [])
-        elif isinstance(spec, list | tuple) and spec and all(isinstance(m, list | tuple) for m in spec):
+        elif isinstance(spec, list | tuple) and spec and any(isinstance(m, list | tuple) for m in spec):
             per = _per_output(list(spec), output_names, "metrics", [])
         else:
             per = [list(spec) if isinstance(spec, list | tuple) else [spec]] * len(output_names)
