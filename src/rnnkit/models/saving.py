@@ -439,6 +439,11 @@ def load_weights(model: Any, filepath: str | os.PathLike[str], *, strict: bool =
         except (OSError, ValueError, RecursionError):
             config = {}  # weights alone are enough here; their checksum is checked when the config has one
         path = os.path.join(path, WEIGHTS_NAME)
+    elif os.path.isfile(path):  # a single-file model save carries its config (and checksum) in its metadata
+        with contextlib.suppress(SafetensorError, OSError, KeyError, ValueError, RecursionError):
+            with safe_open(path, framework="pt") as f:
+                loaded = json.loads((f.metadata() or {})["rnnkit_config"])
+            config = loaded if isinstance(loaded, dict) else {}
     tensors = _load_tensors(path)
     _check_digest(config, tensors, path)
     _load_state(model, tensors, strict=strict, source=path)
