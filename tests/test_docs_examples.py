@@ -148,6 +148,25 @@ def _models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         return {"keras_model": keras.Sequential([keras.Input((None, 8)), keras.layers.LSTM(32, return_sequences=True),
                                                  keras.layers.Dense(1)])}
 
+    def interrupt_once(ns: Namespace) -> Namespace:
+        # the Ctrl-C example: its model.fit(..., epochs=100) is interrupted in its first epoch (after
+        # which fit is the model's own again); the history of the TBPTT fit before it is noted first
+        from rnnkit.training import Callback
+
+        class CtrlC(Callback):
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                raise KeyboardInterrupt
+
+        model, fit = ns["model"], ns["model"].fit
+        seen.update(tbptt_epochs=len(model.history.history["loss"]))
+
+        def fit_once(*args: Any, **kwargs: Any) -> Any:
+            del model.fit
+            return fit(*args, **kwargs, callbacks=[CtrlC()])
+
+        model.fit = fit_once
+        return {}
+
     seen: dict[str, int] = {}
     x_seq = rng.normal(size=(8, 120, 8)).astype("float32")  # longer than tbptt_steps=50
     y_seq = rng.normal(size=(8, 120, 1)).astype("float32")
@@ -162,11 +181,11 @@ def _models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                        "tgt_out_ids": rng.integers(1, 8000, (16, 6))},
         4: lambda ns: {"x": [ns["src_ids"], ns["tgt_in_ids"]], "y": ns["tgt_out_ids"]},
         6: lambda ns: {"x": x_seq, "y": y_seq},
-        7: lambda ns: seen.update(tbptt_epochs=len(ns["model"].history.history["loss"])) or {},
-        9: keras_model,
+        7: interrupt_once,
+        10: keras_model,
     }
-    after = _run_page("models", given, count=10)
-    keras_style, cnn_lstm, functional, _, fitted, on_batch, tbptt, _, _, imported = after
+    after = _run_page("models", given, count=11)
+    keras_style, cnn_lstm, functional, _, fitted, on_batch, tbptt, _, _, _, imported = after
 
     history = keras_style["model"].history.history
     assert len(history["loss"]) == 10 and "val_accuracy" in history
@@ -179,6 +198,7 @@ def _models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert all(np.isfinite([on_batch["loss"], on_batch["acc"], on_batch["f1"]]))
     assert seen["tbptt_epochs"] == 5 and tbptt["model"].output_shape == (None, None, 1)
     assert (tmp_path / "run1" / "last.ckpt").is_file()
+    assert (tmp_path / "interrupted" / "model.safetensors").is_file()  # saved after Ctrl-C
     assert {"config.json", "model.safetensors", "optimizer.safetensors"} <= set(os.listdir(tmp_path / "sentiment"))
     assert (tmp_path / "sentiment.safetensors").is_file() and (tmp_path / "w.safetensors").is_file()
     # Keras' weights give Keras' outputs

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from ..training.interrupts import fit_passing_interrupts
 from ..training.resuming import PassOver, read_checkpoint
 from .run import RunDir, atomic_write_bytes, build_recorded, unshared_tensors
 
@@ -675,7 +676,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
         limit_val_batches=1.0 if limit is None else limit,
     )
     if resume_from is None:
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=dev_loader)
+        fit_passing_interrupts(trainer, module, train_dataloaders=train_loader, val_dataloaders=dev_loader)
     else:
         import inspect
 
@@ -687,7 +688,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
             "resumed mid-epoch: train a new run"))
         with warnings.catch_warnings():  # "not resumable" mid-epoch: PassOver is what resumes it
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
-            trainer.fit(module, train_dataloaders=loader, val_dataloaders=dev_loader, ckpt_path=resume_from, **safe)
+            fit_passing_interrupts(trainer, module, train_dataloaders=loader, val_dataloaders=dev_loader,
+                                   ckpt_path=resume_from, **safe)
         if pending.get("stopped") == "early":
             log(f"{resume_from.name}: early stopping ended this run after epoch {len(history)}; nothing to train "
                 "(an uninterrupted run stops there too)")

@@ -83,6 +83,7 @@ from .evaluation import (
     require_compiled,
     to_device,
 )
+from .interrupts import fit_passing_interrupts
 from .optimizers import check_clipping, check_norm_limits, has_trainable_parameters, merge_clipping
 from .resuming import PassOver, read_checkpoint
 from .step import StepLogic
@@ -899,8 +900,8 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         if not model.training:
             model.train()
         try:
-            trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
-                        weights_only=True if ckpt_path is not None else None)
+            fit_passing_interrupts(trainer, module, train_dataloaders=loader, val_dataloaders=val_loader,
+                                   ckpt_path=ckpt_path, weights_only=True if ckpt_path is not None else None)
         finally:
             restore_modes()
     if backup is not None and backup.delete_checkpoint and not trainer.interrupted:

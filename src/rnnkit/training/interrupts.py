@@ -1,0 +1,40 @@
+"""Ctrl-C during a Lightning ``fit`` reaches the caller as ``KeyboardInterrupt``.
+
+Lightning catches a ``KeyboardInterrupt`` inside ``Trainer.fit``, tears the run down and calls
+``sys.exit(1)``. For a library call that is the wrong answer: Keras and a plain PyTorch loop let the
+interrupt through, so ``try: model.fit(...) except KeyboardInterrupt: model.save(...)`` keeps what
+was trained, and a notebook shows an interrupted cell rather than ``SystemExit: 1``. Lightning is
+imported only by the callers (where training starts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def fit_passing_interrupts(trainer: Any, *args: Any, **kwargs: Any) -> None:
+    """``trainer.fit(*args, **kwargs)``, re-raising a Ctrl-C as the ``KeyboardInterrupt`` it was.
+
+    Lightning reports the exception to its callbacks' ``on_exception`` before it exits; a
+    ``SystemExit`` that follows a ``KeyboardInterrupt`` seen there is Lightning's, one raised by
+    user code (a callback calling ``sys.exit``) is passed on unchanged.
+    """
+    import lightning.pytorch as pl
+
+    class _SeeInterrupt(pl.Callback):
+        interrupt: KeyboardInterrupt | None = None
+
+        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+            if isinstance(exception, KeyboardInterrupt):
+                self.interrupt = exception
+
+    seen = _SeeInterrupt()
+    trainer.callbacks.append(seen)
+    try:
+        trainer.fit(*args, **kwargs)
+    except SystemExit:
+        if seen.interrupt is None:
+            raise
+        raise seen.interrupt from None
+    finally:
+        trainer.callbacks.remove(seen)
