@@ -322,7 +322,7 @@ def _run_training(module: Any, task: str, cfg: Any, train_path: Any, dev_path: A
         _failed_run(run, log_lines, err, task)
         if isinstance(err, _USER_ERRORS):
             raise _fail(err) from None
-        if isinstance(err, KeyboardInterrupt | SystemExit):  # Ctrl-C: 130, as a shell reports it, not Lightning's 1
+        if isinstance(err, KeyboardInterrupt | SystemExit):  # Ctrl-C: 130, as a shell reports it
             raise typer.Exit(130) from None
         raise
     if as_json:
@@ -343,7 +343,7 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
 
     from .tasks.engine import LAST_CHECKPOINT, ResumeError
 
-    interrupted = isinstance(err, KeyboardInterrupt | SystemExit)  # Lightning turns Ctrl-C into exit status 1
+    interrupted = isinstance(err, KeyboardInterrupt | SystemExit)  # Ctrl-C (or an exit from inside training)
     if not run.has_weights():
         shutil.rmtree(run.path, ignore_errors=True)
         typer.echo(f"interrupted: {run.path} removed: training wrote no weights yet (nothing to resume)"
@@ -646,7 +646,7 @@ def bench_memory(
                                      log=(lambda _: None) if quiet else (lambda m: typer.echo(m, err=True)))
     except _USER_ERRORS as err:
         raise _fail(err) from None
-    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C (or an exit from inside training)
         typer.echo(f"interrupted: the benchmark stopped before its end; nothing written to {out}", err=True)
         raise
     folder = Path(out)

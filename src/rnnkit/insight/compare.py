@@ -462,7 +462,7 @@ def compare_cells(task: str, cells: Sequence[str], train_path: str, *, dev_path:
                         error = " ".join(str(err).split()) or "training diverged"
                         metrics = {}
                     seconds = time.perf_counter() - start
-            except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
+            except (KeyboardInterrupt, SystemExit):  # Ctrl-C (or an exit from inside training)
                 lines.append("error: interrupted")
                 with contextlib.suppress(OSError):
                     run.write_text("train.log", "\n".join(lines) + "\n")
