@@ -83,6 +83,15 @@ def needs_grad(cell: nn.Module, *tensors: Tensor | None) -> bool:
         t.requires_grad for t in (*tensors, *cell.parameters()) if t is not None)
 
 
+def check_constant_mask(recurrent_mask: Tensor | None) -> None:
+    """The engines treat ``recurrent_mask`` as a constant (a dropout mask): their backward gives it
+    no gradient, so one that asks for a gradient is refused rather than left at ``None``."""
+    if recurrent_mask is not None and recurrent_mask.requires_grad and torch.is_grad_enabled():
+        raise ValueError("the engine gives no gradient for recurrent_mask (it is taken as a constant dropout "
+                         "mask), and this one requires grad: pass recurrent_mask.detach(), or run "
+                         "reference_scan for its gradient")
+
+
 def first_order_only(backward: Callable[..., Any]) -> Callable[..., Any]:
     """``once_differentiable`` that refuses ``create_graph=True`` out loud.
 

@@ -45,7 +45,7 @@ from torch.autograd.function import FunctionCtx
 from ..cells.base import RecurrentCell, State
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from . import cuda_graph, engine_triton, weight_cache
-from ._bptt import eager_under_compile, first_order_only, needs_grad, recurrent_grad
+from ._bptt import check_constant_mask, eager_under_compile, first_order_only, needs_grad, recurrent_grad
 from .elementwise import tanh_for, tanh_into
 from .engine_layernorm import layernorm_engine_scan
 from .recompute import recompute_requested
@@ -675,6 +675,7 @@ def engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tensor | 
         reason = f"kernels must be 'torch' or 'triton', got {kernels!r}"
     if reason is not None:
         raise ValueError(reason)
+    check_constant_mask(recurrent_mask)
     assert isinstance(cell, LSTMCell)  # LayerNormLSTMCell included
     if torch.is_autocast_enabled(x.device.type):  # the out= buffers need one dtype: run in the weights' dtype
         dtype = cell.weight_ih.dtype

@@ -43,7 +43,7 @@ from torch.autograd.function import FunctionCtx
 from ..cells.base import RecurrentCell, State
 from ..cells.gru import GRUCell
 from . import cuda_graph, engine_triton
-from ._bptt import eager_under_compile, first_order_only, needs_grad, recurrent_grad
+from ._bptt import check_constant_mask, eager_under_compile, first_order_only, needs_grad, recurrent_grad
 from .elementwise import tanh_for
 from .recompute import recompute_requested
 from .step_matmul import StepMatmul, cached_step_matmul, large_matmul, linear
@@ -299,6 +299,7 @@ def gru_engine_scan(cell: RecurrentCell, x: Tensor, state: State, *, mask: Tenso
     reason = gru_engine_unavailable_reason(cell, x.device, return_gates=return_gates, kernels=kernels)
     if reason is not None:
         raise ValueError(reason)
+    check_constant_mask(recurrent_mask)
     assert isinstance(cell, GRUCell)
     if torch.is_autocast_enabled(x.device.type):  # the out= buffers need one dtype: run in the weights' dtype
         dtype = cell.weight_ih.dtype
