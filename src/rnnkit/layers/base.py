@@ -139,6 +139,19 @@ def to_numpy(t: Tensor) -> np.ndarray:
     return (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy().copy()
 
 
+def from_numpy(array: np.ndarray) -> Tensor:
+    """``torch.from_numpy`` (shared memory, no copy), without torch's warning for a read-only array
+    (pandas' ``to_numpy()`` under copy-on-write, ``np.load(mmap_mode="r")``): rnnkit never writes
+    into the data it is given."""
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
 def _walk_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
     """``module.parameters()`` without its bookkeeping (a few times cheaper to its first parameter; duplicates
     of shared parameters are not removed): :attr:`Layer.param_dtype` reads it on every call."""

@@ -189,6 +189,8 @@ class Dense(KernelWeights, _ActivationMixin, Layer):
         if inputs.shape[-1] != self.weight.shape[1]:
             raise ValueError(f"Dense layer {self.name!r} was built for {self.weight.shape[1]} input features, "
                              f"got {inputs.shape[-1]} (input shape {list(inputs.shape)})")
+        if not inputs.dtype.is_floating_point:  # int or bool features: Keras' matmul promotes them to the kernel's
+            inputs = inputs.to(self.weight.dtype)
         y = F.linear(inputs, self.weight, self.bias)
         return y if self._emit_logits else self.activation(y)
 

@@ -31,6 +31,7 @@ from ..layers.base import (
     deserialize_layer,
     dtype_name,
     flatten,
+    from_numpy,
     make_example,
     map_structure,
     module_mode,
@@ -45,8 +46,25 @@ from ..layers.core import Embedding, InputLayer
 
 def _to_tensor(x: Any) -> Any:
     if isinstance(x, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(x))
+        t = from_numpy(np.ascontiguousarray(x))
         return t.float() if t.dtype == torch.float64 else t
+    return x
+
+
+def _adjust_rank(x: Any, shape: tuple[int | None, ...]) -> Any:
+    """Keras' rank adjustment of an input declared with a last axis of 1 (functional ``_adjust_input_rank``): a
+    univariate series ``[B, T]`` for ``Input(shape=(T, 1))`` gains that axis, ``[B, T, 1]`` for ``shape=(T,)`` loses
+    it. Only when the other sizes match the declared ones (Keras looks at the rank alone)."""
+    if not isinstance(x, Tensor) or not shape:
+        return x
+
+    def fits(sizes: tuple[int, ...]) -> bool:
+        return len(sizes) == len(shape) and all(d is None or d == n for d, n in zip(shape, sizes))
+
+    if x.dim() == len(shape) and shape[-1] == 1 and fits((*x.shape[1:], 1)):
+        return x.unsqueeze(-1)
+    if x.dim() == len(shape) + 2 and x.shape[-1] == 1 and fits(tuple(x.shape[1:-1])):
+        return x.squeeze(-1)
     return x
 
 
@@ -239,7 +257,10 @@ class Model(Layer):
             layer = sym.node.layer  # type: ignore[union-attr]
             if isinstance(x, Tensor) and x.dtype == torch.float64 and layer.input_dtype == torch.float32:
                 x = x.float()
-            values[id(sym)] = (x, m)
+            elif isinstance(x, Tensor) and not x.dtype.is_floating_point and layer.input_dtype.is_floating_point \
+                    and not self._feeds_embeddings_only(sym):
+                x = x.to(layer.input_dtype)  # int or bool data for a float Input: Keras casts to the Input's dtype
+            values[id(sym)] = (_adjust_rank(x, tuple(layer.shape)), m)
 
         def value(s: Any) -> Any:
             return values[id(s)][0] if isinstance(s, SymbolicTensor) else s
@@ -255,6 +276,11 @@ class Model(Layer):
         outs = map_structure(lambda s: values[id(s)][0], self._output_struct)
         out_masks = map_structure(lambda s: values[id(s)][1], self._output_struct)
         return outs, out_masks
+
+    def _feeds_embeddings_only(self, sym: SymbolicTensor) -> bool:
+        """Whether every layer reading the input ``sym`` is an ``Embedding`` (which takes the ids as they are)."""
+        users = [n.layer for n in self._nodes if any(t is sym for t in n.inputs)]
+        return bool(users) and all(isinstance(layer, Embedding) for layer in users)
 
     # -- running -------------------------------------------------------------------------------
     def forward_with_mask(self, inputs: Any, *args: Any, mask: Any = None, training: bool | None = None,
@@ -898,7 +924,12 @@ class Sequential(Model):
             shape: tuple[int | None, ...] = tuple(int(d) for d in x.shape[1:])
             if dynamic_time and shape:
                 shape = (None, *shape[1:])
-            self.input_spec = (shape, x.dtype if not x.dtype.is_floating_point else torch.float32)
+            first = self.layer_list[0] if len(self.layer_list) else None
+            # Keras builds on float32 whatever the first batch holds; ids stay integers for an Embedding (and for
+            # a layer of the user's own, which may read them)
+            keep = not x.dtype.is_floating_point and (
+                isinstance(first, Embedding) or not type(first).__module__.startswith("rnnkit.layers"))
+            self.input_spec = (shape, x.dtype if keep else torch.float32)
         if self._examples is None or len(self._examples) == 0:
             self._build_examples()
 
@@ -964,7 +995,11 @@ class Sequential(Model):
         x = _to_tensor(x)
         if isinstance(x, Tensor) and x.dtype == torch.float64:
             x = x.float()
+        elif isinstance(x, Tensor) and not x.dtype.is_floating_point and self.input_spec is not None \
+                and self.input_spec[1].is_floating_point and not isinstance(self.layer_list[0], Embedding):
+            x = x.to(self.input_spec[1])  # int or bool data for float inputs: Keras casts to the Input's dtype
         if isinstance(x, Tensor) and self.input_spec is not None:
+            x = _adjust_rank(x, self.input_spec[0])  # first: a last batch of one value of a [N] column is [1]
             self._check_rank(tuple(x.shape))
         if isinstance(mask, list | tuple):
             mask = mask[0]

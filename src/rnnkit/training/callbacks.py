@@ -31,7 +31,11 @@ class Callback:
 
     Hooks: ``on_train_begin(logs)``, ``on_train_end(logs)``, ``on_epoch_begin(epoch, logs)``,
     ``on_epoch_end(epoch, logs)``, ``on_train_batch_begin(batch, logs)``,
-    ``on_train_batch_end(batch, logs)`` (``logs["loss"]`` is the batch loss). Epochs count from 0.
+    ``on_train_batch_end(batch, logs)`` (``logs["loss"]`` is the batch loss), and for the validation that ``fit``
+    runs ``on_test_begin(logs)``, ``on_test_batch_begin(batch, logs)``, ``on_test_batch_end(batch, logs)`` and
+    ``on_test_end(logs)`` (the validation loss and metrics, named without ``val_``). Epochs count from 0.
+    The ``on_predict_*`` hooks exist to be overridden, as in Keras, but nothing calls them (``predict`` takes no
+    callbacks).
     """
 
     def __init__(self) -> None:
@@ -63,6 +67,30 @@ class Callback:
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         """Called after each training batch with ``{"loss": ...}``."""
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Called before each validation pass of ``fit``."""
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Called after each validation pass of ``fit`` with its loss and metrics (``loss``, not ``val_loss``)."""
+
+    def on_test_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """Called before each validation batch."""
+
+    def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """Called after each validation batch (with empty logs)."""
+
+    def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Keras' hook; not called (``predict`` takes no callbacks)."""
+
+    def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Keras' hook; not called (``predict`` takes no callbacks)."""
+
+    def on_predict_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """Keras' hook; not called (``predict`` takes no callbacks)."""
+
+    def on_predict_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """Keras' hook; not called (``predict`` takes no callbacks)."""
 
     def state_dict(self) -> dict[str, Any]:
         """State to keep in training checkpoints (plain Python values)."""
@@ -600,11 +628,16 @@ class LambdaCallback(Callback):
     def __init__(self, on_epoch_begin: Callable[..., Any] | None = None, on_epoch_end: Callable[..., Any] | None = None,
                  on_train_begin: Callable[..., Any] | None = None, on_train_end: Callable[..., Any] | None = None,
                  on_train_batch_begin: Callable[..., Any] | None = None,
-                 on_train_batch_end: Callable[..., Any] | None = None) -> None:
+                 on_train_batch_end: Callable[..., Any] | None = None, *,
+                 on_test_begin: Callable[..., Any] | None = None, on_test_end: Callable[..., Any] | None = None,
+                 on_test_batch_begin: Callable[..., Any] | None = None,
+                 on_test_batch_end: Callable[..., Any] | None = None) -> None:
         super().__init__()
         self._fns = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end,
                      "on_train_begin": on_train_begin, "on_train_end": on_train_end,
-                     "on_train_batch_begin": on_train_batch_begin, "on_train_batch_end": on_train_batch_end}
+                     "on_train_batch_begin": on_train_batch_begin, "on_train_batch_end": on_train_batch_end,
+                     "on_test_begin": on_test_begin, "on_test_end": on_test_end,
+                     "on_test_batch_begin": on_test_batch_begin, "on_test_batch_end": on_test_batch_end}
 
     def _call(self, hook: str, *args: Any) -> None:
         fn = self._fns[hook]
@@ -628,6 +661,18 @@ class LambdaCallback(Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._call("on_train_batch_end", batch, logs)
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._call("on_test_begin", logs)
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._call("on_test_end", logs)
+
+    def on_test_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._call("on_test_batch_begin", batch, logs)
+
+    def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._call("on_test_batch_end", batch, logs)
 
     def wants_batch_logs(self) -> bool:
         return self._fns["on_train_batch_end"] is not None

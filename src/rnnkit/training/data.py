@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.bucketing import EpochSampler
+from ..layers.base import from_numpy
 
 
 class InputDataError(ValueError):
@@ -80,7 +81,7 @@ def to_column(obj: Any, what: str) -> Column:
                 return _ragged(list(obj), what)
             raise InputDataError(f"{what} holds {obj.dtype} values; models take numbers: tokenize text first "
                                  "(rnnkit.data tokenizers, or a vocabulary of your own)")
-        return _cast(torch.from_numpy(np.ascontiguousarray(obj)))
+        return _cast(from_numpy(np.ascontiguousarray(obj)))
     if isinstance(obj, list | tuple):
         if len(obj) == 0:
             return torch.zeros(0)
@@ -406,6 +407,10 @@ def array_data(x: Any, y: Any, sample_weight: Any, input_names: list[str], outpu
     if x is None:
         raise InputDataError("x is None; pass the input data")
     xs = columns(x, input_names, "x")
+    if len(output_names) == 1 and isinstance(y, list | tuple) and len(y) == 1 and xs \
+            and (isinstance(y[0], np.ndarray | Tensor) or hasattr(y[0], "to_numpy")) \
+            and column_length(xs[0]) != 1 and np.ndim(y[0]) >= 1 and len(y[0]) == column_length(xs[0]):
+        y = y[0]  # [y] for a model of one output, as Keras takes it (one sample's targets would not match x's N)
     ys = None if y is None else columns(y, output_names, "y")
     sw = None
     if sample_weight is not None:

@@ -79,6 +79,7 @@ from .evaluation import (
     epoch_logs,
     input_names,
     model_device,
+    one_input_list,
     output_names,
     require_compiled,
     to_device,
@@ -440,6 +441,26 @@ class KerasCallbackBridge(LightningCallback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.callbacks.on_train_end({})
 
+    # Keras runs fit's validation as an evaluate() with the fit's callbacks: their on_test_* hooks
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.callbacks.on_test_begin({})
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not trainer.sanity_checking:
+            self.callbacks.on_test_batch_begin(batch_idx, {})
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not trainer.sanity_checking:
+            self.callbacks.on_test_batch_end(batch_idx, {})
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            logs = dict(getattr(pl_module, "_val_logs", {}) or {})
+            self.callbacks.on_test_end({k[len("val_"):] if k.startswith("val_") else k: v for k, v in logs.items()})
+
     def state_dict(self) -> dict[str, Any]:
         return {"callbacks": [cb.state_dict() for cb in self.callbacks.callbacks],
                 "names": [type(cb).__name__ for cb in self.callbacks.callbacks]}
@@ -685,7 +706,7 @@ def _validation_loader(model: Any, validation_data: Any, batch_size: int, num_wo
                              f"or a DataLoader, got {type(validation_data).__name__}")
     vx, vy = validation_data[0], validation_data[1]
     vsw = validation_data[2] if len(validation_data) == 3 else None
-    arrays = array_data(vx, vy, vsw, input_names(model), output_names(model))
+    arrays = array_data(one_input_list(model, vx), vy, vsw, input_names(model), output_names(model))
     return make_loader(arrays, batch_size=batch_size, shuffle=False, seed=0, num_workers=num_workers), False
 
 
@@ -771,7 +792,7 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         if user:
             raise InputDataError("validation_split needs in-memory arrays; with a Dataset or DataLoader pass "
                                  "validation_data instead")
-        arrays = array_data(x, y, sample_weight, input_names(model), output_names(model))
+        arrays = array_data(one_input_list(model, x), y, sample_weight, input_names(model), output_names(model))
         arrays, val_arrays = arrays.split(validation_split)
         val_loader = make_loader(val_arrays, batch_size=val_batch_size, shuffle=False, seed=0,
                                  num_workers=num_workers)
@@ -786,7 +807,7 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
                                    epoch_offset=initial_epoch, num_workers=num_workers)
     else:
         if arrays is None:
-            arrays = array_data(x, y, sample_weight, input_names(model), output_names(model))
+            arrays = array_data(one_input_list(model, x), y, sample_weight, input_names(model), output_names(model))
         if arrays.y is None:
             raise InputDataError("fit needs targets: fit(x, y) or a Dataset/DataLoader of (x, y)")
         ragged = arrays.ragged

@@ -69,6 +69,24 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return map_structure(lambda t: t.to(device, non_blocking=True) if isinstance(t, Tensor) else t, batch)
 
 
+def one_input_list(model: Any, x: Any) -> Any:
+    """``[x]`` for a model of one input is ``x``, as in Keras (``predict([x_test])``), when ``x`` is one array with the
+    rank of the model's inputs; other lists of one item stay lists of samples (a ragged list of one sequence)."""
+    if not isinstance(x, list | tuple) or len(x) != 1 or len(input_names(model)) != 1:
+        return x
+    item = x[0]
+    if not (isinstance(item, np.ndarray | Tensor) or hasattr(item, "to_numpy")):
+        return x
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError, NotImplementedError):
+        return x
+    if isinstance(shape, tuple) and shape and all(d is None or isinstance(d, int) for d in shape) \
+            and np.ndim(item) == len(shape) and np.ndim(item) >= 2:
+        return item
+    return x
+
+
 def prepare_data(model: Any, x: Any, y: Any, sample_weight: Any, *, batch_size: int | None, shuffle: bool, seed: int,
                  epoch_offset: int = 0, num_workers: int = 0, for_predict: bool = False) -> tuple[DataLoader, bool, bool]:
     """A loader of batch dicts for any accepted input.
@@ -90,7 +108,7 @@ def prepare_data(model: Any, x: Any, y: Any, sample_weight: Any, *, batch_size: 
         ragged = True
         user = True
     else:
-        arrays = array_data(x, y, sample_weight, input_names(model), output_names(model))
+        arrays = array_data(one_input_list(model, x), y, sample_weight, input_names(model), output_names(model))
         ragged = arrays.ragged
         data = arrays.padded() if for_predict else arrays
         user = False
