@@ -248,3 +248,43 @@ def test_lambda_callback_takes_the_on_test_hooks() -> None:
     history = model.fit(x, y, epochs=2, verbose=0, validation_data=(x, y),
                         callbacks=[LambdaCallback(on_test_end=lambda logs: seen.append(logs["loss"]))])
     assert seen == pytest.approx(history.history["val_loss"])
+
+
+# -- the learning rate as Keras 3's variable --------------------------------------------------------------------
+@needs_keras
+def test_learning_rate_assign_and_numpy_as_keras() -> None:
+    """``model.optimizer.learning_rate.assign(x)`` between fits (Keras 3's way to change the rate) and
+    ``.numpy()`` to read it; the weights after the next step equal Keras'."""
+    import pickle
+
+    keras = keras_module()
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(8, 3)).astype("float32"), rng.normal(size=(8, 1)).astype("float32")
+    reference = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(1)])
+    model = Sequential([Input(shape=(3,)), Dense(1)])
+    model.set_weights(reference.get_weights())
+    reference.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    model.compile(optimizer="sgd", loss="mse")
+    reference.train_on_batch(x, y)
+    model.train_on_batch(x, y)
+    reference.optimizer.learning_rate.assign(0.5)
+    model.optimizer.learning_rate.assign(0.5)
+    assert model.optimizer.learning_rate.numpy() == reference.optimizer.learning_rate.numpy() == np.float32(0.5)
+    reference.train_on_batch(x, y)
+    model.train_on_batch(x, y)
+    for ours, theirs in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    rate = model.optimizer.learning_rate
+    assert rate == 0.5 and float(rate) * 2 == 1.0 and isinstance(rate, float)
+    assert type(pickle.loads(pickle.dumps(rate))) is float  # never carries the optimizer along
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        rate.assign(-1.0)
+
+
+def test_learning_rate_assign_is_refused_under_a_schedule() -> None:
+    from rnnkit.training import SGD, ExponentialDecay
+
+    model = Sequential([Input(shape=(3,)), Dense(1)])
+    model.compile(optimizer=SGD(ExponentialDecay(0.1, 10, 0.5)), loss="mse")
+    with pytest.raises(TypeError, match="follows a schedule"):
+        model.optimizer.learning_rate.assign(0.01)

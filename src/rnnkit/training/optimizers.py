@@ -200,6 +200,35 @@ def clip_gradients(parameters: Iterable[nn.Parameter], *, clipnorm: float | None
 
 
 # -- optimizers -----------------------------------------------------------------------------------
+class LearningRateValue(float):
+    """The learning rate that ``optimizer.learning_rate`` reads: a number that also takes Keras 3's
+    idioms for its learning-rate variable, ``optimizer.learning_rate.assign(1e-4)`` (sets the
+    optimizer's rate, refused while a schedule drives it) and ``.numpy()`` (a float32 scalar).
+    Pickled or copied, it is a plain float (it never carries the optimizer along)."""
+
+    _optimizer: Any
+
+    def __new__(cls, value: float, optimizer: Any) -> LearningRateValue:
+        number = super().__new__(cls, value)
+        number._optimizer = optimizer
+        return number
+
+    def assign(self, value: Any) -> LearningRateValue:
+        """Set the optimizer's learning rate (as ``optimizer.learning_rate = value``); returns it."""
+        self._optimizer.learning_rate = value
+        return self._optimizer.learning_rate  # type: ignore[no-any-return]
+
+    def numpy(self) -> np.float32:
+        return np.float32(self)
+
+    @property
+    def value(self) -> float:
+        return float(self)
+
+    def __reduce__(self) -> tuple[type, tuple[float]]:
+        return float, (float(self),)
+
+
 def _check_learning_rate(value: float) -> None:
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"learning_rate must be a finite number >= 0, got {value}")
@@ -295,17 +324,19 @@ class Optimizer:
 
     # -- learning rate -------------------------------------------------------------------------
     @property
-    def learning_rate(self) -> float:
-        """The current learning rate (setting it is refused while a schedule drives it)."""
+    def learning_rate(self) -> LearningRateValue:
+        """The current learning rate, a float that also has Keras' ``assign(value)`` and ``numpy()``
+        (setting it is refused while a schedule drives it)."""
         if self.torch_optimizer is not None:
-            return float(self.torch_optimizer.param_groups[0]["lr"])
-        return self.current_learning_rate(self.iterations)
+            return LearningRateValue(float(self.torch_optimizer.param_groups[0]["lr"]), self)
+        return LearningRateValue(self.current_learning_rate(self.iterations), self)
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
         if isinstance(self._learning_rate, LearningRateSchedule):
             raise TypeError("this optimizer's learning rate follows a schedule; it cannot be set directly "
                             "(ReduceLROnPlateau and LearningRateScheduler need a constant learning_rate)")
+        value = _scalar_learning_rate(value)
         _check_learning_rate(float(value))
         self._learning_rate = float(value)
         if self.torch_optimizer is not None:
