@@ -319,10 +319,14 @@ def _run_training(module: Any, task: str, cfg: Any, train_path: Any, dev_path: A
         with _config_keys(module), (resuming() if resume else contextlib.nullcontext()), checkpoint_interval(interval):
             metrics = module.train(cfg, train_path, dev_path, run, log, progress=show_bar)
     except BaseException as err:
-        _failed_run(run, log_lines, err, task)
+        stopped = isinstance(err, KeyboardInterrupt | SystemExit)
+        with _ctrl_c_ignored() if stopped else contextlib.nullcontext():  # a second Ctrl-C: the cleanup still ends
+            _failed_run(run, log_lines, err, task)
         if isinstance(err, _USER_ERRORS):
             raise _fail(err) from None
-        if isinstance(err, KeyboardInterrupt | SystemExit):  # Ctrl-C: 130, as a shell reports it
+        if _terminated(err):  # SIGTERM (timeout, a scheduler): 143, as a shell reports it
+            raise typer.Exit(143) from None
+        if stopped:  # Ctrl-C: 130, as a shell reports it
             raise typer.Exit(130) from None
         raise
     if as_json:
@@ -344,12 +348,13 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
     from .tasks.engine import LAST_CHECKPOINT, ResumeError
 
     interrupted = isinstance(err, KeyboardInterrupt | SystemExit)  # Ctrl-C (or an exit from inside training)
+    word = "terminated (SIGTERM)" if _terminated(err) else "interrupted"
     if not run.has_weights():
         shutil.rmtree(run.path, ignore_errors=True)
-        typer.echo(f"interrupted: {run.path} removed: training wrote no weights yet (nothing to resume)"
+        typer.echo(f"{word}: {run.path} removed: training wrote no weights yet (nothing to resume)"
                    if interrupted else f"note: {run.path} removed: training wrote nothing to keep", err=True)
         return
-    reason = "interrupted" if interrupted else " ".join(str(err).split()) or type(err).__name__
+    reason = word if interrupted else " ".join(str(err).split()) or type(err).__name__
     log_lines.append(f"error: {reason}")
     resume = f"rnnkit train {_quoted(task)} --resume {_quoted(str(run.path))}"
     resumable = run.file(LAST_CHECKPOINT).is_file() and not isinstance(err, ResumeError)
@@ -362,12 +367,42 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
         return
     kept = [n for n in ("model.safetensors", "checkpoint-best.safetensors", LAST_CHECKPOINT) if run.file(n).is_file()]
     if interrupted:  # one line
-        typer.echo(f"interrupted: {run.path} keeps the weights written so far ({', '.join(kept)}); "
+        typer.echo(f"{word}: {run.path} keeps the weights written so far ({', '.join(kept)}); "
                    + (f"continue it with: {resume}" if resumable else "--resume cannot continue it"), err=True)
         return
     typer.echo(f"note: training stopped; {run.path} keeps the weights written so far ({', '.join(kept)})", err=True)
     if resumable:
         typer.echo(f"note: continue it with: {resume}", err=True)
+
+
+def _terminated(err: BaseException) -> bool:
+    """Whether ``err`` is how training ended on a SIGTERM (Lightning's ``SIGTERMException``)."""
+    import sys
+
+    exceptions = sys.modules.get("lightning.pytorch.utilities.exceptions")  # not loaded: no training ran
+    return exceptions is not None and isinstance(err, exceptions.SIGTERMException)
+
+
+def _ctrl_c_ignored() -> Any:
+    """A context in which Ctrl-C is ignored (the cleanup after the first one: a second one, pressed
+    while the run folder is written, would lose the line that says how to resume); the handler is
+    restored on leaving it."""
+    import contextlib
+    import signal
+    import threading
+
+    @contextlib.contextmanager
+    def ignored() -> Any:
+        if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
+            yield
+            return
+        before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, before)
+
+    return ignored()
 
 
 def _quoted(word: str) -> str:
@@ -559,6 +594,8 @@ def generate(
     stop: str | None = typer.Option(None, "--stop", help="Stop at this token (word models stop at <eos>)."),
 ) -> None:
     """Generate text with a trained language model, streamed as it is produced."""
+    import contextlib
+
     from .tasks import load_trained
     from .tasks.language_model import TerminalStream, TrainedLanguageModel
 
@@ -584,8 +621,14 @@ def generate(
                 shown.append(True)
             stream(token)
 
-        model.generate(prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-                       seed=seed, stop=stop, on_token=on_token)
+        try:
+            model.generate(prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                           greedy=greedy, seed=seed, stop=stop, on_token=on_token)
+        except KeyboardInterrupt:  # Ctrl-C mid-stream: end the streamed line, so "interrupted" gets its own
+            if shown:
+                with contextlib.suppress(OSError, ValueError):
+                    typer.echo("")
+            raise
         typer.echo("")
     except _USER_ERRORS as err:
         raise _fail(err) from None
@@ -646,8 +689,10 @@ def bench_memory(
                                      log=(lambda _: None) if quiet else (lambda m: typer.echo(m, err=True)))
     except _USER_ERRORS as err:
         raise _fail(err) from None
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C (or an exit from inside training)
+    except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C (or an exit from inside training)
         typer.echo(f"interrupted: the benchmark stopped before its end; nothing written to {out}", err=True)
+        if isinstance(err, KeyboardInterrupt):  # the line above said it: 130, and no second line
+            raise typer.Exit(130) from None
         raise
     folder = Path(out)
     try:
@@ -760,10 +805,12 @@ def compare(
                                    else (lambda m: typer.echo(m, err=True)))
     except _USER_ERRORS as err:
         raise _fail(err) from None
-    except (KeyboardInterrupt, SystemExit):  # the log said which runs finished, unless it was silenced
+    except (KeyboardInterrupt, SystemExit) as err:  # the log said which runs finished, unless it was silenced
         if quiet or as_json:
             typer.echo(f"interrupted: no report written; the finished runs are in {out}; start again with "
                        "--overwrite", err=True)
+        if isinstance(err, KeyboardInterrupt):  # said (by the log or above): 130, and no second line
+            raise typer.Exit(130) from None
         raise
     if as_json:
         typer.echo(_json_text(result.to_json(), indent=2, default=str))
@@ -911,6 +958,16 @@ def main() -> None:
         app()
     except BrokenPipeError:
         raise SystemExit(_closed_pipe()) from None
+    except SystemExit as err:
+        if err.code in (130, 143):  # interrupted: a second Ctrl-C during the interpreter's shutdown would
+            import signal  # print a traceback from an exit handler (torch's) instead of ending quietly
+
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # typer turns a Ctrl-C the command did not catch into a silent exit 130 (its Exit from the
+            # KeyboardInterrupt); the commands that say more (train, bench, compare) exit with no cause
+            if isinstance(getattr(err.__context__, "__cause__", None), KeyboardInterrupt):
+                typer.echo("interrupted", err=True)
+        raise
 
 
 if __name__ == "__main__":

@@ -18,8 +18,16 @@ def fit_passing_interrupts(trainer: Any, *args: Any, **kwargs: Any) -> None:
     Lightning reports the exception to its callbacks' ``on_exception`` before it exits; a
     ``SystemExit`` that follows a ``KeyboardInterrupt`` seen there is Lightning's, one raised by
     user code (a callback calling ``sys.exit``) is passed on unchanged.
+
+    A SIGTERM (``timeout``, a cluster scheduler) ends the fit at the next batch with Lightning's
+    ``SIGTERMException``, a ``SystemExit`` whose code is ``None``: a script it ends would exit with
+    status 0, as if training had finished. It is re-raised with the code 143 (128 + SIGTERM), the
+    status a shell reports for a process that SIGTERM ended.
     """
+    import signal
+
     import lightning.pytorch as pl
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     class _SeeInterrupt(pl.Callback):
         interrupt: KeyboardInterrupt | None = None
@@ -32,6 +40,10 @@ def fit_passing_interrupts(trainer: Any, *args: Any, **kwargs: Any) -> None:
     trainer.callbacks.append(seen)
     try:
         trainer.fit(*args, **kwargs)
+    except SIGTERMException as err:
+        if err.code is None:
+            err.code = 128 + signal.SIGTERM
+        raise
     except SystemExit:
         if seen.interrupt is None:
             raise

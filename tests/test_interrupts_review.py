@@ -1,0 +1,280 @@
+"""Ctrl-C and SIGTERM as a demanding user (or a cluster scheduler, or ``timeout``) sends them: during
+training from the command line and from the Python API, twice in a row, and during the other
+commands (review regressions)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from typer.testing import CliRunner
+
+from rnnkit import cli
+from rnnkit.cli import app
+from rnnkit.layers import LSTM, Dense, Input
+from rnnkit.models import Sequential
+from rnnkit.tasks.engine import EngineOptions, fit
+from rnnkit.tasks.run import RunDir
+from rnnkit.training import Callback
+
+runner = CliRunner()
+SMALL = ["--train", "builtin:digits", "--set", "model.hidden_size=8", "--set", "train.patience=null"]
+
+
+def _send_own(signum: int) -> None:
+    """Send ``signum`` to this process, as a scheduler or a terminal would, but only while someone
+    handles it (a default SIGTERM would end the test run itself)."""
+    handler = signal.getsignal(signum)
+    assert callable(handler), f"nothing handles signal {signum} here: {handler!r}"
+    os.kill(os.getpid(), signum)
+
+
+class _SignalAt(Callback):
+    def __init__(self, batch: int, signum: int) -> None:
+        super().__init__()
+        self.batch, self.signum = batch, signum
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if batch == self.batch:
+            _send_own(self.signum)
+
+
+def _model() -> tuple[Sequential, np.ndarray, np.ndarray]:
+    torch.manual_seed(0)
+    model = Sequential([Input((5, 3)), LSTM(4), Dense(1)])
+    model.compile("adam", "mse")
+    rng = np.random.default_rng(0)
+    return model, rng.random((64, 5, 3), dtype=np.float32), rng.random((64, 1), dtype=np.float32)
+
+
+# -- SIGTERM in the Python API: not a success -------------------------------------------------------
+def test_sigterm_during_model_fit_exits_with_status_143_not_0() -> None:
+    # Lightning's SIGTERMException is a SystemExit with code None: a training script that a scheduler
+    # stopped exited with status 0, as if it had finished
+    model, x, y = _model()
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[_SignalAt(2, signal.SIGTERM)])
+    assert stop.value.code == 143
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert np.isfinite(model.fit(x, y, epochs=1, batch_size=8, verbose=0).history["loss"][0])  # still usable
+
+
+def test_sigterm_during_a_task_fit_exits_with_status_143() -> None:
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
+    steps: list[int] = []
+
+    def loss_fn(mdl: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        steps.append(1)
+        if len(steps) == 3:
+            _send_own(signal.SIGTERM)
+        return nn.functional.mse_loss(mdl(batch[0]), batch[1])
+
+    with pytest.raises(SystemExit) as stop:
+        fit(nn.Linear(4, 1), DataLoader(data, batch_size=8), DataLoader(data, batch_size=32), loss_fn=loss_fn,
+            predict_fn=lambda mdl, batch: (mdl(batch[0]), batch[1]), metric_fn=lambda p, t: {"score": 0.0},
+            options=EngineOptions(epochs=2, monitor="score", mode="max", patience=None, progress=False),
+            log=lambda _: None)
+    assert stop.value.code == 143
+
+
+def test_a_callbacks_own_exit_code_is_kept() -> None:
+    model, x, y = _model()
+
+    class Exit(Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            sys.exit(None)
+
+    with pytest.raises(SystemExit) as stop:
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[Exit()])
+    assert stop.value.code is None
+
+
+# -- the command line: a second Ctrl-C while the first one is cleaned up ----------------------------
+def _interrupted_after_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rnnkit.tasks.image_classification as task
+
+    def interrupted(config, train_path, dev_path, run, log, progress=True):  # type: ignore[no-untyped-def]
+        run.file("checkpoint-best.safetensors").write_bytes(b"weights")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(task, "train", interrupted)
+
+
+def test_a_second_ctrl_c_while_the_run_folder_is_written_keeps_the_message_and_log(tmp_path, monkeypatch):
+    _interrupted_after_weights(monkeypatch)
+    write_text = RunDir.write_text
+
+    def second_ctrl_c(self: RunDir, name: str, text: str) -> Path:
+        if "error: interrupted" in text:  # the user presses Ctrl-C again, impatient
+            os.kill(os.getpid(), signal.SIGINT)
+        return write_text(self, name, text)
+
+    monkeypatch.setattr(RunDir, "write_text", second_ctrl_c)
+    handler = signal.getsignal(signal.SIGINT)
+    result = runner.invoke(app, ["train", "image-classification", *SMALL, "--out", str(tmp_path), "--name", "r"])
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C works again after the command
+    assert result.exit_code == 130
+    assert f"interrupted: {tmp_path / 'r'} keeps the weights written so far" in result.output
+    assert (tmp_path / "r" / "train.log").read_text().splitlines()[-2:] == [
+        "error: interrupted", "no checkpoint-last.ckpt to resume from: --resume cannot continue this run; train again"]
+
+
+def test_after_an_interrupt_the_command_ignores_ctrl_c_while_python_shuts_down(monkeypatch):
+    # a second Ctrl-C in torch's exit handlers printed "Exception ignored in atexit callback" and a traceback
+    monkeypatch.setattr(cli, "app", lambda: sys.exit(130))
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):
+            cli.main()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    monkeypatch.setattr(cli, "app", lambda: sys.exit(2))
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert signal.getsignal(signal.SIGINT) is handler  # other exits leave Ctrl-C alone
+
+
+def _typer_app_interrupted(output: str = "") -> typer.Typer:
+    small = typer.Typer()
+
+    @small.command()
+    def work() -> None:
+        if output:
+            typer.echo(output, nl=False)
+        raise KeyboardInterrupt
+
+    @small.command()
+    def other() -> None:
+        pass
+
+    return small
+
+
+def test_ctrl_c_in_a_command_that_says_nothing_prints_one_line_and_exits_130(monkeypatch, capsys):
+    # typer turned it into a silent exit 130: evaluate, predict, translate, transcribe, diagnose said nothing
+    small = _typer_app_interrupted()
+    monkeypatch.setattr(cli, "app", lambda: small(["work"]))
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            cli.main()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_a_command_that_said_it_was_interrupted_gets_no_second_line(tmp_path, monkeypatch, capsys):
+    _interrupted_after_weights(monkeypatch)
+    args = ["train", "image-classification", *SMALL, "--out", str(tmp_path), "--name", "r"]
+    monkeypatch.setattr(cli, "app", lambda: app(args))
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            cli.main()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert stop.value.code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("interrupted: ") and "interrupted" not in err[-2]
+
+
+# -- the command line with real signals ------------------------------------------------------------
+def _rnnkit(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", "from rnnkit.cli import main; main()", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _wait_for_epochs(history: Path, epochs: int, p: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and p.poll() is None and not (
+            history.is_file() and len(history.read_text().splitlines()) > epochs):
+        time.sleep(0.1)
+    assert p.poll() is None, p.communicate()
+
+
+def test_sigterm_during_training_says_terminated_exits_143_and_the_run_resumes(tmp_path):
+    run = tmp_path / "r"
+    p = _rnnkit("train", "image-classification", *SMALL, "--set", "train.epochs=1000", "--out", str(tmp_path),
+                "--name", "r")
+    _wait_for_epochs(run / "history.csv", 2, p)
+    p.send_signal(signal.SIGTERM)  # what timeout and a cluster scheduler send
+    _, err = p.communicate(timeout=90)
+    assert p.returncode == 143 and "Traceback" not in err, err  # was 130, "interrupted", as for Ctrl-C
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"terminated (SIGTERM): {run} keeps the weights written so far")
+    assert last.endswith(f"continue it with: rnnkit train image-classification --resume {run}")
+    assert (run / "train.log").read_text().splitlines()[-2] == "error: terminated (SIGTERM)"
+    assert not list(run.glob("*.partial"))
+    done = len((run / "history.csv").read_text().splitlines()) - 1
+    resumed = runner.invoke(app, ["train", "image-classification", "--resume", str(run), "--set",
+                                  f"train.epochs={done + 1}", "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    assert len((run / "history.csv").read_text().splitlines()) == done + 2
+    assert (run / "model.safetensors").is_file()
+
+
+# -- Ctrl-C while the checkpoint is written: nothing half-written, and the resumed run is the same ---
+def test_ctrl_c_while_writing_the_checkpoint_leaves_none_half_written_and_resumes_to_the_same_model(
+        tmp_path, monkeypatch):
+    from rnnkit.training.checkpoint_io import DirectCheckpointIO
+
+    args = ["train", "image-classification", *SMALL, "--set", "train.epochs=3", "--out", str(tmp_path), "--quiet"]
+    assert runner.invoke(app, [*args, "--name", "straight"]).exit_code == 0
+    save = DirectCheckpointIO.save_checkpoint
+    calls: list[int] = []
+
+    def interrupted_save(self, checkpoint, path, storage_options=None):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:  # epoch 2's checkpoint: half of it on disk, then Ctrl-C
+            Path(path).write_bytes(b"half a checkpoint")
+            raise KeyboardInterrupt
+        return save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(DirectCheckpointIO, "save_checkpoint", interrupted_save)
+    handler = signal.getsignal(signal.SIGINT)
+    result = runner.invoke(app, [*args, "--name", "split"])
+    assert result.exit_code == 130 and signal.getsignal(signal.SIGINT) is handler
+    assert not list((tmp_path / "split").glob("*.partial"))
+    monkeypatch.setattr(DirectCheckpointIO, "save_checkpoint", save)
+    resumed = runner.invoke(app, ["train", "image-classification", "--resume", str(tmp_path / "split"), "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "after epoch 1 of 3" in (tmp_path / "split" / "train.log").read_text()
+    assert (tmp_path / "split" / "history.csv").read_text() != ""
+    straight, split = (tmp_path / "straight" / "model.safetensors"), (tmp_path / "split" / "model.safetensors")
+    assert straight.read_bytes() == split.read_bytes()
+
+
+def test_ctrl_c_in_compare_is_said_once(tmp_path, monkeypatch, capsys):
+    import rnnkit.insight.compare as compare
+
+    def interrupted(task, cells, train, log, **kw):  # type: ignore[no-untyped-def]
+        log("interrupted during rnn seed 0: no report written")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare, "compare_cells", interrupted)
+    args = ["compare", "image-classification", "--train", "builtin:digits", "--out", str(tmp_path / "c")]
+    monkeypatch.setattr(cli, "app", lambda: app(args))
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            cli.main()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert stop.value.code == 130
+    assert capsys.readouterr().err.splitlines() == ["interrupted during rnn seed 0: no report written"]
