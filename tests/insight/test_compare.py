@@ -276,3 +276,24 @@ def test_compare_forecasting_out_of_the_box(tmp_path):
     data_json = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert data_json["metric"] == "mase" and data_json["higher_is_better"] is False
     assert "dev mase (lower is better)" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+@pytest.mark.parametrize("stop,word", [(KeyboardInterrupt(), "interrupted"), (SystemExit(143), "terminated (SIGTERM)")])
+def test_a_stopped_comparison_says_how_it_stopped(fake_task, tmp_path, monkeypatch, stop, word):
+    """Ctrl-C and SIGTERM (a fit ends with SystemExit(143) on it) stop the comparison; the log line and
+    the stopped run's train.log say which, and the finished runs are named."""
+    train = fake_task.train
+
+    def stopped(cfg, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if cfg.model.cell == "gru" and not fake_task.calls[-1][1]:  # gru's timed run (after the warm-ups)
+            raise stop
+        return train(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(fake_task, "train", stopped)
+    monkeypatch.setattr(fake_task, "calls", [("", 1)])
+    said: list[str] = []
+    with pytest.raises(type(stop)):
+        compare_cells("fake", ["lstm", "gru"], "data", out=tmp_path / "cmp", log=said.append)
+    assert said[-1].startswith(f"{word} during gru seed 0: no report written; finished runs in")
+    logs = [p.read_text() for p in (tmp_path / "cmp").rglob("train.log")]
+    assert any(log.rstrip().endswith(f"error: {word}") for log in logs)

@@ -462,12 +462,13 @@ def compare_cells(task: str, cells: Sequence[str], train_path: str, *, dev_path:
                         error = " ".join(str(err).split()) or "training diverged"
                         metrics = {}
                     seconds = time.perf_counter() - start
-            except (KeyboardInterrupt, SystemExit):  # Ctrl-C (or an exit from inside training)
-                lines.append("error: interrupted")
+            except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, SIGTERM (exit 143), an exit from training
+                word = "terminated (SIGTERM)" if isinstance(stop, SystemExit) and stop.code == 143 else "interrupted"
+                lines.append(f"error: {word}")
                 with contextlib.suppress(OSError):
                     run.write_text("train.log", "\n".join(lines) + "\n")
                 done = ", ".join(Path(r.run).name for r in runs) or "none"
-                log(f"interrupted during {cell} seed {seed}: no report written; finished runs in {root}: {done}; "
+                log(f"{word} during {cell} seed {seed}: no report written; finished runs in {root}: {done}; "
                     "start again with --overwrite")
                 raise
             if error is not None:
