@@ -79,3 +79,23 @@ def test_ctrl_c_in_a_task_fit_raises_keyboard_interrupt() -> None:
             options=EngineOptions(epochs=2, monitor="score", mode="max", patience=None, progress=False),
             log=lambda _: None)
     assert sys.exc_info() == (None, None, None)
+
+
+def test_an_interrupted_fit_leaves_its_finished_epochs_in_model_history() -> None:
+    """As Keras 3: Ctrl-C in the third epoch leaves the two finished epochs in ``model.history`` (to plot
+    or inspect after the interrupt)."""
+
+    class CtrlCInThirdEpoch(Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.current = epoch
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            if self.current == 2 and batch == 1:
+                raise KeyboardInterrupt
+
+    model, x, y = _model()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=[CtrlCInThirdEpoch()])
+    assert model.history.epoch == [0, 1] and len(model.history.history["loss"]) == 2
+    finished = model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert model.history is finished and finished.epoch == [0]

@@ -139,7 +139,8 @@ def _lr_of(model: Any) -> float:
 class History(Callback):
     """Records the logs of every epoch: ``history.history["val_loss"]`` is a list over epochs.
 
-    ``fit`` returns one; it is also ``model.history``.
+    ``fit`` returns one; it is also ``model.history``, from the end of the fit's first epoch on (so a
+    fit stopped by Ctrl-C leaves the epochs it finished there, as in Keras).
     """
 
     def __init__(self) -> None:
@@ -155,6 +156,8 @@ class History(Callback):
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
+        if self.model is not None:  # as Keras: a fit stopped by Ctrl-C leaves the epochs it finished in model.history
+            self.model.history = self
 
 
 class EarlyStopping(Callback):
