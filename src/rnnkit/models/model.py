@@ -170,6 +170,10 @@ class Model(Layer):
         self._input_struct, self._output_struct = inputs, outputs
         self._inputs, self._outputs = in_list, out_list
         self._nodes = [n for n in order if not isinstance(n.layer, InputLayer)]
+        # positions of the inputs read by Embeddings only: their integer ids keep their dtype
+        self._id_inputs = [i for i, t in enumerate(in_list)
+                           if (users := [n.layer for n in self._nodes if any(u is t for u in n.inputs)])
+                           and all(isinstance(layer, Embedding) for layer in users)]
         self.layer_list = nn.ModuleList(layers)
         self.input_names = [t.node.layer.name for t in in_list]  # type: ignore[union-attr]
         if isinstance(outputs, dict):
@@ -253,12 +257,12 @@ class Model(Layer):
         xs = self._input_list(inputs)
         masks = self._mask_list(mask, len(xs))
         values: dict[int, tuple[Any, Any]] = {}
-        for sym, x, m in zip(self._inputs, xs, masks):
+        for i, (sym, x, m) in enumerate(zip(self._inputs, xs, masks)):
             layer = sym.node.layer  # type: ignore[union-attr]
             if isinstance(x, Tensor) and x.dtype == torch.float64 and layer.input_dtype == torch.float32:
                 x = x.float()
             elif isinstance(x, Tensor) and not x.dtype.is_floating_point and layer.input_dtype.is_floating_point \
-                    and not self._feeds_embeddings_only(sym):
+                    and i not in self._id_inputs:
                 x = x.to(layer.input_dtype)  # int or bool data for a float Input: Keras casts to the Input's dtype
             values[id(sym)] = (_adjust_rank(x, tuple(layer.shape)), m)
 
@@ -276,11 +280,6 @@ class Model(Layer):
         outs = map_structure(lambda s: values[id(s)][0], self._output_struct)
         out_masks = map_structure(lambda s: values[id(s)][1], self._output_struct)
         return outs, out_masks
-
-    def _feeds_embeddings_only(self, sym: SymbolicTensor) -> bool:
-        """Whether every layer reading the input ``sym`` is an ``Embedding`` (which takes the ids as they are)."""
-        users = [n.layer for n in self._nodes if any(t is sym for t in n.inputs)]
-        return bool(users) and all(isinstance(layer, Embedding) for layer in users)
 
     # -- running -------------------------------------------------------------------------------
     def forward_with_mask(self, inputs: Any, *args: Any, mask: Any = None, training: bool | None = None,
