@@ -304,6 +304,7 @@ def _run_training(module: Any, task: str, cfg: Any, train_path: Any, dev_path: A
     from rich.console import Console
 
     from .tasks.engine import checkpoint_interval, resuming
+    from .training.interrupts import SIGTERM_STATUS, ended_by_sigterm
 
     console = Console(stderr=True, quiet=quiet or as_json)
     # the bar is drawn on stderr (rnnkit.progress), and only where someone watches it
@@ -324,8 +325,8 @@ def _run_training(module: Any, task: str, cfg: Any, train_path: Any, dev_path: A
             _failed_run(run, log_lines, err, task)
         if isinstance(err, _USER_ERRORS):
             raise _fail(err) from None
-        if _terminated(err):  # SIGTERM (timeout, a scheduler): 143, as a shell reports it
-            raise typer.Exit(143) from None
+        if ended_by_sigterm(err):  # SIGTERM (timeout, a scheduler): 143, as a shell reports it
+            raise typer.Exit(SIGTERM_STATUS) from None
         if stopped:  # Ctrl-C: 130, as a shell reports it
             raise typer.Exit(130) from None
         raise
@@ -346,9 +347,10 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
     import shutil
 
     from .tasks.engine import LAST_CHECKPOINT, ResumeError
+    from .training.interrupts import ended_by_sigterm
 
     interrupted = isinstance(err, KeyboardInterrupt | SystemExit)  # Ctrl-C (or an exit from inside training)
-    word = "terminated (SIGTERM)" if _terminated(err) else "interrupted"
+    word = "terminated (SIGTERM)" if ended_by_sigterm(err) else "interrupted"
     if not run.has_weights():
         shutil.rmtree(run.path, ignore_errors=True)
         typer.echo(f"{word}: {run.path} removed: training wrote no weights yet (nothing to resume)"
@@ -373,14 +375,6 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
     typer.echo(f"note: training stopped; {run.path} keeps the weights written so far ({', '.join(kept)})", err=True)
     if resumable:
         typer.echo(f"note: continue it with: {resume}", err=True)
-
-
-def _terminated(err: BaseException) -> bool:
-    """Whether ``err`` is how training ended on a SIGTERM (Lightning's ``SIGTERMException``)."""
-    import sys
-
-    exceptions = sys.modules.get("lightning.pytorch.utilities.exceptions")  # not loaded: no training ran
-    return exceptions is not None and isinstance(err, exceptions.SIGTERMException)
 
 
 def _ctrl_c_ignored() -> Any:

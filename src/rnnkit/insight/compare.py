@@ -52,6 +52,7 @@ from typing import Any
 import torch
 
 from .. import runtime
+from ..training.interrupts import ended_by_sigterm
 from .memory import canonical_cell, check_out_folder, json_safe
 
 OUTPUTS = ("compare.md", "compare.json", "compare.png")
@@ -463,7 +464,7 @@ def compare_cells(task: str, cells: Sequence[str], train_path: str, *, dev_path:
                         metrics = {}
                     seconds = time.perf_counter() - start
             except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, SIGTERM (exit 143), an exit from training
-                word = "terminated (SIGTERM)" if isinstance(stop, SystemExit) and stop.code == 143 else "interrupted"
+                word = "terminated (SIGTERM)" if ended_by_sigterm(stop) else "interrupted"
                 lines.append(f"error: {word}")
                 with contextlib.suppress(OSError):
                     run.write_text("train.log", "\n".join(lines) + "\n")

@@ -9,7 +9,16 @@ imported only by the callers (where training starts).
 
 from __future__ import annotations
 
+import signal
 from typing import Any
+
+#: The status of a fit ended by SIGTERM: ``SystemExit(143)`` (128 + SIGTERM, as a shell reports it).
+SIGTERM_STATUS = 128 + signal.SIGTERM
+
+
+def ended_by_sigterm(err: BaseException) -> bool:
+    """Whether ``err`` is how :func:`fit_passing_interrupts` ends a fit on SIGTERM."""
+    return isinstance(err, SystemExit) and err.code == SIGTERM_STATUS
 
 
 def fit_passing_interrupts(trainer: Any, *args: Any, **kwargs: Any) -> None:
@@ -24,8 +33,6 @@ def fit_passing_interrupts(trainer: Any, *args: Any, **kwargs: Any) -> None:
     status 0, as if training had finished. It is re-raised with the code 143 (128 + SIGTERM), the
     status a shell reports for a process that SIGTERM ended.
     """
-    import signal
-
     import lightning.pytorch as pl
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -42,7 +49,7 @@ def fit_passing_interrupts(trainer: Any, *args: Any, **kwargs: Any) -> None:
         trainer.fit(*args, **kwargs)
     except SIGTERMException as err:
         if err.code is None:
-            err.code = 128 + signal.SIGTERM
+            err.code = SIGTERM_STATUS
         raise
     except SystemExit:
         if seen.interrupt is None:
