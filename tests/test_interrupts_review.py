@@ -278,3 +278,94 @@ def test_ctrl_c_in_compare_is_said_once(tmp_path, monkeypatch, capsys):
         signal.signal(signal.SIGINT, handler)
     assert stop.value.code == 130
     assert capsys.readouterr().err.splitlines() == ["interrupted during rnn seed 0: no report written"]
+
+
+# -- SIGTERM outside a fit: data loading, evaluation, prediction, bench ------------------------------
+def test_a_script_under_exit_on_sigterm_runs_its_finally_blocks_and_exits_143(tmp_path):
+    # Python's default SIGTERM ends the process at once: no finally, no cleanup, no message
+    script = ("import os, signal, time\n"
+              "from rnnkit.training.interrupts import exit_on_sigterm\n"
+              "exit_on_sigterm()\n"
+              "try:\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)\n"
+              "    time.sleep(30)\n"
+              "finally:\n"
+              "    print('cleaned up', flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143 and done.stdout == "cleaned up\n", done.stderr
+
+
+def _main(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> int:
+    monkeypatch.setattr(cli, "app", lambda: app(args))
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    return int(stop.value.code)
+
+
+def test_sigterm_while_train_reads_its_data_removes_the_empty_run_folder_and_exits_143(tmp_path, monkeypatch,
+                                                                                       capsys):
+    # it ended the process at once: the run folder stayed behind with config.yaml alone, nothing said
+    import rnnkit.tasks.image_classification as images
+
+    reader = images.read_images
+
+    def slow_reader(*args, **kwargs):  # the scheduler's SIGTERM arrives while the data is read
+        _send_own(signal.SIGTERM)
+        return reader(*args, **kwargs)
+
+    monkeypatch.setattr(images, "read_images", slow_reader)
+    code = _main(monkeypatch, ["train", "image-classification", *SMALL, "--out", str(tmp_path), "--name", "r"])
+    assert code == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"terminated (SIGTERM): {tmp_path / 'r'} removed: training wrote no weights yet (nothing to resume)"
+    assert not any("terminated" in line for line in err[:-1])
+    assert not (tmp_path / "r").exists()
+
+
+def test_sigterm_in_a_command_that_says_nothing_prints_one_line_and_exits_143(monkeypatch, capsys):
+    small = typer.Typer()
+
+    @small.command()
+    def work() -> None:
+        _send_own(signal.SIGTERM)
+        time.sleep(30)
+
+    @small.command()
+    def other() -> None:
+        pass
+
+    monkeypatch.setattr(cli, "app", lambda: small(["work"]))
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    assert stop.value.code == 143
+    assert capsys.readouterr().err == "terminated (SIGTERM)\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # and a second one while Python shuts down
+
+
+def test_sigterm_in_bench_is_said_once_with_status_143(tmp_path, monkeypatch, capsys):
+    import rnnkit.insight.memory as memory
+
+    def terminated(*args, **kwargs):
+        _send_own(signal.SIGTERM)
+        time.sleep(30)
+
+    monkeypatch.setattr(memory, "run_memory_benchmark", terminated)
+    code = _main(monkeypatch, ["bench", "memory", "--out", str(tmp_path / "b"), "--quiet"])
+    assert code == 143
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"terminated (SIGTERM): the benchmark stopped before its end; nothing written to {tmp_path / 'b'}"]
+
+
+def test_sigterm_at_the_end_of_a_fit_is_not_swallowed_by_lightning() -> None:
+    # Lightning checks for a SIGTERM between batches and at each epoch end: one that came later (in
+    # on_train_end) was lost, and the script went on as if nothing had arrived
+    model, x, y = _model()
+
+    class SignalAtTheEnd(Callback):
+        def on_train_end(self, logs: dict | None = None) -> None:
+            _send_own(signal.SIGTERM)
+
+    with pytest.raises(SystemExit) as stop:
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[SignalAtTheEnd()])
+    assert stop.value.code == 143
+    assert len(model.history.epoch) == 2  # the fit had finished: its weights are the finished ones

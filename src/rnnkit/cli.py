@@ -378,9 +378,9 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
 
 
 def _ctrl_c_ignored() -> Any:
-    """A context in which Ctrl-C is ignored (the cleanup after the first one: a second one, pressed
-    while the run folder is written, would lose the line that says how to resume); the handler is
-    restored on leaving it."""
+    """A context in which Ctrl-C and SIGTERM are ignored (the cleanup after the first one: a second
+    one, arriving while the run folder is written, would lose the line that says how to resume); the
+    handlers are restored on leaving it."""
     import contextlib
     import signal
     import threading
@@ -390,11 +390,12 @@ def _ctrl_c_ignored() -> Any:
         if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
             yield
             return
-        before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        before = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, before)
+            signal.signal(signal.SIGINT, before[0])
+            signal.signal(signal.SIGTERM, before[1])
 
     return ignored()
 
@@ -670,6 +671,7 @@ def bench_memory(
     from pathlib import Path
 
     from .insight.memory import run_memory_benchmark
+    from .training.interrupts import SIGTERM_STATUS, ended_by_sigterm
 
     try:
         lengths = [int(v) for v in _split_names(length)]
@@ -683,10 +685,11 @@ def bench_memory(
                                      log=(lambda _: None) if quiet else (lambda m: typer.echo(m, err=True)))
     except _USER_ERRORS as err:
         raise _fail(err) from None
-    except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C (or an exit from inside training)
-        typer.echo(f"interrupted: the benchmark stopped before its end; nothing written to {out}", err=True)
-        if isinstance(err, KeyboardInterrupt):  # the line above said it: 130, and no second line
-            raise typer.Exit(130) from None
+    except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C, SIGTERM (or an exit from inside training)
+        word = "terminated (SIGTERM)" if ended_by_sigterm(err) else "interrupted"
+        typer.echo(f"{word}: the benchmark stopped before its end; nothing written to {out}", err=True)
+        if isinstance(err, KeyboardInterrupt) or ended_by_sigterm(err):  # said above: 130 or 143, no second line
+            raise typer.Exit(SIGTERM_STATUS if ended_by_sigterm(err) else 130) from None
         raise
     folder = Path(out)
     try:
@@ -790,6 +793,7 @@ def compare(
 
     from .insight.compare import compare_cells
     from .tasks import get_task
+    from .training.interrupts import SIGTERM_STATUS, ended_by_sigterm
 
     try:
         with _config_keys(get_task(task)):  # data errors name the --set data.KEY=VALUE that fixes them
@@ -800,11 +804,12 @@ def compare(
     except _USER_ERRORS as err:
         raise _fail(err) from None
     except (KeyboardInterrupt, SystemExit) as err:  # the log said which runs finished, unless it was silenced
+        sigterm = ended_by_sigterm(err)
         if quiet or as_json:
-            typer.echo(f"interrupted: no report written; the finished runs are in {out}; start again with "
-                       "--overwrite", err=True)
-        if isinstance(err, KeyboardInterrupt):  # said (by the log or above): 130, and no second line
-            raise typer.Exit(130) from None
+            typer.echo(f"{'terminated (SIGTERM)' if sigterm else 'interrupted'}: no report written; the finished "
+                       f"runs are in {out}; start again with --overwrite", err=True)
+        if isinstance(err, KeyboardInterrupt) or sigterm:  # said (by the log or above): 130 or 143, no second line
+            raise typer.Exit(SIGTERM_STATUS if sigterm else 130) from None
         raise
     if as_json:
         typer.echo(_json_text(result.to_json(), indent=2, default=str))
@@ -948,6 +953,9 @@ def main() -> None:
     except ValueError as err:  # one line, as every other error of the command line
         typer.echo(f"error: {err}; set it to 1 or 0, or unset it", err=True)
         raise SystemExit(2) from None
+    from .training.interrupts import Terminated, exit_on_sigterm
+
+    exit_on_sigterm()  # SIGTERM (timeout, a scheduler) ends a command as Ctrl-C does: cleaned up, and said
     try:
         app()
     except BrokenPipeError:
@@ -957,10 +965,14 @@ def main() -> None:
             import signal  # print a traceback from an exit handler (torch's) instead of ending quietly
 
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             # typer turns a Ctrl-C the command did not catch into a silent exit 130 (its Exit from the
-            # KeyboardInterrupt); the commands that say more (train, bench, compare) exit with no cause
+            # KeyboardInterrupt), and a SIGTERM reaches here as it was raised; the commands that say
+            # more (train, bench, compare) exit with no cause
             if isinstance(getattr(err.__context__, "__cause__", None), KeyboardInterrupt):
                 typer.echo("interrupted", err=True)
+            elif isinstance(err, Terminated):
+                typer.echo("terminated (SIGTERM)", err=True)
         raise
 
 

@@ -16,9 +16,32 @@ from typing import Any
 SIGTERM_STATUS = 128 + signal.SIGTERM
 
 
+class Terminated(SystemExit):
+    """SIGTERM outside a fit, raised by the handler :func:`exit_on_sigterm` installs: code 143."""
+
+
 def ended_by_sigterm(err: BaseException) -> bool:
-    """Whether ``err`` is how :func:`fit_passing_interrupts` ends a fit on SIGTERM."""
+    """Whether ``err`` is how a SIGTERM ends the work: a fit (:func:`fit_passing_interrupts`) or, under
+    :func:`exit_on_sigterm`, anything else (data loading, evaluation, prediction)."""
     return isinstance(err, SystemExit) and err.code == SIGTERM_STATUS
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    if signal.getsignal(signal.SIGTERM) is not _raise_terminated:  # called by Lightning's handler during a
+        return  # fit: the fit ends at the next batch (fit_passing_interrupts gives it the code 143)
+    raise Terminated(SIGTERM_STATUS)
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM end the process the way Ctrl-C does: as an exception (:class:`Terminated`, a
+    ``SystemExit`` with code 143), so ``finally`` blocks and the command line's cleanup run, instead of
+    Python's default of ending at once. The command line installs it; a script may too. During a
+    Lightning fit, Lightning's own handler (which calls this one) stops the fit at the next batch.
+    Main thread only (as every signal handler); elsewhere it does nothing."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def fit_passing_interrupts(trainer: Any, *args: Any, **kwargs: Any) -> None:
@@ -31,7 +54,10 @@ def fit_passing_interrupts(trainer: Any, *args: Any, **kwargs: Any) -> None:
     A SIGTERM (``timeout``, a cluster scheduler) ends the fit at the next batch with Lightning's
     ``SIGTERMException``, a ``SystemExit`` whose code is ``None``: a script it ends would exit with
     status 0, as if training had finished. It is re-raised with the code 143 (128 + SIGTERM), the
-    status a shell reports for a process that SIGTERM ended.
+    status a shell reports for a process that SIGTERM ended. Lightning looks for a SIGTERM only between
+    training batches: one that arrives during the last validation or the teardown would be swallowed
+    (the script going on as if nothing had come), so a fit that returns having seen one raises the
+    same ``SystemExit(143)``; the fit has finished and its weights are the finished ones.
     """
     import lightning.pytorch as pl
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -57,3 +83,5 @@ def fit_passing_interrupts(trainer: Any, *args: Any, **kwargs: Any) -> None:
         raise seen.interrupt from None
     finally:
         trainer.callbacks.remove(seen)
+    if getattr(trainer, "received_sigterm", False):  # seen after the last check between training batches
+        raise SystemExit(SIGTERM_STATUS)
