@@ -369,3 +369,31 @@ def test_sigterm_at_the_end_of_a_fit_is_not_swallowed_by_lightning() -> None:
         model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[SignalAtTheEnd()])
     assert stop.value.code == 143
     assert len(model.history.epoch) == 2  # the fit had finished: its weights are the finished ones
+
+
+def test_ctrl_c_while_the_command_line_is_imported_ends_quietly_with_130(monkeypatch):
+    # a Ctrl-C in the first moment of `rnnkit ...` (typer and rich being imported) printed a traceback
+    import builtins
+
+    import rnnkit.__main__ as entry
+
+    real_import = builtins.__import__
+
+    def interrupted_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == "cli" and level == 1:
+            raise KeyboardInterrupt
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted_import)
+    with pytest.raises(SystemExit) as stop:
+        entry.main()
+    assert stop.value.code == 130 and stop.value.__cause__ is None and stop.value.__suppress_context__
+
+
+def test_the_console_script_and_python_m_rnnkit_run_the_command_line():
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"rnnkit": "rnnkit.__main__:main"}
+    done = subprocess.run([sys.executable, "-m", "rnnkit", "version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "rnnkit" in done.stdout, done.stderr
