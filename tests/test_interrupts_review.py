@@ -397,3 +397,22 @@ def test_the_console_script_and_python_m_rnnkit_run_the_command_line():
     assert scripts == {"rnnkit": "rnnkit.__main__:main"}
     done = subprocess.run([sys.executable, "-m", "rnnkit", "version"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "rnnkit" in done.stdout, done.stderr
+
+
+def test_diagnose_writes_its_three_files_even_when_ctrl_c_comes_while_it_plots(tmp_path, monkeypatch):
+    # a Ctrl-C while the plot was drawn left diagnose.md and diagnose.json without gradient_norms.png
+    import rnnkit.insight.gradients as g
+
+    plot = g.plot_gradient_norms
+
+    def interrupted_plot(*args, **kwargs):
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # ignored while the files are written
+        os.kill(os.getpid(), signal.SIGINT)
+        return plot(*args, **kwargs)
+
+    monkeypatch.setattr(g, "plot_gradient_norms", interrupted_plot)
+    out = tmp_path / "d"
+    result = runner.invoke(app, ["diagnose", "--fresh", "--cell", "rnn", "--length", "5", "--hidden-size", "4",
+                                 "--samples", "2", "--exploding-scale", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["diagnose.json", "diagnose.md", "gradient_norms.png"]

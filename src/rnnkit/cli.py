@@ -637,6 +637,26 @@ def _split_names(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _write_results(out: str, texts: dict[str, str], plot: Any) -> Any:
+    """Write ``texts`` (file name: content) and ``plot(folder)`` into the folder ``out``, as one
+    piece: Ctrl-C and SIGTERM are ignored for the moment it takes (a stop between the files left a
+    report without its plot or JSON; the work is done by then), and a file that cannot be written is
+    a one-line error. Returns the folder."""
+    from pathlib import Path
+
+    folder = Path(out)
+    try:
+        with _ctrl_c_ignored():
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, text in texts.items():
+                (folder / name).write_text(text, encoding="utf-8")
+            plot(folder)
+    except OSError as err:
+        raise _fail(ValueError(f"cannot write the results to --out {out} ({err.strerror or err}); "
+                               "give another --out")) from None
+    return folder
+
+
 def _check_out_folder(out: str) -> None:
     """``--out`` must be a folder or not exist yet: an existing file, or a file where a folder above it
     would be made, is a one-line error before any work."""
@@ -668,7 +688,6 @@ def bench_memory(
     """Train each cell on a long-range memory task under a fixed budget; success rate against T, and
     where each cell stops learning."""
     import json
-    from pathlib import Path
 
     from .insight.memory import run_memory_benchmark
     from .training.interrupts import SIGTERM_STATUS, ended_by_sigterm
@@ -691,15 +710,9 @@ def bench_memory(
         if isinstance(err, KeyboardInterrupt) or ended_by_sigterm(err):  # said above: 130 or 143, no second line
             raise typer.Exit(SIGTERM_STATUS if ended_by_sigterm(err) else 130) from None
         raise
-    folder = Path(out)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "memory.md").write_text(bench.markdown())
-        (folder / "memory.json").write_text(json.dumps(bench.to_json(), indent=2, default=str) + "\n")
-        bench.plot(folder / "memory.png")
-    except OSError as err:
-        raise _fail(ValueError(f"cannot write the results to --out {out} ({err.strerror or err}); "
-                               "give another --out")) from None
+    folder = _write_results(out, {"memory.md": bench.markdown(),
+                                  "memory.json": json.dumps(bench.to_json(), indent=2, default=str) + "\n"},
+                            lambda folder: bench.plot(folder / "memory.png"))
     typer.echo(bench.markdown())
     if not quiet:
         typer.echo(f"written: {folder}/memory.md, memory.json, memory.png", err=True)
@@ -728,7 +741,6 @@ def diagnose(
 ) -> None:
     """Vanishing and exploding gradients: ||dL/dh_t|| through time, Jacobian products, saturation, horizon."""
     import json
-    from pathlib import Path
 
     from .insight import gradients as g
     from .insight.memory import clip_norm_or_none
@@ -753,17 +765,11 @@ def diagnose(
             title = f"Gradient diagnostics: {', '.join(runs)} on {data}"
     except _USER_ERRORS as err:
         raise _fail(err) from None
-    folder = Path(out)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "diagnose.md").write_text(g.diagnostics_markdown(reports, clipping, title)
-                                            + "\n![gradient norms](gradient_norms.png)\n", encoding="utf-8")
-        payload = g.json_safe({"reports": [r.to_json() for r in reports], "clipping": clipping})  # nan/inf as strings
-        (folder / "diagnose.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-        g.plot_gradient_norms(reports, folder / "gradient_norms.png", title=title, clipping=clipping)
-    except OSError as err:
-        raise _fail(ValueError(f"cannot write the results to --out {out} ({err.strerror or err}); "
-                               "give another --out")) from None
+    payload = g.json_safe({"reports": [r.to_json() for r in reports], "clipping": clipping})  # nan/inf as strings
+    folder = _write_results(out, {
+        "diagnose.md": g.diagnostics_markdown(reports, clipping, title) + "\n![gradient norms](gradient_norms.png)\n",
+        "diagnose.json": json.dumps(payload, indent=2, default=str) + "\n"},
+        lambda folder: g.plot_gradient_norms(reports, folder / "gradient_norms.png", title=title, clipping=clipping))
     if as_json:
         typer.echo(json.dumps(g.json_safe([r.summary() for r in reports]), indent=2, default=str))
         return
