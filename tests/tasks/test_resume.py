@@ -4,6 +4,8 @@ uninterrupted run ends (weights, history), from the engine up to ``rnnkit train 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -41,9 +43,10 @@ class _Net(nn.Module):
 
 def _train(run: RunDir, epochs: int, *, bucketed: bool = False, interrupt_at: int | None = None,
            resume: bool = False, optimizer: str = "adam", patience: int | None = None,
-           max_seconds: float | None = None, lr: float = 0.05,
-           checkpoint_minutes: float | None = None) -> tuple[nn.Module, list[dict], list[list[int]]]:
+           max_seconds: float | None = None, lr: float = 0.05, checkpoint_minutes: float | None = None,
+           sigterm_at: int | None = None) -> tuple[nn.Module, list[dict], list[list[int]]]:
     """Train on fixed data; ``interrupt_at``: raise Ctrl-C at that training batch (counted from 1);
+    ``sigterm_at``: send this process a SIGTERM during that batch (Lightning's handler takes it);
     ``checkpoint_minutes``: the mid-epoch checkpoint interval (``None``: ends of epochs only)."""
     x = torch.randn(40, 5, generator=torch.Generator().manual_seed(1))
     y = (x[:, 0] > 0).long()
@@ -62,6 +65,9 @@ def _train(run: RunDir, epochs: int, *, bucketed: bool = False, interrupt_at: in
         batches.append(batch[0].tolist())
         if interrupt_at is not None and len(batches) == interrupt_at:
             raise KeyboardInterrupt
+        if sigterm_at is not None and len(batches) == sigterm_at:
+            assert callable(signal.getsignal(signal.SIGTERM))  # else the signal would end the test run
+            os.kill(os.getpid(), signal.SIGTERM)
         schedule["step"] += 1
         return F.cross_entropy(model(batch[1]), batch[2]) * (1.0 + 0.05 * schedule["step"])
 
@@ -130,6 +136,23 @@ def test_a_fit_interrupted_mid_epoch_resumes_from_the_next_batch(tmp_path, bucke
     resumed, resumed_history, resumed_batches = _train(RunDir(tmp_path / "b"), 4, bucketed=bucketed,
                                                        optimizer=optimizer, resume=True, checkpoint_minutes=tiny)
     assert resumed_batches == batches[14:]  # from the 15th batch on, in the same order
+    assert _rows(resumed_history) == _rows(history)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_sigterm_mid_epoch_checkpoints_that_batch_and_the_resumed_run_loses_nothing(tmp_path):
+    """A scheduler's SIGTERM in the third batch of epoch 3, long before the 10-minute mid-epoch
+    checkpoint is due: the fit stops after that batch with a checkpoint of it (exit status 143), so
+    the resumed run trains batches 14 to 20 only and ends bitwise where an uninterrupted run ends
+    (it went back to the end of epoch 2 and trained batches 11 to 13 again)."""
+    straight, history, batches = _train(RunDir(tmp_path / "a"), 4)
+    (tmp_path / "b").mkdir()
+    with pytest.raises(SystemExit) as stop:
+        _train(RunDir(tmp_path / "b"), 4, sigterm_at=13, checkpoint_minutes=10)
+    assert stop.value.code == 143
+    resumed, resumed_history, resumed_batches = _train(RunDir(tmp_path / "b"), 4, resume=True, checkpoint_minutes=10)
+    assert resumed_batches == batches[13:]
     assert _rows(resumed_history) == _rows(history)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)

@@ -17,8 +17,8 @@ Resuming: after every epoch the engine writes ``checkpoint-last.ckpt`` in the ru
 a Lightning checkpoint of the weights, optimizer, loop counters, and the engine's own state: history,
 best score, epochs without improvement, weight average, random-number generators and the training
 loader's shuffling state). In long epochs it also writes one mid-epoch, after the batch that ends
-:func:`checkpoint_interval` (10 minutes by default) since the last one, with the batches done so far
-and the epoch's running loss. Inside :func:`resuming` a :func:`fit` on that run continues from it
+:func:`checkpoint_interval` (10 minutes by default) since the last one, and after the batch in which
+a SIGTERM arrives (the fit stops there), with the batches done so far and the epoch's running loss. Inside :func:`resuming` a :func:`fit` on that run continues from it
 (from the next batch of the same epoch for a mid-epoch checkpoint: the epoch's batches are drawn in
 the same order and the first ones passed over), so an interrupted run ends with the weights, history
 and metrics an uninterrupted one would have; the checkpoint is loaded with ``weights_only`` (tensors
@@ -596,8 +596,10 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
             averager.update()
             state["epoch_batches"] += 1  # Lightning's batch_idx restarts one short after a mid-epoch resume
             interval = _CHECKPOINT_SECONDS.get()
+            # a SIGTERM (a scheduler's preemption, `timeout`) stops the fit after this batch: the
+            # checkpoint keeps the epoch's batches done so far, not those up to the last interval
             if (interval is not None and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-                    and time.perf_counter() - state["saved_at"] >= interval):
+                    and (time.perf_counter() - state["saved_at"] >= interval or trainer.received_sigterm)):
                 state["mid_epoch"] = {"batches": state["epoch_batches"], "loss_sum": pl_module.loss_sum,
                                       "loss_count": pl_module.loss_count,
                                       "epoch_seconds": time.perf_counter() - state["epoch_start"]}
