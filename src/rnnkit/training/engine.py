@@ -328,7 +328,7 @@ class KerasModule(pl.LightningModule):
             m._computed = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rnnkit"] = {**_rng_state(), "optimizer_iterations": self.optimizer_spec.iterations,
+        checkpoint["rnnkit"] = {**_rng_state(), "optimizer_iterations": int(self.optimizer_spec.iterations),
                                 "optimizer": self.optimizer_name(), "mid_epoch": self.mid_epoch}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -923,6 +923,8 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         try:
             fit_passing_interrupts(trainer, module, train_dataloaders=loader, val_dataloaders=val_loader,
                                    ckpt_path=ckpt_path, weights_only=True if ckpt_path is not None else None)
+            if not module.frozen:
+                compiled.optimizer.finalize_variable_values()  # Keras' end of fit (use_ema: weights take their averages)
         finally:
             restore_modes()
     if backup is not None and backup.delete_checkpoint and not trainer.interrupted:

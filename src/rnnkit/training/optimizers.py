@@ -229,6 +229,75 @@ class LearningRateValue(float):
         return float, (float(self),)
 
 
+class IterationsValue(int):
+    """The step count that ``optimizer.iterations`` reads: an ``int`` that also takes Keras 3's idioms
+    for its iteration variable, ``.numpy()`` (a NumPy int64) and ``.assign(n)``. Pickled or copied,
+    it is a plain int."""
+
+    _optimizer: Any
+
+    def __new__(cls, value: int, optimizer: Any) -> IterationsValue:
+        number = super().__new__(cls, value)
+        number._optimizer = optimizer
+        return number
+
+    def assign(self, value: Any) -> IterationsValue:
+        """Set the optimizer's step count (as ``optimizer.iterations = value``); returns it."""
+        self._optimizer.iterations = int(value)
+        return self._optimizer.iterations  # type: ignore[no-any-return]
+
+    def numpy(self) -> np.int64:
+        return np.int64(self)
+
+    @property
+    def value(self) -> int:
+        return int(self)
+
+    def __reduce__(self) -> tuple[type, tuple[int]]:
+        return int, (int(self),)
+
+
+class OptimizerVariable:
+    """One entry of :attr:`Optimizer.variables`, with the parts of a Keras variable that are read:
+    ``path``/``name``, ``shape``, ``dtype``, ``numpy()``, ``value`` (the torch tensor: the optimizer's
+    own state tensor for a slot, a copy for ``iteration`` and ``learning_rate``) and ``assign(v)``."""
+
+    __slots__ = ("path", "value", "_setter")
+
+    def __init__(self, path: str, value: Tensor, setter: Callable[[Any], None] | None = None) -> None:
+        self.path, self.value, self._setter = path, value, setter
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.value.shape)
+
+    @property
+    def dtype(self) -> str:
+        return str(self.value.dtype).removeprefix("torch.")
+
+    def numpy(self) -> np.ndarray:
+        return self.value.detach().cpu().numpy().copy()
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        array = self.numpy()
+        return array if dtype is None else array.astype(dtype)
+
+    def assign(self, value: Any) -> None:
+        """Set the variable (a slot is overwritten in place)."""
+        if self._setter is not None:
+            self._setter(value)
+            return
+        with torch.no_grad():
+            self.value.copy_(torch.as_tensor(np.asarray(value), dtype=self.value.dtype).reshape(self.value.shape))
+
+    def __repr__(self) -> str:
+        return f"<OptimizerVariable path={self.path}, shape={self.shape}, dtype={self.dtype}>"
+
+
 def _check_learning_rate(value: float) -> None:
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"learning_rate must be a finite number >= 0, got {value}")
@@ -257,16 +326,38 @@ class Optimizer:
         clipnorm: per-parameter gradient norm limit.
         clipvalue: element-wise gradient limit.
         global_clipnorm: limit on the norm of all gradients together.
+        use_ema: keep an exponential moving average of the weights (Keras' EMA): after every step
+            ``average = ema_momentum * average + (1 - ema_momentum) * weight`` (the first step
+            copies the weight), written into the weights every ``ema_overwrite_frequency`` steps
+            (if set) and at the end of every ``fit``.
+        ema_momentum: the average's momentum, in ``[0, 1]``.
+        ema_overwrite_frequency: steps between writes of the average into the weights (``None``:
+            only at the end of ``fit``).
+        loss_scale_factor, gradient_accumulation_steps: Keras arguments taken for configs that
+            carry them; only ``None`` is supported.
         name: optional name.
     """
 
     registry_name = ""
     default_learning_rate = 0.001
     torch_weight_decay = False  # the torch class applies weight_decay itself (decoupled)
+    use_ema, ema_momentum, ema_overwrite_frequency = False, 0.99, None  # (also for objects pickled before EMA)
+    _iterations = 0
 
     def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[int], float] | None = None,
                  weight_decay: float | None = None, clipnorm: float | None = None, clipvalue: float | None = None,
-                 global_clipnorm: float | None = None, name: str | None = None) -> None:
+                 global_clipnorm: float | None = None, use_ema: bool = False, ema_momentum: float = 0.99,
+                 ema_overwrite_frequency: int | None = None, loss_scale_factor: float | None = None,
+                 gradient_accumulation_steps: int | None = None, name: str | None = None) -> None:
+        for arg, value, hint in (("loss_scale_factor", loss_scale_factor, "fit(precision='16-mixed') scales the loss"),
+                                 ("gradient_accumulation_steps", gradient_accumulation_steps, "use a larger batch_size")):
+            if value is not None:
+                raise ValueError(f"{arg}={value!r} is not supported by rnnkit optimizers; leave it None ({hint})")
+        if not 0 <= ema_momentum <= 1:
+            raise ValueError(f"ema_momentum must be between 0 and 1, got {ema_momentum}")
+        if ema_overwrite_frequency is not None and not (isinstance(ema_overwrite_frequency, int)
+                                                        and ema_overwrite_frequency >= 1):
+            raise ValueError(f"ema_overwrite_frequency must be an integer >= 1 or None, got {ema_overwrite_frequency!r}")
         if learning_rate is None:
             learning_rate = self.default_learning_rate
         check_norm_limits(clipnorm, global_clipnorm)
@@ -284,9 +375,12 @@ class Optimizer:
             float(learning_rate) if isinstance(learning_rate, int | float) else learning_rate)
         self.weight_decay = weight_decay
         self.clipnorm, self.clipvalue, self.global_clipnorm = clipnorm, clipvalue, global_clipnorm
+        self.use_ema, self.ema_momentum = bool(use_ema), float(ema_momentum)
+        self.ema_overwrite_frequency = ema_overwrite_frequency
         self.name = name or self.registry_name
         self.torch_optimizer: torch.optim.Optimizer | None = None
         self._params: list[nn.Parameter] = []
+        self._iterations = 0
 
     # -- torch side ----------------------------------------------------------------------------
     def _torch_class(self) -> type[torch.optim.Optimizer]:
@@ -296,17 +390,40 @@ class Optimizer:
         raise NotImplementedError
 
     def build(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-        """Create (or keep) the ``torch.optim`` optimizer for these parameters."""
+        """Create (or keep) the ``torch.optim`` optimizer for these parameters.
+
+        Built once, for one model, as in Keras: parameters of another model (none shared with the
+        ones it was built for) raise ``ValueError``. When the trainable set of the same model
+        changes (a layer frozen or unfrozen between fits) the torch optimizer is rebuilt for the new
+        set, keeping the state (moments) of the parameters still in it, its learning rate and its
+        step count; the newly trainable ones start with fresh state."""
         params = [p for p in parameters if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters; is every layer frozen (trainable=False)?")
-        if self.torch_optimizer is not None and [id(p) for p in params] == [id(p) for p in self._params]:
-            return self.torch_optimizer
+        old = self.torch_optimizer
+        if old is not None and [id(p) for p in params] == [id(p) for p in self._params]:
+            return old
         kwargs = self._torch_kwargs()
-        kwargs["lr"] = self.current_learning_rate(0)
-        self.torch_optimizer = make_torch_optimizer(self._torch_class(), params, **kwargs)
+        kwargs["lr"] = self.current_learning_rate(self.iterations)
+        if old is not None:
+            built = {id(p) for p in self._params}
+            if not any(id(p) in built for p in params):
+                raise ValueError(f"this {type(self).__name__} optimizer was built for another model's weights "
+                                 f"({len(self._params)} tensors, {self.iterations} steps taken); compile each model "
+                                 f"with its own optimizer, e.g. compile(optimizer={type(self).__name__}(...)) or a "
+                                 f"name such as {self.registry_name or 'adam'!r}")
+            kwargs["lr"] = old.param_groups[0]["lr"]
+        torch_optimizer = make_torch_optimizer(self._torch_class(), params, **kwargs)
+        if old is not None:  # the same model with another trainable set: carry the state over
+            for p in params:
+                if p in old.state and old.state[p]:
+                    torch_optimizer.state[p] = old.state[p]
+            if "keras_lr" in old.param_groups[0]:
+                for group in torch_optimizer.param_groups:
+                    group["keras_lr"] = old.param_groups[0]["keras_lr"]
+        self.torch_optimizer = torch_optimizer
         self._params = params
-        return self.torch_optimizer
+        return torch_optimizer
 
     @property
     def built(self) -> bool:
@@ -314,20 +431,138 @@ class Optimizer:
         return self.torch_optimizer is not None
 
     @property
-    def iterations(self) -> int:
-        """Optimizer steps taken so far, across ``fit`` and ``train_on_batch`` calls (Keras ``iterations``)."""
-        return int(getattr(self, "_iterations", 0))
+    def iterations(self) -> IterationsValue:
+        """Optimizer steps taken so far, across ``fit`` and ``train_on_batch`` calls (Keras ``iterations``):
+        an int with Keras' ``.numpy()`` and ``.assign(n)``."""
+        return IterationsValue(getattr(self, "_iterations", 0), self)
 
     @iterations.setter
     def iterations(self, value: int) -> None:
         self._iterations = int(value)
 
+    # -- Keras variables -----------------------------------------------------------------------
+    def _slot_layout(self) -> list[list[tuple[str, str]]]:
+        """Keras' optimizer slots as blocks of ``(torch state key, Keras slot name)``: within a block
+        the slots are listed parameter by parameter (interleaved), blocks one after the other."""
+        return []
+
+    @property
+    def variables(self) -> list[OptimizerVariable]:
+        """The optimizer's state in Keras 3's order and count: ``iteration``, ``learning_rate``, then
+        the slots per parameter (Adam: ``momentum`` and ``velocity`` of each parameter, then
+        ``velocity_hat`` with ``amsgrad``; SGD with momentum: ``momentum``; RMSprop: ``velocity``, then
+        ``momentum`` with momentum, then ``average_gradient`` when centered; Adagrad: ``accumulator``;
+        ``average`` first with ``use_ema``). A slot's ``value`` is the torch state tensor itself (torch's
+        units: SGD's and RMSprop's momentum hold the buffer without the learning rate); a slot torch
+        has not created yet (before the first step) reads as zeros."""
+        it, lr = self.iterations, float(self.learning_rate)
+
+        def set_lr(value: Any) -> None:
+            self.learning_rate = float(np.asarray(value))
+
+        def set_iterations(value: Any) -> None:
+            self.iterations = int(np.asarray(value))
+
+        out = [OptimizerVariable(f"{self.name}/iteration", torch.tensor(int(it)), set_iterations),
+               OptimizerVariable(f"{self.name}/learning_rate", torch.tensor(lr, dtype=torch.float32), set_lr)]
+        opt = self.torch_optimizer
+        if opt is None:
+            return out
+        layout = self._slot_layout()
+        if self.use_ema:
+            layout = [[("ema_average", "average")], *layout]
+        for block in layout:
+            for i, p in enumerate(self._params):
+                state = opt.state.get(p) or {}
+                for key, slot in block:
+                    value = state.get(key)
+                    if not isinstance(value, Tensor):
+                        value = torch.zeros_like(p, memory_format=torch.contiguous_format).detach()
+                    out.append(OptimizerVariable(f"{self.name}/variable_{i}_{slot}", value))
+        return out
+
+    # -- custom training loops -----------------------------------------------------------------
+    def apply_gradients(self, grads_and_vars: Iterable[tuple[Any, nn.Parameter]]) -> IterationsValue:
+        """Keras' ``apply_gradients(zip(grads, model.trainable_weights))``: one optimizer step with
+        these gradients (clipping, schedule, weight decay and EMA included); returns :attr:`iterations`."""
+        pairs = list(grads_and_vars)
+        return self.apply([g for g, _ in pairs], [v for _, v in pairs])
+
+    def apply(self, grads: Iterable[Any], trainable_variables: Iterable[nn.Parameter] | None = None) -> IterationsValue:
+        """Keras' ``apply(grads, trainable_variables)``: one step of the parameters given (default:
+        those it was built with) with these gradients; ``None`` gradients are passed over. The
+        first call builds the optimizer for its parameters; later calls take them or a subset of them
+        (others: ``ValueError``, as Keras). The parameters' own ``.grad`` are left as they were."""
+        grads = list(grads)
+        variables = list(self._params if trainable_variables is None else trainable_variables)
+        if len(grads) != len(variables):
+            raise ValueError(f"apply() got {len(grads)} gradients for {len(variables)} variables")
+        if self.torch_optimizer is None:
+            self.build(variables)
+        built = {id(p) for p in self._params}
+        unknown = [i for i, v in enumerate(variables) if id(v) not in built]
+        if unknown:
+            raise ValueError(f"apply() got variable {unknown[0]} (shape {list(variables[unknown[0]].shape)}) that this "
+                             f"{type(self).__name__} optimizer was not built with; use a new optimizer for other "
+                             "variables")
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        if not pairs:
+            raise ValueError("apply() got no gradients (every gradient is None)")
+        assert self.torch_optimizer is not None
+        saved = {id(p): p.grad for p in self._params}
+        try:
+            for p in self._params:
+                p.grad = None
+            for g, v in pairs:
+                v.grad = torch.as_tensor(np.asarray(g) if not isinstance(g, Tensor) else g,
+                                         dtype=v.dtype, device=v.device).detach().reshape(v.shape).clone()
+            self.clip(self._params)
+            self.before_step()
+            self.torch_optimizer.step()
+        finally:
+            for p in self._params:
+                p.grad = saved[id(p)]
+        return self.iterations
+
+    def finalize_variable_values(self, var_list: Any = None) -> None:
+        """Keras' end-of-``fit`` step: with ``use_ema`` the weights take their moving averages."""
+        if self.use_ema and self.torch_optimizer is not None:
+            self._ema_overwrite()
+
+    def _ema_update(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
+        """Step post-hook (``use_ema``): move each parameter's average toward it, as Keras after its update."""
+        momentum = self.ema_momentum if self.iterations > 1 else 0.0
+        averages, weights = [], []
+        with torch.no_grad():
+            for p in self._params:
+                state = optimizer.state.get(p)
+                average = state.get("ema_average") if state else None
+                if average is None:
+                    if p.grad is not None:  # stepped (its torch state, if any, exists): the average starts at it
+                        optimizer.state[p]["ema_average"] = p.detach().clone()
+                    continue
+                averages.append(average)
+                weights.append(p.detach())
+            if averages:
+                torch._foreach_lerp_(averages, weights, 1.0 - momentum)
+        if self.ema_overwrite_frequency and self.iterations % self.ema_overwrite_frequency == 0:
+            self._ema_overwrite()
+
+    def _ema_overwrite(self) -> None:
+        assert self.torch_optimizer is not None
+        with torch.no_grad():
+            for p in self._params:
+                average = (self.torch_optimizer.state.get(p) or {}).get("ema_average")
+                if average is not None:
+                    p.copy_(average)
+
     # -- learning rate -------------------------------------------------------------------------
     @property
     def learning_rate(self) -> LearningRateValue:
-        """The current learning rate, a float that also has Keras' ``assign(value)`` and ``numpy()``
-        (setting it is refused while a schedule drives it)."""
-        if self.torch_optimizer is not None:
+        """The learning rate of the next step, a float that also has Keras' ``assign(value)`` and
+        ``numpy()`` (setting it is refused while a schedule drives it; with a schedule it is the
+        schedule at :attr:`iterations`, as Keras)."""
+        if self.torch_optimizer is not None and not isinstance(self._learning_rate, LearningRateSchedule):
             return LearningRateValue(float(self.torch_optimizer.param_groups[0]["lr"]), self)
         return LearningRateValue(self.current_learning_rate(self.iterations), self)
 
@@ -357,10 +592,13 @@ class Optimizer:
         """Prepare optimizer step ``step`` (0-based; default :attr:`iterations`, so the steps of
         successive ``fit`` calls continue one schedule, as in Keras): apply the schedule and the
         decoupled weight decay, and count the step. Called once before each optimizer step."""
-        step = self.iterations if step is None else step
-        self.iterations = step + 1
+        step = getattr(self, "_iterations", 0) if step is None else step
+        self._iterations = step + 1
         if self.torch_optimizer is None:
             return
+        if self.use_ema and getattr(self.torch_optimizer, "_rnnkit_ema", None) is not self:
+            self.torch_optimizer.register_step_post_hook(self._ema_update)  # again after a copy (hooks are not pickled)
+            self.torch_optimizer._rnnkit_ema = self  # type: ignore[attr-defined]
         if isinstance(self._learning_rate, LearningRateSchedule):
             lr = self._learning_rate(step)
             for group in self.torch_optimizer.param_groups:
@@ -411,8 +649,11 @@ class Optimizer:
         lr: Any = self._learning_rate
         if isinstance(lr, LearningRateSchedule):
             lr = {"class_name": type(lr).__name__, "config": lr.get_config()}
-        return {"learning_rate": lr, "weight_decay": self.weight_decay, "clipnorm": self.clipnorm,
-                "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm, "name": self.name}
+        config = {"learning_rate": lr, "weight_decay": self.weight_decay, "clipnorm": self.clipnorm,
+                  "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm, "name": self.name}
+        if getattr(self, "use_ema", False):
+            config.update(use_ema=True, ema_momentum=self.ema_momentum, ema_overwrite_frequency=self.ema_overwrite_frequency)
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Optimizer:
@@ -424,7 +665,8 @@ class Optimizer:
             if sched is None:
                 raise ValueError(f"unknown learning-rate schedule {lr.get('class_name')!r}; "
                                  f"choose one of {', '.join(SCHEDULES)}")
-            config["learning_rate"] = sched(**lr.get("config", {}))
+            sched_config = {k: v for k, v in (lr.get("config") or {}).items() if k != "name"}  # Keras names it
+            config["learning_rate"] = sched(**sched_config)
         return cls(**config)
 
     def __repr__(self) -> str:
@@ -515,6 +757,9 @@ class SGD(Optimizer):
             for p in params:
                 p.grad = None
 
+    def _slot_layout(self) -> list[list[tuple[str, str]]]:
+        return [[("momentum_buffer", "momentum")]] if self.momentum else []
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
@@ -547,6 +792,10 @@ class Adam(Optimizer):
         eps = self.epsilon / math.sqrt(1.0 - self.beta_2 ** (step + 1)) if self.beta_2 < 1 else self.epsilon
         for group in self.torch_optimizer.param_groups:
             group["eps"] = eps
+
+    def _slot_layout(self) -> list[list[tuple[str, str]]]:
+        layout = [[("exp_avg", "momentum"), ("exp_avg_sq", "velocity")]]
+        return [*layout, [("max_exp_avg_sq", "velocity_hat")]] if self.amsgrad else layout
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
@@ -677,6 +926,14 @@ class RMSprop(Optimizer):
     def _torch_kwargs(self) -> dict[str, Any]:
         return {"alpha": self.rho, "momentum": self.momentum, "eps": self.epsilon, "centered": self.centered}
 
+    def _slot_layout(self) -> list[list[tuple[str, str]]]:
+        layout = [[("square_avg", "velocity")]]
+        if self.momentum:
+            layout.append([("momentum_buffer", "momentum")])
+        if self.centered:
+            layout.append([("grad_avg", "average_gradient")])
+        return layout
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
                 "centered": self.centered}
@@ -697,6 +954,9 @@ class Adagrad(Optimizer):
 
     def _torch_kwargs(self) -> dict[str, Any]:
         return {"initial_accumulator_value": self.initial_accumulator_value, "eps": self.epsilon}
+
+    def _slot_layout(self) -> list[list[tuple[str, str]]]:
+        return [[("sum", "accumulator")]]
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
@@ -727,6 +987,13 @@ class TorchOptimizer(Optimizer):
     def _torch_kwargs(self) -> dict[str, Any]:
         return dict(self.kwargs)
 
+    def _slot_layout(self) -> list[list[tuple[str, str]]]:
+        """The torch state's tensors (other than ``step``), per parameter in the order torch made them."""
+        keys: dict[str, None] = {}
+        for state in (self.torch_optimizer.state.values() if self.torch_optimizer is not None else []):
+            keys.update((k, None) for k, v in state.items() if isinstance(v, Tensor) and k not in ("step", "ema_average"))
+        return [[(k, k) for k in keys]]
+
     def get_config(self) -> dict[str, Any]:
         raise ValueError(f"optimizer {self.cls.__name__} given as a torch class cannot be saved in a config; "
                          "use one of the named optimizers to save it with the model")
@@ -751,8 +1018,8 @@ def get_optimizer(spec: str | Optimizer | type[torch.optim.Optimizer] | dict[str
         if key not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {spec!r}; choose one of {', '.join(sorted(OPTIMIZERS))}")
         return OPTIMIZERS[key]()
-    if isinstance(spec, dict) and "class_name" in spec:
-        cls = _CLASSES.get(spec["class_name"])
+    if isinstance(spec, dict) and "class_name" in spec:  # ours, or Keras' serialize() (also "adam")
+        cls = _CLASSES.get(spec["class_name"]) or OPTIMIZERS.get(str(spec["class_name"]).lower())
         if cls is None:
             raise ValueError(f"unknown optimizer class {spec['class_name']!r}; choose one of {', '.join(_CLASSES)}")
         return cls.from_config(spec.get("config", {}))
