@@ -199,7 +199,8 @@ def _models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen["tbptt_epochs"] == 5 and tbptt["model"].output_shape == (None, None, 1)
     assert (tmp_path / "run1" / "last.ckpt").is_file()
     assert (tmp_path / "interrupted" / "model.safetensors").is_file()  # saved after Ctrl-C
-    assert {"config.json", "model.safetensors", "optimizer.safetensors"} <= set(os.listdir(tmp_path / "sentiment"))
+    assert {"config.json", "model.safetensors", "optimizer.safetensors"} == set(os.listdir(tmp_path / "sentiment"))
+    assert {"config.json", "model.safetensors"} == set(os.listdir(tmp_path / "deploy"))
     assert (tmp_path / "sentiment.safetensors").is_file() and (tmp_path / "w.safetensors").is_file()
     # Keras' weights give Keras' outputs
     np.testing.assert_allclose(imported["model"].predict(x_seq, verbose=0),

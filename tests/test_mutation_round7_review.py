@@ -219,7 +219,7 @@ def test_an_optimizer_file_for_other_parameter_shapes_is_refused(tmp_path):
 def test_saving_again_without_the_optimizer_removes_the_old_optimizer_file(tmp_path):
     model, path = _fitted_adam(tmp_path)
     assert (path / "optimizer.safetensors").is_file()
-    model.save(path)  # include_optimizer=False: an old optimizer file would be restored as this save's
+    model.save(path, include_optimizer=False)  # an old optimizer file would be restored as this save's
     assert not (path / "optimizer.safetensors").exists()
     assert load_model(path).optimizer.iterations == 0
 

@@ -729,15 +729,17 @@ class Model(Layer):
         self.__dict__["_recorded_output_shape"] = value
 
     # -- saving --------------------------------------------------------------------------------
-    def save(self, filepath: str, overwrite: bool = True, include_optimizer: bool = False) -> None:
+    def save(self, filepath: str, overwrite: bool = True, include_optimizer: bool | None = None) -> None:
         """Save architecture, weights and compile settings: a folder, or one ``.safetensors`` file.
 
         Args:
             filepath: a folder (``config.json`` + ``model.safetensors``), or a path ending in
                 ``.safetensors`` (the config is stored in the file's metadata).
             overwrite: replace an existing save (refused otherwise).
-            include_optimizer: also save the optimizer state (``optimizer.safetensors`` in a
-                folder save).
+            include_optimizer: save the optimizer state (``optimizer.safetensors`` in a folder
+                save), so a loaded model trains on with its moments and step count, as in Keras 3.
+                ``None`` (default): where it can be restored (a folder save of a trained model
+                whose compile settings are saved); ``True``: required; ``False``: left out.
 
         Files are written to a temporary name and moved in place, so a crash never leaves a
         half-written model. Weights are safetensors; nothing is pickled.

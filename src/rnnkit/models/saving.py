@@ -3,8 +3,9 @@
 Layouts:
 
 * **folder** (any path not ending in ``.safetensors``): ``config.json`` (architecture, compile
-  settings, versions), ``model.safetensors`` (the ``state_dict``) and, with
-  ``include_optimizer=True``, ``optimizer.safetensors``;
+  settings, versions), ``model.safetensors`` (the ``state_dict``) and ``optimizer.safetensors``
+  (the optimizer state, as Keras 3 saves it: by default for a trained model whose compile settings
+  are saved; ``include_optimizer=True`` requires it, ``False`` leaves it out);
 * **single file** (``*.safetensors``): the weights, with the same JSON config stored in the
   file's metadata under ``rnnkit_config``.
 
@@ -164,7 +165,7 @@ def model_config(model: Any) -> dict[str, Any]:
 def _optimizer_tensors(model: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     compiled = getattr(model, "compiled", None)
     opt = None if compiled is None else compiled.optimizer.torch_optimizer
-    if opt is None or compiled is None:
+    if opt is None or compiled is None or not (compiled.optimizer.iterations or opt.state):  # no step taken yet
         return None
     state = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -182,8 +183,13 @@ def _optimizer_tensors(model: Any) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 
 def save_model(model: Any, filepath: str | os.PathLike[str], *, overwrite: bool = True,
-               include_optimizer: bool = False) -> None:
+               include_optimizer: bool | None = None) -> None:
     """Save architecture, weights and compile settings (see the module docstring).
+
+    ``include_optimizer``: ``None`` (default) saves the optimizer state, as Keras 3 does, where it
+    can be restored: a folder save of a model trained with saved compile settings (a single file, an
+    untrained or uncompiled model, or a ``TorchOptimizer`` leave it out); ``True`` requires it (a
+    one-line error where it cannot be saved); ``False`` leaves it out (a smaller folder to deploy).
 
     Raises:
         FileExistsError: if the target exists and ``overwrite`` is false.
@@ -197,6 +203,8 @@ def save_model(model: Any, filepath: str | os.PathLike[str], *, overwrite: bool 
     except NotImplementedError as err:
         raise ValueError(str(err)) from None
     _, unsaved = _compile_config(model)
+    if include_optimizer is None:  # Keras 3's default, where the state can be restored
+        include_optimizer = unsaved is None and not _is_file_path(path) and _optimizer_tensors(model) is not None
     if unsaved is not None:
         if include_optimizer:
             raise ValueError(f"include_optimizer=True but the compile settings cannot be saved ({unsaved}), so the "
