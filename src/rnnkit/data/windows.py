@@ -62,12 +62,12 @@ def _size(value: float | int | None, n: int, name: str) -> int | None:
             f"{name} size must be a step count >= 0 or a fraction in [0, 1], got {value!r}",
             hint="pass a count or a fraction in [0, 1]",
         )
-    if isinstance(value, float):
+    if isinstance(value, float | np.floating):  # np.float32 is no float: int(0.1) made it 0 steps
         if value > 1:
             raise DataError(
                 f"{name} fraction {value} > 1", hint="pass a fraction in [0, 1] or an integer count"
             )
-        return math.floor(value * n + 0.5)  # halves round up (round() sent 2.5 to 2 and 3.5 to 4)
+        return math.floor(float(value) * n + 0.5)  # halves round up (round() sent 2.5 to 2 and 3.5 to 4)
     return int(value)
 
 
@@ -99,7 +99,7 @@ def chronological_split(
     known = sum(s for s in sizes if s is not None)
     if None in sizes:
         sizes[sizes.index(None)] = n_steps - known
-    elif all(isinstance(v, float) for v in (train, val, test)) and abs(sum((train, val, test)) - 1.0) < 1e-9:  # type: ignore[arg-type]
+    elif all(isinstance(v, float | np.floating) for v in (train, val, test)) and abs(sum((train, val, test)) - 1.0) < 1e-9:  # type: ignore[arg-type]
         sizes[0] = n_steps - sizes[1] - sizes[2]  # type: ignore[operator]
     tr, va, te = (int(s) for s in sizes)  # type: ignore[arg-type]
     if min(tr, va, te) < 0 or tr + va + te > n_steps:
