@@ -416,3 +416,19 @@ def test_diagnose_writes_its_three_files_even_when_ctrl_c_comes_while_it_plots(t
                                  "--samples", "2", "--exploding-scale", "0", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["diagnose.json", "diagnose.md", "gradient_norms.png"]
+
+
+def test_sigterm_in_a_quiet_compare_is_said_once_with_status_143(tmp_path, monkeypatch, capsys):
+    import rnnkit.insight.compare as compare
+
+    def terminated(task, cells, train, log, **kw):  # type: ignore[no-untyped-def]
+        _send_own(signal.SIGTERM)  # between two runs, outside any fit
+        time.sleep(30)
+
+    monkeypatch.setattr(compare, "compare_cells", terminated)
+    code = _main(monkeypatch, ["compare", "image-classification", "--train", "builtin:digits", "--quiet",
+                               "--out", str(tmp_path / "c")])
+    assert code == 143
+    assert capsys.readouterr().err.splitlines() == [
+        f"terminated (SIGTERM): no report written; the finished runs are in {tmp_path / 'c'}; start again with "
+        "--overwrite"]

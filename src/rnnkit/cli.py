@@ -637,6 +637,17 @@ def _split_names(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _stop_word_and_status(err: BaseException) -> tuple[str, int | None]:
+    """How a command stopped by ``err`` says it and the status it exits with: Ctrl-C
+    ("interrupted", 130), SIGTERM ("terminated (SIGTERM)", 143), another exit ("interrupted",
+    ``None``: its own status is kept)."""
+    from .training.interrupts import SIGTERM_STATUS, ended_by_sigterm
+
+    if ended_by_sigterm(err):
+        return "terminated (SIGTERM)", SIGTERM_STATUS
+    return "interrupted", 130 if isinstance(err, KeyboardInterrupt) else None
+
+
 def _write_results(out: str, texts: dict[str, str], plot: Any) -> Any:
     """Write ``texts`` (file name: content) and ``plot(folder)`` into the folder ``out``, as one
     piece: Ctrl-C and SIGTERM are ignored for the moment it takes (a stop between the files left a
@@ -690,7 +701,6 @@ def bench_memory(
     import json
 
     from .insight.memory import run_memory_benchmark
-    from .training.interrupts import SIGTERM_STATUS, ended_by_sigterm
 
     try:
         lengths = [int(v) for v in _split_names(length)]
@@ -705,10 +715,10 @@ def bench_memory(
     except _USER_ERRORS as err:
         raise _fail(err) from None
     except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C, SIGTERM (or an exit from inside training)
-        word = "terminated (SIGTERM)" if ended_by_sigterm(err) else "interrupted"
+        word, status = _stop_word_and_status(err)
         typer.echo(f"{word}: the benchmark stopped before its end; nothing written to {out}", err=True)
-        if isinstance(err, KeyboardInterrupt) or ended_by_sigterm(err):  # said above: 130 or 143, no second line
-            raise typer.Exit(SIGTERM_STATUS if ended_by_sigterm(err) else 130) from None
+        if status is not None:  # said above: 130 or 143, and no second line
+            raise typer.Exit(status) from None
         raise
     folder = _write_results(out, {"memory.md": bench.markdown(),
                                   "memory.json": json.dumps(bench.to_json(), indent=2, default=str) + "\n"},
@@ -799,7 +809,6 @@ def compare(
 
     from .insight.compare import compare_cells
     from .tasks import get_task
-    from .training.interrupts import SIGTERM_STATUS, ended_by_sigterm
 
     try:
         with _config_keys(get_task(task)):  # data errors name the --set data.KEY=VALUE that fixes them
@@ -810,12 +819,12 @@ def compare(
     except _USER_ERRORS as err:
         raise _fail(err) from None
     except (KeyboardInterrupt, SystemExit) as err:  # the log said which runs finished, unless it was silenced
-        sigterm = ended_by_sigterm(err)
+        word, status = _stop_word_and_status(err)
         if quiet or as_json:
-            typer.echo(f"{'terminated (SIGTERM)' if sigterm else 'interrupted'}: no report written; the finished "
-                       f"runs are in {out}; start again with --overwrite", err=True)
-        if isinstance(err, KeyboardInterrupt) or sigterm:  # said (by the log or above): 130 or 143, no second line
-            raise typer.Exit(SIGTERM_STATUS if sigterm else 130) from None
+            typer.echo(f"{word}: no report written; the finished runs are in {out}; start again with --overwrite",
+                       err=True)
+        if status is not None:  # said (by the log or above): 130 or 143, and no second line
+            raise typer.Exit(status) from None
         raise
     if as_json:
         typer.echo(_json_text(result.to_json(), indent=2, default=str))

@@ -18,11 +18,11 @@ a Lightning checkpoint of the weights, optimizer, loop counters, and the engine'
 best score, epochs without improvement, weight average, random-number generators and the training
 loader's shuffling state). In long epochs it also writes one mid-epoch, after the batch that ends
 :func:`checkpoint_interval` (10 minutes by default) since the last one, and after the batch in which
-a SIGTERM arrives (the fit stops there), with the batches done so far and the epoch's running loss. Inside :func:`resuming` a :func:`fit` on that run continues from it
-(from the next batch of the same epoch for a mid-epoch checkpoint: the epoch's batches are drawn in
-the same order and the first ones passed over), so an interrupted run ends with the weights, history
-and metrics an uninterrupted one would have; the checkpoint is loaded with ``weights_only`` (tensors
-and plain values, no code).
+a SIGTERM arrives (the fit stops there), with the batches done so far and the epoch's running loss.
+Inside :func:`resuming` a :func:`fit` on that run continues from it (from the next batch of the same
+epoch for a mid-epoch checkpoint: the epoch's batches are drawn in the same order and the first ones
+passed over), so an interrupted run ends with the weights, history and metrics an uninterrupted one
+would have; the checkpoint is loaded with ``weights_only`` (tensors and plain values, no code).
 """
 
 from __future__ import annotations
