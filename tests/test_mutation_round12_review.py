@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from rnnkit.metrics import get_metric
+from test_mutation_round3_review import _fixed_distribution_lm  # tests/ is on sys.path (rootdir conftest)
 
 
 def _score(name: str, prob: torch.Tensor, y: torch.Tensor, features: int, loss_task: str | None) -> float:
@@ -256,20 +257,6 @@ def _lm_prep(tmp_path, text):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(text)
     return Preprocessor.fit(corpus, DataConfig())
-
-
-def _fixed_distribution_lm(prep, probs):
-    """A language model whose next-token distribution is ``probs`` whatever the context: zero output
-    weights, the log-probabilities as the output bias (every other token at logit -60)."""
-    from rnnkit.tasks.language_model import RNNLanguageModel, TrainedLanguageModel
-
-    model = RNNLanguageModel(len(prep.vocab), embedding_dim=4, hidden_size=4, num_layers=1, tie_weights=False)
-    with torch.no_grad():
-        model.decoder.weight.zero_()
-        model.decoder.bias.fill_(-60.0)
-        for token, p in probs.items():
-            model.decoder.bias[prep.vocab.token_to_id(token)] = math.log(p)
-    return TrainedLanguageModel(model.eval(), prep)
 
 
 def test_top_p_applies_to_the_distribution_after_temperature(tmp_path) -> None:

@@ -200,61 +200,52 @@ def clip_gradients(parameters: Iterable[nn.Parameter], *, clipnorm: float | None
 
 
 # -- optimizers -----------------------------------------------------------------------------------
-class LearningRateValue(float):
-    """The learning rate that ``optimizer.learning_rate`` reads: a number that also takes Keras 3's
-    idioms for its learning-rate variable, ``optimizer.learning_rate.assign(1e-4)`` (sets the
-    optimizer's rate, refused while a schedule drives it) and ``.numpy()`` (a float32 scalar).
-    Pickled or copied, it is a plain float (it never carries the optimizer along)."""
+class _KerasNumber:
+    """A number read from an optimizer attribute that also takes Keras 3's idioms for the variable
+    behind it: ``.assign(v)`` (sets the attribute; returns the new reading), ``.numpy()`` and
+    ``.value``. Pickled or copied, it is the plain number (it never carries the optimizer along)."""
 
     _optimizer: Any
+    _attribute: str  # the optimizer attribute it reads, and that assign() sets
+    _plain: type
+    _numpy: Callable[[Any], Any]
 
-    def __new__(cls, value: float, optimizer: Any) -> LearningRateValue:
-        number = super().__new__(cls, value)
+    def __new__(cls, value: Any, optimizer: Any) -> Any:
+        number = super().__new__(cls, value)  # type: ignore[call-arg]
         number._optimizer = optimizer
         return number
 
-    def assign(self, value: Any) -> LearningRateValue:
-        """Set the optimizer's learning rate (as ``optimizer.learning_rate = value``); returns it."""
-        self._optimizer.learning_rate = value
-        return self._optimizer.learning_rate  # type: ignore[no-any-return]
+    def assign(self, value: Any) -> Any:
+        """Set the optimizer's attribute (as ``optimizer.<attribute> = value``); returns its new reading."""
+        setattr(self._optimizer, self._attribute, value)
+        return getattr(self._optimizer, self._attribute)
 
-    def numpy(self) -> np.float32:
-        return np.float32(self)
+    def numpy(self) -> Any:
+        return self._numpy(self)
 
     @property
-    def value(self) -> float:
-        return float(self)
+    def value(self) -> Any:
+        return self._plain(self)
 
-    def __reduce__(self) -> tuple[type, tuple[float]]:
-        return float, (float(self),)
+    def __reduce__(self) -> tuple[type, tuple[Any]]:
+        return self._plain, (self._plain(self),)
 
 
-class IterationsValue(int):
+class LearningRateValue(_KerasNumber, float):
+    """The learning rate that ``optimizer.learning_rate`` reads: a float that also takes Keras 3's
+    idioms for its learning-rate variable, ``optimizer.learning_rate.assign(1e-4)`` (sets the
+    optimizer's rate, refused while a schedule drives it) and ``.numpy()`` (a float32 scalar).
+    Pickled or copied, it is a plain float."""
+
+    _attribute, _plain, _numpy = "learning_rate", float, np.float32
+
+
+class IterationsValue(_KerasNumber, int):
     """The step count that ``optimizer.iterations`` reads: an ``int`` that also takes Keras 3's idioms
     for its iteration variable, ``.numpy()`` (a NumPy int64) and ``.assign(n)``. Pickled or copied,
     it is a plain int."""
 
-    _optimizer: Any
-
-    def __new__(cls, value: int, optimizer: Any) -> IterationsValue:
-        number = super().__new__(cls, value)
-        number._optimizer = optimizer
-        return number
-
-    def assign(self, value: Any) -> IterationsValue:
-        """Set the optimizer's step count (as ``optimizer.iterations = value``); returns it."""
-        self._optimizer.iterations = int(value)
-        return self._optimizer.iterations  # type: ignore[no-any-return]
-
-    def numpy(self) -> np.int64:
-        return np.int64(self)
-
-    @property
-    def value(self) -> int:
-        return int(self)
-
-    def __reduce__(self) -> tuple[type, tuple[int]]:
-        return int, (int(self),)
+    _attribute, _plain, _numpy = "iterations", int, np.int64
 
 
 class OptimizerVariable:
