@@ -44,9 +44,11 @@ class _Net(nn.Module):
 def _train(run: RunDir, epochs: int, *, bucketed: bool = False, interrupt_at: int | None = None,
            resume: bool = False, optimizer: str = "adam", patience: int | None = None,
            max_seconds: float | None = None, lr: float = 0.05, checkpoint_minutes: float | None = None,
-           sigterm_at: int | None = None) -> tuple[nn.Module, list[dict], list[list[int]]]:
+           sigterm_at: int | None = None, ctrl_c_at: int | None = None,
+           ctrl_c_times: int = 1) -> tuple[nn.Module, list[dict], list[list[int]]]:
     """Train on fixed data; ``interrupt_at``: raise Ctrl-C at that training batch (counted from 1);
     ``sigterm_at``: send this process a SIGTERM during that batch (Lightning's handler takes it);
+    ``ctrl_c_at``: press Ctrl-C (SIGINT to this process) ``ctrl_c_times`` times during that batch;
     ``checkpoint_minutes``: the mid-epoch checkpoint interval (``None``: ends of epochs only)."""
     x = torch.randn(40, 5, generator=torch.Generator().manual_seed(1))
     y = (x[:, 0] > 0).long()
@@ -68,6 +70,9 @@ def _train(run: RunDir, epochs: int, *, bucketed: bool = False, interrupt_at: in
         if sigterm_at is not None and len(batches) == sigterm_at:
             assert callable(signal.getsignal(signal.SIGTERM))  # else the signal would end the test run
             os.kill(os.getpid(), signal.SIGTERM)
+        if ctrl_c_at is not None and len(batches) == ctrl_c_at:
+            for _ in range(ctrl_c_times):
+                os.kill(os.getpid(), signal.SIGINT)
         schedule["step"] += 1
         return F.cross_entropy(model(batch[1]), batch[2]) * (1.0 + 0.05 * schedule["step"])
 
@@ -156,6 +161,37 @@ def test_a_sigterm_mid_epoch_checkpoints_that_batch_and_the_resumed_run_loses_no
     assert _rows(resumed_history) == _rows(history)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("at,resumed_from", [(13, 13), (10, 10)], ids=["mid-epoch", "last-batch-of-an-epoch"])
+def test_a_first_ctrl_c_finishes_the_batch_checkpoints_it_and_the_resumed_run_loses_nothing(tmp_path, at,
+                                                                                          resumed_from):
+    """Ctrl-C in batch 13 (or 10, an epoch's last): that batch is trained, the epoch validated if it was
+    its last, a checkpoint written, then the fit stops with KeyboardInterrupt; the resumed run trains
+    the batches after it and ends bitwise where an uninterrupted run ends. (It went back to the last
+    10-minute checkpoint or the end of epoch 2, and trained batches 11 to 13 again.)"""
+    straight, history, batches = _train(RunDir(tmp_path / "a"), 4)
+    (tmp_path / "b").mkdir()
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        _train(RunDir(tmp_path / "b"), 4, ctrl_c_at=at, checkpoint_minutes=10)
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+    resumed, resumed_history, resumed_batches = _train(RunDir(tmp_path / "b"), 4, resume=True, checkpoint_minutes=10)
+    assert resumed_batches == batches[resumed_from:]
+    assert _rows(resumed_history) == _rows(history)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_without_mid_epoch_checkpoints_ctrl_c_is_as_before(tmp_path):
+    _, _, batches = _train(RunDir(tmp_path / "a"), 4)
+    for name, kwargs in (("twice", {"ctrl_c_times": 2, "checkpoint_minutes": 10}),
+                         ("no-mid-epoch", {"checkpoint_minutes": None})):
+        (tmp_path / name).mkdir()
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            _train(RunDir(tmp_path / name), 4, ctrl_c_at=13, **kwargs)
+        _, _, resumed_batches = _train(RunDir(tmp_path / name), 4, resume=True, checkpoint_minutes=10)
+        assert resumed_batches == batches[10:], name  # from the end of epoch 2: batch 13 was not finished
 
 
 def test_without_mid_epoch_checkpoints_a_resume_repeats_the_interrupted_epoch(tmp_path):

@@ -18,7 +18,8 @@ a Lightning checkpoint of the weights, optimizer, loop counters, and the engine'
 best score, epochs without improvement, weight average, random-number generators and the training
 loader's shuffling state). In long epochs it also writes one mid-epoch, after the batch that ends
 :func:`checkpoint_interval` (10 minutes by default) since the last one, and after the batch in which
-a SIGTERM arrives (the fit stops there), with the batches done so far and the epoch's running loss.
+a SIGTERM or a first Ctrl-C arrives (the fit stops there; a second Ctrl-C stops it at once), with the
+batches done so far and the epoch's running loss.
 Inside :func:`resuming` a :func:`fit` on that run continues from it (from the next batch of the same
 epoch for a mid-epoch checkpoint: the epoch's batches are drawn in the same order and the first ones
 passed over), so an interrupted run ends with the weights, history and metrics an uninterrupted one
@@ -43,7 +44,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from ..training.interrupts import fit_passing_interrupts
+from ..training.interrupts import StopRequest, ctrl_c_requests_a_stop, fit_passing_interrupts
 from ..training.resuming import PassOver, read_checkpoint
 from .run import RunDir, atomic_write_bytes, build_recorded, unshared_tensors
 
@@ -499,6 +500,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                              "(it is written after each finished epoch); train a new run")
         resume_from = run.file(LAST_CHECKPOINT)
     pending: dict[str, Any] = {}
+    stop = StopRequest()  # a first Ctrl-C's request to stop after the batch (set below, where it can be saved)
 
     class Track(pl.Callback):
         def state_dict(self) -> dict[str, Any]:
@@ -577,6 +579,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             self.save(trainer)
+            if stop.asked:  # Ctrl-C during the epoch's last batch or its validation: saved, now stop
+                raise KeyboardInterrupt
 
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
             if "rng" in pending:  # the first epoch after resuming; its batches are drawn after this hook
@@ -598,8 +602,10 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
             interval = _CHECKPOINT_SECONDS.get()
             # a SIGTERM (a scheduler's preemption, `timeout`) stops the fit after this batch: the
             # checkpoint keeps the epoch's batches done so far, not those up to the last interval
-            if (interval is not None and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-                    and (time.perf_counter() - state["saved_at"] >= interval or trainer.received_sigterm)):
+            last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+            if (interval is not None and not last
+                    and (time.perf_counter() - state["saved_at"] >= interval or trainer.received_sigterm
+                         or stop.asked)):
                 state["mid_epoch"] = {"batches": state["epoch_batches"], "loss_sum": pl_module.loss_sum,
                                       "loss_count": pl_module.loss_count,
                                       "epoch_seconds": time.perf_counter() - state["epoch_start"]}
@@ -607,6 +613,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                     self.save(trainer)
                 finally:
                     state["mid_epoch"] = None
+            if stop.asked and not last:  # a first Ctrl-C: this batch is trained and checkpointed, now stop
+                raise KeyboardInterrupt
 
         def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
             averager.swap_in()
@@ -677,6 +685,23 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
         deterministic=False, limit_train_batches=1.0 if limit is None else limit,
         limit_val_batches=1.0 if limit is None else limit,
     )
+    # with a run folder and mid-epoch checkpoints, a first Ctrl-C stops after the batch it came in, with a
+    # checkpoint of it (as a SIGTERM does): the run resumes there, where it lost the batches since the last one
+    saving = run is not None and limit is None and _CHECKPOINT_SECONDS.get() is not None
+    with ctrl_c_requests_a_stop("interrupted: stopping after this batch with a checkpoint to resume from (Ctrl-C "
+                                "again to stop at once)") if saving else contextlib.nullcontext(stop) as stop:
+        _fit_or_resume(trainer, module, train_loader, dev_loader, resume_from, history, pending, log)
+    _STOPPED.set(None if len(history) >= options.epochs else state["stopped"] or pending.get("stopped"))
+    if state["best_weights"] is not None:
+        model.load_state_dict(state["best_weights"])
+    model.cpu().eval()
+    return history
+
+
+def _fit_or_resume(trainer: Any, module: Any, train_loader: Any, dev_loader: Any, resume_from: Any,
+                   history: list[dict[str, float]], pending: dict[str, Any], log: Callable[[str], None]) -> None:
+    """``trainer.fit`` from the start, or from the checkpoint ``resume_from`` (mid-epoch: passing over
+    the batches done), logging why a resumed run had nothing left to train."""
     if resume_from is None:
         fit_passing_interrupts(trainer, module, train_dataloaders=train_loader, val_dataloaders=dev_loader)
     else:
@@ -700,8 +725,3 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                 "train.max_minutes to train on")
         elif "rng" in pending:  # training never started: the checkpoint had every epoch
             log(f"{resume_from.name}: all {len(history)} epoch(s) were done already; raise train.epochs to train on")
-    _STOPPED.set(None if len(history) >= options.epochs else state["stopped"] or pending.get("stopped"))
-    if state["best_weights"] is not None:
-        model.load_state_dict(state["best_weights"])
-    model.cpu().eval()
-    return history

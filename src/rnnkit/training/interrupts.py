@@ -9,7 +9,10 @@ imported only by the callers (where training starts).
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 #: The status of a fit ended by SIGTERM: ``SystemExit(143)`` (128 + SIGTERM, as a shell reports it).
@@ -85,3 +88,38 @@ def fit_passing_interrupts(trainer: Any, *args: Any, **kwargs: Any) -> None:
         trainer.callbacks.remove(seen)
     if getattr(trainer, "received_sigterm", False):  # seen after the last check between training batches
         raise SystemExit(SIGTERM_STATUS)
+
+
+class StopRequest:
+    """Whether a first Ctrl-C asked the training loop to stop (see :func:`ctrl_c_requests_a_stop`)."""
+
+    asked = False
+
+
+@contextlib.contextmanager
+def ctrl_c_requests_a_stop(message: str) -> Iterator[StopRequest]:
+    """Inside this block a first Ctrl-C does not interrupt: it sets ``request.asked`` and prints
+    ``message`` on stderr, so the loop can finish its batch, write a checkpoint and then stop (raising
+    ``KeyboardInterrupt`` itself); a second Ctrl-C raises ``KeyboardInterrupt`` at once. Only in the
+    main thread, and only where Python's own Ctrl-C handler is in place (a handler of the caller's is
+    left alone: ``request.asked`` then stays false). The handler is restored on leaving."""
+    import threading
+
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield request
+        return
+
+    def first_ctrl_c(signum: int, frame: Any) -> None:
+        if request.asked:
+            raise KeyboardInterrupt
+        request.asked = True
+        sys.stderr.write(f"\n{message}\n")
+        sys.stderr.flush()
+
+    signal.signal(signal.SIGINT, first_ctrl_c)
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
