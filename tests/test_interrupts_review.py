@@ -432,3 +432,22 @@ def test_sigterm_in_a_quiet_compare_is_said_once_with_status_143(tmp_path, monke
     assert capsys.readouterr().err.splitlines() == [
         f"terminated (SIGTERM): no report written; the finished runs are in {tmp_path / 'c'}; start again with "
         "--overwrite"]
+
+
+def test_a_ctrl_c_in_compare_stops_at_once_not_after_the_batch(tmp_path, monkeypatch):
+    # compare's runs are started again, not resumed: a first Ctrl-C said "stopping after this batch
+    # with a checkpoint to resume from" and trained on (tasks.engine's stop request needs mid-epoch checkpoints)
+    import rnnkit.tasks.engine as engine
+    from rnnkit.insight.compare import compare_cells
+
+    fit, seen = engine.fit, []
+
+    def recording_fit(*args, **kwargs):
+        seen.append(engine._CHECKPOINT_SECONDS.get())
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "fit", recording_fit)
+    compare_cells("image-classification", ["rnn"], "builtin:digits", out=tmp_path / "c", log=lambda _: None,
+                  overrides=["train.epochs=1", "model.hidden_size=8", "data.max_train_examples=100"])
+    assert seen[1:] == [None]  # the timed run (the warm-up before it trains one batch, no checkpoints)
+    assert engine._CHECKPOINT_SECONDS.get() is not None  # the default again outside compare

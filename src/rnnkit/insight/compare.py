@@ -52,6 +52,7 @@ from typing import Any
 import torch
 
 from .. import runtime
+from ..tasks.engine import checkpoint_interval
 from ..training.interrupts import ended_by_sigterm
 from .memory import canonical_cell, check_out_folder, json_safe
 
@@ -457,8 +458,9 @@ def compare_cells(task: str, cells: Sequence[str], train_path: str, *, dev_path:
             try:
                 with PeakMemory(device) as memory:
                     start = time.perf_counter()
-                    try:
-                        metrics = module.train(cfg, train_path, dev_path, run, run_log, progress=progress)
+                    try:  # no mid-epoch checkpoints: a comparison is started again, not resumed, so Ctrl-C
+                        with checkpoint_interval(None):  # stops at once (no "checkpoint to resume from")
+                            metrics = module.train(cfg, train_path, dev_path, run, run_log, progress=progress)
                     except FloatingPointError as err:  # a diverged loss: this run failed, the comparison goes on
                         error = " ".join(str(err).split()) or "training diverged"
                         metrics = {}

@@ -579,8 +579,19 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             self.save(trainer)
+            if state.pop("sigterm", False):  # SIGTERM during the epoch's last batch or its validation: saved,
+                trainer._signal_connector.received_sigterm = True  # now Lightning stops the fit (143)
             if stop.asked:  # Ctrl-C during the epoch's last batch or its validation: saved, now stop
                 raise KeyboardInterrupt
+
+        def on_validation_batch_end(self, trainer: Any, pl_module: Any, *args: Any, **kwargs: Any) -> None:
+            # Lightning's validation loop stops at its next batch on a SIGTERM, before the epoch's checkpoint:
+            # the epoch is trained, so it is validated and saved first (as after a first Ctrl-C), then stopped
+            connector: Any = getattr(trainer, "_signal_connector", None)  # (Lightning's: else it stops as it did)
+            if trainer.received_sigterm and run is not None and limit is None \
+                    and hasattr(connector, "received_sigterm"):
+                state["sigterm"] = True
+                connector.received_sigterm = False
 
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
             if "rng" in pending:  # the first epoch after resuming; its batches are drawn after this hook

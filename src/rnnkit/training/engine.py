@@ -439,6 +439,9 @@ class KerasCallbackBridge(LightningCallback):
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, KerasModule)
+        if not pl_module.frozen:  # Keras' end of fit (use_ema: the weights take their averages), before the
+            pl_module.optimizer_spec.finalize_variable_values()  # callbacks' (restore_best_weights wins)
         self.callbacks.on_train_end({})
 
     # Keras runs fit's validation as an evaluate() with the fit's callbacks: their on_test_* hooks
@@ -923,8 +926,6 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         try:
             fit_passing_interrupts(trainer, module, train_dataloaders=loader, val_dataloaders=val_loader,
                                    ckpt_path=ckpt_path, weights_only=True if ckpt_path is not None else None)
-            if not module.frozen:
-                compiled.optimizer.finalize_variable_values()  # Keras' end of fit (use_ema: weights take their averages)
         finally:
             restore_modes()
     if backup is not None and backup.delete_checkpoint and not trainer.interrupted:

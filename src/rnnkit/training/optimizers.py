@@ -388,7 +388,8 @@ class Optimizer:
         changes (a layer frozen or unfrozen between fits) the torch optimizer is rebuilt for the new
         set, keeping the state (moments) of the parameters still in it, its learning rate and its
         step count; the newly trainable ones start with fresh state."""
-        params = [p for p in parameters if p.requires_grad]
+        given = list(parameters)  # the frozen ones too: they tell the same model from another one
+        params = [p for p in given if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters; is every layer frozen (trainable=False)?")
         old = self.torch_optimizer
@@ -398,7 +399,7 @@ class Optimizer:
         kwargs["lr"] = self.current_learning_rate(self.iterations)
         if old is not None:
             built = {id(p) for p in self._params}
-            if not any(id(p) in built for p in params):
+            if not any(id(p) in built for p in given):  # (the same model may swap which layers train)
                 raise ValueError(f"this {type(self).__name__} optimizer was built for another model's weights "
                                  f"({len(self._params)} tensors, {self.iterations} steps taken); compile each model "
                                  f"with its own optimizer, e.g. compile(optimizer={type(self).__name__}(...)) or a "
