@@ -476,3 +476,24 @@ def test_keras_style_checkpoints_skip_the_temp_folder_too(tmp_path, monkeypatch)
     x, y = np.zeros((8, 4, 3), "float32"), np.zeros((8, 1), "float32")
     model.fit(x, y, epochs=2, batch_size=4, verbose=0, checkpoint_dir=str(tmp_path / "ck"))
     assert (tmp_path / "ck" / "last.ckpt").is_file()
+
+
+def test_a_ctrl_c_after_the_last_epochs_checkpoint_still_stops(tmp_path, monkeypatch):
+    """Ctrl-C while Lightning tears down after the last epoch: the stop request came after the last
+    place the loop looks at it; it printed "stopping after this batch" and the fit returned as if
+    nothing had been pressed."""
+    import rnnkit.tasks.engine as engine
+
+    fit_or_resume = engine._fit_or_resume
+
+    def then_ctrl_c(*args, **kwargs):
+        fit_or_resume(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # the stop request's handler is still in place
+
+    monkeypatch.setattr(engine, "_fit_or_resume", then_ctrl_c)
+    (tmp_path / "b").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        _train(RunDir(tmp_path / "b"), 2, checkpoint_minutes=10)
+    monkeypatch.setattr(engine, "_fit_or_resume", fit_or_resume)
+    _, resumed_history, resumed_batches = _train(RunDir(tmp_path / "b"), 2, resume=True, checkpoint_minutes=10)
+    assert resumed_batches == [] and len(resumed_history) == 2  # every epoch had been trained and saved

@@ -702,6 +702,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
     with ctrl_c_requests_a_stop("interrupted: stopping after this batch with a checkpoint to resume from (Ctrl-C "
                                 "again to stop at once)") if saving else contextlib.nullcontext(stop) as stop:
         _fit_or_resume(trainer, module, train_loader, dev_loader, resume_from, history, pending, log)
+    if stop.asked:  # a Ctrl-C after the last epoch's checkpoint (while Lightning tore down): it stops all the same
+        raise KeyboardInterrupt
     _STOPPED.set(None if len(history) >= options.epochs else state["stopped"] or pending.get("stopped"))
     if state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])
