@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from typer.testing import CliRunner
 
+from models.test_ctrl_c import _model  # tests/ is on sys.path (rootdir conftest)
 from rnnkit import cli
 from rnnkit.cli import app
-from rnnkit.layers import LSTM, Dense, Input
-from rnnkit.models import Sequential
 from rnnkit.tasks.engine import EngineOptions, fit
 from rnnkit.tasks.run import RunDir
 from rnnkit.training import Callback
@@ -47,14 +47,6 @@ class _SignalAt(Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if batch == self.batch:
             _send_own(self.signum)
-
-
-def _model() -> tuple[Sequential, np.ndarray, np.ndarray]:
-    torch.manual_seed(0)
-    model = Sequential([Input((5, 3)), LSTM(4), Dense(1)])
-    model.compile("adam", "mse")
-    rng = np.random.default_rng(0)
-    return model, rng.random((64, 5, 3), dtype=np.float32), rng.random((64, 1), dtype=np.float32)
 
 
 # -- SIGTERM in the Python API: not a success -------------------------------------------------------
@@ -147,14 +139,10 @@ def test_after_an_interrupt_the_command_ignores_ctrl_c_while_python_shuts_down(m
     assert signal.getsignal(signal.SIGINT) is handler  # other exits leave Ctrl-C alone
 
 
-def _typer_app_interrupted(output: str = "") -> typer.Typer:
+def _typer_app(work: Callable[[], None]) -> typer.Typer:
+    """A command line whose command ``work`` runs ``work`` (a second command keeps typer's subcommands)."""
     small = typer.Typer()
-
-    @small.command()
-    def work() -> None:
-        if output:
-            typer.echo(output, nl=False)
-        raise KeyboardInterrupt
+    small.command("work")(work)
 
     @small.command()
     def other() -> None:
@@ -163,31 +151,28 @@ def _typer_app_interrupted(output: str = "") -> typer.Typer:
     return small
 
 
+def _interrupted() -> None:
+    raise KeyboardInterrupt
+
+
+def _main(monkeypatch: pytest.MonkeyPatch, args: list[str], application: typer.Typer = app) -> int:
+    """The exit status of ``rnnkit ARGS`` run through ``cli.main`` (the conftest restores the signal
+    handlers it installs)."""
+    monkeypatch.setattr(cli, "app", lambda: application(args))
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    return int(stop.value.code)
+
+
 def test_ctrl_c_in_a_command_that_says_nothing_prints_one_line_and_exits_130(monkeypatch, capsys):
     # typer turned it into a silent exit 130: evaluate, predict, translate, transcribe, diagnose said nothing
-    small = _typer_app_interrupted()
-    monkeypatch.setattr(cli, "app", lambda: small(["work"]))
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        with pytest.raises(SystemExit) as stop:
-            cli.main()
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    assert stop.value.code == 130
+    assert _main(monkeypatch, ["work"], _typer_app(_interrupted)) == 130
     assert capsys.readouterr().err == "interrupted\n"
 
 
 def test_a_command_that_said_it_was_interrupted_gets_no_second_line(tmp_path, monkeypatch, capsys):
     _interrupted_after_weights(monkeypatch)
-    args = ["train", "image-classification", *SMALL, "--out", str(tmp_path), "--name", "r"]
-    monkeypatch.setattr(cli, "app", lambda: app(args))
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        with pytest.raises(SystemExit) as stop:
-            cli.main()
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    assert stop.value.code == 130
+    assert _main(monkeypatch, ["train", "image-classification", *SMALL, "--out", str(tmp_path), "--name", "r"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("interrupted: ") and "interrupted" not in err[-2]
 
@@ -268,15 +253,8 @@ def test_ctrl_c_in_compare_is_said_once(tmp_path, monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(compare, "compare_cells", interrupted)
-    args = ["compare", "image-classification", "--train", "builtin:digits", "--out", str(tmp_path / "c")]
-    monkeypatch.setattr(cli, "app", lambda: app(args))
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        with pytest.raises(SystemExit) as stop:
-            cli.main()
-    finally:
-        signal.signal(signal.SIGINT, handler)
-    assert stop.value.code == 130
+    assert _main(monkeypatch, ["compare", "image-classification", "--train", "builtin:digits",
+                               "--out", str(tmp_path / "c")]) == 130
     assert capsys.readouterr().err.splitlines() == ["interrupted during rnn seed 0: no report written"]
 
 
@@ -293,13 +271,6 @@ def test_a_script_under_exit_on_sigterm_runs_its_finally_blocks_and_exits_143(tm
               "    print('cleaned up', flush=True)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 143 and done.stdout == "cleaned up\n", done.stderr
-
-
-def _main(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> int:
-    monkeypatch.setattr(cli, "app", lambda: app(args))
-    with pytest.raises(SystemExit) as stop:
-        cli.main()
-    return int(stop.value.code)
 
 
 def test_sigterm_while_train_reads_its_data_removes_the_empty_run_folder_and_exits_143(tmp_path, monkeypatch,
@@ -323,21 +294,11 @@ def test_sigterm_while_train_reads_its_data_removes_the_empty_run_folder_and_exi
 
 
 def test_sigterm_in_a_command_that_says_nothing_prints_one_line_and_exits_143(monkeypatch, capsys):
-    small = typer.Typer()
-
-    @small.command()
-    def work() -> None:
+    def terminated() -> None:
         _send_own(signal.SIGTERM)
         time.sleep(30)
 
-    @small.command()
-    def other() -> None:
-        pass
-
-    monkeypatch.setattr(cli, "app", lambda: small(["work"]))
-    with pytest.raises(SystemExit) as stop:
-        cli.main()
-    assert stop.value.code == 143
+    assert _main(monkeypatch, ["work"], _typer_app(terminated)) == 143
     assert capsys.readouterr().err == "terminated (SIGTERM)\n"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # and a second one while Python shuts down
 

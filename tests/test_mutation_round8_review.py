@@ -20,6 +20,17 @@ from rnnkit.training import BackupAndRestore, Callback
 
 
 # -- Model.fit: epoch logs ------------------------------------------------------------------------
+def _linear_model_and_data() -> tuple[Model, np.ndarray, np.ndarray]:
+    """A one-Dense functional model compiled with SGD/MSE, and 20 samples of 3 features."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(20, 3)).astype("float32"), rng.normal(size=(20, 1)).astype("float32")
+    set_random_seed(0)
+    inp = Input(shape=(3,))
+    model = Model(inp, Dense(1)(inp))
+    model.compile("sgd", "mse")
+    return model, x, y
+
+
 def test_per_output_losses_are_averaged_over_samples_not_batches() -> None:
     """Validation batches of 2, 2 and 1 samples: each output's ``val_<name>_loss`` is the mean over the
     five samples (batches weighted by their size), computed here from the final weights in NumPy."""
@@ -85,12 +96,7 @@ def test_stop_training_set_after_a_batch_ends_the_epoch_after_that_batch() -> No
             if batch == 1:
                 self.model.stop_training = True
 
-    rng = np.random.default_rng(2)
-    x, y = rng.normal(size=(20, 3)).astype("float32"), rng.normal(size=(20, 1)).astype("float32")
-    set_random_seed(0)
-    inp = Input(shape=(3,))
-    model = Model(inp, Dense(1)(inp))
-    model.compile("sgd", "mse")
+    model, x, y = _linear_model_and_data()
     stop = StopAfterTwo()
     history = model.fit(x, y, epochs=3, batch_size=4, shuffle=False, verbose=0, callbacks=[stop])
     assert stop.begun == 2
@@ -299,12 +305,7 @@ def test_stop_training_set_at_an_epoch_end_trains_no_batch_of_the_next_epoch() -
             if epoch == 1:
                 self.model.stop_training = True
 
-    rng = np.random.default_rng(2)
-    x, y = rng.normal(size=(20, 3)).astype("float32"), rng.normal(size=(20, 1)).astype("float32")
-    set_random_seed(0)
-    inp = Input(shape=(3,))
-    model = Model(inp, Dense(1)(inp))
-    model.compile("sgd", "mse")
+    model, x, y = _linear_model_and_data()
     count = Count()
     history = model.fit(x, y, epochs=5, batch_size=4, verbose=0, callbacks=[StopAfterSecond(), count])
     assert count.batches == 10 and history.epoch == [0, 1]

@@ -304,7 +304,7 @@ def _run_training(module: Any, task: str, cfg: Any, train_path: Any, dev_path: A
     from rich.console import Console
 
     from .tasks.engine import checkpoint_interval, resuming
-    from .training.interrupts import SIGTERM_STATUS, ended_by_sigterm
+    from .training.interrupts import SIGTERM_STATUS, ended_by_sigterm, signals_ignored
 
     console = Console(stderr=True, quiet=quiet or as_json)
     # the bar is drawn on stderr (rnnkit.progress), and only where someone watches it
@@ -321,7 +321,7 @@ def _run_training(module: Any, task: str, cfg: Any, train_path: Any, dev_path: A
             metrics = module.train(cfg, train_path, dev_path, run, log, progress=show_bar)
     except BaseException as err:
         stopped = isinstance(err, KeyboardInterrupt | SystemExit)
-        with _ctrl_c_ignored() if stopped else contextlib.nullcontext():  # a second Ctrl-C: the cleanup still ends
+        with signals_ignored() if stopped else contextlib.nullcontext():  # a second Ctrl-C: the cleanup still ends
             _failed_run(run, log_lines, err, task)
         if isinstance(err, _USER_ERRORS):
             raise _fail(err) from None
@@ -375,29 +375,6 @@ def _failed_run(run: Any, log_lines: list[str], err: BaseException, task: str = 
     typer.echo(f"note: training stopped; {run.path} keeps the weights written so far ({', '.join(kept)})", err=True)
     if resumable:
         typer.echo(f"note: continue it with: {resume}", err=True)
-
-
-def _ctrl_c_ignored() -> Any:
-    """A context in which Ctrl-C and SIGTERM are ignored (the cleanup after the first one: a second
-    one, arriving while the run folder is written, would lose the line that says how to resume); the
-    handlers are restored on leaving it."""
-    import contextlib
-    import signal
-    import threading
-
-    @contextlib.contextmanager
-    def ignored() -> Any:
-        if threading.current_thread() is not threading.main_thread():  # signal handlers: main thread only
-            yield
-            return
-        before = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, before[0])
-            signal.signal(signal.SIGTERM, before[1])
-
-    return ignored()
 
 
 def _quoted(word: str) -> str:
@@ -655,9 +632,11 @@ def _write_results(out: str, texts: dict[str, str], plot: Any) -> Any:
     a one-line error. Returns the folder."""
     from pathlib import Path
 
+    from .training.interrupts import signals_ignored
+
     folder = Path(out)
     try:
-        with _ctrl_c_ignored():
+        with signals_ignored():
             folder.mkdir(parents=True, exist_ok=True)
             for name, text in texts.items():
                 (folder / name).write_text(text, encoding="utf-8")

@@ -68,7 +68,6 @@ from .data import (
     ArrayData,
     InputDataError,
     Ragged,
-    array_data,
     batch_size_of,
     first_batch,
     is_loader_like,
@@ -77,10 +76,8 @@ from .data import (
 from .evaluation import (
     build_model,
     epoch_logs,
-    input_names,
+    model_arrays,
     model_device,
-    one_input_list,
-    output_names,
     require_compiled,
     to_device,
 )
@@ -709,7 +706,7 @@ def _validation_loader(model: Any, validation_data: Any, batch_size: int, num_wo
                              f"or a DataLoader, got {type(validation_data).__name__}")
     vx, vy = validation_data[0], validation_data[1]
     vsw = validation_data[2] if len(validation_data) == 3 else None
-    arrays = array_data(one_input_list(model, vx), vy, vsw, input_names(model), output_names(model))
+    arrays = model_arrays(model, vx, vy, vsw)
     return make_loader(arrays, batch_size=batch_size, shuffle=False, seed=0, num_workers=num_workers), False
 
 
@@ -795,7 +792,7 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         if user:
             raise InputDataError("validation_split needs in-memory arrays; with a Dataset or DataLoader pass "
                                  "validation_data instead")
-        arrays = array_data(one_input_list(model, x), y, sample_weight, input_names(model), output_names(model))
+        arrays = model_arrays(model, x, y, sample_weight)
         arrays, val_arrays = arrays.split(validation_split)
         val_loader = make_loader(val_arrays, batch_size=val_batch_size, shuffle=False, seed=0,
                                  num_workers=num_workers)
@@ -810,7 +807,7 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
                                    epoch_offset=initial_epoch, num_workers=num_workers)
     else:
         if arrays is None:
-            arrays = array_data(one_input_list(model, x), y, sample_weight, input_names(model), output_names(model))
+            arrays = model_arrays(model, x, y, sample_weight)
         if arrays.y is None:
             raise InputDataError("fit needs targets: fit(x, y) or a Dataset/DataLoader of (x, y)")
         ragged = arrays.ragged

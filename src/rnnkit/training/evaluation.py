@@ -87,6 +87,11 @@ def one_input_list(model: Any, x: Any) -> Any:
     return x
 
 
+def model_arrays(model: Any, x: Any, y: Any, sample_weight: Any) -> ArrayData:
+    """:func:`array_data` for ``model``'s inputs and outputs (``[x]`` of a one-input model read as ``x``)."""
+    return array_data(one_input_list(model, x), y, sample_weight, input_names(model), output_names(model))
+
+
 def prepare_data(model: Any, x: Any, y: Any, sample_weight: Any, *, batch_size: int | None, shuffle: bool, seed: int,
                  epoch_offset: int = 0, num_workers: int = 0, for_predict: bool = False) -> tuple[DataLoader, bool, bool]:
     """A loader of batch dicts for any accepted input.
@@ -108,7 +113,7 @@ def prepare_data(model: Any, x: Any, y: Any, sample_weight: Any, *, batch_size: 
         ragged = True
         user = True
     else:
-        arrays = array_data(one_input_list(model, x), y, sample_weight, input_names(model), output_names(model))
+        arrays = model_arrays(model, x, y, sample_weight)
         ragged = arrays.ragged
         data = arrays.padded() if for_predict else arrays
         user = False

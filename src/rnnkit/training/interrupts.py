@@ -90,6 +90,25 @@ def fit_passing_interrupts(trainer: Any, *args: Any, **kwargs: Any) -> None:
         raise SystemExit(SIGTERM_STATUS)
 
 
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """A block in which Ctrl-C and SIGTERM are ignored: the cleanup after a first one (a second one,
+    arriving while a run folder or a report is written, would lose the line that says how to resume,
+    or half the files). Main thread only (elsewhere it changes nothing); the handlers are restored on
+    leaving it."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+
+
 class StopRequest:
     """Whether a first Ctrl-C asked the training loop to stop (see :func:`ctrl_c_requests_a_stop`)."""
 

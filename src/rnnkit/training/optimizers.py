@@ -426,7 +426,7 @@ class Optimizer:
     def iterations(self) -> IterationsValue:
         """Optimizer steps taken so far, across ``fit`` and ``train_on_batch`` calls (Keras ``iterations``):
         an int with Keras' ``.numpy()`` and ``.assign(n)``."""
-        return IterationsValue(getattr(self, "_iterations", 0), self)
+        return IterationsValue(self._iterations, self)
 
     @iterations.setter
     def iterations(self, value: int) -> None:
@@ -584,7 +584,7 @@ class Optimizer:
         """Prepare optimizer step ``step`` (0-based; default :attr:`iterations`, so the steps of
         successive ``fit`` calls continue one schedule, as in Keras): apply the schedule and the
         decoupled weight decay, and count the step. Called once before each optimizer step."""
-        step = getattr(self, "_iterations", 0) if step is None else step
+        step = self._iterations if step is None else step
         self._iterations = step + 1
         if self.torch_optimizer is None:
             return
@@ -643,7 +643,7 @@ class Optimizer:
             lr = {"class_name": type(lr).__name__, "config": lr.get_config()}
         config = {"learning_rate": lr, "weight_decay": self.weight_decay, "clipnorm": self.clipnorm,
                   "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm, "name": self.name}
-        if getattr(self, "use_ema", False):
+        if self.use_ema:
             config.update(use_ema=True, ema_momentum=self.ema_momentum, ema_overwrite_frequency=self.ema_overwrite_frequency)
         return config
 
