@@ -92,7 +92,8 @@ def _assert_entity_scores_equal(ours: dict[str, Any], ref: dict[str, Any]) -> No
             assert ours["per_type"][t][k] == pytest.approx(v, abs=1e-12), (t, k)
 
 
-@pytest.mark.parametrize(("scheme", "prefixes"), [("IOB2", "BI"), ("IOB1", "BI"), ("BIOES", "BIES")])
+@pytest.mark.parametrize(("scheme", "prefixes"), [("IOB2", "BI"), ("IOB1", "BI"), ("BIOES", "BIES"),
+                                                  ("IOB2", "BIES"), ("IOB1", "BIES")])
 def test_entity_scores_match_conlleval_on_random_and_malformed_tags(scheme: str, prefixes: str) -> None:
     @FAST
     @given(_tag_corpus(prefixes))

@@ -213,57 +213,48 @@ def _split_tag(tag: str, position: int) -> tuple[str, str]:
 
 
 def tags_to_spans(tags: Sequence[str], scheme: str = "IOB2") -> list[Span]:
-    """Extract labelled chunks from a tag sequence.
+    """Extract labelled chunks from a tag sequence, by ``conlleval``'s chunk rules.
 
-    Lenient like ``conlleval``: an ``I-X`` (or ``E-X``) that cannot continue the current
-    chunk starts a new one, so malformed sequences still yield spans.
+    The rules are the same for every scheme (as in ``conlleval`` and seqeval's default mode):
+    ``B-X`` and ``S-X`` start a chunk, ``E-X`` and ``S-X`` end it, ``O`` ends the open one, and an
+    ``I-X`` (or ``E-X``) that cannot continue the open chunk (none is open, it has another type, or
+    the previous tag ended it) starts a new one, so malformed sequences still yield spans. On tags
+    of the scheme's own prefixes this is the scheme's reading (IOB1's ``I-X`` after ``O``, IOB2's
+    ``B-X``, BIOES's ``E-X``/``S-X``); ``B-PER E-PER I-PER`` is two chunks under any scheme.
 
     Args:
         tags: One tag per token.
-        scheme: The tag scheme of ``tags``.
+        scheme: The tag scheme of ``tags`` (checked; the chunk rules do not depend on it).
 
     Returns:
         Spans sorted by start.
     """
-    scheme = normalize_scheme(scheme)
+    normalize_scheme(scheme)
     spans: list[Span] = []
     start: int | None = None
     label = ""
     for i, tag in enumerate(tags):
         prefix, typ = _split_tag(tag, i)
-        if scheme == "BIOES":
-            if prefix == "O":
-                if start is not None:
-                    spans.append(Span(start, i, label))
-                start = None
-            elif prefix == "S":
-                if start is not None:
-                    spans.append(Span(start, i, label))
-                spans.append(Span(i, i + 1, typ))
-                start = None
-            elif prefix == "B" or start is None or typ != label:
-                if start is not None:
-                    spans.append(Span(start, i, label))
-                start, label = i, typ
-                if prefix == "E":
-                    spans.append(Span(i, i + 1, typ))
-                    start = None
-            elif prefix == "E":
-                spans.append(Span(start, i + 1, label))
-                start = None
-            # prefix I continuing the chunk: nothing to do
-            continue
-        # IOB1 / IOB2 (E and S are treated as I and B for robustness)
         if prefix == "O":
             if start is not None:
                 spans.append(Span(start, i, label))
             start = None
-            continue
-        begins = prefix in "BS" or start is None or typ != label
-        if begins:
+        elif prefix == "S":
+            if start is not None:
+                spans.append(Span(start, i, label))
+            spans.append(Span(i, i + 1, typ))
+            start = None
+        elif prefix == "B" or start is None or typ != label:
             if start is not None:
                 spans.append(Span(start, i, label))
             start, label = i, typ
+            if prefix == "E":
+                spans.append(Span(i, i + 1, typ))
+                start = None
+        elif prefix == "E":
+            spans.append(Span(start, i + 1, label))
+            start = None
+        # prefix I continuing the open chunk: nothing to do
     if start is not None:
         spans.append(Span(start, len(tags), label))
     return spans
