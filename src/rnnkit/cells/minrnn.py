@@ -31,7 +31,8 @@ CANDIDATE_ACTIVATIONS = ("g", "linear")
 def g(x: Tensor) -> Tensor:
     """The paper's positive activation (appendix B): ``x + 0.5`` for ``x >= 0``, else ``sigmoid(x)``.
 
-    Continuous with a continuous first derivative at 0 and always > 0, so ``log g(x)`` exists.
+    Continuous at 0 (its slope jumps from ``sigmoid'(0) = 1/4`` to 1 there) and always > 0, so
+    ``log g(x)`` exists.
     """
     return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
 

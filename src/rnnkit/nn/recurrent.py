@@ -274,7 +274,9 @@ class _RecurrentCore(nn.Module):
             shown = layout if x.dim() == 3 else "[time, features], unbatched"
             raise ValueError(f"{type(self).__name__} expects {self.input_size} input features (input_size), "
                              f"got {x.shape[-1]} (input shape {list(x.shape)}, layout {shown})")
-        if ref is not None and x.dtype != ref.dtype:
+        # under autocast mixed dtypes are autocast's business, as in torch.nn (a Linear's bfloat16 output feeds an
+        # LSTM): torch's kernels and the cells' matmuls cast, the engines and linear scans run in the weights' dtype
+        if ref is not None and x.dtype != ref.dtype and not torch.is_autocast_enabled(x.device.type):
             raise ValueError(f"input dtype {x.dtype} does not match the layer's parameters ({ref.dtype}); "
                              f"convert the input (x.to({ref.dtype})) or the layer (layer.to({x.dtype}))")
         if ref is not None and x.device != ref.device:
@@ -287,7 +289,14 @@ class _RecurrentCore(nn.Module):
     def _state_sizes(self) -> tuple[int, ...]:
         return tuple(self._cells[0].state_sizes)
 
+    def _state_dtype(self, like: Tensor) -> torch.dtype:
+        """The dtype rnnkit's scans carry states in: the parameters' (``like``'s, the input's, for a layer
+        without any). The input's differs only under autocast, where it may be the autocast dtype."""
+        ref = next(iter(self.parameters()), None)
+        return ref.dtype if ref is not None else like.dtype
+
     def _zeros(self, batch: int, like: Tensor) -> Hidden:
+        """Zero states in ``like``'s dtype, as torch.nn's kernels make them (``_reference`` casts them)."""
         n = self.num_layers * self.num_directions
         states = tuple(like.new_zeros(n, batch, s) for s in self._state_sizes())
         return states if len(states) > 1 else states[0]
@@ -302,6 +311,7 @@ class _RecurrentCore(nn.Module):
             raise ValueError(f"{type(self).__name__} expects hx with {len(sizes)} tensor(s) of shape {shape}, "
                              f"got {len(parts)}" + (" (pass (h_0, c_0) as a tuple)" if len(sizes) == 2 else ""))
         n = self.num_layers * self.num_directions
+        autocast = torch.is_autocast_enabled(like.device.type)
         out = []
         for k, (h, size) in enumerate(zip(parts, sizes)):
             if not isinstance(h, Tensor):
@@ -313,9 +323,9 @@ class _RecurrentCore(nn.Module):
             if tuple(h.shape) != (n, batch, size):
                 raise ValueError(f"hx[{k}] must have shape [num_layers*num_directions, batch, {size}] = "
                                  f"[{n}, {batch}, {size}], got {list(h.shape)}")
-            if h.dtype != like.dtype or h.device != like.device:
+            if (h.dtype != like.dtype and not (autocast and h.dtype.is_floating_point)) or h.device != like.device:
                 raise ValueError(f"hx[{k}] is {h.dtype} on {h.device} but the input is {like.dtype} on {like.device}")
-            out.append(h)
+            out.append(h)  # under autocast also one in the autocast dtype (an encoder's final state), as torch.nn
         return tuple(out) if len(out) > 1 else out[0]
 
     def fused_unavailable_reason(self, mask: Tensor | None = None, return_gates: bool = False) -> str | None:
@@ -469,7 +479,9 @@ class _RecurrentCore(nn.Module):
         if mask is not None:  # padding never reaches the math: NaN there would survive ``0 * x`` and lerp
             x = torch.where(mask.unsqueeze(-1).bool(), x, x.new_zeros(()))
         initial = self._zeros(batch, x) if hx is None else hx
-        parts = initial if isinstance(initial, tuple) else (initial,)
+        dtype = self._state_dtype(x)  # under autocast hx may be in the autocast dtype: carry the layer's
+        parts = tuple(p if p.dtype == dtype else p.to(dtype) for p in (initial if isinstance(initial, tuple)
+                                                                         else (initial,)))
         finals: list[tuple[Tensor, ...]] = []
         gates_by_layer: dict[str, dict[str, Tensor]] = {}
         layer_input = x
@@ -562,9 +574,10 @@ class _RecurrentCore(nn.Module):
         if first.shape[1] != batch:
             raise ValueError(f"this stateful layer carries state for batch size {first.shape[1]} but got "
                              f"{batch}; call reset_state() before changing the batch size")
-        if like is not None and (first.dtype != like.dtype or first.device != like.device):
+        dtype = None if like is None else self._state_dtype(like)
+        if like is not None and (first.dtype != dtype or first.device != like.device):
             # the layer was moved or cast (.to(), .double()) since the state was stored: the state follows it
-            moved = tuple(p.to(device=like.device, dtype=like.dtype) for p in
+            moved = tuple(p.to(device=like.device, dtype=dtype) for p in
                           (self.state if isinstance(self.state, tuple) else (self.state,)))
             self.state = moved if len(moved) > 1 else moved[0]
         return self.state

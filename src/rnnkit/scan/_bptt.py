@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .step_matmul import StepMatmul
+if TYPE_CHECKING:  # step_matmul imports without_autocast from here
+    from .step_matmul import StepMatmul
 
 F = TypeVar("F", bound=Callable[..., Any])
 _TRANSFORMS = {"Vmap": "vmap", "Grad": "grad", "Jvp": "jvp", "Functionalize": "functionalize"}
@@ -110,6 +111,24 @@ def first_order_only(backward: Callable[..., Any]) -> Callable[..., Any]:
                                "implementation='reference' (or 'fused' for plain LSTM/GRU cells) for double "
                                "backward (gradient penalties, Hessian-vector products)")
         return inner(ctx, *grads)
+
+    return wrapper
+
+
+def without_autocast(backward: Callable[..., Any]) -> Callable[..., Any]:
+    """A hand-written ``backward`` run with autocast off, as its forward ran (``torch.amp.custom_bwd``'s rule).
+
+    Under ``torch.autocast`` the engines compute in the weights' dtype (they call themselves again
+    with autocast disabled). A ``loss.backward()`` inside the autocast region would otherwise run
+    their backward's matmuls in bfloat16 against float32 saved tensors: gradients 0.5% off those of
+    the float32 forward they belong to (1e-7 outside the region)."""
+    @functools.wraps(backward)
+    def wrapper(ctx: Any, *grads: Any) -> Any:
+        device = next((g.device.type for g in grads if isinstance(g, Tensor)), "cpu")
+        if not torch.is_autocast_enabled(device):
+            return backward(ctx, *grads)
+        with torch.autocast(device, enabled=False):
+            return backward(ctx, *grads)
 
     return wrapper
 

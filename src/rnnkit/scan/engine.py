@@ -45,7 +45,14 @@ from torch.autograd.function import FunctionCtx
 from ..cells.base import RecurrentCell, State
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from . import cuda_graph, engine_triton, weight_cache
-from ._bptt import check_constant_mask, eager_under_compile, first_order_only, needs_grad, recurrent_grad
+from ._bptt import (
+    check_constant_mask,
+    eager_under_compile,
+    first_order_only,
+    needs_grad,
+    recurrent_grad,
+    without_autocast,
+)
 from .elementwise import tanh_for, tanh_into
 from .engine_layernorm import layernorm_engine_scan
 from .recompute import recompute_requested
@@ -179,6 +186,7 @@ class _LSTMEngine(torch.autograd.Function):
 
     @staticmethod
     @first_order_only
+    @without_autocast
     def backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None,  # type: ignore[override]
                  grad_c: Tensor | None) -> tuple[Tensor | None, ...]:
         x, z, cs, tanh_c, c_cand, xh, w_cat, bias, peep, rec_mask, update_h, update_c, out_mask, w_hr = \

@@ -43,7 +43,14 @@ from torch.autograd.function import FunctionCtx
 from ..cells.base import RecurrentCell, State
 from ..cells.gru import GRUCell
 from . import cuda_graph, engine_triton
-from ._bptt import check_constant_mask, eager_under_compile, first_order_only, needs_grad, recurrent_grad
+from ._bptt import (
+    check_constant_mask,
+    eager_under_compile,
+    first_order_only,
+    needs_grad,
+    recurrent_grad,
+    without_autocast,
+)
 from .elementwise import tanh_for
 from .recompute import recompute_requested
 from .step_matmul import StepMatmul, cached_step_matmul, large_matmul, linear
@@ -98,6 +105,7 @@ class _GRUEngine(torch.autograd.Function):
 
     @staticmethod
     @first_order_only
+    @without_autocast
     def backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None) -> tuple[Tensor | None, ...]:
         gates, hw, hs, h_in, w_hh, b_hh, rec_mask, update_h, out_mask = ctx.saved_tensors
         steps, batch, three_h = gates.shape

@@ -36,7 +36,7 @@ from torch.autograd.function import FunctionCtx
 
 from ..cells.lstm import LayerNormLSTMCell
 from . import cuda_graph, engine_triton
-from ._bptt import first_order_only, recurrent_grad
+from ._bptt import first_order_only, recurrent_grad, without_autocast
 from .elementwise import tanh_for
 from .step_matmul import StepMatmul, large_matmul, linear
 
@@ -86,6 +86,7 @@ class _LayerNormLSTMEngine(torch.autograd.Function):
 
     @staticmethod
     @first_order_only
+    @without_autocast
     def backward(ctx: Any, grad_out: Tensor | None, grad_h: Tensor | None,  # type: ignore[override]
                  grad_c: Tensor | None) -> tuple[Tensor | None, ...]:
         (z, y, cs, tanh_c, c_cand, h_in, w_hh, gain_hh, gain_c, bias_c, peep, rec_mask, update_h, update_c,

@@ -43,7 +43,7 @@ from ..cells.gru import GRUCell
 from ..cells.lstm import LayerNormLSTMCell, LSTMCell
 from ..cells.minrnn import LinearRecurrentCell, MinGRUCell, MinLSTMCell
 from . import engine_triton
-from ._bptt import eager_under_compile, first_order_only, unsupported_transform
+from ._bptt import eager_under_compile, first_order_only, unsupported_transform, without_autocast
 from .engine import engine_scan, engine_unavailable_reason, triton_engine_unavailable_reason
 from .engine_gru import gru_engine_scan, gru_engine_unavailable_reason
 from .step_matmul import linear
@@ -225,6 +225,7 @@ class _SequentialLinearScan(torch.autograd.Function):
 
     @staticmethod
     @first_order_only
+    @without_autocast
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         a, out, h0 = ctx.saved_tensors
         reverse: bool = ctx.reverse

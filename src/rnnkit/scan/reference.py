@@ -65,6 +65,13 @@ def reference_scan(
     Returns:
         ``(outputs [B, T, P], final_state, gates)`` where ``gates`` maps each gate name to a
         ``[B, T, H]`` tensor (zeros at masked steps), or ``None``.
+
+    Under ``torch.autocast`` the cell's matmuls run in the autocast dtype, but the state is carried,
+    and the outputs returned, in the initial state's dtype (the layer's), as the engines and the
+    linear scans do. A cell whose step ends in a matmul or its activation (an Elman RNN, a projected
+    LSTM's ``h``) came out in bfloat16 from unmasked calls and in float32 from masked ones (where
+    ``torch.where`` promoted it back to the carried state), and rounded its state to bfloat16 at
+    every step. Outside autocast the cast is a no-op.
     """
     batch, steps = x.shape[0], x.shape[1]
     if steps == 0:
@@ -80,6 +87,9 @@ def reference_scan(
         if t == first:  # a malformed cell fails here with what to fix, not in a broadcast below
             check_step(cell, result, batch)
         out, new, gates = result
+        new = tuple(n if n.dtype == s.dtype else n.to(s.dtype) for n, s in zip(new, state))  # autocast
+        if out.dtype != new[0].dtype:
+            out = out.to(new[0].dtype)
         if zoneout_rate:
             new = zoneout(new, state, zoneout_rate, training)
             out = new[0]

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from . import weight_cache
+from ._bptt import without_autocast
 
 BACKENDS = ("auto", "torch", "onednn")
 
@@ -307,6 +308,7 @@ class _Linear(torch.autograd.Function):
         return y if bias is None else y.add_(bias)
 
     @staticmethod
+    @without_autocast
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x, weight = ctx.saved_tensors
         # under create_graph=True (grad mode on here) large_matmul keeps torch's differentiable products
