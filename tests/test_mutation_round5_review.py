@@ -428,8 +428,9 @@ def test_a_gap_of_weekend_days_is_named_as_trading_day_data(tmp_path):
     days = np.arange("2024-01-01", "2024-01-29", dtype="datetime64[D]")
     trading = days[np.is_busday(days)]  # NumPy's calendar: Monday to Friday
     text = "t,y\n" + "".join(f"{d},{i}\n" for i, d in enumerate(trading))
-    with pytest.raises(DataError, match="mostly weekends"):
-        _series_csv(tmp_path, text)
+    assert _series_csv(tmp_path, text).only().freq == "1B"  # weekdays only: business days
+    with pytest.raises(DataError, match="mostly weekends"):  # declared daily: the weekend gaps are named
+        _series_csv(tmp_path, text, freq="D")
 
 
 @pytest.mark.parametrize("sep", ["\t", "|", ";"])

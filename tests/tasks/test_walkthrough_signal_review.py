@@ -79,10 +79,15 @@ def test_a_daily_file_missing_its_weekends_suggests_counting_rows_as_steps(tmp_p
     only offered to fill the weekends in."""
     days = np.datetime64("2021-01-04") + np.arange(70)  # a Monday
     weekdays = days[(days.astype(np.int64) + 3) % 7 < 5]
+    # read as business days (weekdays only, spanning weekends), dated Monday to Friday
+    series = read_timeseries(_csv(tmp_path / "stock.csv", weekdays), "date", "price").only()
+    assert series.freq == "1B" and series.time.tolist() == weekdays.astype(series.time.dtype).tolist()
+    # declared daily: the weekend gaps are named, with business days as the first fix
     with pytest.raises(DataError) as err:
-        read_timeseries(_csv(tmp_path / "stock.csv", weekdays), "date", "price")
+        read_timeseries(_csv(tmp_path / "stock.csv", weekdays), "date", "price", freq="D")
     message = str(err.value)
     assert "mostly weekends" in message and "time_column" in message and "fill" in message
+    assert "freq='B'" in message or "freq=B" in message
     # a single gap in a daily file on a weekday: one gap (not "1 gaps"), and no weekend hint
     one = np.delete(days, 2)  # a Wednesday
     with pytest.raises(DataError) as err:

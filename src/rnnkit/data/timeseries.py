@@ -7,7 +7,8 @@ values...). It then
 
 * parses timestamps (unparseable -> error naming file and line; duplicates -> error naming
   both lines; out of order -> error unless ``sort=True``);
-* infers the sampling step (calendar-aware: monthly data stays monthly) or checks ``freq``;
+* infers the sampling step (calendar-aware: monthly data stays monthly; daily data that never
+  falls on a weekend is business-daily, ``'1B'``) or checks ``freq``;
 * detects gaps, reports them, and fills them with the chosen policy
   (``'ffill'``, ``'interpolate'``, ``'zero'`` or ``'error'``);
 * fills NaN values (empty cells, ``NA``, ``nan``...) with the same policy; with ``fill_breaks``
@@ -62,23 +63,26 @@ _FREQ_UNITS = {
     "y": ("Y", 1), "a": ("Y", 1), "ys": ("Y", 1), "ye": ("Y", 1),
     "m": ("M", 1), "mon": ("M", 1),
     "q": ("M", 3), "qs": ("M", 3), "qe": ("M", 3),
-    "w": ("D", 7), "d": ("D", 1), "h": ("h", 1),
+    "w": ("D", 7), "d": ("D", 1), "b": ("B", 1), "h": ("h", 1),
     "min": ("m", 1), "t": ("m", 1), "s": ("s", 1),
 }  # fmt: skip
-_UNIT_NAMES = {"Y": "Y", "M": "M", "D": "D", "h": "h", "m": "min", "s": "s"}
+_UNIT_NAMES = {"Y": "Y", "M": "M", "D": "D", "B": "B", "h": "h", "m": "min", "s": "s"}
 _SECONDS = {"D": 86400, "h": 3600, "m": 60, "s": 1}  # the units of fixed length
+_DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 def parse_freq(freq: str) -> tuple[int, str]:
-    """Parse a frequency string such as ``'1h'``, ``'15min'``, ``'D'``, ``'M'`` or ``'W'``.
+    """Parse a frequency string such as ``'1h'``, ``'15min'``, ``'D'``, ``'B'``, ``'M'`` or ``'W'``.
 
     Args:
         freq: ``<count><unit>``; units: ``Y``/``A`` year, ``Q`` quarter, ``M``/``MS``/``ME``
-            month, ``W`` week, ``D`` day, ``h`` hour, ``min``/``T`` minute, ``s`` second
-            (a lone lowercase ``m`` is ambiguous and rejected).
+            month, ``W`` week, ``D`` day, ``B`` business day (Monday to Friday, as pandas'
+            ``'B'``), ``h`` hour, ``min``/``T`` minute, ``s`` second (a lone lowercase ``m`` is
+            ambiguous and rejected).
 
     Returns:
-        ``(step, numpy_unit)``, e.g. ``(15, 'm')`` for ``'15min'``.
+        ``(step, numpy_unit)``, e.g. ``(15, 'm')`` for ``'15min'``; business days have the unit
+        ``'B'`` (not a NumPy unit: their grid is counted with ``np.busday_count``).
     """
     m = re.fullmatch(r"\s*(\d*)\s*([A-Za-z]+)\s*", str(freq))
     if m:
@@ -90,7 +94,7 @@ def parse_freq(freq: str) -> tuple[int, str]:
             return count * mult, u
     raise DataError(
         f"cannot understand freq {freq!r}",
-        hint="use e.g. '1h', '15min', 'D', 'W', 'M' (month), 'Q', 'Y'",
+        hint="use e.g. '1h', '15min', 'D', 'B' (business day), 'W', 'M' (month), 'Q', 'Y'",
     )
 
 
@@ -785,13 +789,18 @@ def read_timeseries(
         future_covariates: Columns known in advance (calendar, plans).
         fill: Policy for gaps and NaN values: ``'ffill'``, ``'interpolate'``, ``'zero'``
             or ``'error'`` (raise at the first one, naming the line).
-        freq: Expected step (``'1h'``, ``'D'``, ``'M'``...); default: the most common
-            difference between consecutive timestamps.
+        freq: Expected step (``'1h'``, ``'D'``, ``'B'``, ``'M'``...); default: the most common
+            difference between consecutive timestamps, except that daily timestamps none of
+            which falls on a Saturday or Sunday, while a weekend lies between the first and the
+            last of some series, are business days (``'1B'``, Monday to Friday: positions and
+            forecast dates count business days, Friday -> Monday; a missing weekday, such as a
+            market holiday, is a gap). ``'2B'`` is every second business day. A Saturday or
+            Sunday in data read with ``freq='B'`` is an error naming its line.
         time_format: ``strptime`` format of the timestamps, or ``'numeric'`` for numbers;
             default ISO 8601.
         sort: Sort rows by time instead of raising on out-of-order timestamps.
         regular: Check the timestamps lie on a regular grid and fill gaps. ``False`` keeps
-            the timestamps as they are (e.g. business days); NaN values are still filled.
+            the timestamps as they are (no grid, no frequency); NaN values are still filled.
         file_format: ``'csv'`` or ``'parquet'`` (default: from the suffix).
         delimiter: CSV delimiter (default ``','``, ``'\\t'`` for ``.tsv``).
         encoding: Text encoding.
@@ -925,17 +934,22 @@ def read_timeseries(
             if jumps.size and fill == "error":
                 j = int(jumps[0])
                 weekdays = _weekend_gaps(times, jumps) if report.freq == "1D" else False
+                business = unit == "B"  # every missing step is a weekday: a holiday (a market closure)
                 raise DataError(
                     f"gap of {positions[j + 1] - positions[j] - 1} missing {report.freq} steps between "
                     f"{times[j]} and {times[j + 1]} ({jumps.size} gap{'s' if jumps.size != 1 else ''} in all)"
                     + (f" in series {sid!r}" if multi else "")
-                    + ("; the missing days are mostly weekends, as in trading-day data" if weekdays else ""),
+                    + ("; the missing days are mostly weekends, as in trading-day data" if weekdays else "")
+                    + ("; the missing days are weekdays of the Monday-to-Friday grid (holidays?)"
+                       if business else ""),
                     **table.where(int(rows[j + 1])),
                     hint=fixes(
+                        setting("freq", "B", then=" for business days (Monday to Friday)") if weekdays else None,
                         setting("time_column", ("None", "null"), then=" to count the rows as consecutive steps")
                         if weekdays else None,
-                        setting("fill", "ffill", "interpolate", "zero", then=" to fill gaps"),
-                        setting("regular", ("False", "false"), then=" to keep them"),
+                        setting("fill", "ffill", "interpolate", then=" to fill the holidays") if business
+                        else setting("fill", "ffill", "interpolate", "zero", then=" to fill gaps"),
+                        None if business else setting("regular", ("False", "false"), then=" to keep them"),
                     ),
                 )
             if n_steps != len(rows):
@@ -1000,7 +1014,8 @@ def _infer_grid(
     all_times: list[np.ndarray], freq: str | None, table: _Table
 ) -> tuple[str, int | float] | None:
     """Return the ``(unit, step)`` of the sampling grid shared by all series (a numeric time
-    column may have a fractional step, e.g. ``0.5`` seconds)."""
+    column may have a fractional step, e.g. ``0.5`` seconds); daily data on business days only is
+    ``('B', 1)`` (see :func:`_business_daily`)."""
     numeric = not np.issubdtype(all_times[0].dtype, np.datetime64)
     if freq is not None:
         if numeric:
@@ -1027,7 +1042,24 @@ def _infer_grid(
         # 0.1-steps differ in their last bits (0.30000000000000004 - 0.2): compare them rounded
         diffs = np.round(diffs, 9)
     values, counts = np.unique(diffs, return_counts=True)
-    return unit, _numeric_step(values[np.argmax(counts)])
+    common = _numeric_step(values[np.argmax(counts)])
+    if _business_daily(all_times, unit, common):
+        return "B", 1
+    return unit, common
+
+
+def _business_daily(all_times: list[np.ndarray], unit: str, step: int | float) -> bool:
+    """Whether daily timestamps (a step of one day, at any fixed time of day) are business days:
+    none falls on a Saturday or Sunday (``np.is_busday``), yet some series spans a weekend, i.e. has
+    fewer business days (``np.busday_count``) than calendar days between its first and last
+    timestamp. A weekday-only span (Monday to Wednesday) is no evidence, and stays daily, as pandas'
+    ``infer_freq`` has it."""
+    if unit not in _SECONDS or step * _SECONDS[unit] != _SECONDS["D"]:
+        return False
+    days = [np.asarray(t).astype("datetime64[D]") for t in all_times if len(t)]
+    if not days or not all(np.is_busday(d).all() for d in days):
+        return False
+    return any(int(np.busday_count(d[0], d[-1])) < int((d[-1] - d[0]).astype(np.int64)) for d in days)
 
 
 def _grid_positions(
@@ -1041,6 +1073,8 @@ def _grid_positions(
 ) -> np.ndarray:
     """Map sorted unique timestamps to integer positions on the grid; off-grid -> error."""
     in_series = f" (series {sid!r})" if sid is not None else ""
+    if unit == "B":
+        return _business_positions(times, rows, table, int(step), in_series)
     if unit in ("M", "Y") and _is_month_end(times).all():
         # Month-end dates: count whole months (a yearly grid is every 12 months).
         unit, step = "M", step * (12 if unit == "Y" else 1)
@@ -1086,6 +1120,42 @@ def _grid_positions(
     return positions.astype(np.int64)
 
 
+def _business_positions(times: np.ndarray, rows: np.ndarray, table: _Table, step: int, in_series: str) -> np.ndarray:
+    """Positions on a grid of every ``step``-th business day (Monday to Friday) from the first timestamp:
+    ``np.busday_count(first, t) / step``. A Saturday or Sunday, a time of day other than the first
+    timestamp's, or (``step > 1``) a business day between two grid days is an error naming the line;
+    a missing weekday (a holiday) is a gap."""
+    name = _freq_name(step, "B")
+    days = times.astype("datetime64[D]")
+    weekend = np.flatnonzero(~np.is_busday(days))
+    if weekend.size:
+        i = int(weekend[0])
+        day = _DAY_NAMES[int((days[i].astype(np.int64) + 3) % 7)]  # 1970-01-01 was a Thursday
+        raise DataError(
+            f"timestamp {times[i]} is a {day}, not a business day of the {name} grid (Monday to Friday)"
+            + (f"; {weekend.size} timestamps fall on weekends" if weekend.size > 1 else "") + in_series,
+            **table.where(int(rows[i])),
+            hint=fixes(
+                "remove the weekend rows",
+                setting("freq", "D", then=" to read daily steps (the missing days are then gaps to fill)"),
+            ),
+        )
+    counts = np.busday_count(days[0], days).astype(np.int64)
+    off_grid = np.flatnonzero((counts % step != 0) | (times - days.astype(times.dtype) != times[0] - days[0]))
+    if off_grid.size:
+        i = int(off_grid[0])
+        raise DataError(
+            f"timestamp {times[i]} is off the regular {name} grid starting at {times[0]}" + in_series,
+            **table.where(int(rows[i])),
+            hint=fixes(
+                "fix the timestamp",
+                setting("freq", ("...", "FREQ"), then=" explicitly"),
+                setting("regular", ("False", "false"), then=" to keep irregular timestamps"),
+            ),
+        )
+    return counts // step
+
+
 def _is_month_end(times: np.ndarray) -> np.ndarray:
     """Which timestamps fall at midnight on the last day of their month (numeric times: none)."""
     t = np.asarray(times)
@@ -1097,9 +1167,14 @@ def _is_month_end(times: np.ndarray) -> np.ndarray:
 
 def _grid_times(start: Any, n_steps: int, unit: str, step: int | float, month_end: bool = False) -> np.ndarray:
     """``n_steps`` timestamps from ``start`` every ``step`` ``unit``; ``month_end``: on the last day of
-    each month (``unit`` ``'M'`` or ``'Y'``), as the file's own dates are."""
+    each month (``unit`` ``'M'`` or ``'Y'``), as the file's own dates are; ``unit`` ``'B'``: business
+    days (``np.busday_offset``; ``start`` must be one)."""
     if not unit:
         return start + step * np.arange(n_steps)
+    if unit == "B":  # every step-th business day (Friday -> Monday), at the first timestamp's time of day
+        day = start.astype("datetime64[D]")
+        days = np.busday_offset(day, np.arange(n_steps) * int(step))
+        return days.astype("datetime64[s]") + (start.astype("datetime64[s]") - day.astype("datetime64[s]"))
     if month_end and unit in ("M", "Y"):
         months = start.astype("datetime64[M]") + np.arange(n_steps) * step * (12 if unit == "Y" else 1)
         return ((months + 1).astype("datetime64[D]") - 1).astype("datetime64[s]")

@@ -17,7 +17,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,7 +80,8 @@ class DataConfig:
         "error", "gaps and empty/NaN cells: error stops at the first one; ffill, interpolate or zero fill them "
         "(reported); interpolate fills each train/val/test period from values observed before its end only "
         "(forward fill at a period's end)")
-    freq: str | None = option(None, "sampling step, e.g. 1h, D, M (default: inferred)")
+    freq: str | None = option(None, "sampling step, e.g. 1h, D, B (business days), M (default: inferred; "
+                                   "daily data never on a weekend is B)")
     time_format: str | None = option(None, "strptime format of the timestamps, or 'numeric' (default ISO 8601)")
     sort: bool = option(False, "sort rows by time instead of refusing unsorted files")
     lookback: int = option(48, "input window: steps the model reads before each forecast origin")
@@ -95,7 +96,8 @@ class DataConfig:
     scaler: Literal["standard", "robust", "minmax", "none"] = option(
         "standard", "per-series normalisation fitted on the training period (inverted on every forecast)")
     seasonal_period: int | None = option(None, "season length for seasonal naive, MASE and Holt-Winters "
-                                         "(default: from the frequency, e.g. 24 hourly, 7 daily, 12 monthly)")
+                                         "(default: from the frequency, e.g. 24 hourly, 7 daily, 5 business-daily, "
+                                         "12 monthly)")
     train_stride: int = option(1, "step between training windows")
 
 
@@ -220,13 +222,15 @@ def resolve_calendar(requested: Sequence[str], series: TimeSeries) -> list[str]:
         return names
     step, unit = step_unit
     auto = {"s": ["hour", "weekday"], "m": ["hour", "weekday"], "h": ["hour", "weekday"],
-            "D": ["weekday", "month"] if step % 7 else ["month"], "M": ["month"] if step < 12 else [],
+            "D": ["weekday", "month"] if step % 7 else ["month"], "B": ["weekday", "month"] if step % 5 else ["month"],
+            "M": ["month"] if step < 12 else [],
             "Y": []}.get(unit, [])
     return list(dict.fromkeys([*auto, *names]))
 
 
 def infer_period(freq: str | None) -> int:
-    """Season length from a frequency: a day of sub-daily steps, a week of days, a year of weeks or months."""
+    """Season length from a frequency: a day of sub-daily steps, a week of days (5 business days), a year of
+    weeks or months."""
     step_unit = _freq_unit(freq)
     if step_unit is None:
         return 1
@@ -237,6 +241,8 @@ def infer_period(freq: str | None) -> int:
         return max(per_day, 1)
     if unit == "D":
         return 7 if step == 1 else (52 if step == 7 else 1)
+    if unit == "B":
+        return 5 if step == 1 else (52 if step == 5 else 1)
     if unit == "M":
         return 12 // step if 12 % step == 0 and step < 12 else 1
     return 1
@@ -253,6 +259,8 @@ def future_times(series: TimeSeries, horizon: int) -> np.ndarray:
                                 hint="give data.freq, e.g. --set data.freq=D")
             return t[-1] + (t[-1] - t[-2]) * np.arange(1, horizon + 1)
         step, unit = step_unit
+        if unit == "B":  # the next business days: Friday -> Monday, at the last timestamp's time of day
+            return _grid_times(t[-1], horizon + 1, unit, step)[1:]
         if unit in ("M", "Y") and _is_month_end(t[-1:]).all():  # month-end dates stay month ends
             return _grid_times(t[-1], horizon + 1, unit, step, month_end=True)[1:]
         if unit in ("M", "Y"):  # calendar steps: the grid's dates are whole months (or years)
@@ -264,6 +272,13 @@ def future_times(series: TimeSeries, horizon: int) -> np.ndarray:
         return (t[-1].astype("datetime64[s]") + seconds).astype("datetime64[s]")
     step = (t[-1] - t[-2]) if len(t) > 1 else 1
     return t[-1] + step * np.arange(1, horizon + 1)
+
+
+def _weekdays_only(series: TimeSeries) -> bool:
+    """Whether a series read as daily has no Saturday or Sunday, and so fits a business-day grid too."""
+    t = np.asarray(series.time)
+    return (series.freq == "1D" and np.issubdtype(t.dtype, np.datetime64)
+            and bool(np.is_busday(t.astype("datetime64[D]")).all()))
 
 
 def _with_calendar(series: TimeSeries, names: Sequence[str]) -> TimeSeries:
@@ -873,9 +888,15 @@ class TrainedForecaster:
     def _read(self, path: str | Path, cfg: DataConfig,
               fill_breaks: Callable[[int], Sequence[int]] | None = None) -> list[TimeSeries]:
         """The series of ``path``, refused when their sampling step is not the one the model was trained
-        on: a weekly file fed to a daily model would be forecast (and dated) as if it were daily."""
+        on: a weekly file fed to a daily model would be forecast (and dated) as if it were daily. A model
+        trained on business days reads a daily file none of whose days falls on a weekend on its own
+        business-day grid: weekdays that span no weekend (Monday to Wednesday) cannot be told from daily
+        data, yet are business days."""
         series = self.pipe.read(path, cfg, fill_breaks)
         trained = self.pipe.freq
+        business = (_freq_unit(trained) or (0, ""))[1] == "B"
+        if business and cfg.freq is None and all(_weekdays_only(s) for s in series):
+            series = self.pipe.read(path, replace(cfg, freq=trained), fill_breaks)
         for s in series:
             if trained and s.freq and s.freq != trained:
                 raise DataError(f"series {s.series_id!r} steps by {s.freq}, but the model was trained on data that "
