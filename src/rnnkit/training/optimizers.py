@@ -24,12 +24,19 @@ The updates are Keras 3's (to float32 rounding, tested against Keras): Adam adds
 by ``sqrt(v + epsilon)`` (own foreach steps; torch divides by ``sqrt(v) + epsilon``), and the
 momentum buffers of SGD and RMSprop are rescaled when the learning rate changes, since Keras keeps
 the rate inside its momentum. docs/models.md lists the deliberate differences.
+
+Keras 3's ``gradient_accumulation_steps`` (mean gradient applied every N-th call, the accumulators
+kept as optimizer state), ``loss_scale_factor`` (the backward of ``loss * factor``, the gradients
+divided by it before accumulation and clipping) and ``exclude_from_weight_decay`` (by parameter, or
+by Keras weight name: :func:`keras_weight_names`) behave as Keras's (tested against Keras).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import re
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -308,6 +315,51 @@ def _scalar_learning_rate(value: Any) -> Any:
     return value
 
 
+_ACCUMULATOR = "gradient_accumulator"  # the torch state entry of Keras' gradient accumulator slot
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward multiplies the incoming gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx: Any, loss: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return loss.view_as(loss)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+def keras_weight_names(model: nn.Module) -> dict[int, str]:
+    """``id(parameter) -> name`` as Keras 3 names the same weight (``variable.name``, which
+    ``exclude_from_weight_decay(var_names=...)`` searches): ``embeddings`` for an embedding's table,
+    ``gamma``/``beta`` for a normalization's scale and offset, ``kernel``/``recurrent_kernel``/``bias``
+    for a recurrent layer's ``weight_ih``/``weight_hh``/``bias_ih`` and ``bias_hh`` (Keras has one
+    ``bias``), ``kernel`` for any other ``weight``; other parameters keep their torch attribute name."""
+    from ..layers.core import Embedding
+    from ..layers.normalization import BatchNormalization, LayerNormalization
+
+    norms = (BatchNormalization, LayerNormalization, nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
+    names: dict[int, str] = {}
+    for module in model.modules():
+        for attr, param in module.named_parameters(recurse=False):
+            if attr == "weight" and isinstance(module, Embedding | nn.Embedding):
+                name = "embeddings"
+            elif attr in ("weight", "bias") and isinstance(module, norms):
+                name = "gamma" if attr == "weight" else "beta"
+            elif attr.startswith("weight_ih"):
+                name = "kernel"
+            elif attr.startswith("weight_hh"):
+                name = "recurrent_kernel"
+            elif attr.startswith(("bias_ih", "bias_hh")):
+                name = "bias"
+            else:
+                name = "kernel" if attr == "weight" else attr
+            names.setdefault(id(param), name)
+    return names
+
+
 class Optimizer:
     """Keras-style optimizer description that owns its ``torch.optim`` optimizer.
 
@@ -324,26 +376,46 @@ class Optimizer:
         ema_momentum: the average's momentum, in ``[0, 1]``.
         ema_overwrite_frequency: steps between writes of the average into the weights (``None``:
             only at the end of ``fit``).
-        loss_scale_factor, gradient_accumulation_steps: Keras arguments taken for configs that
-            carry them; only ``None`` is supported.
+        loss_scale_factor: Keras' loss scaling: training backpropagates ``loss * loss_scale_factor``
+            (the loss logged is unscaled) and the gradients are divided by it before accumulation,
+            clipping and the update; ``scale_loss(loss)`` and ``apply`` do the same in a custom loop.
+        gradient_accumulation_steps: Keras' accumulation (an integer >= 2): the gradients of every
+            call are summed in a ``gradient_accumulator`` slot and the weights move only every
+            ``gradient_accumulation_steps``-th call, with the mean ``(g + accumulated) / steps``
+            (clipped, weight decay applied, the rate of that call's step); :attr:`iterations` counts
+            every call, as Keras' ``iteration`` variable.
         name: optional name.
+
+    ``exclude_from_weight_decay(var_list, var_names)`` exempts weights from ``weight_decay``.
     """
 
     registry_name = ""
     default_learning_rate = 0.001
     torch_weight_decay = False  # the torch class applies weight_decay itself (decoupled)
     use_ema, ema_momentum, ema_overwrite_frequency = False, 0.99, None  # (also for objects pickled before EMA)
+    loss_scale_factor: float | None = None  # (class defaults: objects pickled before these existed)
+    gradient_accumulation_steps: int | None = None
     _iterations = 0
+    _excluded: tuple[nn.Parameter, ...] = ()  # exclude_from_weight_decay(var_list=...)
+    _excluded_pattern: re.Pattern[str] | None = None  # exclude_from_weight_decay(var_names=...)
+    _weight_names: dict[int, str] = {}  # id(parameter) -> Keras weight name (set by name_weights)
+    _decay_cache: tuple[list[int], list[int]] | None = None  # (ids of the parameters, ids excluded)
+    _prepared: dict[int, tuple[weakref.ref[Tensor], int]] = {}  # gradients prepare_gradients left (and versions)
 
     def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[int], float] | None = None,
                  weight_decay: float | None = None, clipnorm: float | None = None, clipvalue: float | None = None,
                  global_clipnorm: float | None = None, use_ema: bool = False, ema_momentum: float = 0.99,
                  ema_overwrite_frequency: int | None = None, loss_scale_factor: float | None = None,
                  gradient_accumulation_steps: int | None = None, name: str | None = None) -> None:
-        for arg, value, hint in (("loss_scale_factor", loss_scale_factor, "fit(precision='16-mixed') scales the loss"),
-                                 ("gradient_accumulation_steps", gradient_accumulation_steps, "use a larger batch_size")):
-            if value is not None:
-                raise ValueError(f"{arg}={value!r} is not supported by rnnkit optimizers; leave it None ({hint})")
+        if loss_scale_factor is not None and not (isinstance(loss_scale_factor, numbers.Real)
+                                                  and not isinstance(loss_scale_factor, bool)
+                                                  and math.isfinite(loss_scale_factor) and loss_scale_factor > 0):
+            raise ValueError(f"loss_scale_factor must be a positive number (None for no scaling), got {loss_scale_factor!r}")
+        if gradient_accumulation_steps is not None and not (
+                isinstance(gradient_accumulation_steps, numbers.Integral)
+                and not isinstance(gradient_accumulation_steps, bool) and gradient_accumulation_steps >= 2):
+            raise ValueError("gradient_accumulation_steps must be an integer >= 2 (None for no accumulation), got "
+                             f"{gradient_accumulation_steps!r}")
         if not 0 <= ema_momentum <= 1:
             raise ValueError(f"ema_momentum must be between 0 and 1, got {ema_momentum}")
         if ema_overwrite_frequency is not None and not (isinstance(ema_overwrite_frequency, int)
@@ -368,6 +440,8 @@ class Optimizer:
         self.clipnorm, self.clipvalue, self.global_clipnorm = clipnorm, clipvalue, global_clipnorm
         self.use_ema, self.ema_momentum = bool(use_ema), float(ema_momentum)
         self.ema_overwrite_frequency = ema_overwrite_frequency
+        self.loss_scale_factor = None if loss_scale_factor is None else float(loss_scale_factor)
+        self.gradient_accumulation_steps = None if gradient_accumulation_steps is None else int(gradient_accumulation_steps)
         self.name = name or self.registry_name
         self.torch_optimizer: torch.optim.Optimizer | None = None
         self._params: list[nn.Parameter] = []
@@ -444,7 +518,8 @@ class Optimizer:
         the slots per parameter (Adam: ``momentum`` and ``velocity`` of each parameter, then
         ``velocity_hat`` with ``amsgrad``; SGD with momentum: ``momentum``; RMSprop: ``velocity``, then
         ``momentum`` with momentum, then ``average_gradient`` when centered; Adagrad: ``accumulator``;
-        ``average`` first with ``use_ema``). A slot's ``value`` is the torch state tensor itself (torch's
+        ``average`` first with ``use_ema``, then ``gradient_accumulator`` with
+        ``gradient_accumulation_steps``). A slot's ``value`` is the torch state tensor itself (torch's
         units: SGD's and RMSprop's momentum hold the buffer without the learning rate); a slot torch
         has not created yet (before the first step) reads as zeros."""
         it, lr = self.iterations, float(self.learning_rate)
@@ -461,6 +536,8 @@ class Optimizer:
         if opt is None:
             return out
         layout = self._slot_layout()
+        if self.gradient_accumulation_steps:
+            layout = [[(_ACCUMULATOR, "gradient_accumulator")], *layout]
         if self.use_ema:
             layout = [[("ema_average", "average")], *layout]
         for block in layout:
@@ -484,7 +561,9 @@ class Optimizer:
         """Keras' ``apply(grads, trainable_variables)``: one step of the parameters given (default:
         those it was built with) with these gradients; ``None`` gradients are passed over. The
         first call builds the optimizer for its parameters; later calls take them or a subset of them
-        (others: ``ValueError``, as Keras). The parameters' own ``.grad`` are left as they were."""
+        (others: ``ValueError``, as Keras). The parameters' own ``.grad`` are left as they were.
+        With ``loss_scale_factor`` the gradients are taken as those of :meth:`scale_loss`'s loss
+        (divided by the factor), as Keras."""
         grads = list(grads)
         variables = list(self._params if trainable_variables is None else trainable_variables)
         if len(grads) != len(variables):
@@ -523,7 +602,8 @@ class Optimizer:
 
     def _ema_update(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
         """Step post-hook (``use_ema``): move each parameter's average toward it, as Keras after its update."""
-        momentum = self.ema_momentum if self.iterations > 1 else 0.0
+        step = self._keras_iteration(self._iterations - 1)  # Keras' iterations before this call
+        momentum = self.ema_momentum if step > 0 else 0.0
         averages, weights = [], []
         with torch.no_grad():
             for p in self._params:
@@ -537,7 +617,7 @@ class Optimizer:
                 weights.append(p.detach())
             if averages:
                 torch._foreach_lerp_(averages, weights, 1.0 - momentum)
-        if self.ema_overwrite_frequency and self.iterations % self.ema_overwrite_frequency == 0:
+        if self.ema_overwrite_frequency and (step + 1) % self.ema_overwrite_frequency == 0:
             self._ema_overwrite()
 
     def _ema_overwrite(self) -> None:
@@ -585,6 +665,7 @@ class Optimizer:
         successive ``fit`` calls continue one schedule, as in Keras): apply the schedule and the
         decoupled weight decay, and count the step. Called once before each optimizer step."""
         step = self._iterations if step is None else step
+        self.prepare_gradients(step)
         self._iterations = step + 1
         if self.torch_optimizer is None:
             return
@@ -595,16 +676,22 @@ class Optimizer:
             lr = self._learning_rate(step)
             for group in self.torch_optimizer.param_groups:
                 group["lr"] = lr
+        if not self._is_update_step(step):  # accumulating: the gradients went to the accumulators
+            return
         self._keras_form(step)
-        if not self.torch_weight_decay:
-            for group in self.torch_optimizer.param_groups:
-                group["weight_decay"] = 0.0  # optimizer states saved before decay was decoupled carry torch's L2
-        if self.weight_decay and not self.torch_weight_decay:
+        # the torch class decays only without exclusions (it decays every parameter of its group); the
+        # group's rate is set every step, so a loaded state or checkpoint cannot carry another one
+        torch_decay = self.torch_weight_decay and not (self._excluded or self._excluded_pattern is not None)
+        for group in self.torch_optimizer.param_groups:
+            group["weight_decay"] = (self.weight_decay or 0.0) if torch_decay else 0.0
+        if self.weight_decay and not torch_decay:
+            excluded = self._excluded_from_decay()
             with torch.no_grad():
                 for group in self.torch_optimizer.param_groups:
-                    for p in group["params"]:
-                        if p.grad is not None:
-                            p.mul_(1.0 - group["lr"] * self.weight_decay)
+                    decayed = [p for p in group["params"] if p.grad is not None and id(p) not in excluded]
+                    for device in {p.device for p in decayed}:
+                        torch._foreach_mul_([p for p in decayed if p.device == device],
+                                            1.0 - group["lr"] * self.weight_decay)
 
     def _keras_form(self, step: int) -> None:
         """Adjust the torch optimizer so that its step ``step`` is Keras' update (see the subclasses)."""
@@ -629,11 +716,138 @@ class Optimizer:
             group["keras_lr"] = new
 
     def clip(self, parameters: Iterable[nn.Parameter], overrides: dict[str, float | None] | None = None) -> None:
-        """Clip gradients with this optimizer's settings (``overrides`` from compile/fit win)."""
+        """Clip gradients with this optimizer's settings (``overrides`` from compile/fit win), after
+        :meth:`prepare_gradients` (unscaled and accumulated first, as Keras)."""
+        self.prepare_gradients()
         settings = merge_clipping({"clipnorm": self.clipnorm, "clipvalue": self.clipvalue,
                                    "global_clipnorm": self.global_clipnorm}, overrides or {})
         if any(v is not None for v in settings.values()):
             clip_gradients(parameters, **settings)
+            if self._prepared:  # clipped in place: still the prepared gradients (a later before_step leaves them)
+                self._prepared = {i: (ref, g._version) for i, (ref, _) in self._prepared.items()
+                                  if (g := ref()) is not None}
+
+    # -- loss scaling and gradient accumulation -----------------------------------------------
+    def scale_loss(self, loss: Any) -> Any:
+        """Keras' ``scale_loss``: ``loss * loss_scale_factor`` (``loss`` itself without one), for a
+        custom loop whose gradients then go to :meth:`apply`, which divides them by the factor."""
+        return loss if self.loss_scale_factor is None else loss * self.loss_scale_factor
+
+    def scale_loss_for_backward(self, loss: Tensor) -> Tensor:
+        """``loss`` with its value unchanged and its gradient multiplied by ``loss_scale_factor``:
+        backpropagating it is backpropagating :meth:`scale_loss` (``d(s * loss) = s``, what Keras'
+        trainer does), while ``fit`` logs the unscaled loss, as Keras. Used by the training step."""
+        if self.loss_scale_factor is None or not (loss.requires_grad and torch.is_grad_enabled()):
+            return loss
+        return _ScaleGradient.apply(loss, self.loss_scale_factor)
+
+    def _keras_iteration(self, step: int) -> int:
+        """Keras' ``iterations`` at raw step ``step``: the updates before it (``step // N`` with
+        ``gradient_accumulation_steps=N``), which Adam's bias correction and EMA count."""
+        return step // self.gradient_accumulation_steps if self.gradient_accumulation_steps else step
+
+    def _is_update_step(self, step: int) -> bool:
+        """Whether call ``step`` (0-based) moves the weights: every call, or with accumulation every
+        ``N``-th (``(step + 1) % N == 0``, as Keras)."""
+        steps = self.gradient_accumulation_steps
+        return not steps or (step + 1) % steps == 0
+
+    @torch.no_grad()
+    def prepare_gradients(self, step: int | None = None) -> None:
+        """Keras' ``apply`` before clipping, once per step (called by :meth:`clip` and
+        :meth:`before_step`, whichever comes first; later calls see the gradients it left and do
+        nothing): divide the gradients by ``loss_scale_factor``; with
+        ``gradient_accumulation_steps=N``, on call ``step`` (default :attr:`iterations`) add them to
+        the ``gradient_accumulator`` slots and drop them (``.grad = None``: the torch step then moves
+        nothing), or on every ``N``-th call replace them by ``(g + accumulated) / N`` and reset all
+        accumulators (removed from the state: zeros, which a slot not there reads as). A parameter
+        without torch state holds ``{"step": 0, "gradient_accumulator": ...}`` until its first update,
+        so that its state saves and loads like torch's."""
+        scale, steps = self.loss_scale_factor, self.gradient_accumulation_steps
+        opt = self.torch_optimizer
+        if (scale is None and not steps) or opt is None:
+            return
+        params = [p for p in self._params if p.grad is not None]
+        grads: list[Tensor] = [p.grad for p in params if p.grad is not None]
+        prepared = self._prepared
+        if not params or (len(prepared) == len(params) and all(
+                (entry := prepared.get(id(p))) is not None and entry[0]() is g and entry[1] == g._version
+                for p, g in zip(params, grads))):
+            return  # no gradients, or the ones this method left (same tensors, not written since)
+        if scale is not None:
+            torch._foreach_div_(grads, scale)
+        if steps:
+            step = self._iterations if step is None else step
+            states = [opt.state.get(p) or {} for p in params]
+            if self._is_update_step(step):
+                pairs = [(g, st[_ACCUMULATOR]) for g, st in zip(grads, states) if _ACCUMULATOR in st]
+                if pairs:
+                    torch._foreach_add_([g for g, _ in pairs], [a.to(g.dtype) for g, a in pairs])
+                torch._foreach_div_(grads, float(steps))
+                for p in self._params:
+                    state = opt.state.get(p)
+                    if state and state.pop(_ACCUMULATOR, None) is not None and state.keys() == {"step"}:
+                        del state["step"]  # only the accumulator's: torch starts the state at the step
+            else:
+                held = [(st[_ACCUMULATOR], g) for g, st in zip(grads, states) if _ACCUMULATOR in st]
+                if held:
+                    torch._foreach_add_([a for a, _ in held], [g.to(a.dtype) for a, g in held])
+                for p, g, st in zip(params, grads, states):
+                    if _ACCUMULATOR not in st:
+                        state = opt.state[p]
+                        if not state:  # (torch's load_state_dict needs a "step" in every state; 0: none taken)
+                            state["step"] = torch.tensor(0.0)
+                        state[_ACCUMULATOR] = g.detach().to(p.dtype, copy=True)
+                    p.grad = None
+                self._prepared = {}
+                return
+        self._prepared = {id(p): (weakref.ref(g), g._version) for p, g in zip(params, grads)}
+
+    # -- weight decay exclusions ---------------------------------------------------------------
+    def exclude_from_weight_decay(self, var_list: Iterable[nn.Parameter] | None = None,
+                                  var_names: Iterable[str] | None = None) -> None:
+        """Keras' ``exclude_from_weight_decay``: no ``weight_decay`` for the parameters in
+        ``var_list`` nor for those whose Keras weight name (``kernel``, ``recurrent_kernel``,
+        ``bias``, ``embeddings``, ``gamma``, ``beta``: see :func:`keras_weight_names`) matches one of
+        ``var_names`` (regular expressions searched in the name, as Keras). Call it before the
+        optimizer is built (before the first step); each call replaces the previous exclusions."""
+        if self.built:
+            raise ValueError("exclude_from_weight_decay() can only be configured before the optimizer is built "
+                             "(before its first step); call it right after creating the optimizer")
+        if isinstance(var_names, str):
+            raise TypeError(f"var_names must be a list of names, got the string {var_names!r}; "
+                            f"pass var_names=[{var_names!r}]")
+        names = list(var_names or [])
+        if any(not isinstance(n, str) for n in names):
+            raise TypeError(f"var_names must be strings, got {names!r}")
+        self._excluded = tuple(var_list or ())
+        self._excluded_pattern = re.compile("|".join(sorted(set(names)))) if names else None
+        self._decay_cache = None
+
+    def name_weights(self, model: nn.Module) -> None:
+        """Record the Keras weight names of ``model``'s parameters (for ``var_names`` of
+        :meth:`exclude_from_weight_decay`; the training step calls it with the model it trains)."""
+        if self._excluded_pattern is not None:
+            names = keras_weight_names(model)
+            if names != self._weight_names:
+                self._weight_names, self._decay_cache = names, None
+
+    def _excluded_from_decay(self) -> set[int]:
+        """``id`` of each parameter that weight decay passes over (cached per parameter list)."""
+        cache, ids = self._decay_cache, [id(p) for p in self._params]
+        if cache is not None and cache[0] == ids:
+            return set(cache[1])
+        excluded = {id(p) for p in self._excluded}
+        pattern = self._excluded_pattern
+        if pattern is not None:
+            unnamed = [p for p in self._params if id(p) not in self._weight_names and id(p) not in excluded]
+            if unnamed:
+                raise ValueError(f"exclude_from_weight_decay(var_names=...) needs the weight names, which this optimizer "
+                                 f"does not know for {len(unnamed)} parameter(s) (a custom loop with apply()); call "
+                                 "optimizer.name_weights(model) first or pass var_list=[...] instead")
+            excluded |= {id(p) for p in self._params if pattern.search(self._weight_names[id(p)]) is not None}
+        self._decay_cache = (ids, [i for i in ids if i in excluded])
+        return excluded
 
     # -- config --------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -645,6 +859,10 @@ class Optimizer:
                   "clipvalue": self.clipvalue, "global_clipnorm": self.global_clipnorm, "name": self.name}
         if self.use_ema:
             config.update(use_ema=True, ema_momentum=self.ema_momentum, ema_overwrite_frequency=self.ema_overwrite_frequency)
+        if self.loss_scale_factor is not None:
+            config["loss_scale_factor"] = self.loss_scale_factor
+        if self.gradient_accumulation_steps is not None:
+            config["gradient_accumulation_steps"] = self.gradient_accumulation_steps
         return config
 
     @classmethod
@@ -660,6 +878,14 @@ class Optimizer:
             sched_config = {k: v for k, v in (lr.get("config") or {}).items() if k != "name"}  # Keras names it
             config["learning_rate"] = sched(**sched_config)
         return cls(**config)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled or copied without what is keyed by ``id`` of this process's tensors (the
+        gradients of the last step, the weight names: the training step sets them again)."""
+        state = dict(self.__dict__)
+        for key in ("_prepared", "_weight_names", "_decay_cache"):
+            state.pop(key, None)
+        return state
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(learning_rate={self._learning_rate})"
@@ -778,10 +1004,11 @@ class Adam(Optimizer):
         # Keras adds epsilon to sqrt(v) before the bias correction, torch after it:
         #   Keras: p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
         #   torch: p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps_torch)
-        # equal with eps_torch = eps / sqrt(1 - b2^t) (t = step + 1, torch's step count). A number
+        # equal with eps_torch = eps / sqrt(1 - b2^t) (t = Keras' iterations + 1, torch's step count). A number
         # set per step: the fused kernel runs unchanged.
         assert self.torch_optimizer is not None
-        eps = self.epsilon / math.sqrt(1.0 - self.beta_2 ** (step + 1)) if self.beta_2 < 1 else self.epsilon
+        t = self._keras_iteration(step) + 1  # Keras' local step (the updates, with gradient accumulation)
+        eps = self.epsilon / math.sqrt(1.0 - self.beta_2 ** t) if self.beta_2 < 1 else self.epsilon
         for group in self.torch_optimizer.param_groups:
             group["eps"] = eps
 
@@ -967,7 +1194,8 @@ class TorchOptimizer(Optimizer):
     registry_name = "torch"
 
     def __init__(self, cls: type[torch.optim.Optimizer], learning_rate: Any = 0.001, **kwargs: Any) -> None:
-        clip = {k: kwargs.pop(k) for k in ("clipnorm", "clipvalue", "global_clipnorm") if k in kwargs}
+        clip = {k: kwargs.pop(k) for k in ("clipnorm", "clipvalue", "global_clipnorm", "loss_scale_factor",
+                                           "gradient_accumulation_steps") if k in kwargs}
         if "lr" in kwargs:
             learning_rate = kwargs.pop("lr")
         super().__init__(learning_rate, name=cls.__name__.lower(), **clip)
@@ -983,7 +1211,8 @@ class TorchOptimizer(Optimizer):
         """The torch state's tensors (other than ``step``), per parameter in the order torch made them."""
         keys: dict[str, None] = {}
         for state in (self.torch_optimizer.state.values() if self.torch_optimizer is not None else []):
-            keys.update((k, None) for k, v in state.items() if isinstance(v, Tensor) and k not in ("step", "ema_average"))
+            keys.update((k, None) for k, v in state.items()
+                        if isinstance(v, Tensor) and k not in ("step", "ema_average", _ACCUMULATOR))
         return [[(k, k) for k in keys]]
 
     def get_config(self) -> dict[str, Any]:

@@ -69,6 +69,7 @@ class StepLogic:
                 self.fused[i] = True
         self._class_table: Tensor | None = None
         self.preflight_outputs: list[Tensor] = []
+        compiled.optimizer.name_weights(model)  # Keras weight names, for exclude_from_weight_decay(var_names=)
         if class_weight:
             if len(self.losses) != 1:
                 raise ValueError("class_weight works for single-output models; for several outputs pass "
@@ -194,7 +195,8 @@ class StepLogic:
             weighted = value * self.loss_weights[i]
             total = weighted if total is None else total + weighted
         assert total is not None
-        return total, parts
+        # the optimizer's loss_scale_factor (Keras): its gradient is scaled, its value (logged) is not
+        return self.compiled.optimizer.scale_loss_for_backward(total), parts
 
     # -- metrics ---------------------------------------------------------------------------------
     def probabilities(self, i: int, out: Tensor) -> Tensor:
