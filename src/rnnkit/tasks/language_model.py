@@ -17,6 +17,7 @@ import math
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -553,7 +554,12 @@ class TrainedLanguageModel:
         if overrides:
             raise ConfigError(f"evaluate --set {overrides[0]}: a language-model run reads text as at training "
                               "(tokenization, lowercasing and line endings are fixed); drop --set")
+        from ..data.io import iter_lines
+
         p = text_file(path)
+        if not any(line.strip() for _, line in iter_lines(p)):  # as training refuses such a dev file
+            raise ConfigError(f"{p}: the text is empty or only blank lines, so its perplexity would only say how well a line "
+                              "break follows a line break; fix: give a file with text")
         with tempfile.TemporaryDirectory() as tmp:
             ids = self.prep.ids_of_file(p, Path(tmp) / "ids.bin")
             nll, count = stream_nll(self.model, ids, batch_size=batch_size)
@@ -698,6 +704,42 @@ class TrainedLanguageModel:
 
 
 # -- training ----------------------------------------------------------------------------------
+def unk_causes(prep: Preprocessor, train_file: Path, dev_file: Path) -> Counter[str]:
+    """Why the dev tokens read as ``<unk>`` do: ``"text"``, the text itself holds ``<unk>`` (a corpus
+    preprocessed with a fixed vocabulary, as PTB is); ``"cut"``, the token occurs in the training
+    text but ``data.min_freq`` or ``data.vocab_size`` left it out of the vocabulary; ``"unseen"``, it
+    never occurs in the training text (only more training text helps)."""
+    from ..data.io import iter_lines
+
+    unk = prep.vocab.unk_token
+    training: set[str] = set()
+    for _, line in iter_lines(train_file):
+        training.update(prep.tokenizer.tokenize(line))
+    causes: Counter[str] = Counter()
+    for _, line in iter_lines(dev_file):
+        for token in prep.tokenizer.tokenize(line):
+            if token == unk:
+                causes["text"] += 1
+            elif token not in prep.vocab:
+                causes["cut" if token in training else "unseen"] += 1
+    return causes
+
+
+def unk_note(share: float, causes: Counter[str], vocab_size: int) -> str:
+    """The training note on a dev stream with more than :data:`UNK_NOTE_SHARE` ``<unk>``: how many
+    of them each cause of :func:`unk_causes` gave, and the setting that helps only where one does
+    (``data.vocab_size``/``data.min_freq`` only for tokens they cut out of the vocabulary)."""
+    parts = [f"{causes[key]:,} {what}" for key, what in (
+        ("text", "are <unk> in the text itself"),
+        ("cut", "were left out of the vocabulary by data.min_freq or data.vocab_size"),
+        ("unseen", "never occur in the training text")) if causes[key]]
+    fix = {"cut": "raise data.vocab_size or lower data.min_freq", "unseen": "train on more text"}
+    fixes = [fix[key] for key in ("cut", "unseen") if causes[key]]
+    return (f"{share:.1%} of the dev tokens are <unk> (vocabulary of {vocab_size:,}: {'; '.join(parts)}); <unk> "
+            "stands for many tokens and is easy to predict, so the perplexity flatters the model and compares only "
+            "with models of the same vocabulary" + (f"; fix: {' or '.join(fixes)}" if fixes else ""))
+
+
 def dev_metrics(config: Config) -> dict[str, str | None]:
     """Every quality metric ``train`` reports under ``metrics["dev"]`` for ``config``, with its
     direction: ``"max"`` (higher is better), ``"min"`` (lower is better) or ``None`` (no better
@@ -782,10 +824,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         f"{m.cell} x{m.num_layers}, {output}, {params:,} parameters; {cfg.train.batch_size} streams, bptt {cfg.train.bptt}")
     notes = []
     if unk_share["dev"] > UNK_NOTE_SHARE:  # <unk> is one easy token standing for many: perplexity looks better
-        notes.append(f"{unk_share['dev']:.1%} of the dev tokens are <unk> (outside the vocabulary of "
-                     f"{len(prep.vocab):,}); <unk> stands for many tokens and is easy to predict, so the perplexity "
-                     "flatters the model and compares only with models of the same vocabulary; raise "
-                     "data.vocab_size or lower data.min_freq")
+        dev_text = Path(dev_path) if dev_path is not None else dev_file
+        notes.append(unk_note(unk_share["dev"], unk_causes(prep, fit_file, dev_text), len(prep.vocab)))
         log(f"note: {notes[-1]}")
     carried: dict[str, Any] = {"dev": None}
     # the training streams' state between windows: in the engine's task_state, so a checkpoint written

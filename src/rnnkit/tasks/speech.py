@@ -69,6 +69,11 @@ PATH_KEYS = ("decode.lexicon",)
 # The data readers' arguments as config keys, for one-line errors worded for the command line.
 CONFIG_KEYS = {"path_column": "data.path_column", "label_column": "data.label_column", "pattern": "data.pattern",
                "mono": "data.mono"}
+# data.* keys that ``evaluate --set`` may change: how the evaluation files are read, labelled, split and (for
+# connected digits) joined. The others (features, sample rate, units, lowercasing, dev split) were fixed by
+# training, and changing one would silently do nothing: a one-line error instead.
+EVALUATE_DATA_KEYS = ("mode", "pattern", "path_column", "label_column", "split", "test_speakers", "mono",
+                      "min_digits", "max_digits", "connected_eval", "silence_ms", "snr_db")
 DESCRIPTION = ("Speech recognition from wav files: isolated words, CTC transcripts (chars or words), "
                "connected digits, streaming")
 BLANK = "<blank>"
@@ -1212,18 +1217,19 @@ class TrainedSpeechModel:
         return out
 
     def evaluate(self, path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-        """Metrics on labelled audio read as in training (``data.*`` overrides change how;
-        ``decode.*`` ones how it is decoded, e.g. ``decode.max_chunk_seconds``). With
+        """Metrics on labelled audio read as in training (``data.*`` overrides of
+        :data:`EVALUATE_DATA_KEYS` change how; ``decode.*`` ones how it is decoded, e.g. ``decode.max_chunk_seconds``). With
         ``data.split=fsdd`` or ``speaker`` only the test part is scored; ``data.split=none``
         scores every file. Connected-digit runs build test utterances from those files."""
-        from .config import apply_overrides, from_dict
+        from .config import apply_overrides, reading_overrides
 
         data_overrides, decode_overrides = _split_decode_overrides(overrides)
         data = apply_overrides({"data": asdict(self.prep.data)}, data_overrides)
         if set(data) != {"data"}:
             raise ConfigError(f"evaluate --set accepts data.* and decode.* keys only, got "
                               f"{sorted(set(data) - {'data'})}")
-        cfg = from_dict(DataConfig, data["data"], "data.")
+        # only EVALUATE_DATA_KEYS apply to new files: e.g. data.n_mels=80 was ignored (the features are the model's)
+        cfg = reading_overrides(self.prep.data, data_overrides, EVALUATE_DATA_KEYS, "evaluate --set")
         saved, self.decode = self.decode, _with_decode_overrides(self.decode, decode_overrides)
         try:
             return self._evaluate_items(path, cfg)

@@ -48,6 +48,19 @@ NAME = "translation"
 # The data readers' arguments as config keys, for one-line errors worded for the command line.
 CONFIG_KEYS = {"empty": "data.empty"}
 DESCRIPTION = "Machine translation with attentional recurrent encoder-decoders (two aligned files or TSV; BLEU/chrF)"
+# data.* keys that ``evaluate --set`` may change (how the evaluation files are read); the others were fixed
+# by training (the subword vocabularies, lowercasing, length limits), so changing one is a one-line error
+EVALUATE_DATA_KEYS = ("source_column", "target_column", "empty")
+# source and target texts whose sides each split into this many times more subwords per word under
+# their own vocabulary than under the other side's are taken as swapped (Preprocessor.check_sides); the
+# first SIDE_SAMPLE pairs are measured
+SWAPPED_MARGIN = 1.2
+SIDE_SAMPLE = 1000
+# a side whose text splits into this many times the subwords per word of its training text gets a note
+# (Preprocessor.language_notes): likely another language than the model's
+FOREIGN_RATIO = 1.5
+SWAP_FIX = ("give the source file first, as at training (--data SOURCE TARGET); for a .tsv file swap "
+            "data.source_column and data.target_column")
 PAIRED_INPUT = True  # --train/--dev/--data accept two paths: source file and target file
 PathArg = str | Path | Sequence[str | Path]
 
@@ -217,10 +230,13 @@ def read_pairs(path: PathArg, cfg: DataConfig) -> Any:
 class Preprocessor:
     """Source and target subword encoders fitted on the training pairs."""
 
-    def __init__(self, source: Any, target: Any, cfg: DataConfig) -> None:
+    def __init__(self, source: Any, target: Any, cfg: DataConfig,
+                 train_subwords_per_word: dict[str, float] | None = None) -> None:
         self.source, self.target, self.cfg = source, target, cfg
         tok = target.tokenizer
         self.pad_id, self.bos_id, self.eos_id = (int(tok.token_to_id(t)) for t in ("<pad>", "<bos>", "<eos>"))
+        # subwords per word of the training sources and targets (None: a run saved before they were kept)
+        self.train_subwords_per_word = train_subwords_per_word
 
     @classmethod
     def fit(cls, sources: Sequence[str], targets: Sequence[str], cfg: DataConfig) -> Preprocessor:
@@ -234,8 +250,12 @@ class Preprocessor:
 
         if cfg.shared_vocabulary:
             shared = train(list(sources) + list(targets))
-            return cls(shared, shared, cfg)
-        return cls(train(sources), train(targets), cfg)
+            prep = cls(shared, shared, cfg)
+        else:
+            prep = cls(train(sources), train(targets), cfg)
+        prep.train_subwords_per_word = {"source": prep.subwords_per_word(sources[:SIDE_SAMPLE], "source"),
+                                        "target": prep.subwords_per_word(targets[:SIDE_SAMPLE], "target")}
+        return prep
 
     @property
     def shared(self) -> bool:
@@ -259,10 +279,53 @@ class Preprocessor:
     def detokenize(self, ids: Sequence[int]) -> str:
         return str(self.target.decode(ids))
 
+    def subwords_per_word(self, texts: Sequence[str], side: str) -> float:
+        """Mean subwords per whitespace word of ``texts`` under the ``side`` (``"source"`` or
+        ``"target"``) vocabulary. A subword vocabulary learnt on one language splits text of another
+        into many more, shorter pieces, which is what :meth:`check_sides` reads."""
+        tokenizer = (self.source if side == "source" else self.target).tokenizer
+        words = sum(len(t.split()) for t in texts)
+        return sum(len(tokenizer.tokenize(t)) for t in texts) / max(words, 1)
+
+    def check_sides(self, sources: Sequence[str], targets: Sequence[str], where: str, fix: str) -> None:
+        """A one-line error when the source and target texts look swapped: the source text splits into
+        fewer subwords per word under the target vocabulary than under the source one, and the target
+        text fewer under the source vocabulary, both by more than :data:`SWAPPED_MARGIN` (in a pair the
+        right way round each side is far cheaper under its own vocabulary: on Multi30k De-En about 1.8
+        against 3.5 subwords per word). A swapped pair would otherwise be scored (BLEU near 0) or, as a
+        dev set, select epochs on noise. Not checked with a shared vocabulary (one for both languages)."""
+        if self.shared or not sources:
+            return
+        src, tgt = list(sources[:SIDE_SAMPLE]), list(targets[:SIDE_SAMPLE])
+        src_own, src_other = self.subwords_per_word(src, "source"), self.subwords_per_word(src, "target")
+        tgt_own, tgt_other = self.subwords_per_word(tgt, "target"), self.subwords_per_word(tgt, "source")
+        if src_own > SWAPPED_MARGIN * src_other and tgt_own > SWAPPED_MARGIN * tgt_other:
+            raise ConfigError(f"{where}: the source and target look swapped: the source text splits into "
+                              f"{src_own:.2f} subwords per word with the model's source vocabulary but {src_other:.2f} "
+                              f"with its target one, and the target text into {tgt_own:.2f} with the target "
+                              f"vocabulary but {tgt_other:.2f} with the source one; fix: {fix}")
+
+    def language_notes(self, sources: Sequence[str], targets: Sequence[str], where: str) -> list[str]:
+        """Notes for a side whose text splits into more than :data:`FOREIGN_RATIO` times the subwords per
+        word of the training text of that side: most likely another language than the model's (a French
+        source given to a German-English model: 3.3 against 1.8 on Multi30k), whose BLEU means nothing, or
+        a very different domain. Empty for runs saved before the training figures were kept."""
+        if not self.train_subwords_per_word:
+            return []
+        notes = []
+        for side, texts in (("source", sources), ("target", targets)):
+            seen, trained = self.subwords_per_word(texts[:SIDE_SAMPLE], side), self.train_subwords_per_word[side]
+            if seen > FOREIGN_RATIO * trained:
+                notes.append(f"{where}: the {side} text splits into {seen:.2f} subwords per word against {trained:.2f} "
+                             f"in the training {side}s: is it in the model's {side} language? (text in another "
+                             "language, or far from the training domain, scores near 0)")
+        return notes
+
     def save(self, run: RunDir) -> None:
         self.source.save(run.file("source_encoder.json"))
         self.target.save(run.file("target_encoder.json"))
-        run.write_json("translation.json", {"shared_vocabulary": self.shared, "data": asdict(self.cfg)})
+        run.write_json("translation.json", {"shared_vocabulary": self.shared, "data": asdict(self.cfg),
+                                            "train_subwords_per_word": self.train_subwords_per_word})
 
     @classmethod
     def load(cls, run: RunDir) -> Preprocessor:
@@ -275,7 +338,9 @@ class Preprocessor:
         except Exception as err:
             raise RunError(f"run folder {run.path}: subword vocabularies are missing or corrupt ({err}); "
                            "train again") from None
-        return cls(source, target, DataConfig(**meta["data"]))
+        spw = meta.get("train_subwords_per_word")
+        valid = isinstance(spw, dict) and all(isinstance(spw.get(k), int | float) for k in ("source", "target"))
+        return cls(source, target, DataConfig(**meta["data"]), spw if valid else None)
 
 
 Item = tuple[list[int], list[int], int]
@@ -458,14 +523,17 @@ class TrainedTranslator:
 
     def evaluate(self, path: PathArg, overrides: Sequence[str] = ()) -> dict[str, Any]:
         """BLEU/chrF on a parallel file pair or TSV; ``overrides`` may set ``decode.*`` (e.g.
-        ``decode.beam_size=1``) and the TSV columns ``data.source_column``/``data.target_column``."""
-        from .config import apply_overrides, from_dict
+        ``decode.beam_size=1``) and :data:`EVALUATE_DATA_KEYS`: the TSV columns
+        ``data.source_column``/``data.target_column`` and ``data.empty``."""
+        from .config import apply_overrides, from_dict, reading_overrides
 
         data = apply_overrides({"data": asdict(self.prep.cfg), "decode": asdict(self.decode)}, list(overrides))
         if set(data) != {"data", "decode"}:
             raise ConfigError(f"evaluate --set accepts data.* and decode.* keys only, got "
                               f"{sorted(set(data) - {'data', 'decode'})}")
-        data_cfg = from_dict(DataConfig, data["data"], "data.")
+        # the subword vocabularies, lowercasing and length limits are the model's: such a key would do nothing
+        data_cfg = reading_overrides(self.prep.cfg, [o for o in overrides if o.strip().startswith("data.")],
+                                     EVALUATE_DATA_KEYS, "evaluate --set")
         saved, self.decode = self.decode, from_dict(DecodeConfig, data["decode"], "decode.")
         try:
             corpus = read_pairs(path, data_cfg)
@@ -473,14 +541,15 @@ class TrainedTranslator:
                 shown = " + ".join(map(str, [path] if isinstance(path, str | Path) else path))
                 raise ConfigError(f"{shown}: no sentence pairs read ({corpus.num_skipped_empty} with an "
                                   "empty side skipped); give parallel files with at least one pair")
+            self.prep.check_sides(corpus.sources, corpus.targets, _plain(path), SWAP_FIX)
             metrics = self.score_pairs(corpus.sources, corpus.targets)
         finally:
             self.decode = saved
         metrics.pop("translations")
         metrics["skipped_empty_pairs"] = corpus.num_skipped_empty
-        note = corpus.ragged_note()
-        if note:
-            metrics["notes"] = [*metrics.get("notes", []), note]
+        notes = [corpus.ragged_note(), *self.prep.language_notes(corpus.sources, corpus.targets, _plain(path))]
+        if any(notes):
+            metrics["notes"] = [*metrics.get("notes", []), *filter(None, notes)]
         return metrics
 
     def use_overrides(self, overrides: Sequence[str]) -> None:
@@ -610,6 +679,10 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
         raise ConfigError(f"need at least 2 training pairs and 1 dev pair, got {len(train_src)} "
                           f"({_plain(train_path)}) and {len(dev_src)} ({_plain(dev_path)}); give more pairs")
     prep = Preprocessor.fit(train_src, train_tgt, cfg.data)
+    if dev_path is not None:  # a swapped dev pair would select epochs on a BLEU near 0
+        prep.check_sides(dev_src, dev_tgt, _plain(dev_path), SWAP_FIX.replace("--data", "--dev"))
+        for note in prep.language_notes(dev_src, dev_tgt, _plain(dev_path)):
+            log(f"warning: {note}")
     d = cfg.data
     train_items: list[Item] = []
     too_long = 0
