@@ -509,7 +509,9 @@ def predict(
             results = [model.explain(t) for t in texts] if explain else model.predict(texts)  # type: ignore[attr-defined]
     except _USER_ERRORS as err:
         raise _fail(err) from None
-    _notes([(where, r["note"]) for (_, where), r in zip(items, results) if isinstance(r, dict) and "note" in r])
+    # a result of a file (speech) names it by its path, not by its place among the inline inputs ("input 1")
+    _notes([(r.get("path", where), r["note"]) for (_, where), r in zip(items, results)
+            if isinstance(r, dict) and "note" in r])
     if not results:  # e.g. an .npz or a folder holding no images: say so rather than print nothing
         typer.echo("note: nothing to predict: the inputs hold no items (an empty array, file or folder)", err=True)
     separator = str(getattr(getattr(getattr(model, "prep", None), "cfg", None), "label_separator", "|"))
@@ -521,7 +523,8 @@ def predict(
             probs, label = result["probabilities"], result["label"]
             if isinstance(label, list):  # multi-label: the labels joined as in the training files
                 label = separator.join(map(str, label)) or "(none)"
-            typer.echo(f"{label}\t{max(probs.values()):.3f}\t{str(result.get('text', ''))[:80]}")
+            shown = result.get("path", result.get("text", ""))  # the input: a wav file's path, or the text
+            typer.echo(f"{label}\t{max(probs.values()):.3f}\t{str(shown)[:80]}")
         elif "tags" in result:
             typer.echo(" ".join(f"{tok}/{tag}" for tok, tag in zip(result["tokens"], result["tags"])))
             for entity in result.get("entities", []):

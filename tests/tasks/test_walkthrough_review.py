@@ -268,3 +268,24 @@ def test_real_ptb_unk_causes(shared_data, tmp_path):
     dev_tokens = [t for line in dev_lines for t in line.split()]
     causes = unk_causes(Preprocessor.fit(train, DataConfig()), train, dev)
     assert causes == Counter({"text": dev_tokens.count("<unk>"), "unseen": sum(t not in seen for t in dev_tokens)})
+
+
+def test_speech_classifier_predict_names_its_files(tmp_path, monkeypatch):
+    """``rnnkit predict RUN a.wav`` on a speech classifier printed ``label<TAB>prob<TAB>label`` (the
+    third column, the input elsewhere, repeated the label) and its resampling note began ``input 1:``;
+    both now show the file's path."""
+    sf = pytest.importorskip("soundfile")
+    import rnnkit.tasks
+
+    model = _speech_classifier()
+    monkeypatch.setattr(rnnkit.tasks, "load_ensemble", lambda runs: model)
+    t = np.arange(int(0.3 * 16000)) / 16000
+    wav = tmp_path / "hi.wav"
+    sf.write(wav, (0.5 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32), 16000)  # resampled to 8 kHz
+    result = runner.invoke(app, ["predict", "run", str(wav)])
+    assert result.exit_code == 0, result.output
+    expected = model.predict([str(wav)])[0]
+    rows = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
+    assert rows == [[expected["label"], f"{max(expected['probabilities'].values()):.3f}", str(wav)]]
+    notes = [line for line in result.output.splitlines() if line.startswith("note:")]
+    assert notes and all(str(wav) in line and "input 1" not in line for line in notes), result.output
