@@ -13,7 +13,7 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal, TypeVar, cast, get_args, get_origin
 
 import yaml
 
@@ -96,6 +96,29 @@ def check_max_minutes(value: float | None) -> None:
 def seconds_budget(minutes: float | None) -> float | None:
     """``train.max_minutes`` as the engine's ``max_seconds``."""
     return None if minutes is None else 60.0 * minutes
+
+
+# Lightning's precisions (``Trainer(precision=...)``), then its short aliases for them; PrecisionName, the type
+# of every task's ``train.precision``, takes both (``--print-config`` lists them)
+PrecisionName = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "32", "16", "bf16", "64"]
+PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
+PRECISIONS = tuple(name for name in get_args(PrecisionName) if name not in PRECISION_ALIASES)
+PRECISION_HELP = ("numerical precision of training, as Lightning names it: 32-true (float32), bf16-mixed or 16-mixed "
+                  "(float32 weights, matmuls under autocast; 16-mixed needs a GPU, on CPU Lightning takes bf16-mixed), "
+                  "bf16-true, 16-true or 64-true (the whole model in that dtype while training); the run folder's "
+                  "weights, inference and metrics stay float32")
+
+
+def check_precision(value: Any, key: str = "train.precision") -> PrecisionName:
+    """The Lightning precision ``value`` names (an alias such as ``bf16`` as its full name ``bf16-mixed``),
+    or a one-line error naming the accepted values."""
+    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else None
+    if text in PRECISIONS:
+        return cast(PrecisionName, text)
+    if text in PRECISION_ALIASES:
+        return cast(PrecisionName, PRECISION_ALIASES[text])
+    raise ConfigError(f"{key}: {shown(value)} is not valid; choose one of {', '.join(PRECISIONS)} "
+                      f"(or the aliases {', '.join(PRECISION_ALIASES)})")
 
 
 def option(default: Any, help: str, **kw: Any) -> Any:

@@ -11,6 +11,9 @@ is what dev sees and what is kept; ``average_weights`` does the same averaging f
 ``max_seconds`` is a time budget: training stops after the epoch past which another one, at the
 last epoch's pace, would end beyond it (the best weights so far are kept, as with early stopping);
 :func:`stop_reason` says which of the two ended the last run early.
+The precision (Lightning's ``"32-true"``, ``"bf16-mixed"`` ...) is ``options.precision`` (every task's
+``train.precision``); the model is given back, and its weights saved, in the dtypes it came with, and
+the dev metrics see float32 predictions.
 Lightning is imported here only, so ``--help``, ``predict`` and ``evaluate`` stay fast.
 
 Resuming: after every epoch the engine writes ``checkpoint-last.ckpt`` in the run folder (atomically:
@@ -82,6 +85,7 @@ class EngineOptions:
     lr_decay_patience: int = 1  # epochs without dev improvement before each cut
     average_weights: bool = False  # average the iterates from the first epoch without dev improvement
     max_seconds: float | None = None  # time budget: no epoch starts that would end past it
+    precision: str = "32-true"  # Lightning's precision ("32-true", "bf16-mixed" ...; train.precision)
 
 
 _BATCH_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("rnnkit_engine_batch_limit", default=None)
@@ -286,10 +290,17 @@ def batch_limit(batches: int = 1) -> Iterator[None]:
         _BATCH_LIMIT.reset(token)
 
 
-def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float, *,
+                   fused: bool = True) -> torch.optim.Optimizer:
     """The task optimizer ``name``; Adam, AdamW and SGD with torch's fused step where it runs
-    (:func:`rnnkit.training.optimizers.fused_step_kwargs`: 4x faster for Adam on CPU)."""
-    from ..training.optimizers import make_torch_optimizer
+    (:func:`rnnkit.training.optimizers.fused_step_kwargs`: 4x faster for Adam on CPU) and ``fused``.
+    Mixed precision (``bf16-mixed``, ``16-mixed``) takes torch's default step: a fused step unscales a
+    float16 GradScaler's gradients itself, after the clipping, so Lightning refuses to clip for one."""
+    from ..training.optimizers import make_torch_optimizer as fused_where_it_runs
+
+    def make_torch_optimizer(cls: type[torch.optim.Optimizer], params: Iterable[nn.Parameter],
+                             **kwargs: Any) -> torch.optim.Optimizer:
+        return fused_where_it_runs(cls, params, **kwargs) if fused else cls(params, **kwargs)
 
     if name == "adam":
         return make_torch_optimizer(torch.optim.Adam, params, lr=lr, weight_decay=weight_decay)
@@ -335,8 +346,8 @@ def _lightning_module(model: nn.Module, loss_fn: LossFn, predict_fn: PredictFn, 
 
         def validation_step(self, batch: Any, batch_idx: int) -> None:
             preds, targets = predict_fn(self.model, batch)
-            self._preds.append(preds.detach().cpu())
-            self._targets.append(targets.detach().cpu())
+            self._preds.append(_full_precision(preds.detach().cpu()))
+            self._targets.append(_full_precision(targets.detach().cpu()))
 
         def on_validation_epoch_end(self) -> None:
             if not self._preds:
@@ -348,14 +359,23 @@ def _lightning_module(model: nn.Module, loss_fn: LossFn, predict_fn: PredictFn, 
             self.log_dict({f"dev_{k}": float(v) for k, v in metrics.items()}, prog_bar=True)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
+            mixed = str(self.trainer.precision).endswith("-mixed")
             return make_optimizer(options.optimizer, self.model.parameters(), options.learning_rate,
-                                  options.weight_decay)
+                                  options.weight_decay, fused=not mixed)
 
     return TaskModule()
 
 
+def _full_precision(t: Tensor) -> Tensor:
+    """``t`` in float32 when it is float16 or bfloat16 (a model trained with ``train.precision=bf16-true``
+    predicts in bfloat16): dev metrics are sums over the whole dev set, which bfloat16's 8 significant bits
+    would round (a count past 256 no longer grows by 1)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 class WeightAverage:
-    """Running mean of a model's parameters over optimizer steps, swapped in for evaluation."""
+    """Running mean of a model's parameters over optimizer steps, swapped in for evaluation (kept in
+    float32 for float16/bfloat16 weights: an increment of 1/steps of a difference is below their rounding)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -368,7 +388,7 @@ class WeightAverage:
         return self.mean is not None
 
     def start(self) -> None:
-        self.mean = {name: p.detach().clone() for name, p in self.model.named_parameters()}
+        self.mean = {name: _full_precision(p.detach()).clone() for name, p in self.model.named_parameters()}
         self.steps = 1
 
     @torch.no_grad()
@@ -417,6 +437,43 @@ def progress_bar() -> Any:
     return epoch_progress_bar()
 
 
+def _floating_dtypes(model: nn.Module) -> dict[tuple[int, str, str], torch.dtype]:
+    """The dtype of each floating-point parameter and buffer of ``model``, by module and name."""
+    return {(id(m), kind, name): t.dtype for m in model.modules()
+            for kind, store in (("p", m._parameters), ("b", m._buffers)) for name, t in store.items()
+            if t is not None and t.is_floating_point()}
+
+
+@torch.no_grad()
+def _restore_dtypes(model: nn.Module, dtypes: dict[tuple[int, str, str], torch.dtype]) -> None:
+    """Put back the dtypes :func:`_floating_dtypes` recorded: Lightning's ``bf16-true``, ``16-true`` and
+    ``64-true`` convert the whole model for training, and the run folder's weights, the task's inference and
+    its metrics are float32 (bfloat16 values are exact in float32; a float64 run is rounded to it)."""
+    for m in model.modules():
+        for name, p in m._parameters.items():
+            want = dtypes.get((id(m), "p", name))
+            if p is not None and want is not None and p.dtype != want:
+                p.data = p.data.to(want)  # the same Parameter (tied weights stay tied)
+        for name, b in m._buffers.items():
+            want = dtypes.get((id(m), "b", name))
+            if b is not None and want is not None and b.dtype != want:
+                m._buffers[name] = b.to(want)
+
+
+def _trainer(pl: Any, precision: str, log: Callable[[str], None], **kwargs: Any) -> Any:
+    """``pl.Trainer(precision=precision, **kwargs)``; where Lightning trains with another precision than
+    asked (``16-mixed`` on a CPU, where float16 autocast is not supported, becomes ``bf16-mixed``) the log
+    says so in one line, in place of Lightning's warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is not supported on CPU. Using `precision=.*")
+        trainer = pl.Trainer(precision=precision, **kwargs)
+    used = str(trainer.precision)
+    if used != precision:
+        device = type(trainer.accelerator).__name__.replace("Accelerator", "") or "this device"
+        log(f"note: train.precision={precision} is not supported on {device}; Lightning trains with {used}")
+    return trainer
+
+
 def _check_options(options: EngineOptions) -> None:
     """One-line errors for settings that would otherwise train silently wrong: a patience of 0 or less
     stops after the first epoch, a clip norm of 0 or less turns clipping off (Lightning skips it), a
@@ -459,6 +516,9 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
     if options.epochs < 1:
         raise ValueError(f"train.epochs must be >= 1, got {options.epochs}")
     _check_options(options)
+    from .config import check_precision
+
+    precision = check_precision(options.precision)
     try:
         dev_batches = len(dev_loader)
     except TypeError:  # an iterable loader: its length is not known ahead
@@ -492,6 +552,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                              "saved_at": started, "epoch_start": started, "epoch_batches": 0, "mid_epoch": None,
                              "stopped": None}  # "early" or "time": the run ended before train.epochs
     averager = WeightAverage(model)
+    dtypes = _floating_dtypes(model)  # put back after training in another precision
+    weight_dtypes = {k: v.dtype for k, v in model.state_dict().items()}  # the best weights are kept in these
     limit = _BATCH_LIMIT.get()  # set by batch_limit(): a warm-up of one short epoch
     resume_from = None
     if _RESUMING.get():
@@ -652,7 +714,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                                                                                      -tie_sign * math.inf)
             if score > state["best"] or (score == state["best"] and tie > state["best_tie"]):
                 state["best"], state["best_tie"], state["bad_epochs"] = score, tie, 0
-                state["best_weights"] = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                state["best_weights"] = copy.deepcopy({k: v.detach().cpu().to(weight_dtypes.get(k, v.dtype))
+                                                       for k, v in model.state_dict().items()})
                 if run is not None:
                     from safetensors.torch import save
 
@@ -687,7 +750,8 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
 
     from ..training.checkpoint_io import DirectCheckpointIO
 
-    trainer = pl.Trainer(
+    trainer = _trainer(
+        pl, precision, log,
         plugins=[DirectCheckpointIO()],  # into the run folder's .partial, not through /tmp (see the module)
         max_epochs=options.epochs if limit is None else 1, accelerator=options.accelerator, devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=options.progress, enable_model_summary=False,
@@ -701,7 +765,10 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
     saving = run is not None and limit is None and _CHECKPOINT_SECONDS.get() is not None
     with ctrl_c_requests_a_stop("interrupted: stopping after this batch with a checkpoint to resume from (Ctrl-C "
                                 "again to stop at once)") if saving else contextlib.nullcontext(stop) as stop:
-        _fit_or_resume(trainer, module, train_loader, dev_loader, resume_from, history, pending, log)
+        try:
+            _fit_or_resume(trainer, module, train_loader, dev_loader, resume_from, history, pending, log)
+        finally:
+            _restore_dtypes(model, dtypes)
     if stop.asked:  # a Ctrl-C after the last epoch's checkpoint (while Lightning tore down): it stops all the same
         raise KeyboardInterrupt
     _STOPPED.set(None if len(history) >= options.epochs else state["stopped"] or pending.get("stopped"))

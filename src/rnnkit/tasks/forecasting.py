@@ -33,11 +33,14 @@ from ..data.windows import SplitBounds, chronological_split, window_starts
 from ..metrics import forecasting as fm
 from .config import (
     MAX_MINUTES_HELP,
+    PRECISION_HELP,
     ConfigError,
+    PrecisionName,
     check_at_least_one,
     check_batch,
     check_cell,
     check_max_minutes,
+    check_precision,
     option,
     seconds_budget,
     section,
@@ -126,6 +129,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = option(30, "maximum epochs")
     max_minutes: float | None = option(None, MAX_MINUTES_HELP)
+    precision: PrecisionName = option("32-true", PRECISION_HELP)
     batch_size: int = option(64, "windows per batch")
     learning_rate: float = option(3e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
@@ -160,6 +164,7 @@ class Config:
 
     def validate(self) -> None:
         check_max_minutes(self.train.max_minutes)
+        self.train.precision = check_precision(self.train.precision)  # an alias by its full name
         d, m = self.data, self.model
         check_cell(m.cell)
         check_at_least_one(("data.lookback", d.lookback), ("data.horizon", d.horizon), ("data.train_stride", d.train_stride),
@@ -1282,7 +1287,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                             weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,
                             patience=cfg.train.patience, monitor="loss", mode="min", seed=cfg.train.seed,
                             accelerator=cfg.train.accelerator, progress=progress,
-                            max_seconds=seconds_budget(cfg.train.max_minutes))
+                            max_seconds=seconds_budget(cfg.train.max_minutes),
+                            precision=cfg.train.precision)
     from ..data.bucketing import EpochSampler
 
     generator = torch.Generator().manual_seed(cfg.train.seed)  # seed draws stay off the global random state

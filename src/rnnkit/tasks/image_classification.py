@@ -50,13 +50,16 @@ from .config import (
     LR_DECAY_HELP,
     LR_DECAY_PATIENCE_HELP,
     MAX_MINUTES_HELP,
+    PRECISION_HELP,
     ConfigError,
+    PrecisionName,
     check_at_least_one,
     check_batch,
     check_cell,
     check_early_stopping_and_clipping,
     check_lr_decay,
     check_max_minutes,
+    check_precision,
     option,
     seconds_budget,
     section,
@@ -110,6 +113,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = option(10, "maximum epochs")
     max_minutes: float | None = option(None, MAX_MINUTES_HELP)
+    precision: PrecisionName = option("32-true", PRECISION_HELP)
     batch_size: int = option(128, "images per batch")
     learning_rate: float = option(1e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
@@ -132,6 +136,7 @@ class Config:
 
     def validate(self) -> None:
         check_max_minutes(self.train.max_minutes)
+        self.train.precision = check_precision(self.train.precision)  # an alias by its full name
         check_cell(self.model.cell)
         check_at_least_one(("model.hidden_size", self.model.hidden_size), ("model.num_layers", self.model.num_layers),
                            ("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size))
@@ -842,7 +847,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                             clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor=cfg.train.monitor,
                             mode="max", seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress,
                             lr_decay=cfg.train.lr_decay, lr_decay_patience=cfg.train.lr_decay_patience,
-                            max_seconds=seconds_budget(cfg.train.max_minutes))
+                            max_seconds=seconds_budget(cfg.train.max_minutes),
+                            precision=cfg.train.precision)
     history = fit(model, train_loader, dev_loader, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
                   options=options, run=run, log=log)
 

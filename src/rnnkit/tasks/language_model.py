@@ -35,13 +35,16 @@ from .config import (
     LR_DECAY_HELP,
     LR_DECAY_PATIENCE_HELP,
     MAX_MINUTES_HELP,
+    PRECISION_HELP,
     ConfigError,
+    PrecisionName,
     check_at_least_one,
     check_batch,
     check_cell,
     check_early_stopping_and_clipping,
     check_lr_decay,
     check_max_minutes,
+    check_precision,
     check_rates,
     option,
     seconds_budget,
@@ -89,6 +92,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = option(10, "maximum epochs")
     max_minutes: float | None = option(None, MAX_MINUTES_HELP)
+    precision: PrecisionName = option("32-true", PRECISION_HELP)
     batch_size: int = option(20, "parallel streams")
     bptt: int = option(35, "window length for truncated backpropagation")
     variable_bptt: bool = option(False, "random window lengths around bptt (AWD-LSTM)")
@@ -112,6 +116,7 @@ class Config:
 
     def validate(self) -> None:
         check_max_minutes(self.train.max_minutes)
+        self.train.precision = check_precision(self.train.precision)  # an alias by its full name
         check_cell(self.model.cell)
         check_at_least_one(("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
                            ("model.num_layers", self.model.num_layers), ("train.bptt", self.train.bptt),
@@ -859,7 +864,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                             weight_decay=cfg.train.weight_decay, clip_norm=cfg.train.clip_norm,
                             patience=cfg.train.patience, monitor="perplexity", mode="min", seed=cfg.train.seed,
                             accelerator=cfg.train.accelerator, progress=progress, lr_decay=cfg.train.lr_decay, lr_decay_patience=cfg.train.lr_decay_patience,
-                            max_seconds=seconds_budget(cfg.train.max_minutes))
+                            max_seconds=seconds_budget(cfg.train.max_minutes),
+                            precision=cfg.train.precision)
     history = fit(model, _loader(train_streams, cfg.train.bptt, cfg.train.variable_bptt, cfg.train.seed),
                   _loader(dev_streams, cfg.train.bptt, False, 0), loss_fn=loss_fn, predict_fn=predict_fn,
                   metric_fn=metric_fn, options=options, run=run, log=log, task_state=train_state)

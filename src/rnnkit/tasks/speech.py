@@ -51,11 +51,14 @@ from ..nn.ctc import CTCPrefixBeamSearch, Lexicon, collapse_alignment, ctc_greed
 from ..nn.pooling import masked_max, masked_mean
 from .config import (
     MAX_MINUTES_HELP,
+    PRECISION_HELP,
     ConfigError,
+    PrecisionName,
     check_at_least_one,
     check_batch,
     check_cell,
     check_max_minutes,
+    check_precision,
     option,
     seconds_budget,
     section,
@@ -134,6 +137,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = option(30, "maximum epochs")
     max_minutes: float | None = option(None, MAX_MINUTES_HELP)
+    precision: PrecisionName = option("32-true", PRECISION_HELP)
     batch_size: int = option(32, "utterances per batch")
     learning_rate: float = option(2e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
@@ -178,6 +182,7 @@ class Config:
 
     def validate(self) -> None:
         check_max_minutes(self.train.max_minutes)
+        self.train.precision = check_precision(self.train.precision)  # an alias by its full name
         if self.data.max_seconds is not None and not self.data.max_seconds > 0:
             raise ConfigError(f"data.max_seconds: must be > 0 (or null for no limit), got {self.data.max_seconds}")
         check_cell(self.model.cell)
@@ -1517,7 +1522,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                             optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
                             clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor=monitor, mode=mode,
                             tie_break=None if head == "classifier" else "cer", seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress,
-                            max_seconds=seconds_budget(cfg.train.max_minutes))
+                            max_seconds=seconds_budget(cfg.train.max_minutes),
+                            precision=cfg.train.precision)
     history = fit(model, make_loader(train_data, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
                   make_loader(dev_data, 2 * cfg.train.batch_size, shuffle=False, seed=0),
                   loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)

@@ -30,12 +30,15 @@ from .config import (
     LR_DECAY_HELP,
     LR_DECAY_PATIENCE_HELP,
     MAX_MINUTES_HELP,
+    PRECISION_HELP,
     ConfigError,
+    PrecisionName,
     check_at_least_one,
     check_batch,
     check_cell,
     check_lr_decay,
     check_max_minutes,
+    check_precision,
     check_rates,
     option,
     reading_overrides,
@@ -97,6 +100,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = option(20, "maximum epochs")
     max_minutes: float | None = option(None, MAX_MINUTES_HELP)
+    precision: PrecisionName = option("32-true", PRECISION_HELP)
     batch_size: int = option(16, "sentences per batch (with data.document_context: groups of sentences)")
     learning_rate: float = option(1e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
@@ -119,6 +123,7 @@ class Config:
 
     def validate(self) -> None:
         check_max_minutes(self.train.max_minutes)
+        self.train.precision = check_precision(self.train.precision)  # an alias by its full name
         check_cell(self.model.cell)
         check_at_least_one(("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
                            ("model.num_layers", self.model.num_layers), ("train.epochs", self.train.epochs),
@@ -880,7 +885,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                             patience=cfg.train.patience, monitor=monitor, mode="max", seed=cfg.train.seed,
                             accelerator=cfg.train.accelerator, progress=progress,
                             lr_decay=cfg.train.lr_decay, lr_decay_patience=cfg.train.lr_decay_patience, average_weights=cfg.train.average_weights,
-                            max_seconds=seconds_budget(cfg.train.max_minutes))
+                            max_seconds=seconds_budget(cfg.train.max_minutes),
+                            precision=cfg.train.precision)
     history = fit(model, make_loader(train_items, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
                   make_loader(dev_items, 4 * cfg.train.batch_size, shuffle=False, seed=0),
                   loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)

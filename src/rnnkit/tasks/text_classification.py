@@ -34,12 +34,15 @@ from ..cells import CELLS
 from ..nn import AttentionPooling, Hierarchical, masked_max, masked_mean, recurrent_layer
 from .config import (
     MAX_MINUTES_HELP,
+    PRECISION_HELP,
     ConfigError,
+    PrecisionName,
     check_at_least_one,
     check_batch,
     check_cell,
     check_early_stopping_and_clipping,
     check_max_minutes,
+    check_precision,
     from_dict,
     option,
     reading_overrides,
@@ -103,6 +106,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = option(5, "maximum epochs")
     max_minutes: float | None = option(None, MAX_MINUTES_HELP)
+    precision: PrecisionName = option("32-true", PRECISION_HELP)
     batch_size: int = option(32, "texts per batch")
     learning_rate: float = option(2e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
@@ -127,6 +131,7 @@ class Config:
 
     def validate(self) -> None:
         check_max_minutes(self.train.max_minutes)
+        self.train.precision = check_precision(self.train.precision)  # an alias by its full name
         check_cell(self.model.cell)
         check_at_least_one(("model.embedding_dim", self.model.embedding_dim), ("model.hidden_size", self.model.hidden_size),
                            ("model.num_layers", self.model.num_layers), ("train.epochs", self.train.epochs),
@@ -911,7 +916,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
                             optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
                             clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor=cfg.train.monitor,
                             mode="max", seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress,
-                            max_seconds=seconds_budget(cfg.train.max_minutes))
+                            max_seconds=seconds_budget(cfg.train.max_minutes),
+                            precision=cfg.train.precision)
     history = fit(model, train_loader, dev_loader, loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn,
                   options=options, run=run, log=log)
 

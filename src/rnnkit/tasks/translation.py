@@ -31,11 +31,14 @@ from .config import (
     LR_DECAY_HELP,
     LR_DECAY_PATIENCE_HELP,
     MAX_MINUTES_HELP,
+    PRECISION_HELP,
     ConfigError,
+    PrecisionName,
     check_batch,
     check_cell,
     check_lr_decay,
     check_max_minutes,
+    check_precision,
     check_rates,
     option,
     seconds_budget,
@@ -102,6 +105,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = option(10, "maximum epochs")
     max_minutes: float | None = option(None, MAX_MINUTES_HELP)
+    precision: PrecisionName = option("32-true", PRECISION_HELP)
     batch_size: int = option(64, "sentence pairs per batch (length-bucketed)")
     learning_rate: float = option(1e-3, "learning rate")
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = option("adam", "optimizer")
@@ -147,6 +151,7 @@ class Config:
 
     def validate(self) -> None:
         check_max_minutes(self.train.max_minutes)
+        self.train.precision = check_precision(self.train.precision)  # an alias by its full name
         check_cell(self.model.cell)
         positive = [("data.vocab_size", self.data.vocab_size), ("data.max_source_tokens", self.data.max_source_tokens),
                     ("data.max_target_tokens", self.data.max_target_tokens),
@@ -747,7 +752,8 @@ def train(config: Config, train_path: PathArg, dev_path: PathArg | None, run: Ru
                             clip_norm=cfg.train.clip_norm, patience=cfg.train.patience, monitor="bleu", mode="max",
                             seed=cfg.train.seed, accelerator=cfg.train.accelerator, progress=progress,
                             lr_decay=cfg.train.lr_decay, lr_decay_patience=cfg.train.lr_decay_patience,
-                            max_seconds=seconds_budget(cfg.train.max_minutes))
+                            max_seconds=seconds_budget(cfg.train.max_minutes),
+                            precision=cfg.train.precision)
     history = fit(model, make_loader(train_items, cfg.train.batch_size, prep, shuffle=True, seed=cfg.train.seed),
                   make_loader(dev_items, 2 * cfg.train.batch_size, prep, shuffle=False, seed=0),
                   loss_fn=loss_fn, predict_fn=predict_fn, metric_fn=metric_fn, options=options, run=run, log=log)

@@ -44,7 +44,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import lightning.pytorch as pl
@@ -123,6 +123,23 @@ class KerasModule(pl.LightningModule):
         self.resumed_mid_epoch: dict[str, Any] | None = None  # the mid-epoch record this fit resumed from
         self._pending_rng: dict[str, Any] | None = None  # restored at the next batch after a mid-epoch resume
         self.frozen = not has_trainable_parameters(model)
+
+    # the torchmetrics holding the running loss and metrics (their states: sums, counts, confusion tables)
+    METRIC_CHILDREN = ("train_loss", "val_loss", "train_parts", "val_parts", "train_metrics", "val_metrics")
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Any:
+        """``nn.Module._apply`` (``.to``, ``.cuda`` ...), with the metrics' states moved but never converted
+        to another dtype: Lightning's ``bf16-true`` (``16-true``, ``64-true``) runs ``module.to(dtype=...)``
+        on this module, which torchmetrics lets through to the states, and a running loss summed in
+        bfloat16 (8 significant bits) stopped growing by small batch losses (an epoch's loss of 0.69140625,
+        the bfloat16 next to the true mean, whatever the batches). The loss and metrics are computed in
+        float32 (:func:`~rnnkit.training.step._full_precision`) and so summed in float32."""
+        if not recurse:
+            return super()._apply(fn, recurse=False)
+        kept = _keeping_dtype(fn)
+        for name, child in self.named_children():
+            child._apply(kept if name in self.METRIC_CHILDREN else fn)
+        return super()._apply(fn, recurse=False)
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -344,6 +361,14 @@ class KerasModule(pl.LightningModule):
         self.epoch_batches = int(mid["batches"])
         self.resumed_mid_epoch = mid
         self._pending_rng = state
+
+
+def _keeping_dtype(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``fn`` (a tensor conversion of ``nn.Module._apply``) as a move to its device only, in the tensor's own dtype."""
+    def moved(t: Tensor) -> Tensor:
+        out = fn(t)
+        return t.to(out.device) if out.dtype != t.dtype else out
+    return moved
 
 
 def _rng_state() -> dict[str, Any]:
