@@ -90,7 +90,7 @@ def test_empty_data() -> None:
 def test_unknown_names_list_the_valid_ones() -> None:
     model = Sequential([Input(shape=(3,)), Dense(2)])
     msg = one_line_error(lambda: model.compile("adamm", "mse"))
-    assert "unknown optimizer 'adamm'; choose one of adagrad, adam, adamw, rmsprop, sgd" in msg
+    assert "unknown optimizer 'adamm'; choose one of adadelta, adagrad, adam, adamax, adamw, ftrl, lion, nadam, rmsprop, sgd" in msg
     msg = one_line_error(lambda: model.compile("adam", "crossentropy"))
     assert "unknown loss 'crossentropy'" in msg and "sparse_categorical_crossentropy" in msg
     msg = one_line_error(lambda: model.compile("adam", "mse", metrics=["acuracy"]))

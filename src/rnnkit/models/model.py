@@ -514,7 +514,8 @@ class Model(Layer):
         """Choose the optimizer, loss(es) and metrics (Keras ``compile``).
 
         Args:
-            optimizer: name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"adagrad"``), an
+            optimizer: name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"adagrad"``, ``"nadam"``,
+                ``"adamax"``, ``"adadelta"``, ``"lion"``, ``"ftrl"``), an
                 ``rnnkit.training`` optimizer object, or a ``torch.optim`` class.
             loss: name, ``rnnkit.training`` loss object or function ``(y_true, y_pred)``; for
                 several outputs a list or dict by output name (one loss for all is allowed).

@@ -33,13 +33,18 @@ from .losses import (
 from .optimizers import (
     OPTIMIZERS,
     SGD,
+    Adadelta,
     Adagrad,
     Adam,
+    Adamax,
     AdamW,
     CosineDecay,
     ExponentialDecay,
+    Ftrl,
     InverseTimeDecay,
     LearningRateSchedule,
+    Lion,
+    Nadam,
     Optimizer,
     PiecewiseConstantDecay,
     RMSprop,
@@ -49,7 +54,7 @@ from .optimizers import (
 )
 
 __all__ = [
-    "LOSSES", "OPTIMIZERS", "SGD", "Adagrad", "Adam", "AdamW", "BackupAndRestore", "BinaryCrossentropy",
+    "LOSSES", "OPTIMIZERS", "SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl", "Lion", "Nadam", "BackupAndRestore", "BinaryCrossentropy",
     "CSVLogger", "Callback", "CategoricalCrossentropy", "CosineDecay", "EarlyStopping", "ExponentialDecay",
     "History", "Huber", "InputDataError", "InverseTimeDecay", "LambdaCallback", "LearningRateSchedule",
     "LearningRateScheduler", "Loss", "MeanAbsoluteError", "MeanSquaredError", "ModelCheckpoint", "Optimizer",

@@ -9,7 +9,10 @@ every step.
 Names and Keras defaults: ``sgd`` (``learning_rate=0.01, momentum=0, nesterov=False``),
 ``adam`` (``0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False``), ``adamw``
 (``weight_decay=0.004``), ``rmsprop`` (``0.001, rho=0.9, momentum=0, epsilon=1e-7,
-centered=False``), ``adagrad`` (``0.001, initial_accumulator_value=0.1, epsilon=1e-7``).
+centered=False``), ``adagrad`` (``0.001, initial_accumulator_value=0.1, epsilon=1e-7``), ``nadam``
+(``0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7``), ``adamax`` (the same), ``adadelta`` (``0.001,
+rho=0.95, epsilon=1e-7``), ``lion`` (``0.001, beta_1=0.9, beta_2=0.99``), ``ftrl`` (``0.001,
+learning_rate_power=-0.5, initial_accumulator_value=0.1``, no regularization).
 
 Clipping (Keras semantics): ``clipvalue`` clips every gradient element to
 ``[-clipvalue, clipvalue]``; ``clipnorm`` rescales each parameter's gradient to norm at most
@@ -23,7 +26,10 @@ The updates are Keras 3's (to float32 rounding, tested against Keras): Adam adds
 ``epsilon / sqrt(1 - beta_2**t)``, so the fused torch step computes it), RMSprop and Adagrad divide
 by ``sqrt(v + epsilon)`` (own foreach steps; torch divides by ``sqrt(v) + epsilon``), and the
 momentum buffers of SGD and RMSprop are rescaled when the learning rate changes, since Keras keeps
-the rate inside its momentum. docs/models.md lists the deliberate differences.
+the rate inside its momentum. Nadam and Adadelta are torch's classes, which compute Keras's updates
+with Keras's settings (NAdam's ``momentum_decay=1``: Keras's ``0.96**t`` momentum schedule); Adamax
+(torch puts ``epsilon`` inside the decaying norm, Keras adds it when dividing), Lion and Ftrl (not in
+torch) are own foreach steps. docs/models.md lists the deliberate differences.
 
 Keras 3's ``gradient_accumulation_steps`` (mean gradient applied every N-th call, the accumulators
 kept as optimizer state), ``loss_scale_factor`` (the backward of ``loss * factor``, the gradients
@@ -512,12 +518,19 @@ class Optimizer:
         the slots are listed parameter by parameter (interleaved), blocks one after the other."""
         return []
 
+    def _extra_variables(self) -> list[OptimizerVariable]:
+        """Keras variables after the slots that belong to no parameter (Nadam's ``u_product``)."""
+        return []
+
     @property
     def variables(self) -> list[OptimizerVariable]:
         """The optimizer's state in Keras 3's order and count: ``iteration``, ``learning_rate``, then
         the slots per parameter (Adam: ``momentum`` and ``velocity`` of each parameter, then
         ``velocity_hat`` with ``amsgrad``; SGD with momentum: ``momentum``; RMSprop: ``velocity``, then
         ``momentum`` with momentum, then ``average_gradient`` when centered; Adagrad: ``accumulator``;
+        Nadam: ``momentum`` and ``velocity``, then one scalar ``u_product``; Adamax: ``momentum`` and
+        ``norm``; Adadelta: ``accumulated_grad`` and ``accumulated_delta_var``; Lion: ``momentum``; Ftrl:
+        ``accumulator`` and ``linear``;
         ``average`` first with ``use_ema``, then ``gradient_accumulator`` with
         ``gradient_accumulation_steps``). A slot's ``value`` is the torch state tensor itself (torch's
         units: SGD's and RMSprop's momentum hold the buffer without the learning rate); a slot torch
@@ -548,7 +561,7 @@ class Optimizer:
                     if not isinstance(value, Tensor):
                         value = torch.zeros_like(p, memory_format=torch.contiguous_format).detach()
                     out.append(OptimizerVariable(f"{self.name}/variable_{i}_{slot}", value))
-        return out
+        return out + self._extra_variables()
 
     # -- custom training loops -----------------------------------------------------------------
     def apply_gradients(self, grads_and_vars: Iterable[tuple[Any, nn.Parameter]]) -> IterationsValue:
@@ -1182,6 +1195,278 @@ class Adagrad(Optimizer):
                 "epsilon": self.epsilon}
 
 
+class _KerasAdamax(_KerasFormStep, torch.optim.Adamax):
+    """``torch.optim.Adamax`` with Keras 3's update: ``u = max(beta_2 * u, |g|)`` and
+    ``p -= lr * m / ((1 - beta_1**t) * (u + eps))``, where torch keeps ``u = max(beta_2 * u, |g| + eps)``
+    and divides by it: its epsilon enters the norm and decays with it, so wherever the decayed norm
+    wins the two denominators part by ``(1 - beta_2) * eps`` a step (13% of the update with
+    ``beta_2=0.5`` and gradients of 1e-7), which no per-step setting of torch's step can undo.
+    ``t`` is Keras' update count (the param group's ``keras_step``, set before every step). Same
+    state entries as torch's (``step``, ``exp_avg``, ``exp_inf``: here Keras' ``u``)."""
+
+    def _group_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        beta_1, beta_2 = group["betas"]
+        for p in params:
+            state = self.state[p]
+            if "exp_avg" not in state:
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_inf"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        torch._foreach_add_([self.state[p]["step"] for p in params], 1.0)
+        ms, us = [self.state[p]["exp_avg"] for p in params], [self.state[p]["exp_inf"] for p in params]
+        torch._foreach_mul_(ms, beta_1)
+        torch._foreach_add_(ms, grads, alpha=1 - beta_1)
+        torch._foreach_mul_(us, beta_2)
+        torch._foreach_maximum_(us, torch._foreach_abs(grads))
+        denom = torch._foreach_add(us, group["eps"])
+        torch._foreach_mul_(denom, 1 - beta_1 ** group["keras_step"])
+        torch._foreach_addcdiv_(params, ms, denom, value=-group["lr"])
+
+
+class _KerasLion(_KerasFormStep, torch.optim.Optimizer):
+    """Lion (Chen et al. 2023) as Keras 3 computes it (torch has no Lion):
+    ``p -= lr * sign(beta_1 * m + (1 - beta_1) * g)``, then ``m = beta_2 * m + (1 - beta_2) * g``.
+    State per parameter: ``exp_avg`` (Keras' ``momentum``)."""
+
+    def __init__(self, params: Any, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.99)) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas})
+
+    def _group_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        beta_1, beta_2 = group["betas"]
+        for p in params:
+            if "exp_avg" not in self.state[p]:
+                self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        ms = [self.state[p]["exp_avg"] for p in params]
+        direction = torch._foreach_mul(ms, beta_1)
+        torch._foreach_add_(direction, grads, alpha=1 - beta_1)
+        torch._foreach_sign_(direction)
+        torch._foreach_add_(params, direction, alpha=-group["lr"])
+        torch._foreach_mul_(ms, beta_2)
+        torch._foreach_add_(ms, grads, alpha=1 - beta_2)
+
+
+_KerasAdamax.__name__ = "Adamax"
+_KerasLion.__name__ = "Lion"
+
+
+class Nadam(Optimizer):
+    """Nadam: Adam with Nesterov momentum (Dozat 2016), with Keras 3's momentum schedule
+    ``u_t = beta_1 * (1 - 0.5 * 0.96**t)``.
+
+    ``torch.optim.NAdam`` computes exactly Keras' update once its ``momentum_decay`` (psi in
+    ``0.96**(t * psi)``, default 0.004) is 1: ``m_hat = u_{t+1} m / (1 - prod u_1..u_{t+1}) +
+    (1 - u_t) g / (1 - prod u_1..u_t)``, ``p -= lr * m_hat / (sqrt(v / (1 - beta_2**t)) + eps)``;
+    so its (foreach) step runs unchanged. Its ``mu_product`` state is Keras' ``u_product``, kept per
+    parameter (the same number for all parameters that step together)."""
+
+    registry_name = "nadam"
+
+    def __init__(self, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
+                 **kwargs: Any) -> None:
+        super().__init__(learning_rate, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    def _torch_class(self) -> type[torch.optim.Optimizer]:
+        return torch.optim.NAdam
+
+    def _torch_kwargs(self) -> dict[str, Any]:
+        return {"betas": (self.beta_1, self.beta_2), "eps": self.epsilon, "momentum_decay": 1.0}
+
+    def _slot_layout(self) -> list[list[tuple[str, str]]]:
+        return [[("exp_avg", "momentum"), ("exp_avg_sq", "velocity")]]
+
+    def _extra_variables(self) -> list[OptimizerVariable]:
+        """Keras' ``u_product`` (1 before the first step): the ``mu_product`` of the parameters;
+        ``assign`` sets it for all of them."""
+        assert self.torch_optimizer is not None
+        opt = self.torch_optimizer
+        products = [state["mu_product"] for p in self._params if "mu_product" in (state := opt.state.get(p) or {})]
+
+        def set_product(value: Any) -> None:
+            with torch.no_grad():
+                for product in products:
+                    product.fill_(float(np.asarray(value)))
+
+        value = products[0] if products else torch.tensor(1.0)
+        return [OptimizerVariable(f"{self.name}/u_product", value, set_product if products else None)]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+class Adamax(Optimizer):
+    """Adamax, Adam with the infinity norm (Kingma and Ba 2015, section 7.1), with Keras 3's epsilon
+    placement (added to the norm when dividing, see ``_KerasAdamax``; own foreach step)."""
+
+    registry_name = "adamax"
+
+    def __init__(self, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
+                 **kwargs: Any) -> None:
+        super().__init__(learning_rate, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    def _torch_class(self) -> type[torch.optim.Optimizer]:
+        return _KerasAdamax
+
+    def _torch_kwargs(self) -> dict[str, Any]:
+        return {"betas": (self.beta_1, self.beta_2), "eps": self.epsilon}
+
+    def _keras_form(self, step: int) -> None:
+        # the bias correction counts Keras' updates, as Adam's epsilon does (the same for all parameters)
+        assert self.torch_optimizer is not None
+        for group in self.torch_optimizer.param_groups:
+            group["keras_step"] = self._keras_iteration(step) + 1
+
+    def _slot_layout(self) -> list[list[tuple[str, str]]]:
+        return [[("exp_avg", "momentum"), ("exp_inf", "norm")]]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler 2012) with a learning rate, as Keras 3: ``v = rho v + (1 - rho) g**2``,
+    ``d = -sqrt(D + eps) / sqrt(v + eps) * g``, ``D = rho D + (1 - rho) d**2``, ``p += lr * d``.
+    ``torch.optim.Adadelta`` computes the same (epsilon inside both square roots) and runs unchanged,
+    with Keras' defaults (``learning_rate=0.001, rho=0.95, epsilon=1e-7``; torch's are 1.0, 0.9, 1e-6)."""
+
+    registry_name = "adadelta"
+
+    def __init__(self, learning_rate: Any = 0.001, rho: float = 0.95, epsilon: float = 1e-7, **kwargs: Any) -> None:
+        super().__init__(learning_rate, **kwargs)
+        self.rho, self.epsilon = float(rho), float(epsilon)
+
+    def _torch_class(self) -> type[torch.optim.Optimizer]:
+        return torch.optim.Adadelta
+
+    def _torch_kwargs(self) -> dict[str, Any]:
+        return {"rho": self.rho, "eps": self.epsilon}
+
+    def _slot_layout(self) -> list[list[tuple[str, str]]]:
+        return [[("square_avg", "accumulated_grad"), ("acc_delta", "accumulated_delta_var")]]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rho": self.rho, "epsilon": self.epsilon}
+
+
+class Lion(Optimizer):
+    """Lion, the sign of an interpolated momentum (Chen et al. 2023; own foreach step, see
+    ``_KerasLion``). Keras' defaults ``learning_rate=0.001, beta_1=0.9, beta_2=0.99``; a rate 3-10x
+    smaller than AdamW's and a weight decay 3-10x larger suit it."""
+
+    registry_name = "lion"
+
+    def __init__(self, learning_rate: Any = 0.001, beta_1: float = 0.9, beta_2: float = 0.99, **kwargs: Any) -> None:
+        if not 0 < beta_1 <= 1:
+            raise ValueError(f"Lion's beta_1 must be in (0, 1] (at 0 it is sign SGD), got {beta_1}")
+        super().__init__(learning_rate, **kwargs)
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+
+    def _torch_class(self) -> type[torch.optim.Optimizer]:
+        return _KerasLion
+
+    def _torch_kwargs(self) -> dict[str, Any]:
+        return {"betas": (self.beta_1, self.beta_2)}
+
+    def _slot_layout(self) -> list[list[tuple[str, str]]]:
+        return [[("exp_avg", "momentum")]]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2}
+
+
+class _KerasFtrl(_KerasFormStep, torch.optim.Optimizer):
+    """FTRL-Proximal (McMahan et al. 2013) as Keras 3 computes it (torch has no FTRL), with
+    ``n = accumulator``, ``z = linear``, ``p = -lr_power`` (0.5 by default)::
+
+        g' = g + 2 * l2_shrinkage * w
+        z += g' - (n_new**p - n**p) / lr * w,    n_new = n + g**2
+        w = (clip(z, -l1, l1) - z) / (n_new**p / lr + 2 * (l2 + beta / (2 * lr)))
+
+    State per parameter: ``accumulator`` (starting at ``initial_accumulator_value``) and ``linear``."""
+
+    def __init__(self, params: Any, lr: float = 0.001, lr_power: float = -0.5, initial_accumulator_value: float = 0.1,
+                 l1: float = 0.0, l2: float = 0.0, l2_shrinkage: float = 0.0, beta: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "lr_power": lr_power, "initial_accumulator_value": initial_accumulator_value,
+                                  "l1": l1, "l2": l2, "l2_shrinkage": l2_shrinkage, "beta": beta})
+
+    def _group_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        lr, power, l1 = group["lr"], -group["lr_power"], group["l1"]
+        if not lr > 0:  # (Keras's weights turn NaN)
+            raise ValueError(f"Ftrl divides by the learning rate, which is {lr} at this step; use a rate above 0 "
+                             "(a schedule's warm-up that starts above 0)")
+        for p in params:
+            state = self.state[p]
+            if "accumulator" not in state:
+                state["accumulator"] = torch.full_like(p, group["initial_accumulator_value"],
+                                                       memory_format=torch.preserve_format)
+                state["linear"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        accumulators = [self.state[p]["accumulator"] for p in params]
+        linears = [self.state[p]["linear"] for p in params]
+        shrunk = torch._foreach_add(grads, params, alpha=2 * group["l2_shrinkage"]) if group["l2_shrinkage"] else grads
+        new_accumulators = torch._foreach_addcmul(accumulators, grads, grads)
+        new_powers = torch._foreach_pow(new_accumulators, power)
+        change = torch._foreach_sub(new_powers, torch._foreach_pow(accumulators, power))
+        torch._foreach_div_(change, lr)
+        torch._foreach_mul_(change, params)
+        torch._foreach_add_(linears, torch._foreach_sub(shrunk, change))
+        quadratic = torch._foreach_div(new_powers, lr)
+        torch._foreach_add_(quadratic, 2 * (group["l2"] + group["beta"] / (2.0 * lr)))
+        clipped = torch._foreach_clamp_min(torch._foreach_clamp_max(linears, l1), -l1)
+        torch._foreach_sub_(clipped, linears)
+        torch._foreach_div_(clipped, quadratic)
+        torch._foreach_copy_(params, clipped)
+        torch._foreach_copy_(accumulators, new_accumulators)
+
+
+_KerasFtrl.__name__ = "Ftrl"
+
+
+class Ftrl(Optimizer):
+    """FTRL-Proximal with Keras 3's arguments (own foreach step, see ``_KerasFtrl``): L1 (sparsity),
+    L2, L2 shrinkage and ``beta`` regularization, ``learning_rate_power`` (<= 0) for the per-weight
+    rate ``lr / accumulator**-learning_rate_power``."""
+
+    registry_name = "ftrl"
+
+    def __init__(self, learning_rate: Any = 0.001, learning_rate_power: float = -0.5,
+                 initial_accumulator_value: float = 0.1, l1_regularization_strength: float = 0.0,
+                 l2_regularization_strength: float = 0.0, l2_shrinkage_regularization_strength: float = 0.0,
+                 beta: float = 0.0, **kwargs: Any) -> None:
+        if learning_rate_power > 0:
+            raise ValueError(f"Ftrl's learning_rate_power must be <= 0, got {learning_rate_power}")
+        for name, value in (("initial_accumulator_value", initial_accumulator_value),
+                            ("l1_regularization_strength", l1_regularization_strength),
+                            ("l2_regularization_strength", l2_regularization_strength),
+                            ("l2_shrinkage_regularization_strength", l2_shrinkage_regularization_strength)):
+            if not value >= 0:
+                raise ValueError(f"Ftrl's {name} must be >= 0, got {value}")
+        super().__init__(learning_rate, **kwargs)
+        self.learning_rate_power, self.initial_accumulator_value = float(learning_rate_power), float(initial_accumulator_value)
+        self.l1_regularization_strength = float(l1_regularization_strength)
+        self.l2_regularization_strength = float(l2_regularization_strength)
+        self.l2_shrinkage_regularization_strength = float(l2_shrinkage_regularization_strength)
+        self.beta = float(beta)
+
+    def _torch_class(self) -> type[torch.optim.Optimizer]:
+        return _KerasFtrl
+
+    def _torch_kwargs(self) -> dict[str, Any]:
+        return {"lr_power": self.learning_rate_power, "initial_accumulator_value": self.initial_accumulator_value,
+                "l1": self.l1_regularization_strength, "l2": self.l2_regularization_strength,
+                "l2_shrinkage": self.l2_shrinkage_regularization_strength, "beta": self.beta}
+
+    def _slot_layout(self) -> list[list[tuple[str, str]]]:
+        return [[("accumulator", "accumulator"), ("linear", "linear")]]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "learning_rate_power": self.learning_rate_power,
+                "initial_accumulator_value": self.initial_accumulator_value,
+                "l1_regularization_strength": self.l1_regularization_strength,
+                "l2_regularization_strength": self.l2_regularization_strength,
+                "l2_shrinkage_regularization_strength": self.l2_shrinkage_regularization_strength, "beta": self.beta}
+
+
 class TorchOptimizer(Optimizer):
     """Any ``torch.optim`` optimizer class with its keyword arguments (not saved with the model).
 
@@ -1222,6 +1507,7 @@ class TorchOptimizer(Optimizer):
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
     "sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad,
+    "nadam": Nadam, "adamax": Adamax, "adadelta": Adadelta, "lion": Lion, "ftrl": Ftrl,
 }
 _CLASSES = {cls.__name__: cls for cls in OPTIMIZERS.values()}
 
