@@ -94,6 +94,46 @@ def _check_options(method: str, options: dict[str, Any], allowed: set[str]) -> N
     raise TypeError(f"{method}() got an unexpected keyword argument {name!r}: {hint}")
 
 
+def keras_layer_order(order: list[Node], outputs: list[SymbolicTensor], inputs: list[Layer]) -> list[Layer]:
+    """The layers of a functional graph in Keras' ``model.layers`` order (``keras.ops.function.map_graph``).
+
+    A call's depth is the length of the longest path from it to an output (the outputs' calls are at
+    0, a call feeding one at depth ``d`` is at least at ``d + 1``); a layer's depth is the largest of
+    its calls'. Layers come by decreasing depth, ties in the order a depth-first walk from the
+    outputs (each call's inputs in argument order) first meets them; an input nothing reads is at
+    depth 0, ahead of the other layers there. ``order`` is the graph's calls, each after its inputs.
+    """
+    first_seen: dict[int, int] = {}
+    walked: set[int] = set()
+
+    def walk(node: Node) -> None:
+        if id(node) in walked:
+            return
+        walked.add(id(node))
+        first_seen.setdefault(id(node.layer), len(first_seen))
+        for parent in node.inputs:
+            assert parent.node is not None
+            walk(parent.node)
+
+    for t in outputs:
+        assert t.node is not None
+        walk(t.node)
+    node_depth: dict[int, int] = {}
+    layer_depth: dict[int, int] = {}
+    layers: dict[int, Layer] = {}
+    for node in reversed(order):  # every call after all the calls that read it
+        depth = max(node_depth.get(id(node), 0), layer_depth.get(id(node.layer), 0))
+        node_depth[id(node)] = layer_depth[id(node.layer)] = depth
+        layers[id(node.layer)] = node.layer
+        for parent in node.inputs:
+            assert parent.node is not None
+            node_depth[id(parent.node)] = max(depth + 1, node_depth.get(id(parent.node), 0))
+    for layer in inputs:  # unused inputs
+        if id(layer) not in layer_depth:
+            layer_depth[id(layer)], first_seen[id(layer)], layers[id(layer)] = 0, -1, layer
+    return sorted(layers.values(), key=lambda layer: (-layer_depth[id(layer)], first_seen[id(layer)]))
+
+
 class Model(Layer):
     """A trainable model: functional (``Model(inputs, outputs)``), subclassed, or ``Sequential``.
 
@@ -175,6 +215,10 @@ class Model(Layer):
                            if (users := [n.layer for n in self._nodes if any(u is t for u in n.inputs)])
                            and all(isinstance(layer, Embedding) for layer in users)]
         self.layer_list = nn.ModuleList(layers)
+        # ``layers`` lists them in Keras' order; the modules stay registered in call order, which
+        # names the saved weights (``layer_list.<i>``), so models saved before keep loading.
+        keras_order = keras_layer_order(order, out_list, [t.node.layer for t in in_list])  # type: ignore[union-attr]
+        self._layer_order = [layers.index(layer) for layer in keras_order]
         self.input_names = [t.node.layer.name for t in in_list]  # type: ignore[union-attr]
         if isinstance(outputs, dict):
             self.output_names = list(outputs)
@@ -191,10 +235,28 @@ class Model(Layer):
 
     @property
     def layers(self) -> list[Layer]:
-        """The model's layers in call order (Input layers first for functional models)."""
+        """The model's layers: a functional model's in Keras' order (:func:`keras_layer_order`: by
+        decreasing depth, Input layers first), a Sequential's in call order."""
         if hasattr(self, "layer_list"):
+            order = getattr(self, "_layer_order", None)
+            if order is not None and len(order) == len(self.layer_list):
+                return [self.layer_list[i] for i in order]  # type: ignore[misc]
             return list(self.layer_list)  # type: ignore[arg-type]
         return [m for m in self.children() if isinstance(m, Layer)]
+
+    def keras_parameters(self) -> list[nn.Parameter]:
+        """The Keras weights (see :meth:`Layer.keras_parameters`), layer by layer in :attr:`layers` order,
+        so ``weights`` lines up with ``get_weights()`` as in Keras."""
+        if not self._graph:
+            return super().keras_parameters()
+        out: list[nn.Parameter] = []
+        seen: set[int] = set()
+        for layer in self.layers:
+            for p in layer.keras_parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+        return out
 
     def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
         """A layer by name or position.
