@@ -97,8 +97,8 @@ def test_bad_learning_rates_and_schedule_arguments_are_one_line_errors() -> None
         O.PiecewiseConstantDecay([1, 2], [0.1, 0.2])
     with pytest.raises(ValueError, match="unknown learning-rate schedule 'Foo'; choose one of ExponentialDecay"):
         O.Adam.from_config({"learning_rate": {"class_name": "Foo", "config": {}}})
-    with pytest.raises(ValueError, match="unknown optimizer class 'Nadam'; choose one of SGD, Adam"):
-        O.get_optimizer({"class_name": "Nadam", "config": {}})
+    with pytest.raises(ValueError, match="unknown optimizer class 'Lamb'; choose one of SGD, Adam"):
+        O.get_optimizer({"class_name": "Lamb", "config": {}})
     with pytest.raises(TypeError, match="pass the optimizer class"):
         O.get_optimizer(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1))
     with pytest.raises(TypeError, match="got int"):

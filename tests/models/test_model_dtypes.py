@@ -1,5 +1,6 @@
 """A model computes in its parameters' dtype, whatever changed it: ``dtype="float64"`` layers,
-``model.to(torch.float64)``, or a ``precision="bf16-true"`` fit (which leaves bfloat16 weights).
+``model.to(torch.float64)`` or ``model.to(torch.bfloat16)`` (a ``precision="bf16-true"`` fit trains in
+bfloat16 and gives the model back in its own dtypes).
 Float inputs are cast to it, ``predict`` returns the outputs' dtype (bfloat16 as float32, which
 NumPy lacks) and ``get_weights`` works on bfloat16 weights. (After a bf16-true fit, ``predict`` on
 float32 arrays was refused; ``predict`` of a float64 model returned float32, where Keras returns
@@ -28,12 +29,13 @@ def _model(dtype: str | None = None) -> Sequential:
     return model
 
 
-def test_bf16_true_fit_then_predict_and_evaluate_float32_arrays() -> None:
+def test_bf16_true_fit_then_a_bfloat16_model_predicts_and_evaluates_float32_arrays() -> None:
     model = _model()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(X, Y, epochs=1, verbose=0, precision="bf16-true")
-    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # given back as it came
+    model.to(torch.bfloat16)
     got = model.predict(X, verbose=0)
     assert got.dtype == np.float32
     with torch.no_grad():

@@ -195,7 +195,7 @@ def test_save_and_load_mid_accumulation_continue_exactly(tmp_path: Path) -> None
         np.testing.assert_array_equal(a, b)
     for _ in range(4):
         loaded.train_on_batch(x, y)
-    assert loaded.optimizer.iterations == 6
+    assert loaded.optimizer.iterations == 6 // 3  # Keras' updates (calls // gradient_accumulation_steps)
     for a, b in zip(loaded.get_weights(), reference.get_weights()):
         np.testing.assert_array_equal(a, b)
 
@@ -215,7 +215,8 @@ def test_checkpoint_resume_mid_accumulation_continues_exactly(tmp_path: Path) ->
         interrupted.fit(x, y, checkpoint_dir=tmp_path, callbacks=[StopAt()], **fit)
     resumed = _accumulating_model()
     resumed.fit(x, y, checkpoint_dir=tmp_path, resume_from=tmp_path, **fit)
-    assert resumed.optimizer.iterations == reference.optimizer.iterations == 8
+    assert resumed.optimizer.iterations == reference.optimizer.iterations == 8 // 3  # updates, as Keras
+    assert resumed.optimizer.calls == reference.optimizer.calls == 8
     for a, b in zip(resumed.get_weights(), reference.get_weights()):
         np.testing.assert_array_equal(a, b)
 

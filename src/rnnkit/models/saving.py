@@ -165,7 +165,7 @@ def model_config(model: Any) -> dict[str, Any]:
 def _optimizer_tensors(model: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     compiled = getattr(model, "compiled", None)
     opt = None if compiled is None else compiled.optimizer.torch_optimizer
-    if opt is None or compiled is None or not (compiled.optimizer.iterations or opt.state):  # no step taken yet
+    if opt is None or compiled is None or not (compiled.optimizer.calls or opt.state):  # no step taken yet
         return None
     state = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -178,7 +178,8 @@ def _optimizer_tensors(model: Any) -> tuple[dict[str, torch.Tensor], dict[str, A
                 scalars[f"{idx}.{name}"] = value
     shapes = [list(p.shape) for group in opt.param_groups for p in group["params"]]
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars,
-                     "iterations": compiled.optimizer.iterations, "optimizer_class": type(opt).__name__,
+                     "iterations": int(compiled.optimizer.calls),  # the call count (see _load_optimizer)
+                     "optimizer_class": type(opt).__name__,
                      "param_shapes": shapes, "tensors_sha256": weights_digest(tensors)}
 
 
@@ -421,7 +422,9 @@ def _load_optimizer(model: Any, path: str) -> None:
             idx, name = key.split(".", 1)
             state.setdefault(int(idx), {})[name] = value
         opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        spec.iterations = int(meta.get("iterations", 0))
+        # the call count (Keras' "iteration" variable), which every save has held: optimizer.iterations is
+        # it // gradient_accumulation_steps
+        spec.calls = int(meta.get("iterations", 0))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as err:
         raise _corrupt(path, err) from None
 

@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from ..training.dtypes import floating_dtypes, restore_dtypes
 from ..training.interrupts import StopRequest, ctrl_c_requests_a_stop, fit_passing_interrupts
 from ..training.resuming import PassOver, read_checkpoint
 from .run import RunDir, atomic_write_bytes, build_recorded, unshared_tensors
@@ -437,29 +438,6 @@ def progress_bar() -> Any:
     return epoch_progress_bar()
 
 
-def _floating_dtypes(model: nn.Module) -> dict[tuple[int, str, str], torch.dtype]:
-    """The dtype of each floating-point parameter and buffer of ``model``, by module and name."""
-    return {(id(m), kind, name): t.dtype for m in model.modules()
-            for kind, store in (("p", m._parameters), ("b", m._buffers)) for name, t in store.items()
-            if t is not None and t.is_floating_point()}
-
-
-@torch.no_grad()
-def _restore_dtypes(model: nn.Module, dtypes: dict[tuple[int, str, str], torch.dtype]) -> None:
-    """Put back the dtypes :func:`_floating_dtypes` recorded: Lightning's ``bf16-true``, ``16-true`` and
-    ``64-true`` convert the whole model for training, and the run folder's weights, the task's inference and
-    its metrics are float32 (bfloat16 values are exact in float32; a float64 run is rounded to it)."""
-    for m in model.modules():
-        for name, p in m._parameters.items():
-            want = dtypes.get((id(m), "p", name))
-            if p is not None and want is not None and p.dtype != want:
-                p.data = p.data.to(want)  # the same Parameter (tied weights stay tied)
-        for name, b in m._buffers.items():
-            want = dtypes.get((id(m), "b", name))
-            if b is not None and want is not None and b.dtype != want:
-                m._buffers[name] = b.to(want)
-
-
 def _trainer(pl: Any, precision: str, log: Callable[[str], None], **kwargs: Any) -> Any:
     """``pl.Trainer(precision=precision, **kwargs)``; where Lightning trains with another precision than
     asked (``16-mixed`` on a CPU, where float16 autocast is not supported, becomes ``bf16-mixed``) the log
@@ -552,7 +530,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
                              "saved_at": started, "epoch_start": started, "epoch_batches": 0, "mid_epoch": None,
                              "stopped": None}  # "early" or "time": the run ended before train.epochs
     averager = WeightAverage(model)
-    dtypes = _floating_dtypes(model)  # put back after training in another precision
+    dtypes = floating_dtypes(model)  # put back after training in another precision
     weight_dtypes = {k: v.dtype for k, v in model.state_dict().items()}  # the best weights are kept in these
     limit = _BATCH_LIMIT.get()  # set by batch_limit(): a warm-up of one short epoch
     resume_from = None
@@ -768,7 +746,7 @@ def fit(model: nn.Module, train_loader: Any, dev_loader: Any, *, loss_fn: LossFn
         try:
             _fit_or_resume(trainer, module, train_loader, dev_loader, resume_from, history, pending, log)
         finally:
-            _restore_dtypes(model, dtypes)
+            restore_dtypes(model, dtypes)
     if stop.asked:  # a Ctrl-C after the last epoch's checkpoint (while Lightning tore down): it stops all the same
         raise KeyboardInterrupt
     _STOPPED.set(None if len(history) >= options.epochs else state["stopped"] or pending.get("stopped"))

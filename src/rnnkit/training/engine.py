@@ -73,6 +73,7 @@ from .data import (
     is_loader_like,
     make_loader,
 )
+from .dtypes import floating_dtypes, restore_dtypes
 from .evaluation import (
     build_model,
     epoch_logs,
@@ -342,14 +343,15 @@ class KerasModule(pl.LightningModule):
             m._computed = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rnnkit"] = {**_rng_state(), "optimizer_iterations": int(self.optimizer_spec.iterations),
+        # the optimizer's call count (its iterations are the updates, fewer with gradient accumulation)
+        checkpoint["rnnkit"] = {**_rng_state(), "optimizer_iterations": int(self.optimizer_spec.calls),
                                 "optimizer": self.optimizer_name(), "mid_epoch": self.mid_epoch}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("rnnkit")
         if not state:
             return
-        self.optimizer_spec.iterations = state["optimizer_iterations"]
+        self.optimizer_spec.calls = int(state["optimizer_iterations"])
         mid = state.get("mid_epoch")
         if not mid:  # at an epoch end: nothing draws random numbers before the next epoch's first batch
             _set_rng_state(state)
@@ -783,7 +785,10 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         accelerator: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``...
         devices: devices per node (``"auto"``, a count or a list).
         strategy: ``"auto"``, ``"ddp"``, ``"ddp_spawn"``... (multi-process data parallel).
-        precision: ``"32-true"`` (default), ``"bf16-mixed"``, ``"16-mixed"``...
+        precision: ``"32-true"`` (default), ``"bf16-mixed"``, ``"16-mixed"``... ``"bf16-true"``,
+            ``"16-true"`` and ``"64-true"`` train the model converted to that dtype and give it back in
+            its own dtypes (the same parameters, their optimizer state in their dtype), also when
+            training stops with an exception or Ctrl-C, as Keras' ``fit`` never changes them.
         checkpoint_dir: write ``last.ckpt`` there at every epoch end (for ``resume_from``).
         resume_from: a ``checkpoint_dir`` (or ``.ckpt`` file) to continue an interrupted run
             (not with a ``BackupAndRestore`` callback, which resumes from its own backup).
@@ -945,11 +950,14 @@ def fit_model(model: Any, x: Any = None, y: Any = None, *, batch_size: int | Non
         restore_modes = capture_modes(model)
         if not model.training:
             model.train()
+        dtypes = floating_dtypes(model)  # Lightning's *-true precisions convert the model for training
         try:
             fit_passing_interrupts(trainer, module, train_dataloaders=loader, val_dataloaders=val_loader,
                                    ckpt_path=ckpt_path, weights_only=True if ckpt_path is not None else None)
         finally:
             restore_modes()
+            restore_dtypes(model, dtypes)
+            compiled.optimizer.match_parameter_dtypes()  # its moments, EMA average, accumulators follow
     if backup is not None and backup.delete_checkpoint and not trainer.interrupted:
         if trainer.is_global_zero:  # the files are rank 0's: another process deleting them raced its last write
             _delete_backup(backup)

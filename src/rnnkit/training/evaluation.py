@@ -291,10 +291,10 @@ def batch_step(model: Any, x: Any, y: Any, *, train: bool, sample_weight: Any = 
             optimizer.zero_grad()
             total.backward()
             spec.clip(model.parameters(), compiled.clip_overrides)
-            step = spec.iterations
+            step = spec.calls  # the call count (with gradient accumulation, iterations counts updates)
             spec.before_step(step)
             optimizer.step()
-            spec.iterations = step + 1
+            spec.calls = step + 1
         features = [int(o.shape[-1]) if o.dim() > 1 else 1 for o in outputs]
         metrics = logic.make_metrics(features).to(device)
         logic.update_metrics(metrics, outputs, out_masks, batch)

@@ -254,11 +254,21 @@ class LearningRateValue(_KerasNumber, float):
 
 
 class IterationsValue(_KerasNumber, int):
-    """The step count that ``optimizer.iterations`` reads: an ``int`` that also takes Keras 3's idioms
+    """The update count that ``optimizer.iterations`` reads: an ``int`` that also takes Keras 3's idioms
     for its iteration variable, ``.numpy()`` (a NumPy int64) and ``.assign(n)``. Pickled or copied,
     it is a plain int."""
 
     _attribute, _plain, _numpy = "iterations", int, np.int64
+
+
+class CallCountValue(IterationsValue):
+    """The call count that ``apply_gradients`` returns, as Keras returns its ``iteration`` variable
+    (with ``gradient_accumulation_steps=N`` it is ``N`` times :attr:`Optimizer.iterations` plus the
+    calls of the open window): ``.assign(n)`` sets that count. Pickled or copied, a plain int."""
+
+    def assign(self, value: Any) -> Any:
+        self._optimizer._iterations = int(np.asarray(value))
+        return CallCountValue(self._optimizer._iterations, self._optimizer)
 
 
 class OptimizerVariable:
@@ -389,7 +399,9 @@ class Optimizer:
             call are summed in a ``gradient_accumulator`` slot and the weights move only every
             ``gradient_accumulation_steps``-th call, with the mean ``(g + accumulated) / steps``
             (clipped, weight decay applied, the rate of that call's step); :attr:`iterations` counts
-            every call, as Keras' ``iteration`` variable.
+            the updates (``calls // N``, Keras' ``iterations`` property) while the schedule, the
+            ``iteration`` entry of :attr:`variables`, saves and checkpoints count every call (Keras'
+            ``iteration`` variable).
         name: optional name.
 
     ``exclude_from_weight_decay(var_list, var_names)`` exempts weights from ``weight_decay``.
@@ -474,9 +486,10 @@ class Optimizer:
             raise ValueError("the model has no trainable parameters; is every layer frozen (trainable=False)?")
         old = self.torch_optimizer
         if old is not None and [id(p) for p in params] == [id(p) for p in self._params]:
+            self.match_parameter_dtypes()
             return old
         kwargs = self._torch_kwargs()
-        kwargs["lr"] = self.current_learning_rate(self.iterations)
+        kwargs["lr"] = self.current_learning_rate(self._iterations)
         if old is not None:
             built = {id(p) for p in self._params}
             if not any(id(p) in built for p in given):  # (the same model may swap which layers train)
@@ -504,13 +517,48 @@ class Optimizer:
 
     @property
     def iterations(self) -> IterationsValue:
-        """Optimizer steps taken so far, across ``fit`` and ``train_on_batch`` calls (Keras ``iterations``):
-        an int with Keras' ``.numpy()`` and ``.assign(n)``."""
-        return IterationsValue(self._iterations, self)
+        """Weight updates so far, across ``fit`` and ``train_on_batch`` calls (Keras' ``iterations``):
+        an int with Keras' ``.numpy()`` and ``.assign(n)``. Every call is an update, except with
+        ``gradient_accumulation_steps=N``, where it is ``calls // N`` as Keras' property (the call
+        count, Keras' ``iteration`` variable, is the ``iteration`` entry of :attr:`variables`; the
+        schedule and EMA's overwrite frequency read those as Keras does)."""
+        return IterationsValue(self._keras_iteration(self._iterations), self)
 
     @iterations.setter
     def iterations(self, value: int) -> None:
+        """Set the update count: with accumulation the call count becomes ``value * N``, the start of
+        that update's window (``iterations`` then reads ``value``)."""
+        self._iterations = int(value) * (self.gradient_accumulation_steps or 1)
+
+    @property
+    def calls(self) -> int:
+        """Calls (``apply``, training steps) so far: Keras' ``iteration`` variable, which the schedule
+        reads and saves, checkpoints and resuming keep; :attr:`iterations` with no gradient accumulation."""
+        return self._iterations
+
+    @calls.setter
+    def calls(self, value: int) -> None:
         self._iterations = int(value)
+
+    @torch.no_grad()
+    def match_parameter_dtypes(self) -> None:
+        """Give each parameter's element-wise state (the state tensors of its shape: moments, the EMA
+        average, the gradient accumulator) the parameter's dtype, as torch's ``load_state_dict``
+        casts state; the scalars (``step``, NAdam's ``mu_product``) stay in the float32 torch keeps
+        them in. A model converted after its state was made (Lightning's ``bf16-true``, ``16-true``
+        and ``64-true`` convert it for a ``fit`` and ``fit`` converts it back) then steps with state
+        in its own dtype: torch's foreach steps refuse mixed dtypes. Called by :meth:`build`."""
+        opt = self.torch_optimizer
+        if opt is None:
+            return
+        for p in self._params:
+            state = opt.state.get(p)
+            if not state or not p.is_floating_point():
+                continue
+            for key, value in state.items():
+                if (key != "step" and isinstance(value, Tensor) and value.is_floating_point()
+                        and value.dtype != p.dtype and value.shape == p.shape):
+                    state[key] = value.to(p.dtype)
 
     # -- Keras variables -----------------------------------------------------------------------
     def _slot_layout(self) -> list[list[tuple[str, str]]]:
@@ -524,9 +572,10 @@ class Optimizer:
 
     @property
     def variables(self) -> list[OptimizerVariable]:
-        """The optimizer's state in Keras 3's order and count: ``iteration``, ``learning_rate``, then
-        the slots per parameter (Adam: ``momentum`` and ``velocity`` of each parameter, then
-        ``velocity_hat`` with ``amsgrad``; SGD with momentum: ``momentum``; RMSprop: ``velocity``, then
+        """The optimizer's state in Keras 3's order and count: ``iteration`` (the call count, Keras'
+        ``iteration`` variable; with ``gradient_accumulation_steps=N``, :attr:`iterations` is it
+        ``// N``), ``learning_rate``, then the slots per parameter (Adam: ``momentum`` and ``velocity``
+        of each parameter, then ``velocity_hat`` with ``amsgrad``; SGD with momentum: ``momentum``; RMSprop: ``velocity``, then
         ``momentum`` with momentum, then ``average_gradient`` when centered; Adagrad: ``accumulator``;
         Nadam: ``momentum`` and ``velocity``, then one scalar ``u_product``; Adamax: ``momentum`` and
         ``norm``; Adadelta: ``accumulated_grad`` and ``accumulated_delta_var``; Lion: ``momentum``; Ftrl:
@@ -535,13 +584,13 @@ class Optimizer:
         ``gradient_accumulation_steps``). A slot's ``value`` is the torch state tensor itself (torch's
         units: SGD's and RMSprop's momentum hold the buffer without the learning rate); a slot torch
         has not created yet (before the first step) reads as zeros."""
-        it, lr = self.iterations, float(self.learning_rate)
+        it, lr = self._iterations, float(self.learning_rate)  # the call count, Keras' ``iteration`` variable
 
         def set_lr(value: Any) -> None:
             self.learning_rate = float(np.asarray(value))
 
         def set_iterations(value: Any) -> None:
-            self.iterations = int(np.asarray(value))
+            self._iterations = int(np.asarray(value))
 
         out = [OptimizerVariable(f"{self.name}/iteration", torch.tensor(int(it)), set_iterations),
                OptimizerVariable(f"{self.name}/learning_rate", torch.tensor(lr, dtype=torch.float32), set_lr)]
@@ -564,19 +613,20 @@ class Optimizer:
         return out + self._extra_variables()
 
     # -- custom training loops -----------------------------------------------------------------
-    def apply_gradients(self, grads_and_vars: Iterable[tuple[Any, nn.Parameter]]) -> IterationsValue:
+    def apply_gradients(self, grads_and_vars: Iterable[tuple[Any, nn.Parameter]]) -> CallCountValue:
         """Keras' ``apply_gradients(zip(grads, model.trainable_weights))``: one optimizer step with
-        these gradients (clipping, schedule, weight decay and EMA included); returns :attr:`iterations`."""
+        these gradients (clipping, schedule, weight decay and EMA included); returns the call count,
+        Keras' ``iteration`` variable (:attr:`iterations` without ``gradient_accumulation_steps``)."""
         pairs = list(grads_and_vars)
         return self.apply([g for g, _ in pairs], [v for _, v in pairs])
 
-    def apply(self, grads: Iterable[Any], trainable_variables: Iterable[nn.Parameter] | None = None) -> IterationsValue:
+    def apply(self, grads: Iterable[Any], trainable_variables: Iterable[nn.Parameter] | None = None) -> CallCountValue:
         """Keras' ``apply(grads, trainable_variables)``: one step of the parameters given (default:
         those it was built with) with these gradients; ``None`` gradients are passed over. The
         first call builds the optimizer for its parameters; later calls take them or a subset of them
         (others: ``ValueError``, as Keras). The parameters' own ``.grad`` are left as they were.
         With ``loss_scale_factor`` the gradients are taken as those of :meth:`scale_loss`'s loss
-        (divided by the factor), as Keras."""
+        (divided by the factor), as Keras. Returns the call count, as :meth:`apply_gradients`."""
         grads = list(grads)
         variables = list(self._params if trainable_variables is None else trainable_variables)
         if len(grads) != len(variables):
@@ -606,7 +656,7 @@ class Optimizer:
         finally:
             for p in self._params:
                 p.grad = saved[id(p)]
-        return self.iterations
+        return CallCountValue(self._iterations, self)
 
     def finalize_variable_values(self, var_list: Any = None) -> None:
         """Keras' end-of-``fit`` step: with ``use_ema`` the weights take their moving averages."""
@@ -646,10 +696,10 @@ class Optimizer:
     def learning_rate(self) -> LearningRateValue:
         """The learning rate of the next step, a float that also has Keras' ``assign(value)`` and
         ``numpy()`` (setting it is refused while a schedule drives it; with a schedule it is the
-        schedule at :attr:`iterations`, as Keras)."""
+        schedule at the call count, :attr:`iterations` without ``gradient_accumulation_steps``, as Keras)."""
         if self.torch_optimizer is not None and not isinstance(self._learning_rate, LearningRateSchedule):
             return LearningRateValue(float(self.torch_optimizer.param_groups[0]["lr"]), self)
-        return LearningRateValue(self.current_learning_rate(self.iterations), self)
+        return LearningRateValue(self.current_learning_rate(self._iterations), self)
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
@@ -674,7 +724,7 @@ class Optimizer:
         return lr(step) if isinstance(lr, LearningRateSchedule) else float(lr)
 
     def before_step(self, step: int | None = None) -> None:
-        """Prepare optimizer step ``step`` (0-based; default :attr:`iterations`, so the steps of
+        """Prepare optimizer step ``step`` (0-based; default the call count, so the steps of
         successive ``fit`` calls continue one schedule, as in Keras): apply the schedule and the
         decoupled weight decay, and count the step. Called once before each optimizer step."""
         step = self._iterations if step is None else step
@@ -770,7 +820,7 @@ class Optimizer:
         """Keras' ``apply`` before clipping, once per step (called by :meth:`clip` and
         :meth:`before_step`, whichever comes first; later calls see the gradients it left and do
         nothing): divide the gradients by ``loss_scale_factor``; with
-        ``gradient_accumulation_steps=N``, on call ``step`` (default :attr:`iterations`) add them to
+        ``gradient_accumulation_steps=N``, on call ``step`` (default the call count) add them to
         the ``gradient_accumulator`` slots and drop them (``.grad = None``: the torch step then moves
         nothing), or on every ``N``-th call replace them by ``(g + accumulated) / N`` and reset all
         accumulators (removed from the state: zeros, which a slot not there reads as). A parameter
