@@ -589,9 +589,10 @@ def test_language_model_run_errors(runs, tmp_path):
     lm_run = tmp_path / "lm"
     shutil.copytree(runs["lm"], lm_run)
     one = tmp_path / "one.txt"
-    one.write_text("\n")  # one token: <eos>
+    one.write_text("\n")  # one token, <eos>, of a blank line: refused as a text of blank lines only
     line = _one_error(runner.invoke(app, ["evaluate", str(lm_run), "--data", str(one)]))
-    assert line.endswith("a language model needs at least 2 (one to read, one to predict); fix: give a longer text")
+    assert line.endswith("the text is empty or only blank lines, so its perplexity would only say how well a line "
+                         "break follows a line break; fix: give a file with text")
     assert _one_error(runner.invoke(app, ["evaluate", str(lm_run), "--data", str(one), "--set", "data.level=char"])) == (
         "error: evaluate --set data.level=char: a language-model run reads text as at training (tokenization, "
         "lowercasing and line endings are fixed); drop --set")

@@ -106,13 +106,15 @@ def test_dev_class_folders_of_another_size_and_colour_are_converted(tmp_path):
     assert json.loads((tmp_path / "run" / "preprocessing.json").read_text())["image_shape"] == [8, 8]
 
 
-def test_a_class_held_out_whole_is_named_not_called_the_only_label(tmp_path):
-    data = _folders(tmp_path / "data", {"a": 10, "b": 1})  # the one 'b' picture goes to dev
+def test_a_class_of_one_picture_stays_in_training(tmp_path):
+    """The dev hold-out is split by class and keeps one example of every class in training: the one
+    'b' picture went to dev, and training stopped with "dev label(s) b never occur"."""
+    data = _folders(tmp_path / "data", {"a": 10, "b": 1})
     result = runner.invoke(app, ["train", "image-classification", "--train", str(data), "--out", str(tmp_path),
-                                 *TINY])
-    assert result.exit_code != 0
-    assert "dev label(s) b never occur" in result.output and "too rare to hold out" in result.output
-    assert "only one label" not in result.output
+                                 "--name", "run", *TINY])
+    assert result.exit_code == 0, result.output
+    support = json.loads((tmp_path / "run" / "metrics.json").read_text())["dev"]["per_class"]["support"]
+    assert support == [1, 0]  # classes a, b: dev holds one 'a' picture, no 'b'
 
 
 def test_too_few_images_names_the_dev_hold_out(tmp_path):
