@@ -6,6 +6,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rnnkit.data.splits import take_whole_groups
@@ -99,3 +100,25 @@ def test_a_text_under_two_labels_stays_on_one_side():
         train, dev = split_texts(examples, 0.2, seed=seed)
         assert not {e.text for e in train} & {e.text for e in dev}
         assert {e.label for e in train} == {"pos", "neg"} and dev
+
+
+def test_class_quotas_follow_largest_remainders_and_keep_a_training_example() -> None:
+    from rnnkit.data.splits import class_quotas
+
+    # shares 3.6, 1.2, 0.2 of 5: floors 3, 1, 0; the largest remainder (0.6) takes the spare one
+    assert class_quotas([18, 6, 1], 5, [0, 1, 2]) == [4, 1, 0]
+    # equal remainders: the tie order decides
+    assert class_quotas([5, 5], 1, [1, 0]) == [0, 1] and class_quotas([5, 5], 1, [0, 1]) == [1, 0]
+    # a class of one never gives its example: the spare goes to the next remainder
+    assert class_quotas([1, 9], 2, [0, 1]) == [0, 2]
+    # every class down to its last example: fewer than asked
+    assert class_quotas([2, 1], 3, [0, 1]) == [1, 0]
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # against the definition: the sum, the caps, within one of each share
+        sizes = rng.integers(1, 30, rng.integers(1, 6)).tolist()
+        total = int(rng.integers(1, sum(sizes) + 1))
+        quotas = class_quotas(sizes, total, list(range(len(sizes))))
+        assert sum(quotas) == min(total, sum(s - 1 for s in sizes))
+        assert all(0 <= q <= s - 1 for q, s in zip(quotas, sizes))
+        if sum(quotas) == total and all(s * total / sum(sizes) < s - 1 for s in sizes):
+            assert all(abs(q - s * total / sum(sizes)) < 1 for q, s in zip(quotas, sizes))

@@ -4,6 +4,8 @@ A corpus often holds the same text more than once (a repeated review, a CoNLL sc
 translation pair in two places). Drawn item by item, a held-out dev set then shares items with
 training, and the model is selected on texts it was trained on. :func:`take_whole_groups`
 draws whole groups of equal items instead: an item and all its copies go to dev together.
+:func:`class_quotas` says how many dev examples each class gives, so a stratified dev set has every
+class in proportion and never takes a class's last training example.
 """
 
 from __future__ import annotations
@@ -43,3 +45,32 @@ def take_whole_groups(order: Sequence[int], keys: Sequence[Hashable], count: int
     if not held and limit > 0:  # every group is too big to move whole (a corpus of copies): item by item
         held = set(order[:limit])
     return held
+
+
+def class_quotas(sizes: Sequence[int], total: int, ties: Sequence[int]) -> list[int]:
+    """How many of ``total`` held-out examples each class gives (a stratified dev set).
+
+    Each class gives its share ``size * total / n`` rounded down, and the classes with the largest
+    remainders one more each (ties: the smaller ``ties`` value first, e.g. the class's first place
+    in the seeded order), so the quotas add up to ``total``. A class never gives its last example:
+    where one would, the extra goes to the next remainder (``total`` is then reached only when the
+    other classes have examples to spare).
+
+    Args:
+        sizes: Examples per class.
+        total: How many to hold out in all.
+        ties: One number per class, to order equal remainders.
+
+    Returns:
+        The quota of each class, in the order of ``sizes``.
+    """
+    n = sum(sizes)
+    shares = [size * total / n if n else 0.0 for size in sizes]
+    quotas = [min(int(share), max(size - 1, 0)) for share, size in zip(shares, sizes)]
+    spare = total - sum(quotas)
+    for c in sorted(range(len(sizes)), key=lambda c: (-(shares[c] - quotas[c]), ties[c])):
+        if spare <= 0:
+            break
+        if quotas[c] < sizes[c] - 1:
+            quotas[c], spare = quotas[c] + 1, spare - 1
+    return quotas

@@ -738,21 +738,14 @@ def _split_dev(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarr
     example in training. Which examples of a class go to dev is drawn from ``seed``. An unstratified
     draw can hold out one class only (5 dev series of GunPoint's 50, all of one class, gave a dev
     accuracy of 0 and selected the epoch on one class) or a rare class whole."""
+    from ..data.splits import class_quotas
+
     n = len(labels)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
     _, codes = np.unique(np.asarray(labels)[order].astype(str), return_inverse=True)
     counts = np.bincount(codes)
-    n_dev = max(1, int(round(n * fraction)))
-    quotas = counts * n_dev / n
-    take = np.minimum(np.floor(quotas).astype(np.int64), counts - 1)
-    spare = n_dev - int(take.sum())
-    first = np.array([int(np.flatnonzero(codes == c)[0]) for c in range(len(counts))])
-    by_remainder = np.lexsort((first, -(quotas - take)))  # largest remainder first, ties by the seeded order
-    for c in by_remainder:
-        if spare <= 0:
-            break
-        if take[c] < counts[c] - 1:
-            take[c], spare = take[c] + 1, spare - 1
+    first = [int(np.flatnonzero(codes == c)[0]) for c in range(len(counts))]  # ties: the seeded order
+    take = np.asarray(class_quotas(counts.tolist(), max(1, int(round(n * fraction))), first))
     rank = np.empty(n, dtype=np.int64)  # each example's place among its class in the seeded order
     for c in range(len(counts)):
         rank[codes == c] = np.arange(counts[c])

@@ -236,13 +236,19 @@ class HierarchicalAttentionNetwork(nn.Module):
 
 # -- data --------------------------------------------------------------------------------------
 def detect_format(path: Path, fmt: str) -> str:
+    """``fmt``, or for ``auto`` the format named by the path: a folder or a tar archive (every suffix
+    the class-folder reader opens: ``.tar.xz``, ``.txz``, ...) holds class folders; ``.csv``, ``.tsv``
+    and ``.jsonl``, plain or gzipped, are read by their columns; anything else is ``label sentence``
+    lines."""
+    from ..data.text import _ARCHIVE_SUFFIXES
+
     if fmt != "auto":
         return fmt
     name = path.name.lower()
-    if path.is_dir() or any(name.endswith(s) for s in (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2")):
+    if path.is_dir() or name.endswith(_ARCHIVE_SUFFIXES):
         return "folders"
-    for suffix, kind in ((".csv", "csv"), (".tsv", "tsv"), (".jsonl", "jsonl"), (".csv.gz", "csv"), (".tsv.gz", "tsv")):
-        if name.endswith(suffix):
+    for kind in ("csv", "tsv", "jsonl"):
+        if name.endswith((f".{kind}", f".{kind}.gz")):
             return kind
     return "label-sentence"
 
@@ -672,6 +678,11 @@ class TrainedTextClassifier:
         if fmt in ("csv", "tsv", "jsonl"):
             cfg = DataConfig(**{**asdict(self.prep.cfg), "format": fmt})
             return [(e.text, e.source) for e in read_examples(p, cfg, labelled=False, keep_empty=True)]
+        if fmt == "label-sentence" and getattr(self, "file_format", "auto") == "label-sentence":
+            # asked for by name (SST-2's stsa.binary.*): the sentences, each line's label dropped
+            from ..data.text import read_label_sentence
+
+            return [(e.text, e.source) for e in read_label_sentence(p, errors=self.prep.cfg.encoding_errors)]
         if fmt == "folders":
             raise ConfigError(f"{p}: predict reads texts one per line or from a CSV/TSV/JSONL text column; to score "
                               "a folder or archive of class folders use 'rnnkit evaluate RUN --data' instead")
@@ -693,6 +704,8 @@ class TrainedTextClassifier:
         """Metrics on a labelled file; ``overrides`` (``data.key=value``) change how it is read,
         e.g. ``data.member_prefix=aclImdb/test`` for the test folders of an archive."""
         cfg = reading_overrides(self.prep.cfg, overrides, READING_KEYS, "evaluate --set")
+        given = any(o.split("=", 1)[0].strip() == "data.member_prefix" for o in overrides)
+        _check_inherited_prefix(Path(path), cfg, given)
         examples, empty_note = read_labelled(path, cfg)
         counts = self.prep.counts()
         metrics = self.evaluate_examples(examples, str(path))
@@ -703,7 +716,6 @@ class TrainedTextClassifier:
         p = Path(path)
         if detect_format(p, cfg.format) == "folders":  # say which folder was read
             metrics["read"] = f"{p}, folder {cfg.member_prefix or '/'}"
-            given = any(o.split("=", 1)[0].strip() == "data.member_prefix" for o in overrides)
             if cfg.member_prefix and not given:
                 test = re.sub(r"train$", "test", cfg.member_prefix.rstrip("/"))
                 other = test if test != cfg.member_prefix.rstrip("/") else "<folder of the evaluation split>"
@@ -759,6 +771,19 @@ class TrainedTextClassifier:
         return list(zip(sentences, weights[0].tolist())) if weights is not None else []
 
 
+def _check_inherited_prefix(path: Path, cfg: DataConfig, given: bool) -> None:
+    """A folder given to ``evaluate`` is read under the training ``data.member_prefix`` (``aclImdb/train``)
+    unless ``--set`` names another; a folder without that sub-folder (an extracted split such as
+    ``aclImdb/test`` given directly) stops with a one-line error naming the fix, not the reader's
+    "folder not found"."""
+    if given or not cfg.member_prefix or not path.is_dir() or detect_format(path, cfg.format) != "folders":
+        return
+    if not (path / cfg.member_prefix).is_dir():
+        raise ConfigError(f"{path}: no folder {cfg.member_prefix} in it (data.member_prefix as at training); fix: add "
+                          "--set data.member_prefix=null to read the class folders directly under it, or --set "
+                          "data.member_prefix=<its sub-folder that holds them>")
+
+
 EMPTY_TEXT_NOTE = "the text has no tokens: the label is the model's answer to an empty input, not read from the text"
 
 
@@ -777,7 +802,7 @@ def _split_dev(examples: list[Any], fraction: float, seed: int) -> tuple[list[An
     with a label seen only in dev. A text that occurs more than once is held out with all its
     copies or not at all (copies under another label too, unless that label would keep no training
     text), so dev holds no text training has seen. Both parts keep the file order."""
-    from ..data.splits import take_whole_groups
+    from ..data.splits import class_quotas, take_whole_groups
 
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(examples), generator=generator).tolist()
@@ -786,11 +811,8 @@ def _split_dev(examples: list[Any], fraction: float, seed: int) -> tuple[list[An
         label = examples[i].label
         groups.setdefault("" if label is None else label_name(label), []).append(i)
     n_dev = max(1, int(round(len(examples) * fraction)))
-    quotas = {key: len(members) * n_dev / len(examples) for key, members in groups.items()}
-    take = {key: int(q) for key, q in quotas.items()}
-    by_remainder = sorted(groups, key=lambda key: (-(quotas[key] - take[key]), groups[key][0]))
-    for key in by_remainder[: n_dev - sum(take.values())]:
-        take[key] += 1
+    keys = list(groups)
+    take = dict(zip(keys, class_quotas([len(groups[k]) for k in keys], n_dev, [groups[k][0] for k in keys])))
     texts = [e.text for e in examples]  # a text given more than once goes to dev with all its copies or not at all
     held = {i for key, members in groups.items() for i in take_whole_groups(members, texts, take[key], keep=1)}
     held_texts = {texts[i] for i in held}  # copies under another label (a conflicting annotation) follow them,
