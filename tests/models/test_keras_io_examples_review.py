@@ -222,3 +222,24 @@ def test_book_stacked_gru_with_callbacks_and_load_model(tmp_path: Path) -> None:
     clone = ours.Model.from_config(model.get_config())
     clone.set_weights(model.get_weights())
     np.testing.assert_allclose(clone.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_a_shuffled_validation_loader_trains_without_lightnings_warning() -> None:
+    """The Keras book passes ``timeseries_dataset_from_array(..., shuffle=True)`` as ``validation_data``:
+    Keras says nothing, rnnkit printed Lightning's advice to turn shuffling off for validation loaders
+    (the order changes nothing: the validation loss is the same either way)."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    series = rng.normal(size=(120, 2)).astype("float32")
+    data = rnnkit.data.timeseries_dataset_from_array(series[:-5], series[5:, 0], sequence_length=5,
+                                                     batch_size=16, shuffle=True, seed=0)
+    ordered = rnnkit.data.timeseries_dataset_from_array(series[:-5], series[5:, 0], sequence_length=5,
+                                                        batch_size=16)
+    model = rnnkit.models.Sequential([rnnkit.layers.Input(shape=(5, 2)), rnnkit.layers.GRU(4),
+                                      rnnkit.layers.Dense(1)])
+    model.compile("rmsprop", "mse")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        history = model.fit(data, validation_data=data, epochs=1, verbose=0)
+    assert history.history["val_loss"][0] == pytest.approx(model.evaluate(ordered, verbose=0), rel=1e-5)

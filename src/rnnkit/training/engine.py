@@ -693,7 +693,10 @@ def _quiet_lightning() -> Iterator[None]:
                             ".*Checkpoint directory.*exists and is not empty.*", ".*LightningModule.*is not a.*",
                             ".*`training_step` returned `None`.*", ".*Total length of .* across ranks is zero.*",
                             ".*isinstance\\(treespec, LeafSpec\\).*", ".*no `val_dataloader`.*", ".*sync_dist=True.*",
-                            ".*configure_optimizers` returned `None`.*"):
+                            ".*configure_optimizers` returned `None`.*",
+                            # validation_data as a shuffled loader (timeseries_dataset_from_array(shuffle=True), as
+                            # the Keras book writes it): the order does not change the validation loss and metrics
+                            ".*`val_dataloader`'s sampler has shuffling enabled.*"):
                 warnings.filterwarnings("ignore", message=pattern)
             yield
     finally:
