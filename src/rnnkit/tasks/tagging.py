@@ -254,10 +254,31 @@ def tag_probabilities(crf: CRF | None, emissions: Tensor, lengths: Tensor) -> Te
 def read_sentences(path: str | Path, cfg: DataConfig) -> list[Any]:
     from ..data.conll import read_conll
 
+    p = check_conll_path(path)
+    return read_conll(p, cfg.token_column, cfg.tag_column, separator=separator_of(cfg), errors=cfg.encoding_errors)
+
+
+def check_conll_path(path: str | Path) -> Path:
+    """``path`` when it is a file; a folder (CoNLL-2003's, say) is a one-line error naming the fix."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p} is a folder, not a file; fix: give the path of a CoNLL column file in it (e.g. "
+                          f"{p / 'train.txt'})")
     if not p.is_file():
         raise FileNotFoundError(f"data file not found: {p}")
-    return read_conll(p, cfg.token_column, cfg.tag_column, separator=separator_of(cfg), errors=cfg.encoding_errors)
+    return p
+
+
+def keep_every_tag_last(order: Sequence[int], tags: Sequence[set[str]], keys: Sequence[Any]) -> list[int]:
+    """``order`` (the seeded draw of the dev hold-out, taken from the front) with, for every tag, the
+    last item of the draw that carries it moved to the end, with the items of equal ``keys`` (copies
+    of a sentence, which are held out together). A hold-out drawn from the front then leaves each
+    tag at least one training sentence, as text classification leaves each class a text, instead of
+    stopping with "tag 'B-MISC' appears in dev data but not in training data" for dev data the user
+    never gave; the other items keep the draw's order."""
+    last = {tag: i for i in order for tag in tags[i]}
+    kept = {keys[i] for i in last.values()}
+    return [i for i in order if keys[i] not in kept] + [i for i in order if keys[i] in kept]
 
 
 def separator_of(cfg: DataConfig) -> str | None:
@@ -662,8 +683,7 @@ class Tagger:
 
         col, errors = self.prep.cfg.token_column, self.prep.cfg.encoding_errors
         separator = separator_of(self.prep.cfg)
-        if not Path(path).is_file():  # as evaluate says it, not as a column-layout problem
-            raise FileNotFoundError(f"data file {'is a folder' if Path(path).is_dir() else 'not found'}: {path}")
+        check_conll_path(path)  # as evaluate says it, not as a column-layout problem
         try:
             sentences = read_conll(path, col, col, separator=separator, errors=errors)  # names file and line
         except (DataError, UnicodeDecodeError) as err:
@@ -672,10 +692,14 @@ class Tagger:
                 where = f"{where}: {err.message}"
             else:
                 where = str(err)
-            raise DataError(f"{where} (this run reads tokens from column {col} of UTF-8 text, as set by "
-                            "data.token_column and data.encoding_errors at training)",
-                            hint="give a file with the training files' column layout, re-encoded as UTF-8 "
-                                 "if needed") from None
+            # the reading keys apply to this file as they do to evaluate: undecodable bytes take the reader's
+            # fix (--set data.encoding_errors=replace), a layout the run's columns do not fit --set data.token_column
+            undecodable = not isinstance(err, DataError) or err.message.startswith("cannot decode")
+            hint = (getattr(err, "hint", None) if undecodable else None) or (
+                "give a file with the training files' column layout, or read this one's with --set "
+                "data.token_column=N (and data.separator=tab|whitespace)")
+            raise DataError(f"{where} (this run reads tokens from column {col}, data.token_column)",
+                            hint=hint) from None
         tagged = iter(self.tag_tokens([s.tokens for s in sentences], documents_of(sentences)))
         out: list[str] = []
         current: Iterator[str] | None = None
@@ -779,6 +803,10 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     documents = sorted({s.document for s in train_sents}) if dev_path is None else []
     if dev_path is None and cfg.data.document_context and len(documents) > 1:  # keep documents whole
         order = torch.randperm(len(documents), generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
+        tags_of: dict[int, set[str]] = {d: set() for d in documents}
+        for s in train_sents:
+            tags_of[s.document].update(s.tags)
+        order = keep_every_tag_last(order, [tags_of[d] for d in documents], documents)
         held_out = {documents[i] for i in order[: max(1, len(documents) // 10)]}
         dev_sents = [s for s in train_sents if s.document in held_out]
         train_sents = [s for s in train_sents if s.document not in held_out]
@@ -789,6 +817,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         from ..data.splits import take_whole_groups
 
         order = torch.randperm(len(train_sents), generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
+        order = keep_every_tag_last(order, [set(s.tags) for s in train_sents], [s.tokens for s in train_sents])
         n_dev = max(1, len(train_sents) // 10)
         # a sentence that occurs more than once (a score line, a dateline) goes to dev with all its copies or not at
         # all; dev never grows past n_dev (a group of more copies than that stays in training)
@@ -823,8 +852,10 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
     if cfg.data.document_context:
         log(f"document context: {len(train_items)} training / {len(dev_items)} dev sequences of consecutive "
             f"sentences, up to {cfg.data.document_context} tokens each")
-    log(f"{len(train_sents)} training / {len(dev_sents)} dev sentences; tags ({prep.file_scheme} in the file, "
-        f"{prep.model_scheme} in the model): {', '.join(prep.tags)}; {len(prep.words)} words, {len(prep.chars)} characters")
+    schemes = ("not chunks, data.scheme=none" if prep.file_scheme == "none"  # POS tags: no scheme to convert
+               else f"{prep.file_scheme} in the file, {prep.model_scheme} in the model")
+    log(f"{len(train_sents)} training / {len(dev_sents)} dev sentences; tags ({schemes}): {', '.join(prep.tags)}; "
+        f"{len(prep.words)} words, {len(prep.chars)} characters")
     m = cfg.model
     hyper = {"vocab_size": len(prep.words), "num_chars": len(prep.chars), "num_tags": len(prep.tags),
              "embedding_dim": m.embedding_dim, "char_encoder": m.char_encoder, "char_embedding_dim": m.char_embedding_dim,
