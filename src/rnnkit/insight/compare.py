@@ -209,6 +209,10 @@ class CompareResult:
         best = max(rows, key=lambda r: sign * r["mean"])
         margin = max(best["std"], self.tolerance)
         slack = 1e-9 * max(1.0, abs(best["mean"]))  # 0.900 - 0.895 is 0.0050000000000000044 in floats
+        if len(rows) > 1 and all(abs(r["mean"] - best["mean"]) <= slack and r["std"] <= slack for r in rows):
+            # e.g. every cell at dev f1 0 (none learnt an entity yet): speed alone would pick the plainest cell
+            return "none", (f"every cell has the same dev {self.metric} ({best['mean']:.4f}) in every run, so quality "
+                            "cannot tell them apart; train longer (train.epochs) or on more data")
         close = [r for r in rows if sign * (best["mean"] - r["mean"]) <= margin + slack]
         pick = min(close, key=lambda r: (r["seconds"], r["parameters"]))
         others = [r["cell"] for r in close if r is not pick]
