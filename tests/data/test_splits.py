@@ -111,6 +111,8 @@ def test_class_quotas_follow_largest_remainders_and_keep_a_training_example() ->
     assert class_quotas([5, 5], 1, [1, 0]) == [0, 1] and class_quotas([5, 5], 1, [0, 1]) == [1, 0]
     # a class of one never gives its example: the spare goes to the next remainder
     assert class_quotas([1, 9], 2, [0, 1]) == [0, 2]
+    # small classes that cannot give: the large one gives more than one extra
+    assert class_quotas([1, 1, 1, 1, 1, 5], 5, list(range(6))) == [0, 0, 0, 0, 0, 4]
     # every class down to its last example: fewer than asked
     assert class_quotas([2, 1], 3, [0, 1]) == [1, 0]
     rng = np.random.default_rng(0)

@@ -54,7 +54,7 @@ def class_quotas(sizes: Sequence[int], total: int, ties: Sequence[int]) -> list[
     remainders one more each (ties: the smaller ``ties`` value first, e.g. the class's first place
     in the seeded order), so the quotas add up to ``total``. A class never gives its last example:
     where one would, the extra goes to the next remainder (``total`` is then reached only when the
-    other classes have examples to spare).
+    other classes have examples to spare, several extra each if need be).
 
     Args:
         sizes: Examples per class.
@@ -68,9 +68,12 @@ def class_quotas(sizes: Sequence[int], total: int, ties: Sequence[int]) -> list[
     shares = [size * total / n if n else 0.0 for size in sizes]
     quotas = [min(int(share), max(size - 1, 0)) for share, size in zip(shares, sizes)]
     spare = total - sum(quotas)
-    for c in sorted(range(len(sizes)), key=lambda c: (-(shares[c] - quotas[c]), ties[c])):
-        if spare <= 0:
+    ranked = sorted(range(len(sizes)), key=lambda c: (-(shares[c] - quotas[c]), ties[c]))
+    while spare > 0:  # by remainder, as often as needed: small classes that cannot give pass it on
+        givers = [c for c in ranked if quotas[c] < sizes[c] - 1][:spare]
+        if not givers:
             break
-        if quotas[c] < sizes[c] - 1:
-            quotas[c], spare = quotas[c] + 1, spare - 1
+        for c in givers:
+            quotas[c] += 1
+        spare -= len(givers)
     return quotas

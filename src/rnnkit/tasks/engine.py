@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from ..training.dtypes import floating_dtypes, restore_dtypes
+from ..training.dtypes import floating_dtypes, full_precision, restore_dtypes
 from ..training.interrupts import StopRequest, ctrl_c_requests_a_stop, fit_passing_interrupts
 from ..training.resuming import PassOver, read_checkpoint
 from .run import RunDir, atomic_write_bytes, build_recorded, unshared_tensors
@@ -297,20 +297,17 @@ def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_
     (:func:`rnnkit.training.optimizers.fused_step_kwargs`: 4x faster for Adam on CPU) and ``fused``.
     Mixed precision (``bf16-mixed``, ``16-mixed``) takes torch's default step: a fused step unscales a
     float16 GradScaler's gradients itself, after the clipping, so Lightning refuses to clip for one."""
-    from ..training.optimizers import make_torch_optimizer as fused_where_it_runs
-
-    def make_torch_optimizer(cls: type[torch.optim.Optimizer], params: Iterable[nn.Parameter],
-                             **kwargs: Any) -> torch.optim.Optimizer:
-        return fused_where_it_runs(cls, params, **kwargs) if fused else cls(params, **kwargs)
+    from ..training.optimizers import make_torch_optimizer
 
     if name == "adam":
-        return make_torch_optimizer(torch.optim.Adam, params, lr=lr, weight_decay=weight_decay)
+        return make_torch_optimizer(torch.optim.Adam, params, fused=fused, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
-        return make_torch_optimizer(torch.optim.AdamW, params, lr=lr, weight_decay=weight_decay)
+        return make_torch_optimizer(torch.optim.AdamW, params, fused=fused, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return make_torch_optimizer(torch.optim.SGD, params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        return make_torch_optimizer(torch.optim.SGD, params, fused=fused, lr=lr, momentum=0.9,
+                                    weight_decay=weight_decay)
     if name == "asgd":  # plain SGD; the engine averages the iterates once dev stops improving
-        return make_torch_optimizer(torch.optim.SGD, params, lr=lr, weight_decay=weight_decay)
+        return make_torch_optimizer(torch.optim.SGD, params, fused=fused, lr=lr, weight_decay=weight_decay)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
@@ -347,8 +344,8 @@ def _lightning_module(model: nn.Module, loss_fn: LossFn, predict_fn: PredictFn, 
 
         def validation_step(self, batch: Any, batch_idx: int) -> None:
             preds, targets = predict_fn(self.model, batch)
-            self._preds.append(_full_precision(preds.detach().cpu()))
-            self._targets.append(_full_precision(targets.detach().cpu()))
+            self._preds.append(full_precision(preds.detach().cpu()))
+            self._targets.append(full_precision(targets.detach().cpu()))
 
         def on_validation_epoch_end(self) -> None:
             if not self._preds:
@@ -367,13 +364,6 @@ def _lightning_module(model: nn.Module, loss_fn: LossFn, predict_fn: PredictFn, 
     return TaskModule()
 
 
-def _full_precision(t: Tensor) -> Tensor:
-    """``t`` in float32 when it is float16 or bfloat16 (a model trained with ``train.precision=bf16-true``
-    predicts in bfloat16): dev metrics are sums over the whole dev set, which bfloat16's 8 significant bits
-    would round (a count past 256 no longer grows by 1)."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
 class WeightAverage:
     """Running mean of a model's parameters over optimizer steps, swapped in for evaluation (kept in
     float32 for float16/bfloat16 weights: an increment of 1/steps of a difference is below their rounding)."""
@@ -389,7 +379,7 @@ class WeightAverage:
         return self.mean is not None
 
     def start(self) -> None:
-        self.mean = {name: _full_precision(p.detach()).clone() for name, p in self.model.named_parameters()}
+        self.mean = {name: full_precision(p.detach()).clone() for name, p in self.model.named_parameters()}
         self.steps = 1
 
     @torch.no_grad()

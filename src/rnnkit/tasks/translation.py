@@ -287,10 +287,17 @@ class Preprocessor:
     def subwords_per_word(self, texts: Sequence[str], side: str) -> float:
         """Mean subwords per whitespace word of ``texts`` under the ``side`` (``"source"`` or
         ``"target"``) vocabulary. A subword vocabulary learnt on one language splits text of another
-        into many more, shorter pieces, which is what :meth:`check_sides` reads."""
+        into many more, shorter pieces, which is what :meth:`check_sides` reads. An unknown piece
+        counts once per character it covers: a vocabulary that cannot spell the text is no cheaper for it
+        (a Unigram model puts a whole word of another script into one ``<unk>``, which would otherwise
+        read as the cheapest split of all and an English-Russian pair as swapped)."""
         tokenizer = (self.source if side == "source" else self.target).tokenizer
         words = sum(len(t.split()) for t in texts)
-        return sum(len(tokenizer.tokenize(t)) for t in texts) / max(words, 1)
+        unk = tokenizer.backend.token_to_id(tokenizer.special_tokens[1])
+        pieces = sum(max(end - start, 1) if i == unk else 1
+                     for encoding in tokenizer.backend.encode_batch(list(texts))
+                     for i, (start, end) in zip(encoding.ids, encoding.offsets))
+        return pieces / max(words, 1)
 
     def check_sides(self, sources: Sequence[str], targets: Sequence[str], where: str, fix: str) -> None:
         """A one-line error when the source and target texts look swapped: the source text splits into

@@ -39,3 +39,10 @@ def restore_dtypes(model: nn.Module, dtypes: DtypeRecord) -> None:
             want = dtypes.get((id(m), "b", name))
             if b is not None and want is not None and b.dtype != want:
                 m._buffers[name] = b.to(want)
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when it is float16 or bfloat16 (outputs under ``bf16-mixed``, or of a model
+    trained in ``bf16-true``): losses and metrics are computed and summed in float32, as Keras' mixed
+    precision does, not rounded to bfloat16's 8 significant bits (a count past 256 no longer grows by 1)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

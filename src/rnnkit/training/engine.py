@@ -134,7 +134,7 @@ class KerasModule(pl.LightningModule):
         on this module, which torchmetrics lets through to the states, and a running loss summed in
         bfloat16 (8 significant bits) stopped growing by small batch losses (an epoch's loss of 0.69140625,
         the bfloat16 next to the true mean, whatever the batches). The loss and metrics are computed in
-        float32 (:func:`~rnnkit.training.step._full_precision`) and so summed in float32."""
+        float32 (:func:`~rnnkit.training.dtypes.full_precision`) and so summed in float32."""
         if not recurse:
             return super()._apply(fn, recurse=False)
         kept = _keeping_dtype(fn)
@@ -146,7 +146,10 @@ class KerasModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.frozen:
             return None  # nothing to update: fit still runs the epochs for the losses and metrics, as Keras
-        return self.optimizer_spec.build(self.model.parameters())
+        # 16-mixed's GradScaler: Lightning unscales the gradients before the clipping hooks only for an
+        # unfused step (a fused one unscales inside), so clipping, loss-scale division and accumulation
+        # would see scaled gradients
+        return self.optimizer_spec.build(self.model.parameters(), fused=str(self.trainer.precision) != "16-mixed")
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         if self.automatic_optimization and not self.frozen:

@@ -419,6 +419,8 @@ class Optimizer:
     _weight_names: dict[int, str] = {}  # id(parameter) -> Keras weight name (set by name_weights)
     _decay_cache: tuple[list[int], list[int]] | None = None  # (ids of the parameters, ids excluded)
     _prepared: dict[int, tuple[weakref.ref[Tensor], int]] = {}  # gradients prepare_gradients left (and versions)
+    _pending: list[tuple[nn.Parameter, Tensor]] = []  # an accumulating call's gradients, until its step runs
+    _model: weakref.ref[nn.Module] | None = None  # the model the training step trains (name_weights)
 
     def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[int], float] | None = None,
                  weight_decay: float | None = None, clipnorm: float | None = None, clipvalue: float | None = None,
@@ -472,20 +474,25 @@ class Optimizer:
     def _torch_kwargs(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def build(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    def build(self, parameters: Iterable[nn.Parameter], *, fused: bool = True) -> torch.optim.Optimizer:
         """Create (or keep) the ``torch.optim`` optimizer for these parameters.
 
         Built once, for one model, as in Keras: parameters of another model (none shared with the
         ones it was built for) raise ``ValueError``. When the trainable set of the same model
         changes (a layer frozen or unfrozen between fits) the torch optimizer is rebuilt for the new
         set, keeping the state (moments) of the parameters still in it, its learning rate and its
-        step count; the newly trainable ones start with fresh state."""
+        step count; the newly trainable ones start with fresh state. ``fused=False`` asks for
+        torch's default step where :func:`make_torch_optimizer` would take the fused one (a fused
+        optimizer built before is rebuilt, its state kept): a ``GradScaler`` (``16-mixed``) leaves
+        the gradients of a fused step scaled until the step itself, so clipping, loss-scale division
+        and gradient accumulation would see them scaled."""
         given = list(parameters)  # the frozen ones too: they tell the same model from another one
         params = [p for p in given if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters; is every layer frozen (trainable=False)?")
         old = self.torch_optimizer
-        if old is not None and [id(p) for p in params] == [id(p) for p in self._params]:
+        if (old is not None and [id(p) for p in params] == [id(p) for p in self._params]
+                and (fused or not old.defaults.get("fused"))):
             self.match_parameter_dtypes()
             return old
         kwargs = self._torch_kwargs()
@@ -498,11 +505,15 @@ class Optimizer:
                                  f"with its own optimizer, e.g. compile(optimizer={type(self).__name__}(...)) or a "
                                  f"name such as {self.registry_name or 'adam'!r}")
             kwargs["lr"] = old.param_groups[0]["lr"]
-        torch_optimizer = make_torch_optimizer(self._torch_class(), params, **kwargs)
-        if old is not None:  # the same model with another trainable set: carry the state over
+        torch_optimizer = make_torch_optimizer(self._torch_class(), params, fused=fused, **kwargs)
+        if old is not None:  # the same model with another trainable set (or step): carry the state over
             for p in params:
                 if p in old.state and old.state[p]:
-                    torch_optimizer.state[p] = old.state[p]
+                    state = old.state[p]
+                    step = state.get("step")
+                    if not fused and isinstance(step, Tensor) and step.device.type != "cpu":
+                        state = {**state, "step": step.cpu()}  # (a fused step keeps it on the device)
+                    torch_optimizer.state[p] = state
             if "keras_lr" in old.param_groups[0]:
                 for group in torch_optimizer.param_groups:
                     group["keras_lr"] = old.param_groups[0]["keras_lr"]
@@ -574,7 +585,8 @@ class Optimizer:
     def variables(self) -> list[OptimizerVariable]:
         """The optimizer's state in Keras 3's order and count: ``iteration`` (the call count, Keras'
         ``iteration`` variable; with ``gradient_accumulation_steps=N``, :attr:`iterations` is it
-        ``// N``), ``learning_rate``, then the slots per parameter (Adam: ``momentum`` and ``velocity``
+        ``// N``), ``learning_rate``, then the slots per parameter, in the model's Keras weight order once
+        it trained (:meth:`name_weights`) (Adam: ``momentum`` and ``velocity``
         of each parameter, then ``velocity_hat`` with ``amsgrad``; SGD with momentum: ``momentum``; RMSprop: ``velocity``, then
         ``momentum`` with momentum, then ``average_gradient`` when centered; Adagrad: ``accumulator``;
         Nadam: ``momentum`` and ``velocity``, then one scalar ``u_product``; Adamax: ``momentum`` and
@@ -602,8 +614,9 @@ class Optimizer:
             layout = [[(_ACCUMULATOR, "gradient_accumulator")], *layout]
         if self.use_ema:
             layout = [[("ema_average", "average")], *layout]
+        params = self._keras_ordered(self._params)
         for block in layout:
-            for i, p in enumerate(self._params):
+            for i, p in enumerate(params):
                 state = opt.state.get(p) or {}
                 for key, slot in block:
                     value = state.get(key)
@@ -611,6 +624,17 @@ class Optimizer:
                         value = torch.zeros_like(p, memory_format=torch.contiguous_format).detach()
                     out.append(OptimizerVariable(f"{self.name}/variable_{i}_{slot}", value))
         return out + self._extra_variables()
+
+    def _keras_ordered(self, params: list[nn.Parameter]) -> list[nn.Parameter]:
+        """``params`` in the Keras weight order of the model :meth:`name_weights` recorded (its
+        ``keras_parameters()``; a functional model's are in Keras' layer order), the others after them
+        in their order; as given without such a model (a custom loop with :meth:`apply`)."""
+        model = self._model() if self._model is not None else None
+        order = getattr(model, "keras_parameters", None)
+        if not callable(order):
+            return params
+        positions = {id(p): i for i, p in enumerate(order())}
+        return sorted(params, key=lambda p: positions.get(id(p), len(positions)))
 
     # -- custom training loops -----------------------------------------------------------------
     def apply_gradients(self, grads_and_vars: Iterable[tuple[Any, nn.Parameter]]) -> CallCountValue:
@@ -825,7 +849,13 @@ class Optimizer:
         nothing), or on every ``N``-th call replace them by ``(g + accumulated) / N`` and reset all
         accumulators (removed from the state: zeros, which a slot not there reads as). A parameter
         without torch state holds ``{"step": 0, "gradient_accumulator": ...}`` until its first update,
-        so that its state saves and loads like torch's."""
+        so that its state saves and loads like torch's.
+
+        The gradients of an accumulating call enter the accumulators when the torch step runs (a step
+        post-hook, :meth:`_commit_accumulation`), not here: a step that does not run adds nothing, as
+        a ``GradScaler`` (Lightning's ``16-mixed``) skips the step of a call whose gradients
+        overflowed, and Keras' loss-scale optimizer never hands such gradients to the optimizer (an
+        overflow accumulated would turn the weights to inf at the next update)."""
         scale, steps = self.loss_scale_factor, self.gradient_accumulation_steps
         opt = self.torch_optimizer
         if (scale is None and not steps) or opt is None:
@@ -843,6 +873,7 @@ class Optimizer:
             step = self._iterations if step is None else step
             states = [opt.state.get(p) or {} for p in params]
             if self._is_update_step(step):
+                self._pending = []  # (the gradients of an accumulating call whose step did not run)
                 pairs = [(g, st[_ACCUMULATOR]) for g, st in zip(grads, states) if _ACCUMULATOR in st]
                 if pairs:
                     torch._foreach_add_([g for g, _ in pairs], [a.to(g.dtype) for g, a in pairs])
@@ -852,19 +883,39 @@ class Optimizer:
                     if state and state.pop(_ACCUMULATOR, None) is not None and state.keys() == {"step"}:
                         del state["step"]  # only the accumulator's: torch starts the state at the step
             else:
-                held = [(st[_ACCUMULATOR], g) for g, st in zip(grads, states) if _ACCUMULATOR in st]
-                if held:
-                    torch._foreach_add_([a for a, _ in held], [g.to(a.dtype) for a, g in held])
-                for p, g, st in zip(params, grads, states):
-                    if _ACCUMULATOR not in st:
-                        state = opt.state[p]
-                        if not state:  # (torch's load_state_dict needs a "step" in every state; 0: none taken)
-                            state["step"] = torch.tensor(0.0)
-                        state[_ACCUMULATOR] = g.detach().to(p.dtype, copy=True)
+                self._pending = list(zip(params, grads))  # added by the step, if it runs
+                for p in params:
                     p.grad = None
+                if getattr(opt, "_rnnkit_accumulation", None) is not self:  # (hooks are not pickled or copied)
+                    opt.register_step_post_hook(self._commit_accumulation)
+                    opt._rnnkit_accumulation = self  # type: ignore[attr-defined]
                 self._prepared = {}
                 return
         self._prepared = {id(p): (weakref.ref(g), g._version) for p, g in zip(params, grads)}
+
+    @torch.no_grad()
+    def _commit_accumulation(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
+        """Step post-hook (``gradient_accumulation_steps``): add the gradients :meth:`prepare_gradients`
+        set aside on an accumulating call to the ``gradient_accumulator`` slots, after the step, which
+        moved nothing (a step given a closure, as Lightning's, runs its pre-hooks before the closure
+        computes the gradients). A ``GradScaler`` runs the step of an optimizer that unscales inside
+        it (torch's fused steps) also when the gradients overflowed, with ``found_inf`` set (the
+        kernel then skips the update): nothing is added then."""
+        pending, self._pending = self._pending, []
+        opt = self.torch_optimizer
+        found_inf = getattr(optimizer, "found_inf", None)
+        if not pending or opt is None or (isinstance(found_inf, Tensor) and bool(found_inf.item())):
+            return
+        states = [opt.state.get(p) or {} for p, _ in pending]
+        held = [(st[_ACCUMULATOR], g) for (_, g), st in zip(pending, states) if _ACCUMULATOR in st]
+        if held:
+            torch._foreach_add_([a for a, _ in held], [g.to(a.dtype) for a, g in held])
+        for (p, g), st in zip(pending, states):
+            if _ACCUMULATOR not in st:
+                state = opt.state[p]
+                if not state:  # (torch's load_state_dict needs a "step" in every state; 0: none taken)
+                    state["step"] = torch.tensor(0.0)
+                state[_ACCUMULATOR] = g.detach().to(p.dtype, copy=True)
 
     # -- weight decay exclusions ---------------------------------------------------------------
     def exclude_from_weight_decay(self, var_list: Iterable[nn.Parameter] | None = None,
@@ -889,7 +940,10 @@ class Optimizer:
 
     def name_weights(self, model: nn.Module) -> None:
         """Record the Keras weight names of ``model``'s parameters (for ``var_names`` of
-        :meth:`exclude_from_weight_decay`; the training step calls it with the model it trains)."""
+        :meth:`exclude_from_weight_decay`; the training step calls it with the model it trains) and
+        the model itself (a weak reference), whose Keras weight order :attr:`variables` follows (a
+        functional model's weights come in Keras' layer order, not in the order torch registered them)."""
+        self._model = weakref.ref(model)
         if self._excluded_pattern is not None:
             names = keras_weight_names(model)
             if names != self._weight_names:
@@ -946,7 +1000,7 @@ class Optimizer:
         """Pickled or copied without what is keyed by ``id`` of this process's tensors (the
         gradients of the last step, the weight names: the training step sets them again)."""
         state = dict(self.__dict__)
-        for key in ("_prepared", "_weight_names", "_decay_cache"):
+        for key in ("_prepared", "_pending", "_weight_names", "_decay_cache", "_model"):
             state.pop(key, None)
         return state
 
@@ -981,11 +1035,13 @@ def fused_step_kwargs(optimizer_class: type[torch.optim.Optimizer], params: Iter
     return {"fused": True}
 
 
-def make_torch_optimizer(optimizer_class: type[torch.optim.Optimizer], params: Iterable[nn.Parameter],
-                         **kwargs: Any) -> torch.optim.Optimizer:
+def make_torch_optimizer(optimizer_class: type[torch.optim.Optimizer], params: Iterable[nn.Parameter], *,
+                         fused: bool = True, **kwargs: Any) -> torch.optim.Optimizer:
     """``optimizer_class(params, **kwargs)`` with the fused step where :func:`fused_step_kwargs` allows it,
-    falling back to torch's default step where this torch refuses it."""
+    falling back to torch's default step where this torch refuses it; ``fused=False``: the default step."""
     params = list(params)
+    if not fused:
+        return optimizer_class(params, **kwargs)
     try:
         return optimizer_class(params, **kwargs, **fused_step_kwargs(optimizer_class, params))
     except (RuntimeError, TypeError, ValueError):  # an older torch without a fused CPU step, or bad settings:

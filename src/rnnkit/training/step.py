@@ -19,14 +19,8 @@ from ..layers.base import flatten, module_mode, reset_states
 from ..metrics import BoundMetric
 from .compile import CompileState
 from .data import InputDataError, canonical_batch, check_finite
+from .dtypes import full_precision
 from .losses import Loss
-
-
-def _full_precision(t: Tensor) -> Tensor:
-    """``t`` in float32 when it is half or bfloat16 (``precision="16-mixed"``/``"bf16-mixed"``): the
-    losses and metrics are computed in float32, as Keras' mixed precision does, not rounded to a
-    few significant digits."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _positions_mask(per: Tensor, *masks: Tensor | None) -> Tensor | None:
@@ -165,7 +159,7 @@ class StepLogic:
         total: Tensor | None = None
         for i, (loss, out, y) in enumerate(zip(self.losses, outputs, ys)):
             y = y.to(out.device)
-            out = _full_precision(out)
+            out = full_precision(out)
             loss.check(y, out, values=self.check_values)
             per = loss.elementwise(y, out, logits=self.fused[i] or loss.from_logits)
             weight: Tensor | None = None
@@ -232,7 +226,7 @@ class StepLogic:
             bound = cast(nn.ModuleList, group)
             if not len(bound):
                 continue
-            prob = self.probabilities(i, _full_precision(outputs[i].detach()))
+            prob = self.probabilities(i, full_precision(outputs[i].detach()))
             lead = prob.shape[:-1] if prob.dim() > 1 else prob.shape
             mask = None
             for m in (out_masks[i], y_masks[i]):
