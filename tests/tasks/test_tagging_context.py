@@ -94,7 +94,7 @@ def test_document_context_end_to_end_and_errors(tmp_path):
     documents.write_text("".join(_write_conll(tmp_path / f"d{i}.txt", 12, i).read_text() for i in range(10)))
     held = runner.invoke(app, ["train", "tagging", "--train", str(documents), "--out", str(tmp_path), "--name", "held",
                                "--set", "data.document_context=20", "--set", "train.epochs=1", *FAST[2:-1]])
-    assert held.exit_code == 0 and "held out 1 training documents (12 sentences)" in held.output, held.output
+    assert held.exit_code == 0 and "held out 1 training document (12 sentences)" in held.output, held.output
 
     bad = runner.invoke(app, ["train", "tagging", "--train", str(train), "--out", str(tmp_path),
                               "--set", "data.document_context=-5", *FAST])

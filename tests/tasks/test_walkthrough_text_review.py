@@ -404,7 +404,7 @@ def test_tagging_hold_out_leaves_every_tag_a_training_sentence(tmp_path):
                                      "--set", "model.hidden_size=4", "--set", "model.embedding_dim=4",
                                      "--set", "model.char_hidden_size=2"])
         assert result.exit_code == 0, result.output
-        assert "held out 1 training sentences" in result.output  # a tenth of 11, as before
+        assert "held out 1 training sentence for" in result.output  # a tenth of 11, as before
         dev = (tmp_path / "runs" / f"s{seed}" / "dev.predictions.conll").read_text()
         assert "Euro" not in dev
 
@@ -466,3 +466,14 @@ def test_pos_tagging_log_says_the_tags_are_not_chunks(tmp_path):
     expected_tags = ", ".join(sorted({line.split()[1] for line in lines if line}))
     assert f"tags (not chunks, data.scheme=none): {expected_tags};" in " ".join(result.output.split())
     assert "none in the file" not in result.output
+
+
+def test_a_folder_without_class_folders_names_fixes_that_exist(tmp_path):
+    """The hint said "check the path and pattern", naming a setting the command line does not have."""
+    (tmp_path / "root" / "empty").mkdir(parents=True)
+    result = runner.invoke(app, ["train", "text-classification", "--train", str(tmp_path / "root"),
+                                 "--out", str(tmp_path / "runs")])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code != 0 and len(errors) == 1, result.output
+    assert "no class sub-folders" in errors[0] and "--set data.member_prefix=" in errors[0]
+    assert "pattern" not in errors[0].split("fix:")[1]

@@ -434,7 +434,10 @@ def _read_class_dirs(
         )
     if not wanted:
         raise DataError(
-            f"no class sub-folders with {pattern!r} files", path=base, hint="check the path and pattern"
+            f"no class sub-folders with {pattern!r} files", path=base,
+            hint=fixes(f"give a folder holding one sub-folder of {pattern!r} files per class",
+                       setting("member_prefix", "aclImdb/train", then=" for the class folders' parent inside it"),
+                       setting("pattern", "*.*", then=" for files of any name")),
         )
     out: list[TextExample] = []
     for label in sorted(wanted):

@@ -258,6 +258,11 @@ def read_sentences(path: str | Path, cfg: DataConfig) -> list[Any]:
     return read_conll(p, cfg.token_column, cfg.tag_column, separator=separator_of(cfg), errors=cfg.encoding_errors)
 
 
+def _count(n: int, thing: str) -> str:
+    """``"1 sentence"``, ``"12 sentences"``."""
+    return f"{n} {thing}{'' if n == 1 else 's'}"
+
+
 def check_conll_path(path: str | Path) -> Path:
     """``path`` when it is a file; a folder (CoNLL-2003's, say) is a one-line error naming the fix."""
     p = Path(path)
@@ -811,8 +816,8 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         dev_sents = [s for s in train_sents if s.document in held_out]
         train_sents = [s for s in train_sents if s.document not in held_out]
         if dev_sents:
-            log(f"no --dev given: held out {len(held_out)} training documents ({len(dev_sents)} sentences) "
-                "for model selection")
+            log(f"no --dev given: held out {_count(len(held_out), 'training document')} "
+                f"({_count(len(dev_sents), 'sentence')}) for model selection")
     elif dev_path is None:
         from ..data.splits import take_whole_groups
 
@@ -825,7 +830,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         dev_sents = [s for i, s in enumerate(train_sents) if i in held]
         train_sents = [s for i, s in enumerate(train_sents) if i not in held]
         if dev_sents:  # an empty file stops just below, without a "held out 0" line first
-            log(f"no --dev given: held out {len(dev_sents)} training sentences for model selection")
+            log(f"no --dev given: held out {_count(len(dev_sents), 'training sentence')} for model selection")
     else:
         dev_sents = [s for s in read_sentences(dev_path, cfg.data) if len(s)]
     if not train_sents or not dev_sents:
