@@ -113,6 +113,9 @@ def test_class_quotas_follow_largest_remainders_and_keep_a_training_example() ->
     assert class_quotas([1, 9], 2, [0, 1]) == [0, 2]
     # small classes that cannot give: the large one gives more than one extra
     assert class_quotas([1, 1, 1, 1, 1, 5], 5, list(range(6))) == [0, 0, 0, 0, 0, 4]
+    # remainders equal on paper (2/3 each) are equal: the tie order decides, not the floats' last bits
+    assert class_quotas([2, 5, 23], 10, [0, 1, 2]) == [1, 2, 7]
+    assert class_quotas([4, 25, 1], 10, [0, 1, 2]) == [2, 8, 0]  # floats gave the 25 its second extra
     # every class down to its last example: fewer than asked
     assert class_quotas([2, 1], 3, [0, 1]) == [1, 0]
     rng = np.random.default_rng(0)

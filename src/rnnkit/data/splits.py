@@ -64,11 +64,11 @@ def class_quotas(sizes: Sequence[int], total: int, ties: Sequence[int]) -> list[
     Returns:
         The quota of each class, in the order of ``sizes``.
     """
-    n = sum(sizes)
-    shares = [size * total / n if n else 0.0 for size in sizes]
-    quotas = [min(int(share), max(size - 1, 0)) for share, size in zip(shares, sizes)]
+    n = max(sum(sizes), 1)
+    quotas = [min(size * total // n, max(size - 1, 0)) for size in sizes]
     spare = total - sum(quotas)
-    ranked = sorted(range(len(sizes)), key=lambda c: (-(shares[c] - quotas[c]), ties[c]))
+    # remainders compared exactly, as numerators over n (as floats, equal ones differ in their last bits)
+    ranked = sorted(range(len(sizes)), key=lambda c: (-(sizes[c] * total - quotas[c] * n), ties[c]))
     while spare > 0:  # by remainder, as often as needed: small classes that cannot give pass it on
         givers = [c for c in ranked if quotas[c] < sizes[c] - 1][:spare]
         if not givers:

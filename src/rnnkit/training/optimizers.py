@@ -567,7 +567,7 @@ class Optimizer:
             if not state or not p.is_floating_point():
                 continue
             for key, value in state.items():
-                if (key != "step" and isinstance(value, Tensor) and value.is_floating_point()
+                if (key not in ("step", "mu_product") and isinstance(value, Tensor) and value.is_floating_point()
                         and value.dtype != p.dtype and value.shape == p.shape):
                     state[key] = value.to(p.dtype)
 
