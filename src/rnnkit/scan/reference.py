@@ -82,14 +82,16 @@ def reference_scan(
     outputs: list[Tensor] = [x] * steps
     gate_steps: list[dict[str, Tensor]] = [{}] * steps
     first = steps - 1 if reverse else 0
+    autocast = torch.is_autocast_enabled(x.device.type)  # (checked once: the cast below is per step)
     for t in range(steps - 1, -1, -1) if reverse else range(steps):
         result = cell.recur(inputs[t], state, recurrent_mask=recurrent_mask, return_gates=return_gates)
         if t == first:  # a malformed cell fails here with what to fix, not in a broadcast below
             check_step(cell, result, batch)
         out, new, gates = result
-        new = tuple(n if n.dtype == s.dtype else n.to(s.dtype) for n, s in zip(new, state))  # autocast
-        if out.dtype != new[0].dtype:
-            out = out.to(new[0].dtype)
+        if autocast:  # the state in the layer's dtype, not the autocast dtype its last matmul gave
+            new = tuple(n if n.dtype == s.dtype else n.to(s.dtype) for n, s in zip(new, state))
+            if out.dtype != new[0].dtype:
+                out = out.to(new[0].dtype)
         if zoneout_rate:
             new = zoneout(new, state, zoneout_rate, training)
             out = new[0]
