@@ -282,24 +282,3 @@ def test_save_holds_the_call_count_and_load_continues_exactly(tmp_path: Path) ->
     assert int(loaded.optimizer.variables[0].numpy()) == 7
     for a, b in zip(loaded.get_weights(), reference.get_weights()):
         np.testing.assert_array_equal(a, b)
-
-
-def test_checkpoint_resume_keeps_the_call_count(tmp_path: Path) -> None:
-    class CrashAt(Callback):
-        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            if epoch == 2:
-                raise RuntimeError("simulated crash")
-
-    x, y = _data()
-    fit = {"epochs": 4, "batch_size": 4, "shuffle": False, "verbose": 0}  # 2 calls an epoch, windows of 3
-    reference = _accumulating_model()
-    reference.fit(x, y, **fit)
-    interrupted = _accumulating_model()
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        interrupted.fit(x, y, checkpoint_dir=tmp_path, callbacks=[CrashAt()], **fit)
-    resumed = _accumulating_model()
-    resumed.fit(x, y, checkpoint_dir=tmp_path, resume_from=tmp_path, **fit)
-    assert resumed.optimizer.iterations == reference.optimizer.iterations == 8 // 3
-    assert int(resumed.optimizer.variables[0].numpy()) == 8
-    for a, b in zip(resumed.get_weights(), reference.get_weights()):
-        np.testing.assert_array_equal(a, b)

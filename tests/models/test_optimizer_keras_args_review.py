@@ -217,6 +217,7 @@ def test_checkpoint_resume_mid_accumulation_continues_exactly(tmp_path: Path) ->
     resumed.fit(x, y, checkpoint_dir=tmp_path, resume_from=tmp_path, **fit)
     assert resumed.optimizer.iterations == reference.optimizer.iterations == 8 // 3  # updates, as Keras
     assert resumed.optimizer.calls == reference.optimizer.calls == 8
+    assert int(resumed.optimizer.variables[0].numpy()) == 8  # Keras' iteration variable: the calls
     for a, b in zip(resumed.get_weights(), reference.get_weights()):
         np.testing.assert_array_equal(a, b)
 
