@@ -686,7 +686,8 @@ def test_tagging_run_errors_and_reading_overrides(runs, tmp_path):
     latin = tmp_path / "l.txt"
     latin.write_bytes("Zürich O\n\n".encode("latin-1"))
     line = _one_error(runner.invoke(app, ["predict", str(tag), "--conll", "--file", str(latin)]))
-    assert "(this run reads tokens from column 0 of UTF-8 text" in line and "re-encoded as UTF-8" in line
+    assert "(this run reads tokens from column 0, data.token_column)" in line
+    assert "add --set data.encoding_errors=replace" in line  # the reader's own fix, which predict takes
     docstart = tmp_path / "d.txt"
     docstart.write_text("-DOCSTART- O\n\n")
     assert _one_error(runner.invoke(app, ["diagnose", str(tag), "--data", str(docstart)])) == \

@@ -209,10 +209,10 @@ class CompareResult:
         best = max(rows, key=lambda r: sign * r["mean"])
         margin = max(best["std"], self.tolerance)
         slack = 1e-9 * max(1.0, abs(best["mean"]))  # 0.900 - 0.895 is 0.0050000000000000044 in floats
-        if len(rows) > 1 and all(abs(r["mean"] - best["mean"]) <= slack and r["std"] <= slack for r in rows):
-            # e.g. every cell at dev f1 0 (none learnt an entity yet): speed alone would pick the plainest cell
-            return "none", (f"every cell has the same dev {self.metric} ({best['mean']:.4f}) in every run, so quality "
-                            "cannot tell them apart; train longer (train.epochs) or on more data")
+        if self.higher_is_better and best["mean"] == 0:
+            # every run at dev f1 0 (no entity learnt yet), say: speed alone would pick the plainest cell
+            return "none", (f"no run scored above 0 dev {self.metric}, so quality cannot tell the cells apart; "
+                            "train longer (train.epochs) or on more data")
         close = [r for r in rows if sign * (best["mean"] - r["mean"]) <= margin + slack]
         pick = min(close, key=lambda r: (r["seconds"], r["parameters"]))
         others = [r["cell"] for r in close if r is not pick]
@@ -279,26 +279,33 @@ class CompareResult:
         rows = self.summary()
         names = [r["cell"] for r in rows]
         fig, axes = plt.subplots(1, 4, figsize=(14, 3.5))
-        axes[0].bar(names, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], capsize=4, color="tab:blue")
+
+        def spread(key: str) -> list[float]:
+            """Error bars: the std over seeds; none (``nan``, not drawn) for a one-seed cell, which
+            has no spread (``n/a`` in the table), so no ``± 0`` bar suggests a measured one."""
+            return [r[key] if r["seeds"] > 1 else math.nan for r in rows]
+
+        axes[0].bar(names, [r["mean"] for r in rows], yerr=spread("std"), capsize=4, color="tab:blue")
         axes[0].set(title=f"dev {self.metric} ({self.direction})", ylabel=self.metric)
         finite = [r for r in rows if math.isfinite(r["mean"])]
         if finite:
-            lows = [r["mean"] - r["std"] for r in finite]
-            highs = [r["mean"] + r["std"] for r in finite]
+            lows = [r["mean"] - (r["std"] if r["seeds"] > 1 else 0.0) for r in finite]
+            highs = [r["mean"] + (r["std"] if r["seeds"] > 1 else 0.0) for r in finite]
             pad = (max(highs) - min(lows)) * 0.5 or 0.01
             bottom = min(lows) - pad
             if min(r["mean"] for r in finite) >= 0:  # accuracy, F1, BLEU, WER, perplexity, errors: never below 0
                 bottom = max(bottom, 0.0)
             axes[0].set_ylim(bottom, max(highs) + pad)
-        axes[1].bar(names, [r["seconds"] for r in rows], yerr=[r["seconds_std"] for r in rows], capsize=4,
+        axes[1].bar(names, [r["seconds"] for r in rows], yerr=spread("seconds_std"), capsize=4,
                     color="tab:orange")
         axes[1].set(title="training time", ylabel="seconds")
-        axes[2].bar(names, [r["peak_mib"] for r in rows], yerr=[r["peak_mib_std"] for r in rows], capsize=4,
+        axes[2].bar(names, [r["peak_mib"] for r in rows], yerr=spread("peak_mib_std"), capsize=4,
                     color="tab:red")
         axes[2].set(title="peak memory", ylabel=f"MiB ({self.memory_method})")
         axes[3].bar(names, [r["parameters"] for r in rows], color="tab:green")
         axes[3].set(title="parameters")
-        fig.suptitle(f"{self.task}: cells compared (mean ± std over seeds)")
+        spreads = "mean ± std over seeds" if any(r["seeds"] > 1 for r in rows) else "one seed per cell: no spread"
+        fig.suptitle(f"{self.task}: cells compared ({spreads})")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)

@@ -40,6 +40,7 @@ for the Jacobian products and for gradient clipping (:func:`clipping_demo`).
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -432,7 +433,7 @@ def gradient_diagnostics(model_or_layer: nn.Module, batch: Any, *,
         are restored afterwards; dropout is off during the pass (eval mode).
     """
     if norm not in NORMS:
-        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        raise ValueError(f"norm (--norm) must be one of {', '.join(NORMS)}, got {norm!r}")
     if jacobians and not jacobian_samples >= 1:
         raise ValueError(f"jacobian_samples must be a whole number >= 1 (or jacobians=False), got {jacobian_samples!r}")
     if not (math.isfinite(threshold) and threshold > 0):
@@ -607,7 +608,9 @@ def plot_gradient_norms(reports: Sequence[GradientReport], path: Path, *, title:
         values = [v if v > 0 and math.isfinite(v) else math.nan for v in report.grad_norms]
         ax.plot(range(len(values)), values, label=report.label)
     ax.set_yscale("log")
-    ax.set(xlabel="time step t", ylabel="mean ||dL/dh_t||", title=title or "gradient norm back through time")
+    ax.set(xlabel="time step t", ylabel="mean ||dL/dh_t||")
+    # a title naming run folders and data paths is wrapped to the panel's width, not cut at the figure's edge
+    ax.set_title("\n".join(textwrap.wrap(title or "gradient norm back through time", 60)), fontsize=10)
     ax.legend(fontsize=8)
     if clipping:
         ax2 = axes[0][1]

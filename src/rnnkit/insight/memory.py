@@ -442,6 +442,16 @@ class MemoryBenchmark:
             f"none (learns up to T={lengths[-1]}, the longest tried)"
         return learned, failed
 
+    @staticmethod
+    def _legend_text(row: Mapping[str, Any], lengths: Sequence[int]) -> str:
+        """Both limits of one cell for the plot's legend (``learns to T=12, fails from T=40``); a
+        missing limit is said in words, as ``memory.md`` does, never as ``T=none``: ``learns no T``
+        (it failed from the shortest), ``no failure up to T=<longest tried>``."""
+        learned = f"learns to T={row['longest_learned']}" if row["longest_learned"] is not None else "learns no T"
+        failed = f"fails from T={row['first_failed']}" if row["first_failed"] is not None else \
+            f"no failure up to T={lengths[-1]}"
+        return f"{learned}, {failed}"
+
     def markdown(self) -> str:
         from ..tasks.report import markdown_table
 
@@ -484,11 +494,11 @@ class MemoryBenchmark:
         styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-")]
         ax.axhline(self.success_rate, color="grey", linestyle=":", linewidth=1,
                    label=f"learns: rate >= {self.success_rate:g}")
+        lengths = sorted({r["length"] for r in summary})
         for k, cell in enumerate(dict.fromkeys(r["cell"] for r in summary)):
             rows = [r for r in summary if r["cell"] == cell]
             marker, line = styles[k % len(styles)]  # cells with the same rates stay visible on top of each other
-            learned, failed = self._limit_text(limits[cell])
-            label = f"{cell}: learns to T={learned.split(' ')[0]}, fails from T={failed.split(' ')[0]}"
+            label = f"{cell}: {self._legend_text(limits[cell], lengths)}"
             drawn = ax.plot([r["length"] for r in rows], [r["success_rate"] for r in rows], marker=marker,
                             linestyle=line, markersize=9 - 2 * (k % 3), label=label)
             first = limits[cell]["first_failed"]
@@ -498,7 +508,6 @@ class MemoryBenchmark:
                         markeredgecolor=drawn[0].get_color(), linestyle="none")
         ax.set(xlabel="sequence length T", ylabel="success rate", ylim=(-0.05, 1.05),
                title=f"{self.task.name}: success under {self.settings['budget_steps']} steps")
-        lengths = sorted({r["length"] for r in summary})
         if len(lengths) > 1 and lengths[-1] / max(lengths[0], 1) >= 8:
             ax.set_xscale("log")
         ax.legend(fontsize=7)
