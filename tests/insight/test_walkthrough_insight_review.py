@@ -192,3 +192,20 @@ def test_gradient_plot_title_fits_the_figure(monkeypatch: pytest.MonkeyPatch, tm
     box = text.get_window_extent(FigureCanvasAgg(fig).get_renderer())
     width = fig.get_figwidth() * fig.dpi
     assert box.x0 >= 0 and box.x1 <= width
+
+
+def test_diagnose_errors_on_text_runs_name_the_fix(tmp_path):
+    """A HAN or multi-label run said "diagnose supports single-label text classifiers with
+    architecture=rnn" (no fix); a text run given an image dataset said "data file not found"."""
+    from types import SimpleNamespace
+
+    from rnnkit.tasks.text_classification import DataConfig, TrainedTextClassifier, read_examples
+
+    han = SimpleNamespace(prep=SimpleNamespace(multi_label=True, architecture="han"))
+    with pytest.raises(ValueError) as err:
+        TrainedTextClassifier.diagnostic_batch(han, tmp_path / "x.csv")  # type: ignore[arg-type]
+    message = str(err.value)
+    assert "architecture=han, multi-label" in message and "--set model.architecture=rnn" in message
+    assert "\n" not in message
+    with pytest.raises(FileNotFoundError, match="builtin datasets are for image-classification; give a text file"):
+        read_examples("builtin:digits", DataConfig())

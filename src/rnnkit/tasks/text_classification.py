@@ -266,6 +266,8 @@ def read_examples(path: str | Path, cfg: DataConfig, *, labelled: bool = True, k
 
     p = Path(path)
     if not p.exists():
+        if str(path).startswith("builtin:"):  # (the image task's datasets: diagnose and compare pass them on)
+            raise FileNotFoundError(f"{path}: builtin datasets are for image-classification; give a text file")
         raise FileNotFoundError(f"data file not found: {p}")
     fmt = detect_format(p, cfg.format)
     label_column = _column(cfg.label_column) if labelled else None
@@ -610,7 +612,9 @@ class TrainedTextClassifier:
         """``(model, (ids, lengths, targets), loss_fn)`` on the first ``size`` labelled texts of ``path``
         (for :func:`rnnkit.insight.gradient_diagnostics`); single-label, ``architecture=rnn`` runs."""
         if self.prep.multi_label or self.prep.architecture != "rnn":
-            raise ValueError("diagnose supports single-label text classifiers with architecture=rnn")
+            this = f"architecture={self.prep.architecture}" + (", multi-label" if self.prep.multi_label else "")
+            raise ValueError(f"diagnose needs a single-label text classifier with model.architecture=rnn, and this run "
+                             f"is {this}; fix: train one with --set model.architecture=rnn on single-label data")
         examples = read_examples(path, self.prep.cfg)[:size]
         if not examples:
             raise ValueError(f"{path}: no labelled texts to diagnose; give a file with at least one row")
