@@ -619,7 +619,7 @@ def test_diagnose_refuses_a_han_run_in_one_line(han_run: Path, tmp_path: Path) -
     from rnnkit.tasks.text_classification import TrainedTextClassifier
 
     model = TrainedTextClassifier.load(han_run)
-    with pytest.raises(ValueError, match="diagnose supports single-label text classifiers with architecture=rnn"):
+    with pytest.raises(ValueError, match="diagnose needs a single-label text classifier with model.architecture=rnn"):
         model.diagnostic_batch(han_run.parent / "dev.csv")
 
 
