@@ -740,17 +740,23 @@ def _split_dev(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarr
     accuracy of 0 and selected the epoch on one class) or a rare class whole."""
     from ..data.splits import class_quotas
 
-    n = len(labels)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
-    _, codes = np.unique(np.asarray(labels)[order].astype(str), return_inverse=True)
-    counts = np.bincount(codes)
-    first = [int(np.flatnonzero(codes == c)[0]) for c in range(len(counts))]  # ties: the seeded order
-    take = np.asarray(class_quotas(counts.tolist(), max(1, int(round(n * fraction))), first))
-    rank = np.empty(n, dtype=np.int64)  # each example's place among its class in the seeded order
-    for c in range(len(counts)):
-        rank[codes == c] = np.arange(counts[c])
+    order, codes, counts, rank = _seeded_class_ranks(labels, seed)
+    first = np.unique(codes, return_index=True)[1]  # each class's first place in the seeded order: the ties
+    take = np.asarray(class_quotas(counts.tolist(), max(1, int(round(len(labels) * fraction))), first.tolist()))
     held = rank < take[codes]
     return np.sort(order[~held]), np.sort(order[held])
+
+
+def _seeded_class_ranks(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(order, codes, counts, rank)``: a permutation of the examples drawn from ``seed``, each one's class
+    code in that order, the examples per class, and each one's place among its class in that order."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).numpy()
+    _, codes = np.unique(np.asarray(labels)[order].astype(str), return_inverse=True)
+    counts = np.bincount(codes)
+    by_class = np.argsort(codes, kind="stable")  # each class's members, in the seeded order
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[by_class] = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return order, codes, counts, rank
 
 
 def _stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -760,13 +766,7 @@ def _stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     classes. Each image's key is its rank within its class (in a permutation drawn from ``seed``)
     over the class size; the ``n`` smallest keys take every class's share in turn.
     """
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).numpy()
-    _, codes = np.unique(np.asarray(labels)[order].astype(str), return_inverse=True)
-    counts = np.bincount(codes)
-    rank = np.empty(len(order), dtype=np.int64)
-    for code in range(len(counts)):
-        members = np.flatnonzero(codes == code)
-        rank[members] = np.arange(len(members))
+    order, codes, counts, rank = _seeded_class_ranks(labels, seed)
     keys = (rank + 0.5) / counts[codes]
     return np.sort(order[np.argsort(keys, kind="stable")[:n]])
 

@@ -559,10 +559,8 @@ class TrainedLanguageModel:
         if overrides:
             raise ConfigError(f"evaluate --set {overrides[0]}: a language-model run reads text as at training "
                               "(tokenization, lowercasing and line endings are fixed); drop --set")
-        from ..data.io import iter_lines
-
         p = text_file(path)
-        if not any(line.strip() for _, line in iter_lines(p)):  # as training refuses such a dev file
+        if not has_text(p):  # as training refuses such a dev file
             raise ConfigError(f"{p}: the text is empty or only blank lines, so its perplexity would only say how well a line "
                               "break follows a line break; fix: give a file with text")
         with tempfile.TemporaryDirectory() as tmp:
@@ -709,6 +707,13 @@ class TrainedLanguageModel:
 
 
 # -- training ----------------------------------------------------------------------------------
+def has_text(path: Path) -> bool:
+    """Whether ``path`` holds a line that is not blank (read up to the first one)."""
+    from ..data.io import iter_lines
+
+    return any(line.strip() for _, line in iter_lines(path))
+
+
 def unk_causes(prep: Preprocessor, train_file: Path, dev_file: Path) -> Counter[str]:
     """Why the dev tokens read as ``<unk>`` do: ``"text"``, the text itself holds ``<unk>`` (a corpus
     preprocessed with a fixed vocabulary, as PTB is); ``"cut"``, the token occurs in the training
@@ -798,9 +803,7 @@ def train(config: Config, train_path: str | Path, dev_path: str | Path | None, r
         log(f"no --dev given: {part} the dev stream; the vocabulary is built from the rest")
     else:
         dev_ids = prep.ids_of_file(Path(dev_path), cache / "dev.bin")
-    from ..data.io import iter_lines
-
-    if not any(line.strip() for _, line in iter_lines(Path(dev_path) if dev_path is not None else dev_file)):
+    if not has_text(Path(dev_path) if dev_path is not None else dev_file):
         # its perplexity would only measure how well a line break follows a line break: no model is selected on that
         source = dev_path if dev_path is not None else f"the held-out tail of {train_file}"
         raise ConfigError(f"{source}: the dev text is empty or only blank lines, so its perplexity says nothing; "
